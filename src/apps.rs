@@ -1,0 +1,42 @@
+//! The built-in apps: [`hello`] and [`demo`]. The `stackway serve` command line
+//! mounts them by name.
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::{apps, testing::Client};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! Client::new(apps::demo)
+//!     .get("/x?y=1")
+//!     .await
+//!     .assert_status(200)
+//!     .assert_text_contains("PATH_INFO=/x\n")
+//!     .assert_text_contains("QUERY_STRING=y=1\n");
+//! # });
+//! ```
+
+use std::fmt::Write;
+
+use crate::response::{escape_html, html, text};
+use crate::{Request, RequestExt, Response};
+
+/// Greets PATH_INFO: `<h1>Hello, NAME!</h1>`, where NAME is PATH_INFO decoded
+/// and without its leading `/`, or `web` when that is empty. NAME is
+/// HTML-escaped.
+pub async fn hello(req: Request) -> Response {
+    let path_info = req.environ().path_info_decoded();
+    let name = path_info.strip_prefix('/').unwrap_or(&path_info);
+    let name = if name.is_empty() { "web" } else { name };
+    html(format!("<h1>Hello, {}!</h1>", escape_html(name)))
+}
+
+/// Shows the request's [CGI view](crate::Environ::cgi) as `NAME=VALUE` lines
+/// sorted by name, as wsgiref's `demo_app` prints the environ.
+pub async fn demo(req: Request) -> Response {
+    let mut body = String::new();
+    for (name, value) in req.environ().cgi() {
+        let _ = writeln!(body, "{name}={value}");
+    }
+    text(body)
+}

@@ -1,0 +1,378 @@
+//! [`Body`]: the request and response body, streamed both ways in constant memory.
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::{Body, Request, response, testing::Client};
+//!
+//! // WSGI's iterable: the chunks are produced while the response is sent.
+//! let app = |_req: Request| async {
+//!     let chunks = (1..=3).map(|n| format!("chunk {n}\n"));
+//!     response::text(Body::from_chunks(chunks))
+//! };
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! Client::new(app).get("/").await.assert_text("chunk 1\nchunk 2\nchunk 3\n");
+//! # });
+//! ```
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, TryStreamExt, stream};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, StreamBody};
+use sync_wrapper::SyncWrapper;
+use tokio::io::AsyncRead;
+use tokio_util::io::ReaderStream;
+
+use crate::error::{BoxError, Error, Kind};
+
+/// How many bytes a file or reader body reads at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+type DynBody = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>;
+
+/// A request or response body: bytes in memory, or a stream read as it is sent.
+///
+/// A body made from bytes or a string knows its exact size; so does one made
+/// from a file, and a stream given [`exact_size`](Self::exact_size). The server
+/// sends those with `Content-Length`, and the others chunked.
+///
+/// `Body` implements [`http_body::Body`], so it plugs into hyper and the rest of
+/// the ecosystem; any `http_body::Body` becomes one with [`Body::new`].
+pub struct Body {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    /// Bytes in memory; `None` once they were handed out.
+    Full(Option<Bytes>),
+    Stream(Box<Streaming>),
+}
+
+struct Streaming {
+    // `SyncWrapper` makes the body `Sync` (so `&Request` may be held across an
+    // await) without asking every stream to be `Sync`: it is only ever polled
+    // through `&mut`.
+    inner: SyncWrapper<DynBody>,
+    /// The inner body's size hint when it was wrapped; `yielded` is subtracted.
+    hint: SizeHint,
+    yielded: u64,
+    /// Set by `exact_size`: the stream must yield exactly this many bytes.
+    declared: Option<u64>,
+    done: bool,
+}
+
+impl Body {
+    /// An empty body.
+    pub const fn empty() -> Self {
+        Self {
+            kind: BodyKind::Full(None),
+        }
+    }
+
+    /// Wraps any [`http_body::Body`], such as hyper's `Incoming`.
+    pub fn new<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let hint = body.size_hint();
+        Self {
+            kind: BodyKind::Stream(Box::new(Streaming {
+                inner: SyncWrapper::new(Box::pin(body.map_err(Into::into))),
+                hint,
+                yielded: 0,
+                declared: None,
+                done: false,
+            })),
+        }
+    }
+
+    /// A body read from a stream of chunks, as they are produced.
+    pub fn from_stream<S, D, E>(stream: S) -> Self
+    where
+        S: Stream<Item = Result<D, E>> + Send + 'static,
+        D: Into<Bytes> + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        Self::new(StreamBody::new(
+            stream
+                .map_ok(|data| Frame::data(data.into()))
+                .map_err(Into::into),
+        ))
+    }
+
+    /// A body from an iterator of chunks, pulled one at a time as the body is
+    /// sent: WSGI's response iterable.
+    pub fn from_chunks<I>(chunks: I) -> Self
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: Into<Bytes> + 'static,
+    {
+        let chunks = chunks.into_iter().map(Ok::<_, std::convert::Infallible>);
+        Self::from_stream(stream::iter(chunks))
+    }
+
+    /// A body read from `reader` in 64 KiB chunks; `len`, when given, is its exact
+    /// length (see [`exact_size`](Self::exact_size)).
+    pub fn from_reader<R>(reader: R, len: Option<u64>) -> Self
+    where
+        R: AsyncRead + Send + 'static,
+    {
+        let body = Self::from_stream(ReaderStream::with_capacity(reader, READ_CHUNK));
+        match len {
+            Some(len) => body.exact_size(len),
+            None => body,
+        }
+    }
+
+    /// A body that streams a whole file, with its length from the file's metadata.
+    ///
+    /// The file is read from its current position.
+    pub async fn from_file(file: tokio::fs::File) -> std::io::Result<Self> {
+        let len = file.metadata().await?.len();
+        Ok(Self::from_reader(file, Some(len)))
+    }
+
+    /// Declares that the body is exactly `len` bytes long, so it can be sent with
+    /// `Content-Length`.
+    ///
+    /// If the body then yields more or fewer bytes, it ends with an error for
+    /// which [`Error::is_length_mismatch`] is true, rather than sending a
+    /// response whose length lies.
+    pub fn exact_size(self, len: u64) -> Self {
+        let mut streaming = match self.kind {
+            BodyKind::Stream(streaming) => streaming,
+            BodyKind::Full(bytes) => {
+                let frames = stream::iter(bytes.map(|b| Ok::<_, BoxError>(Frame::data(b))));
+                match Self::new(StreamBody::new(frames)).kind {
+                    BodyKind::Stream(streaming) => streaming,
+                    BodyKind::Full(_) => unreachable!("Body::new always streams"),
+                }
+            }
+        };
+        streaming.declared = Some(len.saturating_add(streaming.yielded));
+        Self {
+            kind: BodyKind::Stream(streaming),
+        }
+    }
+
+    /// Reads the next chunk of data, or `None` at the end (trailers are skipped).
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, Error>> {
+        loop {
+            match self.frame().await? {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => continue,
+                    Ok(data) => return Some(Ok(data)),
+                    Err(_trailers) => continue,
+                },
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// Reads the whole body into memory, refusing one longer than `limit` bytes.
+    ///
+    /// A body that declares a size over the limit is refused before any of it is
+    /// read; one that turns out longer stops being read once it passes the limit.
+    /// Either way the error's [`is_too_large`](Error::is_too_large) is true.
+    pub async fn collect(mut self, limit: usize) -> Result<Bytes, Error> {
+        let too_large = || Error::new(Kind::TooLarge).with(format!("limit is {limit} bytes"));
+        if http_body::Body::size_hint(&self).lower() > limit as u64 {
+            return Err(too_large());
+        }
+        if let BodyKind::Full(bytes) = &mut self.kind {
+            return Ok(bytes.take().unwrap_or_default());
+        }
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = self.chunk().await {
+            let chunk = chunk?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+impl Streaming {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let polled = ready!(self.inner.get_mut().as_mut().poll_frame(cx));
+        let result = match polled {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    self.yielded += data.len() as u64;
+                }
+                match self.declared {
+                    Some(declared) if self.yielded > declared => {
+                        Some(Err(Error::new(Kind::Length).with(format!(
+                            "the body yielded more than its declared {declared} bytes"
+                        ))))
+                    }
+                    _ => Some(Ok(frame)),
+                }
+            }
+            Some(Err(e)) => Some(Err(Error::new(Kind::Body).with(e))),
+            None => match self.declared {
+                Some(declared) if self.yielded < declared => Some(Err(Error::new(Kind::Length)
+                    .with(format!(
+                        "the body ended after {} of its declared {declared} bytes",
+                        self.yielded
+                    )))),
+                _ => None,
+            },
+        };
+        if !matches!(result, Some(Ok(_))) {
+            self.done = true;
+        }
+        Poll::Ready(result)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if let Some(declared) = self.declared {
+            return SizeHint::with_exact(declared.saturating_sub(self.yielded));
+        }
+        let mut hint = SizeHint::new();
+        hint.set_lower(self.hint.lower().saturating_sub(self.yielded));
+        if let Some(upper) = self.hint.upper() {
+            hint.set_upper(upper.saturating_sub(self.yielded));
+        }
+        hint
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match &mut self.get_mut().kind {
+            BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::Stream(streaming) => streaming.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+            BodyKind::Stream(streaming) => streaming.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            BodyKind::Stream(streaming) => streaming.size_hint(),
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BodyKind::Full(bytes) => f.debug_tuple("Body").field(bytes).finish(),
+            BodyKind::Stream(_) => f.write_str("Body(<stream>)"),
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Self {
+            kind: BodyKind::Full(Some(bytes)),
+        }
+    }
+}
+
+macro_rules! body_from {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for Body {
+            fn from(value: $ty) -> Self {
+                Self::from(Bytes::from(value))
+            }
+        }
+    )*};
+}
+body_from!(String, &'static str, Vec<u8>, &'static [u8]);
+
+impl From<()> for Body {
+    fn from((): ()) -> Self {
+        Self::empty()
+    }
+}
+
+impl From<hyper::body::Incoming> for Body {
+    fn from(body: hyper::body::Incoming) -> Self {
+        Self::new(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn exact_size_counts_what_was_already_read() {
+        run(async {
+            let mut body = Body::from_chunks(["ab", "cd", "ef"]);
+            assert_eq!(body.chunk().await.unwrap().unwrap(), "ab");
+            let body = body.exact_size(4);
+            assert_eq!(http_body::Body::size_hint(&body).exact(), Some(4));
+            assert_eq!(body.collect(100).await.unwrap(), "cdef");
+        });
+    }
+
+    #[test]
+    fn exact_size_on_bytes_checks_the_length() {
+        run(async {
+            let err = Body::from("abc")
+                .exact_size(5)
+                .collect(100)
+                .await
+                .unwrap_err();
+            assert!(err.is_length_mismatch(), "{err}");
+            let ok = Body::from("abc").exact_size(3).collect(100).await.unwrap();
+            assert_eq!(ok, "abc");
+        });
+    }
+
+    #[test]
+    fn size_hint_shrinks_as_a_wrapped_body_is_read() {
+        run(async {
+            let full = http_body_util::Full::new(Bytes::from_static(b"hello"));
+            let body = Body::new(full);
+            assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5));
+            let mut body = body;
+            body.chunk().await.unwrap().unwrap();
+            assert_eq!(http_body::Body::size_hint(&body).exact(), Some(0));
+            assert!(body.chunk().await.is_none());
+            assert!(http_body::Body::is_end_stream(&body));
+        });
+    }
+}

@@ -1,0 +1,361 @@
+//! The environ every request carries: where the app is mounted (SCRIPT_NAME), the
+//! rest of the path (PATH_INFO), the connection's addresses and scheme, and a CGI
+//! view of it all.
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::{Request, RequestExt, response, testing::Client};
+//!
+//! let app = |mut req: Request| async move {
+//!     // What a dispatcher does when it mounts an app at `/api`.
+//!     assert!(req.push_script_name("/api".len()));
+//!     let env = req.environ();
+//!     response::text(format!("{} | {}", env.script_name(), env.path_info()))
+//! };
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! Client::new(app).get("/api/a%2Fb?x=1").await.assert_text("/api | /a%2Fb");
+//! # });
+//! ```
+//!
+//! # Raw and decoded
+//!
+//! SCRIPT_NAME and PATH_INFO are slices of the request's raw, percent-encoded
+//! path, which is never rewritten: mounting only moves the boundary between the
+//! two. So `%2F` inside a segment can never turn into a separator, and nothing is
+//! decoded twice. The `*_decoded` views decode once, for display and for apps
+//! that want text.
+//!
+//! ```text
+//! uri.path()  = /api/a%2Fb
+//!               └┬─┘└──┬─┘
+//!      SCRIPT_NAME    PATH_INFO        decoded: "/api" and "/a/b"
+//! ```
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, Method, Request, Uri, Version};
+use percent_encoding::percent_decode_str;
+
+/// What the server knows of the connection a request came on.
+///
+/// The server and the [test client](crate::testing::Client) insert it into each
+/// request's extensions; [`Environ`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The client's address (REMOTE_ADDR, REMOTE_PORT).
+    pub remote_addr: Option<SocketAddr>,
+    /// The address the server accepted the connection on.
+    pub local_addr: Option<SocketAddr>,
+    /// `http` or `https` (wsgi.url_scheme).
+    pub scheme: Scheme,
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Self {
+            remote_addr: None,
+            local_addr: None,
+            scheme: Scheme::HTTP,
+        }
+    }
+}
+
+/// SCRIPT_NAME as it was set: a prefix of the raw path.
+///
+/// Kept as text rather than an index so that a middleware that later replaces
+/// the URI cannot make it point at the wrong bytes: if the new path no longer
+/// starts with it on a segment boundary, SCRIPT_NAME is empty again.
+#[derive(Debug, Clone)]
+struct ScriptName(String);
+
+/// Reads and moves a request's environ. Implemented for every `http::Request`.
+pub trait RequestExt {
+    /// A view of the request's environ.
+    fn environ(&self) -> Environ<'_>;
+
+    /// Moves the first `len` bytes of PATH_INFO to the end of SCRIPT_NAME, as a
+    /// dispatcher does when it hands the request to an app mounted there.
+    ///
+    /// The bytes moved must be whole segments: they start with `/`, do not end
+    /// with `/`, and what stays in PATH_INFO is empty or starts with `/`.
+    /// Otherwise nothing moves and `false` is returned.
+    ///
+    /// ```text
+    /// PATH_INFO /api/users, len 4  →  SCRIPT_NAME += /api, PATH_INFO = /users
+    /// PATH_INFO /api,       len 4  →  SCRIPT_NAME += /api, PATH_INFO = ""
+    /// PATH_INFO /apix,      len 4  →  false: /api is not a whole segment here
+    /// ```
+    fn push_script_name(&mut self, len: usize) -> bool;
+}
+
+impl<B> RequestExt for Request<B> {
+    fn environ(&self) -> Environ<'_> {
+        let path = self.uri().path();
+        let script_end = match self.extensions().get::<ScriptName>() {
+            Some(ScriptName(script)) if is_segment_prefix(script, path) => script.len(),
+            _ => 0,
+        };
+        Environ {
+            method: self.method(),
+            uri: self.uri(),
+            version: self.version(),
+            headers: self.headers(),
+            connection: self.extensions().get::<Connection>(),
+            script_end,
+        }
+    }
+
+    fn push_script_name(&mut self, len: usize) -> bool {
+        let (path, script_end) = (self.uri().path(), self.environ().script_end);
+        let Some(script) = path.get(..script_end + len) else {
+            return false;
+        };
+        // PATH_INFO is empty or starts with `/`, so a non-empty move starts with one.
+        let whole_segments = len > 0 && !script.ends_with('/') && is_segment_prefix(script, path);
+        if whole_segments {
+            let script = script.to_owned();
+            self.extensions_mut().insert(ScriptName(script));
+        }
+        whole_segments
+    }
+}
+
+/// Whether `prefix` is `path` cut at a segment boundary: `/a` of `/a` or `/a/b`,
+/// but not of `/ab`. The empty prefix always is.
+fn is_segment_prefix(prefix: &str, path: &str) -> bool {
+    prefix.is_empty()
+        || (prefix.starts_with('/')
+            && path.starts_with(prefix)
+            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+}
+
+/// A view of one request's environ; see the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+pub struct Environ<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    version: Version,
+    headers: &'a HeaderMap,
+    connection: Option<&'a Connection>,
+    script_end: usize,
+}
+
+impl<'a> Environ<'a> {
+    /// Where the current app is mounted, raw (percent-encoded): `""` at the root,
+    /// otherwise starting with `/` and never ending with one.
+    pub fn script_name(&self) -> &'a str {
+        &self.uri.path()[..self.script_end]
+    }
+
+    /// The rest of the path, raw (percent-encoded): empty, or starting with `/`.
+    pub fn path_info(&self) -> &'a str {
+        &self.uri.path()[self.script_end..]
+    }
+
+    /// SCRIPT_NAME percent-decoded once, with invalid UTF-8 replaced by `�`.
+    pub fn script_name_decoded(&self) -> Cow<'a, str> {
+        percent_decode_str(self.script_name()).decode_utf8_lossy()
+    }
+
+    /// PATH_INFO percent-decoded once, with invalid UTF-8 replaced by `�`.
+    pub fn path_info_decoded(&self) -> Cow<'a, str> {
+        percent_decode_str(self.path_info()).decode_utf8_lossy()
+    }
+
+    /// The raw query string, without the `?`; empty when there is none.
+    pub fn query_string(&self) -> &'a str {
+        self.uri.query().unwrap_or("")
+    }
+
+    /// The client's address, when the request came over a connection.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.connection.and_then(|c| c.remote_addr)
+    }
+
+    /// The server's address the connection was accepted on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.connection.and_then(|c| c.local_addr)
+    }
+
+    /// `http` or `https`.
+    pub fn url_scheme(&self) -> &'a Scheme {
+        match self.connection {
+            Some(c) => &c.scheme,
+            None => self.uri.scheme().unwrap_or(&Scheme::HTTP),
+        }
+    }
+
+    /// The authority the client asked for: the URI's (HTTP/2, absolute-form),
+    /// else the `Host` header's.
+    fn authority(&self) -> Option<Authority> {
+        if let Some(authority) = self.uri.authority() {
+            return Some(authority.clone());
+        }
+        let host = self.headers.get(HOST)?.to_str().ok()?;
+        host.parse().ok()
+    }
+
+    /// The host name the request was sent to: from the request's authority (the
+    /// `Host` header), else the local address; `localhost` if neither is known.
+    pub fn server_name(&self) -> String {
+        match (self.authority(), self.local_addr()) {
+            (Some(authority), _) => authority.host().to_ascii_lowercase(),
+            (None, Some(local)) => local.ip().to_string(),
+            (None, None) => "localhost".to_owned(),
+        }
+    }
+
+    /// The port the request was received on: the local address's, else the
+    /// authority's, else the scheme's default.
+    pub fn server_port(&self) -> u16 {
+        self.local_addr()
+            .map(|a| a.port())
+            .or_else(|| self.authority()?.port_u16())
+            .unwrap_or(if *self.url_scheme() == Scheme::HTTPS {
+                443
+            } else {
+                80
+            })
+    }
+
+    /// The environ as CGI meta-variables (RFC 3875 names), sorted by name.
+    ///
+    /// `REQUEST_METHOD`, `SCRIPT_NAME` and `PATH_INFO` (decoded), `QUERY_STRING`
+    /// (raw), `SERVER_NAME`, `SERVER_PORT`, `SERVER_PROTOCOL`, `SERVER_SOFTWARE`,
+    /// `GATEWAY_INTERFACE`, `REMOTE_ADDR` (when known), `CONTENT_TYPE` and
+    /// `CONTENT_LENGTH` (when sent), and `HTTP_*` for every other header (repeated
+    /// headers joined by `, `, cookies by `; `). Also the names nginx and Apache
+    /// add: `REMOTE_PORT`, `REQUEST_SCHEME` and `REQUEST_URI` (raw).
+    ///
+    /// Headers whose names contain `_` are left out, as nginx and Apache do:
+    /// `X-User_Id` and `X-User-Id` would both become `HTTP_X_USER_ID`, and a
+    /// client could smuggle one past a proxy that checks the other.
+    /// Values that are not UTF-8 are decoded lossily.
+    pub fn cgi(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        let mut set = |name: &str, value: String| {
+            env.insert(name.to_owned(), value);
+        };
+        set("GATEWAY_INTERFACE", "CGI/1.1".to_owned());
+        set("REQUEST_METHOD", self.method.to_string());
+        set("SCRIPT_NAME", self.script_name_decoded().into_owned());
+        set("PATH_INFO", self.path_info_decoded().into_owned());
+        set("QUERY_STRING", self.query_string().to_owned());
+        let request_uri = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        set("REQUEST_URI", request_uri.to_owned());
+        set("REQUEST_SCHEME", self.url_scheme().to_string());
+        set("SERVER_NAME", self.server_name());
+        set("SERVER_PORT", self.server_port().to_string());
+        set("SERVER_PROTOCOL", format!("{:?}", self.version));
+        set(
+            "SERVER_SOFTWARE",
+            concat!("stackway/", env!("CARGO_PKG_VERSION")).to_owned(),
+        );
+        if let Some(remote) = self.remote_addr() {
+            set("REMOTE_ADDR", remote.ip().to_string());
+            set("REMOTE_PORT", remote.port().to_string());
+        }
+        for name in self.headers.keys() {
+            if name.as_str().contains('_') {
+                continue;
+            }
+            let separator = if name == COOKIE { "; " } else { ", " };
+            let value = self
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect::<Vec<_>>()
+                .join(separator);
+            let key = if name == CONTENT_TYPE || name == CONTENT_LENGTH {
+                name.as_str().to_ascii_uppercase().replace('-', "_")
+            } else {
+                format!(
+                    "HTTP_{}",
+                    name.as_str().to_ascii_uppercase().replace('-', "_")
+                )
+            };
+            set(&key, value);
+        }
+        env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str) -> Request<()> {
+        Request::builder().uri(path).body(()).unwrap()
+    }
+
+    #[test]
+    fn push_script_name_moves_whole_segments_only() {
+        // (path, pushes in order, expected SCRIPT_NAME, PATH_INFO, last push result)
+        let cases: &[(&str, &[usize], &str, &str, bool)] = &[
+            ("/api/users", &[4], "/api", "/users", true),
+            ("/api", &[4], "/api", "", true),
+            ("/api/", &[4], "/api", "/", true),
+            ("/apix", &[4], "", "/apix", false),
+            ("/api/", &[5], "", "/api/", false),
+            ("/a/b/c", &[2, 2], "/a/b", "/c", true),
+            ("/a/b/c", &[2, 2, 2], "/a/b/c", "", true),
+            ("/a", &[2, 1], "/a", "", false),
+            ("/a%2Fb/c", &[6], "/a%2Fb", "/c", true),
+            ("/a%2Fb/c", &[2], "", "/a%2Fb/c", false),
+            ("/é/x", &[2], "", "/é/x", false),
+            ("/é/x", &[3], "/é", "/x", true),
+            ("/", &[0], "", "/", false),
+        ];
+        for &(path, pushes, script, info, last) in cases {
+            let mut req = request(path);
+            let mut result = false;
+            for &len in pushes {
+                result = req.push_script_name(len);
+            }
+            let env = req.environ();
+            assert_eq!(
+                (env.script_name(), env.path_info(), result),
+                (script, info, last),
+                "{path} {pushes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_replaced_uri_resets_the_boundary_instead_of_panicking() {
+        let mut req = request("/é/x");
+        assert!(req.push_script_name(3));
+        *req.uri_mut() = "/ab".parse().unwrap();
+        let env = req.environ();
+        assert_eq!((env.script_name(), env.path_info()), ("", "/ab"));
+    }
+
+    #[test]
+    fn server_name_and_port() {
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "Example.COM:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            (req.environ().server_name(), req.environ().server_port()),
+            ("example.com".into(), 8080)
+        );
+        let req = Request::builder().uri("https://[::1]/x").body(()).unwrap();
+        assert_eq!(
+            (req.environ().server_name(), req.environ().server_port()),
+            ("[::1]".into(), 443)
+        );
+        let req = request("/");
+        assert_eq!(
+            (req.environ().server_name(), req.environ().server_port()),
+            ("localhost".into(), 80)
+        );
+    }
+}

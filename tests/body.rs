@@ -1,0 +1,169 @@
+//! Bodies stream both ways in constant memory.
+//!
+//! This file is its own test binary, so the process's peak RSS (VmHWM) speaks of
+//! these tests alone.
+
+mod support;
+
+use std::io::Write;
+
+use bytes::Bytes;
+use http_body::Body as _;
+use stackway::testing::Client;
+use stackway::{Body, Request, Response, response};
+use support::run;
+
+const CHUNK: usize = 64 * 1024;
+const TOTAL: usize = 100 * 1024 * 1024;
+
+/// 100 MiB in 64 KiB chunks, made one at a time as they are pulled.
+fn hundred_mib() -> Body {
+    Body::from_chunks((0..TOTAL / CHUNK).map(|i| Bytes::from(vec![(i % 251) as u8; CHUNK])))
+}
+
+/// The process's peak resident memory so far, in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[test]
+fn a_100_mib_body_streams_through_the_stack_in_both_directions() {
+    run(async {
+        // The app streams the upload straight back, counting the chunks it sees.
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let app_seen = seen.clone();
+        let app = move |req: Request| {
+            let seen = app_seen.clone();
+            async move {
+                let echo = futures_util::stream::unfold(req.into_body(), move |mut upload| {
+                    let seen = seen.clone();
+                    async move {
+                        let chunk = upload.chunk().await?;
+                        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Some((chunk, upload))
+                    }
+                });
+                Response::new(Body::from_stream(echo))
+            }
+        };
+        let res = Client::new(app)
+            .put("/echo")
+            .body(hundred_mib())
+            .stream()
+            .await;
+        assert_eq!(res.status(), 200);
+        let mut body = res.into_body();
+        let (mut chunks, mut bytes, mut largest) = (0usize, 0usize, 0usize);
+        while let Some(chunk) = body.chunk().await {
+            let chunk = chunk.unwrap();
+            assert_eq!(chunk[0], (chunks % 251) as u8, "chunks arrive in order");
+            chunks += 1;
+            bytes += chunk.len();
+            largest = largest.max(chunk.len());
+        }
+        assert_eq!(bytes, TOTAL);
+        assert_eq!(chunks, TOTAL / CHUNK);
+        assert_eq!(largest, CHUNK, "no chunk was merged with another");
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::Relaxed),
+            TOTAL / CHUNK
+        );
+        if let Some(peak) = peak_rss() {
+            assert!(
+                peak < 48 * 1024 * 1024,
+                "peak RSS {peak} bytes: the body was buffered"
+            );
+        }
+    });
+}
+
+#[test]
+fn file_body_knows_its_length_and_streams_in_chunks() {
+    run(async {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 256) as u8).collect();
+        file.write_all(&data).unwrap();
+        let opened = tokio::fs::File::open(file.path()).await.unwrap();
+        let mut body = Body::from_file(opened).await.unwrap();
+        assert_eq!(body.size_hint().exact(), Some(200_000));
+        let mut read = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some(chunk) = body.chunk().await {
+            let chunk = chunk.unwrap();
+            sizes.push(chunk.len());
+            read.extend_from_slice(&chunk);
+        }
+        assert_eq!(read, data);
+        assert!(sizes.iter().all(|&n| n <= CHUNK), "{sizes:?}");
+        assert!(sizes.len() >= 4, "{sizes:?}");
+    });
+}
+
+#[test]
+fn a_file_that_shrinks_while_sent_ends_in_an_error_not_a_short_body() {
+    run(async {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&[7u8; 100_000]).unwrap();
+        let opened = tokio::fs::File::open(file.path()).await.unwrap();
+        let body = Body::from_file(opened).await.unwrap();
+        file.as_file().set_len(10).unwrap();
+        let err = body.collect(usize::MAX).await.unwrap_err();
+        assert!(err.is_length_mismatch(), "{err}");
+    });
+}
+
+#[test]
+fn stream_bodies_report_errors_and_sizes() {
+    run(async {
+        let failing = futures_util::stream::iter([
+            Ok(Bytes::from("a")),
+            Err(std::io::Error::other("disk on fire")),
+        ]);
+        let mut body = Body::from_stream(failing);
+        assert_eq!(
+            body.size_hint().exact(),
+            None,
+            "a plain stream has no known size"
+        );
+        assert_eq!(body.chunk().await.unwrap().unwrap(), "a");
+        let err = body.chunk().await.unwrap().unwrap_err();
+        assert!(err.is_body());
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+        assert!(body.chunk().await.is_none(), "a failed body ends");
+
+        let long = Body::from_chunks(["abc", "def"]).exact_size(4);
+        assert_eq!(long.size_hint().exact(), Some(4));
+        assert!(long.collect(100).await.unwrap_err().is_length_mismatch());
+    });
+}
+
+#[test]
+fn collect_refuses_bodies_over_the_limit() {
+    run(async {
+        assert!(
+            Body::from("0123456789")
+                .collect(9)
+                .await
+                .unwrap_err()
+                .is_too_large()
+        );
+        assert_eq!(
+            Body::from("0123456789").collect(10).await.unwrap(),
+            "0123456789"
+        );
+        // A stream of unknown length is cut off once it passes the limit.
+        let endless = Body::from_chunks(std::iter::repeat_with(|| Bytes::from_static(&[0; 1024])));
+        assert!(endless.collect(1 << 20).await.unwrap_err().is_too_large());
+    });
+}
+
+#[test]
+fn response_helpers_set_exact_lengths() {
+    let res = response::text("héllo");
+    assert_eq!(res.body().size_hint().exact(), Some(6));
+    assert!(Body::empty().is_end_stream());
+    assert_eq!(Body::from(()).size_hint().exact(), Some(0));
+}

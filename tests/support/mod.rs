@@ -1,0 +1,54 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::sync::{Arc, Mutex};
+
+use stackway::{App, Request, Response};
+
+/// Runs `f` on a fresh single-threaded runtime.
+pub fn run<T>(f: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A shared log of what the middleware in a stack saw, in order.
+#[derive(Clone, Default)]
+pub struct Trace(Arc<Mutex<Vec<String>>>);
+
+impl Trace {
+    pub fn push(&self, event: impl Into<String>) {
+        self.0.lock().unwrap().push(event.into());
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+/// A middleware that records `NAME in` before the inner app and `NAME out`
+/// after it, and appends NAME to the `x-trace` response header.
+pub struct Traced<A> {
+    pub name: &'static str,
+    pub trace: Trace,
+    pub inner: A,
+}
+
+impl<A: App> App for Traced<A> {
+    async fn call(&self, req: Request) -> Response {
+        self.trace.push(format!("{} in", self.name));
+        let mut res = self.inner.call(req).await;
+        self.trace.push(format!("{} out", self.name));
+        res.headers_mut()
+            .append("x-trace", self.name.parse().unwrap());
+        res
+    }
+}
+
+/// A layer for `Builder::wrap` that makes a `Traced`.
+pub fn traced<A>(name: &'static str, trace: &Trace) -> impl FnOnce(A) -> Traced<A> {
+    let trace = trace.clone();
+    move |inner| Traced { name, trace, inner }
+}
