@@ -26,6 +26,10 @@ pub(crate) enum Kind {
     TooLarge,
     /// A body yielded more or fewer bytes than it declared.
     Length,
+    /// The server could not listen on its address.
+    Bind,
+    /// The server failed for another reason (a thread, a runtime, a socket).
+    Io,
 }
 
 impl Error {
@@ -54,6 +58,18 @@ impl Error {
     pub fn is_length_mismatch(&self) -> bool {
         self.kind == Kind::Length
     }
+
+    /// The server could not listen on its address: in use, not local, or not
+    /// permitted. The source is the `io::Error`.
+    pub fn is_bind(&self) -> bool {
+        self.kind == Kind::Bind
+    }
+
+    /// The server failed for another reason: a worker thread, its runtime, or the
+    /// listening socket.
+    pub fn is_io(&self) -> bool {
+        self.kind == Kind::Io
+    }
 }
 
 impl fmt::Debug for Error {
@@ -73,6 +89,8 @@ impl fmt::Display for Error {
             Kind::Body => "error reading a body",
             Kind::TooLarge => "body is larger than the limit",
             Kind::Length => "body length differs from the declared length",
+            Kind::Bind => "cannot listen on the address",
+            Kind::Io => "server I/O error",
         })?;
         if let Some(source) = &self.source {
             write!(f, ": {source}")?;

@@ -45,6 +45,7 @@
 //!   [`Body`]; [`RequestExt::environ`] reads SCRIPT_NAME, PATH_INFO and the rest
 //!   of the [`environ`].
 //! - [`testing::Client`] calls any app in-process.
+//! - [`Server`] and [`serve`] run any app over HTTP/1.1 and HTTP/2.
 //! - [`apps`] holds the built-in `hello` and `demo` apps.
 
 pub mod app;
@@ -53,6 +54,7 @@ mod body;
 pub mod environ;
 mod error;
 pub mod response;
+pub mod server;
 pub mod testing;
 
 pub use app::{App, BoxApp, Builder, Layer, Next, from_fn};
@@ -60,6 +62,7 @@ pub use body::Body;
 pub use environ::{Connection, Environ, RequestExt};
 pub use error::{BoxError, Error, Result};
 pub use http;
+pub use server::{Server, serve};
 
 /// A request, as every app receives it.
 pub type Request = http::Request<Body>;

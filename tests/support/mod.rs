@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod http;
+
 use std::sync::{Arc, Mutex};
 
 use stackway::{App, Request, Response};
@@ -51,4 +53,55 @@ impl<A: App> App for Traced<A> {
 pub fn traced<A>(name: &'static str, trace: &Trace) -> impl FnOnce(A) -> Traced<A> {
     let trace = trace.clone();
     move |inner| Traced { name, trace, inner }
+}
+
+/// A library server running `app` on a thread of its own, on a free port.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<stackway::Result<()>>>,
+}
+
+impl Running {
+    pub fn start(server: stackway::Server, app: impl App) -> Self {
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = server.shutdown_on(async move {
+            let _ = stopped.await;
+        });
+        let thread = std::thread::spawn(move || server.run(app));
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Begins a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down and returns what `Server::run` returned.
+    pub fn stop(mut self) -> stackway::Result<()> {
+        self.begin_shutdown();
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("the server thread panicked")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+    }
+}
+
+/// A server on a free loopback port with one worker.
+pub fn server() -> stackway::Server {
+    stackway::Server::bind("127.0.0.1:0").unwrap().workers(1)
 }

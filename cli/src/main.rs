@@ -1,0 +1,181 @@
+//! The `stackway` command line: `stackway serve` mounts built-in apps under URL
+//! prefixes and runs them on the stackway server.
+//!
+//! ```text
+//! stackway serve --bind 127.0.0.1:8000 --mount /=hello --mount /env=demo --access-log
+//! ```
+
+use std::io::Write;
+use std::net::ToSocketAddrs;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use stackway::{App, BoxApp, Request, RequestExt, Response, Server, response};
+use stackway_middleware::AccessLog;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stackway",
+    version,
+    about = "Serve stackway apps over HTTP/1.1 and HTTP/2."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve built-in apps under URL prefixes until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000", value_parser = parse_bind)]
+    bind: String,
+
+    /// Mount a built-in app (hello, demo) at PREFIX; repeatable. `/` mounts at the root.
+    #[arg(long = "mount", value_name = "PREFIX=APP", value_parser = parse_mount)]
+    mounts: Vec<Mount>,
+
+    /// Worker threads, each with its own runtime [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+
+    /// Log one line per request to standard error, in the Common Log Format [default: off].
+    #[arg(long)]
+    access_log: bool,
+
+    /// Seconds a client may take to send a request head, from its first byte.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    header_timeout: Duration,
+
+    /// Seconds a connection may stay open with no request in flight.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    idle_timeout: Duration,
+
+    /// Seconds in-flight requests get to finish after SIGINT or SIGTERM.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    grace_period: Duration,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    max_body_size: u64,
+
+    /// Largest request head accepted, in bytes (at least 8192); larger ones get 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    max_header_size: usize,
+
+    /// Most connections open at once; more wait in the listen queue.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+}
+
+/// `PREFIX=APP` from `--mount`.
+#[derive(Debug, Clone)]
+struct Mount {
+    prefix: String,
+    app: BoxApp,
+}
+
+fn parse_mount(value: &str) -> Result<Mount, String> {
+    let (prefix, name) = value
+        .split_once('=')
+        .ok_or("expected PREFIX=APP, as in /hello=hello")?;
+    if !prefix.starts_with('/') {
+        return Err(format!("the prefix {prefix:?} must start with /"));
+    }
+    let app = match name {
+        "hello" => BoxApp::new(stackway::apps::hello),
+        "demo" => BoxApp::new(stackway::apps::demo),
+        _ => {
+            return Err(format!(
+                "unknown app {name:?} (the built-in apps are hello and demo)"
+            ));
+        }
+    };
+    let prefix = prefix.trim_end_matches('/').to_owned();
+    Ok(Mount { prefix, app })
+}
+
+fn parse_bind(value: &str) -> Result<String, String> {
+    match value.to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(_)) => Ok(value.to_owned()),
+        Ok(None) => Err(format!("{value} resolves to no address")),
+        Err(e) => Err(format!("{e} (expected HOST:PORT, as in 127.0.0.1:8000)")),
+    }
+}
+
+fn parse_secs(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("expected a positive number of seconds, not {value:?}"))
+}
+
+/// Longest-prefix mounting on segment boundaries (a stand-in until the
+/// middleware crate has its Dispatcher).
+struct Mounts(Vec<Mount>);
+
+impl App for Mounts {
+    async fn call(&self, mut req: Request) -> Response {
+        for mount in &self.0 {
+            let path = req.environ().path_info();
+            let rest = path.strip_prefix(mount.prefix.as_str());
+            if rest.is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) {
+                if !mount.prefix.is_empty() {
+                    req.push_script_name(mount.prefix.len());
+                }
+                return mount.app.call(req).await;
+            }
+        }
+        response::status(http::StatusCode::NOT_FOUND)
+    }
+}
+
+fn main() -> ExitCode {
+    let Command::Serve(args) = Cli::parse().command;
+    let server = match Server::bind(&args.bind) {
+        Ok(server) => server,
+        Err(e) => {
+            let cause =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+            eprintln!("stackway: cannot listen on {}: {cause}", args.bind);
+            return ExitCode::from(1);
+        }
+    };
+    let mut server = server
+        .header_read_timeout(args.header_timeout)
+        .idle_timeout(args.idle_timeout)
+        .grace_period(args.grace_period)
+        .max_body_size(Some(args.max_body_size))
+        .max_header_size(args.max_header_size)
+        .max_connections(args.max_connections);
+    if let Some(workers) = args.workers {
+        server = server.workers(workers.into());
+    }
+
+    let mut mounts = args.mounts;
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+    let mut app = BoxApp::new(Mounts(mounts));
+    if args.access_log {
+        app = BoxApp::new(AccessLog::new(app));
+    }
+
+    let server = server.when_ready(|addr| {
+        println!("listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+    });
+    match server.run(app) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stackway: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

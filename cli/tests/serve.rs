@@ -1,0 +1,313 @@
+//! The `stackway` binary, started on port 0 and spoken to over real sockets.
+
+#[path = "../../tests/support/http.rs"]
+mod http;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use http::Conn;
+
+/// A running `stackway serve`, killed when dropped.
+struct Stackway {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Stackway {
+    fn serve(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stackway"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stackway");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim_end()
+            .parse()
+            .unwrap();
+        Self { child, addr }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit on its own, for at most 20 s.
+    fn wait(&mut self) -> ExitStatus {
+        for _ in 0..400 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("stackway did not exit");
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut err = String::new();
+        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        err
+    }
+}
+
+impl Drop for Stackway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stackway"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        text(out.stdout),
+        text(out.stderr),
+    )
+}
+
+#[test]
+fn mounts_keep_alive_pipelining_and_404() {
+    let server = Stackway::serve(&[
+        "--mount",
+        "/=hello",
+        "--mount",
+        "/env/=demo",
+        "--mount",
+        "/hi=hello",
+    ]);
+    let mut conn = Conn::open(server.addr);
+    assert_eq!(conn.get("/").text(), "<h1>Hello, web!</h1>");
+    assert_eq!(conn.get("/hi/there").text(), "<h1>Hello, there!</h1>");
+    assert_eq!(conn.get("/hi").text(), "<h1>Hello, web!</h1>");
+    assert_eq!(
+        conn.get("/hix").text(),
+        "<h1>Hello, hix!</h1>",
+        "/hi does not match /hix"
+    );
+    let env = conn.get("/env/a%2Fb").text();
+    assert!(
+        env.contains("SCRIPT_NAME=/env\n") && env.contains("PATH_INFO=/a/b\n"),
+        "{env}"
+    );
+
+    conn.send(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(conn.read_response().text(), "<h1>Hello, one!</h1>");
+    assert_eq!(conn.read_response().text(), "<h1>Hello, two!</h1>");
+
+    let bare = Stackway::serve(&["--mount", "/hello=hello"]);
+    let res = Conn::open(bare.addr).get("/elsewhere");
+    assert_eq!((res.status, res.text()), (404, "404 Not Found".to_owned()));
+}
+
+#[test]
+fn h2c_prior_knowledge() {
+    let server = Stackway::serve(&["--mount", "/=hello"]);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let req = ::http::Request::get("http://localhost/h2")
+                .body(String::new())
+                .unwrap();
+            let res = sender.send_request(req).await.unwrap();
+            assert_eq!(res.version(), ::http::Version::HTTP_2);
+            let body = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(body, "<h1>Hello, h2!</h1>");
+        });
+}
+
+#[test]
+fn body_limit_gives_413() {
+    let server = Stackway::serve(&["--mount", "/=hello", "--max-body-size", "4"]);
+    let mut conn = Conn::open(server.addr);
+    conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(conn.read_response().status, 413);
+}
+
+#[test]
+fn a_slow_client_is_cut_off_while_others_are_served() {
+    let server = Stackway::serve(&["--mount", "/=hello", "--header-timeout", "0.5"]);
+    let mut slow = Conn::open(server.addr);
+    slow.send(b"GET / HTTP/1.1\r\nHo");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(100));
+        slow.send(b"s");
+        assert_eq!(Conn::open(server.addr).get("/fast").status, 200);
+    }
+    assert!(
+        slow.is_closed(),
+        "the slow client still holds its connection"
+    );
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully_and_exits_0() {
+    let mut server = Stackway::serve(&["--mount", "/=hello", "--access-log"]);
+    let mut conn = Conn::open(server.addr);
+    assert_eq!(conn.get("/before").status, 200);
+    server.signal("-TERM");
+    assert!(server.wait().success());
+    assert!(conn.is_closed());
+    let log = server.stderr();
+    assert!(log.contains(r#""GET /before HTTP/1.1" 200 23"#), "{log}");
+}
+
+#[test]
+fn sigterm_lets_the_response_in_flight_finish() {
+    let mut server = Stackway::serve(&["--mount", "/=demo"]);
+    let stream = std::net::TcpStream::connect(server.addr).unwrap();
+    // Pipeline more responses than the socket buffers hold, and read none yet:
+    // the server is then blocked in the middle of writing one.
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(32 * 1024)
+    );
+    let mut writer = stream.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        for _ in 0..400 {
+            if std::io::Write::write_all(&mut writer, request.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    server.signal("-TERM");
+    let mut conn = Conn {
+        reader: BufReader::new(stream),
+    };
+    let mut complete = 0;
+    while let Some(res) = conn.next_response() {
+        assert_eq!(res.status, 200);
+        assert!(res.text().contains("HTTP_X_BIG=xxxx"), "a whole demo page");
+        complete += 1;
+    }
+    assert!(
+        (1..400).contains(&complete),
+        "{complete} responses: shutdown should end the pipeline early"
+    );
+    drop(conn);
+    assert!(server.wait().success());
+    sending.join().unwrap();
+}
+
+#[test]
+fn sigint_exits_0_too() {
+    let mut server = Stackway::serve(&["--mount", "/=hello"]);
+    server.signal("-INT");
+    assert_eq!(server.wait().code(), Some(0));
+}
+
+#[test]
+fn access_log_writes_common_log_format() {
+    let mut server = Stackway::serve(&["--mount", "/=hello", "--access-log"]);
+    Conn::open(server.addr).get("/x%20y?q=1");
+    let mut head = Conn::open(server.addr);
+    head.send(b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(head.read_head().header("content-length"), Some("18"));
+    server.signal("-TERM");
+    server.wait();
+    let log = server.stderr();
+    let lines: Vec<_> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    // 127.0.0.1 - - [21/Nov/2026:10:04:59 +0000] "GET /x%20y?q=1 HTTP/1.1" 200 20
+    let first = lines.iter().find(|l| l.contains("GET")).unwrap();
+    assert!(first.starts_with("127.0.0.1 - - ["), "{first}");
+    assert!(first.contains(" +0000] "), "{first}");
+    assert!(
+        first.ends_with(r#""GET /x%20y?q=1 HTTP/1.1" 200 20"#),
+        "{first}"
+    );
+    let head = lines.iter().find(|l| l.contains("HEAD")).unwrap();
+    assert!(head.ends_with(r#""HEAD /h HTTP/1.1" 200 -"#), "{head}");
+}
+
+#[test]
+fn help_lists_every_flag_with_its_default() {
+    let (code, help, _) = run(&["serve", "--help"]);
+    assert_eq!(code, 0);
+    for (flag, default) in [
+        ("--bind", "[default: 127.0.0.1:8000]"),
+        ("--mount", "repeatable"),
+        ("--workers", "[default: one per core]"),
+        ("--access-log", "[default: off]"),
+        ("--header-timeout", "[default: 30]"),
+        ("--idle-timeout", "[default: 60]"),
+        ("--grace-period", "[default: 30]"),
+        ("--max-body-size", "[default: 1073741824]"),
+        ("--max-header-size", "[default: 65536]"),
+        ("--max-connections", "[default: 10000]"),
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} missing\n{help}"));
+        assert!(line.contains(default), "{flag}: {line}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_clear_message() {
+    let cases = [
+        (vec!["serve", "--mount", "hello"], "expected PREFIX=APP"),
+        (vec!["serve", "--mount", "x=hello"], "must start with /"),
+        (vec!["serve", "--mount", "/x=nope"], "unknown app \"nope\""),
+        (vec!["serve", "--bind", "nonsense"], "expected HOST:PORT"),
+        (vec!["serve", "--workers", "0"], "--workers"),
+        (
+            vec!["serve", "--header-timeout", "0"],
+            "positive number of seconds",
+        ),
+        (vec!["serve", "--frobnicate"], "unexpected argument"),
+        (vec!["launch"], "unrecognized subcommand"),
+    ];
+    for (args, message) in cases {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_port_in_use_exits_1_with_a_clear_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, out, err) = run(&["serve", "--bind", &addr, "--mount", "/=hello"]);
+    assert_eq!(code, 1);
+    assert_eq!(out, "", "nothing claims to be listening");
+    assert!(
+        err.starts_with(&format!("stackway: cannot listen on {addr}: ")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("in use"), "{err}");
+}

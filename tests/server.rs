@@ -1,0 +1,317 @@
+//! The server over real sockets: keep-alive, pipelining, h2c, limits, timeouts,
+//! panics and graceful shutdown.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use stackway::{Request, RequestExt, response};
+use support::http::Conn;
+use support::{Running, server};
+use tokio::sync::Notify;
+
+/// Echoes the request's path and query.
+async fn echo_path(req: Request) -> stackway::Response {
+    response::text(req.uri().to_string())
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let running = Running::start(server(), echo_path);
+    let mut conn = Conn::open(running.addr);
+    for path in ["/one", "/two?x=1", "/three"] {
+        let res = conn.get(path);
+        assert_eq!((res.status, res.text()), (200, path.to_owned()));
+        assert_ne!(res.header("connection"), Some("close"));
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let running = Running::start(server(), echo_path);
+    let mut conn = Conn::open(running.addr);
+    let batch: String = (0..10)
+        .map(|i| format!("GET /{i} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+        .collect();
+    conn.send(batch.as_bytes());
+    for i in 0..10 {
+        assert_eq!(conn.read_response().text(), format!("/{i}"));
+    }
+}
+
+#[test]
+fn h2c_with_prior_knowledge() {
+    let running = Running::start(server(), stackway::apps::demo);
+    support::run(async {
+        let stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for path in ["/a%2Fb", "/c"] {
+            let req = http::Request::get(format!("http://localhost{path}"))
+                .body(String::new())
+                .unwrap();
+            let res = sender.send_request(req).await.unwrap();
+            assert_eq!(res.status(), 200);
+            assert_eq!(res.version(), http::Version::HTTP_2);
+            let body = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            assert!(body.contains("SERVER_PROTOCOL=HTTP/2.0\n"), "{body}");
+            assert!(body.contains(&format!("REQUEST_URI={path}\n")), "{body}");
+        }
+    });
+}
+
+#[test]
+fn the_environ_comes_from_the_connection() {
+    let running = Running::start(server(), stackway::apps::demo);
+    let mut conn = Conn::open(running.addr);
+    let local_port = conn.reader.get_ref().local_addr().unwrap().port();
+    let body = conn.get("/x").text();
+    assert!(body.contains("REMOTE_ADDR=127.0.0.1\n"), "{body}");
+    assert!(
+        body.contains(&format!("REMOTE_PORT={local_port}\n")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("SERVER_PORT={}\n", running.addr.port())),
+        "{body}"
+    );
+    assert!(body.contains("REQUEST_SCHEME=http\n"), "{body}");
+}
+
+#[test]
+fn a_panicking_app_gives_500_and_the_server_goes_on() {
+    let app = |req: Request| async move {
+        if req.uri().path() == "/panic" {
+            panic!("deliberate panic for the test");
+        }
+        response::text("alive")
+    };
+    let running = Running::start(server(), app);
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/panic").status, 500);
+    let mut other = Conn::open(running.addr);
+    assert_eq!(other.get("/").text(), "alive");
+    running.stop().unwrap();
+}
+
+#[test]
+fn bodies_over_the_limit_get_413() {
+    let app = |req: Request| async move {
+        match req.into_body().collect(usize::MAX).await {
+            Ok(body) => response::text(format!("read {}", body.len())),
+            Err(e) => response::status(if e.is_too_large() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }),
+        }
+    };
+    let running = Running::start(server().max_body_size(Some(10)), app);
+
+    // Declared too large: refused before the app runs, and the connection closed.
+    let mut conn = Conn::open(running.addr);
+    conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world");
+    let res = conn.read_response();
+    assert_eq!(res.status, 413);
+    assert_eq!(res.header("connection"), Some("close"));
+    assert!(conn.is_closed());
+
+    // Chunked, passing the limit as it streams: 413 whatever the app made of it.
+    let mut conn = Conn::open(running.addr);
+    conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n");
+    assert_eq!(conn.read_response().status, 413);
+
+    // At the limit: accepted.
+    let mut conn = Conn::open(running.addr);
+    conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhelloworld");
+    assert_eq!(conn.read_response().text(), "read 10");
+}
+
+#[test]
+fn a_413_reaches_a_client_that_keeps_sending_its_body() {
+    let running = Running::start(server().max_body_size(Some(1000)), echo_path);
+    let stream = std::net::TcpStream::connect(running.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let _ = writer.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\n\r\n");
+        for _ in 0..125 {
+            if writer.write_all(&[b'x'; 64 * 1024]).is_err() {
+                break;
+            }
+        }
+    });
+    // The server answers before the body is in and closes; lingering keeps the
+    // kernel from resetting the connection under the unread response.
+    let mut conn = Conn {
+        reader: std::io::BufReader::new(stream),
+    };
+    assert_eq!(conn.read_response().status, 413);
+    sending.join().unwrap();
+}
+
+#[test]
+fn request_heads_over_the_limit_get_431() {
+    let running = Running::start(server().max_header_size(8192), echo_path);
+    let mut conn = Conn::open(running.addr);
+    let big = "a".repeat(10_000);
+    conn.send(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    assert_eq!(conn.read_response().status, 431);
+}
+
+#[test]
+fn malformed_requests_get_400_and_a_closed_connection() {
+    let running = Running::start(server(), echo_path);
+    let cases: [&[u8]; 5] = [
+        b"GET / HTTP/1.1\r\n\r\n",                       // no Host
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", // two Hosts
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",           // space before colon
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", // conflicting lengths
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", // invalid length
+    ];
+    for case in cases {
+        let mut conn = Conn::open(running.addr);
+        conn.send(case);
+        let res = conn.read_response();
+        assert_eq!(res.status, 400, "{}", String::from_utf8_lossy(case));
+        assert!(conn.is_closed(), "{}", String::from_utf8_lossy(case));
+    }
+    // HTTP/1.0 does not require Host.
+    let mut conn = Conn::open(running.addr);
+    conn.send(b"GET /old HTTP/1.0\r\n\r\n");
+    assert_eq!(conn.read_response().text(), "/old");
+}
+
+#[test]
+fn a_slow_client_is_cut_off_while_others_are_served() {
+    let running = Running::start(
+        server().header_read_timeout(Duration::from_millis(600)),
+        echo_path,
+    );
+    let mut slow = Conn::open(running.addr);
+    let started = Instant::now();
+    let mut cut_off = false;
+    // One byte every 100 ms of a head that never ends: a slowloris.
+    for byte in b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+        .iter()
+        .chain(b"a".repeat(200).iter())
+    {
+        if slow.reader.get_mut().write_all(&[*byte]).is_err() {
+            cut_off = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        // Meanwhile, another client is served.
+        if started.elapsed() < Duration::from_millis(300) {
+            assert_eq!(Conn::open(running.addr).get("/other").text(), "/other");
+        }
+        if slow
+            .reader
+            .get_ref()
+            .peek(&mut [0; 1])
+            .is_ok_and(|n| n == 0)
+        {
+            cut_off = true;
+            break;
+        }
+    }
+    assert!(cut_off, "the slow client was never cut off");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(Conn::open(running.addr).get("/after").text(), "/after");
+}
+
+use std::io::Write as _;
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed() {
+    let running = Running::start(server().idle_timeout(Duration::from_millis(300)), echo_path);
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/").status, 200);
+    // No request for longer than the idle timeout: the server hangs up.
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn graceful_shutdown_finishes_the_request_in_flight() {
+    let arrived = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let app = {
+        let (arrived, release) = (arrived.clone(), release.clone());
+        move |req: Request| {
+            let (arrived, release) = (arrived.clone(), release.clone());
+            async move {
+                arrived.notify_one();
+                release.notified().await;
+                response::text(format!("finished {}", req.environ().path_info()))
+            }
+        }
+    };
+    let mut running = Running::start(server(), app);
+    let addr = running.addr;
+    let client = std::thread::spawn(move || Conn::open(addr).get("/slow"));
+    support::run(arrived.notified());
+    running.begin_shutdown();
+    // Shutdown has begun: new connections are no longer accepted...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting after shutdown began"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...but the request in flight completes.
+    release.notify_one();
+    let res = client.join().unwrap();
+    assert_eq!((res.status, res.text()), (200, "finished /slow".to_owned()));
+    running.stop().unwrap();
+}
+
+#[test]
+fn shutdown_drops_requests_still_running_after_the_grace_period() {
+    let app = |_req: Request| async { std::future::pending::<stackway::Response>().await };
+    let mut running = Running::start(server().grace_period(Duration::from_millis(200)), app);
+    let mut conn = Conn::open(running.addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    running.begin_shutdown();
+    assert!(conn.is_closed());
+    running.stop().unwrap();
+}
+
+#[test]
+fn workers_share_the_listener() {
+    let running = Running::start(server().workers(3), echo_path);
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let addr = running.addr;
+            std::thread::spawn(move || Conn::open(addr).get(&format!("/{i}")).text())
+        })
+        .collect();
+    for (i, thread) in threads.into_iter().enumerate() {
+        assert_eq!(thread.join().unwrap(), format!("/{i}"));
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn binding_a_port_in_use_is_a_bind_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = stackway::Server::bind(taken.local_addr().unwrap()).unwrap_err();
+    assert!(err.is_bind(), "{err}");
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(source.to_lowercase().contains("in use"), "{source}");
+}

@@ -1,0 +1,127 @@
+//! A blocking HTTP/1.1 client over a raw `TcpStream`, for tests that must see
+//! exactly what goes over the wire.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One connection, with its read side buffered.
+pub struct Conn {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("write");
+    }
+
+    /// Sends a GET with `Host: localhost`.
+    pub fn get(&mut self, path: &str) -> RawResponse {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+        self.read_response()
+    }
+
+    /// Reads a response's status line and headers, and no body (as for HEAD).
+    pub fn read_head(&mut self) -> RawResponse {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("status line");
+        assert!(line.starts_with("HTTP/1."), "not a status line: {line:?}");
+        let status = line[9..12].parse().expect("status code");
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).expect("header line");
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            let (name, value) = trimmed.split_once(':').expect("header");
+            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        RawResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    pub fn read_response(&mut self) -> RawResponse {
+        let mut res = self.read_head();
+        let mut line = String::new();
+        if let Some(len) = res.header("content-length") {
+            res.body.resize(len.parse().unwrap(), 0);
+            self.reader.read_exact(&mut res.body).expect("body");
+        } else if res
+            .header("transfer-encoding")
+            .is_some_and(|te| te.contains("chunked"))
+        {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line).unwrap();
+                let size = usize::from_str_radix(line.trim(), 16).expect("chunk size");
+                let mut chunk = vec![0; size + 2];
+                self.reader.read_exact(&mut chunk).unwrap();
+                if size == 0 {
+                    break;
+                }
+                res.body.extend_from_slice(&chunk[..size]);
+            }
+        }
+        res
+    }
+
+    /// The next response, or `None` if the server closed the connection cleanly
+    /// between responses (a response cut short still panics).
+    pub fn next_response(&mut self) -> Option<RawResponse> {
+        match self.reader.fill_buf() {
+            Ok([]) => None,
+            Ok(_) => Some(self.read_response()),
+            Err(e) => panic!("reading the next response: {e}"),
+        }
+    }
+
+    /// Whether the server has closed the connection (reads EOF or a reset within
+    /// the read timeout).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.reader.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+}
