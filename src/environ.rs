@@ -91,6 +91,15 @@ pub trait RequestExt {
     /// PATH_INFO /apix,      len 4  →  false: /api is not a whole segment here
     /// ```
     fn push_script_name(&mut self, len: usize) -> bool;
+
+    /// Moves the next segment of PATH_INFO to SCRIPT_NAME and returns it
+    /// decoded, as wsgiref's `shift_path_info` does; `None` (and nothing moves)
+    /// when PATH_INFO is empty, `/`, or starts with an empty segment (`//x`).
+    ///
+    /// ```text
+    /// SCRIPT_NAME "", PATH_INFO /a%20b/c  →  Some("a b"); SCRIPT_NAME /a%20b, PATH_INFO /c
+    /// ```
+    fn shift_path_info(&mut self) -> Option<String>;
 }
 
 impl<B> RequestExt for Request<B> {
@@ -122,6 +131,18 @@ impl<B> RequestExt for Request<B> {
             self.extensions_mut().insert(ScriptName(script));
         }
         whole_segments
+    }
+
+    fn shift_path_info(&mut self) -> Option<String> {
+        let env = self.environ();
+        let rest = env.path_info().strip_prefix('/')?;
+        let segment = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if segment.is_empty() {
+            return None;
+        }
+        let name = percent_decode_str(segment).decode_utf8_lossy().into_owned();
+        let len = 1 + segment.len();
+        self.push_script_name(len).then_some(name)
     }
 }
 
@@ -198,6 +219,53 @@ impl<'a> Environ<'a> {
         }
         let host = self.headers.get(HOST)?.to_str().ok()?;
         host.parse().ok()
+    }
+
+    /// The URL of the app the request reached: scheme, host (with its port, as
+    /// the client sent it) and SCRIPT_NAME, or `/` at the root, as wsgiref's
+    /// `application_uri`. Percent-encoding is kept as it came.
+    ///
+    /// ```text
+    /// GET /api/users?x=1, Host: example.com:8080, mounted at /api
+    ///   application_uri  http://example.com:8080/api
+    ///   request_uri      http://example.com:8080/api/users?x=1
+    /// ```
+    pub fn application_uri(&self) -> String {
+        let script_name = self.script_name();
+        let path = if script_name.is_empty() {
+            "/"
+        } else {
+            script_name
+        };
+        format!("{}://{}{path}", self.url_scheme(), self.host())
+    }
+
+    /// The URL of the request as the client asked for it, rebuilt from the
+    /// environ (wsgiref's `request_uri`), with the query if `include_query`.
+    pub fn request_uri(&self, include_query: bool) -> String {
+        let mut url = format!("{}://{}{}", self.url_scheme(), self.host(), self.uri.path());
+        if let Some(query) = self.uri.query().filter(|_| include_query) {
+            url.push('?');
+            url.push_str(query);
+        }
+        url
+    }
+
+    /// `host[:port]` for URLs: the authority as the client sent it, else
+    /// SERVER_NAME with SERVER_PORT unless it is the scheme's default.
+    fn host(&self) -> String {
+        if let Some(authority) = self.authority() {
+            return authority.as_str().to_owned();
+        }
+        let default = if *self.url_scheme() == Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        match self.server_port() {
+            port if port == default => self.server_name(),
+            port => format!("{}:{port}", self.server_name()),
+        }
     }
 
     /// The host name the request was sent to: from the request's authority (the
@@ -334,6 +402,52 @@ mod tests {
         *req.uri_mut() = "/ab".parse().unwrap();
         let env = req.environ();
         assert_eq!((env.script_name(), env.path_info()), ("", "/ab"));
+    }
+
+    #[test]
+    fn shift_path_info_moves_one_segment_at_a_time() {
+        let mut req = request("/a%20b/c//d");
+        assert_eq!(req.shift_path_info().as_deref(), Some("a b"));
+        assert_eq!(req.shift_path_info().as_deref(), Some("c"));
+        assert_eq!(
+            req.shift_path_info(),
+            None,
+            "an empty segment does not move"
+        );
+        let env = req.environ();
+        assert_eq!((env.script_name(), env.path_info()), ("/a%20b/c", "//d"));
+        let mut req = request("/x/");
+        assert_eq!(req.shift_path_info().as_deref(), Some("x"));
+        assert_eq!(req.shift_path_info(), None);
+        assert_eq!(req.environ().path_info(), "/");
+    }
+
+    #[test]
+    fn application_and_request_uri() {
+        let mut req = Request::builder()
+            .uri("/api/us%20ers?x=1")
+            .header("host", "example.com:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(req.environ().application_uri(), "http://example.com:8080/");
+        assert!(req.push_script_name(4));
+        let env = req.environ();
+        assert_eq!(env.application_uri(), "http://example.com:8080/api");
+        assert_eq!(
+            env.request_uri(true),
+            "http://example.com:8080/api/us%20ers?x=1"
+        );
+        assert_eq!(
+            env.request_uri(false),
+            "http://example.com:8080/api/us%20ers"
+        );
+        let mut req = request("/x");
+        req.extensions_mut().insert(Connection {
+            local_addr: Some("10.0.0.1:8443".parse().unwrap()),
+            scheme: Scheme::HTTPS,
+            ..Connection::default()
+        });
+        assert_eq!(req.environ().application_uri(), "https://10.0.0.1:8443/");
     }
 
     #[test]

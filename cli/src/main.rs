@@ -1,5 +1,5 @@
 //! The `stackway` command line: `stackway serve` mounts built-in apps under URL
-//! prefixes and runs them on the stackway server.
+//! prefixes with the Dispatcher and runs them on the stackway server.
 //!
 //! ```text
 //! stackway serve --bind 127.0.0.1:8000 --mount /=hello --mount /env=demo --access-log
@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use stackway::{App, BoxApp, Request, RequestExt, Response, Server, response};
-use stackway_middleware::AccessLog;
+use stackway::{BoxApp, Server};
+use stackway_middleware::{AccessLog, Dispatcher};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,7 +37,8 @@ struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000", value_parser = parse_bind)]
     bind: String,
 
-    /// Mount a built-in app (hello, demo) at PREFIX; repeatable. `/` mounts at the root.
+    /// Mount a built-in app (hello, demo) at PREFIX through the Dispatcher; repeatable.
+    /// `/` mounts at the root; the longest matching prefix wins; no match is a 404.
     #[arg(long = "mount", value_name = "PREFIX=APP", value_parser = parse_mount)]
     mounts: Vec<Mount>,
 
@@ -85,9 +86,6 @@ fn parse_mount(value: &str) -> Result<Mount, String> {
     let (prefix, name) = value
         .split_once('=')
         .ok_or("expected PREFIX=APP, as in /hello=hello")?;
-    if !prefix.starts_with('/') {
-        return Err(format!("the prefix {prefix:?} must start with /"));
-    }
     let app = match name {
         "hello" => BoxApp::new(stackway::apps::hello),
         "demo" => BoxApp::new(stackway::apps::demo),
@@ -97,8 +95,14 @@ fn parse_mount(value: &str) -> Result<Mount, String> {
             ));
         }
     };
-    let prefix = prefix.trim_end_matches('/').to_owned();
-    Ok(Mount { prefix, app })
+    // Check the prefix alone now, so that clap's message names the flag's value.
+    Dispatcher::default()
+        .try_mount(prefix, app.clone())
+        .map_err(|e| e.to_string())?;
+    Ok(Mount {
+        prefix: prefix.to_owned(),
+        app,
+    })
 }
 
 fn parse_bind(value: &str) -> Result<String, String> {
@@ -116,26 +120,6 @@ fn parse_secs(value: &str) -> Result<Duration, String> {
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("expected a positive number of seconds, not {value:?}"))
-}
-
-/// Longest-prefix mounting on segment boundaries (a stand-in until the
-/// middleware crate has its Dispatcher).
-struct Mounts(Vec<Mount>);
-
-impl App for Mounts {
-    async fn call(&self, mut req: Request) -> Response {
-        for mount in &self.0 {
-            let path = req.environ().path_info();
-            let rest = path.strip_prefix(mount.prefix.as_str());
-            if rest.is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) {
-                if !mount.prefix.is_empty() {
-                    req.push_script_name(mount.prefix.len());
-                }
-                return mount.app.call(req).await;
-            }
-        }
-        response::status(http::StatusCode::NOT_FOUND)
-    }
 }
 
 fn main() -> ExitCode {
@@ -160,9 +144,17 @@ fn main() -> ExitCode {
         server = server.workers(workers.into());
     }
 
-    let mut mounts = args.mounts;
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
-    let mut app = BoxApp::new(Mounts(mounts));
+    let mut dispatcher = Dispatcher::default();
+    for Mount { prefix, app } in args.mounts {
+        dispatcher = match dispatcher.try_mount(&prefix, app) {
+            Ok(dispatcher) => dispatcher,
+            Err(e) => {
+                eprintln!("stackway: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    }
+    let mut app = BoxApp::new(dispatcher);
     if args.access_log {
         app = BoxApp::new(AccessLog::new(app));
     }

@@ -134,11 +134,11 @@ fn h2c_prior_knowledge() {
             .await
             .unwrap();
             tokio::spawn(conn);
-            let req = ::http::Request::get("http://localhost/h2")
+            let req = stackway::http::Request::get("http://localhost/h2")
                 .body(String::new())
                 .unwrap();
             let res = sender.send_request(req).await.unwrap();
-            assert_eq!(res.version(), ::http::Version::HTTP_2);
+            assert_eq!(res.version(), stackway::http::Version::HTTP_2);
             let body = http_body_util::BodyExt::collect(res.into_body())
                 .await
                 .unwrap()
@@ -281,6 +281,11 @@ fn bad_flags_exit_2_with_a_clear_message() {
     let cases = [
         (vec!["serve", "--mount", "hello"], "expected PREFIX=APP"),
         (vec!["serve", "--mount", "x=hello"], "must start with /"),
+        (
+            vec!["serve", "--mount", "/a=hello", "--mount", "/a/=demo"],
+            r#"cannot mount at "/a/": something is mounted there already"#,
+        ),
+        (vec!["serve", "--mount", "/files/*=hello"], "literal"),
         (vec!["serve", "--mount", "/x=nope"], "unknown app \"nope\""),
         (vec!["serve", "--bind", "nonsense"], "expected HOST:PORT"),
         (vec!["serve", "--workers", "0"], "--workers"),

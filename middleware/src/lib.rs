@@ -15,5 +15,7 @@
 //! ```
 
 pub mod access_log;
+pub mod dispatcher;
 
 pub use access_log::AccessLog;
+pub use dispatcher::{Dispatcher, MountError};
