@@ -215,7 +215,7 @@ impl Server {
         }
         signal.await;
         let _ = stop.send(true);
-        accepting.await.map_err(|e| Error::new(Kind::Io).with(e))
+        accepting.await.map_err(io_error)
     }
 
     /// Serves `app` on [`workers`](Self::workers) threads, blocking until
@@ -225,7 +225,7 @@ impl Server {
         let signals = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::new(Kind::Io).with(e))?;
+            .map_err(io_error)?;
         let signal = match self.shutdown {
             Some(signal) => signal,
             // Signal handlers must be registered inside a runtime.
@@ -250,7 +250,7 @@ impl Server {
                     runtime.block_on(worker.accept_loop());
                     io::Result::Ok(())
                 })
-                .map_err(|e| Error::new(Kind::Io).with(e))?;
+                .map_err(io_error)?;
             threads.push(thread);
         }
         // The workers hold their own handles: once they stop accepting, the socket closes.
@@ -262,7 +262,7 @@ impl Server {
         let _ = stop.send(true);
         for thread in threads {
             match thread.join() {
-                Ok(result) => result.map_err(|e| Error::new(Kind::Io).with(e))?,
+                Ok(result) => result.map_err(io_error)?,
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
@@ -278,6 +278,11 @@ impl std::fmt::Debug for Server {
             .field("workers", &self.workers)
             .finish_non_exhaustive()
     }
+}
+
+/// A server failure other than binding: a thread, a runtime, a socket.
+fn io_error(e: impl Into<crate::BoxError>) -> Error {
+    Error::new(Kind::Io).with(e)
 }
 
 /// Completes on SIGINT or SIGTERM (on other systems, Ctrl-C).
@@ -329,12 +334,8 @@ impl<A: App> Worker<A> {
         stopped: watch::Receiver<bool>,
         connections: Arc<Semaphore>,
     ) -> crate::Result<Self> {
-        let listener = listener
-            .try_clone()
-            .map_err(|e| Error::new(Kind::Io).with(e))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::new(Kind::Io).with(e))?;
+        let listener = listener.try_clone().map_err(io_error)?;
+        let local_addr = listener.local_addr().map_err(io_error)?;
         Ok(Self {
             connections,
             listener,
