@@ -16,6 +16,8 @@
 
 pub mod access_log;
 pub mod dispatcher;
+pub mod shared_data;
 
 pub use access_log::AccessLog;
 pub use dispatcher::{Dispatcher, MountError};
+pub use shared_data::SharedData;

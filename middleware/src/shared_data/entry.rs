@@ -1,0 +1,248 @@
+//! Finding a file (on disk or embedded) and streaming its bytes.
+
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+use std::io::{self, Read, SeekFrom};
+use std::ops::Range;
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use stackway::Body;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::Symlinks;
+use super::headers::Validators;
+
+/// Files up to this size are read whole in the same blocking call that finds
+/// them (one thread hop per request); larger ones stream in 64 KiB chunks.
+const SMALL_FILE: u64 = 64 * 1024;
+const CHUNK: u64 = 64 * 1024;
+
+/// Bytes in memory with their validators, computed once.
+#[derive(Debug, Clone)]
+pub(super) struct Memory {
+    bytes: Bytes,
+    validators: Validators,
+}
+
+impl Memory {
+    pub(super) fn new(bytes: Bytes) -> Self {
+        // A fixed-key hash, so every process serving these bytes agrees.
+        let mut hasher = std::hash::DefaultHasher::new();
+        hasher.write(&bytes);
+        let modified = std::env::current_exe()
+            .and_then(std::fs::metadata)
+            .and_then(|m| m.modified());
+        let mut validators = Validators::for_file(bytes.len() as u64, modified.ok());
+        validators.etag = format!("\"{:x}-{:016x}\"", bytes.len(), hasher.finish());
+        Self { bytes, validators }
+    }
+
+    pub(super) fn found(&self) -> Found {
+        Found {
+            len: self.bytes.len() as u64,
+            validators: self.validators.clone(),
+            content: Content::Memory(self.bytes.clone()),
+        }
+    }
+}
+
+pub(super) fn embedded_entry(files: &BTreeMap<String, Memory>, path: &str) -> Entry {
+    if let Some(memory) = files.get(path) {
+        return Entry::File(memory.found());
+    }
+    let dir = format!("{path}/");
+    let is_dir = path.is_empty()
+        || files
+            .range(dir.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&dir));
+    if is_dir { Entry::Dir } else { Entry::Missing }
+}
+
+/// What a path below an export names.
+pub(super) enum Entry {
+    File(Found),
+    Dir,
+    Missing,
+}
+
+/// A regular file that was found, with what is known of it.
+pub(super) struct Found {
+    pub(super) len: u64,
+    pub(super) validators: Validators,
+    pub(super) content: Content,
+}
+
+pub(super) enum Content {
+    /// All of it, in memory.
+    Memory(Bytes),
+    /// Open, to be streamed.
+    Open(std::fs::File),
+    /// Looked at, not opened.
+    Unread,
+}
+
+/// Finds `rest` below `root` under a symlink policy, on the blocking pool.
+///
+/// ```text
+/// root /srv/public (canonical), rest [css, site.css]
+///   WithinRoot: canonicalize /srv/public/css/site.css → must start with /srv/public
+///   Deny:       lstat /srv/public/css, then …/site.css → no symlink may appear
+///   Follow:     stat /srv/public/css/site.css
+/// ```
+///
+/// Errors a hostile path can cause (no such file, not a directory, a name
+/// too long, no permission, a symlink loop) are misses, never 5xx.
+pub(super) fn disk_entry(
+    root: &Path,
+    rest: &[String],
+    symlinks: Symlinks,
+    read: bool,
+) -> io::Result<Entry> {
+    let mut path = root.to_path_buf();
+    path.extend(rest);
+    let meta = match symlinks {
+        Symlinks::Follow => std::fs::metadata(&path),
+        Symlinks::WithinRoot => std::fs::canonicalize(&path).and_then(|canonical| {
+            if !canonical.starts_with(root) {
+                return Err(io::ErrorKind::NotFound.into());
+            }
+            path = canonical;
+            std::fs::metadata(&path)
+        }),
+        Symlinks::Deny => {
+            let mut walked = root.to_path_buf();
+            let mut meta = std::fs::metadata(root);
+            for segment in rest {
+                walked.push(segment);
+                meta = std::fs::symlink_metadata(&walked);
+                if meta.as_ref().is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Ok(Entry::Missing);
+                }
+            }
+            meta
+        }
+    };
+    let meta = match meta {
+        Ok(meta) => meta,
+        Err(e) => return miss(e),
+    };
+    if meta.is_dir() {
+        return Ok(Entry::Dir);
+    }
+    if !meta.is_file() {
+        return Ok(Entry::Missing); // a FIFO or device: opening it could hang
+    }
+    if !read {
+        let validators = Validators::for_file(meta.len(), meta.modified().ok());
+        let content = Content::Unread;
+        return Ok(Entry::File(Found {
+            len: meta.len(),
+            validators,
+            content,
+        }));
+    }
+    let mut file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) => return miss(e),
+    };
+    // What was opened, not what was looked at before.
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(Entry::Missing);
+    }
+    let validators = Validators::for_file(meta.len(), meta.modified().ok());
+    let content = if meta.len() <= SMALL_FILE {
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        (&mut file).take(SMALL_FILE).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != meta.len() {
+            return Err(io::Error::other("the file changed while it was being read"));
+        }
+        Content::Memory(bytes.into())
+    } else {
+        Content::Open(file)
+    };
+    Ok(Entry::File(Found {
+        len: meta.len(),
+        validators,
+        content,
+    }))
+}
+
+/// A lookup error: a miss if a request path can cause it, else an error.
+fn miss(e: io::Error) -> io::Result<Entry> {
+    use io::ErrorKind::*;
+    match e.kind() {
+        NotFound | NotADirectory | PermissionDenied | InvalidFilename | InvalidInput => {
+            Ok(Entry::Missing)
+        }
+        _ if e.raw_os_error() == Some(ELOOP) => Ok(Entry::Missing),
+        _ => Err(e),
+    }
+}
+
+/// `ELOOP`: too many symlinks (a loop), which has no stable `ErrorKind`.
+#[cfg(target_os = "linux")]
+const ELOOP: i32 = 40;
+#[cfg(not(target_os = "linux"))]
+const ELOOP: i32 = 62;
+
+/// A piece of a response body: literal bytes, or a range of the file.
+pub(super) enum Piece {
+    Literal(Bytes),
+    Slice(Range<u64>),
+}
+
+impl Piece {
+    pub(super) fn len(&self) -> u64 {
+        match self {
+            Self::Literal(bytes) => bytes.len() as u64,
+            Self::Slice(range) => range.end - range.start,
+        }
+    }
+}
+
+impl Content {
+    /// A body of `total` bytes made of `pieces`, streamed from disk in chunks.
+    pub(super) fn body(self, pieces: Vec<Piece>, total: u64) -> Body {
+        let file = match self {
+            Self::Memory(bytes) => {
+                if let [Piece::Slice(range)] = &pieces[..] {
+                    return Body::from(bytes.slice(range.start as usize..range.end as usize));
+                }
+                let chunks = pieces.into_iter().map(move |piece| match piece {
+                    Piece::Literal(literal) => literal,
+                    Piece::Slice(range) => bytes.slice(range.start as usize..range.end as usize),
+                });
+                return Body::from_chunks(chunks.collect::<Vec<_>>()).exact_size(total);
+            }
+            Self::Open(file) => tokio::fs::File::from_std(file),
+            Self::Unread => unreachable!("bodies are only made of files opened for reading"),
+        };
+        let state = (file, pieces.into_iter(), 0u64);
+        let chunks = stream::try_unfold(state, |(mut file, mut pieces, mut left)| async move {
+            loop {
+                if left > 0 {
+                    let mut buf = BytesMut::with_capacity(left.min(CHUNK) as usize);
+                    let n = (&mut file).take(left.min(CHUNK)).read_buf(&mut buf).await?;
+                    if n == 0 {
+                        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                    }
+                    left -= n as u64;
+                    return Ok(Some((buf.freeze(), (file, pieces, left))));
+                }
+                match pieces.next() {
+                    None => return Ok(None),
+                    Some(Piece::Literal(bytes)) => return Ok(Some((bytes, (file, pieces, 0)))),
+                    Some(Piece::Slice(range)) => {
+                        file.seek(SeekFrom::Start(range.start)).await?;
+                        left = range.end - range.start;
+                    }
+                }
+            }
+        });
+        Body::from_stream(chunks).exact_size(total)
+    }
+}

@@ -1,0 +1,532 @@
+//! What an export serves, its options, and the choice of what to answer.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::ALLOW;
+use http::{HeaderValue, Method, StatusCode};
+use stackway::{Request, Response, response};
+
+use super::entry::{Content, Entry, Found, Memory, disk_entry, embedded_entry};
+use super::respond::{listing, slash_redirect};
+use super::{headers, path};
+
+/// Which symlinks a directory export follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Follow links whose target is inside the export root; a link that leads
+    /// out of it is a miss. The default.
+    #[default]
+    WithinRoot,
+    /// Never follow a link below the root (the root itself may be one): any
+    /// link on the way is a miss, as nginx's `disable_symlinks on`.
+    Deny,
+    /// Follow every link, wherever it points: for trees whose every link the
+    /// operator made. Dot segments and the other path rules still apply.
+    Follow,
+}
+
+/// What an export serves and how; built from a path with `From`, or with
+/// [`Export::dir`], [`Export::file`], [`Export::embedded`], [`Export::bytes`].
+#[derive(Debug, Clone)]
+pub struct Export {
+    source: Source,
+    pub(super) cache_control: Option<String>,
+    pub(super) index_file: Option<String>,
+    pub(super) listing: bool,
+    pub(super) hidden_files: bool,
+    pub(super) symlinks: Symlinks,
+    pub(super) precompressed: bool,
+    pub(super) fallback_type: String,
+    pub(super) spa_fallback: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// A path from the user, not yet checked; `Some(true)` if it must be a
+    /// directory, `Some(false)` a file.
+    Unchecked(PathBuf, Option<bool>),
+    /// A canonical directory.
+    Dir(PathBuf),
+    /// A canonical file, served for the prefix itself.
+    File(PathBuf),
+    /// Files compiled into the binary, by relative path.
+    Embedded(Arc<BTreeMap<String, Memory>>),
+    /// One file compiled into the binary, with the name its type comes from.
+    Bytes(String, Memory),
+}
+
+impl Export {
+    /// A directory or a file, whichever `path` is when the export is added.
+    pub fn path(path: impl Into<PathBuf>) -> Self {
+        Self::new(Source::Unchecked(path.into(), None))
+    }
+
+    /// A directory, whose files are served below the prefix.
+    pub fn dir(path: impl Into<PathBuf>) -> Self {
+        Self::new(Source::Unchecked(path.into(), Some(true)))
+    }
+
+    /// A single file, served for the prefix itself (`/favicon.ico`).
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::new(Source::Unchecked(path.into(), Some(false)))
+    }
+
+    /// Files compiled into the binary, served as a directory is.
+    pub fn embedded(files: Embedded) -> Self {
+        Self::new(Source::Embedded(Arc::new(files.files)))
+    }
+
+    /// One file compiled into the binary, served for the prefix itself; its
+    /// `Content-Type` comes from `name`.
+    pub fn bytes(name: &str, bytes: &'static [u8]) -> Self {
+        Self::new(Source::Bytes(
+            name.to_owned(),
+            Memory::new(Bytes::from_static(bytes)),
+        ))
+    }
+
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            cache_control: None,
+            index_file: Some("index.html".to_owned()),
+            listing: false,
+            hidden_files: false,
+            symlinks: Symlinks::default(),
+            precompressed: true,
+            fallback_type: "application/octet-stream".to_owned(),
+            spa_fallback: None,
+        }
+    }
+
+    /// `Cache-Control` for this export's responses, as given (no header by
+    /// default, as nginx).
+    pub fn cache_control(mut self, value: &str) -> Self {
+        self.cache_control = Some(value.to_owned());
+        self
+    }
+
+    /// `Cache-Control: public, max-age=…` (whole seconds).
+    pub fn max_age(self, max_age: Duration) -> Self {
+        self.cache_control(&format!("public, max-age={}", max_age.as_secs()))
+    }
+
+    /// `Cache-Control: public, max-age=31536000, immutable`: for files whose
+    /// names change when their content does (`app.3f2a1c.js`).
+    pub fn immutable(self) -> Self {
+        self.cache_control("public, max-age=31536000, immutable")
+    }
+
+    /// The file served for a directory requested with its slash; `None` for
+    /// none. `index.html` by default.
+    pub fn index_file(mut self, name: Option<&str>) -> Self {
+        self.index_file = name.map(str::to_owned);
+        self
+    }
+
+    /// Lists directories without an index file (names HTML-escaped). Off by
+    /// default.
+    pub fn listing(mut self, on: bool) -> Self {
+        self.listing = on;
+        self
+    }
+
+    /// Serves dot-files and dot-directories (`.well-known/`). Off by default:
+    /// `.env` and `.git/` are misses.
+    pub fn hidden_files(mut self, on: bool) -> Self {
+        self.hidden_files = on;
+        self
+    }
+
+    /// Which symlinks to follow; see [`Symlinks`].
+    pub fn symlinks(mut self, policy: Symlinks) -> Self {
+        self.symlinks = policy;
+        self
+    }
+
+    /// Serves `file.br`, `file.zst` or `file.gz` for `file` when the client
+    /// accepts that coding, and sends `Vary: Accept-Encoding`. On by default.
+    pub fn precompressed(mut self, on: bool) -> Self {
+        self.precompressed = on;
+        self
+    }
+
+    /// `Content-Type` for files whose extension says nothing.
+    /// `application/octet-stream` by default.
+    pub fn fallback_content_type(mut self, content_type: &str) -> Self {
+        self.fallback_type = content_type.to_owned();
+        self
+    }
+
+    /// For single-page apps: a `GET` or `HEAD` that finds nothing under the
+    /// prefix gets this file (relative to the export root) with 200, instead
+    /// of going on to the wrapped app. Other methods still go on.
+    pub fn spa_fallback(mut self, file: &str) -> Self {
+        self.spa_fallback = Some(file.to_owned());
+        self
+    }
+
+    /// Resolves and checks the source, and the names the options give.
+    pub(super) fn check(&mut self) -> Result<(), String> {
+        if let Source::Unchecked(path, want_dir) = &self.source {
+            let shown = path.display();
+            if path.as_os_str().is_empty() {
+                return Err("the path is empty (say `.` for the working directory)".to_owned());
+            }
+            let canonical = std::fs::canonicalize(path).map_err(|e| format!("{shown}: {e}"))?;
+            let meta = std::fs::metadata(&canonical).map_err(|e| format!("{shown}: {e}"))?;
+            self.source = match (meta.is_dir(), meta.is_file(), want_dir) {
+                (true, _, None | Some(true)) => Source::Dir(canonical),
+                (_, true, None | Some(false)) => Source::File(canonical),
+                (_, _, Some(true)) => return Err(format!("{shown} is not a directory")),
+                (_, _, Some(false)) => return Err(format!("{shown} is not a file")),
+                _ => return Err(format!("{shown} is neither a file nor a directory")),
+            };
+        }
+        if let Source::Embedded(files) = &self.source {
+            for name in files.keys() {
+                let segments: Vec<String> = name.split('/').map(str::to_owned).collect();
+                if segments.last().is_some_and(String::is_empty)
+                    || path::check(&segments, true).is_err()
+                {
+                    return Err(format!(
+                        "embedded file name {name:?} is not a relative path of plain names"
+                    ));
+                }
+            }
+        }
+        if let Some(value) = &self.cache_control {
+            HeaderValue::from_str(value)
+                .map_err(|_| format!("Cache-Control {value:?} is not a header value"))?;
+        }
+        HeaderValue::from_str(&self.fallback_type).map_err(|_| {
+            format!(
+                "content type {:?} is not a header value",
+                self.fallback_type
+            )
+        })?;
+        for (option, name) in [
+            ("index file", &self.index_file),
+            ("SPA fallback", &self.spa_fallback),
+        ] {
+            let Some(name) = name else { continue };
+            let segments: Vec<String> = name.split('/').map(str::to_owned).collect();
+            if segments.last().is_some_and(String::is_empty)
+                || path::check(&segments, true).is_err()
+            {
+                return Err(format!(
+                    "{option} {name:?} is not a relative path of plain names"
+                ));
+            }
+        }
+        if let Some(name) = &self.spa_fallback {
+            let segments: Vec<String> = name.split('/').map(str::to_owned).collect();
+            let found = match &self.source {
+                Source::Dir(_) | Source::Embedded(_) => {
+                    matches!(self.entry(&segments, false), Ok(Entry::File(_)))
+                }
+                _ => return Err("an SPA fallback needs a directory or embedded export".to_owned()),
+            };
+            if !found {
+                return Err(format!("SPA fallback {name:?} is not a file in the export"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a request for `rest` (the decoded segments below the prefix),
+    /// or `None` for a miss.
+    pub(super) async fn serve(
+        self: Arc<Self>,
+        req: &Request,
+        rest: Vec<String>,
+    ) -> Option<Response> {
+        if path::check(&rest, self.hidden_files).is_err() {
+            return None;
+        }
+        let get_or_head = req.method() == Method::GET || req.method() == Method::HEAD;
+        let ask = Ask {
+            encodings: match self.precompressed {
+                true => headers::accepted_encodings(req.headers()),
+                false => Vec::new(),
+            },
+            read: req.method() == Method::GET,
+            fallback: get_or_head,
+        };
+        let this = Arc::clone(&self);
+        let outcome = match self.source {
+            // Disk work (canonicalize, stat, open, a small read) in one blocking call.
+            Source::Dir(_) | Source::File(_) => {
+                tokio::task::spawn_blocking(move || this.decide(&rest, &ask))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)))
+            }
+            _ => this.decide(&rest, &ask),
+        };
+        let outcome = match outcome {
+            Ok(Outcome::Missing) => return None,
+            Ok(outcome) => outcome,
+            Err(e) => {
+                eprintln!("stackway: shared_data: {}: {e}", req.uri().path());
+                return Some(response::status(StatusCode::INTERNAL_SERVER_ERROR));
+            }
+        };
+        if !get_or_head {
+            let mut res = response::status(StatusCode::METHOD_NOT_ALLOWED);
+            res.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return Some(res);
+        }
+        match outcome {
+            Outcome::File(file) => Some(self.respond(req, file)),
+            Outcome::Redirect => slash_redirect(req),
+            Outcome::Listing(entries) => Some(listing(req, &entries)),
+            Outcome::Missing => None,
+        }
+    }
+
+    /// Finds what to serve, on the blocking pool for disk sources.
+    fn decide(&self, rest: &[String], ask: &Ask) -> io::Result<Outcome> {
+        let slash = rest.last().is_some_and(String::is_empty);
+        let rest = if slash { &rest[..rest.len() - 1] } else { rest };
+        let index = |rest: &[String]| {
+            let name = self.index_file.clone()?;
+            Some([rest, &[name]].concat())
+        };
+        match self.entry(rest, ask.read_now())? {
+            Entry::File(_) if slash => Ok(Outcome::Missing), // `/file.txt/`
+            Entry::File(found) => self.choose(rest, found, ask).map(Outcome::File),
+            Entry::Dir if !slash => {
+                let has_index = index(rest)
+                    .is_some_and(|i| matches!(self.entry(&i, false), Ok(Entry::File(_))));
+                match has_index || self.listing {
+                    true => Ok(Outcome::Redirect),
+                    false => self.fallback(ask),
+                }
+            }
+            Entry::Dir => {
+                if let Some(index) = index(rest) {
+                    if let Entry::File(found) = self.entry(&index, ask.read_now())? {
+                        return self.choose(&index, found, ask).map(Outcome::File);
+                    }
+                }
+                match self.listing {
+                    true => self.list(rest).map(Outcome::Listing),
+                    false => self.fallback(ask),
+                }
+            }
+            Entry::Missing => self.fallback(ask),
+        }
+    }
+
+    /// The SPA fallback file for a miss, if there is one and the method allows.
+    fn fallback(&self, ask: &Ask) -> io::Result<Outcome> {
+        let Some(name) = self.spa_fallback.as_ref().filter(|_| ask.fallback) else {
+            return Ok(Outcome::Missing);
+        };
+        let segments: Vec<String> = name.split('/').map(str::to_owned).collect();
+        match self.entry(&segments, ask.read_now())? {
+            Entry::File(found) => self.choose(&segments, found, ask).map(Outcome::File),
+            _ => Ok(Outcome::Missing),
+        }
+    }
+
+    /// The file to send for `rest`: a precompressed sibling the client
+    /// accepts, else `identity` itself.
+    fn choose(&self, rest: &[String], identity: Found, ask: &Ask) -> io::Result<File> {
+        let name = match (rest.last(), &self.source) {
+            (Some(last), _) => last.clone(),
+            (None, Source::File(path)) => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            (None, Source::Bytes(name, _)) => name.clone(),
+            (None, _) => String::new(),
+        };
+        if let (Some(last), Source::Dir(_) | Source::Embedded(_)) = (rest.last(), &self.source) {
+            for &(encoding, suffix) in headers::ENCODINGS
+                .iter()
+                .filter(|(c, _)| ask.encodings.contains(c))
+            {
+                let sibling = [&rest[..rest.len() - 1], &[format!("{last}.{suffix}")]].concat();
+                if let Entry::File(found) = self.entry(&sibling, ask.read)? {
+                    return Ok(File {
+                        name,
+                        found,
+                        encoding: Some(encoding),
+                    });
+                }
+            }
+        }
+        let found = match identity.content {
+            // Looked at before siblings were: open it now.
+            Content::Unread if ask.read => match self.entry(rest, true)? {
+                Entry::File(found) => found,
+                _ => {
+                    return Err(io::Error::other(
+                        "the file went away while it was being opened",
+                    ));
+                }
+            },
+            _ => identity,
+        };
+        Ok(File {
+            name,
+            found,
+            encoding: None,
+        })
+    }
+
+    /// What is at `rest` below the root. With `read`, a small file's bytes are
+    /// read now and a large one is left open; without, it is only looked at.
+    fn entry(&self, rest: &[String], read: bool) -> io::Result<Entry> {
+        match &self.source {
+            Source::Dir(root) => disk_entry(root, rest, self.symlinks, read),
+            Source::File(file) if rest.is_empty() => disk_entry(file, &[], Symlinks::Follow, read),
+            Source::Embedded(files) => Ok(embedded_entry(files, &rest.join("/"))),
+            Source::Bytes(_, memory) if rest.is_empty() => Ok(Entry::File(memory.found())),
+            _ => Ok(Entry::Missing),
+        }
+    }
+
+    /// A directory's entries that could be served, sorted, directories marked.
+    fn list(&self, rest: &[String]) -> io::Result<Vec<(String, bool)>> {
+        let mut entries: Vec<(String, bool)> = match &self.source {
+            Source::Dir(root) => {
+                let mut dir = root.clone();
+                dir.extend(rest);
+                std::fs::read_dir(dir)?
+                    .filter_map(|entry| {
+                        let entry = entry.ok()?;
+                        let name = entry.file_name().into_string().ok()?;
+                        Some((name, entry.file_type().ok()?.is_dir()))
+                    })
+                    .collect()
+            }
+            Source::Embedded(files) => {
+                let prefix: String = rest.iter().map(|s| format!("{s}/")).collect();
+                let mut names: Vec<(String, bool)> = files
+                    .keys()
+                    .filter_map(|k| k.strip_prefix(&prefix))
+                    .map(|k| match k.split_once('/') {
+                        Some((dir, _)) => (dir.to_owned(), true),
+                        None => (k.to_owned(), false),
+                    })
+                    .collect();
+                names.dedup();
+                names
+            }
+            _ => Vec::new(),
+        };
+        entries
+            .retain(|(name, _)| path::check(std::slice::from_ref(name), self.hidden_files).is_ok());
+        entries.sort();
+        Ok(entries)
+    }
+}
+
+/// What a request asks of [`Export::decide`].
+struct Ask {
+    /// Codings of precompressed siblings to try, best first.
+    encodings: Vec<&'static str>,
+    /// Whether the body will be sent (GET), so the file should be read or opened.
+    read: bool,
+    /// Whether a miss may be answered with the SPA fallback.
+    fallback: bool,
+}
+
+impl Ask {
+    /// Whether to read the file as soon as it is found: not when a sibling may
+    /// be sent instead.
+    fn read_now(&self) -> bool {
+        self.read && self.encodings.is_empty()
+    }
+}
+
+/// What to answer, decided on the blocking pool.
+enum Outcome {
+    File(File),
+    Redirect,
+    Listing(Vec<(String, bool)>),
+    Missing,
+}
+
+/// A file chosen to be sent: its name (for the type), content, and coding.
+pub(super) struct File {
+    pub(super) name: String,
+    pub(super) found: Found,
+    pub(super) encoding: Option<&'static str>,
+}
+
+/// Files compiled into the binary, exported as a directory is; see
+/// [`Export::embedded`].
+///
+/// ```
+/// use stackway_middleware::shared_data::{Embedded, Export, SharedData};
+///
+/// let assets = Embedded::new()
+///     .file("index.html", b"<h1>hi</h1>")
+///     .file("css/site.css", b"body {}"); // or include_bytes!("../assets/site.css")
+/// let app = SharedData::new(stackway::apps::hello).export("/", Export::embedded(assets));
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let client = stackway::testing::Client::new(app);
+/// client.get("/").await.assert_text("<h1>hi</h1>");
+/// client.get("/css/site.css").await.assert_header("content-type", "text/css; charset=utf-8");
+/// # });
+/// ```
+///
+/// Their ETag is a hash of their bytes; their `Last-Modified` is the
+/// executable's modification time, which they cannot be newer than.
+#[derive(Debug, Clone, Default)]
+pub struct Embedded {
+    files: BTreeMap<String, Memory>,
+}
+
+impl Embedded {
+    /// No files yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a file at `path` (relative, `/`-separated: `css/site.css`).
+    pub fn file(mut self, path: &str, bytes: &'static [u8]) -> Self {
+        self.files
+            .insert(path.to_owned(), Memory::new(Bytes::from_static(bytes)));
+        self
+    }
+}
+
+impl From<&str> for Export {
+    fn from(path: &str) -> Self {
+        Self::path(path)
+    }
+}
+
+impl From<String> for Export {
+    fn from(path: String) -> Self {
+        Self::path(path)
+    }
+}
+
+impl From<&Path> for Export {
+    fn from(path: &Path) -> Self {
+        Self::path(path)
+    }
+}
+
+impl From<PathBuf> for Export {
+    fn from(path: PathBuf) -> Self {
+        Self::path(path)
+    }
+}
+
+impl From<Embedded> for Export {
+    fn from(files: Embedded) -> Self {
+        Self::embedded(files)
+    }
+}

@@ -1,0 +1,235 @@
+//! Serves static files under URL prefixes, as Werkzeug's `SharedDataMiddleware`
+//! does, with nginx's HTTP semantics; anything it does not serve falls
+//! through to the wrapped app.
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::testing::Client;
+//! use stackway_middleware::shared_data::{Export, SharedData};
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let public = dir.path();
+//! std::fs::write(public.join("site.css"), "body {}").unwrap();
+//!
+//! let app = SharedData::new(stackway::apps::hello)
+//!     .export("/static", public)
+//!     .export("/robots.txt", Export::bytes("robots.txt", b"User-agent: *\n"));
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let client = Client::new(app);
+//! client.get("/static/site.css").await
+//!     .assert_status(200)
+//!     .assert_header("content-type", "text/css; charset=utf-8")
+//!     .assert_text("body {}");
+//! client.get("/robots.txt").await.assert_text("User-agent: *\n");
+//! client.get("/static/missing.css").await.assert_text_contains("Hello"); // the app
+//! # });
+//! ```
+//!
+//! # What is served
+//!
+//! An export maps a URL prefix to a directory, a single file, or bytes compiled
+//! into the binary ([`Embedded`], [`Export::bytes`]). The longest prefix
+//! matches, on whole segments (`/css` never serves `/css-config.env`),
+//! whatever order the exports were added in. Roots are checked when the
+//! export is added: a missing one is an error then ([`SharedData::try_export`]),
+//! never a quiet fallback to the working directory.
+//!
+//! For a file: `GET` and `HEAD` (other methods get 405 with `Allow`);
+//! `Content-Type` from the extension (with `charset=utf-8` for text),
+//! `Content-Length`, `Last-Modified`, a strong `ETag`, `Accept-Ranges`, and
+//! `Cache-Control` when the export sets one. Conditionals follow RFC 9110's
+//! order: `If-Match` / `If-Unmodified-Since` → 412, `If-None-Match` /
+//! `If-Modified-Since` → 304. `Range` gives 206 (several ranges as
+//! `multipart/byteranges`), 416 with `Content-Range: bytes */LEN` when nothing
+//! asked for exists, and is ignored when malformed or when `If-Range` no
+//! longer holds. `file.br`, `file.zst` and `file.gz` beside a file are sent
+//! instead when `Accept-Encoding` allows, with `Vary: Accept-Encoding`.
+//!
+//! For a directory: its `index.html` (see [`Export::index_file`]); a listing
+//! only when [enabled](Export::listing); and a 308 redirect to the slash form
+//! when asked for without it, built from SCRIPT_NAME + PATH_INFO so that it
+//! is right under any mount.
+//!
+//! # What is not served
+//!
+//! Before the file system is touched, PATH_INFO is percent-decoded exactly
+//! once, segment by segment, and refused if any segment is `.` or `..`,
+//! empty (`//`), or holds `/`, `\`, `:`, NUL or another control character,
+//! Windows' reserved characters, a trailing dot or space, or a Windows device
+//! name (`CON`, `nul.txt`, `COM1`); or is not UTF-8; or is a dot-file, unless
+//! [allowed](Export::hidden_files). Symlinks follow [`Symlinks`]: by
+//! default, only those that stay inside the export root. Refused paths,
+//! missing files and anything but regular files and directories are misses:
+//! the request goes on to the wrapped app unchanged, as Werkzeug does, or to
+//! a [single-page app's fallback](Export::spa_fallback).
+
+mod entry;
+mod export;
+mod headers;
+mod path;
+mod range;
+mod respond;
+
+use std::fmt;
+use std::sync::Arc;
+
+use stackway::{App, Request, RequestExt, Response};
+
+pub use self::export::{Embedded, Export, Symlinks};
+
+/// Serves exported files and falls through to `inner`; see the [module docs](self).
+#[doc(alias = "static")]
+#[doc(alias = "ServeDir")]
+#[doc(alias = "SharedDataMiddleware")]
+pub struct SharedData<A> {
+    inner: A,
+    /// Exports by decoded prefix segments, the longest prefix first.
+    exports: Vec<(Vec<String>, Arc<Export>)>,
+}
+
+impl<A> SharedData<A> {
+    /// Wraps `inner`, which answers whatever no export serves.
+    pub fn new(inner: A) -> Self {
+        Self {
+            inner,
+            exports: Vec::new(),
+        }
+    }
+
+    /// Exports `target` (a path, or an [`Export`]) at `prefix`.
+    ///
+    /// # Panics
+    ///
+    /// If the export is invalid; [`try_export`](Self::try_export) returns the
+    /// error instead.
+    #[track_caller]
+    pub fn export(self, prefix: &str, target: impl Into<Export>) -> Self {
+        self.try_export(prefix, target)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Exports `target` at `prefix`, or says why it cannot: the prefix is not
+    /// a path (`/static`; a trailing `/` is ignored and `/` exports at the
+    /// root) or is exported already, the root does not exist or is not what
+    /// the export says, or a configured file is missing.
+    pub fn try_export(
+        mut self,
+        prefix: &str,
+        target: impl Into<Export>,
+    ) -> Result<Self, ExportError> {
+        let mut export = target.into();
+        let error = |reason: String| ExportError {
+            prefix: prefix.to_owned(),
+            reason,
+        };
+        let segments = parse_prefix(prefix).map_err(|e| error(e.to_owned()))?;
+        if self.exports.iter().any(|(p, _)| *p == segments) {
+            return Err(error("it is exported already".to_owned()));
+        }
+        export.check().map_err(error)?;
+        let at = self
+            .exports
+            .partition_point(|(p, _)| p.len() >= segments.len());
+        self.exports.insert(at, (segments, Arc::new(export)));
+        Ok(self)
+    }
+
+    /// The wrapped app.
+    pub fn get_ref(&self) -> &A {
+        &self.inner
+    }
+
+    /// The wrapped app, mutably.
+    pub fn get_mut(&mut self) -> &mut A {
+        &mut self.inner
+    }
+
+    /// Unwraps the app.
+    pub fn into_inner(self) -> A {
+        self.inner
+    }
+
+    /// The export for this request and the decoded segments below its prefix.
+    fn find(&self, req: &Request) -> Option<(&Arc<Export>, Vec<String>)> {
+        let mut segments = path::segments(req.environ().path_info()).ok()?;
+        let (prefix, export) = self
+            .exports
+            .iter()
+            .find(|(prefix, _)| segments.starts_with(prefix))?;
+        Some((export, segments.split_off(prefix.len())))
+    }
+}
+
+impl<A: App> App for SharedData<A> {
+    async fn call(&self, req: Request) -> Response {
+        if let Some((export, rest)) = self.find(&req) {
+            if let Some(res) = Arc::clone(export).serve(&req, rest).await {
+                return res;
+            }
+        }
+        self.inner.call(req).await
+    }
+}
+
+impl<A> fmt::Debug for SharedData<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefixes: Vec<String> = self
+            .exports
+            .iter()
+            .map(|(p, _)| format!("/{}", p.join("/")))
+            .collect();
+        f.debug_struct("SharedData")
+            .field("exports", &prefixes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Normalises an export prefix to its decoded segments: `/static/` → `["static"]`.
+fn parse_prefix(prefix: &str) -> Result<Vec<String>, &'static str> {
+    if !prefix.starts_with('/') {
+        return Err("a prefix starts with `/`");
+    }
+    let trimmed = prefix.trim_end_matches('/');
+    let segments = path::segments(trimmed).map_err(|_| "a prefix is UTF-8 once decoded")?;
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err("a prefix has no empty, `.` or `..` segments");
+    }
+    Ok(segments)
+}
+
+/// Why an export could not be added; the message is a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportError {
+    prefix: String,
+    reason: String,
+}
+
+impl fmt::Display for ExportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot export at {:?}: {}", self.prefix, self.reason)
+    }
+}
+
+impl std::error::Error for ExportError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_normalise_to_segments() {
+        assert_eq!(parse_prefix("/"), Ok(vec![]));
+        assert_eq!(parse_prefix("/static/"), Ok(vec!["static".to_owned()]));
+        assert_eq!(
+            parse_prefix("/caf%C3%A9/x"),
+            Ok(vec!["café".to_owned(), "x".to_owned()])
+        );
+        for bad in ["", "static", "/a//b", "/a/../b", "/%ff"] {
+            assert!(parse_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+}
