@@ -349,10 +349,7 @@ impl Export {
             (None, _) => String::new(),
         };
         if let (Some(last), Source::Dir(_) | Source::Embedded(_)) = (rest.last(), &self.source) {
-            for &(encoding, suffix) in headers::ENCODINGS
-                .iter()
-                .filter(|(c, _)| ask.encodings.contains(c))
-            {
+            for &(encoding, suffix) in &ask.encodings {
                 let sibling = [&rest[..rest.len() - 1], &[format!("{last}.{suffix}")]].concat();
                 if let Entry::File(found) = self.entry(&sibling, ask.read)? {
                     return Ok(File {
@@ -432,8 +429,8 @@ impl Export {
 
 /// What a request asks of [`Export::decide`].
 struct Ask {
-    /// Codings of precompressed siblings to try, best first.
-    encodings: Vec<&'static str>,
+    /// Codings of precompressed siblings to try, best first, with their suffixes.
+    encodings: Vec<(&'static str, &'static str)>,
     /// Whether the body will be sent (GET), so the file should be read or opened.
     read: bool,
     /// Whether a miss may be answered with the SPA fallback.

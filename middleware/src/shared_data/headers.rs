@@ -160,10 +160,10 @@ fn date(headers: &HeaderMap, name: &http::HeaderName) -> Option<SystemTime> {
 /// Content codings of precompressed siblings, best first: (coding, file suffix).
 pub(crate) const ENCODINGS: [(&str, &str); 3] = [("br", "br"), ("zstd", "zst"), ("gzip", "gz")];
 
-/// The codings from [`ENCODINGS`] the client accepts, best first: by q-value,
-/// then by our order. `identity` is always possible, so it is not listed.
-pub(crate) fn accepted_encodings(headers: &HeaderMap) -> Vec<&'static str> {
-    let mut accepted: Vec<(u16, usize, &'static str)> = Vec::new();
+/// The [`ENCODINGS`] the client accepts, best first: by q-value, then by our
+/// order. `identity` is always possible, so it is not listed.
+pub(crate) fn accepted_encodings(headers: &HeaderMap) -> Vec<(&'static str, &'static str)> {
+    let mut accepted = Vec::new();
     let mut star = None;
     let mut named = [None; ENCODINGS.len()];
     for value in headers.get_all(ACCEPT_ENCODING) {
@@ -190,14 +190,17 @@ pub(crate) fn accepted_encodings(headers: &HeaderMap) -> Vec<&'static str> {
             }
         }
     }
-    for (i, (coding, _)) in ENCODINGS.iter().enumerate() {
+    for (i, encoding) in ENCODINGS.into_iter().enumerate() {
         match named[i].or(star) {
-            Some(q) if q > 0 => accepted.push((q, i, coding)),
+            Some(q) if q > 0 => accepted.push((q, i, encoding)),
             _ => {}
         }
     }
     accepted.sort_by_key(|&(q, i, _)| (std::cmp::Reverse(q), i));
-    accepted.into_iter().map(|(_, _, coding)| coding).collect()
+    accepted
+        .into_iter()
+        .map(|(_, _, encoding)| encoding)
+        .collect()
 }
 
 /// A q-value as thousandths: `0.5` → 500; `None` if malformed.
@@ -284,10 +287,7 @@ mod tests {
             (vec![("if-none-match", &etag)], NotModified),
             (vec![("if-none-match", &weak)], NotModified), // weak comparison
             (vec![("if-none-match", "*")], NotModified),
-            (
-                vec![("if-none-match", &listed)],
-                NotModified,
-            ),
+            (vec![("if-none-match", &listed)], NotModified),
             (vec![("if-none-match", "\"a\", \"b\"")], Proceed),
             (vec![("if-modified-since", &at)], NotModified),
             (vec![("if-modified-since", &after)], NotModified),
@@ -346,7 +346,10 @@ mod tests {
             ("br;q=2, gzip;q=0.5x", &[]),
         ];
         for (value, expected) in cases {
-            let got = accepted_encodings(&headers(&[("accept-encoding", value)]));
+            let got: Vec<&str> = accepted_encodings(&headers(&[("accept-encoding", value)]))
+                .into_iter()
+                .map(|(coding, _)| coding)
+                .collect();
             assert_eq!(got, *expected, "{value:?}");
         }
     }
