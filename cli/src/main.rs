@@ -1,8 +1,11 @@
 //! The `stackway` command line: `stackway serve` mounts built-in apps under URL
-//! prefixes with the Dispatcher and runs them on the stackway server.
+//! prefixes with the Dispatcher, serves static folders with SharedData in front
+//! of them, and runs the stack on the stackway server.
 //!
 //! ```text
-//! stackway serve --bind 127.0.0.1:8000 --mount /=hello --mount /env=demo --access-log
+//! stackway serve --mount /=hello --mount /env=demo --static /static=./public --access-log
+//!
+//! AccessLog → SharedData (/static) → Dispatcher (/, /env)
 //! ```
 
 use std::io::Write;
@@ -12,7 +15,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use stackway::{BoxApp, Server};
-use stackway_middleware::{AccessLog, Dispatcher};
+use stackway_middleware::shared_data::Export;
+use stackway_middleware::{AccessLog, Dispatcher, SharedData};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +45,11 @@ struct ServeArgs {
     /// `/` mounts at the root; the longest matching prefix wins; no match is a 404.
     #[arg(long = "mount", value_name = "PREFIX=APP", value_parser = parse_mount)]
     mounts: Vec<Mount>,
+
+    /// Serve the files under directory (or the one file) PATH at PREFIX with SharedData,
+    /// in front of the mounts; repeatable. Misses go on to the mounts.
+    #[arg(long = "static", value_name = "PREFIX=PATH", value_parser = parse_static)]
+    statics: Vec<Static>,
 
     /// Worker threads, each with its own runtime [default: one per core].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -105,6 +114,27 @@ fn parse_mount(value: &str) -> Result<Mount, String> {
     })
 }
 
+/// `PREFIX=PATH` from `--static`, checked: the path exists.
+#[derive(Debug, Clone)]
+struct Static {
+    prefix: String,
+    export: Export,
+}
+
+fn parse_static(value: &str) -> Result<Static, String> {
+    let (prefix, path) = value
+        .split_once('=')
+        .ok_or("expected PREFIX=PATH, as in /static=./public")?;
+    let export = Export::path(path);
+    SharedData::new(())
+        .try_export(prefix, export.clone())
+        .map_err(|e| e.to_string())?;
+    Ok(Static {
+        prefix: prefix.to_owned(),
+        export,
+    })
+}
+
 fn parse_bind(value: &str) -> Result<String, String> {
     match value.to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(_)) => Ok(value.to_owned()),
@@ -154,7 +184,17 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut app = BoxApp::new(dispatcher);
+    let mut shared_data = SharedData::new(dispatcher);
+    for Static { prefix, export } in args.statics {
+        shared_data = match shared_data.try_export(&prefix, export) {
+            Ok(shared_data) => shared_data,
+            Err(e) => {
+                eprintln!("stackway: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    }
+    let mut app = BoxApp::new(shared_data);
     if args.access_log {
         app = BoxApp::new(AccessLog::new(app));
     }

@@ -119,6 +119,55 @@ fn mounts_keep_alive_pipelining_and_404() {
 }
 
 #[test]
+fn static_folders_are_served_in_front_of_the_mounts() {
+    let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/static");
+    let server = Stackway::serve(&[
+        "--mount",
+        "/=hello",
+        "--static",
+        &format!("/static={public}"),
+    ]);
+    let mut conn = Conn::open(server.addr);
+    let css = conn.get("/static/css/site.css");
+    assert_eq!(css.status, 200);
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    let expected = std::fs::read(format!("{public}/css/site.css")).unwrap();
+    assert_eq!(css.body, expected);
+    let etag = css.header("etag").unwrap().to_owned();
+
+    conn.send(
+        format!("GET /static/css/site.css HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n")
+            .as_bytes(),
+    );
+    let not_modified = conn.read_response();
+    assert_eq!((not_modified.status, not_modified.body.len()), (304, 0));
+    conn.send(b"GET /static/css/site.css HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\n\r\n");
+    let range = conn.read_response();
+    assert_eq!((range.status, range.text()), (206, "body".to_owned()));
+
+    let redirect = conn.get("/static");
+    assert_eq!(
+        (redirect.status, redirect.header("location")),
+        (308, Some("/static/"))
+    );
+    assert!(conn.get("/static/").text().contains("Served by SharedData"));
+    // Misses, hostile paths included, go on to the mounted app.
+    assert_eq!(
+        conn.get("/static/missing.css").text(),
+        "<h1>Hello, static/missing.css!</h1>"
+    );
+    let hostile = conn.get("/static/..%2f..%2fCargo.toml");
+    assert_eq!(hostile.status, 200);
+    assert!(
+        hostile.text().starts_with("<h1>Hello, "),
+        "{}",
+        hostile.text()
+    );
+    assert!(!hostile.text().contains("[package]"));
+    assert_eq!(conn.get("/hi").text(), "<h1>Hello, hi!</h1>");
+}
+
+#[test]
 fn h2c_prior_knowledge() {
     let server = Stackway::serve(&["--mount", "/=hello"]);
     tokio::runtime::Builder::new_current_thread()
@@ -259,6 +308,7 @@ fn help_lists_every_flag_with_its_default() {
     for (flag, default) in [
         ("--bind", "[default: 127.0.0.1:8000]"),
         ("--mount", "repeatable"),
+        ("--static", "repeatable"),
         ("--workers", "[default: one per core]"),
         ("--access-log", "[default: off]"),
         ("--header-timeout", "[default: 30]"),
@@ -287,6 +337,16 @@ fn bad_flags_exit_2_with_a_clear_message() {
         ),
         (vec!["serve", "--mount", "/files/*=hello"], "literal"),
         (vec!["serve", "--mount", "/x=nope"], "unknown app \"nope\""),
+        (vec!["serve", "--static", "public"], "expected PREFIX=PATH"),
+        (
+            vec!["serve", "--static", "/s=/no/such/dir"],
+            r#"cannot export at "/s": /no/such/dir: No such file or directory"#,
+        ),
+        (vec!["serve", "--static", "s=."], "starts with `/`"),
+        (
+            vec!["serve", "--static", "/s=.", "--static", "/s/=."],
+            r#"cannot export at "/s/": it is exported already"#,
+        ),
         (vec!["serve", "--bind", "nonsense"], "expected HOST:PORT"),
         (vec!["serve", "--workers", "0"], "--workers"),
         (

@@ -1,0 +1,40 @@
+//! Run with `cargo run --example static_files`, then open http://127.0.0.1:8000/.
+//!
+//! A site whose pages come from `examples/static/` on disk, whose favicon is
+//! compiled into the binary, and whose API is an app mounted under `/api`:
+//!
+//! ```text
+//! SharedData (/ → examples/static/, /favicon.ico → bytes) ─▶ Dispatcher (/api → api)
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use stackway::{Request, RequestExt, response};
+use stackway_middleware::Dispatcher;
+use stackway_middleware::shared_data::{Export, SharedData};
+
+/// The smallest valid ICO file: one transparent 1×1 image.
+const FAVICON: &[u8] = &[
+    0, 0, 1, 0, 1, 0, 1, 1, 0, 0, 1, 0, 32, 0, 48, 0, 0, 0, 22, 0, 0, 0, 40, 0, 0, 0, 1, 0, 0, 0,
+    2, 0, 0, 0, 1, 0, 32, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+async fn api(req: Request) -> stackway::Response {
+    let env = req.environ();
+    response::text(format!("api: {}\n", env.path_info()))
+}
+
+fn main() -> stackway::Result<()> {
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/static");
+    let app = SharedData::new(Dispatcher::default().mount("/api", api))
+        .export("/", Export::dir(site).max_age(Duration::from_secs(60)))
+        .export(
+            "/favicon.ico",
+            Export::bytes("favicon.ico", FAVICON).immutable(),
+        );
+    stackway::Server::bind("127.0.0.1:8000")?
+        .when_ready(|addr| println!("listening on http://{addr}"))
+        .run(app)
+}
