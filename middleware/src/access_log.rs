@@ -64,20 +64,7 @@ impl<A> AccessLog<A> {
         self
     }
 
-    /// The wrapped app.
-    pub fn get_ref(&self) -> &A {
-        &self.inner
-    }
-
-    /// The wrapped app, mutably.
-    pub fn get_mut(&mut self) -> &mut A {
-        &mut self.inner
-    }
-
-    /// Unwraps the app.
-    pub fn into_inner(self) -> A {
-        self.inner
-    }
+    inner_accessors!();
 }
 
 impl<A: App> App for AccessLog<A> {

@@ -14,6 +14,27 @@
 //! # });
 //! ```
 
+/// `get_ref`, `get_mut` and `into_inner` for a middleware whose wrapped app
+/// is its field `inner`, as every wrapper here has.
+macro_rules! inner_accessors {
+    () => {
+        /// The wrapped app.
+        pub fn get_ref(&self) -> &A {
+            &self.inner
+        }
+
+        /// The wrapped app, mutably.
+        pub fn get_mut(&mut self) -> &mut A {
+            &mut self.inner
+        }
+
+        /// Unwraps the app.
+        pub fn into_inner(self) -> A {
+            self.inner
+        }
+    };
+}
+
 pub mod access_log;
 pub mod dispatcher;
 pub mod shared_data;

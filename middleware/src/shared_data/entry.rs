@@ -5,6 +5,8 @@ use std::hash::Hasher;
 use std::io::{self, Read, SeekFrom};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::OnceLock;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
@@ -31,10 +33,7 @@ impl Memory {
         // A fixed-key hash, so every process serving these bytes agrees.
         let mut hasher = std::hash::DefaultHasher::new();
         hasher.write(&bytes);
-        let modified = std::env::current_exe()
-            .and_then(std::fs::metadata)
-            .and_then(|m| m.modified());
-        let mut validators = Validators::for_file(bytes.len() as u64, modified.ok());
+        let mut validators = Validators::for_file(bytes.len() as u64, executable_modified());
         validators.etag = format!("\"{:x}-{:016x}\"", bytes.len(), hasher.finish());
         Self { bytes, validators }
     }
@@ -46,6 +45,16 @@ impl Memory {
             content: Content::Memory(self.bytes.clone()),
         }
     }
+}
+
+/// When the running executable was last modified: embedded bytes cannot be
+/// newer than the binary that holds them.
+fn executable_modified() -> Option<SystemTime> {
+    static MODIFIED: OnceLock<Option<SystemTime>> = OnceLock::new();
+    *MODIFIED.get_or_init(|| {
+        let exe = std::env::current_exe().ok()?;
+        std::fs::metadata(exe).and_then(|m| m.modified()).ok()
+    })
 }
 
 pub(super) fn embedded_entry(files: &BTreeMap<String, Memory>, path: &str) -> Entry {

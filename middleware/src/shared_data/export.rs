@@ -189,15 +189,10 @@ impl Export {
             };
         }
         if let Source::Embedded(files) = &self.source {
-            for name in files.keys() {
-                let segments: Vec<String> = name.split('/').map(str::to_owned).collect();
-                if segments.last().is_some_and(String::is_empty)
-                    || path::check(&segments, true).is_err()
-                {
-                    return Err(format!(
-                        "embedded file name {name:?} is not a relative path of plain names"
-                    ));
-                }
+            if let Some(name) = files.keys().find(|name| path::relative(name).is_none()) {
+                return Err(format!(
+                    "embedded file name {name:?} is not a relative path of plain names"
+                ));
             }
         }
         if let Some(value) = &self.cache_control {
@@ -214,25 +209,17 @@ impl Export {
             ("index file", &self.index_file),
             ("SPA fallback", &self.spa_fallback),
         ] {
-            let Some(name) = name else { continue };
-            let segments: Vec<String> = name.split('/').map(str::to_owned).collect();
-            if segments.last().is_some_and(String::is_empty)
-                || path::check(&segments, true).is_err()
-            {
+            if let Some(name) = name.as_ref().filter(|name| path::relative(name).is_none()) {
                 return Err(format!(
                     "{option} {name:?} is not a relative path of plain names"
                 ));
             }
         }
         if let Some(name) = &self.spa_fallback {
-            let segments: Vec<String> = name.split('/').map(str::to_owned).collect();
-            let found = match &self.source {
-                Source::Dir(_) | Source::Embedded(_) => {
-                    matches!(self.entry(&segments, false), Ok(Entry::File(_)))
-                }
-                _ => return Err("an SPA fallback needs a directory or embedded export".to_owned()),
-            };
-            if !found {
+            if !matches!(self.source, Source::Dir(_) | Source::Embedded(_)) {
+                return Err("an SPA fallback needs a directory or embedded export".to_owned());
+            }
+            if !matches!(self.fallback(&Ask::head()), Ok(Outcome::File(_))) {
                 return Err(format!("SPA fallback {name:?} is not a file in the export"));
             }
         }
@@ -326,10 +313,14 @@ impl Export {
 
     /// The SPA fallback file for a miss, if there is one and the method allows.
     fn fallback(&self, ask: &Ask) -> io::Result<Outcome> {
-        let Some(name) = self.spa_fallback.as_ref().filter(|_| ask.fallback) else {
+        let segments = self
+            .spa_fallback
+            .as_deref()
+            .filter(|_| ask.fallback)
+            .and_then(path::relative);
+        let Some(segments) = segments else {
             return Ok(Outcome::Missing);
         };
-        let segments: Vec<String> = name.split('/').map(str::to_owned).collect();
         match self.entry(&segments, ask.read_now())? {
             Entry::File(found) => self.choose(&segments, found, ask).map(Outcome::File),
             _ => Ok(Outcome::Missing),
@@ -438,6 +429,15 @@ struct Ask {
 }
 
 impl Ask {
+    /// What a HEAD request without Accept-Encoding asks.
+    fn head() -> Self {
+        Self {
+            encodings: Vec::new(),
+            read: false,
+            fallback: true,
+        }
+    }
+
     /// Whether to read the file as soon as it is found: not when a sibling may
     /// be sent instead.
     fn read_now(&self) -> bool {

@@ -135,20 +135,7 @@ impl<A> SharedData<A> {
         Ok(self)
     }
 
-    /// The wrapped app.
-    pub fn get_ref(&self) -> &A {
-        &self.inner
-    }
-
-    /// The wrapped app, mutably.
-    pub fn get_mut(&mut self) -> &mut A {
-        &mut self.inner
-    }
-
-    /// Unwraps the app.
-    pub fn into_inner(self) -> A {
-        self.inner
-    }
+    inner_accessors!();
 
     /// The export for this request and the decoded segments below its prefix.
     fn find(&self, req: &Request) -> Option<(&Arc<Export>, Vec<String>)> {

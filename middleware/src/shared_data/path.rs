@@ -81,6 +81,14 @@ pub(crate) fn check(rest: &[String], hidden_files: bool) -> Result<(), Refused> 
     }
 }
 
+/// A relative path the operator configured (`css/site.css`, an index or SPA
+/// fallback file name) as segments, if it is one of plain names.
+pub(crate) fn relative(name: &str) -> Option<Vec<String>> {
+    let segments: Vec<String> = name.split('/').map(str::to_owned).collect();
+    let plain = !name.is_empty() && !name.ends_with('/') && check(&segments, true).is_ok();
+    plain.then_some(segments)
+}
+
 fn check_segment(segment: &str, hidden_files: bool) -> Result<(), Refused> {
     match segment {
         "" => return Err(Refused::EmptySegment),
@@ -235,6 +243,25 @@ mod tests {
             "/.git/config" => Err(Hidden),
             "/a/.htpasswd" => Err(Hidden),
         }
+    }
+
+    #[test]
+    fn configured_names_are_relative_paths_of_plain_names() {
+        assert_eq!(
+            path_of("css/site.css"),
+            Some(vec!["css".into(), "site.css".into()])
+        );
+        assert_eq!(
+            path_of(".well-known/x"),
+            Some(vec![".well-known".into(), "x".into()])
+        );
+        for bad in ["", "/abs", "dir/", "a//b", "../x", "a/./b", "c:x", "CON"] {
+            assert_eq!(path_of(bad), None, "{bad:?}");
+        }
+    }
+
+    fn path_of(name: &str) -> Option<Vec<String>> {
+        relative(name)
     }
 
     #[test]
