@@ -139,11 +139,12 @@ impl<A> SharedData<A> {
 
     /// The export for this request and the decoded segments below its prefix.
     fn find(&self, req: &Request) -> Option<(&Arc<Export>, Vec<String>)> {
-        let mut segments = path::segments(req.environ().path_info()).ok()?;
+        let path_info = req.environ().path_info();
         let (prefix, export) = self
             .exports
             .iter()
-            .find(|(prefix, _)| segments.starts_with(prefix))?;
+            .find(|(prefix, _)| path::has_prefix(path_info, prefix))?;
+        let mut segments = path::segments(path_info).ok()?;
         Some((export, segments.split_off(prefix.len())))
     }
 }

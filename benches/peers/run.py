@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""stackway side by side with axum + tower-http, actix-web + actix-files, raw hyper and nginx.
+
+Run from the repository root:  python3 benches/peers/run.py  (see BENCHMARKS.md)
+
+Builds every server in release mode, then for each scenario and each repeat starts each server
+in turn (A B C D, A B C D, ...) on a free loopback port with the same flags, checks that it
+answers the scenario correctly, drives it with wrk, reads its peak RSS, and stops it. Prints
+medians, p99 latencies, peak RSS and each server's ratio to axum as Markdown tables.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = ROOT / "benches" / "peers"
+DEEP_MOUNTS = [f"/api{i}/v{i % 10}/svc{i}" for i in range(100)]  # 100 apps, 3 segments deep
+DEEP_PATH = DEEP_MOUNTS[-1] + "/users/42"
+HELLO = ["hello-root", "hello-deep", "idle-5k"]
+STATIC = ["static-1k", "static-64k", "static-1m", "static-304", "static-range"]
+SCENARIOS = HELLO[:2] + STATIC + ["idle-5k", "slow-1g"]
+SERVERS = ["stackway", "axum", "actix", "hyper", "nginx"]
+
+
+def applies(server, scenario):
+    """hyper has no static files and nginx no hello app."""
+    if server == "hyper":
+        return scenario in HELLO
+    if server == "nginx":
+        return scenario in STATIC or scenario == "slow-1g"
+    return True
+
+
+def sh(*cmd, **kw):
+    print("+", " ".join(str(c) for c in cmd), file=sys.stderr)
+    subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def ensure_tools():
+    missing = [t for t in ("wrk", "nginx") if not shutil.which(t) and not Path("/usr/sbin/" + t).exists()]
+    if missing:
+        if os.geteuid() != 0:
+            sys.exit(f"run.py: please install {' '.join(missing)} (Debian: apt-get install wrk nginx-light)")
+        sh("apt-get", "update", "-q")
+        sh("apt-get", "install", "-y", "-q", "wrk", "nginx-light", env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    # apt starts nginx on port 80; the benchmark runs its own.
+    subprocess.run(["pkill", "-x", "nginx"], check=False)
+
+
+def build():
+    sh("cargo", "build", "--release", "-q", "-p", "stackway-cli", cwd=ROOT)
+    sh("cargo", "build", "--release", "-q", cwd=PEERS)
+
+
+def fixtures(tmp):
+    static = tmp / "static"
+    static.mkdir()
+    for name, size in [("1k.bin", 1024), ("64k.bin", 64 * 1024), ("1m.bin", 1024 * 1024)]:
+        (static / name).write_bytes(os.urandom(size))
+    with open(static / "1g.bin", "wb") as f:  # sparse: 1 GiB long, nothing on disk
+        f.truncate(1 << 30)
+    return static
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx_conf(tmp, port, static):
+    conf = tmp / f"nginx-{port}.conf"
+    conf.write_text(f"""
+worker_processes {os.cpu_count()};
+daemon off;
+pid {tmp}/nginx-{port}.pid;
+error_log stderr error;
+events {{ worker_connections 20000; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 75s;
+    keepalive_requests 100000000;
+    client_body_temp_path {tmp}/nginx-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location /static/ {{ alias {static}/; }}
+    }}
+}}
+""")
+    return ["nginx", "-p", str(tmp), "-c", str(conf)]
+
+
+def command(server, port, static, tmp):
+    if server == "nginx":
+        return nginx_conf(tmp, port, static)
+    flags = ["--bind", f"127.0.0.1:{port}", "--mount", "/=hello", "--static", f"/static={static}"]
+    for prefix in DEEP_MOUNTS:
+        flags += ["--mount", f"{prefix}=hello"]
+    if server == "stackway":
+        return [str(ROOT / "target/release/stackway"), "serve"] + flags
+    return [str(PEERS / f"target/release/{server}-peer")] + flags
+
+
+class Server:
+    def __init__(self, name, static, tmp):
+        self.name = name
+        self.port = free_port()
+        self.proc = subprocess.Popen(command(name, self.port, static, tmp), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"{name} did not start")
+                time.sleep(0.05)
+
+    def pids(self):
+        kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        return [self.proc.pid] + [int(k) for k in kids]
+
+    def memory_kib(self, field):
+        """VmHWM (peak) or VmRSS (now), summed over the process and its children (nginx workers)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def request(port, path, headers=()):
+    """One request over a fresh connection: (status, headers dict, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        extra = "".join(f"{h}\r\n" for h in headers)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(l.split(":", 1) for l in lines[1:] if ":" in l)
+    return int(lines[0].split()[1]), {k.strip().lower(): v.strip() for k, v in fields.items()}, body
+
+
+def scenario_request(scenario, port):
+    """The path, extra headers and expected status of one scenario's requests."""
+    if scenario in ("hello-root", "idle-5k"):
+        return "/", [], 200
+    if scenario == "hello-deep":
+        return DEEP_PATH, [], 200
+    if scenario == "static-304":
+        _, fields, _ = request(port, "/static/1k.bin")
+        return "/static/1k.bin", [f"If-None-Match: {fields.get('etag', 'none')}"], 304
+    if scenario == "static-range":
+        return "/static/1m.bin", ["Range: bytes=1000-1999"], 206
+    return "/static/" + scenario.split("-")[1] + ".bin", [], 200
+
+
+def wrk(port, path, headers, args, seconds):
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+    p99_ms = float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p99_ms": p99_ms, "non_2xx_3xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": errors.group(1) if errors else None}
+
+
+def idle_connections(port, n):
+    """n keep-alive connections that have each had one response and now sit idle."""
+    conns = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        conns.append(s)
+    for s in conns:
+        if not s.recv(65536):
+            raise RuntimeError("an idle connection was closed")
+    return conns
+
+
+def slow_reader(server, seconds):
+    """Streams /static/1g.bin to a reader taking 16 KiB every 5 ms; the server's RSS growth in KiB."""
+    time.sleep(0.2)
+    baseline = server.memory_kib("VmRSS")
+    peak = baseline
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(b"GET /static/1g.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        end = time.time() + seconds
+        while time.time() < end and s.recv(16 * 1024):
+            time.sleep(0.005)
+            peak = max(peak, server.memory_kib("VmRSS"))
+    return peak - baseline
+
+
+def run_once(server_name, scenario, static, tmp, args):
+    server = Server(server_name, static, tmp)
+    try:
+        if scenario == "slow-1g":
+            return {"rss_growth_kib": slow_reader(server, args.slow_seconds)}
+        path, headers, expected = scenario_request(scenario, server.port)
+        status, _, _ = request(server.port, path, headers)
+        if status != expected:
+            return {"error": f"answered {status}, expected {expected}"}
+        conns, per_conn = [], None
+        if scenario == "idle-5k":
+            before = server.memory_kib("VmRSS")
+            conns = idle_connections(server.port, args.idle)
+            time.sleep(0.5)
+            per_conn = (server.memory_kib("VmRSS") - before) / args.idle
+        wrk(server.port, path, headers, args, 1)  # warm up
+        result = wrk(server.port, path, headers, args, args.duration)
+        result["peak_rss_kib"] = server.memory_kib("VmHWM")
+        if per_conn is not None:
+            result["kib_per_idle_conn"] = per_conn
+        for c in conns:
+            c.close()
+        return result
+    finally:
+        server.stop()
+
+
+def median(runs, key):
+    values = [r[key] for r in runs if key in r]
+    return statistics.median(values) if values else None
+
+
+def tables(results, args, servers):
+    cell_servers = [s for s in servers]
+    lines = [f"Machine: {os.cpu_count()} cores, {mem_gib():.0f} GiB, {platform.platform()}; {date.today()}.",
+             f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.repeats} runs each, interleaved; "
+             "medians (ratio to axum).", ""]
+
+    def table(title, key, fmt, ratio, scenarios):
+        out = [f"### {title}", "", "| scenario | " + " | ".join(cell_servers) + " |",
+               "|---|" + "---|" * len(cell_servers)]
+        for sc in scenarios:
+            row = [sc]
+            base = median(results.get(sc, {}).get("axum", []), key)
+            for s in cell_servers:
+                runs = results.get(sc, {}).get(s)
+                if not runs:
+                    row.append("—")
+                    continue
+                err = next((r["error"] for r in runs if "error" in r), None)
+                value = median(runs, key) if not err else None
+                if value is None:
+                    row.append(f"n/a ({err})" if err else "—")
+                    continue
+                text = fmt(value)
+                if ratio and base:
+                    text += f" ({value / base:.2f}×)"
+                row.append(text)
+            out.append("| " + " | ".join(row) + " |")
+        return out + [""]
+
+    measured = [s for s in SCENARIOS if s in results and s != "slow-1g"]
+    lines += table("Requests per second", "rps", lambda v: f"{v:,.0f}", True, measured)
+    lines += table("p99 latency (ms)", "p99_ms", lambda v: f"{v:.2f}", False, measured)
+    lines += table("Peak RSS (MiB)", "peak_rss_kib", lambda v: f"{v / 1024:.1f}", False, measured)
+    memory = []
+    if "idle-5k" in results:
+        memory += table("Memory per idle keep-alive connection (KiB), idle-5k", "kib_per_idle_conn",
+                        lambda v: f"{v:.1f}", False, ["idle-5k"])
+    if "slow-1g" in results:
+        memory += table("RSS growth streaming a 1 GiB file to a slow reader (MiB)", "rss_growth_kib",
+                        lambda v: f"{v / 1024:.2f}", False, ["slow-1g"])
+    return "\n".join(lines + memory)
+
+
+def mem_gib():
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / (1 << 20)
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=SCENARIOS)
+    p.add_argument("--servers", nargs="+", choices=SERVERS, default=SERVERS)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--duration", type=int, default=5, help="seconds of load per run")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections")
+    p.add_argument("--idle", type=int, default=5000, help="idle connections in idle-5k")
+    p.add_argument("--slow-seconds", type=int, default=10, help="how long slow-1g reads")
+    p.add_argument("--no-build", action="store_true")
+    p.add_argument("--out", type=Path, default=ROOT / "target/peers/results.json")
+    args = p.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    ensure_tools()
+    if not args.no_build:
+        build()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="stackway-peers-") as tmp:
+        tmp = Path(tmp)
+        tmp.chmod(0o755)  # nginx's workers run as another user
+        static = fixtures(tmp)
+        for scenario in args.scenarios:
+            for rep in range(args.repeats):
+                for server in args.servers:
+                    if not applies(server, scenario):
+                        continue
+                    result = run_once(server, scenario, static, tmp, args)
+                    print(f"{scenario:13} run {rep + 1} {server:9} {json.dumps(result)}", file=sys.stderr)
+                    results.setdefault(scenario, {}).setdefault(server, []).append(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(tables(results, args, [s for s in SERVERS if s in args.servers]))
+
+
+if __name__ == "__main__":
+    main()

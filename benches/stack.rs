@@ -1,0 +1,107 @@
+//! In-process costs: one call through a stack of 10 middleware, decoding a
+//! path, and SharedData answering for a small file.
+//!
+//! Run with `cargo bench --bench stack`.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use stackway::{App, Body, Builder, Next, Request, RequestExt, Response, from_fn};
+use stackway_middleware::SharedData;
+
+async fn ok(_req: Request) -> Response {
+    Response::new(Body::empty())
+}
+
+fn get(target: &str) -> Request {
+    http::Request::get(target).body(Body::empty()).unwrap()
+}
+
+/// Calls `app` with a fresh request per iteration; the app must be ready at once.
+fn bench_ready(c: &mut Criterion, name: &str, app: &impl App, target: &str) {
+    c.bench_function(name, |b| {
+        b.iter_batched(
+            || get(target),
+            |req| black_box(app.call(req).now_or_never().expect("ready at once")),
+            BatchSize::SmallInput,
+        );
+    });
+}
+
+/// A middleware that does nothing but call the app it wraps.
+struct Pass<A>(A);
+
+impl<A: App> App for Pass<A> {
+    async fn call(&self, req: Request) -> Response {
+        self.0.call(req).await
+    }
+}
+
+async fn pass(req: Request, next: Next) -> Response {
+    next.run(req).await
+}
+
+fn stack(c: &mut Criterion) {
+    bench_ready(c, "stack/0_middleware", &ok, "/");
+    let structs = Pass(Pass(Pass(Pass(Pass(Pass(Pass(Pass(Pass(Pass(ok))))))))));
+    bench_ready(c, "stack/10_middleware", &structs, "/");
+    let fns = Builder::new()
+        .wrap(from_fn(pass))
+        .wrap(from_fn(pass))
+        .wrap(from_fn(pass))
+        .wrap(from_fn(pass))
+        .wrap(from_fn(pass))
+        .wrap(from_fn(pass))
+        .wrap(from_fn(pass))
+        .wrap(from_fn(pass))
+        .wrap(from_fn(pass))
+        .wrap(from_fn(pass))
+        .run(ok);
+    bench_ready(c, "stack/10_from_fn", &fns, "/");
+}
+
+fn path(c: &mut Criterion) {
+    let req = get("/caf%C3%A9/a%20b/c/d/e?x=1");
+    c.bench_function("path/decode", |b| {
+        b.iter(|| black_box(black_box(&req).environ().path_info_decoded().len()));
+    });
+    c.bench_function("path/shift_path_info", |b| {
+        b.iter_batched(
+            || get("/caf%C3%A9/a%20b/c"),
+            |mut req| black_box(req.shift_path_info()),
+            BatchSize::SmallInput,
+        );
+    });
+}
+
+fn shared_data(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("css")).unwrap();
+    std::fs::write(dir.path().join("css/site.css"), vec![b'x'; 1024]).unwrap();
+    let app = SharedData::new(ok).export("/static", dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    c.bench_function("shared_data/small_file", |b| {
+        b.iter_batched(
+            || get("/static/css/site.css"),
+            |req| {
+                let res = rt.block_on(app.call(req));
+                assert_eq!(res.status(), 200);
+                black_box(res)
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    c.bench_function("shared_data/miss_to_app", |b| {
+        b.iter_batched(
+            || get("/api/users/42"),
+            |req| black_box(rt.block_on(app.call(req))),
+            BatchSize::SmallInput,
+        );
+    });
+}
+
+criterion_group!(benches, stack, path, shared_data);
+criterion_main!(benches);
