@@ -381,7 +381,13 @@ fn conditional_requests_follow_rfc_9110_precedence() {
             .header("if-none-match", &etag)
             .await;
         res.assert_status(412);
-        // Rewriting the file changes the validators.
+        // Rewriting the file changes the validators (seen at once without the memory cache).
+        let client = tree.client_with(Export::dir(tree.public()).memory_cache(None));
+        client
+            .get(path)
+            .header("if-none-match", &etag)
+            .await
+            .assert_status(304);
         std::thread::sleep(Duration::from_millis(10));
         tree.write("hello.txt", b"Hello, again!\n");
         client
@@ -390,6 +396,55 @@ fn conditional_requests_follow_rfc_9110_precedence() {
             .await
             .assert_status(200)
             .assert_text("Hello, again!\n");
+    });
+}
+
+#[test]
+fn small_files_are_served_from_memory_for_the_cache_ttl() {
+    let tree = Tree::new();
+    run(async {
+        let ttl = Duration::from_millis(300);
+        let client = tree.client_with(Export::dir(tree.public()).memory_cache(Some(ttl)));
+        let first = client.get("/static/hello.txt").await;
+        first.assert_text("Hello, file!\n");
+        tree.write("hello.txt", b"changed\n");
+        // Within the ttl the disk is not looked at: same bytes, same validators.
+        let cached = client.get("/static/hello.txt").await;
+        cached
+            .assert_text("Hello, file!\n")
+            .assert_header("etag", first.header("etag").unwrap());
+        client
+            .head("/static/hello.txt")
+            .await
+            .assert_header("content-length", "13");
+        client
+            .get("/static/hello.txt")
+            .header("range", "bytes=0-4")
+            .await
+            .assert_text("Hello");
+        // Each coding the client accepts has its own entry.
+        client
+            .get("/static/app.js")
+            .await
+            .assert_text("console.log('identity')");
+        client
+            .get("/static/app.js")
+            .header("accept-encoding", "br")
+            .await
+            .assert_text("BROTLI");
+        std::thread::sleep(ttl + Duration::from_millis(50));
+        client
+            .get("/static/hello.txt")
+            .await
+            .assert_text("changed\n");
+        // A deleted file is a miss once the ttl is over.
+        std::fs::remove_file(tree.public().join("hello.txt")).unwrap();
+        std::thread::sleep(ttl + Duration::from_millis(50));
+        assert_fell_through(&client.get("/static/hello.txt").await);
+        // Files larger than 64 KiB are never kept.
+        let big = client.get("/static/big.bin").await;
+        tree.write("big.bin", b"small now");
+        assert_ne!(client.get("/static/big.bin").await.body(), big.body());
     });
 }
 

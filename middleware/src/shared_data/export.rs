@@ -11,6 +11,7 @@ use http::header::ALLOW;
 use http::{HeaderValue, Method, StatusCode};
 use stackway::{Request, Response, response};
 
+use super::cache::FileCache;
 use super::entry::{Content, Entry, Found, Memory, disk_entry, embedded_entry};
 use super::respond::{listing, slash_redirect};
 use super::{headers, path};
@@ -43,6 +44,7 @@ pub struct Export {
     pub(super) precompressed: bool,
     pub(super) fallback_type: String,
     pub(super) spa_fallback: Option<String>,
+    cache: FileCache,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +103,7 @@ impl Export {
             precompressed: true,
             fallback_type: "application/octet-stream".to_owned(),
             spa_fallback: None,
+            cache: FileCache::new(Some(Duration::from_secs(1))),
         }
     }
 
@@ -168,6 +171,15 @@ impl Export {
     /// of going on to the wrapped app. Other methods still go on.
     pub fn spa_fallback(mut self, file: &str) -> Self {
         self.spa_fallback = Some(file.to_owned());
+        self
+    }
+
+    /// How long a small file (up to 64 KiB) read from disk is served from
+    /// memory before the disk is looked at again; `None` to look every time.
+    /// One second by default, as nginx's `open_file_cache_valid` is 60: a file
+    /// changed on disk may be served as it was for that long.
+    pub fn memory_cache(mut self, ttl: Option<Duration>) -> Self {
+        self.cache = FileCache::new(ttl);
         self
     }
 
@@ -245,16 +257,23 @@ impl Export {
             read: req.method() == Method::GET,
             fallback: get_or_head,
         };
+        let is_disk = matches!(self.source, Source::Dir(_) | Source::File(_));
+        let cacheable = is_disk && get_or_head && self.cache.is_on();
+        let key = cacheable.then(|| FileCache::key(&rest, &ask.encodings));
+        let cached = key.as_deref().and_then(|key| self.cache.get(key));
+        let hit = cached.is_some();
         let this = Arc::clone(&self);
-        let outcome = match self.source {
+        let outcome = match cached {
+            Some(file) => Ok(Outcome::File(file)),
             // Disk work (canonicalize, stat, open, a small read) in one blocking call.
-            Source::Dir(_) | Source::File(_) => {
-                tokio::task::spawn_blocking(move || this.decide(&rest, &ask))
-                    .await
-                    .unwrap_or_else(|e| Err(io::Error::other(e)))
-            }
-            _ => this.decide(&rest, &ask),
+            None if is_disk => tokio::task::spawn_blocking(move || this.decide(&rest, &ask))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e))),
+            None => this.decide(&rest, &ask),
         };
+        if let (Some(key), false, Ok(Outcome::File(file))) = (key, hit, &outcome) {
+            self.cache.put(key, file);
+        }
         let outcome = match outcome {
             Ok(Outcome::Missing) => return None,
             Ok(outcome) => outcome,

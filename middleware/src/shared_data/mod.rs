@@ -64,6 +64,7 @@
 //! the request goes on to the wrapped app unchanged, as Werkzeug does, or to
 //! a [single-page app's fallback](Export::spa_fallback).
 
+mod cache;
 mod entry;
 mod export;
 mod headers;
