@@ -4,7 +4,7 @@
 Run from the repository root:  python3 benches/peers/run.py  (see BENCHMARKS.md)
 
 Builds every server in release mode, then for each scenario and each repeat starts each server
-in turn (A B C D, A B C D, ...) on a free loopback port with the same flags, checks that it
+in turn (A B C D, B C D A, ...) on a free loopback port with the same flags, checks that it
 answers the scenario correctly, drives it with wrk, reads its peak RSS, and stops it. Prints
 medians, p99 latencies, peak RSS and each server's ratio to axum as Markdown tables.
 """
@@ -319,7 +319,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=SCENARIOS)
     p.add_argument("--servers", nargs="+", choices=SERVERS, default=SERVERS)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--duration", type=int, default=5, help="seconds of load per run")
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--connections", type=int, default=64, help="wrk connections")
@@ -340,10 +340,11 @@ def main():
         tmp.chmod(0o755)  # nginx's workers run as another user
         static = fixtures(tmp)
         for scenario in args.scenarios:
+            servers = [s for s in args.servers if applies(s, scenario)]
             for rep in range(args.repeats):
-                for server in args.servers:
-                    if not applies(server, scenario):
-                        continue
+                # A B C D, then B C D A, ...: drift, and whatever the first run of a
+                # round pays, fall on every server alike.
+                for server in servers[rep % len(servers):] + servers[:rep % len(servers)]:
                     result = run_once(server, scenario, static, tmp, args)
                     print(f"{scenario:13} run {rep + 1} {server:9} {json.dumps(result)}", file=sys.stderr)
                     results.setdefault(scenario, {}).setdefault(server, []).append(result)

@@ -2,24 +2,23 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hasher;
-use std::io::{self, Read, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream;
 use stackway::Body;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Symlinks;
 use super::headers::Validators;
 
 /// Files up to this size are read whole in the same blocking call that finds
-/// them (one thread hop per request); larger ones stream in 64 KiB chunks.
+/// them (one thread hop per request); larger ones stream in 256 KiB chunks.
 const SMALL_FILE: u64 = 64 * 1024;
-const CHUNK: u64 = 64 * 1024;
+const CHUNK: u64 = 256 * 1024;
 
 /// Bytes in memory with their validators, computed once.
 #[derive(Debug, Clone)]
@@ -213,6 +212,24 @@ impl Piece {
     }
 }
 
+/// Reads up to [`CHUNK`] bytes of `slice` on the blocking pool, straight
+/// into the buffer that is sent (one trip and one copy per chunk); a file that
+/// ends early is an error, so a response never lies about its length.
+async fn read_chunk(file: std::fs::File, slice: Range<u64>) -> io::Result<(std::fs::File, Bytes)> {
+    let want = (slice.end - slice.start).min(CHUNK);
+    let read = tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        file.seek(SeekFrom::Start(slice.start))?;
+        let mut buf = Vec::with_capacity(want as usize);
+        (&mut file).take(want).read_to_end(&mut buf)?;
+        if buf.len() as u64 != want {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        Ok((file, Bytes::from(buf)))
+    });
+    read.await.unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
 impl Content {
     /// A body of `total` bytes made of `pieces`, streamed from disk in chunks.
     pub(super) fn body(self, pieces: Vec<Piece>, total: u64) -> Body {
@@ -227,30 +244,22 @@ impl Content {
                 });
                 return Body::from_chunks(chunks.collect::<Vec<_>>()).exact_size(total);
             }
-            Self::Open(file) => tokio::fs::File::from_std(file),
+            Self::Open(file) => file,
             Self::Unread => unreachable!("bodies are only made of files opened for reading"),
         };
-        let state = (file, pieces.into_iter(), 0u64);
-        let chunks = stream::try_unfold(state, |(mut file, mut pieces, mut left)| async move {
-            loop {
-                if left > 0 {
-                    let mut buf = BytesMut::with_capacity(left.min(CHUNK) as usize);
-                    let n = (&mut file).take(left.min(CHUNK)).read_buf(&mut buf).await?;
-                    if n == 0 {
-                        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-                    }
-                    left -= n as u64;
-                    return Ok(Some((buf.freeze(), (file, pieces, left))));
-                }
+        // (file, pieces left, the slice being read: where and how much is left)
+        let state = (file, pieces.into_iter(), 0..0);
+        let chunks = stream::try_unfold(state, |(file, mut pieces, mut slice)| async move {
+            if slice.is_empty() {
                 match pieces.next() {
-                    None => return Ok(None),
-                    Some(Piece::Literal(bytes)) => return Ok(Some((bytes, (file, pieces, 0)))),
-                    Some(Piece::Slice(range)) => {
-                        file.seek(SeekFrom::Start(range.start)).await?;
-                        left = range.end - range.start;
-                    }
+                    None => return Ok::<_, io::Error>(None),
+                    Some(Piece::Literal(bytes)) => return Ok(Some((bytes, (file, pieces, 0..0)))),
+                    Some(Piece::Slice(next)) => slice = next,
                 }
             }
+            let (file, chunk) = read_chunk(file, slice.clone()).await?;
+            let rest = slice.start + chunk.len() as u64..slice.end;
+            Ok(Some((chunk, (file, pieces, rest))))
         });
         Body::from_stream(chunks).exact_size(total)
     }
