@@ -260,20 +260,23 @@ impl Export {
         let is_disk = matches!(self.source, Source::Dir(_) | Source::File(_));
         let cacheable = is_disk && get_or_head && self.cache.is_on();
         let key = cacheable.then(|| FileCache::key(&rest, &ask.encodings));
-        let cached = key.as_deref().and_then(|key| self.cache.get(key));
-        let hit = cached.is_some();
         let this = Arc::clone(&self);
-        let outcome = match cached {
+        let outcome = match key.as_deref().and_then(|key| self.cache.get(key)) {
             Some(file) => Ok(Outcome::File(file)),
-            // Disk work (canonicalize, stat, open, a small read) in one blocking call.
-            None if is_disk => tokio::task::spawn_blocking(move || this.decide(&rest, &ask))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e))),
-            None => this.decide(&rest, &ask),
+            None => {
+                let outcome = match is_disk {
+                    // Disk work (canonicalize, stat, open, a small read) in one blocking call.
+                    true => tokio::task::spawn_blocking(move || this.decide(&rest, &ask))
+                        .await
+                        .unwrap_or_else(|e| Err(io::Error::other(e))),
+                    false => this.decide(&rest, &ask),
+                };
+                if let (Some(key), Ok(Outcome::File(file))) = (key, &outcome) {
+                    self.cache.put(key, file);
+                }
+                outcome
+            }
         };
-        if let (Some(key), false, Ok(Outcome::File(file))) = (key, hit, &outcome) {
-            self.cache.put(key, file);
-        }
         let outcome = match outcome {
             Ok(Outcome::Missing) => return None,
             Ok(outcome) => outcome,
