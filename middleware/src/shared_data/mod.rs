@@ -46,6 +46,9 @@
 //! longer holds. `file.br`, `file.zst` and `file.gz` beside a file are sent
 //! instead when `Accept-Encoding` allows, with `Vary: Accept-Encoding`.
 //!
+//! Files up to 64 KiB are read whole and kept in memory for a second
+//! ([`Export::memory_cache`]); larger ones stream in constant memory.
+//!
 //! For a directory: its `index.html` (see [`Export::index_file`]); a listing
 //! only when [enabled](Export::listing); and a 308 redirect to the slash form
 //! when asked for without it, built from SCRIPT_NAME + PATH_INFO so that it
