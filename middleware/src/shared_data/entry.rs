@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
@@ -88,8 +88,8 @@ pub(super) enum Content {
     Memory(Bytes),
     /// Open, to be streamed.
     Open(std::fs::File),
-    /// Looked at, not opened.
-    Unread,
+    /// Looked at, not opened: the path it was found at, after the symlink policy.
+    Unread(PathBuf),
 }
 
 /// Finds `rest` below `root` under a symlink policy, on the blocking pool.
@@ -143,16 +143,15 @@ pub(super) fn disk_entry(
     if !meta.is_file() {
         return Ok(Entry::Missing); // a FIFO or device: opening it could hang
     }
-    if !read {
-        let validators = Validators::for_file(meta.len(), meta.modified().ok());
-        let content = Content::Unread;
-        return Ok(Entry::File(Found {
-            len: meta.len(),
-            validators,
-            content,
-        }));
+    match read {
+        true => open_file(&path),
+        false => Ok(found(&meta, Content::Unread(path))),
     }
-    let mut file = match std::fs::File::open(&path) {
+}
+
+/// Opens the regular file found at `path`, reading it whole if it is small.
+pub(super) fn open_file(path: &Path) -> io::Result<Entry> {
+    let mut file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) => return miss(e),
     };
@@ -161,7 +160,6 @@ pub(super) fn disk_entry(
     if !meta.is_file() {
         return Ok(Entry::Missing);
     }
-    let validators = Validators::for_file(meta.len(), meta.modified().ok());
     let content = if meta.len() <= SMALL_FILE {
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         (&mut file).take(SMALL_FILE).read_to_end(&mut bytes)?;
@@ -172,11 +170,15 @@ pub(super) fn disk_entry(
     } else {
         Content::Open(file)
     };
-    Ok(Entry::File(Found {
+    Ok(found(&meta, content))
+}
+
+fn found(meta: &std::fs::Metadata, content: Content) -> Entry {
+    Entry::File(Found {
         len: meta.len(),
-        validators,
+        validators: Validators::for_file(meta.len(), meta.modified().ok()),
         content,
-    }))
+    })
 }
 
 /// A lookup error: a miss if a request path can cause it, else an error.
@@ -245,7 +247,7 @@ impl Content {
                 return Body::from_chunks(chunks.collect::<Vec<_>>()).exact_size(total);
             }
             Self::Open(file) => file,
-            Self::Unread => unreachable!("bodies are only made of files opened for reading"),
+            Self::Unread(_) => unreachable!("bodies are only made of files opened for reading"),
         };
         // (file, pieces left, the slice being read: where and how much is left)
         let state = (file, pieces.into_iter(), 0..0);

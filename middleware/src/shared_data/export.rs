@@ -12,7 +12,7 @@ use http::{HeaderValue, Method, StatusCode};
 use stackway::{Request, Response, response};
 
 use super::cache::FileCache;
-use super::entry::{Content, Entry, Found, Memory, disk_entry, embedded_entry};
+use super::entry::{Content, Entry, Found, Memory, disk_entry, embedded_entry, open_file};
 use super::respond::{listing, slash_redirect};
 use super::{headers, path};
 
@@ -375,7 +375,7 @@ impl Export {
         }
         let found = match identity.content {
             // Looked at before siblings were: open it now.
-            Content::Unread if ask.read => match self.entry(rest, true)? {
+            Content::Unread(path) if ask.read => match open_file(&path)? {
                 Entry::File(found) => found,
                 _ => {
                     return Err(io::Error::other(
