@@ -297,7 +297,7 @@ fn invalid_mounts_are_refused_with_a_sentence() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        r#"cannot mount at "api": a prefix must start with /"#
+        r#"cannot mount at "api": a prefix starts with / (or is http://HOST/...)"#
     );
     assert_eq!(err.prefix(), "api");
     let err = Dispatcher::default()

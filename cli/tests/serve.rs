@@ -330,7 +330,7 @@ fn help_lists_every_flag_with_its_default() {
 fn bad_flags_exit_2_with_a_clear_message() {
     let cases = [
         (vec!["serve", "--mount", "hello"], "expected PREFIX=APP"),
-        (vec!["serve", "--mount", "x=hello"], "must start with /"),
+        (vec!["serve", "--mount", "x=hello"], "a prefix starts with /"),
         (
             vec!["serve", "--mount", "/a=hello", "--mount", "/a/=demo"],
             r#"cannot mount at "/a/": something is mounted there already"#,
@@ -342,10 +342,11 @@ fn bad_flags_exit_2_with_a_clear_message() {
             vec!["serve", "--static", "/s=/no/such/dir"],
             r#"cannot export at "/s": /no/such/dir: No such file or directory"#,
         ),
-        (vec!["serve", "--static", "s=."], "starts with `/`"),
+        (vec!["serve", "--static", "s=."], "a prefix starts with /"),
+        (vec!["serve", "--static", "/files/*=."], "literal"),
         (
             vec!["serve", "--static", "/s=.", "--static", "/s/=."],
-            r#"cannot export at "/s/": it is exported already"#,
+            r#"cannot export at "/s/": something is exported there already"#,
         ),
         (vec!["serve", "--bind", "nonsense"], "expected HOST:PORT"),
         (vec!["serve", "--workers", "0"], "--workers"),

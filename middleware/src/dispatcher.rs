@@ -64,10 +64,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use http::header::{HOST, LOCATION};
-use http::{HeaderValue, StatusCode};
-use percent_encoding::percent_decode_str;
+use http::StatusCode;
 use stackway::{App, BoxApp, Request, RequestExt, Response, response};
+
+use crate::prefix::{self, Invalid, Prefix};
 
 /// Mounts apps under URL prefixes; see the [module docs](self).
 #[doc(alias = "mount")]
@@ -115,16 +115,17 @@ impl Dispatcher {
 
     /// Mounts `app` at `prefix`, or says why it cannot.
     ///
-    /// A prefix starts with `/` (or is `http://HOST/...` for one host only); a
-    /// trailing `/` is ignored, and `/` or `` mounts the default app. Segments
-    /// may be percent-encoded; they may not be empty, `.` or `..`, nor use
-    /// wildcard syntax (`*`, `{`, `}`, a leading `:`).
+    /// The prefix follows [the grammar](crate::prefix) that every mounting
+    /// middleware shares: `/` then literal segments, or `http://HOST/...` for
+    /// one host only; a trailing `/` is ignored, and `/` or `` mounts the
+    /// default app.
     pub fn try_mount(mut self, prefix: &str, app: impl App) -> Result<Self, MountError> {
         let error = |reason| MountError {
             prefix: prefix.to_owned(),
             reason,
         };
-        let (host, segments) = parse_prefix(prefix).map_err(error)?;
+        let Prefix { host, segments } =
+            Prefix::parse(prefix).map_err(|e| error(Reason::Invalid(e)))?;
         let is_default = host.is_none() && segments.is_empty();
         if is_default {
             // The default given to `new` may be replaced by one mount at the root.
@@ -160,7 +161,7 @@ impl Dispatcher {
     fn find(&self, req: &Request) -> Result<Option<(&BoxApp, usize)>, DotSegment> {
         let path_info = req.environ().path_info();
         if !self.hosts.is_empty() {
-            if let Some(node) = request_host(req).and_then(|host| self.hosts.get(&host)) {
+            if let Some(node) = prefix::request_host(req).and_then(|host| self.hosts.get(&host)) {
                 if let Some(found) = node.find(path_info)? {
                     return Ok(Some(found));
                 }
@@ -184,11 +185,12 @@ impl Node {
         let mut node = Some(self);
         let mut consumed = 0;
         for raw in path_info.split('/').skip(1) {
-            let segment = percent_decode_str(raw).decode_utf8_lossy();
-            if segment == "." || segment == ".." {
+            // A segment that does not decode matches no mount.
+            let segment = prefix::decode_segment(raw);
+            if segment.as_deref().is_some_and(|s| s == "." || s == "..") {
                 return Err(DotSegment);
             }
-            node = node.and_then(|n| n.children.get(&*segment));
+            node = node.and_then(|n| n.children.get(segment.as_deref()?));
             if let Some(n) = node {
                 consumed += 1 + raw.len();
                 if let Some(app) = &n.app {
@@ -203,18 +205,6 @@ impl Node {
 /// A `.` or `..` segment in PATH_INFO.
 struct DotSegment;
 
-/// The host the request is for, lower-case and without a port.
-fn request_host(req: &Request) -> Option<String> {
-    let authority = match req.uri().authority() {
-        Some(authority) => authority.host().to_owned(),
-        None => {
-            let host = req.headers().get(HOST)?.to_str().ok()?;
-            host.parse::<http::uri::Authority>().ok()?.host().to_owned()
-        }
-    };
-    Some(authority.to_ascii_lowercase())
-}
-
 impl App for Dispatcher {
     async fn call(&self, mut req: Request) -> Response {
         let (app, len) = match self.find(&req) {
@@ -224,27 +214,15 @@ impl App for Dispatcher {
         };
         if len > 0 {
             if self.redirect_slash && req.environ().path_info().len() == len {
-                return redirect_with_slash(&req);
+                if let Some(redirect) = prefix::redirect_with_slash(&req) {
+                    return redirect;
+                }
             }
             let moved = req.push_script_name(len);
             debug_assert!(moved, "mount segments are whole and non-empty");
         }
         app.call(req).await
     }
-}
-
-/// `308` to the request's own path with a `/` added, query kept.
-fn redirect_with_slash(req: &Request) -> Response {
-    let mut location = format!("{}/", req.uri().path());
-    if let Some(query) = req.uri().query() {
-        location = format!("{location}?{query}");
-    }
-    let mut res = response::status(StatusCode::PERMANENT_REDIRECT);
-    // The path came from a valid URI, so it is a valid header value.
-    if let Ok(location) = HeaderValue::try_from(location) {
-        res.headers_mut().insert(LOCATION, location);
-    }
-    res
 }
 
 impl fmt::Debug for Dispatcher {
@@ -256,52 +234,6 @@ impl fmt::Debug for Dispatcher {
     }
 }
 
-/// Splits a mount prefix into its host (if any) and its decoded segments.
-///
-/// ```text
-/// "/api/v2/"              → (None, ["api", "v2"])
-/// "/caf%C3%A9"            → (None, ["café"])
-/// "http://Admin.io:80/x"  → (Some("admin.io"), ["x"])
-/// "/" or ""               → (None, [])          the root
-/// ```
-fn parse_prefix(prefix: &str) -> Result<(Option<String>, Vec<String>), Reason> {
-    let (host, path) = match prefix
-        .strip_prefix("http://")
-        .or_else(|| prefix.strip_prefix("https://"))
-    {
-        Some(rest) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let authority: http::uri::Authority = authority.parse().map_err(|_| Reason::Host)?;
-            (Some(authority.host().to_ascii_lowercase()), path)
-        }
-        None => (None, prefix),
-    };
-    if !path.is_empty() && !path.starts_with('/') {
-        return Err(Reason::Slash);
-    }
-    let path = path.strip_suffix('/').unwrap_or(path);
-    if path.is_empty() {
-        return Ok((host, Vec::new()));
-    }
-    let mut segments = Vec::new();
-    for raw in path[1..].split('/') {
-        if raw.is_empty() {
-            return Err(Reason::Empty);
-        }
-        if raw.contains(['*', '{', '}']) || raw.starts_with(':') {
-            return Err(Reason::Wildcard);
-        }
-        let segment = percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| Reason::Encoding)?;
-        if segment == "." || segment == ".." {
-            return Err(Reason::Dot);
-        }
-        segments.push(segment.into_owned());
-    }
-    Ok((host, segments))
-}
-
 /// Why a prefix cannot be mounted; its `Display` is a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountError {
@@ -311,12 +243,7 @@ pub struct MountError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reason {
-    Slash,
-    Empty,
-    Wildcard,
-    Dot,
-    Encoding,
-    Host,
+    Invalid(Invalid),
     Duplicate,
 }
 
@@ -330,17 +257,18 @@ impl MountError {
     pub fn is_duplicate(&self) -> bool {
         self.reason == Reason::Duplicate
     }
+
+    /// Whether the prefix was refused because it breaks [the prefix
+    /// grammar](crate::prefix).
+    pub fn is_invalid_prefix(&self) -> bool {
+        matches!(self.reason, Reason::Invalid(_))
+    }
 }
 
 impl fmt::Display for MountError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let why = match self.reason {
-            Reason::Slash => "a prefix must start with /",
-            Reason::Empty => "a prefix may not have empty segments (//)",
-            Reason::Wildcard => "a prefix is literal: *, {, } and a leading : are not allowed",
-            Reason::Dot => "a prefix may not have . or .. segments",
-            Reason::Encoding => "its percent-encoding does not decode to UTF-8",
-            Reason::Host => "the host in it is not valid",
+            Reason::Invalid(invalid) => invalid.rule(),
             Reason::Duplicate => "something is mounted there already",
         };
         write!(f, "cannot mount at {:?}: {why}", self.prefix)
@@ -348,40 +276,3 @@ impl fmt::Display for MountError {
 }
 
 impl std::error::Error for MountError {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_are_normalised_or_refused() {
-        let ok = |p: &str| parse_prefix(p).unwrap();
-        assert_eq!(
-            ok("/api/v2/"),
-            (None, vec!["api".to_owned(), "v2".to_owned()])
-        );
-        assert_eq!(ok("/caf%C3%A9"), (None, vec!["café".to_owned()]));
-        assert_eq!(ok("/a%2Fb"), (None, vec!["a/b".to_owned()]));
-        assert_eq!(
-            ok("http://Admin.Example.com:8080/x/"),
-            (Some("admin.example.com".to_owned()), vec!["x".to_owned()])
-        );
-        assert_eq!(
-            ok("https://admin.example.com"),
-            (Some("admin.example.com".to_owned()), vec![])
-        );
-        assert_eq!(ok("/"), (None, vec![]));
-        assert_eq!(ok(""), (None, vec![]));
-        let err = |p: &str| parse_prefix(p).unwrap_err();
-        assert_eq!(err("api"), Reason::Slash);
-        assert_eq!(err("/a//b"), Reason::Empty);
-        assert_eq!(err("//"), Reason::Empty);
-        assert_eq!(err("/files/*path"), Reason::Wildcard);
-        assert_eq!(err("/users/{id}"), Reason::Wildcard);
-        assert_eq!(err("/users/:id"), Reason::Wildcard);
-        assert_eq!(err("/a/../b"), Reason::Dot);
-        assert_eq!(err("/a/%2e"), Reason::Dot);
-        assert_eq!(err("/%FF"), Reason::Encoding);
-        assert_eq!(err("http://bad host/x"), Reason::Host);
-    }
-}

@@ -37,8 +37,9 @@ macro_rules! inner_accessors {
 
 pub mod access_log;
 pub mod dispatcher;
+pub mod prefix;
 pub mod shared_data;
 
 pub use access_log::AccessLog;
 pub use dispatcher::{Dispatcher, MountError};
-pub use shared_data::SharedData;
+pub use shared_data::{ExportError, SharedData};

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::entry::{Content, Found};
-use super::export::File;
+use super::entry::{Content, File, Found};
 use super::headers::Validators;
 
 /// The most bytes the cache of one export holds; past it, it starts over.

@@ -1,6 +1,7 @@
 //! What an export serves, its options, and the choice of what to answer.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use http::{HeaderValue, Method, StatusCode};
 use stackway::{Request, Response, response};
 
 use super::cache::FileCache;
-use super::entry::{Content, Entry, Found, Memory, disk_entry, embedded_entry, open_file};
-use super::respond::{listing, slash_redirect};
+use super::entry::{Content, Entry, File, Found, Memory, disk_entry, embedded_entry, open_file};
+use super::respond::{self, listing};
 use super::{headers, path};
+use crate::prefix::{Invalid, redirect_with_slash};
 
 /// Which symlinks a directory export follows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,12 +40,12 @@ pub struct Export {
     source: Source,
     pub(super) cache_control: Option<String>,
     pub(super) index_file: Option<String>,
-    pub(super) listing: bool,
-    pub(super) hidden_files: bool,
-    pub(super) symlinks: Symlinks,
-    pub(super) precompressed: bool,
-    pub(super) fallback_type: String,
-    pub(super) spa_fallback: Option<String>,
+    listing: bool,
+    hidden_files: bool,
+    symlinks: Symlinks,
+    precompressed: bool,
+    fallback_type: String,
+    spa_fallback: Option<String>,
     cache: FileCache,
 }
 
@@ -184,55 +186,64 @@ impl Export {
     }
 
     /// Resolves and checks the source, and the names the options give.
-    pub(super) fn check(&mut self) -> Result<(), String> {
+    pub(super) fn check(&mut self) -> Result<(), Reason> {
         if let Source::Unchecked(path, want_dir) = &self.source {
             let shown = path.display();
             if path.as_os_str().is_empty() {
-                return Err("the path is empty (say `.` for the working directory)".to_owned());
+                let why = "the path is empty (say `.` for the working directory)";
+                return Err(Reason::Root(why.to_owned()));
             }
-            let canonical = std::fs::canonicalize(path).map_err(|e| format!("{shown}: {e}"))?;
-            let meta = std::fs::metadata(&canonical).map_err(|e| format!("{shown}: {e}"))?;
+            let unusable = |e: io::Error| Reason::Root(format!("{shown}: {e}"));
+            let canonical = std::fs::canonicalize(path).map_err(unusable)?;
+            let meta = std::fs::metadata(&canonical).map_err(unusable)?;
             self.source = match (meta.is_dir(), meta.is_file(), want_dir) {
                 (true, _, None | Some(true)) => Source::Dir(canonical),
                 (_, true, None | Some(false)) => Source::File(canonical),
-                (_, _, Some(true)) => return Err(format!("{shown} is not a directory")),
-                (_, _, Some(false)) => return Err(format!("{shown} is not a file")),
-                _ => return Err(format!("{shown} is neither a file nor a directory")),
+                (_, _, want) => {
+                    let what = match want {
+                        Some(true) => "is not a directory",
+                        Some(false) => "is not a file",
+                        None => "is neither a file nor a directory",
+                    };
+                    return Err(Reason::Root(format!("{shown} {what}")));
+                }
             };
         }
+        let setting = |why: String| Err(Reason::Setting(why));
         if let Source::Embedded(files) = &self.source {
             if let Some(name) = files.keys().find(|name| path::relative(name).is_none()) {
-                return Err(format!(
+                return setting(format!(
                     "embedded file name {name:?} is not a relative path of plain names"
                 ));
             }
         }
-        if let Some(value) = &self.cache_control {
-            HeaderValue::from_str(value)
-                .map_err(|_| format!("Cache-Control {value:?} is not a header value"))?;
+        if let Some(value) = self
+            .cache_control
+            .as_ref()
+            .filter(|v| HeaderValue::from_str(v).is_err())
+        {
+            return setting(format!("Cache-Control {value:?} is not a header value"));
         }
-        HeaderValue::from_str(&self.fallback_type).map_err(|_| {
-            format!(
-                "content type {:?} is not a header value",
-                self.fallback_type
-            )
-        })?;
+        if HeaderValue::from_str(&self.fallback_type).is_err() {
+            let value = &self.fallback_type;
+            return setting(format!("content type {value:?} is not a header value"));
+        }
         for (option, name) in [
             ("index file", &self.index_file),
             ("SPA fallback", &self.spa_fallback),
         ] {
             if let Some(name) = name.as_ref().filter(|name| path::relative(name).is_none()) {
-                return Err(format!(
+                return setting(format!(
                     "{option} {name:?} is not a relative path of plain names"
                 ));
             }
         }
         if let Some(name) = &self.spa_fallback {
             if !matches!(self.source, Source::Dir(_) | Source::Embedded(_)) {
-                return Err("an SPA fallback needs a directory or embedded export".to_owned());
+                return setting("an SPA fallback needs a directory or embedded export".to_owned());
             }
             if !matches!(self.fallback(&Ask::head()), Ok(Outcome::File(_))) {
-                return Err(format!("SPA fallback {name:?} is not a file in the export"));
+                return setting(format!("SPA fallback {name:?} is not a file in the export"));
             }
         }
         Ok(())
@@ -292,10 +303,19 @@ impl Export {
             return Some(res);
         }
         match outcome {
-            Outcome::File(file) => Some(self.respond(req, file)),
-            Outcome::Redirect => slash_redirect(req),
+            Outcome::File(file) => Some(respond::file(req, file, &self.headers())),
+            Outcome::Redirect => redirect_with_slash(req),
             Outcome::Listing(entries) => Some(listing(req, &entries)),
             Outcome::Missing => None,
+        }
+    }
+
+    /// What this export's options add to every file response.
+    fn headers(&self) -> respond::Headers<'_> {
+        respond::Headers {
+            cache_control: self.cache_control.as_deref(),
+            vary: self.precompressed,
+            fallback_type: &self.fallback_type,
         }
     }
 
@@ -475,12 +495,77 @@ enum Outcome {
     Missing,
 }
 
-/// A file chosen to be sent: its name (for the type), content, and coding.
-pub(super) struct File {
-    pub(super) name: String,
-    pub(super) found: Found,
-    pub(super) encoding: Option<&'static str>,
+/// Why an export could not be added: ask with the `is_*` predicates; the
+/// `Display` text is a sentence for people, and not stable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportError {
+    prefix: String,
+    reason: Reason,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Reason {
+    Invalid(Invalid),
+    Host,
+    Duplicate,
+    /// The path exported is missing, or not what the export says.
+    Root(String),
+    /// An option names something invalid.
+    Setting(String),
+}
+
+impl ExportError {
+    pub(super) fn new(prefix: &str, reason: Reason) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            reason,
+        }
+    }
+
+    /// The prefix that was refused.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether the prefix breaks [the prefix grammar](crate::prefix), or names
+    /// a host.
+    pub fn is_invalid_prefix(&self) -> bool {
+        matches!(self.reason, Reason::Invalid(_) | Reason::Host)
+    }
+
+    /// Whether something is exported at the prefix already.
+    pub fn is_duplicate(&self) -> bool {
+        self.reason == Reason::Duplicate
+    }
+
+    /// Whether the path exported is missing, unreadable, or not the kind of
+    /// thing the export says (a directory, a file).
+    pub fn is_root(&self) -> bool {
+        matches!(self.reason, Reason::Root(_))
+    }
+
+    /// Whether an option of the export names something invalid: an index or
+    /// SPA fallback file, a header value, an embedded file name.
+    pub fn is_setting(&self) -> bool {
+        matches!(self.reason, Reason::Setting(_))
+    }
+}
+
+impl fmt::Display for ExportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match &self.reason {
+            Reason::Invalid(invalid) => invalid.rule(),
+            Reason::Host => {
+                "exports are not per host: mount the SharedData under the host with a Dispatcher"
+            }
+            Reason::Duplicate => "something is exported there already",
+            Reason::Root(why) | Reason::Setting(why) => why,
+        };
+        write!(f, "cannot export at {:?}: {why}", self.prefix)
+    }
+}
+
+impl std::error::Error for ExportError {}
 
 /// Files compiled into the binary, exported as a directory is; see
 /// [`Export::embedded`].

@@ -74,13 +74,16 @@ mod headers;
 mod path;
 mod range;
 mod respond;
+mod stream;
 
 use std::fmt;
 use std::sync::Arc;
 
 use stackway::{App, Request, RequestExt, Response};
 
-pub use self::export::{Embedded, Export, Symlinks};
+use self::export::Reason;
+pub use self::export::{Embedded, Export, ExportError, Symlinks};
+use crate::prefix::Prefix;
 
 /// Serves exported files and falls through to `inner`; see the [module docs](self).
 #[doc(alias = "static")]
@@ -88,8 +91,8 @@ pub use self::export::{Embedded, Export, Symlinks};
 #[doc(alias = "SharedDataMiddleware")]
 pub struct SharedData<A> {
     inner: A,
-    /// Exports by decoded prefix segments, the longest prefix first.
-    exports: Vec<(Vec<String>, Arc<Export>)>,
+    /// Exports by prefix, the longest first.
+    exports: Vec<(Prefix, Arc<Export>)>,
 }
 
 impl<A> SharedData<A> {
@@ -113,29 +116,31 @@ impl<A> SharedData<A> {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Exports `target` at `prefix`, or says why it cannot: the prefix is not
-    /// a path (`/static`; a trailing `/` is ignored and `/` exports at the
-    /// root) or is exported already, the root does not exist or is not what
-    /// the export says, or a configured file is missing.
+    /// Exports `target` at `prefix`, or says why it cannot: the prefix breaks
+    /// [the prefix grammar](crate::prefix) (`/static`; a trailing `/` is
+    /// ignored and `/` or `` exports at the root), names a host (mount the
+    /// SharedData under that host with a [`Dispatcher`](crate::Dispatcher)
+    /// instead), or is exported already; the root does not exist or is not
+    /// what the export says; or an option names something invalid.
     pub fn try_export(
         mut self,
         prefix: &str,
         target: impl Into<Export>,
     ) -> Result<Self, ExportError> {
         let mut export = target.into();
-        let error = |reason: String| ExportError {
-            prefix: prefix.to_owned(),
-            reason,
-        };
-        let segments = parse_prefix(prefix).map_err(|e| error(e.to_owned()))?;
-        if self.exports.iter().any(|(p, _)| *p == segments) {
-            return Err(error("it is exported already".to_owned()));
+        let error = |reason| ExportError::new(prefix, reason);
+        let parsed = Prefix::parse(prefix).map_err(|e| error(Reason::Invalid(e)))?;
+        if parsed.host.is_some() {
+            return Err(error(Reason::Host));
+        }
+        if self.exports.iter().any(|(p, _)| *p == parsed) {
+            return Err(error(Reason::Duplicate));
         }
         export.check().map_err(error)?;
         let at = self
             .exports
-            .partition_point(|(p, _)| p.len() >= segments.len());
-        self.exports.insert(at, (segments, Arc::new(export)));
+            .partition_point(|(p, _)| p.segments.len() >= parsed.segments.len());
+        self.exports.insert(at, (parsed, Arc::new(export)));
         Ok(self)
     }
 
@@ -144,12 +149,11 @@ impl<A> SharedData<A> {
     /// The export for this request and the decoded segments below its prefix.
     fn find(&self, req: &Request) -> Option<(&Arc<Export>, Vec<String>)> {
         let path_info = req.environ().path_info();
-        let (prefix, export) = self
+        let (len, export) = self
             .exports
             .iter()
-            .find(|(prefix, _)| path::has_prefix(path_info, prefix))?;
-        let mut segments = path::segments(path_info).ok()?;
-        Some((export, segments.split_off(prefix.len())))
+            .find_map(|(prefix, export)| Some((prefix.match_len(path_info)?, export)))?;
+        Some((export, path::segments(&path_info[len..]).ok()?))
     }
 }
 
@@ -169,59 +173,10 @@ impl<A> fmt::Debug for SharedData<A> {
         let prefixes: Vec<String> = self
             .exports
             .iter()
-            .map(|(p, _)| format!("/{}", p.join("/")))
+            .map(|(p, _)| format!("/{}", p.segments.join("/")))
             .collect();
         f.debug_struct("SharedData")
             .field("exports", &prefixes)
             .finish_non_exhaustive()
-    }
-}
-
-/// Normalises an export prefix to its decoded segments: `/static/` → `["static"]`.
-fn parse_prefix(prefix: &str) -> Result<Vec<String>, &'static str> {
-    if !prefix.starts_with('/') {
-        return Err("a prefix starts with `/`");
-    }
-    let trimmed = prefix.trim_end_matches('/');
-    let segments = path::segments(trimmed).map_err(|_| "a prefix is UTF-8 once decoded")?;
-    if segments
-        .iter()
-        .any(|s| s.is_empty() || s == "." || s == "..")
-    {
-        return Err("a prefix has no empty, `.` or `..` segments");
-    }
-    Ok(segments)
-}
-
-/// Why an export could not be added; the message is a sentence for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportError {
-    prefix: String,
-    reason: String,
-}
-
-impl fmt::Display for ExportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot export at {:?}: {}", self.prefix, self.reason)
-    }
-}
-
-impl std::error::Error for ExportError {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_normalise_to_segments() {
-        assert_eq!(parse_prefix("/"), Ok(vec![]));
-        assert_eq!(parse_prefix("/static/"), Ok(vec!["static".to_owned()]));
-        assert_eq!(
-            parse_prefix("/caf%C3%A9/x"),
-            Ok(vec!["café".to_owned(), "x".to_owned()])
-        );
-        for bad in ["", "static", "/a//b", "/a/../b", "/%ff"] {
-            assert!(parse_prefix(bad).is_err(), "{bad:?}");
-        }
     }
 }

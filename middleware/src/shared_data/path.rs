@@ -64,20 +64,6 @@ pub(crate) fn segments(path_info: &str) -> Result<Vec<String>, Refused> {
         .collect()
 }
 
-/// Whether raw PATH_INFO starts with the decoded segments `prefix`, decided
-/// without allocating unless a segment is percent-encoded: most requests
-/// through SharedData are for the app behind it, and pay only this.
-pub(crate) fn has_prefix(path_info: &str, prefix: &[String]) -> bool {
-    let mut raw = path_info.split('/').skip(1);
-    prefix.iter().all(|want| match raw.next() {
-        Some(segment) if segment.contains('%') => percent_decode_str(segment)
-            .decode_utf8()
-            .is_ok_and(|decoded| decoded == want.as_str()),
-        Some(segment) => segment == want,
-        None => false,
-    })
-}
-
 /// Checks the segments below an export's prefix, which will be joined to its
 /// root. The last segment may be empty (a trailing `/`); no other may.
 pub(crate) fn check(rest: &[String], hidden_files: bool) -> Result<(), Refused> {
@@ -276,33 +262,6 @@ mod tests {
 
     fn path_of(name: &str) -> Option<Vec<String>> {
         relative(name)
-    }
-
-    #[test]
-    fn prefixes_match_decoded_whole_segments() {
-        let prefix = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let cases = [
-            ("/static/a.css", &["static"][..], true),
-            ("/static", &["static"], true),
-            ("/static/", &["static"], true),
-            ("/st%61tic/a.css", &["static"], true),
-            ("/caf%C3%A9/x", &["café"], true),
-            ("/staticx/a.css", &["static"], false),
-            ("/stat", &["static"], false),
-            ("/", &["static"], false),
-            ("", &["static"], false),
-            ("/a/b/c", &["a", "b"], true),
-            ("/a/bc", &["a", "b"], false),
-            ("/%ff", &["\u{fffd}"], false),
-            ("/anything", &[], true),
-        ];
-        for (path_info, want, expected) in cases {
-            assert_eq!(
-                has_prefix(path_info, &prefix(want)),
-                expected,
-                "{path_info} {want:?}"
-            );
-        }
     }
 
     #[test]

@@ -5,69 +5,75 @@ use std::hash::{BuildHasher, RandomState};
 
 use http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
-    ETAG, LAST_MODIFIED, LOCATION, RANGE, VARY,
+    ETAG, LAST_MODIFIED, RANGE, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use stackway::{Body, Request, RequestExt, Response, response};
 
-use super::entry::{Content, Piece};
-use super::export::{Export, File};
+use super::entry::{Content, File};
 use super::headers::{self, Precondition};
 use super::range::{self, Ranges};
+use super::stream::Piece;
 
-impl Export {
-    /// The response for a found file, after conditionals and ranges.
-    pub(super) fn respond(&self, req: &Request, file: File) -> Response {
-        let File {
-            name,
-            found,
-            encoding,
-        } = file;
-        let validators = found.validators.for_encoding(encoding);
-        let mut head = HeaderMap::new();
-        head.insert(ETAG, header_value(&validators.etag));
-        if let Some(modified) = validators.modified {
-            head.insert(
-                LAST_MODIFIED,
-                header_value(&httpdate::fmt_http_date(modified)),
-            );
-        }
-        if let Some(value) = &self.cache_control {
-            head.insert(CACHE_CONTROL, header_value(value));
-        }
-        if self.precompressed {
-            head.insert(VARY, HeaderValue::from_static("accept-encoding"));
-        }
-        let mut res = match headers::precondition(req.method(), req.headers(), &validators) {
-            Precondition::NotModified => {
-                let mut res = Response::new(Body::empty());
-                *res.status_mut() = StatusCode::NOT_MODIFIED;
-                res
-            }
-            Precondition::Failed => response::status(StatusCode::PRECONDITION_FAILED),
-            Precondition::Proceed => {
-                let ranges = match req.headers().get(RANGE) {
-                    Some(value)
-                        if req.method() == Method::GET
-                            && headers::if_range_holds(req.headers(), &validators) =>
-                    {
-                        range::parse(value.to_str().unwrap_or(""), found.len)
-                    }
-                    _ => Ranges::Ignore,
-                };
-                head.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-                if let Some(encoding) = encoding {
-                    head.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
-                }
-                let content_type = content_type(&name, &self.fallback_type);
-                let head_only = req.method() == Method::HEAD;
-                file_response(found.content, found.len, ranges, content_type, head_only)
-            }
-        };
-        res.headers_mut().extend(head);
-        res
+/// What an export's options add to every file response.
+pub(super) struct Headers<'a> {
+    pub(super) cache_control: Option<&'a str>,
+    /// Whether precompressed siblings may be chosen: `Vary: Accept-Encoding`.
+    pub(super) vary: bool,
+    pub(super) fallback_type: &'a str,
+}
+
+/// The response for a found file, after conditionals and ranges.
+pub(super) fn file(req: &Request, file: File, options: &Headers<'_>) -> Response {
+    let File {
+        name,
+        found,
+        encoding,
+    } = file;
+    let validators = found.validators.for_encoding(encoding);
+    let mut head = HeaderMap::new();
+    head.insert(ETAG, header_value(&validators.etag));
+    if let Some(modified) = validators.modified {
+        head.insert(
+            LAST_MODIFIED,
+            header_value(&httpdate::fmt_http_date(modified)),
+        );
     }
+    if let Some(value) = options.cache_control {
+        head.insert(CACHE_CONTROL, header_value(value));
+    }
+    if options.vary {
+        head.insert(VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    let mut res = match headers::precondition(req.method(), req.headers(), &validators) {
+        Precondition::NotModified => {
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = StatusCode::NOT_MODIFIED;
+            res
+        }
+        Precondition::Failed => response::status(StatusCode::PRECONDITION_FAILED),
+        Precondition::Proceed => {
+            let ranges = match req.headers().get(RANGE) {
+                Some(value)
+                    if req.method() == Method::GET
+                        && headers::if_range_holds(req.headers(), &validators) =>
+                {
+                    range::parse(value.to_str().unwrap_or(""), found.len)
+                }
+                _ => Ranges::Ignore,
+            };
+            head.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if let Some(encoding) = encoding {
+                head.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
+            }
+            let content_type = content_type(&name, options.fallback_type);
+            let head_only = req.method() == Method::HEAD;
+            file_response(found.content, found.len, ranges, content_type, head_only)
+        }
+    };
+    res.headers_mut().extend(head);
+    res
 }
 
 /// 200 with the whole file, 206 with the ranges, or 416; without a body for HEAD.
@@ -162,28 +168,6 @@ fn content_type(name: &str, fallback: &str) -> HeaderValue {
         true => header_value(&format!("{mime}; charset=utf-8")),
         false => HeaderValue::from_static(mime),
     }
-}
-
-/// 308 to the directory's slash form, built from SCRIPT_NAME + PATH_INFO.
-///
-/// ```text
-/// mounted at /app, SharedData exports /docs:   GET /app/docs/guide?v=2
-///   SCRIPT_NAME /app, PATH_INFO /docs/guide  →  Location: /app/docs/guide/?v=2
-/// ```
-pub(super) fn slash_redirect(req: &Request) -> Option<Response> {
-    let env = req.environ();
-    let mut location = format!("{}{}/", env.script_name(), env.path_info());
-    if location.starts_with("//") {
-        return None; // would name another host
-    }
-    if let Some(query) = req.uri().query() {
-        location.push('?');
-        location.push_str(query);
-    }
-    let mut res = response::status(StatusCode::PERMANENT_REDIRECT);
-    res.headers_mut()
-        .insert(LOCATION, HeaderValue::from_str(&location).ok()?);
-    Some(res)
 }
 
 /// Characters kept as they are in a listing's links: RFC 3986 unreserved.

@@ -1,0 +1,275 @@
+//! URL prefixes: the one grammar that every middleware mounting something at a
+//! prefix parses, matches and redirects with (the [`Dispatcher`](crate::Dispatcher)'s
+//! mounts, [`SharedData`](crate::SharedData)'s exports).
+//!
+//! A prefix is `/` followed by literal segments (`/api/v2`), or `http://HOST`
+//! (or `https://`) followed by one, for one host only. A trailing `/` is
+//! ignored, and `/` or `` is the root. Segments are percent-decoded once and
+//! compared decoded, so `/café` and `/caf%C3%A9` are one prefix; they may not
+//! be empty (`//`), `.` or `..`, fail to decode to UTF-8, or look like a
+//! pattern (`*`, `{`, `}`, a leading `:`: those belong to a router).
+//!
+//! A prefix matches a request's PATH_INFO on whole segments only:
+//!
+//! ```text
+//! prefix /static    PATH_INFO /static        → 7 bytes  (PATH_INFO left: "")
+//!                   PATH_INFO /static/a.css  → 7 bytes  (PATH_INFO left: /a.css)
+//!                   PATH_INFO /staticx/a.css → no match (Rack CVE-2026-34785)
+//!                   PATH_INFO /st%61tic/a    → 9 bytes  (decoded, the segment is "static")
+//!                   PATH_INFO /a%2Fb         → no match for /a/b: %2F is not a separator
+//! ```
+
+use std::borrow::Cow;
+
+use http::header::{HOST, LOCATION};
+use http::{HeaderValue, StatusCode};
+use percent_encoding::percent_decode_str;
+use stackway::{Request, RequestExt, Response, response};
+
+/// A parsed prefix: its host, if any, and its decoded segments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Prefix {
+    /// Lower-case, without a port.
+    pub(crate) host: Option<String>,
+    pub(crate) segments: Vec<String>,
+}
+
+/// Why a prefix does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Invalid {
+    /// `api`: not `/…` nor `http://HOST/…`.
+    Slash,
+    /// `/a//b`.
+    Empty,
+    /// `/files/*path`, `/users/{id}`, `/users/:id`.
+    Pattern,
+    /// `/a/../b`, `/a/%2e`.
+    Dot,
+    /// `/%FF`.
+    Encoding,
+    /// `http://bad host/x`.
+    Host,
+}
+
+impl Invalid {
+    /// The rule broken, as the end of a sentence.
+    pub(crate) fn rule(self) -> &'static str {
+        match self {
+            Self::Slash => "a prefix starts with / (or is http://HOST/...)",
+            Self::Empty => "a prefix has no empty segments (//)",
+            Self::Pattern => "a prefix is literal: *, {, } and a leading : are not allowed",
+            Self::Dot => "a prefix has no . or .. segments",
+            Self::Encoding => "its percent-encoding does not decode to UTF-8",
+            Self::Host => "the host in it is not valid",
+        }
+    }
+}
+
+impl Prefix {
+    /// Parses and normalises a prefix.
+    ///
+    /// ```text
+    /// "/api/v2/"              → host None,             ["api", "v2"]
+    /// "/caf%C3%A9"            → host None,             ["café"]
+    /// "http://Admin.io:80/x"  → host Some("admin.io"), ["x"]
+    /// "/" or ""               → host None,             []         the root
+    /// ```
+    pub(crate) fn parse(prefix: &str) -> Result<Self, Invalid> {
+        let (host, path) = match prefix
+            .strip_prefix("http://")
+            .or_else(|| prefix.strip_prefix("https://"))
+        {
+            Some(rest) => {
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let authority: http::uri::Authority =
+                    authority.parse().map_err(|_| Invalid::Host)?;
+                (Some(authority.host().to_ascii_lowercase()), path)
+            }
+            None => (None, prefix),
+        };
+        if !path.is_empty() && !path.starts_with('/') {
+            return Err(Invalid::Slash);
+        }
+        let path = path.strip_suffix('/').unwrap_or(path);
+        let mut segments = Vec::new();
+        for raw in path.split('/').skip(1) {
+            if raw.is_empty() {
+                return Err(Invalid::Empty);
+            }
+            if raw.contains(['*', '{', '}']) || raw.starts_with(':') {
+                return Err(Invalid::Pattern);
+            }
+            let segment = decode_segment(raw).ok_or(Invalid::Encoding)?;
+            if segment == "." || segment == ".." {
+                return Err(Invalid::Dot);
+            }
+            segments.push(segment.into_owned());
+        }
+        Ok(Self { host, segments })
+    }
+
+    /// How many bytes of raw PATH_INFO this prefix's segments cover, or `None`
+    /// when PATH_INFO does not start with them on a segment boundary. The host
+    /// is not looked at. Allocates only for a percent-encoded segment: most
+    /// requests that pass a prefix are not for it, and pay only this.
+    pub(crate) fn match_len(&self, path_info: &str) -> Option<usize> {
+        let mut raw = path_info.split('/').skip(1);
+        let mut len = 0;
+        for want in &self.segments {
+            let segment = raw.next()?;
+            if decode_segment(segment)? != want.as_str() {
+                return None;
+            }
+            len += 1 + segment.len();
+        }
+        Some(len)
+    }
+}
+
+/// A raw path segment percent-decoded once, or `None` when that is not UTF-8.
+///
+/// Prefixes and requests compare through this one function, so a request
+/// segment that cannot decode matches nothing (it is not turned into `�`,
+/// which a prefix could name).
+pub(crate) fn decode_segment(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.contains('%') {
+        return Some(Cow::Borrowed(raw));
+    }
+    percent_decode_str(raw).decode_utf8().ok()
+}
+
+/// The host the request is for, lower-case and without a port: the URI's
+/// authority (HTTP/2, absolute-form), else the `Host` header's.
+pub(crate) fn request_host(req: &Request) -> Option<String> {
+    let host = match req.uri().authority() {
+        Some(authority) => authority.host().to_owned(),
+        None => {
+            let host = req.headers().get(HOST)?.to_str().ok()?;
+            host.parse::<http::uri::Authority>().ok()?.host().to_owned()
+        }
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// 308 to the request's path with a `/` added, built from SCRIPT_NAME +
+/// PATH_INFO so that it is right under any mount, with the query kept; `None`
+/// when the result would start with `//` (a URL of another host).
+///
+/// ```text
+/// mounted at /app, SharedData exports /docs:   GET /app/docs/guide?v=2
+///   SCRIPT_NAME /app, PATH_INFO /docs/guide  →  Location: /app/docs/guide/?v=2
+/// ```
+pub(crate) fn redirect_with_slash(req: &Request) -> Option<Response> {
+    let env = req.environ();
+    let mut location = format!("{}{}/", env.script_name(), env.path_info());
+    if location.starts_with("//") {
+        return None;
+    }
+    if let Some(query) = req.uri().query() {
+        location.push('?');
+        location.push_str(query);
+    }
+    let location = HeaderValue::try_from(location).ok()?;
+    let mut res = response::status(StatusCode::PERMANENT_REDIRECT);
+    res.headers_mut().insert(LOCATION, location);
+    Some(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every prefix rule, one row each: what parses to what, and what is refused.
+    #[test]
+    fn the_grammar() {
+        let ok = |host: Option<&str>, segments: &[&str]| {
+            Ok(Prefix {
+                host: host.map(str::to_owned),
+                segments: segments.iter().map(|s| (*s).to_owned()).collect(),
+            })
+        };
+        let table: &[(&str, Result<Prefix, Invalid>)] = &[
+            ("/", ok(None, &[])),
+            ("", ok(None, &[])),
+            ("/api", ok(None, &["api"])),
+            ("/api/", ok(None, &["api"])),
+            ("/api/v2/", ok(None, &["api", "v2"])),
+            ("/caf%C3%A9", ok(None, &["café"])),
+            ("/café", ok(None, &["café"])),
+            ("/a%2Fb", ok(None, &["a/b"])),
+            ("/%25", ok(None, &["%"])),
+            ("/a.b/~c-d_e", ok(None, &["a.b", "~c-d_e"])),
+            ("/a:b", ok(None, &["a:b"])),
+            (
+                "http://Admin.Example.com:8080/x/",
+                ok(Some("admin.example.com"), &["x"]),
+            ),
+            (
+                "https://admin.example.com",
+                ok(Some("admin.example.com"), &[]),
+            ),
+            ("http://[::1]/x", ok(Some("[::1]"), &["x"])),
+            ("api", Err(Invalid::Slash)),
+            ("static/", Err(Invalid::Slash)),
+            ("http://host.io?x", Err(Invalid::Host)),
+            ("//", Err(Invalid::Empty)),
+            ("/a//b", Err(Invalid::Empty)),
+            ("/a//", Err(Invalid::Empty)),
+            ("/files/*path", Err(Invalid::Pattern)),
+            ("/*", Err(Invalid::Pattern)),
+            ("/users/{id}", Err(Invalid::Pattern)),
+            ("/users/:id", Err(Invalid::Pattern)),
+            ("/.", Err(Invalid::Dot)),
+            ("/a/../b", Err(Invalid::Dot)),
+            ("/a/%2e", Err(Invalid::Dot)),
+            ("/%2E%2e", Err(Invalid::Dot)),
+            ("/%FF", Err(Invalid::Encoding)),
+            ("/%c0%ae", Err(Invalid::Encoding)),
+            ("http://bad host/x", Err(Invalid::Host)),
+            ("http:///x", Err(Invalid::Host)),
+        ];
+        for (prefix, want) in table {
+            assert_eq!(&Prefix::parse(prefix), want, "{prefix:?}");
+        }
+    }
+
+    /// Matching on whole segments, compared decoded, never across `%2F`.
+    #[test]
+    fn matching() {
+        let table: &[(&str, &str, Option<usize>)] = &[
+            ("/", "", Some(0)),
+            ("/", "/anything", Some(0)),
+            ("/static", "/static", Some(7)),
+            ("/static", "/static/", Some(7)),
+            ("/static", "/static/a.css", Some(7)),
+            ("/static", "/staticx/a.css", None),
+            ("/static", "/stat", None),
+            ("/static", "", None),
+            ("/static", "/st%61tic/a", Some(9)),
+            ("/a/b", "/a/b/c", Some(4)),
+            ("/a/b", "/a/bc", None),
+            ("/%EF%BF%BD", "/%ff", None),
+            ("/a/b", "/a%2Fb/c", None),
+            ("/a%2Fb", "/a%2Fb/c", Some(6)),
+            ("/a%2Fb", "/a/b/c", None),
+            ("/café", "/caf%C3%A9/x", Some(10)),
+            ("/a", "//a", None),
+            ("/a", "/%FF", None),
+        ];
+        for (prefix, path_info, want) in table {
+            let prefix_parsed = Prefix::parse(prefix).unwrap();
+            assert_eq!(
+                prefix_parsed.match_len(path_info),
+                *want,
+                "{prefix:?} against {path_info:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_segments_that_do_not_decode_match_nothing() {
+        assert_eq!(decode_segment("%FF"), None);
+        assert_eq!(decode_segment("%EF%BF%BD").as_deref(), Some("\u{FFFD}"));
+        assert_eq!(decode_segment("plain").as_deref(), Some("plain"));
+    }
+}

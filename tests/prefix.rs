@@ -1,0 +1,98 @@
+//! The Dispatcher and SharedData read prefixes with one grammar: the same
+//! prefixes are accepted and refused with the same sentence, and match the
+//! same requests.
+
+mod support;
+
+use stackway::testing::Client;
+use stackway::{Request, RequestExt, response};
+use stackway_middleware::{Dispatcher, SharedData};
+use support::run;
+
+async fn echo(req: Request) -> stackway::Response {
+    let env = req.environ();
+    response::text(format!("app {} {}", env.script_name(), env.path_info()))
+}
+
+#[test]
+fn both_middleware_accept_and_refuse_the_same_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("/", true),
+        ("", true),
+        ("/static", true),
+        ("/static/", true),
+        ("/caf%C3%A9", true),
+        ("/a%2Fb", true),
+        ("static", false),
+        ("/a//b", false),
+        ("/files/*", false),
+        ("/users/{id}", false),
+        ("/users/:id", false),
+        ("/a/../b", false),
+        ("/%2e", false),
+        ("/%FF", false),
+    ];
+    for (prefix, valid) in cases {
+        let mounted = Dispatcher::default().try_mount(prefix, echo);
+        let exported = SharedData::new(echo).try_export(prefix, dir.path());
+        assert_eq!(mounted.is_ok(), valid, "mount {prefix:?}");
+        assert_eq!(exported.is_ok(), valid, "export {prefix:?}");
+        if let (Err(mount), Err(export)) = (mounted, exported) {
+            assert!(mount.is_invalid_prefix() && export.is_invalid_prefix());
+            let rule = |e: String| e.split_once(": ").unwrap().1.to_owned();
+            assert_eq!(rule(mount.to_string()), rule(export.to_string()));
+        }
+    }
+    // A host prefix is a Dispatcher feature; SharedData says where to put it.
+    let host = "http://static.example.com/s";
+    assert!(Dispatcher::default().try_mount(host, echo).is_ok());
+    let err = SharedData::new(echo)
+        .try_export(host, dir.path())
+        .unwrap_err();
+    assert!(err.is_invalid_prefix(), "{err}");
+    assert!(err.to_string().contains("Dispatcher"), "{err}");
+}
+
+#[test]
+fn both_middleware_match_the_same_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "file").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/index.html"), "index").unwrap();
+    let fallback = |_req: Request| async { response::text("fallback") };
+    let mounted = Client::new(
+        Dispatcher::new(fallback)
+            .mount("/st%61tic/", echo)
+            .redirect_slash(true),
+    );
+    let exported = Client::new(
+        Dispatcher::new(fallback).mount(
+            "/site",
+            SharedData::new(fallback).export("/st%61tic/", dir.path()),
+        ),
+    );
+    run(async {
+        for path in ["/static/a.txt", "/st%61tic/a.txt", "/%73tatic/a.txt"] {
+            mounted.get(path).await.assert_text_contains("app ");
+            let site = format!("/site{path}");
+            exported.get(&site).await.assert_text("file");
+        }
+        for path in ["/staticx/a.txt", "/stat", "/static%2Fa.txt", "/%FF/a.txt"] {
+            mounted.get(path).await.assert_text("fallback");
+            let site = format!("/site{path}");
+            exported.get(&site).await.assert_text("fallback");
+        }
+        // The slash redirect is built the same way: SCRIPT_NAME + PATH_INFO + `/`, query kept.
+        mounted
+            .get("/static?q=1")
+            .await
+            .assert_status(308)
+            .assert_header("location", "/static/?q=1");
+        exported
+            .get("/site/static/sub?q=1")
+            .await
+            .assert_status(308)
+            .assert_header("location", "/site/static/sub/?q=1");
+    });
+}
