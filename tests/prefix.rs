@@ -66,12 +66,10 @@ fn both_middleware_match_the_same_requests() {
             .mount("/st%61tic/", echo)
             .redirect_slash(true),
     );
-    let exported = Client::new(
-        Dispatcher::new(fallback).mount(
-            "/site",
-            SharedData::new(fallback).export("/st%61tic/", dir.path()),
-        ),
-    );
+    let exported = Client::new(Dispatcher::new(fallback).mount(
+        "/site",
+        SharedData::new(fallback).export("/st%61tic/", dir.path()),
+    ));
     run(async {
         for path in ["/static/a.txt", "/st%61tic/a.txt", "/%73tatic/a.txt"] {
             mounted.get(path).await.assert_text_contains("app ");

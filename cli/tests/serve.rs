@@ -330,7 +330,10 @@ fn help_lists_every_flag_with_its_default() {
 fn bad_flags_exit_2_with_a_clear_message() {
     let cases = [
         (vec!["serve", "--mount", "hello"], "expected PREFIX=APP"),
-        (vec!["serve", "--mount", "x=hello"], "a prefix starts with /"),
+        (
+            vec!["serve", "--mount", "x=hello"],
+            "a prefix starts with /",
+        ),
         (
             vec!["serve", "--mount", "/a=hello", "--mount", "/a/=demo"],
             r#"cannot mount at "/a/": something is mounted there already"#,

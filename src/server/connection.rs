@@ -1,0 +1,162 @@
+//! One connection: hyper's driver, the clocks that close it when it stalls,
+//! shutdown, and the socket that lingers when it closes.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::clock::Activity;
+use super::request::handle;
+use super::worker::Shared;
+use crate::{App, Connection};
+
+pub(super) async fn serve_connection<A: App>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    app: Arc<A>,
+    (mut stopped, mut aborted): (watch::Receiver<bool>, watch::Receiver<bool>),
+) {
+    let activity = Arc::new(Activity::new());
+    let info = Connection {
+        remote_addr: Some(peer),
+        local_addr: Some(shared.local_addr),
+        scheme: http::uri::Scheme::HTTP,
+    };
+    let io = TokioIo::new(Tracked {
+        io: stream,
+        activity: activity.clone(),
+        linger: None,
+    });
+    let service = {
+        let (shared, activity) = (shared.clone(), activity.clone());
+        service_fn(move |req| {
+            handle(
+                app.clone(),
+                shared.clone(),
+                activity.clone(),
+                info.clone(),
+                req,
+            )
+        })
+    };
+    let mut conn = pin!(shared.builder.serve_connection(io, service));
+    let mut watchdog = pin!(activity.expired(&shared.config));
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            // An idle or stalled connection is dropped: it has no response to finish.
+            () = watchdog.as_mut() => return,
+            () = stopped.wait_for(|stop| *stop).map(drop), if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = aborted.wait_for(|abort| *abort).map(drop) => return,
+        }
+    }
+}
+
+/// How long a closing connection keeps reading (and discarding) what the client
+/// still sends, so that the kernel does not answer it with a reset that destroys
+/// the last response before the client reads it (nginx's `lingering_close`).
+const LINGER: Duration = Duration::from_secs(5);
+
+/// The socket, noting when bytes arrive, and closing it by lingering.
+struct Tracked {
+    io: TcpStream,
+    activity: Arc<Activity>,
+    /// Set once the write side is shut: the end of the lingering read.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    /// Sends FIN, then, if the client may still be sending, reads until it
+    /// closes too (or `LINGER` passes).
+    ///
+    /// ```text
+    /// client: GET /a, GET /b, POST /big (body still arriving) ...
+    /// server: 200 /a, then closes (shutdown, 413, Connection: close)
+    /// close() with unread bytes → RST → the client's kernel drops 200 /a unread
+    /// ```
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut discard = [0u8; 4096];
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            // Bytes already waiting (pipelined requests, the rest of a body) say
+            // the client is still sending, whatever the bookkeeping says.
+            let mut buf = ReadBuf::new(&mut discard);
+            let waiting = matches!(Pin::new(&mut this.io).poll_read(cx, &mut buf), Poll::Ready(Ok(())) if !buf.filled().is_empty());
+            if !waiting && !this.activity.client_may_be_sending() {
+                return Poll::Ready(Ok(()));
+            }
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        loop {
+            if this
+                .linger
+                .as_mut()
+                .is_some_and(|end| end.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut discard);
+            match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The HTTP server: HTTP/1.1 (keep-alive, pipelining) and HTTP/2 over cleartext
+//! on hyper and tokio, with graceful shutdown, timeouts and limits.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # fn main() -> stackway::Result<()> {
+//! // Serve on a free port with a worker per core until SIGINT or SIGTERM.
+//! let server = stackway::Server::bind("127.0.0.1:0")?;
+//! println!("listening on http://{}", server.local_addr());
+//! server.run(stackway::apps::hello)
+//! # }
+//! ```
+//!
+//! # What the server guarantees
+//!
+//! - **An app always answers.** A panic in an app gives that request a 500
+//!   and the server goes on.
+//! - **Slow clients cannot hold it.** A connection must deliver a complete
+//!   request head within [`header_read_timeout`](Server::header_read_timeout)
+//!   of its first byte, and a connection with no request in flight is closed after
+//!   [`idle_timeout`](Server::idle_timeout). Both also bound the HTTP/2 preface.
+//! - **Limits.** Request heads over [`max_header_size`](Server::max_header_size)
+//!   get 431; bodies over [`max_body_size`](Server::max_body_size) get 413 (at
+//!   once when `Content-Length` says so, or as soon as a chunked body passes the
+//!   limit); at most [`max_connections`](Server::max_connections) are open, and
+//!   more wait in the listen queue.
+//! - **Malformed HTTP/1.1 is refused** with 400 and the connection closed:
+//!   hyper refuses bad syntax, whitespace before a header's colon and invalid or
+//!   conflicting `Content-Length`; the server adds the `Host` rules of RFC 9112
+//!   §3.2 (exactly one `Host` in an HTTP/1.1 request).
+//! - **Graceful shutdown.** On SIGINT or SIGTERM (or the future given to
+//!   [`shutdown_on`](Server::shutdown_on)) it stops accepting, lets in-flight
+//!   requests finish within [`grace_period`](Server::grace_period), then returns.
+
+mod clock;
+mod connection;
+mod request;
+mod worker;
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+
+use self::worker::Worker;
+use crate::App;
+use crate::error::{Error, Kind};
+
+type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Binds `addr` and serves `app` on the current runtime until SIGINT or SIGTERM.
+///
+/// The shorthand for `Server::bind(addr)?.serve(app).await`; see [`Server`] to
+/// configure limits, timeouts and workers.
+pub async fn serve(addr: impl ToSocketAddrs, app: impl App) -> crate::Result<()> {
+    Server::bind(addr)?.serve(app).await
+}
+
+/// A configured, bound HTTP server; see the [module docs](self).
+#[must_use = "a server does nothing until `run` or `serve` is called"]
+pub struct Server {
+    listener: StdListener,
+    config: Config,
+    workers: usize,
+    shutdown: Option<ShutdownSignal>,
+    when_ready: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    grace_period: Duration,
+    max_header_size: usize,
+    max_body_size: Option<u64>,
+    max_connections: usize,
+}
+
+impl Server {
+    /// Binds a listening socket on `addr` (port 0 picks a free port).
+    ///
+    /// Fails with [`Error::is_bind`] when the address cannot be listened on (in
+    /// use, not local, no permission).
+    pub fn bind(addr: impl ToSocketAddrs) -> crate::Result<Self> {
+        let bind_error = |e: io::Error| Error::new(Kind::Bind).with(e);
+        let listener = StdListener::bind(addr).map_err(bind_error)?;
+        Self::from_listener(listener).map_err(bind_error)
+    }
+
+    /// Serves on a listener bound elsewhere (for socket activation, or options
+    /// this builder does not offer).
+    pub fn from_listener(listener: StdListener) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        listener.local_addr()?;
+        Ok(Self {
+            listener,
+            config: Config {
+                header_read_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(60),
+                grace_period: Duration::from_secs(30),
+                max_header_size: 64 * 1024,
+                max_body_size: Some(1 << 30),
+                max_connections: 10_000,
+            },
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            shutdown: None,
+            when_ready: None,
+        })
+    }
+
+    /// The address the server listens on, with the real port when bound to port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("checked when the server was made")
+    }
+
+    /// How long a client may take to send a whole request head, from its first
+    /// byte. Default 30 s.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may stay open with no request in flight. Default 60 s.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// How long in-flight requests may take to finish once shutdown begins.
+    /// Default 30 s.
+    pub fn grace_period(mut self, period: Duration) -> Self {
+        self.config.grace_period = period;
+        self
+    }
+
+    /// The largest request head (request line and headers) accepted, in bytes;
+    /// larger ones get 431. At least 8 KiB; default 64 KiB.
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.config.max_header_size = bytes.max(8192);
+        self
+    }
+
+    /// The largest request body accepted, in bytes, or `None` for no limit;
+    /// larger ones get 413. Default 1 GiB.
+    pub fn max_body_size(mut self, bytes: Option<u64>) -> Self {
+        self.config.max_body_size = bytes;
+        self
+    }
+
+    /// The most connections open at once; more wait in the listen queue.
+    /// Default 10,000.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n.max(1);
+        self
+    }
+
+    /// How many workers [`run`](Self::run) starts: each a thread with its own
+    /// single-threaded runtime, all accepting on the same socket, as gunicorn's
+    /// worker processes do. Default: one per core.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Shuts down when `signal` completes, instead of on SIGINT or SIGTERM.
+    pub fn shutdown_on(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.shutdown = Some(Box::pin(signal));
+        self
+    }
+
+    /// Calls `hook` with the listening address once the server is serving and
+    /// its shutdown signals are installed (gunicorn's `when_ready`): the moment
+    /// to tell the world, as `stackway serve` prints `listening on …`.
+    pub fn when_ready(mut self, hook: impl FnOnce(SocketAddr) + Send + 'static) -> Self {
+        self.when_ready = Some(Box::new(hook));
+        self
+    }
+
+    /// Serves `app` on the current tokio runtime until shutdown; see
+    /// [`run`](Self::run) for worker threads. The `workers` setting is not used.
+    pub async fn serve(self, app: impl App) -> crate::Result<()> {
+        let local_addr = self.local_addr();
+        let signal = self.shutdown.unwrap_or_else(|| Box::pin(os_signal()));
+        let (stop, stopped) = watch::channel(false);
+        let connections = Arc::new(Semaphore::new(self.config.max_connections));
+        let worker = Worker::new(
+            &self.listener,
+            self.config,
+            Arc::new(app),
+            stopped,
+            connections,
+        )?;
+        // The worker holds its own handle: once it stops accepting, the socket closes.
+        drop(self.listener);
+        let accepting = tokio::spawn(worker.accept_loop());
+        if let Some(hook) = self.when_ready {
+            hook(local_addr);
+        }
+        signal.await;
+        let _ = stop.send(true);
+        accepting.await.map_err(io_error)
+    }
+
+    /// Serves `app` on [`workers`](Self::workers) threads, blocking until
+    /// shutdown has finished.
+    pub fn run(self, app: impl App) -> crate::Result<()> {
+        let local_addr = self.local_addr();
+        let signals = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_error)?;
+        let signal = match self.shutdown {
+            Some(signal) => signal,
+            // Signal handlers must be registered inside a runtime.
+            None => {
+                let _runtime = signals.enter();
+                Box::pin(os_signal())
+            }
+        };
+        let (stop, stopped) = watch::channel(false);
+        let app = Arc::new(app);
+        let mut threads = Vec::with_capacity(self.workers);
+        let connections = Arc::new(Semaphore::new(self.config.max_connections));
+        for n in 0..self.workers {
+            let (config, app, stopped) = (self.config.clone(), app.clone(), stopped.clone());
+            let worker = Worker::new(&self.listener, config, app, stopped, connections.clone())?;
+            let thread = std::thread::Builder::new()
+                .name(format!("stackway-worker-{n}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(worker.accept_loop());
+                    io::Result::Ok(())
+                })
+                .map_err(io_error)?;
+            threads.push(thread);
+        }
+        // The workers hold their own handles: once they stop accepting, the socket closes.
+        drop(self.listener);
+        if let Some(hook) = self.when_ready {
+            hook(local_addr);
+        }
+        signals.block_on(signal);
+        let _ = stop.send(true);
+        for thread in threads {
+            match thread.join() {
+                Ok(result) => result.map_err(io_error)?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr())
+            .field("config", &self.config)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A server failure other than binding: a thread, a runtime, a socket.
+fn io_error(e: impl Into<crate::BoxError>) -> Error {
+    Error::new(Kind::Io).with(e)
+}
+
+/// Completes on SIGINT or SIGTERM (on other systems, Ctrl-C).
+///
+/// The handlers are installed when this is called, not when it is first
+/// polled, so a signal that arrives before the server waits is not lost (nor
+/// kills the process by its default action).
+#[cfg(unix)]
+fn os_signal() -> impl Future<Output = ()> + Send {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    async move {
+        let recv = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => drop(s.recv().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = recv(int.take()) => {}
+            () = recv(term.take()) => {}
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn os_signal() -> impl Future<Output = ()> + Send {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,172 @@
+//! One request: the gate it passes (RFC 9112's Host rule, the body limit),
+//! the app's call with panics caught, and the bodies that keep count.
+
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderValue};
+use http::{StatusCode, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::clock::{Activity, InFlight};
+use super::worker::Shared;
+use crate::error::{Error, Kind};
+use crate::{App, Body, Connection, Response, response};
+
+pub(super) async fn handle<A: App>(
+    app: Arc<A>,
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
+    info: Connection,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<ServerBody>, Infallible> {
+    let in_flight = InFlight::begin(activity.clone());
+    let respond = |res: Response| {
+        Ok(res.map(|body| ServerBody {
+            body,
+            _in_flight: in_flight,
+        }))
+    };
+    let refuse = |status, body: &Incoming| {
+        if !body.is_end_stream() {
+            activity.unread_body.store(true, Ordering::Relaxed);
+        }
+        closing(status)
+    };
+
+    if req.version() == Version::HTTP_11 && req.headers().get_all(HOST).iter().count() != 1 {
+        // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that
+        // lacks a Host header or has more than one.
+        return respond(refuse(StatusCode::BAD_REQUEST, req.body()));
+    }
+    let limit = shared.config.max_body_size;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared
+        .zip(limit)
+        .is_some_and(|(declared, limit)| declared > limit)
+    {
+        return respond(refuse(StatusCode::PAYLOAD_TOO_LARGE, req.body()));
+    }
+    let tripped = Arc::new(AtomicBool::new(false));
+    let mut req = req.map(|body| {
+        Body::new(RequestBody {
+            body,
+            remaining: limit.unwrap_or(u64::MAX),
+            tripped: tripped.clone(),
+            activity: activity.clone(),
+        })
+    });
+    req.extensions_mut().insert(info);
+
+    let res = match AssertUnwindSafe(app.call(req)).catch_unwind().await {
+        Ok(res) => res,
+        // The panic hook has printed the message; the client gets a 500.
+        Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    if tripped.load(Ordering::Relaxed) {
+        return respond(closing(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    respond(res)
+}
+
+/// A plain-text error response that also closes the connection.
+fn closing(status: StatusCode) -> Response {
+    let mut res = response::status(status);
+    res.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
+/// A request body that fails once it passes the size limit, and says so; and
+/// notes, when dropped unread, that the connection must linger when it closes.
+struct RequestBody {
+    body: Incoming,
+    remaining: u64,
+    tripped: Arc<AtomicBool>,
+    activity: Arc<Activity>,
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if !self.body.is_end_stream() {
+            self.activity.unread_body.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => {
+                return Poll::Ready(Some(Err(Error::new(Kind::Body).with(e))));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+        match this.remaining.checked_sub(len) {
+            Some(remaining) => {
+                this.remaining = remaining;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            None => {
+                this.tripped.store(true, Ordering::Relaxed);
+                let e = Error::new(Kind::TooLarge)
+                    .with("the request body is larger than the server's limit");
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A response body that keeps its request counted as in flight until sent.
+pub(super) struct ServerBody {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for ServerBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
