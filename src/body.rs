@@ -220,7 +220,11 @@ impl Streaming {
                     _ => Some(Ok(frame)),
                 }
             }
-            Some(Err(e)) => Some(Err(Error::new(Kind::Body).with(e))),
+            // stackway's own errors (a server's body limit or timeout) keep their kind.
+            Some(Err(e)) => Some(Err(match e.downcast::<Error>() {
+                Ok(e) => *e,
+                Err(e) => Error::new(Kind::Body).with(e),
+            })),
             None => match self.declared {
                 Some(declared) if self.yielded < declared => Some(Err(Error::new(Kind::Length)
                     .with(format!(

@@ -26,6 +26,8 @@ pub(crate) enum Kind {
     TooLarge,
     /// A body yielded more or fewer bytes than it declared.
     Length,
+    /// The client sent no byte of a request body for the server's body timeout.
+    Timeout,
     /// The server could not listen on its address.
     Bind,
     /// The server failed for another reason (a thread, a runtime, a socket).
@@ -59,6 +61,12 @@ impl Error {
         self.kind == Kind::Length
     }
 
+    /// The client sent no byte of the request body for the server's
+    /// [`body_timeout`](crate::Server::body_timeout); the app may answer 408.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == Kind::Timeout
+    }
+
     /// The server could not listen on its address: in use, not local, or not
     /// permitted. The source is the `io::Error`.
     pub fn is_bind(&self) -> bool {
@@ -89,6 +97,7 @@ impl fmt::Display for Error {
             Kind::Body => "error reading a body",
             Kind::TooLarge => "body is larger than the limit",
             Kind::Length => "body length differs from the declared length",
+            Kind::Timeout => "timed out waiting for the request body",
             Kind::Bind => "cannot listen on the address",
             Kind::Io => "server I/O error",
         })?;

@@ -13,6 +13,7 @@ use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use stackway::{BoxApp, Server};
 use stackway_middleware::shared_data::Export;
@@ -67,6 +68,16 @@ struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
     idle_timeout: Duration,
 
+    /// Seconds a response may go without the client reading a byte of it before the
+    /// connection is closed (on HTTP/2, the stream is reset).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    send_timeout: Duration,
+
+    /// Seconds an app reading a request body may wait for its next byte; then the read
+    /// fails and the connection is closed after the response.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    body_timeout: Duration,
+
     /// Seconds in-flight requests get to finish after SIGINT or SIGTERM.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     grace_period: Duration,
@@ -76,11 +87,13 @@ struct ServeArgs {
     max_body_size: u64,
 
     /// Largest request head accepted, in bytes (at least 8192); larger ones get 431.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(8192..).map(|n| n as usize))]
     max_header_size: usize,
 
     /// Most connections open at once; more wait in the listen queue.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     max_connections: usize,
 }
 
@@ -154,6 +167,15 @@ fn parse_secs(value: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let Command::Serve(args) = Cli::parse().command;
+    // Everything the flags say is checked before the port is taken, so a
+    // wrong flag is never reported as a busy port.
+    let app = match build_app(&args) {
+        Ok(app) => app,
+        Err(message) => {
+            eprintln!("stackway: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let server = match Server::bind(&args.bind) {
         Ok(server) => server,
         Err(e) => {
@@ -166,43 +188,19 @@ fn main() -> ExitCode {
     let mut server = server
         .header_read_timeout(args.header_timeout)
         .idle_timeout(args.idle_timeout)
+        .send_timeout(args.send_timeout)
+        .body_timeout(args.body_timeout)
         .grace_period(args.grace_period)
         .max_body_size(Some(args.max_body_size))
         .max_header_size(args.max_header_size)
-        .max_connections(args.max_connections);
+        .max_connections(args.max_connections)
+        .when_ready(|addr| {
+            println!("listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+        });
     if let Some(workers) = args.workers {
         server = server.workers(workers.into());
     }
-
-    let mut dispatcher = Dispatcher::default();
-    for Mount { prefix, app } in args.mounts {
-        dispatcher = match dispatcher.try_mount(&prefix, app) {
-            Ok(dispatcher) => dispatcher,
-            Err(e) => {
-                eprintln!("stackway: {e}");
-                return ExitCode::from(2);
-            }
-        };
-    }
-    let mut shared_data = SharedData::new(dispatcher);
-    for Static { prefix, export } in args.statics {
-        shared_data = match shared_data.try_export(&prefix, export) {
-            Ok(shared_data) => shared_data,
-            Err(e) => {
-                eprintln!("stackway: {e}");
-                return ExitCode::from(2);
-            }
-        };
-    }
-    let mut app = BoxApp::new(shared_data);
-    if args.access_log {
-        app = BoxApp::new(AccessLog::new(app));
-    }
-
-    let server = server.when_ready(|addr| {
-        println!("listening on http://{addr}");
-        let _ = std::io::stdout().flush();
-    });
     match server.run(app) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -210,4 +208,25 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The stack the flags describe: AccessLog → SharedData → Dispatcher, or why not.
+fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
+    let mut dispatcher = Dispatcher::default();
+    for Mount { prefix, app } in &args.mounts {
+        dispatcher = dispatcher
+            .try_mount(prefix, app.clone())
+            .map_err(|e| e.to_string())?;
+    }
+    let mut shared_data = SharedData::new(dispatcher);
+    for Static { prefix, export } in &args.statics {
+        shared_data = shared_data
+            .try_export(prefix, export.clone())
+            .map_err(|e| e.to_string())?;
+    }
+    let app = BoxApp::new(shared_data);
+    Ok(match args.access_log {
+        true => BoxApp::new(AccessLog::new(app)),
+        false => app,
+    })
 }

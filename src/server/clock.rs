@@ -1,13 +1,21 @@
-//! When a connection last did something, and when it has been idle or
-//! stalled for too long.
+//! The clocks that close a connection which makes no progress: idle with no
+//! request in flight, slow to send a request head, or unable to write a byte
+//! of its response because the client does not read.
+//!
+//! The socket and the request bookkeeping note what happens in an
+//! [`Activity`]; [`Activity::expired`] sleeps until the earliest deadline and
+//! says which one passed. The arithmetic is the pure [`Reading::verdict`],
+//! tested below.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use super::Config;
 
-/// When a connection last did something, in milliseconds since it opened.
+/// What a connection did and when, in milliseconds since it opened.
 pub(super) struct Activity {
     opened: Instant,
     in_flight: AtomicUsize,
@@ -15,11 +23,87 @@ pub(super) struct Activity {
     idle_since: AtomicU64,
     /// The first byte read after `idle_since`, or `NEVER`.
     first_byte: AtomicU64,
+    /// Since when a write has found the socket full, or `NEVER`.
+    write_blocked: AtomicU64,
+    /// Wakes [`expired`](Self::expired) when a write starts to block.
+    blocked: Notify,
     /// A request body was left unread: the client may still be sending it.
     pub(super) unread_body: AtomicBool,
 }
 
 const NEVER: u64 = u64::MAX;
+
+/// Why a connection is closed by its clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expired {
+    /// No request in flight and no byte read for `idle_timeout`.
+    Idle,
+    /// A request head begun and not completed within `header_read_timeout`.
+    Header,
+    /// No byte of a response could be written for `send_timeout`.
+    Send,
+}
+
+/// The clocks read at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    now: u64,
+    in_flight: bool,
+    idle_since: u64,
+    first_byte: u64,
+    write_blocked: u64,
+}
+
+/// The timeouts in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    idle: u64,
+    header: u64,
+    send: u64,
+}
+
+impl Limits {
+    fn new(config: &Config) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NEVER / 2);
+        Self {
+            idle: ms(config.idle_timeout),
+            header: ms(config.header_read_timeout),
+            send: ms(config.send_timeout),
+        }
+    }
+}
+
+impl Reading {
+    /// Which clock has run out, or how long until the next one might.
+    ///
+    /// ```text
+    /// no request in flight, nothing read:   idle_since  + idle    → Idle
+    /// no request in flight, a head begun:   first_byte  + header  → Header
+    /// a write blocked (in flight or not):   write_blocked + send  → Send
+    /// a request in flight, writes flowing:  none; look again after the shortest limit
+    /// ```
+    fn verdict(self, limits: Limits) -> Result<u64, Expired> {
+        let mut deadlines = Vec::with_capacity(2);
+        if self.write_blocked != NEVER {
+            deadlines.push((
+                self.write_blocked.saturating_add(limits.send),
+                Expired::Send,
+            ));
+        }
+        if !self.in_flight {
+            deadlines.push(match self.first_byte {
+                NEVER => (self.idle_since.saturating_add(limits.idle), Expired::Idle),
+                first => (first.saturating_add(limits.header), Expired::Header),
+            });
+        }
+        if let Some(&(_, why)) = deadlines.iter().find(|(at, _)| *at <= self.now) {
+            return Err(why);
+        }
+        let shortest = limits.idle.min(limits.header).min(limits.send);
+        let next = deadlines.iter().map(|(at, _)| *at).min();
+        Ok(next.map_or(shortest, |at| at - self.now))
+    }
+}
 
 impl Activity {
     pub(super) fn new() -> Self {
@@ -28,6 +112,8 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(NEVER),
+            write_blocked: AtomicU64::new(NEVER),
+            blocked: Notify::new(),
             unread_body: AtomicBool::new(false),
         }
     }
@@ -52,26 +138,36 @@ impl Activity {
         }
     }
 
-    /// Completes when the connection has had no request in flight for too long:
-    /// `idle_timeout` with nothing read, or `header_read_timeout` after the first
-    /// byte of a request head that has not been completed.
-    pub(super) async fn expired(&self, config: &Config) {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NEVER / 2);
-        let (idle, header) = (ms(config.idle_timeout), ms(config.header_read_timeout));
+    /// A write found the socket full (`blocked`), or wrote bytes (`!blocked`).
+    pub(super) fn write_blocked(&self, blocked: bool) {
+        let since = self.write_blocked.load(Ordering::Relaxed);
+        if blocked && since == NEVER {
+            self.write_blocked.store(self.now(), Ordering::Relaxed);
+            self.blocked.notify_one();
+        } else if !blocked && since != NEVER {
+            self.write_blocked.store(NEVER, Ordering::Relaxed);
+        }
+    }
+
+    /// Completes when a clock has run out, saying which.
+    pub(super) async fn expired(&self, config: &Config) -> Expired {
+        let limits = Limits::new(config);
         loop {
-            let deadline = if self.in_flight.load(Ordering::Relaxed) > 0 {
-                self.now() + idle.min(header)
-            } else {
-                match self.first_byte.load(Ordering::Relaxed) {
-                    NEVER => self.idle_since.load(Ordering::Relaxed).saturating_add(idle),
-                    first => first.saturating_add(header),
-                }
+            let reading = Reading {
+                now: self.now(),
+                in_flight: self.in_flight.load(Ordering::Relaxed) > 0,
+                idle_since: self.idle_since.load(Ordering::Relaxed),
+                first_byte: self.first_byte.load(Ordering::Relaxed),
+                write_blocked: self.write_blocked.load(Ordering::Relaxed),
             };
-            let now = self.now();
-            if deadline <= now && self.in_flight.load(Ordering::Relaxed) == 0 {
-                return;
+            let wait = match reading.verdict(limits) {
+                Err(expired) => return expired,
+                Ok(wait) => Duration::from_millis(wait.max(1)),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.blocked.notified() => {}
             }
-            tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now).max(1))).await;
         }
     }
 }
@@ -94,5 +190,97 @@ impl Drop for InFlight {
             activity.idle_since.store(activity.now(), Ordering::Relaxed);
             activity.first_byte.store(NEVER, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        idle: 60_000,
+        header: 30_000,
+        send: 10_000,
+    };
+
+    fn at(now: u64) -> Reading {
+        Reading {
+            now,
+            in_flight: false,
+            idle_since: 0,
+            first_byte: NEVER,
+            write_blocked: NEVER,
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_expires_after_the_idle_timeout_and_not_before() {
+        assert_eq!(at(0).verdict(LIMITS), Ok(60_000));
+        assert_eq!(at(59_999).verdict(LIMITS), Ok(1));
+        assert_eq!(at(60_000).verdict(LIMITS), Err(Expired::Idle));
+        let after_a_request = Reading {
+            idle_since: 5_000,
+            ..at(64_000)
+        };
+        assert_eq!(after_a_request.verdict(LIMITS), Ok(1_000));
+    }
+
+    #[test]
+    fn a_begun_head_has_the_header_timeout_from_its_first_byte() {
+        let begun = Reading {
+            first_byte: 50_000,
+            ..at(70_000)
+        };
+        // Past the idle deadline, but the head's clock is the one that counts.
+        assert_eq!(begun.verdict(LIMITS), Ok(10_000));
+        let late = Reading {
+            now: 80_000,
+            ..begun
+        };
+        assert_eq!(late.verdict(LIMITS), Err(Expired::Header));
+    }
+
+    #[test]
+    fn a_request_in_flight_stops_the_idle_and_header_clocks() {
+        let busy = Reading {
+            in_flight: true,
+            first_byte: 0,
+            ..at(1_000_000)
+        };
+        // Nothing can expire; look again after the shortest limit.
+        assert_eq!(busy.verdict(LIMITS), Ok(10_000));
+    }
+
+    #[test]
+    fn a_blocked_write_expires_after_the_send_timeout_in_flight_or_not() {
+        for in_flight in [true, false] {
+            let blocked = Reading {
+                in_flight,
+                idle_since: 100_000,
+                write_blocked: 100_000,
+                ..at(104_000)
+            };
+            assert_eq!(blocked.verdict(LIMITS), Ok(6_000), "{in_flight}");
+            let stalled = Reading {
+                now: 110_000,
+                ..blocked
+            };
+            assert_eq!(stalled.verdict(LIMITS), Err(Expired::Send), "{in_flight}");
+        }
+    }
+
+    #[test]
+    fn deadlines_far_away_do_not_overflow() {
+        let limits = Limits {
+            idle: NEVER / 2,
+            header: NEVER / 2,
+            send: NEVER / 2,
+        };
+        let reading = Reading {
+            idle_since: NEVER - 1,
+            write_blocked: NEVER - 1,
+            ..at(NEVER - 1)
+        };
+        assert!(reading.verdict(limits).is_ok());
     }
 }

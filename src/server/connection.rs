@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::clock::Activity;
+use super::clock::{Activity, Expired};
 use super::request::handle;
 use super::worker::Shared;
 use crate::{App, Connection};
@@ -57,7 +57,13 @@ pub(super) async fn serve_connection<A: App>(
         tokio::select! {
             _ = conn.as_mut() => return,
             // An idle or stalled connection is dropped: it has no response to finish.
-            () = watchdog.as_mut() => return,
+            expired = watchdog.as_mut() => {
+                if expired == Expired::Send {
+                    let timeout = shared.config.send_timeout;
+                    eprintln!("stackway: closed the connection from {peer}: the client read no byte of a response for {timeout:?} (send timeout)");
+                }
+                return;
+            }
             () = stopped.wait_for(|stop| *stop).map(drop), if !shutting_down => {
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
@@ -102,7 +108,10 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.activity.write_blocked(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -110,7 +119,10 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.activity.write_blocked(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -16,10 +16,16 @@
 //!
 //! - **An app always answers.** A panic in an app gives that request a 500
 //!   and the server goes on.
-//! - **Slow clients cannot hold it.** A connection must deliver a complete
-//!   request head within [`header_read_timeout`](Server::header_read_timeout)
-//!   of its first byte, and a connection with no request in flight is closed after
-//!   [`idle_timeout`](Server::idle_timeout). Both also bound the HTTP/2 preface.
+//! - **Every connection makes progress or goes.** Four clocks, each measuring
+//!   a lack of progress rather than total time, so slow clients that keep
+//!   going are served:
+//!
+//!   | clock | closes | default | nginx |
+//!   |---|---|---|---|
+//!   | [`header_read_timeout`](Server::header_read_timeout) | a request head not complete this long after its first byte (and the HTTP/2 preface) | 30 s | `client_header_timeout` |
+//!   | [`idle_timeout`](Server::idle_timeout) | a connection with no request in flight and nothing read | 60 s | `keepalive_timeout` |
+//!   | [`send_timeout`](Server::send_timeout) | a connection that could not write a byte of a response this long (the client does not read); on HTTP/2, also a single stream whose window stays shut (that stream is reset) | 60 s | `send_timeout` |
+//!   | [`body_timeout`](Server::body_timeout) | a request body the app waits on and no byte arrives for: the app's read fails ([`Error::is_timeout`]) and the connection closes after its answer | 60 s | `client_body_timeout` |
 //! - **Limits.** Request heads over [`max_header_size`](Server::max_header_size)
 //!   get 431; bodies over [`max_body_size`](Server::max_body_size) get 413 (at
 //!   once when `Content-Length` says so, or as soon as a chunked body passes the
@@ -36,6 +42,7 @@
 mod clock;
 mod connection;
 mod request;
+mod stream;
 mod worker;
 
 use std::future::Future;
@@ -75,6 +82,8 @@ pub struct Server {
 struct Config {
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
+    body_timeout: Duration,
     grace_period: Duration,
     max_header_size: usize,
     max_body_size: Option<u64>,
@@ -87,21 +96,26 @@ impl Server {
     /// Fails with [`Error::is_bind`] when the address cannot be listened on (in
     /// use, not local, no permission).
     pub fn bind(addr: impl ToSocketAddrs) -> crate::Result<Self> {
-        let bind_error = |e: io::Error| Error::new(Kind::Bind).with(e);
-        let listener = StdListener::bind(addr).map_err(bind_error)?;
-        Self::from_listener(listener).map_err(bind_error)
+        let listener = StdListener::bind(addr).map_err(|e| Error::new(Kind::Bind).with(e))?;
+        Self::from_listener(listener)
     }
 
     /// Serves on a listener bound elsewhere (for socket activation, or options
     /// this builder does not offer).
-    pub fn from_listener(listener: StdListener) -> io::Result<Self> {
-        listener.set_nonblocking(true)?;
-        listener.local_addr()?;
+    ///
+    /// Fails with [`Error::is_bind`] when the socket cannot be used as a
+    /// listener, as [`bind`](Self::bind) does.
+    pub fn from_listener(listener: StdListener) -> crate::Result<Self> {
+        let unusable = |e: io::Error| Error::new(Kind::Bind).with(e);
+        listener.set_nonblocking(true).map_err(unusable)?;
+        listener.local_addr().map_err(unusable)?;
         Ok(Self {
             listener,
             config: Config {
                 header_read_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(60),
+                send_timeout: Duration::from_secs(60),
+                body_timeout: Duration::from_secs(60),
                 grace_period: Duration::from_secs(30),
                 max_header_size: 64 * 1024,
                 max_body_size: Some(1 << 30),
@@ -133,6 +147,27 @@ impl Server {
         self
     }
 
+    /// How long a response may wait to write a byte because the client does
+    /// not read, before the connection is closed (nginx's `send_timeout`).
+    /// On HTTP/2, a stream whose flow-control window the client keeps shut
+    /// for this long is reset, and the connection's other streams go on.
+    /// The clock measures lack of progress, not the whole response: a slow
+    /// client that keeps reading is never cut off. Default 60 s.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.config.send_timeout = timeout;
+        self
+    }
+
+    /// How long an app reading a request body may wait for its next byte.
+    /// Past it, the read fails with an error for which
+    /// [`Error::is_timeout`] is true (the app may answer 408), and the
+    /// connection is closed after the response (nginx's
+    /// `client_body_timeout`). Default 60 s.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.config.body_timeout = timeout;
+        self
+    }
+
     /// How long in-flight requests may take to finish once shutdown begins.
     /// Default 30 s.
     pub fn grace_period(mut self, period: Duration) -> Self {
@@ -141,7 +176,8 @@ impl Server {
     }
 
     /// The largest request head (request line and headers) accepted, in bytes;
-    /// larger ones get 431. At least 8 KiB; default 64 KiB.
+    /// larger ones get 431. Default 64 KiB; values under 8 KiB (hyper's
+    /// smallest read buffer) are raised to 8 KiB.
     pub fn max_header_size(mut self, bytes: usize) -> Self {
         self.config.max_header_size = bytes.max(8192);
         self
@@ -155,7 +191,7 @@ impl Server {
     }
 
     /// The most connections open at once; more wait in the listen queue.
-    /// Default 10,000.
+    /// Default 10,000; 0 counts as 1.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config.max_connections = n.max(1);
         self
@@ -163,7 +199,7 @@ impl Server {
 
     /// How many workers [`run`](Self::run) starts: each a thread with its own
     /// single-threaded runtime, all accepting on the same socket, as gunicorn's
-    /// worker processes do. Default: one per core.
+    /// worker processes do. Default: one per core; 0 counts as 1.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n.max(1);
         self
@@ -210,7 +246,22 @@ impl Server {
 
     /// Serves `app` on [`workers`](Self::workers) threads, blocking until
     /// shutdown has finished.
+    ///
+    /// Called from inside a tokio runtime (an `async fn`, `#[tokio::main]`),
+    /// it still works, but blocks that runtime's thread until shutdown: there,
+    /// prefer [`serve`](Self::serve)`.await`.
     pub fn run(self, app: impl App) -> crate::Result<()> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // A runtime cannot be blocked on from inside another: wait on a thread of our own.
+            return std::thread::scope(|scope| match scope.spawn(|| self.run_here(app)).join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            });
+        }
+        self.run_here(app)
+    }
+
+    fn run_here(self, app: impl App) -> crate::Result<()> {
         let local_addr = self.local_addr();
         let signals = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -5,8 +5,9 @@ use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -16,6 +17,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::clock::{Activity, InFlight};
+use super::stream::SendClock;
 use super::worker::Shared;
 use crate::error::{Error, Kind};
 use crate::{App, Body, Connection, Response, response};
@@ -31,6 +33,8 @@ pub(super) async fn handle<A: App>(
     let respond = |res: Response| {
         Ok(res.map(|body| ServerBody {
             body,
+            // Set on HTTP/2 streams, whose stalls the connection cannot see.
+            send_clock: SendClock::current(),
             _in_flight: in_flight,
         }))
     };
@@ -57,12 +61,14 @@ pub(super) async fn handle<A: App>(
     {
         return respond(refuse(StatusCode::PAYLOAD_TOO_LARGE, req.body()));
     }
-    let tripped = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU8::new(READ_OK));
     let mut req = req.map(|body| {
         Body::new(RequestBody {
             body,
             remaining: limit.unwrap_or(u64::MAX),
-            tripped: tripped.clone(),
+            timeout: shared.config.body_timeout,
+            waiting: None,
+            failed: failed.clone(),
             activity: activity.clone(),
         })
     });
@@ -73,11 +79,23 @@ pub(super) async fn handle<A: App>(
         // The panic hook has printed the message; the client gets a 500.
         Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR),
     };
-    if tripped.load(Ordering::Relaxed) {
-        return respond(closing(StatusCode::PAYLOAD_TOO_LARGE));
+    match failed.load(Ordering::Relaxed) {
+        TOO_LARGE => respond(closing(StatusCode::PAYLOAD_TOO_LARGE)),
+        TIMED_OUT => {
+            // The app answered as it chose; the client, stalled, is not kept.
+            let mut res = res;
+            res.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            respond(res)
+        }
+        _ => respond(res),
     }
-    respond(res)
 }
+
+/// How the reading of a request body ended, if it failed on the server's side.
+const READ_OK: u8 = 0;
+const TOO_LARGE: u8 = 1;
+const TIMED_OUT: u8 = 2;
 
 /// A plain-text error response that also closes the connection.
 fn closing(status: StatusCode) -> Response {
@@ -87,12 +105,16 @@ fn closing(status: StatusCode) -> Response {
     res
 }
 
-/// A request body that fails once it passes the size limit, and says so; and
-/// notes, when dropped unread, that the connection must linger when it closes.
+/// A request body that fails once it passes the size limit or the client
+/// stalls for the body timeout, and says so; and notes, when dropped unread,
+/// that the connection must linger when it closes.
 struct RequestBody {
     body: Incoming,
     remaining: u64,
-    tripped: Arc<AtomicBool>,
+    timeout: Duration,
+    /// Running while the app waits for bytes that have not come.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    failed: Arc<AtomicU8>,
     activity: Arc<Activity>,
 }
 
@@ -119,8 +141,24 @@ impl http_body::Body for RequestBody {
                 return Poll::Ready(Some(Err(Error::new(Kind::Body).with(e))));
             }
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
+            // Only a runtime has a clock: a body read from elsewhere waits as long as it must.
+            Poll::Pending if tokio::runtime::Handle::try_current().is_err() => {
+                return Poll::Pending;
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                std::task::ready!(waiting.as_mut().poll(cx));
+                this.failed.store(TIMED_OUT, Ordering::Relaxed);
+                let e = Error::new(Kind::Timeout).with(format!(
+                    "no byte of the request body arrived for {timeout:?}"
+                ));
+                return Poll::Ready(Some(Err(e)));
+            }
         };
+        this.waiting = None;
         let len = frame.data_ref().map_or(0, |d| d.len() as u64);
         match this.remaining.checked_sub(len) {
             Some(remaining) => {
@@ -128,7 +166,7 @@ impl http_body::Body for RequestBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             None => {
-                this.tripped.store(true, Ordering::Relaxed);
+                this.failed.store(TOO_LARGE, Ordering::Relaxed);
                 let e = Error::new(Kind::TooLarge)
                     .with("the request body is larger than the server's limit");
                 Poll::Ready(Some(Err(e)))
@@ -145,9 +183,12 @@ impl http_body::Body for RequestBody {
     }
 }
 
-/// A response body that keeps its request counted as in flight until sent.
+/// A response body that keeps its request counted as in flight until sent,
+/// and on HTTP/2 tells its stream's send clock when a frame waits for the
+/// client.
 pub(super) struct ServerBody {
     body: Body,
+    send_clock: Option<Arc<SendClock>>,
     _in_flight: InFlight,
 }
 
@@ -159,7 +200,13 @@ impl http_body::Body for ServerBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(clock) = &this.send_clock {
+            // Polled again: the last frame was taken. A new one now waits.
+            clock.waiting(matches!(&polled, Poll::Ready(Some(Ok(_)))));
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use super::connection::serve_connection;
+use super::stream::StreamExecutor;
 use super::{Config, io_error};
 use crate::App;
 
@@ -51,7 +52,9 @@ impl<A: App> Worker<A> {
             Ok(listener) => listener,
             Err(e) => return eprintln!("stackway: cannot use the listening socket: {e}"),
         };
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(StreamExecutor {
+            send_timeout: self.config.send_timeout,
+        });
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -108,7 +111,7 @@ impl<A: App> Worker<A> {
 
 /// What every connection of a worker shares.
 pub(super) struct Shared {
-    pub(super) builder: auto::Builder<TokioExecutor>,
+    pub(super) builder: auto::Builder<StreamExecutor>,
     pub(super) config: Config,
     pub(super) local_addr: SocketAddr,
 }
