@@ -1,4 +1,5 @@
-//! Run with `cargo run --example static_files`, then open http://127.0.0.1:8000/.
+//! Run with `cargo run --example static_files`, then open http://127.0.0.1:8000/
+//! (another address: `cargo run --example static_files -- 127.0.0.1:0`).
 //!
 //! A site whose pages come from `examples/static/` on disk, whose favicon is
 //! compiled into the binary, and whose API is an app mounted under `/api`:
@@ -34,7 +35,8 @@ fn main() -> stackway::Result<()> {
             "/favicon.ico",
             Export::bytes("favicon.ico", FAVICON).immutable(),
         );
-    stackway::Server::bind("127.0.0.1:8000")?
+    let addr = std::env::args().nth(1);
+    stackway::Server::bind(addr.as_deref().unwrap_or("127.0.0.1:8000"))?
         .when_ready(|addr| println!("listening on http://{addr}"))
         .run(app)
 }

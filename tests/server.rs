@@ -237,11 +237,24 @@ use std::io::Write as _;
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed() {
-    let running = Running::start(server().idle_timeout(Duration::from_millis(300)), echo_path);
+    let running = Running::start(server().idle_timeout(Duration::from_millis(600)), echo_path);
     let mut conn = Conn::open(running.addr);
     assert_eq!(conn.get("/").status, 200);
-    // No request for longer than the idle timeout: the server hangs up.
+    let idle_from = Instant::now();
+    // Still open well before the idle timeout...
+    conn.reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(!conn.is_closed(), "closed before the idle timeout");
+    // ...and closed by the server after it.
+    conn.reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     assert!(conn.is_closed());
+    let idle = idle_from.elapsed();
+    assert!(idle >= Duration::from_millis(550), "closed after {idle:?}");
 }
 
 #[test]
@@ -283,28 +296,111 @@ fn graceful_shutdown_finishes_the_request_in_flight() {
 #[test]
 fn shutdown_drops_requests_still_running_after_the_grace_period() {
     let app = |_req: Request| async { std::future::pending::<stackway::Response>().await };
-    let mut running = Running::start(server().grace_period(Duration::from_millis(200)), app);
+    let mut running = Running::start(server().grace_period(Duration::from_millis(600)), app);
     let mut conn = Conn::open(running.addr);
     conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     std::thread::sleep(Duration::from_millis(100));
+    let shutdown_at = Instant::now();
     running.begin_shutdown();
+    // The request gets its grace period...
+    conn.reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(!conn.is_closed(), "dropped before the grace period ended");
+    // ...and is dropped once it is over.
+    conn.reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     assert!(conn.is_closed());
+    let waited = shutdown_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(550),
+        "dropped after {waited:?}"
+    );
     running.stop().unwrap();
+}
+
+/// Answers with the name of the worker thread that served it, after holding
+/// that thread, so that a second connection must be accepted by another worker.
+fn which_worker(_req: Request) -> std::future::Ready<stackway::Response> {
+    std::thread::sleep(Duration::from_millis(300));
+    let name = std::thread::current().name().unwrap_or("").to_owned();
+    std::future::ready(response::text(name))
+}
+
+/// Two requests, the second sent while the first holds its worker's thread:
+/// the names of the workers that answered, sorted.
+fn workers_answering(addr: std::net::SocketAddr) -> Vec<String> {
+    let first = std::thread::spawn(move || Conn::open(addr).get("/").text());
+    std::thread::sleep(Duration::from_millis(100));
+    let second = Conn::open(addr).get("/").text();
+    let mut names = vec![first.join().unwrap(), second];
+    names.sort();
+    names
 }
 
 #[test]
 fn workers_share_the_listener() {
-    let running = Running::start(server().workers(3), echo_path);
-    let threads: Vec<_> = (0..6)
-        .map(|i| {
-            let addr = running.addr;
-            std::thread::spawn(move || Conn::open(addr).get(&format!("/{i}")).text())
-        })
-        .collect();
-    for (i, thread) in threads.into_iter().enumerate() {
-        assert_eq!(thread.join().unwrap(), format!("/{i}"));
-    }
+    let running = Running::start(server().workers(2), which_worker);
+    assert_eq!(
+        workers_answering(running.addr),
+        ["stackway-worker-0", "stackway-worker-1"]
+    );
     running.stop().unwrap();
+}
+
+/// A server stopped by a oneshot, for the async entry points.
+fn stoppable() -> (stackway::Server, tokio::sync::oneshot::Sender<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = server().shutdown_on(async move {
+        let _ = stopped.await;
+    });
+    (server, stop)
+}
+
+#[test]
+fn serve_runs_on_the_callers_multi_threaded_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (server, stop) = stoppable();
+    let addr = server.local_addr();
+    let served = runtime.spawn(server.serve(echo_path));
+    let clients: Vec<_> = (0..8)
+        .map(|i| std::thread::spawn(move || Conn::open(addr).get(&format!("/{i}")).text()))
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        assert_eq!(client.join().unwrap(), format!("/{i}"));
+    }
+    stop.send(()).unwrap();
+    runtime.block_on(served).unwrap().unwrap();
+}
+
+#[test]
+fn run_inside_a_runtime_serves_with_its_workers() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (server, stop) = stoppable();
+    let addr = server.local_addr();
+    let clients = std::thread::spawn(move || {
+        let names = workers_answering(addr);
+        stop.send(()).unwrap();
+        names
+    });
+    // Called from async code: it must not panic, and blocks until shutdown.
+    runtime
+        .block_on(async { server.workers(2).run(which_worker) })
+        .unwrap();
+    assert_eq!(
+        clients.join().unwrap(),
+        ["stackway-worker-0", "stackway-worker-1"]
+    );
 }
 
 #[test]

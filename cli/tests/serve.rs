@@ -328,6 +328,9 @@ fn help_lists_every_flag_with_its_default() {
 
 #[test]
 fn bad_flags_exit_2_with_a_clear_message() {
+    // These run on the default address; holding it proves that every flag is
+    // checked before the port is taken (if another process holds it, so much the better).
+    let _port_8000 = std::net::TcpListener::bind("127.0.0.1:8000");
     let cases = [
         (vec!["serve", "--mount", "hello"], "expected PREFIX=APP"),
         (
@@ -355,6 +358,19 @@ fn bad_flags_exit_2_with_a_clear_message() {
         (vec!["serve", "--workers", "0"], "--workers"),
         (
             vec!["serve", "--header-timeout", "0"],
+            "positive number of seconds",
+        ),
+        (
+            vec!["serve", "--max-header-size", "100"],
+            "--max-header-size",
+        ),
+        (vec!["serve", "--max-connections", "0"], "--max-connections"),
+        (
+            vec!["serve", "--send-timeout", "-1"],
+            "positive number of seconds",
+        ),
+        (
+            vec!["serve", "--body-timeout", "soon"],
             "positive number of seconds",
         ),
         (vec!["serve", "--frobnicate"], "unexpected argument"),
