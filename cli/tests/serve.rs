@@ -366,7 +366,7 @@ fn bad_flags_exit_2_with_a_clear_message() {
         ),
         (vec!["serve", "--max-connections", "0"], "--max-connections"),
         (
-            vec!["serve", "--send-timeout", "-1"],
+            vec!["serve", "--send-timeout", "0"],
             "positive number of seconds",
         ),
         (
