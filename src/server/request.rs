@@ -81,13 +81,8 @@ pub(super) async fn handle<A: App>(
     };
     match failed.load(Ordering::Relaxed) {
         TOO_LARGE => respond(closing(StatusCode::PAYLOAD_TOO_LARGE)),
-        TIMED_OUT => {
-            // The app answered as it chose; the client, stalled, is not kept.
-            let mut res = res;
-            res.headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
-            respond(res)
-        }
+        // The app answered as it chose; the client, stalled, is not kept.
+        TIMED_OUT => respond(close(res)),
         _ => respond(res),
     }
 }
@@ -99,7 +94,11 @@ const TIMED_OUT: u8 = 2;
 
 /// A plain-text error response that also closes the connection.
 fn closing(status: StatusCode) -> Response {
-    let mut res = response::status(status);
+    close(response::status(status))
+}
+
+/// `res`, closing the connection once it is sent.
+fn close(mut res: Response) -> Response {
     res.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
     res

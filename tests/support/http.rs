@@ -113,6 +113,23 @@ impl Conn {
 
     /// Whether the server has closed the connection (reads EOF or a reset within
     /// the read timeout).
+    /// Asserts that the server closes this connection, and not before
+    /// `not_before` has passed since `from`: the connection is checked to be
+    /// open at half of it, then closed within ten seconds.
+    pub fn assert_closed_after(&mut self, from: std::time::Instant, not_before: Duration) {
+        let stream = self.reader.get_ref();
+        stream.set_read_timeout(Some(not_before / 2)).unwrap();
+        assert!(!self.is_closed(), "closed before {not_before:?}");
+        let stream = self.reader.get_ref();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert!(self.is_closed(), "still open after 10 s");
+        let closed = from.elapsed();
+        // A little slack for the timer's granularity.
+        assert!(closed >= not_before * 9 / 10, "closed after {closed:?}");
+    }
+
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
         match self.reader.read(&mut byte) {
