@@ -152,7 +152,10 @@ impl Server {
     /// On HTTP/2, a stream whose flow-control window the client keeps shut
     /// for this long is reset, and the connection's other streams go on.
     /// The clock measures lack of progress, not the whole response: a slow
-    /// client that keeps reading is never cut off. Default 60 s.
+    /// client that keeps reading is never cut off. On HTTP/2 a stream's
+    /// progress is seen a body chunk at a time (SharedData's are 256 KiB),
+    /// so keep the timeout above the time a slow client takes to read one
+    /// (4 s at 64 KiB/s). Default 60 s.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.config.send_timeout = timeout;
         self
