@@ -17,7 +17,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use stackway::{BoxApp, Server};
 use stackway_middleware::shared_data::Export;
-use stackway_middleware::{AccessLog, Dispatcher, SharedData};
+use stackway_middleware::{AccessLog, Dispatcher, Proxy, SharedData};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,9 +42,11 @@ struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000", value_parser = parse_bind)]
     bind: String,
 
-    /// Mount a built-in app (hello, demo) at PREFIX through the Dispatcher; repeatable.
-    /// `/` mounts at the root; the longest matching prefix wins; no match is a 404.
-    #[arg(long = "mount", value_name = "PREFIX=APP", value_parser = parse_mount)]
+    /// Mount at PREFIX through the Dispatcher, repeatable: a built-in app (hello, demo), or
+    /// an upstream to proxy to (http://HOST:PORT[/base], unix:/PATH[:/base]; several,
+    /// comma-separated, for a round-robin pool). `/` mounts at the root; the longest
+    /// matching prefix wins; no match is a 404.
+    #[arg(long = "mount", value_name = "PREFIX=SPEC", value_parser = parse_mount)]
     mounts: Vec<Mount>,
 
     /// Serve the files under directory (or the one file) PATH at PREFIX with SharedData,
@@ -78,6 +80,14 @@ struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
     body_timeout: Duration,
 
+    /// Seconds connecting to an upstream may take; then 502.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    proxy_connect_timeout: Duration,
+
+    /// Seconds an upstream may take to send its response head; then 504.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    proxy_read_timeout: Duration,
+
     /// Seconds in-flight requests get to finish after SIGINT or SIGTERM.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     grace_period: Duration,
@@ -97,33 +107,47 @@ struct ServeArgs {
     max_connections: usize,
 }
 
-/// `PREFIX=APP` from `--mount`.
+/// `PREFIX=SPEC` from `--mount`.
 #[derive(Debug, Clone)]
 struct Mount {
     prefix: String,
-    app: BoxApp,
+    target: Target,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    /// A built-in app.
+    App(BoxApp),
+    /// Upstreams to proxy to, checked.
+    Proxy(Vec<String>),
 }
 
 fn parse_mount(value: &str) -> Result<Mount, String> {
-    let (prefix, name) = value
+    let (prefix, spec) = value
         .split_once('=')
-        .ok_or("expected PREFIX=APP, as in /hello=hello")?;
-    let app = match name {
-        "hello" => BoxApp::new(stackway::apps::hello),
-        "demo" => BoxApp::new(stackway::apps::demo),
+        .ok_or("expected PREFIX=SPEC, as in /hello=hello or /api=http://127.0.0.1:9000")?;
+    let target = match spec {
+        "hello" => Target::App(BoxApp::new(stackway::apps::hello)),
+        "demo" => Target::App(BoxApp::new(stackway::apps::demo)),
+        _ if spec.contains(':') => {
+            let upstreams: Vec<String> = spec.split(',').map(str::to_owned).collect();
+            Proxy::try_balance(upstreams.iter().map(String::as_str)).map_err(|e| e.to_string())?;
+            Target::Proxy(upstreams)
+        }
         _ => {
             return Err(format!(
-                "unknown app {name:?} (the built-in apps are hello and demo)"
+                "unknown app {spec:?} (the built-in apps are hello and demo; \
+                 upstreams are http://HOST:PORT[/base] or unix:/PATH[:/base])"
             ));
         }
     };
     // Check the prefix alone now, so that clap's message names the flag's value.
     Dispatcher::default()
-        .try_mount(prefix, app.clone())
+        .try_mount(prefix, stackway::apps::hello)
         .map_err(|e| e.to_string())?;
     Ok(Mount {
         prefix: prefix.to_owned(),
-        app,
+        target,
     })
 }
 
@@ -213,9 +237,17 @@ fn main() -> ExitCode {
 /// The stack the flags describe: AccessLog → SharedData → Dispatcher, or why not.
 fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
     let mut dispatcher = Dispatcher::default();
-    for Mount { prefix, app } in &args.mounts {
+    for Mount { prefix, target } in &args.mounts {
+        let app = match target {
+            Target::App(app) => app.clone(),
+            Target::Proxy(upstreams) => BoxApp::new(
+                Proxy::balance(upstreams.iter().map(String::as_str))
+                    .connect_timeout(args.proxy_connect_timeout)
+                    .read_timeout(args.proxy_read_timeout),
+            ),
+        };
         dispatcher = dispatcher
-            .try_mount(prefix, app.clone())
+            .try_mount(prefix, app)
             .map_err(|e| e.to_string())?;
     }
     let mut shared_data = SharedData::new(dispatcher);

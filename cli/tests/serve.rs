@@ -332,7 +332,7 @@ fn bad_flags_exit_2_with_a_clear_message() {
     // checked before the port is taken (if another process holds it, so much the better).
     let _port_8000 = std::net::TcpListener::bind("127.0.0.1:8000");
     let cases = [
-        (vec!["serve", "--mount", "hello"], "expected PREFIX=APP"),
+        (vec!["serve", "--mount", "hello"], "expected PREFIX=SPEC"),
         (
             vec!["serve", "--mount", "x=hello"],
             "a prefix starts with /",

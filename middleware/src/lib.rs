@@ -38,8 +38,10 @@ macro_rules! inner_accessors {
 pub mod access_log;
 pub mod dispatcher;
 pub mod prefix;
+pub mod proxy;
 pub mod shared_data;
 
 pub use access_log::AccessLog;
 pub use dispatcher::{Dispatcher, MountError};
+pub use proxy::Proxy;
 pub use shared_data::{ExportError, SharedData};

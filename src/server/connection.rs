@@ -50,7 +50,7 @@ pub(super) async fn serve_connection<A: App>(
             )
         })
     };
-    let mut conn = pin!(shared.builder.serve_connection(io, service));
+    let mut conn = pin!(shared.builder.serve_connection_with_upgrades(io, service));
     let mut watchdog = pin!(activity.expired(&shared.config));
     let mut shutting_down = false;
     loop {

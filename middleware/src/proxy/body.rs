@@ -1,0 +1,103 @@
+//! The upstream's response body on its way to the client: it fails, rather
+//! than ends, when the upstream breaks or stalls, so the client's connection
+//! is aborted instead of a truncated body looking complete; and it keeps its
+//! request counted as outstanding until it is done.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use super::upstream::Upstream;
+
+pub(crate) struct UpstreamBody {
+    incoming: Incoming,
+    outstanding: Arc<AtomicUsize>,
+    timeout: Duration,
+    /// Running while no frame has come: the idle body timeout.
+    waiting: Option<Pin<Box<Sleep>>>,
+    /// For the log: which upstream.
+    upstream: String,
+}
+
+impl UpstreamBody {
+    /// Wraps `incoming`, whose request is counted in `upstream`'s outstanding.
+    pub(crate) fn new(incoming: Incoming, upstream: &Upstream, timeout: Duration) -> Self {
+        Self {
+            incoming,
+            outstanding: upstream.outstanding.clone(),
+            timeout,
+            waiting: None,
+            upstream: upstream.spec.to_string(),
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a response body from the upstream stopped short.
+#[derive(Debug)]
+pub(crate) struct Broken(String);
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Broken {}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Broken;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Broken>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.waiting = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                let why = format!("{}: the response body broke off: {e}", this.upstream);
+                eprintln!("stackway: proxy: {why}");
+                Poll::Ready(Some(Err(Broken(why))))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(waiting.as_mut().poll(cx));
+                let why = format!(
+                    "{}: no byte of the response body for {timeout:?}",
+                    this.upstream
+                );
+                eprintln!("stackway: proxy: {why}");
+                Poll::Ready(Some(Err(Broken(why))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}

@@ -1,0 +1,301 @@
+//! What changes in the headers on the way to the upstream and back: hop-by-hop
+//! headers go (RFC 9110 §7.6.1), the client is named in `X-Forwarded-*`, and
+//! redirects into the upstream's base are turned into the mount's.
+
+use http::HeaderMap;
+use http::header::{
+    CONNECTION, CONTENT_LOCATION, EXPECT, HOST, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use stackway::Environ;
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1),
+/// besides those `Connection` lists.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::PROXY_AUTHENTICATE,
+];
+
+/// Removes the hop-by-hop headers, and every header `Connection` names
+/// (nginx keeps those: RFC 9110 says they go). `Upgrade` and
+/// `Connection: upgrade` stay when `upgrading`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(&HOP_BY_HOP) {
+        if upgrading && (name == UPGRADE || name == CONNECTION) {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if upgrading {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Names the client to the upstream, as nginx configs and Werkzeug's ProxyFix
+/// expect: `X-Forwarded-For` gains the client's address; `-Proto`, `-Host`,
+/// `-Port` and `-Prefix` (SCRIPT_NAME, when mounted) say what the client asked for.
+pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: Option<&str>) {
+    let x = |name| HeaderName::from_static(name);
+    if let Some(ip) = env.remote_addr().map(|a| a.ip().to_string()) {
+        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(before) => format!("{before}, {ip}"),
+            None => ip,
+        };
+        set(headers, x("x-forwarded-for"), &value);
+    }
+    set(headers, x("x-forwarded-proto"), env.url_scheme().as_str());
+    match client_host {
+        Some(host) => set(headers, x("x-forwarded-host"), host),
+        None => drop(headers.remove("x-forwarded-host")),
+    }
+    set(
+        headers,
+        x("x-forwarded-port"),
+        &env.server_port().to_string(),
+    );
+    match env.script_name() {
+        "" => drop(headers.remove("x-forwarded-prefix")),
+        prefix => set(headers, x("x-forwarded-prefix"), prefix),
+    }
+    headers.remove(EXPECT); // 100-continue is between the client and this server
+}
+
+/// RFC 7239 `Forwarded`, appended to what came: `for`, `proto`, `host`.
+pub(crate) fn forwarded(headers: &mut HeaderMap, env: &Environ<'_>, client_host: Option<&str>) {
+    let mut element = String::new();
+    if let Some(addr) = env.remote_addr() {
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => element.push_str(&format!("for={ip}")),
+            std::net::IpAddr::V6(ip) => element.push_str(&format!("for=\"[{ip}]\"")),
+        }
+    }
+    if let Some(host) = client_host {
+        // A quoted-string: the host was a valid header value; quotes and
+        // backslashes cannot occur in an authority.
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    element.push_str(&format!(";proto={}", env.url_scheme()));
+    let element = element.trim_start_matches(';');
+    let value = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {element}"),
+        None => element.to_owned(),
+    };
+    set(headers, HeaderName::from_static("forwarded"), &value);
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+/// Where the upstream is, as its redirects name it, and where it is mounted.
+pub(crate) struct Rewrite<'a> {
+    /// `http://127.0.0.1:9000` (or `http://localhost` on a unix socket).
+    pub(crate) origin: &'a str,
+    /// The upstream's base path: `""` or `/base`.
+    pub(crate) base: &'a str,
+    /// SCRIPT_NAME: where the proxy is mounted.
+    pub(crate) mount: &'a str,
+}
+
+impl Rewrite<'_> {
+    /// A `Location` into the upstream's base, made into the mount
+    /// (nginx's `proxy_redirect default`); anything else is left alone.
+    ///
+    /// ```text
+    /// origin http://127.0.0.1:9000, base /app, mounted at /api:
+    ///   http://127.0.0.1:9000/app/login?next=/  →  /api/login?next=/
+    ///   /app/login                             →  /api/login
+    ///   /app                                   →  /api
+    ///   /application, https://example.com/x    →  unchanged
+    /// ```
+    fn location(&self, location: &str) -> Option<String> {
+        let path = location.strip_prefix(self.origin).unwrap_or(location);
+        if !path.starts_with('/') || path.starts_with("//") {
+            return None;
+        }
+        let rest = path.strip_prefix(self.base)?;
+        if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+            return None;
+        }
+        let rewritten = format!("{}{rest}", self.mount);
+        Some(
+            if rewritten.is_empty() || rewritten.starts_with(['?', '#']) {
+                format!("/{rewritten}")
+            } else {
+                rewritten
+            },
+        )
+    }
+
+    /// Rewrites `Location` and `Content-Location`, and with `cookies` the
+    /// `Path` of each `Set-Cookie`, from the upstream's base into the mount.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap, cookies: bool) {
+        for name in [LOCATION, CONTENT_LOCATION] {
+            let rewritten = headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| self.location(v));
+            if let Some(value) = rewritten.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                headers.insert(name, value);
+            }
+        }
+        if !cookies {
+            return;
+        }
+        let cookies: Vec<HeaderValue> = headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|cookie| {
+                cookie
+                    .to_str()
+                    .ok()
+                    .and_then(|c| self.cookie_path(c))
+                    .and_then(|c| HeaderValue::from_str(&c).ok())
+                    .unwrap_or_else(|| cookie.clone())
+            })
+            .collect();
+        if !cookies.is_empty() {
+            headers.remove(SET_COOKIE);
+            for cookie in cookies {
+                headers.append(SET_COOKIE, cookie);
+            }
+        }
+    }
+
+    /// `id=1; Path=/app/x; HttpOnly` → `id=1; Path=/api/x; HttpOnly`.
+    fn cookie_path(&self, cookie: &str) -> Option<String> {
+        let mut changed = false;
+        let parts: Vec<String> = cookie
+            .split(';')
+            .map(|part| {
+                let trimmed = part.trim_start();
+                let is_path = trimmed.len() >= 5 && trimmed[..5].eq_ignore_ascii_case("path=");
+                match is_path.then(|| self.location(&trimmed[5..])).flatten() {
+                    Some(path) => {
+                        changed = true;
+                        format!(" Path={path}")
+                    }
+                    None => part.to_owned(),
+                }
+            })
+            .collect();
+        changed.then(|| parts.join(";"))
+    }
+}
+
+/// The `Host` the client sent (or the URI's authority on HTTP/2).
+pub(crate) fn client_host(req: &http::Request<stackway::Body>) -> Option<String> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_owned()),
+        None => req.headers().get(HOST)?.to_str().ok().map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_go() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Secret, close"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "websocket"),
+            ("trailer", "x-checksum"),
+            ("x-kept", "yes"),
+        ] {
+            headers.append(name, value.parse().unwrap());
+        }
+        let mut upgrading = headers.clone();
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["x-kept"], "yes");
+        strip_hop_by_hop(&mut upgrading, true);
+        assert_eq!(upgrading["upgrade"], "websocket");
+        assert_eq!(upgrading["connection"], "upgrade");
+        assert!(upgrading.get("x-secret").is_none());
+    }
+
+    #[test]
+    fn redirects_into_the_base_are_moved_into_the_mount() {
+        let rewrite = Rewrite {
+            origin: "http://127.0.0.1:9000",
+            base: "/app",
+            mount: "/api",
+        };
+        let table = [
+            (
+                "http://127.0.0.1:9000/app/login?next=/",
+                Some("/api/login?next=/"),
+            ),
+            ("/app/login", Some("/api/login")),
+            ("/app", Some("/api")),
+            ("/app?x=1", Some("/api?x=1")),
+            ("/application", None),
+            ("/other", None),
+            ("https://example.com/app/x", None),
+            ("//evil.example/app", None),
+            ("login", None),
+        ];
+        for (location, want) in table {
+            assert_eq!(rewrite.location(location).as_deref(), want, "{location}");
+        }
+        let at_root = Rewrite {
+            origin: "http://127.0.0.1:9000",
+            base: "",
+            mount: "",
+        };
+        assert_eq!(at_root.location("/x").as_deref(), Some("/x"));
+        let base_only = Rewrite {
+            origin: "http://h:1",
+            base: "/app",
+            mount: "",
+        };
+        assert_eq!(base_only.location("/app").as_deref(), Some("/"));
+        assert_eq!(base_only.location("/app?q").as_deref(), Some("/?q"));
+    }
+
+    #[test]
+    fn cookie_paths_follow_when_asked() {
+        let rewrite = Rewrite {
+            origin: "http://h:1",
+            base: "/app",
+            mount: "/api",
+        };
+        assert_eq!(
+            rewrite
+                .cookie_path("id=1; Path=/app/x; HttpOnly")
+                .as_deref(),
+            Some("id=1; Path=/api/x; HttpOnly")
+        );
+        assert_eq!(
+            rewrite.cookie_path("id=1; path=/app").as_deref(),
+            Some("id=1; Path=/api")
+        );
+        assert_eq!(rewrite.cookie_path("id=1; Path=/elsewhere"), None);
+        assert_eq!(rewrite.cookie_path("id=1"), None);
+    }
+}

@@ -1,0 +1,442 @@
+//! An app that runs elsewhere: forwards each request to an upstream server
+//! (over TCP or a unix socket, one or a balanced pool) and streams its answer
+//! back, as nginx's `proxy_pass` does; Werkzeug's `ProxyMiddleware`, made for
+//! production.
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::{Request, RequestExt, response, testing::Client};
+//! use stackway_middleware::{Dispatcher, Proxy};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! // An upstream on a free port, answering with the path it was asked for.
+//! let upstream = stackway::Server::bind("127.0.0.1:0").unwrap();
+//! let url = format!("http://{}/v1", upstream.local_addr());
+//! tokio::spawn(upstream.serve(|req: Request| async move { response::text(req.uri().to_string()) }));
+//!
+//! let app = Dispatcher::default().mount("/api", Proxy::to(&url));
+//! let client = Client::new(app);
+//! client.get("/api/users?page=2").await.assert_text("/v1/users?page=2");
+//! # });
+//! ```
+//!
+//! # How the request changes
+//!
+//! The upstream sees its base path followed by PATH_INFO, raw (the bytes the
+//! client sent, never decoded and re-encoded), and the query string:
+//!
+//! | mounted at | upstream | request | upstream sees |
+//! |---|---|---|---|
+//! | `/api` | `http://10.0.0.5:9000` | `/api/users?x=1` | `/users?x=1` |
+//! | `/api` | `http://10.0.0.5:9000/v1` | `/api/a%2Fb` | `/v1/a%2Fb` |
+//! | `/api` | `http://10.0.0.5:9000/v1` | `/api` | `/v1` |
+//! | `/` | `unix:/run/app.sock` | `/` | `/` |
+//!
+//! Hop-by-hop headers are removed both ways (RFC 9110 §7.6.1: `Connection`
+//! and every header it names, `Keep-Alive`, `TE`, `Trailer`,
+//! `Transfer-Encoding`, `Upgrade`, `Proxy-*`). The upstream learns about the
+//! client from `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `-Host`,
+//! `-Port` and `X-Forwarded-Prefix` (SCRIPT_NAME, so an app behind Werkzeug's
+//! `ProxyFix(x_prefix=1)` builds URLs under the mount), and from RFC 7239
+//! `Forwarded` when [asked](Proxy::forwarded). `Host` is the upstream's unless
+//! [preserved](Proxy::preserve_host). `Location` and `Content-Location` into
+//! the upstream's base come back pointing into the mount (nginx's
+//! `proxy_redirect default`), and cookie paths too when
+//! [asked](Proxy::rewrite_cookie_paths).
+//!
+//! # Streaming, upgrades and failures
+//!
+//! Bodies stream both ways with backpressure and in constant memory; trailers
+//! pass. A `101 Switching Protocols` (WebSocket) splices the two connections
+//! until either side closes. Failures are responses: an upstream that cannot
+//! be reached gives 502, one that sends no response head within the
+//! [read timeout](Proxy::read_timeout) 504, a malformed or oversized head 502;
+//! one that fails or stalls mid-body aborts the client's connection, so a
+//! truncated body never looks complete. Each is logged with the upstream.
+//!
+//! # Balancing
+//!
+//! [`Proxy::balance`] spreads requests over several upstreams,
+//! [round-robin or to the least busy](Balance). An upstream that fails
+//! [`max_fails`](Proxy::max_fails) times in a row is left out for
+//! [`fail_timeout`](Proxy::fail_timeout) (nginx's passive health checks). A
+//! `GET`, `HEAD` or `OPTIONS` without a body whose connection fails is tried
+//! once more on another upstream, so losing one replica fails no such request.
+
+mod body;
+mod headers;
+mod upgrade;
+mod upstream;
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::header::HOST;
+use http::{HeaderValue, Method, StatusCode, Uri, Version};
+use stackway::{App, Body, Request, RequestExt, Response, response};
+
+use self::body::UpstreamBody;
+pub use self::upstream::SpecError;
+use self::upstream::{Spec, Upstream};
+
+/// Forwards requests to one upstream or a balanced pool; see the
+/// [module docs](self).
+#[doc(alias = "proxy_pass")]
+#[doc(alias = "ProxyMiddleware")]
+#[doc(alias = "upstream")]
+pub struct Proxy {
+    specs: Vec<Spec>,
+    settings: Settings,
+    /// Built on the first request, once the settings are final.
+    upstreams: OnceLock<Vec<Upstream>>,
+    next: AtomicUsize,
+}
+
+/// How [`Proxy::balance`] chooses an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// Each in turn. The default.
+    #[default]
+    RoundRobin,
+    /// The one with the fewest requests in flight (nginx's `least_conn`).
+    LeastOutstanding,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+    pub(crate) max_idle: usize,
+    pub(crate) http2: bool,
+    pub(crate) max_fails: u32,
+    pub(crate) fail_timeout: Duration,
+    balance: Balance,
+    preserve_host: bool,
+    forwarded: bool,
+    rewrite_cookies: bool,
+}
+
+impl Proxy {
+    /// Forwards to one upstream: `http://HOST:PORT[/base]` or
+    /// `unix:/path/to.sock[:/base]`.
+    ///
+    /// # Panics
+    ///
+    /// If the spec is not one of those; [`try_to`](Self::try_to) returns the
+    /// error instead.
+    #[track_caller]
+    pub fn to(upstream: &str) -> Self {
+        Self::try_to(upstream).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Forwards to one upstream, or says why the spec is not one.
+    pub fn try_to(upstream: &str) -> Result<Self, SpecError> {
+        Self::try_balance([upstream])
+    }
+
+    /// Spreads requests over several upstreams.
+    ///
+    /// # Panics
+    ///
+    /// If a spec is invalid or there are none; [`try_balance`](Self::try_balance)
+    /// returns the error instead.
+    #[track_caller]
+    pub fn balance<'a>(upstreams: impl IntoIterator<Item = &'a str>) -> Self {
+        Self::try_balance(upstreams).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Spreads requests over several upstreams, or says why it cannot.
+    pub fn try_balance<'a>(
+        upstreams: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, SpecError> {
+        let specs = upstreams
+            .into_iter()
+            .map(Spec::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if specs.is_empty() {
+            return Err(SpecError::none());
+        }
+        Ok(Self {
+            specs,
+            settings: Settings {
+                connect_timeout: Duration::from_secs(60),
+                read_timeout: Duration::from_secs(60),
+                body_timeout: Duration::from_secs(60),
+                max_idle: 32,
+                http2: false,
+                max_fails: 1,
+                fail_timeout: Duration::from_secs(10),
+                balance: Balance::default(),
+                preserve_host: false,
+                forwarded: false,
+                rewrite_cookies: false,
+            },
+            upstreams: OnceLock::new(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// How long connecting to an upstream may take; then 502. Default 60 s,
+    /// as nginx's `proxy_connect_timeout`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// How long the upstream may take to send its response head; then 504.
+    /// Default 60 s, as nginx's `proxy_read_timeout`.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.read_timeout = timeout;
+        self
+    }
+
+    /// How long a response body may go without a byte from the upstream; then
+    /// the client's connection is aborted. Default 60 s.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.body_timeout = timeout;
+        self
+    }
+
+    /// How many idle connections to keep open to each upstream. Default 32,
+    /// as nginx's `keepalive`.
+    pub fn max_idle(mut self, connections: usize) -> Self {
+        self.settings.max_idle = connections;
+        self
+    }
+
+    /// Speaks HTTP/2 over cleartext (h2c, prior knowledge) to the upstreams.
+    /// Off by default: HTTP/1.1.
+    pub fn http2(mut self, on: bool) -> Self {
+        self.settings.http2 = on;
+        self
+    }
+
+    /// How requests are spread; see [`Balance`].
+    pub fn balance_by(mut self, balance: Balance) -> Self {
+        self.settings.balance = balance;
+        self
+    }
+
+    /// Failures in a row (no connection, no response head, a broken one)
+    /// after which an upstream is left out for [`fail_timeout`](Self::fail_timeout).
+    /// Default 1, as nginx's `max_fails`; 0 never leaves one out.
+    pub fn max_fails(mut self, failures: u32) -> Self {
+        self.settings.max_fails = if failures == 0 { u32::MAX } else { failures };
+        self
+    }
+
+    /// How long a failing upstream is left out. Default 10 s, as nginx's
+    /// `fail_timeout`.
+    pub fn fail_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.fail_timeout = timeout;
+        self
+    }
+
+    /// Sends the client's `Host` instead of the upstream's (nginx's
+    /// `proxy_set_header Host $host`). Off by default.
+    pub fn preserve_host(mut self, on: bool) -> Self {
+        self.settings.preserve_host = on;
+        self
+    }
+
+    /// Also sends RFC 7239 `Forwarded` (`for`, `host`, `proto`). Off by default.
+    pub fn forwarded(mut self, on: bool) -> Self {
+        self.settings.forwarded = on;
+        self
+    }
+
+    /// Rewrites the `Path` of `Set-Cookie` from the upstream's base into the
+    /// mount, as `Location` always is (nginx's `proxy_cookie_path`). Off by
+    /// default.
+    pub fn rewrite_cookie_paths(mut self, on: bool) -> Self {
+        self.settings.rewrite_cookies = on;
+        self
+    }
+
+    fn upstreams(&self) -> &[Upstream] {
+        self.upstreams.get_or_init(|| {
+            self.specs
+                .iter()
+                .map(|spec| Upstream::new(spec.clone(), &self.settings))
+                .collect()
+        })
+    }
+
+    /// The upstream for the next request, other than `not`: the live ones
+    /// first; if none is live, any.
+    fn pick(&self, upstreams: &[Upstream], not: Option<usize>) -> Option<usize> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = upstreams.len();
+        let order = (0..n).map(|i| (start + i) % n).filter(|&i| Some(i) != not);
+        let live: Vec<usize> = order.clone().filter(|&i| upstreams[i].is_up()).collect();
+        let candidates = if live.is_empty() {
+            order.collect()
+        } else {
+            live
+        };
+        match self.settings.balance {
+            Balance::RoundRobin => candidates.first().copied(),
+            Balance::LeastOutstanding => candidates
+                .into_iter()
+                .min_by_key(|&i| upstreams[i].outstanding.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// What the client asked for, as it goes to an upstream.
+struct Outgoing {
+    method: Method,
+    /// Base-less: PATH_INFO and the query, raw.
+    path_and_query: String,
+    headers: http::HeaderMap,
+    body: Option<Body>,
+}
+
+impl Outgoing {
+    fn request(&mut self, upstream: &Upstream) -> http::Request<Body> {
+        let path = format!("{}{}", upstream.spec.base, self.path_and_query);
+        let path = match path.as_str() {
+            "" => "/".to_owned(),
+            p if p.starts_with('?') => format!("/{p}"),
+            _ => path,
+        };
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(upstream.authority.clone())
+            .path_and_query(path)
+            .build()
+            .expect("the parts were valid on their own");
+        let mut req = http::Request::new(self.body.take().unwrap_or_else(Body::empty));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// How a try at an upstream went wrong.
+enum Failure {
+    Connect(hyper_util::client::legacy::Error),
+    Timeout,
+    Other(hyper_util::client::legacy::Error),
+}
+
+impl App for Proxy {
+    async fn call(&self, mut req: Request) -> Response {
+        let upstreams = self.upstreams();
+        let upgrading = upgrade::is_upgrade(&req);
+        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+        let env = req.environ();
+        let client_host = headers::client_host(&req);
+        let mount = env.script_name().to_owned();
+        let mut outgoing = {
+            let mut path_and_query = env.path_info().to_owned();
+            if let Some(query) = req.uri().query() {
+                path_and_query = format!("{path_and_query}?{query}");
+            }
+            let mut headers = req.headers().clone();
+            headers::strip_hop_by_hop(&mut headers, upgrading);
+            headers::forward(&mut headers, &env, client_host.as_deref());
+            if self.settings.forwarded {
+                headers::forwarded(&mut headers, &env, client_host.as_deref());
+            }
+            match (&client_host, self.settings.preserve_host) {
+                (Some(host), true) => {
+                    if let Ok(host) = HeaderValue::from_str(host) {
+                        headers.insert(HOST, host);
+                    }
+                }
+                _ => drop(headers.remove(HOST)),
+            }
+            Outgoing {
+                method: req.method().clone(),
+                path_and_query,
+                headers,
+                body: None,
+            }
+        };
+        let retryable = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+            && http_body::Body::is_end_stream(req.body());
+        outgoing.body = Some(req.into_body());
+
+        let mut tried = None;
+        let (upstream, res) = loop {
+            let Some(i) = self.pick(upstreams, tried) else {
+                return response::status(StatusCode::BAD_GATEWAY);
+            };
+            let upstream = &upstreams[i];
+            upstream.outstanding.fetch_add(1, Ordering::Relaxed);
+            let sent = upstream.client.request(outgoing.request(upstream));
+            let failure = match tokio::time::timeout(self.settings.read_timeout, sent).await {
+                Ok(Ok(res)) => break (upstream, res),
+                Ok(Err(e)) if e.is_connect() => Failure::Connect(e),
+                Ok(Err(e)) => Failure::Other(e),
+                Err(_elapsed) => Failure::Timeout,
+            };
+            upstream.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let (status, what) = match &failure {
+                Failure::Connect(e) => (StatusCode::BAD_GATEWAY, error_chain(e)),
+                Failure::Other(e) => (StatusCode::BAD_GATEWAY, error_chain(e)),
+                Failure::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("no response head within {:?}", self.settings.read_timeout),
+                ),
+            };
+            eprintln!("stackway: proxy: {}: {what}", upstream.spec);
+            upstream.record(false, &self.settings);
+            let again = retryable && tried.is_none() && upstreams.len() > 1;
+            if !(again && matches!(failure, Failure::Connect(_))) {
+                return response::status(status);
+            }
+            tried = Some(i);
+        };
+        upstream.record(true, &self.settings);
+
+        let (mut parts, incoming) = res.into_parts();
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            upstream.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let upstream_res = http::Response::from_parts(parts.clone(), incoming);
+            return match client_upgrade {
+                Some(client) => upgrade::splice(client, upstream_res, &upstream.spec),
+                None => response::status(StatusCode::BAD_GATEWAY),
+            };
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        let origin = format!("http://{}", upstream.authority);
+        let rewrite = headers::Rewrite {
+            origin: &origin,
+            base: &upstream.spec.base,
+            mount: &mount,
+        };
+        rewrite.apply(&mut parts.headers, self.settings.rewrite_cookies);
+        let body = UpstreamBody::new(incoming, upstream, self.settings.body_timeout);
+        Response::from_parts(parts, Body::new(body))
+    }
+}
+
+/// An error and its causes, for the log: `client error (Connect): tcp
+/// connect error: Connection refused (os error 111)`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let upstreams: Vec<String> = self.specs.iter().map(ToString::to_string).collect();
+        f.debug_struct("Proxy")
+            .field("upstreams", &upstreams)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}

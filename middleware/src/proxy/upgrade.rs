@@ -1,0 +1,45 @@
+//! Protocol upgrades (WebSocket): the upstream's `101 Switching Protocols`
+//! goes to the client, and the two connections are then spliced byte for
+//! byte until either side closes.
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use stackway::{Body, Request, Response};
+
+use super::upstream::Spec;
+
+/// Whether the client asks to switch protocols (`Connection: upgrade` and an
+/// `Upgrade` header, on HTTP/1.1).
+pub(crate) fn is_upgrade(req: &Request) -> bool {
+    req.version() == http::Version::HTTP_11
+        && req.headers().contains_key(http::header::UPGRADE)
+        && req
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Answers the client with the upstream's 101 and splices the connections
+/// once both have switched.
+pub(crate) fn splice(
+    client: OnUpgrade,
+    mut upstream_res: http::Response<hyper::body::Incoming>,
+    spec: &Spec,
+) -> Response {
+    let upstream = hyper::upgrade::on(&mut upstream_res);
+    let spec = spec.to_string();
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => return eprintln!("stackway: proxy: {spec}: upgrade failed: {e}"),
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        // Either side closing (or failing) ends both.
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+    let (parts, _) = upstream_res.into_parts();
+    Response::from_parts(parts, Body::empty())
+}

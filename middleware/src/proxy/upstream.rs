@@ -1,0 +1,345 @@
+//! One upstream: where it is (TCP or a unix socket, and a base path), its
+//! pooled client, and what the balancer knows of its health.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use stackway::Body;
+
+use super::Settings;
+
+/// Where an upstream listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Address {
+    /// `host:port`, as written.
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+/// Why an upstream spec does not parse; `Display` is a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    spec: String,
+    why: &'static str,
+}
+
+impl SpecError {
+    pub(crate) fn none() -> Self {
+        Self {
+            spec: String::new(),
+            why: "there is no upstream to balance over",
+        }
+    }
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot proxy to {:?}: {}", self.spec, self.why)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// An upstream spec: `http://HOST:PORT[/base]` or `unix:/path/to.sock[:/base]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Spec {
+    pub(crate) address: Address,
+    /// Raw (percent-encoded) path without a trailing `/`: `""` or `/base`.
+    pub(crate) base: String,
+}
+
+impl Spec {
+    /// Parses a spec.
+    ///
+    /// ```text
+    /// http://127.0.0.1:9000           → Tcp("127.0.0.1:9000"), base ""
+    /// http://localhost:9000/api/      → Tcp("localhost:9000"),  base "/api"
+    /// unix:/run/app.sock              → Unix("/run/app.sock"),  base ""
+    /// unix:/run/app.sock:/api         → Unix("/run/app.sock"),  base "/api"
+    /// ```
+    pub(crate) fn parse(spec: &str) -> Result<Self, SpecError> {
+        let error = |why| SpecError {
+            spec: spec.to_owned(),
+            why,
+        };
+        let (address, base) = if let Some(rest) = spec.strip_prefix("unix:") {
+            let (path, base) = match rest.split_once(":/") {
+                Some((path, base)) => (path, format!("/{base}")),
+                None => (rest, String::new()),
+            };
+            if !path.starts_with('/') {
+                return Err(error(
+                    "a unix socket path must be absolute (unix:/run/app.sock)",
+                ));
+            }
+            (Address::Unix(PathBuf::from(path)), base)
+        } else if let Some(rest) = spec.strip_prefix("http://") {
+            let (authority, base) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let parsed: http::uri::Authority = authority
+                .parse()
+                .map_err(|_| error("the host:port is not valid"))?;
+            if parsed.port_u16().is_none() || parsed.as_str().contains('@') {
+                return Err(error("say the port, and no user (http://HOST:PORT/base)"));
+            }
+            (Address::Tcp(parsed.as_str().to_owned()), base.to_owned())
+        } else if spec.starts_with("https://") {
+            return Err(error(
+                "TLS to upstreams is not supported yet; use http:// or unix:",
+            ));
+        } else {
+            return Err(error(
+                "expected http://HOST:PORT[/base] or unix:/PATH[:/base]",
+            ));
+        };
+        let base = base.trim_end_matches('/').to_owned();
+        if base.contains(['?', '#'])
+            || (!base.is_empty() && base.parse::<http::uri::PathAndQuery>().is_err())
+        {
+            return Err(error("the base path is not a plain path"));
+        }
+        Ok(Self { address, base })
+    }
+}
+
+impl fmt::Display for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.address {
+            Address::Tcp(authority) => write!(f, "http://{authority}{}", self.base),
+            Address::Unix(path) if self.base.is_empty() => write!(f, "unix:{}", path.display()),
+            Address::Unix(path) => write!(f, "unix:{}:{}", path.display(), self.base),
+        }
+    }
+}
+
+/// An upstream with its pool and its health.
+pub(crate) struct Upstream {
+    pub(crate) spec: Spec,
+    pub(crate) client: Client<Connector, Body>,
+    /// The authority requests are sent to: the TCP address, or `localhost`
+    /// for a unix socket (the `Host` a server on a socket expects).
+    pub(crate) authority: http::uri::Authority,
+    /// Requests sent and not yet answered in full.
+    pub(crate) outstanding: Arc<AtomicUsize>,
+    failures: AtomicU32,
+    /// Milliseconds after `EPOCH` until which it is out, or 0.
+    down_until: AtomicU64,
+}
+
+impl Upstream {
+    pub(crate) fn new(spec: Spec, settings: &Settings) -> Self {
+        let connector = match &spec.address {
+            Address::Tcp(_) => {
+                let mut http = HttpConnector::new();
+                http.set_connect_timeout(Some(settings.connect_timeout));
+                http.set_nodelay(true);
+                Connector::Tcp(http)
+            }
+            Address::Unix(path) => {
+                Connector::Unix(Arc::new(path.clone()), settings.connect_timeout)
+            }
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_max_idle_per_host(settings.max_idle)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .http2_only(settings.http2);
+        let authority = match &spec.address {
+            Address::Tcp(authority) => authority.parse().expect("checked by Spec::parse"),
+            Address::Unix(_) => http::uri::Authority::from_static("localhost"),
+        };
+        Self {
+            spec,
+            client: builder.build(connector),
+            authority,
+            outstanding: Arc::default(),
+            failures: AtomicU32::new(0),
+            down_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the balancer may choose it now.
+    pub(crate) fn is_up(&self) -> bool {
+        self.down_until.load(Ordering::Relaxed) <= now_ms()
+    }
+
+    /// Notes a request that reached it (or not); after `max_fails` failures in
+    /// a row it is out for `fail_timeout` (nginx's passive health checks).
+    pub(crate) fn record(&self, ok: bool, settings: &Settings) {
+        if ok {
+            self.failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= settings.max_fails {
+            let until = now_ms() + u64::try_from(settings.fail_timeout.as_millis()).unwrap_or(0);
+            self.down_until.store(until, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+            eprintln!(
+                "stackway: proxy: {} is out for {:?} after {failures} failures in a row",
+                self.spec, settings.fail_timeout
+            );
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = EPOCH.get_or_init(Instant::now);
+    // +1 so that 0 always means "not down".
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+}
+
+/// Connects to an upstream over TCP or a unix socket.
+#[derive(Clone)]
+pub(crate) enum Connector {
+    Tcp(HttpConnector),
+    Unix(Arc<PathBuf>, Duration),
+}
+
+/// A connection to an upstream.
+pub(crate) enum Stream {
+    Tcp(TokioIo<tokio::net::TcpStream>),
+    Unix(TokioIo<tokio::net::UnixStream>),
+}
+
+type Connecting = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send>>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Stream;
+    type Error = io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            Self::Tcp(http) => http.poll_ready(cx).map_err(io::Error::other),
+            Self::Unix(..) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        match self {
+            Self::Tcp(http) => {
+                let connecting = http.call(uri);
+                Box::pin(
+                    async move { Ok(Stream::Tcp(connecting.await.map_err(io::Error::other)?)) },
+                )
+            }
+            Self::Unix(path, timeout) => {
+                let (path, timeout) = (path.clone(), *timeout);
+                Box::pin(async move {
+                    let connect = tokio::net::UnixStream::connect(&*path);
+                    match tokio::time::timeout(timeout, connect).await {
+                        Ok(stream) => Ok(Stream::Unix(TokioIo::new(stream?))),
+                        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+                    }
+                })
+            }
+        }
+    }
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        match self {
+            Self::Tcp(tcp) => tcp.connected(),
+            Self::Unix(_) => Connected::new(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        let ok = |spec: &str| Spec::parse(spec).unwrap();
+        assert_eq!(
+            ok("http://127.0.0.1:9000"),
+            Spec {
+                address: Address::Tcp("127.0.0.1:9000".into()),
+                base: String::new()
+            }
+        );
+        assert_eq!(ok("http://localhost:9000/api/").base, "/api");
+        assert_eq!(ok("http://[::1]:9000/a%20b").base, "/a%20b");
+        assert_eq!(
+            ok("unix:/run/app.sock"),
+            Spec {
+                address: Address::Unix("/run/app.sock".into()),
+                base: String::new()
+            }
+        );
+        assert_eq!(ok("unix:/run/app.sock:/api").base, "/api");
+        assert_eq!(
+            ok("unix:/run/app.sock:/api").to_string(),
+            "unix:/run/app.sock:/api"
+        );
+        assert_eq!(ok("http://h:1/b/").to_string(), "http://h:1/b");
+        for bad in [
+            "127.0.0.1:9000",
+            "http://127.0.0.1",
+            "http://user@h:1",
+            "http://bad host:1",
+            "https://h:443",
+            "unix:run/app.sock",
+            "http://h:1/a?b",
+            "ftp://h:1",
+            "",
+        ] {
+            assert!(Spec::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
