@@ -361,7 +361,7 @@ impl App for Proxy {
             }
         };
         let retryable = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-            && http_body::Body::is_end_stream(req.body());
+            && http_body::Body::size_hint(req.body()).exact() == Some(0);
         outgoing.body = Some(req.into_body());
 
         let mut tried = None;

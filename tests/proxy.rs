@@ -1,0 +1,440 @@
+//! The proxy over real sockets: real upstream servers on loopback (stackway's
+//! own, and raw sockets for misbehaving ones), a real client in front.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use stackway::{Body, Request, RequestExt, response};
+use stackway_middleware::proxy::Balance;
+use stackway_middleware::{Dispatcher, Proxy};
+use support::http::Conn;
+use support::{Running, server};
+
+/// An upstream that describes the request it got: its target, then its
+/// headers, one `name: value` a line, sorted.
+async fn describe(req: Request) -> stackway::Response {
+    let mut lines: Vec<String> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?")))
+        .collect();
+    lines.sort();
+    response::text(format!("{}\n{}\n", req.uri(), lines.join("\n")))
+}
+
+fn header<'a>(described: &'a str, name: &str) -> Option<&'a str> {
+    described
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+}
+
+/// A stackway upstream running `app`.
+fn upstream(app: impl stackway::App) -> Running {
+    Running::start(server(), app)
+}
+
+/// The proxy stack, served on a free port.
+fn front(app: impl stackway::App) -> Running {
+    Running::start(server().workers(2), app)
+}
+
+#[test]
+fn the_upstream_sees_its_base_then_path_info_raw_with_the_query() {
+    let up = upstream(describe);
+    let url = format!("http://{}/v1", up.addr);
+    let inner = Dispatcher::default().mount("/api", Proxy::to(&url));
+    let proxy = front(Dispatcher::default().mount("/outer", inner));
+    let mut conn = Conn::open(proxy.addr);
+    let cases = [
+        ("/outer/api/users?page=2", "/v1/users?page=2"),
+        (
+            "/outer/api/a%2Fb/%E2%82%AC?q=%20",
+            "/v1/a%2Fb/%E2%82%AC?q=%20",
+        ),
+        ("/outer/api", "/v1"),
+        ("/outer/api/", "/v1/"),
+        ("/outer/api?x", "/v1?x"),
+        ("/outer/api//x", "/v1//x"),
+    ];
+    for (path, seen) in cases {
+        let res = conn.get(path);
+        assert_eq!(res.status, 200, "{path}");
+        assert_eq!(res.text().lines().next(), Some(seen), "{path}");
+        assert_eq!(
+            header(&res.text(), "x-forwarded-prefix"),
+            Some("/outer/api")
+        );
+    }
+    // At the root, with no base: the path as it came, and no prefix header.
+    let at_root = front(Proxy::to(&format!("http://{}", up.addr)));
+    let res = Conn::open(at_root.addr).get("/");
+    assert_eq!(res.text().lines().next(), Some("/"));
+    assert_eq!(header(&res.text(), "x-forwarded-prefix"), None);
+}
+
+#[test]
+fn the_client_is_named_in_forwarded_headers() {
+    let up = upstream(describe);
+    let url = format!("http://{}", up.addr);
+    let proxy = front(Dispatcher::default().mount("/api", Proxy::to(&url)));
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"GET /api/x HTTP/1.1\r\nHost: shop.example:8443\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Host: evil.example\r\n\r\n");
+    let text = conn.read_response().text();
+    assert_eq!(
+        header(&text, "x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+    assert_eq!(header(&text, "x-forwarded-proto"), Some("http"));
+    assert_eq!(header(&text, "x-forwarded-host"), Some("shop.example:8443"));
+    assert_eq!(
+        header(&text, "x-forwarded-port"),
+        Some(proxy.addr.port().to_string().as_str())
+    );
+    assert_eq!(header(&text, "x-forwarded-prefix"), Some("/api"));
+    assert_eq!(header(&text, "host"), Some(up.addr.to_string().as_str()));
+    assert_eq!(header(&text, "forwarded"), None);
+
+    let proxy = front(Proxy::to(&url).preserve_host(true).forwarded(true));
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: shop.example\r\nForwarded: for=192.0.2.1\r\n\r\n");
+    let text = conn.read_response().text();
+    assert_eq!(header(&text, "host"), Some("shop.example"));
+    assert_eq!(
+        header(&text, "forwarded"),
+        Some("for=192.0.2.1, for=127.0.0.1;host=\"shop.example\";proto=http")
+    );
+}
+
+#[test]
+fn hop_by_hop_headers_stay_on_their_hop() {
+    let up = upstream(describe);
+    let proxy = front(Proxy::to(&format!("http://{}", up.addr)));
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\nUpgrade: h2c\r\nX-Kept: yes\r\n\r\n");
+    let text = conn.read_response().text();
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+    ] {
+        assert_eq!(header(&text, gone), None, "{gone} was forwarded:\n{text}");
+    }
+    assert_eq!(header(&text, "x-kept"), Some("yes"));
+
+    // And on the way back, from an upstream that sends some.
+    let raw = raw_upstream(|_| {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nX-Kept: yes\r\n\r\nok".to_vec()
+    });
+    let proxy = front(Proxy::to(&format!("http://{raw}")));
+    let res = Conn::open(proxy.addr).get("/");
+    assert_eq!(res.text(), "ok");
+    for gone in ["x-hop", "keep-alive", "proxy-authenticate"] {
+        assert_eq!(res.header(gone), None, "{gone} came back");
+    }
+    assert_eq!(res.header("x-kept"), Some("yes"));
+}
+
+#[test]
+fn redirects_and_cookie_paths_into_the_base_come_back_into_the_mount() {
+    let redirecting = |req: Request| async move {
+        let mut res = response::status(http::StatusCode::FOUND);
+        let upstream_origin = format!("http://{}", req.headers()["host"].to_str().unwrap());
+        let location = match req.environ().path_info() {
+            "/v1/absolute" => format!("{upstream_origin}/v1/login?next=%2F"),
+            "/v1/relative" => "/v1/login".to_owned(),
+            _ => "https://elsewhere.example/v1/x".to_owned(),
+        };
+        res.headers_mut()
+            .insert("location", location.parse().unwrap());
+        res.headers_mut()
+            .append("set-cookie", "a=1; Path=/v1/x; HttpOnly".parse().unwrap());
+        res.headers_mut()
+            .append("set-cookie", "b=2; Path=/".parse().unwrap());
+        res
+    };
+    let up = upstream(redirecting);
+    let url = format!("http://{}/v1", up.addr);
+    let proxy =
+        front(Dispatcher::default().mount("/api", Proxy::to(&url).rewrite_cookie_paths(true)));
+    let mut conn = Conn::open(proxy.addr);
+    let res = conn.get("/api/absolute");
+    assert_eq!(res.header("location"), Some("/api/login?next=%2F"));
+    let cookies: Vec<&str> = res
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, ["a=1; Path=/api/x; HttpOnly", "b=2; Path=/"]);
+    assert_eq!(
+        conn.get("/api/relative").header("location"),
+        Some("/api/login")
+    );
+    assert_eq!(
+        conn.get("/api/other").header("location"),
+        Some("https://elsewhere.example/v1/x")
+    );
+}
+
+/// Echoes the request body, and says how long it was in a header.
+async fn echo_body(req: Request) -> stackway::Response {
+    response::text(Body::new(req.into_body()))
+}
+
+#[test]
+fn bodies_stream_both_ways_with_expect_100_continue() {
+    let up = upstream(echo_body);
+    let proxy = front(Proxy::to(&format!("http://{}", up.addr)));
+    let mut conn = Conn::open(proxy.addr);
+    let body: Vec<u8> = (0..3 << 20).map(|i| (i % 253) as u8).collect();
+    conn.send(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let interim = conn.read_head();
+    assert_eq!(interim.status, 100);
+    conn.send(&body);
+    let res = conn.read_response();
+    assert_eq!(res.status, 200);
+    assert!(res.body == body, "the echoed body differs");
+    // Chunked uploads stream as well.
+    conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+    assert_eq!(conn.read_response().text(), "hello world");
+}
+
+/// A raw upstream on a free port: for each connection, reads a request head
+/// and writes what `respond` returns for it, then closes.
+fn raw_upstream(respond: impl Fn(&str) -> Vec<u8> + Send + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+            let _ = reader.get_mut().write_all(&respond(&head));
+        }
+    });
+    addr
+}
+
+#[test]
+fn failures_are_responses() {
+    // Nothing listens: 502.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cases: Vec<(SocketAddr, u16)> = vec![
+        (closed, 502),
+        // Garbage instead of a status line: 502.
+        (raw_upstream(|_| b"NOT HTTP AT ALL\r\n\r\n".to_vec()), 502),
+        // A response head of 1 MiB: 502.
+        (
+            raw_upstream(|_| {
+                let mut res = b"HTTP/1.1 200 OK\r\n".to_vec();
+                for i in 0..16_384 {
+                    res.extend_from_slice(format!("X-Big-{i}: {}\r\n", "a".repeat(50)).as_bytes());
+                }
+                res.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+                res
+            }),
+            502,
+        ),
+        // No response head within the read timeout: 504.
+        (
+            raw_upstream(|_| {
+                std::thread::sleep(Duration::from_secs(3));
+                Vec::new()
+            }),
+            504,
+        ),
+    ];
+    for (addr, status) in cases {
+        let proxy = front(
+            Proxy::to(&format!("http://{addr}"))
+                .read_timeout(Duration::from_millis(500))
+                .connect_timeout(Duration::from_secs(2)),
+        );
+        let started = Instant::now();
+        let res = Conn::open(proxy.addr).get("/x");
+        assert_eq!(res.status, status, "upstream {addr}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}
+
+#[test]
+fn an_upstream_that_breaks_off_mid_body_aborts_the_client_connection() {
+    for stalls in [false, true] {
+        let raw = raw_upstream(move |_| {
+            let mut res = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+            res.extend_from_slice(&[b'x'; 1000]);
+            if stalls {
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            res // then the connection closes, 99,000 bytes short
+        });
+        let proxy =
+            front(Proxy::to(&format!("http://{raw}")).body_timeout(Duration::from_millis(500)));
+        let mut stream = TcpStream::connect(proxy.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got); // EOF or reset: either way, not complete
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text:.100}");
+        let body = got.len() - (text.find("\r\n\r\n").unwrap() + 4);
+        assert!(body < 100_000, "stalls={stalls}: a body of {body} bytes");
+    }
+}
+
+#[test]
+fn a_websocket_is_spliced_through() {
+    // A raw upstream that accepts the upgrade and then echoes every byte.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+        assert!(
+            head.to_ascii_lowercase().contains("upgrade: websocket"),
+            "{head}"
+        );
+        let mut stream = reader.into_inner();
+        stream
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+            .unwrap();
+        let mut buf = [0; 1024];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let proxy = front(Dispatcher::default().mount("/ws", Proxy::to(&format!("http://{addr}"))));
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"GET /ws/chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    let res = conn.read_head();
+    assert_eq!(res.status, 101);
+    assert_eq!(res.header("upgrade"), Some("websocket"));
+    assert_eq!(
+        res.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    for message in [&b"hello"[..], b"\x81\x05frame", &[0u8; 5000]] {
+        conn.send(message);
+        let mut echoed = vec![0; message.len()];
+        conn.reader.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, message);
+    }
+}
+
+#[test]
+fn a_unix_socket_upstream_with_a_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+            let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+            let host = head
+                .lines()
+                .find_map(|l| l.strip_prefix("host: "))
+                .unwrap_or("")
+                .to_owned();
+            let body = format!("{target} {host}");
+            let res = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = reader.get_mut().write_all(res.as_bytes());
+        }
+    });
+    let spec = format!("unix:{}:/base", path.display());
+    let proxy = front(Dispatcher::default().mount("/app", Proxy::to(&spec)));
+    let mut conn = Conn::open(proxy.addr);
+    assert_eq!(conn.get("/app/x?y=1").text(), "/base/x?y=1 localhost");
+    assert_eq!(conn.get("/app/again").text(), "/base/again localhost");
+}
+
+/// Answers with the port it listens on.
+fn whoami(port: u16) -> impl stackway::App {
+    move |_req: Request| async move { response::text(port.to_string()) }
+}
+
+#[test]
+fn a_pool_loses_one_upstream_mid_run_and_no_get_fails() {
+    let ups: Vec<Running> = (0..3)
+        .map(|_| {
+            let server = server();
+            let port = server.local_addr().port();
+            Running::start(server, whoami(port))
+        })
+        .collect();
+    let specs: Vec<String> = ups.iter().map(|u| format!("http://{}", u.addr)).collect();
+    let proxy = front(Proxy::balance(specs.iter().map(String::as_str)));
+    let mut ups = ups.into_iter();
+    let doomed = ups.next().unwrap();
+    let doomed_port = doomed.addr.port().to_string();
+    let mut doomed = Some(doomed);
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..300 {
+        if i == 60 {
+            doomed.take().unwrap().stop().unwrap();
+        }
+        // A new connection each time, as many clients would.
+        let res = Conn::open(proxy.addr).get("/");
+        assert_eq!(res.status, 200, "request {i} failed");
+        *seen.entry(res.text()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[&doomed_port] <= 30, "{seen:?}");
+}
+
+#[test]
+fn least_outstanding_sends_to_the_idle_upstream() {
+    let slow = |_req: Request| async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        response::text("slow")
+    };
+    let slow = upstream(slow);
+    let fast = upstream(|_req: Request| async { response::text("fast") });
+    let specs = [
+        format!("http://{}", slow.addr),
+        format!("http://{}", fast.addr),
+    ];
+    let proxy = front(
+        Proxy::balance(specs.iter().map(String::as_str)).balance_by(Balance::LeastOutstanding),
+    );
+    let addr = proxy.addr;
+    // Two requests go out together; whichever is on the slow upstream holds it.
+    let held: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || Conn::open(addr).get("/").text()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        assert_eq!(Conn::open(addr).get("/").text(), "fast");
+    }
+    let mut answers: Vec<String> = held.into_iter().map(|t| t.join().unwrap()).collect();
+    answers.sort();
+    assert_eq!(answers, ["fast", "slow"]);
+}
