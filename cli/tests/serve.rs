@@ -119,6 +119,43 @@ fn mounts_keep_alive_pipelining_and_404() {
 }
 
 #[test]
+fn mounts_proxy_to_upstreams_one_or_a_pool() {
+    // Two stackway processes as upstreams, a third in front of them.
+    let a = Stackway::serve(&["--mount", "/=demo"]);
+    let b = Stackway::serve(&["--mount", "/=demo"]);
+    let front = Stackway::serve(&[
+        "--mount",
+        &format!("/api=http://{}/base", a.addr),
+        "--mount",
+        &format!("/pool=http://{},http://{}", a.addr, b.addr),
+        "--mount",
+        "/down=http://127.0.0.1:1",
+        "--proxy-connect-timeout",
+        "2",
+    ]);
+    let mut conn = Conn::open(front.addr);
+    let env = conn.get("/api/a%2Fb?x=1").text();
+    for line in [
+        "REQUEST_URI=/base/a%2Fb?x=1\n",
+        "HTTP_X_FORWARDED_PREFIX=/api\n",
+        "HTTP_X_FORWARDED_FOR=127.0.0.1\n",
+    ] {
+        assert!(env.contains(line), "{line} missing from:\n{env}");
+    }
+    let ports: std::collections::BTreeSet<String> = (0..4)
+        .map(|_| {
+            let env = conn.get("/pool/").text();
+            env.lines()
+                .find_map(|l| l.strip_prefix("SERVER_PORT="))
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ports.len(), 2, "both upstreams answer: {ports:?}");
+    assert_eq!(conn.get("/down/x").status, 502);
+}
+
+#[test]
 fn static_folders_are_served_in_front_of_the_mounts() {
     let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/static");
     let server = Stackway::serve(&[
@@ -343,6 +380,18 @@ fn bad_flags_exit_2_with_a_clear_message() {
         ),
         (vec!["serve", "--mount", "/files/*=hello"], "literal"),
         (vec!["serve", "--mount", "/x=nope"], "unknown app \"nope\""),
+        (
+            vec!["serve", "--mount", "/x=http://127.0.0.1"],
+            r#"cannot proxy to "http://127.0.0.1": say the port"#,
+        ),
+        (
+            vec!["serve", "--mount", "/x=http://127.0.0.1:1,unix:run.sock"],
+            "a unix socket path must be absolute",
+        ),
+        (
+            vec!["serve", "--proxy-read-timeout", "0"],
+            "positive number of seconds",
+        ),
         (vec!["serve", "--static", "public"], "expected PREFIX=PATH"),
         (
             vec!["serve", "--static", "/s=/no/such/dir"],
