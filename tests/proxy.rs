@@ -438,3 +438,14 @@ fn least_outstanding_sends_to_the_idle_upstream() {
     answers.sort();
     assert_eq!(answers, ["fast", "slow"]);
 }
+
+#[test]
+fn h2c_to_the_upstream_when_asked() {
+    let up = upstream(|req: Request| async move {
+        response::text(format!("{:?} {}", req.version(), req.environ().path_info()))
+    });
+    let proxy = front(Proxy::to(&format!("http://{}/b", up.addr)).http2(true));
+    let mut conn = Conn::open(proxy.addr);
+    assert_eq!(conn.get("/x").text(), "HTTP/2.0 /b/x");
+    assert_eq!(conn.get("/y").text(), "HTTP/2.0 /b/y");
+}

@@ -32,12 +32,14 @@ DEEP_MOUNTS = [f"/api{i}/v{i % 10}/svc{i}" for i in range(100)]  # 100 apps, 3 s
 DEEP_PATH = DEEP_MOUNTS[-1] + "/users/42"
 HELLO = ["hello-root", "hello-deep", "idle-5k"]
 STATIC = ["static-1k", "static-64k", "static-1m", "static-304", "static-range"]
-SCENARIOS = HELLO[:2] + STATIC + ["idle-5k", "slow-1g"]
+SCENARIOS = HELLO[:2] + STATIC + ["idle-5k", "slow-1g", "proxy"]
 SERVERS = ["stackway", "axum", "actix", "hyper", "nginx"]
 
 
 def applies(server, scenario):
-    """hyper has no static files and nginx no hello app."""
+    """hyper has no static files and nginx no hello app; proxy compares stackway with nginx."""
+    if scenario == "proxy":
+        return server in ("stackway", "nginx")
     if server == "hyper":
         return scenario in HELLO
     if server == "nginx":
@@ -92,8 +94,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def nginx_conf(tmp, port, static):
+def nginx_conf(tmp, port, static, upstream=None):
     conf = tmp / f"nginx-{port}.conf"
+    # The proxy scenario: a keep-alive pool to the upstream, as a production config has.
+    upstream_block = f"upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}" if upstream else ""
+    proxy_location = ('location /proxy/ { proxy_pass http://up/; proxy_http_version 1.1; '
+                      'proxy_set_header Connection ""; }') if upstream else ""
     conf.write_text(f"""
 worker_processes {os.cpu_count()};
 daemon off;
@@ -112,19 +118,23 @@ http {{
     fastcgi_temp_path {tmp}/nginx-fastcgi;
     uwsgi_temp_path {tmp}/nginx-uwsgi;
     scgi_temp_path {tmp}/nginx-scgi;
+    {upstream_block}
     server {{
         listen 127.0.0.1:{port};
         location /static/ {{ alias {static}/; }}
+        {proxy_location}
     }}
 }}
 """)
     return ["nginx", "-p", str(tmp), "-c", str(conf)]
 
 
-def command(server, port, static, tmp):
+def command(server, port, static, tmp, upstream=None):
     if server == "nginx":
-        return nginx_conf(tmp, port, static)
+        return nginx_conf(tmp, port, static, upstream)
     flags = ["--bind", f"127.0.0.1:{port}", "--mount", "/=hello", "--static", f"/static={static}"]
+    if upstream and server == "stackway":
+        flags += ["--mount", f"/proxy=http://127.0.0.1:{upstream}"]
     for prefix in DEEP_MOUNTS:
         flags += ["--mount", f"{prefix}=hello"]
     if server == "stackway":
@@ -133,10 +143,10 @@ def command(server, port, static, tmp):
 
 
 class Server:
-    def __init__(self, name, static, tmp):
+    def __init__(self, name, static, tmp, upstream=None):
         self.name = name
         self.port = free_port()
-        self.proc = subprocess.Popen(command(name, self.port, static, tmp), stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(command(name, self.port, static, tmp, upstream), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 20
         while True:
@@ -163,6 +173,17 @@ class Server:
             except OSError:
                 pass
         return total
+
+    def cpu_seconds(self):
+        """User + system CPU time so far, summed over the process and its children."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            except OSError:
+                pass
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -193,6 +214,8 @@ def scenario_request(scenario, port):
         return "/", [], 200
     if scenario == "hello-deep":
         return DEEP_PATH, [], 200
+    if scenario == "proxy":
+        return "/proxy/users/42", [], 200
     if scenario == "static-304":
         _, fields, _ = request(port, "/static/1k.bin")
         return "/static/1k.bin", [f"If-None-Match: {fields.get('etag', 'none')}"], 304
@@ -244,7 +267,9 @@ def slow_reader(server, seconds):
 
 
 def run_once(server_name, scenario, static, tmp, args):
-    server = Server(server_name, static, tmp)
+    # The proxy scenario's upstream: raw hyper, the same for both proxies.
+    upstream = Server("hyper", static, tmp) if scenario == "proxy" else None
+    server = Server(server_name, static, tmp, upstream.port if upstream else None)
     try:
         if scenario == "slow-1g":
             return {"rss_growth_kib": slow_reader(server, args.slow_seconds)}
@@ -259,7 +284,10 @@ def run_once(server_name, scenario, static, tmp, args):
             time.sleep(0.5)
             per_conn = (server.memory_kib("VmRSS") - before) / args.idle
         wrk(server.port, path, headers, args, 1)  # warm up
+        cpu = server.cpu_seconds()
         result = wrk(server.port, path, headers, args, args.duration)
+        cpu = server.cpu_seconds() - cpu
+        result["cpu_us_per_req"] = cpu * 1e6 / (result["rps"] * args.duration)
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
         if per_conn is not None:
             result["kib_per_idle_conn"] = per_conn
@@ -268,6 +296,8 @@ def run_once(server_name, scenario, static, tmp, args):
         return result
     finally:
         server.stop()
+        if upstream:
+            upstream.stop()
 
 
 def median(runs, key):
@@ -306,6 +336,7 @@ def tables(results, args, servers):
 
     measured = [s for s in SCENARIOS if s in results and s != "slow-1g"]
     lines += table("Requests per second", "rps", lambda v: f"{v:,.0f}", True, measured)
+    lines += table("Server CPU time per request (µs)", "cpu_us_per_req", lambda v: f"{v:.1f}", True, measured)
     lines += table("p99 latency (ms)", "p99_ms", lambda v: f"{v:.2f}", False, measured)
     lines += table("Peak RSS (MiB)", "peak_rss_kib", lambda v: f"{v / 1024:.1f}", False, measured)
     memory = []
