@@ -23,7 +23,7 @@ pub(crate) struct UpstreamBody {
     /// Running while no frame has come: the idle body timeout.
     waiting: Option<Pin<Box<Sleep>>>,
     /// For the log: which upstream.
-    upstream: String,
+    upstream: Arc<str>,
 }
 
 impl UpstreamBody {
@@ -34,7 +34,7 @@ impl UpstreamBody {
             outstanding: upstream.outstanding.clone(),
             timeout,
             waiting: None,
-            upstream: upstream.spec.to_string(),
+            upstream: upstream.name.clone(),
         }
     }
 }

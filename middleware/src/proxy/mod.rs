@@ -201,8 +201,8 @@ impl Proxy {
         self
     }
 
-    /// How many idle connections to keep open to each upstream. Default 32,
-    /// as nginx's `keepalive`.
+    /// How many idle connections each worker keeps open to each upstream.
+    /// Default 32, as nginx's `keepalive` (also per worker).
     pub fn max_idle(mut self, connections: usize) -> Self {
         self.settings.max_idle = connections;
         self
@@ -297,7 +297,9 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn request(&mut self, upstream: &Upstream) -> http::Request<Body> {
+    /// The request for `upstream`; unless `may_retry`, the last one made, so
+    /// it takes the headers instead of copying them.
+    fn request(&mut self, upstream: &Upstream, may_retry: bool) -> http::Request<Body> {
         let path = format!("{}{}", upstream.spec.base, self.path_and_query);
         let path = match path.as_str() {
             "" => "/".to_owned(),
@@ -314,7 +316,10 @@ impl Outgoing {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = self.headers.clone();
+        *req.headers_mut() = match may_retry {
+            true => self.headers.clone(),
+            false => std::mem::take(&mut self.headers),
+        };
         req
     }
 }
@@ -370,8 +375,11 @@ impl App for Proxy {
                 return response::status(StatusCode::BAD_GATEWAY);
             };
             let upstream = &upstreams[i];
+            let may_retry = retryable && tried.is_none() && upstreams.len() > 1;
             upstream.outstanding.fetch_add(1, Ordering::Relaxed);
-            let sent = upstream.client.request(outgoing.request(upstream));
+            let sent = upstream
+                .client()
+                .request(outgoing.request(upstream, may_retry));
             let failure = match tokio::time::timeout(self.settings.read_timeout, sent).await {
                 Ok(Ok(res)) => break (upstream, res),
                 Ok(Err(e)) if e.is_connect() => Failure::Connect(e),
@@ -387,10 +395,9 @@ impl App for Proxy {
                     format!("no response head within {:?}", self.settings.read_timeout),
                 ),
             };
-            eprintln!("stackway: proxy: {}: {what}", upstream.spec);
+            eprintln!("stackway: proxy: {}: {what}", upstream.name);
             upstream.record(false, &self.settings);
-            let again = retryable && tried.is_none() && upstreams.len() > 1;
-            if !(again && matches!(failure, Failure::Connect(_))) {
+            if !(may_retry && matches!(failure, Failure::Connect(_))) {
                 return response::status(status);
             }
             tried = Some(i);
@@ -402,14 +409,13 @@ impl App for Proxy {
             upstream.outstanding.fetch_sub(1, Ordering::Relaxed);
             let upstream_res = http::Response::from_parts(parts.clone(), incoming);
             return match client_upgrade {
-                Some(client) => upgrade::splice(client, upstream_res, &upstream.spec),
+                Some(client) => upgrade::splice(client, upstream_res, upstream.name.clone()),
                 None => response::status(StatusCode::BAD_GATEWAY),
             };
         }
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        let origin = format!("http://{}", upstream.authority);
         let rewrite = headers::Rewrite {
-            origin: &origin,
+            origin: &upstream.origin,
             base: &upstream.spec.base,
             mount: &mount,
         };

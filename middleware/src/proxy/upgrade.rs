@@ -2,11 +2,11 @@
 //! goes to the client, and the two connections are then spliced byte for
 //! byte until either side closes.
 
+use std::sync::Arc;
+
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use stackway::{Body, Request, Response};
-
-use super::upstream::Spec;
 
 /// Whether the client asks to switch protocols (`Connection: upgrade` and an
 /// `Upgrade` header, on HTTP/1.1).
@@ -27,14 +27,13 @@ pub(crate) fn is_upgrade(req: &Request) -> bool {
 pub(crate) fn splice(
     client: OnUpgrade,
     mut upstream_res: http::Response<hyper::body::Incoming>,
-    spec: &Spec,
+    name: Arc<str>,
 ) -> Response {
     let upstream = hyper::upgrade::on(&mut upstream_res);
-    let spec = spec.to_string();
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
-            Err(e) => return eprintln!("stackway: proxy: {spec}: upgrade failed: {e}"),
+            Err(e) => return eprintln!("stackway: proxy: {name}: upgrade failed: {e}"),
         };
         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
         // Either side closing (or failing) ends both.

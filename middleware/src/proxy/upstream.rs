@@ -123,10 +123,17 @@ impl fmt::Display for Spec {
     }
 }
 
-/// An upstream with its pool and its health.
+/// An upstream with its pools and its health.
 pub(crate) struct Upstream {
     pub(crate) spec: Spec,
-    pub(crate) client: Client<Connector, Body>,
+    /// `spec` as text, for log lines that outlive a borrow of the upstream.
+    pub(crate) name: Arc<str>,
+    /// `http://AUTHORITY`: how the upstream's absolute redirects begin.
+    pub(crate) origin: String,
+    /// Tells this upstream's pools apart in each thread's [`POOLS`].
+    id: u64,
+    connector: Connector,
+    pool: hyper_util::client::legacy::Builder,
     /// The authority requests are sent to: the TCP address, or `localhost`
     /// for a unix socket (the `Host` a server on a socket expects).
     pub(crate) authority: http::uri::Authority,
@@ -137,8 +144,23 @@ pub(crate) struct Upstream {
     down_until: AtomicU64,
 }
 
+type Pool = Client<Connector, Body>;
+
+thread_local! {
+    /// Each thread's pools, by upstream id.
+    ///
+    /// A pooled connection is driven by a task on the runtime that opened it;
+    /// handed to a request on another worker's runtime, every request and
+    /// response would cross threads (a wakeup, a context switch, and
+    /// allocations freed on the other thread). So each worker thread keeps
+    /// its own pool per upstream, as each nginx worker does.
+    static POOLS: std::cell::RefCell<std::collections::HashMap<u64, Pool>> =
+        std::cell::RefCell::default();
+}
+
 impl Upstream {
     pub(crate) fn new(spec: Spec, settings: &Settings) -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         let connector = match &spec.address {
             Address::Tcp(_) => {
                 let mut http = HttpConnector::new();
@@ -150,9 +172,8 @@ impl Upstream {
                 Connector::Unix(Arc::new(path.clone()), settings.connect_timeout)
             }
         };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_max_idle_per_host(settings.max_idle)
+        let mut pool = Client::builder(TokioExecutor::new());
+        pool.pool_max_idle_per_host(settings.max_idle)
             .pool_idle_timeout(Duration::from_secs(60))
             .http2_only(settings.http2);
         let authority = match &spec.address {
@@ -160,13 +181,27 @@ impl Upstream {
             Address::Unix(_) => http::uri::Authority::from_static("localhost"),
         };
         Self {
+            name: spec.to_string().into(),
+            origin: format!("http://{authority}"),
             spec,
-            client: builder.build(connector),
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            connector,
+            pool,
             authority,
             outstanding: Arc::default(),
             failures: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
         }
+    }
+
+    /// This thread's pooled client for the upstream.
+    pub(crate) fn client(&self) -> Pool {
+        POOLS.with_borrow_mut(|pools| {
+            pools
+                .entry(self.id)
+                .or_insert_with(|| self.pool.build(self.connector.clone()))
+                .clone()
+        })
     }
 
     /// Whether the balancer may choose it now.
