@@ -449,3 +449,51 @@ fn h2c_to_the_upstream_when_asked() {
     assert_eq!(conn.get("/x").text(), "HTTP/2.0 /b/x");
     assert_eq!(conn.get("/y").text(), "HTTP/2.0 /b/y");
 }
+
+#[test]
+fn an_upload_that_keeps_moving_outlasts_the_read_timeout() {
+    let up = upstream(echo_body);
+    let proxy =
+        front(Proxy::to(&format!("http://{}", up.addr)).read_timeout(Duration::from_millis(500)));
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+    // Two seconds in all, never half a second without a byte.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(200));
+        conn.send(&[b'u'; 100]);
+    }
+    let res = conn.read_response();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, vec![b'u'; 1000]);
+    // An upload the upstream stops taking is a gateway timeout once nothing
+    // has moved for that long; one the client stops sending is the client's 408.
+    let slow_reader = raw_upstream(|_| {
+        std::thread::sleep(Duration::from_secs(3));
+        Vec::new()
+    });
+    let proxy =
+        front(Proxy::to(&format!("http://{slow_reader}")).read_timeout(Duration::from_millis(500)));
+    let mut conn = Conn::open(proxy.addr);
+    let big = vec![b'u'; 16 << 20];
+    conn.send(
+        format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    );
+    let mut sender = conn.reader.get_ref().try_clone().unwrap();
+    std::thread::spawn(move || sender.write_all(&big));
+    assert_eq!(conn.read_response().status, 504);
+
+    let reads_all = |req: Request| async move {
+        let body = req.into_body().collect(usize::MAX).await;
+        response::text(format!("{:?}", body.map(|b| b.len())))
+    };
+    let up = upstream(reads_all);
+    let proxy =
+        front(Proxy::to(&format!("http://{}", up.addr)).read_timeout(Duration::from_millis(500)));
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial");
+    assert_eq!(conn.read_response().status, 408);
+}

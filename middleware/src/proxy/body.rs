@@ -5,9 +5,9 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -99,5 +99,81 @@ impl http_body::Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.incoming.size_hint()
+    }
+}
+
+/// When the request to an upstream last made progress: sent, or a frame of
+/// its body taken by the upstream connection. The response head is due
+/// within the read timeout of that, so a long upload that keeps moving is not
+/// cut off (nginx's `proxy_send_timeout` and `proxy_read_timeout` at once).
+#[derive(Debug)]
+pub(crate) struct Progress {
+    started: Instant,
+    /// Milliseconds after `started`.
+    last: AtomicU64,
+    /// The body waits for the client, not the upstream for the body.
+    waiting_on_client: AtomicBool,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing has moved for `timeout`, saying whether the
+    /// client was the one not sending.
+    pub(crate) async fn stalled(&self, timeout: Duration) -> bool {
+        loop {
+            let last = self.last.load(Ordering::Relaxed);
+            let deadline = self.started + Duration::from_millis(last) + timeout;
+            tokio::time::sleep_until(deadline.into()).await;
+            if self.last.load(Ordering::Relaxed) == last {
+                return self.waiting_on_client.load(Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A request body on its way to an upstream, noting each frame taken.
+pub(crate) struct SentBody {
+    pub(crate) body: stackway::Body,
+    pub(crate) progress: Arc<Progress>,
+}
+
+impl http_body::Body for SentBody {
+    type Data = Bytes;
+    type Error = stackway::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, stackway::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let progress = &this.progress;
+        progress
+            .waiting_on_client
+            .store(polled.is_pending(), Ordering::Relaxed);
+        if polled.is_ready() {
+            progress.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

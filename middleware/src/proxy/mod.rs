@@ -50,8 +50,8 @@
 //! Bodies stream both ways with backpressure and in constant memory; trailers
 //! pass. A `101 Switching Protocols` (WebSocket) splices the two connections
 //! until either side closes. Failures are responses: an upstream that cannot
-//! be reached gives 502, one that sends no response head within the
-//! [read timeout](Proxy::read_timeout) 504, a malformed or oversized head 502;
+//! be reached gives 502, one that takes no byte of the request body, or sends
+//! no response head, for the [read timeout](Proxy::read_timeout) 504, a malformed or oversized head 502;
 //! one that fails or stalls mid-body aborts the client's connection, so a
 //! truncated body never looks complete. Each is logged with the upstream.
 //!
@@ -78,7 +78,7 @@ use http::header::HOST;
 use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use stackway::{App, Body, Request, RequestExt, Response, response};
 
-use self::body::UpstreamBody;
+use self::body::{Progress, SentBody, UpstreamBody};
 pub use self::upstream::SpecError;
 use self::upstream::{Spec, Upstream};
 
@@ -166,7 +166,7 @@ impl Proxy {
                 connect_timeout: Duration::from_secs(60),
                 read_timeout: Duration::from_secs(60),
                 body_timeout: Duration::from_secs(60),
-                max_idle: 32,
+                max_idle: 64,
                 http2: false,
                 max_fails: 1,
                 fail_timeout: Duration::from_secs(10),
@@ -187,8 +187,11 @@ impl Proxy {
         self
     }
 
-    /// How long the upstream may take to send its response head; then 504.
-    /// Default 60 s, as nginx's `proxy_read_timeout`.
+    /// How long the upstream may go without progress before its response
+    /// head: taking no byte of the request body, or, once the body is sent,
+    /// sending no response head; then 504. An upload that keeps moving is
+    /// never cut off. Default 60 s, as nginx's `proxy_send_timeout` and
+    /// `proxy_read_timeout`.
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.settings.read_timeout = timeout;
         self
@@ -201,8 +204,10 @@ impl Proxy {
         self
     }
 
-    /// How many idle connections each worker keeps open to each upstream.
-    /// Default 32, as nginx's `keepalive` (also per worker).
+    /// How many idle connections each worker keeps open to each upstream
+    /// (nginx's `keepalive`, also per worker). Default 64: a connection comes
+    /// back to the pool a moment after its response, so a bound at the
+    /// worker's concurrency makes the pool close connections it then reopens.
     pub fn max_idle(mut self, connections: usize) -> Self {
         self.settings.max_idle = connections;
         self
@@ -328,7 +333,27 @@ impl Outgoing {
 enum Failure {
     Connect(hyper_util::client::legacy::Error),
     Timeout,
+    /// The client's request body failed on the way.
+    Client(hyper_util::client::legacy::Error),
+    /// The client stopped sending its body.
+    ClientStalled,
     Other(hyper_util::client::legacy::Error),
+}
+
+/// Whether hyper says the error came from our side of the request: the body
+/// we gave it (the client's, which failed), not the upstream.
+fn is_client_fault(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 impl App for Proxy {
@@ -365,9 +390,15 @@ impl App for Proxy {
                 body: None,
             }
         };
-        let retryable = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-            && http_body::Body::size_hint(req.body()).exact() == Some(0);
-        outgoing.body = Some(req.into_body());
+        let empty = http_body::Body::size_hint(req.body()).exact() == Some(0);
+        let retryable =
+            empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let mut progress = Progress::new();
+        if !empty {
+            let body = req.into_body();
+            let progress = progress.clone();
+            outgoing.body = Some(Body::new(SentBody { body, progress }));
+        }
 
         let mut tried = None;
         let (upstream, res) = loop {
@@ -380,20 +411,43 @@ impl App for Proxy {
             let sent = upstream
                 .client()
                 .request(outgoing.request(upstream, may_retry));
-            let failure = match tokio::time::timeout(self.settings.read_timeout, sent).await {
-                Ok(Ok(res)) => break (upstream, res),
-                Ok(Err(e)) if e.is_connect() => Failure::Connect(e),
-                Ok(Err(e)) => Failure::Other(e),
-                Err(_elapsed) => Failure::Timeout,
+            let failure = tokio::select! {
+                res = sent => match res {
+                    Ok(res) => break (upstream, res),
+                    Err(e) if e.is_connect() => Failure::Connect(e),
+                    Err(e) if is_client_fault(&e) => Failure::Client(e),
+                    Err(e) => Failure::Other(e),
+                },
+                client = progress.stalled(self.settings.read_timeout) => match client {
+                    false => Failure::Timeout,
+                    true => Failure::ClientStalled,
+                },
             };
             upstream.outstanding.fetch_sub(1, Ordering::Relaxed);
             let (status, what) = match &failure {
-                Failure::Connect(e) => (StatusCode::BAD_GATEWAY, error_chain(e)),
-                Failure::Other(e) => (StatusCode::BAD_GATEWAY, error_chain(e)),
+                Failure::Connect(e) | Failure::Other(e) => {
+                    (StatusCode::BAD_GATEWAY, error_chain(e))
+                }
                 Failure::Timeout => (
                     StatusCode::GATEWAY_TIMEOUT,
-                    format!("no response head within {:?}", self.settings.read_timeout),
+                    format!("no progress for {:?}", self.settings.read_timeout),
                 ),
+                Failure::ClientStalled => {
+                    eprintln!(
+                        "stackway: proxy: {}: the client sent no byte of its body for {:?}",
+                        upstream.name, self.settings.read_timeout
+                    );
+                    return response::status(StatusCode::REQUEST_TIMEOUT);
+                }
+                Failure::Client(e) => {
+                    // The client's body broke (it went away, or stalled): not the upstream's fault.
+                    eprintln!(
+                        "stackway: proxy: {}: the request body failed: {}",
+                        upstream.name,
+                        error_chain(e)
+                    );
+                    return response::status(StatusCode::BAD_REQUEST);
+                }
             };
             eprintln!("stackway: proxy: {}: {what}", upstream.name);
             upstream.record(false, &self.settings);
@@ -401,6 +455,7 @@ impl App for Proxy {
                 return response::status(status);
             }
             tried = Some(i);
+            progress = Progress::new();
         };
         upstream.record(true, &self.settings);
 
