@@ -113,7 +113,7 @@ fn hop_by_hop_headers_stay_on_their_hop() {
     let up = upstream(describe);
     let proxy = front(Proxy::to(&format!("http://{}", up.addr)));
     let mut conn = Conn::open(proxy.addr);
-    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\nUpgrade: h2c\r\nX-Kept: yes\r\n\r\n");
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: gzip\r\nProxy-Authorization: Basic eDp5\r\nUpgrade: h2c\r\nX-Kept: yes\r\n\r\n");
     let text = conn.read_response().text();
     for gone in [
         "x-secret",
@@ -496,4 +496,50 @@ fn an_upload_that_keeps_moving_outlasts_the_read_timeout() {
     let mut conn = Conn::open(proxy.addr);
     conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial");
     assert_eq!(conn.read_response().status, 408);
+}
+
+#[test]
+fn trailers_pass_both_ways() {
+    // The upstream reports the request's trailers, and sends one of its own.
+    let trailers = |req: Request| async move {
+        let mut body = req.into_body();
+        let mut seen = String::new();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            if let Ok(trailers) = frame.unwrap().into_trailers() {
+                for (name, value) in &trailers {
+                    seen.push_str(&format!("{name}={}", value.to_str().unwrap()));
+                }
+            }
+        }
+        let mut out = http::HeaderMap::new();
+        out.insert("x-upstream-sum", "42".parse().unwrap());
+        let frames = [
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(seen))),
+            Ok(http_body::Frame::trailers(out)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let mut res = response::text(Body::new(body));
+        res.headers_mut()
+            .insert("trailer", "x-upstream-sum".parse().unwrap());
+        res
+    };
+    let up = upstream(trailers);
+    let proxy = front(Proxy::to(&format!("http://{}", up.addr)));
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\nTrailer: x-checksum\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    stream.read_to_string(&mut got).unwrap();
+    assert!(
+        got.contains("x-checksum=abc"),
+        "the request's trailer: {got}"
+    );
+    assert!(
+        got.contains("\r\n0\r\nx-upstream-sum: 42\r\n"),
+        "the response's trailer: {got}"
+    );
 }

@@ -5,18 +5,19 @@
 use http::HeaderMap;
 use http::header::{
     CONNECTION, CONTENT_LOCATION, EXPECT, HOST, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
+    TRANSFER_ENCODING, UPGRADE,
 };
 use stackway::Environ;
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1),
-/// besides those `Connection` lists.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// besides those `Connection` lists. `Trailer` is not among them: it is
+/// end-to-end (RFC 9110 §6.6.2), and hyper sends only the trailer fields it
+/// declares, so removing it would drop the trailers.
+const HOP_BY_HOP: [HeaderName; 7] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     TE,
-    TRAILER,
     TRANSFER_ENCODING,
     http::header::PROXY_AUTHORIZATION,
     http::header::PROXY_AUTHENTICATE,
@@ -24,8 +25,15 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes the hop-by-hop headers, and every header `Connection` names
 /// (nginx keeps those: RFC 9110 says they go). `Upgrade` and
-/// `Connection: upgrade` stay when `upgrading`.
+/// `Connection: upgrade` stay when `upgrading`; `TE: trailers` stays, as this
+/// proxy passes trailers on (a server sends them only to a client that says so).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    let te_trailers = headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"));
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -43,6 +51,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(UPGRADE);
+    }
+    if te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -219,7 +230,7 @@ mod tests {
             ("connection", "keep-alive, X-Secret, close"),
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
-            ("te", "trailers"),
+            ("te", "gzip"),
             ("transfer-encoding", "chunked"),
             ("proxy-authorization", "Basic x"),
             ("proxy-connection", "keep-alive"),
@@ -231,12 +242,23 @@ mod tests {
         }
         let mut upgrading = headers.clone();
         strip_hop_by_hop(&mut headers, false);
-        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers.len(), 2, "{headers:?}");
         assert_eq!(headers["x-kept"], "yes");
+        assert_eq!(
+            headers["trailer"], "x-checksum",
+            "end-to-end: it declares the trailers"
+        );
         strip_hop_by_hop(&mut upgrading, true);
         assert_eq!(upgrading["upgrade"], "websocket");
         assert_eq!(upgrading["connection"], "upgrade");
         assert!(upgrading.get("x-secret").is_none());
+        let mut te = HeaderMap::new();
+        te.insert(TE, "trailers, deflate;q=0.5".parse().unwrap());
+        strip_hop_by_hop(&mut te, false);
+        assert_eq!(
+            te[TE], "trailers",
+            "the one TE a proxy that forwards trailers passes"
+        );
     }
 
     #[test]

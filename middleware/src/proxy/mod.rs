@@ -34,8 +34,9 @@
 //! | `/` | `unix:/run/app.sock` | `/` | `/` |
 //!
 //! Hop-by-hop headers are removed both ways (RFC 9110 §7.6.1: `Connection`
-//! and every header it names, `Keep-Alive`, `TE`, `Trailer`,
-//! `Transfer-Encoding`, `Upgrade`, `Proxy-*`). The upstream learns about the
+//! and every header it names, `Keep-Alive`, `TE`, `Transfer-Encoding`,
+//! `Upgrade`, `Proxy-*`; `Trailer` stays, as it declares the trailers that
+//! follow the body, end to end). The upstream learns about the
 //! client from `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `-Host`,
 //! `-Port` and `X-Forwarded-Prefix` (SCRIPT_NAME, so an app behind Werkzeug's
 //! `ProxyFix(x_prefix=1)` builds URLs under the mount), and from RFC 7239
