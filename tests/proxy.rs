@@ -543,3 +543,40 @@ fn trailers_pass_both_ways() {
         "the response's trailer: {got}"
     );
 }
+
+#[test]
+fn active_health_checks_leave_out_an_upstream_that_answers_badly() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Both answer every request with 200; one says on /health that it is not well.
+    let healthy = |name: &'static str, well: Arc<AtomicBool>| {
+        move |req: Request| {
+            let well = well.clone();
+            async move {
+                match (req.environ().path_info(), well.load(Ordering::Relaxed)) {
+                    ("/health", false) => response::status(http::StatusCode::SERVICE_UNAVAILABLE),
+                    _ => response::text(name),
+                }
+            }
+        }
+    };
+    let sick = Arc::new(AtomicBool::new(false));
+    let a = upstream(healthy("a", Arc::new(AtomicBool::new(true))));
+    let b = upstream(healthy("b", sick.clone()));
+    let specs = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
+    let proxy = front(
+        Proxy::balance(specs.iter().map(String::as_str))
+            .health_check("/health", Duration::from_millis(100)),
+    );
+    let answers = |n| -> Vec<String> {
+        (0..n)
+            .map(|_| Conn::open(proxy.addr).get("/").text())
+            .collect()
+    };
+    answers(1); // the checks start with the first request
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(answers(10).iter().all(|a| a == "a"), "b is left out");
+    sick.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(answers(10).iter().any(|a| a == "b"), "b is back");
+}

@@ -64,15 +64,18 @@
 //! [`fail_timeout`](Proxy::fail_timeout) (nginx's passive health checks). A
 //! `GET`, `HEAD` or `OPTIONS` without a body whose connection fails is tried
 //! once more on another upstream, so losing one replica fails no such request.
+//! [Active health checks](Proxy::health_check) ask each upstream for a path at
+//! an interval and leave out those that answer badly.
 
 mod body;
 mod headers;
+mod health;
 mod upgrade;
 mod upstream;
 
 use std::fmt;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::header::HOST;
@@ -92,7 +95,7 @@ pub struct Proxy {
     specs: Vec<Spec>,
     settings: Settings,
     /// Built on the first request, once the settings are final.
-    upstreams: OnceLock<Vec<Upstream>>,
+    upstreams: OnceLock<Vec<Arc<Upstream>>>,
     next: AtomicUsize,
 }
 
@@ -116,6 +119,7 @@ pub(crate) struct Settings {
     pub(crate) max_fails: u32,
     pub(crate) fail_timeout: Duration,
     balance: Balance,
+    health_check: Option<health::Check>,
     preserve_host: bool,
     forwarded: bool,
     rewrite_cookies: bool,
@@ -172,6 +176,7 @@ impl Proxy {
                 max_fails: 1,
                 fail_timeout: Duration::from_secs(10),
                 balance: Balance::default(),
+                health_check: None,
                 preserve_host: false,
                 forwarded: false,
                 rewrite_cookies: false,
@@ -263,18 +268,38 @@ impl Proxy {
         self
     }
 
-    fn upstreams(&self) -> &[Upstream] {
+    /// Asks each upstream for `path` (below its base) every `interval`, and
+    /// leaves out of the balance those that do not answer 2xx or 3xx within
+    /// it, until they do again (HAProxy's `option httpchk`). Off by default.
+    /// The checks start with the first request, on its runtime.
+    pub fn health_check(mut self, path: &str, interval: Duration) -> Self {
+        let path = match path.starts_with('/') {
+            true => path.to_owned(),
+            false => format!("/{path}"),
+        };
+        self.settings.health_check = Some(health::Check { path, interval });
+        self
+    }
+
+    fn upstreams(&self) -> &[Arc<Upstream>] {
         self.upstreams.get_or_init(|| {
-            self.specs
+            let upstreams: Vec<Arc<Upstream>> = self
+                .specs
                 .iter()
-                .map(|spec| Upstream::new(spec.clone(), &self.settings))
-                .collect()
+                .map(|spec| Arc::new(Upstream::new(spec.clone(), &self.settings)))
+                .collect();
+            if let Some(check) = &self.settings.health_check {
+                for upstream in &upstreams {
+                    health::spawn(upstream, check.clone());
+                }
+            }
+            upstreams
         })
     }
 
     /// The upstream for the next request, other than `not`: the live ones
     /// first; if none is live, any.
-    fn pick(&self, upstreams: &[Upstream], not: Option<usize>) -> Option<usize> {
+    fn pick(&self, upstreams: &[Arc<Upstream>], not: Option<usize>) -> Option<usize> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = upstreams.len();
         let order = (0..n).map(|i| (start + i) % n).filter(|&i| Some(i) != not);

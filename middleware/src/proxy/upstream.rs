@@ -7,7 +7,7 @@ use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -142,6 +142,8 @@ pub(crate) struct Upstream {
     failures: AtomicU32,
     /// Milliseconds after `EPOCH` until which it is out, or 0.
     down_until: AtomicU64,
+    /// Failed its last active health check.
+    unhealthy: AtomicBool,
 }
 
 type Pool = Client<Connector, Body>;
@@ -191,6 +193,7 @@ impl Upstream {
             outstanding: Arc::default(),
             failures: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
+            unhealthy: AtomicBool::new(false),
         }
     }
 
@@ -206,7 +209,24 @@ impl Upstream {
 
     /// Whether the balancer may choose it now.
     pub(crate) fn is_up(&self) -> bool {
-        self.down_until.load(Ordering::Relaxed) <= now_ms()
+        !self.unhealthy.load(Ordering::Relaxed)
+            && self.down_until.load(Ordering::Relaxed) <= now_ms()
+    }
+
+    /// The outcome of an active health check; a pass also ends a passive
+    /// time-out.
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        if self.unhealthy.swap(!healthy, Ordering::Relaxed) == healthy {
+            let state = if healthy {
+                "passes its health check again"
+            } else {
+                "fails its health check"
+            };
+            eprintln!("stackway: proxy: {} {state}", self.name);
+        }
+        if healthy {
+            self.down_until.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Notes a request that reached it (or not); after `max_fails` failures in

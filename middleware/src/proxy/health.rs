@@ -1,0 +1,58 @@
+//! Active health checks: each upstream is asked for a path at an interval,
+//! and left out of the balance while it does not answer 2xx or 3xx (HAProxy's
+//! `option httpchk`). Passive checks, in `upstream.rs`, see only failures of
+//! real requests; these also see an upstream that answers, but badly.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::Request;
+use stackway::Body;
+
+use super::upstream::Upstream;
+
+/// What to ask, and how often.
+#[derive(Debug, Clone)]
+pub(crate) struct Check {
+    pub(crate) path: String,
+    pub(crate) interval: Duration,
+}
+
+/// Checks `upstream` until it is dropped, on the current runtime.
+pub(crate) fn spawn(upstream: &Arc<Upstream>, check: Check) {
+    let upstream = Arc::downgrade(upstream);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(check.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(healthy) = probe(&upstream, &check).await else {
+                return; // the proxy is gone
+            };
+            match upstream.upgrade() {
+                Some(upstream) => upstream.set_healthy(healthy),
+                None => return,
+            }
+        }
+    });
+}
+
+/// One check: `None` once the upstream is gone, else whether it passed.
+async fn probe(upstream: &Weak<Upstream>, check: &Check) -> Option<bool> {
+    let (client, uri) = {
+        let upstream = upstream.upgrade()?;
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(upstream.authority.clone())
+            .path_and_query(format!("{}{}", upstream.spec.base, check.path))
+            .build()
+            .ok()?;
+        (upstream.client(), uri)
+    };
+    let req = Request::get(uri).body(Body::empty()).ok()?;
+    // A check that takes longer than the interval has failed.
+    let answered = tokio::time::timeout(check.interval, client.request(req)).await;
+    Some(
+        matches!(answered, Ok(Ok(res)) if res.status().is_success() || res.status().is_redirection()),
+    )
+}
