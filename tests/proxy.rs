@@ -580,3 +580,32 @@ fn active_health_checks_leave_out_an_upstream_that_answers_badly() {
     std::thread::sleep(Duration::from_millis(400));
     assert!(answers(10).iter().any(|a| a == "b"), "b is back");
 }
+
+#[test]
+fn a_failing_upstream_is_left_out_for_the_fail_timeout() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    let broken = raw_upstream(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        b"NOT HTTP\r\n\r\n".to_vec()
+    });
+    let good = upstream(|_req: Request| async { response::text("good") });
+    let specs = [format!("http://{broken}"), format!("http://{}", good.addr)];
+    let proxy = front(
+        Proxy::balance(specs.iter().map(String::as_str))
+            .max_fails(1)
+            .fail_timeout(Duration::from_secs(30)),
+    );
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| Conn::open(proxy.addr).get("/").status)
+        .collect();
+    // Round-robin sends one request to the broken upstream (502), which is then left out.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 502).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(asked.load(Ordering::Relaxed), 1);
+}
