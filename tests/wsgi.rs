@@ -1,0 +1,245 @@
+//! Real Python WSGI apps (`tests/python/`) served over real sockets.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use stackway_middleware::Dispatcher;
+use stackway_wsgi::Wsgi;
+use support::http::Conn;
+use support::{Running, server};
+
+/// The app `callable` of `tests/python/wsgi_apps.py`.
+fn app(callable: &str) -> Wsgi {
+    stackway_wsgi::python_path("tests/python").unwrap();
+    Wsgi::import(&format!("wsgi_apps:{callable}")).unwrap()
+}
+
+fn serve(app: impl stackway::App) -> Running {
+    Running::start(server().workers(2), app)
+}
+
+#[test]
+fn the_seed_documents_application() {
+    let running = serve(Dispatcher::new(app("hello")).mount("/greet", app("hello")));
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/").text(), "Hello, world!");
+    assert_eq!(conn.get("/greet/you").text(), "Hello, you!");
+    let res = conn.get("/greet/caf%C3%A9");
+    assert_eq!(res.text(), "Hello, café!");
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+}
+
+/// One line of `describe`'s answer.
+fn field<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn a_validated_app_over_a_request_matrix() {
+    // wsgiref.validate checks every environ, every call and the response;
+    // its warnings are errors, so any complaint would be a 500 here.
+    let running = serve(Dispatcher::default().mount("/v", app("describe")));
+    let mut conn = Conn::open(running.addr);
+
+    let text = conn.get("/v/a%2Fb/caf%C3%A9?x=1&y=%20").text();
+    assert_eq!(field(&text, "method"), "GET");
+    assert_eq!(field(&text, "script_name"), "/v");
+    assert_eq!(field(&text, "path_info"), "/a/b/café");
+    assert_eq!(field(&text, "query"), "x=1&y=%20");
+    assert_eq!(field(&text, "request_uri"), "/v/a%2Fb/caf%C3%A9?x=1&y=%20");
+    assert_eq!(field(&text, "content_length"), "-");
+    assert_eq!(field(&text, "scheme"), "http");
+    assert_eq!(field(&text, "host"), "localhost");
+
+    conn.send(b"POST /v/form HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\na=1&b=2");
+    let text = conn.read_response().text();
+    assert_eq!(
+        field(&text, "content_type"),
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(field(&text, "content_length"), "7");
+    assert_eq!(field(&text, "body"), "7:b'a=1&b=2'");
+
+    conn.send(b"POST /v/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+    let text = conn.read_response().text();
+    assert_eq!(field(&text, "content_length"), "-");
+    assert_eq!(field(&text, "body"), "11:b'hello world'");
+
+    conn.send(b"HEAD /v/head HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = conn.read_head();
+    assert_eq!(head.status, 200);
+    assert!(head.header("content-length").is_some());
+
+    let res = conn.get("/v/");
+    assert_eq!(res.status, 200);
+    assert_eq!(field(&res.text(), "path_info"), "/");
+
+    // An exception in the app: 500, and the server goes on.
+    let res = conn.get("/v/error");
+    assert_eq!(res.status, 500);
+    assert_eq!(Conn::open(running.addr).get("/v/after").status, 200);
+}
+
+#[test]
+fn close_is_called_at_the_end_and_when_the_client_goes_away() {
+    let running = serve(
+        Dispatcher::default()
+            .mount("/gen", app("generator"))
+            .mount("/closed", app("closed_count")),
+    );
+    let count = || -> usize {
+        Conn::open(running.addr)
+            .get("/closed")
+            .text()
+            .parse()
+            .unwrap()
+    };
+    let before = count();
+    assert_eq!(
+        Conn::open(running.addr).get("/gen").text(),
+        "chunk 0\nchunk 1\nchunk 2\n"
+    );
+    assert_eq!(count(), before + 1);
+
+    // A response that never ends; the client reads a little and leaves.
+    let mut stream = TcpStream::connect(running.addr).unwrap();
+    stream
+        .write_all(b"GET /gen/endless HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut some = [0; 256];
+    let _ = stream.read(&mut some).unwrap();
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count() < before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "close() was not called after the client left"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn write_exc_info_and_start_response_rules() {
+    let running = serve(
+        Dispatcher::default()
+            .mount("/write", app("writer"))
+            .mount("/before", app("exc_info_before_the_head"))
+            .mount("/after", app("exc_info_after_the_head"))
+            .mount("/twice", app("start_twice"))
+            .mount("/status", app("bad_status")),
+    );
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/write").text(), "written, then returned");
+    let res = conn.get("/before");
+    assert_eq!((res.status, res.text()), (503, "replaced".to_owned()));
+    assert_eq!(conn.get("/twice").status, 500);
+    assert_eq!(conn.get("/status").status, 500);
+
+    // With the head out, exc_info re-raises: the response is cut short, not completed.
+    let mut stream = TcpStream::connect(running.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    // The connection is aborted: what was sent before may or may not have left
+    // the server's buffers, but the body is never ended as if complete.
+    assert!(
+        got.is_empty() || got.starts_with("HTTP/1.1 200 OK"),
+        "{got}"
+    );
+    assert!(
+        !got.ends_with("0\r\n\r\n"),
+        "the chunked body was ended as if complete: {got}"
+    );
+    assert!(!got.contains("never"), "{got}");
+}
+
+#[test]
+fn file_wrapper_sends_the_file() {
+    let running = serve(app("file_wrapper"));
+    let mut conn = Conn::open(running.addr);
+    let source = std::fs::read("tests/python/wsgi_apps.py").unwrap();
+    assert_eq!(
+        conn.get("/").body,
+        source[3..],
+        "from the file's position on"
+    );
+    assert_eq!(conn.get("/bytesio").text(), "from memory");
+}
+
+#[test]
+fn wsgi_input_reads_lines() {
+    let running = serve(app("lines"));
+    let mut conn = Conn::open(running.addr);
+    conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\none\ntwo\nthree");
+    assert_eq!(
+        conn.read_response().text(),
+        "b'one\\n' then [b'two\\n', b'three']"
+    );
+}
+
+#[test]
+fn a_flask_app_mounted_under_a_prefix_builds_its_urls_there() {
+    stackway_wsgi::python_path("tests/python").unwrap();
+    let flask = Wsgi::import("flask_app:app").unwrap();
+    let running = serve(Dispatcher::new(app("hello")).mount("/app", flask));
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/app/").text(), "index links to /app/hello/x");
+    assert_eq!(
+        conn.get("/app/hello/you").text(),
+        "hello you at /app/hello/you"
+    );
+    let res = conn.get("/app/go");
+    assert_eq!(res.status, 302);
+    assert_eq!(res.header("location"), Some("/app/hello/there"));
+    conn.send(b"POST /app/form HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 5\r\n\r\na=b+c");
+    assert_eq!(conn.read_response().text(), "posted b c");
+    assert_eq!(conn.get("/elsewhere").text(), "Hello, elsewhere!");
+}
+
+#[test]
+fn python_runs_beside_the_server_not_on_it() {
+    // 32 requests to an app that sleeps 200 ms, on 16 Python threads: about
+    // 0.4 s, not 32 × 200 ms; and the server answers others meanwhile.
+    let sleepy = app("sleepy").threads(16);
+    let running = serve(Dispatcher::new(app("hello")).mount("/sleep", sleepy));
+    let started = Instant::now();
+    let addr = running.addr;
+    let clients: Vec<_> = (0..32)
+        .map(|_| std::thread::spawn(move || Conn::open(addr).get("/sleep").text()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let quick = Instant::now();
+    assert_eq!(Conn::open(addr).get("/rust").status, 200);
+    let names: std::collections::BTreeSet<String> =
+        clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(32 * 200 / 4), "took {took:?}");
+    assert!(names.len() > 1, "one Python thread served all: {names:?}");
+    assert!(quick.elapsed() < took, "the server waited for Python");
+}
+
+#[test]
+fn a_missing_module_or_callable_is_a_clear_error() {
+    stackway_wsgi::python_path("tests/python").unwrap();
+    let err = Wsgi::import("no_such_module:app").unwrap_err().to_string();
+    assert!(err.contains("No module named 'no_such_module'"), "{err}");
+    let err = Wsgi::import("wsgi_apps:nope").unwrap_err().to_string();
+    assert!(err.contains("nope"), "{err}");
+    let err = Wsgi::import("wsgi_apps:closed").unwrap_err().to_string();
+    assert!(err.contains("not callable"), "{err}");
+}

@@ -1,0 +1,291 @@
+//! Python WSGI applications (PEP 3333) as stackway apps: a Flask or Django app
+//! mounts under a Dispatcher beside Rust apps, sits behind SharedData, and is
+//! wrapped by any middleware, on an embedded CPython.
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::testing::Client;
+//! use stackway_middleware::Dispatcher;
+//! use stackway_wsgi::Wsgi;
+//!
+//! let hello = Wsgi::from_source(
+//!     "hello",
+//!     r#"
+//! def application(environ, start_response):
+//!     start_response("200 OK", [("Content-Type", "text/plain")])
+//!     return [f"Hello from {environ['SCRIPT_NAME']}{environ['PATH_INFO']}".encode()]
+//! "#,
+//!     "application",
+//! )
+//! .unwrap();
+//! let app = Dispatcher::default().mount("/py", hello);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! Client::new(app).get("/py/there").await.assert_text("Hello from /py/there");
+//! # });
+//! ```
+//!
+//! # PEP 3333, to the letter
+//!
+//! The environ has the CGI variables from stackway's environ, SCRIPT_NAME and
+//! PATH_INFO percent-decoded and as native (latin-1) strings, the raw target in
+//! `REQUEST_URI` and `RAW_URI`, and `wsgi.input` streaming the request body
+//! (`read`, `readline`, `readlines`, iteration; nothing is buffered that the
+//! app does not ask for). `start_response` follows the PEP's rules (once,
+//! unless with `exc_info`, which re-raises once the head is out), and returns
+//! `write()`. The response is sent as Python yields it: the head with the
+//! first non-empty chunk, each chunk when it comes, and `close()` is called
+//! on the iterable however it ends, the client going away included.
+//! `wsgi.file_wrapper` around a real file is sent from its descriptor, not
+//! through Python objects.
+//!
+//! # Threads and the GIL
+//!
+//! Python runs on a bounded pool of threads of its own ([`Wsgi::threads`],
+//! gunicorn's `--threads`), holding the GIL only while in Python: the server's
+//! workers never wait for Python, and an app waiting on I/O or a slow client
+//! lets the others run. An exception gives 500 (or, once the head is out, an
+//! aborted response) with the traceback on stderr; nothing an app does stops
+//! the server. When every thread is busy, requests queue; past
+//! [`Wsgi::queue`] waiting, they get 503.
+
+mod environ;
+mod objects;
+mod run;
+
+use std::fmt;
+use std::io;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use pyo3::prelude::*;
+use stackway::{App, Body, Request, Response, response};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::environ::Cgi;
+use crate::objects::Exchange;
+use crate::run::Job;
+
+/// A Python WSGI application as a stackway app; see the [crate docs](crate).
+#[doc(alias = "application")]
+#[doc(alias = "wsgi")]
+pub struct Wsgi {
+    app: Arc<Py<PyAny>>,
+    name: String,
+    threads: usize,
+    queue: usize,
+    /// Started on the first request, once the settings are final.
+    pool: OnceLock<SyncSender<Job>>,
+}
+
+/// Why a WSGI app could not be loaded; `Display` has Python's own message,
+/// with the traceback where there is one.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    spec: String,
+    why: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot load the WSGI app {:?}: {}", self.spec, self.why)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Puts `dir` first on Python's `sys.path` (gunicorn's `--pythonpath`), for
+/// the apps imported after it.
+pub fn python_path(dir: impl AsRef<std::path::Path>) -> Result<(), LoadError> {
+    let dir = dir.as_ref();
+    let shown = dir.display().to_string();
+    let error = |why: String| LoadError {
+        spec: shown.clone(),
+        why,
+    };
+    let absolute = std::fs::canonicalize(dir).map_err(|e| error(e.to_string()))?;
+    Python::attach(|py| {
+        let path = py.import("sys")?.getattr("path")?;
+        let absolute = absolute.to_string_lossy();
+        if !path.contains(&*absolute)? {
+            path.call_method1("insert", (0, &*absolute))?;
+        }
+        Ok::<_, PyErr>(())
+    })
+    .map_err(|e| error(e.to_string()))
+}
+
+impl Wsgi {
+    /// Imports `module:callable` (gunicorn's spec; `module` alone means its
+    /// `application`; the callable may be a dotted path), with the working
+    /// directory on `sys.path` as gunicorn has it.
+    pub fn import(spec: &str) -> Result<Self, LoadError> {
+        let error = |why: String| LoadError {
+            spec: spec.to_owned(),
+            why,
+        };
+        let (module, callable) = spec.split_once(':').unwrap_or((spec, "application"));
+        if module.is_empty() || callable.is_empty() {
+            return Err(error(
+                "expected module:callable, as in mysite.wsgi:application".into(),
+            ));
+        }
+        python_path(".").map_err(|e| error(e.why))?;
+        let app = Python::attach(|py| -> PyResult<Py<PyAny>> {
+            let mut app = py.import(module)?.into_any();
+            for name in callable.split('.') {
+                app = app.getattr(name)?;
+            }
+            Ok(app.unbind())
+        })
+        .map_err(|e| error(Python::attach(|py| traceback(py, &e))))?;
+        Self::checked(app, spec).map_err(error)
+    }
+
+    /// Runs Python `source` as a module named `module` and takes its
+    /// `callable`: for apps kept as text, and for tests.
+    pub fn from_source(module: &str, source: &str, callable: &str) -> Result<Self, LoadError> {
+        let spec = format!("{module}:{callable}");
+        let app = Python::attach(|py| -> PyResult<Py<PyAny>> {
+            let code = std::ffi::CString::new(source)
+                .map_err(|_| pyo3::exceptions::PyValueError::new_err("NUL in the source"))?;
+            let file = std::ffi::CString::new(format!("{module}.py")).unwrap_or_default();
+            let name = std::ffi::CString::new(module).unwrap_or_default();
+            let module = PyModule::from_code(py, &code, &file, &name)?;
+            Ok(module.getattr(callable)?.unbind())
+        })
+        .map_err(|e| LoadError {
+            spec: spec.clone(),
+            why: Python::attach(|py| traceback(py, &e)),
+        })?;
+        Self::checked(app, &spec).map_err(|why| LoadError { spec, why })
+    }
+
+    /// Wraps a Python callable that is already at hand.
+    pub fn new(app: Py<PyAny>) -> Self {
+        Self::from_callable(app, "app".to_owned())
+    }
+
+    fn checked(app: Py<PyAny>, spec: &str) -> Result<Self, String> {
+        let callable = Python::attach(|py| app.bind(py).is_callable());
+        match callable {
+            true => Ok(Self::from_callable(app, spec.to_owned())),
+            false => Err("it is not callable".to_owned()),
+        }
+    }
+
+    fn from_callable(app: Py<PyAny>, name: String) -> Self {
+        Self {
+            app: Arc::new(app),
+            name,
+            threads: 8,
+            queue: 1024,
+            pool: OnceLock::new(),
+        }
+    }
+
+    /// How many threads run Python for this app (gunicorn's `--threads`).
+    /// Default 8; 0 counts as 1.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// How many requests may wait for a free thread; more get 503. Default 1024.
+    pub fn queue(mut self, requests: usize) -> Self {
+        self.queue = requests;
+        self
+    }
+
+    fn pool(&self) -> &SyncSender<Job> {
+        self.pool.get_or_init(|| {
+            let (jobs, waiting) = sync_channel::<Job>(self.queue);
+            let waiting = Arc::new(Mutex::new(waiting));
+            for n in 0..self.threads {
+                let (app, waiting) = (self.app.clone(), waiting.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("stackway-python-{n}"))
+                    .spawn(move || serve_jobs(&app, &waiting));
+                if let Err(e) = spawned {
+                    eprintln!("stackway: wsgi: cannot start a Python thread: {e}");
+                }
+            }
+            jobs
+        })
+    }
+}
+
+/// A Python thread: one job after another, until the app is dropped.
+fn serve_jobs(app: &Py<PyAny>, waiting: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = waiting.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        match job {
+            Ok(job) => run::run(app, job),
+            Err(_) => return,
+        }
+    }
+}
+
+/// An exception with its traceback, as Python prints it.
+fn traceback(py: Python<'_>, e: &PyErr) -> String {
+    let formatted = py
+        .import("traceback")
+        .and_then(|tb| tb.call_method1("format_exception", (e.value(py),)))
+        .and_then(|lines| lines.extract::<Vec<String>>());
+    match formatted {
+        Ok(lines) => lines.concat().trim_end().to_owned(),
+        Err(_) => e.to_string(),
+    }
+}
+
+impl App for Wsgi {
+    async fn call(&self, req: Request) -> Response {
+        let cgi = Cgi::new(&req);
+        // The body, readable by a blocking Python thread through this runtime.
+        let stream = req.into_body().into_data_stream().map_err(io::Error::other);
+        let input = SyncIoBridge::new(StreamReader::new(stream));
+        let (head, head_rx) = oneshot::channel();
+        let (body, mut body_rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        let job = Job {
+            cgi,
+            input: Box::new(input),
+            exchange: Exchange::new(head, body),
+        };
+        match self.pool().try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                eprintln!(
+                    "stackway: wsgi: {}: every thread is busy and the queue is full",
+                    self.name
+                );
+                return response::status(StatusCode::SERVICE_UNAVAILABLE);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return response::status(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        }
+        let Ok(head) = head_rx.await else {
+            return response::status(StatusCode::INTERNAL_SERVER_ERROR);
+        };
+        let chunks = futures_util::stream::poll_fn(move |cx| body_rx.poll_recv(cx));
+        let mut res = Response::new(Body::from_stream(chunks));
+        *res.status_mut() = head.status;
+        *res.headers_mut() = head.headers;
+        res
+    }
+}
+
+impl fmt::Debug for Wsgi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wsgi")
+            .field("app", &self.name)
+            .field("threads", &self.threads)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}

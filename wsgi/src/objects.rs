@@ -1,0 +1,362 @@
+//! The objects a WSGI app is handed: `wsgi.input`, `wsgi.errors`,
+//! `start_response` with its `write()`, and `wsgi.file_wrapper`.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+use tokio::sync::{mpsc, oneshot};
+
+/// A blocking reader over the request body, for a Python thread.
+pub(crate) type BodyReader = Box<dyn Read + Send>;
+
+/// `wsgi.input`: the request body, streamed as the app reads it.
+#[pyclass(module = "stackway")]
+pub(crate) struct Input {
+    reader: Mutex<BufReader<BodyReader>>,
+}
+
+impl Input {
+    pub(crate) fn new(reader: BodyReader) -> Self {
+        Self {
+            reader: Mutex::new(BufReader::with_capacity(64 * 1024, reader)),
+        }
+    }
+
+    /// Runs `read` on the reader with the GIL released.
+    fn with_reader(
+        &self,
+        py: Python<'_>,
+        read: impl FnOnce(&mut BufReader<BodyReader>) -> io::Result<Vec<u8>> + Send,
+    ) -> PyResult<Py<PyBytes>> {
+        let bytes = py.detach(|| {
+            let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+            read(&mut reader)
+        });
+        match bytes {
+            Ok(bytes) => Ok(PyBytes::new(py, &bytes).unbind()),
+            Err(e) => Err(PyOSError::new_err(format!("reading the request body: {e}"))),
+        }
+    }
+}
+
+/// Reads up to `limit` bytes (all, if `None`), stopping after `until` if given.
+fn read_limited(
+    reader: &mut BufReader<BodyReader>,
+    limit: Option<usize>,
+    until: Option<u8>,
+) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let want = limit.map_or(usize::MAX, |l| l - out.len());
+        if want == 0 {
+            return Ok(out);
+        }
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(out);
+        }
+        let mut take = available.len().min(want);
+        let mut done = false;
+        if let Some(stop) = until {
+            if let Some(at) = available[..take].iter().position(|&b| b == stop) {
+                take = at + 1;
+                done = true;
+            }
+        }
+        out.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// A size argument: negative or `None` means no limit.
+fn limit(size: Option<isize>) -> Option<usize> {
+    size.and_then(|s| usize::try_from(s).ok())
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size=None))]
+    fn read(&self, py: Python<'_>, size: Option<isize>) -> PyResult<Py<PyBytes>> {
+        let limit = limit(size);
+        self.with_reader(py, move |r| read_limited(r, limit, None))
+    }
+
+    #[pyo3(signature = (size=None))]
+    fn readline(&self, py: Python<'_>, size: Option<isize>) -> PyResult<Py<PyBytes>> {
+        let limit = limit(size);
+        self.with_reader(py, move |r| read_limited(r, limit, Some(b'\n')))
+    }
+
+    #[pyo3(signature = (hint=None))]
+    fn readlines(&self, py: Python<'_>, hint: Option<isize>) -> PyResult<Vec<Py<PyBytes>>> {
+        let hint = limit(hint).filter(|&h| h > 0);
+        let mut lines = Vec::new();
+        let mut total = 0;
+        loop {
+            let line = self.readline(py, None)?;
+            let len = line.bind(py).as_bytes().len();
+            if len == 0 {
+                return Ok(lines);
+            }
+            total += len;
+            lines.push(line);
+            if hint.is_some_and(|h| total >= h) {
+                return Ok(lines);
+            }
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        let line = self.readline(py, None)?;
+        Ok((!line.bind(py).as_bytes().is_empty()).then_some(line))
+    }
+}
+
+/// `wsgi.errors`: text written to it goes to the server's log (stderr).
+#[pyclass(module = "stackway")]
+pub(crate) struct Errors;
+
+#[pymethods]
+impl Errors {
+    fn write(&self, text: &str) -> usize {
+        eprint!("{text}");
+        text.len()
+    }
+
+    fn writelines(&self, lines: Vec<String>) {
+        for line in lines {
+            eprint!("{line}");
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// `wsgi.file_wrapper(filelike, block_size)`: iterates the file in blocks; the
+/// server sends a wrapped real file straight from its descriptor instead.
+#[pyclass(module = "stackway")]
+pub(crate) struct FileWrapper {
+    pub(crate) filelike: Py<PyAny>,
+    block_size: usize,
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, block_size=8192))]
+    fn new(filelike: Py<PyAny>, block_size: usize) -> Self {
+        Self {
+            filelike,
+            block_size: block_size.max(1),
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let block = self
+            .filelike
+            .bind(py)
+            .call_method1("read", (self.block_size,))?;
+        Ok((block.len()? > 0).then(|| block.unbind()))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let filelike = self.filelike.bind(py);
+        if filelike.hasattr("close")? {
+            filelike.call_method0("close")?;
+        }
+        Ok(())
+    }
+}
+
+/// A response head, as `start_response` was given it.
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+}
+
+/// What one request's `start_response`, `write()` and the runner share.
+pub(crate) struct Exchange {
+    state: Mutex<State>,
+    body: mpsc::Sender<io::Result<Bytes>>,
+}
+
+struct State {
+    /// Given to `start_response`, not sent yet.
+    pending: Option<Head>,
+    /// Taken when the head is sent.
+    head: Option<oneshot::Sender<Head>>,
+}
+
+/// Why a chunk could not be sent.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The client went away (or the server dropped the response).
+    Gone,
+    /// The app yielded before calling `start_response`.
+    NotStarted,
+}
+
+impl Exchange {
+    pub(crate) fn new(
+        head: oneshot::Sender<Head>,
+        body: mpsc::Sender<io::Result<Bytes>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                pending: None,
+                head: Some(head),
+            }),
+            body,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends the head `start_response` was given, if not yet sent.
+    pub(crate) fn send_head(&self) -> Result<(), SendError> {
+        let mut state = self.state();
+        let Some(sender) = state.head.take() else {
+            return Ok(());
+        };
+        let Some(head) = state.pending.take() else {
+            state.head = Some(sender);
+            return Err(SendError::NotStarted);
+        };
+        sender.send(head).map_err(|_| SendError::Gone)
+    }
+
+    /// Sends a response head for an error, if none has gone out; returns
+    /// whether it did.
+    pub(crate) fn send_error_head(&self, status: StatusCode) -> bool {
+        let Some(sender) = self.state().head.take() else {
+            return false;
+        };
+        let _ = sender.send(Head {
+            status,
+            headers: HeaderMap::new(),
+        });
+        true
+    }
+
+    /// Sends a chunk of the body (the head first), with the GIL released
+    /// while the client is slow.
+    pub(crate) fn send(&self, py: Python<'_>, chunk: Bytes) -> Result<(), SendError> {
+        self.send_head()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        py.detach(|| self.body.blocking_send(Ok(chunk)))
+            .map_err(|_| SendError::Gone)
+    }
+
+    /// Ends the body with an error: the client's connection is aborted rather
+    /// than a truncated body passing for a whole one.
+    pub(crate) fn abort(&self, why: String) {
+        let _ = self.body.try_send(Err(io::Error::other(why)));
+    }
+}
+
+/// `start_response(status, headers, exc_info=None)`.
+#[pyclass(module = "stackway")]
+pub(crate) struct StartResponse {
+    pub(crate) exchange: Arc<Exchange>,
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over by value
+    fn __call__(
+        &self,
+        status: &str,
+        headers: Vec<(String, String)>,
+        exc_info: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Write> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        let mut state = self.exchange.state();
+        match (&exc_info, state.head.is_none(), state.pending.is_some()) {
+            // PEP 3333: with the head sent, the error is re-raised.
+            (Some(exc_info), true, _) => {
+                let value = exc_info.cast::<PyTuple>()?.get_item(1)?;
+                return Err(PyErr::from_value(value));
+            }
+            (None, _, true) | (None, true, _) => {
+                return Err(PyRuntimeError::new_err(
+                    "start_response was called already (pass exc_info to replace the head)",
+                ));
+            }
+            _ => {}
+        }
+        state.pending = Some(parse_head(status, &headers)?);
+        Ok(Write {
+            exchange: self.exchange.clone(),
+        })
+    }
+}
+
+/// The `write(data)` callable `start_response` returns (PEP 3333's
+/// imperative API for old frameworks).
+#[pyclass(module = "stackway")]
+pub(crate) struct Write {
+    exchange: Arc<Exchange>,
+}
+
+#[pymethods]
+impl Write {
+    fn __call__(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        match self.exchange.send(py, Bytes::copy_from_slice(data)) {
+            Ok(()) => Ok(()),
+            Err(SendError::Gone) => Err(PyOSError::new_err("the client went away")),
+            Err(SendError::NotStarted) => {
+                Err(PyRuntimeError::new_err("write() before start_response"))
+            }
+        }
+    }
+}
+
+/// `"404 Not Found"` and `[("Content-Type", "text/plain")]` as a head.
+/// Header values are native strings: latin-1.
+fn parse_head(status: &str, headers: &[(String, String)]) -> PyResult<Head> {
+    let code = status
+        .get(..3)
+        .filter(|_| status.len() == 3 || status.as_bytes()[3] == b' ')
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .filter(|code| code.as_u16() >= 200)
+        .ok_or_else(|| PyValueError::new_err(format!("status {status:?} is not \"NNN Reason\"")))?;
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let bytes: Option<Vec<u8>> = value.chars().map(|c| u8::try_from(c).ok()).collect();
+        let parsed = HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .zip(bytes.and_then(|b| HeaderValue::from_bytes(&b).ok()));
+        let Some((name, value)) = parsed else {
+            return Err(PyValueError::new_err(format!(
+                "header {name:?}: {value:?} is not a valid header"
+            )));
+        };
+        map.append(name, value);
+    }
+    Ok(Head {
+        status: code,
+        headers: map,
+    })
+}
