@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use stackway::{BoxApp, Server};
 use stackway_middleware::shared_data::Export;
 use stackway_middleware::{AccessLog, Dispatcher, Proxy, SharedData};
+use stackway_wsgi::Wsgi;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,10 +43,11 @@ struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000", value_parser = parse_bind)]
     bind: String,
 
-    /// Mount at PREFIX through the Dispatcher, repeatable: a built-in app (hello, demo), or
-    /// an upstream to proxy to (http://HOST:PORT[/base], unix:/PATH[:/base]; several,
-    /// comma-separated, for a round-robin pool). `/` mounts at the root; the longest
-    /// matching prefix wins; no match is a 404.
+    /// Mount at PREFIX through the Dispatcher, repeatable: a built-in app (hello, demo), a
+    /// Python WSGI app (wsgi:MODULE:CALLABLE), or an upstream to proxy to
+    /// (http://HOST:PORT[/base], unix:/PATH[:/base]; several, comma-separated, for a
+    /// round-robin pool). `/` mounts at the root; the longest matching prefix wins; no match
+    /// is a 404.
     #[arg(long = "mount", value_name = "PREFIX=SPEC", value_parser = parse_mount)]
     mounts: Vec<Mount>,
 
@@ -79,6 +81,15 @@ struct ServeArgs {
     /// fails and the connection is closed after the response.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
     body_timeout: Duration,
+
+    /// A directory to put on Python's sys.path for wsgi: mounts (the working directory is
+    /// there already); repeatable.
+    #[arg(long = "pythonpath", value_name = "DIR")]
+    python_path: Vec<std::path::PathBuf>,
+
+    /// Threads that run Python, per wsgi: mount (gunicorn's --threads).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    wsgi_threads: u16,
 
     /// Seconds connecting to an upstream may take; then 502.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
@@ -120,6 +131,8 @@ enum Target {
     App(BoxApp),
     /// Upstreams to proxy to, checked.
     Proxy(Vec<String>),
+    /// A Python WSGI app, `module:callable`, imported once the paths are set.
+    Wsgi(String),
 }
 
 fn parse_mount(value: &str) -> Result<Mount, String> {
@@ -129,6 +142,14 @@ fn parse_mount(value: &str) -> Result<Mount, String> {
     let target = match spec {
         "hello" => Target::App(BoxApp::new(stackway::apps::hello)),
         "demo" => Target::App(BoxApp::new(stackway::apps::demo)),
+        _ if spec.starts_with("wsgi:") => match &spec["wsgi:".len()..] {
+            "" => {
+                return Err(
+                    "expected wsgi:MODULE:CALLABLE, as in wsgi:mysite.wsgi:application".into(),
+                );
+            }
+            app => Target::Wsgi(app.to_owned()),
+        },
         _ if spec.contains(':') => {
             let upstreams: Vec<String> = spec.split(',').map(str::to_owned).collect();
             Proxy::try_balance(upstreams.iter().map(String::as_str)).map_err(|e| e.to_string())?;
@@ -236,6 +257,10 @@ fn main() -> ExitCode {
 
 /// The stack the flags describe: AccessLog → SharedData → Dispatcher, or why not.
 fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
+    // Later --pythonpath flags end up first on sys.path, as each is put in front.
+    for dir in args.python_path.iter().rev() {
+        stackway_wsgi::python_path(dir).map_err(|e| e.to_string())?;
+    }
     let mut dispatcher = Dispatcher::default();
     for Mount { prefix, target } in &args.mounts {
         let app = match target {
@@ -244,6 +269,11 @@ fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
                 Proxy::balance(upstreams.iter().map(String::as_str))
                     .connect_timeout(args.proxy_connect_timeout)
                     .read_timeout(args.proxy_read_timeout),
+            ),
+            Target::Wsgi(spec) => BoxApp::new(
+                Wsgi::import(spec)
+                    .map_err(|e| e.to_string())?
+                    .threads(args.wsgi_threads.into()),
             ),
         };
         dispatcher = dispatcher

@@ -156,6 +156,24 @@ fn mounts_proxy_to_upstreams_one_or_a_pool() {
 }
 
 #[test]
+fn mounts_python_wsgi_apps() {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python");
+    let server = Stackway::serve(&[
+        "--pythonpath",
+        python,
+        "--mount",
+        "/=wsgi:wsgi_apps:hello",
+        "--mount",
+        "/app=wsgi:flask_app:app",
+        "--wsgi-threads",
+        "2",
+    ]);
+    let mut conn = Conn::open(server.addr);
+    assert_eq!(conn.get("/you").text(), "Hello, you!");
+    assert_eq!(conn.get("/app/").text(), "index links to /app/hello/x");
+}
+
+#[test]
 fn static_folders_are_served_in_front_of_the_mounts() {
     let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/static");
     let server = Stackway::serve(&[
@@ -387,6 +405,24 @@ fn bad_flags_exit_2_with_a_clear_message() {
         (
             vec!["serve", "--mount", "/x=http://127.0.0.1:1,unix:run.sock"],
             "a unix socket path must be absolute",
+        ),
+        (
+            vec!["serve", "--mount", "/=wsgi:no_such_module:app"],
+            "No module named 'no_such_module'",
+        ),
+        (
+            vec!["serve", "--mount", "/=wsgi:"],
+            "expected wsgi:MODULE:CALLABLE",
+        ),
+        (
+            vec![
+                "serve",
+                "--pythonpath",
+                "/no/such/dir",
+                "--mount",
+                "/=hello",
+            ],
+            "/no/such/dir",
         ),
         (
             vec!["serve", "--proxy-read-timeout", "0"],
