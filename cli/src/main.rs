@@ -8,6 +8,8 @@
 //! AccessLog → SharedData (/static) → Dispatcher (/, /env)
 //! ```
 
+mod reload;
+
 use std::io::Write;
 use std::net::ToSocketAddrs;
 use std::process::ExitCode;
@@ -90,6 +92,16 @@ struct ServeArgs {
     /// Threads that run Python, per wsgi: mount (gunicorn's --threads).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     wsgi_threads: u16,
+
+    /// For development: restart the server when a Python file under the working directory
+    /// or a --pythonpath changes (new code that does not load is reported, and the old
+    /// code keeps serving).
+    #[arg(long)]
+    reload: bool,
+
+    /// Import and check everything, then exit without serving (used by --reload).
+    #[arg(long, hide = true)]
+    check: bool,
 
     /// Seconds connecting to an upstream may take; then 502.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
@@ -212,6 +224,16 @@ fn parse_secs(value: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let Command::Serve(args) = Cli::parse().command;
+    reload::follow_supervisor();
+    if args.reload {
+        let child_args: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| a != "--reload")
+            .collect();
+        let mut roots = vec![std::path::PathBuf::from(".")];
+        roots.extend(args.python_path.iter().cloned());
+        return reload::supervise(child_args, &args.bind, &roots);
+    }
     // Everything the flags say is checked before the port is taken, so a
     // wrong flag is never reported as a busy port.
     let app = match build_app(&args) {
@@ -221,6 +243,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check {
+        return ExitCode::SUCCESS;
+    }
     let server = match Server::bind(&args.bind) {
         Ok(server) => server,
         Err(e) => {

@@ -174,6 +174,56 @@ fn mounts_python_wsgi_apps() {
 }
 
 #[test]
+fn reload_restarts_on_a_change_and_keeps_serving_through_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("reloadme.py");
+    let write = |version: &str| {
+        std::fs::write(
+            &module,
+            format!("def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{version}']\n"),
+        )
+        .unwrap();
+    };
+    write("v1");
+    let python = dir.path().to_str().unwrap();
+    let mut server = Stackway::serve(&[
+        "--reload",
+        "--pythonpath",
+        python,
+        "--mount",
+        "/=wsgi:reloadme:application",
+    ]);
+    let get = |addr| {
+        std::net::TcpStream::connect(addr)
+            .ok()
+            .map(|_| Conn::open(addr).get("/").text())
+    };
+    assert_eq!(get(server.addr).as_deref(), Some("v1"));
+    let until = |want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while get(server.addr).as_deref() != Some(want) {
+            assert!(std::time::Instant::now() < deadline, "never served {want}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    write("v2");
+    until("v2");
+    // Broken code is reported, and the old code goes on serving.
+    std::fs::write(&module, "def application(:\n").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(get(server.addr).as_deref(), Some("v2"));
+    write("v3");
+    until("v3");
+    server.signal("-TERM");
+    assert!(server.wait().success());
+    let err = server.stderr();
+    assert!(err.contains("SyntaxError"), "{err}");
+    assert!(err.contains("still serving the old code"), "{err}");
+    // The server the supervisor ran is gone with it.
+    assert!(std::net::TcpStream::connect(server.addr).is_err());
+}
+
+#[test]
 fn static_folders_are_served_in_front_of_the_mounts() {
     let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/static");
     let server = Stackway::serve(&[
