@@ -32,12 +32,30 @@ DEEP_MOUNTS = [f"/api{i}/v{i % 10}/svc{i}" for i in range(100)]  # 100 apps, 3 s
 DEEP_PATH = DEEP_MOUNTS[-1] + "/users/42"
 HELLO = ["hello-root", "hello-deep", "idle-5k"]
 STATIC = ["static-1k", "static-64k", "static-1m", "static-304", "static-range"]
-SCENARIOS = HELLO[:2] + STATIC + ["idle-5k", "slow-1g", "proxy"]
-SERVERS = ["stackway", "axum", "actix", "hyper", "nginx"]
+SCENARIOS = HELLO[:2] + STATIC + ["idle-5k", "slow-1g", "proxy", "wsgi-hello"]
+PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian"]
+SERVERS = ["stackway", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
+# The same Python WSGI app under every server of the wsgi-hello scenario.
+WSGI_APP = """
+def application(environ, start_response):
+    name = environ["PATH_INFO"].encode("latin-1").decode("utf-8").strip("/") or "world"
+    body = f"Hello, {name}!".encode()
+    start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+"""
+PYDEPS = ROOT / "target" / "peers" / "pydeps"
+# The interpreter stackway-wsgi embeds (.cargo/config.toml), so every server runs the same Python.
+PYTHON = "/usr/bin/python3.11"
 
 
 def applies(server, scenario):
-    """hyper has no static files and nginx no hello app; proxy compares stackway with nginx."""
+    """hyper has no static files and nginx no hello app; proxy compares stackway with nginx;
+    wsgi-hello compares stackway with the Python servers, which serve nothing else."""
+    if scenario == "wsgi-hello":
+        return server == "stackway" or (server in PYTHON_SERVERS and python_server_installed(server))
+    if server in PYTHON_SERVERS:
+        return False
     if scenario == "proxy":
         return server in ("stackway", "nginx")
     if server == "hyper":
@@ -71,6 +89,19 @@ def ensure_tools():
         finally:
             if not had_policy:
                 policy.unlink()
+
+
+def ensure_python_servers():
+    """gunicorn and granian from PyPI into target/peers/pydeps, for the python3 on PATH."""
+    if python_server_installed("gunicorn-sync") and python_server_installed("granian"):
+        return
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(PYDEPS),
+                    "gunicorn", "granian"], check=False)
+
+
+def python_server_installed(server):
+    module = "granian" if server == "granian" else "gunicorn"
+    return (PYDEPS / module).is_dir()
 
 
 def build():
@@ -129,25 +160,39 @@ http {{
     return ["nginx", "-p", str(tmp), "-c", str(conf)]
 
 
-def command(server, port, static, tmp, upstream=None):
+def command(server, port, static, tmp, upstream=None, wsgi=False):
     if server == "nginx":
         return nginx_conf(tmp, port, static, upstream)
+    bind, app = f"127.0.0.1:{port}", "bench_app:application"
+    workers = str(os.cpu_count())
+    if server == "gunicorn-sync":
+        return [PYTHON, "-m", "gunicorn", "-w", workers, "-k", "sync", "--chdir", str(tmp),
+                "-b", bind, "--log-level", "warning", app]
+    if server == "gunicorn-gthread":
+        return [PYTHON, "-m", "gunicorn", "-w", workers, "-k", "gthread", "--threads", "8",
+                "--chdir", str(tmp), "-b", bind, "--log-level", "warning", app]
+    if server == "granian":
+        return [PYTHON, "-m", "granian", "--interface", "wsgi", "--workers", workers,
+                "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(tmp),
+                "--log-level", "warning", app]
     flags = ["--bind", f"127.0.0.1:{port}", "--mount", "/=hello", "--static", f"/static={static}"]
     if upstream and server == "stackway":
         flags += ["--mount", f"/proxy=http://127.0.0.1:{upstream}"]
     for prefix in DEEP_MOUNTS:
         flags += ["--mount", f"{prefix}=hello"]
-    if server == "stackway":
+    if server == "stackway" and wsgi:
+        flags += ["--pythonpath", str(tmp), "--mount", "/wsgi=wsgi:bench_app:application"]
         return [str(ROOT / "target/release/stackway"), "serve"] + flags
     return [str(PEERS / f"target/release/{server}-peer")] + flags
 
 
 class Server:
-    def __init__(self, name, static, tmp, upstream=None):
+    def __init__(self, name, static, tmp, upstream=None, wsgi=False):
         self.name = name
         self.port = free_port()
-        self.proc = subprocess.Popen(command(name, self.port, static, tmp, upstream), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        env = {**os.environ, "PYTHONPATH": str(PYDEPS)} if name in PYTHON_SERVERS else None
+        self.proc = subprocess.Popen(command(name, self.port, static, tmp, upstream, wsgi), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True, env=env)
         deadline = time.time() + 20
         while True:
             try:
@@ -216,6 +261,8 @@ def scenario_request(scenario, port):
         return DEEP_PATH, [], 200
     if scenario == "proxy":
         return "/proxy/users/42", [], 200
+    if scenario == "wsgi-hello":
+        return None, [], 200  # the path depends on the server: see run_once
     if scenario == "static-304":
         _, fields, _ = request(port, "/static/1k.bin")
         return "/static/1k.bin", [f"If-None-Match: {fields.get('etag', 'none')}"], 304
@@ -269,11 +316,14 @@ def slow_reader(server, seconds):
 def run_once(server_name, scenario, static, tmp, args):
     # The proxy scenario's upstream: raw hyper, the same for both proxies.
     upstream = Server("hyper", static, tmp) if scenario == "proxy" else None
-    server = Server(server_name, static, tmp, upstream.port if upstream else None)
+    server = Server(server_name, static, tmp, upstream.port if upstream else None, scenario == "wsgi-hello")
     try:
         if scenario == "slow-1g":
             return {"rss_growth_kib": slow_reader(server, args.slow_seconds)}
         path, headers, expected = scenario_request(scenario, server.port)
+        if scenario == "wsgi-hello":
+            # stackway mounts the app at /wsgi beside its others; the Python servers serve only it.
+            path = "/wsgi/you" if server_name == "stackway" else "/you"
         status, _, _ = request(server.port, path, headers)
         if status != expected:
             return {"error": f"answered {status}, expected {expected}"}
@@ -380,6 +430,9 @@ def main():
         tmp = Path(tmp)
         tmp.chmod(0o755)  # nginx's workers run as another user
         static = fixtures(tmp)
+        (tmp / "bench_app.py").write_text(WSGI_APP)
+        if "wsgi-hello" in args.scenarios:
+            ensure_python_servers()
         for scenario in args.scenarios:
             servers = [s for s in args.servers if applies(s, scenario)]
             for rep in range(args.repeats):

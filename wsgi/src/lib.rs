@@ -55,8 +55,9 @@ mod run;
 
 use std::fmt;
 use std::io;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -80,7 +81,7 @@ pub struct Wsgi {
     threads: usize,
     queue: usize,
     /// Started on the first request, once the settings are final.
-    pool: OnceLock<SyncSender<Job>>,
+    pool: OnceLock<Sender<Job>>,
 }
 
 /// Why a WSGI app could not be loaded; `Display` has Python's own message,
@@ -202,10 +203,9 @@ impl Wsgi {
         self
     }
 
-    fn pool(&self) -> &SyncSender<Job> {
+    fn pool(&self) -> &Sender<Job> {
         self.pool.get_or_init(|| {
-            let (jobs, waiting) = sync_channel::<Job>(self.queue);
-            let waiting = Arc::new(Mutex::new(waiting));
+            let (jobs, waiting) = crossbeam_channel::bounded::<Job>(self.queue);
             for n in 0..self.threads {
                 let (app, waiting) = (self.app.clone(), waiting.clone());
                 let spawned = std::thread::Builder::new()
@@ -221,14 +221,27 @@ impl Wsgi {
 }
 
 /// A Python thread: one job after another, until the app is dropped.
-fn serve_jobs(app: &Py<PyAny>, waiting: &Mutex<Receiver<Job>>) {
-    loop {
-        let job = waiting.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        match job {
-            Ok(job) => run::run(app, job),
-            Err(_) => return,
+///
+/// The thread stays attached to the interpreter for its whole life (attaching
+/// per request would create and destroy a Python thread state each time) and
+/// keeps the GIL from one job to the next while there are more: handing the
+/// GIL to another thread costs two context switches, so a busy thread goes on
+/// and the others run while it waits (on I/O in Python, on a slow client, or
+/// for work, when it lets the GIL go).
+fn serve_jobs(app: &Py<PyAny>, waiting: &Receiver<Job>) {
+    Python::attach(|py| {
+        loop {
+            let job = match waiting.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty) => match py.detach(|| waiting.recv()) {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+                Err(TryRecvError::Disconnected) => return,
+            };
+            run::run(py, app, job);
         }
-    }
+    });
 }
 
 /// An exception with its traceback, as Python prints it.

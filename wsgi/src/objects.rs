@@ -263,8 +263,15 @@ impl Exchange {
         if chunk.is_empty() {
             return Ok(());
         }
-        py.detach(|| self.body.blocking_send(Ok(chunk)))
-            .map_err(|_| SendError::Gone)
+        // Most chunks fit in the channel at once; only a slow client makes the
+        // thread wait, and only then is the GIL let go.
+        match self.body.try_send(Ok(chunk)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Gone),
+            Err(mpsc::error::TrySendError::Full(chunk)) => py
+                .detach(|| self.body.blocking_send(chunk))
+                .map_err(|_| SendError::Gone),
+        }
     }
 
     /// Ends the body with an error: the client's connection is aborted rather

@@ -47,14 +47,14 @@ impl From<SendError> for Failure {
     }
 }
 
-/// Runs `app` for `job`, holding the GIL only while in Python.
-pub(crate) fn run(app: &Py<PyAny>, job: Job) {
+/// Runs `app` for `job` on a thread attached to the interpreter.
+pub(crate) fn run(py: Python<'_>, app: &Py<PyAny>, job: Job) {
     let Job {
         cgi,
         input,
         exchange,
     } = job;
-    Python::attach(|py| {
+    {
         let outcome = (|| -> Result<(), Failure> {
             let file_wrapper = py.get_type::<FileWrapper>().into_any();
             let environ = cgi.into_dict(
@@ -94,7 +94,7 @@ pub(crate) fn run(app: &Py<PyAny>, job: Job) {
                 fail(&exchange, rule);
             }
         }
-    });
+    }
 }
 
 /// A 500 if nothing was sent yet, else an aborted body.
