@@ -82,9 +82,10 @@ fn a_validated_app_over_a_request_matrix() {
     assert_eq!(res.status, 200);
     assert_eq!(field(&res.text(), "path_info"), "/");
 
-    // An exception in the app: 500, and the server goes on.
+    // An exception in the app: 500, and the server goes on; sys.exit() too.
     let res = conn.get("/v/error");
     assert_eq!(res.status, 500);
+    assert_eq!(Conn::open(running.addr).get("/v/exit").status, 500);
     assert_eq!(Conn::open(running.addr).get("/v/after").status, 200);
 }
 

@@ -21,6 +21,8 @@ def hello(environ, start_response):
 def _describe(environ, start_response):
     if environ["PATH_INFO"] == "/error":
         raise RuntimeError("the app failed on purpose")
+    if environ["PATH_INFO"] == "/exit":
+        sys.exit(3)  # a SystemExit must not stop the server
     stream = environ["wsgi.input"]
     body = b""
     while True:

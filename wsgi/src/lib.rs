@@ -245,7 +245,7 @@ fn serve_jobs(app: &Py<PyAny>, waiting: &Receiver<Job>) {
 }
 
 /// An exception with its traceback, as Python prints it.
-fn traceback(py: Python<'_>, e: &PyErr) -> String {
+pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
     let formatted = py
         .import("traceback")
         .and_then(|tb| tb.call_method1("format_exception", (e.value(py),)))

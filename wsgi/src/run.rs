@@ -85,8 +85,11 @@ pub(crate) fn run(py: Python<'_>, app: &Py<PyAny>, job: Job) {
         match outcome {
             Ok(()) | Err(Failure::Gone) => {}
             Err(Failure::Python(e)) => {
-                eprintln!("stackway: wsgi: the app raised an exception:");
-                e.print(py);
+                // Formatted, not PyErr_Print: that would exit the process on SystemExit.
+                eprintln!(
+                    "stackway: wsgi: the app raised an exception:\n{}",
+                    crate::traceback(py, &e)
+                );
                 fail(&exchange, "the app raised an exception");
             }
             Err(Failure::Rule(rule)) => {
