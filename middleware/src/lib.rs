@@ -39,9 +39,11 @@ pub mod access_log;
 pub mod dispatcher;
 pub mod prefix;
 pub mod proxy;
+pub mod router;
 pub mod shared_data;
 
 pub use access_log::AccessLog;
 pub use dispatcher::{Dispatcher, MountError};
 pub use proxy::Proxy;
+pub use router::Router;
 pub use shared_data::{ExportError, SharedData};

@@ -1,0 +1,620 @@
+//! Routes requests by path pattern and method to handlers, on `matchit`: the
+//! app that answers "which handler owns this path", as Werkzeug's
+//! `routing.Map` and axum's `Router` do, mounted like any other app.
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::{Request, response, testing::Client};
+//! use stackway_middleware::router::{RouteParams, Router, get};
+//!
+//! let show = |req: Request| async move { response::text(format!("user {}", req.param("id").unwrap())) };
+//! let update = |_req: Request| async { response::text("updated") };
+//! let file = |req: Request| async move { response::text(req.param("path").unwrap().to_owned()) };
+//! let app = Router::new()
+//!     .route("/users/{id}", get(show).put(update))
+//!     .route("/files/{*path}", get(file));
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let client = Client::new(app);
+//! client.get("/users/42").await.assert_text("user 42");
+//! client.put("/users/42").await.assert_text("updated");
+//! client.delete("/users/42").await.assert_status(405).assert_header("allow", "GET, HEAD, PUT, OPTIONS");
+//! client.get("/files/a%2Fb/c.txt").await.assert_text("a/b/c.txt");
+//! # });
+//! ```
+//!
+//! # Paths and parameters
+//!
+//! Patterns are matchit's (`{name}` for one segment, `{*name}` for the rest)
+//! and are matched against PATH_INFO, so a Router mounted at `/api` routes
+//! `/users/1` when the request was for `/api/users/1`. The path is compared
+//! decoded, except that `%2F` (and `%25`) stay as they are: an encoded slash
+//! never becomes a separator. Parameters are percent-decoded exactly once:
+//!
+//! | pattern | request path | parameter |
+//! |---|---|---|
+//! | `/users/{id}` | `/users/42` | `id` = `42` |
+//! | `/users/{id}` | `/users/a%2Fb` | `id` = `a/b` (one segment) |
+//! | `/users/{id}` | `/users/caf%C3%A9` | `id` = `café` |
+//! | `/files/{*path}` | `/files/x/y%20z` | `path` = `x/y z` |
+//! | `/café` | `/caf%C3%A9` | (matches) |
+//!
+//! # Methods
+//!
+//! `HEAD` is answered by the `GET` handler (without its body) unless a `HEAD`
+//! handler exists; a path that matches with another method gets 405 with
+//! `Allow`, and `OPTIONS` without a handler 204 with `Allow`. A path that
+//! matches nothing goes to the [fallback](Router::fallback) (404 unless set).
+//!
+//! # Mounting
+//!
+//! [`Router::mount`] gives a prefix to an app, as the Dispatcher does: the
+//! matched part moves from PATH_INFO to SCRIPT_NAME, so a Dispatcher, a
+//! SharedData or another Router inside sees a correct environ.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use http::header::ALLOW;
+use http::{HeaderValue, Method, StatusCode};
+use percent_encoding::percent_decode_str;
+use stackway::{App, Body, BoxApp, Layer, Request, RequestExt, Response, response};
+
+/// Routes requests to handlers by path pattern and method; see the
+/// [module docs](self).
+#[doc(alias = "Map")]
+#[doc(alias = "routing")]
+pub struct Router {
+    paths: matchit::Router<usize>,
+    /// What each inserted pattern leads to, by the index matchit stores.
+    targets: Vec<Target>,
+    /// Each pattern as given, to merge methods into one route.
+    patterns: HashMap<String, usize>,
+    fallback: Option<BoxApp>,
+    redirect_slash: bool,
+}
+
+enum Target {
+    Methods(MethodRouter),
+    /// An app mounted at a prefix of this many PATH_INFO segments.
+    Mount(BoxApp, usize),
+}
+
+/// The handlers of one route, by method; made by [`get`], [`post`] and the
+/// others, and chained: `get(show).put(update)`.
+#[derive(Clone, Default)]
+pub struct MethodRouter {
+    handlers: Vec<(Method, BoxApp)>,
+    any: Option<BoxApp>,
+}
+
+macro_rules! method_fns {
+    ($($name:ident => $method:ident),*) => {
+        $(
+            #[doc = concat!("A route answering `", stringify!($method), "` with `app`.")]
+            pub fn $name(app: impl App) -> MethodRouter {
+                MethodRouter::default().on(Method::$method, app)
+            }
+
+            impl MethodRouter {
+                #[doc = concat!("Also answers `", stringify!($method), "` with `app`.")]
+                pub fn $name(self, app: impl App) -> Self {
+                    self.on(Method::$method, app)
+                }
+            }
+        )*
+    };
+}
+
+method_fns!(get => GET, post => POST, put => PUT, patch => PATCH, delete => DELETE, options => OPTIONS, head => HEAD);
+
+/// A route answering every method with `app`.
+pub fn any(app: impl App) -> MethodRouter {
+    MethodRouter {
+        handlers: Vec::new(),
+        any: Some(BoxApp::new(app)),
+    }
+}
+
+/// A route answering `method` with `app`.
+pub fn on(method: Method, app: impl App) -> MethodRouter {
+    MethodRouter::default().on(method, app)
+}
+
+impl MethodRouter {
+    /// Also answers `method` with `app`.
+    pub fn on(mut self, method: Method, app: impl App) -> Self {
+        self.handlers.retain(|(m, _)| *m != method);
+        self.handlers.push((method, BoxApp::new(app)));
+        self
+    }
+
+    fn handler(&self, method: &Method) -> Option<&BoxApp> {
+        self.handlers
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, app)| app)
+            .or(self.any.as_ref())
+    }
+
+    /// `Allow` for this route: its methods, `HEAD` with `GET`, and `OPTIONS`.
+    fn allow(&self) -> HeaderValue {
+        if self.any.is_some() {
+            return HeaderValue::from_static("*");
+        }
+        let mut methods: Vec<&str> = self.handlers.iter().map(|(m, _)| m.as_str()).collect();
+        if methods.contains(&"GET") {
+            methods.push("HEAD");
+        }
+        methods.push("OPTIONS");
+        let order = |m: &&str| {
+            ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+                .iter()
+                .position(|known| known == m)
+                .unwrap_or(usize::MAX)
+        };
+        methods.sort_by_key(order);
+        methods.dedup();
+        HeaderValue::from_str(&methods.join(", ")).unwrap_or(HeaderValue::from_static("OPTIONS"))
+    }
+
+    /// Merges `other`'s methods in; a method in both is a conflict.
+    fn merge(&mut self, other: Self) -> Result<(), String> {
+        for (method, app) in other.handlers {
+            if self.handlers.iter().any(|(m, _)| *m == method) {
+                return Err(format!("{method} is routed there already"));
+            }
+            self.handlers.push((method, app));
+        }
+        if let Some(app) = other.any {
+            if self.any.is_some() {
+                return Err("any method is routed there already".to_owned());
+            }
+            self.any = Some(app);
+        }
+        Ok(())
+    }
+}
+
+/// Why a route could not be added; `Display` is a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    pattern: String,
+    why: String,
+}
+
+impl RouteError {
+    /// The pattern that was refused.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot route {:?}: {}", self.pattern, self.why)
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Router {
+    /// A router with no routes, answering 404.
+    pub fn new() -> Self {
+        Self {
+            paths: matchit::Router::new(),
+            targets: Vec::new(),
+            patterns: HashMap::new(),
+            fallback: None,
+            redirect_slash: false,
+        }
+    }
+
+    /// Routes `pattern` to the handlers in `methods`.
+    ///
+    /// # Panics
+    ///
+    /// If the pattern is invalid or conflicts with another;
+    /// [`try_route`](Self::try_route) returns the error instead.
+    #[track_caller]
+    pub fn route(self, pattern: &str, methods: MethodRouter) -> Self {
+        self.try_route(pattern, methods)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Routes `pattern` to the handlers in `methods`, or says why it cannot:
+    /// the pattern is empty or does not start with `/`, is not valid for
+    /// matchit, cannot be told apart from a route already there, or routes a
+    /// method that is routed there already. The same pattern given again adds
+    /// its methods.
+    pub fn try_route(mut self, pattern: &str, methods: MethodRouter) -> Result<Self, RouteError> {
+        let error = |why: String| RouteError {
+            pattern: pattern.to_owned(),
+            why,
+        };
+        let normal = normalise_pattern(pattern).map_err(|why| error(why.to_owned()))?;
+        if let Some(&at) = self.patterns.get(&normal) {
+            return match &mut self.targets[at] {
+                Target::Methods(existing) => existing.merge(methods).map(|()| self).map_err(error),
+                Target::Mount(..) => Err(error("an app is mounted there".to_owned())),
+            };
+        }
+        self.insert(&normal, Target::Methods(methods))
+            .map_err(error)?;
+        Ok(self)
+    }
+
+    /// Mounts `app` at `prefix`: it answers the prefix and everything below,
+    /// with the prefix moved from PATH_INFO to SCRIPT_NAME, as the
+    /// [`Dispatcher`](crate::Dispatcher) does.
+    ///
+    /// # Panics
+    ///
+    /// As [`route`](Self::route); [`try_mount`](Self::try_mount) returns the error.
+    #[track_caller]
+    pub fn mount(self, prefix: &str, app: impl App) -> Self {
+        self.try_mount(prefix, app)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Mounts `app` at `prefix`, or says why it cannot.
+    pub fn try_mount(mut self, prefix: &str, app: impl App) -> Result<Self, RouteError> {
+        let error = |why: String| RouteError {
+            pattern: prefix.to_owned(),
+            why,
+        };
+        let normal = normalise_pattern(prefix).map_err(|why| error(why.to_owned()))?;
+        let base = normal.trim_end_matches('/');
+        if base.contains(['{', '}']) {
+            return Err(error("a mount prefix is literal".to_owned()));
+        }
+        let segments = base.matches('/').count();
+        let app = BoxApp::new(app);
+        let rest = format!("{base}/{{*{REST}}}");
+        let patterns = [base.to_owned(), format!("{base}/"), rest];
+        for pattern in patterns.iter().filter(|p| !p.is_empty()) {
+            self.insert(pattern, Target::Mount(app.clone(), segments))
+                .map_err(error)?;
+        }
+        if base.is_empty() {
+            // A mount at the root also answers the empty PATH_INFO.
+            self.fallback.get_or_insert_with(|| app.clone());
+        }
+        Ok(self)
+    }
+
+    fn insert(&mut self, pattern: &str, target: Target) -> Result<(), String> {
+        let at = self.targets.len();
+        self.paths.insert(pattern, at).map_err(|e| match e {
+            matchit::InsertError::Conflict { with } => {
+                format!("it cannot be told apart from {with:?}")
+            }
+            other => other.to_string().to_lowercase(),
+        })?;
+        self.targets.push(target);
+        self.patterns.insert(pattern.to_owned(), at);
+        Ok(())
+    }
+
+    /// Answers requests that match no route with `app` instead of 404.
+    pub fn fallback(mut self, app: impl App) -> Self {
+        self.fallback = Some(BoxApp::new(app));
+        self
+    }
+
+    /// Applies `layer` to every route and mount added so far (axum's
+    /// `route_layer`): middleware that runs only for matched routes.
+    #[allow(clippy::needless_pass_by_value)] // cloned per route; by value as every builder takes it
+    pub fn route_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxApp> + Clone,
+    {
+        let wrap = |app: &mut BoxApp| *app = BoxApp::new(layer.clone().layer(app.clone()));
+        for target in &mut self.targets {
+            match target {
+                Target::Methods(methods) => {
+                    methods.handlers.iter_mut().for_each(|(_, app)| wrap(app));
+                    methods.any.iter_mut().for_each(wrap);
+                }
+                Target::Mount(app, _) => wrap(app),
+            }
+        }
+        self
+    }
+
+    /// When a path matches nothing but would with a trailing `/` added or
+    /// removed, answers 308 to that path (built from SCRIPT_NAME, so right
+    /// under any mount), query kept. Off by default.
+    pub fn redirect_slash(mut self, on: bool) -> Self {
+        self.redirect_slash = on;
+        self
+    }
+
+    /// The other form of `path` (with or without its trailing slash), if a
+    /// route answers it.
+    fn slash_twin(&self, path: &str) -> Option<String> {
+        let twin = match path.strip_suffix('/') {
+            Some("") | None => format!("{path}/"),
+            Some(without) => without.to_owned(),
+        };
+        self.paths.at(&twin).is_ok().then_some(twin)
+    }
+}
+
+/// The name under which a mount's catch-all holds the rest of the path.
+const REST: &str = "__stackway_rest";
+
+/// Parameters the Router found in the request's path, decoded once.
+#[derive(Debug, Clone, Default)]
+struct Params(Vec<(String, String)>);
+
+/// Reading the parameters a [`Router`] matched; implemented for requests.
+pub trait RouteParams {
+    /// The parameter `name`, percent-decoded once (`%2F` gives `/`).
+    fn param(&self, name: &str) -> Option<&str>;
+
+    /// Every parameter, in the order of the pattern, outer routers' first.
+    fn params(&self) -> &[(String, String)];
+}
+
+impl<B> RouteParams for http::Request<B> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params()
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn params(&self) -> &[(String, String)] {
+        self.extensions()
+            .get::<Params>()
+            .map_or(&[], |p| p.0.as_slice())
+    }
+}
+
+/// A pattern as it is matched: decoded, except `%2F` and `%25`.
+fn normalise_pattern(pattern: &str) -> Result<String, &'static str> {
+    if pattern.is_empty() {
+        return Err("a pattern may not be empty (say / for the root)");
+    }
+    if !pattern.starts_with('/') {
+        return Err("a pattern starts with /");
+    }
+    normalise_path(pattern).ok_or("its percent-encoding does not decode to UTF-8")
+}
+
+/// PATH_INFO as it is matched: every escape decoded but `%2F` and `%25`
+/// (a slash that must not separate, a percent that must not start a second
+/// decoding), so `/caf%C3%A9` and `/café` are one path and `/a%2Fb` one
+/// segment; `None` if the decoding is not UTF-8.
+///
+/// ```text
+/// /users/caf%C3%A9   →  /users/café
+/// /files/a%2Fb%25c   →  /files/a%2Fb%25c
+/// ```
+fn normalise_path(raw: &str) -> Option<String> {
+    if !raw.contains('%') {
+        return Some(raw.to_owned());
+    }
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut rest = raw.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        let hex = |h: u8| (h as char).to_digit(16);
+        if let (b'%', [h, l, after @ ..]) = (b, tail) {
+            if let (Some(h), Some(l)) = (hex(*h), hex(*l)) {
+                let decoded = (h * 16 + l) as u8;
+                if decoded == b'/' || decoded == b'%' {
+                    bytes.extend_from_slice(&rest[..3]);
+                } else {
+                    bytes.push(decoded);
+                }
+                rest = after;
+                continue;
+            }
+        }
+        bytes.push(b);
+        rest = tail;
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// Finishes decoding a parameter taken from a normalised path.
+fn decode_param(value: &str) -> String {
+    percent_decode_str(value).decode_utf8_lossy().into_owned()
+}
+
+impl App for Router {
+    async fn call(&self, mut req: Request) -> Response {
+        let path_info = req.environ().path_info().to_owned();
+        let Some(path) = normalise_path(&path_info) else {
+            // Not UTF-8 once decoded: no route can name it.
+            return self.miss(req, "").await;
+        };
+        let (target, found) = match self.paths.at(&path) {
+            Ok(matched) => {
+                let found: Vec<(String, String)> = matched
+                    .params
+                    .iter()
+                    .filter(|(name, _)| *name != REST)
+                    .map(|(name, value)| (name.to_owned(), decode_param(value)))
+                    .collect();
+                (&self.targets[*matched.value], found)
+            }
+            Err(_) => return self.miss(req, &path).await,
+        };
+        if !found.is_empty() {
+            let params = req.extensions_mut().get_or_insert_default::<Params>();
+            params.0.extend(found);
+        }
+        match target {
+            Target::Mount(app, segments) => {
+                let len = prefix_len(&path_info, *segments);
+                if len > 0 {
+                    let moved = req.push_script_name(len);
+                    debug_assert!(moved, "mount prefixes are whole segments");
+                }
+                app.call(req).await
+            }
+            Target::Methods(methods) => dispatch(methods, req).await,
+        }
+    }
+}
+
+impl Router {
+    /// No route matched: a slash redirect, the fallback, or 404.
+    async fn miss(&self, req: Request, path: &str) -> Response {
+        if self.redirect_slash && !path.is_empty() && self.slash_twin(path).is_some() {
+            let env = req.environ();
+            let raw = env.path_info();
+            let twin = match raw.strip_suffix('/') {
+                Some(without) => without.to_owned(),
+                None => format!("{raw}/"),
+            };
+            let mut location = format!("{}{twin}", env.script_name());
+            if let Some(query) = req.uri().query() {
+                location = format!("{location}?{query}");
+            }
+            if !location.starts_with("//") {
+                if let Ok(location) = HeaderValue::try_from(location) {
+                    let mut res = response::status(StatusCode::PERMANENT_REDIRECT);
+                    res.headers_mut().insert(http::header::LOCATION, location);
+                    return res;
+                }
+            }
+        }
+        match &self.fallback {
+            Some(app) => app.call(req).await,
+            None => response::status(StatusCode::NOT_FOUND),
+        }
+    }
+}
+
+/// The bytes of raw PATH_INFO its first `segments` segments take.
+fn prefix_len(path_info: &str, segments: usize) -> usize {
+    if segments == 0 {
+        return 0;
+    }
+    path_info
+        .match_indices('/')
+        .nth(segments)
+        .map_or(path_info.len(), |(at, _)| at)
+}
+
+/// Calls the handler for the request's method, or answers 405 / OPTIONS.
+async fn dispatch(methods: &MethodRouter, req: Request) -> Response {
+    let method = req.method().clone();
+    if let Some(app) = methods.handler(&method) {
+        return app.call(req).await;
+    }
+    if method == Method::HEAD {
+        if let Some(app) = methods.handler(&Method::GET) {
+            let res = app.call(req).await;
+            // The head of the GET response, without its body.
+            let (parts, _) = res.into_parts();
+            return Response::from_parts(parts, Body::empty());
+        }
+    }
+    let status = match method {
+        Method::OPTIONS => StatusCode::NO_CONTENT,
+        _ => StatusCode::METHOD_NOT_ALLOWED,
+    };
+    let mut res = match status {
+        StatusCode::NO_CONTENT => {
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = status;
+            res
+        }
+        _ => response::status(status),
+    };
+    res.headers_mut().insert(ALLOW, methods.allow());
+    res
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut patterns: Vec<&String> = self.patterns.keys().collect();
+        patterns.sort();
+        f.debug_struct("Router")
+            .field("routes", &patterns)
+            .field("redirect_slash", &self.redirect_slash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for MethodRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let methods: Vec<&str> = self.handlers.iter().map(|(m, _)| m.as_str()).collect();
+        f.debug_struct("MethodRouter")
+            .field("methods", &methods)
+            .field("any", &self.any.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_matched_decoded_except_slashes_and_percents() {
+        let table = [
+            ("/users/42", Some("/users/42")),
+            ("/caf%C3%A9", Some("/café")),
+            ("/a%2Fb", Some("/a%2Fb")),
+            ("/a%2fb", Some("/a%2fb")),
+            ("/100%25", Some("/100%25")),
+            ("/%41%42", Some("/AB")),
+            ("/bad%zz", Some("/bad%zz")),
+            ("/%FF", None),
+            ("", Some("")),
+        ];
+        for (raw, want) in table {
+            assert_eq!(normalise_path(raw).as_deref(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn mount_prefixes_cover_whole_segments_of_the_raw_path() {
+        assert_eq!(prefix_len("/admin/users", 1), 6);
+        assert_eq!(prefix_len("/admin", 1), 6);
+        assert_eq!(prefix_len("/a%2Fb/x", 1), 6);
+        assert_eq!(prefix_len("/a/b/c", 2), 4);
+        assert_eq!(prefix_len("/anything", 0), 0);
+    }
+
+    #[test]
+    fn patterns_are_checked() {
+        let err = |p: &str| {
+            Router::new()
+                .try_route(p, any(stackway::apps::hello))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("").contains("may not be empty"));
+        assert!(err("users").contains("starts with /"));
+        assert!(err("/{id").contains("valid name"), "{}", err("/{id"));
+        let conflict = Router::new()
+            .route("/users/{id}", get(stackway::apps::hello))
+            .try_route("/users/{name}", get(stackway::apps::hello))
+            .unwrap_err();
+        assert!(
+            conflict.to_string().contains("cannot be told apart"),
+            "{conflict}"
+        );
+        let twice = Router::new()
+            .route("/x", get(stackway::apps::hello))
+            .try_route("/x", get(stackway::apps::hello))
+            .unwrap_err();
+        assert!(
+            twice.to_string().contains("GET is routed there already"),
+            "{twice}"
+        );
+    }
+}
