@@ -32,7 +32,7 @@ DEEP_MOUNTS = [f"/api{i}/v{i % 10}/svc{i}" for i in range(100)]  # 100 apps, 3 s
 DEEP_PATH = DEEP_MOUNTS[-1] + "/users/42"
 HELLO = ["hello-root", "hello-deep", "idle-5k"]
 STATIC = ["static-1k", "static-64k", "static-1m", "static-304", "static-range"]
-SCENARIOS = HELLO[:2] + STATIC + ["idle-5k", "slow-1g", "proxy", "wsgi-hello"]
+SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + ["idle-5k", "slow-1g", "proxy", "wsgi-hello"]
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian"]
 SERVERS = ["stackway", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
 # The same Python WSGI app under every server of the wsgi-hello scenario.
@@ -56,6 +56,8 @@ def applies(server, scenario):
         return server == "stackway" or (server in PYTHON_SERVERS and python_server_installed(server))
     if server in PYTHON_SERVERS:
         return False
+    if scenario == "hello-param":
+        return server in ("stackway", "axum", "actix")
     if scenario == "proxy":
         return server in ("stackway", "nginx")
     if server == "hyper":
@@ -160,7 +162,7 @@ http {{
     return ["nginx", "-p", str(tmp), "-c", str(conf)]
 
 
-def command(server, port, static, tmp, upstream=None, wsgi=False):
+def command(server, port, static, tmp, upstream=None, scenario=None):
     if server == "nginx":
         return nginx_conf(tmp, port, static, upstream)
     bind, app = f"127.0.0.1:{port}", "bench_app:application"
@@ -175,23 +177,26 @@ def command(server, port, static, tmp, upstream=None, wsgi=False):
         return [PYTHON, "-m", "granian", "--interface", "wsgi", "--workers", workers,
                 "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(tmp),
                 "--log-level", "warning", app]
-    flags = ["--bind", f"127.0.0.1:{port}", "--mount", "/=hello", "--static", f"/static={static}"]
+    # stackway routes /users/{id} with its Router (the built-in `routes` app at the root);
+    # the peers have the route in their own routers in every scenario.
+    root = "routes" if server == "stackway" and scenario == "hello-param" else "hello"
+    flags = ["--bind", f"127.0.0.1:{port}", "--mount", f"/={root}", "--static", f"/static={static}"]
     if upstream and server == "stackway":
         flags += ["--mount", f"/proxy=http://127.0.0.1:{upstream}"]
     for prefix in DEEP_MOUNTS:
         flags += ["--mount", f"{prefix}=hello"]
-    if server == "stackway" and wsgi:
+    if server == "stackway" and scenario == "wsgi-hello":
         flags += ["--pythonpath", str(tmp), "--mount", "/wsgi=wsgi:bench_app:application"]
         return [str(ROOT / "target/release/stackway"), "serve"] + flags
     return [str(PEERS / f"target/release/{server}-peer")] + flags
 
 
 class Server:
-    def __init__(self, name, static, tmp, upstream=None, wsgi=False):
+    def __init__(self, name, static, tmp, upstream=None, scenario=None):
         self.name = name
         self.port = free_port()
         env = {**os.environ, "PYTHONPATH": str(PYDEPS)} if name in PYTHON_SERVERS else None
-        self.proc = subprocess.Popen(command(name, self.port, static, tmp, upstream, wsgi), stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(command(name, self.port, static, tmp, upstream, scenario), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True, env=env)
         deadline = time.time() + 20
         while True:
@@ -259,6 +264,8 @@ def scenario_request(scenario, port):
         return "/", [], 200
     if scenario == "hello-deep":
         return DEEP_PATH, [], 200
+    if scenario == "hello-param":
+        return "/users/42", [], 200
     if scenario == "proxy":
         return "/proxy/users/42", [], 200
     if scenario == "wsgi-hello":
@@ -316,7 +323,7 @@ def slow_reader(server, seconds):
 def run_once(server_name, scenario, static, tmp, args):
     # The proxy scenario's upstream: raw hyper, the same for both proxies.
     upstream = Server("hyper", static, tmp) if scenario == "proxy" else None
-    server = Server(server_name, static, tmp, upstream.port if upstream else None, scenario == "wsgi-hello")
+    server = Server(server_name, static, tmp, upstream.port if upstream else None, scenario)
     try:
         if scenario == "slow-1g":
             return {"rss_growth_kib": slow_reader(server, args.slow_seconds)}

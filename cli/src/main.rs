@@ -18,6 +18,8 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use stackway::{BoxApp, Server};
+use stackway::{Request, response};
+use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
 use stackway_middleware::{AccessLog, Dispatcher, Proxy, SharedData};
 use stackway_wsgi::Wsgi;
@@ -45,7 +47,8 @@ struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000", value_parser = parse_bind)]
     bind: String,
 
-    /// Mount at PREFIX through the Dispatcher, repeatable: a built-in app (hello, demo), a
+    /// Mount at PREFIX through the Dispatcher, repeatable: a built-in app (hello, demo,
+    /// routes: a Router with /users/{id} and /files/{*path}), a
     /// Python WSGI app (wsgi:MODULE:CALLABLE), or an upstream to proxy to
     /// (http://HOST:PORT[/base], unix:/PATH[:/base]; several, comma-separated, for a
     /// round-robin pool). `/` mounts at the root; the longest matching prefix wins; no match
@@ -154,6 +157,7 @@ fn parse_mount(value: &str) -> Result<Mount, String> {
     let target = match spec {
         "hello" => Target::App(BoxApp::new(stackway::apps::hello)),
         "demo" => Target::App(BoxApp::new(stackway::apps::demo)),
+        "routes" => Target::App(BoxApp::new(routes())),
         _ if spec.starts_with("wsgi:") => match &spec["wsgi:".len()..] {
             "" => {
                 return Err(
@@ -169,7 +173,7 @@ fn parse_mount(value: &str) -> Result<Mount, String> {
         }
         _ => {
             return Err(format!(
-                "unknown app {spec:?} (the built-in apps are hello and demo; \
+                "unknown app {spec:?} (the built-in apps are hello, demo and routes; \
                  upstreams are http://HOST:PORT[/base] or unix:/PATH[:/base])"
             ));
         }
@@ -182,6 +186,21 @@ fn parse_mount(value: &str) -> Result<Mount, String> {
         prefix: prefix.to_owned(),
         target,
     })
+}
+
+/// The built-in `routes` app: a Router showing parameters. `/users/{id}`
+/// greets `id` as `hello` greets a name; `/files/{*path}` echoes its path.
+fn routes() -> Router {
+    let user = |req: Request| async move {
+        let id = response::escape_html(req.param("id").unwrap_or_default());
+        response::html(format!("<h1>Hello, {id}!</h1>"))
+    };
+    let file = |req: Request| async move {
+        response::text(req.param("path").unwrap_or_default().to_owned())
+    };
+    Router::new()
+        .route("/users/{id}", get(user))
+        .route("/files/{*path}", get(file))
 }
 
 /// `PREFIX=PATH` from `--static`, checked: the path exists.

@@ -7,6 +7,13 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use clap::Parser;
 use stackway_peers::{Flags, hello_body, ready};
 
+/// The `hello-param` scenario's route: `/users/{id}` greets `id`.
+async fn user(id: web::Path<String>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(hello_body(&format!("/{id}")))
+}
+
 async fn hello(req: HttpRequest) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -18,7 +25,7 @@ async fn main() -> std::io::Result<()> {
     let flags = Flags::parse();
     let (statics, mounts) = (flags.statics.clone(), flags.mounts.clone());
     let server = HttpServer::new(move || {
-        let mut app = App::new();
+        let mut app = App::new().route("/users/{id}", web::get().to(user));
         for (prefix, dir) in &statics {
             app = app.service(Files::new(if prefix.is_empty() { "/" } else { prefix }, dir));
         }

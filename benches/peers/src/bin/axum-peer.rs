@@ -1,8 +1,10 @@
 //! axum 0.8 + tower-http's ServeDir: mounts by `nest_service`, static by `ServeDir`.
 
 use axum::Router;
+use axum::extract::Path;
 use axum::handler::HandlerWithoutStateExt;
 use axum::http::Uri;
+use axum::routing::get;
 use axum::response::Html;
 use axum::serve::ListenerExt;
 use clap::Parser;
@@ -13,10 +15,15 @@ async fn hello(uri: Uri) -> Html<String> {
     Html(hello_body(uri.path()))
 }
 
+/// The `hello-param` scenario's route: `/users/{id}` greets `id`.
+async fn user(Path(id): Path<String>) -> Html<String> {
+    Html(hello_body(&format!("/{id}")))
+}
+
 #[tokio::main]
 async fn main() {
     let flags = Flags::parse();
-    let mut router = Router::new();
+    let mut router = Router::new().route("/users/{id}", get(user));
     for (prefix, dir) in &flags.statics {
         let serve_dir = ServeDir::new(dir);
         router = match prefix.as_str() {
