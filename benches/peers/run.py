@@ -187,6 +187,7 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         flags += ["--mount", f"{prefix}=hello"]
     if server == "stackway" and scenario == "wsgi-hello":
         flags += ["--pythonpath", str(tmp), "--mount", "/wsgi=wsgi:bench_app:application"]
+    if server == "stackway":
         return [str(ROOT / "target/release/stackway"), "serve"] + flags
     return [str(PEERS / f"target/release/{server}-peer")] + flags
 

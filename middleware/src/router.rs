@@ -52,6 +52,7 @@
 //! matched part moves from PATH_INFO to SCRIPT_NAME, so a Dispatcher, a
 //! SharedData or another Router inside sees a correct environ.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -387,7 +388,9 @@ fn normalise_pattern(pattern: &str) -> Result<String, &'static str> {
     if !pattern.starts_with('/') {
         return Err("a pattern starts with /");
     }
-    normalise_path(pattern).ok_or("its percent-encoding does not decode to UTF-8")
+    normalise_path(pattern)
+        .map(Cow::into_owned)
+        .ok_or("its percent-encoding does not decode to UTF-8")
 }
 
 /// PATH_INFO as it is matched: every escape decoded but `%2F` and `%25`
@@ -399,9 +402,9 @@ fn normalise_pattern(pattern: &str) -> Result<String, &'static str> {
 /// /users/caf%C3%A9   →  /users/café
 /// /files/a%2Fb%25c   →  /files/a%2Fb%25c
 /// ```
-fn normalise_path(raw: &str) -> Option<String> {
+fn normalise_path(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.contains('%') {
-        return Some(raw.to_owned());
+        return Some(Cow::Borrowed(raw));
     }
     let mut bytes = Vec::with_capacity(raw.len());
     let mut rest = raw.as_bytes();
@@ -422,7 +425,7 @@ fn normalise_path(raw: &str) -> Option<String> {
         bytes.push(b);
         rest = tail;
     }
-    String::from_utf8(bytes).ok()
+    String::from_utf8(bytes).ok().map(Cow::Owned)
 }
 
 /// Finishes decoding a parameter taken from a normalised path.
@@ -432,33 +435,39 @@ fn decode_param(value: &str) -> String {
 
 impl App for Router {
     async fn call(&self, mut req: Request) -> Response {
-        let path_info = req.environ().path_info().to_owned();
-        let Some(path) = normalise_path(&path_info) else {
-            // Not UTF-8 once decoded: no route can name it.
-            return self.miss(req, "").await;
-        };
-        let (target, found) = match self.paths.at(&path) {
-            Ok(matched) => {
-                let found: Vec<(String, String)> = matched
+        // What the match needs is read while the path is borrowed; the request
+        // changes (parameters, SCRIPT_NAME) only after.
+        let found = {
+            let env = req.environ();
+            let raw = env.path_info();
+            normalise_path(raw).and_then(|path| {
+                let matched = self.paths.at(&path).ok()?;
+                let target = *matched.value;
+                let params: Vec<(String, String)> = matched
                     .params
                     .iter()
                     .filter(|(name, _)| *name != REST)
                     .map(|(name, value)| (name.to_owned(), decode_param(value)))
                     .collect();
-                (&self.targets[*matched.value], found)
-            }
-            Err(_) => return self.miss(req, &path).await,
+                let moved = match &self.targets[target] {
+                    Target::Mount(_, segments) => prefix_len(raw, *segments),
+                    Target::Methods(_) => 0,
+                };
+                Some((target, params, moved))
+            })
         };
-        if !found.is_empty() {
-            let params = req.extensions_mut().get_or_insert_default::<Params>();
-            params.0.extend(found);
+        let Some((target, params, moved)) = found else {
+            return self.miss(req).await;
+        };
+        if !params.is_empty() {
+            let all = req.extensions_mut().get_or_insert_default::<Params>();
+            all.0.extend(params);
         }
-        match target {
-            Target::Mount(app, segments) => {
-                let len = prefix_len(&path_info, *segments);
-                if len > 0 {
-                    let moved = req.push_script_name(len);
-                    debug_assert!(moved, "mount prefixes are whole segments");
+        match &self.targets[target] {
+            Target::Mount(app, _) => {
+                if moved > 0 {
+                    let pushed = req.push_script_name(moved);
+                    debug_assert!(pushed, "mount prefixes are whole segments");
                 }
                 app.call(req).await
             }
@@ -469,10 +478,11 @@ impl App for Router {
 
 impl Router {
     /// No route matched: a slash redirect, the fallback, or 404.
-    async fn miss(&self, req: Request, path: &str) -> Response {
-        if self.redirect_slash && !path.is_empty() && self.slash_twin(path).is_some() {
-            let env = req.environ();
-            let raw = env.path_info();
+    async fn miss(&self, req: Request) -> Response {
+        let env = req.environ();
+        let raw = env.path_info();
+        let twin = || normalise_path(raw).and_then(|path| self.slash_twin(&path));
+        if self.redirect_slash && !raw.is_empty() && twin().is_some() {
             let twin = match raw.strip_suffix('/') {
                 Some(without) => without.to_owned(),
                 None => format!("{raw}/"),
