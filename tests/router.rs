@@ -148,6 +148,7 @@ fn a_fallback_answers_what_matches_nothing() {
 fn routers_and_dispatchers_nest_both_ways() {
     // A Router mounted by a Dispatcher sees PATH_INFO below the mount...
     let api = Router::new()
+        .route("/", get(echo("api-root")))
         .route("/users/{id}", get(echo("user")))
         .mount(
             "/admin",
@@ -162,6 +163,8 @@ fn routers_and_dispatchers_nest_both_ways() {
     run(async {
         let cases = [
             ("/api/users/7", "user [id=7] /api|/users/7"),
+            ("/api", "api-root [] /api|"),
+            ("/api/", "api-root [] /api|/"),
             // ...and a Dispatcher mounted in a Router sees SCRIPT_NAME grow again.
             ("/api/admin/stats/x", "stats [] /api/admin/stats|/x"),
             ("/api/admin", "admin-default [] /api/admin|"),

@@ -27,7 +27,8 @@
 //!
 //! Patterns are matchit's (`{name}` for one segment, `{*name}` for the rest)
 //! and are matched against PATH_INFO, so a Router mounted at `/api` routes
-//! `/users/1` when the request was for `/api/users/1`. The path is compared
+//! `/users/1` when the request was for `/api/users/1` (and `/` for `/api`
+//! itself, whose PATH_INFO is empty). The path is compared
 //! decoded, except that `%2F` (and `%25`) stay as they are: an encoded slash
 //! never becomes a separator. Parameters are percent-decoded exactly once:
 //!
@@ -439,7 +440,11 @@ impl App for Router {
         // changes (parameters, SCRIPT_NAME) only after.
         let found = {
             let env = req.environ();
-            let raw = env.path_info();
+            // A router mounted at `/api` asked for `/api` itself routes `/`.
+            let raw = match env.path_info() {
+                "" => "/",
+                raw => raw,
+            };
             normalise_path(raw).and_then(|path| {
                 let matched = self.paths.at(&path).ok()?;
                 let target = *matched.value;

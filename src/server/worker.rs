@@ -55,11 +55,10 @@ impl<A: App> Worker<A> {
         let mut builder = auto::Builder::new(StreamExecutor {
             send_timeout: self.config.send_timeout,
         });
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_read_timeout)
-            .max_buf_size(self.config.max_header_size);
+        // No timer for HTTP/1.1: the connection's own clock (clock.rs) bounds
+        // reading a request head, and hyper's would arm and clear a timer on
+        // every request besides.
+        builder.http1().max_buf_size(self.config.max_header_size);
         builder
             .http2()
             .timer(TokioTimer::new())
