@@ -25,8 +25,9 @@ pub(super) struct Activity {
     first_byte: AtomicU64,
     /// Since when a write has found the socket full, or `NEVER`.
     write_blocked: AtomicU64,
-    /// Wakes [`expired`](Self::expired) when a write starts to block.
-    blocked: Notify,
+    /// Wakes [`expired`](Self::expired) when a deadline comes nearer: a write
+    /// starts to block, or a request head begins.
+    changed: Notify,
     /// A request body was left unread: the client may still be sending it.
     pub(super) unread_body: AtomicBool,
 }
@@ -113,7 +114,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(NEVER),
             write_blocked: AtomicU64::new(NEVER),
-            blocked: Notify::new(),
+            changed: Notify::new(),
             unread_body: AtomicBool::new(false),
         }
     }
@@ -135,6 +136,7 @@ impl Activity {
             && self.first_byte.load(Ordering::Relaxed) == NEVER
         {
             self.first_byte.store(self.now(), Ordering::Relaxed);
+            self.changed.notify_one();
         }
     }
 
@@ -143,7 +145,7 @@ impl Activity {
         let since = self.write_blocked.load(Ordering::Relaxed);
         if blocked && since == NEVER {
             self.write_blocked.store(self.now(), Ordering::Relaxed);
-            self.blocked.notify_one();
+            self.changed.notify_one();
         } else if !blocked && since != NEVER {
             self.write_blocked.store(NEVER, Ordering::Relaxed);
         }
@@ -166,7 +168,7 @@ impl Activity {
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.blocked.notified() => {}
+                () = self.changed.notified() => {}
             }
         }
     }
