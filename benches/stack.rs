@@ -1,5 +1,6 @@
 //! In-process costs: one call through a stack of 10 middleware, decoding a
-//! path, and SharedData answering for a small file.
+//! path, SharedData answering for a small file, and handlers returning
+//! something other than a `Response`.
 //!
 //! Run with `cargo bench --bench stack`.
 
@@ -61,6 +62,24 @@ fn stack(c: &mut Criterion) {
     bench_ready(c, "stack/10_from_fn", &fns, "/");
 }
 
+/// The same answer (`201 Created`, a short text body) three ways: built as a
+/// `Response`, returned as `Result<(StatusCode, &str), Rejection>`, and as
+/// `Json` of a short string.
+fn into_response(c: &mut Criterion) {
+    let response = |_req: Request| async {
+        let mut res = stackway::response::text("created");
+        *res.status_mut() = http::StatusCode::CREATED;
+        res
+    };
+    let result = |_req: Request| async {
+        Ok::<_, stackway::Rejection>((http::StatusCode::CREATED, "created"))
+    };
+    let json = |_req: Request| async { stackway::Json("created") };
+    bench_ready(c, "into_response/response", &response, "/");
+    bench_ready(c, "into_response/result_status_text", &result, "/");
+    bench_ready(c, "into_response/json", &json, "/");
+}
+
 fn path(c: &mut Criterion) {
     let req = get("/caf%C3%A9/a%20b/c/d/e?x=1");
     c.bench_function("path/decode", |b| {
@@ -103,5 +122,5 @@ fn shared_data(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, stack, path, shared_data);
+criterion_group!(benches, stack, into_response, path, shared_data);
 criterion_main!(benches);

@@ -54,7 +54,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::{Request, Response};
+use crate::{IntoResponse, Request, Response};
 
 /// An application, and so also a middleware: something that answers a request.
 ///
@@ -83,13 +83,18 @@ pub trait App: Send + Sync + 'static {
     fn call(&self, req: Request) -> impl Future<Output = Response> + Send;
 }
 
+/// Async functions and closures returning anything that becomes a response
+/// ([`IntoResponse`]: a `Response`, a `Result` of two such, a status, text,
+/// [`Json`](crate::Json)) are apps, so handlers can use `?`.
 impl<F, Fut> App for F
 where
     F: Fn(Request) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response> + Send,
+    Fut: Future + Send,
+    Fut::Output: IntoResponse,
 {
     fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
-        self(req)
+        let answered = self(req);
+        async move { answered.await.into_response() }
     }
 }
 

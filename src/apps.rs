@@ -13,13 +13,18 @@
 //!     .assert_status(200)
 //!     .assert_text_contains("PATH_INFO=/x\n")
 //!     .assert_text_contains("QUERY_STRING=y=1\n");
+//! Client::new(apps::demo)
+//!     .get("/x?format=json")
+//!     .await
+//!     .assert_header("content-type", "application/json")
+//!     .assert_text_contains(r#""PATH_INFO":"/x""#);
 //! # });
 //! ```
 
 use std::fmt::Write;
 
-use crate::response::{escape_html, html, text};
-use crate::{Request, RequestExt, Response};
+use crate::response::{escape_html, html, json, text};
+use crate::{Extract, Request, RequestExt, Response};
 
 /// Greets PATH_INFO: `<h1>Hello, NAME!</h1>`, where NAME is PATH_INFO decoded
 /// and without its leading `/`, or `web` when that is empty. NAME is
@@ -32,8 +37,17 @@ pub async fn hello(req: Request) -> Response {
 }
 
 /// Shows the request's [CGI view](crate::Environ::cgi) as `NAME=VALUE` lines
-/// sorted by name, as wsgiref's `demo_app` prints the environ.
+/// sorted by name, as wsgiref's `demo_app` prints the environ; as a JSON
+/// object with `?format=json`.
 pub async fn demo(req: Request) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Options {
+        format: Option<String>,
+    }
+    let options: Option<Options> = req.query().ok();
+    if options.and_then(|o| o.format).as_deref() == Some("json") {
+        return json(&req.environ().cgi());
+    }
     let mut body = String::new();
     for (name, value) in req.environ().cgi() {
         let _ = writeln!(body, "{name}={value}");

@@ -53,6 +53,8 @@ pub mod apps;
 mod body;
 pub mod environ;
 mod error;
+pub mod extract;
+pub mod into_response;
 pub mod response;
 pub mod server;
 pub mod testing;
@@ -61,7 +63,9 @@ pub use app::{App, BoxApp, Builder, Layer, Next, from_fn};
 pub use body::Body;
 pub use environ::{Connection, Environ, RequestExt};
 pub use error::{BoxError, Error, Result};
+pub use extract::{Extract, Rejection, WithState, with_state};
 pub use http;
+pub use into_response::{Html, IntoResponse, Json};
 pub use server::{Server, serve};
 
 /// A request, as every app receives it.
