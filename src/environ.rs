@@ -65,6 +65,24 @@ impl Default for Connection {
     }
 }
 
+/// What trusted proxies in front said about the request (set by a middleware
+/// such as `ProxyFix` from `X-Forwarded-*`): each value given replaces what
+/// the connection says in the [`Environ`], while the connection's own values
+/// stay in [`Connection`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Forwarded {
+    /// The client's address (REMOTE_ADDR); port 0 when the proxy gave none.
+    pub remote_addr: Option<SocketAddr>,
+    /// The scheme the client used (wsgi.url_scheme).
+    pub scheme: Option<Scheme>,
+    /// The host (and port) the client asked for (HTTP_HOST, SERVER_NAME, SERVER_PORT).
+    pub host: Option<Authority>,
+    /// Where the proxy mounted this server (`/app`, never ending in `/`): it
+    /// comes before SCRIPT_NAME in every URL the app builds.
+    pub prefix: Option<String>,
+}
+
 /// SCRIPT_NAME as it was set: a prefix of the raw path.
 ///
 /// Kept as text rather than an index so that a middleware that later replaces
@@ -115,6 +133,7 @@ impl<B> RequestExt for Request<B> {
             version: self.version(),
             headers: self.headers(),
             connection: self.extensions().get::<Connection>(),
+            forwarded: self.extensions().get::<Forwarded>(),
             script_end,
         }
     }
@@ -163,6 +182,7 @@ pub struct Environ<'a> {
     version: Version,
     headers: &'a HeaderMap,
     connection: Option<&'a Connection>,
+    forwarded: Option<&'a Forwarded>,
     script_end: usize,
 }
 
@@ -176,6 +196,22 @@ impl<'a> Environ<'a> {
     /// The rest of the path, raw (percent-encoded): empty, or starting with `/`.
     pub fn path_info(&self) -> &'a str {
         &self.uri.path()[self.script_end..]
+    }
+
+    /// Where the app is mounted as seen from the client: the prefix a trusted
+    /// proxy mounted this server at ([`Forwarded::prefix`]) followed by
+    /// SCRIPT_NAME. Build URLs and redirects from this; it is SCRIPT_NAME when
+    /// no proxy says otherwise.
+    ///
+    /// ```text
+    /// X-Forwarded-Prefix /app (trusted), request /api/users, mounted at /api
+    ///   script_name /api,  mount_path /app/api,  path_info /users
+    /// ```
+    pub fn mount_path(&self) -> Cow<'a, str> {
+        match self.forwarded.and_then(|f| f.prefix.as_deref()) {
+            Some(prefix) => Cow::Owned(format!("{prefix}{}", self.script_name())),
+            None => Cow::Borrowed(self.script_name()),
+        }
     }
 
     /// SCRIPT_NAME percent-decoded once, with invalid UTF-8 replaced by `�`.
@@ -193,9 +229,12 @@ impl<'a> Environ<'a> {
         self.uri.query().unwrap_or("")
     }
 
-    /// The client's address, when the request came over a connection.
+    /// The client's address, when the request came over a connection (or a
+    /// trusted proxy named it).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.connection.and_then(|c| c.remote_addr)
+        self.forwarded
+            .and_then(|f| f.remote_addr)
+            .or_else(|| self.connection.and_then(|c| c.remote_addr))
     }
 
     /// The server's address the connection was accepted on.
@@ -205,15 +244,21 @@ impl<'a> Environ<'a> {
 
     /// `http` or `https`.
     pub fn url_scheme(&self) -> &'a Scheme {
+        if let Some(scheme) = self.forwarded.and_then(|f| f.scheme.as_ref()) {
+            return scheme;
+        }
         match self.connection {
             Some(c) => &c.scheme,
             None => self.uri.scheme().unwrap_or(&Scheme::HTTP),
         }
     }
 
-    /// The authority the client asked for: the URI's (HTTP/2, absolute-form),
-    /// else the `Host` header's.
+    /// The authority the client asked for: a trusted proxy's, else the URI's
+    /// (HTTP/2, absolute-form), else the `Host` header's.
     fn authority(&self) -> Option<Authority> {
+        if let Some(host) = self.forwarded.and_then(|f| f.host.as_ref()) {
+            return Some(host.clone());
+        }
         if let Some(authority) = self.uri.authority() {
             return Some(authority.clone());
         }
@@ -231,19 +276,24 @@ impl<'a> Environ<'a> {
     ///   request_uri      http://example.com:8080/api/users?x=1
     /// ```
     pub fn application_uri(&self) -> String {
-        let script_name = self.script_name();
-        let path = if script_name.is_empty() {
-            "/"
-        } else {
-            script_name
-        };
+        let mount = self.mount_path();
+        let path = if mount.is_empty() { "/" } else { &mount };
         format!("{}://{}{path}", self.url_scheme(), self.host())
     }
 
     /// The URL of the request as the client asked for it, rebuilt from the
     /// environ (wsgiref's `request_uri`), with the query if `include_query`.
     pub fn request_uri(&self, include_query: bool) -> String {
-        let mut url = format!("{}://{}{}", self.url_scheme(), self.host(), self.uri.path());
+        let prefix = self
+            .forwarded
+            .and_then(|f| f.prefix.as_deref())
+            .unwrap_or("");
+        let mut url = format!(
+            "{}://{}{prefix}{}",
+            self.url_scheme(),
+            self.host(),
+            self.uri.path()
+        );
         if let Some(query) = self.uri.query().filter(|_| include_query) {
             url.push('?');
             url.push_str(query);
@@ -278,9 +328,18 @@ impl<'a> Environ<'a> {
         }
     }
 
-    /// The port the request was received on: the local address's, else the
+    /// The port the request was received on: a trusted proxy's (its host's
+    /// port, or the scheme's default), else the local address's, else the
     /// authority's, else the scheme's default.
     pub fn server_port(&self) -> u16 {
+        let default = if *self.url_scheme() == Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        if let Some(host) = self.forwarded.and_then(|f| f.host.as_ref()) {
+            return host.port_u16().unwrap_or(default);
+        }
         self.local_addr()
             .map(|a| a.port())
             .or_else(|| self.authority()?.port_u16())
@@ -311,7 +370,11 @@ impl<'a> Environ<'a> {
         };
         set("GATEWAY_INTERFACE", "CGI/1.1".to_owned());
         set("REQUEST_METHOD", self.method.to_string());
-        set("SCRIPT_NAME", self.script_name_decoded().into_owned());
+        let mount = self.mount_path();
+        set(
+            "SCRIPT_NAME",
+            percent_decode_str(&mount).decode_utf8_lossy().into_owned(),
+        );
         set("PATH_INFO", self.path_info_decoded().into_owned());
         set("QUERY_STRING", self.query_string().to_owned());
         let request_uri = self.uri.path_and_query().map_or("/", |pq| pq.as_str());

@@ -61,7 +61,7 @@ pub mod testing;
 
 pub use app::{App, BoxApp, Builder, Layer, Next, from_fn};
 pub use body::Body;
-pub use environ::{Connection, Environ, RequestExt};
+pub use environ::{Connection, Environ, Forwarded, RequestExt};
 pub use error::{BoxError, Error, Result};
 pub use extract::{Extract, Rejection, WithState, with_state};
 pub use http;

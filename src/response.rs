@@ -78,7 +78,7 @@ pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Response {
 /// ```
 pub fn redirect(req: &Request, status: StatusCode, location: &str) -> Response {
     let location = match location.starts_with('/') && !location.starts_with("//") {
-        true => format!("{}{location}", req.environ().script_name()),
+        true => format!("{}{location}", req.environ().mount_path()),
         false => location.to_owned(),
     };
     let mut res = Response::new(Body::empty());
@@ -113,9 +113,9 @@ pub fn redirect(req: &Request, status: StatusCode, location: &str) -> Response {
 /// ```
 pub fn set_cookie(res: &mut Response, req: &Request, mut cookie: cookie::Cookie<'_>) {
     if cookie.path().is_none() {
-        match req.environ().script_name() {
-            "" => cookie.set_path("/"),
-            mount => cookie.set_path(mount.to_owned()),
+        match req.environ().mount_path() {
+            mount if mount.is_empty() => cookie.set_path("/"),
+            mount => cookie.set_path(mount.into_owned()),
         }
     }
     if let Ok(value) = HeaderValue::try_from(cookie.encoded().to_string()) {

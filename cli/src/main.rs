@@ -21,7 +21,7 @@ use stackway::{BoxApp, Server};
 use stackway::{Request, response};
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
-use stackway_middleware::{AccessLog, Dispatcher, Proxy, SharedData};
+use stackway_middleware::{AccessLog, Dispatcher, Proxy, ProxyFix, SharedData};
 use stackway_wsgi::Wsgi;
 
 #[derive(Debug, Parser)]
@@ -64,6 +64,12 @@ struct ServeArgs {
     /// Worker threads, each with its own runtime [default: one per core].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
+
+    /// Trust X-Forwarded-* headers from proxies in front (Werkzeug's ProxyFix): counts of
+    /// trusted proxies per header, as in for=1,proto=1,host=1,port=0,prefix=1; bare
+    /// --proxy-fix trusts one proxy for For and Proto, as Werkzeug [default: off].
+    #[arg(long, value_name = "TRUST", num_args = 0..=1, default_missing_value = "", value_parser = parse_proxy_fix)]
+    proxy_fix: Option<[usize; 5]>,
 
     /// Log one line per request to standard error, in the Common Log Format [default: off].
     #[arg(long)]
@@ -224,6 +230,25 @@ fn parse_static(value: &str) -> Result<Static, String> {
     })
 }
 
+/// `for=1,proto=1,host=0,port=0,prefix=0`: trusted proxies per header, in
+/// that order; unnamed ones keep Werkzeug's defaults (1, 1, 0, 0, 0).
+fn parse_proxy_fix(value: &str) -> Result<[usize; 5], String> {
+    let mut trust = [1, 1, 0, 0, 0];
+    for pair in value.split(',').filter(|p| !p.is_empty()) {
+        let (name, count) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("expected NAME=COUNT, not {pair:?}"))?;
+        let at = ["for", "proto", "host", "port", "prefix"]
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| format!("unknown header {name:?} (for, proto, host, port, prefix)"))?;
+        trust[at] = count
+            .parse()
+            .map_err(|_| format!("{name}={count:?}: expected a number of proxies"))?;
+    }
+    Ok(trust)
+}
+
 fn parse_bind(value: &str) -> Result<String, String> {
     match value.to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(_)) => Ok(value.to_owned()),
@@ -299,7 +324,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The stack the flags describe: AccessLog → SharedData → Dispatcher, or why not.
+/// The stack the flags describe: ProxyFix → AccessLog → SharedData →
+/// Dispatcher, or why not.
 fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
     // Later --pythonpath flags end up first on sys.path, as each is put in front.
     for dir in args.python_path.iter().rev() {
@@ -330,9 +356,20 @@ fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
             .try_export(prefix, export.clone())
             .map_err(|e| e.to_string())?;
     }
-    let app = BoxApp::new(shared_data);
-    Ok(match args.access_log {
-        true => BoxApp::new(AccessLog::new(app)),
-        false => app,
-    })
+    let mut app = BoxApp::new(shared_data);
+    if args.access_log {
+        app = BoxApp::new(AccessLog::new(app));
+    }
+    // Outermost, so that the log and every app see the client the proxies name.
+    if let Some([x_for, x_proto, x_host, x_port, x_prefix]) = args.proxy_fix {
+        app = BoxApp::new(
+            ProxyFix::new(app)
+                .x_for(x_for)
+                .x_proto(x_proto)
+                .x_host(x_host)
+                .x_port(x_port)
+                .x_prefix(x_prefix),
+        );
+    }
+    Ok(app)
 }

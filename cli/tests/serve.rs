@@ -224,6 +224,36 @@ fn reload_restarts_on_a_change_and_keeps_serving_through_a_broken_one() {
 }
 
 #[test]
+fn proxy_fix_trusts_the_proxy_in_front() {
+    let server = Stackway::serve(&[
+        "--mount",
+        "/env=demo",
+        "--proxy-fix",
+        "for=1,proto=1,host=1,prefix=1",
+        "--access-log",
+    ]);
+    let mut conn = Conn::open(server.addr);
+    conn.send(b"GET /env/x HTTP/1.1\r\nHost: internal:8000\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example\r\nX-Forwarded-Prefix: /store\r\n\r\n");
+    let env = conn.read_response().text();
+    for line in [
+        "REMOTE_ADDR=203.0.113.7\n",
+        "REQUEST_SCHEME=https\n",
+        "SERVER_NAME=shop.example\n",
+        "SCRIPT_NAME=/store/env\n",
+        "PATH_INFO=/x\n",
+    ] {
+        assert!(env.contains(line), "{line} missing from:\n{env}");
+    }
+    // Bare: Werkzeug's defaults, For and Proto only.
+    let bare = Stackway::serve(&["--mount", "/=demo", "--proxy-fix"]);
+    let mut conn = Conn::open(bare.addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: internal\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Host: shop.example\r\n\r\n");
+    let env = conn.read_response().text();
+    assert!(env.contains("REMOTE_ADDR=203.0.113.7\n"), "{env}");
+    assert!(env.contains("SERVER_NAME=internal\n"), "{env}");
+}
+
+#[test]
 fn static_folders_are_served_in_front_of_the_mounts() {
     let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/static");
     let server = Stackway::serve(&[

@@ -39,11 +39,13 @@ pub mod access_log;
 pub mod dispatcher;
 pub mod prefix;
 pub mod proxy;
+pub mod proxy_fix;
 pub mod router;
 pub mod shared_data;
 
 pub use access_log::AccessLog;
 pub use dispatcher::{Dispatcher, MountError};
 pub use proxy::Proxy;
+pub use proxy_fix::ProxyFix;
 pub use router::Router;
 pub use shared_data::{ExportError, SharedData};

@@ -151,8 +151,9 @@ pub(crate) fn request_host(req: &Request) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-/// 308 to the request's path with a `/` added, built from SCRIPT_NAME +
-/// PATH_INFO so that it is right under any mount, with the query kept; `None`
+/// 308 to the request's path with a `/` added, built from the mount path
+/// (SCRIPT_NAME, after any proxy prefix) + PATH_INFO so that it is right under
+/// any mount, with the query kept; `None`
 /// when the result would start with `//` (a URL of another host).
 ///
 /// ```text
@@ -161,7 +162,7 @@ pub(crate) fn request_host(req: &Request) -> Option<String> {
 /// ```
 pub(crate) fn redirect_with_slash(req: &Request) -> Option<Response> {
     let env = req.environ();
-    let mut location = format!("{}{}/", env.script_name(), env.path_info());
+    let mut location = format!("{}{}/", env.mount_path(), env.path_info());
     if location.starts_with("//") {
         return None;
     }

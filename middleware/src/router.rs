@@ -492,7 +492,7 @@ impl Router {
                 Some(without) => without.to_owned(),
                 None => format!("{raw}/"),
             };
-            let mut location = format!("{}{twin}", env.script_name());
+            let mut location = format!("{}{twin}", env.mount_path());
             if let Some(query) = req.uri().query() {
                 location = format!("{location}?{query}");
             }

@@ -33,7 +33,7 @@ impl Cgi {
         set("REQUEST_METHOD", req.method().as_str().into());
         set(
             "SCRIPT_NAME",
-            percent_decode_str(env.script_name()).collect(),
+            percent_decode_str(&env.mount_path()).collect(),
         );
         set("PATH_INFO", percent_decode_str(env.path_info()).collect());
         set("QUERY_STRING", env.query_string().into());

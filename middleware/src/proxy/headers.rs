@@ -79,9 +79,9 @@ pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: O
         x("x-forwarded-port"),
         &env.server_port().to_string(),
     );
-    match env.script_name() {
-        "" => drop(headers.remove("x-forwarded-prefix")),
-        prefix => set(headers, x("x-forwarded-prefix"), prefix),
+    match env.mount_path() {
+        prefix if prefix.is_empty() => drop(headers.remove("x-forwarded-prefix")),
+        prefix => set(headers, x("x-forwarded-prefix"), &prefix),
     }
     headers.remove(EXPECT); // 100-continue is between the client and this server
 }

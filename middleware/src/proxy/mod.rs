@@ -389,7 +389,7 @@ impl App for Proxy {
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let env = req.environ();
         let client_host = headers::client_host(&req);
-        let mount = env.script_name().to_owned();
+        let mount = env.mount_path().into_owned();
         let mut outgoing = {
             let mut path_and_query = env.path_info().to_owned();
             if let Some(query) = req.uri().query() {

@@ -1,0 +1,269 @@
+//! ProxyFix, with every case of Werkzeug's `tests/middleware/test_proxy_fix.py`
+//! ported: the client's address, the URL root the app sees, and a redirect it
+//! builds, for each trust setting and header combination.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use http::StatusCode;
+use stackway::testing::Client;
+use stackway::{Request, RequestExt, response};
+use stackway_middleware::{Dispatcher, ProxyFix};
+use support::run;
+
+/// Trust counts: for, proto, host, port, prefix.
+type Trust = (usize, usize, usize, usize, usize);
+
+const WERKZEUG: Trust = (1, 1, 0, 0, 0);
+
+/// Werkzeug's app: asserts the client address, answers with the URL root,
+/// and redirects to `parrot` below it.
+async fn parrot(req: Request) -> stackway::Response {
+    let env = req.environ();
+    let remote = env
+        .remote_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let root = env.application_uri();
+    let root = if root.ends_with('/') {
+        root
+    } else {
+        format!("{root}/")
+    };
+    let mut res = response::redirect(&req, StatusCode::FOUND, "/parrot");
+    res.headers_mut()
+        .insert("x-remote", remote.parse().unwrap());
+    res.headers_mut().insert("x-root", root.parse().unwrap());
+    res
+}
+
+fn case(name: &str, trust: Trust, remote: &str, headers: &[(&str, &str)], url_root: &str) {
+    let (x_for, x_proto, x_host, x_port, x_prefix) = trust;
+    let app = ProxyFix::new(parrot)
+        .x_for(x_for)
+        .x_proto(x_proto)
+        .x_host(x_host)
+        .x_port(x_port)
+        .x_prefix(x_prefix);
+    let client = Client::new(app);
+    run(async {
+        let mut req = client
+            .get("/")
+            .remote_addr(format!("{remote}:4711").parse::<SocketAddr>().unwrap());
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        let res = req.await;
+        assert_eq!(
+            res.header("x-remote"),
+            Some("192.168.0.1"),
+            "{name}: remote address"
+        );
+        assert_eq!(res.header("x-root"), Some(url_root), "{name}: url root");
+        // The redirect is built under the prefix, as url_for's would be.
+        let path = url_root.splitn(4, '/').nth(3).unwrap_or("");
+        let want = format!("/{path}parrot");
+        assert_eq!(
+            res.header("location"),
+            Some(want.as_str()),
+            "{name}: redirect"
+        );
+    });
+}
+
+#[test]
+fn werkzeug_test_proxy_fix_cases() {
+    case(
+        "for",
+        WERKZEUG,
+        "192.168.0.2",
+        &[
+            ("host", "spam"),
+            ("x-forwarded-for", "192.168.0.1"),
+            ("x-forwarded-proto", "https"),
+        ],
+        "https://spam/",
+    );
+    case(
+        "proto",
+        (1, 1, 0, 0, 0),
+        "192.168.0.1",
+        &[("host", "spam"), ("x-forwarded-proto", "https")],
+        "https://spam/",
+    );
+    case(
+        "host",
+        (1, 1, 1, 0, 0),
+        "192.168.0.1",
+        &[("host", "spam"), ("x-forwarded-host", "eggs")],
+        "http://eggs/",
+    );
+    case(
+        "port, host without port",
+        (1, 1, 0, 1, 0),
+        "192.168.0.1",
+        &[("host", "spam"), ("x-forwarded-port", "8080")],
+        "http://spam:8080/",
+    );
+    case(
+        "port, host with port",
+        (1, 1, 0, 1, 0),
+        "192.168.0.1",
+        &[("host", "spam:9000"), ("x-forwarded-port", "8080")],
+        "http://spam:8080/",
+    );
+    // Werkzeug's "port, name" sets SERVER_NAME without a Host header; here the
+    // server's name without one is `localhost`.
+    case(
+        "port, name",
+        (1, 1, 0, 1, 0),
+        "192.168.0.1",
+        &[("x-forwarded-port", "8080")],
+        "http://localhost:8080/",
+    );
+    case(
+        "prefix",
+        (1, 1, 0, 0, 1),
+        "192.168.0.1",
+        &[("host", "spam"), ("x-forwarded-prefix", "/eggs")],
+        "http://spam/eggs/",
+    );
+    case(
+        "all",
+        (1, 1, 1, 1, 1),
+        "192.168.0.2",
+        &[
+            ("host", "spam:9000"),
+            ("x-forwarded-for", "192.168.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "eggs"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/ham"),
+        ],
+        "https://eggs/ham/",
+    );
+    case(
+        "multiple for",
+        (2, 1, 0, 0, 0),
+        "192.168.0.3",
+        &[
+            ("host", "spam"),
+            ("x-forwarded-for", "192.168.0.1, 192.168.0.2"),
+        ],
+        "http://spam/",
+    );
+    case(
+        "ignore 0",
+        (0, 1, 0, 0, 0),
+        "192.168.0.1",
+        &[("host", "spam"), ("x-forwarded-for", "192.168.0.2")],
+        "http://spam/",
+    );
+    case(
+        "ignore len < trusted",
+        (3, 1, 0, 0, 0),
+        "192.168.0.1",
+        &[
+            ("host", "spam"),
+            ("x-forwarded-for", "192.168.0.3, 192.168.0.2"),
+        ],
+        "http://spam/",
+    );
+    case(
+        "ignore untrusted",
+        WERKZEUG,
+        "192.168.0.2",
+        &[
+            ("host", "spam"),
+            ("x-forwarded-for", "192.168.0.3, 192.168.0.1"),
+        ],
+        "http://spam/",
+    );
+    case(
+        "ignore empty",
+        (2, 1, 0, 0, 0),
+        "192.168.0.1",
+        &[("host", "spam"), ("x-forwarded-for", ", 192.168.0.3")],
+        "http://spam/",
+    );
+    case(
+        "prefix < for",
+        (2, 1, 0, 0, 1),
+        "192.168.0.2",
+        &[
+            ("host", "spam"),
+            ("x-forwarded-for", "192.168.0.1, 192.168.0.3"),
+            ("x-forwarded-prefix", "/ham, /eggs"),
+        ],
+        "http://spam/eggs/",
+    );
+    case(
+        "ipv6 host",
+        (1, 1, 1, 0, 0),
+        "192.168.0.1",
+        &[("host", "spam"), ("x-forwarded-host", "[2001:db8::a]")],
+        "http://[2001:db8::a]/",
+    );
+    case(
+        "ipv6 port, host without port",
+        (1, 1, 0, 1, 0),
+        "192.168.0.1",
+        &[("host", "[2001:db8::a]"), ("x-forwarded-port", "8080")],
+        "http://[2001:db8::a]:8080/",
+    );
+    case(
+        "ipv6 - port, host with port",
+        (1, 1, 0, 1, 0),
+        "192.168.0.1",
+        &[("host", "[2001:db8::a]:9000"), ("x-forwarded-port", "8080")],
+        "http://[2001:db8::a]:8080/",
+    );
+}
+
+#[test]
+fn invalid_values_are_ignored() {
+    case(
+        "bad for, proto, port and prefix",
+        (1, 1, 1, 1, 1),
+        "192.168.0.1",
+        &[
+            ("host", "spam"),
+            ("x-forwarded-for", "not-an-address"),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-port", "99999"),
+            ("x-forwarded-prefix", "no-slash"),
+        ],
+        "http://spam/",
+    );
+    case(
+        "a prefix that names another host",
+        (1, 1, 0, 0, 1),
+        "192.168.0.1",
+        &[("host", "spam"), ("x-forwarded-prefix", "//evil.example")],
+        "http://spam/",
+    );
+}
+
+#[test]
+fn the_prefix_stays_in_front_under_a_mount() {
+    let inner = |req: Request| async move {
+        let env = req.environ();
+        response::text(format!(
+            "{} {} {}",
+            env.script_name(),
+            env.mount_path(),
+            env.application_uri()
+        ))
+    };
+    let app = ProxyFix::new(Dispatcher::default().mount("/api", inner)).x_prefix(1);
+    let client = Client::new(app);
+    run(async {
+        client
+            .get("/api/users")
+            .header("host", "spam")
+            .header("x-forwarded-prefix", "/app/")
+            .await
+            .assert_text("/api /app/api http://spam/app/api");
+    });
+}
