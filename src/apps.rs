@@ -33,7 +33,25 @@ pub async fn hello(req: Request) -> Response {
     let path_info = req.environ().path_info_decoded();
     let name = path_info.strip_prefix('/').unwrap_or(&path_info);
     let name = if name.is_empty() { "web" } else { name };
-    html(format!("<h1>Hello, {}!</h1>", escape_html(name)))
+    for_head(
+        &req,
+        html(format!("<h1>Hello, {}!</h1>", escape_html(name))),
+    )
+}
+
+/// For `HEAD`, the head of the `GET` response: its length, no body.
+fn for_head(req: &Request, res: Response) -> Response {
+    if req.method() != http::Method::HEAD {
+        return res;
+    }
+    let len = http_body::Body::size_hint(res.body()).exact();
+    let (mut parts, _) = res.into_parts();
+    if let Some(len) = len {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, len.into());
+    }
+    Response::from_parts(parts, crate::Body::empty())
 }
 
 /// Shows the request's [CGI view](crate::Environ::cgi) as `NAME=VALUE` lines
@@ -52,5 +70,5 @@ pub async fn demo(req: Request) -> Response {
     for (name, value) in req.environ().cgi() {
         let _ = writeln!(body, "{name}={value}");
     }
-    text(body)
+    for_head(&req, text(body))
 }

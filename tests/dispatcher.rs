@@ -6,6 +6,7 @@ use http::StatusCode;
 use stackway::testing::Client;
 use stackway::{App, Request, RequestExt, response};
 use stackway_middleware::Dispatcher;
+use stackway_middleware::Lint;
 use support::run;
 
 /// An app that answers `NAME|SCRIPT_NAME|PATH_INFO`, after checking the
@@ -31,7 +32,7 @@ fn echo(name: &'static str) -> impl App + Copy {
 /// Asserts where each request goes: `(path, "APP|SCRIPT_NAME|PATH_INFO")`.
 fn assert_routes(app: impl App, cases: &[(&str, &str)]) {
     run(async {
-        let client = Client::new(app);
+        let client = Client::new(Lint::strict(app));
         for &(path, expected) in cases {
             let res = client.get(path).await;
             assert_eq!(res.text(), expected, "GET {path}");
@@ -53,7 +54,7 @@ fn werkzeug_dispatcher_test() {
         .mount("/test1", script_name)
         .mount("/test2/very", script_name);
     run(async {
-        let client = Client::new(app);
+        let client = Client::new(Lint::strict(app));
         for (path, script) in [
             ("/test1", "/test1"),
             ("/test1/asfd", "/test1"),
@@ -133,7 +134,7 @@ fn root_mount_is_the_default() {
 fn no_default_is_a_404() {
     let app = Dispatcher::default().mount("/a", echo("A"));
     run(async {
-        Client::new(app)
+        Client::new(Lint::strict(app))
             .get("/b")
             .await
             .assert_status(404)
@@ -186,7 +187,7 @@ fn dot_segments_are_refused() {
         .mount("/public", echo("P"))
         .mount("/admin", echo("ADMIN"));
     run(async {
-        let client = Client::new(app);
+        let client = Client::new(Lint::strict(app));
         for path in [
             "/public/../admin",
             "/public/%2e%2e/admin",
@@ -233,7 +234,7 @@ fn host_mounts_are_tried_first_and_case_insensitively() {
         .mount("http://admin.example.com/", echo("ADMIN"))
         .mount("http://admin.example.com/x", echo("ADMIN-X"));
     run(async {
-        let client = Client::new(app);
+        let client = Client::new(Lint::strict(app));
         let get = |host: &'static str, path: &'static str| client.get(path).header("host", host);
         get("admin.example.com", "/x/1")
             .await
@@ -256,7 +257,7 @@ fn host_mounts_fall_back_to_host_less_ones() {
         .mount("/api", echo("API"))
         .mount("http://admin.example.com/panel", echo("PANEL"));
     run(async {
-        let client = Client::new(app);
+        let client = Client::new(Lint::strict(app));
         client
             .get("/api/v1")
             .header("host", "admin.example.com")
@@ -277,7 +278,7 @@ fn redirect_slash_keeps_the_query_and_the_outer_script_name() {
         .redirect_slash(true);
     let app = Dispatcher::default().mount("/site", inner);
     run(async {
-        let client = Client::new(app);
+        let client = Client::new(Lint::strict(app));
         client
             .get("/site/docs?page=2")
             .await
@@ -335,7 +336,7 @@ fn the_original_uri_is_kept_for_logging_after_the_call() {
         response::text(req.uri().to_string())
     });
     run(async {
-        Client::new(app)
+        Client::new(Lint::strict(app))
             .get("/a/b?c=d")
             .await
             .assert_text("/a/b?c=d");

@@ -3,6 +3,7 @@
 
 mod support;
 
+use stackway_middleware::Lint;
 use std::time::Duration;
 
 use cookie::{Cookie, SameSite};
@@ -32,7 +33,7 @@ async fn json_item(mut req: Request) -> Result<Json<Item>, Rejection> {
 
 #[test]
 fn json_bodies_and_every_way_they_go_wrong() {
-    let client = Client::new(json_item);
+    let client = Client::new(Lint::strict(json_item));
     run(async {
         client
             .post("/")
@@ -91,7 +92,7 @@ fn query_strings_and_forms() {
     let app = Dispatcher::default()
         .mount("/search", search)
         .mount("/form", form);
-    let client = Client::new(app);
+    let client = Client::new(Lint::strict(app));
     run(async {
         client
             .get("/search?q=caf%C3%A9+au+lait&page=2")
@@ -138,7 +139,7 @@ fn multipart_uploads_stream_part_by_part_within_limits() {
         }
         Ok::<_, Rejection>(seen.join(" "))
     };
-    let client = Client::new(upload);
+    let client = Client::new(Lint::strict(upload));
     let body = |file_len: usize| {
         format!(
             "--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhello\r\n\
@@ -198,7 +199,7 @@ fn cookies_in_and_out_with_their_attributes() {
         );
         res
     };
-    let client = Client::new(Dispatcher::default().mount("/shop", app));
+    let client = Client::new(Lint::strict(Dispatcher::default().mount("/shop", app)));
     run(async {
         let res = client
             .get("/shop/cart")
@@ -231,7 +232,7 @@ fn redirects_stay_under_the_mount() {
         }
     };
     use stackway::RequestExt;
-    let client = Client::new(Dispatcher::new(app).mount("/blog", app));
+    let client = Client::new(Lint::strict(Dispatcher::new(app).mount("/blog", app)));
     run(async {
         client
             .get("/blog/old")
@@ -266,7 +267,7 @@ fn handlers_answer_with_anything_that_becomes_a_response() {
             .map_err(stackway::IntoResponse::into_response)?;
         Ok::<_, stackway::Response>((status, format!("status {code}")))
     };
-    let client = Client::new(app);
+    let client = Client::new(Lint::strict(app));
     run(async {
         client
             .get("/?code=201")
@@ -280,7 +281,7 @@ fn handlers_answer_with_anything_that_becomes_a_response() {
             .assert_text("no such status");
         client.get("/?code=x").await.assert_status(400);
     });
-    let unit = Client::new(|_req: Request| async {});
+    let unit = Client::new(Lint::strict(|_req: Request| async {}));
     run(async {
         unit.get("/").await.assert_status(204);
     });
@@ -303,7 +304,10 @@ fn state_reaches_every_request() {
         },
     );
     run(async {
-        Client::new(app).get("/").await.assert_text("hi");
+        Client::new(Lint::strict(app))
+            .get("/")
+            .await
+            .assert_text("hi");
     });
 }
 

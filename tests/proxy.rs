@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use stackway::{Body, Request, RequestExt, response};
 use stackway_middleware::proxy::Balance;
-use stackway_middleware::{Dispatcher, Proxy};
+use stackway_middleware::{Dispatcher, Lint, Proxy};
 use support::http::Conn;
 use support::{Running, server};
 
@@ -36,9 +36,10 @@ fn upstream(app: impl stackway::App) -> Running {
     Running::start(server(), app)
 }
 
-/// The proxy stack, served on a free port.
+/// The proxy stack, served on a free port, checked by Lint (a finding panics,
+/// which fails the request).
 fn front(app: impl stackway::App) -> Running {
-    Running::start(server().workers(2), app)
+    Running::start(server().workers(2), Lint::strict(app))
 }
 
 #[test]

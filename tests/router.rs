@@ -6,6 +6,7 @@ mod support;
 use stackway::testing::Client;
 use stackway::{Request, RequestExt, response};
 use stackway_middleware::Dispatcher;
+use stackway_middleware::Lint;
 use stackway_middleware::router::{RouteParams, Router, any, get, post};
 use support::{Running, run, server};
 
@@ -41,7 +42,7 @@ fn parameters_are_decoded_once_and_slashes_stay_inside() {
         .route("/files/{*path}", get(echo("file")))
         .route("/café", get(echo("cafe")))
         .route("/img-{n}.png", get(echo("img")));
-    let client = Client::new(app);
+    let client = Client::new(Lint::strict(app));
     run(async {
         let cases = [
             ("/users/42", "user [id=42] |/users/42"),
@@ -85,7 +86,7 @@ fn methods_head_405_and_options() {
             "/headed",
             get(echo("get")).head(|_req: Request| async { response::text("") }),
         );
-    let client = Client::new(app);
+    let client = Client::new(Lint::strict(app));
     run(async {
         client.get("/items").await.assert_text("GET items");
         client.post("/items").await.assert_text("create [] |/items");
@@ -133,12 +134,12 @@ fn a_fallback_answers_what_matches_nothing() {
     let app = Router::new()
         .route("/a", get(echo("a")))
         .fallback(echo("fallback"));
-    let client = Client::new(app);
+    let client = Client::new(Lint::strict(app));
     run(async {
         client.get("/b").await.assert_text("fallback [] |/b");
         client.get("/a").await.assert_text("a [] |/a");
     });
-    let bare = Client::new(Router::new().route("/a", get(echo("a"))));
+    let bare = Client::new(Lint::strict(Router::new().route("/a", get(echo("a")))));
     run(async {
         bare.get("/b").await.assert_status(404);
     });
@@ -159,7 +160,7 @@ fn routers_and_dispatchers_nest_both_ways() {
             Router::new().route("/users/{id}", get(echo("v2-user"))),
         );
     let app = Dispatcher::new(echo("site")).mount("/api", api);
-    let client = Client::new(app);
+    let client = Client::new(Lint::strict(app));
     run(async {
         let cases = [
             ("/api/users/7", "user [id=7] /api|/users/7"),
@@ -217,7 +218,7 @@ fn trailing_slash_redirects_are_built_under_the_mount() {
         .route("/about", get(echo("about")))
         .redirect_slash(true);
     let app = Dispatcher::default().mount("/site", router);
-    let client = Client::new(app);
+    let client = Client::new(Lint::strict(app));
     run(async {
         client
             .get("/site/docs?page=2")
@@ -248,7 +249,7 @@ fn route_layer_wraps_the_routes_only() {
         .route("/a", get(echo("a")))
         .route_layer(tag)
         .fallback(echo("fallback"));
-    let client = Client::new(app);
+    let client = Client::new(Lint::strict(app));
     run(async {
         client.get("/a").await.assert_header("x-layer", "yes");
         client.get("/b").await.assert_no_header("x-layer");

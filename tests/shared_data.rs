@@ -15,6 +15,7 @@
 
 mod support;
 
+use stackway_middleware::Lint;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -82,7 +83,7 @@ impl Tree {
     }
 
     fn client_with(&self, export: Export) -> Client {
-        Client::new(SharedData::new(app).export("/static", export))
+        Client::new(Lint::strict(SharedData::new(app).export("/static", export)))
     }
 }
 
@@ -197,7 +198,9 @@ fn exports_match_whole_segments_longest_first() {
     let public = tree.public();
     run(async {
         // Rack CVE-2026-34785: `/css` must not serve `/css-config.env`.
-        let client = Client::new(SharedData::new(app).export("/css", public.join("css")));
+        let client = Client::new(Lint::strict(
+            SharedData::new(app).export("/css", public.join("css")),
+        ));
         client.get("/css/site.css").await.assert_text("body {}");
         assert_fell_through(&client.get("/css-config.env").await);
         assert_fell_through(&client.get("/cssx/site.css").await);
@@ -212,7 +215,7 @@ fn exports_match_whole_segments_longest_first() {
                 .export("/s/sub", Export::dir(&sub))
                 .export("/s", &*public),
         ] {
-            let client = Client::new(app_);
+            let client = Client::new(Lint::strict(app_));
             client.get("/s/sub/page.txt").await.assert_text("page");
             client
                 .get("/s/hello.txt")
@@ -221,10 +224,12 @@ fn exports_match_whole_segments_longest_first() {
             assert_fell_through(&client.get("/s/sub/sub/page.txt").await);
         }
         // A prefix may be given with a trailing slash, or be the root.
-        let client = Client::new(SharedData::new(app).export("/", &*public));
+        let client = Client::new(Lint::strict(SharedData::new(app).export("/", &*public)));
         client.get("/hello.txt").await.assert_text("Hello, file!\n");
         client.get("/").await.assert_status(404); // no index.html at the root
-        let client = Client::new(SharedData::new(app).export("/files/", &*public));
+        let client = Client::new(Lint::strict(
+            SharedData::new(app).export("/files/", &*public),
+        ));
         client
             .get("/files/hello.txt")
             .await
@@ -237,7 +242,7 @@ fn single_file_exports_serve_only_their_own_path() {
     let tree = Tree::new();
     run(async {
         let export = tree.public().join("hello.txt");
-        let client = Client::new(SharedData::new(app).export("/hi.txt", export));
+        let client = Client::new(Lint::strict(SharedData::new(app).export("/hi.txt", export)));
         client
             .get("/hi.txt")
             .await
@@ -777,7 +782,7 @@ fn directories_serve_their_index_and_redirect_to_the_slash_form() {
             "/app",
             SharedData::new(app).export("/static", tree.public()),
         );
-        let client = Client::new(mounted);
+        let client = Client::new(Lint::strict(mounted));
         client
             .get("/app/static/sub")
             .await
@@ -859,7 +864,7 @@ fn cache_control_is_set_per_export() {
             .export("/b", Export::dir(tree.public()).immutable())
             .export("/c", Export::dir(tree.public()).cache_control("no-cache"))
             .export("/d", tree.public());
-        let client = Client::new(app_);
+        let client = Client::new(Lint::strict(app_));
         client
             .get("/a/hello.txt")
             .await
@@ -892,7 +897,7 @@ fn spa_fallback_serves_its_file_with_200_for_misses() {
     let tree = Tree::new();
     run(async {
         let export = Export::dir(tree.public().join("spa")).spa_fallback("index.html");
-        let client = Client::new(SharedData::new(app).export("/app", export));
+        let client = Client::new(Lint::strict(SharedData::new(app).export("/app", export)));
         client.get("/app/app.css").await.assert_text("#app {}");
         for route in ["/app/users/42", "/app/", "/app/settings?tab=2"] {
             client
@@ -927,7 +932,7 @@ fn embedded_files_are_served_like_files_on_disk() {
                 "/favicon.ico",
                 Export::bytes("favicon.ico", b"\x00\x00\x01\x00"),
             );
-        let client = Client::new(app_);
+        let client = Client::new(Lint::strict(app_));
         client.get("/").await.assert_text("<h1>embedded</h1>");
         let css = client.get("/css/site.css").await;
         css.assert_text("body { color: red }")

@@ -37,6 +37,7 @@ macro_rules! inner_accessors {
 
 pub mod access_log;
 pub mod dispatcher;
+pub mod lint;
 pub mod prefix;
 pub mod proxy;
 pub mod proxy_fix;
@@ -45,6 +46,7 @@ pub mod shared_data;
 
 pub use access_log::AccessLog;
 pub use dispatcher::{Dispatcher, MountError};
+pub use lint::Lint;
 pub use proxy::Proxy;
 pub use proxy_fix::ProxyFix;
 pub use router::Router;
