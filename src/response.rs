@@ -52,7 +52,7 @@ pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(bytes) => with_type(bytes.into(), "application/json"),
         Err(e) => {
-            eprintln!("stackway: response::json: {e}");
+            tracing::error!("the value does not serialize to JSON: {e}");
             status(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }

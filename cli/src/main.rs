@@ -19,6 +19,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use stackway::{BoxApp, Server};
 use stackway::{Request, response};
+use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
 use stackway_middleware::{AccessLog, Dispatcher, Proxy, ProxyFix, SharedData};
@@ -70,6 +71,15 @@ struct ServeArgs {
     /// --proxy-fix trusts one proxy for For and Proto, as Werkzeug [default: off].
     #[arg(long, value_name = "TRUST", num_args = 0..=1, default_missing_value = "", value_parser = parse_proxy_fix)]
     proxy_fix: Option<[usize; 5]>,
+
+    /// The least severe log events printed: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: tracing::Level,
+
+    /// How log events are printed to standard error: text for people, json (one object a
+    /// line) for log collectors; with json, the access log is JSON too.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 
     /// Log one line per request to standard error, in the Common Log Format [default: off].
     #[arg(long)]
@@ -269,6 +279,13 @@ fn parse_secs(value: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let Command::Serve(args) = Cli::parse().command;
     reload::follow_supervisor();
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(args.log_level);
+    match args.log_format.as_str() {
+        "json" => logs.json().init(),
+        _ => logs.init(),
+    }
     if args.reload {
         let child_args: Vec<String> = std::env::args()
             .skip(1)
@@ -358,7 +375,12 @@ fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
     }
     let mut app = BoxApp::new(shared_data);
     if args.access_log {
-        app = BoxApp::new(AccessLog::new(app));
+        app = BoxApp::new(match args.log_format.as_str() {
+            // One object a line, through the JSON log.
+            "json" => AccessLog::new(app).format(LogFormat::Json),
+            // The Common Log Format, alone on its line as web servers write it.
+            _ => AccessLog::new(app).sink(|line: &str| eprintln!("{line}")),
+        });
     }
     // Outermost, so that the log and every app see the client the proxies name.
     if let Some([x_for, x_proto, x_host, x_port, x_prefix]) = args.proxy_fix {

@@ -254,6 +254,38 @@ fn proxy_fix_trusts_the_proxy_in_front() {
 }
 
 #[test]
+fn log_format_json_prints_one_object_a_line() {
+    let mut server = Stackway::serve(&[
+        "--mount",
+        "/=hello",
+        "--mount",
+        "/down=http://127.0.0.1:1",
+        "--access-log",
+        "--log-format",
+        "json",
+    ]);
+    let mut conn = Conn::open(server.addr);
+    assert_eq!(conn.get("/you").status, 200);
+    assert_eq!(conn.get("/down/x").status, 502); // logs a warning from the proxy
+    server.signal("-TERM");
+    server.wait();
+    let log = server.stderr();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        assert!(
+            line.starts_with('{') && line.ends_with('}'),
+            "not one JSON object: {line}"
+        );
+    }
+    assert!(
+        log.contains(r#"\"request\":\"GET /you HTTP/1.1\""#) || log.contains("GET /you HTTP/1.1"),
+        "{log}"
+    );
+    assert!(log.contains(r#""level":"WARN""#), "{log}");
+}
+
+#[test]
 fn static_folders_are_served_in_front_of_the_mounts() {
     let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/static");
     let server = Stackway::serve(&[

@@ -1,4 +1,6 @@
-//! Logs one line per request in the Common Log Format, as Apache and nginx do.
+//! Logs one line per request in the Common or Combined Log Format, as Apache
+//! and nginx do, or as JSON; through `tracing` (target `stackway::access`)
+//! unless given a sink.
 //!
 //! # Example
 //!
@@ -27,7 +29,9 @@
 //! ```
 //!
 //! The request line is the original request target, whatever SCRIPT_NAME the
-//! request later gained; `%b` is `-` when no body bytes were sent.
+//! request later gained; `%b` is `-` when no body bytes were sent. The
+//! [Combined](LogFormat::Combined) format adds `"%{Referer}i" "%{User-agent}i"`;
+//! [JSON](LogFormat::Json) gives the same fields as one object.
 
 use std::fmt;
 use std::pin::Pin;
@@ -42,23 +46,45 @@ use time::macros::format_description;
 
 type Sink = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Logs each request in the Common Log Format; see the [module docs](self).
+/// Logs each request; see the [module docs](self).
 #[doc(alias = "logger")]
 pub struct AccessLog<A> {
     inner: A,
     sink: Sink,
+    format: LogFormat,
+}
+
+/// How [`AccessLog`] writes a line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `host - - [time] "request" status bytes`. The default.
+    #[default]
+    Common,
+    /// Common, then `"referer" "user-agent"`.
+    Combined,
+    /// One JSON object: `remote`, `time`, `request`, `status`, `bytes`,
+    /// `referer`, `user_agent`.
+    Json,
 }
 
 impl<A> AccessLog<A> {
-    /// Logs requests to `inner` to standard error.
+    /// Logs requests to `inner` through `tracing` (target `stackway::access`,
+    /// level INFO), in the Common Log Format.
     pub fn new(inner: A) -> Self {
         Self {
             inner,
-            sink: Arc::new(|line: &str| eprintln!("{line}")),
+            sink: Arc::new(|line: &str| tracing::info!(target: "stackway::access", "{line}")),
+            format: LogFormat::Common,
         }
     }
 
-    /// Sends each line to `sink` instead of standard error.
+    /// Writes lines in `format`.
+    pub fn format(mut self, format: LogFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Sends each line to `sink` instead of `tracing`.
     pub fn sink(mut self, sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.sink = Arc::new(sink);
         self
@@ -76,11 +102,27 @@ impl<A: App> App for AccessLog<A> {
             .map_or_else(|| "-".to_owned(), |a| a.ip().to_string());
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let request_line = format!("{} {target} {:?}", req.method(), req.version());
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (referer, user_agent) = match self.format {
+            LogFormat::Common => (None, None),
+            _ => (
+                header(http::header::REFERER),
+                header(http::header::USER_AGENT),
+            ),
+        };
         let res = self.inner.call(req).await;
         let pending = Pending {
             host,
             time,
             request_line,
+            referer,
+            user_agent,
+            format: self.format,
             status: res.status().as_u16(),
             sent: 0,
             sink: self.sink.clone(),
@@ -93,6 +135,7 @@ impl<A: fmt::Debug> fmt::Debug for AccessLog<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessLog")
             .field("inner", &self.inner)
+            .field("format", &self.format)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +145,9 @@ struct Pending {
     host: String,
     time: OffsetDateTime,
     request_line: String,
+    referer: Option<String>,
+    user_agent: Option<String>,
+    format: LogFormat,
     status: u16,
     sent: u64,
     sink: Sink,
@@ -119,10 +165,36 @@ impl Drop for Pending {
         // Escape the request line the way Apache does, so a hostile target cannot
         // forge a second log line or break the quoting.
         let request_line = self.request_line.escape_default();
-        (self.sink)(&format!(
-            "{} - - [{time}] \"{request_line}\" {} {sent}",
-            self.host, self.status
-        ));
+        let line = match self.format {
+            LogFormat::Common => format!(
+                "{} - - [{time}] \"{request_line}\" {} {sent}",
+                self.host, self.status
+            ),
+            LogFormat::Combined => {
+                let quoted = |v: &Option<String>| {
+                    v.as_deref()
+                        .map_or("-".to_owned(), |v| v.escape_default().to_string())
+                };
+                format!(
+                    "{} - - [{time}] \"{request_line}\" {} {sent} \"{}\" \"{}\"",
+                    self.host,
+                    self.status,
+                    quoted(&self.referer),
+                    quoted(&self.user_agent)
+                )
+            }
+            LogFormat::Json => serde_json::json!({
+                "remote": self.host,
+                "time": time,
+                "request": self.request_line,
+                "status": self.status,
+                "bytes": self.sent,
+                "referer": self.referer,
+                "user_agent": self.user_agent,
+            })
+            .to_string(),
+        };
+        (self.sink)(&line);
     }
 }
 
@@ -154,5 +226,53 @@ impl http_body::Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use stackway::testing::Client;
+
+    use super::*;
+
+    fn logged(format: LogFormat) -> String {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let app = AccessLog::new(stackway::apps::hello)
+            .format(format)
+            .sink(move |line: &str| sink.lock().unwrap().push(line.to_owned()));
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            Client::new(app)
+                .get("/a?b=1")
+                .header("referer", "https://example.com/\"x\"")
+                .header("user-agent", "curl/8")
+                .await
+                .assert_status(200);
+        });
+        lines.lock().unwrap().pop().unwrap()
+    }
+
+    #[test]
+    fn combined_adds_referer_and_user_agent_escaped() {
+        let line = logged(LogFormat::Combined);
+        assert!(
+            line.ends_with(r#""GET /a?b=1 HTTP/1.1" 200 18 "https://example.com/\"x\"" "curl/8""#),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_is_one_object_with_every_field() {
+        let line = logged(LogFormat::Json);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["request"], "GET /a?b=1 HTTP/1.1");
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["bytes"], 18);
+        assert_eq!(value["remote"], "127.0.0.1");
+        assert_eq!(value["referer"], "https://example.com/\"x\"");
+        assert_eq!(value["user_agent"], "curl/8");
+        assert!(!line.contains('\n'));
     }
 }

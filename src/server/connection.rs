@@ -60,7 +60,7 @@ pub(super) async fn serve_connection<A: App>(
             expired = watchdog.as_mut() => {
                 if expired == Expired::Send {
                     let timeout = shared.config.send_timeout;
-                    eprintln!("stackway: closed the connection from {peer}: the client read no byte of a response for {timeout:?} (send timeout)");
+                    tracing::warn!(%peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
                 }
                 return;
             }

@@ -101,9 +101,7 @@ where
                     return Poll::Pending;
                 }
                 // Dropping the stream's task resets the stream (RST_STREAM CANCEL).
-                eprintln!(
-                    "stackway: reset an HTTP/2 stream: the client took no byte of its response for {timeout:?} (send timeout)"
-                );
+                tracing::warn!(?timeout, "reset an HTTP/2 stream: the client took no byte of its response for the send timeout");
                 Poll::Ready(())
             })
             .await;

@@ -50,7 +50,7 @@ impl<A: App> Worker<A> {
     pub(super) async fn accept_loop(self) {
         let listener = match TcpListener::from_std(self.listener) {
             Ok(listener) => listener,
-            Err(e) => return eprintln!("stackway: cannot use the listening socket: {e}"),
+            Err(e) => return tracing::error!("cannot use the listening socket: {e}"),
         };
         let mut builder = auto::Builder::new(StreamExecutor {
             send_timeout: self.config.send_timeout,
@@ -82,7 +82,7 @@ impl<A: App> Worker<A> {
                     Err(e) => {
                         // Out of file descriptors, or a connection reset before it was
                         // accepted: wait a moment rather than spin.
-                        eprintln!("stackway: accept failed: {e}");
+                        tracing::warn!("accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

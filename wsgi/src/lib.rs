@@ -212,7 +212,7 @@ impl Wsgi {
                     .name(format!("stackway-python-{n}"))
                     .spawn(move || serve_jobs(&app, &waiting));
                 if let Err(e) = spawned {
-                    eprintln!("stackway: wsgi: cannot start a Python thread: {e}");
+                    tracing::error!("cannot start a Python thread: {e}");
                 }
             }
             jobs
@@ -272,10 +272,7 @@ impl App for Wsgi {
         match self.pool().try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                eprintln!(
-                    "stackway: wsgi: {}: every thread is busy and the queue is full",
-                    self.name
-                );
+                tracing::warn!(app = %self.name, "every Python thread is busy and the queue is full: 503");
                 return response::status(StatusCode::SERVICE_UNAVAILABLE);
             }
             Err(TrySendError::Disconnected(_)) => {

@@ -131,13 +131,13 @@ pub(crate) struct Errors;
 #[pymethods]
 impl Errors {
     fn write(&self, text: &str) -> usize {
-        eprint!("{text}");
+        tracing::warn!(target: "wsgi.errors", "{}", text.trim_end());
         text.len()
     }
 
     fn writelines(&self, lines: Vec<String>) {
         for line in lines {
-            eprint!("{line}");
+            tracing::warn!(target: "wsgi.errors", "{}", line.trim_end());
         }
     }
 

@@ -86,14 +86,11 @@ pub(crate) fn run(py: Python<'_>, app: &Py<PyAny>, job: Job) {
             Ok(()) | Err(Failure::Gone) => {}
             Err(Failure::Python(e)) => {
                 // Formatted, not PyErr_Print: that would exit the process on SystemExit.
-                eprintln!(
-                    "stackway: wsgi: the app raised an exception:\n{}",
-                    crate::traceback(py, &e)
-                );
+                tracing::error!("the app raised an exception:\n{}", crate::traceback(py, &e));
                 fail(&exchange, "the app raised an exception");
             }
             Err(Failure::Rule(rule)) => {
-                eprintln!("stackway: wsgi: {rule}");
+                tracing::error!("{rule}");
                 fail(&exchange, rule);
             }
         }

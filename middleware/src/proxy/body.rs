@@ -74,7 +74,7 @@ impl http_body::Body for UpstreamBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => {
                 let why = format!("{}: the response body broke off: {e}", this.upstream);
-                eprintln!("stackway: proxy: {why}");
+                tracing::warn!("{why}");
                 Poll::Ready(Some(Err(Broken(why))))
             }
             Poll::Pending => {
@@ -87,7 +87,7 @@ impl http_body::Body for UpstreamBody {
                     "{}: no byte of the response body for {timeout:?}",
                     this.upstream
                 );
-                eprintln!("stackway: proxy: {why}");
+                tracing::warn!("{why}");
                 Poll::Ready(Some(Err(Broken(why))))
             }
         }

@@ -459,23 +459,16 @@ impl App for Proxy {
                     format!("no progress for {:?}", self.settings.read_timeout),
                 ),
                 Failure::ClientStalled => {
-                    eprintln!(
-                        "stackway: proxy: {}: the client sent no byte of its body for {:?}",
-                        upstream.name, self.settings.read_timeout
-                    );
+                    tracing::info!(upstream = %upstream.name, timeout = ?self.settings.read_timeout, "the client sent no byte of its body for the read timeout");
                     return response::status(StatusCode::REQUEST_TIMEOUT);
                 }
                 Failure::Client(e) => {
                     // The client's body broke (it went away, or stalled): not the upstream's fault.
-                    eprintln!(
-                        "stackway: proxy: {}: the request body failed: {}",
-                        upstream.name,
-                        error_chain(e)
-                    );
+                    tracing::info!(upstream = %upstream.name, "the request body failed: {}", error_chain(e));
                     return response::status(StatusCode::BAD_REQUEST);
                 }
             };
-            eprintln!("stackway: proxy: {}: {what}", upstream.name);
+            tracing::warn!(upstream = %upstream.name, "{what}");
             upstream.record(false, &self.settings);
             if !(may_retry && matches!(failure, Failure::Connect(_))) {
                 return response::status(status);

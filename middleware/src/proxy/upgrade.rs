@@ -33,7 +33,7 @@ pub(crate) fn splice(
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
-            Err(e) => return eprintln!("stackway: proxy: {name}: upgrade failed: {e}"),
+            Err(e) => return tracing::warn!(upstream = %name, "upgrade failed: {e}"),
         };
         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
         // Either side closing (or failing) ends both.

@@ -222,7 +222,7 @@ impl Upstream {
             } else {
                 "fails its health check"
             };
-            eprintln!("stackway: proxy: {} {state}", self.name);
+            tracing::warn!(upstream = %self.name, "{state}");
         }
         if healthy {
             self.down_until.store(0, Ordering::Relaxed);
@@ -241,10 +241,7 @@ impl Upstream {
             let until = now_ms() + u64::try_from(settings.fail_timeout.as_millis()).unwrap_or(0);
             self.down_until.store(until, Ordering::Relaxed);
             self.failures.store(0, Ordering::Relaxed);
-            eprintln!(
-                "stackway: proxy: {} is out for {:?} after {failures} failures in a row",
-                self.spec, settings.fail_timeout
-            );
+            tracing::warn!(upstream = %self.spec, fail_timeout = ?settings.fail_timeout, "left out after {failures} failures in a row");
         }
     }
 }

@@ -292,7 +292,7 @@ impl Export {
             Ok(Outcome::Missing) => return None,
             Ok(outcome) => outcome,
             Err(e) => {
-                eprintln!("stackway: shared_data: {}: {e}", req.uri().path());
+                tracing::error!(path = req.uri().path(), "cannot read the file: {e}");
                 return Some(response::status(StatusCode::INTERNAL_SERVER_ERROR));
             }
         };
