@@ -80,6 +80,17 @@ fn into_response(c: &mut Criterion) {
     bench_ready(c, "into_response/json", &json, "/");
 }
 
+/// The Profiler's cost: the same app with and without it.
+fn profiler(c: &mut Criterion) {
+    bench_ready(c, "profiler/without", &ok, "/");
+    bench_ready(
+        c,
+        "profiler/with",
+        &stackway_middleware::Profiler::new(ok),
+        "/",
+    );
+}
+
 fn path(c: &mut Criterion) {
     let req = get("/caf%C3%A9/a%20b/c/d/e?x=1");
     c.bench_function("path/decode", |b| {
@@ -122,5 +133,5 @@ fn shared_data(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, stack, into_response, path, shared_data);
+criterion_group!(benches, stack, into_response, profiler, path, shared_data);
 criterion_main!(benches);

@@ -85,6 +85,7 @@ use stackway::{App, Body, Request, RequestExt, Response, response};
 use self::body::{Progress, SentBody, UpstreamBody};
 pub use self::upstream::SpecError;
 use self::upstream::{Spec, Upstream};
+use crate::profiler::Timings;
 
 /// Forwards requests to one upstream or a balanced pool; see the
 /// [module docs](self).
@@ -416,6 +417,8 @@ impl App for Proxy {
                 body: None,
             }
         };
+        let timings = req.extensions().get::<Timings>().cloned();
+        let started = std::time::Instant::now();
         let empty = http_body::Body::size_hint(req.body()).exact() == Some(0);
         let retryable =
             empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
@@ -477,6 +480,9 @@ impl App for Proxy {
             progress = Progress::new();
         };
         upstream.record(true, &self.settings);
+        if let Some(timings) = timings {
+            timings.add("upstream", started.elapsed(), None);
+        }
 
         let (mut parts, incoming) = res.into_parts();
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {

@@ -17,6 +17,7 @@ use super::entry::{Content, Entry, File, Found, Memory, disk_entry, embedded_ent
 use super::respond::{self, listing};
 use super::{headers, path};
 use crate::prefix::{Invalid, redirect_with_slash};
+use crate::profiler::Timings;
 
 /// Which symlinks a directory export follows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -275,6 +276,7 @@ impl Export {
         let outcome = match key.as_deref().and_then(|key| self.cache.get(key)) {
             Some(file) => Ok(Outcome::File(file)),
             None => {
+                let started = std::time::Instant::now();
                 let outcome = match is_disk {
                     // Disk work (canonicalize, stat, open, a small read) in one blocking call.
                     true => tokio::task::spawn_blocking(move || this.decide(&rest, &ask))
@@ -285,6 +287,7 @@ impl Export {
                 if let (Some(key), Ok(Outcome::File(file))) = (key, &outcome) {
                     self.cache.put(key, file);
                 }
+                Timings::record(req, "fs", started.elapsed(), None);
                 outcome
             }
         };
