@@ -1,0 +1,151 @@
+//! The everyday layers: Timeout, RequestIds, SetHeaders (all under Lint).
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::StatusCode;
+use stackway::testing::Client;
+use stackway::{Request, response};
+use stackway_middleware::request_id::RequestId;
+use stackway_middleware::{Lint, ProxyFix, RequestIds, SetHeaders, Timeout};
+use support::run;
+
+/// Sets its flag when dropped: proof the app's future was cancelled.
+struct Dropped(Arc<AtomicBool>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn timeout_answers_for_a_slow_app_and_drops_it() {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let flag = cancelled.clone();
+    let slow = move |req: Request| {
+        let guard = Dropped(flag.clone());
+        async move {
+            let _guard = guard;
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            response::text("in time")
+        }
+    };
+    let app = Timeout::new(slow, Duration::from_millis(100));
+    let client = Client::new(Lint::strict(app));
+    run(async {
+        client
+            .get("/fast")
+            .await
+            .assert_status(200)
+            .assert_text("in time");
+        cancelled.store(false, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        client.get("/slow").await.assert_status(503);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            cancelled.load(Ordering::Relaxed),
+            "the app's future was not dropped"
+        );
+    });
+    let gateway = Timeout::new(
+        |_req: Request| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            response::text("never")
+        },
+        Duration::from_millis(20),
+    )
+    .status(StatusCode::GATEWAY_TIMEOUT);
+    run(async {
+        Client::new(gateway).get("/").await.assert_status(504);
+    });
+}
+
+#[test]
+fn request_ids_are_trusted_only_when_asked() {
+    let echo = |req: Request| async move {
+        let id = req.extensions().get::<RequestId>().unwrap().to_string();
+        let header = req.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id, header, "extension and header agree");
+        response::text(id)
+    };
+    let untrusted = Client::new(Lint::strict(RequestIds::new(echo)));
+    let trusting = Client::new(Lint::strict(RequestIds::new(echo).trust_incoming(true)));
+    run(async {
+        let fresh = untrusted
+            .get("/")
+            .header("x-request-id", "chosen-by-client")
+            .await;
+        let id = fresh.text();
+        assert_ne!(id, "chosen-by-client");
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        fresh.assert_header("x-request-id", &id);
+        assert_ne!(untrusted.get("/").await.text(), id, "ids differ");
+        trusting
+            .get("/")
+            .header("x-request-id", "from-the-proxy")
+            .await
+            .assert_text("from-the-proxy")
+            .assert_header("x-request-id", "from-the-proxy");
+        let long = "x".repeat(200);
+        assert_eq!(
+            trusting
+                .get("/")
+                .header("x-request-id", &long)
+                .await
+                .text()
+                .len(),
+            32
+        );
+    });
+}
+
+#[test]
+fn set_headers_set_append_if_missing_and_hsts_over_https_only() {
+    let app = |_req: Request| async {
+        let mut res = response::text("x");
+        res.headers_mut()
+            .insert("x-frame-options", "SAMEORIGIN".parse().unwrap());
+        res.headers_mut().insert("server", "app".parse().unwrap());
+        res.headers_mut().insert("link", "</a>".parse().unwrap());
+        res
+    };
+    let stack = || {
+        SetHeaders::secure(app)
+            .content_security_policy("default-src 'self'")
+            .set("server", "stackway")
+            .append("link", "</b>")
+    };
+    let plain = Client::new(Lint::strict(stack()));
+    // Behind a proxy that terminates TLS: https, as ProxyFix says.
+    let tls = Client::new(Lint::strict(ProxyFix::new(stack())));
+    run(async {
+        let res = plain.get("/").await;
+        res.assert_header("x-frame-options", "SAMEORIGIN") // the app's own kept
+            .assert_header("x-content-type-options", "nosniff")
+            .assert_header("referrer-policy", "strict-origin-when-cross-origin")
+            .assert_header("content-security-policy", "default-src 'self'")
+            .assert_header("server", "stackway")
+            .assert_no_header("strict-transport-security");
+        let links: Vec<&str> = res
+            .headers()
+            .get_all("link")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(links, ["</a>", "</b>"]);
+        tls.get("/")
+            .header("x-forwarded-proto", "https")
+            .await
+            .assert_header(
+                "strict-transport-security",
+                "max-age=63072000; includeSubDomains",
+            );
+    });
+}
