@@ -62,6 +62,8 @@ struct Streaming {
     yielded: u64,
     /// Set by `exact_size`: the stream must yield exactly this many bytes.
     declared: Option<u64>,
+    /// Set by `limit`: the stream may yield at most this many bytes.
+    limit: Option<u64>,
     done: bool,
 }
 
@@ -86,6 +88,7 @@ impl Body {
                 hint,
                 yielded: 0,
                 declared: None,
+                limit: None,
                 done: false,
             })),
         }
@@ -145,7 +148,25 @@ impl Body {
     /// which [`Error::is_length_mismatch`] is true, rather than sending a
     /// response whose length lies.
     pub fn exact_size(self, len: u64) -> Self {
-        let mut streaming = match self.kind {
+        let mut streaming = self.into_streaming();
+        streaming.declared = Some(len.saturating_add(streaming.yielded));
+        Self {
+            kind: BodyKind::Stream(streaming),
+        }
+    }
+
+    /// Fails, once more than `max` bytes have come, with an error for which
+    /// [`Error::is_too_large`] is true: a request body limit for one app.
+    pub fn limit(self, max: u64) -> Self {
+        let mut streaming = self.into_streaming();
+        streaming.limit = Some(max.saturating_add(streaming.yielded));
+        Self {
+            kind: BodyKind::Stream(streaming),
+        }
+    }
+
+    fn into_streaming(self) -> Box<Streaming> {
+        match self.kind {
             BodyKind::Stream(streaming) => streaming,
             BodyKind::Full(bytes) => {
                 let frames = stream::iter(bytes.map(|b| Ok::<_, BoxError>(Frame::data(b))));
@@ -154,10 +175,6 @@ impl Body {
                     BodyKind::Full(_) => unreachable!("Body::new always streams"),
                 }
             }
-        };
-        streaming.declared = Some(len.saturating_add(streaming.yielded));
-        Self {
-            kind: BodyKind::Stream(streaming),
         }
     }
 
@@ -211,12 +228,16 @@ impl Streaming {
                 if let Some(data) = frame.data_ref() {
                     self.yielded += data.len() as u64;
                 }
-                match self.declared {
-                    Some(declared) if self.yielded > declared => {
+                match (self.declared, self.limit) {
+                    (Some(declared), _) if self.yielded > declared => {
                         Some(Err(Error::new(Kind::Length).with(format!(
                             "the body yielded more than its declared {declared} bytes"
                         ))))
                     }
+                    (_, Some(limit)) if self.yielded > limit => Some(Err(Error::new(
+                        Kind::TooLarge,
+                    )
+                    .with(format!("the limit is {limit} bytes")))),
                     _ => Some(Ok(frame)),
                 }
             }

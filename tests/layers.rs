@@ -10,7 +10,7 @@ use http::StatusCode;
 use stackway::testing::Client;
 use stackway::{Request, response};
 use stackway_middleware::request_id::RequestId;
-use stackway_middleware::{Lint, ProxyFix, RequestIds, SetHeaders, Timeout};
+use stackway_middleware::{BodyLimit, CatchPanic, Lint, ProxyFix, RequestIds, SetHeaders, Timeout};
 use support::run;
 
 /// Sets its flag when dropped: proof the app's future was cancelled.
@@ -148,4 +148,57 @@ fn set_headers_set_append_if_missing_and_hsts_over_https_only() {
                 "max-age=63072000; includeSubDomains",
             );
     });
+}
+
+#[test]
+fn body_limit_refuses_declared_and_streamed_bodies_over_it() {
+    // An app that ignores its read error: the answer is 413 all the same.
+    let careless = |req: Request| async move {
+        let read = req.into_body().collect(usize::MAX).await;
+        response::text(format!("read {:?}", read.map(|b| b.len()).ok()))
+    };
+    let app =
+        stackway_middleware::Dispatcher::new(careless).mount("/small", BodyLimit::new(careless, 4));
+    let client = Client::new(Lint::strict(app));
+    run(async {
+        client
+            .post("/small")
+            .body("1234")
+            .await
+            .assert_text("read Some(4)");
+        client.post("/small").body("12345").await.assert_status(413);
+        // A streamed body with no Content-Length, over the limit.
+        let chunks = vec![bytes::Bytes::from("123"), bytes::Bytes::from("456")];
+        client
+            .post("/small")
+            .body(stackway::Body::from_chunks(chunks))
+            .await
+            .assert_status(413);
+        // Elsewhere, no limit of this layer's.
+        client
+            .post("/big")
+            .body("123456789")
+            .await
+            .assert_text("read Some(9)");
+    });
+}
+
+#[test]
+fn catch_panic_answers_with_500_or_a_chosen_response() {
+    let broken = |_req: Request| async {
+        if true {
+            panic!("the handler broke");
+        }
+        response::text("never")
+    };
+    let run_one = |app: CatchPanic<_>| run(async move { Client::new(app).get("/").await });
+    run_one(CatchPanic::new(broken)).assert_status(500);
+    let custom = CatchPanic::new(broken).respond(|message| {
+        let mut res = response::text(format!("sorry: {message}"));
+        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        res
+    });
+    run_one(custom)
+        .assert_status(503)
+        .assert_text("sorry: the handler broke");
 }

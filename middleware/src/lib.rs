@@ -36,6 +36,8 @@ macro_rules! inner_accessors {
 }
 
 pub mod access_log;
+pub mod body_limit;
+pub mod catch_panic;
 pub mod dispatcher;
 pub mod lint;
 pub mod prefix;
@@ -49,6 +51,8 @@ pub mod shared_data;
 pub mod timeout;
 
 pub use access_log::AccessLog;
+pub use body_limit::BodyLimit;
+pub use catch_panic::CatchPanic;
 pub use dispatcher::{Dispatcher, MountError};
 pub use lint::Lint;
 pub use profiler::Profiler;

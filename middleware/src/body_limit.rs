@@ -1,0 +1,109 @@
+//! A request body limit for one app or mount, beneath the server's own: a
+//! body declared larger gets 413 before the app runs; one that turns out
+//! larger fails the app's read, and the client gets 413 whatever the app
+//! answered.
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::{Request, response, testing::Client};
+//! use stackway_middleware::BodyLimit;
+//!
+//! let upload = |req: Request| async move {
+//!     match req.into_body().collect(usize::MAX).await {
+//!         Ok(body) => response::text(format!("{} bytes", body.len())),
+//!         Err(e) => response::text(format!("failed: {e}")),
+//!     }
+//! };
+//! let app = BodyLimit::new(upload, 8);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let client = Client::new(app);
+//! client.post("/").body("12345678").await.assert_text("8 bytes");
+//! client.post("/").body("123456789").await.assert_status(413);
+//! # });
+//! ```
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::CONTENT_LENGTH;
+use http_body::{Frame, SizeHint};
+use stackway::{App, Body, Request, Response, response};
+
+/// Refuses request bodies over a size with 413; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct BodyLimit<A> {
+    inner: A,
+    max: u64,
+}
+
+impl<A> BodyLimit<A> {
+    /// Lets at most `max` bytes of request body through to `inner`.
+    pub fn new(inner: A, max: u64) -> Self {
+        Self { inner, max }
+    }
+
+    inner_accessors!();
+}
+
+impl<A: App> App for BodyLimit<A> {
+    async fn call(&self, req: Request) -> Response {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.max) {
+            return response::status(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        let tripped = Arc::new(AtomicBool::new(false));
+        // The limit, and a note when it is passed, so that the answer is 413.
+        let req = req.map(|body| {
+            Body::new(Watched {
+                body: body.limit(self.max),
+                tripped: tripped.clone(),
+            })
+        });
+        let res = self.inner.call(req).await;
+        match tripped.load(Ordering::Relaxed) {
+            true => response::status(StatusCode::PAYLOAD_TOO_LARGE),
+            false => res,
+        }
+    }
+}
+
+/// A body that notes when it failed for being too large.
+struct Watched {
+    body: Body,
+    tripped: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = stackway::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, stackway::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            if e.is_too_large() {
+                this.tripped.store(true, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
