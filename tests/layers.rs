@@ -202,3 +202,98 @@ fn catch_panic_answers_with_500_or_a_chosen_response() {
         .assert_status(503)
         .assert_text("sorry: the handler broke");
 }
+
+#[test]
+fn cors_preflights_simple_requests_vary_and_the_credentials_rule() {
+    use http::Method;
+    use stackway_middleware::Cors;
+    let reached = Arc::new(AtomicBool::new(false));
+    let flag = reached.clone();
+    let app = move |_req: Request| {
+        flag.store(true, Ordering::Relaxed);
+        async {
+            let mut res = response::text("data");
+            res.headers_mut().insert("x-total", "3".parse().unwrap());
+            res
+        }
+    };
+    let cors = Cors::new(app)
+        .allow_origin("https://app.example")
+        .allow_origin_fn(|o| o.ends_with(".partner.example"))
+        .allow_headers(["content-type", "x-token"])
+        .expose_headers(["x-total"])
+        .allow_credentials(true);
+    let client = Client::new(Lint::strict(cors));
+    run(async {
+        let pre = client
+            .request(Method::OPTIONS, "/items")
+            .header("origin", "https://a.partner.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .await;
+        pre.assert_status(204)
+            .assert_header("access-control-allow-origin", "https://a.partner.example")
+            .assert_header("access-control-allow-credentials", "true")
+            .assert_header("access-control-allow-methods", "GET, HEAD, POST")
+            .assert_header("access-control-allow-headers", "content-type, x-token");
+        assert!(
+            !reached.load(Ordering::Relaxed),
+            "a preflight reached the app"
+        );
+        let vary: Vec<&str> = pre
+            .headers()
+            .get_all("vary")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(vary.contains(&"origin"), "{vary:?}");
+        // The predicate replaced the list: the listed origin is no longer allowed.
+        client
+            .get("/items")
+            .header("origin", "https://app.example")
+            .await
+            .assert_no_header("access-control-allow-origin")
+            .assert_header("vary", "origin");
+        client
+            .get("/items")
+            .header("origin", "https://b.partner.example")
+            .await
+            .assert_text("data")
+            .assert_header("access-control-allow-origin", "https://b.partner.example")
+            .assert_header("access-control-expose-headers", "x-total");
+        // No Origin: not a CORS request; the answer still varies by origin.
+        client
+            .get("/items")
+            .await
+            .assert_no_header("access-control-allow-origin");
+    });
+    let any = Client::new(Lint::strict(
+        Cors::new(stackway::apps::hello).allow_any_origin(),
+    ));
+    run(async {
+        any.get("/")
+            .header("origin", "https://anyone.example")
+            .await
+            .assert_header("access-control-allow-origin", "*")
+            .assert_no_header("vary");
+    });
+    let refused = std::panic::catch_unwind(|| {
+        Cors::new(stackway::apps::hello)
+            .allow_any_origin()
+            .allow_credentials(true)
+    });
+    let message = refused.unwrap_err();
+    assert!(
+        message
+            .downcast_ref::<&str>()
+            .copied()
+            .unwrap_or_default()
+            .contains("every site")
+    );
+    assert!(
+        std::panic::catch_unwind(|| Cors::new(stackway::apps::hello)
+            .allow_credentials(true)
+            .allow_any_origin())
+        .is_err()
+    );
+}
