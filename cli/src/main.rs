@@ -22,7 +22,9 @@ use stackway::{Request, response};
 use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
-use stackway_middleware::{AccessLog, Dispatcher, Proxy, ProxyFix, SharedData};
+use stackway_middleware::{
+    AccessLog, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders, SharedData, Timeout,
+};
 use stackway_wsgi::Wsgi;
 
 #[derive(Debug, Parser)]
@@ -80,6 +82,25 @@ struct ServeArgs {
     /// line) for log collectors; with json, the access log is JSON too.
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+
+    /// Allow pages from ORIGIN to call the apps from a browser (CORS); repeatable; `*` for
+    /// any origin.
+    #[arg(long = "cors", value_name = "ORIGIN")]
+    cors: Vec<String>,
+
+    /// Seconds an app may take to answer a request before it gets 503.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
+
+    /// Give each request an id (X-Request-Id, in the response and the logs); an incoming
+    /// one is kept when --proxy-fix is on, as a proxy in front is trusted then.
+    #[arg(long)]
+    request_id: bool,
+
+    /// Add the usual security headers to responses (nosniff, Referrer-Policy,
+    /// X-Frame-Options, and HSTS over https).
+    #[arg(long)]
+    secure_headers: bool,
 
     /// Log one line per request to standard error, in the Common Log Format [default: off].
     #[arg(long)]
@@ -341,8 +362,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The stack the flags describe: ProxyFix → AccessLog → SharedData →
-/// Dispatcher, or why not.
+/// The stack the flags describe, outermost first: ProxyFix → RequestIds →
+/// AccessLog → Cors → SetHeaders → Timeout → SharedData → Dispatcher; or why not.
 fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
     // Later --pythonpath flags end up first on sys.path, as each is put in front.
     for dir in args.python_path.iter().rev() {
@@ -374,6 +395,23 @@ fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
             .map_err(|e| e.to_string())?;
     }
     let mut app = BoxApp::new(shared_data);
+    // Inside out: the first wrapped is the innermost.
+    if let Some(deadline) = args.timeout {
+        app = BoxApp::new(Timeout::new(app, deadline));
+    }
+    if args.secure_headers {
+        app = BoxApp::new(SetHeaders::secure(app));
+    }
+    if !args.cors.is_empty() {
+        let mut cors = Cors::new(app);
+        for origin in &args.cors {
+            cors = match origin.as_str() {
+                "*" => cors.allow_any_origin(),
+                origin => cors.allow_origin(origin),
+            };
+        }
+        app = BoxApp::new(cors);
+    }
     if args.access_log {
         app = BoxApp::new(match args.log_format.as_str() {
             // One object a line, through the JSON log.
@@ -381,6 +419,9 @@ fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
             // The Common Log Format, alone on its line as web servers write it.
             _ => AccessLog::new(app).sink(|line: &str| eprintln!("{line}")),
         });
+    }
+    if args.request_id {
+        app = BoxApp::new(RequestIds::new(app).trust_incoming(args.proxy_fix.is_some()));
     }
     // Outermost, so that the log and every app see the client the proxies name.
     if let Some([x_for, x_proto, x_host, x_port, x_prefix]) = args.proxy_fix {

@@ -286,6 +286,32 @@ fn log_format_json_prints_one_object_a_line() {
 }
 
 #[test]
+fn everyday_layers_from_flags() {
+    let server = Stackway::serve(&[
+        "--mount",
+        "/=hello",
+        "--cors",
+        "https://app.example",
+        "--request-id",
+        "--secure-headers",
+        "--timeout",
+        "5",
+    ]);
+    let mut conn = Conn::open(server.addr);
+    conn.send(b"GET /you HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n");
+    let res = conn.read_response();
+    assert_eq!(res.text(), "<h1>Hello, you!</h1>");
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(res.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(res.header("x-request-id").map(str::len), Some(32));
+    conn.send(b"OPTIONS /you HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: GET\r\n\r\n");
+    assert_eq!(conn.read_head().status, 204);
+}
+
+#[test]
 fn static_folders_are_served_in_front_of_the_mounts() {
     let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/static");
     let server = Stackway::serve(&[
