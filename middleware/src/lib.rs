@@ -38,6 +38,7 @@ macro_rules! inner_accessors {
 pub mod access_log;
 pub mod body_limit;
 pub mod catch_panic;
+pub mod compress;
 pub mod cors;
 pub mod dispatcher;
 pub mod lint;
@@ -54,6 +55,7 @@ pub mod timeout;
 pub use access_log::AccessLog;
 pub use body_limit::BodyLimit;
 pub use catch_panic::CatchPanic;
+pub use compress::Compress;
 pub use cors::Cors;
 pub use dispatcher::{Dispatcher, MountError};
 pub use lint::Lint;

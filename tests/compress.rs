@@ -1,0 +1,260 @@
+//! Compress: every coding decodes back to the body, the negotiation, each
+//! rule for leaving a response alone, and chunks that stream as they come.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use http::StatusCode;
+use stackway::testing::{Client, TestResponse};
+use stackway::{Body, Request, response};
+use stackway_middleware::{Compress, Lint};
+use support::{Running, run, server};
+
+fn page() -> String {
+    (0..300).map(|i| format!("<li>item {i}</li>\n")).collect()
+}
+
+async fn html(_req: Request) -> stackway::Response {
+    let mut res = response::html(page());
+    res.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
+    res
+}
+
+fn decode(coding: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .map(drop),
+        "deflate" => flate2::read::ZlibDecoder::new(body)
+            .read_to_end(&mut out)
+            .map(drop),
+        "br" => brotli::Decompressor::new(body, 4096)
+            .read_to_end(&mut out)
+            .map(drop),
+        "zstd" => ruzstd::decoding::StreamingDecoder::new(body)
+            .unwrap()
+            .read_to_end(&mut out)
+            .map(drop),
+        other => panic!("{other}"),
+    }
+    .unwrap();
+    out
+}
+
+fn get(client: &Client, accept: &str) -> TestResponse {
+    run(async { client.get("/").header("accept-encoding", accept).await })
+}
+
+#[test]
+fn every_coding_decodes_to_the_body() {
+    let client = Client::new(Lint::strict(Compress::new(html)));
+    for coding in ["gzip", "deflate", "br", "zstd"] {
+        let res = get(&client, coding);
+        res.assert_status(200)
+            .assert_header("content-encoding", coding)
+            .assert_header("vary", "accept-encoding")
+            .assert_header("etag", "W/\"v1\"")
+            .assert_no_header("content-length");
+        assert!(
+            res.body().len() < page().len() / 3,
+            "{coding}: {} bytes",
+            res.body().len()
+        );
+        assert_eq!(decode(coding, res.body()), page().as_bytes(), "{coding}");
+    }
+}
+
+#[test]
+fn the_client_chooses_by_q_value_and_the_server_breaks_ties() {
+    let client = Client::new(Compress::new(html));
+    let cases = [
+        ("gzip, br", "br"),
+        ("gzip;q=1, br;q=0.5", "gzip"),
+        ("deflate, zstd", "zstd"),
+        ("*", "br"),
+        ("*;q=0.5, gzip", "gzip"),
+        ("GZIP", "gzip"),
+    ];
+    for (accept, want) in cases {
+        get(&client, accept).assert_header("content-encoding", want);
+    }
+    for accept in ["identity", "gzip;q=0", "compress", ""] {
+        get(&client, accept)
+            .assert_no_header("content-encoding")
+            .assert_header("vary", "accept-encoding")
+            .assert_text(&page());
+    }
+}
+
+#[test]
+fn responses_are_left_alone_where_compressing_is_wrong_or_useless() {
+    let with = |status: StatusCode, headers: &'static [(&'static str, &'static str)]| {
+        move |_req: Request| async move {
+            let body = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                Body::empty()
+            } else {
+                Body::from(page())
+            };
+            let mut res = stackway::Response::new(body);
+            *res.status_mut() = status;
+            for (name, value) in headers {
+                res.headers_mut().insert(*name, value.parse().unwrap());
+            }
+            res
+        }
+    };
+    let cases: Vec<(&str, stackway::BoxApp)> = vec![
+        (
+            "204",
+            stackway::BoxApp::new(with(StatusCode::NO_CONTENT, &[])),
+        ),
+        (
+            "304",
+            stackway::BoxApp::new(with(StatusCode::NOT_MODIFIED, &[("etag", "\"v1\"")])),
+        ),
+        (
+            "206",
+            stackway::BoxApp::new(with(
+                StatusCode::PARTIAL_CONTENT,
+                &[("content-range", "bytes 0-9/100")],
+            )),
+        ),
+        (
+            "encoded",
+            stackway::BoxApp::new(with(StatusCode::OK, &[("content-encoding", "br")])),
+        ),
+        (
+            "png",
+            stackway::BoxApp::new(with(StatusCode::OK, &[("content-type", "image/png")])),
+        ),
+        (
+            "zip",
+            stackway::BoxApp::new(with(StatusCode::OK, &[("content-type", "application/zip")])),
+        ),
+        (
+            "no-transform",
+            stackway::BoxApp::new(with(
+                StatusCode::OK,
+                &[("cache-control", "public, no-transform")],
+            )),
+        ),
+        (
+            "small",
+            stackway::BoxApp::new(|_req: Request| async { response::text("tiny") }),
+        ),
+    ];
+    for (name, app) in cases {
+        let client = Client::new(Compress::new(app));
+        let res = get(&client, "gzip, br");
+        assert_eq!(
+            res.header("content-encoding").filter(|_| name != "encoded"),
+            None,
+            "{name}"
+        );
+        res.assert_header("vary", "accept-encoding");
+    }
+    // SVG is text: compressed.
+    let svg = Client::new(Compress::new(with(
+        StatusCode::OK,
+        &[("content-type", "image/svg+xml")],
+    )));
+    get(&svg, "gzip").assert_header("content-encoding", "gzip");
+    // HEAD: never.
+    let client = Client::new(Compress::new(html));
+    run(async {
+        client
+            .head("/")
+            .header("accept-encoding", "gzip")
+            .await
+            .assert_no_header("content-encoding");
+    });
+}
+
+#[test]
+fn chunks_are_compressed_and_sent_as_the_app_sends_them() {
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let app = move |_req: Request| {
+        let mut rx = rx.lock().unwrap().take().expect("one request");
+        async move {
+            let chunks = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+                .map(Ok::<_, std::convert::Infallible>);
+            let mut res = stackway::Response::new(Body::from_stream(chunks));
+            res.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            res
+        }
+    };
+    use futures_util::StreamExt;
+    let running = Running::start(server(), Compress::new(app));
+    let mut stream = TcpStream::connect(running.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept-Encoding: gzip\r\n\r\n",
+        )
+        .unwrap();
+    tx.blocking_send("data: first\n\n".into()).unwrap();
+    // The first event arrives, compressed, while the app has not finished.
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") || got.len() < 60 {
+        let n = stream.read(&mut buf).expect("the first chunk never came");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    tx.blocking_send("data: second\n\n".into()).unwrap();
+    drop(tx);
+    let _ = stream.read_to_end(&mut got);
+    // De-chunk and decode the whole stream.
+    let text = got.split(|_| false).next().unwrap();
+    let body_at = text.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut rest = &text[body_at..];
+    let mut compressed = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap(), 16).unwrap();
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            break;
+        }
+        compressed.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+    assert_eq!(
+        decode("gzip", &compressed),
+        b"data: first\n\ndata: second\n\n"
+    );
+}
+
+#[test]
+fn curl_decodes_what_we_send() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl is not installed; skipped");
+        return;
+    }
+    let running = Running::start(server(), Compress::new(html));
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--compressed", "-D", "-"])
+        .arg(format!("http://{}/", running.addr))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.to_ascii_lowercase().contains("content-encoding: "),
+        "{text:.300}"
+    );
+    assert!(text.ends_with(&page()), "curl did not decode the body");
+}
