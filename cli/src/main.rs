@@ -23,7 +23,8 @@ use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
 use stackway_middleware::{
-    AccessLog, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders, SharedData, Timeout,
+    AccessLog, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders, SharedData,
+    Timeout,
 };
 use stackway_wsgi::Wsgi;
 
@@ -87,6 +88,10 @@ struct ServeArgs {
     /// any origin.
     #[arg(long = "cors", value_name = "ORIGIN")]
     cors: Vec<String>,
+
+    /// Compress responses on the fly (br, zstd, gzip, deflate) for clients that accept it.
+    #[arg(long)]
+    compress: bool,
 
     /// Seconds an app may take to answer a request before it gets 503.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
@@ -363,7 +368,8 @@ fn main() -> ExitCode {
 }
 
 /// The stack the flags describe, outermost first: ProxyFix → RequestIds →
-/// AccessLog → Cors → SetHeaders → Timeout → SharedData → Dispatcher; or why not.
+/// AccessLog → Cors → SetHeaders → Compress → Timeout → SharedData →
+/// Dispatcher; or why not.
 fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
     // Later --pythonpath flags end up first on sys.path, as each is put in front.
     for dir in args.python_path.iter().rev() {
@@ -398,6 +404,9 @@ fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
     // Inside out: the first wrapped is the innermost.
     if let Some(deadline) = args.timeout {
         app = BoxApp::new(Timeout::new(app, deadline));
+    }
+    if args.compress {
+        app = BoxApp::new(Compress::new(app));
     }
     if args.secure_headers {
         app = BoxApp::new(SetHeaders::secure(app));

@@ -306,6 +306,7 @@ fn everyday_layers_from_flags() {
         "--secure-headers",
         "--timeout",
         "5",
+        "--compress",
     ]);
     let mut conn = Conn::open(server.addr);
     conn.send(b"GET /you HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n");
@@ -319,6 +320,14 @@ fn everyday_layers_from_flags() {
     assert_eq!(res.header("x-request-id").map(str::len), Some(32));
     conn.send(b"OPTIONS /you HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: GET\r\n\r\n");
     assert_eq!(conn.read_head().status, 204);
+    // The demo page is large enough to compress.
+    let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/static");
+    let with_static = Stackway::serve(&["--compress", "--static", &format!("/s={public}")]);
+    let mut conn = Conn::open(with_static.addr);
+    conn.send(b"GET /s/ HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n");
+    let res = conn.read_response();
+    assert_eq!(res.header("content-encoding"), Some("gzip"));
+    assert_eq!(res.header("vary"), Some("accept-encoding"));
 }
 
 #[test]
