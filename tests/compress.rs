@@ -258,3 +258,44 @@ fn curl_decodes_what_we_send() {
     );
     assert!(text.ends_with(&page()), "curl did not decode the body");
 }
+
+#[test]
+fn pythons_urllib_decodes_every_coding() {
+    // Python's own decoders: gzip and zlib from the standard library, brotli
+    // and zstandard from Debian's packages (`.ci/run` installs them).
+    let script = r#"
+import sys, urllib.request, gzip, zlib, brotli, zstandard
+base, expected = sys.argv[1], sys.stdin.read().encode()
+decoders = {
+    "gzip": gzip.decompress,
+    "deflate": zlib.decompress,
+    "br": brotli.decompress,
+    "zstd": lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b),
+}
+for coding, decode in decoders.items():
+    req = urllib.request.Request(base, headers={"Accept-Encoding": coding})
+    with urllib.request.urlopen(req) as res:
+        assert res.headers["Content-Encoding"] == coding, res.headers
+        assert decode(res.read()) == expected, coding
+print("decoded", " ".join(decoders))
+"#;
+    let running = Running::start(server(), Compress::new(html));
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, &format!("http://{}/", running.addr)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}{err}");
+    assert_eq!(said.trim(), "decoded gzip deflate br zstd");
+}

@@ -32,7 +32,8 @@ DEEP_MOUNTS = [f"/api{i}/v{i % 10}/svc{i}" for i in range(100)]  # 100 apps, 3 s
 DEEP_PATH = DEEP_MOUNTS[-1] + "/users/42"
 HELLO = ["hello-root", "hello-deep", "idle-5k"]
 STATIC = ["static-1k", "static-64k", "static-1m", "static-304", "static-range"]
-SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + ["idle-5k", "slow-1g", "proxy", "wsgi-hello"]
+COMPRESSED = ["compressed-64k-gzip", "compressed-64k-br"]
+SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy", "wsgi-hello"]
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian"]
 SERVERS = ["stackway", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
 # The same Python WSGI app under every server of the wsgi-hello scenario.
@@ -58,6 +59,9 @@ def applies(server, scenario):
         return False
     if scenario == "hello-param":
         return server in ("stackway", "axum", "actix")
+    if scenario in COMPRESSED:
+        # nginx-light has gzip but no brotli; actix is left out.
+        return server in ("stackway", "axum") or (server == "nginx" and scenario.endswith("gzip"))
     if scenario == "proxy":
         return server in ("stackway", "nginx")
     if server == "hyper":
@@ -116,6 +120,10 @@ def fixtures(tmp):
     static.mkdir()
     for name, size in [("1k.bin", 1024), ("64k.bin", 64 * 1024), ("1m.bin", 1024 * 1024)]:
         (static / name).write_bytes(os.urandom(size))
+    # A 64 KiB HTML page, as compressible as real ones (a table of varied rows).
+    rows = "".join(f"<tr><td>{i}</td><td>item {i * 7919 % 1000}</td><td>{'ok' if i % 3 else 'late'}</td></tr>\n"
+                   for i in range(2000))
+    (static / "64k.html").write_text(("<html><body><table>\n" + rows)[:64 * 1024])
     with open(static / "1g.bin", "wb") as f:  # sparse: 1 GiB long, nothing on disk
         f.truncate(1 << 30)
     return static
@@ -127,12 +135,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def nginx_conf(tmp, port, static, upstream=None):
+def nginx_conf(tmp, port, static, upstream=None, scenario=None):
     conf = tmp / f"nginx-{port}.conf"
     # The proxy scenario: a keep-alive pool to the upstream, as a production config has.
     upstream_block = f"upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}" if upstream else ""
     proxy_location = ('location /proxy/ { proxy_pass http://up/; proxy_http_version 1.1; '
                       'proxy_set_header Connection ""; }') if upstream else ""
+    # Level 6: what flate2's default, and so stackway's and tower-http's gzip, uses.
+    gzip = "gzip on; gzip_comp_level 6; gzip_min_length 256; gzip_types text/html;" if scenario in COMPRESSED else ""
     conf.write_text(f"""
 worker_processes {os.cpu_count()};
 daemon off;
@@ -152,6 +162,7 @@ http {{
     uwsgi_temp_path {tmp}/nginx-uwsgi;
     scgi_temp_path {tmp}/nginx-scgi;
     {upstream_block}
+    {gzip}
     server {{
         listen 127.0.0.1:{port};
         location /static/ {{ alias {static}/; }}
@@ -164,7 +175,7 @@ http {{
 
 def command(server, port, static, tmp, upstream=None, scenario=None):
     if server == "nginx":
-        return nginx_conf(tmp, port, static, upstream)
+        return nginx_conf(tmp, port, static, upstream, scenario)
     bind, app = f"127.0.0.1:{port}", "bench_app:application"
     workers = str(os.cpu_count())
     if server == "gunicorn-sync":
@@ -185,6 +196,8 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         flags += ["--mount", f"/proxy=http://127.0.0.1:{upstream}"]
     for prefix in DEEP_MOUNTS:
         flags += ["--mount", f"{prefix}=hello"]
+    if scenario in COMPRESSED:
+        flags.append("--compress")
     if server == "stackway" and scenario == "wsgi-hello":
         flags += ["--pythonpath", str(tmp), "--mount", "/wsgi=wsgi:bench_app:application"]
     if server == "stackway":
@@ -267,6 +280,8 @@ def scenario_request(scenario, port):
         return DEEP_PATH, [], 200
     if scenario == "hello-param":
         return "/users/42", [], 200
+    if scenario in COMPRESSED:
+        return "/static/64k.html", [f"Accept-Encoding: {scenario.rsplit('-', 1)[1]}"], 200
     if scenario == "proxy":
         return "/proxy/users/42", [], 200
     if scenario == "wsgi-hello":
@@ -332,9 +347,11 @@ def run_once(server_name, scenario, static, tmp, args):
         if scenario == "wsgi-hello":
             # stackway mounts the app at /wsgi beside its others; the Python servers serve only it.
             path = "/wsgi/you" if server_name == "stackway" else "/you"
-        status, _, _ = request(server.port, path, headers)
+        status, fields, _ = request(server.port, path, headers)
         if status != expected:
             return {"error": f"answered {status}, expected {expected}"}
+        if scenario in COMPRESSED and fields.get("content-encoding") != scenario.rsplit("-", 1)[1]:
+            return {"error": f"not compressed: {fields.get('content-encoding')}"}
         conns, per_conn = [], None
         if scenario == "idle-5k":
             before = server.memory_kib("VmRSS")

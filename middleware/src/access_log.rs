@@ -63,7 +63,8 @@ pub enum LogFormat {
     /// Common, then `"referer" "user-agent"`.
     Combined,
     /// One JSON object: `remote`, `time`, `request`, `status`, `bytes`,
-    /// `referer`, `user_agent`.
+    /// `referer`, `user_agent`, and `request_id` when
+    /// [`RequestIds`](crate::RequestIds) runs around the log.
     Json,
 }
 
@@ -108,6 +109,10 @@ impl<A: App> App for AccessLog<A> {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        let request_id = req
+            .extensions()
+            .get::<crate::request_id::RequestId>()
+            .map(ToString::to_string);
         let (referer, user_agent) = match self.format {
             LogFormat::Common => (None, None),
             _ => (
@@ -122,6 +127,7 @@ impl<A: App> App for AccessLog<A> {
             request_line,
             referer,
             user_agent,
+            request_id,
             format: self.format,
             status: res.status().as_u16(),
             sent: 0,
@@ -147,6 +153,8 @@ struct Pending {
     request_line: String,
     referer: Option<String>,
     user_agent: Option<String>,
+    /// Set by [`RequestIds`](crate::RequestIds) around this log.
+    request_id: Option<String>,
     format: LogFormat,
     status: u16,
     sent: u64,
@@ -191,6 +199,7 @@ impl Drop for Pending {
                 "bytes": self.sent,
                 "referer": self.referer,
                 "user_agent": self.user_agent,
+                "request_id": self.request_id,
             })
             .to_string(),
         };
@@ -264,6 +273,23 @@ mod tests {
     }
 
     #[test]
+    fn json_names_the_request_id_when_one_was_given() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let app = crate::RequestIds::new(
+            AccessLog::new(stackway::apps::hello)
+                .format(LogFormat::Json)
+                .sink(move |line: &str| sink.lock().unwrap().push(line.to_owned())),
+        );
+        let res = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { Client::new(app).get("/").await });
+        let line = lines.lock().unwrap().pop().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["request_id"], res.header("x-request-id").unwrap());
+    }
+
+    #[test]
     fn json_is_one_object_with_every_field() {
         let line = logged(LogFormat::Json);
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -273,6 +299,7 @@ mod tests {
         assert_eq!(value["remote"], "127.0.0.1");
         assert_eq!(value["referer"], "https://example.com/\"x\"");
         assert_eq!(value["user_agent"], "curl/8");
+        assert!(value["request_id"].is_null());
         assert!(!line.contains('\n'));
     }
 }

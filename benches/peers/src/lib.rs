@@ -17,6 +17,9 @@ pub struct Flags {
     /// `PREFIX=DIR`.
     #[arg(long = "static", value_parser = parse_pair)]
     pub statics: Vec<(String, String)>,
+    /// Compress responses on the fly, as `stackway serve --compress` does.
+    #[arg(long)]
+    pub compress: bool,
 }
 
 fn parse_pair(value: &str) -> Result<(String, String), String> {

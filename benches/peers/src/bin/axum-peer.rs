@@ -9,6 +9,7 @@ use axum::response::Html;
 use axum::serve::ListenerExt;
 use clap::Parser;
 use stackway_peers::{Flags, hello_body, ready};
+use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 
 async fn hello(uri: Uri) -> Html<String> {
@@ -36,6 +37,9 @@ async fn main() {
             "" => router.fallback_service(hello.into_service()),
             prefix => router.nest_service(prefix, hello.into_service()),
         };
+    }
+    if flags.compress {
+        router = router.layer(CompressionLayer::new());
     }
     let listener = tokio::net::TcpListener::bind(&flags.bind).await.unwrap();
     ready(listener.local_addr().unwrap());
