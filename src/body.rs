@@ -192,6 +192,33 @@ impl Body {
         }
     }
 
+    /// Calls `look` with the outcome of every poll of the body (a frame, the
+    /// end, an error, or `Pending`), for middleware that watch a body go by
+    /// without changing it: counting bytes, noticing an error or a stall.
+    /// Whatever `look` captures is dropped with the body.
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let seen = Arc::new(AtomicU64::new(0));
+    /// let counter = seen.clone();
+    /// let body = stackway::Body::from("hello").inspect(move |polled| {
+    ///     if let std::task::Poll::Ready(Some(Ok(frame))) = polled {
+    ///         counter.fetch_add(frame.data_ref().map_or(0, |d| d.len() as u64), Ordering::Relaxed);
+    ///     }
+    /// });
+    /// assert_eq!(body.collect(1024).await.unwrap(), "hello");
+    /// assert_eq!(seen.load(Ordering::Relaxed), 5);
+    /// # });
+    /// ```
+    pub fn inspect<F>(self, look: F) -> Self
+    where
+        F: FnMut(&Poll<Option<Result<Frame<Bytes>, Error>>>) + Send + Unpin + 'static,
+    {
+        Self::new(Inspected { body: self, look })
+    }
+
     /// Reads the whole body into memory, refusing one longer than `limit` bytes.
     ///
     /// A body that declares a size over the limit is refused before any of it is
@@ -214,6 +241,38 @@ impl Body {
             buf.extend_from_slice(&chunk);
         }
         Ok(buf.freeze())
+    }
+}
+
+/// The body [`Body::inspect`] returns.
+struct Inspected<F> {
+    body: Body,
+    look: F,
+}
+
+impl<F> http_body::Body for Inspected<F>
+where
+    F: FnMut(&Poll<Option<Result<Frame<Bytes>, Error>>>) + Send + Unpin + 'static,
+{
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        (this.look)(&polled);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

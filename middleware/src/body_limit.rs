@@ -23,16 +23,13 @@
 //! # });
 //! ```
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 
-use bytes::Bytes;
 use http::StatusCode;
 use http::header::CONTENT_LENGTH;
-use http_body::{Frame, SizeHint};
-use stackway::{App, Body, Request, Response, response};
+use stackway::{App, Request, Response, response};
 
 /// Refuses request bodies over a size with 413; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -61,10 +58,15 @@ impl<A: App> App for BodyLimit<A> {
         }
         let tripped = Arc::new(AtomicBool::new(false));
         // The limit, and a note when it is passed, so that the answer is 413.
-        let req = req.map(|body| {
-            Body::new(Watched {
-                body: body.limit(self.max),
-                tripped: tripped.clone(),
+        let note = tripped.clone();
+        let max = self.max;
+        let req = req.map(move |body| {
+            body.limit(max).inspect(move |polled| {
+                if let Poll::Ready(Some(Err(e))) = polled {
+                    if e.is_too_large() {
+                        note.store(true, Ordering::Relaxed);
+                    }
+                }
             })
         });
         let res = self.inner.call(req).await;
@@ -72,38 +74,5 @@ impl<A: App> App for BodyLimit<A> {
             true => response::status(StatusCode::PAYLOAD_TOO_LARGE),
             false => res,
         }
-    }
-}
-
-/// A body that notes when it failed for being too large.
-struct Watched {
-    body: Body,
-    tripped: Arc<AtomicBool>,
-}
-
-impl http_body::Body for Watched {
-    type Data = Bytes;
-    type Error = stackway::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, stackway::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Err(e))) = &polled {
-            if e.is_too_large() {
-                this.tripped.store(true, Ordering::Relaxed);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }

@@ -143,37 +143,15 @@ impl Progress {
     }
 }
 
-/// A request body on its way to an upstream, noting each frame taken.
-pub(crate) struct SentBody {
-    pub(crate) body: stackway::Body,
-    pub(crate) progress: Arc<Progress>,
-}
-
-impl http_body::Body for SentBody {
-    type Data = Bytes;
-    type Error = stackway::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, stackway::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        let progress = &this.progress;
+/// A request body on its way to an upstream, noting each frame taken (and
+/// when it waits for the client) in `progress`.
+pub(crate) fn sent(body: stackway::Body, progress: Arc<Progress>) -> stackway::Body {
+    body.inspect(move |polled| {
         progress
             .waiting_on_client
             .store(polled.is_pending(), Ordering::Relaxed);
         if polled.is_ready() {
             progress.touch();
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
+    })
 }

@@ -82,7 +82,7 @@ use http::header::HOST;
 use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use stackway::{App, Body, Request, RequestExt, Response, response};
 
-use self::body::{Progress, SentBody, UpstreamBody};
+use self::body::{Progress, UpstreamBody};
 pub use self::upstream::SpecError;
 use self::upstream::{Spec, Upstream};
 use crate::profiler::Timings;
@@ -424,9 +424,7 @@ impl App for Proxy {
             empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         let mut progress = Progress::new();
         if !empty {
-            let body = req.into_body();
-            let progress = progress.clone();
-            outgoing.body = Some(Body::new(SentBody { body, progress }));
+            outgoing.body = Some(body::sent(req.into_body(), progress.clone()));
         }
 
         let mut tried = None;
