@@ -10,16 +10,10 @@ use bytes::Bytes;
 use stackway::testing::Client;
 use stackway::{Body, Request, response};
 use stackway_middleware::Compress;
-use support::run;
+use support::{peak_rss_kib, run};
 
 const LEN: u64 = 256 << 20;
 const CHUNK: usize = 64 * 1024;
-
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 #[test]
 fn a_256_mib_body_is_compressed_in_constant_memory() {

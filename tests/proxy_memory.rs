@@ -13,17 +13,11 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use stackway::{Body, Request, response};
 use stackway_middleware::Proxy;
-use support::{Running, server};
+use support::{Running, peak_rss_kib, server};
 
 const LEN: u64 = 256 << 20;
 const CHUNK: usize = 64 * 1024;
 static ZEROS: [u8; CHUNK] = [0; CHUNK];
-
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 /// `GET` streams 256 MiB of zeros; `POST` counts what it is sent.
 async fn upstream(req: Request) -> stackway::Response {

@@ -7,13 +7,7 @@ mod support;
 
 use stackway::testing::Client;
 use stackway_middleware::SharedData;
-use support::run;
-
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+use support::{peak_rss_kib, run};
 
 #[test]
 fn a_20_gib_file_streams_in_constant_memory() {

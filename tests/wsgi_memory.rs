@@ -11,16 +11,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use stackway_wsgi::Wsgi;
-use support::{Running, server};
+use support::{Running, peak_rss_kib, server};
 
 const LEN: u64 = 256 << 20;
 const CHUNK: usize = 64 * 1024;
-
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 /// Reads one response's head and returns the bytes of body that came with it.
 fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {

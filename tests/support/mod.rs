@@ -16,6 +16,14 @@ pub fn run<T>(f: impl Future<Output = T>) -> T {
         .block_on(f)
 }
 
+/// The process's peak resident memory (VmHWM) in KiB: the memory tests run
+/// each in a binary of its own, so it speaks of that test alone.
+pub fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// A shared log of what the middleware in a stack saw, in order.
 #[derive(Clone, Default)]
 pub struct Trace(Arc<Mutex<Vec<String>>>);
