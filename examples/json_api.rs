@@ -137,6 +137,6 @@ fn main() -> stackway::Result<()> {
         Dispatcher::new(stackway::apps::hello).mount("/api", with_state(api, Store::default()));
     let addr = std::env::args().nth(1);
     stackway::Server::bind(addr.as_deref().unwrap_or("127.0.0.1:8000"))?
-        .when_ready(|addr| println!("listening on http://{addr}"))
+        .when_ready(|addrs| println!("listening on {}", addrs[0]))
         .run(app)
 }

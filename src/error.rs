@@ -30,6 +30,8 @@ pub(crate) enum Kind {
     Timeout,
     /// The server could not listen on its address.
     Bind,
+    /// A TLS certificate or key could not be loaded.
+    Tls,
     /// The server failed for another reason (a thread, a runtime, a socket).
     Io,
 }
@@ -73,6 +75,12 @@ impl Error {
         self.kind == Kind::Bind
     }
 
+    /// A TLS certificate chain or private key could not be read, parsed, or
+    /// did not match. The source says which and why.
+    pub fn is_tls(&self) -> bool {
+        self.kind == Kind::Tls
+    }
+
     /// The server failed for another reason: a worker thread, its runtime, or the
     /// listening socket.
     pub fn is_io(&self) -> bool {
@@ -99,6 +107,7 @@ impl fmt::Display for Error {
             Kind::Length => "body length differs from the declared length",
             Kind::Timeout => "timed out waiting for the request body",
             Kind::Bind => "cannot listen on the address",
+            Kind::Tls => "cannot load the TLS certificate and key",
             Kind::Io => "server I/O error",
         })?;
         if let Some(source) = &self.source {

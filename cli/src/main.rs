@@ -8,15 +8,20 @@
 //! AccessLog → SharedData (/static) → Dispatcher (/, /env)
 //! ```
 
+mod listen;
 mod reload;
+mod restart;
 
 use std::io::Write;
-use std::net::ToSocketAddrs;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
+use stackway::server::Tls;
 use stackway::{BoxApp, Server};
 use stackway::{Request, response};
 use stackway_middleware::access_log::LogFormat;
@@ -47,9 +52,49 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8000", value_parser = parse_bind)]
-    bind: String,
+    /// Where to listen, repeatable: HOST:PORT (port 0 picks a free port), unix:PATH, or
+    /// fd:N for a socket passed by systemd socket activation. Sockets systemd passes
+    /// (LISTEN_FDS) are served without it [default: 127.0.0.1:8000].
+    #[arg(long, value_name = "ADDRESS", value_parser = listen::parse_bind)]
+    bind: Vec<listen::Bind>,
+
+    /// Permission bits of unix socket files made by --bind unix:PATH, in octal (as 660).
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    socket_mode: Option<u32>,
+
+    /// Listen on TCP addresses with SO_REUSEPORT, so that other processes may listen there
+    /// too.
+    #[arg(long)]
+    reuse_port: bool,
+
+    /// Speak TLS on the TCP listeners with this certificate chain (PEM, the server's
+    /// certificate first); reloaded on SIGHUP.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Expect a PROXY protocol header (v1 or v2) on every connection, as HAProxy's
+    /// send-proxy sends, and take the client's address from it.
+    #[arg(long)]
+    proxy_protocol: bool,
+
+    /// Answer requests for PATH with 200 while serving and 503 once shutting down, for a
+    /// balancer's health checks.
+    #[arg(long, value_name = "PATH", value_parser = parse_health)]
+    health: Option<String>,
+
+    /// Seconds to drain after SIGTERM before refusing new connections: the health check
+    /// says 503, and requests are still served (with Connection: close).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    drain_delay: Option<Duration>,
+
+    /// Seconds a new connection may take to send its PROXY header and finish its TLS
+    /// handshake.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    handshake_timeout: Duration,
 
     /// Mount at PREFIX through the Dispatcher, repeatable: a built-in app (hello, demo,
     /// routes: a Router with /users/{id} and /files/{*path}), a
@@ -285,11 +330,17 @@ fn parse_proxy_fix(value: &str) -> Result<[usize; 5], String> {
     Ok(trust)
 }
 
-fn parse_bind(value: &str) -> Result<String, String> {
-    match value.to_socket_addrs().map(|mut addrs| addrs.next()) {
-        Ok(Some(_)) => Ok(value.to_owned()),
-        Ok(None) => Err(format!("{value} resolves to no address")),
-        Err(e) => Err(format!("{e} (expected HOST:PORT, as in 127.0.0.1:8000)")),
+fn parse_mode(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("expected permission bits in octal, as in 660, not {value:?}"))
+}
+
+fn parse_health(value: &str) -> Result<String, String> {
+    match value.starts_with('/') {
+        true => Ok(value.to_owned()),
+        false => Err(format!("expected a path, as in /healthz, not {value:?}")),
     }
 }
 
@@ -333,37 +384,157 @@ fn main() -> ExitCode {
     if args.check {
         return ExitCode::SUCCESS;
     }
-    let server = match Server::bind(&args.bind) {
-        Ok(server) => server,
+    // Installed before anything listens, so that no signal finds its default action.
+    let signals = match Signals::new() {
+        Ok(signals) => signals,
         Err(e) => {
-            let cause =
-                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
-            eprintln!("stackway: cannot listen on {}: {cause}", args.bind);
+            eprintln!("stackway: cannot watch for signals: {e}");
             return ExitCode::from(1);
         }
     };
+    let opened = match listen::open(&listen_specs(&args)) {
+        Ok(opened) => opened,
+        Err(message) => {
+            eprintln!("stackway: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    let handover = restart::Handover::new(&opened.listeners);
+    let server = match Server::new(opened.listeners) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("stackway: {}", listen::cause(&e));
+            return ExitCode::from(1);
+        }
+    };
+    let handed_over = Arc::new(AtomicBool::new(false));
     let mut server = server
         .header_read_timeout(args.header_timeout)
         .idle_timeout(args.idle_timeout)
         .send_timeout(args.send_timeout)
         .body_timeout(args.body_timeout)
+        .handshake_timeout(args.handshake_timeout)
         .grace_period(args.grace_period)
+        .drain_delay(args.drain_delay.unwrap_or_default())
         .max_body_size(Some(args.max_body_size))
         .max_header_size(args.max_header_size)
         .max_connections(args.max_connections)
-        .when_ready(|addr| {
-            println!("listening on http://{addr}");
+        .shutdown_on(signals.until_stop(opened.tls, handover, handed_over.clone()))
+        .when_ready(|addrs| {
+            for addr in addrs {
+                println!("listening on {addr}");
+            }
             let _ = std::io::stdout().flush();
+            restart::notify_ready();
         });
+    if let Some(path) = &args.health {
+        server = server.health_path(path);
+    }
     if let Some(workers) = args.workers {
         server = server.workers(workers.into());
     }
-    match server.run(app) {
+    let served = server.run(app);
+    if !handed_over.load(Ordering::Relaxed) {
+        for file in &opened.unix_files {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stackway: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The listeners the flags ask for.
+fn listen_specs(args: &ServeArgs) -> Vec<listen::ListenSpec> {
+    let tls = args.tls_cert.clone().zip(args.tls_key.clone());
+    args.bind
+        .iter()
+        .map(|bind| listen::ListenSpec {
+            bind: bind.clone(),
+            tls: tls
+                .clone()
+                .filter(|_| !matches!(bind, listen::Bind::Unix(_))),
+            proxy_protocol: args.proxy_protocol,
+            reuse_port: args.reuse_port,
+            mode: args.socket_mode,
+        })
+        .collect()
+}
+
+/// SIGINT, SIGTERM, SIGHUP and SIGUSR2, caught from the start.
+struct Signals(tokio::sync::mpsc::UnboundedReceiver<i32>);
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2])?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("stackway-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if tx.send(signal).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self(rx))
+    }
+
+    /// Completes when the server should stop: on SIGINT or SIGTERM, or once
+    /// SIGUSR2 has started a new process that took the sockets over. SIGHUP
+    /// reloads the TLS certificates.
+    async fn until_stop(
+        mut self,
+        tls: Vec<Tls>,
+        handover: std::io::Result<restart::Handover>,
+        handed_over: Arc<AtomicBool>,
+    ) {
+        use signal_hook::consts::{SIGHUP, SIGUSR2};
+        let handover = handover.map(Arc::new);
+        while let Some(signal) = self.0.recv().await {
+            match signal {
+                SIGHUP => {
+                    for tls in &tls {
+                        match tls.reload() {
+                            Ok(()) => tracing::info!("reloaded the TLS certificate: {tls:?}"),
+                            Err(e) => tracing::error!(
+                                "kept the old TLS certificate: {}",
+                                listen::cause(&e)
+                            ),
+                        }
+                    }
+                }
+                SIGUSR2 => {
+                    let handover = match &handover {
+                        Ok(handover) => handover.clone(),
+                        Err(e) => {
+                            tracing::error!(
+                                "cannot restart: the sockets cannot be handed over: {e}"
+                            );
+                            continue;
+                        }
+                    };
+                    let args: Vec<_> = std::env::args_os().skip(1).collect();
+                    tracing::info!("restarting: starting a new process with the listening sockets");
+                    match tokio::task::spawn_blocking(move || handover.restart(&args)).await {
+                        Ok(Ok(pid)) => {
+                            tracing::info!(pid, "the new process is ready; draining and stopping");
+                            handed_over.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        Ok(Err(e)) => tracing::error!("restart failed, still serving: {e}"),
+                        Err(e) => tracing::error!("restart failed, still serving: {e}"),
+                    }
+                }
+                _ => break,
+            }
+        }
+        restart::notify_stopping();
     }
 }
 

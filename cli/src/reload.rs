@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::listen::Bind;
+
 /// Set in the environment of the servers the supervisor starts.
 pub(crate) const SUPERVISED: &str = "STACKWAY_RELOAD_CHILD";
 
@@ -38,9 +40,10 @@ const MAX_FILES: usize = 20_000;
 
 /// Runs the server as a child with `args` (the command line without
 /// `--reload`), restarting it when a Python file under `roots` changes.
-pub(crate) fn supervise(mut args: Vec<String>, bind: &str, roots: &[PathBuf]) -> ExitCode {
-    // Every child must listen where the first did: pick the port now if it is 0.
-    if let Some(fixed) = fixed_address(bind) {
+pub(crate) fn supervise(mut args: Vec<String>, binds: &[Bind], roots: &[PathBuf]) -> ExitCode {
+    // Every child must listen where the first did: pick the ports now that are 0.
+    let fixed: Vec<String> = binds.iter().map(fixed_address).collect();
+    if fixed.iter().zip(binds).any(|(f, b)| *f != b.to_string()) {
         let mut rest = std::mem::take(&mut args).into_iter();
         while let Some(arg) = rest.next() {
             match arg.as_str() {
@@ -49,7 +52,9 @@ pub(crate) fn supervise(mut args: Vec<String>, bind: &str, roots: &[PathBuf]) ->
                 _ => args.push(arg),
             }
         }
-        args.extend(["--bind".to_owned(), fixed]);
+        for bind in fixed {
+            args.extend(["--bind".to_owned(), bind]);
+        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -84,14 +89,18 @@ pub(crate) fn supervise(mut args: Vec<String>, bind: &str, roots: &[PathBuf]) ->
     ExitCode::SUCCESS
 }
 
-/// `bind` with a free port chosen when it asks for port 0.
-fn fixed_address(bind: &str) -> Option<String> {
-    let addr = bind.to_socket_addrs().ok()?.next()?;
-    if addr.port() != 0 {
-        return None;
-    }
-    let probe = std::net::TcpListener::bind(addr).ok()?;
-    Some(probe.local_addr().ok()?.to_string())
+/// `bind`, with a free port chosen when it asks for port 0.
+fn fixed_address(bind: &Bind) -> String {
+    let fixed = || {
+        let Bind::Tcp(addr) = bind else { return None };
+        let addr = addr.to_socket_addrs().ok()?.next()?;
+        if addr.port() != 0 {
+            return None;
+        }
+        let probe = std::net::TcpListener::bind(addr).ok()?;
+        Some(probe.local_addr().ok()?.to_string())
+    };
+    fixed().unwrap_or_else(|| bind.to_string())
 }
 
 fn command(args: &[String]) -> Command {

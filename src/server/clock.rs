@@ -30,6 +30,8 @@ pub(super) struct Activity {
     changed: Notify,
     /// A request body was left unread: the client may still be sending it.
     pub(super) unread_body: AtomicBool,
+    /// The connection speaks HTTP/2 (seen on its first request).
+    pub(super) http2: AtomicBool,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -116,6 +118,7 @@ impl Activity {
             write_blocked: AtomicU64::new(NEVER),
             changed: Notify::new(),
             unread_body: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
         }
     }
 

@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,32 +13,51 @@ use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_util::either::Either;
 
 use super::clock::{Activity, Expired};
+use super::listener::Io;
+use super::proxy_protocol;
 use super::request::handle;
-use super::worker::Shared;
+use super::worker::{Door, Phase, Shared};
 use crate::{App, Connection};
 
 pub(super) async fn serve_connection<A: App>(
-    stream: TcpStream,
-    peer: SocketAddr,
+    io: Io,
+    peer: Option<SocketAddr>,
+    door: Arc<Door>,
     shared: Arc<Shared>,
     app: Arc<A>,
-    (mut stopped, mut aborted): (watch::Receiver<bool>, watch::Receiver<bool>),
+    (mut phase, mut aborted): (watch::Receiver<Phase>, watch::Receiver<bool>),
 ) {
     let activity = Arc::new(Activity::new());
-    let info = Connection {
-        remote_addr: Some(peer),
-        local_addr: Some(shared.local_addr),
-        scheme: http::uri::Scheme::HTTP,
-    };
-    let io = TokioIo::new(Tracked {
-        io: stream,
+    let tracked = Tracked {
+        io,
         activity: activity.clone(),
         linger: None,
-    });
+    };
+    // The PROXY protocol header and the TLS handshake, within the handshake
+    // timeout: a client that connects and says nothing is not kept.
+    let opening = open(tracked, peer, &door);
+    let (io, remote_addr) =
+        match tokio::time::timeout(shared.config.handshake_timeout, opening).await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => {
+                let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+                return if door.proxy_protocol && e.kind() == io::ErrorKind::InvalidData {
+                    tracing::warn!(peer, "closed the connection: {e}");
+                } else {
+                    tracing::debug!(peer, "closed the connection before its first request: {e}");
+                };
+            }
+            Err(_) => return,
+        };
+    let info = Connection {
+        remote_addr,
+        local_addr: door.local_addr,
+        scheme: door.scheme.clone(),
+    };
     let service = {
         let (shared, activity) = (shared.clone(), activity.clone());
         service_fn(move |req| {
@@ -50,9 +70,13 @@ pub(super) async fn serve_connection<A: App>(
             )
         })
     };
-    let mut conn = pin!(shared.builder.serve_connection_with_upgrades(io, service));
+    let mut conn = pin!(
+        shared
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+    );
     let mut watchdog = pin!(activity.expired(&shared.config));
-    let mut shutting_down = false;
+    let mut seen = Phase::Serving;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -60,17 +84,47 @@ pub(super) async fn serve_connection<A: App>(
             expired = watchdog.as_mut() => {
                 if expired == Expired::Send {
                     let timeout = shared.config.send_timeout;
-                    tracing::warn!(%peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
+                    tracing::warn!(?peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
                 }
                 return;
             }
-            () = stopped.wait_for(|stop| *stop).map(drop), if !shutting_down => {
-                shutting_down = true;
-                conn.as_mut().graceful_shutdown();
+            changed = phase.wait_for(|now| *now > seen).map(|p| p.map(|p| *p)), if seen < Phase::Stopping => {
+                seen = changed.unwrap_or(Phase::Stopping);
+                // Draining: HTTP/2 says GOAWAY (the client opens a new connection
+                // for what it sends next); HTTP/1.1 responses say `Connection:
+                // close` (request.rs) rather than closing a connection the client
+                // may be sending on. Stopping: every connection finishes what is
+                // in flight and closes.
+                if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             () = aborted.wait_for(|abort| *abort).map(drop) => return,
         }
     }
+}
+
+/// Reads what comes before HTTP: the PROXY protocol header, then the TLS
+/// handshake; returns the stream HTTP is read from and the client's address.
+async fn open(
+    mut tracked: Tracked,
+    peer: Option<SocketAddr>,
+    door: &Door,
+) -> io::Result<(
+    Either<Tracked, tokio_rustls::server::TlsStream<Tracked>>,
+    Option<SocketAddr>,
+)> {
+    let mut remote_addr = peer;
+    if door.proxy_protocol {
+        if let Some(client) = proxy_protocol::read_header(&mut tracked).await? {
+            remote_addr = Some(client);
+        }
+    }
+    let io = match &door.tls {
+        None => Either::Left(tracked),
+        Some(tls) => Either::Right(tls.acceptor.accept(tracked).await?),
+    };
+    Ok((io, remote_addr))
 }
 
 /// How long a closing connection keeps reading (and discarding) what the client
@@ -80,7 +134,7 @@ const LINGER: Duration = Duration::from_secs(5);
 
 /// The socket, noting when bytes arrive, and closing it by lingering.
 struct Tracked {
-    io: TcpStream,
+    io: Io,
     activity: Arc<Activity>,
     /// Set once the write side is shut: the end of the lingering read.
     linger: Option<Pin<Box<tokio::time::Sleep>>>,

@@ -1,5 +1,6 @@
-//! The HTTP server: HTTP/1.1 (keep-alive, pipelining) and HTTP/2 over cleartext
-//! on hyper and tokio, with graceful shutdown, timeouts and limits.
+//! The HTTP server: HTTP/1.1 (keep-alive, pipelining) and HTTP/2, in the clear
+//! or over TLS, on TCP and unix sockets, on hyper and tokio, with graceful
+//! shutdown, timeouts and limits.
 //!
 //! # Example
 //!
@@ -11,6 +12,10 @@
 //! server.run(stackway::apps::hello)
 //! # }
 //! ```
+//!
+//! Several [`Listener`]s, each TCP or unix, in the clear or with [`Tls`], and
+//! with or without the PROXY protocol, serve the same app with
+//! [`Server::new`].
 //!
 //! # What the server guarantees
 //!
@@ -35,15 +40,28 @@
 //!   hyper refuses bad syntax, whitespace before a header's colon and invalid or
 //!   conflicting `Content-Length`; the server adds the `Host` rules of RFC 9112
 //!   §3.2 (exactly one `Host` in an HTTP/1.1 request).
-//! - **Graceful shutdown.** On SIGINT or SIGTERM (or the future given to
-//!   [`shutdown_on`](Server::shutdown_on)) it stops accepting, lets in-flight
-//!   requests finish within [`grace_period`](Server::grace_period), then returns.
+//! - **Graceful shutdown that a balancer can follow.** On SIGINT or SIGTERM
+//!   (or the future given to [`shutdown_on`](Server::shutdown_on)) it first
+//!   drains for [`drain_delay`](Server::drain_delay) (default none): the
+//!   [`health_path`](Server::health_path) answers 503, the server goes on
+//!   accepting and serving, and connections are not kept (`Connection: close`,
+//!   HTTP/2 GOAWAY). Then it stops accepting, lets in-flight requests finish
+//!   within [`grace_period`](Server::grace_period), and returns.
+//! - **Handshakes are bounded.** A connection's PROXY protocol header and TLS
+//!   handshake must arrive within
+//!   [`handshake_timeout`](Server::handshake_timeout) (default 10 s).
 
 mod clock;
 mod connection;
+mod listener;
+mod proxy_protocol;
 mod request;
 mod stream;
+mod tls;
 mod worker;
+
+pub use listener::{ListenAddr, Listener};
+pub use tls::Tls;
 
 use std::future::Future;
 use std::io;
@@ -52,13 +70,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
-use self::worker::Worker;
+use self::worker::{Lifecycle, Phase, Worker};
 use crate::App;
 use crate::error::{Error, Kind};
 
 type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+type ReadyHook = Box<dyn FnOnce(&[ListenAddr]) + Send>;
 
 /// Binds `addr` and serves `app` on the current runtime until SIGINT or SIGTERM.
 ///
@@ -71,11 +90,11 @@ pub async fn serve(addr: impl ToSocketAddrs, app: impl App) -> crate::Result<()>
 /// A configured, bound HTTP server; see the [module docs](self).
 #[must_use = "a server does nothing until `run` or `serve` is called"]
 pub struct Server {
-    listener: StdListener,
+    listeners: Vec<Listener>,
     config: Config,
     workers: usize,
     shutdown: Option<ShutdownSignal>,
-    when_ready: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
+    when_ready: Option<ReadyHook>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +104,9 @@ struct Config {
     send_timeout: Duration,
     body_timeout: Duration,
     grace_period: Duration,
+    drain_delay: Duration,
+    handshake_timeout: Duration,
+    health_path: Option<String>,
     max_header_size: usize,
     max_body_size: Option<u64>,
     max_connections: usize,
@@ -96,27 +118,39 @@ impl Server {
     /// Fails with [`Error::is_bind`] when the address cannot be listened on (in
     /// use, not local, no permission).
     pub fn bind(addr: impl ToSocketAddrs) -> crate::Result<Self> {
-        let listener = StdListener::bind(addr).map_err(|e| Error::new(Kind::Bind).with(e))?;
-        Self::from_listener(listener)
+        Self::new([Listener::bind(addr)?])
     }
 
-    /// Serves on a listener bound elsewhere (for socket activation, or options
-    /// this builder does not offer).
+    /// Serves on a TCP listener bound elsewhere (options this builder does
+    /// not offer); see [`Listener`] for unix sockets and inherited ones.
     ///
     /// Fails with [`Error::is_bind`] when the socket cannot be used as a
     /// listener, as [`bind`](Self::bind) does.
     pub fn from_listener(listener: StdListener) -> crate::Result<Self> {
-        let unusable = |e: io::Error| Error::new(Kind::Bind).with(e);
-        listener.set_nonblocking(true).map_err(unusable)?;
-        listener.local_addr().map_err(unusable)?;
+        Self::new([Listener::tcp(listener)?])
+    }
+
+    /// Serves on every one of `listeners`, each with its own TLS and PROXY
+    /// protocol settings.
+    ///
+    /// Fails with [`Error::is_bind`] when there is none.
+    pub fn new(listeners: impl IntoIterator<Item = Listener>) -> crate::Result<Self> {
+        let listeners: Vec<Listener> = listeners.into_iter().collect();
+        if listeners.is_empty() {
+            let none = io::Error::new(io::ErrorKind::InvalidInput, "no listener to serve on");
+            return Err(Error::new(Kind::Bind).with(none));
+        }
         Ok(Self {
-            listener,
+            listeners,
             config: Config {
                 header_read_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(60),
                 send_timeout: Duration::from_secs(60),
                 body_timeout: Duration::from_secs(60),
                 grace_period: Duration::from_secs(30),
+                drain_delay: Duration::ZERO,
+                handshake_timeout: Duration::from_secs(10),
+                health_path: None,
                 max_header_size: 64 * 1024,
                 max_body_size: Some(1 << 30),
                 max_connections: 10_000,
@@ -127,11 +161,26 @@ impl Server {
         })
     }
 
-    /// The address the server listens on, with the real port when bound to port 0.
+    /// The first listener's address, when it is TCP (with the real port when
+    /// bound to port 0).
+    ///
+    /// # Panics
+    ///
+    /// When the first listener is a unix socket: see
+    /// [`local_addrs`](Self::local_addrs).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("checked when the server was made")
+        match self.listeners[0].local_addr() {
+            ListenAddr::Tcp { addr, .. } => *addr,
+            ListenAddr::Unix(path) => panic!("the first listener is unix:{}", path.display()),
+        }
+    }
+
+    /// Where each listener listens.
+    pub fn local_addrs(&self) -> Vec<ListenAddr> {
+        self.listeners
+            .iter()
+            .map(|l| l.local_addr().clone())
+            .collect()
     }
 
     /// How long a client may take to send a whole request head, from its first
@@ -178,6 +227,32 @@ impl Server {
         self
     }
 
+    /// How long shutdown drains before it stops accepting (default none):
+    /// the [`health_path`](Self::health_path) answers 503 and the server goes
+    /// on serving and accepting, but keeps no connection (`Connection: close`,
+    /// HTTP/2 GOAWAY), so that a balancer that checks health sees it leave and
+    /// sends its last requests somewhere else, none of them refused
+    /// (Kubernetes' preStop, HAProxy's `option httpchk`).
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.config.drain_delay = delay;
+        self
+    }
+
+    /// Answers requests for `path` itself: 200 `ok` while serving, 503
+    /// `draining` once shutdown has begun, for a balancer's health checks and
+    /// Kubernetes' readiness probes. The app never sees them.
+    pub fn health_path(mut self, path: impl Into<String>) -> Self {
+        self.config.health_path = Some(path.into());
+        self
+    }
+
+    /// How long a new connection may take to send its PROXY protocol header
+    /// and complete its TLS handshake. Default 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
     /// The largest request head (request line and headers) accepted, in bytes;
     /// larger ones get 431. Default 64 KiB; values under 8 KiB (hyper's
     /// smallest read buffer) are raised to 8 KiB.
@@ -214,10 +289,10 @@ impl Server {
         self
     }
 
-    /// Calls `hook` with the listening address once the server is serving and
-    /// its shutdown signals are installed (gunicorn's `when_ready`): the moment
-    /// to tell the world, as `stackway serve` prints `listening on …`.
-    pub fn when_ready(mut self, hook: impl FnOnce(SocketAddr) + Send + 'static) -> Self {
+    /// Calls `hook` with the listening addresses once the server is serving
+    /// and its shutdown signals are installed (gunicorn's `when_ready`): the
+    /// moment to tell the world, as `stackway serve` prints `listening on …`.
+    pub fn when_ready(mut self, hook: impl FnOnce(&[ListenAddr]) + Send + 'static) -> Self {
         self.when_ready = Some(Box::new(hook));
         self
     }
@@ -225,26 +300,27 @@ impl Server {
     /// Serves `app` on the current tokio runtime until shutdown; see
     /// [`run`](Self::run) for worker threads. The `workers` setting is not used.
     pub async fn serve(self, app: impl App) -> crate::Result<()> {
-        let local_addr = self.local_addr();
+        let addrs = self.local_addrs();
         let signal = self.shutdown.unwrap_or_else(|| Box::pin(os_signal()));
-        let (stop, stopped) = watch::channel(false);
+        let lifecycle = Arc::new(Lifecycle::new());
         let connections = Arc::new(Semaphore::new(self.config.max_connections));
+        let drain_delay = self.config.drain_delay;
         let worker = Worker::new(
-            &self.listener,
+            &self.listeners,
             self.config,
             Arc::new(app),
-            stopped,
+            lifecycle.clone(),
             connections,
         )?;
-        // The worker holds its own handle: once it stops accepting, the socket closes.
-        drop(self.listener);
-        let accepting = tokio::spawn(worker.accept_loop());
+        // The worker holds its own handles: once it stops accepting, the sockets close.
+        drop(self.listeners);
+        let running = tokio::spawn(worker.run());
         if let Some(hook) = self.when_ready {
-            hook(local_addr);
+            hook(&addrs);
         }
         signal.await;
-        let _ = stop.send(true);
-        accepting.await.map_err(io_error)
+        shut_down(&lifecycle, drain_delay).await;
+        running.await.map_err(io_error)
     }
 
     /// Serves `app` on [`workers`](Self::workers) threads, blocking until
@@ -265,7 +341,7 @@ impl Server {
     }
 
     fn run_here(self, app: impl App) -> crate::Result<()> {
-        let local_addr = self.local_addr();
+        let addrs = self.local_addrs();
         let signals = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -278,32 +354,39 @@ impl Server {
                 Box::pin(os_signal())
             }
         };
-        let (stop, stopped) = watch::channel(false);
+        let lifecycle = Arc::new(Lifecycle::new());
         let app = Arc::new(app);
         let mut threads = Vec::with_capacity(self.workers);
         let connections = Arc::new(Semaphore::new(self.config.max_connections));
         for n in 0..self.workers {
-            let (config, app, stopped) = (self.config.clone(), app.clone(), stopped.clone());
-            let worker = Worker::new(&self.listener, config, app, stopped, connections.clone())?;
+            let worker = Worker::new(
+                &self.listeners,
+                self.config.clone(),
+                app.clone(),
+                lifecycle.clone(),
+                connections.clone(),
+            )?;
             let thread = std::thread::Builder::new()
                 .name(format!("stackway-worker-{n}"))
                 .spawn(move || {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    runtime.block_on(worker.accept_loop());
+                    runtime.block_on(worker.run());
                     io::Result::Ok(())
                 })
                 .map_err(io_error)?;
             threads.push(thread);
         }
-        // The workers hold their own handles: once they stop accepting, the socket closes.
-        drop(self.listener);
+        // The workers hold their own handles: once they stop accepting, the sockets close.
+        drop(self.listeners);
         if let Some(hook) = self.when_ready {
-            hook(local_addr);
+            hook(&addrs);
         }
-        signals.block_on(signal);
-        let _ = stop.send(true);
+        signals.block_on(async {
+            signal.await;
+            shut_down(&lifecycle, self.config.drain_delay).await;
+        });
         for thread in threads {
             match thread.join() {
                 Ok(result) => result.map_err(io_error)?,
@@ -314,10 +397,23 @@ impl Server {
     }
 }
 
+/// Drains for `delay` (when there is one), then stops accepting.
+async fn shut_down(lifecycle: &Lifecycle, delay: Duration) {
+    if !delay.is_zero() {
+        tracing::info!(
+            ?delay,
+            "draining: the health check says 503, connections are not kept"
+        );
+        lifecycle.enter(Phase::Draining);
+        tokio::time::sleep(delay).await;
+    }
+    lifecycle.enter(Phase::Stopping);
+}
+
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.local_addr())
+            .field("listeners", &self.listeners)
             .field("config", &self.config)
             .field("workers", &self.workers)
             .finish_non_exhaustive()

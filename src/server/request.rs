@@ -29,8 +29,16 @@ pub(super) async fn handle<A: App>(
     info: Connection,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<ServerBody>, Infallible> {
+    let req_version = req.version();
+    if req_version == Version::HTTP_2 {
+        activity.http2.store(true, Ordering::Relaxed);
+    }
     let in_flight = InFlight::begin(activity.clone());
-    let respond = |res: Response| {
+    let draining = shared.lifecycle.draining();
+    let respond = |mut res: Response| {
+        if draining && req_version < Version::HTTP_2 {
+            res = close(res);
+        }
         Ok(res.map(|body| ServerBody {
             body,
             // Set on HTTP/2 streams, whose stalls the connection cannot see.
@@ -38,6 +46,11 @@ pub(super) async fn handle<A: App>(
             _in_flight: in_flight,
         }))
     };
+    if let Some(path) = &shared.config.health_path {
+        if req.uri().path() == path {
+            return respond(health(draining));
+        }
+    }
     let refuse = |status, body: &Incoming| {
         if !body.is_end_stream() {
             activity.unread_body.store(true, Ordering::Relaxed);
@@ -91,6 +104,22 @@ pub(super) async fn handle<A: App>(
 const READ_OK: u8 = 0;
 const TOO_LARGE: u8 = 1;
 const TIMED_OUT: u8 = 2;
+
+/// The health check's answer: 200 while serving, 503 once draining, so that
+/// a balancer stops sending before the server stops accepting.
+fn health(draining: bool) -> Response {
+    let (status, text) = match draining {
+        false => (StatusCode::OK, "ok\n"),
+        true => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+    };
+    let mut res = response::text(text);
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    res
+}
 
 /// A plain-text error response that also closes the connection.
 fn closing(status: StatusCode) -> Response {

@@ -1,57 +1,121 @@
-//! A worker: one accept loop, the connections it started, and its part of
-//! graceful shutdown.
+//! A worker: an accept loop per listener, the connections they started, and
+//! the worker's part of draining and graceful shutdown.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use http::uri::Scheme;
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use socket2::Socket;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use super::connection::serve_connection;
+use super::listener::{Io, ListenAddr, Listener};
 use super::stream::StreamExecutor;
+use super::tls::Tls;
 use super::{Config, io_error};
 use crate::App;
 
-/// One accept loop and the connections it started.
+/// Where the server is in its life; every connection watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(super) enum Phase {
+    Serving,
+    /// Shutdown has begun, with a drain delay: still accepting and serving,
+    /// but the health check says 503 and connections are not kept.
+    Draining,
+    /// Not accepting; in-flight requests finish within the grace period.
+    Stopping,
+}
+
+/// The phase, for the server to set and every connection to read.
+#[derive(Debug)]
+pub(super) struct Lifecycle {
+    now: AtomicU8,
+    changed: watch::Sender<Phase>,
+}
+
+impl Lifecycle {
+    pub(super) fn new() -> Self {
+        Self {
+            now: AtomicU8::new(Phase::Serving as u8),
+            changed: watch::Sender::new(Phase::Serving),
+        }
+    }
+
+    pub(super) fn enter(&self, phase: Phase) {
+        self.now.store(phase as u8, Ordering::Relaxed);
+        self.changed.send_replace(phase);
+    }
+
+    pub(super) fn draining(&self) -> bool {
+        self.now.load(Ordering::Relaxed) != Phase::Serving as u8
+    }
+
+    pub(super) fn watch(&self) -> watch::Receiver<Phase> {
+        self.changed.subscribe()
+    }
+}
+
+/// How connections accepted on one listener are opened.
+pub(super) struct Door {
+    pub(super) local_addr: Option<SocketAddr>,
+    pub(super) scheme: Scheme,
+    pub(super) tls: Option<Tls>,
+    pub(super) proxy_protocol: bool,
+}
+
+/// The accept loops of one worker and the connections they started.
 pub(super) struct Worker<A> {
-    listener: StdListener,
-    local_addr: SocketAddr,
+    listeners: Vec<(Socket, Arc<Door>)>,
     config: Config,
     app: Arc<A>,
-    stopped: watch::Receiver<bool>,
+    lifecycle: Arc<Lifecycle>,
     connections: Arc<Semaphore>,
 }
 
 impl<A: App> Worker<A> {
     pub(super) fn new(
-        listener: &StdListener,
+        listeners: &[Listener],
         config: Config,
         app: Arc<A>,
-        stopped: watch::Receiver<bool>,
+        lifecycle: Arc<Lifecycle>,
         connections: Arc<Semaphore>,
     ) -> crate::Result<Self> {
-        let listener = listener.try_clone().map_err(io_error)?;
-        let local_addr = listener.local_addr().map_err(io_error)?;
+        let listeners = listeners
+            .iter()
+            .map(|listener| {
+                let door = Door {
+                    local_addr: match listener.local_addr() {
+                        ListenAddr::Tcp { addr, .. } => Some(*addr),
+                        ListenAddr::Unix(_) => None,
+                    },
+                    scheme: match listener.tls {
+                        Some(_) => Scheme::HTTPS,
+                        None => Scheme::HTTP,
+                    },
+                    tls: listener.tls.clone(),
+                    proxy_protocol: listener.proxy_protocol,
+                };
+                Ok((listener.try_clone().map_err(io_error)?, Arc::new(door)))
+            })
+            .collect::<crate::Result<_>>()?;
         Ok(Self {
-            connections,
-            listener,
-            local_addr,
+            listeners,
             config,
             app,
-            stopped,
+            lifecycle,
+            connections,
         })
     }
 
-    pub(super) async fn accept_loop(self) {
-        let listener = match TcpListener::from_std(self.listener) {
-            Ok(listener) => listener,
-            Err(e) => return tracing::error!("cannot use the listening socket: {e}"),
-        };
+    pub(super) async fn run(self) {
         let mut builder = auto::Builder::new(StreamExecutor {
             send_timeout: self.config.send_timeout,
         });
@@ -66,37 +130,30 @@ impl<A: App> Worker<A> {
         let shared = Arc::new(Shared {
             builder,
             config: self.config,
-            local_addr: self.local_addr,
+            lifecycle: self.lifecycle,
         });
         let tracker = TaskTracker::new();
         let (abort, aborted) = watch::channel(false);
-        let mut stopped = self.stopped;
-        loop {
-            let permit = tokio::select! {
-                permit = self.connections.clone().acquire_owned() => permit.expect("never closed"),
-                () = stopped.wait_for(|stop| *stop).map(drop) => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors, or a connection reset before it was
-                        // accepted: wait a moment rather than spin.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = stopped.wait_for(|stop| *stop).map(drop) => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let signals = (stopped.clone(), aborted.clone());
-            let conn = serve_connection(stream, peer, shared.clone(), self.app.clone(), signals);
-            tracker.spawn(conn.map(move |()| drop(permit)));
+        let accepting: Vec<_> = self
+            .listeners
+            .into_iter()
+            .map(|(socket, door)| {
+                let accept = Accept {
+                    door,
+                    shared: shared.clone(),
+                    app: self.app.clone(),
+                    connections: self.connections.clone(),
+                    tracker: tracker.clone(),
+                    aborted: aborted.clone(),
+                };
+                tokio::spawn(accept.run(socket))
+            })
+            .collect();
+        for accepting in accepting {
+            let _ = accepting.await;
         }
-        // Shutting down: stop accepting, give in-flight requests the grace period,
-        // then drop whatever is still open.
-        drop(listener);
+        // Shutting down: no more accepting; in-flight requests get the grace
+        // period, then whatever is still open is dropped.
         tracker.close();
         if tokio::time::timeout(shared.config.grace_period, tracker.wait())
             .await
@@ -108,9 +165,84 @@ impl<A: App> Worker<A> {
     }
 }
 
+/// One listener's accept loop.
+struct Accept<A> {
+    door: Arc<Door>,
+    shared: Arc<Shared>,
+    app: Arc<A>,
+    connections: Arc<Semaphore>,
+    tracker: TaskTracker,
+    aborted: watch::Receiver<bool>,
+}
+
+/// A listening socket, on the worker's runtime.
+enum Socketed {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Socketed {
+    async fn accept(&self) -> std::io::Result<(Io, Option<SocketAddr>)> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok((Io::Tcp(stream), Some(peer)))
+            }
+            Self::Unix(listener) => Ok((Io::Unix(listener.accept().await?.0), None)),
+        }
+    }
+}
+
+impl<A: App> Accept<A> {
+    async fn run(self, socket: Socket) {
+        let listener = if socket.local_addr().is_ok_and(|a| a.is_unix()) {
+            UnixListener::from_std(socket.into()).map(Socketed::Unix)
+        } else {
+            TcpListener::from_std(socket.into()).map(Socketed::Tcp)
+        };
+        let listener = match listener {
+            Ok(listener) => listener,
+            Err(e) => return tracing::error!("cannot use the listening socket: {e}"),
+        };
+        let mut phase = self.shared.lifecycle.watch();
+        let stopping = async |phase: &mut watch::Receiver<Phase>| {
+            drop(phase.wait_for(|p| *p == Phase::Stopping).await);
+        };
+        loop {
+            let permit = tokio::select! {
+                permit = self.connections.clone().acquire_owned() => permit.expect("never closed"),
+                () = stopping(&mut phase) => break,
+            };
+            let (io, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors, or a connection reset before it was
+                        // accepted: wait a moment rather than spin.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = stopping(&mut phase) => break,
+            };
+            let conn = serve_connection(
+                io,
+                peer,
+                self.door.clone(),
+                self.shared.clone(),
+                self.app.clone(),
+                (self.shared.lifecycle.watch(), self.aborted.clone()),
+            );
+            self.tracker.spawn(conn.map(move |()| drop(permit)));
+        }
+    }
+}
+
 /// What every connection of a worker shares.
 pub(super) struct Shared {
     pub(super) builder: auto::Builder<StreamExecutor>,
     pub(super) config: Config,
-    pub(super) local_addr: SocketAddr,
+    pub(super) lifecycle: Arc<Lifecycle>,
 }

@@ -1,0 +1,288 @@
+//! Listening sockets: TCP (optionally with `SO_REUSEPORT`) and unix, each
+//! with its own TLS and PROXY protocol settings, and the stream a connection
+//! accepted on either is.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use socket2::{Domain, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::tls::Tls;
+use crate::error::{Error, Kind};
+
+/// How many connections may wait to be accepted (nginx's `backlog` is 511,
+/// gunicorn's 2048); the kernel caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 1024;
+
+/// A listening socket and how connections on it are read: in the clear or
+/// over TLS, with or without a PROXY protocol header first.
+///
+/// ```no_run
+/// # fn main() -> stackway::Result<()> {
+/// use stackway::server::{Listener, Tls};
+///
+/// let tls = Tls::from_pem_files("cert.pem", "key.pem")?;
+/// let server = stackway::Server::new([
+///     Listener::bind("0.0.0.0:8443")?.tls(tls),
+///     Listener::bind_unix("/run/app.sock")?.proxy_protocol(true),
+/// ])?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Listener {
+    pub(super) socket: Socket,
+    pub(super) addr: ListenAddr,
+    pub(super) tls: Option<Tls>,
+    pub(super) proxy_protocol: bool,
+}
+
+/// Where a [`Listener`] listens; shown as a URL (`http://127.0.0.1:8000`,
+/// `https://[::1]:8443`, `unix:/run/app.sock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address, with `tls` true when connections speak TLS.
+    Tcp {
+        /// The address, with the real port when bound to port 0.
+        addr: SocketAddr,
+        /// Whether connections speak TLS.
+        tls: bool,
+    },
+    /// A unix socket's path (empty for an unnamed socket).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp { addr, tls: false } => write!(f, "http://{addr}"),
+            Self::Tcp { addr, tls: true } => write!(f, "https://{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl Listener {
+    /// Listens on `addr`, TCP (port 0 picks a free port).
+    ///
+    /// Fails with [`Error::is_bind`] when the address cannot be listened on
+    /// (in use, not local, no permission).
+    pub fn bind(addr: impl ToSocketAddrs) -> crate::Result<Self> {
+        Self::bind_tcp(addr, false)
+    }
+
+    /// Listens on `addr` with `SO_REUSEPORT`, so that other processes (a new
+    /// version of this one) may listen on it too and the kernel spreads new
+    /// connections between them. Connections already queued on a socket are
+    /// lost when it closes: for restarts without a dropped connection, hand
+    /// the socket over instead (systemd socket activation, or `stackway
+    /// serve`'s SIGUSR2).
+    pub fn bind_reuse_port(addr: impl ToSocketAddrs) -> crate::Result<Self> {
+        Self::bind_tcp(addr, true)
+    }
+
+    fn bind_tcp(addr: impl ToSocketAddrs, reuse_port: bool) -> crate::Result<Self> {
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "resolves to no address");
+        for addr in addr.to_socket_addrs().map_err(bind_error)? {
+            match tcp_socket(addr, reuse_port) {
+                Ok(socket) => return Self::from_socket(socket),
+                Err(e) => last = e,
+            }
+        }
+        Err(bind_error(last))
+    }
+
+    /// Listens on a unix socket at `path`, replacing a stale socket file no
+    /// server listens on. The file stays when the server stops (the next
+    /// `bind_unix` replaces it); REMOTE_ADDR is empty for its clients, as
+    /// gunicorn leaves it.
+    ///
+    /// Fails with [`Error::is_bind`] when another server listens there, or
+    /// the path is a file that is not a socket.
+    pub fn bind_unix(path: impl AsRef<Path>) -> crate::Result<Self> {
+        let path = path.as_ref();
+        if std::fs::symlink_metadata(path).is_ok() {
+            match StdUnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(bind_error(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("a server already listens on {}", path.display()),
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(bind_error)?;
+                }
+                Err(_) => {
+                    return Err(bind_error(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a socket", path.display()),
+                    )));
+                }
+            }
+        }
+        let listener = StdUnixListener::bind(path).map_err(bind_error)?;
+        Self::from_socket(Socket::from(std::os::fd::OwnedFd::from(listener)))
+    }
+
+    /// Sets a unix socket file's permission bits (as in `0o660`), so that
+    /// only a proxy's group may connect. Does nothing for a TCP listener.
+    pub fn mode(self, mode: u32) -> crate::Result<Self> {
+        if let ListenAddr::Unix(path) = &self.addr {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(bind_error)?;
+        }
+        Ok(self)
+    }
+
+    /// Serves on a TCP listener bound elsewhere.
+    pub fn tcp(listener: StdTcpListener) -> crate::Result<Self> {
+        Self::from_socket(Socket::from(std::os::fd::OwnedFd::from(listener)))
+    }
+
+    /// Serves on a unix listener bound elsewhere (socket activation).
+    pub fn unix(listener: StdUnixListener) -> crate::Result<Self> {
+        Self::from_socket(Socket::from(std::os::fd::OwnedFd::from(listener)))
+    }
+
+    fn from_socket(socket: Socket) -> crate::Result<Self> {
+        let local = socket.local_addr().map_err(bind_error)?;
+        let addr = match (local.as_socket(), local.as_pathname()) {
+            (Some(addr), _) => ListenAddr::Tcp { addr, tls: false },
+            (None, Some(path)) => ListenAddr::Unix(path.to_owned()),
+            (None, None) if local.is_unix() => ListenAddr::Unix(PathBuf::new()),
+            (None, None) => {
+                return Err(bind_error(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a TCP or unix socket",
+                )));
+            }
+        };
+        if socket.r#type().map_err(bind_error)? != Type::STREAM {
+            return Err(bind_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a stream socket",
+            )));
+        }
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        Ok(Self {
+            socket,
+            addr,
+            tls: None,
+            proxy_protocol: false,
+        })
+    }
+
+    /// Speaks TLS on this listener (HTTP/2 and HTTP/1.1 offered by ALPN);
+    /// requests on it have the scheme `https`.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        if let ListenAddr::Tcp { tls: on, .. } = &mut self.addr {
+            *on = true;
+        }
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Expects every connection to begin with a PROXY protocol header
+    /// (version 1 or 2, as HAProxy's `send-proxy` and cloud TCP balancers
+    /// send), whose source address becomes the request's REMOTE_ADDR. A
+    /// connection without a valid header is closed.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
+    }
+
+    /// Where this listener listens.
+    pub fn local_addr(&self) -> &ListenAddr {
+        &self.addr
+    }
+
+    pub(super) fn try_clone(&self) -> io::Result<Socket> {
+        self.socket.try_clone()
+    }
+}
+
+impl AsFd for Listener {
+    /// The listening socket, to hand over to another process.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+fn tcp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket)
+}
+
+fn bind_error(e: io::Error) -> Error {
+    Error::new(Kind::Bind).with(e)
+}
+
+/// An accepted connection's socket.
+#[derive(Debug)]
+pub(super) enum Io {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+macro_rules! delegate {
+    ($self:ident, $io:ident => $call:expr) => {
+        match $self.get_mut() {
+            Io::Tcp($io) => $call,
+            Io::Unix($io) => $call,
+        }
+    };
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, io => Pin::new(io).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, io => Pin::new(io).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, io => Pin::new(io).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, io => Pin::new(io).poll_shutdown(cx))
+    }
+}
