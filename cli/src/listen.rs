@@ -101,10 +101,23 @@ pub(crate) fn open(specs: &[ListenSpec]) -> Result<Opened, String> {
         specs => specs,
     };
     let mut tls_by_files: Vec<((PathBuf, PathBuf), Tls)> = Vec::new();
+    let handed_over = crate::restart::handed_over_to_me();
     for spec in specs {
-        let listener = match take_passed(&mut passed, &spec.bind)? {
-            Some(listener) => listener,
-            None => bind(spec, &mut opened.unix_files)?,
+        let listener = if handed_over {
+            // The same arguments made the same listeners, in the same order,
+            // in the process this one replaces: its files are this one's now.
+            if let Bind::Unix(path) = &spec.bind {
+                opened.unix_files.push(path.clone());
+            }
+            match passed.is_empty() {
+                false => listener(passed.remove(0))?,
+                true => bind(spec, &mut opened.unix_files)?,
+            }
+        } else {
+            match take_passed(&mut passed, &spec.bind)? {
+                Some(listener) => listener,
+                None => bind(spec, &mut opened.unix_files)?,
+            }
         };
         let listener = match &spec.tls {
             None => listener,
@@ -126,11 +139,7 @@ pub(crate) fn open(specs: &[ListenSpec]) -> Result<Opened, String> {
             .push(listener.proxy_protocol(spec.proxy_protocol));
     }
     for socket in passed {
-        let listener = match socket {
-            Passed::Tcp(_, l) => Listener::tcp(l),
-            Passed::Unix(_, l) => Listener::unix(l),
-        }
-        .map_err(|e| cause(&e))?;
+        let listener = listener(socket)?;
         tracing::info!("serving the passed socket {}", listener.local_addr());
         opened.listeners.push(listener);
     }
@@ -207,11 +216,14 @@ fn take_passed(passed: &mut Vec<Passed>, bind: &Bind) -> Result<Option<Listener>
     let Some(at) = passed.iter().position(matches) else {
         return Ok(None);
     };
-    match passed.remove(at) {
+    listener(passed.remove(at)).map(Some)
+}
+
+fn listener(socket: Passed) -> Result<Listener, String> {
+    match socket {
         Passed::Tcp(_, l) => Listener::tcp(l),
         Passed::Unix(_, l) => Listener::unix(l),
     }
-    .map(Some)
     .map_err(|e| cause(&e))
 }
 

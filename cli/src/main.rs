@@ -358,6 +358,7 @@ fn main() -> ExitCode {
     reload::follow_supervisor();
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(args.log_level);
     match args.log_format.as_str() {
         "json" => logs.json().init(),
@@ -421,10 +422,13 @@ fn main() -> ExitCode {
         .max_connections(args.max_connections)
         .shutdown_on(signals.until_stop(opened.tls, handover, handed_over.clone()))
         .when_ready(|addrs| {
+            // Whoever reads this may have gone (a restart's new process
+            // outlives the old one's reader): a closed stdout is no failure.
+            let mut out = std::io::stdout().lock();
             for addr in addrs {
-                println!("listening on {addr}");
+                let _ = writeln!(out, "listening on {addr}");
             }
-            let _ = std::io::stdout().flush();
+            let _ = out.flush();
             restart::notify_ready();
         });
     if let Some(path) = &args.health {

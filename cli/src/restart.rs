@@ -34,6 +34,12 @@ const HANDOVER: &str = "STACKWAY_HANDOVER";
 /// the old one gives up on it and goes on serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Whether this process was started by a restart, with the sockets of the
+/// process it replaces (rather than by systemd).
+pub(crate) fn handed_over_to_me() -> bool {
+    std::env::var_os(HANDOVER).is_some()
+}
+
 /// Says `READY=1`: to the process this one replaces, or to systemd.
 pub(crate) fn notify_ready() {
     if let Some(old) = std::env::var_os(HANDOVER) {

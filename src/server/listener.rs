@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -109,21 +109,21 @@ impl Listener {
     /// the path is a file that is not a socket.
     pub fn bind_unix(path: impl AsRef<Path>) -> crate::Result<Self> {
         let path = path.as_ref();
-        if std::fs::symlink_metadata(path).is_ok() {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(bind_error(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                )));
+            }
             match StdUnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(bind_error(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("a server already listens on {}", path.display()),
-                    )));
-                }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     std::fs::remove_file(path).map_err(bind_error)?;
                 }
-                Err(_) => {
+                _ => {
                     return Err(bind_error(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("{} exists and is not a socket", path.display()),
+                        io::ErrorKind::AddrInUse,
+                        format!("a server already listens on {}", path.display()),
                     )));
                 }
             }

@@ -1,0 +1,519 @@
+//! `stackway serve` as deployments run it: unix sockets, sockets passed by
+//! systemd, readiness notifications, restarts on SIGUSR2 that drop nothing,
+//! TLS reloaded on SIGHUP, the PROXY protocol, and draining on SIGTERM.
+
+#[path = "../../tests/support/http.rs"]
+mod http;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use http::Conn;
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    /// What it printed: one `listening on ADDRESS` line per listener.
+    listening: Vec<String>,
+    /// Its standard error, in a file: a process it starts on a restart
+    /// writes there too, and outlives it.
+    stderr: tempfile::NamedTempFile,
+}
+
+impl Server {
+    /// Starts `command` and reads its `listening on` lines, one per listener.
+    fn start(mut command: Command, listeners: usize) -> Self {
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(stderr.reopen().unwrap())
+            .spawn()
+            .expect("start stackway");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let listening = (0..listeners)
+            .map(|_| {
+                let mut line = String::new();
+                out.read_line(&mut line).unwrap();
+                line.strip_prefix("listening on ")
+                    .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                    .trim_end()
+                    .to_owned()
+            })
+            .collect();
+        Self {
+            child,
+            listening,
+            stderr,
+        }
+    }
+
+    fn tcp(&self, n: usize) -> SocketAddr {
+        let url = &self.listening[n];
+        url.split("://").nth(1).unwrap().parse().unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits at most 20 s for the process to exit; its exit code and stderr.
+    fn finish(mut self) -> (i32, String) {
+        let started = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let err = std::fs::read_to_string(self.stderr.path()).unwrap();
+                panic!("stackway did not exit: {err}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let err = std::fs::read_to_string(self.stderr.path()).unwrap();
+        (self.child.wait().unwrap().code().unwrap_or(-1), err)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stackway(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stackway"));
+    command.arg("serve").args(args);
+    command
+}
+
+/// As systemd starts a socket-activated service: the sockets at descriptors
+/// 3.., `LISTEN_FDS`, and `LISTEN_PID` naming the service's own process (set
+/// by a shell that then becomes stackway).
+fn activated(sockets: Vec<std::os::fd::OwnedFd>, args: &[&str]) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "LISTEN_PID=$$ exec \"$0\" serve \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_stackway"))
+        .args(args)
+        .env("LISTEN_FDS", sockets.len().to_string());
+    let mappings = sockets
+        .into_iter()
+        .zip(3..)
+        .map(|(parent_fd, child_fd)| FdMapping {
+            parent_fd,
+            child_fd,
+        })
+        .collect();
+    command.fd_mappings(mappings).unwrap();
+    command
+}
+
+fn get(addr: SocketAddr, path: &str) -> http::RawResponse {
+    Conn::open(addr).get(path)
+}
+
+fn unix_get(path: &Path, target: &str) -> String {
+    let mut stream = UnixStream::connect(path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_unix_socket_with_its_mode_is_removed_on_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let bind = format!("unix:{}", sock.display());
+    let server = Server::start(
+        stackway(&[
+            "--bind",
+            &bind,
+            "--bind",
+            "127.0.0.1:0",
+            "--socket-mode",
+            "600",
+            "--mount",
+            "/=demo",
+        ]),
+        2,
+    );
+    assert_eq!(server.listening[0], bind);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let page = unix_get(&sock, "/");
+    assert!(
+        page.starts_with("HTTP/1.1 200") && !page.contains("REMOTE_ADDR"),
+        "{page}"
+    );
+    assert_eq!(get(server.tcp(1), "/").status, 200);
+    server.signal("-TERM");
+    assert_eq!(server.finish().0, 0);
+    assert!(!sock.exists(), "the socket file is removed on exit");
+}
+
+#[test]
+fn sockets_passed_by_systemd_are_served_and_readiness_is_notified() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&notify).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let sock = dir.path().join("passed.sock");
+    let unix = UnixListener::bind(&sock).unwrap();
+
+    let mut command = activated(vec![tcp.into(), unix.into()], &["--mount", "/=hello"]);
+    command.env("NOTIFY_SOCKET", &notify);
+    let server = Server::start(command, 2);
+    assert_eq!(
+        server.listening,
+        [format!("http://{addr}"), format!("unix:{}", sock.display())]
+    );
+    let mut message = [0; 64];
+    let n = systemd.recv(&mut message).unwrap();
+    assert_eq!(&message[..n], b"READY=1");
+    assert_eq!(get(addr, "/").text(), "<h1>Hello, web!</h1>");
+    assert!(unix_get(&sock, "/").ends_with("<h1>Hello, web!</h1>"));
+
+    server.signal("-TERM");
+    let n = systemd.recv(&mut message).unwrap();
+    assert_eq!(&message[..n], b"STOPPING=1");
+    assert_eq!(server.finish().0, 0);
+    assert!(
+        sock.exists(),
+        "systemd's socket file is systemd's to remove"
+    );
+}
+
+#[test]
+fn bind_fd_takes_a_passed_socket_and_refuses_a_missing_one() {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let server = Server::start(
+        activated(vec![tcp.into()], &["--bind", "fd:3", "--mount", "/=hello"]),
+        1,
+    );
+    assert_eq!(server.listening, [format!("http://{addr}")]);
+    assert_eq!(get(addr, "/").status, 200);
+
+    let out = stackway(&["--bind", "fd:4", "--mount", "/=hello"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fd:4: no such socket was passed"), "{err}");
+}
+
+#[test]
+fn sigusr2_restarts_without_failing_a_request() {
+    let server = Server::start(
+        stackway(&[
+            "--bind",
+            "127.0.0.1:0",
+            "--mount",
+            "/=demo",
+            "--workers",
+            "1",
+        ]),
+        1,
+    );
+    let addr = server.tcp(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // A new connection for each request, as a balancer without pooling.
+                    let ok = TcpStream::connect(addr).ok().and_then(|mut s| {
+                        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                            .ok()?;
+                        let mut page = String::new();
+                        s.read_to_string(&mut page).ok()?;
+                        page.starts_with("HTTP/1.1 200").then_some(())
+                    });
+                    match ok {
+                        Some(()) => served.fetch_add(1, Ordering::Relaxed),
+                        None => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal("-USR2");
+    let (code, err) = server.finish();
+    assert_eq!(code, 0, "{err}");
+    let new: u32 = err
+        .split("the new process is ready")
+        .nth(1)
+        .and_then(|rest| rest.split("pid=").nth(1))
+        .and_then(|pid| {
+            pid.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no new pid in {err}"));
+    // The old process has exited; the new one serves on the same socket.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let (served, failed) = (
+        served.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    assert!(served > 20, "{served} requests served");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", served + failed);
+    assert_eq!(get(addr, "/").status, 200);
+    assert!(
+        Command::new("kill")
+            .arg(new.to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn sigterm_with_a_drain_delay_fails_the_health_check_and_goes_on_serving() {
+    let server = Server::start(
+        stackway(&[
+            "--bind",
+            "127.0.0.1:0",
+            "--mount",
+            "/=hello",
+            "--health",
+            "/healthz",
+            "--drain-delay",
+            "1.5",
+        ]),
+        1,
+    );
+    let addr = server.tcp(0);
+    assert_eq!(get(addr, "/healthz").status, 200);
+    let before = Instant::now();
+    server.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    let health = get(addr, "/healthz");
+    assert_eq!((health.status, health.text().as_str()), (503, "draining\n"));
+    let page = get(addr, "/");
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("connection"), Some("close"));
+    let (code, err) = server.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(before.elapsed() >= Duration::from_millis(1500));
+    assert!(TcpStream::connect(addr).is_err());
+}
+
+/// A self-signed certificate for `localhost` written to `dir`; the PEM of
+/// the certificate, for curl's --cacert.
+fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+fn curl(ca: &Path, url: &str, extra: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(ca)
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn tls_over_curl_with_a_sighup_reload_during_a_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path(), "live");
+    let first_ca = dir.path().join("first-ca.pem");
+    std::fs::copy(&cert, &first_ca).unwrap();
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(public.join("big.bin"), &big).unwrap();
+    let static_dir = format!("/static={}", public.display());
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let server = Server::start(
+        stackway(&[
+            "--bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert_arg,
+            "--tls-key",
+            &key_arg,
+            "--mount",
+            "/=demo",
+            "--static",
+            &static_dir,
+        ]),
+        1,
+    );
+    assert!(
+        server.listening[0].starts_with("https://"),
+        "{:?}",
+        server.listening
+    );
+    let port = server.tcp(0).port();
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+
+    for version in ["--http2", "--http1.1"] {
+        let out = curl(
+            &first_ca,
+            &url("/"),
+            &["--resolve", &resolve, version, "-w", "%{http_version}"],
+        );
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(page.contains("REQUEST_SCHEME=https\n"), "{page}");
+        assert!(
+            page.ends_with(if version == "--http2" { "2" } else { "1.1" }),
+            "{page}"
+        );
+    }
+
+    // A slow download, then new files and SIGHUP while it runs.
+    let out_file = dir.path().join("downloaded");
+    let download = Command::new("curl")
+        .args([
+            "-sS",
+            "--limit-rate",
+            "2M",
+            "--resolve",
+            &resolve,
+            "--cacert",
+        ])
+        .arg(&first_ca)
+        .arg("-o")
+        .arg(&out_file)
+        .arg(url("/static/big.bin"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let (next_cert, next_key) = certificate(dir.path(), "next");
+    std::fs::rename(&next_cert, &cert).unwrap();
+    std::fs::rename(&next_key, &key).unwrap();
+    server.signal("-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = curl(
+        &cert,
+        &url("/"),
+        &[
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "the new certificate is served"
+    );
+    let out = curl(&first_ca, &url("/"), &["--resolve", &resolve]);
+    assert!(
+        !out.status.success(),
+        "the old certificate is no longer served"
+    );
+    let finished = download.wait_with_output().unwrap();
+    assert!(finished.status.success());
+    assert!(
+        std::fs::read(&out_file).unwrap() == big,
+        "the download begun before the reload is intact"
+    );
+
+    server.signal("-TERM");
+    let (code, err) = server.finish();
+    assert_eq!(code, 0);
+    assert!(err.contains("reloaded the TLS certificate"), "{err}");
+}
+
+#[test]
+fn the_proxy_protocol_flag_reads_the_client_address() {
+    let server = Server::start(
+        stackway(&[
+            "--bind",
+            "127.0.0.1:0",
+            "--proxy-protocol",
+            "--mount",
+            "/=demo",
+        ]),
+        1,
+    );
+    let mut conn = Conn::open(server.tcp(0));
+    conn.send(b"PROXY TCP4 192.0.2.44 10.0.0.1 40000 80\r\n");
+    let page = conn.get("/");
+    assert!(
+        page.text().contains("REMOTE_ADDR=192.0.2.44\n"),
+        "{}",
+        page.text()
+    );
+    // Without the header, the connection is closed unanswered.
+    let mut conn = Conn::open(server.tcp(0));
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn listener_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    for (args, code, says) in [
+        (&["--bind", "unix:"][..], 2, "expected unix:PATH"),
+        (&["--bind", "fd:1"], 2, "from 3 up"),
+        (&["--socket-mode", "999"], 2, "octal"),
+        (&["--tls-cert", "a.pem"], 2, "--tls-key"),
+        (&["--health", "healthz"], 2, "/healthz"),
+        (
+            &["--tls-cert", missing, "--tls-key", missing],
+            1,
+            "missing.pem",
+        ),
+    ] {
+        let out = stackway(&[&["--bind", "127.0.0.1:0", "--mount", "/=hello"], args].concat())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
