@@ -32,6 +32,8 @@ pub(super) struct Activity {
     pub(super) unread_body: AtomicBool,
     /// The connection speaks HTTP/2 (seen on its first request).
     pub(super) http2: AtomicBool,
+    /// A request has begun on the connection.
+    begun: AtomicBool,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -119,6 +121,7 @@ impl Activity {
             changed: Notify::new(),
             unread_body: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            begun: AtomicBool::new(false),
         }
     }
 
@@ -132,6 +135,12 @@ impl Activity {
         self.unread_body.load(Ordering::Relaxed)
             || self.in_flight.load(Ordering::Relaxed) > 0
             || self.first_byte.load(Ordering::Relaxed) != NEVER
+    }
+
+    /// Whether the connection has not yet begun a request, nor sent a byte
+    /// of one: just accepted.
+    pub(super) fn untouched(&self) -> bool {
+        !self.begun.load(Ordering::Relaxed) && self.first_byte.load(Ordering::Relaxed) == NEVER
     }
 
     pub(super) fn bytes_read(&self) {
@@ -184,6 +193,7 @@ pub(super) struct InFlight(Arc<Activity>);
 impl InFlight {
     pub(super) fn begin(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.begun.store(true, Ordering::Relaxed);
         Self(activity)
     }
 }

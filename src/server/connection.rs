@@ -77,6 +77,7 @@ pub(super) async fn serve_connection<A: App>(
     );
     let mut watchdog = pin!(activity.expired(&shared.config));
     let mut seen = Phase::Serving;
+    let mut first_request = pin!(None::<tokio::time::Sleep>);
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -94,15 +95,26 @@ pub(super) async fn serve_connection<A: App>(
                 // for what it sends next); HTTP/1.1 responses say `Connection:
                 // close` (request.rs) rather than closing a connection the client
                 // may be sending on. Stopping: every connection finishes what is
-                // in flight and closes.
-                if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
+                // in flight and closes; one accepted a moment ago first gets
+                // its request, which the client has surely sent.
+                if seen == Phase::Stopping && activity.untouched() {
+                    first_request.set(Some(tokio::time::sleep(FIRST_REQUEST)));
+                } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
                     conn.as_mut().graceful_shutdown();
                 }
+            }
+            () = async { first_request.as_mut().as_pin_mut().expect("armed").await }, if first_request.is_some() => {
+                first_request.set(None);
+                conn.as_mut().graceful_shutdown();
             }
             () = aborted.wait_for(|abort| *abort).map(drop) => return,
         }
     }
 }
+
+/// How long a connection accepted just before the server stops accepting
+/// may take to send its first request (whose response then closes it).
+const FIRST_REQUEST: Duration = Duration::from_secs(1);
 
 /// Reads what comes before HTTP: the PROXY protocol header, then the TLS
 /// handshake; returns the stream HTTP is read from and the client's address.
