@@ -8,6 +8,7 @@
 //! AccessLog → SharedData (/static) → Dispatcher (/, /env)
 //! ```
 
+mod config;
 mod listen;
 mod reload;
 mod restart;
@@ -52,6 +53,15 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// Read settings from a TOML file (see stackway.example.toml); flags given replace the
+    /// file's keys of the same name.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// The listeners a config file describes (its bind and [[listen]] keys).
+    #[arg(skip)]
+    listen: Vec<listen::ListenSpec>,
+
     /// Where to listen, repeatable: HOST:PORT (port 0 picks a free port), unix:PATH, or
     /// fd:N for a socket passed by systemd socket activation. Sockets systemd passes
     /// (LISTEN_FDS) are served without it [default: 127.0.0.1:8000].
@@ -231,10 +241,11 @@ struct Mount {
 enum Target {
     /// A built-in app.
     App(BoxApp),
-    /// Upstreams to proxy to, checked.
-    Proxy(Vec<String>),
-    /// A Python WSGI app, `module:callable`, imported once the paths are set.
-    Wsgi(String),
+    /// Upstreams to proxy to, checked, and options from a config file.
+    Proxy(Vec<String>, config::ProxyOptions),
+    /// A Python WSGI app, `module:callable`, imported once the paths are set,
+    /// and its threads when a config file says.
+    Wsgi(String, Option<u16>),
 }
 
 fn parse_mount(value: &str) -> Result<Mount, String> {
@@ -251,12 +262,12 @@ fn parse_mount(value: &str) -> Result<Mount, String> {
                     "expected wsgi:MODULE:CALLABLE, as in wsgi:mysite.wsgi:application".into(),
                 );
             }
-            app => Target::Wsgi(app.to_owned()),
+            app => Target::Wsgi(app.to_owned(), None),
         },
         _ if spec.contains(':') => {
             let upstreams: Vec<String> = spec.split(',').map(str::to_owned).collect();
             Proxy::try_balance(upstreams.iter().map(String::as_str)).map_err(|e| e.to_string())?;
-            Target::Proxy(upstreams)
+            Target::Proxy(upstreams, config::ProxyOptions::default())
         }
         _ => {
             return Err(format!(
@@ -354,7 +365,21 @@ fn parse_secs(value: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let Command::Serve(args) = Cli::parse().command;
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let Command::Serve(mut args) = cli.command;
+    if let Some(path) = args.config.clone() {
+        let serve = matches
+            .subcommand_matches("serve")
+            .expect("the only command");
+        if let Err(message) = config::apply(&path, &mut args, serve) {
+            eprintln!("stackway: {message}");
+            return ExitCode::from(2);
+        }
+    }
     reload::follow_supervisor();
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -452,8 +477,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The listeners the flags ask for.
+/// The listeners the flags (or the config file) ask for.
 fn listen_specs(args: &ServeArgs) -> Vec<listen::ListenSpec> {
+    if !args.listen.is_empty() {
+        return args.listen.clone();
+    }
     let tls = args.tls_cert.clone().zip(args.tls_key.clone());
     args.bind
         .iter()
@@ -554,15 +582,17 @@ fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
     for Mount { prefix, target } in &args.mounts {
         let app = match target {
             Target::App(app) => app.clone(),
-            Target::Proxy(upstreams) => BoxApp::new(
-                Proxy::balance(upstreams.iter().map(String::as_str))
-                    .connect_timeout(args.proxy_connect_timeout)
-                    .read_timeout(args.proxy_read_timeout),
+            Target::Proxy(upstreams, options) => BoxApp::new(
+                options.apply(
+                    Proxy::balance(upstreams.iter().map(String::as_str))
+                        .connect_timeout(args.proxy_connect_timeout)
+                        .read_timeout(args.proxy_read_timeout),
+                ),
             ),
-            Target::Wsgi(spec) => BoxApp::new(
+            Target::Wsgi(spec, threads) => BoxApp::new(
                 Wsgi::import(spec)
                     .map_err(|e| e.to_string())?
-                    .threads(args.wsgi_threads.into()),
+                    .threads(threads.unwrap_or(args.wsgi_threads).into()),
             ),
         };
         dispatcher = dispatcher

@@ -1,0 +1,584 @@
+//! `stackway serve --config FILE`: a TOML file that says what the flags say,
+//! and what flags cannot say comfortably: listeners each with their own TLS
+//! and PROXY protocol, proxy pools with their options, static exports with
+//! all of theirs. A flag given on the command line replaces the file's key of
+//! the same name. `stackway.example.toml` shows every key.
+//!
+//! Errors name the file, the line and column, and the key:
+//! `stackway.toml:7:11: mount[1].proxy: expected http://HOST:PORT[/base] …`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use stackway_middleware::proxy::Balance;
+use stackway_middleware::shared_data::Export;
+use stackway_middleware::{Proxy, SharedData};
+use toml::Spanned;
+
+use crate::listen::{Bind, ListenSpec, parse_bind};
+use crate::{Mount, ServeArgs, Static, Target};
+
+/// The file, as written: every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default, deserialize_with = "binds")]
+    bind: Option<Vec<Bind>>,
+    #[serde(default, deserialize_with = "octal")]
+    socket_mode: Option<u32>,
+    reuse_port: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    proxy_protocol: Option<bool>,
+    #[serde(default)]
+    listen: Vec<Spanned<Listen>>,
+
+    workers: Option<u16>,
+    #[serde(default, deserialize_with = "path")]
+    health: Option<String>,
+    #[serde(default, deserialize_with = "secs")]
+    drain_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    grace_period: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    send_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    body_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    handshake_timeout: Option<Duration>,
+    max_body_size: Option<u64>,
+    #[serde(default, deserialize_with = "header_size")]
+    max_header_size: Option<usize>,
+    #[serde(default, deserialize_with = "at_least_one")]
+    max_connections: Option<usize>,
+
+    #[serde(default, deserialize_with = "level")]
+    log_level: Option<tracing::Level>,
+    #[serde(default, deserialize_with = "log_format")]
+    log_format: Option<String>,
+    access_log: Option<bool>,
+    #[serde(default, deserialize_with = "proxy_fix")]
+    proxy_fix: Option<[usize; 5]>,
+    request_id: Option<bool>,
+    cors: Option<Vec<String>>,
+    secure_headers: Option<bool>,
+    compress: Option<bool>,
+    #[serde(default, deserialize_with = "secs")]
+    timeout: Option<Duration>,
+
+    pythonpath: Option<Vec<PathBuf>>,
+    wsgi_threads: Option<u16>,
+    #[serde(default, deserialize_with = "secs")]
+    proxy_connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    proxy_read_timeout: Option<Duration>,
+
+    #[serde(default)]
+    mount: Vec<Spanned<MountTable>>,
+    #[serde(default, rename = "static")]
+    statics: Vec<Spanned<StaticTable>>,
+}
+
+/// `[[listen]]`: one listener with its own options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Listen {
+    #[serde(deserialize_with = "bind")]
+    bind: Bind,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    proxy_protocol: bool,
+    #[serde(default)]
+    reuse_port: bool,
+    #[serde(default, deserialize_with = "octal")]
+    socket_mode: Option<u32>,
+}
+
+/// `[[mount]]`: an app at a prefix, exactly one of `app`, `wsgi`, `proxy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MountTable {
+    prefix: String,
+    app: Option<String>,
+    wsgi: Option<String>,
+    /// One upstream, or a pool.
+    #[serde(default, deserialize_with = "upstreams")]
+    proxy: Option<Vec<String>>,
+    proxy_options: Option<ProxyOptions>,
+    /// Threads that run Python, for `wsgi`.
+    threads: Option<u16>,
+}
+
+/// A proxy mount's options, each as its `Proxy` method.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProxyOptions {
+    #[serde(default, deserialize_with = "secs")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    read_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    body_timeout: Option<Duration>,
+    max_idle: Option<usize>,
+    http2: Option<bool>,
+    #[serde(default, deserialize_with = "balance")]
+    balance: Option<Balance>,
+    max_fails: Option<u32>,
+    #[serde(default, deserialize_with = "secs")]
+    fail_timeout: Option<Duration>,
+    preserve_host: Option<bool>,
+    forwarded: Option<bool>,
+    rewrite_cookie_paths: Option<bool>,
+    health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthCheck {
+    path: String,
+    #[serde(deserialize_with = "required_secs")]
+    interval: Duration,
+}
+
+impl ProxyOptions {
+    pub(crate) fn apply(&self, mut proxy: Proxy) -> Proxy {
+        let o = self;
+        if let Some(t) = o.connect_timeout {
+            proxy = proxy.connect_timeout(t);
+        }
+        if let Some(t) = o.read_timeout {
+            proxy = proxy.read_timeout(t);
+        }
+        if let Some(t) = o.body_timeout {
+            proxy = proxy.body_timeout(t);
+        }
+        if let Some(n) = o.max_idle {
+            proxy = proxy.max_idle(n);
+        }
+        if let Some(on) = o.http2 {
+            proxy = proxy.http2(on);
+        }
+        if let Some(balance) = o.balance {
+            proxy = proxy.balance_by(balance);
+        }
+        if let Some(n) = o.max_fails {
+            proxy = proxy.max_fails(n);
+        }
+        if let Some(t) = o.fail_timeout {
+            proxy = proxy.fail_timeout(t);
+        }
+        if let Some(on) = o.preserve_host {
+            proxy = proxy.preserve_host(on);
+        }
+        if let Some(on) = o.forwarded {
+            proxy = proxy.forwarded(on);
+        }
+        if let Some(on) = o.rewrite_cookie_paths {
+            proxy = proxy.rewrite_cookie_paths(on);
+        }
+        if let Some(check) = &o.health_check {
+            proxy = proxy.health_check(&check.path, check.interval);
+        }
+        proxy
+    }
+}
+
+/// `[[static]]`: a folder or file at a prefix, with SharedData's options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaticTable {
+    prefix: String,
+    path: PathBuf,
+    cache_control: Option<String>,
+    #[serde(default, deserialize_with = "secs")]
+    max_age: Option<Duration>,
+    #[serde(default)]
+    immutable: bool,
+    /// A file name, or `false` for none.
+    index: Option<Index>,
+    listing: Option<bool>,
+    hidden_files: Option<bool>,
+    precompressed: Option<bool>,
+    spa_fallback: Option<String>,
+    fallback_content_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Index {
+    File(String),
+    Off(bool),
+}
+
+/// Reads `path` into `args`, keeping every flag given on the command line.
+pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    let file = parse(&text).map_err(|e| e.at(path, &text))?;
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    // A flag given replaces the key; a key given replaces the flag's default.
+    macro_rules! keys {
+        (plain: $($plain:ident)*; optional: $($optional:ident)*) => {
+            $(if let Some(value) = file.$plain { if !given(stringify!($plain)) { args.$plain = value; } })*
+            $(if let Some(value) = file.$optional { if !given(stringify!($optional)) { args.$optional = Some(value); } })*
+        };
+    }
+    keys!(
+        plain: reuse_port proxy_protocol grace_period header_timeout idle_timeout send_timeout
+            body_timeout handshake_timeout max_body_size max_header_size max_connections log_level
+            log_format access_log request_id cors secure_headers compress wsgi_threads
+            proxy_connect_timeout proxy_read_timeout;
+        optional: socket_mode tls_cert tls_key workers health drain_delay proxy_fix timeout
+    );
+    if let Some(dirs) = file.pythonpath {
+        if !given("python_path") {
+            args.python_path = dirs;
+        }
+    }
+    // What the tables say is checked as a whole; a failure names the table's line.
+    let table = |span: std::ops::Range<usize>, message: String| {
+        Error {
+            key: String::new(),
+            span: Some(span),
+            message,
+        }
+        .at(path, &text)
+    };
+    if !given("bind") {
+        let mut listen = Vec::new();
+        for bind in file.bind.unwrap_or_default() {
+            let flagged = Listen {
+                bind,
+                tls_cert: None,
+                tls_key: None,
+                proxy_protocol: args.proxy_protocol,
+                reuse_port: args.reuse_port,
+                socket_mode: None,
+            };
+            listen.push(
+                flagged
+                    .spec(args)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            );
+        }
+        for spanned in file.listen {
+            let span = spanned.span();
+            listen.push(
+                spanned
+                    .into_inner()
+                    .spec(args)
+                    .map_err(|e| table(span, e))?,
+            );
+        }
+        args.listen = listen;
+    }
+    if !given("mounts") && !file.mount.is_empty() {
+        args.mounts = file
+            .mount
+            .into_iter()
+            .map(|m| (m.span(), m.into_inner()))
+            .map(|(span, m)| m.mount().map_err(|e| table(span, e)))
+            .collect::<Result<_, _>>()?;
+    }
+    if !given("statics") && !file.statics.is_empty() {
+        args.statics = file
+            .statics
+            .into_iter()
+            .map(|s| (s.span(), s.into_inner()))
+            .map(|(span, s)| s.export().map_err(|e| table(span, e)))
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(())
+}
+
+impl Listen {
+    /// The listener, with the file's (or the flags') TLS files and mode
+    /// where it names none of its own.
+    fn spec(self, args: &ServeArgs) -> Result<ListenSpec, String> {
+        let cert = self.tls_cert.or_else(|| args.tls_cert.clone());
+        let key = self.tls_key.or_else(|| args.tls_key.clone());
+        let tls = match (cert, key) {
+            (Some(cert), Some(key)) if !matches!(self.bind, Bind::Unix(_)) => Some((cert, key)),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(format!(
+                    "listener {}: tls_cert and tls_key go together",
+                    self.bind
+                ));
+            }
+            _ => None,
+        };
+        Ok(ListenSpec {
+            bind: self.bind,
+            tls,
+            proxy_protocol: self.proxy_protocol,
+            reuse_port: self.reuse_port,
+            mode: self.socket_mode.or(args.socket_mode),
+        })
+    }
+}
+
+impl MountTable {
+    fn mount(self) -> Result<Mount, String> {
+        let at = |what: &str| format!("mount {}: {what}", self.prefix);
+        let spec = match (&self.app, &self.wsgi, &self.proxy) {
+            (Some(app), None, None) => app.clone(),
+            (None, Some(wsgi), None) => format!("wsgi:{wsgi}"),
+            (None, None, Some(pool)) => pool.join(","),
+            _ => return Err(at("give exactly one of app, wsgi and proxy")),
+        };
+        if self.proxy.is_none() && self.proxy_options.is_some() {
+            return Err(at("proxy_options need a proxy"));
+        }
+        if self.wsgi.is_none() && self.threads.is_some() {
+            return Err(at("threads need a wsgi app"));
+        }
+        let mut mount =
+            crate::parse_mount(&format!("{}={spec}", self.prefix)).map_err(|e| at(&e))?;
+        match &mut mount.target {
+            Target::Proxy(_, options) => *options = self.proxy_options.unwrap_or_default(),
+            Target::Wsgi(_, threads) => *threads = self.threads,
+            Target::App(_) => {}
+        }
+        Ok(mount)
+    }
+}
+
+impl StaticTable {
+    fn export(self) -> Result<Static, String> {
+        let mut export = Export::path(&self.path);
+        if let Some(value) = &self.cache_control {
+            export = export.cache_control(value);
+        }
+        if let Some(max_age) = self.max_age {
+            export = export.max_age(max_age);
+        }
+        if self.immutable {
+            export = export.immutable();
+        }
+        match &self.index {
+            Some(Index::File(name)) => export = export.index_file(Some(name)),
+            Some(Index::Off(false)) => export = export.index_file(None),
+            Some(Index::Off(true)) | None => {}
+        }
+        if let Some(on) = self.listing {
+            export = export.listing(on);
+        }
+        if let Some(on) = self.hidden_files {
+            export = export.hidden_files(on);
+        }
+        if let Some(on) = self.precompressed {
+            export = export.precompressed(on);
+        }
+        if let Some(file) = &self.spa_fallback {
+            export = export.spa_fallback(file);
+        }
+        if let Some(content_type) = &self.fallback_content_type {
+            export = export.fallback_content_type(content_type);
+        }
+        SharedData::new(())
+            .try_export(&self.prefix, export.clone())
+            .map_err(|e| format!("static {}: {e}", self.prefix))?;
+        Ok(Static {
+            prefix: self.prefix,
+            export,
+        })
+    }
+}
+
+/// A config file error: where, which key, and what.
+#[derive(Debug)]
+struct Error {
+    key: String,
+    span: Option<std::ops::Range<usize>>,
+    message: String,
+}
+
+impl Error {
+    fn at(&self, path: &Path, text: &str) -> String {
+        let (line, column) = self.span.as_ref().map_or((1, 1), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+            (line, column)
+        });
+        let key = match self.key.as_str() {
+            "" | "." => String::new(),
+            key => format!("{key}: "),
+        };
+        format!("{}:{line}:{column}: {key}{}", path.display(), self.message)
+    }
+}
+
+fn parse(text: &str) -> Result<File, Error> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| Error {
+        key: String::new(),
+        span: e.span(),
+        message: e.message().to_owned(),
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| Error {
+        // A table read with its position shows as a private name in the path.
+        key: e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", ""),
+        span: e.inner().span(),
+        message: e.inner().message().to_owned(),
+    })
+}
+
+/// A value checked by one of the flags' own parsers, with its message.
+fn checked<'de, D: Deserializer<'de>, T, V: Deserialize<'de>>(
+    deserializer: D,
+    check: impl FnOnce(V) -> Result<T, String>,
+) -> Result<Option<T>, D::Error> {
+    check(V::deserialize(deserializer)?)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
+fn bind<'de, D: Deserializer<'de>>(d: D) -> Result<Bind, D::Error> {
+    checked(d, |s: String| parse_bind(&s)).map(Option::unwrap)
+}
+
+fn binds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Bind>>, D::Error> {
+    checked(d, |all: Vec<String>| {
+        all.iter().map(|s| parse_bind(s)).collect()
+    })
+}
+
+/// `"http://…"` or `["http://…", "http://…"]`.
+fn upstreams<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    checked(d, |value: toml::Value| match value {
+        toml::Value::String(one) => Ok(vec![one]),
+        toml::Value::Array(pool) => pool
+            .into_iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .filter(|pool| !pool.is_empty())
+            .ok_or_else(|| {
+                "expected a list of upstreams, as in [\"http://127.0.0.1:9000\"]".to_owned()
+            }),
+        _ => Err("expected an upstream or a list of them".to_owned()),
+    })
+}
+
+fn octal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    checked(d, |s: String| crate::parse_mode(&s))
+}
+
+fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked(d, |s: String| crate::parse_health(&s))
+}
+
+fn seconds(secs: f64) -> Result<Duration, String> {
+    crate::parse_secs(&secs.to_string())
+}
+
+/// A positive number of seconds, whole or not.
+fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    checked(d, seconds)
+}
+
+fn required_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    secs(d).map(Option::unwrap)
+}
+
+fn header_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    checked(d, |n: usize| match n >= 8192 {
+        true => Ok(n),
+        false => Err(format!("at least 8192 bytes, not {n}")),
+    })
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    checked(d, |n: usize| match n >= 1 {
+        true => Ok(n),
+        false => Err("at least 1".to_owned()),
+    })
+}
+
+fn level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<tracing::Level>, D::Error> {
+    checked(d, |s: String| {
+        s.parse()
+            .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
+    })
+}
+
+fn log_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked(d, |s: String| match s.as_str() {
+        "text" | "json" => Ok(s),
+        _ => Err(format!("{s:?}: expected text or json")),
+    })
+}
+
+/// `true` for Werkzeug's defaults, or the flag's `for=1,proto=1,…`.
+fn proxy_fix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[usize; 5]>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Trust {
+        On(bool),
+        Counts(String),
+    }
+    let trust = Trust::deserialize(d)?;
+    match trust {
+        Trust::On(false) => Ok(None),
+        Trust::On(true) => crate::parse_proxy_fix("").map(Some),
+        Trust::Counts(counts) => crate::parse_proxy_fix(&counts).map(Some),
+    }
+    .map_err(de::Error::custom)
+}
+
+fn balance<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Balance>, D::Error> {
+    checked(d, |s: String| match s.as_str() {
+        "round-robin" => Ok(Balance::RoundRobin),
+        "least-outstanding" => Ok(Balance::LeastOutstanding),
+        _ => Err(format!("{s:?}: expected round-robin or least-outstanding")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        parse(text)
+            .map(drop)
+            .unwrap_err()
+            .at(Path::new("s.toml"), text)
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let typo = error("workers = 2\nwokers = 3\n");
+        assert!(
+            typo.starts_with("s.toml:2:1: wokers: unknown field `wokers`, expected one of `bind`"),
+            "{typo}"
+        );
+        assert_eq!(
+            error("\n\nidle_timeout = -1\n"),
+            "s.toml:3:16: idle_timeout: expected a positive number of seconds, not \"-1\""
+        );
+        assert_eq!(
+            error("[[listen]]\nbind = \"unix:\"\n"),
+            "s.toml:2:8: listen[0].bind: expected unix:PATH, as in unix:/run/stackway.sock"
+        );
+        assert_eq!(
+            error("workers = \"two\"\n"),
+            "s.toml:1:11: workers: invalid type: string \"two\", expected u16"
+        );
+        assert!(
+            error("workers = \n").starts_with("s.toml:1:"),
+            "{}",
+            error("workers = \n")
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! `stackway serve --config`: the example file served for real (every
+//! listener, mount and export it names), flags over keys, and bad files.
+
+#[path = "../../tests/support/http.rs"]
+mod http;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use http::Conn;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A running server, killed when dropped.
+struct Running(Child, Vec<String>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `stackway serve ARGS` in the repository and reads `listeners` lines.
+fn serve(args: &[&str], listeners: usize) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stackway"))
+        .current_dir(repo())
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let lines = (0..listeners)
+        .map(|_| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    // Keep the pipe open: the server prints nothing more.
+    std::mem::forget(out);
+    Running(child, lines)
+}
+
+fn addr(url: &str) -> std::net::SocketAddr {
+    url.split("://").nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_example_file_serves_every_listener_mount_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let sock = dir.path().join("app.sock");
+    // Two upstreams for the proxy pool.
+    let upstreams: Vec<Running> = (0..2)
+        .map(|_| serve(&["--bind", "127.0.0.1:0", "--mount", "/=demo"], 1))
+        .collect();
+
+    let example = std::fs::read_to_string(repo().join("stackway.example.toml")).unwrap();
+    let config = example
+        .replace("\"127.0.0.1:8000\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:8443\"", "\"127.0.0.1:0\"")
+        .replace("/etc/stackway/fullchain.pem", cert.to_str().unwrap())
+        .replace("/etc/stackway/privkey.pem", key.to_str().unwrap())
+        .replace("/run/stackway/app.sock", sock.to_str().unwrap())
+        .replace("http://127.0.0.1:9000", &upstreams[0].1[0])
+        .replace("http://127.0.0.1:9001", &upstreams[1].1[0])
+        .replace("drain_delay = 5", "drain_delay = 0.2");
+    assert_ne!(config, example);
+    let file = dir.path().join("stackway.toml");
+    std::fs::write(&file, &config).unwrap();
+
+    let server = serve(&["--config", file.to_str().unwrap()], 3);
+    let [plain, tls, unix] = &server.1[..] else {
+        unreachable!()
+    };
+    assert!(plain.starts_with("http://127.0.0.1:"), "{plain}");
+    assert!(tls.starts_with("https://127.0.0.1:"), "{tls}");
+    assert_eq!(unix, &format!("unix:{}", sock.display()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+
+    let get = |path: &str| Conn::open(addr(plain)).get(path);
+    assert_eq!(get("/").text(), "<h1>Hello, web!</h1>");
+    assert!(get("/env/x").text().contains("SCRIPT_NAME=/env\n"));
+    assert_eq!(get("/py/stackway").text(), "Hello, stackway!");
+    let api = get("/api/users");
+    assert!(api.text().contains("PATH_INFO=/users\n"), "{}", api.text());
+    let page = get("/static/");
+    assert_eq!(page.header("cache-control"), Some("public, max-age=3600"));
+    assert!(page.text().contains("<html"), "{}", page.text());
+    let spa = get("/app/some/route");
+    assert_eq!(spa.status, 200);
+    assert_eq!(spa.text(), page.text());
+    assert_eq!(
+        spa.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let health = get("/healthz");
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    // The middleware the file switches on.
+    assert!(page.header("x-request-id").is_some());
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    let mut conn = Conn::open(addr(plain));
+    conn.send(b"GET /env/ HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\nAccept-Encoding: gzip\r\n\r\n");
+    let res = conn.read_response();
+    assert_eq!(res.header("content-encoding"), Some("gzip"));
+
+    // HTTPS, by curl.
+    let port = addr(tls).port();
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "-w", "%{http_version}", "--cacert"])
+        .arg(&cert)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .arg(format!("https://localhost:{port}/env/"))
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains("REQUEST_SCHEME=https\n") && page.ends_with('2'),
+        "{page}"
+    );
+
+    // The unix socket expects a PROXY header, and REMOTE_ADDR comes from it
+    // (ProxyFix then trusts the X-Forwarded-For it does not get here).
+    let mut stream = UnixStream::connect(&sock).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"PROXY TCP4 198.51.100.4 10.0.0.1 5555 80\r\nGET /env/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    let _ = stream.read_to_string(&mut page);
+    assert!(page.contains("REMOTE_ADDR=198.51.100.4\n"), "{page}");
+}
+
+#[test]
+fn flags_replace_the_keys_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        "bind = [\"127.0.0.1:1\"]\nhealth = \"/healthz\"\n[[mount]]\nprefix = \"/\"\napp = \"demo\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    // --bind replaces the file's listeners; --health its health path; the mounts stay.
+    let server = serve(
+        &[
+            "--config",
+            file,
+            "--bind",
+            "127.0.0.1:0",
+            "--health",
+            "/ready",
+        ],
+        1,
+    );
+    let a = addr(&server.1[0]);
+    assert_eq!(Conn::open(a).get("/ready").text(), "ok\n");
+    assert!(
+        Conn::open(a)
+            .get("/healthz")
+            .text()
+            .contains("PATH_INFO=/healthz\n")
+    );
+    // --mount replaces the file's mounts.
+    let server = serve(
+        &[
+            "--config",
+            file,
+            "--bind",
+            "127.0.0.1:0",
+            "--mount",
+            "/=hello",
+        ],
+        1,
+    );
+    assert_eq!(
+        Conn::open(addr(&server.1[0])).get("/").text(),
+        "<h1>Hello, web!</h1>"
+    );
+}
+
+#[test]
+fn a_bad_file_names_its_line_and_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "workers = 2\nwokers = 3\n",
+            "s.toml:2:1: wokers: unknown field `wokers`",
+        ),
+        (
+            "idle_timeout = \"long\"\n",
+            "s.toml:1:16: idle_timeout: invalid type: string \"long\"",
+        ),
+        (
+            "[[mount]]\nprefix = \"/\"\napp = \"nope\"\n",
+            "mount /: unknown app \"nope\"",
+        ),
+        (
+            "[[mount]]\nprefix = \"a/../b\"\napp = \"hello\"\n",
+            "mount a/../b:",
+        ),
+        (
+            "[[mount]]\nprefix = \"/\"\napp = \"hello\"\nthreads = 2\n",
+            "mount /: threads need a wsgi app",
+        ),
+        (
+            "[[mount]]\nprefix = \"/api\"\nproxy = \"http://127.0.0.1:9\"\n[mount.proxy_options]\nbalance = \"random\"\n",
+            "s.toml:5:11: mount[0].proxy_options.balance: \"random\": expected round-robin or least-outstanding",
+        ),
+        (
+            "[[static]]\nprefix = \"/s\"\npath = \"/no/such/dir\"\n",
+            "static /s:",
+        ),
+        (
+            "[[listen]]\nbind = \"127.0.0.1:0\"\ntls_cert = \"c.pem\"\n",
+            "tls_cert and tls_key go together",
+        ),
+        (
+            "[[listen]]\nbind = \"fd:2\"\n",
+            "s.toml:2:8: listen[0].bind: expected fd:N",
+        ),
+        (
+            "bind = 8000\n",
+            "s.toml:1:8: bind: invalid type: integer `8000`",
+        ),
+        (
+            "log_level = \"loud\"\n",
+            "log_level: \"loud\": expected error, warn",
+        ),
+        (
+            "proxy_fix = \"from=1\"\n",
+            "s.toml:1:13: proxy_fix: unknown header \"from\"",
+        ),
+        (
+            "max_header_size = 100\n",
+            "max_header_size: at least 8192 bytes",
+        ),
+        ("[server\n", "s.toml:1:"),
+    ];
+    for (text, says) in cases {
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_stackway"))
+            .current_dir(dir.path())
+            // --check: a file that passes exits 0 rather than serving.
+            .args(["serve", "--config", "s.toml", "--check"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(
+            err.starts_with("stackway: ") && err.contains(says),
+            "{text}: {err}"
+        );
+        if !says.starts_with("s.toml") {
+            assert!(err.contains("s.toml"), "the file is named: {err}");
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_stackway"))
+        .args(["serve", "--config", "/no/such.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read the config file /no/such.toml")
+    );
+}
