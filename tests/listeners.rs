@@ -389,3 +389,40 @@ fn draining_says_503_on_the_health_path_and_serves_with_connection_close() {
     running.stop().unwrap();
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn draining_sends_http2_clients_a_goaway_and_serves_new_connections() {
+    let server = support::server().drain_delay(Duration::from_millis(1500));
+    let mut running = Running::start(server, Lint::strict(stackway::apps::hello));
+    let addr = running.addr;
+    let h2c = |addr| async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        (send, tokio::spawn(conn))
+    };
+    let request = || {
+        http::Request::get(format!("http://{addr}/"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let running = support::run(async move {
+        let (mut send, conn) = h2c(addr).await;
+        assert_eq!(send.send_request(request()).await.unwrap().status(), 200);
+        running.begin_shutdown();
+        // GOAWAY: the client's connection ends without an error...
+        let ended = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+        // ...and a new one is served while the drain lasts.
+        let (mut send, _conn) = h2c(addr).await;
+        assert_eq!(send.send_request(request()).await.unwrap().status(), 200);
+        running
+    });
+    let stopping = Instant::now();
+    running.stop().unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(10), "{:?}", stopping.elapsed());
+}

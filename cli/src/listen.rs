@@ -103,21 +103,15 @@ pub(crate) fn open(specs: &[ListenSpec]) -> Result<Opened, String> {
     let mut tls_by_files: Vec<((PathBuf, PathBuf), Tls)> = Vec::new();
     let handed_over = crate::restart::handed_over_to_me();
     for spec in specs {
-        let listener = if handed_over {
-            // The same arguments made the same listeners, in the same order,
-            // in the process this one replaces: its files are this one's now.
-            if let Bind::Unix(path) = &spec.bind {
-                opened.unix_files.push(path.clone());
+        let listener = match take_passed(&mut passed, &spec.bind, handed_over)? {
+            Some(listener) => {
+                // Handed over by the process this one replaces: its files are this one's now.
+                if let (true, Bind::Unix(path)) = (handed_over, &spec.bind) {
+                    opened.unix_files.push(path.clone());
+                }
+                listener
             }
-            match passed.is_empty() {
-                false => listener(passed.remove(0))?,
-                true => bind(spec, &mut opened.unix_files)?,
-            }
-        } else {
-            match take_passed(&mut passed, &spec.bind)? {
-                Some(listener) => listener,
-                None => bind(spec, &mut opened.unix_files)?,
-            }
+            None => bind(spec, &mut opened.unix_files)?,
         };
         let listener = match &spec.tls {
             None => listener,
@@ -197,15 +191,26 @@ fn passed_sockets() -> Result<Vec<Passed>, String> {
     Ok(passed)
 }
 
-/// The passed socket `bind` names: by descriptor, or by its address.
-fn take_passed(passed: &mut Vec<Passed>, bind: &Bind) -> Result<Option<Listener>, String> {
+/// The passed socket `bind` names: by descriptor, or by its address. After a
+/// restart, an address with port 0 names the socket the process before chose
+/// for it (the same host, any port).
+fn take_passed(
+    passed: &mut Vec<Passed>,
+    bind: &Bind,
+    restarted: bool,
+) -> Result<Option<Listener>, String> {
     let wanted: Vec<SocketAddr> = match bind {
         Bind::Tcp(addr) => addr.to_socket_addrs().map_err(|e| e.to_string())?.collect(),
         _ => Vec::new(),
     };
+    let same = |have: SocketAddr| {
+        wanted
+            .iter()
+            .any(|want| *want == have || (restarted && want.port() == 0 && want.ip() == have.ip()))
+    };
     let matches = |socket: &Passed| match (socket, bind) {
         (Passed::Tcp(fd, _) | Passed::Unix(fd, _), Bind::Fd(want)) => fd == want,
-        (Passed::Tcp(_, l), Bind::Tcp(_)) => l.local_addr().is_ok_and(|a| wanted.contains(&a)),
+        (Passed::Tcp(_, l), Bind::Tcp(_)) => l.local_addr().is_ok_and(same),
         (Passed::Unix(_, l), Bind::Unix(path)) => l
             .local_addr()
             .ok()

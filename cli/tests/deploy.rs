@@ -517,3 +517,62 @@ fn listener_flags_are_checked() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_restart_reads_the_config_again_and_keeps_every_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let file = dir.path().join("stackway.toml");
+    let listen = format!("[[listen]]\nbind = \"unix:{}\"\n", sock.display());
+    let config = |app: &str, unix_first: bool| {
+        let tcp = "[[listen]]\nbind = \"127.0.0.1:0\"\n";
+        let mount = format!("[[mount]]\nprefix = \"/\"\napp = \"{app}\"\n");
+        match unix_first {
+            true => format!("{listen}{tcp}{mount}"),
+            false => format!("{tcp}{listen}{mount}"),
+        }
+    };
+    std::fs::write(&file, config("hello", false)).unwrap();
+    let server = Server::start(stackway(&["--config", file.to_str().unwrap()]), 2);
+    let addr = server.tcp(0);
+    assert_eq!(get(addr, "/").text(), "<h1>Hello, web!</h1>");
+
+    // New settings, the listeners in another order: SIGUSR2 applies them.
+    std::fs::write(&file, config("demo", true)).unwrap();
+    server.signal("-USR2");
+    let (code, err) = server.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        get(addr, "/").text().contains("PATH_INFO=/\n"),
+        "the new process serves the port"
+    );
+    assert!(
+        unix_get(&sock, "/").contains("PATH_INFO=/\n"),
+        "and the socket file"
+    );
+    let new: i32 = err
+        .rsplit("pid=")
+        .next()
+        .and_then(|pid| {
+            pid.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no new pid in {err}"));
+    assert!(
+        Command::new("kill")
+            .arg(new.to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    while sock.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the new process removes the file it took over"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
