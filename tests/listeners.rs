@@ -424,5 +424,9 @@ fn draining_sends_http2_clients_a_goaway_and_serves_new_connections() {
     });
     let stopping = Instant::now();
     running.stop().unwrap();
-    assert!(stopping.elapsed() < Duration::from_secs(10), "{:?}", stopping.elapsed());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopping.elapsed()
+    );
 }

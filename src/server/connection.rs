@@ -38,9 +38,12 @@ pub(super) async fn serve_connection<A: App>(
         linger: None,
     };
     // The PROXY protocol header and the TLS handshake, within the handshake
-    // timeout: a client that connects and says nothing is not kept.
-    let opening = open(tracked, peer, &door);
-    let (io, remote_addr) =
+    // timeout: a client that connects and says nothing is not kept. (A plain
+    // listener has neither, and arms no timer.)
+    let (io, remote_addr) = if door.tls.is_none() && !door.proxy_protocol {
+        (Either::Left(tracked), peer)
+    } else {
+        let opening = open(tracked, peer, &door);
         match tokio::time::timeout(shared.config.handshake_timeout, opening).await {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
@@ -52,7 +55,8 @@ pub(super) async fn serve_connection<A: App>(
                 };
             }
             Err(_) => return,
-        };
+        }
+    };
     let info = Connection {
         remote_addr,
         local_addr: door.local_addr,
