@@ -91,6 +91,37 @@ fn profiler(c: &mut Criterion) {
     );
 }
 
+/// The Metrics middleware's cost: a Dispatcher with one mount, without and
+/// inside `Metrics` (counters, the latency histogram, the tag the Dispatcher
+/// fills, bytes from the bodies' exact sizes).
+///
+/// The requests carry the connection's extension, as the server's do.
+fn metrics(c: &mut Criterion) {
+    let mut bench = |name, app: &dyn Fn(Request) -> Response| {
+        c.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut req = get("/api/users");
+                    req.extensions_mut().insert(stackway::Connection::default());
+                    req
+                },
+                |req| black_box(app(req)),
+                BatchSize::SmallInput,
+            );
+        });
+    };
+    let without = stackway_middleware::Dispatcher::default().mount("/api", ok);
+    bench("metrics/without", &|req| {
+        without.call(req).now_or_never().unwrap()
+    });
+    let with = stackway_middleware::Metrics::new(
+        stackway_middleware::Dispatcher::default().mount("/api", ok),
+    );
+    bench("metrics/with", &|req| {
+        with.call(req).now_or_never().unwrap()
+    });
+}
+
 fn path(c: &mut Criterion) {
     let req = get("/caf%C3%A9/a%20b/c/d/e?x=1");
     c.bench_function("path/decode", |b| {
@@ -133,5 +164,13 @@ fn shared_data(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, stack, into_response, profiler, path, shared_data);
+criterion_group!(
+    benches,
+    stack,
+    into_response,
+    profiler,
+    metrics,
+    path,
+    shared_data
+);
 criterion_main!(benches);

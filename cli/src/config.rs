@@ -65,6 +65,8 @@ struct File {
     #[serde(default, deserialize_with = "log_format")]
     log_format: Option<String>,
     access_log: Option<bool>,
+    #[serde(default, deserialize_with = "path")]
+    metrics: Option<String>,
     #[serde(default, deserialize_with = "proxy_fix")]
     proxy_fix: Option<[usize; 5]>,
     request_id: Option<bool>,
@@ -237,7 +239,7 @@ pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> 
             body_timeout handshake_timeout max_body_size max_header_size max_connections log_level
             log_format access_log request_id cors secure_headers compress wsgi_threads
             proxy_connect_timeout proxy_read_timeout;
-        optional: socket_mode tls_cert tls_key workers health drain_delay proxy_fix timeout
+        optional: socket_mode tls_cert tls_key workers health drain_delay proxy_fix timeout metrics
     );
     if let Some(dirs) = file.pythonpath {
         if !given("python_path") {
@@ -476,7 +478,7 @@ fn octal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
 }
 
 fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    checked(d, |s: String| crate::parse_health(&s))
+    checked(d, |s: String| crate::parse_path(&s))
 }
 
 fn seconds(secs: f64) -> Result<Duration, String> {

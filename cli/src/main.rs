@@ -29,8 +29,8 @@ use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
 use stackway_middleware::{
-    AccessLog, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders, SharedData,
-    Timeout,
+    AccessLog, Compress, Cors, Dispatcher, Metrics, Proxy, ProxyFix, RequestIds, SetHeaders,
+    SharedData, Timeout,
 };
 use stackway_wsgi::Wsgi;
 
@@ -93,7 +93,7 @@ struct ServeArgs {
 
     /// Answer requests for PATH with 200 while serving and 503 once shutting down, for a
     /// balancer's health checks.
-    #[arg(long, value_name = "PATH", value_parser = parse_health)]
+    #[arg(long, value_name = "PATH", value_parser = parse_path)]
     health: Option<String>,
 
     /// Seconds to drain after SIGTERM before refusing new connections: the health check
@@ -161,6 +161,11 @@ struct ServeArgs {
     /// X-Frame-Options, and HSTS over https).
     #[arg(long)]
     secure_headers: bool,
+
+    /// Serve Prometheus metrics at PATH (requests by mount, method and status class,
+    /// latency histograms, bytes, connections, SharedData hits) [default: off].
+    #[arg(long, value_name = "PATH", value_parser = parse_path)]
+    metrics: Option<String>,
 
     /// Log one line per request to standard error, in the Common Log Format [default: off].
     #[arg(long)]
@@ -348,7 +353,7 @@ fn parse_mode(value: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("expected permission bits in octal, as in 660, not {value:?}"))
 }
 
-fn parse_health(value: &str) -> Result<String, String> {
+fn parse_path(value: &str) -> Result<String, String> {
     match value.starts_with('/') {
         true => Ok(value.to_owned()),
         false => Err(format!("expected a path, as in /healthz, not {value:?}")),
@@ -400,7 +405,7 @@ fn main() -> ExitCode {
     }
     // Everything the flags say is checked before the port is taken, so a
     // wrong flag is never reported as a busy port.
-    let app = match build_app(&args) {
+    let mut app = match build_app(&args) {
         Ok(app) => app,
         Err(message) => {
             eprintln!("stackway: {message}");
@@ -433,6 +438,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(path) = &args.metrics {
+        app = BoxApp::new(Metrics::new(app).path(path).server(server.stats()));
+    }
     let handed_over = Arc::new(AtomicBool::new(false));
     let mut server = server
         .header_read_timeout(args.header_timeout)

@@ -117,6 +117,12 @@ fn the_example_file_serves_every_listener_mount_and_export() {
     );
     let health = get("/healthz");
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    let metrics = get("/metrics").text();
+    assert!(
+        metrics.contains(r#"stackway_requests_total{mount="/py",method="GET",status="2xx"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("stackway_handshakes_total 0"), "{metrics}");
     // The middleware the file switches on.
     assert!(page.header("x-request-id").is_some());
     assert_eq!(page.header("x-content-type-options"), Some("nosniff"));

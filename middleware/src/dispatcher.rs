@@ -63,10 +63,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use http::StatusCode;
 use stackway::{App, BoxApp, Request, RequestExt, Response, response};
 
+use crate::metrics::{Label, Tag};
 use crate::prefix::{self, Invalid, Prefix};
 
 /// Mounts apps under URL prefixes; see the [module docs](self).
@@ -84,10 +86,14 @@ pub struct Dispatcher {
     redirect_slash: bool,
 }
 
+/// An app and its prefix as configured (its metrics label).
+type Mounted = (BoxApp, Arc<Label>);
+
 /// One segment of the mount tree.
 #[derive(Default)]
 struct Node {
-    app: Option<BoxApp>,
+    /// The app mounted here, and its prefix as configured (its metrics label).
+    app: Option<Mounted>,
     children: HashMap<Box<str>, Self>,
 }
 
@@ -97,7 +103,7 @@ impl Dispatcher {
     /// `Dispatcher::default()` answers those with 404 instead.
     pub fn new(default: impl App) -> Self {
         let mut dispatcher = Self::default();
-        dispatcher.any.app = Some(BoxApp::new(default));
+        dispatcher.any.app = Some((BoxApp::new(default), Label::new("/".to_owned())));
         dispatcher
     }
 
@@ -134,6 +140,10 @@ impl Dispatcher {
             }
             self.root_mounted = true;
         }
+        let label = Label::new(match &host {
+            Some(host) => format!("http://{host}/{}", segments.join("/")),
+            None => format!("/{}", segments.join("/")),
+        });
         let mut node = match host {
             Some(host) => self.hosts.entry(host).or_default(),
             None => &mut self.any,
@@ -144,7 +154,7 @@ impl Dispatcher {
         if node.app.is_some() && !is_default {
             return Err(error(Reason::Duplicate));
         }
-        node.app = Some(BoxApp::new(app));
+        node.app = Some((BoxApp::new(app), label));
         Ok(self)
     }
 
@@ -158,7 +168,7 @@ impl Dispatcher {
 
     /// The app and the bytes of PATH_INFO its prefix covers, or `Err` for a dot
     /// segment.
-    fn find(&self, req: &Request) -> Result<Option<(&BoxApp, usize)>, DotSegment> {
+    fn find(&self, req: &Request) -> Result<Option<(&Mounted, usize)>, DotSegment> {
         let path_info = req.environ().path_info();
         if !self.hosts.is_empty() {
             if let Some(node) = prefix::request_host(req).and_then(|host| self.hosts.get(&host)) {
@@ -180,7 +190,7 @@ impl Node {
     ///   segment "b%2Fc"  → decoded "b/c": no such child, stop
     ///   → /a, and SCRIPT_NAME gains "/a"
     /// ```
-    fn find(&self, path_info: &str) -> Result<Option<(&BoxApp, usize)>, DotSegment> {
+    fn find(&self, path_info: &str) -> Result<Option<(&Mounted, usize)>, DotSegment> {
         let mut best = self.app.as_ref().map(|app| (app, 0));
         let mut node = Some(self);
         let mut consumed = 0;
@@ -207,11 +217,12 @@ struct DotSegment;
 
 impl App for Dispatcher {
     async fn call(&self, mut req: Request) -> Response {
-        let (app, len) = match self.find(&req) {
+        let ((app, label), len) = match self.find(&req) {
             Err(DotSegment) => return response::status(StatusCode::BAD_REQUEST),
             Ok(None) => return response::status(StatusCode::NOT_FOUND),
             Ok(Some(found)) => found,
         };
+        Tag::mount(label);
         if len > 0 {
             if self.redirect_slash && req.environ().path_info().len() == len {
                 if let Some(redirect) = prefix::redirect_with_slash(&req) {

@@ -44,7 +44,12 @@ pub(super) async fn serve_connection<A: App>(
         (Either::Left(tracked), peer)
     } else {
         let opening = open(tracked, peer, &door);
-        match tokio::time::timeout(shared.config.handshake_timeout, opening).await {
+        let opened = tokio::time::timeout(shared.config.handshake_timeout, opening).await;
+        shared
+            .lifecycle
+            .stats
+            .handshake(matches!(opened, Ok(Ok(_))));
+        match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 let peer = peer.map(|p| p.to_string()).unwrap_or_default();

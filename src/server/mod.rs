@@ -56,11 +56,13 @@ mod connection;
 mod listener;
 mod proxy_protocol;
 mod request;
+mod stats;
 mod stream;
 mod tls;
 mod worker;
 
 pub use listener::{ListenAddr, Listener};
+pub use stats::Stats;
 pub use tls::Tls;
 
 use std::future::Future;
@@ -95,6 +97,7 @@ pub struct Server {
     workers: usize,
     shutdown: Option<ShutdownSignal>,
     when_ready: Option<ReadyHook>,
+    stats: Stats,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +161,7 @@ impl Server {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             shutdown: None,
             when_ready: None,
+            stats: Stats::default(),
         })
     }
 
@@ -173,6 +177,13 @@ impl Server {
             ListenAddr::Tcp { addr, .. } => *addr,
             ListenAddr::Unix(path) => panic!("the first listener is unix:{}", path.display()),
         }
+    }
+
+    /// The server's counters (connections accepted and open, TLS
+    /// handshakes), live while it runs: for a metrics middleware or a status
+    /// page.
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
     }
 
     /// Where each listener listens.
@@ -302,7 +313,7 @@ impl Server {
     pub async fn serve(self, app: impl App) -> crate::Result<()> {
         let addrs = self.local_addrs();
         let signal = self.shutdown.unwrap_or_else(|| Box::pin(os_signal()));
-        let lifecycle = Arc::new(Lifecycle::new());
+        let lifecycle = Arc::new(Lifecycle::new(self.stats.clone()));
         let connections = Arc::new(Semaphore::new(self.config.max_connections));
         let drain_delay = self.config.drain_delay;
         let worker = Worker::new(
@@ -354,7 +365,7 @@ impl Server {
                 Box::pin(os_signal())
             }
         };
-        let lifecycle = Arc::new(Lifecycle::new());
+        let lifecycle = Arc::new(Lifecycle::new(self.stats.clone()));
         let app = Arc::new(app);
         let mut threads = Vec::with_capacity(self.workers);
         let connections = Arc::new(Semaphore::new(self.config.max_connections));

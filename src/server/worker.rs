@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::connection::serve_connection;
 use super::listener::{Io, ListenAddr, Listener};
+use super::stats::Stats;
 use super::stream::StreamExecutor;
 use super::tls::Tls;
 use super::{Config, io_error};
@@ -39,13 +40,15 @@ pub(super) enum Phase {
 pub(super) struct Lifecycle {
     now: AtomicU8,
     changed: watch::Sender<Phase>,
+    pub(super) stats: Stats,
 }
 
 impl Lifecycle {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(stats: Stats) -> Self {
         Self {
             now: AtomicU8::new(Phase::Serving as u8),
             changed: watch::Sender::new(Phase::Serving),
+            stats,
         }
     }
 
@@ -227,6 +230,8 @@ impl<A: App> Accept<A> {
                 },
                 () = stopping(&mut phase) => break,
             };
+            let stats = self.shared.lifecycle.stats.clone();
+            stats.accepted();
             let conn = serve_connection(
                 io,
                 peer,
@@ -235,7 +240,10 @@ impl<A: App> Accept<A> {
                 self.app.clone(),
                 (self.shared.lifecycle.watch(), self.aborted.clone()),
             );
-            self.tracker.spawn(conn.map(move |()| drop(permit)));
+            self.tracker.spawn(conn.map(move |()| {
+                stats.closed();
+                drop(permit);
+            }));
         }
     }
 }

@@ -16,6 +16,7 @@ use super::cache::FileCache;
 use super::entry::{Content, Entry, File, Found, Memory, disk_entry, embedded_entry, open_file};
 use super::respond::{self, listing};
 use super::{headers, path};
+use crate::metrics::{Label, Tag};
 use crate::prefix::{Invalid, redirect_with_slash};
 use crate::profiler::Timings;
 
@@ -48,6 +49,8 @@ pub struct Export {
     fallback_type: String,
     spa_fallback: Option<String>,
     cache: FileCache,
+    /// The prefix it is exported at, as configured: the `mount` of its metrics.
+    pub(super) label: Arc<Label>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +110,7 @@ impl Export {
             fallback_type: "application/octet-stream".to_owned(),
             spa_fallback: None,
             cache: FileCache::new(Some(Duration::from_secs(1))),
+            label: Label::new(String::new()),
         }
     }
 
@@ -274,7 +278,10 @@ impl Export {
         let key = cacheable.then(|| FileCache::key(&rest, &ask.encodings));
         let this = Arc::clone(&self);
         let outcome = match key.as_deref().and_then(|key| self.cache.get(key)) {
-            Some(file) => Ok(Outcome::File(file)),
+            Some(file) => {
+                Tag::static_outcome(Some(true));
+                Ok(Outcome::File(file))
+            }
             None => {
                 let started = std::time::Instant::now();
                 let outcome = match is_disk {
@@ -284,8 +291,11 @@ impl Export {
                         .unwrap_or_else(|e| Err(io::Error::other(e))),
                     false => this.decide(&rest, &ask),
                 };
-                if let (Some(key), Ok(Outcome::File(file))) = (key, &outcome) {
-                    self.cache.put(key, file);
+                if let Ok(Outcome::File(file)) = &outcome {
+                    Tag::static_outcome(Some(false));
+                    if let Some(key) = key {
+                        self.cache.put(key, file);
+                    }
                 }
                 Timings::record(req, "fs", started.elapsed(), None);
                 outcome

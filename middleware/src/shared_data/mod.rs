@@ -83,6 +83,7 @@ use stackway::{App, Request, RequestExt, Response};
 
 use self::export::Reason;
 pub use self::export::{Embedded, Export, ExportError, Symlinks};
+use crate::metrics::{Label, Tag};
 use crate::prefix::Prefix;
 
 /// Serves exported files and falls through to `inner`; see the [module docs](self).
@@ -137,6 +138,7 @@ impl<A> SharedData<A> {
             return Err(error(Reason::Duplicate));
         }
         export.check().map_err(error)?;
+        export.label = Label::new(format!("/{}", parsed.segments.join("/")));
         let at = self
             .exports
             .partition_point(|(p, _)| p.segments.len() >= parsed.segments.len());
@@ -161,8 +163,10 @@ impl<A: App> App for SharedData<A> {
     async fn call(&self, req: Request) -> Response {
         if let Some((export, rest)) = self.find(&req) {
             if let Some(res) = Arc::clone(export).serve(&req, rest).await {
+                Tag::mount(&export.label);
                 return res;
             }
+            Tag::static_outcome(None);
         }
         self.inner.call(req).await
     }

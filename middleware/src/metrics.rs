@@ -1,0 +1,521 @@
+//! Prometheus metrics for a stack, in the text exposition format, as nginx's
+//! `stub_status` and HAProxy's stats say what they are doing.
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::testing::Client;
+//! use stackway_middleware::{Dispatcher, Metrics};
+//!
+//! let app = Metrics::new(Dispatcher::default().mount("/api", stackway::apps::hello));
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let client = Client::new(app);
+//! client.get("/api/you").await.assert_status(200);
+//! let scraped = client.get("/metrics").await;
+//! assert!(scraped.text().contains(
+//!     r#"stackway_requests_total{mount="/api",method="GET",status="2xx"} 1"#
+//! ));
+//! # });
+//! ```
+//!
+//! # What is measured
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `stackway_requests_total` (counter) | `mount`, `method` (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, other), `status` (1xx … 5xx) |
+//! | `stackway_request_duration_seconds` (histogram, until the response head) | `mount` |
+//! | `stackway_requests_in_flight` (gauge) | |
+//! | `stackway_request_bytes_total`, `stackway_response_bytes_total` (counters) | |
+//! | `stackway_static_total` (counter: SharedData's answers) | `outcome` (file, memory, miss) |
+//! | `stackway_connections_accepted_total`, `stackway_connections_open`, `stackway_handshakes_total`, `stackway_handshake_failures_total` | with [`server`](Metrics::server) |
+//!
+//! `mount` is the prefix a [`Dispatcher`](crate::Dispatcher) mount or a
+//! [`SharedData`](crate::SharedData) export was configured with (the
+//! outermost one a request went through), `none` for a request neither
+//! handled: never the request's path, so no request can add a label value.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Instant;
+
+use http::{HeaderValue, Method, header};
+use http_body::Body as _;
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet, text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use stackway::server::Stats;
+use stackway::{App, Request, Response};
+
+/// Serves Prometheus metrics at a path and counts every other request; see
+/// the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Metrics<A> {
+    inner: A,
+    path: String,
+    state: Arc<State>,
+}
+
+/// What the middleware inside a [`Metrics`] note about the request being
+/// answered: the mount that answered and how SharedData answered. A task
+/// local, so that noting costs no allocation and, outside a `Metrics`,
+/// nothing at all.
+#[derive(Default)]
+pub(crate) struct Tag {
+    mount: Cell<Option<Arc<Label>>>,
+    outcome: Cell<u8>,
+}
+
+tokio::task_local! {
+    static TAG: Tag;
+}
+
+/// A mount's prefix as configured, the `mount` label of its metrics; made
+/// once per mount by the Dispatcher or SharedData.
+#[derive(Debug)]
+pub(crate) struct Label {
+    text: Box<str>,
+    /// The [`MountStats`] of the last `Metrics` that counted this mount, and
+    /// which one that was: found again without a lookup.
+    cached: OnceLock<(usize, Arc<MountStats>)>,
+}
+
+impl Label {
+    pub(crate) fn new(text: String) -> Arc<Self> {
+        Arc::new(Self {
+            text: text.into(),
+            cached: OnceLock::new(),
+        })
+    }
+}
+
+const STATIC_NONE: u8 = 0;
+const STATIC_FILE: u8 = 1;
+const STATIC_MEMORY: u8 = 2;
+const STATIC_MISS: u8 = 3;
+
+impl Tag {
+    /// Notes that the request went to the app mounted at `label` (kept only
+    /// for the first, outermost mount).
+    pub(crate) fn mount(label: &Arc<Label>) {
+        let _ = TAG.try_with(|tag| {
+            let first = tag.mount.take().unwrap_or_else(|| label.clone());
+            tag.mount.set(Some(first));
+        });
+    }
+
+    /// Notes how SharedData answered: a file (from the memory cache or
+    /// not), or a miss passed on to the app it wraps.
+    pub(crate) fn static_outcome(served: Option<bool>) {
+        let outcome = match served {
+            Some(true) => STATIC_MEMORY,
+            Some(false) => STATIC_FILE,
+            None => STATIC_MISS,
+        };
+        let _ = TAG.try_with(|tag| tag.outcome.set(outcome));
+    }
+}
+
+impl<A> Metrics<A> {
+    /// Counts requests to `inner` and serves the metrics at `/metrics`.
+    pub fn new(inner: A) -> Self {
+        Self {
+            inner,
+            path: "/metrics".to_owned(),
+            state: Arc::new(State {
+                started: Instant::now(),
+                server: None,
+                in_flight: AtomicI64::new(0),
+                bytes_in: Arc::new(AtomicU64::new(0)),
+                bytes_out: Arc::new(AtomicU64::new(0)),
+                statics: Default::default(),
+                mounts: RwLock::default(),
+                unmounted: Arc::default(),
+            }),
+        }
+    }
+
+    /// Serves the metrics at `path` instead (a request for it is not counted).
+    pub fn path(mut self, path: &str) -> Self {
+        self.path = path.to_owned();
+        self
+    }
+
+    /// Also reports the server's connections and handshakes
+    /// ([`Server::stats`](stackway::Server::stats)).
+    pub fn server(mut self, stats: Stats) -> Self {
+        Arc::get_mut(&mut self.state)
+            .expect("configured before it is shared")
+            .server = Some(stats);
+        self
+    }
+
+    /// The metrics in the text exposition format, as a scrape gets them.
+    pub fn render(&self) -> String {
+        render(&self.state)
+    }
+}
+
+impl<A: App> App for Metrics<A> {
+    // Not an `async fn`: the request is handed to the inner app before the
+    // future is made, so the future holds the inner one and a few numbers,
+    // not the request beside it (half the size, and half the bytes moved).
+    fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
+        let state = &self.state;
+        let counted = if req.uri().path() == self.path {
+            Err(scrape(&render(state)))
+        } else {
+            state.in_flight.fetch_add(1, Ordering::Relaxed);
+            let method = method_class(req.method());
+            if let Some(len) = req.body().size_hint().exact() {
+                state.bytes_in.fetch_add(len, Ordering::Relaxed);
+            } else {
+                let total = state.bytes_in.clone();
+                *req.body_mut() = std::mem::take(req.body_mut()).inspect(count_into(total));
+            }
+            let started = Instant::now();
+            Ok((
+                TAG.scope(Tag::default(), self.inner.call(req)),
+                started,
+                method,
+            ))
+        };
+        async move {
+            let (answered, started, method) = match counted {
+                Ok(counted) => counted,
+                Err(scraped) => return scraped,
+            };
+            let mut answered = std::pin::pin!(answered);
+            let mut res = answered.as_mut().await;
+            let elapsed = started.elapsed();
+            state.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let tag = answered.take_value().unwrap_or_default();
+            let label = tag.mount.take();
+            let stats = match &label {
+                Some(label) => state.mount(label),
+                None => Found::Cached(&state.unmounted),
+            };
+            let status = usize::from(res.status().as_u16() / 100).clamp(1, 5) - 1;
+            stats.requests[method][status].fetch_add(1, Ordering::Relaxed);
+            stats.latency.observe(elapsed.as_secs_f64());
+            let outcome = tag.outcome.get();
+            if outcome != STATIC_NONE {
+                state.statics[usize::from(outcome - 1)].fetch_add(1, Ordering::Relaxed);
+            }
+            match res.body().size_hint().exact() {
+                Some(len) => {
+                    state.bytes_out.fetch_add(len, Ordering::Relaxed);
+                }
+                None => {
+                    let total = state.bytes_out.clone();
+                    *res.body_mut() = std::mem::take(res.body_mut()).inspect(count_into(total));
+                }
+            }
+            res
+        }
+    }
+}
+
+/// What `Body::inspect` shows of each poll.
+type Polled = std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, stackway::Error>>>;
+
+/// Adds the length of each data frame to `total`.
+fn count_into(total: Arc<AtomicU64>) -> impl FnMut(&Polled) + Send + Unpin + 'static {
+    move |polled| {
+        if let std::task::Poll::Ready(Some(Ok(frame))) = polled {
+            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+            total.fetch_add(len, Ordering::Relaxed);
+        }
+    }
+}
+
+fn scrape(body: &str) -> Response {
+    let mut res = stackway::response::text(body.to_owned());
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+const NONE: &str = "none";
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
+const STATUSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const OUTCOMES: [&str; 3] = ["file", "memory", "miss"];
+
+fn method_class(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+/// The upper bounds of the latency buckets, in seconds (Prometheus' defaults
+/// with a 0.5 ms bucket in front).
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Debug)]
+struct State {
+    started: Instant,
+    server: Option<Stats>,
+    in_flight: AtomicI64,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: Arc<AtomicU64>,
+    statics: [AtomicU64; 3],
+    /// By mount prefix; only prefixes configured in the stack ever arrive.
+    mounts: RwLock<HashMap<Box<str>, Arc<MountStats>>>,
+    /// Requests no mount answered (`mount="none"`).
+    unmounted: Arc<MountStats>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MountStats {
+    requests: [[AtomicU64; 5]; 8],
+    latency: Histogram,
+}
+
+/// A histogram of atomics: one bucket counter each, a count and a sum.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, secs: f64) {
+        if let Some(at) = BUCKETS.iter().position(|&le| secs <= le) {
+            self.buckets[at].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add((secs * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    /// The sum, the count, and each bucket's own count (the encoder adds
+    /// them up), with the `+Inf` bucket (`f64::MAX` to the encoder) last.
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&le, n)| (le, n.load(Ordering::Relaxed)))
+            .collect();
+        let bounded: u64 = buckets.iter().map(|(_, n)| n).sum();
+        let count = self.count.load(Ordering::Relaxed).max(bounded);
+        buckets.push((f64::MAX, count - bounded));
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, count, buckets)
+    }
+}
+
+impl State {
+    /// The stats of the mount `label` names: cached in the label after the
+    /// first request, so a request costs no lookup and no lock.
+    fn mount<'a>(&self, label: &'a Label) -> Found<'a> {
+        let me = self as *const Self as usize;
+        if let Some((owner, stats)) = label.cached.get() {
+            if *owner == me {
+                return Found::Cached(stats);
+            }
+        }
+        let stats = self
+            .mounts
+            .write()
+            .expect("not poisoned")
+            .entry(label.text.clone())
+            .or_default()
+            .clone();
+        // A label counted by two Metrics keeps the first; the other looks up.
+        let (owner, cached) = label.cached.get_or_init(|| (me, stats.clone()));
+        match *owner == me {
+            true => Found::Cached(cached),
+            false => Found::Looked(stats),
+        }
+    }
+}
+
+/// A mount's stats, from its label's cache or looked up.
+enum Found<'a> {
+    Cached(&'a MountStats),
+    Looked(Arc<MountStats>),
+}
+
+impl std::ops::Deref for Found<'_> {
+    type Target = MountStats;
+
+    fn deref(&self) -> &MountStats {
+        match self {
+            Self::Cached(stats) => stats,
+            Self::Looked(stats) => stats,
+        }
+    }
+}
+
+/// Renders the metrics in the text exposition format.
+fn render(state: &Arc<State>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Collect(state.clone())));
+    let mut out = String::new();
+    let _ = text::encode(&mut out, &registry);
+    out
+}
+
+/// The state, encoded at each scrape.
+#[derive(Debug)]
+struct Collect(Arc<State>);
+
+type Labels<'a, const N: usize> = [(&'static str, &'a str); N];
+
+fn counter<const N: usize>(
+    encoder: &mut MetricEncoder<'_>,
+    labels: &Labels<'_, N>,
+    value: u64,
+) -> fmt::Result {
+    encoder
+        .encode_family(labels)?
+        .encode_counter::<NoLabelSet, u64, u64>(&value, None)
+}
+
+impl Collector for Collect {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let state = &self.0;
+        let mut mounts: Vec<(Arc<str>, Arc<MountStats>)> = state
+            .mounts
+            .read()
+            .expect("not poisoned")
+            .iter()
+            .map(|(label, stats)| (Arc::from(&**label), stats.clone()))
+            .chain([(Arc::from(NONE), state.unmounted.clone())])
+            .filter(|(_, stats)| stats.latency.count.load(Ordering::Relaxed) > 0)
+            .collect();
+        mounts.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut family = encoder.encode_descriptor(
+            "stackway_requests",
+            "Requests answered, by mount, method and status class.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (mount, stats) in &mounts {
+            for (m, method) in METHODS.iter().enumerate() {
+                for (s, status) in STATUSES.iter().enumerate() {
+                    let n = stats.requests[m][s].load(Ordering::Relaxed);
+                    if n > 0 {
+                        let labels = [("mount", &**mount), ("method", method), ("status", status)];
+                        counter(&mut family, &labels, n)?;
+                    }
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "stackway_request_duration_seconds",
+            "Time until the response head, by mount.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (mount, stats) in &mounts {
+            let (sum, count, buckets) = stats.latency.snapshot();
+            family
+                .encode_family(&[("mount", &**mount)])?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        let in_flight = state.in_flight.load(Ordering::Relaxed);
+        encoder
+            .encode_descriptor(
+                "stackway_requests_in_flight",
+                "Requests being answered.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&in_flight)?;
+        for (name, help, total) in [
+            (
+                "stackway_request_bytes",
+                "Bytes of request bodies read.",
+                &state.bytes_in,
+            ),
+            (
+                "stackway_response_bytes",
+                "Bytes of response bodies sent.",
+                &state.bytes_out,
+            ),
+        ] {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Counter)?
+                .encode_counter::<NoLabelSet, u64, u64>(&total.load(Ordering::Relaxed), None)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "stackway_static",
+            "SharedData's answers: a file read from disk, from its memory cache, or a miss passed on.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, n) in OUTCOMES.iter().zip(&state.statics) {
+            counter(
+                &mut family,
+                &[("outcome", outcome)],
+                n.load(Ordering::Relaxed),
+            )?;
+        }
+        if let Some(server) = &state.server {
+            for (name, help, kind, value) in [
+                (
+                    "stackway_connections_accepted",
+                    "Connections accepted.",
+                    MetricType::Counter,
+                    server.connections_accepted(),
+                ),
+                (
+                    "stackway_connections_open",
+                    "Connections open.",
+                    MetricType::Gauge,
+                    server.connections_open(),
+                ),
+                (
+                    "stackway_handshakes",
+                    "TLS handshakes and PROXY headers completed.",
+                    MetricType::Counter,
+                    server.handshakes(),
+                ),
+                (
+                    "stackway_handshake_failures",
+                    "TLS handshakes and PROXY headers that failed.",
+                    MetricType::Counter,
+                    server.handshake_failures(),
+                ),
+            ] {
+                let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+                match kind {
+                    MetricType::Gauge => metric.encode_gauge(&value)?,
+                    _ => metric.encode_counter::<NoLabelSet, u64, u64>(&value, None)?,
+                }
+            }
+        }
+        let uptime = state.started.elapsed().as_secs_f64();
+        encoder
+            .encode_descriptor(
+                "stackway_uptime_seconds",
+                "Seconds since the stack was built.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&uptime)?;
+        Ok(())
+    }
+}

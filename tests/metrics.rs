@@ -1,0 +1,186 @@
+//! The Metrics middleware over a real server: a known mix of requests, then
+//! a scrape parsed as Prometheus parses it, with exact counts, buckets and
+//! labels; a flood of hostile paths adds no label value.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use prometheus_parse::{Scrape, Value};
+use stackway::{Request, response};
+use stackway_middleware::{Dispatcher, Lint, Metrics, SharedData};
+use support::Running;
+use support::http::Conn;
+
+fn scrape(addr: std::net::SocketAddr) -> Scrape {
+    let res = Conn::open(addr).get("/metrics");
+    assert_eq!(res.status, 200);
+    assert!(
+        res.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    Scrape::parse(res.text().lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// The value of the sample named `metric` whose labels include `labels`.
+fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<Value> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| s.value.clone())
+}
+
+fn counter(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    match value(scrape, metric, labels) {
+        Some(Value::Counter(n) | Value::Gauge(n) | Value::Untyped(n)) => n,
+        other => panic!("{metric} {labels:?}: {other:?}"),
+    }
+}
+
+#[test]
+fn a_known_mix_gives_exact_counts_buckets_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "static text").unwrap();
+    let api = |req: Request| async move {
+        match *req.method() {
+            http::Method::POST => {
+                let body = req.into_body().collect(1 << 20).await.unwrap();
+                let mut res = response::text(format!("{} bytes", body.len()));
+                *res.status_mut() = http::StatusCode::CREATED;
+                res
+            }
+            _ => response::text("api"),
+        }
+    };
+    let stack = SharedData::new(Dispatcher::new(stackway::apps::hello).mount("/api", api))
+        .export("/static", dir.path());
+    let server = support::server();
+    let metrics = Metrics::new(Lint::strict(stack)).server(server.stats());
+    let running = Running::start(server, metrics);
+    let addr = running.addr;
+
+    let mut conn = Conn::open(addr);
+    for _ in 0..3 {
+        assert_eq!(conn.get("/api/x").status, 200);
+    }
+    for body in ["12345", "1234567890"] {
+        conn.send(
+            format!(
+                "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(conn.read_response().status, 201);
+    }
+    // Chunked: counted as it is read.
+    conn.send(b"POST /api/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n");
+    assert_eq!(conn.read_response().status, 201);
+    assert_eq!(conn.get("/static/a.txt").text(), "static text"); // from disk
+    assert_eq!(conn.get("/static/a.txt").text(), "static text"); // from memory
+    assert_eq!(conn.get("/static/missing").status, 200); // a miss, then hello at /
+    assert_eq!(conn.get("/api/../x").status, 400);
+    drop(conn);
+
+    let scraped = scrape(addr);
+    let requests = |mount, method, status| {
+        counter(
+            &scraped,
+            "stackway_requests_total",
+            &[("mount", mount), ("method", method), ("status", status)],
+        )
+    };
+    assert_eq!(requests("/api", "GET", "2xx"), 3.0);
+    assert_eq!(requests("/api", "POST", "2xx"), 3.0);
+    assert_eq!(requests("/static", "GET", "2xx"), 2.0);
+    assert_eq!(requests("/", "GET", "2xx"), 1.0);
+    assert_eq!(
+        requests("none", "GET", "4xx"),
+        1.0,
+        "the Dispatcher refused it before any mount"
+    );
+    assert_eq!(
+        counter(&scraped, "stackway_static_total", &[("outcome", "file")]),
+        1.0
+    );
+    assert_eq!(
+        counter(&scraped, "stackway_static_total", &[("outcome", "memory")]),
+        1.0
+    );
+    assert_eq!(
+        counter(&scraped, "stackway_static_total", &[("outcome", "miss")]),
+        1.0
+    );
+    assert_eq!(counter(&scraped, "stackway_request_bytes_total", &[]), 19.0);
+    assert!(counter(&scraped, "stackway_response_bytes_total", &[]) >= 3.0 * 3.0 + 2.0 * 11.0);
+    assert_eq!(counter(&scraped, "stackway_requests_in_flight", &[]), 0.0);
+    // One connection for the mix, one for this scrape.
+    assert_eq!(
+        counter(&scraped, "stackway_connections_accepted_total", &[]),
+        2.0
+    );
+    assert_eq!(counter(&scraped, "stackway_connections_open", &[]), 1.0);
+
+    // Six requests at /api, each in its bucket and counted once at +Inf.
+    let Some(Value::Histogram(buckets)) = value(
+        &scraped,
+        "stackway_request_duration_seconds",
+        &[("mount", "/api")],
+    ) else {
+        panic!("no histogram for /api")
+    };
+    assert_eq!(buckets.last().unwrap().less_than, f64::INFINITY);
+    assert_eq!(buckets.last().unwrap().count, 6.0);
+    assert!(
+        buckets.windows(2).all(|w| w[0].count <= w[1].count),
+        "cumulative: {buckets:?}"
+    );
+    assert_eq!(
+        counter(
+            &scraped,
+            "stackway_request_duration_seconds_count",
+            &[("mount", "/api")]
+        ),
+        6.0
+    );
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_flood_of_hostile_paths_adds_no_label_value() {
+    let stack = Dispatcher::new(stackway::apps::hello).mount("/api", stackway::apps::hello);
+    let running = Running::start(support::server(), Metrics::new(stack));
+    let mut conn = Conn::open(running.addr);
+    for n in 0..300 {
+        let path = match n % 3 {
+            0 => format!("/api/{n}/%2e%2e/%00{n}"),
+            1 => format!("/%61pi/x{n}"),
+            _ => format!("/random-{n}?mount=/evil{n}"),
+        };
+        let status = conn.get(&path).status;
+        assert!(status == 200 || status == 400, "{path}: {status}");
+    }
+    let scraped = scrape(running.addr);
+    let mounts: BTreeSet<String> = scraped
+        .samples
+        .iter()
+        .filter_map(|s| s.labels.get("mount").map(str::to_owned))
+        .collect();
+    assert!(
+        mounts.is_subset(&["/", "/api", "none"].map(String::from).into()),
+        "{mounts:?}"
+    );
+    let total: f64 = scraped
+        .samples
+        .iter()
+        .filter(|s| s.metric == "stackway_requests_total")
+        .map(|s| match s.value {
+            Value::Counter(n) | Value::Untyped(n) => n,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(total, 300.0);
+    running.stop().unwrap();
+}
