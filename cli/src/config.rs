@@ -67,6 +67,10 @@ struct File {
     access_log: Option<bool>,
     #[serde(default, deserialize_with = "path")]
     metrics: Option<String>,
+    #[serde(default, deserialize_with = "path")]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "bind")]
+    admin_bind: Option<Bind>,
     #[serde(default, deserialize_with = "proxy_fix")]
     proxy_fix: Option<[usize; 5]>,
     request_id: Option<bool>,
@@ -93,7 +97,7 @@ struct File {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Listen {
-    #[serde(deserialize_with = "bind")]
+    #[serde(deserialize_with = "required_bind")]
     bind: Bind,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -239,7 +243,7 @@ pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> 
             body_timeout handshake_timeout max_body_size max_header_size max_connections log_level
             log_format access_log request_id cors secure_headers compress wsgi_threads
             proxy_connect_timeout proxy_read_timeout;
-        optional: socket_mode tls_cert tls_key workers health drain_delay proxy_fix timeout metrics
+        optional: socket_mode tls_cert tls_key workers health drain_delay proxy_fix timeout metrics status admin_bind
     );
     if let Some(dirs) = file.pythonpath {
         if !given("python_path") {
@@ -447,8 +451,12 @@ fn checked<'de, D: Deserializer<'de>, T, V: Deserialize<'de>>(
         .map_err(de::Error::custom)
 }
 
-fn bind<'de, D: Deserializer<'de>>(d: D) -> Result<Bind, D::Error> {
-    checked(d, |s: String| parse_bind(&s)).map(Option::unwrap)
+fn bind<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bind>, D::Error> {
+    checked(d, |s: String| parse_bind(&s))
+}
+
+fn required_bind<'de, D: Deserializer<'de>>(d: D) -> Result<Bind, D::Error> {
+    bind(d).map(Option::unwrap)
 }
 
 fn binds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Bind>>, D::Error> {

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
-use stackway::server::Tls;
+use stackway::server::{ListenAddr, Tls};
+use stackway::{App, Request, RequestExt, response};
 use stackway::{BoxApp, Server};
-use stackway::{Request, response};
 use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
@@ -166,6 +166,16 @@ struct ServeArgs {
     /// latency histograms, bytes, connections, SharedData hits) [default: off].
     #[arg(long, value_name = "PATH", value_parser = parse_path)]
     metrics: Option<String>,
+
+    /// Serve a live status page at PATH (its JSON at PATH.json): uptime, listeners, requests,
+    /// rates and p50/p99 per mount with sparklines, the last errors [default: off].
+    #[arg(long, value_name = "PATH", value_parser = parse_path)]
+    status: Option<String>,
+
+    /// Serve --status and --metrics only on this extra address (as 127.0.0.1:9901), so that
+    /// they never face the clients of the other listeners.
+    #[arg(long, value_name = "HOST:PORT", value_parser = listen::parse_bind)]
+    admin_bind: Option<listen::Bind>,
 
     /// Log one line per request to standard error, in the Common Log Format [default: off].
     #[arg(long)]
@@ -423,13 +433,28 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let opened = match listen::open(&listen_specs(&args)) {
+    let mut specs = listen_specs(&args);
+    if let Some(bind) = &args.admin_bind {
+        specs.push(listen::ListenSpec {
+            bind: bind.clone(),
+            tls: None,
+            proxy_protocol: false,
+            reuse_port: false,
+            mode: args.socket_mode,
+        });
+    }
+    let opened = match listen::open(&specs) {
         Ok(opened) => opened,
         Err(message) => {
             eprintln!("stackway: {message}");
             return ExitCode::from(1);
         }
     };
+    let admin = args
+        .admin_bind
+        .as_ref()
+        .and_then(|_| opened.listeners.get(specs.len() - 1))
+        .map(|l| l.local_addr().clone());
     let handover = restart::Handover::new(&opened.listeners);
     let server = match Server::new(opened.listeners) {
         Ok(server) => server,
@@ -438,8 +463,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(path) = &args.metrics {
-        app = BoxApp::new(Metrics::new(app).path(path).server(server.stats()));
+    if args.metrics.is_some() || args.status.is_some() {
+        app = observed(app, &args, &server, admin.as_ref());
     }
     let handed_over = Arc::new(AtomicBool::new(false));
     let mut server = server
@@ -483,6 +508,47 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The stack inside `Metrics`, with the status page and the exposition in
+/// front of it, or on the admin listener alone.
+fn observed(app: BoxApp, args: &ServeArgs, server: &Server, admin: Option<&ListenAddr>) -> BoxApp {
+    let metrics = Metrics::new(app).server(server.stats()).no_endpoint();
+    let listeners = server
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let status = args
+        .status
+        .as_deref()
+        .map(|path| metrics.status_page().path(path).listeners(listeners));
+    let exposition = args.metrics.as_deref().map(|path| metrics.exposition(path));
+    let admin_addr = match admin {
+        Some(ListenAddr::Tcp { addr, .. }) => Some(*addr),
+        _ => None,
+    };
+    let metrics = Arc::new(metrics);
+    BoxApp::new(move |req: Request| {
+        let (metrics, status, exposition) = (metrics.clone(), status.clone(), exposition.clone());
+        async move {
+            let on_admin = req.environ().local_addr() == admin_addr && admin_addr.is_some();
+            if let Some(status) =
+                status.filter(|s| s.serves(&req) && (on_admin || admin_addr.is_none()))
+            {
+                return status.call(req).await;
+            }
+            if let Some(exposition) =
+                exposition.filter(|e| e.serves(&req) && (on_admin || admin_addr.is_none()))
+            {
+                return exposition.call(req).await;
+            }
+            if on_admin {
+                return response::status(stackway::http::StatusCode::NOT_FOUND);
+            }
+            metrics.call(req).await
+        }
+    })
 }
 
 /// The listeners the flags (or the config file) ask for.

@@ -34,10 +34,15 @@
 //! outermost one a request went through), `none` for a request neither
 //! handled: never the request's path, so no request can add a label value.
 
+mod status;
+
+pub use status::StatusPage;
+
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use http::{HeaderValue, Method, header};
@@ -56,7 +61,8 @@ use stackway::{App, Request, Response};
 #[derive(Debug, Clone)]
 pub struct Metrics<A> {
     inner: A,
-    path: String,
+    /// Where the exposition is served, if in the stack at all.
+    path: Option<String>,
     state: Arc<State>,
 }
 
@@ -125,7 +131,7 @@ impl<A> Metrics<A> {
     pub fn new(inner: A) -> Self {
         Self {
             inner,
-            path: "/metrics".to_owned(),
+            path: Some("/metrics".to_owned()),
             state: Arc::new(State {
                 started: Instant::now(),
                 server: None,
@@ -135,14 +141,30 @@ impl<A> Metrics<A> {
                 statics: Default::default(),
                 mounts: RwLock::default(),
                 unmounted: Arc::default(),
+                errors: Mutex::default(),
             }),
         }
     }
 
     /// Serves the metrics at `path` instead (a request for it is not counted).
     pub fn path(mut self, path: &str) -> Self {
-        self.path = path.to_owned();
+        self.path = Some(path.to_owned());
         self
+    }
+
+    /// Counts without serving the metrics in the stack: serve
+    /// [`exposition`](Self::exposition) elsewhere (an admin listener).
+    pub fn no_endpoint(mut self) -> Self {
+        self.path = None;
+        self
+    }
+
+    /// An app that serves these metrics at `path` (404 elsewhere).
+    pub fn exposition(&self, path: &str) -> Exposition {
+        Exposition {
+            state: self.state.clone(),
+            path: path.to_owned(),
+        }
     }
 
     /// Also reports the server's connections and handshakes
@@ -152,6 +174,13 @@ impl<A> Metrics<A> {
             .expect("configured before it is shared")
             .server = Some(stats);
         self
+    }
+
+    /// The live status page over these counters (at `/status`, its JSON at
+    /// `/status.json`); serve it apart, on an admin listener, or in front of
+    /// the stack.
+    pub fn status_page(&self) -> StatusPage {
+        StatusPage::new(self.state.clone())
     }
 
     /// The metrics in the text exposition format, as a scrape gets them.
@@ -166,7 +195,7 @@ impl<A: App> App for Metrics<A> {
     // not the request beside it (half the size, and half the bytes moved).
     fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
         let state = &self.state;
-        let counted = if req.uri().path() == self.path {
+        let counted = if self.path.as_deref() == Some(req.uri().path()) {
             Err(scrape(&render(state)))
         } else {
             state.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -200,6 +229,9 @@ impl<A: App> App for Metrics<A> {
                 None => Found::Cached(&state.unmounted),
             };
             let status = usize::from(res.status().as_u16() / 100).clamp(1, 5) - 1;
+            if status == 4 {
+                state.failed(method, res.status().as_u16(), label.as_deref());
+            }
             stats.requests[method][status].fetch_add(1, Ordering::Relaxed);
             stats.latency.observe(elapsed.as_secs_f64());
             let outcome = tag.outcome.get();
@@ -216,6 +248,30 @@ impl<A: App> App for Metrics<A> {
                 }
             }
             res
+        }
+    }
+}
+
+/// Serves a [`Metrics`]' counters in the text exposition format, apart
+/// from the stack it counts; see [`Metrics::exposition`].
+#[derive(Debug, Clone)]
+pub struct Exposition {
+    state: Arc<State>,
+    path: String,
+}
+
+impl Exposition {
+    /// Whether `req` asks for the metrics.
+    pub fn serves(&self, req: &Request) -> bool {
+        req.uri().path() == self.path
+    }
+}
+
+impl App for Exposition {
+    async fn call(&self, req: Request) -> Response {
+        match req.uri().path() == self.path {
+            true => scrape(&render(&self.state)),
+            false => stackway::response::status(http::StatusCode::NOT_FOUND),
         }
     }
 }
@@ -282,7 +338,21 @@ struct State {
     mounts: RwLock<HashMap<Box<str>, Arc<MountStats>>>,
     /// Requests no mount answered (`mount="none"`).
     unmounted: Arc<MountStats>,
+    /// The last 5xx answers, newest last, for the status page.
+    errors: Mutex<VecDeque<Failure>>,
 }
+
+/// A 5xx answer, for the status page.
+#[derive(Debug)]
+struct Failure {
+    at: Instant,
+    method: &'static str,
+    status: u16,
+    mount: String,
+}
+
+/// How many 5xx answers the status page lists.
+const FAILURES: usize = 20;
 
 #[derive(Debug, Default)]
 pub(crate) struct MountStats {
@@ -325,6 +395,34 @@ impl Histogram {
 }
 
 impl State {
+    fn failed(&self, method: usize, status: u16, label: Option<&Label>) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if errors.len() == FAILURES {
+            errors.pop_front();
+        }
+        errors.push_back(Failure {
+            at: Instant::now(),
+            method: METHODS[method],
+            status,
+            mount: label.map_or(NONE, |l| &l.text).to_owned(),
+        });
+    }
+
+    /// Every mount counted so far, `none` among them, by label.
+    fn mounts_sorted(&self) -> Vec<(Arc<str>, Arc<MountStats>)> {
+        let mut mounts: Vec<(Arc<str>, Arc<MountStats>)> = self
+            .mounts
+            .read()
+            .expect("not poisoned")
+            .iter()
+            .map(|(label, stats)| (Arc::from(&**label), stats.clone()))
+            .chain([(Arc::from(NONE), self.unmounted.clone())])
+            .filter(|(_, stats)| stats.latency.count.load(Ordering::Relaxed) > 0)
+            .collect();
+        mounts.sort_by(|a, b| a.0.cmp(&b.0));
+        mounts
+    }
+
     /// The stats of the mount `label` names: cached in the label after the
     /// first request, so a request costs no lookup and no lock.
     fn mount<'a>(&self, label: &'a Label) -> Found<'a> {
@@ -395,16 +493,7 @@ fn counter<const N: usize>(
 impl Collector for Collect {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let state = &self.0;
-        let mut mounts: Vec<(Arc<str>, Arc<MountStats>)> = state
-            .mounts
-            .read()
-            .expect("not poisoned")
-            .iter()
-            .map(|(label, stats)| (Arc::from(&**label), stats.clone()))
-            .chain([(Arc::from(NONE), state.unmounted.clone())])
-            .filter(|(_, stats)| stats.latency.count.load(Ordering::Relaxed) > 0)
-            .collect();
-        mounts.sort_by(|a, b| a.0.cmp(&b.0));
+        let mounts = state.mounts_sorted();
 
         let mut family = encoder.encode_descriptor(
             "stackway_requests",

@@ -1,0 +1,178 @@
+//! The status page in a real browser: headless Chromium (Debian's `chromium`)
+//! loads it from the admin listener while requests run, and the page's own
+//! DOM says the tables and sparklines rendered and updated. A screenshot is
+//! saved as a test artifact (`target/tmp/status.png`).
+
+#[path = "../../tests/support/http.rs"]
+mod http;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::Conn;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+}
+
+/// Chromium, headless, with the flags that keep it off the network.
+fn headless(chromium: &str, profile: &std::path::Path) -> Command {
+    let mut command = Command::new(chromium);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            // Time runs ahead while nothing is pending: five seconds of the page's
+            // polling, fetches included, then the DOM.
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    command
+}
+
+#[test]
+fn the_status_page_renders_and_updates_in_chromium() {
+    let Some(chromium) = chromium() else {
+        eprintln!("skipped: Debian's chromium package is not installed (.ci/run installs it)");
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stackway"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin-bind",
+            "127.0.0.1:0",
+        ])
+        .args(["--status", "/status", "--metrics", "/metrics"])
+        .args([
+            "--mount",
+            "/=hello",
+            "--mount",
+            "/env=demo",
+            "--mount",
+            "/down=http://127.0.0.1:1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut addr = || -> SocketAddr {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line.trim_end()
+            .strip_prefix("listening on http://")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (public, admin) = (addr(), addr());
+    let _server = Killed(child);
+    // The page is the admin listener's alone.
+    assert_eq!(
+        Conn::open(public).get("/status").text(),
+        "<h1>Hello, status!</h1>"
+    );
+
+    // Requests while the browser looks: a demo page and a failing upstream (502).
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut conn = Conn::open(public);
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(conn.get("/env/x").status, 200);
+                assert_eq!(conn.get("/down/").status, 502);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{admin}/status");
+    let dom = headless(chromium, profile.path())
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let updates: u32 = dom
+        .split("data-updates=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no data-updates in {dom}"));
+    assert!(
+        updates >= 3,
+        "the page polled its JSON {updates} times: {dom}"
+    );
+    let env_row = dom
+        .split("data-mount=\"/env\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no /env row in {dom}"));
+    let points = env_row
+        .split("points=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("");
+    assert!(
+        points.split(' ').count() >= 3,
+        "a sparkline of at least 3 points: {env_row}"
+    );
+    let rate = env_row
+        .split("data-f=\"rate\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap_or("");
+    assert!(
+        rate.parse::<f64>().is_ok_and(|r| r > 0.0),
+        "a live rate: {env_row}"
+    );
+    assert!(dom.contains("data-mount=\"/down\""), "{dom}");
+    let errors = dom.split("id=\"errors\"").nth(1).unwrap_or("");
+    assert!(
+        errors.contains("<td>502</td>") && errors.contains("<td>/down</td>"),
+        "{errors}"
+    );
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status.png");
+    let _ = std::fs::remove_file(&shot);
+    let taken = headless(chromium, profile.path())
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1000,720")
+        .arg(&url)
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot ({e}): {taken:?}"));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    eprintln!("screenshot: {}", shot.display());
+}

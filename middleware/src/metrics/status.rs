@@ -1,0 +1,267 @@
+//! A live status page over a [`Metrics`](super::Metrics)' counters, as
+//! nginx's `stub_status` and HAProxy's stats page: one HTML page with no
+//! external assets, readable without JavaScript, and a few lines of script
+//! that poll its JSON twin (`PATH.json`) every second to draw rates, p50/p99
+//! and sparklines.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use stackway::response::escape_html;
+use stackway::{App, Request, Response, response};
+
+use super::{BUCKETS, NONE, State};
+
+/// A live status page over a [`Metrics`](super::Metrics)' counters: one
+/// HTML page with no external assets, readable without JavaScript, whose
+/// script polls its JSON twin (`PATH.json`) every second to draw rates,
+/// p50/p99 and sparklines. Made by
+/// [`Metrics::status_page`](super::Metrics::status_page).
+#[derive(Debug, Clone)]
+pub struct StatusPage {
+    state: Arc<State>,
+    path: String,
+    json: String,
+    listeners: Vec<String>,
+}
+
+impl StatusPage {
+    pub(super) fn new(state: Arc<State>) -> Self {
+        Self {
+            state,
+            path: "/status".to_owned(),
+            json: "/status.json".to_owned(),
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Serves the page at `path` (default `/status`) and its JSON at
+    /// `path.json`.
+    pub fn path(mut self, path: &str) -> Self {
+        self.path = path.to_owned();
+        self.json = format!("{path}.json");
+        self
+    }
+
+    /// The listening addresses to show.
+    pub fn listeners(mut self, listeners: Vec<String>) -> Self {
+        self.listeners = listeners;
+        self
+    }
+
+    /// Whether `req` asks for the page or its JSON.
+    pub fn serves(&self, req: &Request) -> bool {
+        let path = req.uri().path();
+        path == self.path || path == self.json
+    }
+
+    /// The page's data.
+    pub fn snapshot(&self) -> Value {
+        let state = &self.state;
+        let mut mounts: Vec<Value> = state
+            .mounts_sorted()
+            .into_iter()
+            .map(|(mount, stats)| {
+                let (sum, count, buckets) = stats.latency.snapshot();
+                let errors: u64 = stats
+                    .requests
+                    .iter()
+                    .map(|m| m[4].load(Ordering::Relaxed))
+                    .sum();
+                json!({
+                    "mount": &*mount,
+                    "requests": count,
+                    "errors": errors,
+                    "seconds": sum,
+                    "buckets": buckets.iter().map(|(_, n)| n).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        mounts.sort_by(|a, b| a["mount"].as_str().cmp(&b["mount"].as_str()));
+        let server = state.server.as_ref();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": state.started.elapsed().as_secs_f64(),
+            "listeners": self.listeners,
+            "in_flight": state.in_flight.load(Ordering::Relaxed),
+            "connections": {
+                "accepted": server.map(|s| s.connections_accepted()),
+                "open": server.map(|s| s.connections_open()),
+            },
+            "bytes": {
+                "in": state.bytes_in.load(Ordering::Relaxed),
+                "out": state.bytes_out.load(Ordering::Relaxed),
+            },
+            "static": {
+                "file": state.statics[0].load(Ordering::Relaxed),
+                "memory": state.statics[1].load(Ordering::Relaxed),
+                "miss": state.statics[2].load(Ordering::Relaxed),
+            },
+            "bounds": BUCKETS,
+            "mounts": mounts,
+            "errors": state.errors.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().map(|e| json!({
+                "seconds_ago": e.at.elapsed().as_secs(),
+                "method": e.method,
+                "status": e.status,
+                "mount": e.mount,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn page(&self) -> String {
+        let data = self.snapshot();
+        let mut rows = String::new();
+        for mount in data["mounts"].as_array().into_iter().flatten() {
+            let buckets: Vec<u64> = mount["buckets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .collect();
+            let name = escape_html(mount["mount"].as_str().unwrap_or(NONE));
+            let _ = write!(
+                rows,
+                "<tr data-mount=\"{name}\"><td>{name}</td><td class=n data-f=requests>{}</td>\
+                 <td class=n data-f=rate>–</td><td class=n data-f=p50>{}</td><td class=n data-f=p99>{}</td>\
+                 <td class=n data-f=errors>{}</td><td><svg width=120 height=24><polyline data-f=spark \
+                 fill=none stroke=#2a7 stroke-width=1.5 points=\"\"/></svg></td></tr>",
+                mount["requests"],
+                quantile_ms(&buckets, 0.5),
+                quantile_ms(&buckets, 0.99),
+                mount["errors"],
+            );
+        }
+        let mut errors = String::new();
+        for e in data["errors"].as_array().into_iter().flatten() {
+            let _ = write!(
+                errors,
+                "<tr><td>{}s ago</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                e["seconds_ago"],
+                escape_html(e["method"].as_str().unwrap_or("")),
+                e["status"],
+                escape_html(e["mount"].as_str().unwrap_or("")),
+            );
+        }
+        let listeners = data["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(escape_html)
+            .collect::<Vec<_>>()
+            .join(", ");
+        PAGE.replace("{version}", env!("CARGO_PKG_VERSION"))
+            .replace(
+                "{uptime}",
+                &format!("{:.0}", data["uptime_seconds"].as_f64().unwrap_or(0.0)),
+            )
+            .replace("{listeners}", &listeners)
+            .replace("{in_flight}", &data["in_flight"].to_string())
+            .replace("{open}", &data["connections"]["open"].to_string())
+            .replace(
+                "{static}",
+                &format!(
+                    "{} / {} / {}",
+                    data["static"]["file"], data["static"]["memory"], data["static"]["miss"]
+                ),
+            )
+            .replace("{rows}", &rows)
+            .replace("{errors}", &errors)
+            .replace("{json}", &escape_html(&self.json))
+            .replace(
+                "{bounds}",
+                &serde_json::to_string(&BUCKETS).unwrap_or_default(),
+            )
+    }
+}
+
+/// The upper bound (in milliseconds) of the bucket where the quantile `q`
+/// falls, from per-bucket counts with `+Inf` last; `–` with no request.
+fn quantile_ms(buckets: &[u64], q: f64) -> String {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return "–".to_owned();
+    }
+    let wanted = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (at, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= wanted {
+            return match BUCKETS.get(at) {
+                Some(le) => format!("≤ {}", le * 1000.0),
+                None => format!("> {}", BUCKETS[BUCKETS.len() - 1] * 1000.0),
+            };
+        }
+    }
+    "–".to_owned()
+}
+
+impl App for StatusPage {
+    async fn call(&self, req: Request) -> Response {
+        let mut res = match req.uri().path() {
+            path if path == self.json => response::json(&self.snapshot()),
+            path if path == self.path => response::html(self.page()),
+            _ => response::status(StatusCode::NOT_FOUND),
+        };
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+}
+
+const PAGE: &str = r##"<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>stackway status</title>
+<meta name=viewport content="width=device-width">
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
+h1{font-size:1.3em}h2{font-size:1.05em;margin-top:1.6em}
+table{border-collapse:collapse}td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}
+dt{color:#666}
+</style></head>
+<body data-updates=0>
+<h1>stackway {version}</h1>
+<dl><dt>uptime</dt><dd id=uptime>{uptime} s</dd><dt>listeners</dt><dd>{listeners}</dd>
+<dt>in flight</dt><dd id=in_flight>{in_flight}</dd><dt>connections open</dt><dd id=open>{open}</dd>
+<dt>static files: disk / memory / miss</dt><dd id=static>{static}</dd></dl>
+<h2>Mounts</h2>
+<table id=mounts><thead><tr><th>mount</th><th>requests</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th><th>5xx</th><th>last 60 s</th></tr></thead>
+<tbody>{rows}</tbody></table>
+<h2>Last errors</h2>
+<table id=errors><thead><tr><th>when</th><th>method</th><th>status</th><th>mount</th></tr></thead><tbody>{errors}</tbody></table>
+<script>
+"use strict";
+const bounds={bounds},last={},history={};
+function q(b,p){const t=b.reduce((a,n)=>a+n,0);if(!t)return"–";let s=0,w=Math.max(1,Math.ceil(p*t));
+for(let i=0;i<b.length;i++){s+=b[i];if(s>=w)return i<bounds.length?"≤ "+bounds[i]*1000:"> "+bounds[bounds.length-1]*1000}return"–"}
+function esc(t){return String(t).replace(/[&<>"]/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]))}
+async function tick(){
+ const d=await (await fetch("{json}",{cache:"no-store"})).json();
+ document.getElementById("uptime").textContent=Math.round(d.uptime_seconds)+" s";
+ document.getElementById("in_flight").textContent=d.in_flight;
+ document.getElementById("open").textContent=d.connections.open;
+ document.getElementById("static").textContent=d.static.file+" / "+d.static.memory+" / "+d.static.miss;
+ const body=document.querySelector("#mounts tbody");
+ for(const m of d.mounts){
+  let row=[...body.rows].find(r=>r.dataset.mount===m.mount);
+  if(!row){row=body.insertRow();row.dataset.mount=m.mount;row.innerHTML="<td>"+esc(m.mount)+"</td><td class=n data-f=requests></td><td class=n data-f=rate></td><td class=n data-f=p50></td><td class=n data-f=p99></td><td class=n data-f=errors></td><td><svg width=120 height=24><polyline data-f=spark fill=none stroke=#2a7 stroke-width=1.5 points=''/></svg></td>"}
+  const prev=last[m.mount],now=performance.now();
+  const recent=prev?m.buckets.map((n,i)=>n-prev.buckets[i]):m.buckets;
+  const rate=prev?(m.requests-prev.requests)/((now-prev.at)/1000):0;
+  last[m.mount]={requests:m.requests,buckets:m.buckets,at:now};
+  const h=history[m.mount]=(history[m.mount]||[]).concat([rate]).slice(-60);
+  const f=k=>row.querySelector("[data-f="+k+"]");
+  f("requests").textContent=m.requests;f("rate").textContent=rate.toFixed(1);
+  f("p50").textContent=q(recent,.5);f("p99").textContent=q(recent,.99);f("errors").textContent=m.errors;
+  const top=Math.max(1,...h);f("spark").setAttribute("points",h.map((v,i)=>(i*2)+","+(22-20*v/top).toFixed(1)).join(" "));
+ }
+ document.querySelector("#errors tbody").innerHTML=d.errors.map(e=>"<tr><td>"+e.seconds_ago+"s ago</td><td>"+esc(e.method)+"</td><td>"+e.status+"</td><td>"+esc(e.mount)+"</td></tr>").join("");
+ document.body.dataset.updates=+document.body.dataset.updates+1;
+}
+tick();setInterval(tick,1000);
+</script>
+</body></html>
+"##;
