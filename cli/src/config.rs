@@ -74,6 +74,7 @@ struct File {
     #[serde(default, deserialize_with = "proxy_fix")]
     proxy_fix: Option<[usize; 5]>,
     request_id: Option<bool>,
+    trace_context: Option<bool>,
     cors: Option<Vec<String>>,
     secure_headers: Option<bool>,
     compress: Option<bool>,
@@ -241,7 +242,7 @@ pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> 
     keys!(
         plain: reuse_port proxy_protocol grace_period header_timeout idle_timeout send_timeout
             body_timeout handshake_timeout max_body_size max_header_size max_connections log_level
-            log_format access_log request_id cors secure_headers compress wsgi_threads
+            log_format access_log request_id trace_context cors secure_headers compress wsgi_threads
             proxy_connect_timeout proxy_read_timeout;
         optional: socket_mode tls_cert tls_key workers health drain_delay proxy_fix timeout metrics status admin_bind
     );

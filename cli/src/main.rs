@@ -30,7 +30,7 @@ use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
 use stackway_middleware::{
     AccessLog, Compress, Cors, Dispatcher, Metrics, Proxy, ProxyFix, RequestIds, SetHeaders,
-    SharedData, Timeout,
+    SharedData, Timeout, TraceContext,
 };
 use stackway_wsgi::Wsgi;
 
@@ -156,6 +156,11 @@ struct ServeArgs {
     /// one is kept when --proxy-fix is on, as a proxy in front is trusted then.
     #[arg(long)]
     request_id: bool,
+
+    /// Read each request's W3C traceparent (or start a trace), log inside a span with its
+    /// trace and span ids, and pass the trace on to upstreams.
+    #[arg(long)]
+    trace_context: bool,
 
     /// Add the usual security headers to responses (nosniff, Referrer-Policy,
     /// X-Frame-Options, and HSTS over https).
@@ -707,6 +712,9 @@ fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
             // The Common Log Format, alone on its line as web servers write it.
             _ => AccessLog::new(app).sink(|line: &str| eprintln!("{line}")),
         });
+    }
+    if args.trace_context {
+        app = BoxApp::new(TraceContext::new(app));
     }
     if args.request_id {
         app = BoxApp::new(RequestIds::new(app).trust_incoming(args.proxy_fix.is_some()));

@@ -105,6 +105,12 @@ fn the_example_file_serves_every_listener_mount_and_export() {
     assert_eq!(get("/py/stackway").text(), "Hello, stackway!");
     let api = get("/api/users");
     assert!(api.text().contains("PATH_INFO=/users\n"), "{}", api.text());
+    // trace_context: the upstream got a traceparent.
+    assert!(
+        api.text().contains("HTTP_TRACEPARENT=00-"),
+        "{}",
+        api.text()
+    );
     let page = get("/static/");
     assert_eq!(page.header("cache-control"), Some("public, max-age=3600"));
     assert!(page.text().contains("<html"), "{}", page.text());

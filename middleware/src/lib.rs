@@ -52,6 +52,7 @@ pub mod router;
 pub mod set_headers;
 pub mod shared_data;
 pub mod timeout;
+pub mod trace_context;
 
 pub use access_log::AccessLog;
 pub use body_limit::BodyLimit;
@@ -69,3 +70,4 @@ pub use router::Router;
 pub use set_headers::SetHeaders;
 pub use shared_data::{ExportError, SharedData};
 pub use timeout::Timeout;
+pub use trace_context::TraceContext;

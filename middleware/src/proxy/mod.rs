@@ -399,6 +399,11 @@ impl App for Proxy {
             let mut headers = req.headers().clone();
             headers::strip_hop_by_hop(&mut headers, upgrading);
             headers::forward(&mut headers, &env, client_host.as_deref());
+            // Inside a TraceContext, this server's span is the upstream's parent.
+            if let Some(trace) = crate::trace_context::Trace::of(&req) {
+                let value = trace.traceparent().parse().expect("hex and dashes");
+                headers.insert("traceparent", value);
+            }
             if self.settings.forwarded {
                 headers::forwarded(&mut headers, &env, client_host.as_deref());
             }
