@@ -184,3 +184,47 @@ fn a_flood_of_hostile_paths_adds_no_label_value() {
     assert_eq!(total, 300.0);
     running.stop().unwrap();
 }
+
+#[test]
+fn each_upstream_of_a_proxy_mount_is_reported() {
+    let upstream = Running::start(support::server(), stackway::apps::hello);
+    // Port 1: nothing listens there; max_fails 1 leaves it out after one failure.
+    let (live, dead) = (
+        format!("http://{}", upstream.addr),
+        "http://127.0.0.1:1".to_owned(),
+    );
+    let proxy = stackway_middleware::Proxy::balance([live.as_str(), dead.as_str()]);
+    let stats = proxy.stats();
+    assert_eq!(
+        stats.upstreams().len(),
+        2,
+        "reported before the first request"
+    );
+    let metrics = Metrics::new(Dispatcher::default().mount("/api", proxy)).proxy("/api", stats);
+    let running = Running::start(support::server(), metrics);
+    let mut conn = Conn::open(running.addr);
+    for _ in 0..6 {
+        // A GET that fails to connect is tried once more on the other upstream.
+        assert_eq!(conn.get("/api/x").status, 200);
+    }
+    let scraped = scrape(running.addr);
+    let upstream_value =
+        |metric, name: &str| counter(&scraped, metric, &[("mount", "/api"), ("upstream", name)]);
+    assert_eq!(
+        upstream_value("stackway_upstream_requests_total", &live),
+        6.0
+    );
+    assert_eq!(
+        upstream_value("stackway_upstream_requests_total", &dead),
+        0.0
+    );
+    assert_eq!(
+        upstream_value("stackway_upstream_failures_total", &dead),
+        1.0
+    );
+    assert_eq!(upstream_value("stackway_upstream_up", &live), 1.0);
+    assert_eq!(upstream_value("stackway_upstream_up", &dead), 0.0);
+    assert_eq!(upstream_value("stackway_upstream_in_flight", &live), 0.0);
+    running.stop().unwrap();
+    upstream.stop().unwrap();
+}

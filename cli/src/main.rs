@@ -26,6 +26,7 @@ use stackway::server::{ListenAddr, Tls};
 use stackway::{App, Request, RequestExt, response};
 use stackway::{BoxApp, Server};
 use stackway_middleware::access_log::LogFormat;
+use stackway_middleware::proxy::ProxyStats;
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
 use stackway_middleware::{
@@ -420,8 +421,8 @@ fn main() -> ExitCode {
     }
     // Everything the flags say is checked before the port is taken, so a
     // wrong flag is never reported as a busy port.
-    let mut app = match build_app(&args) {
-        Ok(app) => app,
+    let (mut app, proxies) = match build_app(&args) {
+        Ok(built) => built,
         Err(message) => {
             eprintln!("stackway: {message}");
             return ExitCode::from(2);
@@ -469,7 +470,7 @@ fn main() -> ExitCode {
         }
     };
     if args.metrics.is_some() || args.status.is_some() {
-        app = observed(app, &args, &server, admin.as_ref());
+        app = observed(app, &args, &server, admin.as_ref(), proxies);
     }
     let handed_over = Arc::new(AtomicBool::new(false));
     let mut server = server
@@ -517,8 +518,17 @@ fn main() -> ExitCode {
 
 /// The stack inside `Metrics`, with the status page and the exposition in
 /// front of it, or on the admin listener alone.
-fn observed(app: BoxApp, args: &ServeArgs, server: &Server, admin: Option<&ListenAddr>) -> BoxApp {
-    let metrics = Metrics::new(app).server(server.stats()).no_endpoint();
+fn observed(
+    app: BoxApp,
+    args: &ServeArgs,
+    server: &Server,
+    admin: Option<&ListenAddr>,
+    proxies: Vec<(String, ProxyStats)>,
+) -> BoxApp {
+    let mut metrics = Metrics::new(app).server(server.stats()).no_endpoint();
+    for (mount, stats) in proxies {
+        metrics = metrics.proxy(&mount, stats);
+    }
     let listeners = server
         .local_addrs()
         .iter()
@@ -652,22 +662,27 @@ impl Signals {
 /// The stack the flags describe, outermost first: ProxyFix → RequestIds →
 /// AccessLog → Cors → SetHeaders → Compress → Timeout → SharedData →
 /// Dispatcher; or why not.
-fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
+///
+/// With the app, each proxy mount's prefix and stats, for the metrics.
+fn build_app(args: &ServeArgs) -> Result<(BoxApp, Vec<(String, ProxyStats)>), String> {
     // Later --pythonpath flags end up first on sys.path, as each is put in front.
     for dir in args.python_path.iter().rev() {
         stackway_wsgi::python_path(dir).map_err(|e| e.to_string())?;
     }
     let mut dispatcher = Dispatcher::default();
+    let mut proxies = Vec::new();
     for Mount { prefix, target } in &args.mounts {
         let app = match target {
             Target::App(app) => app.clone(),
-            Target::Proxy(upstreams, options) => BoxApp::new(
-                options.apply(
+            Target::Proxy(upstreams, options) => {
+                let proxy = options.apply(
                     Proxy::balance(upstreams.iter().map(String::as_str))
                         .connect_timeout(args.proxy_connect_timeout)
                         .read_timeout(args.proxy_read_timeout),
-                ),
-            ),
+                );
+                proxies.push((prefix.clone(), proxy.stats()));
+                BoxApp::new(proxy)
+            }
             Target::Wsgi(spec, threads) => BoxApp::new(
                 Wsgi::import(spec)
                     .map_err(|e| e.to_string())?
@@ -730,5 +745,5 @@ fn build_app(args: &ServeArgs) -> Result<BoxApp, String> {
                 .x_prefix(x_prefix),
         );
     }
-    Ok(app)
+    Ok((app, proxies))
 }

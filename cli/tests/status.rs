@@ -150,6 +150,11 @@ fn the_status_page_renders_and_updates_in_chromium() {
         .any(|y| y < 22.0);
     assert!(rose, "a rate above zero in the sparkline: {env_row}");
     assert!(dom.contains("data-mount=\"/down\""), "{dom}");
+    let upstreams = dom.split("id=\"upstreams\"").nth(1).unwrap_or("");
+    assert!(
+        upstreams.contains("<td>http://127.0.0.1:1</td><td>DOWN</td>"),
+        "the dead upstream is shown down: {upstreams}"
+    );
     let errors = dom.split("id=\"errors\"").nth(1).unwrap_or("");
     assert!(
         errors.contains("<td>502</td>") && errors.contains("<td>/down</td>"),

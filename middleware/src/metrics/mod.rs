@@ -54,6 +54,8 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet, 
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use stackway::server::Stats;
+
+use crate::proxy::ProxyStats;
 use stackway::{App, Request, Response};
 
 /// Serves Prometheus metrics at a path and counts every other request; see
@@ -142,6 +144,7 @@ impl<A> Metrics<A> {
                 mounts: RwLock::default(),
                 unmounted: Arc::default(),
                 errors: Mutex::default(),
+                proxies: Vec::new(),
             }),
         }
     }
@@ -165,6 +168,17 @@ impl<A> Metrics<A> {
             state: self.state.clone(),
             path: path.to_owned(),
         }
+    }
+
+    /// Also reports the upstreams of the proxy mounted at `mount`: requests
+    /// answered, failed attempts, whether each is up, and requests in flight
+    /// (`stackway_upstream_*`, labelled with `mount` and `upstream`).
+    pub fn proxy(mut self, mount: &str, stats: ProxyStats) -> Self {
+        Arc::get_mut(&mut self.state)
+            .expect("configured before it is shared")
+            .proxies
+            .push((mount.to_owned(), stats));
+        self
     }
 
     /// Also reports the server's connections and handshakes
@@ -340,6 +354,8 @@ struct State {
     unmounted: Arc<MountStats>,
     /// The last 5xx answers, newest last, for the status page.
     errors: Mutex<VecDeque<Failure>>,
+    /// Proxy mounts whose upstreams are reported, by mount prefix.
+    proxies: Vec<(String, ProxyStats)>,
 }
 
 /// A 5xx answer, for the status page.
@@ -593,6 +609,57 @@ impl Collector for Collect {
                 match kind {
                     MetricType::Gauge => metric.encode_gauge(&value)?,
                     _ => metric.encode_counter::<NoLabelSet, u64, u64>(&value, None)?,
+                }
+            }
+        }
+        let upstreams: Vec<(&str, crate::proxy::UpstreamStats)> = state
+            .proxies
+            .iter()
+            .flat_map(|(mount, stats)| {
+                stats
+                    .upstreams()
+                    .into_iter()
+                    .map(move |u| (mount.as_str(), u))
+            })
+            .collect();
+        if !upstreams.is_empty() {
+            for (name, help, kind, value) in [
+                (
+                    "stackway_upstream_requests",
+                    "Requests an upstream answered.",
+                    MetricType::Counter,
+                    (|u: &crate::proxy::UpstreamStats| u.answered)
+                        as fn(&crate::proxy::UpstreamStats) -> u64,
+                ),
+                (
+                    "stackway_upstream_failures",
+                    "Attempts that failed: no connection, no or a broken response head.",
+                    MetricType::Counter,
+                    |u| u.failed,
+                ),
+                (
+                    "stackway_upstream_up",
+                    "1 while the balancer may choose the upstream.",
+                    MetricType::Gauge,
+                    |u| u64::from(u.up),
+                ),
+                (
+                    "stackway_upstream_in_flight",
+                    "Requests sent to the upstream and not answered in full.",
+                    MetricType::Gauge,
+                    |u| u.in_flight,
+                ),
+            ] {
+                let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+                for (mount, upstream) in &upstreams {
+                    let labels = [("mount", *mount), ("upstream", upstream.name.as_str())];
+                    let mut metric = family.encode_family(&labels)?;
+                    match kind {
+                        MetricType::Gauge => metric.encode_gauge(&value(upstream))?,
+                        _ => {
+                            metric.encode_counter::<NoLabelSet, u64, u64>(&value(upstream), None)?
+                        }
+                    }
                 }
             }
         }

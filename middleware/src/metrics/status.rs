@@ -101,6 +101,14 @@ impl StatusPage {
                 "miss": state.statics[2].load(Ordering::Relaxed),
             },
             "bounds": BUCKETS,
+            "upstreams": state.proxies.iter().flat_map(|(mount, stats)| stats.upstreams().into_iter().map(move |u| json!({
+                "mount": mount,
+                "upstream": u.name,
+                "up": u.up,
+                "answered": u.answered,
+                "failed": u.failed,
+                "in_flight": u.in_flight,
+            }))).collect::<Vec<_>>(),
             "mounts": mounts,
             "errors": state.errors.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().map(|e| json!({
                 "seconds_ago": e.at.elapsed().as_secs(),
@@ -145,6 +153,23 @@ impl StatusPage {
                 escape_html(e["mount"].as_str().unwrap_or("")),
             );
         }
+        let mut upstreams = String::new();
+        for u in data["upstreams"].as_array().into_iter().flatten() {
+            let _ = write!(
+                upstreams,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                escape_html(u["mount"].as_str().unwrap_or("")),
+                escape_html(u["upstream"].as_str().unwrap_or("")),
+                if u["up"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "DOWN"
+                },
+                u["answered"],
+                u["failed"],
+                u["in_flight"],
+            );
+        }
         let listeners = data["listeners"]
             .as_array()
             .into_iter()
@@ -170,6 +195,7 @@ impl StatusPage {
             )
             .replace("{rows}", &rows)
             .replace("{errors}", &errors)
+            .replace("{upstreams}", &upstreams)
             .replace("{json}", &escape_html(&self.json))
             .replace(
                 "{bounds}",
@@ -230,6 +256,8 @@ dt{color:#666}
 <h2>Mounts</h2>
 <table id=mounts><thead><tr><th>mount</th><th>requests</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th><th>5xx</th><th>last 60 s</th></tr></thead>
 <tbody>{rows}</tbody></table>
+<h2>Upstreams</h2>
+<table id=upstreams><thead><tr><th>mount</th><th>upstream</th><th>state</th><th>answered</th><th>failed</th><th>in flight</th></tr></thead><tbody>{upstreams}</tbody></table>
 <h2>Last errors</h2>
 <table id=errors><thead><tr><th>when</th><th>method</th><th>status</th><th>mount</th></tr></thead><tbody>{errors}</tbody></table>
 <script>
@@ -258,6 +286,7 @@ async function tick(){
   f("p50").textContent=q(recent,.5);f("p99").textContent=q(recent,.99);f("errors").textContent=m.errors;
   const top=Math.max(1,...h);f("spark").setAttribute("points",h.map((v,i)=>(i*2)+","+(22-20*v/top).toFixed(1)).join(" "));
  }
+ document.querySelector("#upstreams tbody").innerHTML=d.upstreams.map(u=>"<tr><td>"+esc(u.mount)+"</td><td>"+esc(u.upstream)+"</td><td>"+(u.up?"up":"DOWN")+"</td><td class=n>"+u.answered+"</td><td class=n>"+u.failed+"</td><td class=n>"+u.in_flight+"</td></tr>").join("");
  document.querySelector("#errors tbody").innerHTML=d.errors.map(e=>"<tr><td>"+e.seconds_ago+"s ago</td><td>"+esc(e.method)+"</td><td>"+e.status+"</td><td>"+esc(e.mount)+"</td></tr>").join("");
  document.body.dataset.updates=+document.body.dataset.updates+1;
 }

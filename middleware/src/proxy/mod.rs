@@ -95,9 +95,71 @@ use crate::profiler::Timings;
 pub struct Proxy {
     specs: Vec<Spec>,
     settings: Settings,
-    /// Built on the first request, once the settings are final.
-    upstreams: OnceLock<Vec<Arc<Upstream>>>,
+    /// Built on the first request, once the settings are final; shared with
+    /// [`ProxyStats`].
+    upstreams: Arc<OnceLock<Vec<Arc<Upstream>>>>,
     next: AtomicUsize,
+}
+
+/// A proxy's upstreams as they stand: see [`Proxy::stats`].
+#[derive(Clone)]
+pub struct ProxyStats {
+    upstreams: Arc<OnceLock<Vec<Arc<Upstream>>>>,
+    specs: Vec<String>,
+}
+
+/// One upstream as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamStats {
+    /// The upstream as configured (`http://127.0.0.1:9000`).
+    pub name: String,
+    /// Requests that got a response head from it.
+    pub answered: u64,
+    /// Attempts that failed (no connection, no or a broken response head).
+    pub failed: u64,
+    /// Whether the balancer may choose it now (its health check passes and
+    /// no run of failures left it out).
+    pub up: bool,
+    /// Requests sent to it and not yet answered in full.
+    pub in_flight: u64,
+}
+
+impl ProxyStats {
+    /// Each upstream, in the order configured (all up and at zero before the
+    /// first request).
+    pub fn upstreams(&self) -> Vec<UpstreamStats> {
+        match self.upstreams.get() {
+            Some(upstreams) => upstreams
+                .iter()
+                .map(|u| UpstreamStats {
+                    name: u.name.to_string(),
+                    answered: u.answered.load(Ordering::Relaxed),
+                    failed: u.failed.load(Ordering::Relaxed),
+                    up: u.is_up(),
+                    in_flight: u.outstanding.load(Ordering::Relaxed) as u64,
+                })
+                .collect(),
+            None => self
+                .specs
+                .iter()
+                .map(|name| UpstreamStats {
+                    name: name.clone(),
+                    answered: 0,
+                    failed: 0,
+                    up: true,
+                    in_flight: 0,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Debug for ProxyStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyStats")
+            .field("upstreams", &self.specs)
+            .finish()
+    }
 }
 
 /// How [`Proxy::balance`] chooses an upstream.
@@ -182,7 +244,7 @@ impl Proxy {
                 forwarded: false,
                 rewrite_cookies: false,
             },
-            upstreams: OnceLock::new(),
+            upstreams: Arc::default(),
             next: AtomicUsize::new(0),
         })
     }
@@ -280,6 +342,15 @@ impl Proxy {
         };
         self.settings.health_check = Some(health::Check { path, interval });
         self
+    }
+
+    /// A live view of the upstreams' counters and health, for
+    /// [`Metrics::proxy`](crate::Metrics::proxy) and status pages.
+    pub fn stats(&self) -> ProxyStats {
+        ProxyStats {
+            upstreams: self.upstreams.clone(),
+            specs: self.specs.iter().map(ToString::to_string).collect(),
+        }
     }
 
     fn upstreams(&self) -> &[Arc<Upstream>] {

@@ -144,6 +144,9 @@ pub(crate) struct Upstream {
     down_until: AtomicU64,
     /// Failed its last active health check.
     unhealthy: AtomicBool,
+    /// Requests that reached it, and attempts that failed, since the start.
+    pub(crate) answered: AtomicU64,
+    pub(crate) failed: AtomicU64,
 }
 
 type Pool = Client<Connector, Body>;
@@ -194,6 +197,8 @@ impl Upstream {
             failures: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
             unhealthy: AtomicBool::new(false),
+            answered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }
     }
 
@@ -232,6 +237,8 @@ impl Upstream {
     /// Notes a request that reached it (or not); after `max_fails` failures in
     /// a row it is out for `fail_timeout` (nginx's passive health checks).
     pub(crate) fn record(&self, ok: bool, settings: &Settings) {
+        let counter = if ok { &self.answered } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
         if ok {
             self.failures.store(0, Ordering::Relaxed);
             return;
