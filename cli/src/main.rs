@@ -26,6 +26,7 @@ use stackway::server::{ListenAddr, Tls};
 use stackway::{App, Request, RequestExt, response};
 use stackway::{BoxApp, Server};
 use stackway_middleware::access_log::LogFormat;
+use stackway_middleware::metrics::PoolReading;
 use stackway_middleware::proxy::ProxyStats;
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
@@ -33,7 +34,7 @@ use stackway_middleware::{
     AccessLog, Compress, Cors, Dispatcher, Metrics, Proxy, ProxyFix, RequestIds, SetHeaders,
     SharedData, Timeout, TraceContext,
 };
-use stackway_wsgi::Wsgi;
+use stackway_wsgi::{Wsgi, WsgiStats};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -421,7 +422,7 @@ fn main() -> ExitCode {
     }
     // Everything the flags say is checked before the port is taken, so a
     // wrong flag is never reported as a busy port.
-    let (mut app, proxies) = match build_app(&args) {
+    let (mut app, sources) = match build_app(&args) {
         Ok(built) => built,
         Err(message) => {
             eprintln!("stackway: {message}");
@@ -470,7 +471,7 @@ fn main() -> ExitCode {
         }
     };
     if args.metrics.is_some() || args.status.is_some() {
-        app = observed(app, &args, &server, admin.as_ref(), proxies);
+        app = observed(app, &args, &server, admin.as_ref(), sources);
     }
     let handed_over = Arc::new(AtomicBool::new(false));
     let mut server = server
@@ -523,11 +524,20 @@ fn observed(
     args: &ServeArgs,
     server: &Server,
     admin: Option<&ListenAddr>,
-    proxies: Vec<(String, ProxyStats)>,
+    sources: Sources,
 ) -> BoxApp {
     let mut metrics = Metrics::new(app).server(server.stats()).no_endpoint();
-    for (mount, stats) in proxies {
+    for (mount, stats) in sources.proxies {
         metrics = metrics.proxy(&mount, stats);
+    }
+    for (mount, stats) in sources.pools {
+        metrics = metrics.pool(&mount, move || PoolReading {
+            threads: stats.threads(),
+            busy: stats.busy(),
+            queued: stats.queued(),
+            jobs: stats.jobs(),
+            waited_seconds: stats.waited_seconds(),
+        });
     }
     let listeners = server
         .local_addrs()
@@ -663,14 +673,14 @@ impl Signals {
 /// AccessLog → Cors → SetHeaders → Compress → Timeout → SharedData →
 /// Dispatcher; or why not.
 ///
-/// With the app, each proxy mount's prefix and stats, for the metrics.
-fn build_app(args: &ServeArgs) -> Result<(BoxApp, Vec<(String, ProxyStats)>), String> {
+/// With the app, what the metrics report beside it.
+fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     // Later --pythonpath flags end up first on sys.path, as each is put in front.
     for dir in args.python_path.iter().rev() {
         stackway_wsgi::python_path(dir).map_err(|e| e.to_string())?;
     }
     let mut dispatcher = Dispatcher::default();
-    let mut proxies = Vec::new();
+    let mut sources = Sources::default();
     for Mount { prefix, target } in &args.mounts {
         let app = match target {
             Target::App(app) => app.clone(),
@@ -680,14 +690,16 @@ fn build_app(args: &ServeArgs) -> Result<(BoxApp, Vec<(String, ProxyStats)>), St
                         .connect_timeout(args.proxy_connect_timeout)
                         .read_timeout(args.proxy_read_timeout),
                 );
-                proxies.push((prefix.clone(), proxy.stats()));
+                sources.proxies.push((prefix.clone(), proxy.stats()));
                 BoxApp::new(proxy)
             }
-            Target::Wsgi(spec, threads) => BoxApp::new(
-                Wsgi::import(spec)
+            Target::Wsgi(spec, threads) => {
+                let wsgi = Wsgi::import(spec)
                     .map_err(|e| e.to_string())?
-                    .threads(threads.unwrap_or(args.wsgi_threads).into()),
-            ),
+                    .threads(threads.unwrap_or(args.wsgi_threads).into());
+                sources.pools.push((prefix.clone(), wsgi.stats()));
+                BoxApp::new(wsgi)
+            }
         };
         dispatcher = dispatcher
             .try_mount(prefix, app)
@@ -745,5 +757,13 @@ fn build_app(args: &ServeArgs) -> Result<(BoxApp, Vec<(String, ProxyStats)>), St
                 .x_prefix(x_prefix),
         );
     }
-    Ok((app, proxies))
+    Ok((app, sources))
+}
+
+/// What the metrics report beside the requests: each proxy mount's
+/// upstreams and each WSGI mount's Python threads, by prefix.
+#[derive(Debug, Default)]
+struct Sources {
+    proxies: Vec<(String, ProxyStats)>,
+    pools: Vec<(String, WsgiStats)>,
 }

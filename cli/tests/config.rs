@@ -129,6 +129,18 @@ fn the_example_file_serves_every_listener_mount_and_export() {
         "{metrics}"
     );
     assert!(metrics.contains("stackway_handshakes_total 0"), "{metrics}");
+    assert!(
+        metrics.contains(r#"stackway_pool_threads{mount="/py"} 4"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stackway_pool_jobs_total{mount="/py"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stackway_upstream_up{mount="/api",upstream="#),
+        "{metrics}"
+    );
     // The middleware the file switches on.
     assert!(page.header("x-request-id").is_some());
     assert_eq!(page.header("x-content-type-options"), Some("nosniff"));

@@ -73,6 +73,10 @@ fn the_status_page_renders_and_updates_in_chromium() {
             "/env=demo",
             "--mount",
             "/down=http://127.0.0.1:1",
+            "--mount",
+            "/py=wsgi:wsgi_apps:hello",
+            "--pythonpath",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python"),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -105,6 +109,7 @@ fn the_status_page_renders_and_updates_in_chromium() {
             while !stop.load(Ordering::Relaxed) {
                 assert_eq!(conn.get("/env/x").status, 200);
                 assert_eq!(conn.get("/down/").status, 502);
+                assert_eq!(conn.get("/py/you").text(), "Hello, you!");
                 std::thread::sleep(Duration::from_millis(5));
             }
         })
@@ -154,6 +159,11 @@ fn the_status_page_renders_and_updates_in_chromium() {
     assert!(
         upstreams.contains("<td>http://127.0.0.1:1</td><td>DOWN</td>"),
         "the dead upstream is shown down: {upstreams}"
+    );
+    let pools = dom.split("id=\"pools\"").nth(1).unwrap_or("");
+    assert!(
+        pools.contains("<td>/py</td>"),
+        "the Python pool is shown: {pools}"
     );
     let errors = dom.split("id=\"errors\"").nth(1).unwrap_or("");
     assert!(

@@ -55,6 +55,7 @@ mod run;
 
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
@@ -80,8 +81,63 @@ pub struct Wsgi {
     name: String,
     threads: usize,
     queue: usize,
-    /// Started on the first request, once the settings are final.
-    pool: OnceLock<Sender<Job>>,
+    /// Started on the first request, once the settings are final; shared
+    /// with [`WsgiStats`].
+    pool: Arc<OnceLock<Sender<Job>>>,
+    counters: Arc<Counters>,
+}
+
+/// What the Python threads did.
+#[derive(Debug, Default)]
+struct Counters {
+    busy: AtomicUsize,
+    jobs: AtomicU64,
+    waited_nanos: AtomicU64,
+}
+
+/// A WSGI app's thread pool as it stands: see [`Wsgi::stats`].
+#[derive(Clone)]
+pub struct WsgiStats {
+    threads: usize,
+    pool: Arc<OnceLock<Sender<Job>>>,
+    counters: Arc<Counters>,
+}
+
+impl WsgiStats {
+    /// Threads that run Python.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Threads running a request now.
+    pub fn busy(&self) -> usize {
+        self.counters.busy.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting for a free thread.
+    pub fn queued(&self) -> usize {
+        self.pool.get().map_or(0, Sender::len)
+    }
+
+    /// Requests a thread has taken, since the start.
+    pub fn jobs(&self) -> u64 {
+        self.counters.jobs.load(Ordering::Relaxed)
+    }
+
+    /// Seconds those requests waited in the queue, in all.
+    pub fn waited_seconds(&self) -> f64 {
+        self.counters.waited_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+impl fmt::Debug for WsgiStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsgiStats")
+            .field("threads", &self.threads)
+            .field("busy", &self.busy())
+            .field("queued", &self.queued())
+            .finish()
+    }
 }
 
 /// Why a WSGI app could not be loaded; `Display` has Python's own message,
@@ -186,7 +242,8 @@ impl Wsgi {
             name,
             threads: 8,
             queue: 1024,
-            pool: OnceLock::new(),
+            pool: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -203,14 +260,24 @@ impl Wsgi {
         self
     }
 
+    /// The thread pool as it stands, for metrics and status pages.
+    pub fn stats(&self) -> WsgiStats {
+        WsgiStats {
+            threads: self.threads,
+            pool: self.pool.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
     fn pool(&self) -> &Sender<Job> {
         self.pool.get_or_init(|| {
             let (jobs, waiting) = crossbeam_channel::bounded::<Job>(self.queue);
             for n in 0..self.threads {
                 let (app, waiting) = (self.app.clone(), waiting.clone());
+                let counters = self.counters.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("stackway-python-{n}"))
-                    .spawn(move || serve_jobs(&app, &waiting));
+                    .spawn(move || serve_jobs(&app, &waiting, &counters));
                 if let Err(e) = spawned {
                     tracing::error!("cannot start a Python thread: {e}");
                 }
@@ -228,7 +295,7 @@ impl Wsgi {
 /// GIL to another thread costs two context switches, so a busy thread goes on
 /// and the others run while it waits (on I/O in Python, on a slow client, or
 /// for work, when it lets the GIL go).
-fn serve_jobs(app: &Py<PyAny>, waiting: &Receiver<Job>) {
+fn serve_jobs(app: &Py<PyAny>, waiting: &Receiver<Job>, counters: &Counters) {
     Python::attach(|py| {
         loop {
             let job = match waiting.try_recv() {
@@ -239,7 +306,12 @@ fn serve_jobs(app: &Py<PyAny>, waiting: &Receiver<Job>) {
                 },
                 Err(TryRecvError::Disconnected) => return,
             };
+            let waited = u64::try_from(job.queued_at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            counters.waited_nanos.fetch_add(waited, Ordering::Relaxed);
+            counters.jobs.fetch_add(1, Ordering::Relaxed);
+            counters.busy.fetch_add(1, Ordering::Relaxed);
             run::run(py, app, job);
+            counters.busy.fetch_sub(1, Ordering::Relaxed);
         }
     });
 }
@@ -268,6 +340,7 @@ impl App for Wsgi {
             cgi,
             input: Box::new(input),
             exchange: Exchange::new(head, body),
+            queued_at: std::time::Instant::now(),
         };
         match self.pool().try_send(job) {
             Ok(()) => {}

@@ -18,6 +18,8 @@ pub(crate) struct Job {
     pub(crate) cgi: Cgi,
     pub(crate) input: BodyReader,
     pub(crate) exchange: Arc<Exchange>,
+    /// When it was queued, for the queue wait.
+    pub(crate) queued_at: std::time::Instant,
 }
 
 /// How a request ended on the Python side, when not well.
@@ -53,6 +55,7 @@ pub(crate) fn run(py: Python<'_>, app: &Py<PyAny>, job: Job) {
         cgi,
         input,
         exchange,
+        ..
     } = job;
     {
         let outcome = (|| -> Result<(), Failure> {

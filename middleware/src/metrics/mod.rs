@@ -145,6 +145,7 @@ impl<A> Metrics<A> {
                 unmounted: Arc::default(),
                 errors: Mutex::default(),
                 proxies: Vec::new(),
+                pools: Vec::new(),
             }),
         }
     }
@@ -178,6 +179,20 @@ impl<A> Metrics<A> {
             .expect("configured before it is shared")
             .proxies
             .push((mount.to_owned(), stats));
+        self
+    }
+
+    /// Also reports a thread pool (a WSGI mount's Python threads) at `mount`:
+    /// `read` is called at each scrape (`stackway_pool_*{mount}`).
+    pub fn pool(
+        mut self,
+        mount: &str,
+        read: impl Fn() -> PoolReading + Send + Sync + 'static,
+    ) -> Self {
+        Arc::get_mut(&mut self.state)
+            .expect("configured before it is shared")
+            .pools
+            .push((mount.to_owned(), Box::new(read)));
         self
     }
 
@@ -340,7 +355,6 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Debug)]
 struct State {
     started: Instant,
     server: Option<Stats>,
@@ -356,6 +370,36 @@ struct State {
     errors: Mutex<VecDeque<Failure>>,
     /// Proxy mounts whose upstreams are reported, by mount prefix.
     proxies: Vec<(String, ProxyStats)>,
+    /// Thread pools reported, by mount prefix.
+    pools: Vec<(String, Box<dyn Fn() -> PoolReading + Send + Sync>)>,
+}
+
+/// A thread pool as it stands, for [`Metrics::pool`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PoolReading {
+    /// Threads in the pool.
+    pub threads: usize,
+    /// Threads running a request.
+    pub busy: usize,
+    /// Requests waiting for a free thread.
+    pub queued: usize,
+    /// Requests a thread has taken, since the start.
+    pub jobs: u64,
+    /// Seconds those requests waited for a thread, in all.
+    pub waited_seconds: f64,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("mounts", &self.mounts)
+            .field("proxies", &self.proxies)
+            .field(
+                "pools",
+                &self.pools.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// A 5xx answer, for the status page.
@@ -658,6 +702,57 @@ impl Collector for Collect {
                         MetricType::Gauge => metric.encode_gauge(&value(upstream))?,
                         _ => {
                             metric.encode_counter::<NoLabelSet, u64, u64>(&value(upstream), None)?
+                        }
+                    }
+                }
+            }
+        }
+        if !state.pools.is_empty() {
+            let readings: Vec<(&str, PoolReading)> = state
+                .pools
+                .iter()
+                .map(|(mount, read)| (mount.as_str(), read()))
+                .collect();
+            for (name, help, kind, value) in [
+                (
+                    "stackway_pool_threads",
+                    "Threads in the pool.",
+                    MetricType::Gauge,
+                    (|r: &PoolReading| r.threads as f64) as fn(&PoolReading) -> f64,
+                ),
+                (
+                    "stackway_pool_busy",
+                    "Threads running a request.",
+                    MetricType::Gauge,
+                    |r| r.busy as f64,
+                ),
+                (
+                    "stackway_pool_queued",
+                    "Requests waiting for a free thread.",
+                    MetricType::Gauge,
+                    |r| r.queued as f64,
+                ),
+                (
+                    "stackway_pool_jobs",
+                    "Requests a thread has taken.",
+                    MetricType::Counter,
+                    |r| r.jobs as f64,
+                ),
+                (
+                    "stackway_pool_wait_seconds",
+                    "Seconds requests waited for a thread, in all.",
+                    MetricType::Counter,
+                    |r| r.waited_seconds,
+                ),
+            ] {
+                let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+                for (mount, reading) in &readings {
+                    let labels = [("mount", *mount)];
+                    let mut metric = family.encode_family(&labels)?;
+                    match kind {
+                        MetricType::Gauge => metric.encode_gauge(&value(reading))?,
+                        _ => {
+                            metric.encode_counter::<NoLabelSet, f64, u64>(&value(reading), None)?
                         }
                     }
                 }

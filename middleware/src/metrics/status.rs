@@ -101,6 +101,10 @@ impl StatusPage {
                 "miss": state.statics[2].load(Ordering::Relaxed),
             },
             "bounds": BUCKETS,
+            "pools": state.pools.iter().map(|(mount, read)| {
+                let r = read();
+                json!({"mount": mount, "threads": r.threads, "busy": r.busy, "queued": r.queued, "jobs": r.jobs, "waited_seconds": r.waited_seconds})
+            }).collect::<Vec<_>>(),
             "upstreams": state.proxies.iter().flat_map(|(mount, stats)| stats.upstreams().into_iter().map(move |u| json!({
                 "mount": mount,
                 "upstream": u.name,
@@ -170,6 +174,18 @@ impl StatusPage {
                 u["in_flight"],
             );
         }
+        let mut pools = String::new();
+        for p in data["pools"].as_array().into_iter().flatten() {
+            let _ = write!(
+                pools,
+                "<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                escape_html(p["mount"].as_str().unwrap_or("")),
+                p["busy"],
+                p["threads"],
+                p["queued"],
+                p["jobs"],
+            );
+        }
         let listeners = data["listeners"]
             .as_array()
             .into_iter()
@@ -196,6 +212,7 @@ impl StatusPage {
             .replace("{rows}", &rows)
             .replace("{errors}", &errors)
             .replace("{upstreams}", &upstreams)
+            .replace("{pools}", &pools)
             .replace("{json}", &escape_html(&self.json))
             .replace(
                 "{bounds}",
@@ -258,6 +275,8 @@ dt{color:#666}
 <tbody>{rows}</tbody></table>
 <h2>Upstreams</h2>
 <table id=upstreams><thead><tr><th>mount</th><th>upstream</th><th>state</th><th>answered</th><th>failed</th><th>in flight</th></tr></thead><tbody>{upstreams}</tbody></table>
+<h2>Python pools</h2>
+<table id=pools><thead><tr><th>mount</th><th>busy</th><th>threads</th><th>queued</th><th>requests</th></tr></thead><tbody>{pools}</tbody></table>
 <h2>Last errors</h2>
 <table id=errors><thead><tr><th>when</th><th>method</th><th>status</th><th>mount</th></tr></thead><tbody>{errors}</tbody></table>
 <script>
@@ -287,6 +306,7 @@ async function tick(){
   const top=Math.max(1,...h);f("spark").setAttribute("points",h.map((v,i)=>(i*2)+","+(22-20*v/top).toFixed(1)).join(" "));
  }
  document.querySelector("#upstreams tbody").innerHTML=d.upstreams.map(u=>"<tr><td>"+esc(u.mount)+"</td><td>"+esc(u.upstream)+"</td><td>"+(u.up?"up":"DOWN")+"</td><td class=n>"+u.answered+"</td><td class=n>"+u.failed+"</td><td class=n>"+u.in_flight+"</td></tr>").join("");
+ document.querySelector("#pools tbody").innerHTML=d.pools.map(p=>"<tr><td>"+esc(p.mount)+"</td><td class=n>"+p.busy+"</td><td class=n>"+p.threads+"</td><td class=n>"+p.queued+"</td><td class=n>"+p.jobs+"</td></tr>").join("");
  document.querySelector("#errors tbody").innerHTML=d.errors.map(e=>"<tr><td>"+e.seconds_ago+"s ago</td><td>"+esc(e.method)+"</td><td>"+e.status+"</td><td>"+esc(e.mount)+"</td></tr>").join("");
  document.body.dataset.updates=+document.body.dataset.updates+1;
 }
