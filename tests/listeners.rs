@@ -133,7 +133,7 @@ fn the_proxy_protocol_names_the_client_and_refuses_garbage() {
     running.stop().unwrap();
 }
 
-/// A certificate for `localhost` and its key, written as PEM files in `dir`.
+/// A certificate for `localhost`: its PEM files and its DER, to trust.
 fn certificate(
     dir: &Path,
     name: &str,
@@ -142,14 +142,8 @@ fn certificate(
     std::path::PathBuf,
     CertificateDer<'static>,
 ) {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
-    (cert, key, made.cert.der().clone())
+    let (cert, key, der) = support::tls::certificate(dir, name);
+    (cert, key, CertificateDer::from(der))
 }
 
 /// A TLS client trusting `roots`, offering `alpn`.

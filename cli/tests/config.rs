@@ -3,14 +3,18 @@
 
 #[path = "../../tests/support/http.rs"]
 mod http;
+mod support;
+#[path = "../../tests/support/tls.rs"]
+mod tls;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use http::Conn;
+use support::{Server, stackway};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,40 +23,11 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
-/// A running server, killed when dropped.
-struct Running(Child, Vec<String>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `stackway serve ARGS` in the repository and reads `listeners` lines.
-fn serve(args: &[&str], listeners: usize) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stackway"))
-        .current_dir(repo())
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let lines = (0..listeners)
-        .map(|_| {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            line.strip_prefix("listening on ")
-                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-                .trim_end()
-                .to_owned()
-        })
-        .collect();
-    // Keep the pipe open: the server prints nothing more.
-    std::mem::forget(out);
-    Running(child, lines)
+fn serve(args: &[&str], listeners: usize) -> Server {
+    let mut command = stackway(args);
+    command.current_dir(repo());
+    Server::start(command, listeners)
 }
 
 fn addr(url: &str) -> std::net::SocketAddr {
@@ -62,13 +37,10 @@ fn addr(url: &str) -> std::net::SocketAddr {
 #[test]
 fn the_example_file_serves_every_listener_mount_and_export() {
     let dir = tempfile::tempdir().unwrap();
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let (cert, key, _) = tls::certificate(dir.path(), "localhost");
     let sock = dir.path().join("app.sock");
     // Two upstreams for the proxy pool.
-    let upstreams: Vec<Running> = (0..2)
+    let upstreams: Vec<Server> = (0..2)
         .map(|_| serve(&["--bind", "127.0.0.1:0", "--mount", "/=demo"], 1))
         .collect();
 
@@ -79,15 +51,15 @@ fn the_example_file_serves_every_listener_mount_and_export() {
         .replace("/etc/stackway/fullchain.pem", cert.to_str().unwrap())
         .replace("/etc/stackway/privkey.pem", key.to_str().unwrap())
         .replace("/run/stackway/app.sock", sock.to_str().unwrap())
-        .replace("http://127.0.0.1:9000", &upstreams[0].1[0])
-        .replace("http://127.0.0.1:9001", &upstreams[1].1[0])
+        .replace("http://127.0.0.1:9000", &upstreams[0].listening[0])
+        .replace("http://127.0.0.1:9001", &upstreams[1].listening[0])
         .replace("drain_delay = 5", "drain_delay = 0.2");
     assert_ne!(config, example);
     let file = dir.path().join("stackway.toml");
     std::fs::write(&file, &config).unwrap();
 
     let server = serve(&["--config", file.to_str().unwrap()], 3);
-    let [plain, tls, unix] = &server.1[..] else {
+    let [plain, tls, unix] = &server.listening[..] else {
         unreachable!()
     };
     assert!(plain.starts_with("http://127.0.0.1:"), "{plain}");
@@ -200,7 +172,7 @@ fn flags_replace_the_keys_they_name() {
         ],
         1,
     );
-    let a = addr(&server.1[0]);
+    let a = addr(&server.listening[0]);
     assert_eq!(Conn::open(a).get("/ready").text(), "ok\n");
     assert!(
         Conn::open(a)
@@ -221,7 +193,7 @@ fn flags_replace_the_keys_they_name() {
         1,
     );
     assert_eq!(
-        Conn::open(addr(&server.1[0])).get("/").text(),
+        Conn::open(addr(&server.listening[0])).get("/").text(),
         "<h1>Hello, web!</h1>"
     );
 }

@@ -4,99 +4,22 @@
 
 #[path = "../../tests/support/http.rs"]
 mod http;
+mod support;
+#[path = "../../tests/support/tls.rs"]
+mod tls;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
 use http::Conn;
-
-/// A running server, killed when dropped.
-struct Server {
-    child: Child,
-    /// What it printed: one `listening on ADDRESS` line per listener.
-    listening: Vec<String>,
-    /// Its standard error, in a file: a process it starts on a restart
-    /// writes there too, and outlives it.
-    stderr: tempfile::NamedTempFile,
-}
-
-impl Server {
-    /// Starts `command` and reads its `listening on` lines, one per listener.
-    fn start(mut command: Command, listeners: usize) -> Self {
-        let stderr = tempfile::NamedTempFile::new().unwrap();
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(stderr.reopen().unwrap())
-            .spawn()
-            .expect("start stackway");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let listening = (0..listeners)
-            .map(|_| {
-                let mut line = String::new();
-                out.read_line(&mut line).unwrap();
-                line.strip_prefix("listening on ")
-                    .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-                    .trim_end()
-                    .to_owned()
-            })
-            .collect();
-        Self {
-            child,
-            listening,
-            stderr,
-        }
-    }
-
-    fn tcp(&self, n: usize) -> SocketAddr {
-        let url = &self.listening[n];
-        url.split("://").nth(1).unwrap().parse().unwrap()
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([name, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    /// Waits at most 20 s for the process to exit; its exit code and stderr.
-    fn finish(mut self) -> (i32, String) {
-        let started = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            if started.elapsed() > Duration::from_secs(20) {
-                let err = std::fs::read_to_string(self.stderr.path()).unwrap();
-                panic!("stackway did not exit: {err}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let err = std::fs::read_to_string(self.stderr.path()).unwrap();
-        (self.child.wait().unwrap().code().unwrap_or(-1), err)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stackway(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stackway"));
-    command.arg("serve").args(args);
-    command
-}
+use support::{Server, stackway};
 
 /// As systemd starts a socket-activated service: the sockets at descriptors
 /// 3.., `LISTEN_FDS`, and `LISTEN_PID` naming the service's own process (set
@@ -335,16 +258,10 @@ fn sigterm_with_a_drain_delay_fails_the_health_check_and_goes_on_serving() {
     assert!(TcpStream::connect(addr).is_err());
 }
 
-/// A self-signed certificate for `localhost` written to `dir`; the PEM of
-/// the certificate, for curl's --cacert.
+/// A self-signed certificate for `localhost` written to `dir`; its PEM is
+/// what curl's --cacert trusts.
 fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let (cert, key, _) = tls::certificate(dir, name);
     (cert, key)
 }
 

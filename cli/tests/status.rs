@@ -5,24 +5,15 @@
 
 #[path = "../../tests/support/http.rs"]
 mod http;
+mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::Conn;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Server, stackway};
 
 fn chromium() -> Option<&'static str> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -57,43 +48,15 @@ fn the_status_page_renders_and_updates_in_chromium() {
         eprintln!("skipped: Debian's chromium package is not installed (.ci/run installs it)");
         return;
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stackway"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--admin-bind",
-            "127.0.0.1:0",
-        ])
+    let mut command = stackway(&["--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"]);
+    command
         .args(["--status", "/status", "--metrics", "/metrics"])
-        .args([
-            "--mount",
-            "/=hello",
-            "--mount",
-            "/env=demo",
-            "--mount",
-            "/down=http://127.0.0.1:1",
-            "--mount",
-            "/py=wsgi:wsgi_apps:hello",
-            "--pythonpath",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut addr = || -> SocketAddr {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        line.trim_end()
-            .strip_prefix("listening on http://")
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (public, admin) = (addr(), addr());
-    let _server = Killed(child);
+        .args(["--mount", "/=hello", "--mount", "/env=demo"])
+        .args(["--mount", "/down=http://127.0.0.1:1"])
+        .args(["--mount", "/py=wsgi:wsgi_apps:hello", "--pythonpath"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python"));
+    let server = Server::start(command, 2);
+    let (public, admin) = (server.tcp(0), server.tcp(1));
     // The page is the admin listener's alone.
     assert_eq!(
         Conn::open(public).get("/status").text(),

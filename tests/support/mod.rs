@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod http;
+pub mod tls;
 
 use std::sync::{Arc, Mutex};
 
