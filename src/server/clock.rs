@@ -34,6 +34,9 @@ pub(super) struct Activity {
     pub(super) http2: AtomicBool,
     /// A request has begun on the connection.
     begun: AtomicBool,
+    /// The server is closing it (graceful shutdown) while the client may be
+    /// sending: pipelined requests hyper has read but will not answer.
+    pub(super) closing: AtomicBool,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -122,6 +125,7 @@ impl Activity {
             unread_body: AtomicBool::new(false),
             http2: AtomicBool::new(false),
             begun: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -130,9 +134,11 @@ impl Activity {
     }
 
     /// Whether the client may still be sending when the server closes: a body
-    /// left unread, a request under way, or bytes of a next one already here.
+    /// left unread, a request under way, bytes of a next one already here, or
+    /// a shutdown that stopped reading requests the client had sent.
     pub(super) fn client_may_be_sending(&self) -> bool {
         self.unread_body.load(Ordering::Relaxed)
+            || self.closing.load(Ordering::Relaxed)
             || self.in_flight.load(Ordering::Relaxed) > 0
             || self.first_byte.load(Ordering::Relaxed) != NEVER
     }

@@ -109,11 +109,16 @@ pub(super) async fn serve_connection<A: App>(
                 if seen == Phase::Stopping && activity.untouched() {
                     first_request.set(Some(tokio::time::sleep(FIRST_REQUEST)));
                 } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
+                    // Requests the client pipelined behind the last answered one
+                    // are read and not answered: linger, or closing would reset
+                    // the connection and lose answers the client has not read.
+                    activity.closing.store(true, Ordering::Relaxed);
                     conn.as_mut().graceful_shutdown();
                 }
             }
             () = async { first_request.as_mut().as_pin_mut().expect("armed").await }, if first_request.is_some() => {
                 first_request.set(None);
+                activity.closing.store(true, Ordering::Relaxed);
                 conn.as_mut().graceful_shutdown();
             }
             () = aborted.wait_for(|abort| *abort).map(drop) => return,
