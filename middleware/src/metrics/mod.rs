@@ -230,7 +230,9 @@ impl<A: App> App for Metrics<A> {
             state.in_flight.fetch_add(1, Ordering::Relaxed);
             let method = method_class(req.method());
             if let Some(len) = req.body().size_hint().exact() {
-                state.bytes_in.fetch_add(len, Ordering::Relaxed);
+                if len > 0 {
+                    state.bytes_in.fetch_add(len, Ordering::Relaxed);
+                }
             } else {
                 let total = state.bytes_in.clone();
                 *req.body_mut() = std::mem::take(req.body_mut()).inspect(count_into(total));
@@ -423,32 +425,36 @@ pub(crate) struct MountStats {
 /// A histogram of atomics: one bucket counter each, a count and a sum.
 #[derive(Debug, Default)]
 struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
+    /// One counter per bucket, the `+Inf` one last: their sum is the count.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
 }
 
 impl Histogram {
     fn observe(&self, secs: f64) {
-        if let Some(at) = BUCKETS.iter().position(|&le| secs <= le) {
-            self.buckets[at].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        let at = BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[at].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos
             .fetch_add((secs * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
     /// The sum, the count, and each bucket's own count (the encoder adds
     /// them up), with the `+Inf` bucket (`f64::MAX` to the encoder) last.
     fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut buckets: Vec<(f64, u64)> = BUCKETS
+        let buckets: Vec<(f64, u64)> = BUCKETS
             .iter()
+            .chain([&f64::MAX])
             .zip(&self.buckets)
             .map(|(&le, n)| (le, n.load(Ordering::Relaxed)))
             .collect();
-        let bounded: u64 = buckets.iter().map(|(_, n)| n).sum();
-        let count = self.count.load(Ordering::Relaxed).max(bounded);
-        buckets.push((f64::MAX, count - bounded));
+        let count = buckets.iter().map(|(_, n)| n).sum();
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         (sum, count, buckets)
     }
@@ -477,7 +483,7 @@ impl State {
             .iter()
             .map(|(label, stats)| (Arc::from(&**label), stats.clone()))
             .chain([(Arc::from(NONE), self.unmounted.clone())])
-            .filter(|(_, stats)| stats.latency.count.load(Ordering::Relaxed) > 0)
+            .filter(|(_, stats)| stats.latency.count() > 0)
             .collect();
         mounts.sort_by(|a, b| a.0.cmp(&b.0));
         mounts
