@@ -424,3 +424,31 @@ fn draining_sends_http2_clients_a_goaway_and_serves_new_connections() {
         stopping.elapsed()
     );
 }
+
+#[test]
+fn reuse_port_lets_two_servers_share_a_port() {
+    let first = Listener::bind_reuse_port("127.0.0.1:0").unwrap();
+    let ListenAddr::Tcp { addr, .. } = *first.local_addr() else {
+        unreachable!()
+    };
+    let second = Listener::bind_reuse_port(addr).unwrap();
+    let taken = Listener::bind(addr).unwrap_err();
+    assert!(
+        taken.is_bind(),
+        "without SO_REUSEPORT the port is taken: {taken}"
+    );
+    let named = |name: &'static str| move |_req: stackway::Request| async move { name };
+    let a = Running::start(Server::new([first]).unwrap().workers(1), named("a"));
+    let b = Running::start(Server::new([second]).unwrap().workers(1), named("b"));
+
+    // The kernel spreads new connections over both.
+    let seen: std::collections::BTreeSet<String> =
+        (0..64).map(|_| Conn::open(addr).get("/").text()).collect();
+    assert_eq!(seen, ["a", "b"].map(String::from).into());
+    // One goes; the other goes on serving the port.
+    a.stop().unwrap();
+    for _ in 0..16 {
+        assert_eq!(Conn::open(addr).get("/").text(), "b");
+    }
+    b.stop().unwrap();
+}
