@@ -14,6 +14,7 @@ mod reload;
 mod restart;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,10 +24,10 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use stackway::server::{ListenAddr, Tls};
-use stackway::{App, Request, RequestExt, response};
+use stackway::{App, Request, RequestExt, Response, response};
 use stackway::{BoxApp, Server};
 use stackway_middleware::access_log::LogFormat;
-use stackway_middleware::metrics::PoolReading;
+use stackway_middleware::metrics::{Exposition, PoolReading, StatusPage};
 use stackway_middleware::proxy::ProxyStats;
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
@@ -549,31 +550,43 @@ fn observed(
         .as_deref()
         .map(|path| metrics.status_page().path(path).listeners(listeners));
     let exposition = args.metrics.as_deref().map(|path| metrics.exposition(path));
-    let admin_addr = match admin {
+    let admin = match admin {
         Some(ListenAddr::Tcp { addr, .. }) => Some(*addr),
         _ => None,
     };
-    let metrics = Arc::new(metrics);
-    BoxApp::new(move |req: Request| {
-        let (metrics, status, exposition) = (metrics.clone(), status.clone(), exposition.clone());
-        async move {
-            let on_admin = req.environ().local_addr() == admin_addr && admin_addr.is_some();
-            if let Some(status) =
-                status.filter(|s| s.serves(&req) && (on_admin || admin_addr.is_none()))
-            {
+    BoxApp::new(Observed {
+        metrics,
+        status,
+        exposition,
+        admin,
+    })
+}
+
+/// The stack inside `Metrics`, with the status page and the exposition
+/// answered first: on the admin listener alone when there is one.
+struct Observed {
+    metrics: Metrics<BoxApp>,
+    status: Option<StatusPage>,
+    exposition: Option<Exposition>,
+    admin: Option<SocketAddr>,
+}
+
+impl App for Observed {
+    async fn call(&self, req: Request) -> Response {
+        let on_admin = self.admin.is_some() && req.environ().local_addr() == self.admin;
+        if on_admin || self.admin.is_none() {
+            if let Some(status) = self.status.as_ref().filter(|s| s.serves(&req)) {
                 return status.call(req).await;
             }
-            if let Some(exposition) =
-                exposition.filter(|e| e.serves(&req) && (on_admin || admin_addr.is_none()))
-            {
+            if let Some(exposition) = self.exposition.as_ref().filter(|e| e.serves(&req)) {
                 return exposition.call(req).await;
             }
-            if on_admin {
-                return response::status(stackway::http::StatusCode::NOT_FOUND);
-            }
-            metrics.call(req).await
         }
-    })
+        if on_admin {
+            return response::status(stackway::http::StatusCode::NOT_FOUND);
+        }
+        self.metrics.call(req).await
+    }
 }
 
 /// The listeners the flags (or the config file) ask for.
