@@ -149,6 +149,54 @@ fn a_known_mix_gives_exact_counts_buckets_and_labels() {
 }
 
 #[test]
+fn latency_lands_in_its_bucket_and_a_request_the_client_gives_up_leaves_no_flight() {
+    let slow = |req: Request| async move {
+        match req.uri().path() {
+            "/slow/forever" => std::future::pending().await,
+            _ => {
+                tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+                response::text("slow")
+            }
+        }
+    };
+    let stack = Lint::strict(Dispatcher::default().mount("/slow", slow));
+    let running = Running::start(support::server(), Metrics::new(stack));
+    assert_eq!(Conn::open(running.addr).get("/slow/60ms").text(), "slow");
+
+    let mut gone = Conn::open(running.addr);
+    gone.send(b"GET /slow/forever HTTP/1.1\r\nHost: x\r\n\r\n");
+    let in_flight = || counter(&scrape(running.addr), "stackway_requests_in_flight", &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while in_flight() != 1.0 {
+        assert!(std::time::Instant::now() < deadline, "never in flight");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(gone);
+    while in_flight() != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "still in flight");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    let scraped = scrape(running.addr);
+    let Some(Value::Histogram(buckets)) = value(
+        &scraped,
+        "stackway_request_duration_seconds",
+        &[("mount", "/slow")],
+    ) else {
+        panic!("no histogram for /slow")
+    };
+    let at = |le: f64| buckets.iter().find(|b| b.less_than == le).unwrap().count;
+    assert_eq!((at(0.05), at(0.1)), (0.0, 1.0), "60 ms: {buckets:?}");
+    let sum = counter(
+        &scraped,
+        "stackway_request_duration_seconds_sum",
+        &[("mount", "/slow")],
+    );
+    assert!((0.06..0.1).contains(&sum), "{sum}");
+    running.stop().unwrap();
+}
+
+#[test]
 fn a_flood_of_hostile_paths_adds_no_label_value() {
     let stack = Dispatcher::new(stackway::apps::hello).mount("/api", stackway::apps::hello);
     let running = Running::start(support::server(), Metrics::new(stack));
@@ -225,6 +273,27 @@ fn each_upstream_of_a_proxy_mount_is_reported() {
     assert_eq!(upstream_value("stackway_upstream_up", &live), 1.0);
     assert_eq!(upstream_value("stackway_upstream_up", &dead), 0.0);
     assert_eq!(upstream_value("stackway_upstream_in_flight", &live), 0.0);
-    running.stop().unwrap();
+    // One connection served all six, kept in the pool; none to the dead one.
+    assert_eq!(upstream_value("stackway_upstream_connections", &live), 1.0);
+    assert_eq!(upstream_value("stackway_upstream_connections", &dead), 0.0);
+
+    // The upstream going away closes the pooled connection.
     upstream.stop().unwrap();
+    let connections = || {
+        let scraped = scrape(running.addr);
+        counter(
+            &scraped,
+            "stackway_upstream_connections",
+            &[("mount", "/api"), ("upstream", &live)],
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while connections() != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool kept a closed connection"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    running.stop().unwrap();
 }

@@ -63,7 +63,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
 use http::StatusCode;
 use stackway::{App, BoxApp, Request, RequestExt, Response, response};
@@ -87,7 +86,7 @@ pub struct Dispatcher {
 }
 
 /// An app and its prefix as configured (its metrics label).
-type Mounted = (BoxApp, Arc<Label>);
+type Mounted = (BoxApp, &'static Label);
 
 /// One segment of the mount tree.
 #[derive(Default)]

@@ -41,10 +41,13 @@ pub use status::StatusPage;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::future::Either;
 use http::{HeaderValue, Method, header};
 use http_body::Body as _;
 use std::fmt;
@@ -74,7 +77,7 @@ pub struct Metrics<A> {
 /// nothing at all.
 #[derive(Default)]
 pub(crate) struct Tag {
-    mount: Cell<Option<Arc<Label>>>,
+    mount: Cell<Option<&'static Label>>,
     outcome: Cell<u8>,
 }
 
@@ -82,21 +85,29 @@ tokio::task_local! {
     static TAG: Tag;
 }
 
-/// A mount's prefix as configured, the `mount` label of its metrics; made
+/// A mount's prefix as configured, the `mount` label of its metrics; found
 /// once per mount by the Dispatcher or SharedData.
 #[derive(Debug)]
 pub(crate) struct Label {
     text: Box<str>,
-    /// The [`MountStats`] of the last `Metrics` that counted this mount, and
+    /// The [`MountStats`] of the first `Metrics` that counted this mount, and
     /// which one that was: found again without a lookup.
-    cached: OnceLock<(usize, Arc<MountStats>)>,
+    cached: OnceLock<(u64, Arc<MountStats>)>,
 }
 
 impl Label {
-    pub(crate) fn new(text: String) -> Arc<Self> {
-        Arc::new(Self {
-            text: text.into(),
-            cached: OnceLock::new(),
+    /// The label of `text`, one per text for the life of the process: the
+    /// prefixes a program configures are few, and a request can note a
+    /// `&'static` one without touching a reference count.
+    pub(crate) fn new(text: String) -> &'static Self {
+        static LABELS: LazyLock<Mutex<HashMap<Box<str>, &'static Label>>> =
+            LazyLock::new(Mutex::default);
+        let mut labels = LABELS.lock().unwrap_or_else(|e| e.into_inner());
+        labels.entry(text.clone().into()).or_insert_with(|| {
+            Box::leak(Box::new(Self {
+                text: text.into(),
+                cached: OnceLock::new(),
+            }))
         })
     }
 }
@@ -109,10 +120,11 @@ const STATIC_MISS: u8 = 3;
 impl Tag {
     /// Notes that the request went to the app mounted at `label` (kept only
     /// for the first, outermost mount).
-    pub(crate) fn mount(label: &Arc<Label>) {
+    pub(crate) fn mount(label: &'static Label) {
         let _ = TAG.try_with(|tag| {
-            let first = tag.mount.take().unwrap_or_else(|| label.clone());
-            tag.mount.set(Some(first));
+            if tag.mount.get().is_none() {
+                tag.mount.set(Some(label));
+            }
         });
     }
 
@@ -136,8 +148,11 @@ impl<A> Metrics<A> {
             path: Some("/metrics".to_owned()),
             state: Arc::new(State {
                 started: Instant::now(),
+                clock: quanta::Clock::new(),
                 server: None,
-                in_flight: AtomicI64::new(0),
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                started_requests: AtomicU64::new(0),
+                cancelled: AtomicU64::new(0),
                 bytes_in: Arc::new(AtomicU64::new(0)),
                 bytes_out: Arc::new(AtomicU64::new(0)),
                 statics: Default::default(),
@@ -220,66 +235,92 @@ impl<A> Metrics<A> {
 
 impl<A: App> App for Metrics<A> {
     // Not an `async fn`: the request is handed to the inner app before the
-    // future is made, so the future holds the inner one and a few numbers,
-    // not the request beside it (half the size, and half the bytes moved).
+    // future is made, and the future is a struct of its own, so it holds the
+    // inner one and a few numbers once (an `async` block holding the inner
+    // future would hold it twice: as captured, and as pinned to poll).
     fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
-        let state = &self.state;
-        let counted = if self.path.as_deref() == Some(req.uri().path()) {
-            Err(scrape(&render(state)))
-        } else {
-            state.in_flight.fetch_add(1, Ordering::Relaxed);
-            let method = method_class(req.method());
-            if let Some(len) = req.body().size_hint().exact() {
-                if len > 0 {
-                    state.bytes_in.fetch_add(len, Ordering::Relaxed);
-                }
-            } else {
-                let total = state.bytes_in.clone();
-                *req.body_mut() = std::mem::take(req.body_mut()).inspect(count_into(total));
-            }
-            let started = Instant::now();
-            Ok((
-                TAG.scope(Tag::default(), self.inner.call(req)),
-                started,
-                method,
-            ))
-        };
-        async move {
-            let (answered, started, method) = match counted {
-                Ok(counted) => counted,
-                Err(scraped) => return scraped,
-            };
-            let mut answered = std::pin::pin!(answered);
-            let mut res = answered.as_mut().await;
-            let elapsed = started.elapsed();
-            state.in_flight.fetch_sub(1, Ordering::Relaxed);
-            let tag = answered.take_value().unwrap_or_default();
-            let label = tag.mount.take();
-            let stats = match &label {
-                Some(label) => state.mount(label),
-                None => Found::Cached(&state.unmounted),
-            };
-            let status = usize::from(res.status().as_u16() / 100).clamp(1, 5) - 1;
-            if status == 4 {
-                state.failed(method, res.status().as_u16(), label.as_deref());
-            }
-            stats.requests[method][status].fetch_add(1, Ordering::Relaxed);
-            stats.latency.observe(elapsed.as_secs_f64());
-            let outcome = tag.outcome.get();
-            if outcome != STATIC_NONE {
-                state.statics[usize::from(outcome - 1)].fetch_add(1, Ordering::Relaxed);
-            }
-            match res.body().size_hint().exact() {
-                Some(len) => {
-                    state.bytes_out.fetch_add(len, Ordering::Relaxed);
-                }
-                None => {
-                    let total = state.bytes_out.clone();
-                    *res.body_mut() = std::mem::take(res.body_mut()).inspect(count_into(total));
-                }
-            }
-            res
+        let state = &*self.state;
+        if self.path.as_deref() == Some(req.uri().path()) {
+            return Either::Left(std::future::ready(scrape(&render(&self.state))));
         }
+        state.started_requests.fetch_add(1, Ordering::Relaxed);
+        let method = method_class(req.method());
+        if let Some(len) = req.body().size_hint().exact() {
+            if len > 0 {
+                state.bytes_in.fetch_add(len, Ordering::Relaxed);
+            }
+        } else {
+            let total = state.bytes_in.clone();
+            *req.body_mut() = std::mem::take(req.body_mut()).inspect(count_into(total));
+        }
+        let started = state.clock.raw();
+        Either::Right(Counted {
+            answered: TAG.scope(Tag::default(), self.inner.call(req)),
+            state,
+            started,
+            method,
+            done: false,
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request being answered under [`Metrics`], counted when the answer
+    /// comes (or as cancelled if it is dropped before).
+    struct Counted<'a, F: Future> {
+        #[pin]
+        answered: tokio::task::futures::TaskLocalFuture<Tag, F>,
+        state: &'a State,
+        started: u64,
+        method: usize,
+        done: bool,
+    }
+
+    impl<F: Future> PinnedDrop for Counted<'_, F> {
+        fn drop(this: Pin<&mut Self>) {
+            if !this.done {
+                this.state.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<F: Future<Output = Response>> Future for Counted<'_, F> {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let mut this = self.project();
+        let mut res = std::task::ready!(this.answered.as_mut().poll(cx));
+        let state = *this.state;
+        let elapsed = state.clock.delta(*this.started, state.clock.raw());
+        *this.done = true;
+        let method = *this.method;
+        let tag = this.answered.take_value().unwrap_or_default();
+        let label = tag.mount.get();
+        let stats = match label {
+            Some(label) => state.mount(label),
+            None => Found::Cached(&state.unmounted),
+        };
+        let status = usize::from(res.status().as_u16() / 100).clamp(1, 5) - 1;
+        if status == 4 {
+            state.failed(method, res.status().as_u16(), label);
+        }
+        stats.requests[method][status].fetch_add(1, Ordering::Relaxed);
+        stats.latency.observe(elapsed.as_secs_f64());
+        let outcome = tag.outcome.get();
+        if outcome != STATIC_NONE {
+            state.statics[usize::from(outcome - 1)].fetch_add(1, Ordering::Relaxed);
+        }
+        match res.body().size_hint().exact() {
+            Some(len) => {
+                state.bytes_out.fetch_add(len, Ordering::Relaxed);
+            }
+            None => {
+                let total = state.bytes_out.clone();
+                *res.body_mut() = std::mem::take(res.body_mut()).inspect(count_into(total));
+            }
+        }
+        Poll::Ready(res)
     }
 }
 
@@ -357,10 +398,23 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// The next [`State::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 struct State {
+    /// Which `Metrics` this is, for the [`Label`] caches.
+    id: u64,
     started: Instant,
+    /// Times requests: the CPU's time-stamp counter where it is steady
+    /// (calibrated once, here): half the cost of two `Instant` readings.
+    clock: quanta::Clock,
     server: Option<Stats>,
-    in_flight: AtomicI64,
+    /// Requests begun; less those answered and those cancelled, the
+    /// requests in flight (one counter a request, not two).
+    started_requests: AtomicU64,
+    /// Requests whose future was dropped before the answer (the client
+    /// went away).
+    cancelled: AtomicU64,
     bytes_in: Arc<AtomicU64>,
     bytes_out: Arc<AtomicU64>,
     statics: [AtomicU64; 3],
@@ -474,6 +528,24 @@ impl State {
         });
     }
 
+    /// Requests begun and neither answered nor cancelled. The counters are
+    /// read one after the other, so a request that ends in between may be
+    /// missed: never less than zero.
+    fn in_flight(&self) -> u64 {
+        let answered: u64 = self
+            .mounts
+            .read()
+            .expect("not poisoned")
+            .values()
+            .chain([&self.unmounted])
+            .map(|stats| stats.latency.count())
+            .sum();
+        let ended = answered + self.cancelled.load(Ordering::Relaxed);
+        self.started_requests
+            .load(Ordering::Relaxed)
+            .saturating_sub(ended)
+    }
+
     /// Every mount counted so far, `none` among them, by label.
     fn mounts_sorted(&self) -> Vec<(Arc<str>, Arc<MountStats>)> {
         let mut mounts: Vec<(Arc<str>, Arc<MountStats>)> = self
@@ -492,22 +564,24 @@ impl State {
     /// The stats of the mount `label` names: cached in the label after the
     /// first request, so a request costs no lookup and no lock.
     fn mount<'a>(&self, label: &'a Label) -> Found<'a> {
-        let me = self as *const Self as usize;
         if let Some((owner, stats)) = label.cached.get() {
-            if *owner == me {
+            if *owner == self.id {
                 return Found::Cached(stats);
             }
         }
-        let stats = self
+        let known = self
             .mounts
-            .write()
+            .read()
             .expect("not poisoned")
-            .entry(label.text.clone())
-            .or_default()
-            .clone();
+            .get(&label.text)
+            .cloned();
+        let stats = known.unwrap_or_else(|| {
+            let mut mounts = self.mounts.write().expect("not poisoned");
+            mounts.entry(label.text.clone()).or_default().clone()
+        });
         // A label counted by two Metrics keeps the first; the other looks up.
-        let (owner, cached) = label.cached.get_or_init(|| (me, stats.clone()));
-        match *owner == me {
+        let (owner, cached) = label.cached.get_or_init(|| (self.id, stats.clone()));
+        match *owner == self.id {
             true => Found::Cached(cached),
             false => Found::Looked(stats),
         }
@@ -590,7 +664,7 @@ impl Collector for Collect {
                 .encode_family(&[("mount", &**mount)])?
                 .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
-        let in_flight = state.in_flight.load(Ordering::Relaxed);
+        let in_flight = state.in_flight() as i64;
         encoder
             .encode_descriptor(
                 "stackway_requests_in_flight",
@@ -698,6 +772,12 @@ impl Collector for Collect {
                     "Requests sent to the upstream and not answered in full.",
                     MetricType::Gauge,
                     |u| u.in_flight,
+                ),
+                (
+                    "stackway_upstream_connections",
+                    "Connections open to the upstream, idle in a pool or carrying a request.",
+                    MetricType::Gauge,
+                    |u| u.connections,
                 ),
             ] {
                 let mut family = encoder.encode_descriptor(name, help, None, kind)?;

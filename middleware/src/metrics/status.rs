@@ -86,7 +86,7 @@ impl StatusPage {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": state.started.elapsed().as_secs_f64(),
             "listeners": self.listeners,
-            "in_flight": state.in_flight.load(Ordering::Relaxed),
+            "in_flight": state.in_flight(),
             "connections": {
                 "accepted": server.map(|s| s.connections_accepted()),
                 "open": server.map(|s| s.connections_open()),
@@ -112,6 +112,7 @@ impl StatusPage {
                 "answered": u.answered,
                 "failed": u.failed,
                 "in_flight": u.in_flight,
+                "connections": u.connections,
             }))).collect::<Vec<_>>(),
             "mounts": mounts,
             "errors": state.errors.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().map(|e| json!({
@@ -161,7 +162,7 @@ impl StatusPage {
         for u in data["upstreams"].as_array().into_iter().flatten() {
             let _ = write!(
                 upstreams,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
                 escape_html(u["mount"].as_str().unwrap_or("")),
                 escape_html(u["upstream"].as_str().unwrap_or("")),
                 if u["up"].as_bool() == Some(true) {
@@ -172,6 +173,7 @@ impl StatusPage {
                 u["answered"],
                 u["failed"],
                 u["in_flight"],
+                u["connections"],
             );
         }
         let mut pools = String::new();
@@ -274,7 +276,7 @@ dt{color:#666}
 <table id=mounts><thead><tr><th>mount</th><th>requests</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th><th>5xx</th><th>last 60 s</th></tr></thead>
 <tbody>{rows}</tbody></table>
 <h2>Upstreams</h2>
-<table id=upstreams><thead><tr><th>mount</th><th>upstream</th><th>state</th><th>answered</th><th>failed</th><th>in flight</th></tr></thead><tbody>{upstreams}</tbody></table>
+<table id=upstreams><thead><tr><th>mount</th><th>upstream</th><th>state</th><th>answered</th><th>failed</th><th>in flight</th><th>connections</th></tr></thead><tbody>{upstreams}</tbody></table>
 <h2>Python pools</h2>
 <table id=pools><thead><tr><th>mount</th><th>busy</th><th>threads</th><th>queued</th><th>requests</th></tr></thead><tbody>{pools}</tbody></table>
 <h2>Last errors</h2>
@@ -305,7 +307,7 @@ async function tick(){
   f("p50").textContent=q(recent,.5);f("p99").textContent=q(recent,.99);f("errors").textContent=m.errors;
   const top=Math.max(1,...h);f("spark").setAttribute("points",h.map((v,i)=>(i*2)+","+(22-20*v/top).toFixed(1)).join(" "));
  }
- document.querySelector("#upstreams tbody").innerHTML=d.upstreams.map(u=>"<tr><td>"+esc(u.mount)+"</td><td>"+esc(u.upstream)+"</td><td>"+(u.up?"up":"DOWN")+"</td><td class=n>"+u.answered+"</td><td class=n>"+u.failed+"</td><td class=n>"+u.in_flight+"</td></tr>").join("");
+ document.querySelector("#upstreams tbody").innerHTML=d.upstreams.map(u=>"<tr><td>"+esc(u.mount)+"</td><td>"+esc(u.upstream)+"</td><td>"+(u.up?"up":"DOWN")+"</td><td class=n>"+u.answered+"</td><td class=n>"+u.failed+"</td><td class=n>"+u.in_flight+"</td><td class=n>"+u.connections+"</td></tr>").join("");
  document.querySelector("#pools tbody").innerHTML=d.pools.map(p=>"<tr><td>"+esc(p.mount)+"</td><td class=n>"+p.busy+"</td><td class=n>"+p.threads+"</td><td class=n>"+p.queued+"</td><td class=n>"+p.jobs+"</td></tr>").join("");
  document.querySelector("#errors tbody").innerHTML=d.errors.map(e=>"<tr><td>"+e.seconds_ago+"s ago</td><td>"+esc(e.method)+"</td><td>"+e.status+"</td><td>"+esc(e.mount)+"</td></tr>").join("");
  document.body.dataset.updates=+document.body.dataset.updates+1;

@@ -122,6 +122,8 @@ pub struct UpstreamStats {
     pub up: bool,
     /// Requests sent to it and not yet answered in full.
     pub in_flight: u64,
+    /// Connections open to it, idle in a pool or carrying a request.
+    pub connections: u64,
 }
 
 impl ProxyStats {
@@ -137,6 +139,7 @@ impl ProxyStats {
                     failed: u.failed.load(Ordering::Relaxed),
                     up: u.is_up(),
                     in_flight: u.outstanding.load(Ordering::Relaxed) as u64,
+                    connections: u.connections() as u64,
                 })
                 .collect(),
             None => self
@@ -148,6 +151,7 @@ impl ProxyStats {
                     failed: 0,
                     up: true,
                     in_flight: 0,
+                    connections: 0,
                 })
                 .collect(),
         }

@@ -166,16 +166,18 @@ thread_local! {
 impl Upstream {
     pub(crate) fn new(spec: Spec, settings: &Settings) -> Self {
         static IDS: AtomicU64 = AtomicU64::new(0);
-        let connector = match &spec.address {
+        let dial = match &spec.address {
             Address::Tcp(_) => {
                 let mut http = HttpConnector::new();
                 http.set_connect_timeout(Some(settings.connect_timeout));
                 http.set_nodelay(true);
-                Connector::Tcp(http)
+                Dial::Tcp(http)
             }
-            Address::Unix(path) => {
-                Connector::Unix(Arc::new(path.clone()), settings.connect_timeout)
-            }
+            Address::Unix(path) => Dial::Unix(Arc::new(path.clone()), settings.connect_timeout),
+        };
+        let connector = Connector {
+            dial,
+            open: Arc::default(),
         };
         let mut pool = Client::builder(TokioExecutor::new());
         pool.pool_max_idle_per_host(settings.max_idle)
@@ -200,6 +202,11 @@ impl Upstream {
             answered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
+    }
+
+    /// Connections open to it, idle in a pool or carrying a request.
+    pub(crate) fn connections(&self) -> usize {
+        self.connector.open.load(Ordering::Relaxed)
     }
 
     /// This thread's pooled client for the upstream.
@@ -260,17 +267,35 @@ fn now_ms() -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
 }
 
-/// Connects to an upstream over TCP or a unix socket.
+/// Connects to an upstream over TCP or a unix socket, and counts the
+/// connections open (the size of its pools).
 #[derive(Clone)]
-pub(crate) enum Connector {
+pub(crate) struct Connector {
+    dial: Dial,
+    open: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+enum Dial {
     Tcp(HttpConnector),
     Unix(Arc<PathBuf>, Duration),
 }
 
-/// A connection to an upstream.
-pub(crate) enum Stream {
+/// A connection to an upstream, counted open until it is dropped.
+pub(crate) struct Stream {
+    io: Io,
+    open: Arc<AtomicUsize>,
+}
+
+enum Io {
     Tcp(TokioIo<tokio::net::TcpStream>),
     Unix(TokioIo<tokio::net::UnixStream>),
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send>>;
@@ -281,26 +306,32 @@ impl tower_service::Service<Uri> for Connector {
     type Future = Connecting;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match self {
-            Self::Tcp(http) => http.poll_ready(cx).map_err(io::Error::other),
-            Self::Unix(..) => Poll::Ready(Ok(())),
+        match &mut self.dial {
+            Dial::Tcp(http) => http.poll_ready(cx).map_err(io::Error::other),
+            Dial::Unix(..) => Poll::Ready(Ok(())),
         }
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        match self {
-            Self::Tcp(http) => {
+        let open = self.open.clone();
+        let counted = move |io| {
+            open.fetch_add(1, Ordering::Relaxed);
+            Stream { io, open }
+        };
+        match &mut self.dial {
+            Dial::Tcp(http) => {
                 let connecting = http.call(uri);
-                Box::pin(
-                    async move { Ok(Stream::Tcp(connecting.await.map_err(io::Error::other)?)) },
-                )
+                Box::pin(async move {
+                    let tcp = connecting.await.map_err(io::Error::other)?;
+                    Ok(counted(Io::Tcp(tcp)))
+                })
             }
-            Self::Unix(path, timeout) => {
+            Dial::Unix(path, timeout) => {
                 let (path, timeout) = (path.clone(), *timeout);
                 Box::pin(async move {
                     let connect = tokio::net::UnixStream::connect(&*path);
                     match tokio::time::timeout(timeout, connect).await {
-                        Ok(stream) => Ok(Stream::Unix(TokioIo::new(stream?))),
+                        Ok(stream) => Ok(counted(Io::Unix(TokioIo::new(stream?)))),
                         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
                     }
                 })
@@ -311,9 +342,9 @@ impl tower_service::Service<Uri> for Connector {
 
 impl Connection for Stream {
     fn connected(&self) -> Connected {
-        match self {
-            Self::Tcp(tcp) => tcp.connected(),
-            Self::Unix(_) => Connected::new(),
+        match &self.io {
+            Io::Tcp(tcp) => tcp.connected(),
+            Io::Unix(_) => Connected::new(),
         }
     }
 }
@@ -324,9 +355,9 @@ impl Read for Stream {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -337,23 +368,23 @@ impl Write for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -50,7 +50,7 @@ pub struct Export {
     spa_fallback: Option<String>,
     cache: FileCache,
     /// The prefix it is exported at, as configured: the `mount` of its metrics.
-    pub(super) label: Arc<Label>,
+    pub(super) label: &'static Label,
 }
 
 #[derive(Debug, Clone)]

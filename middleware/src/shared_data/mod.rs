@@ -163,7 +163,7 @@ impl<A: App> App for SharedData<A> {
     async fn call(&self, req: Request) -> Response {
         if let Some((export, rest)) = self.find(&req) {
             if let Some(res) = Arc::clone(export).serve(&req, rest).await {
-                Tag::mount(&export.label);
+                Tag::mount(export.label);
                 return res;
             }
             Tag::static_outcome(None);
