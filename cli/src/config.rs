@@ -75,6 +75,7 @@ struct File {
     proxy_fix: Option<[usize; 5]>,
     request_id: Option<bool>,
     trace_context: Option<bool>,
+    otlp_endpoint: Option<String>,
     cors: Option<Vec<String>>,
     secure_headers: Option<bool>,
     compress: Option<bool>,
@@ -245,6 +246,7 @@ pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> 
             log_format access_log request_id trace_context cors secure_headers compress wsgi_threads
             proxy_connect_timeout proxy_read_timeout;
         optional: socket_mode tls_cert tls_key workers health drain_delay proxy_fix timeout metrics status admin_bind
+            otlp_endpoint
     );
     if let Some(dirs) = file.pythonpath {
         if !given("python_path") {

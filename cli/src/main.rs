@@ -12,6 +12,7 @@ mod config;
 mod listen;
 mod reload;
 mod restart;
+mod telemetry;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -164,6 +165,12 @@ struct ServeArgs {
     /// trace and span ids, and pass the trace on to upstreams.
     #[arg(long)]
     trace_context: bool,
+
+    /// Export each request's span to an OpenTelemetry collector over OTLP/HTTP at URL
+    /// (`http://collector:4318`), service.name from OTEL_SERVICE_NAME or `stackway`;
+    /// implies --trace-context. Needs a build with `--features otel`.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 
     /// Add the usual security headers to responses (nosniff, Referrer-Policy,
     /// X-Frame-Options, and HSTS over https).
@@ -404,14 +411,18 @@ fn main() -> ExitCode {
         }
     }
     reload::follow_supervisor();
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_max_level(args.log_level);
-    match args.log_format.as_str() {
-        "json" => logs.json().init(),
-        _ => logs.init(),
-    }
+    let otlp = match args.otlp_endpoint.as_deref().filter(|_| !args.reload) {
+        Some(endpoint) => match telemetry::exporter(endpoint) {
+            Ok(otlp) => Some(otlp),
+            Err(message) => {
+                eprintln!("stackway: --otlp-endpoint: {message}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    args.trace_context |= args.otlp_endpoint.is_some();
+    telemetry::init(&args.log_format, args.log_level, otlp.as_ref());
     if args.reload {
         let child_args: Vec<String> = std::env::args()
             .skip(1)
@@ -507,6 +518,11 @@ fn main() -> ExitCode {
     if !handed_over.load(Ordering::Relaxed) {
         for file in &opened.unix_files {
             let _ = std::fs::remove_file(file);
+        }
+    }
+    if let Some(otlp) = otlp {
+        if let Err(e) = otlp.shutdown() {
+            tracing::warn!("{e}");
         }
     }
     match served {

@@ -43,6 +43,8 @@ pub mod cors;
 pub mod dispatcher;
 pub mod lint;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod prefix;
 pub mod profiler;
 pub mod proxy;

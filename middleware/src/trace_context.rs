@@ -9,6 +9,10 @@
 //! upstream gets: 00-4bf92f3577b34da6a3ce929d0e0e4736-<this server's span>-01
 //! ```
 //!
+//! With the `otel` feature, `otel::Otlp` exports these
+//! spans to an OpenTelemetry collector; the request's span is then an
+//! OpenTelemetry span with the caller's as its remote parent.
+//!
 //! # Example
 //!
 //! ```
@@ -113,7 +117,8 @@ impl<A: App> App for TraceContext<A> {
             .and_then(|v| v.to_str().ok())
             .and_then(Trace::parse);
         let span_id = random_bits().max(1);
-        let trace = match incoming {
+        #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+        let mut trace = match incoming {
             Some((trace_id, parent, flags)) => Trace {
                 trace_id,
                 span_id,
@@ -127,12 +132,33 @@ impl<A: App> App for TraceContext<A> {
                 flags: 1,
             },
         };
-        req.extensions_mut().insert(trace);
-        let span = tracing::info_span!(
-            "request",
-            trace_id = %format_args!("{:032x}", trace.trace_id),
-            span_id = %format_args!("{:016x}", trace.span_id),
+        use tracing::field::Empty;
+        #[cfg(not(feature = "otel"))]
+        let span = tracing::info_span!("request", trace_id = Empty, span_id = Empty);
+        #[cfg(feature = "otel")]
+        let span = {
+            let method = req.method().as_str();
+            let span = tracing::info_span!(
+                "request",
+                trace_id = Empty,
+                span_id = Empty,
+                otel.kind = "server",
+                otel.name = method,
+                http.request.method = method,
+                url.path = req.uri().path(),
+            );
+            crate::otel::adopt(&span, &mut trace);
+            span
+        };
+        span.record(
+            "trace_id",
+            tracing::field::display(format_args!("{:032x}", trace.trace_id)),
         );
+        span.record(
+            "span_id",
+            tracing::field::display(format_args!("{:016x}", trace.span_id)),
+        );
+        req.extensions_mut().insert(trace);
         self.inner.call(req).instrument(span).await
     }
 }
