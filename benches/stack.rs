@@ -155,6 +155,34 @@ fn shared_data(c: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
+    // Large files: kept open by the cache, read from the page cache at once.
+    std::fs::write(dir.path().join("1m.bin"), vec![b'y'; 1 << 20]).unwrap();
+    let read = |req: Request| {
+        rt.block_on(async {
+            let res = app.call(req).await;
+            assert!(res.status().is_success());
+            res.into_body().collect(2 << 20).await.unwrap()
+        })
+    };
+    c.bench_function("shared_data/large_range", |b| {
+        b.iter_batched(
+            || {
+                let mut req = get("/static/1m.bin");
+                req.headers_mut()
+                    .insert("range", http::HeaderValue::from_static("bytes=1000-1999"));
+                req
+            },
+            |req| black_box(read(req)),
+            BatchSize::SmallInput,
+        );
+    });
+    c.bench_function("shared_data/large_file_1m", |b| {
+        b.iter_batched(
+            || get("/static/1m.bin"),
+            |req| black_box(read(req)),
+            BatchSize::SmallInput,
+        );
+    });
     c.bench_function("shared_data/miss_to_app", |b| {
         b.iter_batched(
             || get("/api/users/42"),

@@ -438,7 +438,7 @@ fn small_files_are_served_from_memory_for_the_cache_ttl() {
             .header("accept-encoding", "br")
             .await
             .assert_text("BROTLI");
-        // Files larger than 64 KiB are never kept.
+        // Files larger than 64 KiB are kept open, but looked at on each hit.
         let big = client.get("/static/big.bin").await;
         tree.write("big.bin", b"small now");
         assert_ne!(client.get("/static/big.bin").await.body(), big.body());
@@ -461,6 +461,62 @@ fn small_files_are_served_from_memory_for_the_cache_ttl() {
         std::fs::remove_file(tree.public().join("hello.txt")).unwrap();
         std::thread::sleep(ttl + Duration::from_millis(50));
         assert_fell_through(&client.get("/static/hello.txt").await);
+    });
+}
+
+/// The body is `expected`, compared without printing 200 000 bytes.
+fn assert_bytes(res: &TestResponse, expected: &[u8]) {
+    let body = res.body();
+    let first_difference = body.iter().zip(expected).position(|(a, b)| a != b);
+    assert!(
+        body.len() == expected.len() && first_difference.is_none(),
+        "{} bytes against {} expected, first difference at {first_difference:?}",
+        body.len(),
+        expected.len()
+    );
+}
+
+#[test]
+fn large_files_stay_open_yet_a_replaced_rewritten_or_removed_one_is_never_served_as_it_was() {
+    let tree = Tree::new();
+    let path = tree.public().join("big.bin");
+    let version = |n: u8| -> Vec<u8> { (0..200_000u32).map(|i| (i % 251) as u8 ^ n).collect() };
+    run(async {
+        let long = Duration::from_secs(3600);
+        let client = tree.client_with(Export::dir(tree.public()).memory_cache(Some(long)));
+        let range = |client: &Client| {
+            client
+                .get("/static/big.bin")
+                .header("range", "bytes=1000-1999")
+        };
+        tree.write("big.bin", &version(1));
+        assert_bytes(&client.get("/static/big.bin").await, &version(1));
+        assert_bytes(
+            range(&client).await.assert_status(206),
+            &version(1)[1000..2000],
+        );
+        let first = client.get("/static/big.bin").await;
+        assert_bytes(&first, &version(1));
+
+        // Replaced by a rename, the same size: another inode.
+        let next = tree.public().join("big.bin.next");
+        std::fs::write(&next, version(2)).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        assert_bytes(&range(&client).await, &version(2)[1000..2000]);
+        let replaced = client.get("/static/big.bin").await;
+        assert_bytes(&replaced, &version(2));
+        assert_ne!(replaced.header("etag"), first.header("etag"));
+
+        // Rewritten in place, the same size: the same inode, a new mtime.
+        std::thread::sleep(Duration::from_millis(10));
+        std::fs::write(&path, version(3)).unwrap();
+        assert_bytes(&client.get("/static/big.bin").await, &version(3));
+        assert_bytes(&range(&client).await, &version(3)[1000..2000]);
+
+        // Removed: a miss at once, the open file notwithstanding.
+        std::fs::remove_file(&path).unwrap();
+        assert_fell_through(&client.get("/static/big.bin").await);
+        assert_fell_through(&range(&client).await);
     });
 }
 

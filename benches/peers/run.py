@@ -31,11 +31,13 @@ PEERS = ROOT / "benches" / "peers"
 DEEP_MOUNTS = [f"/api{i}/v{i % 10}/svc{i}" for i in range(100)]  # 100 apps, 3 segments deep
 DEEP_PATH = DEEP_MOUNTS[-1] + "/users/42"
 HELLO = ["hello-root", "hello-deep", "idle-5k"]
-STATIC = ["static-1k", "static-64k", "static-1m", "static-304", "static-range"]
+STATIC = ["static-1k", "static-64k", "static-1m", "static-20m", "static-304", "static-range"]
 COMPRESSED = ["compressed-64k-gzip", "compressed-64k-br"]
 SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy", "wsgi-hello"]
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian"]
-SERVERS = ["stackway", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
+# `stackway-before`: another stackway binary (--before PATH), for a before/after in one run.
+SERVERS = ["stackway", "stackway-before", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
+BEFORE = None  # the binary of stackway-before, set from --before
 # The same Python WSGI app under every server of the wsgi-hello scenario.
 WSGI_APP = """
 def application(environ, start_response):
@@ -53,6 +55,8 @@ PYTHON = "/usr/bin/python3.11"
 def applies(server, scenario):
     """hyper has no static files and nginx no hello app; proxy compares stackway with nginx;
     wsgi-hello compares stackway with the Python servers, which serve nothing else."""
+    if server == "stackway-before":
+        return BEFORE is not None and applies("stackway", scenario)
     if scenario == "wsgi-hello":
         return server == "stackway" or (server in PYTHON_SERVERS and python_server_installed(server))
     if server in PYTHON_SERVERS:
@@ -118,7 +122,8 @@ def build():
 def fixtures(tmp):
     static = tmp / "static"
     static.mkdir()
-    for name, size in [("1k.bin", 1024), ("64k.bin", 64 * 1024), ("1m.bin", 1024 * 1024)]:
+    for name, size in [("1k.bin", 1024), ("64k.bin", 64 * 1024), ("1m.bin", 1024 * 1024),
+                       ("20m.bin", 20 * 1024 * 1024)]:
         (static / name).write_bytes(os.urandom(size))
     # A 64 KiB HTML page, as compressible as real ones (a table of varied rows).
     rows = "".join(f"<tr><td>{i}</td><td>item {i * 7919 % 1000}</td><td>{'ok' if i % 3 else 'late'}</td></tr>\n"
@@ -174,6 +179,9 @@ http {{
 
 
 def command(server, port, static, tmp, upstream=None, scenario=None):
+    binary = ROOT / "target/release/stackway"
+    if server == "stackway-before":
+        server, binary = "stackway", BEFORE
     if server == "nginx":
         return nginx_conf(tmp, port, static, upstream, scenario)
     bind, app = f"127.0.0.1:{port}", "bench_app:application"
@@ -201,7 +209,7 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
     if server == "stackway" and scenario == "wsgi-hello":
         flags += ["--pythonpath", str(tmp), "--mount", "/wsgi=wsgi:bench_app:application"]
     if server == "stackway":
-        return [str(ROOT / "target/release/stackway"), "serve"] + flags
+        return [str(binary), "serve"] + flags
     return [str(PEERS / f"target/release/{server}-peer")] + flags
 
 
@@ -346,7 +354,7 @@ def run_once(server_name, scenario, static, tmp, args):
         path, headers, expected = scenario_request(scenario, server.port)
         if scenario == "wsgi-hello":
             # stackway mounts the app at /wsgi beside its others; the Python servers serve only it.
-            path = "/wsgi/you" if server_name == "stackway" else "/you"
+            path = "/wsgi/you" if server_name.startswith("stackway") else "/you"
         status, fields, _ = request(server.port, path, headers)
         if status != expected:
             return {"error": f"answered {status}, expected {expected}"}
@@ -442,8 +450,13 @@ def main():
     p.add_argument("--idle", type=int, default=5000, help="idle connections in idle-5k")
     p.add_argument("--slow-seconds", type=int, default=10, help="how long slow-1g reads")
     p.add_argument("--no-build", action="store_true")
+    p.add_argument("--before", type=Path, help="another stackway binary, run as stackway-before")
     p.add_argument("--out", type=Path, default=ROOT / "target/peers/results.json")
     args = p.parse_args()
+    global BEFORE
+    BEFORE = args.before and args.before.resolve()
+    if BEFORE and "stackway-before" not in args.servers:
+        args.servers = ["stackway-before"] + args.servers
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it

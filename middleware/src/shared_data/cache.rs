@@ -1,6 +1,8 @@
-//! Small files kept in memory for a moment, as nginx's `open_file_cache`
-//! keeps descriptors: a hit costs no file-system call and no trip to the
-//! blocking pool.
+//! Small files kept in memory for a moment, and large ones kept open, as
+//! nginx's `open_file_cache` keeps descriptors: a hit on a small file costs
+//! no file-system call, a hit on a large one a `stat` of its path (so a file
+//! replaced, rewritten or removed is never served as it was), and neither a
+//! trip to the blocking pool.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,14 +11,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::entry::{Content, File, Found};
+use super::entry::{Content, File, Found, Identity, Opened};
 use super::headers::Validators;
 
 /// The most bytes the cache of one export holds; past it, it starts over.
 const MAX_BYTES: usize = 16 << 20;
 
-/// Files read whole (up to 64 KiB), by request path and accepted codings,
-/// trusted for `ttl` after they were read.
+/// The most files it keeps open; past it, it starts over.
+const MAX_OPEN: usize = 256;
+
+/// Files read whole (up to 64 KiB), trusted for `ttl` after they were read,
+/// and larger files open, checked at each hit and dropped after `ttl`; by
+/// request path and accepted codings.
 pub(super) struct FileCache {
     ttl: Option<Duration>,
     state: Mutex<State>,
@@ -26,14 +32,31 @@ pub(super) struct FileCache {
 struct State {
     files: HashMap<String, Cached>,
     bytes: usize,
+    open: usize,
 }
 
 struct Cached {
     name: String,
     encoding: Option<&'static str>,
     validators: Validators,
-    bytes: Bytes,
+    len: u64,
+    held: Held,
     read_at: Instant,
+}
+
+enum Held {
+    Memory(Bytes),
+    Open(Opened),
+}
+
+impl State {
+    fn remove(&mut self, key: &str) {
+        match self.files.remove(key).map(|c| c.held) {
+            Some(Held::Memory(bytes)) => self.bytes -= bytes.len(),
+            Some(Held::Open(_)) => self.open -= 1,
+            None => {}
+        }
+    }
 }
 
 impl FileCache {
@@ -65,45 +88,63 @@ impl FileCache {
         let ttl = self.ttl?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let cached = state.files.get(key)?;
-        if cached.read_at.elapsed() > ttl {
-            let stale = state.files.remove(key)?;
-            state.bytes -= stale.bytes.len();
+        let fresh = cached.read_at.elapsed() <= ttl
+            && match &cached.held {
+                Held::Memory(_) => true,
+                // Still the file that was opened: one `stat`, no blocking-pool trip.
+                Held::Open(opened) => std::fs::metadata(&opened.path)
+                    .is_ok_and(|meta| Identity::of(&meta) == opened.identity),
+            };
+        if !fresh {
+            state.remove(key);
             return None;
         }
         Some(File {
             name: cached.name.clone(),
             encoding: cached.encoding,
             found: Found {
-                len: cached.bytes.len() as u64,
+                len: cached.len,
                 validators: cached.validators.clone(),
-                content: Content::Memory(cached.bytes.clone()),
+                content: match &cached.held {
+                    Held::Memory(bytes) => Content::Memory(bytes.clone()),
+                    Held::Open(opened) => Content::Open(opened.clone()),
+                },
             },
         })
     }
 
-    /// Keeps `file` if it was read whole.
+    /// Keeps `file` if it was read whole or is open.
     pub(super) fn put(&self, key: String, file: &File) {
-        let Content::Memory(bytes) = &file.found.content else {
-            return;
+        let held = match &file.found.content {
+            Content::Memory(bytes) => Held::Memory(bytes.clone()),
+            Content::Open(opened) => Held::Open(opened.clone()),
+            Content::Unread(_) => return,
         };
         if self.ttl.is_none() {
             return;
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.bytes + bytes.len() > MAX_BYTES {
-            *state = State::default();
+        state.remove(&key);
+        match &held {
+            Held::Memory(bytes) if state.bytes + bytes.len() > MAX_BYTES => {
+                *state = State::default();
+            }
+            Held::Open(_) if state.open == MAX_OPEN => *state = State::default(),
+            _ => {}
         }
-        state.bytes += bytes.len();
+        match &held {
+            Held::Memory(bytes) => state.bytes += bytes.len(),
+            Held::Open(_) => state.open += 1,
+        }
         let cached = Cached {
             name: file.name.clone(),
             encoding: file.encoding,
             validators: file.found.validators.clone(),
-            bytes: bytes.clone(),
+            len: file.found.len,
+            held,
             read_at: Instant::now(),
         };
-        if let Some(old) = state.files.insert(key, cached) {
-            state.bytes -= old.bytes.len();
-        }
+        state.files.insert(key, cached);
     }
 }
 

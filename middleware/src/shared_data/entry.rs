@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -90,9 +90,42 @@ pub(super) enum Content {
     /// All of it, in memory.
     Memory(Bytes),
     /// Open, to be streamed.
-    Open(std::fs::File),
+    Open(Opened),
     /// Looked at, not opened: the path it was found at, after the symlink policy.
     Unread(PathBuf),
+}
+
+/// A large file, open: shared by the responses streaming it and the open
+/// file cache, read at offsets (never through a shared cursor).
+#[derive(Clone)]
+pub(super) struct Opened {
+    pub(super) file: Arc<std::fs::File>,
+    /// Where it was opened, after the symlink policy.
+    pub(super) path: PathBuf,
+    /// What was opened, to tell whether `path` still names it.
+    pub(super) identity: Identity,
+}
+
+/// Which file, and which version of it: a file replaced (a new inode),
+/// rewritten (a new size or modification time) or removed no longer matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Identity {
+    pub(super) fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 /// Finds `rest` below `root` under a symlink policy, on the blocking pool.
@@ -171,7 +204,11 @@ pub(super) fn open_file(path: &Path) -> io::Result<Entry> {
         }
         Content::Memory(bytes.into())
     } else {
-        Content::Open(file)
+        Content::Open(Opened {
+            file: Arc::new(file),
+            path: path.to_owned(),
+            identity: Identity::of(&meta),
+        })
     };
     Ok(found(&meta, content))
 }

@@ -183,8 +183,10 @@ impl Export {
 
     /// How long a small file (up to 64 KiB) read from disk is served from
     /// memory before the disk is looked at again; `None` to look every time.
-    /// One second by default, as nginx's `open_file_cache_valid` is 60: a file
-    /// changed on disk may be served as it was for that long.
+    /// One second by default, as nginx's `open_file_cache_valid` is 60: a small
+    /// file changed on disk may be served as it was for that long. Larger
+    /// files are kept open as long, but their path is looked at (`stat`) on
+    /// each use: one replaced, rewritten or removed is never served as it was.
     pub fn memory_cache(mut self, ttl: Option<Duration>) -> Self {
         self.cache = FileCache::new(ttl);
         self
@@ -279,7 +281,7 @@ impl Export {
         let this = Arc::clone(&self);
         let outcome = match key.as_deref().and_then(|key| self.cache.get(key)) {
             Some(file) => {
-                Tag::static_outcome(Some(true));
+                Tag::static_outcome(Some(matches!(file.found.content, Content::Memory(_))));
                 Ok(Outcome::File(file))
             }
             None => {

@@ -47,7 +47,9 @@
 //! instead when `Accept-Encoding` allows, with `Vary: Accept-Encoding`.
 //!
 //! Files up to 64 KiB are read whole and kept in memory for a second
-//! ([`Export::memory_cache`]); larger ones stream in constant memory.
+//! ([`Export::memory_cache`]); larger ones are kept open as long (checked
+//! with a `stat` at each use, so a replaced file is never served as it was)
+//! and stream in constant memory.
 //!
 //! For a directory: its `index.html` (see [`Export::index_file`]); a listing
 //! only when [enabled](Export::listing); and a 308 redirect to the slash form

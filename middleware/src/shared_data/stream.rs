@@ -1,7 +1,9 @@
 //! Streaming a file's bytes, or pieces of them, as a response body.
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::ops::Range;
+use std::os::unix::fs::FileExt as _;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -27,22 +29,43 @@ impl Piece {
     }
 }
 
-/// Reads up to [`CHUNK`] bytes of `slice` on the blocking pool, straight
-/// into the buffer that is sent (one trip and one copy per chunk); a file that
+/// Reads up to [`CHUNK`] bytes of `slice` into the buffer that is sent (one
+/// copy per chunk): at once when the bytes are in the page cache (a read
+/// that may not wait for the disk), else on the blocking pool. A file that
 /// ends early is an error, so a response never lies about its length.
-async fn read_chunk(file: std::fs::File, slice: Range<u64>) -> io::Result<(std::fs::File, Bytes)> {
-    let want = (slice.end - slice.start).min(CHUNK);
+async fn read_chunk(file: Arc<std::fs::File>, slice: Range<u64>) -> io::Result<Bytes> {
+    let want = (slice.end - slice.start).min(CHUNK) as usize;
+    let mut buf = vec![0; want];
+    let cached = read_cached(&file, &mut buf, slice.start);
+    if cached == want {
+        return Ok(Bytes::from(buf));
+    }
     let read = tokio::task::spawn_blocking(move || {
-        let mut file = file;
-        file.seek(SeekFrom::Start(slice.start))?;
-        let mut buf = Vec::with_capacity(want as usize);
-        (&mut file).take(want).read_to_end(&mut buf)?;
-        if buf.len() as u64 != want {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-        }
-        Ok((file, Bytes::from(buf)))
+        file.read_exact_at(&mut buf[cached..], slice.start + cached as u64)?;
+        Ok(Bytes::from(buf))
     });
     read.await.unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// Reads what of `buf` the page cache holds from `offset` on, without
+/// waiting for the disk (`preadv2` with `RWF_NOWAIT`); how many bytes.
+#[cfg(target_os = "linux")]
+fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> usize {
+    use rustix::io::{ReadWriteFlags, preadv2};
+    let mut done = 0;
+    while done < buf.len() {
+        let slices = &mut [io::IoSliceMut::new(&mut buf[done..])];
+        match preadv2(file, slices, offset + done as u64, ReadWriteFlags::NOWAIT) {
+            Ok(0) | Err(_) => break, // the end, not cached (EAGAIN), or no RWF_NOWAIT here
+            Ok(n) => done += n,
+        }
+    }
+    done
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_: &std::fs::File, _: &mut [u8], _: u64) -> usize {
+    0
 }
 
 impl Content {
@@ -59,7 +82,7 @@ impl Content {
                 });
                 return Body::from_chunks(chunks.collect::<Vec<_>>()).exact_size(total);
             }
-            Self::Open(file) => file,
+            Self::Open(opened) => opened.file,
             Self::Unread(_) => unreachable!("bodies are only made of files opened for reading"),
         };
         // (file, pieces left, the slice being read: where and how much is left)
@@ -72,7 +95,7 @@ impl Content {
                     Some(Piece::Slice(next)) => slice = next,
                 }
             }
-            let (file, chunk) = read_chunk(file, slice.clone()).await?;
+            let chunk = read_chunk(file.clone(), slice.clone()).await?;
             let rest = slice.start + chunk.len() as u64..slice.end;
             Ok(Some((chunk, (file, pieces, rest))))
         });
