@@ -74,16 +74,19 @@ pub(super) async fn handle<A: App>(
     {
         return respond(refuse(StatusCode::PAYLOAD_TOO_LARGE, req.body()));
     }
-    let failed = Arc::new(AtomicU8::new(READ_OK));
-    let mut req = req.map(|body| {
-        Body::new(RequestBody {
+    // A request without a body (most GETs) has nothing to limit, time or
+    // leave unread: no wrapper, and no three allocations for it.
+    let failed = (!req.body().is_end_stream()).then(|| Arc::new(AtomicU8::new(READ_OK)));
+    let mut req = req.map(|body| match &failed {
+        None => Body::empty(),
+        Some(failed) => Body::new(RequestBody {
             body,
             remaining: limit.unwrap_or(u64::MAX),
             timeout: shared.config.body_timeout,
             waiting: None,
             failed: failed.clone(),
             activity: activity.clone(),
-        })
+        }),
     });
     req.extensions_mut().insert(info);
 
@@ -92,7 +95,7 @@ pub(super) async fn handle<A: App>(
         // The panic hook has printed the message; the client gets a 500.
         Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR),
     };
-    match failed.load(Ordering::Relaxed) {
+    match failed.map_or(READ_OK, |failed| failed.load(Ordering::Relaxed)) {
         TOO_LARGE => respond(closing(StatusCode::PAYLOAD_TOO_LARGE)),
         // The app answered as it chose; the client, stalled, is not kept.
         TIMED_OUT => respond(close(res)),
