@@ -236,6 +236,25 @@ fn a_slow_client_is_cut_off_while_others_are_served() {
 use std::io::Write as _;
 
 #[test]
+fn a_head_begun_on_a_kept_alive_connection_has_the_header_timeout_not_the_idle_one() {
+    let running = Running::start(
+        server()
+            .header_read_timeout(Duration::from_millis(600))
+            .idle_timeout(Duration::from_secs(60)),
+        echo_path,
+    );
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/first").text(), "/first");
+    std::thread::sleep(Duration::from_millis(400));
+    // Half a head, then nothing: cut off 600 ms after its first byte,
+    // though the connection's idle clock has 60 s to go.
+    conn.send(b"GET /second HTTP/1.1\r\nHost: x\r\n");
+    let first_byte = Instant::now();
+    conn.assert_closed_after(first_byte, Duration::from_millis(600));
+    assert!(first_byte.elapsed() < Duration::from_millis(2_000));
+}
+
+#[test]
 fn an_idle_keep_alive_connection_is_closed() {
     let running = Running::start(server().idle_timeout(Duration::from_millis(600)), echo_path);
     let mut conn = Conn::open(running.addr);

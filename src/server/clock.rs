@@ -25,8 +25,8 @@ pub(super) struct Activity {
     first_byte: AtomicU64,
     /// Since when a write has found the socket full, or `NEVER`.
     write_blocked: AtomicU64,
-    /// Wakes [`expired`](Self::expired) when a deadline comes nearer: a write
-    /// starts to block, or a request head begins.
+    /// Wakes [`expired`](Self::expired) when a deadline comes nearer: a
+    /// write starts to block.
     changed: Notify,
     /// A request body was left unread: the client may still be sending it.
     pub(super) unread_body: AtomicBool,
@@ -90,26 +90,31 @@ impl Reading {
     /// a write blocked (in flight or not):   write_blocked + send  → Send
     /// a request in flight, writes flowing:  none; look again after the shortest limit
     /// ```
+    ///
+    /// A head's first byte does not wake the clock (that would cost every
+    /// request a wakeup and a new timer): an idle connection is looked at
+    /// again within the header timeout instead, in time to hold a head that
+    /// begins meanwhile to its own deadline.
     fn verdict(self, limits: Limits) -> Result<u64, Expired> {
-        let mut deadlines = Vec::with_capacity(2);
-        if self.write_blocked != NEVER {
-            deadlines.push((
-                self.write_blocked.saturating_add(limits.send),
-                Expired::Send,
-            ));
-        }
-        if !self.in_flight {
-            deadlines.push(match self.first_byte {
-                NEVER => (self.idle_since.saturating_add(limits.idle), Expired::Idle),
-                first => (first.saturating_add(limits.header), Expired::Header),
-            });
-        }
-        if let Some(&(_, why)) = deadlines.iter().find(|(at, _)| *at <= self.now) {
+        let send = (self.write_blocked != NEVER).then(|| {
+            let at = self.write_blocked.saturating_add(limits.send);
+            (at, Expired::Send)
+        });
+        let quiet = (!self.in_flight).then(|| match self.first_byte {
+            NEVER => (self.idle_since.saturating_add(limits.idle), Expired::Idle),
+            first => (first.saturating_add(limits.header), Expired::Header),
+        });
+        let deadlines = [send, quiet].into_iter().flatten();
+        if let Some((_, why)) = deadlines.clone().find(|(at, _)| *at <= self.now) {
             return Err(why);
         }
-        let shortest = limits.idle.min(limits.header).min(limits.send);
-        let next = deadlines.iter().map(|(at, _)| *at).min();
-        Ok(next.map_or(shortest, |at| at - self.now))
+        let look_again = match (self.in_flight, self.first_byte) {
+            (true, _) => limits.idle.min(limits.header).min(limits.send),
+            (false, NEVER) => limits.header,
+            (false, _) => NEVER,
+        };
+        let next = deadlines.map(|(at, _)| at - self.now).min();
+        Ok(next.map_or(look_again, |next| next.min(look_again)))
     }
 }
 
@@ -154,7 +159,6 @@ impl Activity {
             && self.first_byte.load(Ordering::Relaxed) == NEVER
         {
             self.first_byte.store(self.now(), Ordering::Relaxed);
-            self.changed.notify_one();
         }
     }
 
@@ -236,7 +240,9 @@ mod tests {
 
     #[test]
     fn an_idle_connection_expires_after_the_idle_timeout_and_not_before() {
-        assert_eq!(at(0).verdict(LIMITS), Ok(60_000));
+        // Looked at again within the header timeout, should a head begin.
+        assert_eq!(at(0).verdict(LIMITS), Ok(30_000));
+        assert_eq!(at(30_000).verdict(LIMITS), Ok(30_000));
         assert_eq!(at(59_999).verdict(LIMITS), Ok(1));
         assert_eq!(at(60_000).verdict(LIMITS), Err(Expired::Idle));
         let after_a_request = Reading {
@@ -257,6 +263,23 @@ mod tests {
         let late = Reading {
             now: 80_000,
             ..begun
+        };
+        assert_eq!(late.verdict(LIMITS), Err(Expired::Header));
+    }
+
+    #[test]
+    fn a_head_begun_while_the_clock_sleeps_is_held_to_its_own_deadline() {
+        // Idle at 0: the clock sleeps 30 s. A head begins at 10 s, unseen.
+        assert_eq!(at(0).verdict(LIMITS), Ok(30_000));
+        let woken = Reading {
+            first_byte: 10_000,
+            ..at(30_000)
+        };
+        // Woken at 30 s, in time: the head's deadline is 40 s.
+        assert_eq!(woken.verdict(LIMITS), Ok(10_000));
+        let late = Reading {
+            now: 40_000,
+            ..woken
         };
         assert_eq!(late.verdict(LIMITS), Err(Expired::Header));
     }
