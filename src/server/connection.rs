@@ -86,7 +86,8 @@ pub(super) async fn serve_connection<A: App>(
     );
     let mut watchdog = pin!(activity.expired(&shared.config));
     let mut seen = Phase::Serving;
-    let mut first_request = pin!(None::<tokio::time::Sleep>);
+    // Boxed when armed (at shutdown only), not carried by every connection.
+    let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -107,7 +108,7 @@ pub(super) async fn serve_connection<A: App>(
                 // in flight and closes; one accepted a moment ago first gets
                 // its request, which the client has surely sent.
                 if seen == Phase::Stopping && activity.untouched() {
-                    first_request.set(Some(tokio::time::sleep(FIRST_REQUEST)));
+                    first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
                 } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
                     // Requests the client pipelined behind the last answered one
                     // are read and not answered: linger, or closing would reset
@@ -116,8 +117,8 @@ pub(super) async fn serve_connection<A: App>(
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            () = async { first_request.as_mut().as_pin_mut().expect("armed").await }, if first_request.is_some() => {
-                first_request.set(None);
+            () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
+                first_request = None;
                 activity.closing.store(true, Ordering::Relaxed);
                 conn.as_mut().graceful_shutdown();
             }
@@ -137,7 +138,7 @@ async fn open(
     peer: Option<SocketAddr>,
     door: &Door,
 ) -> io::Result<(
-    Either<Tracked, tokio_rustls::server::TlsStream<Tracked>>,
+    Either<Tracked, Box<tokio_rustls::server::TlsStream<Tracked>>>,
     Option<SocketAddr>,
 )> {
     let mut remote_addr = peer;
@@ -148,7 +149,9 @@ async fn open(
     }
     let io = match &door.tls {
         None => Either::Left(tracked),
-        Some(tls) => Either::Right(tls.acceptor.accept(tracked).await?),
+        // Boxed: rustls' state is large, and held inline it would make every
+        // plain connection as large as a TLS one.
+        Some(tls) => Either::Right(Box::new(tls.acceptor.accept(tracked).await?)),
     };
     Ok((io, remote_addr))
 }
