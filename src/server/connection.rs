@@ -69,15 +69,7 @@ pub(super) async fn serve_connection<A: App>(
     };
     let service = {
         let (shared, activity) = (shared.clone(), activity.clone());
-        service_fn(move |req| {
-            handle(
-                app.clone(),
-                shared.clone(),
-                activity.clone(),
-                info.clone(),
-                req,
-            )
-        })
+        service_fn(move |req| handle(app.clone(), &shared, &activity, &info, req))
     };
     let mut conn = pin!(
         shared

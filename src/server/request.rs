@@ -22,46 +22,100 @@ use super::worker::Shared;
 use crate::error::{Error, Kind};
 use crate::{App, Body, Connection, Response, response};
 
-pub(super) async fn handle<A: App>(
+/// Answers one request: the checks and the request's wrapping happen here,
+/// at once, so that the future hyper keeps (in a slot each connection
+/// allocates, idle or not) holds only the app's call and what its answer
+/// needs, not the request it started from.
+pub(super) fn handle<A: App>(
     app: Arc<A>,
-    shared: Arc<Shared>,
-    activity: Arc<Activity>,
-    info: Connection,
+    shared: &Shared,
+    activity: &Arc<Activity>,
+    info: &Connection,
     req: http::Request<Incoming>,
-) -> Result<http::Response<ServerBody>, Infallible> {
-    let req_version = req.version();
-    if req_version == Version::HTTP_2 {
+) -> impl Future<Output = Result<http::Response<ServerBody>, Infallible>> + use<A> {
+    let answer = Answer {
+        in_flight: InFlight::begin(activity.clone()),
+        close: shared.lifecycle.draining() && req.version() < Version::HTTP_2,
+    };
+    if req.version() == Version::HTTP_2 {
         activity.http2.store(true, Ordering::Relaxed);
     }
-    let in_flight = InFlight::begin(activity.clone());
-    let draining = shared.lifecycle.draining();
-    let respond = |mut res: Response| {
-        if draining && req_version < Version::HTTP_2 {
+    let called = gate(shared, activity, info, req);
+    async move {
+        let (req, failed) = match called {
+            Gate::Answer(res) => return answer.with(res),
+            Gate::Call(req, failed) => (req, failed),
+        };
+        let res = match AssertUnwindSafe(app.call(req)).catch_unwind().await {
+            Ok(res) => res,
+            // The panic hook has printed the message; the client gets a 500.
+            Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR),
+        };
+        answer.with(
+            match failed.map_or(READ_OK, |failed| failed.load(Ordering::Relaxed)) {
+                TOO_LARGE => closing(StatusCode::PAYLOAD_TOO_LARGE),
+                // The app answered as it chose; the client, stalled, is not kept.
+                TIMED_OUT => close(res),
+                _ => res,
+            },
+        )
+    }
+}
+
+/// What turns the app's response into the server's.
+struct Answer {
+    in_flight: InFlight,
+    /// Draining: an HTTP/1 response closes its connection.
+    close: bool,
+}
+
+impl Answer {
+    fn with(self, mut res: Response) -> Result<http::Response<ServerBody>, Infallible> {
+        if self.close {
             res = close(res);
         }
         Ok(res.map(|body| ServerBody {
             body,
             // Set on HTTP/2 streams, whose stalls the connection cannot see.
             send_clock: SendClock::current(),
-            _in_flight: in_flight,
+            _in_flight: self.in_flight,
         }))
-    };
+    }
+}
+
+/// What passing the gate leads to.
+enum Gate {
+    /// The app is called with the request; the flag is set by its body when
+    /// reading it fails on the server's side.
+    Call(crate::Request, Option<Arc<AtomicU8>>),
+    /// The server's own answer: the health check, a refused request.
+    Answer(Response),
+}
+
+/// The server's part before the app: the health check, RFC 9112's Host rule
+/// and the declared body size; then the request as the app gets it.
+fn gate(
+    shared: &Shared,
+    activity: &Arc<Activity>,
+    info: &Connection,
+    req: http::Request<Incoming>,
+) -> Gate {
     if let Some(path) = &shared.config.health_path {
         if req.uri().path() == path {
-            return respond(health(draining));
+            return Gate::Answer(health(shared.lifecycle.draining()));
         }
     }
     let refuse = |status, body: &Incoming| {
         if !body.is_end_stream() {
             activity.unread_body.store(true, Ordering::Relaxed);
         }
-        closing(status)
+        Gate::Answer(closing(status))
     };
 
     if req.version() == Version::HTTP_11 && req.headers().get_all(HOST).iter().count() != 1 {
         // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that
         // lacks a Host header or has more than one.
-        return respond(refuse(StatusCode::BAD_REQUEST, req.body()));
+        return refuse(StatusCode::BAD_REQUEST, req.body());
     }
     let limit = shared.config.max_body_size;
     let declared = req
@@ -72,7 +126,7 @@ pub(super) async fn handle<A: App>(
         .zip(limit)
         .is_some_and(|(declared, limit)| declared > limit)
     {
-        return respond(refuse(StatusCode::PAYLOAD_TOO_LARGE, req.body()));
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, req.body());
     }
     // A request without a body (most GETs) has nothing to limit, time or
     // leave unread: no wrapper, and no three allocations for it.
@@ -88,19 +142,8 @@ pub(super) async fn handle<A: App>(
             activity: activity.clone(),
         }),
     });
-    req.extensions_mut().insert(info);
-
-    let res = match AssertUnwindSafe(app.call(req)).catch_unwind().await {
-        Ok(res) => res,
-        // The panic hook has printed the message; the client gets a 500.
-        Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR),
-    };
-    match failed.map_or(READ_OK, |failed| failed.load(Ordering::Relaxed)) {
-        TOO_LARGE => respond(closing(StatusCode::PAYLOAD_TOO_LARGE)),
-        // The app answered as it chose; the client, stalled, is not kept.
-        TIMED_OUT => respond(close(res)),
-        _ => respond(res),
-    }
+    req.extensions_mut().insert(info.clone());
+    Gate::Call(req, failed)
 }
 
 /// How the reading of a request body ended, if it failed on the server's side.
