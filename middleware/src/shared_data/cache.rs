@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -86,56 +86,48 @@ impl FileCache {
 
     pub(super) fn get(&self, key: &str) -> Option<File> {
         let ttl = self.ttl?;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let cached = state.files.get(key)?;
-        let fresh = cached.read_at.elapsed() <= ttl
-            && match &cached.held {
-                Held::Memory(_) => true,
-                // Still the file that was opened: one `stat`, no blocking-pool trip.
-                Held::Open(opened) => std::fs::metadata(&opened.path)
-                    .is_ok_and(|meta| Identity::of(&meta) == opened.identity),
-            };
-        if !fresh {
-            state.remove(key);
-            return None;
+        let file = {
+            let mut state = self.lock();
+            let cached = state.files.get(key)?;
+            if cached.read_at.elapsed() > ttl {
+                state.remove(key);
+                return None;
+            }
+            cached.file()
+        };
+        // Outside the lock: a large file is still the one that was opened.
+        if let Content::Open(opened) = &file.found.content {
+            let current = std::fs::metadata(&opened.path)
+                .is_ok_and(|meta| Identity::of(&meta) == opened.identity);
+            if !current {
+                let mut state = self.lock();
+                let same = |c: &Cached| matches!(&c.held, Held::Open(o) if Arc::ptr_eq(&o.file, &opened.file));
+                if state.files.get(key).is_some_and(same) {
+                    state.remove(key);
+                }
+                return None;
+            }
         }
-        Some(File {
-            name: cached.name.clone(),
-            encoding: cached.encoding,
-            found: Found {
-                len: cached.len,
-                validators: cached.validators.clone(),
-                content: match &cached.held {
-                    Held::Memory(bytes) => Content::Memory(bytes.clone()),
-                    Held::Open(opened) => Content::Open(opened.clone()),
-                },
-            },
-        })
+        Some(file)
     }
 
     /// Keeps `file` if it was read whole or is open.
     pub(super) fn put(&self, key: String, file: &File) {
-        let held = match &file.found.content {
-            Content::Memory(bytes) => Held::Memory(bytes.clone()),
-            Content::Open(opened) => Held::Open(opened.clone()),
+        let (held, bytes, open) = match &file.found.content {
+            Content::Memory(bytes) => (Held::Memory(bytes.clone()), bytes.len(), 0),
+            Content::Open(opened) => (Held::Open(opened.clone()), 0, 1),
             Content::Unread(_) => return,
         };
         if self.ttl.is_none() {
             return;
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
         state.remove(&key);
-        match &held {
-            Held::Memory(bytes) if state.bytes + bytes.len() > MAX_BYTES => {
-                *state = State::default();
-            }
-            Held::Open(_) if state.open == MAX_OPEN => *state = State::default(),
-            _ => {}
+        if state.bytes + bytes > MAX_BYTES || state.open + open > MAX_OPEN {
+            *state = State::default();
         }
-        match &held {
-            Held::Memory(bytes) => state.bytes += bytes.len(),
-            Held::Open(_) => state.open += 1,
-        }
+        state.bytes += bytes;
+        state.open += open;
         let cached = Cached {
             name: file.name.clone(),
             encoding: file.encoding,
@@ -145,6 +137,27 @@ impl FileCache {
             read_at: Instant::now(),
         };
         state.files.insert(key, cached);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Cached {
+    fn file(&self) -> File {
+        File {
+            name: self.name.clone(),
+            encoding: self.encoding,
+            found: Found {
+                len: self.len,
+                validators: self.validators.clone(),
+                content: match &self.held {
+                    Held::Memory(bytes) => Content::Memory(bytes.clone()),
+                    Held::Open(opened) => Content::Open(opened.clone()),
+                },
+            },
+        }
     }
 }
 
