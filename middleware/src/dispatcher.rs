@@ -63,6 +63,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::ready;
+
+use futures_util::future::Either;
 
 use http::StatusCode;
 use stackway::{App, BoxApp, Request, RequestExt, Response, response};
@@ -215,23 +218,41 @@ impl Node {
 struct DotSegment;
 
 impl App for Dispatcher {
-    async fn call(&self, mut req: Request) -> Response {
+    // Not an `async fn`: the mount is found and the request handed to its app
+    // before the future is made, so the future holds the app's call, not the
+    // request beside it (a third of the size, boxed on every request when the
+    // Dispatcher is itself mounted).
+    fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
         let ((app, label), len) = match self.find(&req) {
-            Err(DotSegment) => return response::status(StatusCode::BAD_REQUEST),
-            Ok(None) => return response::status(StatusCode::NOT_FOUND),
+            Err(DotSegment) => {
+                return Either::Left(ready(response::status(StatusCode::BAD_REQUEST)));
+            }
+            Ok(None) => return Either::Left(ready(response::status(StatusCode::NOT_FOUND))),
             Ok(Some(found)) => found,
         };
-        Tag::mount(label);
+        let mut redirect = None;
         if len > 0 {
             if self.redirect_slash && req.environ().path_info().len() == len {
-                if let Some(redirect) = prefix::redirect_with_slash(&req) {
-                    return redirect;
-                }
+                redirect = prefix::redirect_with_slash(&req);
             }
-            let moved = req.push_script_name(len);
-            debug_assert!(moved, "mount segments are whole and non-empty");
+            if redirect.is_none() {
+                let moved = req.push_script_name(len);
+                debug_assert!(moved, "mount segments are whole and non-empty");
+            }
         }
-        app.call(req).await
+        let label: &'static Label = label;
+        let answer = match redirect {
+            Some(redirect) => Err(redirect),
+            None => Ok(app.call(req)),
+        };
+        // Noted when polled, inside whatever `Metrics` scope polls it.
+        Either::Right(async move {
+            Tag::mount(label);
+            match answer {
+                Ok(called) => called.await,
+                Err(redirect) => redirect,
+            }
+        })
     }
 }
 

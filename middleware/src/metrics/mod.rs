@@ -292,7 +292,7 @@ impl<F: Future<Output = Response>> Future for Counted<'_, F> {
         let mut this = self.project();
         let mut res = std::task::ready!(this.answered.as_mut().poll(cx));
         let state = *this.state;
-        let elapsed = state.clock.delta(*this.started, state.clock.raw());
+        let elapsed = state.clock.delta_as_nanos(*this.started, state.clock.raw());
         *this.done = true;
         let method = *this.method;
         let tag = this.answered.take_value().unwrap_or_default();
@@ -306,12 +306,13 @@ impl<F: Future<Output = Response>> Future for Counted<'_, F> {
             state.failed(method, res.status().as_u16(), label);
         }
         stats.requests[method][status].fetch_add(1, Ordering::Relaxed);
-        stats.latency.observe(elapsed.as_secs_f64());
+        stats.latency.observe(elapsed);
         let outcome = tag.outcome.get();
         if outcome != STATIC_NONE {
             state.statics[usize::from(outcome - 1)].fetch_add(1, Ordering::Relaxed);
         }
         match res.body().size_hint().exact() {
+            Some(0) => {}
             Some(len) => {
                 state.bytes_out.fetch_add(len, Ordering::Relaxed);
             }
@@ -397,6 +398,17 @@ fn method_class(method: &Method) -> usize {
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
+
+/// [`BUCKETS`] in nanoseconds, as requests are timed.
+const BUCKET_NANOS: [u64; BUCKETS.len()] = {
+    let mut nanos = [0; BUCKETS.len()];
+    let mut i = 0;
+    while i < BUCKETS.len() {
+        nanos[i] = (BUCKETS[i] * 1e9) as u64;
+        i += 1;
+    }
+    nanos
+};
 
 /// The next [`State::id`].
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -485,14 +497,13 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn observe(&self, secs: f64) {
-        let at = BUCKETS
+    fn observe(&self, nanos: u64) {
+        let at = BUCKET_NANOS
             .iter()
-            .position(|&le| secs <= le)
+            .position(|&le| nanos <= le)
             .unwrap_or(BUCKETS.len());
         self.buckets[at].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos
-            .fetch_add((secs * 1e9) as u64, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     fn count(&self) -> u64 {
@@ -854,5 +865,25 @@ impl Collector for Collect {
             )?
             .encode_gauge(&uptime)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_latency_lands_in_the_first_bucket_it_fits_and_the_sum_keeps_it_exact() {
+        assert_eq!(BUCKET_NANOS[0], 500_000);
+        assert_eq!(BUCKET_NANOS[BUCKETS.len() - 1], 2_500_000_000);
+        let histogram = Histogram::default();
+        for nanos in [500_000, 500_001, 2_500_000_000, 2_500_000_001] {
+            histogram.observe(nanos);
+        }
+        let (sum, count, buckets) = histogram.snapshot();
+        let counts: Vec<u64> = buckets.iter().map(|(_, n)| *n).collect();
+        assert_eq!(counts, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(count, 4);
+        assert_eq!(sum, 5.001000002);
     }
 }

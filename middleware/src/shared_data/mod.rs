@@ -81,6 +81,8 @@ mod stream;
 use std::fmt;
 use std::sync::Arc;
 
+use futures_util::future::Either;
+
 use stackway::{App, Request, RequestExt, Response};
 
 use self::export::Reason;
@@ -162,14 +164,25 @@ impl<A> SharedData<A> {
 }
 
 impl<A: App> App for SharedData<A> {
-    async fn call(&self, req: Request) -> Response {
-        if let Some((export, rest)) = self.find(&req) {
-            if let Some(res) = Arc::clone(export).serve(&req, rest).await {
-                Tag::mount(export.label);
-                return res;
-            }
-            Tag::static_outcome(None);
+    // Not an `async fn`: a request for none of the exports (most requests to
+    // a site's app) costs the inner app's future alone; one for an export
+    // gets a boxed future of its own, as answering with a file takes room.
+    fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
+        match self.find(&req) {
+            None => Either::Left(self.inner.call(req)),
+            Some((export, rest)) => Either::Right(Box::pin(self.serve(export, rest, req))),
         }
+    }
+}
+
+impl<A: App> SharedData<A> {
+    /// Answers from `export`, or passes the request on when it has no such file.
+    async fn serve(&self, export: &Arc<Export>, rest: Vec<String>, req: Request) -> Response {
+        if let Some(res) = Arc::clone(export).serve(&req, rest).await {
+            Tag::mount(export.label);
+            return res;
+        }
+        Tag::static_outcome(None);
         self.inner.call(req).await
     }
 }
