@@ -240,7 +240,7 @@ impl App for Dispatcher {
                 debug_assert!(moved, "mount segments are whole and non-empty");
             }
         }
-        let label: &'static Label = label;
+        let label = *label;
         let answer = match redirect {
             Some(redirect) => Err(redirect),
             None => Ok(app.call(req)),

@@ -245,14 +245,7 @@ impl<A: App> App for Metrics<A> {
         }
         state.started_requests.fetch_add(1, Ordering::Relaxed);
         let method = method_class(req.method());
-        if let Some(len) = req.body().size_hint().exact() {
-            if len > 0 {
-                state.bytes_in.fetch_add(len, Ordering::Relaxed);
-            }
-        } else {
-            let total = state.bytes_in.clone();
-            *req.body_mut() = std::mem::take(req.body_mut()).inspect(count_into(total));
-        }
+        count_body(req.body_mut(), &state.bytes_in);
         let started = state.clock.raw();
         Either::Right(Counted {
             answered: TAG.scope(Tag::default(), self.inner.call(req)),
@@ -311,16 +304,7 @@ impl<F: Future<Output = Response>> Future for Counted<'_, F> {
         if outcome != STATIC_NONE {
             state.statics[usize::from(outcome - 1)].fetch_add(1, Ordering::Relaxed);
         }
-        match res.body().size_hint().exact() {
-            Some(0) => {}
-            Some(len) => {
-                state.bytes_out.fetch_add(len, Ordering::Relaxed);
-            }
-            None => {
-                let total = state.bytes_out.clone();
-                *res.body_mut() = std::mem::take(res.body_mut()).inspect(count_into(total));
-            }
-        }
+        count_body(res.body_mut(), &state.bytes_out);
         Poll::Ready(res)
     }
 }
@@ -350,14 +334,24 @@ impl App for Exposition {
 }
 
 /// What `Body::inspect` shows of each poll.
-type Polled = std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, stackway::Error>>>;
+type Polled = Poll<Option<Result<http_body::Frame<bytes::Bytes>, stackway::Error>>>;
 
-/// Adds the length of each data frame to `total`.
-fn count_into(total: Arc<AtomicU64>) -> impl FnMut(&Polled) + Send + Unpin + 'static {
-    move |polled| {
-        if let std::task::Poll::Ready(Some(Ok(frame))) = polled {
-            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+/// Adds the length of `body` to `total`: at once when it is known (an
+/// empty body adds nothing), else as its frames pass.
+fn count_body(body: &mut stackway::Body, total: &Arc<AtomicU64>) {
+    match body.size_hint().exact() {
+        Some(0) => {}
+        Some(len) => {
             total.fetch_add(len, Ordering::Relaxed);
+        }
+        None => {
+            let total = total.clone();
+            *body = std::mem::take(body).inspect(move |polled: &Polled| {
+                if let Poll::Ready(Some(Ok(frame))) = polled {
+                    let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    total.fetch_add(len, Ordering::Relaxed);
+                }
+            });
         }
     }
 }
