@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -28,6 +29,12 @@ use tokio::io::AsyncRead;
 use tokio_util::io::ReaderStream;
 
 use crate::error::{BoxError, Error, Kind};
+
+mod file;
+
+pub use file::FilePart;
+pub(crate) use file::{CHUNK as FILE_CHUNK, StandIn};
+use file::{FileBody, Polled};
 
 /// How many bytes a file or reader body reads at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -50,6 +57,8 @@ enum BodyKind {
     /// Bytes in memory; `None` once they were handed out.
     Full(Option<Bytes>),
     Stream(Box<Streaming>),
+    /// Parts of an open file, which the server may send with `sendfile`.
+    File(Box<FileBody>),
 }
 
 struct Streaming {
@@ -135,10 +144,51 @@ impl Body {
 
     /// A body that streams a whole file, with its length from the file's metadata.
     ///
-    /// The file is read from its current position.
+    /// The file is read from its current position, at offsets (see
+    /// [`from_file_parts`](Self::from_file_parts)).
     pub async fn from_file(file: tokio::fs::File) -> std::io::Result<Self> {
+        use tokio::io::AsyncSeekExt as _;
+        let mut file = file;
+        let start = file.stream_position().await?;
         let len = file.metadata().await?.len();
-        Ok(Self::from_reader(file, Some(len)))
+        let file = Arc::new(file.into_std().await);
+        Ok(Self::from_file_parts(
+            file,
+            vec![FilePart::Range(start..len.max(start))],
+        ))
+    }
+
+    /// A body made of ranges of an open file and bytes between them (a
+    /// `multipart/byteranges` response), of exactly their total length.
+    ///
+    /// The file is read at offsets, never through its cursor, so one open
+    /// file can serve any number of bodies at once. A chunk the page cache
+    /// holds is read at once, others on the blocking pool; and when the body
+    /// reaches the server unchanged (or only watched, with
+    /// [`inspect`](Self::inspect)) on a plain HTTP/1 connection, the server
+    /// sends it from the page cache with `sendfile`, never copying it. A
+    /// file that turns out shorter than a range ends the body with an error
+    /// for which [`Error::is_length_mismatch`] is true (and a response cut
+    /// short). Bytes handed to the socket are the page cache's until the
+    /// client has them, so a file rewritten in place while it is sent may
+    /// arrive as it now is, as from nginx: replace files by renaming them.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use stackway::{Body, FilePart};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mut file = tempfile::tempfile().unwrap();
+    /// std::io::Write::write_all(&mut file, b"0123456789").unwrap();
+    /// let parts = vec![FilePart::Range(2..4), FilePart::Bytes("|".into()), FilePart::Range(7..10)];
+    /// let body = Body::from_file_parts(Arc::new(file), parts);
+    /// assert_eq!(body.collect(1024).await.unwrap(), "23|789");
+    /// # });
+    /// ```
+    pub fn from_file_parts(file: Arc<std::fs::File>, parts: Vec<FilePart>) -> Self {
+        Self {
+            kind: BodyKind::File(Box::new(FileBody::new(file, parts))),
+        }
     }
 
     /// Declares that the body is exactly `len` bytes long, so it can be sent with
@@ -168,11 +218,15 @@ impl Body {
     fn into_streaming(self) -> Box<Streaming> {
         match self.kind {
             BodyKind::Stream(streaming) => streaming,
+            BodyKind::File(file) => match Self::new(*file).kind {
+                BodyKind::Stream(streaming) => streaming,
+                _ => unreachable!("Body::new always streams"),
+            },
             BodyKind::Full(bytes) => {
                 let frames = stream::iter(bytes.map(|b| Ok::<_, BoxError>(Frame::data(b))));
                 match Self::new(StreamBody::new(frames)).kind {
                     BodyKind::Stream(streaming) => streaming,
-                    BodyKind::Full(_) => unreachable!("Body::new always streams"),
+                    _ => unreachable!("Body::new always streams"),
                 }
             }
         }
@@ -197,6 +251,12 @@ impl Body {
     /// without changing it: counting bytes, noticing an error or a stall.
     /// Whatever `look` captures is dropped with the body.
     ///
+    /// A file body ([`from_file_parts`](Self::from_file_parts)) stays one, so
+    /// the server may still send it with `sendfile`: `look` then sees frames
+    /// of the right length whose bytes are stand-ins, not the file's. Look at
+    /// lengths, ends and errors here; a middleware that reads the bytes wraps
+    /// the body with [`Body::new`].
+    ///
     /// ```
     /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
     ///
@@ -216,7 +276,31 @@ impl Body {
     where
         F: FnMut(&Poll<Option<Result<Frame<Bytes>, Error>>>) + Send + Unpin + 'static,
     {
-        Self::new(Inspected { body: self, look })
+        match self.kind {
+            BodyKind::File(mut file) => {
+                file.looks.get_mut().push(Box::new(look));
+                Self {
+                    kind: BodyKind::File(file),
+                }
+            }
+            kind => Self::new(Inspected {
+                body: Self { kind },
+                look,
+            }),
+        }
+    }
+
+    /// Polls the body as the server sends it: a file body hands each chunk
+    /// the page cache holds to `stand_in`, and yields what it returns.
+    pub(crate) fn poll_frame_sending(
+        &mut self,
+        cx: &mut Context<'_>,
+        stand_in: StandIn<'_>,
+    ) -> Polled {
+        match &mut self.kind {
+            BodyKind::File(file) => file.poll_frame(cx, Some(stand_in)),
+            _ => http_body::Body::poll_frame(Pin::new(self), cx),
+        }
     }
 
     /// Reads the whole body into memory, refusing one longer than `limit` bytes.
@@ -344,6 +428,7 @@ impl http_body::Body for Body {
         match &mut self.get_mut().kind {
             BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             BodyKind::Stream(streaming) => streaming.poll_frame(cx),
+            BodyKind::File(file) => file.poll_frame(cx, None),
         }
     }
 
@@ -351,6 +436,7 @@ impl http_body::Body for Body {
         match &self.kind {
             BodyKind::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             BodyKind::Stream(streaming) => streaming.done,
+            BodyKind::File(file) => file.is_end_stream(),
         }
     }
 
@@ -360,6 +446,7 @@ impl http_body::Body for Body {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             BodyKind::Stream(streaming) => streaming.size_hint(),
+            BodyKind::File(file) => file.size_hint(),
         }
     }
 }
@@ -375,6 +462,7 @@ impl fmt::Debug for Body {
         match &self.kind {
             BodyKind::Full(bytes) => f.debug_tuple("Body").field(bytes).finish(),
             BodyKind::Stream(_) => f.write_str("Body(<stream>)"),
+            BodyKind::File(_) => f.write_str("Body(<file>)"),
         }
     }
 }

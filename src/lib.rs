@@ -60,7 +60,7 @@ pub mod server;
 pub mod testing;
 
 pub use app::{App, BoxApp, Builder, Layer, Next, from_fn};
-pub use body::Body;
+pub use body::{Body, FilePart};
 pub use environ::{Connection, Environ, Forwarded, RequestExt};
 pub use error::{BoxError, Error, Result};
 pub use extract::{Extract, Rejection, WithState, with_state};

@@ -14,6 +14,8 @@ use stackway::{Body, Request, Response, response};
 use support::run;
 
 const CHUNK: usize = 64 * 1024;
+/// The most of a file one chunk of a file body holds.
+const FILE_CHUNK: usize = 256 * 1024;
 const TOTAL: usize = 100 * 1024 * 1024;
 
 /// 100 MiB in 64 KiB chunks, made one at a time as they are pulled.
@@ -84,11 +86,11 @@ fn a_100_mib_body_streams_through_the_stack_in_both_directions() {
 fn file_body_knows_its_length_and_streams_in_chunks() {
     run(async {
         let mut file = tempfile::NamedTempFile::new().unwrap();
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 256) as u8).collect();
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 256) as u8).collect();
         file.write_all(&data).unwrap();
         let opened = tokio::fs::File::open(file.path()).await.unwrap();
         let mut body = Body::from_file(opened).await.unwrap();
-        assert_eq!(body.size_hint().exact(), Some(200_000));
+        assert_eq!(body.size_hint().exact(), Some(600_000));
         let mut read = Vec::new();
         let mut sizes = Vec::new();
         while let Some(chunk) = body.chunk().await {
@@ -97,8 +99,8 @@ fn file_body_knows_its_length_and_streams_in_chunks() {
             read.extend_from_slice(&chunk);
         }
         assert_eq!(read, data);
-        assert!(sizes.iter().all(|&n| n <= CHUNK), "{sizes:?}");
-        assert!(sizes.len() >= 4, "{sizes:?}");
+        assert!(sizes.iter().all(|&n| n <= FILE_CHUNK), "{sizes:?}");
+        assert!(sizes.len() >= 2, "{sizes:?}");
     });
 }
 

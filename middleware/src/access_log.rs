@@ -34,13 +34,10 @@
 //! [JSON](LogFormat::Json) gives the same fields as one object.
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
-use stackway::{App, Body, Request, RequestExt, Response};
+use stackway::{App, Request, RequestExt, Response};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -121,7 +118,7 @@ impl<A: App> App for AccessLog<A> {
             ),
         };
         let res = self.inner.call(req).await;
-        let pending = Pending {
+        let mut pending = Pending {
             host,
             time,
             request_line,
@@ -133,7 +130,8 @@ impl<A: App> App for AccessLog<A> {
             sent: 0,
             sink: self.sink.clone(),
         };
-        res.map(|body| Body::new(Counted { body, pending }))
+        // Watched, not wrapped: a file body stays one the server may send with sendfile.
+        res.map(|body| body.inspect(move |polled| pending.count(polled)))
     }
 }
 
@@ -159,6 +157,18 @@ struct Pending {
     status: u16,
     sent: u64,
     sink: Sink,
+}
+
+impl Pending {
+    /// Counts the bytes of each frame the response body yields.
+    fn count(
+        &mut self,
+        polled: &Poll<Option<Result<http_body::Frame<bytes::Bytes>, stackway::Error>>>,
+    ) {
+        if let Poll::Ready(Some(Ok(frame))) = polled {
+            self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+    }
 }
 
 impl Drop for Pending {
@@ -204,37 +214,6 @@ impl Drop for Pending {
             .to_string(),
         };
         (self.sink)(&line);
-    }
-}
-
-/// The response body, counting the bytes sent.
-struct Counted {
-    body: Body,
-    pending: Pending,
-}
-
-impl http_body::Body for Counted {
-    type Data = Bytes;
-    type Error = stackway::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            this.pending.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::Config;
+use super::sendfile::StandIns;
 
 /// What a connection did and when, in milliseconds since it opened.
 pub(super) struct Activity {
@@ -37,6 +38,9 @@ pub(super) struct Activity {
     /// The server is closing it (graceful shutdown) while the client may be
     /// sending: pipelined requests hyper has read but will not answer.
     pub(super) closing: AtomicBool,
+    /// What the stand-ins for file bytes handed to hyper stand for, on a
+    /// connection that sends files with `sendfile` (a plain one, on Linux).
+    pub(super) stand_ins: Option<StandIns>,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -119,7 +123,8 @@ impl Reading {
 }
 
 impl Activity {
-    pub(super) fn new() -> Self {
+    /// `plain`: no TLS, so the socket may send files itself.
+    pub(super) fn new(plain: bool) -> Self {
         Self {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -131,6 +136,7 @@ impl Activity {
             http2: AtomicBool::new(false),
             begun: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            stand_ins: (plain && cfg!(target_os = "linux")).then(StandIns::default),
         }
     }
 
@@ -205,6 +211,10 @@ impl InFlight {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         activity.begun.store(true, Ordering::Relaxed);
         Self(activity)
+    }
+
+    pub(super) fn activity(&self) -> &Activity {
+        &self.0
     }
 }
 

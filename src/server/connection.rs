@@ -20,6 +20,7 @@ use super::clock::{Activity, Expired};
 use super::listener::Io;
 use super::proxy_protocol;
 use super::request::handle;
+use super::sendfile::Write;
 use super::worker::{Door, Phase, Shared};
 use crate::{App, Connection};
 
@@ -31,7 +32,7 @@ pub(super) async fn serve_connection<A: App>(
     app: Arc<A>,
     (mut phase, mut aborted): (watch::Receiver<Phase>, watch::Receiver<bool>),
 ) {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(door.tls.is_none()));
     let tracked = Tracked {
         io,
         activity: activity.clone(),
@@ -189,13 +190,27 @@ impl AsyncWrite for Tracked {
         polled
     }
 
+    /// Writes what hyper queued, sending the file bytes a stand-in stands
+    /// for in its place (sendfile.rs).
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        let write = match &this.activity.stand_ins {
+            None => Write::Bytes(bufs.len()),
+            Some(stand_ins) => stand_ins.next(bufs)?,
+        };
+        let polled = match &write {
+            Write::Bytes(n) => Pin::new(&mut this.io).poll_write_vectored(cx, &bufs[..*n]),
+            Write::File(file) => this.io.poll_sendfile(cx, file),
+        };
+        if let (Write::File(file), Poll::Ready(Ok(sent)), Some(stand_ins)) =
+            (&write, &polled, &this.activity.stand_ins)
+        {
+            stand_ins.sent(file, *sent);
+        }
         this.activity.write_blocked(polled.is_pending());
         polled
     }

@@ -13,9 +13,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use socket2::{Domain, Socket, Type};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::sendfile::FileWrite;
 use super::tls::Tls;
 use crate::error::{Error, Kind};
 
@@ -245,6 +246,54 @@ macro_rules! delegate {
             Io::Unix($io) => $call,
         }
     };
+}
+
+impl Io {
+    /// Sends what `write` names of its file to the socket with `sendfile`:
+    /// from the page cache, never through this process's memory.
+    #[cfg(target_os = "linux")]
+    pub(super) fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        write: &FileWrite,
+    ) -> Poll<io::Result<usize>> {
+        fn send(to: impl AsFd, write: &FileWrite) -> io::Result<usize> {
+            let mut offset = write.offset;
+            match rustix::fs::sendfile(to, &*write.file, Some(&mut offset), write.len)? {
+                // The file is shorter than it was: end the response, not pad it.
+                0 => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended before the response did",
+                )),
+                sent => Ok(sent),
+            }
+        }
+        loop {
+            let sent = match self {
+                Self::Tcp(io) => {
+                    std::task::ready!(io.poll_write_ready(cx))?;
+                    io.try_io(Interest::WRITABLE, || send(io, write))
+                }
+                Self::Unix(io) => {
+                    std::task::ready!(io.poll_write_ready(cx))?;
+                    io.try_io(Interest::WRITABLE, || send(io, write))
+                }
+            };
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                sent => return Poll::Ready(sent),
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn poll_sendfile(
+        &self,
+        _: &mut Context<'_>,
+        _: &FileWrite,
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
 }
 
 impl AsyncRead for Io {

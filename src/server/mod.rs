@@ -56,6 +56,7 @@ mod connection;
 mod listener;
 mod proxy_protocol;
 mod request;
+mod sendfile;
 mod stats;
 mod stream;
 mod tls;

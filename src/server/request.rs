@@ -33,9 +33,11 @@ pub(super) fn handle<A: App>(
     info: &Connection,
     req: http::Request<Incoming>,
 ) -> impl Future<Output = Result<http::Response<ServerBody>, Infallible>> + use<A> {
+    let http1 = req.version() < Version::HTTP_2;
     let answer = Answer {
         in_flight: InFlight::begin(activity.clone()),
-        close: shared.lifecycle.draining() && req.version() < Version::HTTP_2,
+        close: shared.lifecycle.draining() && http1,
+        sends_files: http1 && activity.stand_ins.is_some(),
     };
     if req.version() == Version::HTTP_2 {
         activity.http2.store(true, Ordering::Relaxed);
@@ -67,6 +69,8 @@ struct Answer {
     in_flight: InFlight,
     /// Draining: an HTTP/1 response closes its connection.
     close: bool,
+    /// The socket sends a file body's bytes itself (sendfile.rs).
+    sends_files: bool,
 }
 
 impl Answer {
@@ -78,7 +82,8 @@ impl Answer {
             body,
             // Set on HTTP/2 streams, whose stalls the connection cannot see.
             send_clock: SendClock::current(),
-            _in_flight: self.in_flight,
+            sends_files: self.sends_files,
+            in_flight: self.in_flight,
         }))
     }
 }
@@ -258,12 +263,14 @@ impl http_body::Body for RequestBody {
 }
 
 /// A response body that keeps its request counted as in flight until sent,
-/// and on HTTP/2 tells its stream's send clock when a frame waits for the
-/// client.
+/// on HTTP/2 tells its stream's send clock when a frame waits for the
+/// client, and on a plain HTTP/1 connection lets the socket send a file
+/// body's bytes itself.
 pub(super) struct ServerBody {
     body: Body,
     send_clock: Option<Arc<SendClock>>,
-    _in_flight: InFlight,
+    sends_files: bool,
+    in_flight: InFlight,
 }
 
 impl http_body::Body for ServerBody {
@@ -275,7 +282,13 @@ impl http_body::Body for ServerBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let stand_ins = (this.in_flight.activity().stand_ins.as_ref()).filter(|_| this.sends_files);
+        let polled = match stand_ins {
+            Some(stand_ins) => this.body.poll_frame_sending(cx, &mut |file, offset, len| {
+                stand_ins.stand_in(file, offset, len)
+            }),
+            None => Pin::new(&mut this.body).poll_frame(cx),
+        };
         if let Some(clock) = &this.send_clock {
             // Polled again: the last frame was taken. A new one now waits.
             clock.waiting(matches!(&polled, Poll::Ready(Some(Ok(_)))));

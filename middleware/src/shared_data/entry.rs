@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use stackway::{Body, FilePart};
 
 use super::Symlinks;
 use super::headers::Validators;
@@ -93,6 +95,30 @@ pub(super) enum Content {
     Open(Opened),
     /// Looked at, not opened: the path it was found at, after the symlink policy.
     Unread(PathBuf),
+}
+
+impl Content {
+    /// A body made of `parts`: slices of the bytes in memory, or of the open
+    /// file, read (or sent with `sendfile`) as the response goes out.
+    pub(super) fn body(self, parts: Vec<FilePart>) -> Body {
+        match self {
+            Self::Memory(bytes) => {
+                let slice =
+                    move |range: Range<u64>| bytes.slice(range.start as usize..range.end as usize);
+                if let [FilePart::Range(range)] = &parts[..] {
+                    return Body::from(slice(range.clone()));
+                }
+                let total = parts.iter().map(FilePart::len).sum();
+                let chunks = parts.into_iter().map(move |part| match part {
+                    FilePart::Bytes(literal) => literal,
+                    FilePart::Range(range) => slice(range),
+                });
+                Body::from_chunks(chunks).exact_size(total)
+            }
+            Self::Open(opened) => Body::from_file_parts(opened.file, parts),
+            Self::Unread(_) => unreachable!("bodies are only made of files opened for reading"),
+        }
+    }
 }
 
 /// A large file, open: shared by the responses streaming it and the open

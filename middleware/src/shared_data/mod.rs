@@ -76,7 +76,6 @@ mod headers;
 mod path;
 mod range;
 mod respond;
-mod stream;
 
 use std::fmt;
 use std::sync::Arc;

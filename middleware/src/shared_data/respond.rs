@@ -9,12 +9,11 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use stackway::{Body, Request, RequestExt, Response, response};
+use stackway::{Body, FilePart, Request, RequestExt, Response, response};
 
 use super::entry::{Content, File};
 use super::headers::{self, Precondition};
 use super::range::{self, Ranges};
-use super::stream::Piece;
 
 /// What an export's options add to every file response.
 pub(super) struct Headers<'a> {
@@ -87,7 +86,7 @@ fn file_response(
     let (status, pieces, content_type, content_range) = match ranges {
         Ranges::Ignore => (
             StatusCode::OK,
-            vec![Piece::Slice(0..len)],
+            vec![FilePart::Range(0..len)],
             content_type,
             None,
         ),
@@ -102,7 +101,7 @@ fn file_response(
             let content_range = format!("bytes {}-{}/{len}", range.start, range.end - 1);
             (
                 StatusCode::PARTIAL_CONTENT,
-                vec![Piece::Slice(range)],
+                vec![FilePart::Range(range)],
                 content_type,
                 Some(content_range),
             )
@@ -118,19 +117,19 @@ fn file_response(
                     range.start,
                     range.end - 1
                 );
-                pieces.push(Piece::Literal(part_head.into()));
-                pieces.push(Piece::Slice(range));
+                pieces.push(FilePart::Bytes(part_head.into()));
+                pieces.push(FilePart::Range(range));
             }
-            pieces.push(Piece::Literal(format!("\r\n--{boundary}--\r\n").into()));
+            pieces.push(FilePart::Bytes(format!("\r\n--{boundary}--\r\n").into()));
             let content_type = header_value(&format!("multipart/byteranges; boundary={boundary}"));
             (StatusCode::PARTIAL_CONTENT, pieces, content_type, None)
         }
     };
-    let total: u64 = pieces.iter().map(Piece::len).sum();
+    let total: u64 = pieces.iter().map(FilePart::len).sum();
     let body = if head_only {
         Body::empty()
     } else {
-        content.body(pieces, total)
+        content.body(pieces)
     };
     let mut res = Response::new(body);
     *res.status_mut() = status;
