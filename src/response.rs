@@ -212,7 +212,26 @@ fn with_type(body: Body, content_type: &'static str) -> Response {
 /// Escapes `&`, `<`, `>`, `"` and `'` so that `text` is safe inside HTML text and
 /// quoted attribute values.
 pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(escaped_len(text));
+    push_escaped(&mut out, text);
+    out
+}
+
+/// How long `text` is once escaped by [`escape_html`].
+pub(crate) fn escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'&' => 5,
+            b'<' | b'>' => 4,
+            b'"' => 6,
+            b'\'' => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Appends `text` to `out`, escaped as [`escape_html`] does.
+pub(crate) fn push_escaped(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -223,5 +242,4 @@ pub fn escape_html(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }

@@ -30,7 +30,7 @@ pub(super) async fn serve_connection<A: App>(
     door: Arc<Door>,
     shared: Arc<Shared>,
     app: Arc<A>,
-    (mut phase, mut aborted): (watch::Receiver<Phase>, watch::Receiver<bool>),
+    mut phase: watch::Receiver<Phase>,
 ) {
     let activity = Arc::new(Activity::new(door.tls.is_none()));
     let tracked = Tracked {
@@ -45,7 +45,13 @@ pub(super) async fn serve_connection<A: App>(
         (Either::Left(tracked), peer)
     } else {
         let opening = open(tracked, peer, &door);
-        let opened = tokio::time::timeout(shared.config.handshake_timeout, opening).await;
+        // Boxed: its state (rustls' handshake) is larger than a connection's,
+        // and held inline it would make every plain connection as large.
+        let opened = Box::pin(tokio::time::timeout(
+            shared.config.handshake_timeout,
+            opening,
+        ))
+        .await;
         shared
             .lifecycle
             .stats
@@ -92,8 +98,11 @@ pub(super) async fn serve_connection<A: App>(
                 }
                 return;
             }
-            changed = phase.wait_for(|now| *now > seen).map(|p| p.map(|p| *p)), if seen < Phase::Stopping => {
-                seen = changed.unwrap_or(Phase::Stopping);
+            changed = phase.wait_for(|now| *now > seen).map(|p| p.map(|p| *p)) => {
+                seen = changed.unwrap_or(Phase::Aborted);
+                if seen == Phase::Aborted {
+                    return; // the grace period is over
+                }
                 // Draining: HTTP/2 says GOAWAY (the client opens a new connection
                 // for what it sends next); HTTP/1.1 responses say `Connection:
                 // close` (request.rs) rather than closing a connection the client
@@ -115,7 +124,6 @@ pub(super) async fn serve_connection<A: App>(
                 activity.closing.store(true, Ordering::Relaxed);
                 conn.as_mut().graceful_shutdown();
             }
-            () = aborted.wait_for(|abort| *abort).map(drop) => return,
         }
     }
 }

@@ -33,6 +33,8 @@ pub(super) enum Phase {
     Draining,
     /// Not accepting; in-flight requests finish within the grace period.
     Stopping,
+    /// The grace period is over: whatever is still open is dropped.
+    Aborted,
 }
 
 /// The phase, for the server to set and every connection to read.
@@ -136,7 +138,6 @@ impl<A: App> Worker<A> {
             lifecycle: self.lifecycle,
         });
         let tracker = TaskTracker::new();
-        let (abort, aborted) = watch::channel(false);
         let accepting: Vec<_> = self
             .listeners
             .into_iter()
@@ -147,7 +148,6 @@ impl<A: App> Worker<A> {
                     app: self.app.clone(),
                     connections: self.connections.clone(),
                     tracker: tracker.clone(),
-                    aborted: aborted.clone(),
                 };
                 tokio::spawn(accept.run(socket))
             })
@@ -162,7 +162,7 @@ impl<A: App> Worker<A> {
             .await
             .is_err()
         {
-            let _ = abort.send(true);
+            shared.lifecycle.enter(Phase::Aborted);
             tracker.wait().await;
         }
     }
@@ -175,7 +175,6 @@ struct Accept<A> {
     app: Arc<A>,
     connections: Arc<Semaphore>,
     tracker: TaskTracker,
-    aborted: watch::Receiver<bool>,
 }
 
 /// A listening socket, on the worker's runtime.
@@ -210,7 +209,7 @@ impl<A: App> Accept<A> {
         };
         let mut phase = self.shared.lifecycle.watch();
         let stopping = async |phase: &mut watch::Receiver<Phase>| {
-            drop(phase.wait_for(|p| *p == Phase::Stopping).await);
+            drop(phase.wait_for(|p| *p >= Phase::Stopping).await);
         };
         loop {
             let permit = tokio::select! {
@@ -238,7 +237,7 @@ impl<A: App> Accept<A> {
                 self.door.clone(),
                 self.shared.clone(),
                 self.app.clone(),
-                (self.shared.lifecycle.watch(), self.aborted.clone()),
+                self.shared.lifecycle.watch(),
             );
             self.tracker.spawn(conn.map(move |()| {
                 stats.closed();
