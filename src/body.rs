@@ -146,9 +146,8 @@ impl Body {
     ///
     /// The file is read from its current position, at offsets (see
     /// [`from_file_parts`](Self::from_file_parts)).
-    pub async fn from_file(file: tokio::fs::File) -> std::io::Result<Self> {
+    pub async fn from_file(mut file: tokio::fs::File) -> std::io::Result<Self> {
         use tokio::io::AsyncSeekExt as _;
-        let mut file = file;
         let start = file.stream_position().await?;
         let len = file.metadata().await?.len();
         let file = Arc::new(file.into_std().await);

@@ -72,7 +72,7 @@ impl Files {
 }
 
 #[test]
-fn a_large_file_arrives_exact_over_http1_http2_and_tls_through_watching_middleware() {
+fn a_large_file_arrives_exact_over_every_kind_of_connection_through_watching_middleware() {
     let files = Files::new();
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let log = lines.clone();
@@ -86,9 +86,13 @@ fn a_large_file_arrives_exact_over_http1_http2_and_tls_through_watching_middlewa
     let tls = stackway::server::Listener::bind("127.0.0.1:0")
         .unwrap()
         .tls(stackway::server::Tls::from_pem_files(&cert, &key).unwrap());
+    let socket = tls_dir.path().join("stackway.sock");
+    let unix = stackway::server::Listener::bind_unix(&socket).unwrap();
     let (plain_addr, tls_addr) = (plain.local_addr().to_string(), tls.local_addr().to_string());
     let running = Running::start(
-        stackway::Server::new([plain, tls]).unwrap().workers(1),
+        stackway::Server::new([plain, tls, unix])
+            .unwrap()
+            .workers(1),
         stack,
     );
 
@@ -101,6 +105,14 @@ fn a_large_file_arrives_exact_over_http1_http2_and_tls_through_watching_middlewa
         ("HTTP/1.1", vec![url.as_str()]),
         ("HTTP/1.0", vec!["--http1.0", url.as_str()]),
         ("h2c", vec!["--http2-prior-knowledge", url.as_str()]),
+        (
+            "a unix socket",
+            vec![
+                "--unix-socket",
+                socket.to_str().unwrap(),
+                "http://localhost/static/big.bin",
+            ],
+        ),
         ("a slow reader", vec!["--limit-rate", "4M", url.as_str()]),
         (
             "TLS HTTP/1.1",
@@ -136,7 +148,7 @@ fn a_large_file_arrives_exact_over_http1_http2_and_tls_through_watching_middlewa
     running.stop().unwrap();
     // The access log counted every byte it watched go by.
     let lines = lines.lock().unwrap();
-    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert_eq!(lines.len(), 7, "{lines:?}");
     let size = files.big.len().to_string();
     assert!(
         lines
