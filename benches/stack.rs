@@ -62,6 +62,18 @@ fn stack(c: &mut Criterion) {
     bench_ready(c, "stack/10_from_fn", &fns, "/");
 }
 
+/// The built-in `hello` app, which the peer benchmark serves: its page at
+/// the root, and for a name that needs escaping.
+fn hello(c: &mut Criterion) {
+    bench_ready(c, "apps/hello", &stackway::apps::hello, "/");
+    bench_ready(
+        c,
+        "apps/hello_escaped",
+        &stackway::apps::hello,
+        "/%3Cb%3E&amp",
+    );
+}
+
 /// The same answer (`201 Created`, a short text body) three ways: built as a
 /// `Response`, returned as `Result<(StatusCode, &str), Rejection>`, and as
 /// `Json` of a short string.
@@ -195,6 +207,7 @@ fn shared_data(c: &mut Criterion) {
 criterion_group!(
     benches,
     stack,
+    hello,
     into_response,
     profiler,
     metrics,
