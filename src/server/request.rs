@@ -37,7 +37,7 @@ pub(super) fn handle<A: App>(
     let answer = Answer {
         in_flight: InFlight::begin(activity.clone()),
         close: shared.lifecycle.draining() && http1,
-        sends_files: http1 && activity.stand_ins.is_some(),
+        http1,
     };
     if req.version() == Version::HTTP_2 {
         activity.http2.store(true, Ordering::Relaxed);
@@ -69,8 +69,9 @@ struct Answer {
     in_flight: InFlight,
     /// Draining: an HTTP/1 response closes its connection.
     close: bool,
-    /// The socket sends a file body's bytes itself (sendfile.rs).
-    sends_files: bool,
+    /// HTTP/1: on a connection with stand-ins, the socket sends a file
+    /// body's bytes itself (sendfile.rs).
+    http1: bool,
 }
 
 impl Answer {
@@ -82,7 +83,7 @@ impl Answer {
             body,
             // Set on HTTP/2 streams, whose stalls the connection cannot see.
             send_clock: SendClock::current(),
-            sends_files: self.sends_files,
+            http1: self.http1,
             in_flight: self.in_flight,
         }))
     }
@@ -269,7 +270,7 @@ impl http_body::Body for RequestBody {
 pub(super) struct ServerBody {
     body: Body,
     send_clock: Option<Arc<SendClock>>,
-    sends_files: bool,
+    http1: bool,
     in_flight: InFlight,
 }
 
@@ -282,7 +283,7 @@ impl http_body::Body for ServerBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
-        let stand_ins = (this.in_flight.activity().stand_ins.as_ref()).filter(|_| this.sends_files);
+        let stand_ins = (this.in_flight.activity().stand_ins.as_ref()).filter(|_| this.http1);
         let polled = match stand_ins {
             Some(stand_ins) => this.body.poll_frame_sending(cx, &mut |file, offset, len| {
                 stand_ins.stand_in(file, offset, len)
