@@ -11,7 +11,7 @@ use http::StatusCode;
 use stackway::testing::{Client, TestResponse};
 use stackway::{Body, Request, response};
 use stackway_middleware::{Compress, Lint};
-use support::{Running, run, server};
+use support::{Running, external, run, server};
 
 fn page() -> String {
     (0..300).map(|i| format!("<li>item {i}</li>\n")).collect()
@@ -237,12 +237,7 @@ fn chunks_are_compressed_and_sent_as_the_app_sends_them() {
 
 #[test]
 fn curl_decodes_what_we_send() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("curl is not installed; skipped");
+    if !external::command("curl", "Debian's curl") {
         return;
     }
     let running = Running::start(server(), Compress::new(html));
@@ -263,6 +258,10 @@ fn curl_decodes_what_we_send() {
 fn pythons_urllib_decodes_every_coding() {
     // Python's own decoders: gzip and zlib from the standard library, brotli
     // and zstandard from Debian's packages (`.ci/run` installs them).
+    let packages = "Debian's python3-brotli and python3-zstandard";
+    if !external::python_modules(&["brotli", "zstandard"], packages) {
+        return;
+    }
     let script = r#"
 import sys, urllib.request, gzip, zlib, brotli, zstandard
 base, expected = sys.argv[1], sys.stdin.read().encode()
@@ -280,7 +279,7 @@ for coding, decode in decoders.items():
 print("decoded", " ".join(decoders))
 "#;
     let running = Running::start(server(), Compress::new(html));
-    let mut child = std::process::Command::new("/usr/bin/python3")
+    let mut child = std::process::Command::new(external::SYSTEM_PYTHON)
         .args(["-c", script, &format!("http://{}/", running.addr)])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

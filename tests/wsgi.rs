@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use stackway_middleware::Dispatcher;
 use stackway_wsgi::Wsgi;
 use support::http::Conn;
-use support::{Running, server};
+use support::{Running, external, server};
 
 /// The app `callable` of `tests/python/wsgi_apps.py`.
 fn app(callable: &str) -> Wsgi {
@@ -195,6 +195,9 @@ fn wsgi_input_reads_lines() {
 
 #[test]
 fn a_flask_app_mounted_under_a_prefix_builds_its_urls_there() {
+    if !external::python_modules(&["flask"], "Debian's python3-flask") {
+        return;
+    }
     stackway_wsgi::python_path("tests/python").unwrap();
     let flask = Wsgi::import("flask_app:app").unwrap();
     let running = serve(Dispatcher::new(app("hello")).mount("/app", flask));

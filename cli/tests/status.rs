@@ -16,9 +16,8 @@ use http::Conn;
 use support::{Server, stackway};
 
 fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).exists())
+    let paths = ["/usr/bin/chromium", "/usr/bin/chromium-browser"];
+    support::external::file(&paths, "Debian's chromium")
 }
 
 /// Chromium, headless, with the flags that keep it off the network.
@@ -45,7 +44,6 @@ fn headless(chromium: &str, profile: &std::path::Path) -> Command {
 #[test]
 fn the_status_page_renders_and_updates_in_chromium() {
     let Some(chromium) = chromium() else {
-        eprintln!("skipped: Debian's chromium package is not installed (.ci/run installs it)");
         return;
     };
     let mut command = stackway(&["--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"]);

@@ -1,0 +1,65 @@
+//! What some tests need from outside Rust (a Python module, curl, Chromium):
+//! found, or the test is skipped with one line naming what is missing.
+//!
+//! The line is written to the process's standard error itself, past the test
+//! harness's capture, so that `cargo test` shows it even for a test that
+//! passes. Under CI (`CI=true`) a missing tool fails the test instead:
+//! `.ci/run` installs everything, so nothing is skipped silently there.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The system's CPython, the one `stackway-wsgi` embeds (`.cargo/config.toml`).
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3.11";
+
+/// Whether the embedded (system) Python imports every one of `modules`;
+/// `package` names what provides them.
+pub fn python_modules(modules: &[&str], package: &str) -> bool {
+    let imports = format!("import {}", modules.join(", "));
+    python_imports(SYSTEM_PYTHON, &imports, package)
+}
+
+/// Whether `python` runs `imports` (`import x` or `from x import y`).
+pub fn python_imports(python: &str, imports: &str, package: &str) -> bool {
+    let found = Command::new(python)
+        .args(["-c", imports])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    found || missing(&format!("{python} cannot `{imports}` ({package})"))
+}
+
+/// Whether `program` is on the PATH (it answers `--version`).
+pub fn command(program: &str, package: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    found || missing(&format!("{program} is not installed ({package})"))
+}
+
+/// The first of `paths` that exists.
+pub fn file(paths: &[&'static str], package: &str) -> Option<&'static str> {
+    let found = paths.iter().copied().find(|path| Path::new(path).exists());
+    if found.is_none() {
+        missing(&format!("none of {paths:?} exists ({package})"));
+    }
+    found
+}
+
+/// Says what is missing, and whether the test may go on (never: `false`).
+/// Under CI it panics instead.
+fn missing(what: &str) -> bool {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("{test}: {what}; under CI nothing is skipped (.ci/run installs it)");
+    }
+    let line = format!("skipped {test}: {what}; .ci/run installs it\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    false
+}
