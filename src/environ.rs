@@ -53,6 +53,11 @@ pub struct Connection {
     pub local_addr: Option<SocketAddr>,
     /// `http` or `https` (wsgi.url_scheme).
     pub scheme: Scheme,
+    /// Which listener accepted the connection: its place among those the
+    /// [`Server`](crate::Server) was given, from 0. A listener with a role of
+    /// its own (an admin port, whatever its address family) is told apart by
+    /// this.
+    pub listener: usize,
 }
 
 impl Default for Connection {
@@ -61,6 +66,7 @@ impl Default for Connection {
             remote_addr: None,
             local_addr: None,
             scheme: Scheme::HTTP,
+            listener: 0,
         }
     }
 }
@@ -76,8 +82,12 @@ pub struct Forwarded {
     pub remote_addr: Option<SocketAddr>,
     /// The scheme the client used (wsgi.url_scheme).
     pub scheme: Option<Scheme>,
-    /// The host (and port) the client asked for (HTTP_HOST, SERVER_NAME, SERVER_PORT).
+    /// The host (and port) the client asked for: HTTP_HOST as the app sees
+    /// it, and SERVER_NAME (and SERVER_PORT, the scheme's default when it
+    /// names none) unless [`port`](Self::port) says otherwise.
     pub host: Option<Authority>,
+    /// The port the client connected to (SERVER_PORT).
+    pub port: Option<u16>,
     /// Where the proxy mounted this server (`/app`, never ending in `/`): it
     /// comes before SCRIPT_NAME in every URL the app builds.
     pub prefix: Option<String>,
@@ -253,17 +263,43 @@ impl<'a> Environ<'a> {
         }
     }
 
-    /// The authority the client asked for: a trusted proxy's, else the URI's
-    /// (HTTP/2, absolute-form), else the `Host` header's.
-    fn authority(&self) -> Option<Authority> {
+    /// The host the request is for, as HTTP_HOST gives it (`host[:port]`):
+    /// a trusted proxy's ([`Forwarded::host`]), else the request target's
+    /// authority (HTTP/2's `:authority`, an absolute-form target), else the
+    /// `Host` header. Every view of the request (the CGI view, a WSGI
+    /// environ, the URLs built here) reads the host from this one place.
+    ///
+    /// ```text
+    /// Host: internal:8000                             →  internal:8000
+    /// Host: internal:8000, X-Forwarded-Host: shop.example (trusted)
+    ///                                                 →  shop.example
+    /// HTTP/2 :authority example.com                   →  example.com
+    /// ```
+    pub fn http_host(&self) -> Option<&'a str> {
         if let Some(host) = self.forwarded.and_then(|f| f.host.as_ref()) {
-            return Some(host.clone());
+            return Some(host.as_str());
         }
         if let Some(authority) = self.uri.authority() {
-            return Some(authority.clone());
+            return Some(authority.as_str());
         }
-        let host = self.headers.get(HOST)?.to_str().ok()?;
-        host.parse().ok()
+        self.headers.get(HOST)?.to_str().ok()
+    }
+
+    /// [`http_host`](Self::http_host), when it is a valid authority.
+    fn authority(&self) -> Option<Authority> {
+        self.http_host()?.parse().ok()
+    }
+
+    /// The protocol as CGI and WSGI name it: `HTTP/1.0`, `HTTP/1.1`, and
+    /// `HTTP/2` (as RFC 9113 names it; ASGI servers give `http_version` "2").
+    pub fn server_protocol(&self) -> &'static str {
+        match self.version {
+            Version::HTTP_09 => "HTTP/0.9",
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        }
     }
 
     /// The URL of the app the request reached: scheme, host (with its port, as
@@ -301,25 +337,34 @@ impl<'a> Environ<'a> {
         url
     }
 
-    /// `host[:port]` for URLs: the authority as the client sent it, else
-    /// SERVER_NAME with SERVER_PORT unless it is the scheme's default.
-    fn host(&self) -> String {
-        if let Some(authority) = self.authority() {
-            return authority.as_str().to_owned();
-        }
-        let default = if *self.url_scheme() == Scheme::HTTPS {
-            443
-        } else {
-            80
-        };
-        match self.server_port() {
-            port if port == default => self.server_name(),
-            port => format!("{}:{port}", self.server_name()),
+    /// The port a URL of this scheme needs no mention of.
+    fn default_port(&self) -> u16 {
+        match *self.url_scheme() == Scheme::HTTPS {
+            true => 443,
+            false => 80,
         }
     }
 
-    /// The host name the request was sent to: from the request's authority (the
-    /// `Host` header), else the local address; `localhost` if neither is known.
+    /// `host[:port]` for URLs: the request's host, else SERVER_NAME with
+    /// SERVER_PORT; the port left out when it is the scheme's default, as
+    /// browsers and Werkzeug do.
+    fn host(&self) -> String {
+        let (host, port) = match self.authority() {
+            Some(authority) => match authority.port_u16() {
+                Some(port) => (authority.host().to_owned(), port),
+                None => return authority.as_str().to_owned(),
+            },
+            None => (self.server_name(), self.server_port()),
+        };
+        match port == self.default_port() {
+            true => host,
+            false => format!("{host}:{port}"),
+        }
+    }
+
+    /// The host name the request was sent to: from the request's host
+    /// ([`http_host`](Self::http_host)), else the local address; `localhost`
+    /// if neither is known.
     pub fn server_name(&self) -> String {
         match (self.authority(), self.local_addr()) {
             (Some(authority), _) => authority.host().to_ascii_lowercase(),
@@ -328,26 +373,22 @@ impl<'a> Environ<'a> {
         }
     }
 
-    /// The port the request was received on: a trusted proxy's (its host's
-    /// port, or the scheme's default), else the local address's, else the
-    /// authority's, else the scheme's default.
+    /// The port the request was received on: a trusted proxy's (its port, else
+    /// its host's, else the scheme's default), else the local address's, else
+    /// the request host's, else the scheme's default.
     pub fn server_port(&self) -> u16 {
-        let default = if *self.url_scheme() == Scheme::HTTPS {
-            443
-        } else {
-            80
-        };
-        if let Some(host) = self.forwarded.and_then(|f| f.host.as_ref()) {
-            return host.port_u16().unwrap_or(default);
+        if let Some(forwarded) = self.forwarded {
+            if let Some(port) = forwarded.port {
+                return port;
+            }
+            if let Some(host) = &forwarded.host {
+                return host.port_u16().unwrap_or(self.default_port());
+            }
         }
         self.local_addr()
             .map(|a| a.port())
             .or_else(|| self.authority()?.port_u16())
-            .unwrap_or(if *self.url_scheme() == Scheme::HTTPS {
-                443
-            } else {
-                80
-            })
+            .unwrap_or(self.default_port())
     }
 
     /// The environ as CGI meta-variables (RFC 3875 names), sorted by name.
@@ -356,8 +397,10 @@ impl<'a> Environ<'a> {
     /// (raw), `SERVER_NAME`, `SERVER_PORT`, `SERVER_PROTOCOL`, `SERVER_SOFTWARE`,
     /// `GATEWAY_INTERFACE`, `REMOTE_ADDR` (when known), `CONTENT_TYPE` and
     /// `CONTENT_LENGTH` (when sent), and `HTTP_*` for every other header (repeated
-    /// headers joined by `, `, cookies by `; `). Also the names nginx and Apache
-    /// add: `REMOTE_PORT`, `REQUEST_SCHEME` and `REQUEST_URI` (raw).
+    /// headers joined by `, `, cookies by `; `). `HTTP_HOST` is the request's
+    /// host ([`http_host`](Self::http_host)): a trusted proxy's, or HTTP/2's
+    /// authority. Also the names nginx and Apache add: `REMOTE_PORT`,
+    /// `REQUEST_SCHEME` and `REQUEST_URI` (raw).
     ///
     /// Headers whose names contain `_` are left out, as nginx and Apache do:
     /// `X-User_Id` and `X-User-Id` would both become `HTTP_X_USER_ID`, and a
@@ -382,7 +425,7 @@ impl<'a> Environ<'a> {
         set("REQUEST_SCHEME", self.url_scheme().to_string());
         set("SERVER_NAME", self.server_name());
         set("SERVER_PORT", self.server_port().to_string());
-        set("SERVER_PROTOCOL", format!("{:?}", self.version));
+        set("SERVER_PROTOCOL", self.server_protocol().to_owned());
         set(
             "SERVER_SOFTWARE",
             concat!("stackway/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -391,8 +434,12 @@ impl<'a> Environ<'a> {
             set("REMOTE_ADDR", remote.ip().to_string());
             set("REMOTE_PORT", remote.port().to_string());
         }
+        let host = self.http_host();
+        if let Some(host) = host {
+            set("HTTP_HOST", host.to_owned());
+        }
         for name in self.headers.keys() {
-            if name.as_str().contains('_') {
+            if name.as_str().contains('_') || (name == HOST && host.is_some()) {
                 continue;
             }
             let separator = if name == COOKIE { "; " } else { ", " };

@@ -72,6 +72,7 @@ impl Client {
             remote_addr: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 50000))),
             local_addr: None,
             scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
+            listener: 0,
         });
         // Like a server, hand the app the origin form (`/a?b`): the authority went to Host.
         *req.uri_mut() = match uri.path_and_query() {

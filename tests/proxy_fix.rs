@@ -1,16 +1,18 @@
 //! ProxyFix, with every case of Werkzeug's `tests/middleware/test_proxy_fix.py`
-//! ported: the client's address, the URL root the app sees, and a redirect it
-//! builds, for each trust setting and header combination.
+//! ported: the client's address, the URL root the app sees, HTTP_HOST, and a
+//! redirect it builds, for each trust setting and header combination; then
+//! Werkzeug's own ProxyFix, run beside ours on the same requests.
 
 mod support;
 
 use std::net::SocketAddr;
+use std::process::Command;
 
 use http::StatusCode;
 use stackway::testing::Client;
-use stackway::{Request, RequestExt, response};
-use stackway_middleware::{Dispatcher, ProxyFix};
-use support::run;
+use stackway::{Request, RequestExt, apps, response};
+use stackway_middleware::{Dispatcher, Lint, ProxyFix};
+use support::{Running, external, run, server};
 
 /// Trust counts: for, proto, host, port, prefix.
 type Trust = (usize, usize, usize, usize, usize);
@@ -31,22 +33,37 @@ async fn parrot(req: Request) -> stackway::Response {
     } else {
         format!("{root}/")
     };
+    // HTTP_HOST as the CGI view (and so `demo` and a WSGI app) gives it.
+    let http_host = env.cgi().remove("HTTP_HOST").unwrap_or_default();
     let mut res = response::redirect(&req, StatusCode::FOUND, "/parrot");
     res.headers_mut()
         .insert("x-remote", remote.parse().unwrap());
     res.headers_mut().insert("x-root", root.parse().unwrap());
+    res.headers_mut()
+        .insert("x-http-host", http_host.parse().unwrap());
     res
 }
 
-fn case(name: &str, trust: Trust, remote: &str, headers: &[(&str, &str)], url_root: &str) {
+fn proxy_fix<A>(trust: Trust, app: A) -> ProxyFix<A> {
     let (x_for, x_proto, x_host, x_port, x_prefix) = trust;
-    let app = ProxyFix::new(parrot)
+    ProxyFix::new(app)
         .x_for(x_for)
         .x_proto(x_proto)
         .x_host(x_host)
         .x_port(x_port)
-        .x_prefix(x_prefix);
-    let client = Client::new(app);
+        .x_prefix(x_prefix)
+}
+
+/// One of Werkzeug's cases: what the app sees of the client's address, its
+/// URL root, and HTTP_HOST (as Werkzeug's ProxyFix sets it: `""` for none).
+fn case(
+    name: &str,
+    trust: Trust,
+    remote: &str,
+    headers: &[(&str, &str)],
+    (url_root, http_host): (&str, &str),
+) {
+    let client = Client::new(Lint::strict(proxy_fix(trust, parrot)));
     run(async {
         let mut req = client
             .get("/")
@@ -61,6 +78,11 @@ fn case(name: &str, trust: Trust, remote: &str, headers: &[(&str, &str)], url_ro
             "{name}: remote address"
         );
         assert_eq!(res.header("x-root"), Some(url_root), "{name}: url root");
+        assert_eq!(
+            res.header("x-http-host"),
+            Some(http_host),
+            "{name}: HTTP_HOST"
+        );
         // The redirect is built under the prefix, as url_for's would be.
         let path = url_root.splitn(4, '/').nth(3).unwrap_or("");
         let want = format!("/{path}parrot");
@@ -83,51 +105,51 @@ fn werkzeug_test_proxy_fix_cases() {
             ("x-forwarded-for", "192.168.0.1"),
             ("x-forwarded-proto", "https"),
         ],
-        "https://spam/",
+        ("https://spam/", "spam"),
     );
     case(
         "proto",
         (1, 1, 0, 0, 0),
         "192.168.0.1",
         &[("host", "spam"), ("x-forwarded-proto", "https")],
-        "https://spam/",
+        ("https://spam/", "spam"),
     );
     case(
         "host",
         (1, 1, 1, 0, 0),
         "192.168.0.1",
         &[("host", "spam"), ("x-forwarded-host", "eggs")],
-        "http://eggs/",
+        ("http://eggs/", "eggs"),
     );
     case(
         "port, host without port",
         (1, 1, 0, 1, 0),
         "192.168.0.1",
         &[("host", "spam"), ("x-forwarded-port", "8080")],
-        "http://spam:8080/",
+        ("http://spam:8080/", "spam:8080"),
     );
     case(
         "port, host with port",
         (1, 1, 0, 1, 0),
         "192.168.0.1",
         &[("host", "spam:9000"), ("x-forwarded-port", "8080")],
-        "http://spam:8080/",
+        ("http://spam:8080/", "spam:8080"),
     );
     // Werkzeug's "port, name" sets SERVER_NAME without a Host header; here the
-    // server's name without one is `localhost`.
+    // test client names `localhost`, and the port goes with it.
     case(
         "port, name",
         (1, 1, 0, 1, 0),
         "192.168.0.1",
         &[("x-forwarded-port", "8080")],
-        "http://localhost:8080/",
+        ("http://localhost:8080/", "localhost:8080"),
     );
     case(
         "prefix",
         (1, 1, 0, 0, 1),
         "192.168.0.1",
         &[("host", "spam"), ("x-forwarded-prefix", "/eggs")],
-        "http://spam/eggs/",
+        ("http://spam/eggs/", "spam"),
     );
     case(
         "all",
@@ -141,7 +163,7 @@ fn werkzeug_test_proxy_fix_cases() {
             ("x-forwarded-port", "443"),
             ("x-forwarded-prefix", "/ham"),
         ],
-        "https://eggs/ham/",
+        ("https://eggs/ham/", "eggs:443"),
     );
     case(
         "multiple for",
@@ -151,14 +173,14 @@ fn werkzeug_test_proxy_fix_cases() {
             ("host", "spam"),
             ("x-forwarded-for", "192.168.0.1, 192.168.0.2"),
         ],
-        "http://spam/",
+        ("http://spam/", "spam"),
     );
     case(
         "ignore 0",
         (0, 1, 0, 0, 0),
         "192.168.0.1",
         &[("host", "spam"), ("x-forwarded-for", "192.168.0.2")],
-        "http://spam/",
+        ("http://spam/", "spam"),
     );
     case(
         "ignore len < trusted",
@@ -168,7 +190,7 @@ fn werkzeug_test_proxy_fix_cases() {
             ("host", "spam"),
             ("x-forwarded-for", "192.168.0.3, 192.168.0.2"),
         ],
-        "http://spam/",
+        ("http://spam/", "spam"),
     );
     case(
         "ignore untrusted",
@@ -178,14 +200,14 @@ fn werkzeug_test_proxy_fix_cases() {
             ("host", "spam"),
             ("x-forwarded-for", "192.168.0.3, 192.168.0.1"),
         ],
-        "http://spam/",
+        ("http://spam/", "spam"),
     );
     case(
         "ignore empty",
         (2, 1, 0, 0, 0),
         "192.168.0.1",
         &[("host", "spam"), ("x-forwarded-for", ", 192.168.0.3")],
-        "http://spam/",
+        ("http://spam/", "spam"),
     );
     case(
         "prefix < for",
@@ -196,28 +218,28 @@ fn werkzeug_test_proxy_fix_cases() {
             ("x-forwarded-for", "192.168.0.1, 192.168.0.3"),
             ("x-forwarded-prefix", "/ham, /eggs"),
         ],
-        "http://spam/eggs/",
+        ("http://spam/eggs/", "spam"),
     );
     case(
         "ipv6 host",
         (1, 1, 1, 0, 0),
         "192.168.0.1",
         &[("host", "spam"), ("x-forwarded-host", "[2001:db8::a]")],
-        "http://[2001:db8::a]/",
+        ("http://[2001:db8::a]/", "[2001:db8::a]"),
     );
     case(
         "ipv6 port, host without port",
         (1, 1, 0, 1, 0),
         "192.168.0.1",
         &[("host", "[2001:db8::a]"), ("x-forwarded-port", "8080")],
-        "http://[2001:db8::a]:8080/",
+        ("http://[2001:db8::a]:8080/", "[2001:db8::a]:8080"),
     );
     case(
         "ipv6 - port, host with port",
         (1, 1, 0, 1, 0),
         "192.168.0.1",
         &[("host", "[2001:db8::a]:9000"), ("x-forwarded-port", "8080")],
-        "http://[2001:db8::a]:8080/",
+        ("http://[2001:db8::a]:8080/", "[2001:db8::a]:8080"),
     );
 }
 
@@ -234,14 +256,14 @@ fn invalid_values_are_ignored() {
             ("x-forwarded-port", "99999"),
             ("x-forwarded-prefix", "no-slash"),
         ],
-        "http://spam/",
+        ("http://spam/", "spam"),
     );
     case(
         "a prefix that names another host",
         (1, 1, 0, 0, 1),
         "192.168.0.1",
         &[("host", "spam"), ("x-forwarded-prefix", "//evil.example")],
-        "http://spam/",
+        ("http://spam/", "spam"),
     );
 }
 
@@ -266,4 +288,62 @@ fn the_prefix_stays_in_front_under_a_mount() {
             .await
             .assert_text("/api /app/api http://spam/app/api");
     });
+}
+
+#[test]
+fn a_forwarded_host_that_is_no_host_is_refused() {
+    // Werkzeug copies any text into HTTP_HOST; here it must be an authority,
+    // so that nothing downstream (a URL, a proxy's `Forwarded`) gets a quote
+    // or a space from a client.
+    for bad in [
+        "x\", for=6.6.6.6;host=\"x",
+        "a b",
+        "eggs/ham",
+        "eggs:99999",
+        "user@eggs",
+        ":80",
+    ] {
+        case(
+            bad,
+            (1, 1, 1, 0, 0),
+            "192.168.0.1",
+            &[("host", "spam"), ("x-forwarded-host", bad)],
+            ("http://spam/", "spam"),
+        );
+    }
+}
+
+#[test]
+fn agrees_with_werkzeugs_proxy_fix_request_by_request() {
+    let imports = "from werkzeug.middleware.proxy_fix import ProxyFix";
+    if !external::python_imports("python3", imports, "Werkzeug, from PyPI") {
+        return;
+    }
+    let trusts: [Trust; 5] = [
+        WERKZEUG,
+        (1, 1, 1, 0, 0),
+        (1, 1, 1, 1, 1),
+        (2, 2, 2, 2, 2),
+        (0, 0, 1, 1, 0),
+    ];
+    let mut app = Dispatcher::default().mount("/raw", apps::demo);
+    for (i, trust) in trusts.into_iter().enumerate() {
+        app = app.mount(&format!("/t{i}"), proxy_fix(trust, apps::demo));
+    }
+    let running = Running::start(server(), Lint::strict(app));
+    let trusts = trusts.map(|(a, b, c, d, e)| [a, b, c, d, e]);
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/proxy_fix_differential.py"
+        ))
+        .arg(running.addr.to_string())
+        .arg(format!("{trusts:?}"))
+        .output()
+        .expect("python3 runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}{err}");
+    // 4 hosts × 32 header sets × 5 trust settings.
+    assert!(said.trim_end().ends_with("640 agree, 0 differ"), "{said}");
 }

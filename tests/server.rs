@@ -65,7 +65,8 @@ fn h2c_with_prior_knowledge() {
                 .unwrap()
                 .to_bytes();
             let body = String::from_utf8(body.to_vec()).unwrap();
-            assert!(body.contains("SERVER_PROTOCOL=HTTP/2.0\n"), "{body}");
+            assert!(body.contains("SERVER_PROTOCOL=HTTP/2\n"), "{body}");
+            assert!(body.contains("HTTP_HOST=localhost\n"), "{body}");
             assert!(body.contains(&format!("REQUEST_URI={path}\n")), "{body}");
         }
     });

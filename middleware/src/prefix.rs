@@ -21,7 +21,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{HOST, LOCATION};
+use http::header::LOCATION;
 use http::{HeaderValue, StatusCode};
 use percent_encoding::percent_decode_str;
 use stackway::{Request, RequestExt, Response, response};
@@ -138,17 +138,13 @@ pub(crate) fn decode_segment(raw: &str) -> Option<Cow<'_, str>> {
     percent_decode_str(raw).decode_utf8().ok()
 }
 
-/// The host the request is for, lower-case and without a port: the URI's
-/// authority (HTTP/2, absolute-form), else the `Host` header's.
+/// The host the request is for, lower-case and without a port: the
+/// environ's ([`Environ::http_host`](stackway::Environ::http_host)), so a
+/// trusted proxy's forwarded host chooses the mount.
 pub(crate) fn request_host(req: &Request) -> Option<String> {
-    let host = match req.uri().authority() {
-        Some(authority) => authority.host().to_owned(),
-        None => {
-            let host = req.headers().get(HOST)?.to_str().ok()?;
-            host.parse::<http::uri::Authority>().ok()?.host().to_owned()
-        }
-    };
-    Some(host.to_ascii_lowercase())
+    let host = req.environ().http_host()?;
+    let authority = host.parse::<http::uri::Authority>().ok()?;
+    Some(authority.host().to_ascii_lowercase())
 }
 
 /// 308 to the request's path with a `/` added, built from the mount path

@@ -132,19 +132,70 @@ impl<A> ProxyFix<A> {
 ///                                             trusted 2 → 192.168.0.3
 ///                                             trusted 3 → None (a client may have sent the rest)
 /// ```
-fn trusted_value<'h>(headers: &'h HeaderMap, name: &str, trusted: usize) -> Option<&'h str> {
+///
+/// The list is read as Werkzeug's `parse_list_header` reads it: a comma in a
+/// quoted string does not split, empty items do not count, a quoted item
+/// loses its quotes, and an unclosed quote makes the whole header say nothing.
+fn trusted_value(headers: &HeaderMap, name: &str, trusted: usize) -> Option<String> {
     if trusted == 0 {
         return None;
     }
-    let values: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let value = *values.get(values.len().checked_sub(trusted)?)?;
-    (!value.is_empty()).then_some(value)
+    let mut items: Vec<String> = Vec::new();
+    for line in headers.get_all(name) {
+        items.extend(list_items(line.to_str().ok()?)?);
+    }
+    items
+        .len()
+        .checked_sub(trusted)
+        .map(|i| items.swap_remove(i))
+}
+
+/// The non-empty items of one comma-separated line, unquoted; `None` when a
+/// quoted string is not closed.
+///
+/// ```text
+/// a, "b, c",, "d\"e"   →   ["a", "b, c", "d\"e"]
+/// ```
+fn list_items(line: &str) -> Option<Vec<String>> {
+    let (mut items, mut item) = (Vec::new(), String::new());
+    let (mut quoted, mut escaped) = (false, false);
+    for c in line.chars().chain([',']) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                let trimmed = item.trim();
+                if !trimmed.is_empty() {
+                    items.push(unquote(trimmed));
+                }
+                item.clear();
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    (!quoted).then_some(items)
+}
+
+/// `"x\"y"` → `x"y`: a wholly quoted item without its quotes and escapes.
+fn unquote(item: &str) -> String {
+    let Some(inner) = item
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return item.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        out.push(match c {
+            '\\' => chars.next().unwrap_or(c),
+            c => c,
+        });
+    }
+    out
 }
 
 /// `203.0.113.9`, `203.0.113.9:4711`, `2001:db8::1` or `[2001:db8::1]:4711`.
@@ -156,60 +207,52 @@ fn client_addr(value: &str) -> Option<SocketAddr> {
     ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0))
 }
 
+/// `shop.example`, `shop.example:8443` or `[2001:db8::1]:8443`: a host and
+/// a port that can be one, nothing else (no user, no empty host).
+fn host(value: &str) -> Option<Authority> {
+    let authority: Authority = value.parse().ok()?;
+    let host = authority.host();
+    let exact = match authority.port_u16() {
+        Some(port) => authority.as_str() == format!("{host}:{port}"),
+        None => authority.as_str() == host,
+    };
+    (exact && !host.is_empty()).then_some(authority)
+}
+
 impl Trust {
     /// What the trusted headers say, or `None` when they say nothing usable.
     fn forwarded(self, req: &Request) -> Option<Forwarded> {
         let headers = req.headers();
+        let value = |name, trusted| trusted_value(headers, name, trusted);
         let mut forwarded = Forwarded::default();
-        forwarded.remote_addr =
-            trusted_value(headers, "x-forwarded-for", self.x_for).and_then(client_addr);
-        forwarded.scheme = trusted_value(headers, "x-forwarded-proto", self.x_proto)
-            .map(str::to_ascii_lowercase)
-            .and_then(|proto| match proto.as_str() {
+        forwarded.remote_addr = value("x-forwarded-for", self.x_for).and_then(|v| client_addr(&v));
+        forwarded.scheme = value("x-forwarded-proto", self.x_proto).and_then(|proto| {
+            match proto.to_ascii_lowercase().as_str() {
                 "http" => Some(Scheme::HTTP),
                 "https" => Some(Scheme::HTTPS),
                 _ => None,
-            });
-        let host = trusted_value(headers, "x-forwarded-host", self.x_host)
-            .and_then(|host| host.parse::<Authority>().ok());
-        let port = trusted_value(headers, "x-forwarded-port", self.x_port)
-            .and_then(|port| port.parse::<u16>().ok());
-        let scheme = forwarded
-            .scheme
-            .clone()
-            .unwrap_or_else(|| req.environ().url_scheme().clone());
-        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
-        forwarded.host = match (host, port) {
-            // The scheme's own port is left out of the host, as browsers and Werkzeug do.
-            (host, Some(port)) if port == default_port => match host {
-                Some(host) => host.host().parse().ok(),
-                None => req.environ().server_name().parse().ok(),
-            },
-            (host, Some(port)) => {
-                // The port goes with the forwarded host, else the one the client sent.
-                let host =
-                    host.map_or_else(|| req.environ().server_name(), |h| h.host().to_owned());
-                let host = match host.parse::<std::net::Ipv6Addr>() {
-                    Ok(_) => format!("[{host}]"),
-                    Err(_) => host,
-                };
-                format!("{host}:{port}").parse().ok()
             }
-            (host, None) => host,
+        });
+        let host = value("x-forwarded-host", self.x_host).and_then(|h| host(&h));
+        forwarded.port = value("x-forwarded-port", self.x_port).and_then(|p| p.parse().ok());
+        forwarded.host = match forwarded.port {
+            None => host,
+            // The port replaces the one in the host: the forwarded host's,
+            // else the request's own, as Werkzeug's HTTP_HOST.
+            //   Host: spam:9000, X-Forwarded-Port: 8080  →  spam:8080
+            Some(port) => host
+                .or_else(|| req.environ().http_host()?.parse().ok())
+                .and_then(|host| format!("{}:{port}", host.host()).parse().ok()),
         };
-        forwarded.prefix = trusted_value(headers, "x-forwarded-prefix", self.x_prefix)
-            .map(|prefix| prefix.trim_end_matches('/'))
+        forwarded.prefix = value("x-forwarded-prefix", self.x_prefix)
+            .map(|prefix| prefix.trim_end_matches('/').to_owned())
             .filter(|prefix| {
                 prefix.starts_with('/')
                     && !prefix.starts_with("//")
                     && prefix.parse::<http::uri::PathAndQuery>().is_ok()
                     && !prefix.contains(['?', '#'])
-            })
-            .map(str::to_owned);
-        let said_something = forwarded.remote_addr.is_some()
-            || forwarded.scheme.is_some()
-            || forwarded.host.is_some()
-            || forwarded.prefix.is_some();
+            });
+        let said_something = forwarded != Forwarded::default();
         said_something.then_some(forwarded)
     }
 }

@@ -73,6 +73,7 @@ pub(super) async fn serve_connection<A: App>(
         remote_addr,
         local_addr: door.local_addr,
         scheme: door.scheme.clone(),
+        listener: door.listener,
     };
     let service = {
         let (shared, activity) = (shared.clone(), activity.clone());

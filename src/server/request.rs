@@ -104,7 +104,7 @@ fn gate(
     shared: &Shared,
     activity: &Arc<Activity>,
     info: &Connection,
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
 ) -> Gate {
     if let Some(path) = &shared.config.health_path {
         if req.uri().path() == path {
@@ -122,6 +122,15 @@ fn gate(
         // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that
         // lacks a Host header or has more than one.
         return refuse(StatusCode::BAD_REQUEST, req.body());
+    }
+    if req.version() >= Version::HTTP_2 && !req.headers().contains_key(HOST) {
+        // An HTTP/2 request names its host in `:authority` (the URI's), and
+        // apps that read headers look for `Host`: it is given, as RFC 9113
+        // §8.3.1 asks of anything that passes the request on as HTTP/1.1.
+        let host = req.uri().authority().map(|a| a.as_str());
+        if let Some(host) = host.and_then(|host| HeaderValue::from_str(host).ok()) {
+            req.headers_mut().insert(HOST, host);
+        }
     }
     let limit = shared.config.max_body_size;
     let declared = req

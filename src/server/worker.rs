@@ -70,6 +70,8 @@ impl Lifecycle {
 
 /// How connections accepted on one listener are opened.
 pub(super) struct Door {
+    /// The listener's place among the server's ([`Connection::listener`](crate::Connection::listener)).
+    pub(super) listener: usize,
     pub(super) local_addr: Option<SocketAddr>,
     pub(super) scheme: Scheme,
     pub(super) tls: Option<Tls>,
@@ -95,8 +97,10 @@ impl<A: App> Worker<A> {
     ) -> crate::Result<Self> {
         let listeners = listeners
             .iter()
-            .map(|listener| {
+            .enumerate()
+            .map(|(index, listener)| {
                 let door = Door {
+                    listener: index,
                     local_addr: match listener.local_addr() {
                         ListenAddr::Tcp { addr, .. } => Some(*addr),
                         ListenAddr::Unix(_) => None,

@@ -23,3 +23,18 @@ def go():
 @app.route("/form", methods=["POST"])
 def form():
     return f"posted {request.form['a']}"
+
+
+@app.route("/external")
+def external():
+    return url_for("hello", name="x", _external=True)
+
+
+@app.route("/go-external")
+def go_external():
+    return redirect(url_for("hello", name="there", _external=True))
+
+
+@app.route("/host")
+def host():
+    return f"{request.host} {request.environ['HTTP_HOST']} {request.url_root}"

@@ -6,7 +6,7 @@
 //! into `'/café'` with `.encode('latin-1').decode('utf-8')` (Werkzeug and
 //! Django do). The raw target stays in `REQUEST_URI` and `RAW_URI`.
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use percent_encoding::percent_decode_str;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -45,7 +45,7 @@ impl Cgi {
         set("RAW_URI", target.into());
         set("SERVER_NAME", env.server_name().into());
         set("SERVER_PORT", env.server_port().to_string().into());
-        set("SERVER_PROTOCOL", format!("{:?}", req.version()).into());
+        set("SERVER_PROTOCOL", env.server_protocol().into());
         set("SERVER_SOFTWARE", b"stackway".to_vec());
         if let Some(remote) = env.remote_addr() {
             set("REMOTE_ADDR", remote.ip().to_string().into());
@@ -59,9 +59,18 @@ impl Cgi {
                 set(cgi, value.as_bytes().to_vec());
             }
         }
+        // The request's host: a trusted proxy's, or HTTP/2's authority.
+        let host = env.http_host();
+        if let Some(host) = host {
+            set("HTTP_HOST", host.into());
+        }
         for name in req.headers().keys() {
             // `X-User_Id` would pass for `X-User-Id` (nginx and Apache drop these too).
-            if name.as_str().contains('_') || name == CONTENT_TYPE || name == CONTENT_LENGTH {
+            if name.as_str().contains('_')
+                || name == CONTENT_TYPE
+                || name == CONTENT_LENGTH
+                || (name == HOST && host.is_some())
+            {
                 continue;
             }
             let separator: &[u8] = if name == COOKIE { b"; " } else { b", " };

@@ -4,7 +4,7 @@
 
 use http::HeaderMap;
 use http::header::{
-    CONNECTION, CONTENT_LOCATION, EXPECT, HOST, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
+    CONNECTION, CONTENT_LOCATION, EXPECT, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
     TRANSFER_ENCODING, UPGRADE,
 };
 use stackway::Environ;
@@ -208,14 +208,6 @@ impl Rewrite<'_> {
             })
             .collect();
         changed.then(|| parts.join(";"))
-    }
-}
-
-/// The `Host` the client sent (or the URI's authority on HTTP/2).
-pub(crate) fn client_host(req: &http::Request<stackway::Body>) -> Option<String> {
-    match req.uri().authority() {
-        Some(authority) => Some(authority.as_str().to_owned()),
-        None => req.headers().get(HOST)?.to_str().ok().map(str::to_owned),
     }
 }
 

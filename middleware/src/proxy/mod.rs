@@ -464,7 +464,11 @@ impl App for Proxy {
         let upgrading = upgrade::is_upgrade(&req);
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let env = req.environ();
-        let client_host = headers::client_host(&req);
+        // The host the client asked for (a trusted proxy's, HTTP/2's
+        // authority), when it is one: it is quoted into `Forwarded` below.
+        let client_host = env
+            .http_host()
+            .filter(|host| host.parse::<http::uri::Authority>().is_ok());
         let mount = env.mount_path().into_owned();
         let mut outgoing = {
             let mut path_and_query = env.path_info().to_owned();
@@ -473,14 +477,14 @@ impl App for Proxy {
             }
             let mut headers = req.headers().clone();
             headers::strip_hop_by_hop(&mut headers, upgrading);
-            headers::forward(&mut headers, &env, client_host.as_deref());
+            headers::forward(&mut headers, &env, client_host);
             // Inside a TraceContext, this server's span is the upstream's parent.
             if let Some(trace) = crate::trace_context::Trace::of(&req) {
                 let value = trace.traceparent().parse().expect("hex and dashes");
                 headers.insert("traceparent", value);
             }
             if self.settings.forwarded {
-                headers::forwarded(&mut headers, &env, client_host.as_deref());
+                headers::forwarded(&mut headers, &env, client_host);
             }
             match (&client_host, self.settings.preserve_host) {
                 (Some(host), true) => {
