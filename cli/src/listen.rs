@@ -67,6 +67,9 @@ pub(crate) struct ListenSpec {
 #[derive(Debug)]
 pub(crate) struct Opened {
     pub(crate) listeners: Vec<Listener>,
+    /// The admin listener's place in `listeners`
+    /// ([`Connection::listener`](stackway::Connection::listener) of its requests).
+    pub(crate) admin: Option<usize>,
     pub(crate) tls: Vec<Tls>,
     pub(crate) unix_files: Vec<PathBuf>,
 }
@@ -77,14 +80,16 @@ enum Passed {
     Unix(i32, UnixListener),
 }
 
-/// Opens every listener `specs` asks for, using a passed socket where one
-/// listens on the same address (so that a restart keeps it) and binding the
-/// rest. Passed sockets no spec names are served too (systemd passed them to
-/// be served); with neither, `127.0.0.1:8000`.
-pub(crate) fn open(specs: &[ListenSpec]) -> Result<Opened, String> {
+/// Opens every listener `specs` asks for, then the `admin` one, using a
+/// passed socket where one listens on the same address (so that a restart
+/// keeps it) and binding the rest. Passed sockets no spec names are served
+/// too (systemd passed them to be served); with neither, the app listens on
+/// `127.0.0.1:8000`, with an admin listener or without.
+pub(crate) fn open(specs: &[ListenSpec], admin: Option<&ListenSpec>) -> Result<Opened, String> {
     let mut passed = passed_sockets()?;
     let mut opened = Opened {
         listeners: Vec::new(),
+        admin: None,
         tls: Vec::new(),
         unix_files: Vec::new(),
     };
@@ -102,7 +107,10 @@ pub(crate) fn open(specs: &[ListenSpec]) -> Result<Opened, String> {
     };
     let mut tls_by_files: Vec<((PathBuf, PathBuf), Tls)> = Vec::new();
     let handed_over = crate::restart::handed_over_to_me();
-    for spec in specs {
+    for (i, spec) in specs.iter().chain(admin).enumerate() {
+        if i == specs.len() {
+            opened.admin = Some(opened.listeners.len());
+        }
         let listener = match take_passed(&mut passed, &spec.bind, handed_over)? {
             Some(listener) => {
                 // Handed over by the process this one replaces: its files are this one's now.
@@ -173,8 +181,20 @@ fn passed_sockets() -> Result<Vec<Passed>, String> {
         .unwrap_or(3);
     let mut fds = listenfd::ListenFd::from_env();
     let mut passed = Vec::new();
+    let report = crate::restart::report_index(first);
     for index in 0..fds.len() {
         let fd = first + i32::try_from(index).unwrap_or(i32::MAX - first);
+        if Some(index) == report {
+            match fds.take_unix_datagram(index) {
+                Ok(Some(pair)) => crate::restart::report_to(pair),
+                _ => {
+                    return Err(format!(
+                        "descriptor {fd} (STACKWAY_HANDOVER) is not a unix datagram socket"
+                    ));
+                }
+            }
+            continue;
+        }
         let socket = match fds.take_tcp_listener(index) {
             Ok(Some(listener)) => Passed::Tcp(fd, listener),
             _ => match fds.take_unix_listener(index) {

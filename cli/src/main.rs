@@ -15,7 +15,6 @@ mod restart;
 mod telemetry;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,8 +23,8 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
-use stackway::server::{ListenAddr, Tls};
-use stackway::{App, Request, RequestExt, Response, response};
+use stackway::server::Tls;
+use stackway::{App, Connection, Request, Response, response};
 use stackway::{BoxApp, Server};
 use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::metrics::{Exposition, PoolReading, StatusPage};
@@ -187,9 +186,10 @@ struct ServeArgs {
     #[arg(long, value_name = "PATH", value_parser = parse_path)]
     status: Option<String>,
 
-    /// Serve --status and --metrics only on this extra address (as 127.0.0.1:9901), so that
-    /// they never face the clients of the other listeners.
-    #[arg(long, value_name = "HOST:PORT", value_parser = listen::parse_bind)]
+    /// Serve --status and --metrics only on this extra listener (HOST:PORT, unix:PATH or
+    /// fd:N, as 127.0.0.1:9901), which serves nothing else, so that they never face the
+    /// clients of the other listeners (the app keeps its --bind, or 127.0.0.1:8000).
+    #[arg(long, value_name = "ADDRESS", value_parser = listen::parse_bind)]
     admin_bind: Option<listen::Bind>,
 
     /// Log one line per request to standard error, in the Common Log Format [default: off].
@@ -452,28 +452,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut specs = listen_specs(&args);
-    if let Some(bind) = &args.admin_bind {
-        specs.push(listen::ListenSpec {
-            bind: bind.clone(),
-            tls: None,
-            proxy_protocol: false,
-            reuse_port: false,
-            mode: args.socket_mode,
-        });
-    }
-    let opened = match listen::open(&specs) {
+    let admin = args.admin_bind.as_ref().map(|bind| listen::ListenSpec {
+        bind: bind.clone(),
+        tls: None,
+        proxy_protocol: false,
+        reuse_port: false,
+        mode: args.socket_mode,
+    });
+    let opened = match listen::open(&listen_specs(&args), admin.as_ref()) {
         Ok(opened) => opened,
         Err(message) => {
             eprintln!("stackway: {message}");
             return ExitCode::from(1);
         }
     };
-    let admin = args
-        .admin_bind
-        .as_ref()
-        .and_then(|_| opened.listeners.get(specs.len() - 1))
-        .map(|l| l.local_addr().clone());
     let handover = restart::Handover::new(&opened.listeners);
     let server = match Server::new(opened.listeners) {
         Ok(server) => server,
@@ -483,7 +475,7 @@ fn main() -> ExitCode {
         }
     };
     if args.metrics.is_some() || args.status.is_some() {
-        app = observed(app, &args, &server, admin.as_ref(), sources);
+        app = observed(app, &args, &server, opened.admin, sources);
     }
     let handed_over = Arc::new(AtomicBool::new(false));
     let mut server = server
@@ -540,7 +532,7 @@ fn observed(
     app: BoxApp,
     args: &ServeArgs,
     server: &Server,
-    admin: Option<&ListenAddr>,
+    admin: Option<usize>,
     sources: Sources,
 ) -> BoxApp {
     let mut metrics = Metrics::new(app).server(server.stats()).no_endpoint();
@@ -566,10 +558,6 @@ fn observed(
         .as_deref()
         .map(|path| metrics.status_page().path(path).listeners(listeners));
     let exposition = args.metrics.as_deref().map(|path| metrics.exposition(path));
-    let admin = match admin {
-        Some(ListenAddr::Tcp { addr, .. }) => Some(*addr),
-        _ => None,
-    };
     BoxApp::new(Observed {
         metrics,
         status,
@@ -579,17 +567,20 @@ fn observed(
 }
 
 /// The stack inside `Metrics`, with the status page and the exposition
-/// answered first: on the admin listener alone when there is one.
+/// answered first: on the admin listener alone when there is one, which
+/// answers nothing else.
 struct Observed {
     metrics: Metrics<BoxApp>,
     status: Option<StatusPage>,
     exposition: Option<Exposition>,
-    admin: Option<SocketAddr>,
+    /// The admin listener's place among the server's.
+    admin: Option<usize>,
 }
 
 impl App for Observed {
     async fn call(&self, req: Request) -> Response {
-        let on_admin = self.admin.is_some() && req.environ().local_addr() == self.admin;
+        let listener = req.extensions().get::<Connection>().map(|c| c.listener);
+        let on_admin = self.admin.is_some() && listener == self.admin;
         if on_admin || self.admin.is_none() {
             if let Some(status) = self.status.as_ref().filter(|s| s.serves(&req)) {
                 return status.call(req).await;

@@ -7,21 +7,27 @@
 //! the old one drains and stops as on SIGTERM.
 //!
 //! ```text
-//! old: SIGUSR2 → spawn `stackway serve ARGS`  fds 3.. = the listeners, LISTEN_FDS=n,
-//!                                             STACKWAY_HANDOVER=@socket
-//!      ◀──── "READY=1" on @socket ────────── new: listening, serving
+//! old: SIGUSR2 → spawn `stackway serve ARGS`  fds 3..3+n = the listeners, then
+//!                                             fd 3+n = one end of a socket pair,
+//!                                             LISTEN_FDS=n+1, STACKWAY_HANDOVER=fd:3+n
+//!      ◀──── "READY=1" on the pair ───────── new: listening, serving
 //!      tell systemd MAINPID=new, then drain and stop; the sockets stay open in the new
 //! ```
 //!
 //! Readiness uses systemd's notification protocol (one datagram, `READY=1`,
 //! to the unix socket `NOTIFY_SOCKET` names); a new process reports to the old
-//! one instead, which forwards it to systemd with the new main pid.
+//! one instead, which forwards it to systemd with the new main pid. It reports
+//! on an unnamed socket pair that only the process it started holds: a socket
+//! with a name (even an abstract one, listed in `/proc/net/unix`) would let any
+//! local user say `READY=1` and make the old process drain and stop before
+//! the new one serves.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
@@ -34,16 +40,39 @@ const HANDOVER: &str = "STACKWAY_HANDOVER";
 /// the old one gives up on it and goes on serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// This process's end of the pair it reports readiness on, when a restart
+/// started it; taken with the passed sockets, dropped once used.
+static REPORT_TO: Mutex<Option<UnixDatagram>> = Mutex::new(None);
+
 /// Whether this process was started by a restart, with the sockets of the
 /// process it replaces (rather than by systemd).
 pub(crate) fn handed_over_to_me() -> bool {
     std::env::var_os(HANDOVER).is_some()
 }
 
+/// Which of the passed descriptors (`LISTEN_FDS`) is the pair to report
+/// readiness on, when a restart started this process: `fd:N`, from `first`.
+pub(crate) fn report_index(first: i32) -> Option<usize> {
+    let fd: i32 = std::env::var(HANDOVER)
+        .ok()?
+        .strip_prefix("fd:")?
+        .parse()
+        .ok()?;
+    usize::try_from(fd.checked_sub(first)?).ok()
+}
+
+/// Keeps the pair to report readiness on (see [`report_index`]).
+pub(crate) fn report_to(pair: UnixDatagram) {
+    *REPORT_TO.lock().unwrap_or_else(|e| e.into_inner()) = Some(pair);
+}
+
 /// Says `READY=1`: to the process this one replaces, or to systemd.
 pub(crate) fn notify_ready() {
-    if let Some(old) = std::env::var_os(HANDOVER) {
-        send(&old.to_string_lossy(), "READY=1");
+    let old = REPORT_TO.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(old) = old {
+        if let Err(e) = old.send(b"READY=1") {
+            tracing::warn!("cannot tell the process this one replaces that it is ready: {e}");
+        }
     } else if let Some(systemd) = std::env::var_os("NOTIFY_SOCKET") {
         send(&systemd.to_string_lossy(), "READY=1");
     }
@@ -94,12 +123,14 @@ impl Handover {
     /// until it is ready. On success the caller stops serving; on failure it
     /// goes on (a new process that started is stopped).
     pub(crate) fn restart(&self, args: &[std::ffi::OsString]) -> io::Result<u32> {
-        let name = format!("stackway-handover-{}-{}", std::process::id(), unique());
-        let inbox = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name)?)?;
+        let (inbox, theirs) = UnixDatagram::pair()?;
         inbox.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let theirs = OwnedFd::from(theirs);
+        let report_fd = 3 + self.sockets.len();
         let mappings = self
             .sockets
             .iter()
+            .chain([&theirs])
             .zip(3..)
             .map(|(socket, child_fd)| {
                 Ok(FdMapping {
@@ -111,14 +142,16 @@ impl Handover {
         let mut command = Command::new(current_exe()?);
         command
             .args(args)
-            .env("LISTEN_FDS", self.sockets.len().to_string())
+            .env("LISTEN_FDS", (self.sockets.len() + 1).to_string())
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDS_FIRST_FD")
-            .env(HANDOVER, format!("@{name}"))
+            .env(HANDOVER, format!("fd:{report_fd}"))
             .fd_mappings(mappings)
             .map_err(|_| io::Error::other("descriptor numbers collide"))?;
         let mut child = command.spawn()?;
+        // Only the new process holds the other end now.
         drop(command);
+        drop(theirs);
         let started = Instant::now();
         let mut message = [0u8; 64];
         loop {
@@ -126,7 +159,10 @@ impl Handover {
                 Ok(n) if message[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") => {
                     break;
                 }
-                Ok(_) => {}
+                Ok(n) => tracing::warn!(
+                    "the new process said {:?}, not READY=1; still waiting",
+                    String::from_utf8_lossy(&message[..n])
+                ),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -169,10 +205,4 @@ fn current_exe() -> io::Result<std::path::PathBuf> {
         Some(original) => original.into(),
         None => exe,
     })
-}
-
-fn unique() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
 }

@@ -17,31 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use command_fds::{CommandFdExt, FdMapping};
 use http::Conn;
-use support::{Server, stackway};
-
-/// As systemd starts a socket-activated service: the sockets at descriptors
-/// 3.., `LISTEN_FDS`, and `LISTEN_PID` naming the service's own process (set
-/// by a shell that then becomes stackway).
-fn activated(sockets: Vec<std::os::fd::OwnedFd>, args: &[&str]) -> Command {
-    let mut command = Command::new("sh");
-    command
-        .args(["-c", "LISTEN_PID=$$ exec \"$0\" serve \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_stackway"))
-        .args(args)
-        .env("LISTEN_FDS", sockets.len().to_string());
-    let mappings = sockets
-        .into_iter()
-        .zip(3..)
-        .map(|(parent_fd, child_fd)| FdMapping {
-            parent_fd,
-            child_fd,
-        })
-        .collect();
-    command.fd_mappings(mappings).unwrap();
-    command
-}
+use support::{Server, activated, stackway};
 
 fn get(addr: SocketAddr, path: &str) -> http::RawResponse {
     Conn::open(addr).get(path)
@@ -227,6 +204,98 @@ fn sigusr2_restarts_without_failing_a_request() {
     );
 }
 
+/// The unix sockets of process `pid` that have a name (a path, or `@name`
+/// for an abstract one): what any local user reads in `/proc/net/unix`.
+fn named_unix_sockets(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| fds.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (inode, name) = (fields.get(6)?, fields.get(7)?);
+            inodes
+                .contains(&inode.to_string())
+                .then(|| name.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn during_a_restart_no_other_process_can_say_the_new_one_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    // Answers with its process id; once `slow` exists, it takes 3 s to import.
+    std::fs::write(
+        dir.path().join("slow_start.py"),
+        "import os, time\n\
+         if os.path.exists(os.path.join(os.path.dirname(__file__), 'slow')):\n    time.sleep(3)\n\
+         def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+         \x20   return [str(os.getpid()).encode()]\n",
+    )
+    .unwrap();
+    let python = dir.path().to_str().unwrap();
+    let server = Server::start(
+        stackway(&[
+            "--bind",
+            "127.0.0.1:0",
+            "--pythonpath",
+            python,
+            "--mount",
+            "/=wsgi:slow_start:app",
+        ]),
+        1,
+    );
+    let (addr, old) = (server.tcp(0), server.child.id());
+    assert_eq!(get(addr, "/").text(), old.to_string());
+    std::fs::write(dir.path().join("slow"), "").unwrap();
+    server.signal("-USR2");
+    // What any local user can do while the new process starts: say READY=1
+    // to every unix socket of the old process that has a name.
+    let started = Instant::now();
+    let mut named = Vec::new();
+    while started.elapsed() < Duration::from_millis(1000) {
+        for name in named_unix_sockets(old) {
+            let to = match name.strip_prefix('@') {
+                Some(abstract_name) => {
+                    use std::os::linux::net::SocketAddrExt;
+                    std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+                }
+                None => std::os::unix::net::SocketAddr::from_pathname(&name),
+            };
+            if let Ok(to) = to {
+                let sender = UnixDatagram::unbound().unwrap();
+                let _ = sender.send_to_addr(b"READY=1", &to);
+            }
+            named.push(name);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        named.is_empty(),
+        "the old process has named sockets: {named:?}"
+    );
+    // The old process still serves: nothing made it drain before the new
+    // one is up.
+    assert_eq!(get(addr, "/").text(), old.to_string());
+    let (code, err) = server.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "{err}");
+    let new = get(addr, "/").text();
+    assert_ne!(new, old.to_string());
+    assert!(Command::new("kill").arg(&new).status().unwrap().success());
+}
+
 #[test]
 fn sigterm_with_a_drain_delay_fails_the_health_check_and_goes_on_serving() {
     let server = Server::start(
@@ -277,6 +346,9 @@ fn curl(ca: &Path, url: &str, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn tls_over_curl_with_a_sighup_reload_during_a_download() {
+    if !support::external::command("curl", "Debian's curl") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path(), "live");
     let first_ca = dir.path().join("first-ca.pem");

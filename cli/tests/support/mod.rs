@@ -2,10 +2,15 @@
 //! listens, signalling it, and waiting for it to exit.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+#[path = "../../../tests/support/external.rs"]
+pub mod external;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
 
 /// A running server, killed when dropped.
 pub struct Server {
@@ -85,5 +90,27 @@ impl Drop for Server {
 pub fn stackway(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stackway"));
     command.arg("serve").args(args);
+    command
+}
+
+/// As systemd starts a socket-activated service: the sockets at descriptors
+/// 3.., `LISTEN_FDS`, and `LISTEN_PID` naming the service's own process (set
+/// by a shell that then becomes stackway).
+pub fn activated(sockets: Vec<std::os::fd::OwnedFd>, args: &[&str]) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "LISTEN_PID=$$ exec \"$0\" serve \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_stackway"))
+        .args(args)
+        .env("LISTEN_FDS", sockets.len().to_string());
+    let mappings = sockets
+        .into_iter()
+        .zip(3..)
+        .map(|(parent_fd, child_fd)| FdMapping {
+            parent_fd,
+            child_fd,
+        })
+        .collect();
+    command.fd_mappings(mappings).unwrap();
     command
 }
