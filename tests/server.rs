@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use stackway::{Request, RequestExt, response};
 use support::http::Conn;
-use support::{Running, server};
+use support::{Running, external, server};
 use tokio::sync::Notify;
 
 /// Echoes the request's path and query.
@@ -70,6 +70,46 @@ fn h2c_with_prior_knowledge() {
             assert!(body.contains(&format!("REQUEST_URI={path}\n")), "{body}");
         }
     });
+}
+
+#[test]
+fn curl_sees_its_host_in_the_cgi_view_over_http1_and_h2c() {
+    if !external::command("curl", "Debian's curl") {
+        return;
+    }
+    let running = Running::start(
+        server(),
+        stackway_middleware::Lint::strict(stackway::apps::demo),
+    );
+    let port = running.addr.port();
+    let resolve = format!("shop.example:{port}:127.0.0.1");
+    for (flag, protocol) in [
+        ("--http1.1", "HTTP/1.1"),
+        ("--http2-prior-knowledge", "HTTP/2"),
+    ] {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", flag, "--resolve", &resolve])
+            .arg(format!("http://shop.example:{port}/x"))
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{body}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in [
+            format!("HTTP_HOST=shop.example:{port}\n"),
+            "SERVER_NAME=shop.example\n".to_owned(),
+            format!("SERVER_PORT={port}\n"),
+            format!("SERVER_PROTOCOL={protocol}\n"),
+        ] {
+            assert!(
+                body.contains(&line),
+                "{flag}: {line:?} missing from\n{body}"
+            );
+        }
+    }
 }
 
 #[test]

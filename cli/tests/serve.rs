@@ -1,5 +1,7 @@
 //! The `stackway` binary, started on port 0 and spoken to over real sockets.
 
+#[path = "../../tests/support/external.rs"]
+mod external;
 #[path = "../../tests/support/http.rs"]
 mod http;
 
@@ -157,6 +159,9 @@ fn mounts_proxy_to_upstreams_one_or_a_pool() {
 
 #[test]
 fn mounts_python_wsgi_apps() {
+    if !external::python_modules(&["flask"], "Debian's python3-flask") {
+        return;
+    }
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python");
     let server = Stackway::serve(&[
         "--pythonpath",
@@ -171,6 +176,48 @@ fn mounts_python_wsgi_apps() {
     let mut conn = Conn::open(server.addr);
     assert_eq!(conn.get("/you").text(), "Hello, you!");
     assert_eq!(conn.get("/app/").text(), "index links to /app/hello/x");
+}
+
+#[test]
+fn a_flask_app_behind_proxy_fix_builds_external_urls_for_the_forwarded_host() {
+    if !external::python_modules(&["flask"], "Debian's python3-flask") {
+        return;
+    }
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python");
+    let server = Stackway::serve(&[
+        "--pythonpath",
+        python,
+        "--mount",
+        "/app=wsgi:flask_app:app",
+        "--proxy-fix",
+        "for=1,proto=1,host=1",
+    ]);
+    let mut conn = Conn::open(server.addr);
+    let forwarded = "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example\r\n";
+    let mut get = |path: &str| {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: 10.0.0.5:8000\r\n{forwarded}\r\n");
+        conn.send(head.as_bytes());
+        conn.read_response()
+    };
+    assert_eq!(
+        get("/app/external").text(),
+        "https://shop.example/app/hello/x"
+    );
+    let res = get("/app/go-external");
+    assert_eq!(res.status, 302);
+    assert_eq!(
+        res.header("location"),
+        Some("https://shop.example/app/hello/there")
+    );
+    assert_eq!(
+        get("/app/host").text(),
+        "shop.example shop.example https://shop.example/app/"
+    );
+    // Without the forwarded headers, the host the client named.
+    assert_eq!(
+        conn.get("/app/external").text(),
+        "http://localhost/app/hello/x"
+    );
 }
 
 #[test]
@@ -249,6 +296,7 @@ fn proxy_fix_trusts_the_proxy_in_front() {
         "REMOTE_ADDR=203.0.113.7\n",
         "REQUEST_SCHEME=https\n",
         "SERVER_NAME=shop.example\n",
+        "HTTP_HOST=shop.example\n",
         "SCRIPT_NAME=/store/env\n",
         "PATH_INFO=/x\n",
     ] {
