@@ -561,6 +561,119 @@ mod tests {
     }
 
     #[test]
+    fn the_host_comes_from_one_place() {
+        let forwarded = |host: &str, port: Option<u16>| {
+            let mut f = Forwarded::default();
+            f.host = Some(host.parse().unwrap());
+            f.port = port;
+            f
+        };
+        // (target, Host header, forwarded, HTTP_HOST, SERVER_NAME, SERVER_PORT, application_uri)
+        let cases: Vec<(
+            &str,
+            Option<&str>,
+            Option<Forwarded>,
+            Option<&str>,
+            &str,
+            u16,
+            &str,
+        )> = vec![
+            (
+                "/",
+                Some("spam:9000"),
+                None,
+                Some("spam:9000"),
+                "spam",
+                9000,
+                "http://spam:9000/",
+            ),
+            (
+                "/",
+                Some("spam:80"),
+                None,
+                Some("spam:80"),
+                "spam",
+                80,
+                "http://spam/",
+            ),
+            // HTTP/2 and absolute-form: the target's authority wins over Host.
+            (
+                "http://eggs/x",
+                Some("spam"),
+                None,
+                Some("eggs"),
+                "eggs",
+                80,
+                "http://eggs/",
+            ),
+            // A trusted proxy's host wins over both.
+            (
+                "http://eggs/x",
+                Some("spam"),
+                Some(forwarded("ham:8443", None)),
+                Some("ham:8443"),
+                "ham",
+                8443,
+                "http://ham:8443/",
+            ),
+            (
+                "/",
+                Some("spam"),
+                Some(forwarded("ham:80", Some(80))),
+                Some("ham:80"),
+                "ham",
+                80,
+                "http://ham/",
+            ),
+            (
+                "/",
+                Some("spam"),
+                Some(forwarded("ham", None)),
+                Some("ham"),
+                "ham",
+                80,
+                "http://ham/",
+            ),
+            ("/", None, None, None, "localhost", 80, "http://localhost/"),
+        ];
+        for (target, host, fwd, http_host, name, port, uri) in cases {
+            let mut req = Request::builder().uri(target);
+            if let Some(host) = host {
+                req = req.header("host", host);
+            }
+            let mut req = req.body(()).unwrap();
+            if let Some(fwd) = fwd {
+                req.extensions_mut().insert(fwd);
+            }
+            let env = req.environ();
+            assert_eq!(
+                (
+                    env.http_host(),
+                    env.server_name().as_str(),
+                    env.server_port(),
+                    env.application_uri().as_str()
+                ),
+                (http_host, name, port, uri),
+                "{target} {host:?}"
+            );
+            assert_eq!(env.cgi().get("HTTP_HOST").map(String::as_str), http_host);
+        }
+    }
+
+    #[test]
+    fn server_protocol_names_http2_as_rfc_9113_does() {
+        for (version, name) in [
+            (Version::HTTP_10, "HTTP/1.0"),
+            (Version::HTTP_11, "HTTP/1.1"),
+            (Version::HTTP_2, "HTTP/2"),
+        ] {
+            let req = Request::builder().version(version).body(()).unwrap();
+            assert_eq!(req.environ().server_protocol(), name);
+            assert_eq!(req.environ().cgi()["SERVER_PROTOCOL"], name);
+        }
+    }
+
+    #[test]
     fn server_name_and_port() {
         let req = Request::builder()
             .uri("/")

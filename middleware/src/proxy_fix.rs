@@ -36,15 +36,34 @@
 //! one that many places from the right: what the outermost trusted proxy
 //! saw. A header with fewer values than trusted is ignored, as is an invalid
 //! value: a client cannot push a trusted value out of reach by sending its
-//! own. A count of 0 ignores the header.
+//! own. A count of 0 ignores the header. Lists are read as Werkzeug 3.1 reads
+//! them: a comma inside a quoted string does not split, a quoted value loses
+//! its quotes, and empty items do not count.
 //!
 //! | header | changes | |
 //! |---|---|---|
 //! | `X-Forwarded-For` | the client's address | `Environ::remote_addr` |
 //! | `X-Forwarded-Proto` | the scheme | `Environ::url_scheme` |
-//! | `X-Forwarded-Host` | the host | `server_name`, `application_uri` |
-//! | `X-Forwarded-Port` | the port in the host | `server_port`, `application_uri` |
+//! | `X-Forwarded-Host` | the host | `http_host` (HTTP_HOST), `server_name`, `application_uri` |
+//! | `X-Forwarded-Port` | the port, in the host too | `server_port`, `http_host`, `application_uri` |
 //! | `X-Forwarded-Prefix` | comes before SCRIPT_NAME | `Environ::mount_path`, and every redirect built from it |
+//!
+//! HTTP_HOST is what Werkzeug's ProxyFix makes it, so a WSGI app (Flask's
+//! `url_for(..., _external=True)`) builds URLs for the host the client
+//! named:
+//!
+//! ```text
+//! Host: 10.0.0.5:8000, X-Forwarded-Host: shop.example                      →  shop.example
+//! Host: 10.0.0.5:8000, X-Forwarded-Port: 8443                              →  10.0.0.5:8443
+//! Host: 10.0.0.5:8000, X-Forwarded-Host: shop.example, X-Forwarded-Port: 443
+//!                                                 →  shop.example:443 (URLs leave out :443 over https)
+//! ```
+//!
+//! Where Werkzeug takes any text, values are checked here: a host must be
+//! `host[:port]` (no quote, space, path or user can reach a URL or a header
+//! built from it), a scheme `http` or `https`, a port a number, a prefix a
+//! path; anything else is ignored. A forwarded host without a port means the
+//! scheme's default port (Werkzeug keeps the port the proxy connected to).
 //!
 //! Werkzeug replaces SCRIPT_NAME with the prefix; here the prefix is put in
 //! front of it, which is the same at the top of a stack and stays right under
