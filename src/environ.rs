@@ -562,81 +562,51 @@ mod tests {
 
     #[test]
     fn the_host_comes_from_one_place() {
-        let forwarded = |host: &str, port: Option<u16>| {
-            let mut f = Forwarded::default();
-            f.host = Some(host.parse().unwrap());
-            f.port = port;
-            f
+        let forwarded = |host: &str, port: Option<u16>| Forwarded {
+            host: Some(host.parse().unwrap()),
+            port,
+            ..Forwarded::default()
         };
-        // (target, Host header, forwarded, HTTP_HOST, SERVER_NAME, SERVER_PORT, application_uri)
-        let cases: Vec<(
-            &str,
-            Option<&str>,
-            Option<Forwarded>,
-            Option<&str>,
-            &str,
-            u16,
-            &str,
-        )> = vec![
+        // target, Host header, forwarded; HTTP_HOST, SERVER_NAME, SERVER_PORT, application_uri
+        type Case<'a> = (&'a str, Option<&'a str>, Option<Forwarded>);
+        type Seen<'a> = (Option<&'a str>, &'a str, u16, &'a str);
+        let cases: Vec<(Case<'_>, Seen<'_>)> = vec![
             (
-                "/",
-                Some("spam:9000"),
-                None,
-                Some("spam:9000"),
-                "spam",
-                9000,
-                "http://spam:9000/",
+                ("/", Some("spam:9000"), None),
+                (Some("spam:9000"), "spam", 9000, "http://spam:9000/"),
             ),
             (
-                "/",
-                Some("spam:80"),
-                None,
-                Some("spam:80"),
-                "spam",
-                80,
-                "http://spam/",
+                ("/", Some("spam:80"), None),
+                (Some("spam:80"), "spam", 80, "http://spam/"),
             ),
             // HTTP/2 and absolute-form: the target's authority wins over Host.
             (
-                "http://eggs/x",
-                Some("spam"),
-                None,
-                Some("eggs"),
-                "eggs",
-                80,
-                "http://eggs/",
+                ("http://eggs/x", Some("spam"), None),
+                (Some("eggs"), "eggs", 80, "http://eggs/"),
             ),
             // A trusted proxy's host wins over both.
             (
-                "http://eggs/x",
-                Some("spam"),
-                Some(forwarded("ham:8443", None)),
-                Some("ham:8443"),
-                "ham",
-                8443,
-                "http://ham:8443/",
+                (
+                    "http://eggs/x",
+                    Some("spam"),
+                    Some(forwarded("ham:8443", None)),
+                ),
+                (Some("ham:8443"), "ham", 8443, "http://ham:8443/"),
             ),
             (
-                "/",
-                Some("spam"),
-                Some(forwarded("ham:80", Some(80))),
-                Some("ham:80"),
-                "ham",
-                80,
-                "http://ham/",
+                ("/", Some("spam"), Some(forwarded("ham:80", Some(80)))),
+                (Some("ham:80"), "ham", 80, "http://ham/"),
             ),
             (
-                "/",
-                Some("spam"),
-                Some(forwarded("ham", None)),
-                Some("ham"),
-                "ham",
-                80,
-                "http://ham/",
+                ("/", Some("spam"), Some(forwarded("ham", None))),
+                (Some("ham"), "ham", 80, "http://ham/"),
             ),
-            ("/", None, None, None, "localhost", 80, "http://localhost/"),
+            (
+                ("/", None, None),
+                (None, "localhost", 80, "http://localhost/"),
+            ),
         ];
-        for (target, host, fwd, http_host, name, port, uri) in cases {
+        for ((target, host, fwd), (http_host, name, port, uri)) in cases {
             let mut req = Request::builder().uri(target);
             if let Some(host) = host {
                 req = req.header("host", host);
