@@ -55,6 +55,7 @@ pub mod environ;
 mod error;
 pub mod extract;
 pub mod into_response;
+pub mod notes;
 pub mod response;
 pub mod server;
 pub mod testing;

@@ -68,9 +68,9 @@ use std::future::ready;
 use futures_util::future::Either;
 
 use http::StatusCode;
+use stackway::notes::Mount;
 use stackway::{App, BoxApp, Request, RequestExt, Response, response};
 
-use crate::metrics::{Label, Tag};
 use crate::prefix::{self, Invalid, Prefix};
 
 /// Mounts apps under URL prefixes; see the [module docs](self).
@@ -89,7 +89,7 @@ pub struct Dispatcher {
 }
 
 /// An app and its prefix as configured (its metrics label).
-type Mounted = (BoxApp, &'static Label);
+type Mounted = (BoxApp, &'static Mount);
 
 /// One segment of the mount tree.
 #[derive(Default)]
@@ -105,7 +105,7 @@ impl Dispatcher {
     /// `Dispatcher::default()` answers those with 404 instead.
     pub fn new(default: impl App) -> Self {
         let mut dispatcher = Self::default();
-        dispatcher.any.app = Some((BoxApp::new(default), Label::new("/".to_owned())));
+        dispatcher.any.app = Some((BoxApp::new(default), Mount::named("/")));
         dispatcher
     }
 
@@ -142,7 +142,7 @@ impl Dispatcher {
             }
             self.root_mounted = true;
         }
-        let label = Label::new(match &host {
+        let label = Mount::named(&match &host {
             Some(host) => format!("http://{host}/{}", segments.join("/")),
             None => format!("/{}", segments.join("/")),
         });
@@ -247,7 +247,7 @@ impl App for Dispatcher {
         };
         // Noted when polled, inside whatever `Metrics` scope polls it.
         Either::Right(async move {
-            Tag::mount(label);
+            label.answered();
             match answer {
                 Ok(called) => called.await,
                 Err(redirect) => redirect,

@@ -38,12 +38,11 @@ mod status;
 
 pub use status::StatusPage;
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -59,6 +58,7 @@ use prometheus_client::registry::Registry;
 use stackway::server::Stats;
 
 use crate::proxy::ProxyStats;
+use stackway::notes::{Mount, Notes, Noting, Served};
 use stackway::{App, Request, Response};
 
 /// Serves Prometheus metrics at a path and counts every other request; see
@@ -71,75 +71,6 @@ pub struct Metrics<A> {
     state: Arc<State>,
 }
 
-/// What the middleware inside a [`Metrics`] note about the request being
-/// answered: the mount that answered and how SharedData answered. A task
-/// local, so that noting costs no allocation and, outside a `Metrics`,
-/// nothing at all.
-#[derive(Default)]
-pub(crate) struct Tag {
-    mount: Cell<Option<&'static Label>>,
-    outcome: Cell<u8>,
-}
-
-tokio::task_local! {
-    static TAG: Tag;
-}
-
-/// A mount's prefix as configured, the `mount` label of its metrics; found
-/// once per mount by the Dispatcher or SharedData.
-#[derive(Debug)]
-pub(crate) struct Label {
-    text: Box<str>,
-    /// The [`MountStats`] of the first `Metrics` that counted this mount, and
-    /// which one that was: found again without a lookup.
-    cached: OnceLock<(u64, Arc<MountStats>)>,
-}
-
-impl Label {
-    /// The label of `text`, one per text for the life of the process: the
-    /// prefixes a program configures are few, and a request can note a
-    /// `&'static` one without touching a reference count.
-    pub(crate) fn new(text: String) -> &'static Self {
-        static LABELS: LazyLock<Mutex<HashMap<Box<str>, &'static Label>>> =
-            LazyLock::new(Mutex::default);
-        let mut labels = LABELS.lock().unwrap_or_else(|e| e.into_inner());
-        labels.entry(text.clone().into()).or_insert_with(|| {
-            Box::leak(Box::new(Self {
-                text: text.into(),
-                cached: OnceLock::new(),
-            }))
-        })
-    }
-}
-
-const STATIC_NONE: u8 = 0;
-const STATIC_FILE: u8 = 1;
-const STATIC_MEMORY: u8 = 2;
-const STATIC_MISS: u8 = 3;
-
-impl Tag {
-    /// Notes that the request went to the app mounted at `label` (kept only
-    /// for the first, outermost mount).
-    pub(crate) fn mount(label: &'static Label) {
-        let _ = TAG.try_with(|tag| {
-            if tag.mount.get().is_none() {
-                tag.mount.set(Some(label));
-            }
-        });
-    }
-
-    /// Notes how SharedData answered: a file (from the memory cache or
-    /// not), or a miss passed on to the app it wraps.
-    pub(crate) fn static_outcome(served: Option<bool>) {
-        let outcome = match served {
-            Some(true) => STATIC_MEMORY,
-            Some(false) => STATIC_FILE,
-            None => STATIC_MISS,
-        };
-        let _ = TAG.try_with(|tag| tag.outcome.set(outcome));
-    }
-}
-
 impl<A> Metrics<A> {
     /// Counts requests to `inner` and serves the metrics at `/metrics`.
     pub fn new(inner: A) -> Self {
@@ -150,13 +81,13 @@ impl<A> Metrics<A> {
                 started: Instant::now(),
                 clock: quanta::Clock::new(),
                 server: None,
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 started_requests: AtomicU64::new(0),
                 cancelled: AtomicU64::new(0),
                 bytes_in: Arc::new(AtomicU64::new(0)),
                 bytes_out: Arc::new(AtomicU64::new(0)),
                 statics: Default::default(),
                 mounts: RwLock::default(),
+                cached: (0..CACHED_MOUNTS).map(|_| OnceLock::new()).collect(),
                 unmounted: Arc::default(),
                 errors: Mutex::default(),
                 proxies: Vec::new(),
@@ -248,7 +179,7 @@ impl<A: App> App for Metrics<A> {
         count_body(req.body_mut(), &state.bytes_in);
         let started = state.clock.raw();
         Either::Right(Counted {
-            answered: TAG.scope(Tag::default(), self.inner.call(req)),
+            answered: Notes::scope(self.inner.call(req)),
             state,
             started,
             method,
@@ -262,7 +193,7 @@ pin_project_lite::pin_project! {
     /// comes (or as cancelled if it is dropped before).
     struct Counted<'a, F: Future> {
         #[pin]
-        answered: tokio::task::futures::TaskLocalFuture<Tag, F>,
+        answered: Noting<F>,
         state: &'a State,
         started: u64,
         method: usize,
@@ -288,8 +219,8 @@ impl<F: Future<Output = Response>> Future for Counted<'_, F> {
         let elapsed = state.clock.delta_as_nanos(*this.started, state.clock.raw());
         *this.done = true;
         let method = *this.method;
-        let tag = this.answered.take_value().unwrap_or_default();
-        let label = tag.mount.get();
+        let notes = this.answered.take_value().unwrap_or_default();
+        let label = notes.mount();
         let stats = match label {
             Some(label) => state.mount(label),
             None => Found::Cached(&state.unmounted),
@@ -300,9 +231,13 @@ impl<F: Future<Output = Response>> Future for Counted<'_, F> {
         }
         stats.requests[method][status].fetch_add(1, Ordering::Relaxed);
         stats.latency.observe(elapsed);
-        let outcome = tag.outcome.get();
-        if outcome != STATIC_NONE {
-            state.statics[usize::from(outcome - 1)].fetch_add(1, Ordering::Relaxed);
+        if let Some(served) = notes.served() {
+            let outcome = match served {
+                Served::File => 0,
+                Served::Memory => 1,
+                Served::Passed => 2,
+            };
+            state.statics[outcome].fetch_add(1, Ordering::Relaxed);
         }
         count_body(res.body_mut(), &state.bytes_out);
         Poll::Ready(res)
@@ -404,12 +339,10 @@ const BUCKET_NANOS: [u64; BUCKETS.len()] = {
     nanos
 };
 
-/// The next [`State::id`].
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+/// How many mounts (by [`Mount::index`]) a [`State`] finds without a lookup.
+const CACHED_MOUNTS: usize = 256;
 
 struct State {
-    /// Which `Metrics` this is, for the [`Label`] caches.
-    id: u64,
     started: Instant,
     /// Times requests: the CPU's time-stamp counter where it is steady
     /// (calibrated once, here): half the cost of two `Instant` readings.
@@ -426,6 +359,9 @@ struct State {
     statics: [AtomicU64; 3],
     /// By mount prefix; only prefixes configured in the stack ever arrive.
     mounts: RwLock<HashMap<Box<str>, Arc<MountStats>>>,
+    /// The same stats by [`Mount::index`], once a request found them: a
+    /// request costs no lookup and no lock.
+    cached: Box<[OnceLock<Arc<MountStats>>]>,
     /// Requests no mount answered (`mount="none"`).
     unmounted: Arc<MountStats>,
     /// The last 5xx answers, newest last, for the status page.
@@ -520,7 +456,7 @@ impl Histogram {
 }
 
 impl State {
-    fn failed(&self, method: usize, status: u16, label: Option<&Label>) {
+    fn failed(&self, method: usize, status: u16, label: Option<&Mount>) {
         let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         if errors.len() == FAILURES {
             errors.pop_front();
@@ -529,7 +465,7 @@ impl State {
             at: Instant::now(),
             method: METHODS[method],
             status,
-            mount: label.map_or(NONE, |l| &l.text).to_owned(),
+            mount: label.map_or(NONE, Mount::as_str).to_owned(),
         });
     }
 
@@ -566,34 +502,25 @@ impl State {
         mounts
     }
 
-    /// The stats of the mount `label` names: cached in the label after the
-    /// first request, so a request costs no lookup and no lock.
-    fn mount<'a>(&self, label: &'a Label) -> Found<'a> {
-        if let Some((owner, stats)) = label.cached.get() {
-            if *owner == self.id {
-                return Found::Cached(stats);
-            }
+    /// The stats of `mount`: found by its index after the first request.
+    fn mount(&self, mount: &Mount) -> Found<'_> {
+        match self.cached.get(mount.index()) {
+            Some(slot) => Found::Cached(slot.get_or_init(|| self.stats_of(mount.as_str()))),
+            None => Found::Looked(self.stats_of(mount.as_str())),
         }
-        let known = self
-            .mounts
-            .read()
-            .expect("not poisoned")
-            .get(&label.text)
-            .cloned();
-        let stats = known.unwrap_or_else(|| {
+    }
+
+    /// The stats of the mount named `name`, made on its first request.
+    fn stats_of(&self, name: &str) -> Arc<MountStats> {
+        let known = self.mounts.read().expect("not poisoned").get(name).cloned();
+        known.unwrap_or_else(|| {
             let mut mounts = self.mounts.write().expect("not poisoned");
-            mounts.entry(label.text.clone()).or_default().clone()
-        });
-        // A label counted by two Metrics keeps the first; the other looks up.
-        let (owner, cached) = label.cached.get_or_init(|| (self.id, stats.clone()));
-        match *owner == self.id {
-            true => Found::Cached(cached),
-            false => Found::Looked(stats),
-        }
+            mounts.entry(name.into()).or_default().clone()
+        })
     }
 }
 
-/// A mount's stats, from its label's cache or looked up.
+/// A mount's stats, from the cache by index or looked up.
 enum Found<'a> {
     Cached(&'a MountStats),
     Looked(Arc<MountStats>),

@@ -10,13 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::ALLOW;
 use http::{HeaderValue, Method, StatusCode};
+use stackway::notes::{Mount, Notes, Served};
 use stackway::{Request, Response, response};
 
 use super::cache::FileCache;
 use super::entry::{Content, Entry, File, Found, Memory, disk_entry, embedded_entry, open_file};
 use super::respond::{self, listing};
 use super::{headers, path};
-use crate::metrics::{Label, Tag};
 use crate::prefix::{Invalid, redirect_with_slash};
 use crate::profiler::Timings;
 
@@ -50,7 +50,7 @@ pub struct Export {
     spa_fallback: Option<String>,
     cache: FileCache,
     /// The prefix it is exported at, as configured: the `mount` of its metrics.
-    pub(super) label: &'static Label,
+    pub(super) label: &'static Mount,
 }
 
 #[derive(Debug, Clone)]
@@ -110,7 +110,7 @@ impl Export {
             fallback_type: "application/octet-stream".to_owned(),
             spa_fallback: None,
             cache: FileCache::new(Some(Duration::from_secs(1))),
-            label: Label::new(String::new()),
+            label: Mount::named(""),
         }
     }
 
@@ -281,7 +281,10 @@ impl Export {
         let this = Arc::clone(&self);
         let outcome = match key.as_deref().and_then(|key| self.cache.get(key)) {
             Some(file) => {
-                Tag::static_outcome(Some(matches!(file.found.content, Content::Memory(_))));
+                Notes::note_served(match file.found.content {
+                    Content::Memory(_) => Served::Memory,
+                    _ => Served::File,
+                });
                 Ok(Outcome::File(file))
             }
             None => {
@@ -294,7 +297,7 @@ impl Export {
                     false => this.decide(&rest, &ask),
                 };
                 if let Ok(Outcome::File(file)) = &outcome {
-                    Tag::static_outcome(Some(false));
+                    Notes::note_served(Served::File);
                     if let Some(key) = key {
                         self.cache.put(key, file);
                     }

@@ -82,11 +82,11 @@ use std::sync::Arc;
 
 use futures_util::future::Either;
 
+use stackway::notes::{Mount, Notes, Served};
 use stackway::{App, Request, RequestExt, Response};
 
 use self::export::Reason;
 pub use self::export::{Embedded, Export, ExportError, Symlinks};
-use crate::metrics::{Label, Tag};
 use crate::prefix::Prefix;
 
 /// Serves exported files and falls through to `inner`; see the [module docs](self).
@@ -141,7 +141,7 @@ impl<A> SharedData<A> {
             return Err(error(Reason::Duplicate));
         }
         export.check().map_err(error)?;
-        export.label = Label::new(format!("/{}", parsed.segments.join("/")));
+        export.label = Mount::named(&format!("/{}", parsed.segments.join("/")));
         let at = self
             .exports
             .partition_point(|(p, _)| p.segments.len() >= parsed.segments.len());
@@ -178,10 +178,10 @@ impl<A: App> SharedData<A> {
     /// Answers from `export`, or passes the request on when it has no such file.
     async fn serve(&self, export: &Arc<Export>, rest: Vec<String>, req: Request) -> Response {
         if let Some(res) = Arc::clone(export).serve(&req, rest).await {
-            Tag::mount(export.label);
+            export.label.answered();
             return res;
         }
-        Tag::static_outcome(None);
+        Notes::note_served(Served::Passed);
         self.inner.call(req).await
     }
 }
