@@ -1,12 +1,12 @@
-//! The Dispatcher and SharedData read prefixes with one grammar: the same
-//! prefixes are accepted and refused with the same sentence, and match the
-//! same requests.
+//! The Dispatcher, the Router's mounts and SharedData read prefixes with one
+//! grammar: the same prefixes are accepted and refused with the same
+//! sentence, and match the same requests with the same answers.
 
 mod support;
 
 use stackway::testing::Client;
 use stackway::{Request, RequestExt, response};
-use stackway_middleware::{Dispatcher, SharedData};
+use stackway_middleware::{Dispatcher, Lint, Router, SharedData};
 use support::run;
 
 async fn echo(req: Request) -> stackway::Response {
@@ -35,16 +35,30 @@ fn both_middleware_accept_and_refuse_the_same_prefixes() {
     ];
     for (prefix, valid) in cases {
         let mounted = Dispatcher::default().try_mount(prefix, echo);
+        let routed = Router::new().try_mount(prefix, echo);
         let exported = SharedData::new(echo).try_export(prefix, dir.path());
         assert_eq!(mounted.is_ok(), valid, "mount {prefix:?}");
+        assert_eq!(routed.is_ok(), valid, "router mount {prefix:?}");
         assert_eq!(exported.is_ok(), valid, "export {prefix:?}");
-        if let (Err(mount), Err(export)) = (mounted, exported) {
-            assert!(mount.is_invalid_prefix() && export.is_invalid_prefix());
+        if let (Err(mount), Err(routed), Err(export)) = (mounted, routed, exported) {
+            assert!(mount.is_invalid_prefix() && routed.is_invalid_prefix());
+            assert!(export.is_invalid_prefix());
+            assert_eq!(mount.to_string(), routed.to_string());
             let rule = |e: String| e.split_once(": ").unwrap().1.to_owned();
             assert_eq!(rule(mount.to_string()), rule(export.to_string()));
         }
     }
-    // A host prefix is a Dispatcher feature; SharedData says where to put it.
+    // Mounted twice: both say so, in the same words.
+    let twice = Dispatcher::default()
+        .mount("/a", echo)
+        .try_mount("/a/", echo);
+    let twice_routed = Router::new().mount("/a", echo).try_mount("/a/", echo);
+    let (twice, twice_routed) = (twice.unwrap_err(), twice_routed.unwrap_err());
+    assert!(
+        twice.is_duplicate() && twice_routed.is_duplicate(),
+        "{twice_routed}"
+    );
+    // A host prefix is a Dispatcher feature; the others say where to put it.
     let host = "http://static.example.com/s";
     assert!(Dispatcher::default().try_mount(host, echo).is_ok());
     let err = SharedData::new(echo)
@@ -52,6 +66,58 @@ fn both_middleware_accept_and_refuse_the_same_prefixes() {
         .unwrap_err();
     assert!(err.is_invalid_prefix(), "{err}");
     assert!(err.to_string().contains("Dispatcher"), "{err}");
+    let err = Router::new().try_mount(host, echo).unwrap_err();
+    assert!(err.is_invalid_prefix(), "{err}");
+    assert!(err.to_string().contains("Dispatcher"), "{err}");
+}
+
+#[test]
+fn a_router_mount_answers_as_a_dispatcher_mount() {
+    let fallback = |_req: Request| async { response::text("fallback") };
+    let prefixes = ["/st%61tic/", "/a%2Fb", "/caf%C3%A9", "/x/y", "/"];
+    let mut dispatcher = Dispatcher::new(fallback).redirect_slash(true);
+    let mut router = Router::new().fallback(fallback).redirect_slash(true);
+    for prefix in prefixes {
+        dispatcher = dispatcher.mount(prefix, echo);
+        router = router.mount(prefix, echo);
+    }
+    let (dispatcher, router) = (
+        Client::new(Lint::strict(dispatcher)),
+        Client::new(Lint::strict(router)),
+    );
+    run(async {
+        for path in [
+            "/static/a.txt",
+            "/st%61tic/a.txt",
+            "/%73tatic",
+            "/static/",
+            "/static?q=1",
+            "/staticx/a.txt",
+            "/static%2Fa.txt",
+            "/a%2Fb/c",
+            "/a%2fb/c",
+            "/a/b/c",
+            "/caf%C3%A9/menu",
+            "/café",
+            "/x/y/z",
+            "/x/y",
+            "/x/yz",
+            "/x",
+            "/%FF/a",
+            "/x/y/%FF",
+            "/static/%2e%2e/secret",
+            "/static/./a",
+            "/../a",
+            "/other/%2E",
+            "",
+            "/",
+        ] {
+            let (want, got) = (dispatcher.get(path).await, router.get(path).await);
+            assert_eq!(got.status(), want.status(), "{path}");
+            assert_eq!(got.header("location"), want.header("location"), "{path}");
+            assert_eq!(got.text(), want.text(), "{path}");
+        }
+    });
 }
 
 #[test]

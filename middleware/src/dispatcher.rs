@@ -71,7 +71,8 @@ use http::StatusCode;
 use stackway::notes::Mount;
 use stackway::{App, BoxApp, Request, RequestExt, Response, response};
 
-use crate::prefix::{self, Invalid, Prefix};
+pub use crate::prefix::MountError;
+use crate::prefix::{self, Prefix};
 
 /// Mounts apps under URL prefixes; see the [module docs](self).
 #[doc(alias = "mount")]
@@ -128,33 +129,25 @@ impl Dispatcher {
     /// one host only; a trailing `/` is ignored, and `/` or `` mounts the
     /// default app.
     pub fn try_mount(mut self, prefix: &str, app: impl App) -> Result<Self, MountError> {
-        let error = |reason| MountError {
-            prefix: prefix.to_owned(),
-            reason,
-        };
-        let Prefix { host, segments } =
-            Prefix::parse(prefix).map_err(|e| error(Reason::Invalid(e)))?;
-        let is_default = host.is_none() && segments.is_empty();
+        let parsed = Prefix::parse(prefix).map_err(|e| MountError::invalid(prefix, e))?;
+        let is_default = parsed.host().is_none() && parsed.is_root();
         if is_default {
             // The default given to `new` may be replaced by one mount at the root.
             if self.root_mounted {
-                return Err(error(Reason::Duplicate));
+                return Err(MountError::duplicate(prefix));
             }
             self.root_mounted = true;
         }
-        let label = Mount::named(&match &host {
-            Some(host) => format!("http://{host}/{}", segments.join("/")),
-            None => format!("/{}", segments.join("/")),
-        });
-        let mut node = match host {
-            Some(host) => self.hosts.entry(host).or_default(),
+        let label = Mount::named(&parsed.name());
+        let mut node = match parsed.host() {
+            Some(host) => self.hosts.entry(host.to_owned()).or_default(),
             None => &mut self.any,
         };
-        for segment in segments {
-            node = node.children.entry(segment.into()).or_default();
+        for segment in parsed.segments() {
+            node = node.children.entry(segment.as_str().into()).or_default();
         }
         if node.app.is_some() && !is_default {
-            return Err(error(Reason::Duplicate));
+            return Err(MountError::duplicate(prefix));
         }
         node.app = Some((BoxApp::new(app), label));
         Ok(self)
@@ -197,11 +190,11 @@ impl Node {
         let mut node = Some(self);
         let mut consumed = 0;
         for raw in path_info.split('/').skip(1) {
-            // A segment that does not decode matches no mount.
-            let segment = prefix::decode_segment(raw);
-            if segment.as_deref().is_some_and(|s| s == "." || s == "..") {
+            if prefix::is_dot_segment(raw) {
                 return Err(DotSegment);
             }
+            // A segment that does not decode matches no mount.
+            let segment = prefix::decode_segment(raw);
             node = node.and_then(|n| n.children.get(segment.as_deref()?));
             if let Some(n) = node {
                 consumed += 1 + raw.len();
@@ -264,46 +257,3 @@ impl fmt::Debug for Dispatcher {
             .finish_non_exhaustive()
     }
 }
-
-/// Why a prefix cannot be mounted; its `Display` is a sentence for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountError {
-    prefix: String,
-    reason: Reason,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reason {
-    Invalid(Invalid),
-    Duplicate,
-}
-
-impl MountError {
-    /// The prefix that was refused.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// Whether the prefix was refused because it is mounted already.
-    pub fn is_duplicate(&self) -> bool {
-        self.reason == Reason::Duplicate
-    }
-
-    /// Whether the prefix was refused because it breaks [the prefix
-    /// grammar](crate::prefix).
-    pub fn is_invalid_prefix(&self) -> bool {
-        matches!(self.reason, Reason::Invalid(_))
-    }
-}
-
-impl fmt::Display for MountError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why = match self.reason {
-            Reason::Invalid(invalid) => invalid.rule(),
-            Reason::Duplicate => "something is mounted there already",
-        };
-        write!(f, "cannot mount at {:?}: {why}", self.prefix)
-    }
-}
-
-impl std::error::Error for MountError {}

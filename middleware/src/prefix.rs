@@ -1,6 +1,8 @@
 //! URL prefixes: the one grammar that every middleware mounting something at a
 //! prefix parses, matches and redirects with (the [`Dispatcher`](crate::Dispatcher)'s
-//! mounts, [`SharedData`](crate::SharedData)'s exports).
+//! and the [`Router`](crate::Router)'s mounts, [`SharedData`](crate::SharedData)'s
+//! exports). It is public, so that a mounting middleware written outside this
+//! crate reads prefixes, refuses them and redirects exactly as these do.
 //!
 //! A prefix is `/` followed by literal segments (`/api/v2`), or `http://HOST`
 //! (or `https://`) followed by one, for one host only. A trailing `/` is
@@ -23,20 +25,21 @@ use std::borrow::Cow;
 
 use http::header::LOCATION;
 use http::{HeaderValue, StatusCode};
-use percent_encoding::percent_decode_str;
+use percent_encoding::{CONTROLS, percent_decode_str, utf8_percent_encode};
 use stackway::{Request, RequestExt, Response, response};
 
 /// A parsed prefix: its host, if any, and its decoded segments.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Prefix {
+pub struct Prefix {
     /// Lower-case, without a port.
-    pub(crate) host: Option<String>,
-    pub(crate) segments: Vec<String>,
+    host: Option<String>,
+    segments: Vec<String>,
 }
 
-/// Why a prefix does not parse.
+/// Why a prefix does not parse; its `Display` is the rule broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Invalid {
+#[non_exhaustive]
+pub enum Invalid {
     /// `api`: not `/…` nor `http://HOST/…`.
     Slash,
     /// `/a//b`.
@@ -53,7 +56,7 @@ pub(crate) enum Invalid {
 
 impl Invalid {
     /// The rule broken, as the end of a sentence.
-    pub(crate) fn rule(self) -> &'static str {
+    pub fn rule(self) -> &'static str {
         match self {
             Self::Slash => "a prefix starts with / (or is http://HOST/...)",
             Self::Empty => "a prefix has no empty segments (//)",
@@ -62,6 +65,12 @@ impl Invalid {
             Self::Encoding => "its percent-encoding does not decode to UTF-8",
             Self::Host => "the host in it is not valid",
         }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.rule())
     }
 }
 
@@ -74,7 +83,7 @@ impl Prefix {
     /// "http://Admin.io:80/x"  → host Some("admin.io"), ["x"]
     /// "/" or ""               → host None,             []         the root
     /// ```
-    pub(crate) fn parse(prefix: &str) -> Result<Self, Invalid> {
+    pub fn parse(prefix: &str) -> Result<Self, Invalid> {
         let (host, path) = match prefix
             .strip_prefix("http://")
             .or_else(|| prefix.strip_prefix("https://"))
@@ -112,7 +121,7 @@ impl Prefix {
     /// when PATH_INFO does not start with them on a segment boundary. The host
     /// is not looked at. Allocates only for a percent-encoded segment: most
     /// requests that pass a prefix are not for it, and pay only this.
-    pub(crate) fn match_len(&self, path_info: &str) -> Option<usize> {
+    pub fn match_len(&self, path_info: &str) -> Option<usize> {
         let mut raw = path_info.split('/').skip(1);
         let mut len = 0;
         for want in &self.segments {
@@ -124,6 +133,32 @@ impl Prefix {
         }
         Some(len)
     }
+
+    /// The host it is for (lower-case, without a port), if it names one.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// Its segments, decoded; none for the root.
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
+    /// Whether it is the root (`/`, on any host).
+    pub fn is_root(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The prefix as observers name it (the [`Mount`](stackway::notes::Mount)
+    /// a mounting middleware notes): `/api/v2`, `/` for the root,
+    /// `http://admin.example/x` with a host.
+    pub fn name(&self) -> String {
+        let path = format!("/{}", self.segments.join("/"));
+        match &self.host {
+            Some(host) => format!("http://{host}{path}"),
+            None => path,
+        }
+    }
 }
 
 /// A raw path segment percent-decoded once, or `None` when that is not UTF-8.
@@ -131,34 +166,46 @@ impl Prefix {
 /// Prefixes and requests compare through this one function, so a request
 /// segment that cannot decode matches nothing (it is not turned into `�`,
 /// which a prefix could name).
-pub(crate) fn decode_segment(raw: &str) -> Option<Cow<'_, str>> {
+pub fn decode_segment(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.contains('%') {
         return Some(Cow::Borrowed(raw));
     }
     percent_decode_str(raw).decode_utf8().ok()
 }
 
+/// Whether a raw PATH_INFO segment is `.` or `..`, plain or percent-encoded:
+/// a mounting middleware answers 400 to a request with one, so that
+/// `/public/%2e%2e/admin` cannot reach a mount it does not name.
+pub fn is_dot_segment(raw: &str) -> bool {
+    decode_segment(raw).is_some_and(|s| s == "." || s == "..")
+}
+
 /// The host the request is for, lower-case and without a port: the
 /// environ's ([`Environ::http_host`](stackway::Environ::http_host)), so a
 /// trusted proxy's forwarded host chooses the mount.
-pub(crate) fn request_host(req: &Request) -> Option<String> {
+pub fn request_host(req: &Request) -> Option<String> {
     let host = req.environ().http_host()?;
     let authority = host.parse::<http::uri::Authority>().ok()?;
     Some(authority.host().to_ascii_lowercase())
 }
 
-/// 308 to the request's path with a `/` added, built from the mount path
-/// (SCRIPT_NAME, after any proxy prefix) + PATH_INFO so that it is right under
-/// any mount, with the query kept; `None`
-/// when the result would start with `//` (a URL of another host).
+/// 308 to the request's path with a `/` added (see [`redirect_to`]).
 ///
 /// ```text
 /// mounted at /app, SharedData exports /docs:   GET /app/docs/guide?v=2
 ///   SCRIPT_NAME /app, PATH_INFO /docs/guide  →  Location: /app/docs/guide/?v=2
 /// ```
-pub(crate) fn redirect_with_slash(req: &Request) -> Option<Response> {
-    let env = req.environ();
-    let mut location = format!("{}{}/", env.mount_path(), env.path_info());
+pub fn redirect_with_slash(req: &Request) -> Option<Response> {
+    redirect_to(req, &format!("{}/", req.environ().path_info()))
+}
+
+/// 308 to the request's path with `path_info` in place of its PATH_INFO
+/// (the same path with a `/` added or taken away), built from the mount path
+/// (SCRIPT_NAME, after any proxy prefix) so that it is right under any
+/// mount, with the query kept and bytes a URI may not hold percent-encoded;
+/// `None` when the result would start with `//` (a URL of another host).
+pub fn redirect_to(req: &Request, path_info: &str) -> Option<Response> {
+    let mut location = format!("{}{path_info}", req.environ().mount_path());
     if location.starts_with("//") {
         return None;
     }
@@ -166,11 +213,91 @@ pub(crate) fn redirect_with_slash(req: &Request) -> Option<Response> {
         location.push('?');
         location.push_str(query);
     }
+    // A path may hold raw UTF-8 (`/café`); a Location is a URI reference.
+    let location = utf8_percent_encode(&location, CONTROLS).to_string();
     let location = HeaderValue::try_from(location).ok()?;
     let mut res = response::status(StatusCode::PERMANENT_REDIRECT);
     res.headers_mut().insert(LOCATION, location);
     Some(res)
 }
+
+/// Why an app cannot be mounted at a prefix, for every mounting middleware;
+/// its `Display` is a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountError {
+    prefix: String,
+    reason: Reason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reason {
+    Invalid(Invalid),
+    Duplicate,
+    /// Taken by something it cannot be told apart from (a router's route).
+    Taken(String),
+    Other(&'static str),
+}
+
+impl MountError {
+    /// `prefix` breaks the grammar.
+    pub fn invalid(prefix: &str, invalid: Invalid) -> Self {
+        Self::new(prefix, Reason::Invalid(invalid))
+    }
+
+    /// Something is mounted (or routed) at `prefix` already.
+    pub fn duplicate(prefix: &str) -> Self {
+        Self::new(prefix, Reason::Duplicate)
+    }
+
+    /// `prefix` cannot be told apart from something there already: `why` is
+    /// the end of a sentence ("it cannot be told apart from \"/{id}\"").
+    pub fn taken(prefix: &str, why: String) -> Self {
+        Self::new(prefix, Reason::Taken(why))
+    }
+
+    /// `prefix` is valid, but this middleware cannot mount there: `why` is
+    /// the end of a sentence ("a host prefix is the Dispatcher's").
+    pub fn unsupported(prefix: &str, why: &'static str) -> Self {
+        Self::new(prefix, Reason::Other(why))
+    }
+
+    fn new(prefix: &str, reason: Reason) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            reason,
+        }
+    }
+
+    /// The prefix that was refused.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether the prefix was refused because it is mounted (or routed) already.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self.reason, Reason::Duplicate | Reason::Taken(_))
+    }
+
+    /// Whether the prefix was refused because it breaks [the prefix
+    /// grammar](self) (or names what this middleware does not mount).
+    pub fn is_invalid_prefix(&self) -> bool {
+        matches!(self.reason, Reason::Invalid(_) | Reason::Other(_))
+    }
+}
+
+impl std::fmt::Display for MountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let why = match &self.reason {
+            Reason::Invalid(invalid) => invalid.rule(),
+            Reason::Duplicate => "something is mounted there already",
+            Reason::Taken(why) => why,
+            Reason::Other(why) => why,
+        };
+        write!(f, "cannot mount at {:?}: {why}", self.prefix)
+    }
+}
+
+impl std::error::Error for MountError {}
 
 #[cfg(test)]
 mod tests {

@@ -47,11 +47,17 @@
 //! `Allow`, and `OPTIONS` without a handler 204 with `Allow`. A path that
 //! matches nothing goes to the [fallback](Router::fallback) (404 unless set).
 //!
+//! A path segment whose escapes do not decode to UTF-8 matches no literal
+//! segment (a parameter gets it decoded lossily), and a request with a `.` or
+//! `..` segment, plain or encoded, gets 400, as from the Dispatcher.
+//!
 //! # Mounting
 //!
-//! [`Router::mount`] gives a prefix to an app, as the Dispatcher does: the
-//! matched part moves from PATH_INFO to SCRIPT_NAME, so a Dispatcher, a
-//! SharedData or another Router inside sees a correct environ.
+//! [`Router::mount`] gives a prefix to an app, as the Dispatcher does, with
+//! [the same grammar](crate::prefix) and the same answers: the matched part
+//! moves from PATH_INFO to SCRIPT_NAME, so a Dispatcher, a SharedData or
+//! another Router inside sees a correct environ, and observers see the mount
+//! that answered ([`stackway::notes::Mount`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -60,7 +66,10 @@ use std::fmt;
 use http::header::ALLOW;
 use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::percent_decode_str;
+use stackway::notes::Mount;
 use stackway::{App, Body, BoxApp, Layer, Request, RequestExt, Response, response};
+
+use crate::prefix::{self, MountError, Prefix};
 
 /// Routes requests to handlers by path pattern and method; see the
 /// [module docs](self).
@@ -78,8 +87,8 @@ pub struct Router {
 
 enum Target {
     Methods(MethodRouter),
-    /// An app mounted at a prefix of this many PATH_INFO segments.
-    Mount(BoxApp, usize),
+    /// An app mounted at a prefix, and the name observers know it by.
+    Mount(BoxApp, Prefix, &'static Mount),
 }
 
 /// The handlers of one route, by method; made by [`get`], [`post`] and the
@@ -265,24 +274,32 @@ impl Router {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Mounts `app` at `prefix`, or says why it cannot.
-    pub fn try_mount(mut self, prefix: &str, app: impl App) -> Result<Self, RouteError> {
-        let error = |why: String| RouteError {
-            pattern: prefix.to_owned(),
-            why,
-        };
-        let normal = normalise_pattern(prefix).map_err(|why| error(why.to_owned()))?;
-        let base = normal.trim_end_matches('/');
-        if base.contains(['{', '}']) {
-            return Err(error("a mount prefix is literal".to_owned()));
+    /// Mounts `app` at `prefix`, or says why it cannot: the prefix breaks
+    /// [the grammar](crate::prefix) every mount shares (refused with the
+    /// Dispatcher's sentence), names a host, or cannot be told apart from a
+    /// route or mount already there.
+    pub fn try_mount(mut self, prefix: &str, app: impl App) -> Result<Self, MountError> {
+        let parsed = Prefix::parse(prefix).map_err(|e| MountError::invalid(prefix, e))?;
+        if parsed.host().is_some() {
+            return Err(MountError::unsupported(
+                prefix,
+                "a Router's mounts are not per host: mount the Router under the host with a Dispatcher",
+            ));
         }
-        let segments = base.matches('/').count();
+        // The prefix as a matchit pattern, in the form paths are matched in.
+        let base: String = parsed
+            .segments()
+            .iter()
+            .map(|segment| format!("/{}", segment.replace('%', "%25").replace('/', "%2F")))
+            .collect();
+        let label = Mount::named(&parsed.name());
         let app = BoxApp::new(app);
         let rest = format!("{base}/{{*{REST}}}");
-        let patterns = [base.to_owned(), format!("{base}/"), rest];
+        let patterns = [base.clone(), format!("{base}/"), rest];
         for pattern in patterns.iter().filter(|p| !p.is_empty()) {
-            self.insert(pattern, Target::Mount(app.clone(), segments))
-                .map_err(error)?;
+            let target = Target::Mount(app.clone(), parsed.clone(), label);
+            self.insert(pattern, target)
+                .map_err(|why| MountError::taken(prefix, why))?;
         }
         if base.is_empty() {
             // A mount at the root also answers the empty PATH_INFO.
@@ -324,7 +341,7 @@ impl Router {
                     methods.handlers.iter_mut().for_each(|(_, app)| wrap(app));
                     methods.any.iter_mut().for_each(wrap);
                 }
-                Target::Mount(app, _) => wrap(app),
+                Target::Mount(app, ..) => wrap(app),
             }
         }
         self
@@ -389,23 +406,36 @@ fn normalise_pattern(pattern: &str) -> Result<String, &'static str> {
     if !pattern.starts_with('/') {
         return Err("a pattern starts with /");
     }
-    normalise_path(pattern)
-        .map(Cow::into_owned)
-        .ok_or("its percent-encoding does not decode to UTF-8")
+    if percent_decode_str(pattern).decode_utf8().is_err() {
+        return Err("its percent-encoding does not decode to UTF-8");
+    }
+    Ok(normalise_path(pattern).into_owned())
 }
 
-/// PATH_INFO as it is matched: every escape decoded but `%2F` and `%25`
-/// (a slash that must not separate, a percent that must not start a second
-/// decoding), so `/caf%C3%A9` and `/café` are one path and `/a%2Fb` one
-/// segment; `None` if the decoding is not UTF-8.
+/// PATH_INFO as it is matched, segment by segment (see [`normalise_segment`]).
 ///
 /// ```text
 /// /users/caf%C3%A9   →  /users/café
-/// /files/a%2Fb%25c   →  /files/a%2Fb%25c
+/// /files/a%2fb%25c   →  /files/a%2Fb%25c
+/// /users/%FF         →  /users/%FF       (matches no literal segment)
 /// ```
-fn normalise_path(raw: &str) -> Option<Cow<'_, str>> {
+fn normalise_path(raw: &str) -> Cow<'_, str> {
     if !raw.contains('%') {
-        return Some(Cow::Borrowed(raw));
+        return Cow::Borrowed(raw);
+    }
+    let segments: Vec<Cow<'_, str>> = raw.split('/').map(normalise_segment).collect();
+    Cow::Owned(segments.join("/"))
+}
+
+/// A path segment as it is matched: every escape decoded but `%2F` and
+/// `%25` (a slash that must not separate, a percent that must not start a
+/// second decoding; written upper-case), so `caf%C3%A9` and `café` are one
+/// segment and `a%2Fb` one segment. A segment whose decoding is not UTF-8
+/// stays as it came: it then matches no literal segment, as a prefix
+/// segment (always UTF-8, `%` written `%25`) cannot name it.
+fn normalise_segment(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('%') {
+        return Cow::Borrowed(raw);
     }
     let mut bytes = Vec::with_capacity(raw.len());
     let mut rest = raw.as_bytes();
@@ -413,11 +443,10 @@ fn normalise_path(raw: &str) -> Option<Cow<'_, str>> {
         let hex = |h: u8| (h as char).to_digit(16);
         if let (b'%', [h, l, after @ ..]) = (b, tail) {
             if let (Some(h), Some(l)) = (hex(*h), hex(*l)) {
-                let decoded = (h * 16 + l) as u8;
-                if decoded == b'/' || decoded == b'%' {
-                    bytes.extend_from_slice(&rest[..3]);
-                } else {
-                    bytes.push(decoded);
+                match (h * 16 + l) as u8 {
+                    b'/' => bytes.extend_from_slice(b"%2F"),
+                    b'%' => bytes.extend_from_slice(b"%25"),
+                    decoded => bytes.push(decoded),
                 }
                 rest = after;
                 continue;
@@ -426,7 +455,7 @@ fn normalise_path(raw: &str) -> Option<Cow<'_, str>> {
         bytes.push(b);
         rest = tail;
     }
-    String::from_utf8(bytes).ok().map(Cow::Owned)
+    String::from_utf8(bytes).map_or(Cow::Borrowed(raw), Cow::Owned)
 }
 
 /// Finishes decoding a parameter taken from a normalised path.
@@ -440,13 +469,16 @@ impl App for Router {
         // changes (parameters, SCRIPT_NAME) only after.
         let found = {
             let env = req.environ();
+            if env.path_info().split('/').any(prefix::is_dot_segment) {
+                return response::status(StatusCode::BAD_REQUEST);
+            }
             // A router mounted at `/api` asked for `/api` itself routes `/`.
             let raw = match env.path_info() {
                 "" => "/",
                 raw => raw,
             };
-            normalise_path(raw).and_then(|path| {
-                let matched = self.paths.at(&path).ok()?;
+            let path = normalise_path(raw);
+            self.paths.at(&path).ok().and_then(|matched| {
                 let target = *matched.value;
                 let params: Vec<(String, String)> = matched
                     .params
@@ -455,13 +487,14 @@ impl App for Router {
                     .map(|(name, value)| (name.to_owned(), decode_param(value)))
                     .collect();
                 let moved = match &self.targets[target] {
-                    Target::Mount(_, segments) => prefix_len(raw, *segments),
+                    Target::Mount(_, prefix, _) => prefix.match_len(env.path_info())?,
                     Target::Methods(_) => 0,
                 };
-                Some((target, params, moved))
+                let exact = moved > 0 && moved == env.path_info().len();
+                Some((target, params, moved, exact))
             })
         };
-        let Some((target, params, moved)) = found else {
+        let Some((target, params, moved, exact)) = found else {
             return self.miss(req).await;
         };
         if !params.is_empty() {
@@ -469,7 +502,13 @@ impl App for Router {
             all.0.extend(params);
         }
         match &self.targets[target] {
-            Target::Mount(app, _) => {
+            Target::Mount(app, _, label) => {
+                label.answered();
+                if exact && self.redirect_slash {
+                    if let Some(redirect) = prefix::redirect_with_slash(&req) {
+                        return redirect;
+                    }
+                }
                 if moved > 0 {
                     let pushed = req.push_script_name(moved);
                     debug_assert!(pushed, "mount prefixes are whole segments");
@@ -486,22 +525,14 @@ impl Router {
     async fn miss(&self, req: Request) -> Response {
         let env = req.environ();
         let raw = env.path_info();
-        let twin = || normalise_path(raw).and_then(|path| self.slash_twin(&path));
-        if self.redirect_slash && !raw.is_empty() && twin().is_some() {
+        if self.redirect_slash && !raw.is_empty() && self.slash_twin(&normalise_path(raw)).is_some()
+        {
             let twin = match raw.strip_suffix('/') {
                 Some(without) => without.to_owned(),
                 None => format!("{raw}/"),
             };
-            let mut location = format!("{}{twin}", env.mount_path());
-            if let Some(query) = req.uri().query() {
-                location = format!("{location}?{query}");
-            }
-            if !location.starts_with("//") {
-                if let Ok(location) = HeaderValue::try_from(location) {
-                    let mut res = response::status(StatusCode::PERMANENT_REDIRECT);
-                    res.headers_mut().insert(http::header::LOCATION, location);
-                    return res;
-                }
+            if let Some(redirect) = prefix::redirect_to(&req, &twin) {
+                return redirect;
             }
         }
         match &self.fallback {
@@ -509,17 +540,6 @@ impl Router {
             None => response::status(StatusCode::NOT_FOUND),
         }
     }
-}
-
-/// The bytes of raw PATH_INFO its first `segments` segments take.
-fn prefix_len(path_info: &str, segments: usize) -> usize {
-    if segments == 0 {
-        return 0;
-    }
-    path_info
-        .match_indices('/')
-        .nth(segments)
-        .map_or(path_info.len(), |(at, _)| at)
 }
 
 /// Calls the handler for the request's method, or answers 405 / OPTIONS.
@@ -580,28 +600,21 @@ mod tests {
     #[test]
     fn paths_are_matched_decoded_except_slashes_and_percents() {
         let table = [
-            ("/users/42", Some("/users/42")),
-            ("/caf%C3%A9", Some("/café")),
-            ("/a%2Fb", Some("/a%2Fb")),
-            ("/a%2fb", Some("/a%2fb")),
-            ("/100%25", Some("/100%25")),
-            ("/%41%42", Some("/AB")),
-            ("/bad%zz", Some("/bad%zz")),
-            ("/%FF", None),
-            ("", Some("")),
+            ("/users/42", "/users/42"),
+            ("/caf%C3%A9", "/café"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/100%25", "/100%25"),
+            ("/%41%42", "/AB"),
+            ("/bad%zz", "/bad%zz"),
+            // Not UTF-8: the segment stays as it came, the others decode.
+            ("/%FF", "/%FF"),
+            ("/caf%C3%A9/%FF", "/café/%FF"),
+            ("", ""),
         ];
         for (raw, want) in table {
-            assert_eq!(normalise_path(raw).as_deref(), want, "{raw}");
+            assert_eq!(normalise_path(raw), want, "{raw}");
         }
-    }
-
-    #[test]
-    fn mount_prefixes_cover_whole_segments_of_the_raw_path() {
-        assert_eq!(prefix_len("/admin/users", 1), 6);
-        assert_eq!(prefix_len("/admin", 1), 6);
-        assert_eq!(prefix_len("/a%2Fb/x", 1), 6);
-        assert_eq!(prefix_len("/a/b/c", 2), 4);
-        assert_eq!(prefix_len("/anything", 0), 0);
     }
 
     #[test]

@@ -134,17 +134,17 @@ impl<A> SharedData<A> {
         let mut export = target.into();
         let error = |reason| ExportError::new(prefix, reason);
         let parsed = Prefix::parse(prefix).map_err(|e| error(Reason::Invalid(e)))?;
-        if parsed.host.is_some() {
+        if parsed.host().is_some() {
             return Err(error(Reason::Host));
         }
         if self.exports.iter().any(|(p, _)| *p == parsed) {
             return Err(error(Reason::Duplicate));
         }
         export.check().map_err(error)?;
-        export.label = Mount::named(&format!("/{}", parsed.segments.join("/")));
+        export.label = Mount::named(&parsed.name());
         let at = self
             .exports
-            .partition_point(|(p, _)| p.segments.len() >= parsed.segments.len());
+            .partition_point(|(p, _)| p.segments().len() >= parsed.segments().len());
         self.exports.insert(at, (parsed, Arc::new(export)));
         Ok(self)
     }
@@ -188,11 +188,7 @@ impl<A: App> SharedData<A> {
 
 impl<A> fmt::Debug for SharedData<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let prefixes: Vec<String> = self
-            .exports
-            .iter()
-            .map(|(p, _)| format!("/{}", p.segments.join("/")))
-            .collect();
+        let prefixes: Vec<String> = self.exports.iter().map(|(p, _)| p.name()).collect();
         f.debug_struct("SharedData")
             .field("exports", &prefixes)
             .finish_non_exhaustive()
