@@ -23,18 +23,13 @@
 
 use std::fmt;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
-};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer;
 use tracing_subscriber::registry::LookupSpan;
-
-use crate::trace_context::Trace;
 
 /// Sends spans to an OTLP/HTTP collector, batched on a thread of its own.
 #[derive(Debug)]
@@ -103,32 +98,5 @@ impl Otlp {
         self.provider
             .shutdown()
             .map_err(|e| OtlpError(e.to_string()))
-    }
-}
-
-/// Makes `span` the OpenTelemetry span of `trace`'s request, when the
-/// subscriber has the layer: the caller's span is its remote parent, and
-/// the ids the span was given become the trace's.
-pub(crate) fn adopt(span: &tracing::Span, trace: &mut Trace) {
-    if let Some(parent) = trace.parent_id {
-        let remote = SpanContext::new(
-            TraceId::from_bytes(trace.trace_id.to_be_bytes()),
-            SpanId::from_bytes(parent.to_be_bytes()),
-            TraceFlags::new(trace.flags),
-            true,
-            TraceState::default(),
-        );
-        let parent = opentelemetry::Context::new().with_remote_span_context(remote);
-        if span.set_parent(parent).is_err() {
-            // No layer in the subscriber, or the span is disabled: ours stand.
-            return;
-        }
-    }
-    let context = span.context();
-    let ids = context.span().span_context().clone();
-    if ids.is_valid() {
-        trace.trace_id = u128::from_be_bytes(ids.trace_id().to_bytes());
-        trace.span_id = u64::from_be_bytes(ids.span_id().to_bytes());
-        trace.flags = ids.trace_flags().to_u8();
     }
 }

@@ -25,8 +25,6 @@
 //! ```
 
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderValue;
 use http::header::HeaderName;
@@ -79,18 +77,9 @@ impl<A> RequestIds<A> {
     inner_accessors!();
 }
 
-/// 128 random-looking bits as hex.
+/// 128 random bits as hex.
 fn new_id() -> String {
-    format!("{:016x}{:016x}", random_bits(), random_bits())
-}
-
-/// 64 random-looking bits: a per-process random key, hashed with a counter
-/// (unique within the process, unpredictable outside it).
-pub(crate) fn random_bits() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static KEY: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-    let key = KEY.get_or_init(RandomState::new);
-    key.hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!("{:032x}", fastrand::u128(..))
 }
 
 impl<A: App> App for RequestIds<A> {

@@ -36,8 +36,6 @@
 use stackway::{App, Request, Response};
 use tracing::Instrument as _;
 
-use crate::request_id::random_bits;
-
 /// Reads or starts a trace for each request; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct TraceContext<A> {
@@ -116,7 +114,7 @@ impl<A: App> App for TraceContext<A> {
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .and_then(Trace::parse);
-        let span_id = random_bits().max(1);
+        let span_id = fastrand::u64(1..);
         #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
         let mut trace = match incoming {
             Some((trace_id, parent, flags)) => Trace {
@@ -126,7 +124,7 @@ impl<A: App> App for TraceContext<A> {
                 flags,
             },
             None => Trace {
-                trace_id: (u128::from(random_bits()) << 64 | u128::from(random_bits())).max(1),
+                trace_id: fastrand::u128(1..),
                 span_id,
                 parent_id: None,
                 flags: 1,
@@ -147,7 +145,7 @@ impl<A: App> App for TraceContext<A> {
                 http.request.method = method,
                 url.path = req.uri().path(),
             );
-            crate::otel::adopt(&span, &mut trace);
+            adopt(&span, &mut trace);
             span
         };
         span.record(
@@ -160,6 +158,39 @@ impl<A: App> App for TraceContext<A> {
         );
         req.extensions_mut().insert(trace);
         self.inner.call(req).instrument(span).await
+    }
+}
+
+#[cfg(feature = "otel")]
+/// Makes `span` the OpenTelemetry span of `trace`'s request, when the
+/// subscriber has the layer: the caller's span is its remote parent, and
+/// the ids the span was given become the trace's.
+fn adopt(span: &tracing::Span, trace: &mut Trace) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    if let Some(parent) = trace.parent_id {
+        let remote = SpanContext::new(
+            TraceId::from_bytes(trace.trace_id.to_be_bytes()),
+            SpanId::from_bytes(parent.to_be_bytes()),
+            TraceFlags::new(trace.flags),
+            true,
+            TraceState::default(),
+        );
+        let parent = opentelemetry::Context::new().with_remote_span_context(remote);
+        if span.set_parent(parent).is_err() {
+            // No layer in the subscriber, or the span is disabled: ours stand.
+            return;
+        }
+    }
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    if ids.is_valid() {
+        trace.trace_id = u128::from_be_bytes(ids.trace_id().to_bytes());
+        trace.span_id = u64::from_be_bytes(ids.span_id().to_bytes());
+        trace.flags = ids.trace_flags().to_u8();
     }
 }
 
