@@ -21,7 +21,7 @@ use super::listener::Io;
 use super::proxy_protocol;
 use super::request::handle;
 use super::sendfile::Write;
-use super::worker::{Door, Phase, Shared};
+use super::shared::{Door, Phase, Shared};
 use crate::{App, Connection};
 
 pub(super) async fn serve_connection<A: App>(

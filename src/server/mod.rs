@@ -57,6 +57,7 @@ mod listener;
 mod proxy_protocol;
 mod request;
 mod sendfile;
+mod shared;
 mod stats;
 mod stream;
 mod tls;
@@ -75,7 +76,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use self::worker::{Lifecycle, Phase, Worker};
+use self::shared::{Lifecycle, Phase};
+use self::worker::Worker;
 use crate::App;
 use crate::error::{Error, Kind};
 

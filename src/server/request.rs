@@ -17,8 +17,8 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::clock::{Activity, InFlight};
+use super::shared::Shared;
 use super::stream::SendClock;
-use super::worker::Shared;
 use crate::error::{Error, Kind};
 use crate::{App, Body, Connection, Response, response};
 

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -17,66 +16,10 @@ use tokio_util::task::TaskTracker;
 
 use super::connection::serve_connection;
 use super::listener::{Io, ListenAddr, Listener};
-use super::stats::Stats;
+use super::shared::{Door, Lifecycle, Phase, Shared};
 use super::stream::StreamExecutor;
-use super::tls::Tls;
 use super::{Config, io_error};
 use crate::App;
-
-/// Where the server is in its life; every connection watches it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub(super) enum Phase {
-    Serving,
-    /// Shutdown has begun, with a drain delay: still accepting and serving,
-    /// but the health check says 503 and connections are not kept.
-    Draining,
-    /// Not accepting; in-flight requests finish within the grace period.
-    Stopping,
-    /// The grace period is over: whatever is still open is dropped.
-    Aborted,
-}
-
-/// The phase, for the server to set and every connection to read.
-#[derive(Debug)]
-pub(super) struct Lifecycle {
-    now: AtomicU8,
-    changed: watch::Sender<Phase>,
-    pub(super) stats: Stats,
-}
-
-impl Lifecycle {
-    pub(super) fn new(stats: Stats) -> Self {
-        Self {
-            now: AtomicU8::new(Phase::Serving as u8),
-            changed: watch::Sender::new(Phase::Serving),
-            stats,
-        }
-    }
-
-    pub(super) fn enter(&self, phase: Phase) {
-        self.now.store(phase as u8, Ordering::Relaxed);
-        self.changed.send_replace(phase);
-    }
-
-    pub(super) fn draining(&self) -> bool {
-        self.now.load(Ordering::Relaxed) != Phase::Serving as u8
-    }
-
-    pub(super) fn watch(&self) -> watch::Receiver<Phase> {
-        self.changed.subscribe()
-    }
-}
-
-/// How connections accepted on one listener are opened.
-pub(super) struct Door {
-    /// The listener's place among the server's ([`Connection::listener`](crate::Connection::listener)).
-    pub(super) listener: usize,
-    pub(super) local_addr: Option<SocketAddr>,
-    pub(super) scheme: Scheme,
-    pub(super) tls: Option<Tls>,
-    pub(super) proxy_protocol: bool,
-}
 
 /// The accept loops of one worker and the connections they started.
 pub(super) struct Worker<A> {
@@ -249,11 +192,4 @@ impl<A: App> Accept<A> {
             }));
         }
     }
-}
-
-/// What every connection of a worker shares.
-pub(super) struct Shared {
-    pub(super) builder: auto::Builder<StreamExecutor>,
-    pub(super) config: Config,
-    pub(super) lifecycle: Arc<Lifecycle>,
 }
