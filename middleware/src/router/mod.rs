@@ -59,16 +59,19 @@
 //! another Router inside sees a correct environ, and observers see the mount
 //! that answered ([`stackway::notes::Mount`]).
 
-use std::borrow::Cow;
+mod method;
+mod path;
+
 use std::collections::HashMap;
 use std::fmt;
 
-use http::header::ALLOW;
-use http::{HeaderValue, Method, StatusCode};
-use percent_encoding::percent_decode_str;
+use http::StatusCode;
 use stackway::notes::Mount;
-use stackway::{App, Body, BoxApp, Layer, Request, RequestExt, Response, response};
+use stackway::{App, BoxApp, Layer, Request, RequestExt, Response, response};
 
+use self::method::dispatch;
+pub use self::method::{MethodRouter, any, delete, get, head, on, options, patch, post, put};
+use self::path::{decode_param, normalise_path, normalise_pattern};
 use crate::prefix::{self, MountError, Prefix};
 
 /// Routes requests to handlers by path pattern and method; see the
@@ -89,102 +92,6 @@ enum Target {
     Methods(MethodRouter),
     /// An app mounted at a prefix, and the name observers know it by.
     Mount(BoxApp, Prefix, &'static Mount),
-}
-
-/// The handlers of one route, by method; made by [`get`], [`post`] and the
-/// others, and chained: `get(show).put(update)`.
-#[derive(Clone, Default)]
-pub struct MethodRouter {
-    handlers: Vec<(Method, BoxApp)>,
-    any: Option<BoxApp>,
-}
-
-macro_rules! method_fns {
-    ($($name:ident => $method:ident),*) => {
-        $(
-            #[doc = concat!("A route answering `", stringify!($method), "` with `app`.")]
-            pub fn $name(app: impl App) -> MethodRouter {
-                MethodRouter::default().on(Method::$method, app)
-            }
-
-            impl MethodRouter {
-                #[doc = concat!("Also answers `", stringify!($method), "` with `app`.")]
-                pub fn $name(self, app: impl App) -> Self {
-                    self.on(Method::$method, app)
-                }
-            }
-        )*
-    };
-}
-
-method_fns!(get => GET, post => POST, put => PUT, patch => PATCH, delete => DELETE, options => OPTIONS, head => HEAD);
-
-/// A route answering every method with `app`.
-pub fn any(app: impl App) -> MethodRouter {
-    MethodRouter {
-        handlers: Vec::new(),
-        any: Some(BoxApp::new(app)),
-    }
-}
-
-/// A route answering `method` with `app`.
-pub fn on(method: Method, app: impl App) -> MethodRouter {
-    MethodRouter::default().on(method, app)
-}
-
-impl MethodRouter {
-    /// Also answers `method` with `app`.
-    pub fn on(mut self, method: Method, app: impl App) -> Self {
-        self.handlers.retain(|(m, _)| *m != method);
-        self.handlers.push((method, BoxApp::new(app)));
-        self
-    }
-
-    fn handler(&self, method: &Method) -> Option<&BoxApp> {
-        self.handlers
-            .iter()
-            .find(|(m, _)| m == method)
-            .map(|(_, app)| app)
-            .or(self.any.as_ref())
-    }
-
-    /// `Allow` for this route: its methods, `HEAD` with `GET`, and `OPTIONS`.
-    fn allow(&self) -> HeaderValue {
-        if self.any.is_some() {
-            return HeaderValue::from_static("*");
-        }
-        let mut methods: Vec<&str> = self.handlers.iter().map(|(m, _)| m.as_str()).collect();
-        if methods.contains(&"GET") {
-            methods.push("HEAD");
-        }
-        methods.push("OPTIONS");
-        let order = |m: &&str| {
-            ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-                .iter()
-                .position(|known| known == m)
-                .unwrap_or(usize::MAX)
-        };
-        methods.sort_by_key(order);
-        methods.dedup();
-        HeaderValue::from_str(&methods.join(", ")).unwrap_or(HeaderValue::from_static("OPTIONS"))
-    }
-
-    /// Merges `other`'s methods in; a method in both is a conflict.
-    fn merge(&mut self, other: Self) -> Result<(), String> {
-        for (method, app) in other.handlers {
-            if self.handlers.iter().any(|(m, _)| *m == method) {
-                return Err(format!("{method} is routed there already"));
-            }
-            self.handlers.push((method, app));
-        }
-        if let Some(app) = other.any {
-            if self.any.is_some() {
-                return Err("any method is routed there already".to_owned());
-            }
-            self.any = Some(app);
-        }
-        Ok(())
-    }
 }
 
 /// Why a route could not be added; `Display` is a sentence for people.
@@ -398,71 +305,6 @@ impl<B> RouteParams for http::Request<B> {
     }
 }
 
-/// A pattern as it is matched: decoded, except `%2F` and `%25`.
-fn normalise_pattern(pattern: &str) -> Result<String, &'static str> {
-    if pattern.is_empty() {
-        return Err("a pattern may not be empty (say / for the root)");
-    }
-    if !pattern.starts_with('/') {
-        return Err("a pattern starts with /");
-    }
-    if percent_decode_str(pattern).decode_utf8().is_err() {
-        return Err("its percent-encoding does not decode to UTF-8");
-    }
-    Ok(normalise_path(pattern).into_owned())
-}
-
-/// PATH_INFO as it is matched, segment by segment (see [`normalise_segment`]).
-///
-/// ```text
-/// /users/caf%C3%A9   →  /users/café
-/// /files/a%2fb%25c   →  /files/a%2Fb%25c
-/// /users/%FF         →  /users/%FF       (matches no literal segment)
-/// ```
-fn normalise_path(raw: &str) -> Cow<'_, str> {
-    if !raw.contains('%') {
-        return Cow::Borrowed(raw);
-    }
-    let segments: Vec<Cow<'_, str>> = raw.split('/').map(normalise_segment).collect();
-    Cow::Owned(segments.join("/"))
-}
-
-/// A path segment as it is matched: every escape decoded but `%2F` and
-/// `%25` (a slash that must not separate, a percent that must not start a
-/// second decoding; written upper-case), so `caf%C3%A9` and `café` are one
-/// segment and `a%2Fb` one segment. A segment whose decoding is not UTF-8
-/// stays as it came: it then matches no literal segment, as a prefix
-/// segment (always UTF-8, `%` written `%25`) cannot name it.
-fn normalise_segment(raw: &str) -> Cow<'_, str> {
-    if !raw.contains('%') {
-        return Cow::Borrowed(raw);
-    }
-    let mut bytes = Vec::with_capacity(raw.len());
-    let mut rest = raw.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        let hex = |h: u8| (h as char).to_digit(16);
-        if let (b'%', [h, l, after @ ..]) = (b, tail) {
-            if let (Some(h), Some(l)) = (hex(*h), hex(*l)) {
-                match (h * 16 + l) as u8 {
-                    b'/' => bytes.extend_from_slice(b"%2F"),
-                    b'%' => bytes.extend_from_slice(b"%25"),
-                    decoded => bytes.push(decoded),
-                }
-                rest = after;
-                continue;
-            }
-        }
-        bytes.push(b);
-        rest = tail;
-    }
-    String::from_utf8(bytes).map_or(Cow::Borrowed(raw), Cow::Owned)
-}
-
-/// Finishes decoding a parameter taken from a normalised path.
-fn decode_param(value: &str) -> String {
-    percent_decode_str(value).decode_utf8_lossy().into_owned()
-}
-
 impl App for Router {
     async fn call(&self, mut req: Request) -> Response {
         // What the match needs is read while the path is borrowed; the request
@@ -542,36 +384,6 @@ impl Router {
     }
 }
 
-/// Calls the handler for the request's method, or answers 405 / OPTIONS.
-async fn dispatch(methods: &MethodRouter, req: Request) -> Response {
-    let method = req.method().clone();
-    if let Some(app) = methods.handler(&method) {
-        return app.call(req).await;
-    }
-    if method == Method::HEAD {
-        if let Some(app) = methods.handler(&Method::GET) {
-            let res = app.call(req).await;
-            // The head of the GET response, without its body.
-            let (parts, _) = res.into_parts();
-            return Response::from_parts(parts, Body::empty());
-        }
-    }
-    let status = match method {
-        Method::OPTIONS => StatusCode::NO_CONTENT,
-        _ => StatusCode::METHOD_NOT_ALLOWED,
-    };
-    let mut res = match status {
-        StatusCode::NO_CONTENT => {
-            let mut res = Response::new(Body::empty());
-            *res.status_mut() = status;
-            res
-        }
-        _ => response::status(status),
-    };
-    res.headers_mut().insert(ALLOW, methods.allow());
-    res
-}
-
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut patterns: Vec<&String> = self.patterns.keys().collect();
@@ -583,39 +395,9 @@ impl fmt::Debug for Router {
     }
 }
 
-impl fmt::Debug for MethodRouter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let methods: Vec<&str> = self.handlers.iter().map(|(m, _)| m.as_str()).collect();
-        f.debug_struct("MethodRouter")
-            .field("methods", &methods)
-            .field("any", &self.any.is_some())
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_are_matched_decoded_except_slashes_and_percents() {
-        let table = [
-            ("/users/42", "/users/42"),
-            ("/caf%C3%A9", "/café"),
-            ("/a%2Fb", "/a%2Fb"),
-            ("/a%2fb", "/a%2Fb"),
-            ("/100%25", "/100%25"),
-            ("/%41%42", "/AB"),
-            ("/bad%zz", "/bad%zz"),
-            // Not UTF-8: the segment stays as it came, the others decode.
-            ("/%FF", "/%FF"),
-            ("/caf%C3%A9/%FF", "/café/%FF"),
-            ("", ""),
-        ];
-        for (raw, want) in table {
-            assert_eq!(normalise_path(raw), want, "{raw}");
-        }
-    }
 
     #[test]
     fn patterns_are_checked() {
