@@ -71,6 +71,7 @@
 
 mod cache;
 mod entry;
+mod error;
 mod export;
 mod headers;
 mod path;
@@ -85,8 +86,9 @@ use futures_util::future::Either;
 use stackway::notes::{Mount, Notes, Served};
 use stackway::{App, Request, RequestExt, Response};
 
-use self::export::Reason;
-pub use self::export::{Embedded, Export, ExportError, Symlinks};
+pub use self::error::ExportError;
+use self::error::Reason;
+pub use self::export::{Embedded, Export, Symlinks};
 use crate::prefix::Prefix;
 
 /// Serves exported files and falls through to `inner`; see the [module docs](self).
