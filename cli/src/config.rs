@@ -19,8 +19,8 @@ use stackway_middleware::shared_data::Export;
 use stackway_middleware::{Proxy, SharedData};
 use toml::Spanned;
 
+use crate::args::{Mount, ServeArgs, Static, Target};
 use crate::listen::{Bind, ListenSpec, parse_bind};
-use crate::{Mount, ServeArgs, Static, Target};
 
 /// The file, as written: every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -351,7 +351,7 @@ impl MountTable {
             return Err(at("threads need a wsgi app"));
         }
         let mut mount =
-            crate::parse_mount(&format!("{}={spec}", self.prefix)).map_err(|e| at(&e))?;
+            crate::args::parse_mount(&format!("{}={spec}", self.prefix)).map_err(|e| at(&e))?;
         match &mut mount.target {
             Target::Proxy(_, options) => *options = self.proxy_options.unwrap_or_default(),
             Target::Wsgi(_, threads) => *threads = self.threads,
@@ -485,15 +485,15 @@ fn upstreams<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::
 }
 
 fn octal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    checked(d, |s: String| crate::parse_mode(&s))
+    checked(d, |s: String| crate::args::parse_mode(&s))
 }
 
 fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    checked(d, |s: String| crate::parse_path(&s))
+    checked(d, |s: String| crate::args::parse_path(&s))
 }
 
 fn seconds(secs: f64) -> Result<Duration, String> {
-    crate::parse_secs(&secs.to_string())
+    crate::args::parse_secs(&secs.to_string())
 }
 
 /// A positive number of seconds, whole or not.
@@ -544,8 +544,8 @@ fn proxy_fix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[usize; 5]>, D::E
     let trust = Trust::deserialize(d)?;
     match trust {
         Trust::On(false) => Ok(None),
-        Trust::On(true) => crate::parse_proxy_fix("").map(Some),
-        Trust::Counts(counts) => crate::parse_proxy_fix(&counts).map(Some),
+        Trust::On(true) => crate::args::parse_proxy_fix("").map(Some),
+        Trust::Counts(counts) => crate::args::parse_proxy_fix(&counts).map(Some),
     }
     .map_err(de::Error::custom)
 }

@@ -1,0 +1,80 @@
+//! The admin side of `stackway serve`: Metrics around the stack, and the
+//! status page and the exposition answered first, on the admin listener
+//! alone when there is one.
+
+use stackway::{App, BoxApp, Connection, Request, Response, Server, response};
+use stackway_middleware::Metrics;
+use stackway_middleware::metrics::{Exposition, PoolReading, StatusPage};
+
+use crate::args::ServeArgs;
+use crate::stack::Sources;
+
+/// The stack inside `Metrics`, with the status page and the exposition in
+/// front of it, or on the admin listener alone.
+pub(crate) fn observed(
+    app: BoxApp,
+    args: &ServeArgs,
+    server: &Server,
+    admin: Option<usize>,
+    sources: Sources,
+) -> BoxApp {
+    let mut metrics = Metrics::new(app).server(server.stats()).no_endpoint();
+    for (mount, stats) in sources.proxies {
+        metrics = metrics.proxy(&mount, stats);
+    }
+    for (mount, stats) in sources.pools {
+        metrics = metrics.pool(&mount, move || PoolReading {
+            threads: stats.threads(),
+            busy: stats.busy(),
+            queued: stats.queued(),
+            jobs: stats.jobs(),
+            waited_seconds: stats.waited_seconds(),
+        });
+    }
+    let listeners = server
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let status = args
+        .status
+        .as_deref()
+        .map(|path| metrics.status_page().path(path).listeners(listeners));
+    let exposition = args.metrics.as_deref().map(|path| metrics.exposition(path));
+    BoxApp::new(Observed {
+        metrics,
+        status,
+        exposition,
+        admin,
+    })
+}
+
+/// The stack inside `Metrics`, with the status page and the exposition
+/// answered first: on the admin listener alone when there is one, which
+/// answers nothing else.
+struct Observed {
+    metrics: Metrics<BoxApp>,
+    status: Option<StatusPage>,
+    exposition: Option<Exposition>,
+    /// The admin listener's place among the server's.
+    admin: Option<usize>,
+}
+
+impl App for Observed {
+    async fn call(&self, req: Request) -> Response {
+        let listener = req.extensions().get::<Connection>().map(|c| c.listener);
+        let on_admin = self.admin.is_some() && listener == self.admin;
+        if on_admin || self.admin.is_none() {
+            if let Some(status) = self.status.as_ref().filter(|s| s.serves(&req)) {
+                return status.call(req).await;
+            }
+            if let Some(exposition) = self.exposition.as_ref().filter(|e| e.serves(&req)) {
+                return exposition.call(req).await;
+            }
+        }
+        if on_admin {
+            return response::status(stackway::http::StatusCode::NOT_FOUND);
+        }
+        self.metrics.call(req).await
+    }
+}

@@ -1,0 +1,358 @@
+//! The command line's arguments: `stackway serve`'s flags, and the parsers
+//! of their values (`--mount PREFIX=SPEC`, `--static PREFIX=PATH`,
+//! `--proxy-fix TRUST`, seconds, modes, paths), which the config file's keys
+//! share.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Parser, Subcommand};
+use stackway::BoxApp;
+use stackway_middleware::shared_data::Export;
+use stackway_middleware::{Dispatcher, Proxy, SharedData};
+
+use crate::stack::routes;
+use crate::{config, listen};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stackway",
+    version,
+    about = "Serve stackway apps over HTTP/1.1 and HTTP/2."
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve built-in apps under URL prefixes until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Read settings from a TOML file (see stackway.example.toml); flags given replace the
+    /// file's keys of the same name.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// The listeners a config file describes (its bind and [[listen]] keys).
+    #[arg(skip)]
+    pub(crate) listen: Vec<listen::ListenSpec>,
+
+    /// Where to listen, repeatable: HOST:PORT (port 0 picks a free port), unix:PATH, or
+    /// fd:N for a socket passed by systemd socket activation. Sockets systemd passes
+    /// (LISTEN_FDS) are served without it [default: 127.0.0.1:8000].
+    #[arg(long, value_name = "ADDRESS", value_parser = listen::parse_bind)]
+    pub(crate) bind: Vec<listen::Bind>,
+
+    /// Permission bits of unix socket files made by --bind unix:PATH, in octal (as 660).
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub(crate) socket_mode: Option<u32>,
+
+    /// Listen on TCP addresses with SO_REUSEPORT, so that other processes may listen there
+    /// too.
+    #[arg(long)]
+    pub(crate) reuse_port: bool,
+
+    /// Speak TLS on the TCP listeners with this certificate chain (PEM, the server's
+    /// certificate first); reloaded on SIGHUP.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// Expect a PROXY protocol header (v1 or v2) on every connection, as HAProxy's
+    /// send-proxy sends, and take the client's address from it.
+    #[arg(long)]
+    pub(crate) proxy_protocol: bool,
+
+    /// Answer requests for PATH with 200 while serving and 503 once shutting down, for a
+    /// balancer's health checks.
+    #[arg(long, value_name = "PATH", value_parser = parse_path)]
+    pub(crate) health: Option<String>,
+
+    /// Seconds to drain after SIGTERM before refusing new connections: the health check
+    /// says 503, and requests are still served (with Connection: close).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub(crate) drain_delay: Option<Duration>,
+
+    /// Seconds a new connection may take to send its PROXY header and finish its TLS
+    /// handshake.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub(crate) handshake_timeout: Duration,
+
+    /// Mount at PREFIX through the Dispatcher, repeatable: a built-in app (hello, demo,
+    /// routes: a Router with /users/{id} and /files/{*path}), a
+    /// Python WSGI app (wsgi:MODULE:CALLABLE), or an upstream to proxy to
+    /// (http://HOST:PORT[/base], unix:/PATH[:/base]; several, comma-separated, for a
+    /// round-robin pool). `/` mounts at the root; the longest matching prefix wins; no match
+    /// is a 404.
+    #[arg(long = "mount", value_name = "PREFIX=SPEC", value_parser = parse_mount)]
+    pub(crate) mounts: Vec<Mount>,
+
+    /// Serve the files under directory (or the one file) PATH at PREFIX with SharedData,
+    /// in front of the mounts; repeatable. Misses go on to the mounts.
+    #[arg(long = "static", value_name = "PREFIX=PATH", value_parser = parse_static)]
+    pub(crate) statics: Vec<Static>,
+
+    /// Worker threads, each with its own runtime [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) workers: Option<u16>,
+
+    /// Trust X-Forwarded-* headers from proxies in front (Werkzeug's ProxyFix): counts of
+    /// trusted proxies per header, as in for=1,proto=1,host=1,port=0,prefix=1; bare
+    /// --proxy-fix trusts one proxy for For and Proto, as Werkzeug [default: off].
+    #[arg(long, value_name = "TRUST", num_args = 0..=1, default_missing_value = "", value_parser = parse_proxy_fix)]
+    pub(crate) proxy_fix: Option<[usize; 5]>,
+
+    /// The least severe log events printed: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub(crate) log_level: tracing::Level,
+
+    /// How log events are printed to standard error: text for people, json (one object a
+    /// line) for log collectors; with json, the access log is JSON too.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
+
+    /// Allow pages from ORIGIN to call the apps from a browser (CORS); repeatable; `*` for
+    /// any origin.
+    #[arg(long = "cors", value_name = "ORIGIN")]
+    pub(crate) cors: Vec<String>,
+
+    /// Compress responses on the fly (br, zstd, gzip, deflate) for clients that accept it.
+    #[arg(long)]
+    pub(crate) compress: bool,
+
+    /// Seconds an app may take to answer a request before it gets 503.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub(crate) timeout: Option<Duration>,
+
+    /// Give each request an id (X-Request-Id, in the response and the logs); an incoming
+    /// one is kept when --proxy-fix is on, as a proxy in front is trusted then.
+    #[arg(long)]
+    pub(crate) request_id: bool,
+
+    /// Read each request's W3C traceparent (or start a trace), log inside a span with its
+    /// trace and span ids, and pass the trace on to upstreams.
+    #[arg(long)]
+    pub(crate) trace_context: bool,
+
+    /// Export each request's span to an OpenTelemetry collector over OTLP/HTTP at URL
+    /// (`http://collector:4318`), service.name from OTEL_SERVICE_NAME or `stackway`;
+    /// implies --trace-context. Needs a build with `--features otel`.
+    #[arg(long, value_name = "URL")]
+    pub(crate) otlp_endpoint: Option<String>,
+
+    /// Add the usual security headers to responses (nosniff, Referrer-Policy,
+    /// X-Frame-Options, and HSTS over https).
+    #[arg(long)]
+    pub(crate) secure_headers: bool,
+
+    /// Serve Prometheus metrics at PATH (requests by mount, method and status class,
+    /// latency histograms, bytes, connections, SharedData hits) [default: off].
+    #[arg(long, value_name = "PATH", value_parser = parse_path)]
+    pub(crate) metrics: Option<String>,
+
+    /// Serve a live status page at PATH (its JSON at PATH.json): uptime, listeners, requests,
+    /// rates and p50/p99 per mount with sparklines, the last errors [default: off].
+    #[arg(long, value_name = "PATH", value_parser = parse_path)]
+    pub(crate) status: Option<String>,
+
+    /// Serve --status and --metrics only on this extra listener (HOST:PORT, unix:PATH or
+    /// fd:N, as 127.0.0.1:9901), which serves nothing else, so that they never face the
+    /// clients of the other listeners (the app keeps its --bind, or 127.0.0.1:8000).
+    #[arg(long, value_name = "ADDRESS", value_parser = listen::parse_bind)]
+    pub(crate) admin_bind: Option<listen::Bind>,
+
+    /// Log one line per request to standard error, in the Common Log Format [default: off].
+    #[arg(long)]
+    pub(crate) access_log: bool,
+
+    /// Seconds a client may take to send a request head, from its first byte.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub(crate) header_timeout: Duration,
+
+    /// Seconds a connection may stay open with no request in flight.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub(crate) idle_timeout: Duration,
+
+    /// Seconds a response may go without the client reading a byte of it before the
+    /// connection is closed (on HTTP/2, the stream is reset).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub(crate) send_timeout: Duration,
+
+    /// Seconds an app reading a request body may wait for its next byte; then the read
+    /// fails and the connection is closed after the response.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub(crate) body_timeout: Duration,
+
+    /// A directory to put on Python's sys.path for wsgi: mounts (the working directory is
+    /// there already); repeatable.
+    #[arg(long = "pythonpath", value_name = "DIR")]
+    pub(crate) python_path: Vec<std::path::PathBuf>,
+
+    /// Threads that run Python, per wsgi: mount (gunicorn's --threads).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) wsgi_threads: u16,
+
+    /// For development: restart the server when a Python file under the working directory
+    /// or a --pythonpath changes (new code that does not load is reported, and the old
+    /// code keeps serving).
+    #[arg(long)]
+    pub(crate) reload: bool,
+
+    /// Import and check everything, then exit without serving (used by --reload).
+    #[arg(long, hide = true)]
+    pub(crate) check: bool,
+
+    /// Seconds connecting to an upstream may take; then 502.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub(crate) proxy_connect_timeout: Duration,
+
+    /// Seconds an upstream may take to send its response head; then 504.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub(crate) proxy_read_timeout: Duration,
+
+    /// Seconds in-flight requests get to finish after SIGINT or SIGTERM.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub(crate) grace_period: Duration,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub(crate) max_body_size: u64,
+
+    /// Largest request head accepted, in bytes (at least 8192); larger ones get 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(8192..).map(|n| n as usize))]
+    pub(crate) max_header_size: usize,
+
+    /// Most connections open at once; more wait in the listen queue.
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub(crate) max_connections: usize,
+}
+
+/// `PREFIX=SPEC` from `--mount`.
+#[derive(Debug, Clone)]
+pub(crate) struct Mount {
+    pub(crate) prefix: String,
+    pub(crate) target: Target,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// A built-in app.
+    App(BoxApp),
+    /// Upstreams to proxy to, checked, and options from a config file.
+    Proxy(Vec<String>, config::ProxyOptions),
+    /// A Python WSGI app, `module:callable`, imported once the paths are set,
+    /// and its threads when a config file says.
+    Wsgi(String, Option<u16>),
+}
+
+pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
+    let (prefix, spec) = value
+        .split_once('=')
+        .ok_or("expected PREFIX=SPEC, as in /hello=hello or /api=http://127.0.0.1:9000")?;
+    let target = match spec {
+        "hello" => Target::App(BoxApp::new(stackway::apps::hello)),
+        "demo" => Target::App(BoxApp::new(stackway::apps::demo)),
+        "routes" => Target::App(BoxApp::new(routes())),
+        _ if spec.starts_with("wsgi:") => match &spec["wsgi:".len()..] {
+            "" => {
+                return Err(
+                    "expected wsgi:MODULE:CALLABLE, as in wsgi:mysite.wsgi:application".into(),
+                );
+            }
+            app => Target::Wsgi(app.to_owned(), None),
+        },
+        _ if spec.contains(':') => {
+            let upstreams: Vec<String> = spec.split(',').map(str::to_owned).collect();
+            Proxy::try_balance(upstreams.iter().map(String::as_str)).map_err(|e| e.to_string())?;
+            Target::Proxy(upstreams, config::ProxyOptions::default())
+        }
+        _ => {
+            return Err(format!(
+                "unknown app {spec:?} (the built-in apps are hello, demo and routes; \
+                 upstreams are http://HOST:PORT[/base] or unix:/PATH[:/base])"
+            ));
+        }
+    };
+    // Check the prefix alone now, so that clap's message names the flag's value.
+    Dispatcher::default()
+        .try_mount(prefix, stackway::apps::hello)
+        .map_err(|e| e.to_string())?;
+    Ok(Mount {
+        prefix: prefix.to_owned(),
+        target,
+    })
+}
+
+/// `PREFIX=PATH` from `--static`, checked: the path exists.
+#[derive(Debug, Clone)]
+pub(crate) struct Static {
+    pub(crate) prefix: String,
+    pub(crate) export: Export,
+}
+
+pub(crate) fn parse_static(value: &str) -> Result<Static, String> {
+    let (prefix, path) = value
+        .split_once('=')
+        .ok_or("expected PREFIX=PATH, as in /static=./public")?;
+    let export = Export::path(path);
+    SharedData::new(())
+        .try_export(prefix, export.clone())
+        .map_err(|e| e.to_string())?;
+    Ok(Static {
+        prefix: prefix.to_owned(),
+        export,
+    })
+}
+
+/// `for=1,proto=1,host=0,port=0,prefix=0`: trusted proxies per header, in
+/// that order; unnamed ones keep Werkzeug's defaults (1, 1, 0, 0, 0).
+pub(crate) fn parse_proxy_fix(value: &str) -> Result<[usize; 5], String> {
+    let mut trust = [1, 1, 0, 0, 0];
+    for pair in value.split(',').filter(|p| !p.is_empty()) {
+        let (name, count) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("expected NAME=COUNT, not {pair:?}"))?;
+        let at = ["for", "proto", "host", "port", "prefix"]
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| format!("unknown header {name:?} (for, proto, host, port, prefix)"))?;
+        trust[at] = count
+            .parse()
+            .map_err(|_| format!("{name}={count:?}: expected a number of proxies"))?;
+    }
+    Ok(trust)
+}
+
+pub(crate) fn parse_mode(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("expected permission bits in octal, as in 660, not {value:?}"))
+}
+
+pub(crate) fn parse_path(value: &str) -> Result<String, String> {
+    match value.starts_with('/') {
+        true => Ok(value.to_owned()),
+        false => Err(format!("expected a path, as in /healthz, not {value:?}")),
+    }
+}
+
+pub(crate) fn parse_secs(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("expected a positive number of seconds, not {value:?}"))
+}

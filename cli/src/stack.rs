@@ -1,0 +1,128 @@
+//! The stack `stackway serve` builds from its arguments: the mounts, the
+//! static exports and the layers around them, checked before anything binds.
+
+use stackway::{BoxApp, Request, response};
+use stackway_middleware::access_log::LogFormat;
+use stackway_middleware::proxy::ProxyStats;
+use stackway_middleware::router::{RouteParams, Router, get};
+use stackway_middleware::{
+    AccessLog, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders, SharedData,
+    Timeout, TraceContext,
+};
+use stackway_wsgi::{Wsgi, WsgiStats};
+
+use crate::args::{Mount, ServeArgs, Static, Target};
+
+/// The built-in `routes` app: a Router showing parameters. `/users/{id}`
+/// greets `id` as `hello` greets a name; `/files/{*path}` echoes its path.
+pub(crate) fn routes() -> Router {
+    let user = |req: Request| async move {
+        let id = response::escape_html(req.param("id").unwrap_or_default());
+        response::html(format!("<h1>Hello, {id}!</h1>"))
+    };
+    let file = |req: Request| async move {
+        response::text(req.param("path").unwrap_or_default().to_owned())
+    };
+    Router::new()
+        .route("/users/{id}", get(user))
+        .route("/files/{*path}", get(file))
+}
+
+/// The stack the flags describe, outermost first: ProxyFix → RequestIds →
+/// AccessLog → Cors → SetHeaders → Compress → Timeout → SharedData →
+/// Dispatcher; or why not.
+///
+/// With the app, what the metrics report beside it.
+pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
+    // Later --pythonpath flags end up first on sys.path, as each is put in front.
+    for dir in args.python_path.iter().rev() {
+        stackway_wsgi::python_path(dir).map_err(|e| e.to_string())?;
+    }
+    let mut dispatcher = Dispatcher::default();
+    let mut sources = Sources::default();
+    for Mount { prefix, target } in &args.mounts {
+        let app = match target {
+            Target::App(app) => app.clone(),
+            Target::Proxy(upstreams, options) => {
+                let proxy = options.apply(
+                    Proxy::balance(upstreams.iter().map(String::as_str))
+                        .connect_timeout(args.proxy_connect_timeout)
+                        .read_timeout(args.proxy_read_timeout),
+                );
+                sources.proxies.push((prefix.clone(), proxy.stats()));
+                BoxApp::new(proxy)
+            }
+            Target::Wsgi(spec, threads) => {
+                let wsgi = Wsgi::import(spec)
+                    .map_err(|e| e.to_string())?
+                    .threads(threads.unwrap_or(args.wsgi_threads).into());
+                sources.pools.push((prefix.clone(), wsgi.stats()));
+                BoxApp::new(wsgi)
+            }
+        };
+        dispatcher = dispatcher
+            .try_mount(prefix, app)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut shared_data = SharedData::new(dispatcher);
+    for Static { prefix, export } in &args.statics {
+        shared_data = shared_data
+            .try_export(prefix, export.clone())
+            .map_err(|e| e.to_string())?;
+    }
+    let mut app = BoxApp::new(shared_data);
+    // Inside out: the first wrapped is the innermost.
+    if let Some(deadline) = args.timeout {
+        app = BoxApp::new(Timeout::new(app, deadline));
+    }
+    if args.compress {
+        app = BoxApp::new(Compress::new(app));
+    }
+    if args.secure_headers {
+        app = BoxApp::new(SetHeaders::secure(app));
+    }
+    if !args.cors.is_empty() {
+        let mut cors = Cors::new(app);
+        for origin in &args.cors {
+            cors = match origin.as_str() {
+                "*" => cors.allow_any_origin(),
+                origin => cors.allow_origin(origin),
+            };
+        }
+        app = BoxApp::new(cors);
+    }
+    if args.access_log {
+        app = BoxApp::new(match args.log_format.as_str() {
+            // One object a line, through the JSON log.
+            "json" => AccessLog::new(app).format(LogFormat::Json),
+            // The Common Log Format, alone on its line as web servers write it.
+            _ => AccessLog::new(app).sink(|line: &str| eprintln!("{line}")),
+        });
+    }
+    if args.trace_context {
+        app = BoxApp::new(TraceContext::new(app));
+    }
+    if args.request_id {
+        app = BoxApp::new(RequestIds::new(app).trust_incoming(args.proxy_fix.is_some()));
+    }
+    // Outermost, so that the log and every app see the client the proxies name.
+    if let Some([x_for, x_proto, x_host, x_port, x_prefix]) = args.proxy_fix {
+        app = BoxApp::new(
+            ProxyFix::new(app)
+                .x_for(x_for)
+                .x_proto(x_proto)
+                .x_host(x_host)
+                .x_port(x_port)
+                .x_prefix(x_prefix),
+        );
+    }
+    Ok((app, sources))
+}
+
+/// What the metrics report beside the requests: each proxy mount's
+/// upstreams and each WSGI mount's Python threads, by prefix.
+#[derive(Debug, Default)]
+pub(crate) struct Sources {
+    pub(crate) proxies: Vec<(String, ProxyStats)>,
+    pub(crate) pools: Vec<(String, WsgiStats)>,
+}
