@@ -1,5 +1,12 @@
 //! Middleware for stackway: each one an app that wraps another app.
 //!
+//! Each middleware is behind a feature of its name (`cors`, `shared-data`,
+//! `proxy`, …), all on by default but `otel`; with `default-features =
+//! false`, a program compiles only the middleware it names, and only their
+//! dependencies (`compress` brings async-compression, `metrics`
+//! prometheus-client, `proxy` hyper's client, `router` matchit). The prefix
+//! grammar ([`prefix`]) is always there.
+//!
 //! # Example
 //!
 //! ```
@@ -16,6 +23,7 @@
 
 /// `get_ref`, `get_mut` and `into_inner` for a middleware whose wrapped app
 /// is its field `inner`, as every wrapper here has.
+#[allow(unused_macros)] // with no middleware's feature on
 macro_rules! inner_accessors {
     () => {
         /// The wrapped app.
@@ -35,41 +43,76 @@ macro_rules! inner_accessors {
     };
 }
 
+#[cfg(feature = "access-log")]
 pub mod access_log;
+#[cfg(feature = "body-limit")]
 pub mod body_limit;
+#[cfg(feature = "catch-panic")]
 pub mod catch_panic;
+#[cfg(feature = "compress")]
 pub mod compress;
+#[cfg(feature = "cors")]
 pub mod cors;
+#[cfg(feature = "dispatcher")]
 pub mod dispatcher;
+#[cfg(feature = "lint")]
 pub mod lint;
+#[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod prefix;
+#[cfg(feature = "profiler")]
 pub mod profiler;
+#[cfg(feature = "proxy")]
 pub mod proxy;
+#[cfg(feature = "proxy-fix")]
 pub mod proxy_fix;
+#[cfg(feature = "request-id")]
 pub mod request_id;
+#[cfg(feature = "router")]
 pub mod router;
+#[cfg(feature = "set-headers")]
 pub mod set_headers;
+#[cfg(feature = "shared-data")]
 pub mod shared_data;
+#[cfg(feature = "timeout")]
 pub mod timeout;
+#[cfg(feature = "trace-context")]
 pub mod trace_context;
 
+#[cfg(feature = "access-log")]
 pub use access_log::AccessLog;
+#[cfg(feature = "body-limit")]
 pub use body_limit::BodyLimit;
+#[cfg(feature = "catch-panic")]
 pub use catch_panic::CatchPanic;
+#[cfg(feature = "compress")]
 pub use compress::Compress;
+#[cfg(feature = "cors")]
 pub use cors::Cors;
-pub use dispatcher::{Dispatcher, MountError};
+#[cfg(feature = "dispatcher")]
+pub use dispatcher::Dispatcher;
+#[cfg(feature = "lint")]
 pub use lint::Lint;
+#[cfg(feature = "metrics")]
 pub use metrics::Metrics;
+pub use prefix::MountError;
+#[cfg(feature = "profiler")]
 pub use profiler::Profiler;
+#[cfg(feature = "proxy")]
 pub use proxy::Proxy;
+#[cfg(feature = "proxy-fix")]
 pub use proxy_fix::ProxyFix;
+#[cfg(feature = "request-id")]
 pub use request_id::RequestIds;
+#[cfg(feature = "router")]
 pub use router::Router;
+#[cfg(feature = "set-headers")]
 pub use set_headers::SetHeaders;
+#[cfg(feature = "shared-data")]
 pub use shared_data::{ExportError, SharedData};
+#[cfg(feature = "timeout")]
 pub use timeout::Timeout;
+#[cfg(feature = "trace-context")]
 pub use trace_context::TraceContext;

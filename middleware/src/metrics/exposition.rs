@@ -10,7 +10,7 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet, 
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::{METHODS, OUTCOMES, PoolReading, STATUSES, State};
+use super::{METHODS, OUTCOMES, PoolReading, STATUSES, State, UpstreamReading};
 
 /// Renders the metrics in the text exposition format.
 pub(super) fn render(state: &Arc<State>) -> String {
@@ -143,15 +143,10 @@ impl Collector for Collect {
                 }
             }
         }
-        let upstreams: Vec<(&str, crate::proxy::UpstreamStats)> = state
-            .proxies
+        let upstreams: Vec<(&str, UpstreamReading)> = state
+            .upstreams
             .iter()
-            .flat_map(|(mount, stats)| {
-                stats
-                    .upstreams()
-                    .into_iter()
-                    .map(move |u| (mount.as_str(), u))
-            })
+            .flat_map(|(mount, read)| read().into_iter().map(move |u| (mount.as_str(), u)))
             .collect();
         if !upstreams.is_empty() {
             for (name, help, kind, value) in [
@@ -159,8 +154,7 @@ impl Collector for Collect {
                     "stackway_upstream_requests",
                     "Requests an upstream answered.",
                     MetricType::Counter,
-                    (|u: &crate::proxy::UpstreamStats| u.answered)
-                        as fn(&crate::proxy::UpstreamStats) -> u64,
+                    (|u: &UpstreamReading| u.answered) as fn(&UpstreamReading) -> u64,
                 ),
                 (
                     "stackway_upstream_failures",

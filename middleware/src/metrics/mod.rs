@@ -54,7 +54,6 @@ use http_body::Body as _;
 
 use stackway::server::Stats;
 
-use crate::proxy::ProxyStats;
 use stackway::notes::{Mount, Notes, Noting, Served};
 use stackway::{App, Request, Response};
 
@@ -87,7 +86,7 @@ impl<A> Metrics<A> {
                 cached: (0..CACHED_MOUNTS).map(|_| OnceLock::new()).collect(),
                 unmounted: Arc::default(),
                 errors: Mutex::default(),
-                proxies: Vec::new(),
+                upstreams: Vec::new(),
                 pools: Vec::new(),
             }),
         }
@@ -114,15 +113,38 @@ impl<A> Metrics<A> {
         }
     }
 
-    /// Also reports the upstreams of the proxy mounted at `mount`: requests
-    /// answered, failed attempts, whether each is up, and requests in flight
-    /// (`stackway_upstream_*`, labelled with `mount` and `upstream`).
-    pub fn proxy(mut self, mount: &str, stats: ProxyStats) -> Self {
+    /// Also reports the upstreams of a pool mounted at `mount`: `read` is
+    /// called at each scrape (`stackway_upstream_*{mount, upstream}`).
+    pub fn upstreams(
+        mut self,
+        mount: &str,
+        read: impl Fn() -> Vec<UpstreamReading> + Send + Sync + 'static,
+    ) -> Self {
         Arc::get_mut(&mut self.state)
             .expect("configured before it is shared")
-            .proxies
-            .push((mount.to_owned(), stats));
+            .upstreams
+            .push((mount.to_owned(), Box::new(read)));
         self
+    }
+
+    /// Also reports the upstreams of the [`Proxy`](crate::Proxy) mounted at
+    /// `mount` (see [`upstreams`](Self::upstreams)): requests answered,
+    /// failed attempts, whether each is up, requests in flight, connections.
+    #[cfg(feature = "proxy")]
+    pub fn proxy(self, mount: &str, stats: crate::proxy::ProxyStats) -> Self {
+        self.upstreams(mount, move || {
+            let upstreams = stats.upstreams().into_iter();
+            upstreams
+                .map(|u| UpstreamReading {
+                    name: u.name,
+                    answered: u.answered,
+                    failed: u.failed,
+                    up: u.up,
+                    in_flight: u.in_flight,
+                    connections: u.connections,
+                })
+                .collect()
+        })
     }
 
     /// Also reports a thread pool (a WSGI mount's Python threads) at `mount`:
@@ -363,10 +385,30 @@ struct State {
     unmounted: Arc<MountStats>,
     /// The last 5xx answers, newest last, for the status page.
     errors: Mutex<VecDeque<Failure>>,
-    /// Proxy mounts whose upstreams are reported, by mount prefix.
-    proxies: Vec<(String, ProxyStats)>,
-    /// Thread pools reported, by mount prefix.
-    pools: Vec<(String, Box<dyn Fn() -> PoolReading + Send + Sync>)>,
+    /// Upstream pools reported, by mount prefix: read at each scrape.
+    upstreams: Vec<(String, Reader<Vec<UpstreamReading>>)>,
+    /// Thread pools reported, by mount prefix: read at each scrape.
+    pools: Vec<(String, Reader<PoolReading>)>,
+}
+
+/// How a statistic kept elsewhere is read at each scrape.
+type Reader<T> = Box<dyn Fn() -> T + Send + Sync>;
+
+/// An upstream as it stands, for [`Metrics::upstreams`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamReading {
+    /// The upstream as configured (`http://127.0.0.1:9000`).
+    pub name: String,
+    /// Requests that got a response head from it.
+    pub answered: u64,
+    /// Attempts that failed.
+    pub failed: u64,
+    /// Whether a balancer may choose it now.
+    pub up: bool,
+    /// Requests sent to it and not yet answered in full.
+    pub in_flight: u64,
+    /// Connections open to it.
+    pub connections: u64,
 }
 
 /// A thread pool as it stands, for [`Metrics::pool`].
@@ -388,7 +430,10 @@ impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
             .field("mounts", &self.mounts)
-            .field("proxies", &self.proxies)
+            .field(
+                "upstreams",
+                &self.upstreams.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+            )
             .field(
                 "pools",
                 &self.pools.iter().map(|(m, _)| m).collect::<Vec<_>>(),

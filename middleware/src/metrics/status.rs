@@ -105,7 +105,7 @@ impl StatusPage {
                 let r = read();
                 json!({"mount": mount, "threads": r.threads, "busy": r.busy, "queued": r.queued, "jobs": r.jobs, "waited_seconds": r.waited_seconds})
             }).collect::<Vec<_>>(),
-            "upstreams": state.proxies.iter().flat_map(|(mount, stats)| stats.upstreams().into_iter().map(move |u| json!({
+            "upstreams": state.upstreams.iter().flat_map(|(mount, read)| read().into_iter().map(move |u| json!({
                 "mount": mount,
                 "upstream": u.name,
                 "up": u.up,

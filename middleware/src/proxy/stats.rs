@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::upstream::Upstream;
 
-/// A proxy's upstreams as they stand: see [`Proxy::stats`].
+/// A proxy's upstreams as they stand: see [`Proxy::stats`](super::Proxy::stats).
 #[derive(Clone)]
 pub struct ProxyStats {
     pub(super) upstreams: Arc<OnceLock<Vec<Arc<Upstream>>>>,
