@@ -14,10 +14,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use stackway::{Extract, IntoResponse, Json, Rejection, Request, Response, with_state};
-use stackway_middleware::Dispatcher;
+use stackway::prelude::*;
 use stackway_middleware::router::{RouteParams, Router, get};
 
 #[derive(Clone, Serialize)]
@@ -133,8 +131,9 @@ fn main() -> stackway::Result<()> {
     let api = Router::new()
         .route("/todos", get(list).post(create))
         .route("/todos/{id}", get(show).patch(update).delete(remove));
-    let app =
-        Dispatcher::new(stackway::apps::hello).mount("/api", with_state(api, Store::default()));
+    let app = Router::new()
+        .mount("/api", with_state(api, Store::default()))
+        .fallback(stackway::apps::hello);
     let addr = std::env::args().nth(1);
     stackway::Server::bind(addr.as_deref().unwrap_or("127.0.0.1:8000"))?
         .when_ready(|addrs| println!("listening on {}", addrs[0]))

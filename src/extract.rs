@@ -37,8 +37,33 @@ use serde::de::DeserializeOwned;
 use crate::into_response::IntoResponse;
 use crate::{App, Request, Response, response};
 
-/// The largest body [`Extract::json`] and [`Extract::form`] read: 2 MiB.
+/// The largest body [`Extract::json`] and [`Extract::form`] read, unless a
+/// [`ReadLimit`] says otherwise: 2 MiB.
 pub const BODY_LIMIT: usize = 2 << 20;
+
+/// The largest body [`Extract::json`] and [`Extract::form`] read, for the
+/// requests of one app: given as state.
+///
+/// ```
+/// use stackway::extract::ReadLimit;
+/// use stackway::{Extract, Request, response, testing::Client, with_state};
+///
+/// let app = |mut req: Request| async move {
+///     match req.json::<serde_json::Value>().await {
+///         Ok(_) => response::text("read"),
+///         Err(rejection) => stackway::IntoResponse::into_response(rejection),
+///     }
+/// };
+/// let app = with_state(app, ReadLimit(16)); // bytes
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let client = Client::new(app);
+/// let post = |body: &'static str| client.post("/").header("content-type", "application/json").body(body);
+/// post(r#"{"a":1}"#).await.assert_text("read");
+/// post(r#"{"a":"more than sixteen"}"#).await.assert_status(413);
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit(pub usize);
 
 /// Why a request could not be read as asked: a 4xx response with a short
 /// body saying why. `Display` is the same sentence.
@@ -92,12 +117,14 @@ pub trait Extract {
     fn query<T: DeserializeOwned>(&self) -> Result<T, Rejection>;
 
     /// The body as JSON: it must say `Content-Type: application/json` (or
-    /// `+json`), else 415; be at most [`BODY_LIMIT`], else 413; and parse as
+    /// `+json`), else 415; be at most [`BODY_LIMIT`] (or the app's
+    /// [`ReadLimit`]), else 413; and parse as
     /// `T`, else 400 with serde's line and column. The body is taken.
     fn json<T: DeserializeOwned>(&mut self) -> impl Future<Output = Result<T, Rejection>> + Send;
 
     /// The body as an urlencoded form (`application/x-www-form-urlencoded`,
-    /// else 415), at most [`BODY_LIMIT`]. The body is taken.
+    /// else 415), at most [`BODY_LIMIT`] (or the app's [`ReadLimit`]). The
+    /// body is taken.
     fn form<T: DeserializeOwned>(&mut self) -> impl Future<Output = Result<T, Rejection>> + Send;
 
     /// The body as `multipart/form-data` (else 415), read part by part as it
@@ -200,15 +227,17 @@ fn unsupported(wanted: &str) -> Rejection {
     )
 }
 
-/// The whole body, at most [`BODY_LIMIT`] bytes (413 past it).
+/// The whole body, at most [`BODY_LIMIT`] bytes or the app's [`ReadLimit`]
+/// (413 past it).
 async fn take_body(req: &mut Request) -> Result<bytes::Bytes, Rejection> {
+    let limit = req.state::<ReadLimit>().map_or(BODY_LIMIT, |limit| limit.0);
     let body = std::mem::take(req.body_mut());
-    body.collect(BODY_LIMIT)
+    body.collect(limit)
         .await
         .map_err(|e| match e.is_too_large() {
             true => Rejection::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is larger than {BODY_LIMIT} bytes"),
+                format!("the body is larger than {limit} bytes"),
             ),
             false if e.is_timeout() => {
                 Rejection::new(StatusCode::REQUEST_TIMEOUT, "the body stopped coming")

@@ -56,17 +56,21 @@ mod error;
 pub mod extract;
 pub mod into_response;
 pub mod notes;
+pub mod prelude;
 pub mod response;
 pub mod server;
 pub mod testing;
 
 pub use app::{App, BoxApp, Builder, Layer, Next, from_fn};
 pub use body::{Body, FilePart};
+pub use cookie;
 pub use environ::{Connection, Environ, Forwarded, RequestExt};
 pub use error::{BoxError, Error, Result};
 pub use extract::{Extract, Rejection, WithState, with_state};
 pub use http;
 pub use into_response::{Html, IntoResponse, Json};
+#[cfg(feature = "multipart")]
+pub use multer;
 pub use server::{Server, serve};
 
 /// A request, as every app receives it.

@@ -257,6 +257,73 @@ fn route_layer_wraps_the_routes_only() {
 }
 
 #[test]
+fn layer_wraps_routes_mounts_and_the_fallback() {
+    let tag = stackway::from_fn(|req: Request, next: stackway::Next| async move {
+        let mut res = next.run(req).await;
+        res.headers_mut().insert("x-layer", "yes".parse().unwrap());
+        res
+    });
+    let app = Router::new()
+        .route("/a", get(echo("a")))
+        .mount("/m", echo("mounted"))
+        .layer(tag);
+    let client = Client::new(Lint::strict(app));
+    run(async {
+        client.get("/a").await.assert_header("x-layer", "yes");
+        client.get("/m/x").await.assert_header("x-layer", "yes");
+        client
+            .get("/nothing")
+            .await
+            .assert_status(404)
+            .assert_header("x-layer", "yes");
+    });
+}
+
+#[test]
+fn merged_routers_answer_as_one() {
+    let users = Router::new()
+        .route("/users", get(echo("list")))
+        .mount("/files", echo("files"));
+    let more = Router::new()
+        .route("/users", post(echo("create")))
+        .route("/health", get(echo("health")))
+        .fallback(echo("fallback"));
+    let client = Client::new(Lint::strict(users.merge(more)));
+    run(async {
+        client.get("/users").await.assert_text("list [] |/users");
+        client.post("/users").await.assert_text("create [] |/users");
+        client
+            .get("/health")
+            .await
+            .assert_text("health [] |/health");
+        client
+            .get("/files/a")
+            .await
+            .assert_text("files [] /files|/a");
+        client.get("/else").await.assert_text("fallback [] |/else");
+    });
+    let twice = |router: Router| router.route("/users", get(echo("x")));
+    let err = twice(Router::new())
+        .try_merge(twice(Router::new()))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("GET is routed there already"),
+        "{err}"
+    );
+    let err = Router::new()
+        .mount("/users", echo("m"))
+        .try_merge(twice(Router::new()))
+        .unwrap_err();
+    assert!(err.to_string().contains("both routers use it"), "{err}");
+    let fallback = || Router::new().fallback(echo("f"));
+    let err = fallback().try_merge(fallback()).unwrap_err();
+    assert!(
+        err.to_string().contains("both routers have a fallback"),
+        "{err}"
+    );
+}
+
+#[test]
 fn routes_over_a_socket() {
     let app = Router::new().route("/users/{id}", get(echo("user")));
     let running = Running::start(server(), Dispatcher::default().mount("/api", app));

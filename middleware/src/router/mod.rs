@@ -168,13 +168,16 @@ impl Router {
         Ok(self)
     }
 
-    /// Mounts `app` at `prefix`: it answers the prefix and everything below,
+    /// Mounts `app` (another Router, a Dispatcher, any app) at `prefix`: it
+    /// answers the prefix and everything below,
     /// with the prefix moved from PATH_INFO to SCRIPT_NAME, as the
     /// [`Dispatcher`](crate::Dispatcher) does.
     ///
     /// # Panics
     ///
     /// As [`route`](Self::route); [`try_mount`](Self::try_mount) returns the error.
+    #[doc(alias = "nest")]
+    #[doc(alias = "nest_service")]
     #[track_caller]
     pub fn mount(self, prefix: &str, app: impl App) -> Self {
         self.try_mount(prefix, app)
@@ -232,6 +235,75 @@ impl Router {
     pub fn fallback(mut self, app: impl App) -> Self {
         self.fallback = Some(BoxApp::new(app));
         self
+    }
+
+    /// Takes in every route, mount and the fallback of `other` (axum's
+    /// `merge`): a pattern both route gets the methods of both.
+    ///
+    /// # Panics
+    ///
+    /// As [`try_merge`](Self::try_merge) fails.
+    #[track_caller]
+    pub fn merge(self, other: Self) -> Self {
+        self.try_merge(other).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Takes in every route, mount and the fallback of `other`, or says why
+    /// it cannot: a method both route at one pattern, a pattern one routes
+    /// and the other mounts at, patterns that cannot be told apart, or a
+    /// fallback in both.
+    pub fn try_merge(mut self, other: Self) -> Result<Self, RouteError> {
+        let Self {
+            patterns,
+            targets,
+            fallback,
+            ..
+        } = other;
+        let mut targets: Vec<Option<Target>> = targets.into_iter().map(Some).collect();
+        let mut patterns: Vec<(String, usize)> = patterns.into_iter().collect();
+        patterns.sort();
+        for (pattern, at) in patterns {
+            let error = |why: String| RouteError {
+                pattern: pattern.clone(),
+                why,
+            };
+            let target = targets[at].take().expect("one pattern per target");
+            match (
+                self.patterns.get(&pattern).map(|&at| &mut self.targets[at]),
+                target,
+            ) {
+                (Some(Target::Methods(mine)), Target::Methods(theirs)) => {
+                    mine.merge(theirs).map_err(error)?;
+                }
+                (Some(_), _) => return Err(error("both routers use it".to_owned())),
+                (None, target) => self.insert(&pattern, target).map_err(error)?,
+            }
+        }
+        if let Some(fallback) = fallback {
+            if self.fallback.is_some() {
+                return Err(RouteError {
+                    pattern: "(fallback)".to_owned(),
+                    why: "both routers have a fallback".to_owned(),
+                });
+            }
+            self.fallback = Some(fallback);
+        }
+        Ok(self)
+    }
+
+    /// Applies `layer` to every route, mount and the fallback (404 when none
+    /// was given) added so far, as axum's `layer`: the middleware sees every
+    /// request the Router answers but a slash redirect.
+    #[allow(clippy::needless_pass_by_value)] // cloned per route; by value as every builder takes it
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxApp> + Clone,
+    {
+        let fallback = self.fallback.take().unwrap_or_else(|| {
+            BoxApp::new(|_req: Request| async { response::status(StatusCode::NOT_FOUND) })
+        });
+        self.fallback = Some(BoxApp::new(layer.clone().layer(fallback)));
+        self.route_layer(layer)
     }
 
     /// Applies `layer` to every route and mount added so far (axum's
