@@ -78,7 +78,3 @@ pub type Request = http::Request<Body>;
 
 /// A response, as every app answers.
 pub type Response = http::Response<Body>;
-
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-mod readme {}

@@ -162,7 +162,7 @@ fn mounts_python_wsgi_apps() {
     if !external::python_modules(&["flask"], "Debian's python3-flask") {
         return;
     }
-    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python");
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
     let server = Stackway::serve(&[
         "--pythonpath",
         python,
@@ -183,7 +183,7 @@ fn a_flask_app_behind_proxy_fix_builds_external_urls_for_the_forwarded_host() {
     if !external::python_modules(&["flask"], "Debian's python3-flask") {
         return;
     }
-    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python");
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
     let server = Stackway::serve(&[
         "--pythonpath",
         python,

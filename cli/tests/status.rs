@@ -52,7 +52,7 @@ fn the_status_page_renders_and_updates_in_chromium() {
         .args(["--mount", "/=hello", "--mount", "/env=demo"])
         .args(["--mount", "/down=http://127.0.0.1:1"])
         .args(["--mount", "/py=wsgi:wsgi_apps:hello", "--pythonpath"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python"));
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python"));
     let server = Server::start(command, 2);
     let (public, admin) = (server.tcp(0), server.tcp(1));
     // The page is the admin listener's alone.

@@ -330,3 +330,9 @@ mod tests {
         }
     }
 }
+
+/// The README's examples, run as doctests here: they use every crate of the
+/// workspace (axum and tower-http too), which this crate's tests have.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme {}

@@ -1,5 +1,6 @@
 //! Real Python WSGI apps (`tests/python/`) served over real sockets.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{Read, Write};

@@ -1,5 +1,6 @@
 //! The everyday layers: Timeout, RequestIds, SetHeaders (all under Lint).
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

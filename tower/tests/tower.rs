@@ -2,6 +2,7 @@
 //! stackway stack nested in axum, tower-http's layers around stackway apps,
 //! failing services, and the URI at each crossing.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::Read;

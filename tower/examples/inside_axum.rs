@@ -1,5 +1,5 @@
-//! Run with `cargo run --example inside_axum`, then open http://127.0.0.1:8000/
-//! (another address: `cargo run --example inside_axum -- 127.0.0.1:0`).
+//! Run with `cargo run -p stackway-tower --example inside_axum`, then open http://127.0.0.1:8000/
+//! (another address: `cargo run -p stackway-tower --example inside_axum -- 127.0.0.1:0`).
 //!
 //! A stackway stack nested in an axum app, served by axum:
 //!
@@ -19,7 +19,7 @@ use stackway_tower::IntoService;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/static");
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/static");
     let legacy = AccessLog::new(
         SharedData::new(Dispatcher::default().mount("/env", stackway::apps::demo))
             .export("/static", Export::dir(site)),

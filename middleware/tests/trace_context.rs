@@ -1,6 +1,7 @@
 //! W3C Trace Context through the proxy mount: an upstream on a real socket
 //! sees the caller's trace with this server's span as its parent.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use stackway::testing::Client;

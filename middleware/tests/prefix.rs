@@ -2,6 +2,7 @@
 //! grammar: the same prefixes are accepted and refused with the same
 //! sentence, and match the same requests with the same answers.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use stackway::testing::Client;

@@ -1,6 +1,7 @@
 //! The Profiler's `Server-Timing`: its grammar, and the entries inner
 //! middleware add (SharedData's `fs`, the proxy's `upstream`).
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use stackway::testing::Client;

@@ -13,6 +13,7 @@
 //!     link-in -> hello.txt  link-out -> ../secret.txt  dir-out -> ..
 //! ```
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use stackway_middleware::Lint;

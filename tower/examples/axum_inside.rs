@@ -1,5 +1,5 @@
-//! Run with `cargo run --example axum_inside`, then open http://127.0.0.1:8000/
-//! (another address: `cargo run --example axum_inside -- 127.0.0.1:0`).
+//! Run with `cargo run -p stackway-tower --example axum_inside`, then open http://127.0.0.1:8000/
+//! (another address: `cargo run -p stackway-tower --example axum_inside -- 127.0.0.1:0`).
 //!
 //! An axum Router mounted by stackway's Dispatcher under `/api`, beside
 //! static files and a stackway app; a tower-http layer around it all:
@@ -28,7 +28,7 @@ fn main() -> stackway::Result<()> {
             },
         ),
     );
-    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/static");
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/static");
     let app = stackway::Builder::new()
         .wrap(TowerLayer::new(
             tower_http::trace::TraceLayer::new_for_http(),
