@@ -594,4 +594,83 @@ mod tests {
             error("workers = \n")
         );
     }
+
+    /// The keys a table takes, as serde lists them when it meets one it does not.
+    fn keys_of(table: &str) -> Vec<String> {
+        let message = error(&format!("{table}zzz_unknown = 1\n"));
+        let listed = message
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{message}"));
+        listed
+            .split(", ")
+            .map(|key| key.trim().trim_matches('`').to_owned())
+            .collect()
+    }
+
+    /// Every key of the config file is shown in `stackway.example.toml`, and
+    /// every flag of `stackway serve` is a key (or a table) of the file: a
+    /// setting added in one place and not the others fails here.
+    #[test]
+    fn the_flags_the_keys_and_the_example_file_agree() {
+        let example = include_str!("../../stackway.example.toml");
+        // `key = ` at the start of a line (commented out or not), inside an
+        // inline table or a comment (`or key = `), or as a table's name.
+        let shown = |key: &str| {
+            let assigned = format!("{key} = ");
+            example.lines().any(|line| {
+                let line = line.trim_start_matches(['#', ' ']);
+                line.starts_with(&assigned)
+                    || [" ", "{", "("]
+                        .iter()
+                        .any(|before| line.contains(&format!("{before}{assigned}")))
+                    || line.starts_with(&format!("[[{key}]]"))
+                    || line.contains(&format!(".{key}]"))
+            })
+        };
+        let tables = [
+            "",
+            "[[listen]]\nbind = \"127.0.0.1:1\"\n",
+            "[[mount]]\nprefix = \"/\"\n",
+            "[[mount]]\nprefix = \"/\"\n[mount.proxy_options]\n",
+            "[[static]]\nprefix = \"/\"\npath = \".\"\n",
+        ];
+        let mut top = Vec::new();
+        for table in tables {
+            let keys = keys_of(table);
+            assert!(keys.len() > 3, "{table}: {keys:?}");
+            for key in &keys {
+                assert!(
+                    shown(key),
+                    "stackway.example.toml does not show `{key}` ({table:?})"
+                );
+            }
+            if table.is_empty() {
+                top = keys;
+            }
+        }
+        let command = <crate::args::Cli as clap::CommandFactory>::command();
+        let serve = command.find_subcommand("serve").expect("serve");
+        // Flags that are about the command line itself, or named otherwise in the file.
+        let renamed = [
+            ("python_path", "pythonpath"),
+            ("mounts", "mount"),
+            ("statics", "static"),
+        ];
+        let command_line_only = ["config", "reload", "check", "help", "version", "listen"];
+        for arg in serve.get_arguments() {
+            let id = arg.get_id().as_str();
+            if command_line_only.contains(&id) {
+                continue;
+            }
+            let key = renamed
+                .iter()
+                .find(|(flag, _)| *flag == id)
+                .map_or(id, |(_, key)| key);
+            assert!(
+                top.iter().any(|k| k == key),
+                "--{id} has no key `{key}` in the config file"
+            );
+        }
+    }
 }
