@@ -54,7 +54,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::{IntoResponse, Request, Response};
+use crate::Body;
+
+/// A request, as every app receives it.
+pub type Request = http::Request<Body>;
+
+/// A response, as every app answers.
+pub type Response = http::Response<Body>;
 
 /// An application, and so also a middleware: something that answers a request.
 ///
@@ -63,7 +69,7 @@ use crate::{IntoResponse, Request, Response};
 /// at the server's edge. There is no readiness step.
 ///
 /// Plain async functions and closures taking a [`Request`] and returning a
-/// [`Response`] are apps:
+/// [`Response`] (or anything [`IntoResponse`](crate::IntoResponse)) are apps:
 ///
 /// ```
 /// use stackway::{Request, Response, response};
@@ -81,21 +87,6 @@ use crate::{IntoResponse, Request, Response};
 pub trait App: Send + Sync + 'static {
     /// Answers one request.
     fn call(&self, req: Request) -> impl Future<Output = Response> + Send;
-}
-
-/// Async functions and closures returning anything that becomes a response
-/// ([`IntoResponse`]: a `Response`, a `Result` of two such, a status, text,
-/// [`Json`](crate::Json)) are apps, so handlers can use `?`.
-impl<F, Fut> App for F
-where
-    F: Fn(Request) -> Fut + Send + Sync + 'static,
-    Fut: Future + Send,
-    Fut::Output: IntoResponse,
-{
-    fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
-        let answered = self(req);
-        async move { answered.await.into_response() }
-    }
 }
 
 /// The future a [`BoxApp`] returns.

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
-use crate::{Body, Response, response};
+use crate::{App, Body, Request, Response, response};
 
 /// Something a handler can answer with. A handler returning it is an app.
 pub trait IntoResponse {
@@ -145,5 +145,20 @@ pub struct Html<T>(pub T);
 impl<T: Into<Body>> IntoResponse for Html<T> {
     fn into_response(self) -> Response {
         response::html(self.0)
+    }
+}
+
+/// Async functions and closures returning anything that becomes a response
+/// ([`IntoResponse`]: a `Response`, a `Result` of two such, a status, text,
+/// [`Json`]) are apps, so handlers can use `?`.
+impl<F, Fut> App for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send,
+    Fut::Output: IntoResponse,
+{
+    fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
+        let answered = self(req);
+        async move { answered.await.into_response() }
     }
 }

@@ -61,7 +61,7 @@ pub mod response;
 pub mod server;
 pub mod testing;
 
-pub use app::{App, BoxApp, Builder, Layer, Next, from_fn};
+pub use app::{App, BoxApp, Builder, Layer, Next, Request, Response, from_fn};
 pub use body::{Body, FilePart};
 pub use cookie;
 pub use environ::{Connection, Environ, Forwarded, RequestExt};
@@ -72,9 +72,3 @@ pub use into_response::{Html, IntoResponse, Json};
 #[cfg(feature = "multipart")]
 pub use multer;
 pub use server::{Server, serve};
-
-/// A request, as every app receives it.
-pub type Request = http::Request<Body>;
-
-/// A response, as every app answers.
-pub type Response = http::Response<Body>;

@@ -8,12 +8,17 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
-use stackway::BoxApp;
+use serde::Deserialize;
+use stackway::{BoxApp, Request, response};
+use stackway_middleware::proxy::Balance;
+use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
 use stackway_middleware::{Dispatcher, Proxy, SharedData};
 
-use crate::stack::routes;
-use crate::{config, listen};
+use crate::listen;
+use crate::values::{
+    balance, parse_mode, parse_path, parse_proxy_fix, parse_secs, required_secs, secs,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -250,7 +255,7 @@ pub(crate) enum Target {
     /// A built-in app.
     App(BoxApp),
     /// Upstreams to proxy to, checked, and options from a config file.
-    Proxy(Vec<String>, config::ProxyOptions),
+    Proxy(Vec<String>, ProxyOptions),
     /// A Python WSGI app, `module:callable`, imported once the paths are set,
     /// and its threads when a config file says.
     Wsgi(String, Option<u16>),
@@ -275,7 +280,7 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
         _ if spec.contains(':') => {
             let upstreams: Vec<String> = spec.split(',').map(str::to_owned).collect();
             Proxy::try_balance(upstreams.iter().map(String::as_str)).map_err(|e| e.to_string())?;
-            Target::Proxy(upstreams, config::ProxyOptions::default())
+            Target::Proxy(upstreams, ProxyOptions::default())
         }
         _ => {
             return Err(format!(
@@ -315,44 +320,91 @@ pub(crate) fn parse_static(value: &str) -> Result<Static, String> {
     })
 }
 
-/// `for=1,proto=1,host=0,port=0,prefix=0`: trusted proxies per header, in
-/// that order; unnamed ones keep Werkzeug's defaults (1, 1, 0, 0, 0).
-pub(crate) fn parse_proxy_fix(value: &str) -> Result<[usize; 5], String> {
-    let mut trust = [1, 1, 0, 0, 0];
-    for pair in value.split(',').filter(|p| !p.is_empty()) {
-        let (name, count) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("expected NAME=COUNT, not {pair:?}"))?;
-        let at = ["for", "proto", "host", "port", "prefix"]
-            .iter()
-            .position(|n| *n == name)
-            .ok_or_else(|| format!("unknown header {name:?} (for, proto, host, port, prefix)"))?;
-        trust[at] = count
-            .parse()
-            .map_err(|_| format!("{name}={count:?}: expected a number of proxies"))?;
+/// A proxy mount's options, each as its `Proxy` method.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProxyOptions {
+    #[serde(default, deserialize_with = "secs")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    read_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "secs")]
+    body_timeout: Option<Duration>,
+    max_idle: Option<usize>,
+    http2: Option<bool>,
+    #[serde(default, deserialize_with = "balance")]
+    balance: Option<Balance>,
+    max_fails: Option<u32>,
+    #[serde(default, deserialize_with = "secs")]
+    fail_timeout: Option<Duration>,
+    preserve_host: Option<bool>,
+    forwarded: Option<bool>,
+    rewrite_cookie_paths: Option<bool>,
+    health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthCheck {
+    path: String,
+    #[serde(deserialize_with = "required_secs")]
+    interval: Duration,
+}
+
+impl ProxyOptions {
+    pub(crate) fn apply(&self, mut proxy: Proxy) -> Proxy {
+        let o = self;
+        if let Some(t) = o.connect_timeout {
+            proxy = proxy.connect_timeout(t);
+        }
+        if let Some(t) = o.read_timeout {
+            proxy = proxy.read_timeout(t);
+        }
+        if let Some(t) = o.body_timeout {
+            proxy = proxy.body_timeout(t);
+        }
+        if let Some(n) = o.max_idle {
+            proxy = proxy.max_idle(n);
+        }
+        if let Some(on) = o.http2 {
+            proxy = proxy.http2(on);
+        }
+        if let Some(balance) = o.balance {
+            proxy = proxy.balance_by(balance);
+        }
+        if let Some(n) = o.max_fails {
+            proxy = proxy.max_fails(n);
+        }
+        if let Some(t) = o.fail_timeout {
+            proxy = proxy.fail_timeout(t);
+        }
+        if let Some(on) = o.preserve_host {
+            proxy = proxy.preserve_host(on);
+        }
+        if let Some(on) = o.forwarded {
+            proxy = proxy.forwarded(on);
+        }
+        if let Some(on) = o.rewrite_cookie_paths {
+            proxy = proxy.rewrite_cookie_paths(on);
+        }
+        if let Some(check) = &o.health_check {
+            proxy = proxy.health_check(&check.path, check.interval);
+        }
+        proxy
     }
-    Ok(trust)
 }
 
-pub(crate) fn parse_mode(value: &str) -> Result<u32, String> {
-    u32::from_str_radix(value, 8)
-        .ok()
-        .filter(|mode| *mode <= 0o777)
-        .ok_or_else(|| format!("expected permission bits in octal, as in 660, not {value:?}"))
-}
-
-pub(crate) fn parse_path(value: &str) -> Result<String, String> {
-    match value.starts_with('/') {
-        true => Ok(value.to_owned()),
-        false => Err(format!("expected a path, as in /healthz, not {value:?}")),
-    }
-}
-
-pub(crate) fn parse_secs(value: &str) -> Result<Duration, String> {
-    value
-        .parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("expected a positive number of seconds, not {value:?}"))
+/// The built-in `routes` app: a Router showing parameters. `/users/{id}`
+/// greets `id` as `hello` greets a name; `/files/{*path}` echoes its path.
+fn routes() -> Router {
+    let user = |req: Request| async move {
+        let id = response::escape_html(req.param("id").unwrap_or_default());
+        response::html(format!("<h1>Hello, {id}!</h1>"))
+    };
+    let file = |req: Request| async move {
+        response::text(req.param("path").unwrap_or_default().to_owned())
+    };
+    Router::new()
+        .route("/users/{id}", get(user))
+        .route("/files/{*path}", get(file))
 }

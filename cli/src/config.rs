@@ -13,14 +13,16 @@ use std::time::Duration;
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::Deserialize;
-use serde::de::{self, Deserializer};
-use stackway_middleware::proxy::Balance;
+use stackway_middleware::SharedData;
 use stackway_middleware::shared_data::Export;
-use stackway_middleware::{Proxy, SharedData};
 use toml::Spanned;
 
-use crate::args::{Mount, ServeArgs, Static, Target};
-use crate::listen::{Bind, ListenSpec, parse_bind};
+use crate::args::{Mount, ProxyOptions, ServeArgs, Static, Target};
+use crate::listen::{Bind, ListenSpec};
+use crate::values::{
+    at_least_one, bind, binds, header_size, level, log_format, octal, path, proxy_fix,
+    required_bind, secs, upstreams,
+};
 
 /// The file, as written: every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -124,80 +126,6 @@ struct MountTable {
     proxy_options: Option<ProxyOptions>,
     /// Threads that run Python, for `wsgi`.
     threads: Option<u16>,
-}
-
-/// A proxy mount's options, each as its `Proxy` method.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ProxyOptions {
-    #[serde(default, deserialize_with = "secs")]
-    connect_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "secs")]
-    read_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "secs")]
-    body_timeout: Option<Duration>,
-    max_idle: Option<usize>,
-    http2: Option<bool>,
-    #[serde(default, deserialize_with = "balance")]
-    balance: Option<Balance>,
-    max_fails: Option<u32>,
-    #[serde(default, deserialize_with = "secs")]
-    fail_timeout: Option<Duration>,
-    preserve_host: Option<bool>,
-    forwarded: Option<bool>,
-    rewrite_cookie_paths: Option<bool>,
-    health_check: Option<HealthCheck>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HealthCheck {
-    path: String,
-    #[serde(deserialize_with = "required_secs")]
-    interval: Duration,
-}
-
-impl ProxyOptions {
-    pub(crate) fn apply(&self, mut proxy: Proxy) -> Proxy {
-        let o = self;
-        if let Some(t) = o.connect_timeout {
-            proxy = proxy.connect_timeout(t);
-        }
-        if let Some(t) = o.read_timeout {
-            proxy = proxy.read_timeout(t);
-        }
-        if let Some(t) = o.body_timeout {
-            proxy = proxy.body_timeout(t);
-        }
-        if let Some(n) = o.max_idle {
-            proxy = proxy.max_idle(n);
-        }
-        if let Some(on) = o.http2 {
-            proxy = proxy.http2(on);
-        }
-        if let Some(balance) = o.balance {
-            proxy = proxy.balance_by(balance);
-        }
-        if let Some(n) = o.max_fails {
-            proxy = proxy.max_fails(n);
-        }
-        if let Some(t) = o.fail_timeout {
-            proxy = proxy.fail_timeout(t);
-        }
-        if let Some(on) = o.preserve_host {
-            proxy = proxy.preserve_host(on);
-        }
-        if let Some(on) = o.forwarded {
-            proxy = proxy.forwarded(on);
-        }
-        if let Some(on) = o.rewrite_cookie_paths {
-            proxy = proxy.rewrite_cookie_paths(on);
-        }
-        if let Some(check) = &o.health_check {
-            proxy = proxy.health_check(&check.path, check.interval);
-        }
-        proxy
-    }
 }
 
 /// `[[static]]`: a folder or file at a prefix, with SharedData's options.
@@ -441,120 +369,6 @@ fn parse(text: &str) -> Result<File, Error> {
             .replace(".$__serde_spanned_private_value", ""),
         span: e.inner().span(),
         message: e.inner().message().to_owned(),
-    })
-}
-
-/// A value checked by one of the flags' own parsers, with its message.
-fn checked<'de, D: Deserializer<'de>, T, V: Deserialize<'de>>(
-    deserializer: D,
-    check: impl FnOnce(V) -> Result<T, String>,
-) -> Result<Option<T>, D::Error> {
-    check(V::deserialize(deserializer)?)
-        .map(Some)
-        .map_err(de::Error::custom)
-}
-
-fn bind<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bind>, D::Error> {
-    checked(d, |s: String| parse_bind(&s))
-}
-
-fn required_bind<'de, D: Deserializer<'de>>(d: D) -> Result<Bind, D::Error> {
-    bind(d).map(Option::unwrap)
-}
-
-fn binds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Bind>>, D::Error> {
-    checked(d, |all: Vec<String>| {
-        all.iter().map(|s| parse_bind(s)).collect()
-    })
-}
-
-/// `"http://…"` or `["http://…", "http://…"]`.
-fn upstreams<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    checked(d, |value: toml::Value| match value {
-        toml::Value::String(one) => Ok(vec![one]),
-        toml::Value::Array(pool) => pool
-            .into_iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .filter(|pool| !pool.is_empty())
-            .ok_or_else(|| {
-                "expected a list of upstreams, as in [\"http://127.0.0.1:9000\"]".to_owned()
-            }),
-        _ => Err("expected an upstream or a list of them".to_owned()),
-    })
-}
-
-fn octal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    checked(d, |s: String| crate::args::parse_mode(&s))
-}
-
-fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    checked(d, |s: String| crate::args::parse_path(&s))
-}
-
-fn seconds(secs: f64) -> Result<Duration, String> {
-    crate::args::parse_secs(&secs.to_string())
-}
-
-/// A positive number of seconds, whole or not.
-fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    checked(d, seconds)
-}
-
-fn required_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    secs(d).map(Option::unwrap)
-}
-
-fn header_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    checked(d, |n: usize| match n >= 8192 {
-        true => Ok(n),
-        false => Err(format!("at least 8192 bytes, not {n}")),
-    })
-}
-
-fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    checked(d, |n: usize| match n >= 1 {
-        true => Ok(n),
-        false => Err("at least 1".to_owned()),
-    })
-}
-
-fn level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<tracing::Level>, D::Error> {
-    checked(d, |s: String| {
-        s.parse()
-            .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
-    })
-}
-
-fn log_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    checked(d, |s: String| match s.as_str() {
-        "text" | "json" => Ok(s),
-        _ => Err(format!("{s:?}: expected text or json")),
-    })
-}
-
-/// `true` for Werkzeug's defaults, or the flag's `for=1,proto=1,…`.
-fn proxy_fix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[usize; 5]>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Trust {
-        On(bool),
-        Counts(String),
-    }
-    let trust = Trust::deserialize(d)?;
-    match trust {
-        Trust::On(false) => Ok(None),
-        Trust::On(true) => crate::args::parse_proxy_fix("").map(Some),
-        Trust::Counts(counts) => crate::args::parse_proxy_fix(&counts).map(Some),
-    }
-    .map_err(de::Error::custom)
-}
-
-fn balance<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Balance>, D::Error> {
-    checked(d, |s: String| match s.as_str() {
-        "round-robin" => Ok(Balance::RoundRobin),
-        "least-outstanding" => Ok(Balance::LeastOutstanding),
-        _ => Err(format!("{s:?}: expected round-robin or least-outstanding")),
     })
 }
 

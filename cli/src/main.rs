@@ -17,6 +17,7 @@ mod restart;
 mod signals;
 mod stack;
 mod telemetry;
+mod values;
 
 use std::io::Write;
 use std::process::ExitCode;

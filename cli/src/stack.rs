@@ -1,10 +1,9 @@
 //! The stack `stackway serve` builds from its arguments: the mounts, the
 //! static exports and the layers around them, checked before anything binds.
 
-use stackway::{BoxApp, Request, response};
+use stackway::BoxApp;
 use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::proxy::ProxyStats;
-use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::{
     AccessLog, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders, SharedData,
     Timeout, TraceContext,
@@ -12,21 +11,6 @@ use stackway_middleware::{
 use stackway_wsgi::{Wsgi, WsgiStats};
 
 use crate::args::{Mount, ServeArgs, Static, Target};
-
-/// The built-in `routes` app: a Router showing parameters. `/users/{id}`
-/// greets `id` as `hello` greets a name; `/files/{*path}` echoes its path.
-pub(crate) fn routes() -> Router {
-    let user = |req: Request| async move {
-        let id = response::escape_html(req.param("id").unwrap_or_default());
-        response::html(format!("<h1>Hello, {id}!</h1>"))
-    };
-    let file = |req: Request| async move {
-        response::text(req.param("path").unwrap_or_default().to_owned())
-    };
-    Router::new()
-        .route("/users/{id}", get(user))
-        .route("/files/{*path}", get(file))
-}
 
 /// The stack the flags describe, outermost first: ProxyFix → RequestIds →
 /// AccessLog → Cors → SetHeaders → Compress → Timeout → SharedData →

@@ -1,0 +1,168 @@
+//! The values flags and config keys share, read one way: seconds, socket
+//! modes, URL paths, ProxyFix trust counts, addresses; and the serde
+//! deserializers that give the config file's keys the flags' parsers and
+//! messages.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use stackway_middleware::proxy::Balance;
+
+use crate::listen::{Bind, parse_bind};
+
+/// `for=1,proto=1,host=0,port=0,prefix=0`: trusted proxies per header, in
+/// that order; unnamed ones keep Werkzeug's defaults (1, 1, 0, 0, 0).
+pub(crate) fn parse_proxy_fix(value: &str) -> Result<[usize; 5], String> {
+    let mut trust = [1, 1, 0, 0, 0];
+    for pair in value.split(',').filter(|p| !p.is_empty()) {
+        let (name, count) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("expected NAME=COUNT, not {pair:?}"))?;
+        let at = ["for", "proto", "host", "port", "prefix"]
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| format!("unknown header {name:?} (for, proto, host, port, prefix)"))?;
+        trust[at] = count
+            .parse()
+            .map_err(|_| format!("{name}={count:?}: expected a number of proxies"))?;
+    }
+    Ok(trust)
+}
+
+pub(crate) fn parse_mode(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("expected permission bits in octal, as in 660, not {value:?}"))
+}
+
+pub(crate) fn parse_path(value: &str) -> Result<String, String> {
+    match value.starts_with('/') {
+        true => Ok(value.to_owned()),
+        false => Err(format!("expected a path, as in /healthz, not {value:?}")),
+    }
+}
+
+pub(crate) fn parse_secs(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("expected a positive number of seconds, not {value:?}"))
+}
+
+/// A value checked by one of the flags' own parsers, with its message.
+pub(crate) fn checked<'de, D: Deserializer<'de>, T, V: Deserialize<'de>>(
+    deserializer: D,
+    check: impl FnOnce(V) -> Result<T, String>,
+) -> Result<Option<T>, D::Error> {
+    check(V::deserialize(deserializer)?)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
+pub(crate) fn bind<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bind>, D::Error> {
+    checked(d, |s: String| parse_bind(&s))
+}
+
+pub(crate) fn required_bind<'de, D: Deserializer<'de>>(d: D) -> Result<Bind, D::Error> {
+    bind(d).map(Option::unwrap)
+}
+
+pub(crate) fn binds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Bind>>, D::Error> {
+    checked(d, |all: Vec<String>| {
+        all.iter().map(|s| parse_bind(s)).collect()
+    })
+}
+
+/// `"http://…"` or `["http://…", "http://…"]`.
+pub(crate) fn upstreams<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    checked(d, |value: toml::Value| match value {
+        toml::Value::String(one) => Ok(vec![one]),
+        toml::Value::Array(pool) => pool
+            .into_iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .filter(|pool| !pool.is_empty())
+            .ok_or_else(|| {
+                "expected a list of upstreams, as in [\"http://127.0.0.1:9000\"]".to_owned()
+            }),
+        _ => Err("expected an upstream or a list of them".to_owned()),
+    })
+}
+
+pub(crate) fn octal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    checked(d, |s: String| parse_mode(&s))
+}
+
+pub(crate) fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked(d, |s: String| parse_path(&s))
+}
+
+pub(crate) fn seconds(secs: f64) -> Result<Duration, String> {
+    parse_secs(&secs.to_string())
+}
+
+/// A positive number of seconds, whole or not.
+pub(crate) fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    checked(d, seconds)
+}
+
+pub(crate) fn required_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    secs(d).map(Option::unwrap)
+}
+
+pub(crate) fn header_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    checked(d, |n: usize| match n >= 8192 {
+        true => Ok(n),
+        false => Err(format!("at least 8192 bytes, not {n}")),
+    })
+}
+
+pub(crate) fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    checked(d, |n: usize| match n >= 1 {
+        true => Ok(n),
+        false => Err("at least 1".to_owned()),
+    })
+}
+
+pub(crate) fn level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<tracing::Level>, D::Error> {
+    checked(d, |s: String| {
+        s.parse()
+            .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
+    })
+}
+
+pub(crate) fn log_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked(d, |s: String| match s.as_str() {
+        "text" | "json" => Ok(s),
+        _ => Err(format!("{s:?}: expected text or json")),
+    })
+}
+
+/// `true` for Werkzeug's defaults, or the flag's `for=1,proto=1,…`.
+pub(crate) fn proxy_fix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[usize; 5]>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Trust {
+        On(bool),
+        Counts(String),
+    }
+    let trust = Trust::deserialize(d)?;
+    match trust {
+        Trust::On(false) => Ok(None),
+        Trust::On(true) => parse_proxy_fix("").map(Some),
+        Trust::Counts(counts) => parse_proxy_fix(&counts).map(Some),
+    }
+    .map_err(de::Error::custom)
+}
+
+pub(crate) fn balance<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Balance>, D::Error> {
+    checked(d, |s: String| match s.as_str() {
+        "round-robin" => Ok(Balance::RoundRobin),
+        "least-outstanding" => Ok(Balance::LeastOutstanding),
+        _ => Err(format!("{s:?}: expected round-robin or least-outstanding")),
+    })
+}
