@@ -1,6 +1,6 @@
 //! The callable interface: apps, middleware, stacks.
 
-mod support;
+use stackway_test_support as support;
 
 use http::StatusCode;
 use stackway::testing::Client;

@@ -3,7 +3,7 @@
 //! This file is its own test binary, so the process's peak RSS (VmHWM) speaks of
 //! these tests alone.
 
-mod support;
+use stackway_test_support as support;
 
 use std::io::Write;
 

@@ -1,6 +1,6 @@
 //! The environ: SCRIPT_NAME, PATH_INFO and the CGI view, as apps see them.
 
-mod support;
+use stackway_test_support as support;
 
 use std::net::SocketAddr;
 

@@ -1,7 +1,7 @@
 //! The request and response helpers: query, JSON, form and multipart bodies,
 //! cookies, redirects, server-sent events, state, and handlers using `?`.
 
-mod support;
+use stackway_test_support as support;
 
 use stackway_middleware::Lint;
 use std::time::Duration;

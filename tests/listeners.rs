@@ -1,7 +1,7 @@
 //! Listeners: unix sockets, the PROXY protocol, TLS (ALPN, reloads, the
 //! handshake timeout), and draining with a health check, over real sockets.
 
-mod support;
+use stackway_test_support as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! that changes them; the client gets the file's exact bytes every way, and
 //! a file cut short while it is sent ends the response, never completes it.
 
-mod support;
+use stackway_test_support as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! The server over real sockets: keep-alive, pipelining, h2c, limits, timeouts,
 //! panics and graceful shutdown.
 
-mod support;
+use stackway_test_support as support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! response or stop sending a body are closed after the send and body
 //! timeouts, while slow clients that keep going are served.
 
-mod support;
+use stackway_test_support as support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,11 +1,9 @@
 //! `stackway serve --config`: the example file served for real (every
 //! listener, mount and export it names), flags over keys, and bad files.
 
-#[path = "../../tests/support/http.rs"]
-mod http;
+use stackway_test_support::http;
 mod support;
-#[path = "../../tests/support/tls.rs"]
-mod tls;
+use stackway_test_support::tls;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -36,7 +34,7 @@ fn addr(url: &str) -> std::net::SocketAddr {
 
 #[test]
 fn the_example_file_serves_every_listener_mount_and_export() {
-    if !support::external::command("curl", "Debian's curl") {
+    if !stackway_test_support::external::command("curl", "Debian's curl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -2,11 +2,9 @@
 //! systemd, readiness notifications, restarts on SIGUSR2 that drop nothing,
 //! TLS reloaded on SIGHUP, the PROXY protocol, and draining on SIGTERM.
 
-#[path = "../../tests/support/http.rs"]
-mod http;
+use stackway_test_support::http;
 mod support;
-#[path = "../../tests/support/tls.rs"]
-mod tls;
+use stackway_test_support::tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -346,7 +344,7 @@ fn curl(ca: &Path, url: &str, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn tls_over_curl_with_a_sighup_reload_during_a_download() {
-    if !support::external::command("curl", "Debian's curl") {
+    if !stackway_test_support::external::command("curl", "Debian's curl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,7 @@
 //! The `stackway` binary, started on port 0 and spoken to over real sockets.
 
-#[path = "../../tests/support/external.rs"]
-mod external;
-#[path = "../../tests/support/http.rs"]
-mod http;
+use stackway_test_support::external;
+use stackway_test_support::http;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

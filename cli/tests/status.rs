@@ -3,8 +3,7 @@
 //! DOM says the tables and sparklines rendered and updated. A screenshot is
 //! saved as a test artifact (`target/tmp/status.png`).
 
-#[path = "../../tests/support/http.rs"]
-mod http;
+use stackway_test_support::http;
 mod support;
 
 use std::process::Command;
@@ -17,7 +16,7 @@ use support::{Server, stackway};
 
 fn chromium() -> Option<&'static str> {
     let paths = ["/usr/bin/chromium", "/usr/bin/chromium-browser"];
-    support::external::file(&paths, "Debian's chromium")
+    stackway_test_support::external::file(&paths, "Debian's chromium")
 }
 
 /// Chromium, headless, with the flags that keep it off the network.

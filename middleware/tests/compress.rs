@@ -1,8 +1,7 @@
 //! Compress: every coding decodes back to the body, the negotiation, each
 //! rule for leaving a response alone, and chunks that stream as they come.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,8 +4,7 @@
 //! This file is its own test binary, so the process's peak RSS (VmHWM) speaks
 //! of this test alone.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use bytes::Bytes;
 use stackway::testing::Client;

@@ -1,7 +1,6 @@
 //! The Dispatcher: which app answers, and what SCRIPT_NAME and PATH_INFO it sees.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use http::StatusCode;
 use stackway::testing::Client;

@@ -1,7 +1,6 @@
 //! The everyday layers: Timeout, RequestIds, SetHeaders (all under Lint).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

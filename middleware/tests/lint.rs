@@ -1,8 +1,7 @@
 //! Lint: each finding fires for an app (or a middleware) that breaks its rule,
 //! and a well-behaved stack passes clean.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use std::future::IntoFuture;
 use std::panic::AssertUnwindSafe;

@@ -2,8 +2,7 @@
 //! a scrape parsed as Prometheus parses it, with exact counts, buckets and
 //! labels; a flood of hostile paths adds no label value.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use std::collections::BTreeSet;
 

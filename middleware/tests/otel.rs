@@ -3,8 +3,7 @@
 //! OTLP/HTTP protobuf, decoded here as a collector decodes it; the span's
 //! parent is the caller's, and its id is the parent the upstream was sent.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use std::sync::{Arc, Mutex};
 

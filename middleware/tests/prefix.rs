@@ -2,8 +2,7 @@
 //! grammar: the same prefixes are accepted and refused with the same
 //! sentence, and match the same requests with the same answers.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use stackway::testing::Client;
 use stackway::{Request, RequestExt, response};

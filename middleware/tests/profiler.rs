@@ -1,8 +1,7 @@
 //! The Profiler's `Server-Timing`: its grammar, and the entries inner
 //! middleware add (SharedData's `fs`, the proxy's `upstream`).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use stackway::testing::Client;
 use stackway::{Request, response};

@@ -1,8 +1,7 @@
 //! The proxy over real sockets: real upstream servers on loopback (stackway's
 //! own, and raw sockets for misbehaving ones), a real client in front.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

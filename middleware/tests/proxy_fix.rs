@@ -3,8 +3,7 @@
 //! redirect it builds, for each trust setting and header combination; then
 //! Werkzeug's own ProxyFix, run beside ours on the same requests.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use std::net::SocketAddr;
 use std::process::Command;

@@ -1,8 +1,7 @@
 //! The Router through the in-process client (and once over a socket):
 //! parameters, methods, mounting, conflicts, slash redirects.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use stackway::testing::Client;
 use stackway::{Request, RequestExt, response};

@@ -13,8 +13,7 @@
 //!     link-in -> hello.txt  link-out -> ../secret.txt  dir-out -> ..
 //! ```
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use stackway_middleware::Lint;
 use std::path::{Path, PathBuf};

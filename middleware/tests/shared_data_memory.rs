@@ -3,8 +3,7 @@
 //! This file is its own test binary, so the process's peak RSS (VmHWM) speaks of
 //! this test alone.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use stackway::testing::Client;
 use stackway_middleware::SharedData;

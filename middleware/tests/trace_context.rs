@@ -1,8 +1,7 @@
 //! W3C Trace Context through the proxy mount: an upstream on a real socket
 //! sees the caller's trace with this server's span as its parent.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use stackway::testing::Client;
 use stackway::{Request, response};

@@ -2,8 +2,7 @@
 //! stackway stack nested in axum, tower-http's layers around stackway apps,
 //! failing services, and the URI at each crossing.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use std::io::Read;
 use std::sync::Arc;

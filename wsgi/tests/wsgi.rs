@@ -1,7 +1,6 @@
 //! Real Python WSGI apps (`tests/python/`) served over real sockets.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

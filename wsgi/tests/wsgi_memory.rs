@@ -5,8 +5,7 @@
 //! This file is its own test binary, so the process's peak RSS (VmHWM) speaks
 //! of this test alone; the server, the interpreter and the client all run in it.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use stackway_test_support as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

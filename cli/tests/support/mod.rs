@@ -2,9 +2,6 @@
 //! listens, signalling it, and waiting for it to exit.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-#[path = "../../../tests/support/external.rs"]
-pub mod external;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -5,7 +5,6 @@
 //! harness's capture, so that `cargo test` shows it even for a test that
 //! passes. Under CI (`CI=true`) a missing tool fails the test instead:
 //! `.ci/run` installs everything, so nothing is skipped silently there.
-#![allow(dead_code, unreachable_pub)]
 
 use std::io::Write;
 use std::path::Path;

@@ -1,5 +1,4 @@
 //! Self-signed certificates for the TLS tests.
-#![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::path::{Path, PathBuf};
 

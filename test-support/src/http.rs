@@ -1,6 +1,5 @@
 //! A blocking HTTP/1.1 client over a raw `TcpStream`, for tests that must see
 //! exactly what goes over the wire.
-#![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,5 +1,8 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+//! What the workspace's integration tests share (every crate's `tests/`
+//! uses it as `support`): a server on a free port, a raw HTTP/1.1 client,
+//! self-signed certificates, and the tools from outside Rust some tests need.
+// Test scaffolding: its items explain themselves where used.
+#![allow(missing_docs, missing_debug_implementations)]
 
 pub mod external;
 pub mod http;
