@@ -155,22 +155,33 @@ fn mounts_proxy_to_upstreams_one_or_a_pool() {
     assert_eq!(conn.get("/down/x").status, 502);
 }
 
-#[test]
-fn mounts_python_wsgi_apps() {
+/// `stackway serve ARGS` with the test Python apps on its path, when the
+/// system's Python has Flask (else the test is skipped, saying so).
+fn with_flask(args: &[&str]) -> Option<Stackway> {
     if !external::python_modules(&["flask"], "Debian's python3-flask") {
-        return;
+        return None;
     }
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
-    let server = Stackway::serve(&[
-        "--pythonpath",
-        python,
+    let args: Vec<&str> = ["--pythonpath", python]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    Some(Stackway::serve(&args))
+}
+
+#[test]
+fn mounts_python_wsgi_apps() {
+    let Some(server) = with_flask(&[
         "--mount",
         "/=wsgi:wsgi_apps:hello",
         "--mount",
         "/app=wsgi:flask_app:app",
         "--wsgi-threads",
         "2",
-    ]);
+    ]) else {
+        return;
+    };
     let mut conn = Conn::open(server.addr);
     assert_eq!(conn.get("/you").text(), "Hello, you!");
     assert_eq!(conn.get("/app/").text(), "index links to /app/hello/x");
@@ -178,18 +189,14 @@ fn mounts_python_wsgi_apps() {
 
 #[test]
 fn a_flask_app_behind_proxy_fix_builds_external_urls_for_the_forwarded_host() {
-    if !external::python_modules(&["flask"], "Debian's python3-flask") {
-        return;
-    }
-    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
-    let server = Stackway::serve(&[
-        "--pythonpath",
-        python,
+    let Some(server) = with_flask(&[
         "--mount",
         "/app=wsgi:flask_app:app",
         "--proxy-fix",
         "for=1,proto=1,host=1",
-    ]);
+    ]) else {
+        return;
+    };
     let mut conn = Conn::open(server.addr);
     let forwarded = "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example\r\n";
     let mut get = |path: &str| {
