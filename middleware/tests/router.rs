@@ -321,6 +321,12 @@ fn merged_routers_answer_as_one() {
         err.to_string().contains("both routers have a fallback"),
         "{err}"
     );
+    // A layered 404 is no fallback: the other router's fallback is taken.
+    let pass = stackway::from_fn(|req: Request, next: stackway::Next| next.run(req));
+    let client = Client::new(Router::new().layer(pass).merge(fallback()));
+    run(async {
+        client.get("/x").await.assert_text("f [] |/x");
+    });
 }
 
 #[test]

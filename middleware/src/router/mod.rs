@@ -85,6 +85,9 @@ pub struct Router {
     /// Each pattern as given, to merge methods into one route.
     patterns: HashMap<String, usize>,
     fallback: Option<BoxApp>,
+    /// The 404 when there is no fallback, once a [`layer`](Router::layer)
+    /// wraps it (it is no fallback: merging keeps the other's).
+    not_found: Option<BoxApp>,
     redirect_slash: bool,
 }
 
@@ -130,6 +133,7 @@ impl Router {
             targets: Vec::new(),
             patterns: HashMap::new(),
             fallback: None,
+            not_found: None,
             redirect_slash: false,
         }
     }
@@ -299,10 +303,13 @@ impl Router {
     where
         L: Layer<BoxApp> + Clone,
     {
-        let fallback = self.fallback.take().unwrap_or_else(|| {
-            BoxApp::new(|_req: Request| async { response::status(StatusCode::NOT_FOUND) })
-        });
-        self.fallback = Some(BoxApp::new(layer.clone().layer(fallback)));
+        let last = match &mut self.fallback {
+            Some(fallback) => fallback,
+            None => self.not_found.get_or_insert_with(|| {
+                BoxApp::new(|_req: Request| async { response::status(StatusCode::NOT_FOUND) })
+            }),
+        };
+        *last = BoxApp::new(layer.clone().layer(last.clone()));
         self.route_layer(layer)
     }
 
@@ -449,7 +456,7 @@ impl Router {
                 return redirect;
             }
         }
-        match &self.fallback {
+        match self.fallback.as_ref().or(self.not_found.as_ref()) {
             Some(app) => app.call(req).await,
             None => response::status(StatusCode::NOT_FOUND),
         }
