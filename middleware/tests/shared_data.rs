@@ -316,76 +316,58 @@ fn conditional_requests_follow_rfc_9110_precedence() {
             .assert_header("last-modified", &modified)
             .assert_no_header("content-length");
         assert!(not_modified.body().is_empty());
-        client
-            .get(path)
-            .header("if-none-match", "*")
-            .await
-            .assert_status(304);
-        client
-            .get(path)
-            .header("if-none-match", &format!("\"x\", W/{etag}"))
-            .await
-            .assert_status(304);
-        client
-            .head(path)
-            .header("if-none-match", &etag)
-            .await
-            .assert_status(304);
-        client
-            .get(path)
-            .header("if-none-match", "\"other\"")
-            .await
-            .assert_status(200);
-        client
-            .get(path)
-            .header("if-modified-since", &modified)
-            .await
-            .assert_status(304);
-        client
-            .get(path)
-            .header("if-modified-since", &past)
-            .await
-            .assert_status(200);
-        // If-None-Match wins over If-Modified-Since.
-        let both = client
-            .get(path)
-            .header("if-none-match", "\"other\"")
-            .header("if-modified-since", &modified);
-        both.await.assert_status(200).assert_text("Hello, file!\n");
+        let failed = client.get(path).header("if-match", "\"other\"").await;
+        failed.assert_status(412).assert_header("etag", &etag);
 
-        client
-            .get(path)
-            .header("if-match", &etag)
-            .await
-            .assert_status(200);
-        client
-            .get(path)
-            .header("if-match", "\"other\"")
-            .await
-            .assert_status(412)
-            .assert_header("etag", &etag);
-        client
-            .get(path)
-            .header("if-match", &format!("W/{etag}"))
-            .await
-            .assert_status(412);
-        client
-            .get(path)
-            .header("if-unmodified-since", &past)
-            .await
-            .assert_status(412);
-        client
-            .get(path)
-            .header("if-unmodified-since", &modified)
-            .await
-            .assert_status(200);
-        // If-Match is checked before If-None-Match.
-        let res = client
-            .get(path)
-            .header("if-match", "\"other\"")
-            .header("if-none-match", &etag)
-            .await;
-        res.assert_status(412);
+        let (etag, modified, past) = (etag.as_str(), modified.as_str(), past.as_str());
+        let (weak, listed) = (format!("W/{etag}"), format!("\"x\", W/{etag}"));
+        // (method, conditions, status), in RFC 9110 §13.2.2's order of evaluation.
+        let cases: &[(&str, &[(&str, &str)], u16)] = &[
+            // If-None-Match compares weakly, and answers GET and HEAD with 304.
+            ("GET", &[("if-none-match", etag)], 304),
+            ("GET", &[("if-none-match", "*")], 304),
+            ("GET", &[("if-none-match", &listed)], 304),
+            ("HEAD", &[("if-none-match", etag)], 304),
+            ("GET", &[("if-none-match", "\"other\"")], 200),
+            ("GET", &[("if-modified-since", modified)], 304),
+            ("GET", &[("if-modified-since", past)], 200),
+            // If-None-Match wins over If-Modified-Since.
+            (
+                "GET",
+                &[
+                    ("if-none-match", "\"other\""),
+                    ("if-modified-since", modified),
+                ],
+                200,
+            ),
+            // If-Match compares strongly.
+            ("GET", &[("if-match", etag)], 200),
+            ("GET", &[("if-match", "\"other\"")], 412),
+            ("GET", &[("if-match", &weak)], 412),
+            ("GET", &[("if-unmodified-since", past)], 412),
+            ("GET", &[("if-unmodified-since", modified)], 200),
+            // If-Match is checked before If-None-Match.
+            (
+                "GET",
+                &[("if-match", "\"other\""), ("if-none-match", etag)],
+                412,
+            ),
+        ];
+        for &(method, conditions, status) in cases {
+            let mut req = match method {
+                "HEAD" => client.head(path),
+                _ => client.get(path),
+            };
+            for (name, value) in conditions {
+                req = req.header(name, value);
+            }
+            let res = req.await;
+            assert_eq!(res.status().as_u16(), status, "{method} {conditions:?}");
+            if status == 200 && method == "GET" {
+                res.assert_text("Hello, file!\n");
+            }
+        }
+        let etag = etag.to_owned();
         // Rewriting the file changes the validators (seen at once without the memory cache).
         let client = tree.client_with(Export::dir(tree.public()).memory_cache(None));
         client
@@ -1045,35 +1027,34 @@ fn exports_are_checked_when_the_stack_is_built() {
         missing.contains("nope") && missing.contains("No such file"),
         "{missing}"
     );
-    assert!(
-        error("/static", Export::path(""))
-            .unwrap()
-            .contains("empty")
-    );
-    assert!(
-        error("/static", Export::dir(public.join("hello.txt")))
-            .unwrap()
-            .contains("not a directory")
-    );
-    assert!(
-        error("/static", Export::file(public.join("sub")))
-            .unwrap()
-            .contains("not a file")
-    );
-    assert!(
-        error("static", Export::dir(&public))
-            .unwrap()
-            .contains("a prefix starts with /")
-    );
-    assert!(error("/a/../b", Export::dir(&public)).is_some());
-    assert!(
-        error("/s", Export::dir(&public).spa_fallback("missing.html"))
-            .unwrap()
-            .contains("missing.html")
-    );
-    assert!(error("/s", Export::dir(&public).spa_fallback("../secret.txt")).is_some());
-    assert!(error("/s", Export::dir(&public).cache_control("bad\nvalue")).is_some());
-    assert!(error("/s", Export::embedded(Embedded::new().file("../x", b""))).is_some());
+    // (prefix, export, what the refusal says; "" for any refusal)
+    let refused: Vec<(&str, Export, &str)> = vec![
+        ("/static", Export::path(""), "empty"),
+        (
+            "/static",
+            Export::dir(public.join("hello.txt")),
+            "not a directory",
+        ),
+        ("/static", Export::file(public.join("sub")), "not a file"),
+        ("static", Export::dir(&public), "a prefix starts with /"),
+        ("/a/../b", Export::dir(&public), ""),
+        (
+            "/s",
+            Export::dir(&public).spa_fallback("missing.html"),
+            "missing.html",
+        ),
+        ("/s", Export::dir(&public).spa_fallback("../secret.txt"), ""),
+        ("/s", Export::dir(&public).cache_control("bad\nvalue"), ""),
+        (
+            "/s",
+            Export::embedded(Embedded::new().file("../x", b"")),
+            "",
+        ),
+    ];
+    for (prefix, export, says) in refused {
+        let refusal = error(prefix, export).unwrap_or_else(|| panic!("{prefix} was accepted"));
+        assert!(refusal.contains(says), "{prefix}: {refusal}");
+    }
     let twice = SharedData::new(app)
         .export("/s", &*public)
         .try_export("/s/", &*public);
