@@ -322,7 +322,8 @@ fn conditional_requests_follow_rfc_9110_precedence() {
         let (etag, modified, past) = (etag.as_str(), modified.as_str(), past.as_str());
         let (weak, listed) = (format!("W/{etag}"), format!("\"x\", W/{etag}"));
         // (method, conditions, status), in RFC 9110 §13.2.2's order of evaluation.
-        let cases: &[(&str, &[(&str, &str)], u16)] = &[
+        type Conditions<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(&str, Conditions<'_>, u16)] = &[
             // If-None-Match compares weakly, and answers GET and HEAD with 304.
             ("GET", &[("if-none-match", etag)], 304),
             ("GET", &[("if-none-match", "*")], 304),
