@@ -104,8 +104,8 @@ fn profiler(c: &mut Criterion) {
 }
 
 /// The Metrics middleware's cost: a Dispatcher with one mount, without and
-/// inside `Metrics` (counters, the latency histogram, the tag the Dispatcher
-/// fills, bytes from the bodies' exact sizes).
+/// inside `Metrics` (counters, the latency histogram, the mount the Dispatcher
+/// notes, bytes from the bodies' exact sizes).
 ///
 /// The requests carry the connection's extension, as the server's do.
 fn metrics(c: &mut Criterion) {
