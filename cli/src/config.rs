@@ -24,77 +24,113 @@ use crate::values::{
     required_bind, secs, upstreams,
 };
 
-/// The file, as written: every key is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default, deserialize_with = "binds")]
-    bind: Option<Vec<Bind>>,
-    #[serde(default, deserialize_with = "octal")]
-    socket_mode: Option<u32>,
-    reuse_port: Option<bool>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    proxy_protocol: Option<bool>,
-    #[serde(default)]
-    listen: Vec<Spanned<Listen>>,
+/// Declares the file's struct and how its flag keys reach the arguments.
+///
+/// `flags` are the keys that are flags of `stackway serve` by the same name,
+/// each said once here with the flag's parser (`deserialize_with`); `plain`
+/// flags have a default, `optional` ones are an `Option`. The test
+/// `the_flags_the_keys_and_the_example_file_agree` holds this list, the
+/// flags and `stackway.example.toml` to each other.
+macro_rules! config_file {
+    (
+        other { $( $(#[$oattr:meta])* $oname:ident: $oty:ty, )* }
+        flags { $( $(#[$attr:meta])* $kind:ident $name:ident: $ty:ty, )* }
+    ) => {
+        /// The file, as written: every key is optional.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            $( $(#[$oattr])* $oname: $oty, )*
+            $( $(#[$attr])* $name: Option<$ty>, )*
+        }
 
-    workers: Option<u16>,
-    #[serde(default, deserialize_with = "path")]
-    health: Option<String>,
-    #[serde(default, deserialize_with = "secs")]
-    drain_delay: Option<Duration>,
-    #[serde(default, deserialize_with = "secs")]
-    grace_period: Option<Duration>,
-    #[serde(default, deserialize_with = "secs")]
-    header_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "secs")]
-    idle_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "secs")]
-    send_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "secs")]
-    body_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "secs")]
-    handshake_timeout: Option<Duration>,
-    max_body_size: Option<u64>,
-    #[serde(default, deserialize_with = "header_size")]
-    max_header_size: Option<usize>,
-    #[serde(default, deserialize_with = "at_least_one")]
-    max_connections: Option<usize>,
+        impl File {
+            /// Moves each flag key given into `args`, unless the flag itself
+            /// was given on the command line: a flag given replaces the key,
+            /// a key given replaces the flag's default.
+            fn apply_flags(&mut self, args: &mut ServeArgs, given: impl Fn(&str) -> bool) {
+                $(
+                    if let Some(value) = self.$name.take() {
+                        if !given(stringify!($name)) {
+                            config_file!(@set $kind args.$name, value);
+                        }
+                    }
+                )*
+            }
+        }
+    };
+    (@set plain $target:expr, $value:expr) => { $target = $value };
+    (@set optional $target:expr, $value:expr) => { $target = Some($value) };
+}
 
-    #[serde(default, deserialize_with = "level")]
-    log_level: Option<tracing::Level>,
-    #[serde(default, deserialize_with = "log_format")]
-    log_format: Option<String>,
-    access_log: Option<bool>,
-    #[serde(default, deserialize_with = "path")]
-    metrics: Option<String>,
-    #[serde(default, deserialize_with = "path")]
-    status: Option<String>,
-    #[serde(default, deserialize_with = "bind")]
-    admin_bind: Option<Bind>,
-    #[serde(default, deserialize_with = "proxy_fix")]
-    proxy_fix: Option<[usize; 5]>,
-    request_id: Option<bool>,
-    trace_context: Option<bool>,
-    otlp_endpoint: Option<String>,
-    cors: Option<Vec<String>>,
-    secure_headers: Option<bool>,
-    compress: Option<bool>,
-    #[serde(default, deserialize_with = "secs")]
-    timeout: Option<Duration>,
-
-    pythonpath: Option<Vec<PathBuf>>,
-    wsgi_threads: Option<u16>,
-    #[serde(default, deserialize_with = "secs")]
-    proxy_connect_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "secs")]
-    proxy_read_timeout: Option<Duration>,
-
-    #[serde(default)]
-    mount: Vec<Spanned<MountTable>>,
-    #[serde(default, rename = "static")]
-    statics: Vec<Spanned<StaticTable>>,
+config_file! {
+    other {
+        #[serde(default, deserialize_with = "binds")]
+        bind: Option<Vec<Bind>>,
+        #[serde(default)]
+        listen: Vec<Spanned<Listen>>,
+        pythonpath: Option<Vec<PathBuf>>,
+        #[serde(default)]
+        mount: Vec<Spanned<MountTable>>,
+        #[serde(default, rename = "static")]
+        statics: Vec<Spanned<StaticTable>>,
+    }
+    flags {
+        #[serde(default, deserialize_with = "octal")]
+        optional socket_mode: u32,
+        plain reuse_port: bool,
+        optional tls_cert: PathBuf,
+        optional tls_key: PathBuf,
+        plain proxy_protocol: bool,
+        optional workers: u16,
+        #[serde(default, deserialize_with = "path")]
+        optional health: String,
+        #[serde(default, deserialize_with = "secs")]
+        optional drain_delay: Duration,
+        #[serde(default, deserialize_with = "secs")]
+        plain grace_period: Duration,
+        #[serde(default, deserialize_with = "secs")]
+        plain header_timeout: Duration,
+        #[serde(default, deserialize_with = "secs")]
+        plain idle_timeout: Duration,
+        #[serde(default, deserialize_with = "secs")]
+        plain send_timeout: Duration,
+        #[serde(default, deserialize_with = "secs")]
+        plain body_timeout: Duration,
+        #[serde(default, deserialize_with = "secs")]
+        plain handshake_timeout: Duration,
+        plain max_body_size: u64,
+        #[serde(default, deserialize_with = "header_size")]
+        plain max_header_size: usize,
+        #[serde(default, deserialize_with = "at_least_one")]
+        plain max_connections: usize,
+        #[serde(default, deserialize_with = "level")]
+        plain log_level: tracing::Level,
+        #[serde(default, deserialize_with = "log_format")]
+        plain log_format: String,
+        plain access_log: bool,
+        #[serde(default, deserialize_with = "path")]
+        optional metrics: String,
+        #[serde(default, deserialize_with = "path")]
+        optional status: String,
+        #[serde(default, deserialize_with = "bind")]
+        optional admin_bind: Bind,
+        #[serde(default, deserialize_with = "proxy_fix")]
+        optional proxy_fix: [usize; 5],
+        plain request_id: bool,
+        plain trace_context: bool,
+        optional otlp_endpoint: String,
+        plain cors: Vec<String>,
+        plain secure_headers: bool,
+        plain compress: bool,
+        #[serde(default, deserialize_with = "secs")]
+        optional timeout: Duration,
+        plain wsgi_threads: u16,
+        #[serde(default, deserialize_with = "secs")]
+        plain proxy_connect_timeout: Duration,
+        #[serde(default, deserialize_with = "secs")]
+        plain proxy_read_timeout: Duration,
+    }
 }
 
 /// `[[listen]]`: one listener with its own options.
@@ -159,23 +195,9 @@ enum Index {
 pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> Result<(), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
-    let file = parse(&text).map_err(|e| e.at(path, &text))?;
+    let mut file = parse(&text).map_err(|e| e.at(path, &text))?;
     let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-    // A flag given replaces the key; a key given replaces the flag's default.
-    macro_rules! keys {
-        (plain: $($plain:ident)*; optional: $($optional:ident)*) => {
-            $(if let Some(value) = file.$plain { if !given(stringify!($plain)) { args.$plain = value; } })*
-            $(if let Some(value) = file.$optional { if !given(stringify!($optional)) { args.$optional = Some(value); } })*
-        };
-    }
-    keys!(
-        plain: reuse_port proxy_protocol grace_period header_timeout idle_timeout send_timeout
-            body_timeout handshake_timeout max_body_size max_header_size max_connections log_level
-            log_format access_log request_id trace_context cors secure_headers compress wsgi_threads
-            proxy_connect_timeout proxy_read_timeout;
-        optional: socket_mode tls_cert tls_key workers health drain_delay proxy_fix timeout metrics status admin_bind
-            otlp_endpoint
-    );
+    file.apply_flags(args, given);
     if let Some(dirs) = file.pythonpath {
         if !given("python_path") {
             args.python_path = dirs;
