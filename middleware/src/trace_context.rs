@@ -161,10 +161,10 @@ impl<A: App> App for TraceContext<A> {
     }
 }
 
-#[cfg(feature = "otel")]
 /// Makes `span` the OpenTelemetry span of `trace`'s request, when the
 /// subscriber has the layer: the caller's span is its remote parent, and
 /// the ids the span was given become the trace's.
+#[cfg(feature = "otel")]
 fn adopt(span: &tracing::Span, trace: &mut Trace) {
     use opentelemetry::trace::{
         SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,

@@ -302,9 +302,9 @@ impl<'a> Environ<'a> {
         }
     }
 
-    /// The URL of the app the request reached: scheme, host (with its port, as
-    /// the client sent it) and SCRIPT_NAME, or `/` at the root, as wsgiref's
-    /// `application_uri`. Percent-encoding is kept as it came.
+    /// The URL of the app the request reached: scheme, host (with its port
+    /// unless it is the scheme's default) and SCRIPT_NAME, or `/` at the root,
+    /// as wsgiref's `application_uri`. Percent-encoding is kept as it came.
     ///
     /// ```text
     /// GET /api/users?x=1, Host: example.com:8080, mounted at /api
