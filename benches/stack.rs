@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
-use stackway::{App, Body, Builder, Next, Request, RequestExt, Response, from_fn};
+use stackway::{App, Body, Builder, IntoResponse, Next, Request, RequestExt, Response, from_fn};
 use stackway_middleware::SharedData;
 
 async fn ok(_req: Request) -> Response {
@@ -78,11 +78,7 @@ fn hello(c: &mut Criterion) {
 /// `Response`, returned as `Result<(StatusCode, &str), Rejection>`, and as
 /// `Json` of a short string.
 fn into_response(c: &mut Criterion) {
-    let response = |_req: Request| async {
-        let mut res = stackway::response::text("created");
-        *res.status_mut() = http::StatusCode::CREATED;
-        res
-    };
+    let response = |_req: Request| async { (http::StatusCode::CREATED, "created").into_response() };
     let result = |_req: Request| async {
         Ok::<_, stackway::Rejection>((http::StatusCode::CREATED, "created"))
     };

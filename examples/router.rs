@@ -10,27 +10,28 @@
 //!   Router: /users/{id} (GET, PUT), /files/{*path} (GET), /admin/... → demo
 //! ```
 
-use stackway::{Request, RequestExt, response};
+use stackway::http::StatusCode;
+use stackway::{Request, RequestExt};
 use stackway_middleware::Dispatcher;
 use stackway_middleware::router::{RouteParams, Router, get};
 
-async fn show_user(req: Request) -> stackway::Response {
+async fn show_user(req: Request) -> String {
     let id = req.param("id").unwrap_or_default();
     // SCRIPT_NAME says where the Router is mounted: links stay right under any prefix.
     let base = req.environ().script_name().to_owned();
-    response::text(format!("user {id}; edit with PUT {base}/users/{id}\n"))
+    format!("user {id}; edit with PUT {base}/users/{id}\n")
 }
 
-async fn update_user(req: Request) -> stackway::Response {
+async fn update_user(req: Request) -> Result<String, StatusCode> {
     let id = req.param("id").unwrap_or_default().to_owned();
     match req.into_body().collect(64 * 1024).await {
-        Ok(body) => response::text(format!("user {id} updated with {} bytes\n", body.len())),
-        Err(_) => response::status(http::StatusCode::PAYLOAD_TOO_LARGE),
+        Ok(body) => Ok(format!("user {id} updated with {} bytes\n", body.len())),
+        Err(_) => Err(StatusCode::PAYLOAD_TOO_LARGE),
     }
 }
 
-async fn file(req: Request) -> stackway::Response {
-    response::text(format!("file {}\n", req.param("path").unwrap_or_default()))
+async fn file(req: Request) -> String {
+    format!("file {}\n", req.param("path").unwrap_or_default())
 }
 
 fn main() -> stackway::Result<()> {

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use stackway::testing::Client;
-use stackway::{App, Builder, Request, Response, apps, from_fn, response};
+use stackway::{App, Builder, IntoResponse, Request, Response, apps, from_fn};
 
 /// Logs each request and how long the rest of the stack took.
 struct Timing<A>(A);
@@ -31,7 +31,7 @@ async fn main() {
         .wrap(Timing) // outermost: sees the request first, the response last
         .wrap(from_fn(|req: Request, next| async move {
             if req.uri().path().starts_with("/admin") {
-                return response::status(http::StatusCode::FORBIDDEN); // short-circuit
+                return http::StatusCode::FORBIDDEN.into_response(); // short-circuit
             }
             next.run(req).await
         }))

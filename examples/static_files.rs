@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use stackway::{Request, RequestExt, response};
+use stackway::{Request, RequestExt};
 use stackway_middleware::Dispatcher;
 use stackway_middleware::shared_data::{Export, SharedData};
 
@@ -22,9 +22,8 @@ const FAVICON: &[u8] = &[
     0, 0, 0, 0, 0, 0, 0, 0, 0,
 ];
 
-async fn api(req: Request) -> stackway::Response {
-    let env = req.environ();
-    response::text(format!("api: {}\n", env.path_info()))
+async fn api(req: Request) -> String {
+    format!("api: {}\n", req.environ().path_info())
 }
 
 fn main() -> stackway::Result<()> {

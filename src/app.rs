@@ -4,7 +4,8 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{App, Builder, Request, Response, from_fn, testing::Client};
+//! use stackway::http::StatusCode;
+//! use stackway::{App, Builder, IntoResponse, Request, Response, from_fn, testing::Client};
 //!
 //! /// A middleware: a struct that holds the app it wraps, and is itself an app.
 //! struct Server<A>(A);
@@ -22,7 +23,7 @@
 //!     .wrap(Server)
 //!     .wrap(from_fn(|req: Request, next| async move {
 //!         if req.uri().path() == "/secret" {
-//!             return stackway::response::status(http::StatusCode::FORBIDDEN);
+//!             return StatusCode::FORBIDDEN.into_response();
 //!         }
 //!         next.run(req).await
 //!     }))
@@ -72,14 +73,14 @@ pub type Response = http::Response<Body>;
 /// [`Response`] (or anything [`IntoResponse`](crate::IntoResponse)) are apps:
 ///
 /// ```
-/// use stackway::{Request, Response, response};
+/// use stackway::{Request, Response, IntoResponse};
 ///
 /// async fn index(_req: Request) -> Response {
-///     response::text("home")
+///     "home".into_response()
 /// }
 /// fn is_app(_: impl stackway::App) {}
 /// is_app(index);
-/// is_app(|req: Request| async move { response::text(req.uri().path().to_owned()) });
+/// is_app(|req: Request| async move { req.uri().path().to_owned() });
 /// ```
 ///
 /// A middleware is a struct that holds its inner app; see the
@@ -108,11 +109,11 @@ impl<A: App> DynApp for A {
 /// Cloning shares the app (an [`Arc`]). Each call costs one boxed future.
 ///
 /// ```
-/// use stackway::{BoxApp, Request, apps, response};
+/// use stackway::{BoxApp, Request, apps};
 ///
 /// let table: Vec<BoxApp> = vec![
 ///     BoxApp::new(apps::hello),
-///     BoxApp::new(|_req: Request| async { response::text("other") }),
+///     BoxApp::new(|_req: Request| async { "other" }),
 /// ];
 /// let shared = table[0].clone();
 /// # let _ = shared;

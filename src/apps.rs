@@ -23,8 +23,8 @@
 
 use std::fmt::Write;
 
-use crate::response::{escaped_len, html, json, push_escaped, text};
-use crate::{Extract, Request, RequestExt, Response};
+use crate::response::{escaped_len, push_escaped};
+use crate::{Extract, Html, IntoResponse, Json, Request, RequestExt, Response};
 
 /// Greets PATH_INFO: `<h1>Hello, NAME!</h1>`, where NAME is PATH_INFO decoded
 /// and without its leading `/`, or `web` when that is empty. NAME is
@@ -39,7 +39,7 @@ pub async fn hello(req: Request) -> Response {
     page.push_str(head);
     push_escaped(&mut page, name);
     page.push_str(tail);
-    for_head(&req, html(page))
+    for_head(&req, Html(page).into_response())
 }
 
 /// For `HEAD`, the head of the `GET` response: its length, no body.
@@ -67,11 +67,11 @@ pub async fn demo(req: Request) -> Response {
     }
     let options: Option<Options> = req.query().ok();
     if options.and_then(|o| o.format).as_deref() == Some("json") {
-        return json(&req.environ().cgi());
+        return Json(req.environ().cgi()).into_response();
     }
     let mut body = String::new();
     for (name, value) in req.environ().cgi() {
         let _ = writeln!(body, "{name}={value}");
     }
-    for_head(&req, text(body))
+    for_head(&req, body.into_response())
 }

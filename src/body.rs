@@ -3,12 +3,12 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Body, Request, response, testing::Client};
+//! use stackway::{Body, Request, testing::Client};
 //!
 //! // WSGI's iterable: the chunks are produced while the response is sent.
 //! let app = |_req: Request| async {
 //!     let chunks = (1..=3).map(|n| format!("chunk {n}\n"));
-//!     response::text(Body::from_chunks(chunks))
+//!     Body::from_chunks(chunks)
 //! };
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! Client::new(app).get("/").await.assert_text("chunk 1\nchunk 2\nchunk 3\n");

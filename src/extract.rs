@@ -34,8 +34,7 @@ use http::header::{CONTENT_TYPE, COOKIE};
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::into_response::IntoResponse;
-use crate::{App, Request, Response, response};
+use crate::{App, IntoResponse, Request, Response};
 
 /// The largest body [`Extract::json`] and [`Extract::form`] read, unless a
 /// [`ReadLimit`] says otherwise: 2 MiB.
@@ -46,12 +45,12 @@ pub const BODY_LIMIT: usize = 2 << 20;
 ///
 /// ```
 /// use stackway::extract::ReadLimit;
-/// use stackway::{Extract, Request, response, testing::Client, with_state};
+/// use stackway::{Extract, IntoResponse, Request, testing::Client, with_state};
 ///
 /// let app = |mut req: Request| async move {
 ///     match req.json::<serde_json::Value>().await {
-///         Ok(_) => response::text("read"),
-///         Err(rejection) => stackway::IntoResponse::into_response(rejection),
+///         Ok(_) => "read".into_response(),
+///         Err(rejection) => rejection.into_response(),
 ///     }
 /// };
 /// let app = with_state(app, ReadLimit(16)); // bytes
@@ -97,9 +96,7 @@ impl std::error::Error for Rejection {}
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        let mut res = response::text(format!("{}\n", self.why));
-        *res.status_mut() = self.status;
-        res
+        (self.status, format!("{}\n", self.why)).into_response()
     }
 }
 
@@ -263,7 +260,7 @@ impl<T> Clone for State<T> {
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use stackway::{Extract, Request, response, testing::Client, with_state};
+/// use stackway::{Extract, Request, testing::Client, with_state};
 ///
 /// struct Pool { hits: AtomicU64 } // stands for a database pool
 ///
@@ -271,7 +268,7 @@ impl<T> Clone for State<T> {
 ///     |req: Request| async move {
 ///         let pool = req.state::<Pool>().expect("given by with_state");
 ///         let n = pool.hits.fetch_add(1, Ordering::Relaxed) + 1;
-///         response::text(format!("request {n}"))
+///         format!("request {n}")
 ///     },
 ///     Pool { hits: AtomicU64::new(0) },
 /// );

@@ -2,11 +2,11 @@
 //! WSGI, so that they stack like decorators.
 //!
 //! ```
-//! use stackway::{App, Builder, Request, RequestExt, Response, from_fn, response, testing::Client};
+//! use stackway::{App, Builder, Request, RequestExt, Response, from_fn, testing::Client};
 //!
 //! // An app is an async function from a request to a response.
-//! async fn whoami(req: Request) -> Response {
-//!     response::text(format!("mounted at {:?}", req.environ().script_name()))
+//! async fn whoami(req: Request) -> String {
+//!     format!("mounted at {:?}", req.environ().script_name())
 //! }
 //!
 //! // A middleware is an app that holds another app.
@@ -54,7 +54,6 @@ mod body;
 pub mod environ;
 mod error;
 pub mod extract;
-pub mod into_response;
 pub mod notes;
 pub mod prelude;
 pub mod response;
@@ -68,7 +67,7 @@ pub use environ::{Connection, Environ, Forwarded, RequestExt};
 pub use error::{BoxError, Error, Result};
 pub use extract::{Extract, Rejection, WithState, with_state};
 pub use http;
-pub use into_response::{Html, IntoResponse, Json};
 #[cfg(feature = "multipart")]
 pub use multer;
+pub use response::{Html, IntoResponse, Json};
 pub use server::{Server, serve};

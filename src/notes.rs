@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use stackway::notes::{Mount, Notes};
-//! use stackway::{App, Request, Response, response, testing::Client};
+//! use stackway::{App, Request, Response, testing::Client};
 //!
 //! /// A mounting middleware: notes which mount answered.
 //! struct Tagged<A>(&'static Mount, A);
@@ -32,7 +32,7 @@
 //!     }
 //! }
 //!
-//! let app = Observer(Tagged(Mount::named("/api"), |_req| async { response::text("hi") }));
+//! let app = Observer(Tagged(Mount::named("/api"), |_req| async { "hi" }));
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! Client::new(app).get("/api/x").await.assert_header("x-mount", "/api");
 //! # });

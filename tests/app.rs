@@ -4,7 +4,7 @@ use stackway_test_support as support;
 
 use http::StatusCode;
 use stackway::testing::Client;
-use stackway::{App, Body, BoxApp, Builder, Request, Response, from_fn, response};
+use stackway::{App, Body, BoxApp, Builder, IntoResponse, Request, Response, from_fn};
 use support::{Trace, Traced, run, traced};
 
 #[test]
@@ -13,7 +13,7 @@ fn closure_is_an_app() {
         let greeting = String::from("hi");
         let app = move |req: Request| {
             let body = format!("{greeting} {}", req.uri().path());
-            async move { response::text(body) }
+            async move { body.into_response() }
         };
         Client::new(app)
             .get("/there")
@@ -24,7 +24,7 @@ fn closure_is_an_app() {
 }
 
 async fn async_fn_app(req: Request) -> Response {
-    response::text(req.method().to_string())
+    req.method().to_string().into_response()
 }
 
 #[test]
@@ -45,7 +45,7 @@ struct Counter {
 impl App for Counter {
     async fn call(&self, _req: Request) -> Response {
         let n = self.hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        response::text(n.to_string())
+        n.to_string().into_response()
     }
 }
 
@@ -70,7 +70,7 @@ fn builder_stacks_first_written_outermost() {
             .wrap(traced("c", &trace))
             .run(move |_req: Request| {
                 inner_trace.push("app");
-                async { response::text("ok") }
+                async { "ok".into_response() }
             });
         let res = Client::new(app).get("/").await;
         res.assert_status(200);
@@ -111,13 +111,13 @@ fn middleware_can_short_circuit() {
             .wrap(traced("outer", &trace))
             .wrap(from_fn(|req: Request, next| async move {
                 if !req.headers().contains_key("authorization") {
-                    return response::status(StatusCode::UNAUTHORIZED);
+                    return StatusCode::UNAUTHORIZED.into_response();
                 }
                 next.run(req).await
             }))
             .run(move |_req: Request| {
                 inner_trace.push("app");
-                async { response::text("secret") }
+                async { "secret".into_response() }
             });
         let client = Client::new(app);
         client
@@ -153,7 +153,7 @@ fn from_fn_changes_the_request_and_the_response() {
             }))
             .run(|req: Request| async move {
                 let id = req.headers()["x-request-id"].to_str().unwrap().to_owned();
-                response::text(id)
+                id.into_response()
             });
         Client::new(app)
             .get("/")
@@ -202,7 +202,7 @@ fn box_app_mixes_types_in_one_table_and_shares_state() {
         let counter = BoxApp::new(Counter { hits: 0.into() });
         let table = [
             BoxApp::new(stackway::apps::hello),
-            BoxApp::new(|_req: Request| async { response::text("closure") }),
+            BoxApp::new(|_req: Request| async { "closure".into_response() }),
             counter.clone(),
             BoxApp::new(counter.clone()),
         ];
@@ -220,7 +220,7 @@ fn request_body_reaches_the_app() {
     run(async {
         let app = |req: Request| async move {
             let body = req.into_body().collect(1024).await.unwrap();
-            response::text(Body::from(body))
+            Body::from(body).into_response()
         };
         Client::new(app)
             .put("/")

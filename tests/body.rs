@@ -10,7 +10,7 @@ use std::io::Write;
 use bytes::Bytes;
 use http_body::Body as _;
 use stackway::testing::Client;
-use stackway::{Body, Request, Response, response};
+use stackway::{Body, IntoResponse, Request, Response};
 use support::run;
 
 const CHUNK: usize = 64 * 1024;
@@ -164,7 +164,7 @@ fn collect_refuses_bodies_over_the_limit() {
 
 #[test]
 fn response_helpers_set_exact_lengths() {
-    let res = response::text("héllo");
+    let res = "héllo".into_response();
     assert_eq!(res.body().size_hint().exact(), Some(6));
     assert!(Body::empty().is_end_stream());
     assert_eq!(Body::from(()).size_hint().exact(), Some(0));

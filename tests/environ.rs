@@ -5,19 +5,20 @@ use stackway_test_support as support;
 use std::net::SocketAddr;
 
 use stackway::testing::Client;
-use stackway::{Builder, Request, RequestExt, from_fn, response};
+use stackway::{Builder, IntoResponse, Request, RequestExt, from_fn};
 use support::run;
 
 /// An app that shows its SCRIPT_NAME and PATH_INFO, raw and decoded.
 async fn show(req: Request) -> stackway::Response {
     let env = req.environ();
-    response::text(format!(
+    format!(
         "{}|{}|{}|{}",
         env.script_name(),
         env.path_info(),
         env.script_name_decoded(),
         env.path_info_decoded()
-    ))
+    )
+    .into_response()
 }
 
 /// `show`, mounted at `prefix` the way a dispatcher would mount it.
@@ -89,7 +90,7 @@ fn the_original_uri_is_never_rewritten() {
                 req.push_script_name(2);
                 next.run(req).await
             }))
-            .run(|req: Request| async move { response::text(req.uri().to_string()) });
+            .run(|req: Request| async move { req.uri().to_string().into_response() });
         Client::new(app)
             .get("/a/b%2Fc?q=1")
             .await
@@ -184,13 +185,14 @@ fn absolute_url_sets_scheme_and_host() {
     run(async {
         let app = |req: Request| async move {
             let env = req.environ();
-            response::text(format!(
+            format!(
                 "{} {} {} {}",
                 env.url_scheme(),
                 env.server_name(),
                 env.server_port(),
                 req.uri()
-            ))
+            )
+            .into_response()
         };
         Client::new(app)
             .get("https://Example.com/x?y")

@@ -11,7 +11,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use stackway::response::{self, Event};
 use stackway::testing::Client;
-use stackway::{Extract, Json, Rejection, Request, with_state};
+use stackway::{Extract, IntoResponse, Json, Rejection, Request, with_state};
 use stackway_middleware::Dispatcher;
 use support::http::Conn;
 use support::{Running, run, server};
@@ -185,7 +185,7 @@ fn cookies_in_and_out_with_their_attributes() {
             .iter()
             .map(|c| format!("{}={}", c.name(), c.value()))
             .collect();
-        let mut res = response::text(seen.join(","));
+        let mut res = seen.join(",").into_response();
         let session = Cookie::build(("session", "a b"))
             .http_only(true)
             .secure(true)
@@ -295,8 +295,8 @@ fn state_reaches_every_request() {
     let app = with_state(
         |req: Request| async move {
             match req.state::<Config>() {
-                Some(config) => response::text(config.greeting.clone()),
-                None => response::status(StatusCode::INTERNAL_SERVER_ERROR),
+                Some(config) => config.greeting.clone().into_response(),
+                None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             }
         },
         Config {

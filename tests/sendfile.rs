@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stackway::{Request, Response, response};
+use stackway::{IntoResponse, Request, Response};
 use stackway_middleware::{AccessLog, Compress, Metrics, SharedData};
 use support::http::Conn;
 use support::{Running, external, server};
@@ -31,7 +31,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 async fn app(_: Request) -> Response {
-    response::status(http::StatusCode::NOT_FOUND)
+    http::StatusCode::NOT_FOUND.into_response()
 }
 
 /// `curl` with `args`, its body on stdout.

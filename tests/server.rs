@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use stackway::{Request, RequestExt, response};
+use stackway::{IntoResponse, Request, RequestExt};
 use support::http::Conn;
 use support::{Running, external, server};
 use tokio::sync::Notify;
 
 /// Echoes the request's path and query.
 async fn echo_path(req: Request) -> stackway::Response {
-    response::text(req.uri().to_string())
+    req.uri().to_string().into_response()
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn a_panicking_app_gives_500_and_the_server_goes_on() {
         if req.uri().path() == "/panic" {
             panic!("deliberate panic for the test");
         }
-        response::text("alive")
+        "alive".into_response()
     };
     let running = Running::start(server(), app);
     let mut conn = Conn::open(running.addr);
@@ -150,12 +150,13 @@ fn a_panicking_app_gives_500_and_the_server_goes_on() {
 fn bodies_over_the_limit_get_413() {
     let app = |req: Request| async move {
         match req.into_body().collect(usize::MAX).await {
-            Ok(body) => response::text(format!("read {}", body.len())),
-            Err(e) => response::status(if e.is_too_large() {
+            Ok(body) => format!("read {}", body.len()).into_response(),
+            Err(e) => (if e.is_too_large() {
                 StatusCode::BAD_REQUEST
             } else {
                 StatusCode::INTERNAL_SERVER_ERROR
-            }),
+            })
+            .into_response(),
         }
     };
     let running = Running::start(server().max_body_size(Some(10)), app);
@@ -315,7 +316,7 @@ fn graceful_shutdown_finishes_the_request_in_flight() {
             async move {
                 arrived.notify_one();
                 release.notified().await;
-                response::text(format!("finished {}", req.environ().path_info()))
+                format!("finished {}", req.environ().path_info()).into_response()
             }
         }
     };
@@ -359,7 +360,7 @@ fn shutdown_drops_requests_still_running_after_the_grace_period() {
 fn which_worker(_req: Request) -> std::future::Ready<stackway::Response> {
     std::thread::sleep(Duration::from_millis(300));
     let name = std::thread::current().name().unwrap_or("").to_owned();
-    std::future::ready(response::text(name))
+    std::future::ready(name.into_response())
 }
 
 /// Two requests, the second sent while the first holds its worker's thread:

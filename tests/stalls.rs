@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use stackway::{Request, response};
+use stackway::{IntoResponse, Request};
 use stackway_middleware::SharedData;
 use support::http::Conn;
 use support::{Running, server};
@@ -34,7 +34,7 @@ fn files_app(dir: &tempfile::TempDir) -> SharedData<fn(Request) -> Hello> {
 type Hello = std::future::Ready<stackway::Response>;
 
 fn hello(_req: Request) -> Hello {
-    std::future::ready(response::text("hello"))
+    std::future::ready("hello".into_response())
 }
 
 /// A connection with a small receive buffer, so that a response it does not
@@ -173,9 +173,9 @@ fn a_slow_but_steady_download_completes_while_stalled_ones_are_closed() {
 /// Reads the request body; a timeout gets 408, as an app would answer.
 async fn read_body(req: Request) -> stackway::Response {
     match req.into_body().collect(usize::MAX).await {
-        Ok(body) => response::text(format!("{} bytes", body.len())),
-        Err(e) if e.is_timeout() => response::status(StatusCode::REQUEST_TIMEOUT),
-        Err(e) => response::text(format!("error: {e}")),
+        Ok(body) => format!("{} bytes", body.len()).into_response(),
+        Err(e) if e.is_timeout() => StatusCode::REQUEST_TIMEOUT.into_response(),
+        Err(e) => format!("error: {e}").into_response(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! status page and the exposition answered first, on the admin listener
 //! alone when there is one.
 
-use stackway::{App, BoxApp, Connection, Request, Response, Server, response};
+use stackway::{App, BoxApp, Connection, IntoResponse, Request, Response, Server};
 use stackway_middleware::Metrics;
 use stackway_middleware::metrics::{Exposition, PoolReading, StatusPage};
 
@@ -73,7 +73,7 @@ impl App for Observed {
             }
         }
         if on_admin {
-            return response::status(stackway::http::StatusCode::NOT_FOUND);
+            return stackway::http::StatusCode::NOT_FOUND.into_response();
         }
         self.metrics.call(req).await
     }

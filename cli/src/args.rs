@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
-use stackway::{BoxApp, Request, response};
+use stackway::{BoxApp, Html, Request, response};
 use stackway_middleware::proxy::Balance;
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
@@ -399,11 +399,9 @@ impl ProxyOptions {
 fn routes() -> Router {
     let user = |req: Request| async move {
         let id = response::escape_html(req.param("id").unwrap_or_default());
-        response::html(format!("<h1>Hello, {id}!</h1>"))
+        Html(format!("<h1>Hello, {id}!</h1>"))
     };
-    let file = |req: Request| async move {
-        response::text(req.param("path").unwrap_or_default().to_owned())
-    };
+    let file = |req: Request| async move { req.param("path").unwrap_or_default().to_owned() };
     Router::new()
         .route("/users/{id}", get(user))
         .route("/files/{*path}", get(file))

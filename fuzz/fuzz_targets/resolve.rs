@@ -5,6 +5,7 @@
 //! Run with `cargo +nightly fuzz run resolve` from the repository root.
 #![no_main]
 
+use stackway::{IntoResponse};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -33,7 +34,7 @@ fn setup() -> &'static Setup {
         std::fs::write(public.join(".env"), SECRET).unwrap();
         let _ = std::os::unix::fs::symlink("../secret.txt", public.join("link-out"));
         let _ = std::os::unix::fs::symlink("..", public.join("up"));
-        let app = |_req| async { stackway::response::text("app") };
+        let app = |_req| async { stackway::"app".into_response() };
         let clients = [Symlinks::WithinRoot, Symlinks::Deny]
             .into_iter()
             .map(|symlinks| {

@@ -6,13 +6,13 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Request, response, testing::Client};
+//! use stackway::{Request, testing::Client};
 //! use stackway_middleware::BodyLimit;
 //!
 //! let upload = |req: Request| async move {
 //!     match req.into_body().collect(usize::MAX).await {
-//!         Ok(body) => response::text(format!("{} bytes", body.len())),
-//!         Err(e) => response::text(format!("failed: {e}")),
+//!         Ok(body) => format!("{} bytes", body.len()),
+//!         Err(e) => format!("failed: {e}"),
 //!     }
 //! };
 //! let app = BodyLimit::new(upload, 8);
@@ -29,7 +29,7 @@ use std::task::Poll;
 
 use http::StatusCode;
 use http::header::CONTENT_LENGTH;
-use stackway::{App, Request, Response, response};
+use stackway::{App, IntoResponse, Request, Response};
 
 /// Refuses request bodies over a size with 413; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ impl<A: App> App for BodyLimit<A> {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.max) {
-            return response::status(StatusCode::PAYLOAD_TOO_LARGE);
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
         }
         let tripped = Arc::new(AtomicBool::new(false));
         // The limit, and a note when it is passed, so that the answer is 413.
@@ -71,7 +71,7 @@ impl<A: App> App for BodyLimit<A> {
         });
         let res = self.inner.call(req).await;
         match tripped.load(Ordering::Relaxed) {
-            true => response::status(StatusCode::PAYLOAD_TOO_LARGE),
+            true => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
             false => res,
         }
     }

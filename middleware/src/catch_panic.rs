@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use http::StatusCode;
-use stackway::{App, Request, Response, response};
+use stackway::{App, IntoResponse, Request, Response};
 
 type OnPanic = Arc<dyn Fn(&str) -> Response + Send + Sync>;
 
@@ -43,7 +43,7 @@ impl<A> CatchPanic<A> {
     pub fn new(inner: A) -> Self {
         Self {
             inner,
-            respond: Arc::new(|_message: &str| response::status(StatusCode::INTERNAL_SERVER_ERROR)),
+            respond: Arc::new(|_message: &str| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
         }
     }
 

@@ -6,10 +6,10 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Request, response, testing::Client};
+//! use stackway::{Html, Request, testing::Client};
 //! use stackway_middleware::Compress;
 //!
-//! let page = |_req: Request| async { response::html("<p>hello</p>".repeat(200)) };
+//! let page = |_req: Request| async { Html("<p>hello</p>".repeat(200)) };
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let res = Client::new(Compress::new(page)).get("/").header("accept-encoding", "gzip, br;q=0.9").await;
 //! res.assert_header("content-encoding", "gzip").assert_header("vary", "accept-encoding");

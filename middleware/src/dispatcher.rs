@@ -4,12 +4,12 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Request, RequestExt, response, testing::Client};
+//! use stackway::{Request, RequestExt, testing::Client};
 //! use stackway_middleware::Dispatcher;
 //!
 //! let whereami = |req: Request| async move {
 //!     let env = req.environ();
-//!     response::text(format!("{} {}", env.script_name(), env.path_info()))
+//!     format!("{} {}", env.script_name(), env.path_info())
 //! };
 //! let app = Dispatcher::new(whereami).mount("/api", whereami).mount("/api/v2", whereami);
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -69,7 +69,7 @@ use futures_util::future::Either;
 
 use http::StatusCode;
 use stackway::notes::Mount;
-use stackway::{App, BoxApp, Request, RequestExt, Response, response};
+use stackway::{App, BoxApp, IntoResponse, Request, RequestExt, Response};
 
 pub use crate::prefix::MountError;
 use crate::prefix::{self, Prefix};
@@ -218,9 +218,9 @@ impl App for Dispatcher {
     fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
         let ((app, label), len) = match self.find(&req) {
             Err(DotSegment) => {
-                return Either::Left(ready(response::status(StatusCode::BAD_REQUEST)));
+                return Either::Left(ready(StatusCode::BAD_REQUEST.into_response()));
             }
-            Ok(None) => return Either::Left(ready(response::status(StatusCode::NOT_FOUND))),
+            Ok(None) => return Either::Left(ready(StatusCode::NOT_FOUND.into_response())),
             Ok(Some(found)) => found,
         };
         let mut redirect = None;

@@ -5,12 +5,12 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Request, response, testing::Client};
+//! use stackway::{IntoResponse, Request, testing::Client};
 //! use stackway_middleware::Lint;
 //!
 //! // A 204 must not have a body.
 //! let broken = |_req: Request| async {
-//!     let mut res = response::text("oops");
+//!     let mut res = "oops".into_response();
 //!     *res.status_mut() = http::StatusCode::NO_CONTENT;
 //!     res
 //! };

@@ -26,7 +26,7 @@ use std::borrow::Cow;
 use http::header::LOCATION;
 use http::{HeaderValue, StatusCode};
 use percent_encoding::{CONTROLS, percent_decode_str, utf8_percent_encode};
-use stackway::{Request, RequestExt, Response, response};
+use stackway::{IntoResponse, Request, RequestExt, Response};
 
 /// A parsed prefix: its host, if any, and its decoded segments.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -216,7 +216,7 @@ pub fn redirect_to(req: &Request, path_info: &str) -> Option<Response> {
     // A path may hold raw UTF-8 (`/café`); a Location is a URI reference.
     let location = utf8_percent_encode(&location, CONTROLS).to_string();
     let location = HeaderValue::try_from(location).ok()?;
-    let mut res = response::status(StatusCode::PERMANENT_REDIRECT);
+    let mut res = StatusCode::PERMANENT_REDIRECT.into_response();
     res.headers_mut().insert(LOCATION, location);
     Some(res)
 }

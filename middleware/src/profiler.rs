@@ -7,14 +7,14 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use stackway::{Request, response, testing::Client};
+//! use stackway::{Request, testing::Client};
 //! use stackway_middleware::Profiler;
 //! use stackway_middleware::profiler::Timings;
 //!
 //! let app = |req: Request| async move {
 //!     // A handler reports the part it knows about.
 //!     Timings::record(&req, "db", Duration::from_micros(1500), Some("users query"));
-//!     response::text("ok")
+//!     "ok"
 //! };
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let res = Client::new(Profiler::new(app)).get("/").await;

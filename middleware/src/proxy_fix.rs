@@ -6,12 +6,12 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Request, RequestExt, response, testing::Client};
+//! use stackway::{Request, RequestExt, testing::Client};
 //! use stackway_middleware::ProxyFix;
 //!
 //! let app = |req: Request| async move {
 //!     let env = req.environ();
-//!     response::text(format!("{} {}", env.remote_addr().unwrap().ip(), env.application_uri()))
+//!     format!("{} {}", env.remote_addr().unwrap().ip(), env.application_uri())
 //! };
 //! // One proxy in front sets all of them.
 //! let app = ProxyFix::new(app).x_host(1).x_port(1).x_prefix(1);

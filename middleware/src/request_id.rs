@@ -6,12 +6,12 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Request, response, testing::Client};
+//! use stackway::{Request, testing::Client};
 //! use stackway_middleware::request_id::{RequestId, RequestIds};
 //!
 //! let app = |req: Request| async move {
 //!     let id = req.extensions().get::<RequestId>().unwrap();
-//!     response::text(format!("handling {id}"))
+//!     format!("handling {id}")
 //! };
 //! let app = RequestIds::new(app).trust_incoming(true);
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {

@@ -5,12 +5,12 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use stackway::{Request, response, testing::Client};
+//! use stackway::{Request, testing::Client};
 //! use stackway_middleware::Timeout;
 //!
 //! let slow = |_req: Request| async {
 //!     tokio::time::sleep(Duration::from_secs(60)).await;
-//!     response::text("too late")
+//!     "too late"
 //! };
 //! let app = Timeout::new(slow, Duration::from_millis(50));
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -27,7 +27,7 @@ use std::fmt;
 use std::time::Duration;
 
 use http::StatusCode;
-use stackway::{App, Request, Response, response};
+use stackway::{App, IntoResponse, Request, Response};
 
 /// Answers 503 for requests the app does not answer in time; see the
 /// [module docs](self).
@@ -65,7 +65,7 @@ impl<A: App> App for Timeout<A> {
             Ok(res) => res,
             Err(_elapsed) => {
                 tracing::warn!(request = %line, deadline = ?self.deadline, "the app did not answer in time");
-                response::status(self.status)
+                self.status.into_response()
             }
         }
     }

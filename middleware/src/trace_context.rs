@@ -16,13 +16,13 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Request, response, testing::Client};
+//! use stackway::{IntoResponse, Request, testing::Client};
 //! use stackway_middleware::TraceContext;
 //! use stackway_middleware::trace_context::Trace;
 //!
 //! let app = TraceContext::new(|req: Request| async move {
 //!     let trace = Trace::of(&req).unwrap();
-//!     response::text(format!("{:032x}", trace.trace_id))
+//!     format!("{:032x}", trace.trace_id).into_response()
 //! });
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! Client::new(app)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use stackway::testing::{Client, TestResponse};
-use stackway::{Body, Request, response};
+use stackway::{Body, Html, IntoResponse, Request};
 use stackway_middleware::{Compress, Lint};
 use support::{Running, external, run, server};
 
@@ -18,7 +18,7 @@ fn page() -> String {
 }
 
 async fn html(_req: Request) -> stackway::Response {
-    let mut res = response::html(page());
+    let mut res = Html(page()).into_response();
     res.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
     res
 }
@@ -144,7 +144,7 @@ fn responses_are_left_alone_where_compressing_is_wrong_or_useless() {
         ),
         (
             "small",
-            stackway::BoxApp::new(|_req: Request| async { response::text("tiny") }),
+            stackway::BoxApp::new(|_req: Request| async { "tiny".into_response() }),
         ),
     ];
     for (name, app) in cases {

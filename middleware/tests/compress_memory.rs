@@ -8,7 +8,7 @@ use stackway_test_support as support;
 
 use bytes::Bytes;
 use stackway::testing::Client;
-use stackway::{Body, Request, response};
+use stackway::{Body, IntoResponse, Request};
 use stackway_middleware::Compress;
 use support::{peak_rss_kib, run};
 
@@ -26,7 +26,7 @@ fn a_256_mib_body_is_compressed_in_constant_memory() {
             PRODUCED.fetch_add(CHUNK as u64, std::sync::atomic::Ordering::Relaxed);
             Bytes::from(line.repeat(CHUNK / line.len() + 1)[..CHUNK].to_owned())
         });
-        response::text(Body::from_chunks(chunks))
+        Body::from_chunks(chunks).into_response()
     };
     let client = Client::new(Compress::new(app).level(async_compression_level()));
     run(async {

@@ -4,7 +4,7 @@ use stackway_test_support as support;
 
 use http::StatusCode;
 use stackway::testing::Client;
-use stackway::{App, Request, RequestExt, response};
+use stackway::{App, IntoResponse, Request, RequestExt};
 use stackway_middleware::Dispatcher;
 use stackway_middleware::Lint;
 use support::run;
@@ -25,7 +25,7 @@ fn echo(name: &'static str) -> impl App + Copy {
             "PATH_INFO {info:?}"
         );
         assert!(!script.ends_with('/'), "SCRIPT_NAME {script:?}");
-        response::text(format!("{name}|{script}|{info}"))
+        format!("{name}|{script}|{info}").into_response()
     }
 }
 
@@ -44,12 +44,8 @@ fn assert_routes(app: impl App, cases: &[(&str, &str)]) {
 fn werkzeug_dispatcher_test() {
     // tests/middleware/test_dispatcher.py: mounts echo SCRIPT_NAME; the default is a 404.
     let script_name =
-        |req: Request| async move { response::text(req.environ().script_name().to_owned()) };
-    let not_found = |_req: Request| async {
-        let mut res = response::text("NOT FOUND");
-        *res.status_mut() = StatusCode::NOT_FOUND;
-        res
-    };
+        |req: Request| async move { req.environ().script_name().to_owned().into_response() };
+    let not_found = |_req: Request| async { (StatusCode::NOT_FOUND, "NOT FOUND").into_response() };
     let app = Dispatcher::new(not_found)
         .mount("/test1", script_name)
         .mount("/test2/very", script_name);
@@ -333,7 +329,7 @@ fn mount_panics_with_the_sentence() {
 #[test]
 fn the_original_uri_is_kept_for_logging_after_the_call() {
     let app = Dispatcher::default().mount("/a", |req: Request| async move {
-        response::text(req.uri().to_string())
+        req.uri().to_string().into_response()
     });
     run(async {
         Client::new(Lint::strict(app))

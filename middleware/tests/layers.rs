@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use stackway::testing::Client;
-use stackway::{Request, response};
+use stackway::{IntoResponse, Request};
 use stackway_middleware::request_id::RequestId;
 use stackway_middleware::{BodyLimit, CatchPanic, Lint, ProxyFix, RequestIds, SetHeaders, Timeout};
 use support::run;
@@ -33,7 +33,7 @@ fn timeout_answers_for_a_slow_app_and_drops_it() {
             if req.uri().path() == "/slow" {
                 tokio::time::sleep(Duration::from_secs(60)).await;
             }
-            response::text("in time")
+            "in time".into_response()
         }
     };
     let app = Timeout::new(slow, Duration::from_millis(100));
@@ -56,7 +56,7 @@ fn timeout_answers_for_a_slow_app_and_drops_it() {
     let gateway = Timeout::new(
         |_req: Request| async {
             tokio::time::sleep(Duration::from_secs(60)).await;
-            response::text("never")
+            "never".into_response()
         },
         Duration::from_millis(20),
     )
@@ -72,7 +72,7 @@ fn request_ids_are_trusted_only_when_asked() {
         let id = req.extensions().get::<RequestId>().unwrap().to_string();
         let header = req.headers()["x-request-id"].to_str().unwrap().to_owned();
         assert_eq!(id, header, "extension and header agree");
-        response::text(id)
+        id.into_response()
     };
     let untrusted = Client::new(Lint::strict(RequestIds::new(echo)));
     let trusting = Client::new(Lint::strict(RequestIds::new(echo).trust_incoming(true)));
@@ -109,7 +109,7 @@ fn request_ids_are_trusted_only_when_asked() {
 #[test]
 fn set_headers_set_append_if_missing_and_hsts_over_https_only() {
     let app = |_req: Request| async {
-        let mut res = response::text("x");
+        let mut res = "x".into_response();
         res.headers_mut()
             .insert("x-frame-options", "SAMEORIGIN".parse().unwrap());
         res.headers_mut().insert("server", "app".parse().unwrap());
@@ -155,7 +155,7 @@ fn body_limit_refuses_declared_and_streamed_bodies_over_it() {
     // An app that ignores its read error: the answer is 413 all the same.
     let careless = |req: Request| async move {
         let read = req.into_body().collect(usize::MAX).await;
-        response::text(format!("read {:?}", read.map(|b| b.len()).ok()))
+        format!("read {:?}", read.map(|b| b.len()).ok()).into_response()
     };
     let app =
         stackway_middleware::Dispatcher::new(careless).mount("/small", BodyLimit::new(careless, 4));
@@ -189,14 +189,12 @@ fn catch_panic_answers_with_500_or_a_chosen_response() {
         if true {
             panic!("the handler broke");
         }
-        response::text("never")
+        "never".into_response()
     };
     let run_one = |app: CatchPanic<_>| run(async move { Client::new(app).get("/").await });
     run_one(CatchPanic::new(broken)).assert_status(500);
     let custom = CatchPanic::new(broken).respond(|message| {
-        let mut res = response::text(format!("sorry: {message}"));
-        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        res
+        (StatusCode::SERVICE_UNAVAILABLE, format!("sorry: {message}")).into_response()
     });
     run_one(custom)
         .assert_status(503)
@@ -212,7 +210,7 @@ fn cors_preflights_simple_requests_vary_and_the_credentials_rule() {
     let app = move |_req: Request| {
         flag.store(true, Ordering::Relaxed);
         async {
-            let mut res = response::text("data");
+            let mut res = "data".into_response();
             res.headers_mut().insert("x-total", "3".parse().unwrap());
             res
         }

@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use http::{Method, StatusCode};
 use stackway::testing::{Client, RequestBuilder};
-use stackway::{Body, Request, Response, response};
+use stackway::{Body, IntoResponse, Request, Response};
 use stackway_middleware::{Dispatcher, Lint};
 use support::run;
 
@@ -33,11 +33,7 @@ fn finding(
 }
 
 fn with_status(status: StatusCode, body: &'static str) -> impl stackway::App {
-    move |_req: Request| async move {
-        let mut res = response::text(body);
-        *res.status_mut() = status;
-        res
-    }
+    move |_req: Request| async move { (status, body).into_response() }
 }
 
 fn expect(found: Option<String>, words: &str) {
@@ -86,7 +82,7 @@ fn content_length_that_lies() {
         "Content-Length says 3 but 2 bytes were sent",
     );
     let nan = |_req: Request| async {
-        let mut res = response::text("x");
+        let mut res = "x".into_response();
         res.headers_mut()
             .insert("content-length", "ten".parse().unwrap());
         res
@@ -98,14 +94,14 @@ fn content_length_that_lies() {
 fn hop_by_hop_headers_from_the_app() {
     for name in ["connection", "transfer-encoding", "keep-alive", "te"] {
         let app = move |_req: Request| async move {
-            let mut res = response::text("x");
+            let mut res = "x".into_response();
             res.headers_mut().insert(name, "close".parse().unwrap());
             res
         };
         expect(finding(app, |c| c.get("/")), &format!("the app set {name}"));
     }
     let upgrade = |_req: Request| async {
-        let mut res = response::text("x");
+        let mut res = "x".into_response();
         res.headers_mut()
             .insert("upgrade", "websocket".parse().unwrap());
         res

@@ -7,7 +7,7 @@ use stackway_test_support as support;
 use std::collections::BTreeSet;
 
 use prometheus_parse::{Scrape, Value};
-use stackway::{Request, response};
+use stackway::{IntoResponse, Request};
 use stackway_middleware::{Dispatcher, Lint, Metrics, SharedData};
 use support::Running;
 use support::http::Conn;
@@ -47,11 +47,9 @@ fn a_known_mix_gives_exact_counts_buckets_and_labels() {
         match *req.method() {
             http::Method::POST => {
                 let body = req.into_body().collect(1 << 20).await.unwrap();
-                let mut res = response::text(format!("{} bytes", body.len()));
-                *res.status_mut() = http::StatusCode::CREATED;
-                res
+                (http::StatusCode::CREATED, format!("{} bytes", body.len())).into_response()
             }
-            _ => response::text("api"),
+            _ => "api".into_response(),
         }
     };
     let stack = SharedData::new(Dispatcher::new(stackway::apps::hello).mount("/api", api))
@@ -155,7 +153,7 @@ fn latency_lands_in_its_bucket_and_a_request_the_client_gives_up_leaves_no_fligh
             "/slow/forever" => std::future::pending().await,
             _ => {
                 tokio::time::sleep(std::time::Duration::from_millis(60)).await;
-                response::text("slow")
+                "slow".into_response()
             }
         }
     };

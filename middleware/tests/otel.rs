@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
 use prost::Message as _;
-use stackway::{Request, response};
+use stackway::{IntoResponse, Request};
 use stackway_middleware::otel::Otlp;
 use stackway_middleware::trace_context::Trace;
 use stackway_middleware::{Dispatcher, Lint, Proxy, TraceContext};
@@ -36,7 +36,7 @@ fn collector(got: Arc<Mutex<Vec<ExportTraceServiceRequest>>>) -> impl stackway::
             got.lock()
                 .unwrap()
                 .push(ExportTraceServiceRequest::decode(body).unwrap());
-            response::status(http::StatusCode::OK)
+            http::StatusCode::OK.into_response()
         }
     }
 }
@@ -51,10 +51,8 @@ fn a_request_is_exported_as_a_server_span_under_the_callers() {
 
     let echo = |req: Request| async move {
         let sent = req.headers().get("traceparent").cloned();
-        response::text(
-            sent.map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default(),
-        )
+        sent.map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
     };
     let upstream = Running::start(support::server(), echo);
     let app = TraceContext::new(Lint::strict(

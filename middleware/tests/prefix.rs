@@ -5,13 +5,13 @@
 use stackway_test_support as support;
 
 use stackway::testing::Client;
-use stackway::{Request, RequestExt, response};
+use stackway::{IntoResponse, Request, RequestExt};
 use stackway_middleware::{Dispatcher, Lint, Router, SharedData};
 use support::run;
 
 async fn echo(req: Request) -> stackway::Response {
     let env = req.environ();
-    response::text(format!("app {} {}", env.script_name(), env.path_info()))
+    format!("app {} {}", env.script_name(), env.path_info()).into_response()
 }
 
 #[test]
@@ -73,7 +73,7 @@ fn both_middleware_accept_and_refuse_the_same_prefixes() {
 
 #[test]
 fn a_router_mount_answers_as_a_dispatcher_mount() {
-    let fallback = |_req: Request| async { response::text("fallback") };
+    let fallback = |_req: Request| async { "fallback".into_response() };
     let prefixes = ["/st%61tic/", "/a%2Fb", "/caf%C3%A9", "/x/y", "/"];
     let mut dispatcher = Dispatcher::new(fallback).redirect_slash(true);
     let mut router = Router::new().fallback(fallback).redirect_slash(true);
@@ -126,7 +126,7 @@ fn both_middleware_match_the_same_requests() {
     std::fs::write(dir.path().join("a.txt"), "file").unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     std::fs::write(dir.path().join("sub/index.html"), "index").unwrap();
-    let fallback = |_req: Request| async { response::text("fallback") };
+    let fallback = |_req: Request| async { "fallback".into_response() };
     let mounted = Client::new(
         Dispatcher::new(fallback)
             .mount("/st%61tic/", echo)

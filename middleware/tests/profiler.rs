@@ -4,7 +4,7 @@
 use stackway_test_support as support;
 
 use stackway::testing::Client;
-use stackway::{Request, response};
+use stackway::{IntoResponse, Request};
 use stackway_middleware::shared_data::SharedData;
 use stackway_middleware::{Dispatcher, Lint, Profiler, Proxy};
 use support::{Running, run, server};
@@ -45,7 +45,7 @@ fn inner_middleware_add_their_entries() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.txt"), "file").unwrap();
     let upstream = Running::start(server(), |_req: Request| async {
-        response::text("from upstream")
+        "from upstream".into_response()
     });
     let site = SharedData::new(
         Dispatcher::new(stackway::apps::hello)

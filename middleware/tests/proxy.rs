@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use stackway::{Body, Request, RequestExt, response};
+use stackway::{Body, IntoResponse, Request, RequestExt};
 use stackway_middleware::proxy::Balance;
 use stackway_middleware::{Dispatcher, Lint, Proxy};
 use support::http::Conn;
@@ -22,7 +22,7 @@ async fn describe(req: Request) -> stackway::Response {
         .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?")))
         .collect();
     lines.sort();
-    response::text(format!("{}\n{}\n", req.uri(), lines.join("\n")))
+    format!("{}\n{}\n", req.uri(), lines.join("\n")).into_response()
 }
 
 fn header<'a>(described: &'a str, name: &str) -> Option<&'a str> {
@@ -143,7 +143,7 @@ fn hop_by_hop_headers_stay_on_their_hop() {
 #[test]
 fn redirects_and_cookie_paths_into_the_base_come_back_into_the_mount() {
     let redirecting = |req: Request| async move {
-        let mut res = response::status(http::StatusCode::FOUND);
+        let mut res = http::StatusCode::FOUND.into_response();
         let upstream_origin = format!("http://{}", req.headers()["host"].to_str().unwrap());
         let location = match req.environ().path_info() {
             "/v1/absolute" => format!("{upstream_origin}/v1/login?next=%2F"),
@@ -184,7 +184,7 @@ fn redirects_and_cookie_paths_into_the_base_come_back_into_the_mount() {
 
 /// Echoes the request body, and says how long it was in a header.
 async fn echo_body(req: Request) -> stackway::Response {
-    response::text(Body::new(req.into_body()))
+    Body::new(req.into_body()).into_response()
 }
 
 #[test]
@@ -379,7 +379,7 @@ fn a_unix_socket_upstream_with_a_base() {
 
 /// Answers with the port it listens on.
 fn whoami(port: u16) -> impl stackway::App {
-    move |_req: Request| async move { response::text(port.to_string()) }
+    move |_req: Request| async move { port.to_string().into_response() }
 }
 
 #[test]
@@ -415,10 +415,10 @@ fn a_pool_loses_one_upstream_mid_run_and_no_get_fails() {
 fn least_outstanding_sends_to_the_idle_upstream() {
     let slow = |_req: Request| async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        response::text("slow")
+        "slow".into_response()
     };
     let slow = upstream(slow);
-    let fast = upstream(|_req: Request| async { response::text("fast") });
+    let fast = upstream(|_req: Request| async { "fast".into_response() });
     let specs = [
         format!("http://{}", slow.addr),
         format!("http://{}", fast.addr),
@@ -443,7 +443,7 @@ fn least_outstanding_sends_to_the_idle_upstream() {
 #[test]
 fn h2c_to_the_upstream_when_asked() {
     let up = upstream(|req: Request| async move {
-        response::text(format!("{:?} {}", req.version(), req.environ().path_info()))
+        format!("{:?} {}", req.version(), req.environ().path_info()).into_response()
     });
     let proxy = front(Proxy::to(&format!("http://{}/b", up.addr)).http2(true));
     let mut conn = Conn::open(proxy.addr);
@@ -489,7 +489,7 @@ fn an_upload_that_keeps_moving_outlasts_the_read_timeout() {
 
     let reads_all = |req: Request| async move {
         let body = req.into_body().collect(usize::MAX).await;
-        response::text(format!("{:?}", body.map(|b| b.len())))
+        format!("{:?}", body.map(|b| b.len())).into_response()
     };
     let up = upstream(reads_all);
     let proxy =
@@ -519,7 +519,7 @@ fn trailers_pass_both_ways() {
             Ok(http_body::Frame::trailers(out)),
         ];
         let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
-        let mut res = response::text(Body::new(body));
+        let mut res = Body::new(body).into_response();
         res.headers_mut()
             .insert("trailer", "x-upstream-sum".parse().unwrap());
         res
@@ -555,8 +555,8 @@ fn active_health_checks_leave_out_an_upstream_that_answers_badly() {
             let well = well.clone();
             async move {
                 match (req.environ().path_info(), well.load(Ordering::Relaxed)) {
-                    ("/health", false) => response::status(http::StatusCode::SERVICE_UNAVAILABLE),
-                    _ => response::text(name),
+                    ("/health", false) => http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                    _ => name.into_response(),
                 }
             }
         }
@@ -592,7 +592,7 @@ fn a_failing_upstream_is_left_out_for_the_fail_timeout() {
         counted.fetch_add(1, Ordering::Relaxed);
         b"NOT HTTP\r\n\r\n".to_vec()
     });
-    let good = upstream(|_req: Request| async { response::text("good") });
+    let good = upstream(|_req: Request| async { "good".into_response() });
     let specs = [format!("http://{broken}"), format!("http://{}", good.addr)];
     let proxy = front(
         Proxy::balance(specs.iter().map(String::as_str))

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use http::StatusCode;
 use stackway::testing::Client;
-use stackway::{Request, RequestExt, apps, response};
+use stackway::{IntoResponse, Request, RequestExt, apps, response};
 use stackway_middleware::{Dispatcher, Lint, ProxyFix};
 use support::{Running, external, run, server};
 
@@ -271,12 +271,13 @@ fn invalid_values_are_ignored() {
 fn the_prefix_stays_in_front_under_a_mount() {
     let inner = |req: Request| async move {
         let env = req.environ();
-        response::text(format!(
+        format!(
             "{} {} {}",
             env.script_name(),
             env.mount_path(),
             env.application_uri()
-        ))
+        )
+        .into_response()
     };
     let app = ProxyFix::new(Dispatcher::default().mount("/api", inner)).x_prefix(1);
     let client = Client::new(app);

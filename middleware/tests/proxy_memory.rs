@@ -11,7 +11,7 @@ use std::net::TcpStream;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use stackway::{Body, Request, response};
+use stackway::{Body, IntoResponse, Request};
 use stackway_middleware::Proxy;
 use support::{Running, peak_rss_kib, server};
 
@@ -23,14 +23,14 @@ static ZEROS: [u8; CHUNK] = [0; CHUNK];
 async fn upstream(req: Request) -> stackway::Response {
     if req.method() == http::Method::GET {
         let chunks = (0..LEN / CHUNK as u64).map(|_| Bytes::from_static(&ZEROS));
-        return response::text(Body::from_chunks(chunks).exact_size(LEN));
+        return Body::from_chunks(chunks).exact_size(LEN).into_response();
     }
     let mut body = req.into_body();
     let mut total = 0u64;
     while let Some(frame) = body.frame().await {
         total += frame.unwrap().into_data().map_or(0, |d| d.len() as u64);
     }
-    response::text(total.to_string())
+    total.to_string().into_response()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use stackway_test_support as support;
 
 use stackway::testing::Client;
-use stackway::{Request, RequestExt, response};
+use stackway::{IntoResponse, Request, RequestExt};
 use stackway_middleware::Dispatcher;
 use stackway_middleware::Lint;
 use stackway_middleware::router::{RouteParams, Router, any, get, post};
@@ -25,12 +25,13 @@ fn echo(name: &'static str) -> impl stackway::App + Clone {
             .iter()
             .map(|(n, v)| format!("{n}={v}"))
             .collect();
-        response::text(format!(
+        format!(
             "{name} [{}] {}|{}",
             params.join(","),
             env.script_name(),
             env.path_info()
-        ))
+        )
+        .into_response()
     }
 }
 
@@ -72,7 +73,7 @@ fn parameters_are_decoded_once_and_slashes_stay_inside() {
 #[test]
 fn methods_head_405_and_options() {
     let with_length = |req: Request| async move {
-        let mut res = response::text(format!("{} items", req.method()));
+        let mut res = format!("{} items", req.method()).into_response();
         res.headers_mut()
             .insert("content-length", "9".parse().unwrap());
         res
@@ -84,7 +85,7 @@ fn methods_head_405_and_options() {
         .route("/anything", any(echo("any")))
         .route(
             "/headed",
-            get(echo("get")).head(|_req: Request| async { response::text("") }),
+            get(echo("get")).head(|_req: Request| async { "".into_response() }),
         );
     let client = Client::new(Lint::strict(app));
     run(async {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use stackway::testing::{Client, TestResponse};
-use stackway::{Request, RequestExt, Response, response};
+use stackway::{IntoResponse, Request, RequestExt, Response};
 use stackway_middleware::Dispatcher;
 use stackway_middleware::shared_data::{Embedded, Export, SharedData, Symlinks};
 use support::run;
@@ -95,9 +95,11 @@ fn big() -> Vec<u8> {
 /// The wrapped app: says what it saw, with 404.
 async fn app(req: Request) -> Response {
     let env = req.environ();
-    let mut res = response::text(format!("app: {} {}", env.script_name(), env.path_info()));
-    *res.status_mut() = http::StatusCode::NOT_FOUND;
-    res
+    (
+        http::StatusCode::NOT_FOUND,
+        format!("app: {} {}", env.script_name(), env.path_info()),
+    )
+        .into_response()
 }
 
 fn assert_fell_through(res: &TestResponse) {

@@ -4,7 +4,7 @@
 use stackway_test_support as support;
 
 use stackway::testing::Client;
-use stackway::{Request, response};
+use stackway::{IntoResponse, Request};
 use stackway_middleware::trace_context::Trace;
 use stackway_middleware::{Dispatcher, Lint, Proxy, TraceContext};
 use support::Running;
@@ -19,7 +19,7 @@ async fn the_proxy_passes_the_trace_on_with_this_servers_span_as_parent() {
             .headers()
             .get("traceparent")
             .map(|v| v.to_str().unwrap().to_owned());
-        response::text(got.unwrap_or_default())
+        got.unwrap_or_default().into_response()
     };
     let upstream = Running::start(support::server(), echo);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
@@ -27,7 +27,7 @@ async fn the_proxy_passes_the_trace_on_with_this_servers_span_as_parent() {
         let seen = seen.clone();
         move |req: Request| {
             *seen.lock().unwrap() = Trace::of(&req).copied();
-            async { response::text("spied") }
+            async { "spied".into_response() }
         }
     };
     let app = TraceContext::new(Lint::strict(

@@ -5,13 +5,13 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Request, RequestExt, response, testing::Client};
+//! use stackway::{Request, RequestExt, testing::Client};
 //!
 //! let app = |mut req: Request| async move {
 //!     // What a dispatcher does when it mounts an app at `/api`.
 //!     assert!(req.push_script_name("/api".len()));
 //!     let env = req.environ();
-//!     response::text(format!("{} | {}", env.script_name(), env.path_info()))
+//!     format!("{} | {}", env.script_name(), env.path_info())
 //! };
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! Client::new(app).get("/api/a%2Fb?x=1").await.assert_text("/api | /a%2Fb");

@@ -20,7 +20,7 @@ use super::clock::{Activity, InFlight};
 use super::shared::Shared;
 use super::stream::SendClock;
 use crate::error::{Error, Kind};
-use crate::{App, Body, Connection, Response, response};
+use crate::{App, Body, Connection, IntoResponse, Response};
 
 /// Answers one request: the checks and the request's wrapping happen here,
 /// at once, so that the future hyper keeps (in a slot each connection
@@ -173,7 +173,7 @@ fn health(draining: bool) -> Response {
         false => (StatusCode::OK, "ok\n"),
         true => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
     };
-    let mut res = response::text(text);
+    let mut res = text.into_response();
     *res.status_mut() = status;
     res.headers_mut().insert(
         http::header::CACHE_CONTROL,
@@ -184,7 +184,7 @@ fn health(draining: bool) -> Response {
 
 /// A plain-text error response that also closes the connection.
 fn closing(status: StatusCode) -> Response {
-    close(response::status(status))
+    close(status.into_response())
 }
 
 /// `res`, closing the connection once it is sent.

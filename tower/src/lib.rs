@@ -52,7 +52,7 @@ use std::task::{Context, Poll};
 pub use axum::extract::OriginalUri;
 use bytes::Bytes;
 use http::Uri;
-use stackway::{App, Body, BoxError, Request, RequestExt, Response, response};
+use stackway::{App, Body, BoxError, IntoResponse, Request, RequestExt, Response};
 use tower_service::Service;
 
 /// The future an [`AppService`] returns.
@@ -141,7 +141,7 @@ where
             Ok(res) => res.map(into_body),
             Err(e) => {
                 tracing::error!(error = %e, "the tower service failed; answered 500");
-                response::status(http::StatusCode::INTERNAL_SERVER_ERROR)
+                http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
             }
         }
     }

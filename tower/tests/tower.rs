@@ -13,7 +13,7 @@ use axum::extract::{OriginalUri, Path};
 use axum::routing::get;
 use http::{Method, StatusCode, Uri};
 use stackway::testing::Client;
-use stackway::{Builder, Request, RequestExt, Response, response};
+use stackway::{Builder, IntoResponse, Request, RequestExt, Response};
 use stackway_middleware::{Dispatcher, Lint};
 use stackway_tower::{FromService, IntoService, TowerLayer};
 use tower::ServiceExt;
@@ -135,7 +135,7 @@ async fn tower_http_layers_wrap_stackway_apps() {
         .wrap(TowerLayer::new(CompressionLayer::new()))
         .run(move |_req: Request| {
             let body = body.clone();
-            async move { response::text(body) }
+            async move { body.into_response() }
         });
     let client = Client::new(app);
 
@@ -177,7 +177,7 @@ async fn tower_http_layers_wrap_stackway_apps() {
         )))
         .run(|_req: Request| async {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            response::text("late")
+            "late".into_response()
         });
     Client::new(slow).get("/").await.assert_status(408);
 }
@@ -220,7 +220,7 @@ fn a_stackway_stack_serves_from_axum_over_a_real_socket() {
         "/static",
         Lint::strict(|req: Request| async move {
             let env = req.environ();
-            response::text(format!("{} {}", env.script_name(), env.path_info()))
+            format!("{} {}", env.script_name(), env.path_info()).into_response()
         })
         .into_service(),
     );

@@ -10,7 +10,7 @@ use stackway_test_support as support;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use stackway::testing::Client;
-use stackway::{Body, Builder, Request, response};
+use stackway::{Body, Builder, IntoResponse, Request};
 use stackway_middleware::Dispatcher;
 use stackway_tower::{FromService, IntoService, TowerLayer};
 use support::{peak_rss_kib, run};
@@ -22,9 +22,8 @@ const CHUNK: usize = 64 * 1024;
 fn bodies_stream_through_both_adapters_in_constant_memory() {
     // Down: stackway app → TraceLayer (tower) → nested in axum → mounted by the Dispatcher.
     let download = |_req: Request| async {
-        response::text(Body::from_chunks(
-            (0..LEN / CHUNK as u64).map(|_| Bytes::from(vec![b'x'; CHUNK])),
-        ))
+        Body::from_chunks((0..LEN / CHUNK as u64).map(|_| Bytes::from(vec![b'x'; CHUNK])))
+            .into_response()
     };
     let layered = Builder::new()
         .wrap(TowerLayer::new(

@@ -65,7 +65,7 @@ use futures_util::TryStreamExt;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use pyo3::prelude::*;
-use stackway::{App, Body, Request, Response, response};
+use stackway::{App, Body, IntoResponse, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
@@ -346,14 +346,14 @@ impl App for Wsgi {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 tracing::warn!(app = %self.name, "every Python thread is busy and the queue is full: 503");
-                return response::status(StatusCode::SERVICE_UNAVAILABLE);
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
             }
             Err(TrySendError::Disconnected(_)) => {
-                return response::status(StatusCode::INTERNAL_SERVER_ERROR);
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
         }
         let Ok(head) = head_rx.await else {
-            return response::status(StatusCode::INTERNAL_SERVER_ERROR);
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
         let chunks = futures_util::stream::poll_fn(move |cx| body_rx.poll_recv(cx));
         let mut res = Response::new(Body::from_stream(chunks));

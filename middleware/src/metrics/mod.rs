@@ -55,7 +55,7 @@ use http_body::Body as _;
 use stackway::server::Stats;
 
 use stackway::notes::{Mount, Notes, Noting, Served};
-use stackway::{App, Request, Response};
+use stackway::{App, IntoResponse, Request, Response};
 
 /// Serves Prometheus metrics at a path and counts every other request; see
 /// the [module docs](self).
@@ -282,7 +282,7 @@ impl App for Exposition {
     async fn call(&self, req: Request) -> Response {
         match req.uri().path() == self.path {
             true => scrape(&render(&self.state)),
-            false => stackway::response::status(http::StatusCode::NOT_FOUND),
+            false => stackway::http::StatusCode::NOT_FOUND.into_response(),
         }
     }
 }
@@ -311,7 +311,7 @@ fn count_body(body: &mut stackway::Body, total: &Arc<AtomicU64>) {
 }
 
 fn scrape(body: &str) -> Response {
-    let mut res = stackway::response::text(body.to_owned());
+    let mut res = body.to_owned().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

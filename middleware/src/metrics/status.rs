@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use stackway::response::escape_html;
-use stackway::{App, Request, Response, response};
+use stackway::{App, Html, IntoResponse, Json, Request, Response};
 
 use super::{BUCKETS, NONE, State};
 
@@ -247,9 +247,9 @@ fn quantile_ms(buckets: &[u64], q: f64) -> String {
 impl App for StatusPage {
     async fn call(&self, req: Request) -> Response {
         let mut res = match req.uri().path() {
-            path if path == self.json => response::json(&self.snapshot()),
-            path if path == self.path => response::html(self.page()),
-            _ => response::status(StatusCode::NOT_FOUND),
+            path if path == self.json => Json(&self.snapshot()).into_response(),
+            path if path == self.path => Html(self.page()).into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
         };
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -6,14 +6,14 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Request, RequestExt, response, testing::Client};
+//! use stackway::{Request, RequestExt, testing::Client};
 //! use stackway_middleware::{Dispatcher, Proxy};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! // An upstream on a free port, answering with the path it was asked for.
 //! let upstream = stackway::Server::bind("127.0.0.1:0").unwrap();
 //! let url = format!("http://{}/v1", upstream.local_addr());
-//! tokio::spawn(upstream.serve(|req: Request| async move { response::text(req.uri().to_string()) }));
+//! tokio::spawn(upstream.serve(|req: Request| async move { req.uri().to_string() }));
 //!
 //! let app = Dispatcher::default().mount("/api", Proxy::to(&url));
 //! let client = Client::new(app);
@@ -81,7 +81,7 @@ use std::time::Duration;
 
 use http::header::HOST;
 use http::{HeaderValue, Method, StatusCode, Uri, Version};
-use stackway::{App, Body, Request, RequestExt, Response, response};
+use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
 
 use self::body::{Progress, UpstreamBody};
 pub use self::stats::{ProxyStats, UpstreamStats};
@@ -451,7 +451,7 @@ impl App for Proxy {
         let mut tried = None;
         let (upstream, res) = loop {
             let Some(i) = self.pick(upstreams, tried) else {
-                return response::status(StatusCode::BAD_GATEWAY);
+                return StatusCode::BAD_GATEWAY.into_response();
             };
             let upstream = &upstreams[i];
             let may_retry = retryable && tried.is_none() && upstreams.len() > 1;
@@ -482,18 +482,18 @@ impl App for Proxy {
                 ),
                 Failure::ClientStalled => {
                     tracing::info!(upstream = %upstream.name, timeout = ?self.settings.read_timeout, "the client sent no byte of its body for the read timeout");
-                    return response::status(StatusCode::REQUEST_TIMEOUT);
+                    return StatusCode::REQUEST_TIMEOUT.into_response();
                 }
                 Failure::Client(e) => {
                     // The client's body broke (it went away, or stalled): not the upstream's fault.
                     tracing::info!(upstream = %upstream.name, "the request body failed: {}", error_chain(e));
-                    return response::status(StatusCode::BAD_REQUEST);
+                    return StatusCode::BAD_REQUEST.into_response();
                 }
             };
             tracing::warn!(upstream = %upstream.name, "{what}");
             upstream.record(false, &self.settings);
             if !(may_retry && matches!(failure, Failure::Connect(_))) {
-                return response::status(status);
+                return status.into_response();
             }
             tried = Some(i);
             progress = Progress::new();
@@ -509,7 +509,7 @@ impl App for Proxy {
             let upstream_res = http::Response::from_parts(parts.clone(), incoming);
             return match client_upgrade {
                 Some(client) => upgrade::splice(client, upstream_res, upstream.name.clone()),
-                None => response::status(StatusCode::BAD_GATEWAY),
+                None => StatusCode::BAD_GATEWAY.into_response(),
             };
         }
         headers::strip_hop_by_hop(&mut parts.headers, false);

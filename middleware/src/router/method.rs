@@ -5,7 +5,7 @@ use std::fmt;
 
 use http::header::ALLOW;
 use http::{HeaderValue, Method, StatusCode};
-use stackway::{App, Body, BoxApp, Request, Response, response};
+use stackway::{App, Body, BoxApp, IntoResponse, Request, Response};
 
 /// The handlers of one route, by method; made by [`get`], [`post`] and the
 /// others, and chained: `get(show).put(update)`.
@@ -127,7 +127,7 @@ pub(super) async fn dispatch(methods: &MethodRouter, req: Request) -> Response {
             *res.status_mut() = status;
             res
         }
-        _ => response::status(status),
+        _ => status.into_response(),
     };
     res.headers_mut().insert(ALLOW, methods.allow());
     res

@@ -5,12 +5,12 @@
 //! # Example
 //!
 //! ```
-//! use stackway::{Request, response, testing::Client};
+//! use stackway::{Request, testing::Client};
 //! use stackway_middleware::router::{RouteParams, Router, get};
 //!
-//! let show = |req: Request| async move { response::text(format!("user {}", req.param("id").unwrap())) };
-//! let update = |_req: Request| async { response::text("updated") };
-//! let file = |req: Request| async move { response::text(req.param("path").unwrap().to_owned()) };
+//! let show = |req: Request| async move { format!("user {}", req.param("id").unwrap()) };
+//! let update = |_req: Request| async { "updated" };
+//! let file = |req: Request| async move { req.param("path").unwrap().to_owned() };
 //! let app = Router::new()
 //!     .route("/users/{id}", get(show).put(update))
 //!     .route("/files/{*path}", get(file));
@@ -67,7 +67,7 @@ use std::fmt;
 
 use http::StatusCode;
 use stackway::notes::Mount;
-use stackway::{App, BoxApp, Layer, Request, RequestExt, Response, response};
+use stackway::{App, BoxApp, IntoResponse, Layer, Request, RequestExt, Response};
 
 use self::method::dispatch;
 pub use self::method::{MethodRouter, any, delete, get, head, on, options, patch, post, put};
@@ -306,7 +306,7 @@ impl Router {
         let last = match &mut self.fallback {
             Some(fallback) => fallback,
             None => self.not_found.get_or_insert_with(|| {
-                BoxApp::new(|_req: Request| async { response::status(StatusCode::NOT_FOUND) })
+                BoxApp::new(|_req: Request| async { StatusCode::NOT_FOUND })
             }),
         };
         *last = BoxApp::new(layer.clone().layer(last.clone()));
@@ -391,7 +391,7 @@ impl App for Router {
         let found = {
             let env = req.environ();
             if env.path_info().split('/').any(prefix::is_dot_segment) {
-                return response::status(StatusCode::BAD_REQUEST);
+                return StatusCode::BAD_REQUEST.into_response();
             }
             // A router mounted at `/api` asked for `/api` itself routes `/`.
             let raw = match env.path_info() {
@@ -458,7 +458,7 @@ impl Router {
         }
         match self.fallback.as_ref().or(self.not_found.as_ref()) {
             Some(app) => app.call(req).await,
-            None => response::status(StatusCode::NOT_FOUND),
+            None => StatusCode::NOT_FOUND.into_response(),
         }
     }
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::ALLOW;
 use http::{HeaderValue, Method, StatusCode};
 use stackway::notes::{Mount, Notes, Served};
-use stackway::{Request, Response, response};
+use stackway::{IntoResponse, Request, Response};
 
 use super::cache::FileCache;
 use super::entry::{Content, Entry, File, Found, Memory, disk_entry, embedded_entry, open_file};
@@ -311,11 +311,11 @@ impl Export {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(path = req.uri().path(), "cannot read the file: {e}");
-                return Some(response::status(StatusCode::INTERNAL_SERVER_ERROR));
+                return Some(StatusCode::INTERNAL_SERVER_ERROR.into_response());
             }
         };
         if !get_or_head {
-            let mut res = response::status(StatusCode::METHOD_NOT_ALLOWED);
+            let mut res = StatusCode::METHOD_NOT_ALLOWED.into_response();
             res.headers_mut()
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return Some(res);

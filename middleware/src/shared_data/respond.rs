@@ -9,7 +9,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use stackway::{Body, FilePart, Request, RequestExt, Response, response};
+use stackway::{Body, FilePart, Html, IntoResponse, Request, RequestExt, Response, response};
 
 use super::entry::{Content, File};
 use super::headers::{self, Precondition};
@@ -51,7 +51,7 @@ pub(super) fn file(req: &Request, file: File, options: &Headers<'_>) -> Response
             *res.status_mut() = StatusCode::NOT_MODIFIED;
             res
         }
-        Precondition::Failed => response::status(StatusCode::PRECONDITION_FAILED),
+        Precondition::Failed => StatusCode::PRECONDITION_FAILED.into_response(),
         Precondition::Proceed => {
             let ranges = match req.headers().get(RANGE) {
                 Some(value)
@@ -91,7 +91,7 @@ fn file_response(
             None,
         ),
         Ranges::Unsatisfiable => {
-            let mut res = response::status(StatusCode::RANGE_NOT_SATISFIABLE);
+            let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
             res.headers_mut()
                 .insert(CONTENT_RANGE, header_value(&format!("bytes */{len}")));
             return res;
@@ -196,7 +196,7 @@ pub(super) fn listing(req: &Request, entries: &[(String, bool)]) -> Response {
         ));
     }
     html.push_str("</ul></body></html>\n");
-    response::html(html)
+    Html(html).into_response()
 }
 
 #[cfg(test)]

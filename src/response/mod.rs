@@ -1,0 +1,142 @@
+//! Writing responses: what a handler may return ([`IntoResponse`]: a
+//! `Response`, a status, text, [`Json`], [`Html`], a `Result` of two such),
+//! and the responses that need the request ([`redirect`], [`set_cookie`]) or a
+//! stream ([`sse`]).
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::prelude::*;
+//! use stackway::testing::Client;
+//!
+//! let app = |req: Request| async move {
+//!     match req.uri().path() {
+//!         "/" => Html("<p>home</p>").into_response(),
+//!         _ => StatusCode::NOT_FOUND.into_response(),
+//!     }
+//! };
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let client = Client::new(app);
+//! client.get("/").await.assert_status(200).assert_text("<p>home</p>");
+//! client.get("/x").await.assert_status(404).assert_text("404 Not Found");
+//! # });
+//! ```
+
+mod into;
+mod sse;
+
+use http::StatusCode;
+use http::header::{CONTENT_TYPE, HeaderValue, LOCATION, SET_COOKIE};
+
+use crate::{Body, Request, RequestExt, Response};
+
+pub use into::{Html, IntoResponse, Json};
+pub use sse::{Event, sse};
+
+/// A redirect with `status` (301, 302, 303, 307 or 308) to `location`. A
+/// location relative to the app (`/login`) is made relative to where the app
+/// is mounted (`/admin/login` under `/admin`), so redirects stay right under
+/// any mount; a full URL, or `//host/…`, is sent as given.
+///
+/// ```
+/// use http::StatusCode;
+/// use stackway::{Request, response, testing::Client};
+/// use stackway_middleware::Dispatcher;
+///
+/// let app = |req: Request| async move { response::redirect(&req, StatusCode::SEE_OTHER, "/login") };
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// Client::new(Dispatcher::default().mount("/admin", app))
+///     .get("/admin/x").await
+///     .assert_status(303)
+///     .assert_header("location", "/admin/login");
+/// # });
+/// ```
+pub fn redirect(req: &Request, status: StatusCode, location: &str) -> Response {
+    let location = match location.starts_with('/') && !location.starts_with("//") {
+        true => format!("{}{location}", req.environ().mount_path()),
+        false => location.to_owned(),
+    };
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = status;
+    match HeaderValue::try_from(location) {
+        Ok(location) => {
+            res.headers_mut().insert(LOCATION, location);
+            res
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Adds `Set-Cookie` for `cookie` to `res`. A cookie without a `Path` gets the
+/// app's mount point (SCRIPT_NAME, or `/` at the root), so that an app
+/// mounted at `/shop` does not set cookies for the whole site.
+///
+/// ```
+/// use cookie::{Cookie, SameSite};
+/// use stackway::{IntoResponse, Request, response, testing::Client};
+///
+/// let app = |req: Request| async move {
+///     let mut res = "signed in".into_response();
+///     let session = Cookie::build(("session", "abc")).http_only(true).secure(true).same_site(SameSite::Lax);
+///     response::set_cookie(&mut res, &req, session.build());
+///     res
+/// };
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// Client::new(app).get("/").await
+///     .assert_header("set-cookie", "session=abc; HttpOnly; SameSite=Lax; Secure; Path=/");
+/// # });
+/// ```
+pub fn set_cookie(res: &mut Response, req: &Request, mut cookie: cookie::Cookie<'_>) {
+    if cookie.path().is_none() {
+        match req.environ().mount_path() {
+            mount if mount.is_empty() => cookie.set_path("/"),
+            mount => cookie.set_path(mount.into_owned()),
+        }
+    }
+    if let Ok(value) = HeaderValue::try_from(cookie.encoded().to_string()) {
+        res.headers_mut().append(SET_COOKIE, value);
+    }
+}
+
+/// `body` with `Content-Type: content_type`.
+pub(crate) fn with_type(body: Body, content_type: &'static str) -> Response {
+    let mut res = Response::new(body);
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+/// Escapes `&`, `<`, `>`, `"` and `'` so that `text` is safe inside HTML text and
+/// quoted attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(escaped_len(text));
+    push_escaped(&mut out, text);
+    out
+}
+
+/// How long `text` is once escaped by [`escape_html`].
+pub(crate) fn escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'&' => 5,
+            b'<' | b'>' => 4,
+            b'"' => 6,
+            b'\'' => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Appends `text` to `out`, escaped as [`escape_html`] does.
+pub(crate) fn push_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+}
