@@ -4,7 +4,7 @@
 
 use stackway::{App, BoxApp, Connection, IntoResponse, Request, Response, Server};
 use stackway_middleware::Metrics;
-use stackway_middleware::metrics::{Exposition, PoolReading, StatusPage};
+use stackway_middleware::metrics::{Exposition, StatusPage};
 
 use crate::args::ServeArgs;
 use crate::stack::Sources;
@@ -18,18 +18,15 @@ pub(crate) fn observed(
     admin: Option<usize>,
     sources: Sources,
 ) -> BoxApp {
-    let mut metrics = Metrics::new(app).server(server.stats()).no_endpoint();
+    let stats = server.stats();
+    let mut metrics = Metrics::new(app)
+        .server(move || stats.reading())
+        .no_endpoint();
     for (mount, stats) in sources.proxies {
-        metrics = metrics.proxy(&mount, stats);
+        metrics = metrics.upstreams(&mount, move || stats.upstreams());
     }
     for (mount, stats) in sources.pools {
-        metrics = metrics.pool(&mount, move || PoolReading {
-            threads: stats.threads(),
-            busy: stats.busy(),
-            queued: stats.queued(),
-            jobs: stats.jobs(),
-            waited_seconds: stats.waited_seconds(),
-        });
+        metrics = metrics.pool(&mount, move || stats.reading());
     }
     let listeners = server
         .local_addrs()

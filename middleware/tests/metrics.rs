@@ -55,7 +55,8 @@ fn a_known_mix_gives_exact_counts_buckets_and_labels() {
     let stack = SharedData::new(Dispatcher::new(stackway::apps::hello).mount("/api", api))
         .export("/static", dir.path());
     let server = support::server();
-    let metrics = Metrics::new(Lint::strict(stack)).server(server.stats());
+    let stats = server.stats();
+    let metrics = Metrics::new(Lint::strict(stack)).server(move || stats.reading());
     let running = Running::start(server, metrics);
     let addr = running.addr;
 
@@ -246,7 +247,8 @@ fn each_upstream_of_a_proxy_mount_is_reported() {
         2,
         "reported before the first request"
     );
-    let metrics = Metrics::new(Dispatcher::default().mount("/api", proxy)).proxy("/api", stats);
+    let metrics = Metrics::new(Dispatcher::default().mount("/api", proxy))
+        .upstreams("/api", move || stats.upstreams());
     let running = Running::start(support::server(), metrics);
     let mut conn = Conn::open(running.addr);
     for _ in 0..6 {
@@ -293,5 +295,46 @@ fn each_upstream_of_a_proxy_mount_is_reported() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_pool_kept_anywhere_is_read_through_its_closure_at_each_scrape() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use stackway::readings::{PoolReading, UpstreamReading};
+
+    // A pool of workers and one upstream kept by code outside this crate.
+    let busy = Arc::new(AtomicUsize::new(1));
+    let seen = busy.clone();
+    let metrics = Metrics::new(Lint::strict(stackway::apps::hello))
+        .pool("/jobs", move || PoolReading {
+            threads: 4,
+            busy: seen.load(Ordering::Relaxed),
+            ..PoolReading::default()
+        })
+        .upstreams("/far", || {
+            vec![UpstreamReading {
+                name: "tcp://10.0.0.9:7000".to_owned(),
+                answered: 12,
+                ..UpstreamReading::default()
+            }]
+        });
+    let running = Running::start(support::server(), metrics);
+    let pool = |scraped: &Scrape, metric| counter(scraped, metric, &[("mount", "/jobs")]);
+
+    let first = scrape(running.addr);
+    assert_eq!(pool(&first, "stackway_pool_threads"), 4.0);
+    assert_eq!(pool(&first, "stackway_pool_busy"), 1.0);
+    let far = [("mount", "/far"), ("upstream", "tcp://10.0.0.9:7000")];
+    assert_eq!(
+        counter(&first, "stackway_upstream_requests_total", &far),
+        12.0
+    );
+    assert_eq!(counter(&first, "stackway_upstream_up", &far), 0.0);
+
+    busy.store(3, Ordering::Relaxed);
+    assert_eq!(pool(&scrape(running.addr), "stackway_pool_busy"), 3.0);
     running.stop().unwrap();
 }

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::readings::ServerReading;
+
 /// A running server's counters, read at any time from any thread; clones
 /// share them. Get one with [`Server::stats`](super::Server::stats) before
 /// the server runs.
@@ -43,6 +45,16 @@ impl Stats {
     /// protocol header missing or invalid.
     pub fn handshake_failures(&self) -> u64 {
         self.0.tls_failures.load(Ordering::Relaxed)
+    }
+
+    /// All of the above at once, as metrics and status pages read them.
+    pub fn reading(&self) -> ServerReading {
+        ServerReading {
+            connections_accepted: self.connections_accepted(),
+            connections_open: self.connections_open(),
+            handshakes: self.handshakes(),
+            handshake_failures: self.handshake_failures(),
+        }
     }
 
     pub(super) fn accepted(&self) {

@@ -65,6 +65,7 @@ use futures_util::TryStreamExt;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use pyo3::prelude::*;
+use stackway::readings::PoolReading;
 use stackway::{App, Body, IntoResponse, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::{StreamReader, SyncIoBridge};
@@ -127,6 +128,17 @@ impl WsgiStats {
     /// Seconds those requests waited in the queue, in all.
     pub fn waited_seconds(&self) -> f64 {
         self.counters.waited_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// All of the above at once, as metrics and status pages read them.
+    pub fn reading(&self) -> PoolReading {
+        PoolReading {
+            threads: self.threads(),
+            busy: self.busy(),
+            queued: self.queued(),
+            jobs: self.jobs(),
+            waited_seconds: self.waited_seconds(),
+        }
     }
 }
 

@@ -10,7 +10,9 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet, 
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::{METHODS, OUTCOMES, PoolReading, STATUSES, State, UpstreamReading};
+use stackway::readings::{PoolReading, UpstreamReading};
+
+use super::{METHODS, OUTCOMES, STATUSES, State};
 
 /// Renders the metrics in the text exposition format.
 pub(super) fn render(state: &Arc<State>) -> String {
@@ -109,31 +111,32 @@ impl Collector for Collect {
                 n.load(Ordering::Relaxed),
             )?;
         }
-        if let Some(server) = &state.server {
+        if let Some(read) = &state.server {
+            let server = read();
             for (name, help, kind, value) in [
                 (
                     "stackway_connections_accepted",
                     "Connections accepted.",
                     MetricType::Counter,
-                    server.connections_accepted(),
+                    server.connections_accepted,
                 ),
                 (
                     "stackway_connections_open",
                     "Connections open.",
                     MetricType::Gauge,
-                    server.connections_open(),
+                    server.connections_open,
                 ),
                 (
                     "stackway_handshakes",
                     "TLS handshakes and PROXY headers completed.",
                     MetricType::Counter,
-                    server.handshakes(),
+                    server.handshakes,
                 ),
                 (
                     "stackway_handshake_failures",
                     "TLS handshakes and PROXY headers that failed.",
                     MetricType::Counter,
-                    server.handshake_failures(),
+                    server.handshake_failures,
                 ),
             ] {
                 let mut metric = encoder.encode_descriptor(name, help, None, kind)?;

@@ -52,9 +52,8 @@ use futures_util::future::Either;
 use http::{HeaderValue, Method, header};
 use http_body::Body as _;
 
-use stackway::server::Stats;
-
 use stackway::notes::{Mount, Notes, Noting, Served};
+use stackway::readings::{PoolReading, ServerReading, UpstreamReading};
 use stackway::{App, IntoResponse, Request, Response};
 
 /// Serves Prometheus metrics at a path and counts every other request; see
@@ -114,7 +113,9 @@ impl<A> Metrics<A> {
     }
 
     /// Also reports the upstreams of a pool mounted at `mount`: `read` is
-    /// called at each scrape (`stackway_upstream_*{mount, upstream}`).
+    /// called at each scrape (`stackway_upstream_*{mount, upstream}`), as in
+    /// `.upstreams("/api", move || stats.upstreams())` with a
+    /// [`Proxy::stats`](crate::proxy::Proxy::stats).
     pub fn upstreams(
         mut self,
         mount: &str,
@@ -127,28 +128,9 @@ impl<A> Metrics<A> {
         self
     }
 
-    /// Also reports the upstreams of the [`Proxy`](crate::Proxy) mounted at
-    /// `mount` (see [`upstreams`](Self::upstreams)): requests answered,
-    /// failed attempts, whether each is up, requests in flight, connections.
-    #[cfg(feature = "proxy")]
-    pub fn proxy(self, mount: &str, stats: crate::proxy::ProxyStats) -> Self {
-        self.upstreams(mount, move || {
-            let upstreams = stats.upstreams().into_iter();
-            upstreams
-                .map(|u| UpstreamReading {
-                    name: u.name,
-                    answered: u.answered,
-                    failed: u.failed,
-                    up: u.up,
-                    in_flight: u.in_flight,
-                    connections: u.connections,
-                })
-                .collect()
-        })
-    }
-
     /// Also reports a thread pool (a WSGI mount's Python threads) at `mount`:
-    /// `read` is called at each scrape (`stackway_pool_*{mount}`).
+    /// `read` is called at each scrape (`stackway_pool_*{mount}`), as in
+    /// `.pool("/app", move || stats.reading())` with a WSGI mount's stats.
     pub fn pool(
         mut self,
         mount: &str,
@@ -161,12 +143,13 @@ impl<A> Metrics<A> {
         self
     }
 
-    /// Also reports the server's connections and handshakes
-    /// ([`Server::stats`](stackway::Server::stats)).
-    pub fn server(mut self, stats: Stats) -> Self {
+    /// Also reports the server's connections and handshakes: `read` is
+    /// called at each scrape, as in `.server(move || stats.reading())` with
+    /// the [`Server::stats`](stackway::Server::stats) taken before it runs.
+    pub fn server(mut self, read: impl Fn() -> ServerReading + Send + Sync + 'static) -> Self {
         Arc::get_mut(&mut self.state)
             .expect("configured before it is shared")
-            .server = Some(stats);
+            .server = Some(Box::new(read));
         self
     }
 
@@ -366,7 +349,7 @@ struct State {
     /// Times requests: the CPU's time-stamp counter where it is steady
     /// (calibrated once, here): half the cost of two `Instant` readings.
     clock: quanta::Clock,
-    server: Option<Stats>,
+    server: Option<Reader<ServerReading>>,
     /// Requests begun; less those answered and those cancelled, the
     /// requests in flight (one counter a request, not two).
     started_requests: AtomicU64,
@@ -393,38 +376,6 @@ struct State {
 
 /// How a statistic kept elsewhere is read at each scrape.
 type Reader<T> = Box<dyn Fn() -> T + Send + Sync>;
-
-/// An upstream as it stands, for [`Metrics::upstreams`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpstreamReading {
-    /// The upstream as configured (`http://127.0.0.1:9000`).
-    pub name: String,
-    /// Requests that got a response head from it.
-    pub answered: u64,
-    /// Attempts that failed.
-    pub failed: u64,
-    /// Whether a balancer may choose it now.
-    pub up: bool,
-    /// Requests sent to it and not yet answered in full.
-    pub in_flight: u64,
-    /// Connections open to it.
-    pub connections: u64,
-}
-
-/// A thread pool as it stands, for [`Metrics::pool`].
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PoolReading {
-    /// Threads in the pool.
-    pub threads: usize,
-    /// Threads running a request.
-    pub busy: usize,
-    /// Requests waiting for a free thread.
-    pub queued: usize,
-    /// Requests a thread has taken, since the start.
-    pub jobs: u64,
-    /// Seconds those requests waited for a thread, in all.
-    pub waited_seconds: f64,
-}
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

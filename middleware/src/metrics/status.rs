@@ -81,15 +81,15 @@ impl StatusPage {
             })
             .collect();
         mounts.sort_by(|a, b| a["mount"].as_str().cmp(&b["mount"].as_str()));
-        let server = state.server.as_ref();
+        let server = state.server.as_ref().map(|read| read());
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": state.started.elapsed().as_secs_f64(),
             "listeners": self.listeners,
             "in_flight": state.in_flight(),
             "connections": {
-                "accepted": server.map(|s| s.connections_accepted()),
-                "open": server.map(|s| s.connections_open()),
+                "accepted": server.map(|s| s.connections_accepted),
+                "open": server.map(|s| s.connections_open),
             },
             "bytes": {
                 "in": state.bytes_in.load(Ordering::Relaxed),

@@ -84,7 +84,7 @@ use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
 
 use self::body::{Progress, UpstreamBody};
-pub use self::stats::{ProxyStats, UpstreamStats};
+pub use self::stats::ProxyStats;
 pub use self::upstream::SpecError;
 use self::upstream::{Spec, Upstream};
 use crate::profiler::Timings;
@@ -286,7 +286,7 @@ impl Proxy {
     }
 
     /// A live view of the upstreams' counters and health, for
-    /// [`Metrics::proxy`](crate::Metrics::proxy) and status pages.
+    /// [`Metrics::upstreams`](crate::Metrics::upstreams) and status pages.
     pub fn stats(&self) -> ProxyStats {
         ProxyStats {
             upstreams: self.upstreams.clone(),
