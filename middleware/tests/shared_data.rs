@@ -715,17 +715,31 @@ fn precompressed_siblings_follow_accept_encoding() {
             .await;
         gz.assert_text("GZIP")
             .assert_header("content-encoding", "gzip");
-        client
-            .get(path)
-            .header("accept-encoding", "br;q=0, gzip;q=0")
-            .await
-            .assert_text("console.log('identity')");
-        // A coding with no sibling on disk falls back to the file itself.
-        client
-            .get(path)
-            .header("accept-encoding", "zstd")
-            .await
-            .assert_text("console.log('identity')");
+        // (Accept-Encoding, the coding sent, the body): siblings on disk are
+        // app.js.br and app.js.gz.
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("br", Some("br"), "BROTLI"),
+            ("gzip", Some("gzip"), "GZIP"),
+            ("gzip, br", Some("br"), "BROTLI"),
+            ("br;q=0.5, gzip", Some("gzip"), "GZIP"),
+            ("gzip;q=1, br;q=0.9", Some("gzip"), "GZIP"),
+            ("*", Some("br"), "BROTLI"),
+            ("*;q=0.5, gzip", Some("gzip"), "GZIP"),
+            ("br;q=0, gzip;q=0", None, "console.log('identity')"),
+            ("BR", Some("br"), "BROTLI"),
+            ("identity", None, "console.log('identity')"),
+            ("", None, "console.log('identity')"),
+            // A coding with no sibling on disk falls back to the file itself.
+            ("zstd", None, "console.log('identity')"),
+            ("deflate", None, "console.log('identity')"),
+        ];
+        for &(accept, coding, body) in cases {
+            let res = client.get(path).header("accept-encoding", accept).await;
+            res.assert_status(200)
+                .assert_text(body)
+                .assert_header("vary", "accept-encoding");
+            assert_eq!(res.header("content-encoding"), coding, "{accept:?}");
+        }
         // A real `.zst` sibling is sent as zstd, and decodes to the file.
         let data = b"{\"zstd\": true}".repeat(50);
         tree.write("data.json", &data);
@@ -801,44 +815,60 @@ fn precompressed_siblings_follow_accept_encoding() {
 fn directories_serve_their_index_and_redirect_to_the_slash_form() {
     let tree = Tree::new();
     run(async {
-        let client = tree.client();
-        client
-            .get("/static/sub/")
-            .await
-            .assert_status(200)
-            .assert_text("<h1>sub</h1>")
-            .assert_header("content-type", "text/html; charset=utf-8");
-        client
-            .get("/static/sub")
-            .await
-            .assert_status(308)
-            .assert_header("location", "/static/sub/");
-        client
-            .get("/static/sub?page=2")
-            .await
-            .assert_header("location", "/static/sub/?page=2");
-        client.head("/static/sub").await.assert_status(308);
-        // Under a mount, the redirect keeps the mount's prefix (axum #1731, tower-http #413).
-        let mounted = Dispatcher::default().mount(
+        let mounted = Client::new(Lint::strict(Dispatcher::default().mount(
             "/app",
             SharedData::new(app).export("/static", tree.public()),
-        );
-        let client = Client::new(Lint::strict(mounted));
-        client
-            .get("/app/static/sub")
-            .await
-            .assert_status(308)
-            .assert_header("location", "/app/static/sub/");
-        client
-            .get("/app/static/sub/")
-            .await
-            .assert_text("<h1>sub</h1>");
-        // Another index name, or none.
-        let other = tree.client_with(Export::dir(tree.public()).index_file(Some("page.txt")));
-        other.get("/static/sub/").await.assert_text("page");
-        let none = tree.client_with(Export::dir(tree.public()).index_file(None));
-        assert_fell_through(&none.get("/static/sub/").await);
-        assert_fell_through(&none.get("/static/sub").await);
+        )));
+        let clients = [
+            ("index.html", tree.client()),
+            // Under a mount, the redirect keeps the mount's prefix (axum #1731, tower-http #413).
+            ("mounted", mounted),
+            (
+                "page.txt",
+                tree.client_with(Export::dir(tree.public()).index_file(Some("page.txt"))),
+            ),
+            (
+                "no index",
+                tree.client_with(Export::dir(tree.public()).index_file(None)),
+            ),
+        ];
+        // (client, method, path, status, Location or body); 404 is the app's fall-through.
+        let cases: &[(&str, &str, &str, u16, &str)] = &[
+            ("index.html", "GET", "/static/sub/", 200, "<h1>sub</h1>"),
+            ("index.html", "GET", "/static/sub", 308, "/static/sub/"),
+            (
+                "index.html",
+                "GET",
+                "/static/sub?page=2",
+                308,
+                "/static/sub/?page=2",
+            ),
+            ("index.html", "HEAD", "/static/sub", 308, "/static/sub/"),
+            ("mounted", "GET", "/app/static/sub", 308, "/app/static/sub/"),
+            ("mounted", "GET", "/app/static/sub/", 200, "<h1>sub</h1>"),
+            ("page.txt", "GET", "/static/sub/", 200, "page"),
+            ("no index", "GET", "/static/sub/", 404, ""),
+            ("no index", "GET", "/static/sub", 404, ""),
+        ];
+        for &(name, method, path, status, expected) in cases {
+            let client = &clients.iter().find(|(n, _)| *n == name).unwrap().1;
+            let res = match method {
+                "HEAD" => client.head(path).await,
+                _ => client.get(path).await,
+            };
+            let case = format!("{name}: {method} {path}");
+            assert_eq!(res.status().as_u16(), status, "{case}");
+            match status {
+                308 => assert_eq!(res.header("location"), Some(expected), "{case}"),
+                200 => {
+                    let html = expected.starts_with('<');
+                    let content_type = if html { "text/html" } else { "text/plain" };
+                    res.assert_text(expected)
+                        .assert_header("content-type", &format!("{content_type}; charset=utf-8"));
+                }
+                _ => assert_fell_through(&res),
+            }
+        }
     });
 }
 
@@ -896,40 +926,36 @@ fn hidden_files_are_misses_unless_allowed() {
 #[test]
 fn cache_control_is_set_per_export() {
     let tree = Tree::new();
+    let export = || Export::dir(tree.public());
+    let client = Client::new(Lint::strict(
+        SharedData::new(app)
+            .export("/a", export().max_age(Duration::from_secs(600)))
+            .export("/b", export().immutable())
+            .export("/c", export().cache_control("no-cache"))
+            .export("/d", tree.public()),
+    ));
+    // (export, Cache-Control on the 200 and on the 304 that revalidates it).
+    let cases: &[(&str, Option<&str>)] = &[
+        ("/a", Some("public, max-age=600")),
+        ("/b", Some("public, max-age=31536000, immutable")),
+        ("/c", Some("no-cache")),
+        ("/d", None),
+    ];
     run(async {
-        let app_ = SharedData::new(app)
-            .export(
-                "/a",
-                Export::dir(tree.public()).max_age(Duration::from_secs(600)),
-            )
-            .export("/b", Export::dir(tree.public()).immutable())
-            .export("/c", Export::dir(tree.public()).cache_control("no-cache"))
-            .export("/d", tree.public());
-        let client = Client::new(Lint::strict(app_));
-        client
-            .get("/a/hello.txt")
-            .await
-            .assert_header("cache-control", "public, max-age=600");
-        client
-            .get("/b/hello.txt")
-            .await
-            .assert_header("cache-control", "public, max-age=31536000, immutable");
-        let etag = client
-            .get("/c/hello.txt")
-            .await
-            .header("etag")
-            .unwrap()
-            .to_owned();
-        client
-            .get("/c/hello.txt")
-            .header("if-none-match", &etag)
-            .await
-            .assert_status(304)
-            .assert_header("cache-control", "no-cache");
-        client
-            .get("/d/hello.txt")
-            .await
-            .assert_no_header("cache-control");
+        for &(export, cache_control) in cases {
+            let path = format!("{export}/hello.txt");
+            let full = client.get(&path).await;
+            full.assert_status(200);
+            assert_eq!(full.header("cache-control"), cache_control, "{path}");
+            let etag = full.header("etag").unwrap();
+            let revalidated = client.get(&path).header("if-none-match", etag).await;
+            revalidated.assert_status(304);
+            assert_eq!(
+                revalidated.header("cache-control"),
+                cache_control,
+                "{path} 304"
+            );
+        }
     });
 }
 

@@ -434,33 +434,44 @@ impl<'a> Environ<'a> {
             set("REMOTE_ADDR", remote.ip().to_string());
             set("REMOTE_PORT", remote.port().to_string());
         }
+        for (name, value) in self.cgi_headers() {
+            set(&name, String::from_utf8_lossy(&value).into_owned());
+        }
+        env
+    }
+
+    /// The request's headers as CGI variables, with their values as sent:
+    /// `CONTENT_TYPE`, `CONTENT_LENGTH`, and `HTTP_*` for every other header
+    /// (repeated headers joined by `, `, cookies by `; `). `HTTP_HOST` is the
+    /// request's host ([`http_host`](Self::http_host)). Headers whose names
+    /// contain `_` are left out (see [`cgi`](Self::cgi)). A gateway that
+    /// needs bytes, as WSGI's latin-1 environ does, builds on this.
+    pub fn cgi_headers(&self) -> Vec<(String, Vec<u8>)> {
+        let mut vars = Vec::with_capacity(self.headers.keys_len() + 1);
         let host = self.http_host();
         if let Some(host) = host {
-            set("HTTP_HOST", host.to_owned());
+            vars.push(("HTTP_HOST".to_owned(), host.as_bytes().to_vec()));
         }
         for name in self.headers.keys() {
             if name.as_str().contains('_') || (name == HOST && host.is_some()) {
                 continue;
             }
-            let separator = if name == COOKIE { "; " } else { ", " };
+            let separator: &[u8] = if name == COOKIE { b"; " } else { b", " };
             let value = self
                 .headers
                 .get_all(name)
                 .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .map(|v| v.as_bytes())
                 .collect::<Vec<_>>()
                 .join(separator);
-            let key = if name == CONTENT_TYPE || name == CONTENT_LENGTH {
-                name.as_str().to_ascii_uppercase().replace('-', "_")
-            } else {
-                format!(
-                    "HTTP_{}",
-                    name.as_str().to_ascii_uppercase().replace('-', "_")
-                )
+            let cgi = name.as_str().to_ascii_uppercase().replace('-', "_");
+            let cgi = match name == CONTENT_TYPE || name == CONTENT_LENGTH {
+                true => cgi,
+                false => format!("HTTP_{cgi}"),
             };
-            set(&key, value);
+            vars.push((cgi, value));
         }
-        env
+        vars
     }
 }
 

@@ -6,7 +6,6 @@
 //! into `'/café'` with `.encode('latin-1').decode('utf-8')` (Werkzeug and
 //! Django do). The raw target stays in `REQUEST_URI` and `RAW_URI`.
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use percent_encoding::percent_decode_str;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -51,42 +50,7 @@ impl Cgi {
             set("REMOTE_ADDR", remote.ip().to_string().into());
             set("REMOTE_PORT", remote.port().to_string().into());
         }
-        for (name, cgi) in [
-            (CONTENT_TYPE, "CONTENT_TYPE"),
-            (CONTENT_LENGTH, "CONTENT_LENGTH"),
-        ] {
-            if let Some(value) = req.headers().get(name) {
-                set(cgi, value.as_bytes().to_vec());
-            }
-        }
-        // The request's host: a trusted proxy's, or HTTP/2's authority.
-        let host = env.http_host();
-        if let Some(host) = host {
-            set("HTTP_HOST", host.into());
-        }
-        for name in req.headers().keys() {
-            // `X-User_Id` would pass for `X-User-Id` (nginx and Apache drop these too).
-            if name.as_str().contains('_')
-                || name == CONTENT_TYPE
-                || name == CONTENT_LENGTH
-                || (name == HOST && host.is_some())
-            {
-                continue;
-            }
-            let separator: &[u8] = if name == COOKIE { b"; " } else { b", " };
-            let value = req
-                .headers()
-                .get_all(name)
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect::<Vec<_>>()
-                .join(separator);
-            let key = format!(
-                "HTTP_{}",
-                name.as_str().to_ascii_uppercase().replace('-', "_")
-            );
-            set(&key, value);
-        }
+        vars.extend(env.cgi_headers());
         Self {
             vars,
             scheme: if env.url_scheme() == &http::uri::Scheme::HTTPS {
