@@ -17,7 +17,8 @@ use stackway_middleware::{Dispatcher, Proxy, SharedData};
 
 use crate::listen;
 use crate::values::{
-    balance, parse_mode, parse_path, parse_proxy_fix, parse_secs, required_secs, secs,
+    balance, parse_mode, parse_path, parse_processes, parse_proxy_fix, parse_secs, required_secs,
+    secs,
 };
 
 #[derive(Debug, Parser)]
@@ -106,9 +107,36 @@ pub(crate) struct ServeArgs {
     #[arg(long = "static", value_name = "PREFIX=PATH", value_parser = parse_static)]
     pub(crate) statics: Vec<Static>,
 
-    /// Worker threads, each with its own runtime [default: one per core].
+    /// Worker threads, each with its own runtime, in each process; with --processes, the
+    /// cores are shared out among them [default: one per core].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) workers: Option<u16>,
+
+    /// Server processes, each with its own interpreter for Python apps, run by this one as
+    /// their supervisor (gunicorn's and granian's --workers, uWSGI's --processes): replaced
+    /// when one exits, drained on SIGTERM; `auto` is one per core.
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_processes)]
+    pub(crate) processes: u16,
+
+    /// Replace a process once it has served N requests, the new one serving before the old
+    /// one drains (gunicorn's --max-requests) [default: never].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_requests: Option<u64>,
+
+    /// Add a random 0..=J to each process's --max-requests, so that processes started
+    /// together are not replaced together (gunicorn's --max-requests-jitter).
+    #[arg(long, value_name = "J", default_value = "0")]
+    pub(crate) max_requests_jitter: u64,
+
+    /// Replace a process whose resident memory exceeds MIB mebibytes, checked every second
+    /// (uWSGI's --reload-on-rss, granian's --workers-max-rss) [default: never].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_rss: Option<u64>,
+
+    /// Replace a process once it has run SECS seconds (granian's --workers-lifetime)
+    /// [default: never].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub(crate) max_lifetime: Option<Duration>,
 
     /// Trust X-Forwarded-* headers from proxies in front (Werkzeug's ProxyFix): counts of
     /// trusted proxies per header, as in for=1,proto=1,host=1,port=0,prefix=1; bare

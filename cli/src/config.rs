@@ -20,7 +20,7 @@ use toml::Spanned;
 use crate::args::{Mount, ProxyOptions, ServeArgs, Static, Target};
 use crate::listen::{Bind, ListenSpec};
 use crate::values::{
-    at_least_one, bind, binds, header_size, level, log_format, octal, path, proxy_fix,
+    at_least_one, bind, binds, header_size, level, log_format, octal, path, processes, proxy_fix,
     required_bind, secs, upstreams,
 };
 
@@ -83,6 +83,13 @@ config_file! {
         optional tls_key: PathBuf,
         plain proxy_protocol: bool,
         optional workers: u16,
+        #[serde(default, deserialize_with = "processes")]
+        plain processes: u16,
+        optional max_requests: u64,
+        plain max_requests_jitter: u64,
+        optional max_rss: u64,
+        #[serde(default, deserialize_with = "secs")]
+        optional max_lifetime: Duration,
         #[serde(default, deserialize_with = "path")]
         optional health: String,
         #[serde(default, deserialize_with = "secs")]

@@ -12,10 +12,12 @@ mod admin;
 mod args;
 mod config;
 mod listen;
+mod recycle;
 mod reload;
 mod restart;
 mod signals;
 mod stack;
+mod supervisor;
 mod telemetry;
 mod values;
 
@@ -24,7 +26,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use stackway::Server;
+use stackway::{BoxApp, Server};
 
 use crate::admin::observed;
 use crate::args::{Cli, Command, ServeArgs};
@@ -47,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    reload::follow_supervisor();
+    supervisor::follow_parent();
     let otlp = match args.otlp_endpoint.as_deref().filter(|_| !args.reload) {
         Some(endpoint) => match telemetry::exporter(endpoint) {
             Ok(otlp) => Some(otlp),
@@ -69,6 +71,10 @@ fn main() -> ExitCode {
         roots.extend(args.python_path.iter().cloned());
         return reload::supervise(child_args, &args.bind, &roots);
     }
+    let admin = admin_spec(&args);
+    if supervisor::wanted(&args) {
+        return supervisor::run(&args, &listen_specs(&args), admin.as_ref());
+    }
     // Everything the flags say is checked before the port is taken, so a
     // wrong flag is never reported as a busy port.
     let (mut app, sources) = match build_app(&args) {
@@ -89,13 +95,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let admin = args.admin_bind.as_ref().map(|bind| listen::ListenSpec {
-        bind: bind.clone(),
-        tls: None,
-        proxy_protocol: false,
-        reuse_port: false,
-        mode: args.socket_mode,
-    });
     let opened = match listen::open(&listen_specs(&args), admin.as_ref()) {
         Ok(opened) => opened,
         Err(message) => {
@@ -114,6 +113,9 @@ fn main() -> ExitCode {
     if args.metrics.is_some() || args.status.is_some() {
         app = observed(app, &args, &server, opened.admin, sources);
     }
+    if let Some(limit) = supervisor::request_limit(&args) {
+        app = BoxApp::new(recycle::AfterRequests::new(app, limit));
+    }
     let handed_over = Arc::new(AtomicBool::new(false));
     let mut server = server
         .header_read_timeout(args.header_timeout)
@@ -130,21 +132,25 @@ fn main() -> ExitCode {
         .when_ready(|addrs| {
             // Whoever reads this may have gone (a restart's new process
             // outlives the old one's reader): a closed stdout is no failure.
-            let mut out = std::io::stdout().lock();
-            for addr in addrs {
-                let _ = writeln!(out, "listening on {addr}");
+            // A supervised process's supervisor says where the tree listens.
+            if !supervisor::is_worker() {
+                let mut out = std::io::stdout().lock();
+                for addr in addrs {
+                    let _ = writeln!(out, "listening on {addr}");
+                }
+                let _ = out.flush();
             }
-            let _ = out.flush();
             restart::notify_ready();
         });
     if let Some(path) = &args.health {
         server = server.health_path(path);
     }
-    if let Some(workers) = args.workers {
-        server = server.workers(workers.into());
+    if let Some(workers) = supervisor::workers(&args) {
+        server = server.workers(workers);
     }
     let served = server.run(app);
-    if !handed_over.load(Ordering::Relaxed) {
+    // The sockets' files are the supervisor's, or the next process's.
+    if !handed_over.load(Ordering::Relaxed) && !supervisor::is_worker() {
         for file in &opened.unix_files {
             let _ = std::fs::remove_file(file);
         }
@@ -161,6 +167,17 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The admin listener `--admin-bind` asks for.
+fn admin_spec(args: &ServeArgs) -> Option<listen::ListenSpec> {
+    args.admin_bind.as_ref().map(|bind| listen::ListenSpec {
+        bind: bind.clone(),
+        tls: None,
+        proxy_protocol: false,
+        reuse_port: false,
+        mode: args.socket_mode,
+    })
 }
 
 /// The listeners the flags (or the config file) ask for.

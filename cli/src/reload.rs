@@ -24,17 +24,6 @@ use nix::unistd::Pid;
 
 use crate::listen::Bind;
 
-/// Set in the environment of the servers the supervisor starts.
-pub(crate) const SUPERVISED: &str = "STACKWAY_RELOAD_CHILD";
-
-/// In a server the supervisor started: ends it when the supervisor ends, even
-/// by SIGKILL, so that no server outlives its `--reload`.
-pub(crate) fn follow_supervisor() {
-    if std::env::var_os(SUPERVISED).is_some() {
-        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-    }
-}
-
 /// The most files watched; a tree larger than this is probably not the app.
 const MAX_FILES: usize = 20_000;
 
@@ -106,7 +95,10 @@ fn fixed_address(bind: &Bind) -> String {
 fn command(args: &[String]) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stackway"));
     let mut command = Command::new(exe);
-    command.args(args).env(SUPERVISED, "1");
+    // It ends with this process (see `supervisor::follow_parent`).
+    command
+        .args(args)
+        .env(crate::supervisor::PARENT, std::process::id().to_string());
     command
 }
 

@@ -40,8 +40,8 @@ const HANDOVER: &str = "STACKWAY_HANDOVER";
 /// the old one gives up on it and goes on serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// This process's end of the pair it reports readiness on, when a restart
-/// started it; taken with the passed sockets, dropped once used.
+/// This process's end of the pair it reports on, when a restart or a
+/// supervisor started it; taken with the passed sockets.
 static REPORT_TO: Mutex<Option<UnixDatagram>> = Mutex::new(None);
 
 /// Whether this process was started by a restart, with the sockets of the
@@ -66,16 +66,26 @@ pub(crate) fn report_to(pair: UnixDatagram) {
     *REPORT_TO.lock().unwrap_or_else(|e| e.into_inner()) = Some(pair);
 }
 
-/// Says `READY=1`: to the process this one replaces, or to systemd.
+/// Says `READY=1`: to the process that started this one (the one it
+/// replaces, or its supervisor), or to systemd.
 pub(crate) fn notify_ready() {
-    let old = REPORT_TO.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(old) = old {
-        if let Err(e) = old.send(b"READY=1") {
-            tracing::warn!("cannot tell the process this one replaces that it is ready: {e}");
+    if !report("READY=1") {
+        if let Some(systemd) = std::env::var_os("NOTIFY_SOCKET") {
+            send(&systemd.to_string_lossy(), "READY=1");
         }
-    } else if let Some(systemd) = std::env::var_os("NOTIFY_SOCKET") {
-        send(&systemd.to_string_lossy(), "READY=1");
     }
+}
+
+/// Says `message` to the process that started this one; false when none did.
+pub(crate) fn report(message: &str) -> bool {
+    let to = REPORT_TO.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(to) = to.as_ref() else {
+        return false;
+    };
+    if let Err(e) = to.send(message.as_bytes()) {
+        tracing::warn!("cannot tell the process that started this one {message:?}: {e}");
+    }
+    true
 }
 
 /// Tells systemd the server is stopping.
@@ -123,8 +133,45 @@ impl Handover {
     /// until it is ready. On success the caller stops serving; on failure it
     /// goes on (a new process that started is stopped).
     pub(crate) fn restart(&self, args: &[std::ffi::OsString]) -> io::Result<u32> {
+        let mut new = self.spawn(args, &[])?;
+        let started = Instant::now();
+        while !new.ready()? {
+            std::thread::sleep(Duration::from_millis(50));
+            if let Some(status) = new.child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "the new process exited before it was ready ({status})"
+                )));
+            }
+            if started.elapsed() > START_TIMEOUT {
+                let _ = new.child.kill();
+                let _ = new.child.wait();
+                return Err(io::Error::other(format!(
+                    "the new process was not ready within {START_TIMEOUT:?}"
+                )));
+            }
+        }
+        let Spawned { mut child, .. } = new;
+        let pid = child.id();
+        // Reap it in the background should it exit while this process drains.
+        std::thread::spawn(move || child.wait());
+        if let Some(systemd) = std::env::var_os("NOTIFY_SOCKET") {
+            send(
+                &systemd.to_string_lossy(),
+                &format!("MAINPID={pid}\nREADY=1"),
+            );
+        }
+        Ok(pid)
+    }
+
+    /// Starts this binary with `args` and `env`, with the sockets at
+    /// descriptors 3.. and the pair it reports on after them.
+    pub(crate) fn spawn(
+        &self,
+        args: &[std::ffi::OsString],
+        env: &[(&str, String)],
+    ) -> io::Result<Spawned> {
         let (inbox, theirs) = UnixDatagram::pair()?;
-        inbox.set_read_timeout(Some(Duration::from_millis(200)))?;
+        inbox.set_nonblocking(true)?;
         let theirs = OwnedFd::from(theirs);
         let report_fd = 3 + self.sockets.len();
         let mappings = self
@@ -146,53 +193,45 @@ impl Handover {
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDS_FIRST_FD")
             .env(HANDOVER, format!("fd:{report_fd}"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .fd_mappings(mappings)
             .map_err(|_| io::Error::other("descriptor numbers collide"))?;
-        let mut child = command.spawn()?;
+        let child = command.spawn()?;
         // Only the new process holds the other end now.
         drop(command);
         drop(theirs);
-        let started = Instant::now();
-        let mut message = [0u8; 64];
+        Ok(Spawned { child, inbox })
+    }
+}
+
+/// A process started with the sockets, and the pair it reports on.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub(crate) child: std::process::Child,
+    inbox: UnixDatagram,
+}
+
+impl Spawned {
+    /// Whether it has said `READY=1` since last asked.
+    pub(crate) fn ready(&self) -> io::Result<bool> {
+        Ok(self.reports()?.iter().any(|line| line == "READY=1"))
+    }
+
+    /// The lines it has reported since last asked, without waiting.
+    pub(crate) fn reports(&self) -> io::Result<Vec<String>> {
+        let mut lines = Vec::new();
+        let mut message = [0u8; 256];
         loop {
-            match inbox.recv(&mut message) {
-                Ok(n) if message[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") => {
-                    break;
-                }
-                Ok(n) => tracing::warn!(
-                    "the new process said {:?}, not READY=1; still waiting",
+            match self.inbox.recv(&mut message) {
+                Ok(n) => lines.extend(
                     String::from_utf8_lossy(&message[..n])
+                        .lines()
+                        .map(str::to_owned),
                 ),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(lines),
                 Err(e) => return Err(e),
             }
-            if let Some(status) = child.try_wait()? {
-                return Err(io::Error::other(format!(
-                    "the new process exited before it was ready ({status})"
-                )));
-            }
-            if started.elapsed() > START_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io::Error::other(format!(
-                    "the new process was not ready within {START_TIMEOUT:?}"
-                )));
-            }
         }
-        let pid = child.id();
-        // Reap it in the background should it exit while this process drains.
-        std::thread::spawn(move || child.wait());
-        if let Some(systemd) = std::env::var_os("NOTIFY_SOCKET") {
-            send(
-                &systemd.to_string_lossy(),
-                &format!("MAINPID={pid}\nREADY=1"),
-            );
-        }
-        Ok(pid)
     }
 }
 

@@ -53,6 +53,9 @@ impl Signals {
                         }
                     }
                 }
+                SIGUSR2 if crate::supervisor::is_worker() => {
+                    tracing::warn!("SIGUSR2 restarts the supervisor's processes: send it there");
+                }
                 SIGUSR2 => {
                     let handover = match &handover {
                         Ok(handover) => handover.clone(),

@@ -30,6 +30,28 @@ pub(crate) fn parse_proxy_fix(value: &str) -> Result<[usize; 5], String> {
     Ok(trust)
 }
 
+/// A number of processes from 1 up, or `auto`: one per core.
+pub(crate) fn parse_processes(value: &str) -> Result<u16, String> {
+    if value == "auto" {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        return Ok(u16::try_from(cores).unwrap_or(u16::MAX));
+    }
+    value
+        .parse::<u16>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("expected a number of processes from 1 up, or auto, not {value:?}"))
+}
+
+/// `2` or `"auto"`.
+pub(crate) fn processes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    checked(d, |value: toml::Value| match value {
+        toml::Value::Integer(n) => parse_processes(&n.to_string()),
+        toml::Value::String(s) => parse_processes(&s),
+        _ => Err("expected a number of processes, or \"auto\"".to_owned()),
+    })
+}
+
 pub(crate) fn parse_mode(value: &str) -> Result<u32, String> {
     u32::from_str_radix(value, 8)
         .ok()

@@ -575,6 +575,8 @@ fn help_lists_every_flag_with_its_default() {
         ("--mount", "repeatable"),
         ("--static", "repeatable"),
         ("--workers", "[default: one per core]"),
+        ("--processes", "[default: 1]"),
+        ("--max-requests", "[default: never]"),
         ("--access-log", "[default: off]"),
         ("--header-timeout", "[default: 30]"),
         ("--idle-timeout", "[default: 60]"),

@@ -1,0 +1,478 @@
+//! `stackway serve --processes N`: the process the user starts binds the
+//! listeners and supervises N server processes that share them, each with its
+//! own interpreter for Python apps and its own worker threads, as gunicorn's
+//! arbiter, uWSGI's master and granian's do. It never loads an app itself.
+//!
+//! ```text
+//! supervisor: stackway serve ARGS --check    (the flags and the apps load, or exit 2)
+//!             bind the listeners
+//!             for each slot: stackway serve ARGS   fds 3.. = the listeners, then the pair it
+//!                                                  reports on (as a restart hands over);
+//!                                                  STACKWAY_WORKER=slot, STACKWAY_PARENT=pid
+//!     ◀──── READY=1 ───── each process, once it serves (one that exits first stops it all)
+//!     ◀──── RECYCLE=why ─ a process that has served --max-requests
+//!     every 100 ms: a process that exited is started again (with backoff); one over
+//!     --max-rss or --max-lifetime, or that asked, gets a replacement, and once that
+//!     is ready it is sent SIGTERM and drains; killed if still there after the grace period
+//!     SIGTERM/SIGINT: every process drains; SIGHUP: passed on; SIGUSR2: every process replaced
+//! ```
+//!
+//! A process the supervisor starts ends with it, even when it is killed
+//! (`PR_SET_PDEATHSIG`), so no server outlives it.
+
+use std::ffi::OsString;
+use std::io;
+use std::process::{Command, ExitCode, ExitStatus};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+
+use crate::args::ServeArgs;
+use crate::listen::{self, ListenSpec};
+use crate::restart::{self, Handover, Spawned};
+
+/// In a server process a supervisor started: its slot.
+const WORKER: &str = "STACKWAY_WORKER";
+
+/// In a process a supervisor (or `--reload`) started: the supervisor's pid.
+pub(crate) const PARENT: &str = "STACKWAY_PARENT";
+
+/// How long a process may take to start (import its apps) before it counts
+/// as failed.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often the supervisor looks at its processes.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Whether `args` ask for a supervisor: more than one process, or processes
+/// that are replaced on a limit. False in a process a supervisor started.
+pub(crate) fn wanted(args: &ServeArgs) -> bool {
+    let recycled =
+        args.max_requests.is_some() || args.max_rss.is_some() || args.max_lifetime.is_some();
+    (args.processes > 1 || recycled) && !args.check && !is_worker()
+}
+
+/// Whether this process is one a supervisor started.
+pub(crate) fn is_worker() -> bool {
+    std::env::var_os(WORKER).is_some()
+}
+
+/// In a process a supervisor or `--reload` started: ends it when that one
+/// ends, even by SIGKILL (SIGTERM, so that it drains), and at once if that
+/// one is already gone.
+pub(crate) fn follow_parent() {
+    let Some(parent) = std::env::var(PARENT)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    if nix::unistd::getppid() != Pid::from_raw(parent) {
+        std::process::exit(1);
+    }
+}
+
+/// The worker threads of each process: `--workers`, or the cores shared
+/// out among the processes, at least one each.
+pub(crate) fn workers(args: &ServeArgs) -> Option<usize> {
+    match (args.workers, is_worker() && args.processes > 1) {
+        (Some(workers), _) => Some(workers.into()),
+        (None, true) => {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            Some((cores / usize::from(args.processes)).max(1))
+        }
+        (None, false) => None,
+    }
+}
+
+/// After how many requests this process asks to be replaced: `--max-requests`
+/// plus a random `0..=--max-requests-jitter`.
+pub(crate) fn request_limit(args: &ServeArgs) -> Option<u64> {
+    use std::hash::{BuildHasher, RandomState};
+    let limit = args.max_requests.filter(|_| is_worker())?;
+    let jitter = match args.max_requests_jitter {
+        0 => 0,
+        most => RandomState::new().hash_one(std::process::id()) % (most + 1),
+    };
+    Some(limit.saturating_add(jitter))
+}
+
+/// Runs the supervisor until SIGTERM or SIGINT; `specs` and `admin` are the
+/// listeners it binds and hands to every process.
+pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenSpec>) -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // The flags and the apps are checked before the port is taken, in a
+    // process of their own: this one never loads an app.
+    match check(&argv) {
+        Ok(status) if status.success() => {}
+        Ok(status) => return exit_code(status),
+        Err(e) => {
+            eprintln!("stackway: cannot start a process to check the apps: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("stackway: cannot watch for signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let opened = match listen::open(specs, admin) {
+        Ok(opened) => opened,
+        Err(message) => {
+            eprintln!("stackway: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    let handover = match Handover::new(&opened.listeners) {
+        Ok(handover) => handover,
+        Err(e) => {
+            eprintln!("stackway: cannot share the listening sockets: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut tree = Tree {
+        handover,
+        argv,
+        limits: Limits::of(args),
+        grace: args.grace_period + args.drain_delay.unwrap_or_default() + Duration::from_secs(1),
+        slots: (0..args.processes).map(|_| Slot::default()).collect(),
+        draining: Vec::new(),
+    };
+    let booted = tree.boot();
+    if let Err(code) = booted {
+        tree.stop();
+        return code;
+    }
+    for listener in &opened.listeners {
+        println!("listening on {}", listener.local_addr());
+    }
+    restart::notify_ready();
+    tracing::info!(
+        processes = args.processes,
+        "supervising {} server processes",
+        args.processes
+    );
+    tree.supervise(signals);
+    restart::notify_stopping();
+    tree.stop();
+    for file in &opened.unix_files {
+        let _ = std::fs::remove_file(file);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `stackway serve ARGS --check`: imports every app, binds nothing.
+fn check(argv: &[OsString]) -> io::Result<ExitStatus> {
+    Command::new(std::env::current_exe()?)
+        .args(argv)
+        .arg("--check")
+        .env(PARENT, std::process::id().to_string())
+        .status()
+}
+
+fn exit_code(status: ExitStatus) -> ExitCode {
+    let code = status.code().and_then(|c| u8::try_from(c).ok());
+    ExitCode::from(code.filter(|c| *c != 0).unwrap_or(1))
+}
+
+/// When a process is replaced although it is well.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_rss: Option<u64>,
+    max_lifetime: Option<Duration>,
+}
+
+impl Limits {
+    fn of(args: &ServeArgs) -> Self {
+        Self {
+            max_rss: args.max_rss.map(|mib| mib << 20),
+            max_lifetime: args.max_lifetime,
+        }
+    }
+
+    /// Why `process` should be replaced, if it should.
+    fn exceeded(&self, process: &Process) -> Option<String> {
+        if let Some(max) = self.max_rss {
+            let rss = rss(process.pid()).unwrap_or(0);
+            if rss > max {
+                return Some(format!("max-rss: {} MiB", rss >> 20));
+            }
+        }
+        match self.max_lifetime {
+            Some(max) if process.ready_at.is_some_and(|at| at.elapsed() > max) => {
+                Some("max-lifetime".to_owned())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A server process.
+#[derive(Debug)]
+struct Process {
+    spawned: Spawned,
+    started: Instant,
+    ready_at: Option<Instant>,
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        self.spawned.child.id()
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Ok(pid) = i32::try_from(self.pid()) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.spawned.child.try_wait().ok().flatten()
+    }
+
+    /// What it reported since last asked; notes when it became ready.
+    fn reports(&mut self) -> Vec<String> {
+        let lines = self.spawned.reports().unwrap_or_default();
+        if self.ready_at.is_none() && lines.iter().any(|l| l == "READY=1") {
+            self.ready_at = Some(Instant::now());
+        }
+        lines
+    }
+}
+
+/// One place for a process: the one serving, and its replacement while it
+/// starts.
+#[derive(Debug, Default)]
+struct Slot {
+    current: Option<Process>,
+    next: Option<Process>,
+    /// Why the current one is to be replaced.
+    recycle: Option<String>,
+    /// Starts that failed in a row, and when to try again.
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+struct Tree {
+    handover: Handover,
+    argv: Vec<OsString>,
+    limits: Limits,
+    /// How long a process may drain before it is killed.
+    grace: Duration,
+    slots: Vec<Slot>,
+    /// Replaced processes, draining, with when they are killed.
+    draining: Vec<(Process, Instant)>,
+}
+
+impl Tree {
+    fn spawn(&self, slot: usize) -> io::Result<Process> {
+        let env = [
+            (WORKER, slot.to_string()),
+            (PARENT, std::process::id().to_string()),
+        ];
+        Ok(Process {
+            spawned: self.handover.spawn(&self.argv, &env)?,
+            started: Instant::now(),
+            ready_at: None,
+        })
+    }
+
+    /// Starts every process and waits until each is ready; one that exits or
+    /// hangs first is a failed boot, as gunicorn's "Worker failed to boot".
+    fn boot(&mut self) -> Result<(), ExitCode> {
+        for slot in 0..self.slots.len() {
+            match self.spawn(slot) {
+                Ok(process) => self.slots[slot].current = Some(process),
+                Err(e) => {
+                    eprintln!("stackway: cannot start a server process: {e}");
+                    return Err(ExitCode::from(1));
+                }
+            }
+        }
+        loop {
+            let mut ready = 0;
+            for (n, slot) in self.slots.iter_mut().enumerate() {
+                let process = slot.current.as_mut().expect("started");
+                process.reports();
+                if let Some(status) = process.exited() {
+                    eprintln!(
+                        "stackway: server process {n} (pid {}) failed to boot: {status}",
+                        process.pid()
+                    );
+                    return Err(exit_code(status));
+                }
+                if process.started.elapsed() > START_TIMEOUT {
+                    eprintln!(
+                        "stackway: server process {n} (pid {}) was not ready within {START_TIMEOUT:?}",
+                        process.pid()
+                    );
+                    return Err(ExitCode::from(1));
+                }
+                ready += usize::from(process.ready_at.is_some());
+            }
+            if ready == self.slots.len() {
+                return Ok(());
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    /// Looks after the processes until SIGTERM or SIGINT.
+    fn supervise(&mut self, mut signals: signal_hook::iterator::Signals) {
+        loop {
+            for signal in signals.pending() {
+                match signal {
+                    SIGHUP => self.each(|p| p.signal(Signal::SIGHUP)),
+                    SIGUSR2 => {
+                        tracing::info!("replacing every server process");
+                        for slot in &mut self.slots {
+                            slot.recycle.get_or_insert_with(|| "restart".to_owned());
+                        }
+                    }
+                    _ => return,
+                }
+            }
+            for n in 0..self.slots.len() {
+                self.look_after(n);
+            }
+            self.draining.retain_mut(|(process, deadline)| {
+                if process.exited().is_some() {
+                    return false;
+                }
+                if Instant::now() > *deadline {
+                    tracing::warn!(
+                        pid = process.pid(),
+                        "killed: still draining after the grace period"
+                    );
+                    process.signal(Signal::SIGKILL);
+                }
+                true
+            });
+            std::thread::sleep(TICK);
+        }
+    }
+
+    fn look_after(&mut self, n: usize) {
+        let limits = self.limits;
+        let slot = &mut self.slots[n];
+        if let Some(process) = &mut slot.current {
+            for line in process.reports() {
+                if let Some(why) = line.strip_prefix("RECYCLE=") {
+                    slot.recycle.get_or_insert_with(|| why.to_owned());
+                }
+            }
+            if let Some(status) = process.exited() {
+                tracing::warn!(
+                    pid = process.pid(),
+                    "server process {n} exited ({status}); starting another"
+                );
+                slot.current = None;
+                slot.recycle = None;
+            } else if slot.recycle.is_none() {
+                slot.recycle = limits.exceeded(process);
+            }
+        }
+        let wanted = slot.current.is_none() || slot.recycle.is_some();
+        if wanted && slot.next.is_none() && slot.retry_at.is_none_or(|at| Instant::now() >= at) {
+            slot.retry_at = None;
+            match self.spawn(n) {
+                Ok(process) => self.slots[n].next = Some(process),
+                Err(e) => {
+                    tracing::error!("cannot start a server process: {e}");
+                    self.failed(n);
+                }
+            }
+        }
+        let slot = &mut self.slots[n];
+        let Some(next) = &mut slot.next else { return };
+        next.reports();
+        if next.ready_at.is_some() {
+            let next = slot.next.take().expect("there");
+            let why = slot.recycle.take();
+            slot.failures = 0;
+            if let Some(old) = slot.current.replace(next) {
+                tracing::info!(
+                    old = old.pid(),
+                    new = slot.current.as_ref().map(Process::pid),
+                    "server process {n} replaced ({})",
+                    why.as_deref().unwrap_or("asked")
+                );
+                old.signal(Signal::SIGTERM);
+                self.draining.push((old, Instant::now() + self.grace));
+            }
+        } else if let Some(status) = next.exited() {
+            tracing::error!(
+                pid = next.pid(),
+                "a new server process {n} exited before it was ready ({status})"
+            );
+            slot.next = None;
+            self.failed(n);
+        } else if next.started.elapsed() > START_TIMEOUT {
+            tracing::error!(
+                pid = next.pid(),
+                "a new server process {n} was not ready within {START_TIMEOUT:?}"
+            );
+            next.signal(Signal::SIGKILL);
+            let _ = next.spawned.child.wait();
+            slot.next = None;
+            self.failed(n);
+        }
+    }
+
+    /// A start failed: the next waits 0.5 s, doubled for each failure in a
+    /// row, up to 30 s.
+    fn failed(&mut self, n: usize) {
+        let slot = &mut self.slots[n];
+        slot.failures = slot.failures.saturating_add(1);
+        let wait = Duration::from_millis(500) * 2u32.saturating_pow(slot.failures - 1);
+        slot.retry_at = Some(Instant::now() + wait.min(Duration::from_secs(30)));
+    }
+
+    fn each(&self, mut f: impl FnMut(&Process)) {
+        let slots = self.slots.iter();
+        let live = slots.flat_map(|slot| slot.current.iter().chain(&slot.next));
+        live.chain(self.draining.iter().map(|(p, _)| p))
+            .for_each(&mut f);
+    }
+
+    /// SIGTERM to every process, and waits while they drain; SIGKILL to any
+    /// still there after the grace period.
+    fn stop(&mut self) {
+        self.each(|p| p.signal(Signal::SIGTERM));
+        let deadline = Instant::now() + self.grace;
+        let mut all: Vec<Process> = self
+            .slots
+            .iter_mut()
+            .flat_map(|slot| slot.current.take().into_iter().chain(slot.next.take()))
+            .chain(self.draining.drain(..).map(|(p, _)| p))
+            .collect();
+        while !all.is_empty() {
+            all.retain_mut(|p| p.exited().is_none());
+            if Instant::now() > deadline {
+                for p in &mut all {
+                    tracing::warn!(
+                        pid = p.pid(),
+                        "killed: still draining after the grace period"
+                    );
+                    p.signal(Signal::SIGKILL);
+                    let _ = p.spawned.child.wait();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A process's resident memory in bytes, from `/proc/PID/status`.
+fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}

@@ -1,0 +1,294 @@
+//! `stackway serve --processes N` and the limits that replace a process, with
+//! real Python apps (`wsgi/tests/python/process_apps.py`) over real sockets:
+//! each app answers with the pid of the process that served it.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use stackway_test_support::http::{Conn, RawResponse};
+use support::{Server, stackway};
+
+const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
+
+/// `stackway serve` with the process apps mounted: `/pid`, `/burn`,
+/// `/crash`, `/leak`, and `flags`.
+fn serve(flags: &[&str]) -> Server {
+    let mut args = vec!["--bind", "127.0.0.1:0", "--pythonpath", PYTHON];
+    for app in ["pid", "burn", "crash", "leak"] {
+        args.push("--mount");
+        args.push(Box::leak(
+            format!("/{app}=wsgi:process_apps:{app}").into_boxed_str(),
+        ));
+    }
+    args.extend(flags);
+    Server::start(stackway(&args), 1)
+}
+
+/// The pid that answered a fresh connection's GET `path`.
+fn pid_of(addr: SocketAddr, path: &str) -> u32 {
+    let res = Conn::open(addr).get(path);
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.text().parse().unwrap()
+}
+
+/// The processes whose parent is `parent`.
+fn children(parent: u32) -> BTreeSet<u32> {
+    let out = std::process::Command::new("ps")
+        .args(["-o", "pid=", "--ppid", &parent.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|pid| pid.parse().unwrap())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// Waits up to `limit` for `done`.
+fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A keep-alive client as HTTP libraries are: it retries an idempotent
+/// request once on a fresh connection when a reused one was closed before any
+/// byte of the response came (the server closed it as idle, or draining).
+struct Client {
+    addr: SocketAddr,
+    conn: Option<Conn>,
+    retries: usize,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            conn: None,
+            retries: 0,
+        }
+    }
+
+    fn get(&mut self, path: &str) -> RawResponse {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        if let Some(mut conn) = self.conn.take() {
+            use std::io::Write;
+            let sent = conn.reader.get_mut().write_all(request.as_bytes());
+            let answered = sent.is_ok() && matches!(conn.reader.fill_buf(), Ok(b) if !b.is_empty());
+            if answered {
+                return self.keep(conn);
+            }
+            self.retries += 1;
+        }
+        let mut conn = Conn::open(self.addr);
+        conn.send(request.as_bytes());
+        self.keep(conn)
+    }
+
+    fn keep(&mut self, mut conn: Conn) -> RawResponse {
+        let res = conn.read_response();
+        if res.header("connection") != Some("close") {
+            self.conn = Some(conn);
+        }
+        res
+    }
+}
+
+#[test]
+fn two_processes_share_the_listener_and_a_burst_of_connections() {
+    let server = serve(&["--processes", "2"]);
+    let addr = server.tcp(0);
+    let children = children(server.child.id());
+    assert_eq!(children.len(), 2, "{children:?}");
+    // A burst of new connections, from 8 clients at once.
+    let mut served: BTreeMap<u32, usize> = BTreeMap::new();
+    let answers: Vec<u32> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| (0..25).map(|_| pid_of(addr, "/pid")).collect::<Vec<_>>()))
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    for pid in answers {
+        *served.entry(pid).or_default() += 1;
+    }
+    assert_eq!(served.keys().copied().collect::<BTreeSet<_>>(), children);
+    for (pid, n) in &served {
+        assert!(
+            *n >= 20,
+            "process {pid} took {n} of 200 connections: {served:?}"
+        );
+    }
+}
+
+#[test]
+fn a_process_that_dies_is_replaced_and_sigterm_leaves_none() {
+    let server = serve(&["--processes", "2"]);
+    let addr = server.tcp(0);
+    let before = children(server.child.id());
+    // The app ends its process in the middle of a request: that request
+    // gets no response, the next ones do.
+    let mut conn = Conn::open(addr);
+    conn.send(b"GET /crash HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert!(conn.is_closed());
+    eventually(Duration::from_secs(10), "a replacement", || {
+        let now = children(server.child.id());
+        now.len() == 2 && now != before
+    });
+    for _ in 0..20 {
+        pid_of(addr, "/pid");
+    }
+    let all = children(server.child.id());
+    server.signal("-TERM");
+    let (code, err) = server.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("exited"), "the supervisor says why: {err}");
+    for pid in all {
+        assert!(!alive(pid), "process {pid} outlived its supervisor");
+    }
+}
+
+#[test]
+fn no_process_outlives_a_killed_supervisor() {
+    let server = serve(&["--processes", "2"]);
+    let all = children(server.child.id());
+    server.signal("-KILL");
+    eventually(Duration::from_secs(10), "every process gone", || {
+        all.iter().all(|pid| !alive(*pid))
+    });
+}
+
+#[test]
+fn a_process_that_cannot_boot_stops_the_server_with_why() {
+    // The app imports in `--check` but raises in a server process.
+    let mut command = stackway(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--processes",
+        "2",
+        "--pythonpath",
+        PYTHON,
+        "--mount",
+        "/=wsgi:process_apps:pid",
+    ]);
+    let out = command
+        .env("FAIL_TO_BOOT_IN_WORKERS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("this app does not start in a server process"),
+        "Python's own reason: {err}"
+    );
+    assert!(err.contains("failed to boot"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
+}
+
+#[test]
+fn max_requests_replaces_processes_without_a_failed_request() {
+    let server = serve(&[
+        "--processes",
+        "2",
+        "--max-requests",
+        "25",
+        "--max-requests-jitter",
+        "5",
+    ]);
+    let addr = server.tcp(0);
+    let (pids, retries): (BTreeSet<u32>, usize) = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut client = Client::new(addr);
+                    let mut pids = BTreeSet::new();
+                    for _ in 0..60 {
+                        let res = client.get("/burn");
+                        assert_eq!(res.status, 200, "{}", res.text());
+                        pids.insert(res.text().parse::<u32>().unwrap());
+                    }
+                    (pids, client.retries)
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).fold(
+            (BTreeSet::new(), 0),
+            |(mut all, retries), (pids, r)| {
+                all.extend(pids);
+                (all, retries + r)
+            },
+        )
+    });
+    // A process asks after 25 to 30 requests and serves on until its
+    // replacement is ready (a Python start, longer than 30 requests take).
+    assert!(
+        pids.len() >= 4,
+        "{} processes served 480 requests",
+        pids.len()
+    );
+    eprintln!("{} processes, {retries} retried requests", pids.len());
+    eventually(Duration::from_secs(10), "the replaced ones gone", || {
+        children(server.child.id()).len() == 2
+    });
+}
+
+#[test]
+fn max_rss_replaces_a_leaking_process_and_bounds_the_tree() {
+    let server = serve(&["--processes", "1", "--max-rss", "120"]);
+    let addr = server.tcp(0);
+    let mut client = Client::new(addr);
+    let mut pids = BTreeSet::new();
+    let mut most = 0;
+    // 4 MiB a request: 200 requests keep 800 MiB in a process never replaced.
+    for _ in 0..200 {
+        let res = client.get("/leak");
+        assert_eq!(res.status, 200);
+        pids.insert(res.text().parse::<u32>().unwrap());
+        let tree: u64 = children(server.child.id())
+            .into_iter()
+            .filter_map(rss_mib)
+            .sum();
+        most = most.max(tree);
+        // Two processes at most (the one leaking and its replacement), each
+        // replaced within a second or two of passing 120 MiB.
+        assert!(tree < 2 * 400, "the tree holds {tree} MiB");
+    }
+    eprintln!("the tree held {most} MiB at most");
+    assert!(pids.len() >= 3, "replaced {} times", pids.len() - 1);
+}
+
+fn rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? >> 10)
+}
+
+#[test]
+fn max_lifetime_replaces_a_process_that_serves_on_until_then() {
+    let server = serve(&["--processes", "1", "--max-lifetime", "1.5"]);
+    let addr = server.tcp(0);
+    let mut client = Client::new(addr);
+    let mut pids = BTreeSet::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let res = client.get("/pid");
+        assert_eq!(res.status, 200);
+        pids.insert(res.text().parse::<u32>().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(pids.len() >= 2, "{pids:?}");
+}

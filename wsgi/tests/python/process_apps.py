@@ -1,0 +1,42 @@
+"""WSGI apps for the tests of `stackway serve --processes`: each says which
+process answered, and some misbehave as production apps do."""
+
+import os
+import time
+
+if os.environ.get("FAIL_TO_BOOT_IN_WORKERS") and os.environ.get("STACKWAY_WORKER"):
+    raise RuntimeError("this app does not start in a server process")
+
+
+def _answer(start_response, body, status="200 OK"):
+    body = body.encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def pid(environ, start_response):
+    """The answering process's pid."""
+    return _answer(start_response, str(os.getpid()))
+
+
+def burn(environ, start_response):
+    """About 2.5 ms of pure Python, then the pid."""
+    end = time.perf_counter() + 0.0025
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return _answer(start_response, str(os.getpid()))
+
+
+def crash(environ, start_response):
+    """Ends the process, as a segfaulting extension or os._exit would."""
+    os._exit(1)
+
+
+_leaked = []
+
+
+def leak(environ, start_response):
+    """Keeps 4 MiB more for each request, then says the pid."""
+    _leaked.append(bytearray(4 << 20))
+    return _answer(start_response, str(os.getpid()))
