@@ -234,6 +234,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) wsgi_threads: u16,
 
+    /// Cut off a request that has run in Python for SECS seconds: 504 (or an aborted
+    /// response once its head is out), the stuck thread's stack logged, and its process
+    /// replaced (uWSGI's --harakiri, gunicorn's --timeout) [default: never].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub(crate) harakiri: Option<Duration>,
+
     /// For development: restart the server when a Python file under the working directory
     /// or a --pythonpath changes (new code that does not load is reported, and the old
     /// code keeps serving).

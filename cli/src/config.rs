@@ -134,6 +134,8 @@ config_file! {
         optional timeout: Duration,
         plain wsgi_threads: u16,
         #[serde(default, deserialize_with = "secs")]
+        optional harakiri: Duration,
+        #[serde(default, deserialize_with = "secs")]
         plain proxy_connect_timeout: Duration,
         #[serde(default, deserialize_with = "secs")]
         plain proxy_read_timeout: Duration,

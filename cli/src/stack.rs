@@ -37,9 +37,15 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                 BoxApp::new(proxy)
             }
             Target::Wsgi(spec, threads) => {
-                let wsgi = Wsgi::import(spec)
+                let mut wsgi = Wsgi::import(spec)
                     .map_err(|e| e.to_string())?
                     .threads(threads.unwrap_or(args.wsgi_threads).into());
+                if let Some(limit) = args.harakiri {
+                    // The stuck thread goes on: its process is replaced.
+                    wsgi = wsgi.harakiri(limit, || {
+                        crate::restart::report("RECYCLE=harakiri");
+                    });
+                }
                 sources.pools.push((prefix.clone(), wsgi.stats()));
                 BoxApp::new(wsgi)
             }

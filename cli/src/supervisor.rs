@@ -49,8 +49,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// Whether `args` ask for a supervisor: more than one process, or processes
 /// that are replaced on a limit. False in a process a supervisor started.
 pub(crate) fn wanted(args: &ServeArgs) -> bool {
-    let recycled =
-        args.max_requests.is_some() || args.max_rss.is_some() || args.max_lifetime.is_some();
+    let recycled = args.max_requests.is_some()
+        || args.max_rss.is_some()
+        || args.max_lifetime.is_some()
+        || args.harakiri.is_some();
     (args.processes > 1 || recycled) && !args.check && !is_worker()
 }
 

@@ -18,7 +18,7 @@ const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python"
 /// `/crash`, `/leak`, and `flags`.
 fn serve(flags: &[&str]) -> Server {
     let mut args = vec!["--bind", "127.0.0.1:0", "--pythonpath", PYTHON];
-    for app in ["pid", "burn", "crash", "leak"] {
+    for app in ["pid", "burn", "crash", "leak", "spin", "nap", "stall"] {
         args.push("--mount");
         args.push(Box::leak(
             format!("/{app}=wsgi:process_apps:{app}").into_boxed_str(),
@@ -291,4 +291,58 @@ fn max_lifetime_replaces_a_process_that_serves_on_until_then() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(pids.len() >= 2, "{pids:?}");
+}
+
+#[test]
+fn harakiri_cuts_off_a_stuck_request_and_replaces_its_process() {
+    // A busy loop holds the GIL between switches; a sleep does not.
+    for app in ["/spin", "/nap"] {
+        let server = serve(&["--processes", "1", "--harakiri", "1", "--grace-period", "1"]);
+        let addr = server.tcp(0);
+        let stuck = pid_of(addr, "/pid");
+        let asked = Instant::now();
+        let res = Conn::open(addr).get(app);
+        let took = asked.elapsed();
+        assert_eq!(res.status, 504, "{app}");
+        assert!(
+            took < Duration::from_secs(4),
+            "{app}: answered after {took:?}"
+        );
+        // The mount serves again, from a new process; the stuck one is gone
+        // (killed at the end of its grace period if its thread still runs).
+        eventually(Duration::from_secs(10), "a new process serving", || {
+            pid_of(addr, "/pid") != stuck
+        });
+        eventually(Duration::from_secs(10), "the stuck process gone", || {
+            !alive(stuck)
+        });
+        server.signal("-TERM");
+        let (code, err) = server.finish();
+        assert_eq!(code, 0, "{err}");
+        let function = app.trim_start_matches('/');
+        assert!(err.contains("harakiri"), "{err}");
+        assert!(
+            err.contains(&format!("in {function}")),
+            "the stuck thread's Python stack is logged: {err}"
+        );
+        assert!(err.contains("replaced (harakiri)"), "{err}");
+    }
+}
+
+#[test]
+fn harakiri_aborts_a_response_whose_head_is_out() {
+    let server = serve(&["--processes", "1", "--harakiri", "1", "--grace-period", "1"]);
+    let mut conn = Conn::open(server.tcp(0));
+    conn.send(b"GET /stall HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let head = conn.read_head();
+    assert_eq!(head.status, 200);
+    // The first chunk, then the connection ends without the last chunk.
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut conn.reader, &mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("first"), "{rest:?}");
+    assert!(
+        !rest.ends_with("0\r\n\r\n"),
+        "ended as if complete: {rest:?}"
+    );
 }

@@ -50,6 +50,7 @@
 //! [`Wsgi::queue`] waiting, they get 503.
 
 mod environ;
+mod harakiri;
 mod objects;
 mod run;
 
@@ -57,6 +58,7 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
@@ -71,6 +73,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::environ::Cgi;
+use crate::harakiri::{Deadline, Harakiri};
 use crate::objects::Exchange;
 use crate::run::Job;
 
@@ -86,6 +89,7 @@ pub struct Wsgi {
     /// with [`WsgiStats`].
     pool: Arc<OnceLock<Sender<Job>>>,
     counters: Arc<Counters>,
+    harakiri: Option<Harakiri>,
 }
 
 /// What the Python threads did.
@@ -94,6 +98,8 @@ struct Counters {
     busy: AtomicUsize,
     jobs: AtomicU64,
     waited_nanos: AtomicU64,
+    /// Requests cut off by harakiri.
+    harakiri: Arc<AtomicU64>,
 }
 
 /// A WSGI app's thread pool as it stands: see [`Wsgi::stats`].
@@ -128,6 +134,11 @@ impl WsgiStats {
     /// Seconds those requests waited in the queue, in all.
     pub fn waited_seconds(&self) -> f64 {
         self.counters.waited_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// Requests cut off by [harakiri](Wsgi::harakiri).
+    pub fn harakiri(&self) -> u64 {
+        self.counters.harakiri.load(Ordering::Relaxed)
     }
 
     /// All of the above at once, as metrics and status pages read them.
@@ -256,7 +267,26 @@ impl Wsgi {
             queue: 1024,
             pool: Arc::default(),
             counters: Arc::default(),
+            harakiri: None,
         }
+    }
+
+    /// Cuts off a request that has run in Python for longer than `limit`
+    /// (uWSGI's `--harakiri`, gunicorn's `--timeout`): it is answered 504 if
+    /// its head has not gone out, else its response is aborted, and the stuck
+    /// thread's Python stack is logged. Time waiting for a free thread does
+    /// not count. A thread stuck in Python cannot be stopped, only its
+    /// process: `then` is called for each request cut off, and
+    /// `stackway serve` asks its supervisor there for a new process, which
+    /// serves before this one drains and is killed.
+    pub fn harakiri(mut self, limit: Duration, then: impl Fn() + Send + Sync + 'static) -> Self {
+        self.harakiri = Some(Harakiri {
+            limit,
+            then: Arc::new(then),
+            app: self.name.as_str().into(),
+            kills: self.counters.harakiri.clone(),
+        });
+        self
     }
 
     /// How many threads run Python for this app (gunicorn's `--threads`).
@@ -309,8 +339,9 @@ impl Wsgi {
 /// for work, when it lets the GIL go).
 fn serve_jobs(app: &Py<PyAny>, waiting: &Receiver<Job>, counters: &Counters) {
     Python::attach(|py| {
+        let ident = harakiri::ident(py);
         loop {
-            let job = match waiting.try_recv() {
+            let mut job = match waiting.try_recv() {
                 Ok(job) => job,
                 Err(TryRecvError::Empty) => match py.detach(|| waiting.recv()) {
                     Ok(job) => job,
@@ -322,6 +353,9 @@ fn serve_jobs(app: &Py<PyAny>, waiting: &Receiver<Job>, counters: &Counters) {
             counters.waited_nanos.fetch_add(waited, Ordering::Relaxed);
             counters.jobs.fetch_add(1, Ordering::Relaxed);
             counters.busy.fetch_add(1, Ordering::Relaxed);
+            if let Some(started) = job.started.take() {
+                let _ = started.send(ident);
+            }
             run::run(py, app, job);
             counters.busy.fetch_sub(1, Ordering::Relaxed);
         }
@@ -348,11 +382,19 @@ impl App for Wsgi {
         let input = SyncIoBridge::new(StreamReader::new(stream));
         let (head, head_rx) = oneshot::channel();
         let (body, mut body_rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        let (started, started_rx) = match self.harakiri {
+            Some(_) => {
+                let (started, started_rx) = oneshot::channel();
+                (Some(started), Some(started_rx))
+            }
+            None => (None, None),
+        };
         let job = Job {
             cgi,
             input: Box::new(input),
             exchange: Exchange::new(head, body),
             queued_at: std::time::Instant::now(),
+            started,
         };
         match self.pool().try_send(job) {
             Ok(()) => {}
@@ -364,11 +406,31 @@ impl App for Wsgi {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
         }
-        let Ok(head) = head_rx.await else {
+        let chunks = futures_util::stream::poll_fn(move |cx| body_rx.poll_recv(cx));
+        let (head, body) = match (&self.harakiri, started_rx) {
+            (Some(harakiri), Some(started)) => {
+                // Python's time starts when a thread takes the request.
+                let Ok(ident) = started.await else {
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                };
+                let deadline = tokio::time::Instant::now() + harakiri.limit;
+                match tokio::time::timeout_at(deadline, head_rx).await {
+                    Ok(head) => {
+                        let chunks = Deadline::new(chunks, deadline, harakiri.clone(), ident);
+                        (head, Body::from_stream(chunks))
+                    }
+                    Err(_) => {
+                        harakiri.stuck(ident);
+                        return StatusCode::GATEWAY_TIMEOUT.into_response();
+                    }
+                }
+            }
+            _ => (head_rx.await, Body::from_stream(chunks)),
+        };
+        let Ok(head) = head else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
-        let chunks = futures_util::stream::poll_fn(move |cx| body_rx.poll_recv(cx));
-        let mut res = Response::new(Body::from_stream(chunks));
+        let mut res = Response::new(body);
         *res.status_mut() = head.status;
         *res.headers_mut() = head.headers;
         res

@@ -20,6 +20,8 @@ pub(crate) struct Job {
     pub(crate) exchange: Arc<Exchange>,
     /// When it was queued, for the queue wait.
     pub(crate) queued_at: std::time::Instant,
+    /// Told the Python thread's ident when a thread takes it, for harakiri.
+    pub(crate) started: Option<tokio::sync::oneshot::Sender<u64>>,
 }
 
 /// How a request ended on the Python side, when not well.

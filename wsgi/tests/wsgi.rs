@@ -247,3 +247,46 @@ fn a_missing_module_or_callable_is_a_clear_error() {
     let err = Wsgi::import("wsgi_apps:closed").unwrap_err().to_string();
     assert!(err.contains("not callable"), "{err}");
 }
+
+#[test]
+fn harakiri_answers_504_once_python_time_passes_the_limit_and_calls_its_hook() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let called = Arc::new(AtomicUsize::new(0));
+    let seen = called.clone();
+    // One thread: the second request waits for it, and waiting does not count.
+    let wsgi = Wsgi::from_source(
+        "napper",
+        "import time\n\
+         def app(environ, start_response):\n\
+         \x20   time.sleep(float(environ['QUERY_STRING']))\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+         \x20   return [b'awake']\n",
+        "app",
+    )
+    .unwrap()
+    .threads(1)
+    .harakiri(Duration::from_millis(600), move || {
+        seen.fetch_add(1, Ordering::Relaxed);
+    });
+    let stats = wsgi.stats();
+    let running = serve(wsgi);
+    let addr = running.addr;
+    let (slow, queued) = std::thread::scope(|s| {
+        let slow = s.spawn(|| Conn::open(addr).get("/?0.4"));
+        std::thread::sleep(Duration::from_millis(100));
+        let queued = s.spawn(|| Conn::open(addr).get("/?0.4"));
+        (slow.join().unwrap(), queued.join().unwrap())
+    });
+    assert_eq!((slow.status, queued.status), (200, 200), "under the limit");
+    let asked = Instant::now();
+    assert_eq!(Conn::open(addr).get("/?5").status, 504);
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(called.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.harakiri(), 1);
+}

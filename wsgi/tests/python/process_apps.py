@@ -40,3 +40,21 @@ def leak(environ, start_response):
     """Keeps 4 MiB more for each request, then says the pid."""
     _leaked.append(bytearray(4 << 20))
     return _answer(start_response, str(os.getpid()))
+
+
+def spin(environ, start_response):
+    """Never returns, busy in Python."""
+    while True:
+        pass
+
+
+def nap(environ, start_response):
+    """Never returns, asleep."""
+    time.sleep(1000)
+
+
+def stall(environ, start_response):
+    """Sends its head and a first chunk, then never returns."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first"
+    time.sleep(1000)

@@ -1,0 +1,127 @@
+//! Harakiri (uWSGI's name): a request that has run in Python for longer than
+//! its limit is answered 504 if its head has not gone out, else its response
+//! is aborted; the stuck thread's Python stack is logged, and the mount's
+//! hook is called (the command line asks its supervisor for a new process:
+//! a thread stuck in Python cannot be stopped, only its process).
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use pyo3::prelude::*;
+use tokio::time::{Instant, Sleep};
+
+/// A mount's limit and what to do when a request passes it.
+#[derive(Clone)]
+pub(crate) struct Harakiri {
+    pub(crate) limit: Duration,
+    pub(crate) then: Arc<dyn Fn() + Send + Sync>,
+    pub(crate) app: Arc<str>,
+    pub(crate) kills: Arc<AtomicU64>,
+}
+
+impl Harakiri {
+    /// A request on the Python thread `ident` passed the limit: its stack is
+    /// logged (from a thread of its own, which waits for the GIL), and the
+    /// hook called.
+    pub(crate) fn stuck(&self, ident: u64) {
+        self.kills.fetch_add(1, Ordering::Relaxed);
+        let (app, limit) = (self.app.clone(), self.limit);
+        let logged = std::thread::Builder::new()
+            .name("stackway-harakiri".into())
+            .spawn(move || {
+                let stack = Python::attach(|py| stack(py, ident))
+                    .unwrap_or_else(|e| format!("(the stack cannot be read: {e})"));
+                tracing::error!(
+                    app = %app,
+                    "harakiri: a request ran in Python for more than {limit:?}; \
+                     the stuck thread's stack, most recent call last:\n{stack}"
+                );
+            });
+        if let Err(e) = logged {
+            tracing::error!(app = %self.app, "harakiri: a request ran in Python for more than {limit:?} ({e})");
+        }
+        (self.then)();
+    }
+}
+
+impl fmt::Debug for Harakiri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Harakiri")
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stack of the Python thread `ident`, as `traceback.format_stack`
+/// prints it.
+fn stack(py: Python<'_>, ident: u64) -> PyResult<String> {
+    let frames = py.import("sys")?.call_method0("_current_frames")?;
+    let Some(frame) = frames
+        .call_method1("get", (ident,))
+        .ok()
+        .filter(|f| !f.is_none())
+    else {
+        return Ok("(the thread is no longer in Python)".to_owned());
+    };
+    let lines: Vec<String> = py
+        .import("traceback")?
+        .call_method1("format_stack", (frame,))?
+        .extract()?;
+    Ok(lines.concat().trim_end().to_owned())
+}
+
+/// The ident of the Python thread this is (`threading.get_ident()`).
+pub(crate) fn ident(py: Python<'_>) -> u64 {
+    py.import("threading")
+        .and_then(|t| t.call_method0("get_ident"))
+        .and_then(|i| i.extract())
+        .unwrap_or(0)
+}
+
+/// A response body from Python that fails once the request's Python time
+/// passes its deadline, so that the response is aborted.
+pub(crate) struct Deadline<S> {
+    pub(crate) body: S,
+    pub(crate) sleep: Pin<Box<Sleep>>,
+    pub(crate) harakiri: Option<(Harakiri, u64)>,
+}
+
+impl<S> Deadline<S> {
+    pub(crate) fn new(body: S, deadline: Instant, harakiri: Harakiri, ident: u64) -> Self {
+        Self {
+            body,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            harakiri: Some((harakiri, ident)),
+        }
+    }
+}
+
+impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Stream for Deadline<S> {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Poll::Ready(chunk) = Pin::new(&mut self.body).poll_next(cx) {
+            return Poll::Ready(chunk);
+        }
+        // Once passed, the body has ended in an error.
+        if self.harakiri.is_none() {
+            return Poll::Ready(None);
+        }
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if let Some((harakiri, ident)) = self.harakiri.take() {
+            harakiri.stuck(ident);
+        }
+        Poll::Ready(Some(Err(io::Error::other(
+            "harakiri: the app ran past its limit",
+        ))))
+    }
+}
