@@ -31,6 +31,7 @@ use tokio_util::io::ReaderStream;
 use crate::error::{BoxError, Error, Kind};
 
 mod file;
+mod spool;
 
 pub use file::FilePart;
 pub(crate) use file::{CHUNK as FILE_CHUNK, StandIn};

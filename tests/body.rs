@@ -169,3 +169,65 @@ fn response_helpers_set_exact_lengths() {
     assert!(Body::empty().is_end_stream());
     assert_eq!(Body::from(()).size_hint().exact(), Some(0));
 }
+
+/// A source that can give its next chunk only once the one before was taken
+/// (a channel of one), and says when it has given them all.
+fn one_at_a_time(
+    chunks: Vec<Result<Bytes, std::io::Error>>,
+) -> (Body, tokio::sync::oneshot::Receiver<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let (done, all_given) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        for chunk in chunks {
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = done.send(());
+    });
+    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    (body, all_given)
+}
+
+#[test]
+fn a_spooled_body_frees_its_source_before_the_client_reads() {
+    run(async {
+        // 3 MiB through a 256 KiB memory bound: the rest goes to a file.
+        let chunks: Vec<_> = (0..48u8).map(|i| Ok(Bytes::from(vec![i; CHUNK]))).collect();
+        let (source, all_given) = one_at_a_time(chunks);
+        let spooled = source.spool(256 * 1024);
+        tokio::time::timeout(std::time::Duration::from_secs(5), all_given)
+            .await
+            .expect("the source was held by a client that had not read")
+            .unwrap();
+        let read = spooled.collect(4 << 20).await.unwrap();
+        assert_eq!(read.len(), 48 * CHUNK);
+        for (i, chunk) in read.chunks(CHUNK).enumerate() {
+            assert!(
+                chunk.iter().all(|b| usize::from(*b) == i),
+                "chunk {i} out of place"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_spooled_body_keeps_its_error_in_place() {
+    run(async {
+        let mut chunks: Vec<_> = (0..8).map(|_| Ok(Bytes::from(vec![7; CHUNK]))).collect();
+        chunks.push(Err(std::io::Error::other("the app raised")));
+        let (source, all_given) = one_at_a_time(chunks);
+        let mut spooled = source.spool(CHUNK);
+        all_given.await.unwrap();
+        let mut read = 0;
+        let failed = loop {
+            match spooled.chunk().await {
+                Some(Ok(chunk)) => read += chunk.len(),
+                Some(Err(e)) => break e,
+                None => panic!("ended cleanly after {read} bytes"),
+            }
+        };
+        assert_eq!(read, 8 * CHUNK, "every byte before the error");
+        assert!(failed.is_body(), "{failed}");
+    });
+}

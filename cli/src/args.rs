@@ -291,8 +291,17 @@ pub(crate) enum Target {
     /// Upstreams to proxy to, checked, and options from a config file.
     Proxy(Vec<String>, ProxyOptions),
     /// A Python WSGI app, `module:callable`, imported once the paths are set,
-    /// and its threads when a config file says.
-    Wsgi(String, Option<u16>),
+    /// and what a config file says of it.
+    Wsgi(String, WsgiOptions),
+}
+
+/// A `[[mount]]` table's options for a WSGI app.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WsgiOptions {
+    /// Threads that run Python, instead of --wsgi-threads.
+    pub(crate) threads: Option<u16>,
+    /// `wsgi.input` reads the body as it arrives, not once it is whole.
+    pub(crate) stream_input: bool,
 }
 
 pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
@@ -309,7 +318,7 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
                     "expected wsgi:MODULE:CALLABLE, as in wsgi:mysite.wsgi:application".into(),
                 );
             }
-            app => Target::Wsgi(app.to_owned(), None),
+            app => Target::Wsgi(app.to_owned(), WsgiOptions::default()),
         },
         _ if spec.contains(':') => {
             let upstreams: Vec<String> = spec.split(',').map(str::to_owned).collect();

@@ -171,6 +171,9 @@ struct MountTable {
     proxy_options: Option<ProxyOptions>,
     /// Threads that run Python, for `wsgi`.
     threads: Option<u16>,
+    /// For `wsgi`: the body as it arrives.
+    #[serde(default)]
+    stream_input: bool,
 }
 
 /// `[[static]]`: a folder or file at a prefix, with SharedData's options.
@@ -306,14 +309,17 @@ impl MountTable {
         if self.proxy.is_none() && self.proxy_options.is_some() {
             return Err(at("proxy_options need a proxy"));
         }
-        if self.wsgi.is_none() && self.threads.is_some() {
-            return Err(at("threads need a wsgi app"));
+        if self.wsgi.is_none() && (self.threads.is_some() || self.stream_input) {
+            return Err(at("threads and stream_input need a wsgi app"));
         }
         let mut mount =
             crate::args::parse_mount(&format!("{}={spec}", self.prefix)).map_err(|e| at(&e))?;
         match &mut mount.target {
             Target::Proxy(_, options) => *options = self.proxy_options.unwrap_or_default(),
-            Target::Wsgi(_, threads) => *threads = self.threads,
+            Target::Wsgi(_, options) => {
+                options.threads = self.threads;
+                options.stream_input = self.stream_input;
+            }
             Target::App(_) => {}
         }
         Ok(mount)

@@ -36,10 +36,11 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                 sources.proxies.push((prefix.clone(), proxy.stats()));
                 BoxApp::new(proxy)
             }
-            Target::Wsgi(spec, threads) => {
+            Target::Wsgi(spec, options) => {
                 let mut wsgi = Wsgi::import(spec)
                     .map_err(|e| e.to_string())?
-                    .threads(threads.unwrap_or(args.wsgi_threads).into());
+                    .threads(options.threads.unwrap_or(args.wsgi_threads).into())
+                    .stream_input(options.stream_input);
                 if let Some(limit) = args.harakiri {
                     // The stuck thread goes on: its process is replaced.
                     wsgi = wsgi.harakiri(limit, || {

@@ -221,7 +221,7 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
         ),
         (
             "[[mount]]\nprefix = \"/\"\napp = \"hello\"\nthreads = 2\n",
-            "mount /: threads need a wsgi app",
+            "mount /: threads and stream_input need a wsgi app",
         ),
         (
             "[[mount]]\nprefix = \"/api\"\nproxy = \"http://127.0.0.1:9\"\n[mount.proxy_options]\nbalance = \"random\"\n",

@@ -18,7 +18,18 @@ const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python"
 /// `/crash`, `/leak`, and `flags`.
 fn serve(flags: &[&str]) -> Server {
     let mut args = vec!["--bind", "127.0.0.1:0", "--pythonpath", PYTHON];
-    for app in ["pid", "burn", "crash", "leak", "spin", "nap", "stall"] {
+    for app in [
+        "pid",
+        "burn",
+        "crash",
+        "leak",
+        "spin",
+        "nap",
+        "stall",
+        "upload",
+        "eight_mib",
+        "fails_late",
+    ] {
         args.push("--mount");
         args.push(Box::leak(
             format!("/{app}=wsgi:process_apps:{app}").into_boxed_str(),
@@ -345,4 +356,67 @@ fn harakiri_aborts_a_response_whose_head_is_out() {
         !rest.ends_with("0\r\n\r\n"),
         "ended as if complete: {rest:?}"
     );
+}
+
+#[test]
+fn slow_uploads_and_clients_that_never_read_hold_no_python_thread() {
+    let server = serve(&["--wsgi-threads", "2"]);
+    let addr = server.tcp(0);
+    // Six uploads that send a little of their megabyte, then stall.
+    let uploads: Vec<Conn> = (0..6)
+        .map(|_| {
+            let mut conn = Conn::open(addr);
+            conn.send(
+                b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1048576\r\n\r\n",
+            );
+            conn.send(&[b'u'; 1024]);
+            conn
+        })
+        .collect();
+    // Four clients that ask for 8 MiB and never read it.
+    let readers: Vec<Conn> = (0..4)
+        .map(|_| {
+            let mut conn = Conn::open(addr);
+            conn.send(b"GET /eight_mib HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            conn
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let mut conn = Conn::open(addr);
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello");
+        let res = conn.read_response();
+        assert_eq!((res.status, res.text().as_str()), (200, "5"));
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "a normal request took {took:?}"
+        );
+    }
+    // The stalled ones finish once their clients go on.
+    let mut upload = uploads.into_iter().next().unwrap();
+    upload.send(&vec![b'u'; 1048576 - 1024]);
+    assert_eq!(upload.read_response().text(), "1048576");
+    let mut reader = readers.into_iter().next().unwrap();
+    assert_eq!(reader.read_response().body.len(), 8 << 20);
+}
+
+#[test]
+fn a_body_that_fails_late_ends_aborted_however_slow_the_client() {
+    let server = serve(&[]);
+    let mut conn = Conn::open(server.tcp(0));
+    conn.send(b"GET /fails_late HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    // Python has sent it all, and raised, long before the client reads.
+    std::thread::sleep(Duration::from_millis(500));
+    let head = conn.read_head();
+    assert_eq!(head.status, 200);
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut conn.reader, &mut rest);
+    assert!(
+        rest.len() > 1 << 20,
+        "the megabyte came first: {}",
+        rest.len()
+    );
+    assert!(!rest.ends_with(b"0\r\n\r\n"), "ended as if complete");
 }

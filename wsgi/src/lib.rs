@@ -29,9 +29,8 @@
 //!
 //! The environ has the CGI variables from stackway's environ, SCRIPT_NAME and
 //! PATH_INFO percent-decoded and as native (latin-1) strings, the raw target in
-//! `REQUEST_URI` and `RAW_URI`, and `wsgi.input` streaming the request body
-//! (`read`, `readline`, `readlines`, iteration; nothing is buffered that the
-//! app does not ask for). `start_response` follows the PEP's rules (once,
+//! `REQUEST_URI` and `RAW_URI`, and `wsgi.input` with the request body
+//! (`read`, `readline`, `readlines`, iteration). `start_response` follows the PEP's rules (once,
 //! unless with `exc_info`, which re-raises once the head is out), and returns
 //! `write()`. The response is sent as Python yields it: the head with the
 //! first non-empty chunk, each chunk when it comes, and `close()` is called
@@ -48,7 +47,24 @@
 //! aborted response) with the traceback on stderr; nothing an app does stops
 //! the server. When every thread is busy, requests queue; past
 //! [`Wsgi::queue`] waiting, they get 503.
+//!
+//! # Slow clients hold no thread
+//!
+//! A request body is read whole before a thread is taken (the first MiB in
+//! memory, the rest in an unnamed temporary file), unless the mount asks for
+//! [`stream_input`](Wsgi::stream_input); a response is taken from Python as
+//! fast as Python makes it ([`Body::spool`](stackway::Body::spool), with the
+//! same bounds), so a client that uploads slowly, or reads slowly or not at
+//! all, ties up no Python thread: gunicorn's docs ask for a buffering proxy in
+//! front for this; here none is needed.
+//!
+//! # Stuck requests
+//!
+//! [`Wsgi::harakiri`] cuts off a request that has run in Python past a limit:
+//! 504, the stuck thread's stack logged, and a hook that `stackway serve` uses
+//! to have the process replaced (`--harakiri`).
 
+mod buffer;
 mod environ;
 mod harakiri;
 mod objects;
@@ -74,7 +90,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::environ::Cgi;
 use crate::harakiri::{Deadline, Harakiri};
-use crate::objects::Exchange;
+use crate::objects::{BodyReader, Exchange};
 use crate::run::Job;
 
 /// A Python WSGI application as a stackway app; see the [crate docs](crate).
@@ -90,6 +106,7 @@ pub struct Wsgi {
     pool: Arc<OnceLock<Sender<Job>>>,
     counters: Arc<Counters>,
     harakiri: Option<Harakiri>,
+    stream_input: bool,
 }
 
 /// What the Python threads did.
@@ -268,7 +285,17 @@ impl Wsgi {
             pool: Arc::default(),
             counters: Arc::default(),
             harakiri: None,
+            stream_input: false,
         }
+    }
+
+    /// Gives the app the request body as it arrives (`wsgi.input` waits for
+    /// the client), instead of reading it whole before a Python thread is
+    /// taken: for apps that answer before the upload ends, or stream it on.
+    /// A slow upload then holds a thread.
+    pub fn stream_input(mut self, stream: bool) -> Self {
+        self.stream_input = stream;
+        self
     }
 
     /// Cuts off a request that has run in Python for longer than `limit`
@@ -377,9 +404,17 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
 impl App for Wsgi {
     async fn call(&self, req: Request) -> Response {
         let cgi = Cgi::new(&req);
-        // The body, readable by a blocking Python thread through this runtime.
-        let stream = req.into_body().into_data_stream().map_err(io::Error::other);
-        let input = SyncIoBridge::new(StreamReader::new(stream));
+        let input: BodyReader = match self.stream_input {
+            // Read by the Python thread as it comes, through this runtime.
+            true => {
+                let stream = req.into_body().into_data_stream().map_err(io::Error::other);
+                Box::new(SyncIoBridge::new(StreamReader::new(stream)))
+            }
+            false => match buffer::request_body(req.into_body()).await {
+                Ok(input) => input,
+                Err(refused) => return refused,
+            },
+        };
         let (head, head_rx) = oneshot::channel();
         let (body, mut body_rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let (started, started_rx) = match self.harakiri {
@@ -391,7 +426,7 @@ impl App for Wsgi {
         };
         let job = Job {
             cgi,
-            input: Box::new(input),
+            input,
             exchange: Exchange::new(head, body),
             queued_at: std::time::Instant::now(),
             started,
@@ -417,7 +452,7 @@ impl App for Wsgi {
                 match tokio::time::timeout_at(deadline, head_rx).await {
                     Ok(head) => {
                         let chunks = Deadline::new(chunks, deadline, harakiri.clone(), ident);
-                        (head, Body::from_stream(chunks))
+                        (head, Body::from_stream(chunks).spool(buffer::MEMORY))
                     }
                     Err(_) => {
                         harakiri.stuck(ident);
@@ -425,7 +460,10 @@ impl App for Wsgi {
                     }
                 }
             }
-            _ => (head_rx.await, Body::from_stream(chunks)),
+            _ => (
+                head_rx.await,
+                Body::from_stream(chunks).spool(buffer::MEMORY),
+            ),
         };
         let Ok(head) = head else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();

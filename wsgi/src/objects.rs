@@ -276,8 +276,11 @@ impl Exchange {
 
     /// Ends the body with an error: the client's connection is aborted rather
     /// than a truncated body passing for a whole one.
-    pub(crate) fn abort(&self, why: String) {
-        let _ = self.body.try_send(Err(io::Error::other(why)));
+    pub(crate) fn abort(&self, py: Python<'_>, why: String) {
+        // Waits for room (the GIL let go) rather than lose the error when the
+        // channel is full: a lost error would end the body as if whole.
+        let error = Err(io::Error::other(why));
+        let _ = py.detach(|| self.body.blocking_send(error));
     }
 }
 

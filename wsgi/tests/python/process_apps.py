@@ -58,3 +58,22 @@ def stall(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     yield b"first"
     time.sleep(1000)
+
+
+def upload(environ, start_response):
+    """The length of the request body, read whole."""
+    return _answer(start_response, str(len(environ["wsgi.input"].read())))
+
+
+def eight_mib(environ, start_response):
+    """8 MiB in 64 KiB chunks."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return (b"x" * 65536 for _ in range(128))
+
+
+def fails_late(environ, start_response):
+    """1 MiB, then an exception: the response must end aborted."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    for _ in range(16):
+        yield b"y" * 65536
+    raise RuntimeError("late failure")
