@@ -36,6 +36,7 @@ mod spool;
 pub use file::FilePart;
 pub(crate) use file::{CHUNK as FILE_CHUNK, StandIn};
 use file::{FileBody, Polled};
+pub use spool::Spooler;
 
 /// How many bytes a file or reader body reads at a time.
 const READ_CHUNK: usize = 64 * 1024;

@@ -62,7 +62,7 @@ pub mod server;
 pub mod testing;
 
 pub use app::{App, BoxApp, Builder, Layer, Next, Request, Response, from_fn};
-pub use body::{Body, FilePart};
+pub use body::{Body, FilePart, Spooler};
 pub use cookie;
 pub use environ::{Connection, Environ, Forwarded, RequestExt};
 pub use error::{BoxError, Error, Result};

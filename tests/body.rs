@@ -231,3 +231,41 @@ fn a_spooled_body_keeps_its_error_in_place() {
         assert!(failed.is_body(), "{failed}");
     });
 }
+
+#[test]
+fn a_spooler_on_a_plain_thread_never_waits_for_the_reader() {
+    run(async {
+        let (spooler, body) = Body::spooled(256 * 1024);
+        // A blocking thread (as a Python thread is) sends 3 MiB and is done
+        // before anything reads.
+        let sender = std::thread::spawn(move || {
+            for i in 0..48u8 {
+                spooler.send(Bytes::from(vec![i; CHUNK])).unwrap();
+            }
+            spooler.trailers(http::HeaderMap::from_iter([(
+                http::header::HeaderName::from_static("x-sum"),
+                http::HeaderValue::from_static("48"),
+            )]));
+        });
+        sender.join().unwrap();
+        let collected = http_body_util::BodyExt::collect(body).await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-sum"], "48");
+        let read = collected.to_bytes();
+        assert_eq!(read.len(), 48 * CHUNK);
+        for (i, chunk) in read.chunks(CHUNK).enumerate() {
+            assert!(
+                chunk.iter().all(|b| usize::from(*b) == i),
+                "chunk {i} out of place"
+            );
+        }
+        // A reader gone: the sender hears of it.
+        let (spooler, body) = Body::spooled(CHUNK);
+        drop(body);
+        assert!(
+            spooler
+                .send(Bytes::from_static(b"x"))
+                .unwrap_err()
+                .is_body()
+        );
+    });
+}

@@ -33,13 +33,27 @@ DEEP_PATH = DEEP_MOUNTS[-1] + "/users/42"
 HELLO = ["hello-root", "hello-deep", "idle-5k"]
 STATIC = ["static-1k", "static-64k", "static-1m", "static-20m", "static-304", "static-range"]
 COMPRESSED = ["compressed-64k-gzip", "compressed-64k-br"]
-SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy", "wsgi-hello"]
+WSGI = ["wsgi-hello", "wsgi-cpu"]
+SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy"] + WSGI
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian"]
-# `stackway-before`: another stackway binary (--before PATH), for a before/after in one run.
-SERVERS = ["stackway", "stackway-before", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
+# `stackway-before`: another stackway binary (--before PATH), for a before/after in one run;
+# `stackway-1p`: stackway with one process, for what --processes adds in the WSGI scenarios.
+SERVERS = ["stackway", "stackway-before", "stackway-1p", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
 BEFORE = None  # the binary of stackway-before, set from --before
-# The same Python WSGI app under every server of the wsgi-hello scenario.
+# The same Python WSGI apps under every server of the WSGI scenarios: `application` for
+# wsgi-hello, `cpu` (about 2.5 ms of pure Python a request, as a real view spends) for wsgi-cpu.
 WSGI_APP = """
+import time
+
+def cpu(environ, start_response):
+    end = time.perf_counter() + 0.0025
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    body = str(n).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
 def application(environ, start_response):
     name = environ["PATH_INFO"].encode("latin-1").decode("utf-8").strip("/") or "world"
     body = f"Hello, {name}!".encode()
@@ -57,7 +71,9 @@ def applies(server, scenario):
     wsgi-hello compares stackway with the Python servers, which serve nothing else."""
     if server == "stackway-before":
         return BEFORE is not None and applies("stackway", scenario)
-    if scenario == "wsgi-hello":
+    if server == "stackway-1p":
+        return scenario in WSGI
+    if scenario in WSGI:
         return server == "stackway" or (server in PYTHON_SERVERS and python_server_installed(server))
     if server in PYTHON_SERVERS:
         return False
@@ -184,8 +200,14 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         server, binary = "stackway", BEFORE
     if server == "nginx":
         return nginx_conf(tmp, port, static, upstream, scenario)
-    bind, app = f"127.0.0.1:{port}", "bench_app:application"
+    bind = f"127.0.0.1:{port}"
+    app = "bench_app:cpu" if scenario == "wsgi-cpu" else "bench_app:application"
     workers = str(os.cpu_count())
+    processes = []
+    if server == "stackway-1p":
+        server = "stackway"
+    elif server == "stackway" and scenario in WSGI:
+        processes = ["--processes", workers]
     if server == "gunicorn-sync":
         return [PYTHON, "-m", "gunicorn", "-w", workers, "-k", "sync", "--chdir", str(tmp),
                 "-b", bind, "--log-level", "warning", app]
@@ -206,8 +228,8 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         flags += ["--mount", f"{prefix}=hello"]
     if scenario in COMPRESSED:
         flags.append("--compress")
-    if server == "stackway" and scenario == "wsgi-hello":
-        flags += ["--pythonpath", str(tmp), "--mount", "/wsgi=wsgi:bench_app:application"]
+    if server == "stackway" and scenario in WSGI:
+        flags += ["--pythonpath", str(tmp), "--mount", f"/wsgi=wsgi:{app}"] + processes
     if server == "stackway":
         return [str(binary), "serve"] + flags
     return [str(PEERS / f"target/release/{server}-peer")] + flags
@@ -292,7 +314,7 @@ def scenario_request(scenario, port):
         return "/static/64k.html", [f"Accept-Encoding: {scenario.rsplit('-', 1)[1]}"], 200
     if scenario == "proxy":
         return "/proxy/users/42", [], 200
-    if scenario == "wsgi-hello":
+    if scenario in WSGI:
         return None, [], 200  # the path depends on the server: see run_once
     if scenario == "static-304":
         _, fields, _ = request(port, "/static/1k.bin")
@@ -352,7 +374,7 @@ def run_once(server_name, scenario, static, tmp, args):
         if scenario == "slow-1g":
             return {"rss_growth_kib": slow_reader(server, args.slow_seconds)}
         path, headers, expected = scenario_request(scenario, server.port)
-        if scenario == "wsgi-hello":
+        if scenario in WSGI:
             # stackway mounts the app at /wsgi beside its others; the Python servers serve only it.
             path = "/wsgi/you" if server_name.startswith("stackway") else "/you"
         status, fields, _ = request(server.port, path, headers)
@@ -469,7 +491,7 @@ def main():
         tmp.chmod(0o755)  # nginx's workers run as another user
         static = fixtures(tmp)
         (tmp / "bench_app.py").write_text(WSGI_APP)
-        if "wsgi-hello" in args.scenarios:
+        if set(WSGI) & set(args.scenarios):
             ensure_python_servers()
         for scenario in args.scenarios:
             servers = [s for s in args.servers if applies(s, scenario)]

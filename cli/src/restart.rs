@@ -129,6 +129,11 @@ impl Handover {
         Ok(Self { sockets })
     }
 
+    /// These sockets, in this order.
+    pub(crate) fn of(sockets: Vec<OwnedFd>) -> Self {
+        Self { sockets }
+    }
+
     /// Starts this binary again with `args`, hands it the sockets, and waits
     /// until it is ready. On success the caller stops serving; on failure it
     /// goes on (a new process that started is stopped).

@@ -22,12 +22,14 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::AsFd;
 use std::process::{Command, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+use stackway::server::{ListenAddr, Listener};
 
 use crate::args::ServeArgs;
 use crate::listen::{self, ListenSpec};
@@ -123,22 +125,30 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
             return ExitCode::from(1);
         }
     };
-    let opened = match listen::open(specs, admin) {
+    // TCP listeners in SO_REUSEPORT groups: see `sockets`.
+    let specs: Vec<ListenSpec> = specs
+        .iter()
+        .map(|spec| ListenSpec {
+            reuse_port: true,
+            ..spec.clone()
+        })
+        .collect();
+    let opened = match listen::open(&specs, admin) {
         Ok(opened) => opened,
         Err(message) => {
             eprintln!("stackway: {message}");
             return ExitCode::from(1);
         }
     };
-    let handover = match Handover::new(&opened.listeners) {
-        Ok(handover) => handover,
+    let handovers = match sockets(&opened.listeners, args.processes.into()) {
+        Ok(handovers) => handovers,
         Err(e) => {
             eprintln!("stackway: cannot share the listening sockets: {e}");
             return ExitCode::from(1);
         }
     };
     let mut tree = Tree {
-        handover,
+        handovers,
         argv,
         limits: Limits::of(args),
         grace: args.grace_period + args.drain_delay.unwrap_or_default() + Duration::from_secs(1),
@@ -166,6 +176,34 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
         let _ = std::fs::remove_file(file);
     }
     ExitCode::SUCCESS
+}
+
+/// The sockets of each slot. Each TCP listener gets a socket of its own per
+/// slot, in the listener's SO_REUSEPORT group, so that the kernel spreads new
+/// connections over the processes by their addresses: a shared socket gives
+/// a burst (a client's pool opening its connections at once) to whichever
+/// process wakes first, and one process then serves them all. A slot's
+/// socket stays open here while its process is replaced, so what waits in it
+/// is served by the next one. A unix socket, or a TCP one that cannot join a
+/// group (one systemd passed without SO_REUSEPORT), is shared by all.
+fn sockets(listeners: &[Listener], slots: usize) -> io::Result<Vec<Handover>> {
+    let mut handovers = vec![Handover::new(listeners)?];
+    for _ in 1..slots {
+        let mut sockets = Vec::with_capacity(listeners.len());
+        for listener in listeners {
+            let own = match listener.local_addr() {
+                ListenAddr::Tcp { addr, .. } => Listener::bind_reuse_port(*addr).ok(),
+                ListenAddr::Unix(_) => None,
+            };
+            let fd = match &own {
+                Some(own) => own.as_fd().try_clone_to_owned()?,
+                None => listener.as_fd().try_clone_to_owned()?,
+            };
+            sockets.push(fd);
+        }
+        handovers.push(Handover::of(sockets));
+    }
+    Ok(handovers)
 }
 
 /// `stackway serve ARGS --check`: imports every app, binds nothing.
@@ -261,7 +299,8 @@ struct Slot {
 }
 
 struct Tree {
-    handover: Handover,
+    /// The sockets each slot's processes get.
+    handovers: Vec<Handover>,
     argv: Vec<OsString>,
     limits: Limits,
     /// How long a process may drain before it is killed.
@@ -278,7 +317,7 @@ impl Tree {
             (PARENT, std::process::id().to_string()),
         ];
         Ok(Process {
-            spawned: self.handover.spawn(&self.argv, &env)?,
+            spawned: self.handovers[slot].spawn(&self.argv, &env)?,
             started: Instant::now(),
             ready_at: None,
         })

@@ -1,7 +1,7 @@
 //! Slow clients never hold a Python thread: a request body is read whole
 //! before a thread is taken (in memory up to a bound, then in an unnamed
 //! temporary file), and a response is taken from Python as fast as Python
-//! makes it ([`Body::spool`]).
+//! makes it ([`Body::spooled`]).
 
 use std::io::{Cursor, Seek, SeekFrom};
 

@@ -5,17 +5,14 @@
 //! a thread stuck in Python cannot be stopped, only its process).
 
 use std::fmt;
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::Stream;
 use pyo3::prelude::*;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use crate::objects::Exchange;
 
 /// A mount's limit and what to do when a request passes it.
 #[derive(Clone)]
@@ -27,6 +24,20 @@ pub(crate) struct Harakiri {
 }
 
 impl Harakiri {
+    /// At `deadline`, cuts off the request of `exchange` if the app is not
+    /// done with it: its body (its head gone out) ends in an error, so the
+    /// response is aborted, whether or not its client reads.
+    pub(crate) async fn watch(self, exchange: Weak<Exchange>, deadline: Instant, ident: u64) {
+        tokio::time::sleep_until(deadline).await;
+        let Some(exchange) = exchange.upgrade() else {
+            return;
+        };
+        if !exchange.is_finished() && exchange.cut() {
+            exchange.abort("harakiri: the app ran past its limit".to_owned());
+            self.stuck(ident);
+        }
+    }
+
     /// A request on the Python thread `ident` passed the limit: its stack is
     /// logged (from a thread of its own, which waits for the GIL), and the
     /// hook called.
@@ -83,45 +94,4 @@ pub(crate) fn ident(py: Python<'_>) -> u64 {
         .and_then(|t| t.call_method0("get_ident"))
         .and_then(|i| i.extract())
         .unwrap_or(0)
-}
-
-/// A response body from Python that fails once the request's Python time
-/// passes its deadline, so that the response is aborted.
-pub(crate) struct Deadline<S> {
-    pub(crate) body: S,
-    pub(crate) sleep: Pin<Box<Sleep>>,
-    pub(crate) harakiri: Option<(Harakiri, u64)>,
-}
-
-impl<S> Deadline<S> {
-    pub(crate) fn new(body: S, deadline: Instant, harakiri: Harakiri, ident: u64) -> Self {
-        Self {
-            body,
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            harakiri: Some((harakiri, ident)),
-        }
-    }
-}
-
-impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Stream for Deadline<S> {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Poll::Ready(chunk) = Pin::new(&mut self.body).poll_next(cx) {
-            return Poll::Ready(chunk);
-        }
-        // Once passed, the body has ended in an error.
-        if self.harakiri.is_none() {
-            return Poll::Ready(None);
-        }
-        if self.sleep.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        if let Some((harakiri, ident)) = self.harakiri.take() {
-            harakiri.stuck(ident);
-        }
-        Poll::Ready(Some(Err(io::Error::other(
-            "harakiri: the app ran past its limit",
-        ))))
-    }
 }

@@ -53,8 +53,8 @@
 //! A request body is read whole before a thread is taken (the first MiB in
 //! memory, the rest in an unnamed temporary file), unless the mount asks for
 //! [`stream_input`](Wsgi::stream_input); a response is taken from Python as
-//! fast as Python makes it ([`Body::spool`](stackway::Body::spool), with the
-//! same bounds), so a client that uploads slowly, or reads slowly or not at
+//! fast as Python makes it ([`Body::spooled`](stackway::Body::spooled), with
+//! the same bounds), so a client that uploads slowly, or reads slowly or not at
 //! all, ties up no Python thread: gunicorn's docs ask for a buffering proxy in
 //! front for this; here none is needed.
 //!
@@ -78,18 +78,17 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
-use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use pyo3::prelude::*;
 use stackway::readings::PoolReading;
 use stackway::{App, Body, IntoResponse, Request, Response};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::environ::Cgi;
-use crate::harakiri::{Deadline, Harakiri};
+use crate::harakiri::Harakiri;
 use crate::objects::{BodyReader, Exchange};
 use crate::run::Job;
 
@@ -416,7 +415,9 @@ impl App for Wsgi {
             },
         };
         let (head, head_rx) = oneshot::channel();
-        let (body, mut body_rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        // Python sends into the spool and never waits for the client.
+        let (spooler, body) = Body::spooled(buffer::MEMORY);
+        let exchange = Exchange::new(head, spooler);
         let (started, started_rx) = match self.harakiri {
             Some(_) => {
                 let (started, started_rx) = oneshot::channel();
@@ -427,7 +428,7 @@ impl App for Wsgi {
         let job = Job {
             cgi,
             input,
-            exchange: Exchange::new(head, body),
+            exchange: exchange.clone(),
             queued_at: std::time::Instant::now(),
             started,
         };
@@ -441,29 +442,27 @@ impl App for Wsgi {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
         }
-        let chunks = futures_util::stream::poll_fn(move |cx| body_rx.poll_recv(cx));
-        let (head, body) = match (&self.harakiri, started_rx) {
+        let head = match (&self.harakiri, started_rx) {
             (Some(harakiri), Some(started)) => {
                 // Python's time starts when a thread takes the request.
                 let Ok(ident) = started.await else {
                     return StatusCode::INTERNAL_SERVER_ERROR.into_response();
                 };
                 let deadline = tokio::time::Instant::now() + harakiri.limit;
+                // The body is watched apart: its client may never read it.
+                let watched = Arc::downgrade(&exchange);
+                tokio::spawn(harakiri.clone().watch(watched, deadline, ident));
                 match tokio::time::timeout_at(deadline, head_rx).await {
-                    Ok(head) => {
-                        let chunks = Deadline::new(chunks, deadline, harakiri.clone(), ident);
-                        (head, Body::from_stream(chunks).spool(buffer::MEMORY))
-                    }
+                    Ok(head) => head,
                     Err(_) => {
-                        harakiri.stuck(ident);
+                        if exchange.cut() {
+                            harakiri.stuck(ident);
+                        }
                         return StatusCode::GATEWAY_TIMEOUT.into_response();
                     }
                 }
             }
-            _ => (
-                head_rx.await,
-                Body::from_stream(chunks).spool(buffer::MEMORY),
-            ),
+            _ => head_rx.await,
         };
         let Ok(head) = head else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();

@@ -2,6 +2,7 @@
 //! `start_response` with its `write()`, and `wsgi.file_wrapper`.
 
 use std::io::{self, BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -9,7 +10,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
-use tokio::sync::{mpsc, oneshot};
+use stackway::Spooler;
+use tokio::sync::oneshot;
 
 /// A blocking reader over the request body, for a Python thread.
 pub(crate) type BodyReader = Box<dyn Read + Send>;
@@ -193,7 +195,11 @@ pub(crate) struct Head {
 /// What one request's `start_response`, `write()` and the runner share.
 pub(crate) struct Exchange {
     state: Mutex<State>,
-    body: mpsc::Sender<io::Result<Bytes>>,
+    body: Spooler,
+    /// The app is done with the request.
+    finished: AtomicBool,
+    /// Cut off by harakiri.
+    cut: AtomicBool,
 }
 
 struct State {
@@ -213,17 +219,31 @@ pub(crate) enum SendError {
 }
 
 impl Exchange {
-    pub(crate) fn new(
-        head: oneshot::Sender<Head>,
-        body: mpsc::Sender<io::Result<Bytes>>,
-    ) -> Arc<Self> {
+    pub(crate) fn new(head: oneshot::Sender<Head>, body: Spooler) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 pending: None,
                 head: Some(head),
             }),
             body,
+            finished: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
         })
+    }
+
+    /// Ends the body: the app is done, whoever still holds `start_response`.
+    pub(crate) fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.body.finish();
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Marks the request cut off by harakiri; true the first time only.
+    pub(crate) fn cut(&self) -> bool {
+        !self.cut.swap(true, Ordering::AcqRel)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -256,31 +276,22 @@ impl Exchange {
         true
     }
 
-    /// Sends a chunk of the body (the head first), with the GIL released
-    /// while the client is slow.
+    /// Sends a chunk of the body (the head first). It is kept until the
+    /// client reads it, so the thread never waits for the client; only a
+    /// chunk that goes to the spool's file lets the GIL go.
     pub(crate) fn send(&self, py: Python<'_>, chunk: Bytes) -> Result<(), SendError> {
         self.send_head()?;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        // Most chunks fit in the channel at once; only a slow client makes the
-        // thread wait, and only then is the GIL let go.
-        match self.body.try_send(Ok(chunk)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Gone),
-            Err(mpsc::error::TrySendError::Full(chunk)) => py
-                .detach(|| self.body.blocking_send(chunk))
-                .map_err(|_| SendError::Gone),
-        }
+        let sent = match self.body.spills(chunk.len()) {
+            false => self.body.send(chunk),
+            true => py.detach(|| self.body.send(chunk)),
+        };
+        sent.map_err(|_| SendError::Gone)
     }
 
     /// Ends the body with an error: the client's connection is aborted rather
     /// than a truncated body passing for a whole one.
-    pub(crate) fn abort(&self, py: Python<'_>, why: String) {
-        // Waits for room (the GIL let go) rather than lose the error when the
-        // channel is full: a lost error would end the body as if whole.
-        let error = Err(io::Error::other(why));
-        let _ = py.detach(|| self.body.blocking_send(error));
+    pub(crate) fn abort(&self, why: String) {
+        self.body.fail(why);
     }
 }
 

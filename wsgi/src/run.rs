@@ -92,20 +92,21 @@ pub(crate) fn run(py: Python<'_>, app: &Py<PyAny>, job: Job) {
             Err(Failure::Python(e)) => {
                 // Formatted, not PyErr_Print: that would exit the process on SystemExit.
                 tracing::error!("the app raised an exception:\n{}", crate::traceback(py, &e));
-                fail(py, &exchange, "the app raised an exception");
+                fail(&exchange, "the app raised an exception");
             }
             Err(Failure::Rule(rule)) => {
                 tracing::error!("{rule}");
-                fail(py, &exchange, rule);
+                fail(&exchange, rule);
             }
         }
+        exchange.finish();
     }
 }
 
 /// A 500 if nothing was sent yet, else an aborted body.
-fn fail(py: Python<'_>, exchange: &Exchange, why: &str) {
+fn fail(exchange: &Exchange, why: &str) {
     if !exchange.send_error_head(StatusCode::INTERNAL_SERVER_ERROR) {
-        exchange.abort(py, why.to_owned());
+        exchange.abort(why.to_owned());
     }
 }
 
