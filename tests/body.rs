@@ -269,3 +269,20 @@ fn a_spooler_on_a_plain_thread_never_waits_for_the_reader() {
         );
     });
 }
+
+#[test]
+fn a_buffered_body_is_whole_with_its_size_or_fails_as_its_source_did() {
+    run(async {
+        let chunks: Vec<_> = (0..20u8).map(|i| Ok(Bytes::from(vec![i; CHUNK]))).collect();
+        let (source, _) = one_at_a_time(chunks);
+        let buffered = source.buffer(CHUNK * 4).await.unwrap();
+        assert_eq!(buffered.size_hint().exact(), Some(20 * CHUNK as u64));
+        assert_eq!(buffered.collect(4 << 20).await.unwrap().len(), 20 * CHUNK);
+
+        let (source, _) = one_at_a_time(vec![
+            Ok(Bytes::from_static(b"half")),
+            Err(std::io::Error::other("gone")),
+        ]);
+        assert!(source.buffer(CHUNK).await.is_err());
+    });
+}

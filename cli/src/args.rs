@@ -383,6 +383,8 @@ pub(crate) struct ProxyOptions {
     preserve_host: Option<bool>,
     forwarded: Option<bool>,
     rewrite_cookie_paths: Option<bool>,
+    buffer_request: Option<bool>,
+    buffer_response: Option<bool>,
     health_check: Option<HealthCheck>,
 }
 
@@ -429,6 +431,12 @@ impl ProxyOptions {
         }
         if let Some(on) = o.rewrite_cookie_paths {
             proxy = proxy.rewrite_cookie_paths(on);
+        }
+        if let Some(on) = o.buffer_request {
+            proxy = proxy.buffer_request(on);
+        }
+        if let Some(on) = o.buffer_response {
+            proxy = proxy.buffer_response(on);
         }
         if let Some(check) = &o.health_check {
             proxy = proxy.health_check(&check.path, check.interval);

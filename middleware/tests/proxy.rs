@@ -610,3 +610,56 @@ fn a_failing_upstream_is_left_out_for_the_fail_timeout() {
     );
     assert_eq!(asked.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn buffer_response_frees_the_upstream_from_a_client_that_does_not_read() {
+    const LEN: usize = 8 << 20;
+    let up = upstream(|_req: Request| async { vec![b'z'; LEN] });
+    let proxy = Proxy::to(&format!("http://{}", up.addr)).buffer_response(true);
+    let stats = proxy.stats();
+    let front = front(proxy);
+    let mut conn = Conn::open(front.addr);
+    conn.send(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    // The client reads nothing; the upstream is done all the same.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.upstreams()[0].in_flight != 0 || stats.upstreams()[0].answered != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream is still held: {:?}",
+            stats.upstreams()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let res = conn.read_response();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body.len(), LEN);
+    assert!(res.body.iter().all(|b| *b == b'z'));
+}
+
+#[test]
+fn buffer_request_asks_the_upstream_only_once_the_body_is_whole() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let asked = Arc::new(AtomicUsize::new(0));
+    let seen = asked.clone();
+    let up = upstream(move |req: Request| {
+        seen.fetch_add(1, Ordering::Relaxed);
+        echo_body(req)
+    });
+    let front = front(Proxy::to(&format!("http://{}", up.addr)).buffer_request(true));
+    let mut conn = Conn::open(front.addr);
+    conn.send(b"POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2000000\r\n\r\n");
+    conn.send(&[b'a'; 1_000_000]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        asked.load(Ordering::Relaxed),
+        0,
+        "asked before the body was whole"
+    );
+    conn.send(&[b'b'; 1_000_000]);
+    let res = conn.read_response();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body.len(), 2_000_000);
+    assert_eq!(asked.load(Ordering::Relaxed), 1);
+}

@@ -55,10 +55,27 @@ impl Body {
     /// the client reads. Errors and trailers keep their place. When the
     /// client goes away, the source is dropped once it gives its next frame.
     /// Needs a tokio runtime.
-    pub fn spool(self, memory: usize) -> Self {
+    pub fn spool(mut self, memory: usize) -> Self {
         let (spooler, body) = Self::spooled(memory);
-        tokio::spawn(fill(self, spooler));
+        let spooler = Arc::new(spooler);
+        tokio::spawn(async move {
+            if let Err(e) = drain(&mut self, &spooler).await {
+                spooler.fail_with(e);
+            }
+        });
         body
+    }
+
+    /// This body read whole, kept as [`spooled`](Self::spooled) keeps it,
+    /// and given back with its exact size: nginx's `proxy_request_buffering`,
+    /// so that what it goes to never waits for a slow sender. Fails as the
+    /// body fails (the client went away or stalled, or passed a size limit).
+    pub async fn buffer(mut self, memory: usize) -> Result<Self, Error> {
+        let (spooler, body) = Self::spooled(memory);
+        let spooler = Arc::new(spooler);
+        let len = drain(&mut self, &spooler).await?;
+        spooler.finish();
+        Ok(body.exact_size(len))
     }
 }
 
@@ -173,24 +190,22 @@ impl fmt::Debug for Spooler {
     }
 }
 
-/// Takes the source's frames as they come, until it ends or the client
-/// goes away; a write to the file goes to the blocking pool.
-async fn fill(mut source: Body, spooler: Spooler) {
-    let spooler = Arc::new(spooler);
+/// Sends the source's frames to `spooler` as they come, until the source
+/// ends (its length) or fails (its error), or the reader goes away; a write
+/// to the file goes to the blocking pool.
+async fn drain(source: &mut Body, spooler: &Arc<Spooler>) -> Result<u64, Error> {
+    let mut len = 0;
     while let Some(frame) = source.frame().await {
-        if spooler.is_gone() {
-            return;
-        }
-        let data = match frame.map(Frame::into_data) {
-            Ok(Ok(data)) => data,
-            Ok(Err(frame)) => {
+        let data = match frame?.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
                     spooler.trailers(trailers);
                 }
                 continue;
             }
-            Err(e) => return spooler.fail_with(e),
         };
+        len += data.len() as u64;
         let sent = match spooler.spills(data.len()) {
             false => spooler.send(data),
             true => {
@@ -201,9 +216,10 @@ async fn fill(mut source: Body, spooler: Spooler) {
             }
         };
         if sent.is_err() {
-            return;
+            break;
         }
     }
+    Ok(len)
 }
 
 /// A frame kept until the client reads it.

@@ -127,7 +127,12 @@ pub(crate) struct Settings {
     preserve_host: bool,
     forwarded: bool,
     rewrite_cookies: bool,
+    buffer_request: bool,
+    buffer_response: bool,
 }
+
+/// The bytes of a buffered body kept in memory; more go to a temporary file.
+const BUFFER_MEMORY: usize = 1 << 20;
 
 impl Proxy {
     /// Forwards to one upstream: `http://HOST:PORT[/base]` or
@@ -184,6 +189,8 @@ impl Proxy {
                 preserve_host: false,
                 forwarded: false,
                 rewrite_cookies: false,
+                buffer_request: false,
+                buffer_response: false,
             },
             upstreams: Arc::default(),
             next: AtomicUsize::new(0),
@@ -269,6 +276,25 @@ impl Proxy {
     /// default.
     pub fn rewrite_cookie_paths(mut self, on: bool) -> Self {
         self.settings.rewrite_cookies = on;
+        self
+    }
+
+    /// Reads the client's request body whole (the first MiB in memory, the
+    /// rest in an unnamed temporary file) before the upstream is asked, so
+    /// that a slow upload holds no upstream connection or worker (nginx's
+    /// `proxy_request_buffering`). Off by default: the body streams.
+    pub fn buffer_request(mut self, on: bool) -> Self {
+        self.settings.buffer_request = on;
+        self
+    }
+
+    /// Takes the upstream's response body as fast as it comes, kept (the
+    /// first MiB in memory, the rest in an unnamed temporary file) until the
+    /// client reads it, so that a slow client never holds the upstream
+    /// (nginx's `proxy_buffering`: what keeps a gunicorn sync worker free).
+    /// Each part is still sent as soon as it comes. Off by default.
+    pub fn buffer_response(mut self, on: bool) -> Self {
+        self.settings.buffer_response = on;
         self
     }
 
@@ -445,7 +471,21 @@ impl App for Proxy {
             empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         let mut progress = Progress::new();
         if !empty {
-            outgoing.body = Some(body::sent(req.into_body(), progress.clone()));
+            let body = match self.settings.buffer_request {
+                false => req.into_body(),
+                true => match req.into_body().buffer(BUFFER_MEMORY).await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        tracing::info!("the request body did not arrive whole: {e}");
+                        let status = match e.is_timeout() {
+                            true => StatusCode::REQUEST_TIMEOUT,
+                            false => StatusCode::BAD_REQUEST,
+                        };
+                        return status.into_response();
+                    }
+                },
+            };
+            outgoing.body = Some(body::sent(body, progress.clone()));
         }
 
         let mut tried = None;
@@ -519,8 +559,16 @@ impl App for Proxy {
             mount: &mount,
         };
         rewrite.apply(&mut parts.headers, self.settings.rewrite_cookies);
-        let body = UpstreamBody::new(incoming, upstream, self.settings.body_timeout);
-        Response::from_parts(parts, Body::new(body))
+        let body = Body::new(UpstreamBody::new(
+            incoming,
+            upstream,
+            self.settings.body_timeout,
+        ));
+        let body = match self.settings.buffer_response {
+            true => body.spool(BUFFER_MEMORY),
+            false => body,
+        };
+        Response::from_parts(parts, body)
     }
 }
 
