@@ -208,6 +208,14 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
             "s.toml:2:1: wokers: unknown field `wokers`",
         ),
         (
+            "processes = 0\n",
+            "s.toml:1:13: processes: expected a number of processes from 1 up, or auto, not \"0\"",
+        ),
+        (
+            "processes = \"many\"\n",
+            "s.toml:1:13: processes: expected a number of processes from 1 up, or auto",
+        ),
+        (
             "idle_timeout = \"long\"\n",
             "s.toml:1:16: idle_timeout: invalid type: string \"long\"",
         ),

@@ -420,3 +420,31 @@ fn a_body_that_fails_late_ends_aborted_however_slow_the_client() {
     );
     assert!(!rest.ends_with(b"0\r\n\r\n"), "ended as if complete");
 }
+
+#[test]
+fn sigusr2_replaces_every_process_without_a_failed_request() {
+    let server = serve(&["--processes", "2"]);
+    let addr = server.tcp(0);
+    let before = children(server.child.id());
+    let mut client = Client::new(addr);
+    let started = Instant::now();
+    server.signal("-USR2");
+    let mut pids = BTreeSet::new();
+    // Requests all along, until both processes are new ones.
+    while started.elapsed() < Duration::from_secs(15) {
+        let res = client.get("/pid");
+        assert_eq!(res.status, 200, "{}", res.text());
+        pids.insert(res.text().parse::<u32>().unwrap());
+        let now = children(server.child.id());
+        if now.len() == 2 && now.is_disjoint(&before) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let now = children(server.child.id());
+    assert!(now.is_disjoint(&before), "before {before:?}, now {now:?}");
+    assert!(
+        pids.iter().any(|pid| now.contains(pid)),
+        "the new ones serve"
+    );
+}
