@@ -8,16 +8,18 @@ use stackway_middleware::metrics::{Exposition, StatusPage};
 
 use crate::args::ServeArgs;
 use crate::stack::Sources;
+use crate::tree_metrics::TreeMetrics;
 
 /// The stack inside `Metrics`, with the status page and the exposition in
-/// front of it, or on the admin listener alone.
+/// front of it, or on the admin listener alone; and, in a process whose
+/// supervisor sums metrics, what writes this process's share.
 pub(crate) fn observed(
     app: BoxApp,
     args: &ServeArgs,
     server: &Server,
     admin: Option<usize>,
     sources: Sources,
-) -> BoxApp {
+) -> (BoxApp, Option<TreeMetrics>) {
     let stats = server.stats();
     let mut metrics = Metrics::new(app)
         .server(move || stats.reading())
@@ -38,12 +40,15 @@ pub(crate) fn observed(
         .as_deref()
         .map(|path| metrics.status_page().path(path).listeners(listeners));
     let exposition = args.metrics.as_deref().map(|path| metrics.exposition(path));
-    BoxApp::new(Observed {
+    let tree = exposition.clone().and_then(TreeMetrics::start);
+    let observed = BoxApp::new(Observed {
         metrics,
         status,
         exposition,
+        tree: tree.clone(),
         admin,
-    })
+    });
+    (observed, tree)
 }
 
 /// The stack inside `Metrics`, with the status page and the exposition
@@ -53,6 +58,8 @@ struct Observed {
     metrics: Metrics<BoxApp>,
     status: Option<StatusPage>,
     exposition: Option<Exposition>,
+    /// Under a supervisor that sums metrics: the whole tree's, for a scrape.
+    tree: Option<TreeMetrics>,
     /// The admin listener's place among the server's.
     admin: Option<usize>,
 }
@@ -66,7 +73,10 @@ impl App for Observed {
                 return status.call(req).await;
             }
             if let Some(exposition) = self.exposition.as_ref().filter(|e| e.serves(&req)) {
-                return exposition.call(req).await;
+                return match &self.tree {
+                    Some(tree) => tree.call(req).await,
+                    None => exposition.call(req).await,
+                };
             }
         }
         if on_admin {

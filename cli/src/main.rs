@@ -19,6 +19,7 @@ mod signals;
 mod stack;
 mod supervisor;
 mod telemetry;
+mod tree_metrics;
 mod values;
 
 use std::io::Write;
@@ -110,8 +111,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let mut tree_metrics = None;
     if args.metrics.is_some() || args.status.is_some() {
-        app = observed(app, &args, &server, opened.admin, sources);
+        (app, tree_metrics) = observed(app, &args, &server, opened.admin, sources);
     }
     if let Some(limit) = supervisor::request_limit(&args) {
         app = BoxApp::new(recycle::AfterRequests::new(app, limit));
@@ -149,6 +151,10 @@ fn main() -> ExitCode {
         server = server.workers(workers);
     }
     let served = server.run(app);
+    // What this process served to the end, for its supervisor's sums.
+    if let Some(tree) = tree_metrics {
+        tree.write_own();
+    }
     // The sockets' files are the supervisor's, or the next process's.
     if !handed_over.load(Ordering::Relaxed) && !supervisor::is_worker() {
         for file in &opened.unix_files {

@@ -34,6 +34,7 @@ use stackway::server::{ListenAddr, Listener};
 use crate::args::ServeArgs;
 use crate::listen::{self, ListenSpec};
 use crate::restart::{self, Handover, Spawned};
+use crate::tree_metrics::{self, Ledger, Row};
 
 /// In a server process a supervisor started: its slot.
 const WORKER: &str = "STACKWAY_WORKER";
@@ -147,7 +148,17 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
             return ExitCode::from(1);
         }
     };
+    // Summed metrics: each process writes its share where this one keeps
+    // what the ended ones counted.
+    let ledger = match args.metrics.is_some().then(Ledger::create).transpose() {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            eprintln!("stackway: cannot make a directory for the processes' metrics: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let mut tree = Tree {
+        ledger,
         handovers,
         argv,
         limits: Limits::of(args),
@@ -299,6 +310,8 @@ struct Slot {
 }
 
 struct Tree {
+    /// Where the processes' metrics are summed, with `--metrics`.
+    ledger: Option<Ledger>,
     /// The sockets each slot's processes get.
     handovers: Vec<Handover>,
     argv: Vec<OsString>,
@@ -312,10 +325,13 @@ struct Tree {
 
 impl Tree {
     fn spawn(&self, slot: usize) -> io::Result<Process> {
-        let env = [
+        let mut env = vec![
             (WORKER, slot.to_string()),
             (PARENT, std::process::id().to_string()),
         ];
+        if let Some(ledger) = &self.ledger {
+            env.push((tree_metrics::DIR, ledger.dir().display().to_string()));
+        }
         Ok(Process {
             spawned: self.handovers[slot].spawn(&self.argv, &env)?,
             started: Instant::now(),
@@ -381,8 +397,12 @@ impl Tree {
             for n in 0..self.slots.len() {
                 self.look_after(n);
             }
+            let ledger = &mut self.ledger;
             self.draining.retain_mut(|(process, deadline)| {
                 if process.exited().is_some() {
+                    if let Some(ledger) = ledger.as_mut() {
+                        ledger.retire(process.pid());
+                    }
                     return false;
                 }
                 if Instant::now() > *deadline {
@@ -394,6 +414,9 @@ impl Tree {
                 }
                 true
             });
+            if let Some(ledger) = &mut self.ledger {
+                ledger.write_rows(&rows(&self.slots));
+            }
             std::thread::sleep(TICK);
         }
     }
@@ -412,6 +435,10 @@ impl Tree {
                     pid = process.pid(),
                     "server process {n} exited ({status}); starting another"
                 );
+                if let Some(ledger) = &mut self.ledger {
+                    ledger.retire(process.pid());
+                    ledger.replaced("exited");
+                }
                 slot.current = None;
                 slot.recycle = None;
             } else if slot.recycle.is_none() {
@@ -445,6 +472,9 @@ impl Tree {
                 );
                 old.signal(Signal::SIGTERM);
                 self.draining.push((old, Instant::now() + self.grace));
+                if let Some(ledger) = &mut self.ledger {
+                    ledger.replaced(why.as_deref().unwrap_or("asked"));
+                }
             }
         } else if let Some(status) = next.exited() {
             tracing::error!(
@@ -508,6 +538,22 @@ impl Tree {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Each serving process, for the supervisor's rows.
+fn rows(slots: &[Slot]) -> Vec<Row> {
+    let serving = slots
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, s)| Some((slot, s.current.as_ref()?)));
+    serving
+        .map(|(slot, process)| Row {
+            slot,
+            pid: process.pid(),
+            uptime: process.ready_at.map_or(Duration::ZERO, |at| at.elapsed()),
+            rss: rss(process.pid()).unwrap_or(0),
+        })
+        .collect()
 }
 
 /// A process's resident memory in bytes, from `/proc/PID/status`.

@@ -448,3 +448,57 @@ fn sigusr2_replaces_every_process_without_a_failed_request() {
         "the new ones serve"
     );
 }
+
+/// The sum of a scrape's samples named `name`, whatever their labels.
+fn total(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_count_every_request_of_the_tree_across_replacements() {
+    let server = serve(&[
+        "--processes",
+        "2",
+        "--max-requests",
+        "25",
+        "--metrics",
+        "/metrics",
+    ]);
+    let addr = server.tcp(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(move || {
+                let mut client = Client::new(addr);
+                for _ in 0..30 {
+                    assert_eq!(client.get("/burn").status, 200);
+                }
+            });
+        }
+    });
+    // The replaced processes have drained, and the others written their share.
+    eventually(Duration::from_secs(10), "the replaced ones gone", || {
+        children(server.child.id()).len() == 2
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // Whichever process answers, the sum is the tree's.
+    for _ in 0..4 {
+        let scrape = Conn::open(addr).get("/metrics").text();
+        assert_eq!(total(&scrape, "stackway_requests_total"), 240.0, "{scrape}");
+        assert!(
+            total(&scrape, "stackway_process_replacements_total") >= 2.0,
+            "{scrape}"
+        );
+        assert_eq!(
+            scrape
+                .lines()
+                .filter(|l| l.starts_with("stackway_process_resident_bytes{"))
+                .count(),
+            2,
+            "a row per process: {scrape}"
+        );
+    }
+}

@@ -174,7 +174,7 @@ impl<A: App> App for Metrics<A> {
     fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
         let state = &*self.state;
         if self.path.as_deref() == Some(req.uri().path()) {
-            return Either::Left(std::future::ready(scrape(&render(&self.state))));
+            return Either::Left(std::future::ready(Exposition::respond(render(&self.state))));
         }
         state.started_requests.fetch_add(1, Ordering::Relaxed);
         let method = method_class(req.method());
@@ -259,12 +259,30 @@ impl Exposition {
     pub fn serves(&self, req: &Request) -> bool {
         req.uri().path() == self.path
     }
+
+    /// The metrics in the text exposition format, as a scrape gets them.
+    pub fn render(&self) -> String {
+        render(&self.state)
+    }
+
+    /// A scrape's response for `text` (an exposition, perhaps several
+    /// summed): its content type, and not to be cached.
+    pub fn respond(text: String) -> Response {
+        let mut res = text.into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
 }
 
 impl App for Exposition {
     async fn call(&self, req: Request) -> Response {
         match req.uri().path() == self.path {
-            true => scrape(&render(&self.state)),
+            true => Self::respond(self.render()),
             false => stackway::http::StatusCode::NOT_FOUND.into_response(),
         }
     }
@@ -291,17 +309,6 @@ fn count_body(body: &mut stackway::Body, total: &Arc<AtomicU64>) {
             });
         }
     }
-}
-
-fn scrape(body: &str) -> Response {
-    let mut res = body.to_owned().into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
 }
 
 const NONE: &str = "none";

@@ -1,0 +1,334 @@
+//! `--metrics` under `--processes`: a scrape counts every request of the
+//! tree, whichever process serves it.
+//!
+//! Each server process writes its exposition to a private directory of its
+//! supervisor's (`STACKWAY_METRICS_DIR`, mode 700) every second and once more
+//! when it has drained; the process that answers a scrape writes its own
+//! anew and sums every file there. The supervisor adds `retired.prom`, the
+//! counters of the processes it replaced, so that no counter goes back when
+//! a process is replaced, and `supervisor.prom`, a row per process.
+//!
+//! ```text
+//! $STACKWAY_METRICS_DIR/ 1234.prom 1235.prom   each live process's exposition
+//!                        retired.prom           counters of the processes that ended
+//!                        supervisor.prom        stackway_process_* rows
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use stackway::{App, Request, Response};
+use stackway_middleware::metrics::Exposition;
+
+/// Set in a server process's environment by a supervisor that sums metrics.
+pub(crate) const DIR: &str = "STACKWAY_METRICS_DIR";
+
+/// The file the supervisor keeps the ended processes' counters in.
+pub(crate) const RETIRED: &str = "retired.prom";
+
+/// In a server process: its exposition, written to the directory and summed
+/// with the others'.
+#[derive(Debug, Clone)]
+pub(crate) struct TreeMetrics {
+    own: Exposition,
+    dir: PathBuf,
+}
+
+impl TreeMetrics {
+    /// When this process's supervisor sums metrics; starts writing this
+    /// process's exposition every second.
+    pub(crate) fn start(own: Exposition) -> Option<Self> {
+        let dir = PathBuf::from(std::env::var_os(DIR)?);
+        let tree = Self { own, dir };
+        let writer = tree.clone();
+        let started = std::thread::Builder::new()
+            .name("stackway-metrics".into())
+            .spawn(move || {
+                loop {
+                    writer.write_own();
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!("cannot write this process's metrics for its supervisor: {e}");
+        }
+        Some(tree)
+    }
+
+    /// Writes this process's exposition (whole: a reader never sees half).
+    pub(crate) fn write_own(&self) {
+        let file = self.dir.join(format!("{}.prom", std::process::id()));
+        if let Err(e) = write_whole(&file, &self.own.render()) {
+            tracing::warn!("cannot write {}: {e}", file.display());
+        }
+    }
+
+    /// Every process's exposition, and the supervisor's files, summed.
+    fn summed(&self) -> String {
+        self.write_own();
+        let texts: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "prom"))
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .collect();
+        let mut sum = Sum::default();
+        for text in &texts {
+            sum.add(text, false);
+        }
+        sum.render()
+    }
+}
+
+impl App for TreeMetrics {
+    async fn call(&self, _req: Request) -> Response {
+        let tree = self.clone();
+        let summed = tokio::task::spawn_blocking(move || tree.summed()).await;
+        Exposition::respond(summed.unwrap_or_default())
+    }
+}
+
+/// Writes `text` to `file` through a temporary file renamed over it.
+pub(crate) fn write_whole(file: &Path, text: &str) -> std::io::Result<()> {
+    let partial = file.with_extension("partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(partial, file)
+}
+
+/// The supervisor's side: the directory, the counters of the processes
+/// that ended, and the replacements by why.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    dir: PathBuf,
+    retired: Sum,
+    replaced: BTreeMap<String, u64>,
+    written: Option<Instant>,
+}
+
+/// A server process as the supervisor sees it, for `supervisor.prom`.
+pub(crate) struct Row {
+    pub(crate) slot: usize,
+    pub(crate) pid: u32,
+    pub(crate) uptime: Duration,
+    pub(crate) rss: u64,
+}
+
+impl Ledger {
+    /// A directory only this user can read, for this supervisor.
+    pub(crate) fn create() -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("stackway-{}-metrics", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(Self {
+            dir,
+            retired: Sum::default(),
+            replaced: BTreeMap::new(),
+            written: None,
+        })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `pid` has ended: its counters join the retired ones.
+    pub(crate) fn retire(&mut self, pid: u32) {
+        let file = self.dir.join(format!("{pid}.prom"));
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            return;
+        };
+        self.retired.add(&text, true);
+        let _ = std::fs::remove_file(file);
+        if let Err(e) = write_whole(&self.dir.join(RETIRED), &self.retired.render()) {
+            tracing::warn!("cannot keep the counters of a replaced process: {e}");
+        }
+    }
+
+    /// A process was replaced because of `why` (`max-rss: 130 MiB` counts
+    /// as `max-rss`).
+    pub(crate) fn replaced(&mut self, why: &str) {
+        let why = why.split(':').next().unwrap_or(why).trim();
+        *self.replaced.entry(why.to_owned()).or_default() += 1;
+        self.written = None;
+    }
+
+    /// Writes the rows of `supervisor.prom`, at most once a second.
+    pub(crate) fn write_rows(&mut self, rows: &[Row]) {
+        if self
+            .written
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.written = Some(Instant::now());
+        let mut out = String::new();
+        out.push_str(
+            "# HELP stackway_process_resident_bytes Resident memory of each server process.\n",
+        );
+        out.push_str("# TYPE stackway_process_resident_bytes gauge\n");
+        for row in rows {
+            let _ = writeln!(
+                out,
+                "stackway_process_resident_bytes{{slot=\"{}\",pid=\"{}\"}} {}",
+                row.slot, row.pid, row.rss
+            );
+        }
+        out.push_str(
+            "# HELP stackway_process_uptime_seconds How long each server process has served.\n",
+        );
+        out.push_str("# TYPE stackway_process_uptime_seconds gauge\n");
+        for row in rows {
+            let _ = writeln!(
+                out,
+                "stackway_process_uptime_seconds{{slot=\"{}\",pid=\"{}\"}} {:.3}",
+                row.slot,
+                row.pid,
+                row.uptime.as_secs_f64()
+            );
+        }
+        out.push_str("# HELP stackway_process_replacements Server processes replaced, by why.\n");
+        out.push_str("# TYPE stackway_process_replacements counter\n");
+        for (why, n) in &self.replaced {
+            let _ = writeln!(
+                out,
+                "stackway_process_replacements_total{{reason=\"{why}\"}} {n}"
+            );
+        }
+        if let Err(e) = write_whole(&self.dir.join("supervisor.prom"), &out) {
+            tracing::warn!("cannot write the processes' rows: {e}");
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Expositions summed sample by sample (the same name and labels), in the
+/// order their families first appear.
+#[derive(Debug, Default)]
+pub(crate) struct Sum {
+    families: Vec<Family>,
+    by_name: HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+struct Family {
+    name: String,
+    help: Option<String>,
+    kind: String,
+    samples: Vec<(String, f64)>,
+    by_series: HashMap<String, usize>,
+}
+
+impl Sum {
+    /// Adds `text`'s samples; with `counters_only`, only those of counters
+    /// and histograms (what an ended process leaves that must not go back).
+    pub(crate) fn add(&mut self, text: &str, counters_only: bool) {
+        let mut help: Option<&str> = None;
+        let mut current: Option<usize> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                help = Some(rest);
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+                let counted = matches!(kind, "counter" | "histogram" | "summary");
+                current = (counted || !counters_only).then(|| self.family(name, kind, help));
+                help = None;
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (Some(at), Some((series, value))) = (current, line.rsplit_once(' ')) else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let family = &mut self.families[at];
+            match family.by_series.get(series) {
+                Some(&i) => family.samples[i].1 += value,
+                None => {
+                    family
+                        .by_series
+                        .insert(series.to_owned(), family.samples.len());
+                    family.samples.push((series.to_owned(), value));
+                }
+            }
+        }
+    }
+
+    fn family(&mut self, name: &str, kind: &str, help: Option<&str>) -> usize {
+        if let Some(&at) = self.by_name.get(name) {
+            return at;
+        }
+        let help = help.map(|h| h.strip_prefix(name).unwrap_or(h).trim().to_owned());
+        self.by_name.insert(name.to_owned(), self.families.len());
+        self.families.push(Family {
+            name: name.to_owned(),
+            help,
+            kind: kind.to_owned(),
+            samples: Vec::new(),
+            by_series: HashMap::new(),
+        });
+        self.families.len() - 1
+    }
+
+    /// The sum, in the text exposition format.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        for family in &self.families {
+            if let Some(help) = &family.help {
+                let _ = writeln!(out, "# HELP {} {help}", family.name);
+            }
+            let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
+            for (series, value) in &family.samples {
+                let _ = writeln!(out, "{series} {value}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sum;
+
+    const ONE: &str = "# HELP requests Requests.\n# TYPE requests counter\n\
+        requests_total{mount=\"/a\"} 2\nrequests_total{mount=\"/b\"} 1\n\
+        # HELP open Open.\n# TYPE open gauge\nopen 3\n";
+    const TWO: &str = "# HELP requests Requests.\n# TYPE requests counter\n\
+        requests_total{mount=\"/a\"} 5\nrequests_total{mount=\"/c d\"} 1\n\
+        # HELP open Open.\n# TYPE open gauge\nopen 4\n";
+
+    #[test]
+    fn samples_sum_by_name_and_labels_and_an_ended_process_leaves_its_counters_only() {
+        let mut sum = Sum::default();
+        sum.add(ONE, false);
+        sum.add(TWO, false);
+        assert_eq!(
+            sum.render(),
+            "# HELP requests Requests.\n# TYPE requests counter\n\
+             requests_total{mount=\"/a\"} 7\nrequests_total{mount=\"/b\"} 1\n\
+             requests_total{mount=\"/c d\"} 1\n\
+             # HELP open Open.\n# TYPE open gauge\nopen 7\n"
+        );
+        let mut retired = Sum::default();
+        retired.add(ONE, true);
+        assert_eq!(
+            retired.render(),
+            "# HELP requests Requests.\n# TYPE requests counter\n\
+             requests_total{mount=\"/a\"} 2\nrequests_total{mount=\"/b\"} 1\n"
+        );
+    }
+}
