@@ -240,9 +240,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub(crate) harakiri: Option<Duration>,
 
-    /// For development: restart the server when a Python file under the working directory
-    /// or a --pythonpath changes (new code that does not load is reported, and the old
-    /// code keeps serving).
+    /// For development: replace the server processes when a Python file under the working
+    /// directory or a --pythonpath changes, the port kept open by their supervisor (new code
+    /// that does not load is reported, and the old code keeps serving).
     #[arg(long)]
     pub(crate) reload: bool,
 

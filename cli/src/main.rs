@@ -51,7 +51,12 @@ fn main() -> ExitCode {
         }
     }
     supervisor::follow_parent();
-    let otlp = match args.otlp_endpoint.as_deref().filter(|_| !args.reload) {
+    // A supervisor serves nothing: its processes export.
+    let otlp = match args
+        .otlp_endpoint
+        .as_deref()
+        .filter(|_| !supervisor::wanted(&args))
+    {
         Some(endpoint) => match telemetry::exporter(endpoint) {
             Ok(otlp) => Some(otlp),
             Err(message) => {
@@ -63,15 +68,6 @@ fn main() -> ExitCode {
     };
     args.trace_context |= args.otlp_endpoint.is_some();
     telemetry::init(&args.log_format, args.log_level, otlp.as_ref());
-    if args.reload {
-        let child_args: Vec<String> = std::env::args()
-            .skip(1)
-            .filter(|a| a != "--reload")
-            .collect();
-        let mut roots = vec![std::path::PathBuf::from(".")];
-        roots.extend(args.python_path.iter().cloned());
-        return reload::supervise(child_args, &args.bind, &roots);
-    }
     let admin = admin_spec(&args);
     if supervisor::wanted(&args) {
         return supervisor::run(&args, &listen_specs(&args), admin.as_ref());

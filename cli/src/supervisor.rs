@@ -33,6 +33,7 @@ use stackway::server::{ListenAddr, Listener};
 
 use crate::args::ServeArgs;
 use crate::listen::{self, ListenSpec};
+use crate::reload::Watch;
 use crate::restart::{self, Handover, Spawned};
 use crate::tree_metrics::{self, Ledger, Row};
 
@@ -55,7 +56,8 @@ pub(crate) fn wanted(args: &ServeArgs) -> bool {
     let recycled = args.max_requests.is_some()
         || args.max_rss.is_some()
         || args.max_lifetime.is_some()
-        || args.harakiri.is_some();
+        || args.harakiri.is_some()
+        || args.reload;
     (args.processes > 1 || recycled) && !args.check && !is_worker()
 }
 
@@ -180,7 +182,8 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
         "supervising {} server processes",
         args.processes
     );
-    tree.supervise(signals);
+    let watch = args.reload.then(|| Watch::new(&args.python_path));
+    tree.supervise(signals, watch);
     restart::notify_stopping();
     tree.stop();
     for file in &opened.unix_files {
@@ -379,18 +382,23 @@ impl Tree {
         }
     }
 
-    /// Looks after the processes until SIGTERM or SIGINT.
-    fn supervise(&mut self, mut signals: signal_hook::iterator::Signals) {
+    /// Looks after the processes until SIGTERM or SIGINT; with `watch`
+    /// (`--reload`), replaces them all when a Python file changes.
+    fn supervise(&mut self, mut signals: signal_hook::iterator::Signals, mut watch: Option<Watch>) {
         loop {
+            if watch.as_mut().is_some_and(Watch::changed) {
+                eprintln!("stackway: reload: a Python file changed; checking the new code");
+                match check(&self.argv) {
+                    Ok(status) if status.success() => self.recycle_all("reload"),
+                    _ => eprintln!(
+                        "stackway: reload: the new code does not load; still serving the old code"
+                    ),
+                }
+            }
             for signal in signals.pending() {
                 match signal {
                     SIGHUP => self.each(|p| p.signal(Signal::SIGHUP)),
-                    SIGUSR2 => {
-                        tracing::info!("replacing every server process");
-                        for slot in &mut self.slots {
-                            slot.recycle.get_or_insert_with(|| "restart".to_owned());
-                        }
-                    }
+                    SIGUSR2 => self.recycle_all("restart"),
                     _ => return,
                 }
             }
@@ -492,6 +500,13 @@ impl Tree {
             let _ = next.spawned.child.wait();
             slot.next = None;
             self.failed(n);
+        }
+    }
+
+    fn recycle_all(&mut self, why: &str) {
+        tracing::info!("replacing every server process: {why}");
+        for slot in &mut self.slots {
+            slot.recycle.get_or_insert_with(|| why.to_owned());
         }
     }
 
