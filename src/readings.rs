@@ -52,4 +52,6 @@ pub struct PoolReading {
     pub jobs: u64,
     /// Seconds those requests waited for a thread, in all.
     pub waited_seconds: f64,
+    /// Requests cut off for running past their limit (harakiri).
+    pub harakiri: u64,
 }

@@ -166,30 +166,60 @@ impl Ledger {
             return;
         }
         self.written = Some(Instant::now());
+        // Each row, with what its process wrote of itself.
+        type Column = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&Row, &str) -> f64,
+        );
+        let columns: [Column; 5] = [
+            (
+                "stackway_process_resident_bytes",
+                "gauge",
+                "Resident memory of each server process.",
+                |row, _| row.rss as f64,
+            ),
+            (
+                "stackway_process_uptime_seconds",
+                "gauge",
+                "How long each server process has served.",
+                |row, _| row.uptime.as_secs_f64(),
+            ),
+            (
+                "stackway_process_requests",
+                "counter",
+                "Requests each server process has answered.",
+                |_, own| total(own, "stackway_requests_total"),
+            ),
+            (
+                "stackway_process_busy_threads",
+                "gauge",
+                "Python threads of each server process running a request.",
+                |_, own| total(own, "stackway_pool_busy"),
+            ),
+            (
+                "stackway_process_harakiri",
+                "counter",
+                "Requests of each server process cut off by harakiri.",
+                |_, own| total(own, "stackway_pool_harakiri_total"),
+            ),
+        ];
+        let own: Vec<String> = rows
+            .iter()
+            .map(|row| {
+                std::fs::read_to_string(self.dir.join(format!("{}.prom", row.pid)))
+                    .unwrap_or_default()
+            })
+            .collect();
         let mut out = String::new();
-        out.push_str(
-            "# HELP stackway_process_resident_bytes Resident memory of each server process.\n",
-        );
-        out.push_str("# TYPE stackway_process_resident_bytes gauge\n");
-        for row in rows {
-            let _ = writeln!(
-                out,
-                "stackway_process_resident_bytes{{slot=\"{}\",pid=\"{}\"}} {}",
-                row.slot, row.pid, row.rss
-            );
-        }
-        out.push_str(
-            "# HELP stackway_process_uptime_seconds How long each server process has served.\n",
-        );
-        out.push_str("# TYPE stackway_process_uptime_seconds gauge\n");
-        for row in rows {
-            let _ = writeln!(
-                out,
-                "stackway_process_uptime_seconds{{slot=\"{}\",pid=\"{}\"}} {:.3}",
-                row.slot,
-                row.pid,
-                row.uptime.as_secs_f64()
-            );
+        for (name, kind, help, value) in columns {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            for (row, own) in rows.iter().zip(&own) {
+                let labels = format!("slot=\"{}\",pid=\"{}\"", row.slot, row.pid);
+                let _ = writeln!(out, "{name}{suffix}{{{labels}}} {}", value(row, own));
+            }
         }
         out.push_str("# HELP stackway_process_replacements Server processes replaced, by why.\n");
         out.push_str("# TYPE stackway_process_replacements counter\n");
@@ -209,6 +239,17 @@ impl Drop for Ledger {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The sum of `text`'s samples named `name`, whatever their labels.
+fn total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 /// Expositions summed sample by sample (the same name and labels), in the

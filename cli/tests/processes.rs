@@ -492,13 +492,16 @@ fn metrics_count_every_request_of_the_tree_across_replacements() {
             total(&scrape, "stackway_process_replacements_total") >= 2.0,
             "{scrape}"
         );
-        assert_eq!(
-            scrape
-                .lines()
-                .filter(|l| l.starts_with("stackway_process_resident_bytes{"))
-                .count(),
-            2,
-            "a row per process: {scrape}"
-        );
+        for row in [
+            "stackway_process_resident_bytes{",
+            "stackway_process_requests_total{",
+            "stackway_process_busy_threads{",
+        ] {
+            let rows = scrape.lines().filter(|l| l.starts_with(row)).count();
+            assert_eq!(rows, 2, "a row per process: {scrape}");
+        }
+        // The live processes' own requests are part of the whole.
+        let live = total(&scrape, "stackway_process_requests_total");
+        assert!(live > 0.0 && live < 240.0, "{live}");
     }
 }

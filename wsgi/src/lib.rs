@@ -165,6 +165,7 @@ impl WsgiStats {
             queued: self.queued(),
             jobs: self.jobs(),
             waited_seconds: self.waited_seconds(),
+            harakiri: self.harakiri(),
         }
     }
 }

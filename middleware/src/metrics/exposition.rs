@@ -234,6 +234,12 @@ impl Collector for Collect {
                     MetricType::Counter,
                     |r| r.waited_seconds,
                 ),
+                (
+                    "stackway_pool_harakiri",
+                    "Requests cut off for running past their limit.",
+                    MetricType::Counter,
+                    |r| r.harakiri as f64,
+                ),
             ] {
                 let mut family = encoder.encode_descriptor(name, help, None, kind)?;
                 for (mount, reading) in &readings {

@@ -103,7 +103,7 @@ impl StatusPage {
             "bounds": BUCKETS,
             "pools": state.pools.iter().map(|(mount, read)| {
                 let r = read();
-                json!({"mount": mount, "threads": r.threads, "busy": r.busy, "queued": r.queued, "jobs": r.jobs, "waited_seconds": r.waited_seconds})
+                json!({"mount": mount, "threads": r.threads, "busy": r.busy, "queued": r.queued, "jobs": r.jobs, "waited_seconds": r.waited_seconds, "harakiri": r.harakiri})
             }).collect::<Vec<_>>(),
             "upstreams": state.upstreams.iter().flat_map(|(mount, read)| read().into_iter().map(move |u| json!({
                 "mount": mount,
