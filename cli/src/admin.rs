@@ -40,7 +40,7 @@ pub(crate) fn observed(
         .as_deref()
         .map(|path| metrics.status_page().path(path).listeners(listeners));
     let exposition = args.metrics.as_deref().map(|path| metrics.exposition(path));
-    let tree = exposition.clone().and_then(TreeMetrics::start);
+    let tree = TreeMetrics::start(exposition.clone(), status.clone());
     let observed = BoxApp::new(Observed {
         metrics,
         status,
@@ -70,11 +70,14 @@ impl App for Observed {
         let on_admin = self.admin.is_some() && listener == self.admin;
         if on_admin || self.admin.is_none() {
             if let Some(status) = self.status.as_ref().filter(|s| s.serves(&req)) {
-                return status.call(req).await;
+                return match &self.tree {
+                    Some(tree) => tree.status(req).await,
+                    None => status.call(req).await,
+                };
             }
             if let Some(exposition) = self.exposition.as_ref().filter(|e| e.serves(&req)) {
                 return match &self.tree {
-                    Some(tree) => tree.call(req).await,
+                    Some(tree) => tree.metrics().await,
                     None => exposition.call(req).await,
                 };
             }

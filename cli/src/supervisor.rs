@@ -152,7 +152,8 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
     };
     // Summed metrics: each process writes its share where this one keeps
     // what the ended ones counted.
-    let ledger = match args.metrics.is_some().then(Ledger::create).transpose() {
+    let observed = args.metrics.is_some() || args.status.is_some();
+    let ledger = match observed.then(Ledger::create).transpose() {
         Ok(ledger) => ledger,
         Err(e) => {
             eprintln!("stackway: cannot make a directory for the processes' metrics: {e}");

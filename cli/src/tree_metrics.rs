@@ -1,17 +1,21 @@
-//! `--metrics` under `--processes`: a scrape counts every request of the
-//! tree, whichever process serves it.
+//! `--metrics` and `--status` under `--processes`: a scrape counts every
+//! request of the tree, whichever process serves it, and the status page
+//! shows the tree.
 //!
-//! Each server process writes its exposition to a private directory of its
-//! supervisor's (`STACKWAY_METRICS_DIR`, mode 700) every second and once more
-//! when it has drained; the process that answers a scrape writes its own
-//! anew and sums every file there. The supervisor adds `retired.prom`, the
-//! counters of the processes it replaced, so that no counter goes back when
-//! a process is replaced, and `supervisor.prom`, a row per process.
+//! Each server process writes its exposition and its status snapshot to a
+//! private directory of its supervisor's (`STACKWAY_METRICS_DIR`, mode 700)
+//! every second and once more when it has drained; the process that answers
+//! writes its own anew and sums (or merges) every file there. The
+//! supervisor adds `retired.prom`, the counters of the processes it
+//! replaced, so that no counter goes back when a process is replaced, and a
+//! row per process. The status page merges the live processes only.
 //!
 //! ```text
 //! $STACKWAY_METRICS_DIR/ 1234.prom 1235.prom   each live process's exposition
 //!                        retired.prom           counters of the processes that ended
 //!                        supervisor.prom        stackway_process_* rows
+//!                        1234.status.json …     each live process's status snapshot
+//!                        processes.json         the rows, for the status page
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,8 +23,9 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use stackway::{App, Request, Response};
-use stackway_middleware::metrics::Exposition;
+use serde_json::{Value, json};
+use stackway::{IntoResponse, Request, Response};
+use stackway_middleware::metrics::{Exposition, StatusPage};
 
 /// Set in a server process's environment by a supervisor that sums metrics.
 pub(crate) const DIR: &str = "STACKWAY_METRICS_DIR";
@@ -28,20 +33,31 @@ pub(crate) const DIR: &str = "STACKWAY_METRICS_DIR";
 /// The file the supervisor keeps the ended processes' counters in.
 pub(crate) const RETIRED: &str = "retired.prom";
 
-/// In a server process: its exposition, written to the directory and summed
-/// with the others'.
+/// The file of the supervisor's rows for the status page.
+const PROCESSES: &str = "processes.json";
+
+/// In a server process: its exposition and status, written to the
+/// directory and summed with the others'.
 #[derive(Debug, Clone)]
 pub(crate) struct TreeMetrics {
-    own: Exposition,
+    exposition: Option<Exposition>,
+    status: Option<StatusPage>,
     dir: PathBuf,
 }
 
 impl TreeMetrics {
     /// When this process's supervisor sums metrics; starts writing this
-    /// process's exposition every second.
-    pub(crate) fn start(own: Exposition) -> Option<Self> {
+    /// process's share every second.
+    pub(crate) fn start(
+        exposition: Option<Exposition>,
+        status: Option<StatusPage>,
+    ) -> Option<Self> {
         let dir = PathBuf::from(std::env::var_os(DIR)?);
-        let tree = Self { own, dir };
+        let tree = Self {
+            exposition,
+            status,
+            dir,
+        };
         let writer = tree.clone();
         let started = std::thread::Builder::new()
             .name("stackway-metrics".into())
@@ -57,44 +73,84 @@ impl TreeMetrics {
         Some(tree)
     }
 
-    /// Writes this process's exposition (whole: a reader never sees half).
+    /// Writes this process's exposition and status (each whole: a reader
+    /// never sees half).
     pub(crate) fn write_own(&self) {
-        let file = self.dir.join(format!("{}.prom", std::process::id()));
-        if let Err(e) = write_whole(&file, &self.own.render()) {
-            tracing::warn!("cannot write {}: {e}", file.display());
+        let pid = std::process::id();
+        let own = [
+            (
+                format!("{pid}.prom"),
+                self.exposition.as_ref().map(Exposition::render),
+            ),
+            (
+                format!("{pid}.status.json"),
+                self.status.as_ref().map(|s| s.snapshot().to_string()),
+            ),
+        ];
+        for (name, text) in own {
+            let Some(text) = text else { continue };
+            if let Err(e) = write_whole(&self.dir.join(&name), &text) {
+                tracing::warn!("cannot write {name} for the supervisor: {e}");
+            }
         }
     }
 
-    /// Every process's exposition, and the supervisor's files, summed.
-    fn summed(&self) -> String {
-        self.write_own();
-        let texts: Vec<String> = std::fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
+    /// The files of the directory whose names end with `suffix`.
+    fn read_all(&self, suffix: &str) -> Vec<String> {
+        let files = std::fs::read_dir(&self.dir).into_iter().flatten().flatten();
+        files
             .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|e| e == "prom"))
+            .filter(|path| path.to_str().is_some_and(|p| p.ends_with(suffix)))
             .filter_map(|path| std::fs::read_to_string(path).ok())
-            .collect();
-        let mut sum = Sum::default();
-        for text in &texts {
-            sum.add(text, false);
-        }
-        sum.render()
+            .collect()
     }
-}
 
-impl App for TreeMetrics {
-    async fn call(&self, _req: Request) -> Response {
+    /// Answers a scrape with every process's exposition (and the
+    /// supervisor's files) summed.
+    pub(crate) async fn metrics(&self) -> Response {
         let tree = self.clone();
-        let summed = tokio::task::spawn_blocking(move || tree.summed()).await;
-        Exposition::respond(summed.unwrap_or_default())
+        let summed = tokio::task::spawn_blocking(move || {
+            tree.write_own();
+            let mut sum = Sum::default();
+            for text in tree.read_all(".prom") {
+                sum.add(&text, false);
+            }
+            sum.render()
+        });
+        Exposition::respond(summed.await.unwrap_or_default())
+    }
+
+    /// Answers the status page (or its JSON) with every process's snapshot
+    /// merged, and the supervisor's row per process.
+    pub(crate) async fn status(&self, req: Request) -> Response {
+        let Some(page) = self.status.clone() else {
+            return stackway::http::StatusCode::NOT_FOUND.into_response();
+        };
+        let tree = self.clone();
+        let merged = tokio::task::spawn_blocking(move || {
+            tree.write_own();
+            let snapshots: Vec<Value> = tree
+                .read_all(".status.json")
+                .iter()
+                .filter_map(|text| serde_json::from_str(text).ok())
+                .collect();
+            let mut merged = StatusPage::merge(&snapshots);
+            let processes = std::fs::read_to_string(tree.dir.join(PROCESSES)).unwrap_or_default();
+            merged["processes"] = serde_json::from_str(&processes).unwrap_or_default();
+            merged
+        });
+        page.answer(&req, &merged.await.unwrap_or_default())
     }
 }
 
-/// Writes `text` to `file` through a temporary file renamed over it.
+/// Writes `text` to `file` through a temporary file of this thread's renamed
+/// over it.
 pub(crate) fn write_whole(file: &Path, text: &str) -> std::io::Result<()> {
-    let partial = file.with_extension("partial");
+    let thread = format!("{:?}", std::thread::current().id());
+    let partial = file.with_extension(format!(
+        "{}.partial",
+        thread.trim_matches(|c: char| !c.is_ascii_digit())
+    ));
     std::fs::write(&partial, text)?;
     std::fs::rename(partial, file)
 }
@@ -109,7 +165,7 @@ pub(crate) struct Ledger {
     written: Option<Instant>,
 }
 
-/// A server process as the supervisor sees it, for `supervisor.prom`.
+/// A server process as the supervisor sees it, for its row.
 pub(crate) struct Row {
     pub(crate) slot: usize,
     pub(crate) pid: u32,
@@ -144,6 +200,7 @@ impl Ledger {
         };
         self.retired.add(&text, true);
         let _ = std::fs::remove_file(file);
+        let _ = std::fs::remove_file(self.dir.join(format!("{pid}.status.json")));
         if let Err(e) = write_whole(&self.dir.join(RETIRED), &self.retired.render()) {
             tracing::warn!("cannot keep the counters of a replaced process: {e}");
         }
@@ -157,7 +214,8 @@ impl Ledger {
         self.written = None;
     }
 
-    /// Writes the rows of `supervisor.prom`, at most once a second.
+    /// Writes the rows of `supervisor.prom` and `processes.json`, at most
+    /// once a second.
     pub(crate) fn write_rows(&mut self, rows: &[Row]) {
         if self
             .written
@@ -167,7 +225,9 @@ impl Ledger {
         }
         self.written = Some(Instant::now());
         // Each row, with what its process wrote of itself.
+        // (the metric, its key in the status page's JSON, its type, its help, its value)
         type Column = (
+            &'static str,
             &'static str,
             &'static str,
             &'static str,
@@ -176,30 +236,35 @@ impl Ledger {
         let columns: [Column; 5] = [
             (
                 "stackway_process_resident_bytes",
+                "rss_bytes",
                 "gauge",
                 "Resident memory of each server process.",
                 |row, _| row.rss as f64,
             ),
             (
                 "stackway_process_uptime_seconds",
+                "uptime_seconds",
                 "gauge",
                 "How long each server process has served.",
                 |row, _| row.uptime.as_secs_f64(),
             ),
             (
                 "stackway_process_requests",
+                "requests",
                 "counter",
                 "Requests each server process has answered.",
                 |_, own| total(own, "stackway_requests_total"),
             ),
             (
                 "stackway_process_busy_threads",
+                "busy_threads",
                 "gauge",
                 "Python threads of each server process running a request.",
                 |_, own| total(own, "stackway_pool_busy"),
             ),
             (
                 "stackway_process_harakiri",
+                "harakiri",
                 "counter",
                 "Requests of each server process cut off by harakiri.",
                 |_, own| total(own, "stackway_pool_harakiri_total"),
@@ -213,12 +278,18 @@ impl Ledger {
             })
             .collect();
         let mut out = String::new();
-        for (name, kind, help, value) in columns {
+        let mut processes: Vec<Value> = rows
+            .iter()
+            .map(|row| json!({"slot": row.slot, "pid": row.pid}))
+            .collect();
+        for (name, key, kind, help, value) in columns {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             let suffix = if kind == "counter" { "_total" } else { "" };
-            for (row, own) in rows.iter().zip(&own) {
+            for ((row, own), json) in rows.iter().zip(&own).zip(&mut processes) {
                 let labels = format!("slot=\"{}\",pid=\"{}\"", row.slot, row.pid);
-                let _ = writeln!(out, "{name}{suffix}{{{labels}}} {}", value(row, own));
+                let value = value(row, own);
+                let _ = writeln!(out, "{name}{suffix}{{{labels}}} {value}");
+                json[key] = json!(value);
             }
         }
         out.push_str("# HELP stackway_process_replacements Server processes replaced, by why.\n");
@@ -229,7 +300,13 @@ impl Ledger {
                 "stackway_process_replacements_total{{reason=\"{why}\"}} {n}"
             );
         }
-        if let Err(e) = write_whole(&self.dir.join("supervisor.prom"), &out) {
+        let written = write_whole(&self.dir.join("supervisor.prom"), &out).and_then(|()| {
+            write_whole(
+                &self.dir.join(PROCESSES),
+                &Value::from(processes).to_string(),
+            )
+        });
+        if let Err(e) = written {
             tracing::warn!("cannot write the processes' rows: {e}");
         }
     }

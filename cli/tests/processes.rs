@@ -505,3 +505,37 @@ fn metrics_count_every_request_of_the_tree_across_replacements() {
         assert!(live > 0.0 && live < 240.0, "{live}");
     }
 }
+
+#[test]
+fn the_status_page_shows_the_tree_with_a_row_per_process() {
+    let server = serve(&["--processes", "2", "--status", "/status"]);
+    let addr = server.tcp(0);
+    let pids: BTreeSet<u32> = (0..60).map(|_| pid_of(addr, "/pid")).collect();
+    assert_eq!(pids.len(), 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let json = Conn::open(addr).get("/status.json").text();
+    let data: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mount = data["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mount"] == "/pid")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(mount["requests"], 60, "{json}");
+    let buckets: u64 = mount["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_u64())
+        .sum();
+    assert_eq!(buckets, 60, "the latency buckets of both, summed");
+    let rows: BTreeSet<u64> = data["processes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{json}"))
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    assert_eq!(rows, pids.iter().map(|p| u64::from(*p)).collect(), "{json}");
+    let page = Conn::open(addr).get("/status").text();
+    assert!(page.contains("<table id=processes>"), "{page}");
+}

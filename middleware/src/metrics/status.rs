@@ -124,8 +124,36 @@ impl StatusPage {
         })
     }
 
-    fn page(&self) -> String {
-        let data = self.snapshot();
+    /// Answers `req` (the page or its JSON) with `data`: this page's
+    /// [`snapshot`](Self::snapshot), or several [merged](Self::merge).
+    pub fn answer(&self, req: &Request, data: &Value) -> Response {
+        let mut res = match req.uri().path() {
+            path if path == self.json => Json(data).into_response(),
+            path if path == self.path => Html(self.page(data)).into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        };
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+
+    /// The snapshots of several processes as one: counts, histogram
+    /// buckets and gauges summed, mounts, pools and upstreams matched by
+    /// name, the last errors of all, the longest uptime; with a
+    /// `processes` array, a row per process is shown.
+    pub fn merge(snapshots: &[Value]) -> Value {
+        let mut merged = snapshots.first().cloned().unwrap_or(Value::Null);
+        for snapshot in snapshots.iter().skip(1) {
+            merge_into(&mut merged, snapshot);
+        }
+        if let Some(errors) = merged["errors"].as_array_mut() {
+            errors.sort_by_key(|e| e["seconds_ago"].as_u64());
+            errors.truncate(ERRORS_SHOWN);
+        }
+        merged
+    }
+
+    fn page(&self, data: &Value) -> String {
         let mut rows = String::new();
         for mount in data["mounts"].as_array().into_iter().flatten() {
             let buckets: Vec<u64> = mount["buckets"]
@@ -196,6 +224,25 @@ impl StatusPage {
             .map(escape_html)
             .collect::<Vec<_>>()
             .join(", ");
+        let mut processes = String::new();
+        for p in data["processes"].as_array().into_iter().flatten() {
+            let _ = write!(
+                processes,
+                "<tr><td class=n>{}</td><td class=n>{}</td><td class=n>{:.0}</td><td class=n>{}</td><td class=n>{:.1}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                p["slot"],
+                p["pid"],
+                p["uptime_seconds"].as_f64().unwrap_or(0.0),
+                p["requests"],
+                p["rss_bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20),
+                p["busy_threads"],
+                p["harakiri"],
+            );
+        }
+        if !processes.is_empty() {
+            processes = format!(
+                "<h2>Processes</h2>\n<table id=processes><thead><tr><th>slot</th><th>pid</th><th>up (s)</th><th>requests</th><th>RSS (MiB)</th><th>busy threads</th><th>harakiri</th></tr></thead><tbody>{processes}</tbody></table>\n"
+            );
+        }
         PAGE.replace("{version}", env!("CARGO_PKG_VERSION"))
             .replace(
                 "{uptime}",
@@ -215,6 +262,7 @@ impl StatusPage {
             .replace("{errors}", &errors)
             .replace("{upstreams}", &upstreams)
             .replace("{pools}", &pools)
+            .replace("{processes}", &processes)
             .replace("{json}", &escape_html(&self.json))
             .replace(
                 "{bounds}",
@@ -246,15 +294,66 @@ fn quantile_ms(buckets: &[u64], q: f64) -> String {
 
 impl App for StatusPage {
     async fn call(&self, req: Request) -> Response {
-        let mut res = match req.uri().path() {
-            path if path == self.json => Json(&self.snapshot()).into_response(),
-            path if path == self.path => Html(self.page()).into_response(),
-            _ => StatusCode::NOT_FOUND.into_response(),
-        };
-        res.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        res
+        self.answer(&req, &self.snapshot())
     }
+}
+
+/// How many of the last errors the merged page shows.
+const ERRORS_SHOWN: usize = 20;
+
+/// Adds `from` into `into`: see [`StatusPage::merge`].
+fn merge_into(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                match (key.as_str(), into.get_mut(key)) {
+                    ("version" | "bounds" | "listeners", Some(_)) => {}
+                    ("uptime_seconds", Some(mine)) => {
+                        if value.as_f64() > mine.as_f64() {
+                            *mine = value.clone();
+                        }
+                    }
+                    ("mounts" | "pools", Some(mine)) => merge_by(mine, value, &["mount"]),
+                    ("upstreams", Some(mine)) => merge_by(mine, value, &["mount", "upstream"]),
+                    ("errors", Some(Value::Array(mine))) => {
+                        mine.extend(value.as_array().into_iter().flatten().cloned());
+                    }
+                    (_, Some(mine)) => merge_into(mine, value),
+                    (_, None) => {
+                        into.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(into), Value::Array(from)) => {
+            for (mine, theirs) in into.iter_mut().zip(from) {
+                merge_into(mine, theirs);
+            }
+        }
+        (Value::Bool(into), Value::Bool(from)) => *into |= *from,
+        (into @ Value::Number(_), Value::Number(from)) => {
+            *into = match (into.as_u64(), from.as_u64()) {
+                (Some(a), Some(b)) => json!(a + b),
+                _ => json!(into.as_f64().unwrap_or(0.0) + from.as_f64().unwrap_or(0.0)),
+            };
+        }
+        (into @ Value::Null, from) => *into = from.clone(),
+        _ => {}
+    }
+}
+
+/// Merges the objects of two arrays that have the same `keys`; the others
+/// are added.
+fn merge_by(into: &mut Value, from: &Value, keys: &[&str]) {
+    let Value::Array(into) = into else { return };
+    for theirs in from.as_array().into_iter().flatten() {
+        let same = |mine: &&mut Value| keys.iter().all(|k| mine[*k] == theirs[*k]);
+        match into.iter_mut().find(same) {
+            Some(mine) => merge_into(mine, theirs),
+            None => into.push(theirs.clone()),
+        }
+    }
+    into.sort_by(|a, b| a[keys[0]].as_str().cmp(&b[keys[0]].as_str()));
 }
 
 const PAGE: &str = r##"<!doctype html>
@@ -279,7 +378,7 @@ dt{color:#666}
 <table id=upstreams><thead><tr><th>mount</th><th>upstream</th><th>state</th><th>answered</th><th>failed</th><th>in flight</th><th>connections</th></tr></thead><tbody>{upstreams}</tbody></table>
 <h2>Python pools</h2>
 <table id=pools><thead><tr><th>mount</th><th>busy</th><th>threads</th><th>queued</th><th>requests</th></tr></thead><tbody>{pools}</tbody></table>
-<h2>Last errors</h2>
+{processes}<h2>Last errors</h2>
 <table id=errors><thead><tr><th>when</th><th>method</th><th>status</th><th>mount</th></tr></thead><tbody>{errors}</tbody></table>
 <script>
 "use strict";
