@@ -490,8 +490,7 @@ impl Tree {
                 pid = next.pid(),
                 "a new server process {n} exited before it was ready ({status})"
             );
-            slot.next = None;
-            self.failed(n);
+            self.failed_start(n);
         } else if next.started.elapsed() > START_TIMEOUT {
             tracing::error!(
                 pid = next.pid(),
@@ -499,8 +498,7 @@ impl Tree {
             );
             next.signal(Signal::SIGKILL);
             let _ = next.spawned.child.wait();
-            slot.next = None;
-            self.failed(n);
+            self.failed_start(n);
         }
     }
 
@@ -509,6 +507,17 @@ impl Tree {
         for slot in &mut self.slots {
             slot.recycle.get_or_insert_with(|| why.to_owned());
         }
+    }
+
+    /// The slot's new process did not become ready: what it wrote is not
+    /// counted as a serving process's, and the next start waits.
+    fn failed_start(&mut self, n: usize) {
+        if let Some(next) = self.slots[n].next.take() {
+            if let Some(ledger) = &mut self.ledger {
+                ledger.retire(next.pid());
+            }
+        }
+        self.failed(n);
     }
 
     /// A start failed: the next waits 0.5 s, doubled for each failure in a

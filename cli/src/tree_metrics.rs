@@ -31,7 +31,7 @@ use stackway_middleware::metrics::{Exposition, StatusPage};
 pub(crate) const DIR: &str = "STACKWAY_METRICS_DIR";
 
 /// The file the supervisor keeps the ended processes' counters in.
-pub(crate) const RETIRED: &str = "retired.prom";
+const RETIRED: &str = "retired.prom";
 
 /// The file of the supervisor's rows for the status page.
 const PROCESSES: &str = "processes.json";
