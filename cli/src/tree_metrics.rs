@@ -159,7 +159,7 @@ pub(crate) fn write_whole(file: &Path, text: &str) -> std::io::Result<()> {
 /// that ended, and the replacements by why.
 #[derive(Debug)]
 pub(crate) struct Ledger {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     retired: Sum,
     replaced: BTreeMap<String, u64>,
     written: Option<Instant>,
@@ -176,10 +176,10 @@ pub(crate) struct Row {
 impl Ledger {
     /// A directory only this user can read, for this supervisor.
     pub(crate) fn create() -> std::io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = std::env::temp_dir().join(format!("stackway-{}-metrics", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        // A new name no one can have made before (mode 700), gone with the ledger.
+        let dir = tempfile::Builder::new()
+            .prefix("stackway-metrics-")
+            .tempdir()?;
         Ok(Self {
             dir,
             retired: Sum::default(),
@@ -189,19 +189,19 @@ impl Ledger {
     }
 
     pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// `pid` has ended: its counters join the retired ones.
     pub(crate) fn retire(&mut self, pid: u32) {
-        let file = self.dir.join(format!("{pid}.prom"));
+        let file = self.dir().join(format!("{pid}.prom"));
         let Ok(text) = std::fs::read_to_string(&file) else {
             return;
         };
         self.retired.add(&text, true);
         let _ = std::fs::remove_file(file);
-        let _ = std::fs::remove_file(self.dir.join(format!("{pid}.status.json")));
-        if let Err(e) = write_whole(&self.dir.join(RETIRED), &self.retired.render()) {
+        let _ = std::fs::remove_file(self.dir().join(format!("{pid}.status.json")));
+        if let Err(e) = write_whole(&self.dir().join(RETIRED), &self.retired.render()) {
             tracing::warn!("cannot keep the counters of a replaced process: {e}");
         }
     }
@@ -273,7 +273,7 @@ impl Ledger {
         let own: Vec<String> = rows
             .iter()
             .map(|row| {
-                std::fs::read_to_string(self.dir.join(format!("{}.prom", row.pid)))
+                std::fs::read_to_string(self.dir().join(format!("{}.prom", row.pid)))
                     .unwrap_or_default()
             })
             .collect();
@@ -300,21 +300,15 @@ impl Ledger {
                 "stackway_process_replacements_total{{reason=\"{why}\"}} {n}"
             );
         }
-        let written = write_whole(&self.dir.join("supervisor.prom"), &out).and_then(|()| {
+        let written = write_whole(&self.dir().join("supervisor.prom"), &out).and_then(|()| {
             write_whole(
-                &self.dir.join(PROCESSES),
+                &self.dir().join(PROCESSES),
                 &Value::from(processes).to_string(),
             )
         });
         if let Err(e) = written {
             tracing::warn!("cannot write the processes' rows: {e}");
         }
-    }
-}
-
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

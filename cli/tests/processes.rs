@@ -504,6 +504,8 @@ fn metrics_count_every_request_of_the_tree_across_replacements() {
         let live = total(&scrape, "stackway_process_requests_total");
         assert!(live > 0.0 && live < 240.0, "{live}");
     }
+    server.signal("-TERM");
+    assert_eq!(server.finish().0, 0);
 }
 
 #[test]
@@ -538,4 +540,6 @@ fn the_status_page_shows_the_tree_with_a_row_per_process() {
     assert_eq!(rows, pids.iter().map(|p| u64::from(*p)).collect(), "{json}");
     let page = Conn::open(addr).get("/status").text();
     assert!(page.contains("<table id=processes>"), "{page}");
+    server.signal("-TERM");
+    assert_eq!(server.finish().0, 0);
 }
