@@ -133,11 +133,6 @@ impl Spooler {
         state.file.is_some() || state.in_memory + len > self.memory
     }
 
-    /// Whether the client has gone.
-    pub fn is_gone(&self) -> bool {
-        self.shared.state().reader_gone
-    }
-
     /// Ends the body with an error (`why`) after what was sent: the client's
     /// response is aborted rather than passing for whole.
     pub fn fail(&self, why: impl Into<BoxError>) {
