@@ -128,8 +128,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "J", default_value = "0")]
     pub(crate) max_requests_jitter: u64,
 
-    /// Replace a process whose resident memory exceeds MIB mebibytes, checked every second
-    /// (uWSGI's --reload-on-rss, granian's --workers-max-rss) [default: never].
+    /// Replace a process whose resident memory exceeds MIB mebibytes, checked ten times
+    /// a second (uWSGI's --reload-on-rss, granian's --workers-max-rss) [default: never].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_rss: Option<u64>,
 
