@@ -500,9 +500,10 @@ fn metrics_count_every_request_of_the_tree_across_replacements() {
             let rows = scrape.lines().filter(|l| l.starts_with(row)).count();
             assert_eq!(rows, 2, "a row per process: {scrape}");
         }
-        // The live processes' own requests are part of the whole.
+        // Processes were replaced, so those alive served fewer than all
+        // (perhaps none: a replacement can start as the load ends).
         let live = total(&scrape, "stackway_process_requests_total");
-        assert!(live > 0.0 && live < 240.0, "{live}");
+        assert!(live < 240.0, "{live}");
     }
     server.signal("-TERM");
     assert_eq!(server.finish().0, 0);
