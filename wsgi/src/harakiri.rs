@@ -10,9 +10,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::objects::Exchange;
+
+/// How long the hook waits for the stuck thread's stack to be logged: a
+/// thread that holds the GIL in C never lets it be read.
+const LOG_WAIT: Duration = Duration::from_secs(1);
 
 /// A mount's limit and what to do when a request passes it.
 #[derive(Clone)]
@@ -39,12 +44,14 @@ impl Harakiri {
     }
 
     /// A request on the Python thread `ident` passed the limit: its stack is
-    /// logged (from a thread of its own, which waits for the GIL), and the
-    /// hook called.
+    /// logged (from a thread of its own, which waits for the GIL), then the
+    /// hook is called. The hook waits for the log, at most [`LOG_WAIT`]: a
+    /// process replaced at once would drain and exit before the stack is read.
     pub(crate) fn stuck(&self, ident: u64) {
         self.kills.fetch_add(1, Ordering::Relaxed);
         let (app, limit) = (self.app.clone(), self.limit);
-        let logged = std::thread::Builder::new()
+        let (logged, log_done) = oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
             .name("stackway-harakiri".into())
             .spawn(move || {
                 let stack = Python::attach(|py| stack(py, ident))
@@ -54,11 +61,16 @@ impl Harakiri {
                     "harakiri: a request ran in Python for more than {limit:?}; \
                      the stuck thread's stack, most recent call last:\n{stack}"
                 );
+                let _ = logged.send(());
             });
-        if let Err(e) = logged {
+        if let Err(e) = spawned {
             tracing::error!(app = %self.app, "harakiri: a request ran in Python for more than {limit:?} ({e})");
         }
-        (self.then)();
+        let then = self.then.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(LOG_WAIT, log_done).await;
+            then();
+        });
     }
 }
 

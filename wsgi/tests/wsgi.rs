@@ -287,6 +287,11 @@ fn harakiri_answers_504_once_python_time_passes_the_limit_and_calls_its_hook() {
         took >= Duration::from_millis(550) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    assert_eq!(called.load(Ordering::Relaxed), 1);
     assert_eq!(stats.harakiri(), 1);
+    // The hook comes once the stuck thread's stack is logged.
+    let logged = Instant::now();
+    while called.load(Ordering::Relaxed) == 0 && logged.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(called.load(Ordering::Relaxed), 1);
 }
