@@ -135,6 +135,37 @@ def sleepy(environ, start_response):
     return [threading.current_thread().name.encode()]
 
 
+_in_python = 0
+_most_in_python = 0
+_count_lock = threading.Lock()
+
+
+def counted(environ, start_response):
+    """Computes for 10 ms (`/compute`) or sleeps 200 ms (`/sleep`); `/most` answers the most
+    requests that were in here at once, since the last `/most`."""
+    global _in_python, _most_in_python
+    if environ["PATH_INFO"] == "/most":
+        with _count_lock:
+            most, _most_in_python = _most_in_python, 0
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(most).encode()]
+    with _count_lock:
+        _in_python += 1
+        _most_in_python = max(_most_in_python, _in_python)
+    try:
+        if environ["PATH_INFO"] == "/compute":
+            end = time.perf_counter() + 0.01
+            while time.perf_counter() < end:
+                pass
+        else:
+            time.sleep(0.2)
+    finally:
+        with _count_lock:
+            _in_python -= 1
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"done"]
+
+
 def bad_status(environ, start_response):
     start_response("20 OK", [])
     return [b""]

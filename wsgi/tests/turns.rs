@@ -1,0 +1,43 @@
+//! Which Python thread takes the next request, with the app alone in its
+//! process: apps in one process share the GIL, and another test's app
+//! holding it would make this one's threads look blocked.
+
+use stackway_test_support as support;
+
+use std::time::{Duration, Instant};
+
+use stackway_middleware::Lint;
+use stackway_wsgi::Wsgi;
+use support::http::Conn;
+use support::{Running, server};
+
+#[test]
+fn computing_requests_take_turns_in_order_and_waiting_ones_overlap() {
+    // Eight threads. Sixteen requests that compute 10 ms each would, started
+    // together, only trade the GIL in no fair order; they run one after
+    // another instead. Sixteen that sleep 200 ms all overlap.
+    stackway_wsgi::python_path("tests/python").unwrap();
+    let app = Wsgi::import("wsgi_apps:counted").unwrap().threads(8);
+    let running = Running::start(server().workers(2), Lint::strict(app));
+    let addr = running.addr;
+    let burst = |path: &'static str| {
+        let clients: Vec<_> = (0..16)
+            .map(|_| std::thread::spawn(move || Conn::open(addr).get(path).text()))
+            .collect();
+        for client in clients {
+            assert_eq!(client.join().unwrap(), "done");
+        }
+        Conn::open(addr)
+            .get("/most")
+            .text()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let computing = burst("/compute");
+    assert!(computing <= 2, "{computing} computing requests at once");
+    let started = Instant::now();
+    let sleeping = burst("/sleep");
+    assert!(sleeping >= 6, "{sleeping} sleeping requests at once");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(16 * 200 / 3), "took {took:?}");
+}
