@@ -6,13 +6,14 @@
 //! private directory of its supervisor's (`STACKWAY_METRICS_DIR`, mode 700)
 //! every second and once more when it has drained; the process that answers
 //! writes its own anew and sums (or merges) every file there. The
-//! supervisor adds `retired.prom`, the counters of the processes it
-//! replaced, so that no counter goes back when a process is replaced, and a
-//! row per process. The status page merges the live processes only.
+//! supervisor adds `retired.prom` and `retired.status.json`, the counts of
+//! the processes that ended, so that no total goes back when a process is
+//! replaced, and a row per process.
 //!
 //! ```text
 //! $STACKWAY_METRICS_DIR/ 1234.prom 1235.prom   each live process's exposition
 //!                        retired.prom           counters of the processes that ended
+//!                        retired.status.json    … and their counts for the status page
 //!                        supervisor.prom        stackway_process_* rows
 //!                        1234.status.json …     each live process's status snapshot
 //!                        processes.json         the rows, for the status page
@@ -30,8 +31,9 @@ use stackway_middleware::metrics::{Exposition, StatusPage};
 /// Set in a server process's environment by a supervisor that sums metrics.
 pub(crate) const DIR: &str = "STACKWAY_METRICS_DIR";
 
-/// The file the supervisor keeps the ended processes' counters in.
+/// The files the supervisor keeps the ended processes' counts in.
 const RETIRED: &str = "retired.prom";
+const RETIRED_STATUS: &str = "retired.status.json";
 
 /// The file of the supervisor's rows for the status page.
 const PROCESSES: &str = "processes.json";
@@ -161,6 +163,7 @@ pub(crate) fn write_whole(file: &Path, text: &str) -> std::io::Result<()> {
 pub(crate) struct Ledger {
     dir: tempfile::TempDir,
     retired: Sum,
+    retired_status: Value,
     replaced: BTreeMap<String, u64>,
     written: Option<Instant>,
 }
@@ -183,6 +186,7 @@ impl Ledger {
         Ok(Self {
             dir,
             retired: Sum::default(),
+            retired_status: Value::Null,
             replaced: BTreeMap::new(),
             written: None,
         })
@@ -192,17 +196,29 @@ impl Ledger {
         self.dir.path()
     }
 
-    /// `pid` has ended: its counters join the retired ones.
+    /// `pid` has ended: its counts join the retired ones.
     pub(crate) fn retire(&mut self, pid: u32) {
-        let file = self.dir().join(format!("{pid}.prom"));
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            return;
-        };
-        self.retired.add(&text, true);
-        let _ = std::fs::remove_file(file);
-        let _ = std::fs::remove_file(self.dir().join(format!("{pid}.status.json")));
-        if let Err(e) = write_whole(&self.dir().join(RETIRED), &self.retired.render()) {
-            tracing::warn!("cannot keep the counters of a replaced process: {e}");
+        let (prom, status) = (
+            self.dir().join(format!("{pid}.prom")),
+            self.dir().join(format!("{pid}.status.json")),
+        );
+        if let Ok(text) = std::fs::read_to_string(&prom) {
+            self.retired.add(&text, true);
+            self.keep(RETIRED, &self.retired.render());
+        }
+        let snapshot = std::fs::read_to_string(&status).ok();
+        if let Some(snapshot) = snapshot.and_then(|text| serde_json::from_str(&text).ok()) {
+            let retired = StatusPage::retired(&snapshot);
+            self.retired_status = StatusPage::merge(&[self.retired_status.take(), retired]);
+            self.keep(RETIRED_STATUS, &self.retired_status.to_string());
+        }
+        let _ = std::fs::remove_file(prom);
+        let _ = std::fs::remove_file(status);
+    }
+
+    fn keep(&self, file: &str, text: &str) {
+        if let Err(e) = write_whole(&self.dir().join(file), text) {
+            tracing::warn!("cannot keep the counts of a replaced process: {e}");
         }
     }
 

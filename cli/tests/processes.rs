@@ -459,7 +459,7 @@ fn total(scrape: &str, name: &str) -> f64 {
 }
 
 #[test]
-fn metrics_count_every_request_of_the_tree_across_replacements() {
+fn metrics_and_status_count_every_request_of_the_tree_across_replacements() {
     let server = serve(&[
         "--processes",
         "2",
@@ -467,6 +467,8 @@ fn metrics_count_every_request_of_the_tree_across_replacements() {
         "25",
         "--metrics",
         "/metrics",
+        "--status",
+        "/status",
     ]);
     let addr = server.tcp(0);
     std::thread::scope(|s| {
@@ -504,6 +506,23 @@ fn metrics_count_every_request_of_the_tree_across_replacements() {
         // (perhaps none: a replacement can start as the load ends).
         let live = total(&scrape, "stackway_process_requests_total");
         assert!(live < 240.0, "{live}");
+        let json = Conn::open(addr).get("/status.json").text();
+        let data: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let burn = data["mounts"]
+            .as_array()
+            .and_then(|mounts| mounts.iter().find(|m| m["mount"] == "/burn"))
+            .unwrap_or_else(|| panic!("{json}"));
+        assert_eq!(burn["requests"], 240, "{json}");
+        let pool = data["pools"]
+            .as_array()
+            .and_then(|pools| pools.iter().find(|p| p["mount"] == "/burn"))
+            .unwrap_or_else(|| panic!("{json}"));
+        assert_eq!(pool["jobs"], 240, "{json}");
+        assert_eq!(pool["busy"], 0, "{json}");
+        assert_eq!(
+            pool["threads"], 16,
+            "the live processes' threads only: {json}"
+        );
     }
     server.signal("-TERM");
     assert_eq!(server.finish().0, 0);

@@ -137,6 +137,37 @@ impl StatusPage {
         res
     }
 
+    /// The snapshot of a process that has ended, as it joins the live ones in
+    /// [`merge`](Self::merge): its counts stay, so that no total goes back
+    /// when a process is replaced; what it held at the end (requests in
+    /// flight, open connections, threads, upstreams up) and its recent errors
+    /// go.
+    pub fn retired(snapshot: &Value) -> Value {
+        let mut retired = snapshot.clone();
+        if let Value::Object(top) = &mut retired {
+            for gone in ["uptime_seconds", "listeners", "in_flight", "errors"] {
+                top.remove(gone);
+            }
+        }
+        if let Some(connections) = retired["connections"].as_object_mut() {
+            connections.remove("open");
+        }
+        let held = [
+            ("pools", &["threads", "busy", "queued"][..]),
+            ("upstreams", &["up", "in_flight", "connections"][..]),
+        ];
+        for (list, fields) in held {
+            for entry in retired[list].as_array_mut().into_iter().flatten() {
+                if let Some(entry) = entry.as_object_mut() {
+                    for field in fields {
+                        entry.remove(*field);
+                    }
+                }
+            }
+        }
+        retired
+    }
+
     /// The snapshots of several processes as one: counts, histogram
     /// buckets and gauges summed, mounts, pools and upstreams matched by
     /// name, the last errors of all, the longest uptime; with a
