@@ -128,6 +128,10 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
             return ExitCode::from(1);
         }
     };
+    if let Err(message) = taken(specs) {
+        eprintln!("stackway: {message}");
+        return ExitCode::from(1);
+    }
     // TCP listeners in SO_REUSEPORT groups: see `sockets`.
     let specs: Vec<ListenSpec> = specs
         .iter()
@@ -219,6 +223,23 @@ fn sockets(listeners: &[Listener], slots: usize) -> io::Result<Vec<Handover>> {
         handovers.push(Handover::of(sockets));
     }
     Ok(handovers)
+}
+
+/// Refuses an address another server listens on. Another server of this
+/// user listening with SO_REUSEPORT would let the group of `sockets` join
+/// it, and the kernel would hand each server a share of the other's
+/// connections; `--reuse-port` asks for exactly that, so it is let through.
+fn taken(specs: &[ListenSpec]) -> Result<(), String> {
+    for spec in specs.iter().filter(|spec| !spec.reuse_port) {
+        if let listen::Bind::Tcp(addr) = &spec.bind {
+            if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    return Err(format!("cannot listen on {}: {e}", spec.bind));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `stackway serve ARGS --check`: imports every app, binds nothing.

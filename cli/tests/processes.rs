@@ -184,6 +184,33 @@ fn no_process_outlives_a_killed_supervisor() {
 }
 
 #[test]
+fn a_second_server_on_the_same_port_is_refused_not_given_a_share() {
+    let server = serve(&["--processes", "2"]);
+    let addr = server.tcp(0).to_string();
+    let mut second = stackway(&["--bind", &addr, "--processes", "2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let asked = Instant::now();
+    while second.try_wait().unwrap().is_none() && asked.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = second.kill();
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Address already in use"), "{err}");
+    // The first keeps every connection.
+    let pids: BTreeSet<u32> = (0..20).map(|_| pid_of(server.tcp(0), "/pid")).collect();
+    assert!(
+        pids.iter()
+            .all(|pid| children(server.child.id()).contains(pid))
+    );
+    server.signal("-TERM");
+    assert_eq!(server.finish().0, 0);
+}
+
+#[test]
 fn a_process_that_cannot_boot_stops_the_server_with_why() {
     // The app imports in `--check` but raises in a server process.
     let mut command = stackway(&[
