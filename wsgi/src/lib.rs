@@ -73,7 +73,6 @@
 //! 504, the stuck thread's stack logged, and a hook that `stackway serve` uses
 //! to have the process replaced (`--harakiri`).
 
-mod buffer;
 mod environ;
 mod harakiri;
 mod objects;
@@ -100,6 +99,10 @@ use crate::harakiri::Harakiri;
 use crate::objects::{BodyReader, Exchange};
 use crate::pool::{Pool, Refused};
 use crate::run::Job;
+
+/// The bytes of a request or response body kept in memory; more go to a
+/// temporary file.
+const MEMORY: usize = 1 << 20;
 
 /// A Python WSGI application as a stackway app; see the [crate docs](crate).
 #[doc(alias = "application")]
@@ -368,20 +371,21 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
 impl App for Wsgi {
     async fn call(&self, req: Request) -> Response {
         let cgi = Cgi::new(&req);
-        let input: BodyReader = match self.stream_input {
-            // Read by the Python thread as it comes, through this runtime.
-            true => {
-                let stream = req.into_body().into_data_stream().map_err(io::Error::other);
-                Box::new(SyncIoBridge::new(StreamReader::new(stream)))
-            }
-            false => match buffer::request_body(req.into_body()).await {
-                Ok(input) => input,
-                Err(refused) => return refused,
-            },
-        };
+        let mut body = req.into_body();
+        if !self.stream_input {
+            body = match body.buffer(MEMORY).await {
+                Ok(whole) => whole,
+                // The server makes a body over its size limit a 413.
+                Err(e) if e.is_timeout() => return StatusCode::REQUEST_TIMEOUT.into_response(),
+                Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+            };
+        }
+        // Read by the Python thread, through this runtime.
+        let stream = body.into_data_stream().map_err(io::Error::other);
+        let input: BodyReader = Box::new(SyncIoBridge::new(StreamReader::new(stream)));
         let (head, head_rx) = oneshot::channel();
         // Python sends into the spool and never waits for the client.
-        let (spooler, body) = Body::spooled(buffer::MEMORY);
+        let (spooler, body) = Body::spooled(MEMORY);
         let exchange = Exchange::new(head, spooler);
         let (started, started_rx) = match self.harakiri {
             Some(_) => {

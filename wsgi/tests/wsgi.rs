@@ -238,6 +238,32 @@ fn python_runs_beside_the_server_not_on_it() {
 }
 
 #[test]
+fn an_upload_is_read_whole_before_python_and_a_stalled_one_gets_408() {
+    let running = Running::start(
+        server().workers(2).body_timeout(Duration::from_millis(300)),
+        app("describe"),
+    );
+    // Past the memory bound (1 MiB) the body waits in a temporary file.
+    let big = vec![b'x'; 3 << 20];
+    let mut conn = Conn::open(running.addr);
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    conn.send(head.as_bytes());
+    conn.send(&big);
+    let res = conn.read_response();
+    assert_eq!(
+        field(&res.text(), "body"),
+        "3145728:b'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'"
+    );
+    // Ten bytes of a hundred, then nothing: no Python thread sees it.
+    let mut stalled = Conn::open(running.addr);
+    stalled.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
+    assert_eq!(stalled.read_head().status, 408);
+}
+
+#[test]
 fn a_missing_module_or_callable_is_a_clear_error() {
     stackway_wsgi::python_path("tests/python").unwrap();
     let err = Wsgi::import("no_such_module:app").unwrap_err().to_string();
