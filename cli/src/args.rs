@@ -95,7 +95,8 @@ pub(crate) struct ServeArgs {
 
     /// Mount at PREFIX through the Dispatcher, repeatable: a built-in app (hello, demo,
     /// routes: a Router with /users/{id} and /files/{*path}), a
-    /// Python WSGI app (wsgi:MODULE:CALLABLE), or an upstream to proxy to
+    /// Python WSGI app (wsgi:MODULE:CALLABLE), a Python ASGI app (asgi:MODULE:APP), or an
+    /// upstream to proxy to
     /// (http://HOST:PORT[/base], unix:/PATH[:/base]; several, comma-separated, for a
     /// round-robin pool). `/` mounts at the root; the longest matching prefix wins; no match
     /// is a 404.
@@ -293,6 +294,8 @@ pub(crate) enum Target {
     /// A Python WSGI app, `module:callable`, imported once the paths are set,
     /// and what a config file says of it.
     Wsgi(String, WsgiOptions),
+    /// A Python ASGI app, `module:app`, imported once the paths are set.
+    Asgi(String),
 }
 
 /// A `[[mount]]` table's options for a WSGI app.
@@ -319,6 +322,10 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
                 );
             }
             app => Target::Wsgi(app.to_owned(), WsgiOptions::default()),
+        },
+        _ if spec.starts_with("asgi:") => match &spec["asgi:".len()..] {
+            "" => return Err("expected asgi:MODULE:APP, as in asgi:main:app".into()),
+            app => Target::Asgi(app.to_owned()),
         },
         _ if spec.contains(':') => {
             let upstreams: Vec<String> = spec.split(',').map(str::to_owned).collect();

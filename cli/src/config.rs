@@ -158,13 +158,14 @@ struct Listen {
     socket_mode: Option<u32>,
 }
 
-/// `[[mount]]`: an app at a prefix, exactly one of `app`, `wsgi`, `proxy`.
+/// `[[mount]]`: an app at a prefix, exactly one of `app`, `wsgi`, `asgi`, `proxy`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MountTable {
     prefix: String,
     app: Option<String>,
     wsgi: Option<String>,
+    asgi: Option<String>,
     /// One upstream, or a pool.
     #[serde(default, deserialize_with = "upstreams")]
     proxy: Option<Vec<String>>,
@@ -300,11 +301,12 @@ impl Listen {
 impl MountTable {
     fn mount(self) -> Result<Mount, String> {
         let at = |what: &str| format!("mount {}: {what}", self.prefix);
-        let spec = match (&self.app, &self.wsgi, &self.proxy) {
-            (Some(app), None, None) => app.clone(),
-            (None, Some(wsgi), None) => format!("wsgi:{wsgi}"),
-            (None, None, Some(pool)) => pool.join(","),
-            _ => return Err(at("give exactly one of app, wsgi and proxy")),
+        let spec = match (&self.app, &self.wsgi, &self.asgi, &self.proxy) {
+            (Some(app), None, None, None) => app.clone(),
+            (None, Some(wsgi), None, None) => format!("wsgi:{wsgi}"),
+            (None, None, Some(asgi), None) => format!("asgi:{asgi}"),
+            (None, None, None, Some(pool)) => pool.join(","),
+            _ => return Err(at("give exactly one of app, wsgi, asgi and proxy")),
         };
         if self.proxy.is_none() && self.proxy_options.is_some() {
             return Err(at("proxy_options need a proxy"));
@@ -320,7 +322,7 @@ impl MountTable {
                 options.threads = self.threads;
                 options.stream_input = self.stream_input;
             }
-            Target::App(_) => {}
+            Target::App(_) | Target::Asgi(_) => {}
         }
         Ok(mount)
     }

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     }
     // Everything the flags say is checked before the port is taken, so a
     // wrong flag is never reported as a busy port.
-    let (mut app, sources) = match build_app(&args) {
+    let (mut app, mut sources) = match build_app(&args) {
         Ok(built) => built,
         Err(message) => {
             eprintln!("stackway: {message}");
@@ -107,6 +107,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let lifespans = std::mem::take(&mut sources.lifespans);
     let mut tree_metrics = None;
     if args.metrics.is_some() || args.status.is_some() {
         (app, tree_metrics) = observed(app, &args, &server, opened.admin, sources);
@@ -147,6 +148,9 @@ fn main() -> ExitCode {
         server = server.workers(workers);
     }
     let served = server.run(app);
+    for asgi in &lifespans {
+        asgi.shutdown();
+    }
     // What this process served to the end, for its supervisor's sums.
     if let Some(tree) = tree_metrics {
         tree.write_own();

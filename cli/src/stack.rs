@@ -8,7 +8,7 @@ use stackway_middleware::{
     AccessLog, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders, SharedData,
     Timeout, TraceContext,
 };
-use stackway_wsgi::{Wsgi, WsgiStats};
+use stackway_wsgi::{Asgi, Wsgi, WsgiStats};
 
 use crate::args::{Mount, ServeArgs, Static, Target};
 
@@ -49,6 +49,12 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                 }
                 sources.pools.push((prefix.clone(), wsgi.stats()));
                 BoxApp::new(wsgi)
+            }
+            Target::Asgi(spec) => {
+                let asgi = Asgi::import(spec).map_err(|e| e.to_string())?;
+                asgi.startup().map_err(|e| e.to_string())?;
+                sources.lifespans.push(asgi.clone());
+                BoxApp::new(asgi)
             }
         };
         dispatcher = dispatcher
@@ -116,4 +122,6 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
 pub(crate) struct Sources {
     pub(crate) proxies: Vec<(String, ProxyStats)>,
     pub(crate) pools: Vec<(String, WsgiStats)>,
+    /// The ASGI apps, whose lifespan shuts down once the server has drained.
+    pub(crate) lifespans: Vec<Asgi>,
 }

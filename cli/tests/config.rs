@@ -228,6 +228,10 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
             "mount a/../b:",
         ),
         (
+            "[[mount]]\nprefix = \"/\"\napp = \"hello\"\nasgi = \"main:app\"\n",
+            "mount /: give exactly one of app, wsgi, asgi and proxy",
+        ),
+        (
             "[[mount]]\nprefix = \"/\"\napp = \"hello\"\nthreads = 2\n",
             "mount /: threads and stream_input need a wsgi app",
         ),

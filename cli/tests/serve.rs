@@ -18,9 +18,17 @@ struct Stackway {
 
 impl Stackway {
     fn serve(args: &[&str]) -> Self {
+        Self::serve_with_env(args, [])
+    }
+
+    fn serve_with_env<'a>(
+        args: &[&str],
+        env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_stackway"))
             .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
             .args(args)
+            .envs(env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -185,6 +193,66 @@ fn mounts_python_wsgi_apps() {
     let mut conn = Conn::open(server.addr);
     assert_eq!(conn.get("/you").text(), "Hello, you!");
     assert_eq!(conn.get("/app/").text(), "index links to /app/hello/x");
+}
+
+#[test]
+fn a_wsgi_app_an_asgi_app_a_proxy_and_static_files_under_one_dispatcher() {
+    let upstream = Stackway::serve(&["--mount", "/=hello"]);
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("site.css"), "body{}").unwrap();
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
+    let proxy = format!("/proxy=http://{}", upstream.addr);
+    let statics = format!("/static={}", files.path().display());
+    let server = Stackway::serve(&[
+        "--pythonpath",
+        python,
+        "--mount",
+        "/wsgi=wsgi:wsgi_apps:hello",
+        "--mount",
+        "/asgi=asgi:asgi_apps:scope",
+        "--mount",
+        &proxy,
+        "--static",
+        &statics,
+    ]);
+    let mut conn = Conn::open(server.addr);
+    assert_eq!(conn.get("/wsgi/you").text(), "Hello, you!");
+    let scope = conn.get("/asgi/items/7?full=1").text();
+    assert!(scope.contains(r#""root_path": "/asgi""#), "{scope}");
+    assert!(scope.contains(r#""path": "/asgi/items/7""#), "{scope}");
+    assert!(scope.contains(r#""query_string": "full=1""#), "{scope}");
+    assert_eq!(conn.get("/proxy/there").text(), "<h1>Hello, there!</h1>");
+    assert_eq!(conn.get("/static/site.css").text(), "body{}");
+}
+
+#[test]
+fn an_asgi_lifespan_starts_before_serving_and_shuts_down_at_sigterm() {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
+    let (code, _, err) = run(&[
+        "serve",
+        "--pythonpath",
+        python,
+        "--mount",
+        "/=asgi:asgi_apps:broken_startup",
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("the database is not there"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("shutdown");
+    let mut server = Stackway::serve_with_env(
+        &[
+            "--pythonpath",
+            python,
+            "--mount",
+            "/=asgi:asgi_apps:lifespan",
+        ],
+        [("ASGI_SHUTDOWN_FILE", marker.to_str().unwrap())],
+    );
+    assert_eq!(Conn::open(server.addr).get("/").text(), "started");
+    assert!(!marker.exists());
+    server.signal("-TERM");
+    assert!(server.wait().success());
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "shut down");
 }
 
 #[test]

@@ -67,12 +67,19 @@
 //! all, ties up no Python thread: gunicorn's docs ask for a buffering proxy in
 //! front for this; here none is needed.
 //!
+//! # ASGI
+//!
+//! [`Asgi`] mounts an ASGI 3 app (FastAPI, Starlette, Django's `asgi.py`) the
+//! same way, on the same interpreter: every ASGI app of a process runs on one
+//! asyncio event loop of its own thread.
+//!
 //! # Stuck requests
 //!
 //! [`Wsgi::harakiri`] cuts off a request that has run in Python past a limit:
 //! 504, the stuck thread's stack logged, and a hook that `stackway serve` uses
 //! to have the process replaced (`--harakiri`).
 
+mod asgi;
 mod environ;
 mod harakiri;
 mod objects;
@@ -94,6 +101,7 @@ use stackway::{App, Body, IntoResponse, Request, Response};
 use tokio::sync::oneshot;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+pub use crate::asgi::{Asgi, StartupError};
 use crate::environ::Cgi;
 use crate::harakiri::Harakiri;
 use crate::objects::{BodyReader, Exchange};
@@ -192,7 +200,7 @@ impl fmt::Debug for WsgiStats {
     }
 }
 
-/// Why a WSGI app could not be loaded; `Display` has Python's own message,
+/// Why a WSGI or ASGI app could not be loaded; `Display` has Python's own message,
 /// with the traceback where there is one.
 #[derive(Debug, Clone)]
 pub struct LoadError {
@@ -202,7 +210,11 @@ pub struct LoadError {
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot load the WSGI app {:?}: {}", self.spec, self.why)
+        write!(
+            f,
+            "cannot load the Python app {:?}: {}",
+            self.spec, self.why
+        )
     }
 }
 
@@ -229,63 +241,78 @@ pub fn python_path(dir: impl AsRef<std::path::Path>) -> Result<(), LoadError> {
     .map_err(|e| error(e.to_string()))
 }
 
+/// Imports the callable of `spec` (`module:callable`, the callable perhaps a
+/// dotted path; `module` alone means its `default`), with the working
+/// directory on `sys.path` as gunicorn and uvicorn have it.
+pub(crate) fn import(spec: &str, default: &str, example: &str) -> Result<Py<PyAny>, LoadError> {
+    let error = |why: String| LoadError {
+        spec: spec.to_owned(),
+        why,
+    };
+    let (module, callable) = spec.split_once(':').unwrap_or((spec, default));
+    if module.is_empty() || callable.is_empty() {
+        return Err(error(format!("expected module:callable, as in {example}")));
+    }
+    python_path(".").map_err(|e| error(e.why))?;
+    let app = Python::attach(|py| -> PyResult<Py<PyAny>> {
+        let mut app = py.import(module)?.into_any();
+        for name in callable.split('.') {
+            app = app.getattr(name)?;
+        }
+        Ok(app.unbind())
+    })
+    .map_err(|e| error(Python::attach(|py| traceback(py, &e))))?;
+    checked(app).map_err(error)
+}
+
+/// Runs Python `source` as a module named `module` and takes its `callable`.
+pub(crate) fn from_source(
+    module: &str,
+    source: &str,
+    callable: &str,
+) -> Result<Py<PyAny>, LoadError> {
+    let error = |why: String| LoadError {
+        spec: format!("{module}:{callable}"),
+        why,
+    };
+    let app = Python::attach(|py| -> PyResult<Py<PyAny>> {
+        let code = std::ffi::CString::new(source)
+            .map_err(|_| pyo3::exceptions::PyValueError::new_err("NUL in the source"))?;
+        let file = std::ffi::CString::new(format!("{module}.py")).unwrap_or_default();
+        let name = std::ffi::CString::new(module).unwrap_or_default();
+        let module = PyModule::from_code(py, &code, &file, &name)?;
+        Ok(module.getattr(callable)?.unbind())
+    })
+    .map_err(|e| error(Python::attach(|py| traceback(py, &e))))?;
+    checked(app).map_err(error)
+}
+
+fn checked(app: Py<PyAny>) -> Result<Py<PyAny>, String> {
+    match Python::attach(|py| app.bind(py).is_callable()) {
+        true => Ok(app),
+        false => Err("it is not callable".to_owned()),
+    }
+}
+
 impl Wsgi {
     /// Imports `module:callable` (gunicorn's spec; `module` alone means its
     /// `application`; the callable may be a dotted path), with the working
     /// directory on `sys.path` as gunicorn has it.
     pub fn import(spec: &str) -> Result<Self, LoadError> {
-        let error = |why: String| LoadError {
-            spec: spec.to_owned(),
-            why,
-        };
-        let (module, callable) = spec.split_once(':').unwrap_or((spec, "application"));
-        if module.is_empty() || callable.is_empty() {
-            return Err(error(
-                "expected module:callable, as in mysite.wsgi:application".into(),
-            ));
-        }
-        python_path(".").map_err(|e| error(e.why))?;
-        let app = Python::attach(|py| -> PyResult<Py<PyAny>> {
-            let mut app = py.import(module)?.into_any();
-            for name in callable.split('.') {
-                app = app.getattr(name)?;
-            }
-            Ok(app.unbind())
-        })
-        .map_err(|e| error(Python::attach(|py| traceback(py, &e))))?;
-        Self::checked(app, spec).map_err(error)
+        let app = import(spec, "application", "mysite.wsgi:application")?;
+        Ok(Self::from_callable(app, spec.to_owned()))
     }
 
     /// Runs Python `source` as a module named `module` and takes its
     /// `callable`: for apps kept as text, and for tests.
     pub fn from_source(module: &str, source: &str, callable: &str) -> Result<Self, LoadError> {
-        let spec = format!("{module}:{callable}");
-        let app = Python::attach(|py| -> PyResult<Py<PyAny>> {
-            let code = std::ffi::CString::new(source)
-                .map_err(|_| pyo3::exceptions::PyValueError::new_err("NUL in the source"))?;
-            let file = std::ffi::CString::new(format!("{module}.py")).unwrap_or_default();
-            let name = std::ffi::CString::new(module).unwrap_or_default();
-            let module = PyModule::from_code(py, &code, &file, &name)?;
-            Ok(module.getattr(callable)?.unbind())
-        })
-        .map_err(|e| LoadError {
-            spec: spec.clone(),
-            why: Python::attach(|py| traceback(py, &e)),
-        })?;
-        Self::checked(app, &spec).map_err(|why| LoadError { spec, why })
+        let app = from_source(module, source, callable)?;
+        Ok(Self::from_callable(app, format!("{module}:{callable}")))
     }
 
     /// Wraps a Python callable that is already at hand.
     pub fn new(app: Py<PyAny>) -> Self {
         Self::from_callable(app, "app".to_owned())
-    }
-
-    fn checked(app: Py<PyAny>, spec: &str) -> Result<Self, String> {
-        let callable = Python::attach(|py| app.bind(py).is_callable());
-        match callable {
-            true => Ok(Self::from_callable(app, spec.to_owned())),
-            false => Err("it is not callable".to_owned()),
-        }
     }
 
     fn from_callable(app: Py<PyAny>, name: String) -> Self {

@@ -1,0 +1,485 @@
+//! What crosses between the server and the asyncio loop.
+//!
+//! To the loop: events (a request to start, a message for `receive`, room
+//! to `send` again), queued here and announced by a byte on a socket the
+//! loop watches, so that no server worker ever takes the GIL. From the
+//! loop's tasks: `want` (the next message, please), `send` and `end`, none
+//! of which waits: `send` says when the client is behind, and the task then
+//! waits on the loop for the room event.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use stackway::Body;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::scope::Scope;
+
+/// Past this many bytes sent and not yet taken by the client, `send` waits.
+const HIGH_WATER: usize = 64 * 1024;
+
+/// The glue that runs on the loop's thread.
+const GLUE: &str = include_str!("glue.py");
+
+/// The response's head, from `http.response.start`.
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+}
+
+enum Event {
+    Start {
+        id: u64,
+        app: Arc<Py<PyAny>>,
+        scope: Box<Scope>,
+        /// The app's lifespan, whose state the scope gets a copy of.
+        life: Option<u64>,
+    },
+    /// Lifespan startup (with the app) or shutdown.
+    Life {
+        id: u64,
+        app: Option<Arc<Py<PyAny>>>,
+    },
+    Receive {
+        id: u64,
+        message: Message,
+    },
+    Room {
+        id: u64,
+    },
+}
+
+enum Message {
+    Request { body: Bytes, more: bool },
+    Disconnect,
+}
+
+/// The server's side of the bridge: one per process, with its loop.
+pub(crate) struct Shared {
+    events: Mutex<Vec<Event>>,
+    wake: UnixStream,
+    conns: Mutex<HashMap<u64, Conn>>,
+    /// Lifespans waiting for the app to answer startup or shutdown.
+    lives: Mutex<HashMap<u64, std::sync::mpsc::Sender<Phase>>>,
+    ids: AtomicU64,
+}
+
+/// How a lifespan phase ended, as the app told.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    Complete,
+    /// `lifespan.*.failed`, with its message.
+    Failed(String),
+    /// The app raised (or returned) without a word: it has no lifespan.
+    Unsupported(String),
+}
+
+/// A request in the app's hands.
+struct Conn {
+    want: Arc<Notify>,
+    head: Option<oneshot::Sender<Head>>,
+    body: Option<mpsc::UnboundedSender<io::Result<Bytes>>>,
+    room: Arc<Room>,
+    reader: tokio::task::AbortHandle,
+}
+
+/// Bytes sent and not yet taken by the client, and whether `send` waits for room.
+#[derive(Default)]
+struct Room {
+    queued: AtomicUsize,
+    waiting: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The process's loop, started on first use.
+pub(crate) fn shared() -> io::Result<&'static Arc<Shared>> {
+    static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+    if let Some(shared) = SHARED.get() {
+        return Ok(shared);
+    }
+    let (wake, watched) = UnixStream::pair()?;
+    wake.set_nonblocking(true)?;
+    watched.set_nonblocking(true)?;
+    let shared = Arc::new(Shared {
+        events: Mutex::default(),
+        wake,
+        conns: Mutex::default(),
+        lives: Mutex::default(),
+        ids: AtomicU64::new(0),
+    });
+    let mut started = false;
+    let shared = SHARED.get_or_init(|| {
+        started = true;
+        shared
+    });
+    if started {
+        let bridge = Bridge(shared.clone());
+        std::thread::Builder::new()
+            .name("stackway-asyncio".into())
+            .spawn(move || run_loop(bridge, &watched))?;
+    }
+    Ok(shared)
+}
+
+fn run_loop(bridge: Bridge, watched: &UnixStream) {
+    let ran = Python::attach(|py| {
+        let glue = pyo3::types::PyModule::from_code(
+            py,
+            &std::ffi::CString::new(GLUE)?,
+            c"stackway_asgi_glue.py",
+            c"stackway_asgi_glue",
+        )?;
+        glue.call_method1("serve", (bridge, watched.as_raw_fd()))?;
+        Ok::<_, PyErr>(())
+    });
+    if let Err(e) = ran {
+        let e = Python::attach(|py| crate::traceback(py, &e));
+        tracing::error!("the asyncio loop of the ASGI apps stopped: {e}");
+    }
+}
+
+impl Shared {
+    fn push(&self, event: Event) {
+        let first = {
+            let mut events = lock(&self.events);
+            events.push(event);
+            events.len() == 1
+        };
+        if first {
+            // A full socket already holds a byte the loop has yet to read.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+
+    /// Starts the lifespan of `app` (`Some`) or shuts lifespan `id` down,
+    /// and waits for the app's answer, at most `limit`.
+    pub(crate) fn life(
+        &self,
+        id: u64,
+        app: Option<Arc<Py<PyAny>>>,
+        limit: std::time::Duration,
+    ) -> Phase {
+        let (told, answer) = std::sync::mpsc::channel();
+        lock(&self.lives).insert(id, told);
+        self.push(Event::Life { id, app });
+        let phase = answer
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| Phase::Failed(format!("the app did not answer within {limit:?}")));
+        lock(&self.lives).remove(&id);
+        phase
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Starts `app` on a request: its head comes on the returned channel,
+    /// its body in the returned [`Body`].
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        app: Arc<Py<PyAny>>,
+        life: Option<u64>,
+        scope: Scope,
+        body: Body,
+    ) -> (oneshot::Receiver<Head>, Body) {
+        let id = self.id();
+        let want = Arc::new(Notify::new());
+        let reader = tokio::spawn(read_body(body, want.clone(), self.clone(), id)).abort_handle();
+        let (head, head_rx) = oneshot::channel();
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Room::default());
+        let conn = Conn {
+            want,
+            head: Some(head),
+            body: Some(out),
+            room: room.clone(),
+            reader,
+        };
+        lock(&self.conns).insert(id, conn);
+        let outgoing = Outgoing {
+            chunks: out_rx,
+            room,
+            gone: Gone {
+                shared: self.clone(),
+                id,
+            },
+        };
+        let scope = Box::new(scope);
+        self.push(Event::Start {
+            id,
+            app,
+            scope,
+            life,
+        });
+        (head_rx, Body::from_stream(outgoing))
+    }
+}
+
+/// The request body, a chunk each time the app asks for one.
+async fn read_body(mut body: Body, want: Arc<Notify>, shared: Arc<Shared>, id: u64) {
+    loop {
+        want.notified().await;
+        let message = match body.chunk().await {
+            Some(Ok(data)) => Message::Request {
+                body: data,
+                more: true,
+            },
+            None => Message::Request {
+                body: Bytes::new(),
+                more: false,
+            },
+            // The client went away, or stalled past the server's limits.
+            Some(Err(_)) => Message::Disconnect,
+        };
+        let more = matches!(message, Message::Request { more: true, .. });
+        shared.push(Event::Receive { id, message });
+        if !more {
+            // Next, `http.disconnect`, once the response is done or the client gone.
+            return;
+        }
+    }
+}
+
+/// The response body as the client takes it; dropped, it tells the app the
+/// client is gone.
+struct Outgoing {
+    chunks: mpsc::UnboundedReceiver<io::Result<Bytes>>,
+    room: Arc<Room>,
+    gone: Gone,
+}
+
+impl Stream for Outgoing {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.chunks.poll_recv(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &next {
+            let left = self.room.queued.fetch_sub(chunk.len(), Ordering::SeqCst) - chunk.len();
+            if left <= HIGH_WATER && self.room.waiting.swap(false, Ordering::SeqCst) {
+                self.gone.shared.push(Event::Room { id: self.gone.id });
+            }
+        }
+        next
+    }
+}
+
+/// Sends `http.disconnect` to an app still at work when dropped.
+struct Gone {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        if lock(&self.shared.conns).contains_key(&self.id) {
+            let message = Message::Disconnect;
+            self.shared.push(Event::Receive {
+                id: self.id,
+                message,
+            });
+        }
+    }
+}
+
+/// The bridge as the loop's tasks see it.
+#[pyclass(frozen)]
+struct Bridge(Arc<Shared>);
+
+#[pymethods]
+impl Bridge {
+    /// The events since the last call, as tuples: `(0, id, app, scope,
+    /// life)`, `(1, id, message)`, `(2, id)` (room to send), `(3, id, app)`
+    /// (lifespan startup), `(4, id)` (lifespan shutdown).
+    fn take<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let events = std::mem::take(&mut *lock(&self.0.events));
+        events
+            .into_iter()
+            .map(|event| {
+                Ok(match event {
+                    Event::Start {
+                        id,
+                        app,
+                        scope,
+                        life,
+                    } => (0, id, app.clone_ref(py), scope.into_dict(py)?, life)
+                        .into_pyobject(py)?
+                        .into_any(),
+                    Event::Receive { id, message } => (1, id, message.into_dict(py)?)
+                        .into_pyobject(py)?
+                        .into_any(),
+                    Event::Room { id } => (2, id).into_pyobject(py)?.into_any(),
+                    Event::Life { id, app: Some(app) } => {
+                        (3, id, app.clone_ref(py)).into_pyobject(py)?.into_any()
+                    }
+                    Event::Life { id, app: None } => (4, id).into_pyobject(py)?.into_any(),
+                })
+            })
+            .collect()
+    }
+
+    /// The app awaits the next message of request `id`.
+    fn want(&self, id: u64) {
+        if let Some(conn) = lock(&self.0.conns).get(&id) {
+            conn.want.notify_one();
+        }
+    }
+
+    /// An `http.response.*` message of request `id`; true when the client
+    /// is behind and the app should wait for room.
+    fn send(&self, id: u64, message: &Bound<'_, PyDict>) -> PyResult<bool> {
+        let kind: String = item(message, "type")?
+            .ok_or_else(|| PyRuntimeError::new_err("an ASGI message needs a 'type'"))?
+            .extract()?;
+        let mut conns = lock(&self.0.conns);
+        let Some(conn) = conns.get_mut(&id) else {
+            return Ok(false);
+        };
+        match kind.as_str() {
+            "http.response.start" => {
+                let head = head(message)?;
+                let Some(sender) = conn.head.take() else {
+                    return Err(PyRuntimeError::new_err("http.response.start sent twice"));
+                };
+                let _ = sender.send(head);
+                Ok(false)
+            }
+            "http.response.body" if conn.head.is_some() => Err(PyRuntimeError::new_err(
+                "http.response.body sent before http.response.start",
+            )),
+            "http.response.body" => {
+                let Some(out) = &conn.body else {
+                    return Err(PyRuntimeError::new_err(
+                        "http.response.body sent after the response was complete",
+                    ));
+                };
+                let body: Bytes = match item(message, "body")? {
+                    Some(body) => Bytes::from(body.cast::<PyBytes>()?.as_bytes().to_vec()),
+                    None => Bytes::new(),
+                };
+                let more = item(message, "more_body")?
+                    .is_some_and(|more| more.is_truthy().unwrap_or(false));
+                let len = body.len();
+                if len > 0 {
+                    conn.room.queued.fetch_add(len, Ordering::SeqCst);
+                    let _ = out.send(Ok(body));
+                }
+                if !more {
+                    conn.body = None;
+                    return Ok(false);
+                }
+                Ok(conn.room.behind())
+            }
+            other => Err(PyRuntimeError::new_err(format!(
+                "unexpected ASGI message {other:?} in an http scope"
+            ))),
+        }
+    }
+
+    /// Lifespan `id` ended a phase: `complete`, `failed` (with the app's
+    /// message) or `unsupported` (with the traceback, if it raised).
+    fn life(&self, id: u64, outcome: &str, message: String) {
+        let phase = match outcome {
+            "complete" => Phase::Complete,
+            "failed" => Phase::Failed(message),
+            _ => Phase::Unsupported(message),
+        };
+        if let Some(told) = lock(&self.0.lives).get(&id) {
+            let _ = told.send(phase);
+        }
+    }
+
+    /// The app is done with request `id`, having raised `error` (the
+    /// traceback) or not.
+    fn end(&self, id: u64, error: Option<String>) {
+        let Some(conn) = lock(&self.0.conns).remove(&id) else {
+            return;
+        };
+        conn.reader.abort();
+        let why = match error {
+            Some(traceback) => traceback,
+            None if conn.head.is_some() => "the app returned without starting a response".into(),
+            None if conn.body.is_some() => {
+                "the app returned before its response was complete".into()
+            }
+            None => return,
+        };
+        tracing::error!("ASGI: {why}");
+        // No head: the request gets 500. A head: the body ends in an error, so the response is aborted.
+        if let (None, Some(out)) = (conn.head, conn.body) {
+            let _ = out.send(Err(io::Error::other(why)));
+        }
+    }
+}
+
+impl Room {
+    /// Whether the client is behind; if so, room is announced once it catches up.
+    fn behind(&self) -> bool {
+        if self.queued.load(Ordering::SeqCst) <= HIGH_WATER {
+            return false;
+        }
+        self.waiting.store(true, Ordering::SeqCst);
+        // Caught up meanwhile: take the announcement back, unless it is already on its way.
+        !(self.queued.load(Ordering::SeqCst) <= HIGH_WATER
+            && self.waiting.swap(false, Ordering::SeqCst))
+    }
+}
+
+/// `message[key]`, or `None` when absent.
+fn item<'py>(message: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+    message.get_item(key)
+}
+
+/// The head of an `http.response.start` message.
+fn head(message: &Bound<'_, PyDict>) -> PyResult<Head> {
+    let status: u16 = item(message, "status")?
+        .ok_or_else(|| PyRuntimeError::new_err("http.response.start needs a 'status'"))?
+        .extract()?;
+    let status = StatusCode::from_u16(status)
+        .map_err(|_| PyRuntimeError::new_err(format!("{status} is not an HTTP status")))?;
+    let mut headers = HeaderMap::new();
+    if let Some(pairs) = item(message, "headers")? {
+        for pair in pairs.try_iter()? {
+            let (name, value): (Vec<u8>, Vec<u8>) = pair?.extract()?;
+            let name = HeaderName::from_bytes(&name).map_err(|_| {
+                PyRuntimeError::new_err(format!(
+                    "bad header name {:?}",
+                    String::from_utf8_lossy(&name)
+                ))
+            })?;
+            let value = HeaderValue::from_bytes(&value)
+                .map_err(|_| PyRuntimeError::new_err(format!("bad value for header {name}")))?;
+            headers.append(name, value);
+        }
+    }
+    Ok(Head { status, headers })
+}
+
+impl Message {
+    fn into_dict(self, py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        let dict = PyDict::new(py);
+        match self {
+            Self::Request { body, more } => {
+                dict.set_item("type", "http.request")?;
+                dict.set_item("body", PyBytes::new(py, &body))?;
+                dict.set_item("more_body", more)?;
+            }
+            Self::Disconnect => dict.set_item("type", "http.disconnect")?,
+        }
+        Ok(dict)
+    }
+}

@@ -1,0 +1,84 @@
+//! The `http` scope (ASGI 3, spec version 2.4) from a stackway request.
+//!
+//! `root_path` is the mount (with a trusted proxy's prefix); `path` is the
+//! whole path percent-decoded (as UTF-8, bad bytes replaced, as uvicorn
+//! does) and starts with `root_path`, as the spec and Starlette ≥ 0.35 want;
+//! `raw_path` is the path as the client sent it.
+
+use percent_encoding::percent_decode_str;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+use stackway::{Request, RequestExt};
+
+/// What the scope needs from a request, taken on the server's side.
+pub(crate) struct Scope {
+    http_version: &'static str,
+    method: String,
+    scheme: &'static str,
+    path: String,
+    raw_path: Vec<u8>,
+    query_string: Vec<u8>,
+    root_path: String,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    client: Option<(String, u16)>,
+    server: (String, u16),
+}
+
+fn decoded(path: &str) -> String {
+    percent_decode_str(path).decode_utf8_lossy().into_owned()
+}
+
+impl Scope {
+    pub(crate) fn new(req: &Request) -> Self {
+        let env = req.environ();
+        let mount = env.mount_path();
+        Self {
+            http_version: match req.version() {
+                http::Version::HTTP_10 => "1.0",
+                http::Version::HTTP_2 => "2",
+                _ => "1.1",
+            },
+            method: req.method().as_str().to_owned(),
+            scheme: if env.url_scheme() == &http::uri::Scheme::HTTPS {
+                "https"
+            } else {
+                "http"
+            },
+            path: decoded(&format!("{mount}{}", env.path_info())),
+            raw_path: req.uri().path().as_bytes().to_vec(),
+            query_string: env.query_string().as_bytes().to_vec(),
+            root_path: decoded(&mount),
+            headers: (req.headers().iter())
+                .map(|(name, value)| (name.as_str().as_bytes().to_vec(), value.as_bytes().to_vec()))
+                .collect(),
+            client: env
+                .remote_addr()
+                .map(|addr| (addr.ip().to_string(), addr.port())),
+            server: (env.server_name(), env.server_port()),
+        }
+    }
+
+    pub(crate) fn into_dict(self, py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        let scope = PyDict::new(py);
+        let asgi = PyDict::new(py);
+        asgi.set_item("version", "3.0")?;
+        asgi.set_item("spec_version", "2.4")?;
+        scope.set_item("type", "http")?;
+        scope.set_item("asgi", asgi)?;
+        scope.set_item("http_version", self.http_version)?;
+        scope.set_item("method", self.method)?;
+        scope.set_item("scheme", self.scheme)?;
+        scope.set_item("path", self.path)?;
+        scope.set_item("raw_path", PyBytes::new(py, &self.raw_path))?;
+        scope.set_item("query_string", PyBytes::new(py, &self.query_string))?;
+        scope.set_item("root_path", self.root_path)?;
+        let headers = PyList::empty(py);
+        for (name, value) in &self.headers {
+            headers.append((PyBytes::new(py, name), PyBytes::new(py, value)))?;
+        }
+        scope.set_item("headers", headers)?;
+        scope.set_item("client", self.client)?;
+        scope.set_item("server", self.server)?;
+        Ok(scope)
+    }
+}

@@ -1,0 +1,201 @@
+//! Real ASGI 3 apps (`tests/python/asgi_apps.py`, plain asyncio) served over
+//! real sockets, beside the server's other apps.
+
+use stackway_test_support as support;
+
+use std::io::{BufRead, Read};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stackway_middleware::{Dispatcher, Lint};
+use stackway_wsgi::Asgi;
+use support::http::Conn;
+use support::{Running, server};
+
+/// The app `name` of `tests/python/asgi_apps.py`.
+fn app(name: &str) -> Lint<Asgi> {
+    stackway_wsgi::python_path("tests/python").unwrap();
+    Lint::strict(Asgi::import(&format!("asgi_apps:{name}")).unwrap())
+}
+
+fn serve() -> Running {
+    let apps = Dispatcher::default()
+        .mount("/api", app("scope"))
+        .mount("/stream", app("stream"))
+        .mount("/upload", app("upload"))
+        .mount("/nap", app("nap"))
+        .mount("/fails", app("fails"))
+        .mount("/fails_late", app("fails_late"))
+        .mount("/silent", app("silent"))
+        .mount("/endless", app("endless"))
+        .mount("/report", app("report"));
+    Running::start(server().workers(2), apps)
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn the_scope_is_asgi_3_with_the_mount_as_root_path() {
+    let running = serve();
+    let mut conn = Conn::open(running.addr);
+    conn.send(
+        b"POST /api/caf%C3%A9/x?q=%20&r=1 HTTP/1.1\r\nHost: example.org\r\n\
+          X-Custom: One\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    let res = conn.read_response();
+    assert_eq!(res.status, 200, "{}", res.text());
+    let scope = json(&res.text());
+    assert_eq!(scope["type"], "http");
+    assert_eq!(scope["asgi"]["version"], "3.0");
+    assert_eq!(scope["http_version"], "1.1");
+    assert_eq!(scope["method"], "POST");
+    assert_eq!(scope["scheme"], "http");
+    assert_eq!(scope["root_path"], "/api");
+    assert_eq!(scope["path"], "/api/café/x", "decoded, with the root path");
+    assert_eq!(scope["raw_path"], "/api/caf%C3%A9/x", "as sent");
+    assert_eq!(scope["query_string"], "q=%20&r=1");
+    let headers = scope["headers"].as_array().unwrap();
+    assert!(
+        headers.contains(&serde_json::json!(["x-custom", "One"])),
+        "{headers:?}"
+    );
+    assert!(
+        headers.contains(&serde_json::json!(["host", "example.org"])),
+        "{headers:?}"
+    );
+    assert_eq!(scope["client"][0], "127.0.0.1");
+    assert_eq!(scope["server"][1], running.addr.port());
+    assert_eq!(scope["body"][1], 5);
+}
+
+#[test]
+fn a_streamed_response_sends_its_first_chunk_before_the_app_makes_the_last() {
+    let running = serve();
+    let mut conn = Conn::open(running.addr);
+    let asked = Instant::now();
+    conn.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = conn.read_head();
+    assert_eq!(head.status, 200);
+    let mut size = String::new();
+    conn.reader.read_line(&mut size).unwrap();
+    let mut first = vec![0; usize::from_str_radix(size.trim(), 16).unwrap()];
+    conn.reader.read_exact(&mut first).unwrap();
+    assert_eq!(first, b"first\n");
+    assert!(
+        asked.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        asked.elapsed()
+    );
+    let mut rest = String::new();
+    conn.reader.read_line(&mut rest).unwrap(); // the first chunk's CRLF
+    rest.clear();
+    conn.reader.read_line(&mut rest).unwrap();
+    assert!(asked.elapsed() >= Duration::from_millis(900));
+}
+
+#[test]
+fn an_upload_reaches_the_app_in_chunks_as_it_asks() {
+    let running = serve();
+    let mut conn = Conn::open(running.addr);
+    let len = 8 << 20;
+    conn.send(
+        format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+    );
+    conn.send(&vec![b'u'; len]);
+    let res = conn.read_response();
+    let text = res.text();
+    let (chunks, total) = text.split_once(' ').unwrap();
+    assert_eq!(total, len.to_string());
+    assert!(chunks.parse::<u32>().unwrap() > 2, "{text}");
+}
+
+#[test]
+fn five_hundred_requests_sleep_at_once_on_one_loop() {
+    let running = serve();
+    let addr = running.addr;
+    let started = Instant::now();
+    let clients: Vec<_> = (0..500)
+        .map(|_| std::thread::spawn(move || Conn::open(addr).get("/nap").text()))
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), "rested");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn a_failing_app_is_a_500_or_an_aborted_body_and_the_server_goes_on() {
+    let running = serve();
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/fails").status, 500);
+    assert_eq!(conn.get("/silent").status, 500);
+    // Once the head is out, the body ends without its last chunk.
+    let mut late = Conn::open(running.addr);
+    late.send(b"GET /fails_late HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(late.read_head().status, 200);
+    let mut rest = Vec::new();
+    let _ = late.reader.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("partial"), "{rest:?}");
+    assert!(
+        !rest.ends_with("0\r\n\r\n"),
+        "ended as if complete: {rest:?}"
+    );
+    assert_eq!(Conn::open(running.addr).get("/api").status, 200);
+}
+
+#[test]
+fn send_waits_for_a_slow_client_and_the_app_hears_it_go() {
+    let running = serve();
+    let mut reader = Conn::open(running.addr);
+    reader.send(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(reader.read_head().status, 200);
+    // The client reads nothing: what the app could send stays bounded.
+    std::thread::sleep(Duration::from_millis(1000));
+    let report = |addr| json(&Conn::open(addr).get("/report").text());
+    let sent = report(running.addr)["sent"].as_u64().unwrap();
+    assert!(
+        sent < 32 << 20,
+        "{sent} bytes sent to a client that reads nothing"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let later = report(running.addr)["sent"].as_u64().unwrap();
+    assert_eq!(later, sent, "the app kept sending");
+    drop(reader);
+    let gone = Instant::now();
+    while report(running.addr)["disconnects"] != 1 {
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "no http.disconnect"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn lifespan_startup_fills_the_state_and_shutdown_is_heard() {
+    stackway_wsgi::python_path("tests/python").unwrap();
+    let asgi = Asgi::import("asgi_apps:lifespan").unwrap();
+    // Apps without lifespan support serve all the same.
+    Asgi::import("asgi_apps:nap").unwrap().startup().unwrap();
+    asgi.startup().unwrap();
+    let apps = Dispatcher::default()
+        .mount("/life", Lint::strict(asgi.clone()))
+        .mount("/report", app("report"));
+    let running = Running::start(server().workers(2), apps);
+    assert_eq!(Conn::open(running.addr).get("/life").text(), "started");
+    asgi.shutdown();
+    let report = json(&Conn::open(running.addr).get("/report").text());
+    assert_eq!(report["shutdowns"], 1, "{report}");
+    let failed = Asgi::import("asgi_apps:broken_startup")
+        .unwrap()
+        .startup()
+        .unwrap_err();
+    assert!(
+        failed.to_string().contains("the database is not there"),
+        "{failed}"
+    );
+}

@@ -1,0 +1,119 @@
+"""ASGI 3 apps for tests/asgi.rs, in plain asyncio: what FastAPI and Starlette do underneath."""
+
+import asyncio
+import json
+
+# What the apps saw, read back through `report`.
+seen = {"disconnects": 0, "sent": 0}
+
+
+async def _body(receive):
+    chunks, total = 0, 0
+    while True:
+        message = await receive()
+        assert message["type"] == "http.request", message
+        total += len(message["body"])
+        chunks += 1
+        if not message.get("more_body", False):
+            return chunks, total
+
+
+async def _answer(send, status, body, content_type=b"application/json"):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def scope(scope, receive, send):
+    """The scope, as JSON (bytes as latin-1 text)."""
+    chunks, total = await _body(receive)
+    shown = {k: v for k, v in scope.items() if k not in ("headers", "state")}
+    for key in ("raw_path", "query_string"):
+        shown[key] = scope[key].decode("latin-1")
+    shown["headers"] = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]]
+    shown["body"] = [chunks, total]
+    await _answer(send, 200, json.dumps(shown).encode())
+
+
+async def stream(scope, receive, send):
+    """A first chunk at once, the second a second later."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"first\n", "more_body": True})
+    await asyncio.sleep(1)
+    await send({"type": "http.response.body", "body": b"second\n"})
+
+
+async def upload(scope, receive, send):
+    """How many chunks and bytes the body came in."""
+    chunks, total = await _body(receive)
+    await _answer(send, 200, f"{chunks} {total}".encode(), b"text/plain")
+
+
+async def nap(scope, receive, send):
+    await asyncio.sleep(0.5)
+    await _answer(send, 200, b"rested", b"text/plain")
+
+
+async def fails(scope, receive, send):
+    raise RuntimeError("the app failed on purpose")
+
+
+async def fails_late(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    await asyncio.sleep(0.2)  # the head and the first chunk are out
+    raise RuntimeError("the app failed after its head")
+
+
+async def silent(scope, receive, send):
+    """Returns without a response."""
+
+
+async def endless(scope, receive, send):
+    """64 KiB chunks until the client goes away; counts what send accepted, and the disconnect."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    listening = asyncio.ensure_future(receive_disconnect(receive))
+    chunk = b"x" * 65536
+    while not listening.done():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        seen["sent"] += len(chunk)
+        await asyncio.sleep(0)
+
+
+async def receive_disconnect(receive):
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            seen["disconnects"] += 1
+            return
+
+
+async def report(scope, receive, send):
+    await _answer(send, 200, json.dumps(seen).encode())
+
+
+async def lifespan(scope, receive, send):
+    """Greets with what its lifespan startup put in the state; counts its shutdowns, and
+    writes a file named by $ASGI_SHUTDOWN_FILE when it shuts down."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                scope["state"]["greeting"] = "started"
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                seen["shutdowns"] = seen.get("shutdowns", 0) + 1
+                path = __import__("os").environ.get("ASGI_SHUTDOWN_FILE")
+                if path:
+                    open(path, "w").write("shut down")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await _answer(send, 200, scope.get("state", {}).get("greeting", "no state").encode(), b"text/plain")
+
+
+async def broken_startup(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "the database is not there"})
+        return
+    await _answer(send, 200, b"never", b"text/plain")
