@@ -62,3 +62,39 @@ fn missing(what: &str) -> bool {
     let _ = std::io::stderr().write_all(line.as_bytes());
     false
 }
+
+/// A virtualenv of the system's Python at `dir`, with `requirements` installed
+/// from PyPI, made on the first call and found on later ones: its
+/// `site-packages`, to put on the embedded interpreter's path as a user
+/// points stackway at their own venv. `None` (the test skipped, saying why)
+/// when `venv` or PyPI is out of reach.
+pub fn python_venv(dir: &Path, requirements: &[&str]) -> Option<std::path::PathBuf> {
+    let site = dir.join("lib/python3.11/site-packages");
+    let ready = dir.join("stackway-requirements.txt");
+    let wanted = requirements.join("\n");
+    if std::fs::read_to_string(&ready).is_ok_and(|had| had == wanted) {
+        return Some(site);
+    }
+    let made = Command::new(SYSTEM_PYTHON)
+        .args(["-m", "venv", "--clear"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|status| status.success());
+    if !made {
+        missing(&format!(
+            "{SYSTEM_PYTHON} -m venv failed (Debian's python3.11-venv)"
+        ));
+        return None;
+    }
+    let installed = Command::new(dir.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(requirements)
+        .status()
+        .is_ok_and(|status| status.success());
+    if !installed {
+        missing(&format!("pip cannot install {requirements:?} from PyPI"));
+        return None;
+    }
+    std::fs::write(&ready, wanted).ok()?;
+    Some(site)
+}

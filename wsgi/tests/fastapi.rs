@@ -1,0 +1,141 @@
+//! A FastAPI app, installed from PyPI into a virtualenv the test makes
+//! (`target/test-venvs/fastapi`), mounted under a prefix as a user mounts
+//! theirs: `site-packages` on the path, `Asgi::import`, `startup`.
+
+use stackway_test_support as support;
+
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use stackway_middleware::{Dispatcher, Lint};
+use stackway_wsgi::Asgi;
+use support::http::Conn;
+use support::{Running, external, peak_rss_kib, server};
+
+const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-venvs/fastapi");
+
+/// The tests one after another: the memory one reads the process's peak.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The FastAPI app mounted at `/api`, its lifespan started; `None` when the
+/// venv cannot be made here (the test is then skipped, saying so).
+fn serve() -> Option<Running> {
+    let site = external::python_venv(VENV.as_ref(), &["fastapi>=0.115,<1"])?;
+    stackway_wsgi::python_path(site).unwrap();
+    stackway_wsgi::python_path("tests/python").unwrap();
+    let app = Asgi::import("fastapi_app:app").unwrap();
+    app.startup().unwrap();
+    let apps = Dispatcher::default().mount("/api", Lint::strict(app));
+    Some(Running::start(server().workers(2), apps))
+}
+
+#[test]
+fn fastapi_routes_url_for_docs_and_streaming_under_a_mount() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(running) = serve() else { return };
+    let mut conn = Conn::open(running.addr);
+    let item = conn.get("/api/items/7").text();
+    assert_eq!(
+        item,
+        r#"{"id":7,"url":"http://localhost/api/items/7","greeting":"hello from the lifespan"}"#
+    );
+    assert_eq!(conn.get("/api/items/seven").status, 422);
+    assert_eq!(conn.get("/items/7").status, 404, "only under the mount");
+    let docs = conn.get("/api/docs");
+    assert_eq!(docs.status, 200);
+    assert!(docs.text().contains("/api/openapi.json"), "{}", docs.text());
+    let openapi = conn.get("/api/openapi.json").text();
+    assert!(openapi.contains(r#""/items/{item_id}""#), "{openapi}");
+
+    // The first chunk of a StreamingResponse before the app makes the last.
+    let asked = Instant::now();
+    conn.send(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(conn.read_head().status, 200);
+    let mut size = String::new();
+    conn.reader.read_line(&mut size).unwrap();
+    let mut first = vec![0; usize::from_str_radix(size.trim(), 16).unwrap()];
+    conn.reader.read_exact(&mut first).unwrap();
+    assert_eq!(first, b"first\n");
+    assert!(
+        asked.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+/// Reads a response's head; returns it and the body bytes that came with it.
+fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = got.split_off(at + 4);
+            return (String::from_utf8_lossy(&got).into_owned(), rest);
+        }
+    }
+}
+
+#[test]
+fn fastapi_streams_256_mib_each_way_in_bounded_memory() {
+    const LEN: usize = 256 << 20;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(running) = serve() else { return };
+    let mut stream = TcpStream::connect(running.addr).unwrap();
+    let upload = |stream: &mut TcpStream, len: usize| {
+        let head = format!("POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![b'u'; 64 << 10];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            stream.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+        let (head, body) = read_head(stream);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let want = format!(r#"{{"bytes":{len}}}"#);
+        let mut body = body;
+        let mut buf = [0; 256];
+        while body.len() < want.len() {
+            let n = stream.read(&mut buf).unwrap();
+            body.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(String::from_utf8_lossy(&body), want);
+    };
+    // Warm up the app, the loop and the buffers before measuring.
+    upload(&mut stream, 1 << 20);
+    let before = peak_rss_kib();
+    upload(&mut stream, LEN);
+    stream
+        .write_all(
+            format!(
+                "GET /api/download/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                LEN >> 20
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let (head, first) = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Chunked: count until the last chunk, roughly (sizes and CRLFs add a little).
+    let mut received = first.len();
+    let mut tail = first;
+    let mut buf = vec![0; 64 << 10];
+    while !tail.ends_with(b"\r\n0\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {received} bytes");
+        received += n;
+        // The last bytes so far, for the terminator that may span two reads.
+        tail.extend_from_slice(&buf[..n]);
+        tail.drain(..tail.len().saturating_sub(8));
+    }
+    assert!(received > LEN, "{received}");
+    let grown = peak_rss_kib().saturating_sub(before);
+    eprintln!("peak RSS grew by {grown} KiB for 256 MiB each way through FastAPI");
+    assert!(grown < 32 * 1024, "peak RSS grew by {grown} KiB");
+}

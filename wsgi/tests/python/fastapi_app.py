@@ -1,0 +1,50 @@
+"""A FastAPI app for tests/fastapi.rs, installed from PyPI into the tests' venv."""
+
+import asyncio
+import contextlib
+
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    yield {"greeting": "hello from the lifespan"}
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/items/{item_id}")
+async def item(item_id: int, request: Request):
+    return {"id": item_id, "url": str(request.url_for("item", item_id=item_id)),
+            "greeting": request.state.greeting}
+
+
+@app.get("/stream")
+async def stream():
+    async def chunks():
+        yield b"first\n"
+        await asyncio.sleep(1)
+        yield b"second\n"
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@app.post("/upload")
+async def upload(request: Request):
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+    return {"bytes": total}
+
+
+@app.get("/download/{mib}")
+async def download(mib: int):
+    chunk = b"d" * (1 << 20)
+
+    async def chunks():
+        for _ in range(mib):
+            yield chunk
+
+    return StreamingResponse(chunks(), media_type="application/octet-stream")
