@@ -28,7 +28,8 @@ fn serve() -> Running {
         .mount("/fails_late", app("fails_late"))
         .mount("/silent", app("silent"))
         .mount("/endless", app("endless"))
-        .mount("/report", app("report"));
+        .mount("/report", app("report"))
+        .mount("/events", app("events"));
     Running::start(server().workers(2), apps)
 }
 
@@ -198,4 +199,37 @@ fn lifespan_startup_fills_the_state_and_shutdown_is_heard() {
         failed.to_string().contains("the database is not there"),
         "{failed}"
     );
+}
+
+#[test]
+fn server_sent_events_and_http2() {
+    if !support::external::command("curl", "Debian's curl") {
+        return;
+    }
+    let running = serve();
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let base = format!("http://{}", running.addr);
+    let events = curl(&["-N", &format!("{base}/events")]);
+    assert_eq!(
+        events,
+        "id: 0\ndata: tick 0\n\nid: 1\ndata: tick 1\n\nid: 2\ndata: tick 2\n\n"
+    );
+    let scope = json(&curl(&[
+        "--http2-prior-knowledge",
+        &format!("{base}/api/x"),
+    ]));
+    assert_eq!(scope["http_version"], "2");
+    assert_eq!(scope["path"], "/api/x");
 }

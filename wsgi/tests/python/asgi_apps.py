@@ -117,3 +117,14 @@ async def broken_startup(scope, receive, send):
         await send({"type": "lifespan.startup.failed", "message": "the database is not there"})
         return
     await _answer(send, 200, b"never", b"text/plain")
+
+
+async def events(scope, receive, send):
+    """Server-Sent Events: three, a tenth of a second apart."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+    for n in range(3):
+        await send({"type": "http.response.body", "body": f"id: {n}\ndata: tick {n}\n\n".encode(),
+                    "more_body": True})
+        await asyncio.sleep(0.1)
+    await send({"type": "http.response.body", "body": b""})
