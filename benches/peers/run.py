@@ -34,10 +34,12 @@ HELLO = ["hello-root", "hello-deep", "idle-5k"]
 STATIC = ["static-1k", "static-64k", "static-1m", "static-20m", "static-304", "static-range"]
 COMPRESSED = ["compressed-64k-gzip", "compressed-64k-br"]
 WSGI = ["wsgi-hello", "wsgi-cpu"]
-SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy"] + WSGI
-PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian"]
+ASGI = ["asgi-hello"]
+PYTHON_SCENARIOS = WSGI + ASGI
+SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy"] + PYTHON_SCENARIOS
+PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn"]
 # `stackway-before`: another stackway binary (--before PATH), for a before/after in one run;
-# `stackway-1p`: stackway with one process, for what --processes adds in the WSGI scenarios.
+# `stackway-1p`: stackway with one process, for what --processes adds in the Python scenarios.
 SERVERS = ["stackway", "stackway-before", "stackway-1p", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
 BEFORE = None  # the binary of stackway-before, set from --before
 # The same Python WSGI apps under every server of the WSGI scenarios: `application` for
@@ -60,6 +62,14 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"),
                               ("Content-Length", str(len(body)))])
     return [body]
+
+async def asgi_hello(scope, receive, send):
+    name = scope["path"].rsplit("/", 1)[-1] or "world"
+    body = ('{"message": "Hello, %s!"}' % name).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 """
 PYDEPS = ROOT / "target" / "peers" / "pydeps"
 # The interpreter stackway-wsgi embeds (.cargo/config.toml), so every server runs the same Python.
@@ -72,9 +82,12 @@ def applies(server, scenario):
     if server == "stackway-before":
         return BEFORE is not None and applies("stackway", scenario)
     if server == "stackway-1p":
-        return scenario in WSGI
-    if scenario in WSGI:
-        return server == "stackway" or (server in PYTHON_SERVERS and python_server_installed(server))
+        return scenario in PYTHON_SCENARIOS
+    if scenario in PYTHON_SCENARIOS:
+        # gunicorn serves the WSGI scenarios, uvicorn the ASGI ones, granian both.
+        speaks = {"uvicorn": ASGI, "granian": PYTHON_SCENARIOS}.get(server, WSGI)
+        return server == "stackway" or (server in PYTHON_SERVERS and scenario in speaks
+                                        and python_server_installed(server))
     if server in PYTHON_SERVERS:
         return False
     if scenario == "hello-param":
@@ -118,15 +131,16 @@ def ensure_tools():
 
 
 def ensure_python_servers():
-    """gunicorn and granian from PyPI into target/peers/pydeps, for the python3 on PATH."""
-    if python_server_installed("gunicorn-sync") and python_server_installed("granian"):
+    """gunicorn, granian and uvicorn (with uvloop and httptools, as deployed) from PyPI into
+    target/peers/pydeps, for the interpreter stackway embeds."""
+    if all(python_server_installed(s) for s in ("gunicorn-sync", "granian", "uvicorn")):
         return
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(PYDEPS),
-                    "gunicorn", "granian"], check=False)
+    subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--target", str(PYDEPS),
+                    "gunicorn", "granian", "uvicorn[standard]"], check=False)
 
 
 def python_server_installed(server):
-    module = "granian" if server == "granian" else "gunicorn"
+    module = server.split("-")[0]
     return (PYDEPS / module).is_dir()
 
 
@@ -201,12 +215,12 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
     if server == "nginx":
         return nginx_conf(tmp, port, static, upstream, scenario)
     bind = f"127.0.0.1:{port}"
-    app = "bench_app:cpu" if scenario == "wsgi-cpu" else "bench_app:application"
+    app = {"wsgi-cpu": "bench_app:cpu", "asgi-hello": "bench_app:asgi_hello"}.get(scenario, "bench_app:application")
     workers = str(os.cpu_count())
     processes = []
     if server == "stackway-1p":
         server = "stackway"
-    elif server == "stackway" and scenario in WSGI:
+    elif server == "stackway" and scenario in PYTHON_SCENARIOS:
         processes = ["--processes", workers]
     if server == "gunicorn-sync":
         return [PYTHON, "-m", "gunicorn", "-w", workers, "-k", "sync", "--chdir", str(tmp),
@@ -214,8 +228,13 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
     if server == "gunicorn-gthread":
         return [PYTHON, "-m", "gunicorn", "-w", workers, "-k", "gthread", "--threads", "8",
                 "--chdir", str(tmp), "-b", bind, "--log-level", "warning", app]
+    if server == "uvicorn":
+        return [PYTHON, "-m", "uvicorn", "--workers", workers, "--host", "127.0.0.1",
+                "--port", str(port), "--app-dir", str(tmp), "--log-level", "warning",
+                "--no-access-log", app]
     if server == "granian":
-        return [PYTHON, "-m", "granian", "--interface", "wsgi", "--workers", workers,
+        interface = "asgi" if scenario in ASGI else "wsgi"
+        return [PYTHON, "-m", "granian", "--interface", interface, "--workers", workers,
                 "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(tmp),
                 "--log-level", "warning", app]
     # stackway routes /users/{id} with its Router (the built-in `routes` app at the root);
@@ -230,6 +249,10 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         flags.append("--compress")
     if server == "stackway" and scenario in WSGI:
         flags += ["--pythonpath", str(tmp), "--mount", f"/wsgi=wsgi:{app}"] + processes
+    if server == "stackway" and scenario in ASGI:
+        # PYDEPS for uvloop, which uvicorn runs on too.
+        flags += ["--pythonpath", str(PYDEPS), "--pythonpath", str(tmp),
+                  "--mount", f"/asgi=asgi:{app}"] + processes
     if server == "stackway":
         return [str(binary), "serve"] + flags
     return [str(PEERS / f"target/release/{server}-peer")] + flags
@@ -314,7 +337,7 @@ def scenario_request(scenario, port):
         return "/static/64k.html", [f"Accept-Encoding: {scenario.rsplit('-', 1)[1]}"], 200
     if scenario == "proxy":
         return "/proxy/users/42", [], 200
-    if scenario in WSGI:
+    if scenario in PYTHON_SCENARIOS:
         return None, [], 200  # the path depends on the server: see run_once
     if scenario == "static-304":
         _, fields, _ = request(port, "/static/1k.bin")
@@ -374,9 +397,11 @@ def run_once(server_name, scenario, static, tmp, args):
         if scenario == "slow-1g":
             return {"rss_growth_kib": slow_reader(server, args.slow_seconds)}
         path, headers, expected = scenario_request(scenario, server.port)
-        if scenario in WSGI:
-            # stackway mounts the app at /wsgi beside its others; the Python servers serve only it.
-            path = "/wsgi/you" if server_name.startswith("stackway") else "/you"
+        if scenario in PYTHON_SCENARIOS:
+            # stackway mounts the app at /wsgi or /asgi beside its others; the Python servers
+            # serve only it.
+            mount = "/asgi" if scenario in ASGI else "/wsgi"
+            path = f"{mount}/you" if server_name.startswith("stackway") else "/you"
         status, fields, _ = request(server.port, path, headers)
         if status != expected:
             return {"error": f"answered {status}, expected {expected}"}
@@ -491,7 +516,7 @@ def main():
         tmp.chmod(0o755)  # nginx's workers run as another user
         static = fixtures(tmp)
         (tmp / "bench_app.py").write_text(WSGI_APP)
-        if set(WSGI) & set(args.scenarios):
+        if set(PYTHON_SCENARIOS) & set(args.scenarios):
             ensure_python_servers()
         for scenario in args.scenarios:
             servers = [s for s in args.servers if applies(s, scenario)]

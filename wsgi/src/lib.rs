@@ -255,6 +255,7 @@ pub(crate) fn import(spec: &str, default: &str, example: &str) -> Result<Py<PyAn
     }
     python_path(".").map_err(|e| error(e.why))?;
     let app = Python::attach(|py| -> PyResult<Py<PyAny>> {
+        main_thread(py)?;
         let mut app = py.import(module)?.into_any();
         for name in callable.split('.') {
             app = app.getattr(name)?;
@@ -280,11 +281,21 @@ pub(crate) fn from_source(
             .map_err(|_| pyo3::exceptions::PyValueError::new_err("NUL in the source"))?;
         let file = std::ffi::CString::new(format!("{module}.py")).unwrap_or_default();
         let name = std::ffi::CString::new(module).unwrap_or_default();
+        main_thread(py)?;
         let module = PyModule::from_code(py, &code, &file, &name)?;
         Ok(module.getattr(callable)?.unbind())
     })
     .map_err(|e| error(Python::attach(|py| traceback(py, &e))))?;
     checked(app).map_err(error)
+}
+
+/// `threading` takes the thread that first imports it for the main thread:
+/// let that be the one loading the apps (the process's main thread, under
+/// `stackway serve`), not a Python pool's or the asyncio loop's. uvloop asks
+/// `threading` whether it runs on the main thread and, told yes on the loop's,
+/// fails to set up signals there.
+fn main_thread(py: Python<'_>) -> PyResult<()> {
+    py.import("threading").map(drop)
 }
 
 fn checked(app: Py<PyAny>) -> Result<Py<PyAny>, String> {

@@ -1,6 +1,7 @@
 //! A FastAPI app, installed from PyPI into a virtualenv the test makes
-//! (`target/test-venvs/fastapi`), mounted under a prefix as a user mounts
-//! theirs: `site-packages` on the path, `Asgi::import`, `startup`.
+//! (`target/test-venvs/fastapi`, with uvloop, which the loop then runs on),
+//! mounted under a prefix as a user mounts theirs: `site-packages` on the
+//! path, `Asgi::import`, `startup`.
 
 use stackway_test_support as support;
 
@@ -22,7 +23,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// The FastAPI app mounted at `/api`, its lifespan started; `None` when the
 /// venv cannot be made here (the test is then skipped, saying so).
 fn serve() -> Option<Running> {
-    let site = external::python_venv(VENV.as_ref(), &["fastapi>=0.115,<1"])?;
+    // uvloop too: the loop runs on it when it is there, as uvicorn's does.
+    let site = external::python_venv(VENV.as_ref(), &["fastapi>=0.115,<1", "uvloop"])?;
     stackway_wsgi::python_path(site).unwrap();
     stackway_wsgi::python_path("tests/python").unwrap();
     let app = Asgi::import("fastapi_app:app").unwrap();

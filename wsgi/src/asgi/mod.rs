@@ -109,8 +109,10 @@ impl Asgi {
                 Ok(())
             }
             Phase::Unsupported(why) => {
+                // As uvicorn says it, the traceback only for those who ask.
+                tracing::info!(app = %self.name, "the ASGI lifespan protocol appears unsupported");
                 if !why.is_empty() {
-                    tracing::info!(app = %self.name, "no ASGI lifespan (the app raised):\n{why}");
+                    tracing::debug!(app = %self.name, "lifespan.startup raised:\n{why}");
                 }
                 let _ = self.life.set(id);
                 Ok(())
