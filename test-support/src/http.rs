@@ -75,6 +75,17 @@ impl Conn {
         }
     }
 
+    /// Reads one chunk of a chunked body (its CRLF too): its data.
+    pub fn read_chunk(&mut self) -> Vec<u8> {
+        let mut size = String::new();
+        self.reader.read_line(&mut size).expect("chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        let mut chunk = vec![0; size + 2];
+        self.reader.read_exact(&mut chunk).expect("chunk");
+        chunk.truncate(size);
+        chunk
+    }
+
     pub fn read_response(&mut self) -> RawResponse {
         let mut res = self.read_head();
         let mut line = String::new();
@@ -138,6 +149,23 @@ impl Conn {
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ),
+        }
+    }
+}
+
+/// Reads a response's head from `stream` unbuffered, for tests that read a
+/// large body themselves: the head as text, and the body bytes that came
+/// with it.
+pub fn read_head_raw(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = got.split_off(at + 4);
+            return (String::from_utf8_lossy(&got).into_owned(), rest);
         }
     }
 }

@@ -5,14 +5,14 @@
 
 use stackway_test_support as support;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use stackway_middleware::{Dispatcher, Lint};
 use stackway_wsgi::Asgi;
-use support::http::Conn;
+use support::http::{Conn, read_head_raw};
 use support::{Running, external, peak_rss_kib, server};
 
 const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-venvs/fastapi");
@@ -55,31 +55,13 @@ fn fastapi_routes_url_for_docs_and_streaming_under_a_mount() {
     let asked = Instant::now();
     conn.send(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(conn.read_head().status, 200);
-    let mut size = String::new();
-    conn.reader.read_line(&mut size).unwrap();
-    let mut first = vec![0; usize::from_str_radix(size.trim(), 16).unwrap()];
-    conn.reader.read_exact(&mut first).unwrap();
+    let first = conn.read_chunk();
     assert_eq!(first, b"first\n");
     assert!(
         asked.elapsed() < Duration::from_millis(800),
         "{:?}",
         asked.elapsed()
     );
-}
-
-/// Reads a response's head; returns it and the body bytes that came with it.
-fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut got = Vec::new();
-    let mut buf = [0; 4096];
-    loop {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before the head");
-        got.extend_from_slice(&buf[..n]);
-        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = got.split_off(at + 4);
-            return (String::from_utf8_lossy(&got).into_owned(), rest);
-        }
-    }
 }
 
 #[test]
@@ -98,7 +80,7 @@ fn fastapi_streams_256_mib_each_way_in_bounded_memory() {
             stream.write_all(&chunk[..n]).unwrap();
             left -= n;
         }
-        let (head, body) = read_head(stream);
+        let (head, body) = read_head_raw(stream);
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         let want = format!(r#"{{"bytes":{len}}}"#);
         let mut body = body;
@@ -122,7 +104,7 @@ fn fastapi_streams_256_mib_each_way_in_bounded_memory() {
             .as_bytes(),
         )
         .unwrap();
-    let (head, first) = read_head(&mut stream);
+    let (head, first) = read_head_raw(&mut stream);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     // Chunked: count until the last chunk, roughly (sizes and CRLFs add a little).
     let mut received = first.len();

@@ -11,25 +11,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use stackway_wsgi::Wsgi;
+use support::http::read_head_raw;
 use support::{Running, peak_rss_kib, server};
 
 const LEN: u64 = 256 << 20;
 const CHUNK: usize = 64 * 1024;
-
-/// Reads one response's head and returns the bytes of body that came with it.
-fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut got = Vec::new();
-    let mut buf = [0; 4096];
-    loop {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before the head");
-        got.extend_from_slice(&buf[..n]);
-        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = got.split_off(at + 4);
-            return (String::from_utf8_lossy(&got).into_owned(), rest);
-        }
-    }
-}
 
 /// Reads a small chunked response whole.
 fn read_chunked(stream: &mut TcpStream) -> String {
@@ -77,7 +63,7 @@ fn python_bodies_stream_in_constant_memory() {
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    let (head, first) = read_head(&mut stream);
+    let (head, first) = read_head_raw(&mut stream);
     assert!(head.contains(&format!("content-length: {LEN}")), "{head}");
     let mut received = first.len() as u64;
     let mut buf = vec![0; CHUNK];
