@@ -237,7 +237,8 @@ pub(crate) struct ServeArgs {
 
     /// Cut off a request that has run in Python for SECS seconds: 504 (or an aborted
     /// response once its head is out), the stuck thread's stack logged, and its process
-    /// replaced (uWSGI's --harakiri, gunicorn's --timeout) [default: never].
+    /// replaced (uWSGI's --harakiri, gunicorn's --timeout); for asgi: mounts, an asyncio loop
+    /// that takes no event for SECS is stuck the same way [default: never].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub(crate) harakiri: Option<Duration>,
 

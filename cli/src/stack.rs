@@ -51,7 +51,13 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                 BoxApp::new(wsgi)
             }
             Target::Asgi(spec) => {
-                let asgi = Asgi::import(spec).map_err(|e| e.to_string())?;
+                let mut asgi = Asgi::import(spec).map_err(|e| e.to_string())?;
+                if let Some(limit) = args.harakiri {
+                    // The loop stays stuck: its process is replaced.
+                    asgi = asgi.harakiri(limit, || {
+                        crate::restart::report("RECYCLE=harakiri");
+                    });
+                }
                 asgi.startup().map_err(|e| e.to_string())?;
                 sources.lifespans.push(asgi.clone());
                 BoxApp::new(asgi)

@@ -368,6 +368,54 @@ fn harakiri_cuts_off_a_stuck_request_and_replaces_its_process() {
 }
 
 #[test]
+fn harakiri_replaces_a_process_whose_asyncio_loop_is_stuck() {
+    let args = [
+        "--bind",
+        "127.0.0.1:0",
+        "--pythonpath",
+        PYTHON,
+        "--processes",
+        "1",
+        "--harakiri",
+        "1",
+        "--grace-period",
+        "1",
+        "--mount",
+        "/pid=wsgi:process_apps:pid",
+        "--mount",
+        "/spin=asgi:asgi_apps:spin",
+    ];
+    let server = Server::start(stackway(&args), 1);
+    let addr = server.tcp(0);
+    let stuck = pid_of(addr, "/pid");
+    let asked = Instant::now();
+    assert_eq!(Conn::open(addr).get("/spin").status, 500);
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    eventually(Duration::from_secs(10), "a new process serving", || {
+        pid_of(addr, "/pid") != stuck
+    });
+    eventually(Duration::from_secs(10), "the stuck process gone", || {
+        !alive(stuck)
+    });
+    server.signal("-TERM");
+    let (code, err) = server.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the asyncio loop of the ASGI apps took no event"),
+        "{err}"
+    );
+    assert!(
+        err.contains("in spin"),
+        "the loop's Python stack is logged: {err}"
+    );
+    assert!(err.contains("replaced (harakiri)"), "{err}");
+}
+
+#[test]
 fn harakiri_aborts_a_response_whose_head_is_out() {
     let server = serve(&["--processes", "1", "--harakiri", "1", "--grace-period", "1"]);
     let mut conn = Conn::open(server.tcp(0));

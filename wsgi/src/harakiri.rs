@@ -84,7 +84,7 @@ impl fmt::Debug for Harakiri {
 
 /// The stack of the Python thread `ident`, as `traceback.format_stack`
 /// prints it.
-fn stack(py: Python<'_>, ident: u64) -> PyResult<String> {
+pub(crate) fn stack(py: Python<'_>, ident: u64) -> PyResult<String> {
     let frames = py.import("sys")?.call_method0("_current_frames")?;
     let Some(frame) = frames
         .call_method1("get", (ident,))

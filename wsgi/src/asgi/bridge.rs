@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -59,6 +60,8 @@ enum Event {
     Room {
         id: u64,
     },
+    /// The watchdog's: the loop is alive if it takes this.
+    Tick,
 }
 
 enum Message {
@@ -74,6 +77,13 @@ pub(crate) struct Shared {
     /// Lifespans waiting for the app to answer startup or shutdown.
     lives: Mutex<HashMap<u64, std::sync::mpsc::Sender<Phase>>>,
     ids: AtomicU64,
+    /// When events began to wait for the loop, if they wait.
+    waiting_since: Mutex<Option<Instant>>,
+    /// The loop stopped turning: it will not serve again.
+    stuck: AtomicBool,
+    /// The loop thread's Python ident, for its stack.
+    ident: AtomicU64,
+    watchdog: OnceLock<()>,
 }
 
 /// How a lifespan phase ended, as the app told.
@@ -121,6 +131,10 @@ pub(crate) fn shared() -> io::Result<&'static Arc<Shared>> {
         conns: Mutex::default(),
         lives: Mutex::default(),
         ids: AtomicU64::new(0),
+        waiting_since: Mutex::default(),
+        stuck: AtomicBool::new(false),
+        ident: AtomicU64::new(0),
+        watchdog: OnceLock::new(),
     });
     let mut started = false;
     let shared = SHARED.get_or_init(|| {
@@ -138,6 +152,8 @@ pub(crate) fn shared() -> io::Result<&'static Arc<Shared>> {
 
 fn run_loop(bridge: Bridge, watched: &UnixStream) {
     let ran = Python::attach(|py| {
+        let ident = crate::harakiri::ident(py);
+        bridge.0.ident.store(ident, Ordering::Relaxed);
         let glue = pyo3::types::PyModule::from_code(
             py,
             &std::ffi::CString::new(GLUE)?,
@@ -161,19 +177,82 @@ impl Shared {
             events.len() == 1
         };
         if first {
+            *lock(&self.waiting_since) = Some(Instant::now());
             // A full socket already holds a byte the loop has yet to read.
             let _ = (&self.wake).write(&[1]);
         }
     }
 
+    /// Whether the loop stopped turning (see [`watch`](Self::watch)).
+    pub(crate) fn is_stuck(&self) -> bool {
+        self.stuck.load(Ordering::Relaxed)
+    }
+
+    /// Watches the loop (once per process, the first limit wins): a loop
+    /// that takes no event for `limit`, a coroutine computing without an
+    /// `await`, is stuck for good. Its stack is logged, every request in the
+    /// app's hands is answered 500 (its response aborted if its head is out),
+    /// later ones get 503 at once, and `then` is called, once.
+    pub(crate) fn watch(self: &Arc<Self>, limit: Duration, then: Arc<dyn Fn() + Send + Sync>) {
+        if self.watchdog.set(()).is_err() {
+            return;
+        }
+        let shared = self.clone();
+        let watched = std::thread::Builder::new()
+            .name("stackway-asyncio-watch".into())
+            .spawn(move || {
+                let tick = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                loop {
+                    std::thread::sleep(tick);
+                    let waited = lock(&shared.waiting_since).map(|since| since.elapsed());
+                    match waited {
+                        Some(waited) if waited > limit => break,
+                        Some(_) => {}
+                        None => shared.push(Event::Tick),
+                    }
+                }
+                shared.cut_off(limit);
+                then();
+            });
+        if let Err(e) = watched {
+            tracing::error!("cannot watch the asyncio loop: {e}");
+        }
+    }
+
+    fn cut_off(&self, limit: Duration) {
+        self.stuck.store(true, Ordering::Relaxed);
+        for (_, conn) in lock(&self.conns).drain() {
+            conn.reader.abort();
+            if conn.head.is_none() {
+                if let Some(out) = conn.body {
+                    let _ = out.send(Err(io::Error::other("harakiri: the asyncio loop is stuck")));
+                }
+            }
+        }
+        // Logged from a thread of its own, which waits for the GIL (a computing
+        // coroutine lets it go every switch interval; one blocked in C holding
+        // it never does): at most a second, then the process may be replaced.
+        let ident = self.ident.load(Ordering::Relaxed);
+        let (logged, log_done) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("stackway-harakiri".into())
+            .spawn(move || {
+                let stack = Python::attach(|py| crate::harakiri::stack(py, ident))
+                    .unwrap_or_else(|e| format!("(the stack cannot be read: {e})"));
+                tracing::error!(
+                    "harakiri: the asyncio loop of the ASGI apps took no event for more than \
+                     {limit:?}; its thread's stack, most recent call last:\n{stack}"
+                );
+                let _ = logged.send(());
+            });
+        if spawned.is_ok() {
+            let _ = log_done.recv_timeout(Duration::from_secs(1));
+        }
+    }
+
     /// Starts the lifespan of `app` (`Some`) or shuts lifespan `id` down,
     /// and waits for the app's answer, at most `limit`.
-    pub(crate) fn life(
-        &self,
-        id: u64,
-        app: Option<Arc<Py<PyAny>>>,
-        limit: std::time::Duration,
-    ) -> Phase {
+    pub(crate) fn life(&self, id: u64, app: Option<Arc<Py<PyAny>>>, limit: Duration) -> Phase {
         let (told, answer) = std::sync::mpsc::channel();
         lock(&self.lives).insert(id, told);
         self.push(Event::Life { id, app });
@@ -307,6 +386,7 @@ impl Bridge {
     /// (lifespan startup), `(4, id)` (lifespan shutdown).
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let events = std::mem::take(&mut *lock(&self.0.events));
+        *lock(&self.0.waiting_since) = None;
         events
             .into_iter()
             .map(|event| {
@@ -327,6 +407,7 @@ impl Bridge {
                         (3, id, app.clone_ref(py)).into_pyobject(py)?.into_any()
                     }
                     Event::Life { id, app: None } => (4, id).into_pyobject(py)?.into_any(),
+                    Event::Tick => (5, 0).into_pyobject(py)?.into_any(),
                 })
             })
             .collect()

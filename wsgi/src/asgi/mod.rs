@@ -121,6 +121,22 @@ impl Asgi {
         }
     }
 
+    /// Watches the process's asyncio loop (uWSGI's `--harakiri`, for a
+    /// coroutine that computes without an `await`, or calls something that
+    /// blocks): a loop that takes no event for `limit` cannot be freed, only
+    /// its process. The loop thread's Python stack is logged, every request
+    /// in the apps' hands gets 500 (or its response aborted, its head out),
+    /// later ones 503, and `then` is called, once: `stackway serve` asks its
+    /// supervisor there for a new process. The loop is shared by every ASGI
+    /// app of the process, and the first limit set is the one.
+    pub fn harakiri(self, limit: Duration, then: impl Fn() + Send + Sync + 'static) -> Self {
+        match bridge::shared() {
+            Ok(shared) => shared.watch(limit, Arc::new(then)),
+            Err(e) => tracing::error!("cannot start the asyncio loop: {e}"),
+        }
+        self
+    }
+
     /// Runs the app's lifespan shutdown (`lifespan.shutdown`), if its
     /// startup ran, and waits for it, at most 30 seconds: call it once the
     /// server has drained. A failure is logged.
@@ -146,6 +162,9 @@ impl App for Asgi {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
         };
+        if shared.is_stuck() {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
         let scope = Scope::new(&req);
         let life = self.life.get().copied();
         let (head, body) = shared.start(self.app.clone(), life, scope, req.into_body());

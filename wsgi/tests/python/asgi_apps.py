@@ -128,3 +128,11 @@ async def events(scope, receive, send):
                     "more_body": True})
         await asyncio.sleep(0.1)
     await send({"type": "http.response.body", "body": b""})
+
+
+async def spin(scope, receive, send):
+    """Computes forever without an await: the loop is stuck."""
+    if scope["type"] != "http":
+        return
+    while True:
+        pass
