@@ -49,6 +49,8 @@ def serve(bridge, fd):
 
     async def run(conn, app, scope):
         async def receive():
+            if conn.gone and not conn.inbox:
+                return {"type": "http.disconnect"}  # again, for each later call
             while not conn.inbox:
                 if not conn.asked:
                     conn.asked = True
