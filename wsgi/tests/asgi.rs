@@ -29,7 +29,9 @@ fn serve() -> Running {
         .mount("/silent", app("silent"))
         .mount("/endless", app("endless"))
         .mount("/report", app("report"))
-        .mount("/events", app("events"));
+        .mount("/events", app("events"))
+        .mount("/ws", app("echo"))
+        .mount("/refuse", app("refuse"));
     Running::start(server().workers(2), apps)
 }
 
@@ -224,4 +226,71 @@ fn server_sent_events_and_http2() {
     ]));
     assert_eq!(scope["http_version"], "2");
     assert_eq!(scope["path"], "/api/x");
+}
+
+#[test]
+fn a_websocket_echoes_text_and_bytes_and_closes_with_codes_both_ways() {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::protocol::CloseFrame;
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::{Message, connect};
+
+    let running = serve();
+    let url = format!("ws://{}/ws/room", running.addr);
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "chat, other".parse().unwrap());
+    let (mut socket, res) = connect(request).unwrap();
+    assert_eq!(res.status(), 101);
+    assert_eq!(res.headers()["sec-websocket-protocol"], "chat");
+    assert_eq!(res.headers()["x-echo"], "/ws/room");
+    socket.send(Message::text("hello")).unwrap();
+    assert_eq!(socket.read().unwrap(), Message::text("hello"));
+    socket.send(Message::binary(vec![0, 1, 2, 255])).unwrap();
+    assert_eq!(socket.read().unwrap(), Message::binary(vec![0, 1, 2, 255]));
+    // The server answers pings.
+    socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .unwrap();
+    assert_eq!(
+        socket.read().unwrap(),
+        Message::Pong(b"are you there".to_vec().into())
+    );
+    // The app closes with its code and reason.
+    socket.send(Message::text("close-me")).unwrap();
+    match socket.read().unwrap() {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 4001);
+            assert_eq!(frame.reason, "asked");
+        }
+        other => panic!("expected the app's close, got {other:?}"),
+    }
+    // The client closes with its code, and the app hears it.
+    let (mut socket, _) = connect(url.as_str()).unwrap();
+    socket
+        .close(Some(CloseFrame {
+            code: CloseCode::from(4000),
+            reason: "bye".into(),
+        }))
+        .unwrap();
+    while socket.read().is_ok() {}
+    let heard = Instant::now();
+    loop {
+        let report = json(&Conn::open(running.addr).get("/report").text());
+        if report["closed"]
+            .as_array()
+            .is_some_and(|codes| codes.contains(&4000.into()))
+        {
+            break;
+        }
+        assert!(heard.elapsed() < Duration::from_secs(5), "{report}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Closed before accepting: the handshake is refused.
+    let refused = connect(format!("ws://{}/refuse", running.addr).as_str());
+    match refused {
+        Err(tungstenite::Error::Http(res)) => assert_eq!(res.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
 }

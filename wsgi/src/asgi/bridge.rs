@@ -27,6 +27,7 @@ use stackway::Body;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::scope::Scope;
+use super::websocket::Out;
 
 /// Past this many bytes sent and not yet taken by the client, `send` waits.
 const HIGH_WATER: usize = 64 * 1024;
@@ -65,8 +66,15 @@ enum Event {
 }
 
 enum Message {
-    Request { body: Bytes, more: bool },
+    Request {
+        body: Bytes,
+        more: bool,
+    },
     Disconnect,
+    Connect,
+    Socket(Out),
+    /// `websocket.disconnect`, with the close code.
+    Closed(u16),
 }
 
 /// The server's side of the bridge: one per process, with its loop.
@@ -102,7 +110,21 @@ struct Conn {
     head: Option<oneshot::Sender<Head>>,
     body: Option<mpsc::UnboundedSender<io::Result<Bytes>>>,
     room: Arc<Room>,
-    reader: tokio::task::AbortHandle,
+    /// The request body's reader (an http scope's).
+    reader: Option<tokio::task::AbortHandle>,
+    /// A websocket scope's messages out, once accepted.
+    socket: Option<mpsc::UnboundedSender<Out>>,
+    websocket: bool,
+    accepted: bool,
+}
+
+/// A request started in the app: its head, its body (unless it becomes a
+/// WebSocket), and for a WebSocket what its socket needs.
+pub(crate) struct Started {
+    pub(crate) id: u64,
+    pub(crate) head: oneshot::Receiver<Head>,
+    pub(crate) body: Body,
+    pub(crate) socket: Option<(Arc<Notify>, mpsc::UnboundedReceiver<Out>)>,
 }
 
 /// Bytes sent and not yet taken by the client, and whether `send` waits for room.
@@ -222,7 +244,9 @@ impl Shared {
     fn cut_off(&self, limit: Duration) {
         self.stuck.store(true, Ordering::Relaxed);
         for (_, conn) in lock(&self.conns).drain() {
-            conn.reader.abort();
+            if let Some(reader) = &conn.reader {
+                reader.abort();
+            }
             if conn.head.is_none() {
                 if let Some(out) = conn.body {
                     let _ = out.send(Err(io::Error::other("harakiri: the asyncio loop is stuck")));
@@ -267,27 +291,39 @@ impl Shared {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Starts `app` on a request: its head comes on the returned channel,
-    /// its body in the returned [`Body`].
+    /// Starts `app` on a request (a WebSocket handshake when `websocket`).
     pub(crate) fn start(
         self: &Arc<Self>,
         app: Arc<Py<PyAny>>,
         life: Option<u64>,
         scope: Scope,
         body: Body,
-    ) -> (oneshot::Receiver<Head>, Body) {
+        websocket: bool,
+    ) -> Started {
         let id = self.id();
         let want = Arc::new(Notify::new());
-        let reader = tokio::spawn(read_body(body, want.clone(), self.clone(), id)).abort_handle();
         let (head, head_rx) = oneshot::channel();
         let (out, out_rx) = mpsc::unbounded_channel();
         let room = Arc::new(Room::default());
+        let (reader, socket, socket_rx) = match websocket {
+            false => {
+                let reader = read_body(body, want.clone(), self.clone(), id);
+                (Some(tokio::spawn(reader).abort_handle()), None, None)
+            }
+            true => {
+                let (socket, socket_rx) = mpsc::unbounded_channel();
+                (None, Some(socket), Some((want.clone(), socket_rx)))
+            }
+        };
         let conn = Conn {
             want,
             head: Some(head),
             body: Some(out),
             room: room.clone(),
             reader,
+            socket,
+            websocket,
+            accepted: false,
         };
         lock(&self.conns).insert(id, conn);
         let outgoing = Outgoing {
@@ -305,7 +341,38 @@ impl Shared {
             scope,
             life,
         });
-        (head_rx, Body::from_stream(outgoing))
+        if websocket {
+            let message = Message::Connect;
+            self.push(Event::Receive { id, message });
+        }
+        Started {
+            id,
+            head: head_rx,
+            body: Body::from_stream(outgoing),
+            socket: socket_rx,
+        }
+    }
+
+    /// A message from WebSocket `id`'s client.
+    pub(crate) fn received(&self, id: u64, message: Out) {
+        let message = Message::Socket(message);
+        self.push(Event::Receive { id, message });
+    }
+
+    /// WebSocket `id` closed, with `code`.
+    pub(crate) fn closed(&self, id: u64, code: u16) {
+        let message = Message::Closed(code);
+        self.push(Event::Receive { id, message });
+    }
+
+    /// `len` bytes of WebSocket `id` went out.
+    pub(crate) fn sent(&self, id: u64, len: usize) {
+        let room = lock(&self.conns).get(&id).map(|conn| conn.room.clone());
+        if let Some(room) = room {
+            if room.taken(len) {
+                self.push(Event::Room { id });
+            }
+        }
     }
 }
 
@@ -348,8 +415,7 @@ impl Stream for Outgoing {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let next = self.chunks.poll_recv(cx);
         if let Poll::Ready(Some(Ok(chunk))) = &next {
-            let left = self.room.queued.fetch_sub(chunk.len(), Ordering::SeqCst) - chunk.len();
-            if left <= HIGH_WATER && self.room.waiting.swap(false, Ordering::SeqCst) {
+            if self.room.taken(chunk.len()) {
                 self.gone.shared.push(Event::Room { id: self.gone.id });
             }
         }
@@ -365,13 +431,17 @@ struct Gone {
 
 impl Drop for Gone {
     fn drop(&mut self) {
-        if lock(&self.shared.conns).contains_key(&self.id) {
-            let message = Message::Disconnect;
-            self.shared.push(Event::Receive {
-                id: self.id,
-                message,
-            });
-        }
+        // An accepted WebSocket says its own close.
+        let message = match lock(&self.shared.conns).get(&self.id) {
+            Some(conn) if conn.accepted => return,
+            Some(conn) if conn.websocket => Message::Closed(1006),
+            Some(_) => Message::Disconnect,
+            None => return,
+        };
+        self.shared.push(Event::Receive {
+            id: self.id,
+            message,
+        });
     }
 }
 
@@ -431,42 +501,85 @@ impl Bridge {
             return Ok(false);
         };
         match kind.as_str() {
-            "http.response.start" => {
-                let head = head(message)?;
+            "websocket.accept" if conn.websocket => {
+                let mut head = head(message, Some(StatusCode::SWITCHING_PROTOCOLS))?;
+                if let Some(protocol) = item(message, "subprotocol")?.filter(|p| !p.is_none()) {
+                    let protocol: String = protocol.extract()?;
+                    let protocol = HeaderValue::try_from(protocol)
+                        .map_err(|_| PyRuntimeError::new_err("bad subprotocol"))?;
+                    head.headers
+                        .insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocol);
+                }
                 let Some(sender) = conn.head.take() else {
-                    return Err(PyRuntimeError::new_err("http.response.start sent twice"));
+                    return Err(PyRuntimeError::new_err(
+                        "websocket.accept after the handshake",
+                    ));
                 };
+                conn.accepted = true;
+                conn.body = None;
                 let _ = sender.send(head);
                 Ok(false)
             }
-            "http.response.body" if conn.head.is_some() => Err(PyRuntimeError::new_err(
-                "http.response.body sent before http.response.start",
-            )),
-            "http.response.body" => {
-                let Some(out) = &conn.body else {
+            "websocket.send" if conn.accepted => {
+                let Some(socket) = &conn.socket else {
                     return Err(PyRuntimeError::new_err(
-                        "http.response.body sent after the response was complete",
+                        "websocket.send after websocket.close",
                     ));
                 };
-                let body: Bytes = match item(message, "body")? {
-                    Some(body) => Bytes::from(body.cast::<PyBytes>()?.as_bytes().to_vec()),
-                    None => Bytes::new(),
+                let out = match item(message, "bytes")?.filter(|b| !b.is_none()) {
+                    Some(data) => {
+                        Out::Bytes(Bytes::from(data.cast::<PyBytes>()?.as_bytes().to_vec()))
+                    }
+                    None => Out::Text(
+                        item(message, "text")?
+                            .ok_or_else(|| {
+                                PyRuntimeError::new_err("websocket.send needs bytes or text")
+                            })?
+                            .extract()?,
+                    ),
                 };
-                let more = item(message, "more_body")?
-                    .is_some_and(|more| more.is_truthy().unwrap_or(false));
-                let len = body.len();
-                if len > 0 {
-                    conn.room.queued.fetch_add(len, Ordering::SeqCst);
-                    let _ = out.send(Ok(body));
-                }
-                if !more {
-                    conn.body = None;
-                    return Ok(false);
-                }
+                let len = match &out {
+                    Out::Bytes(data) => data.len(),
+                    Out::Text(text) => text.len(),
+                    Out::Close(..) => 0,
+                };
+                conn.room.queued.fetch_add(len, Ordering::SeqCst);
+                let _ = socket.send(out);
                 Ok(conn.room.behind())
             }
+            "websocket.close" if conn.accepted => {
+                let code: u16 = item(message, "code")?.map_or(Ok(1000), |c| c.extract())?;
+                let reason: String = item(message, "reason")?
+                    .filter(|r| !r.is_none())
+                    .map_or(Ok(String::new()), |r| r.extract())?;
+                if let Some(socket) = conn.socket.take() {
+                    let _ = socket.send(Out::Close(code, reason));
+                }
+                Ok(false)
+            }
+            // Closed before the handshake: refused, as uvicorn does.
+            "websocket.close" if conn.websocket => {
+                if let Some(sender) = conn.head.take() {
+                    let _ = sender.send(Head::refusal());
+                }
+                conn.body = None;
+                Ok(false)
+            }
+            "websocket.http.response.start" if conn.websocket && !conn.accepted => {
+                respond_start(conn, message)
+            }
+            "websocket.http.response.body" if conn.websocket && !conn.accepted => {
+                respond_body(conn, message)
+            }
+            kind @ ("websocket.send" | "websocket.close" | "websocket.accept")
+                if conn.websocket =>
+            {
+                Err(PyRuntimeError::new_err(format!("{kind} out of turn")))
+            }
+            "http.response.start" if !conn.websocket => respond_start(conn, message),
+            "http.response.body" if !conn.websocket => respond_body(conn, message),
             other => Err(PyRuntimeError::new_err(format!(
-                "unexpected ASGI message {other:?} in an http scope"
+                "unexpected ASGI message {other:?} in this scope"
             ))),
         }
     }
@@ -490,9 +603,22 @@ impl Bridge {
         let Some(conn) = lock(&self.0.conns).remove(&id) else {
             return;
         };
-        conn.reader.abort();
+        if let Some(reader) = &conn.reader {
+            reader.abort();
+        }
+        if let (Some(socket), Some(_)) = (&conn.socket, &error) {
+            // Accepted, then failed: closed as an internal error (ignored if never accepted).
+            let _ = socket.send(Out::Close(1011, String::new()));
+        }
         let why = match error {
             Some(traceback) => traceback,
+            None if conn.head.is_some() && conn.websocket => {
+                // Returned without a word on the handshake: refused, as uvicorn does.
+                if let Some(sender) = conn.head {
+                    let _ = sender.send(Head::refusal());
+                }
+                return;
+            }
             None if conn.head.is_some() => "the app returned without starting a response".into(),
             None if conn.body.is_some() => {
                 "the app returned before its response was complete".into()
@@ -507,7 +633,23 @@ impl Bridge {
     }
 }
 
+impl Head {
+    /// A WebSocket refused before its handshake.
+    fn refusal() -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            headers: HeaderMap::new(),
+        }
+    }
+}
+
 impl Room {
+    /// `len` bytes went out; true when that makes room for a waiting `send`.
+    fn taken(&self, len: usize) -> bool {
+        let left = self.queued.fetch_sub(len, Ordering::SeqCst) - len;
+        left <= HIGH_WATER && self.waiting.swap(false, Ordering::SeqCst)
+    }
+
     /// Whether the client is behind; if so, room is announced once it catches up.
     fn behind(&self) -> bool {
         if self.queued.load(Ordering::SeqCst) <= HIGH_WATER {
@@ -525,13 +667,58 @@ fn item<'py>(message: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<Bound<'
     message.get_item(key)
 }
 
-/// The head of an `http.response.start` message.
-fn head(message: &Bound<'_, PyDict>) -> PyResult<Head> {
-    let status: u16 = item(message, "status")?
-        .ok_or_else(|| PyRuntimeError::new_err("http.response.start needs a 'status'"))?
-        .extract()?;
-    let status = StatusCode::from_u16(status)
-        .map_err(|_| PyRuntimeError::new_err(format!("{status} is not an HTTP status")))?;
+/// `http.response.start` (and its `websocket.http` twin): the response's head.
+fn respond_start(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> {
+    let head = head(message, None)?;
+    let Some(sender) = conn.head.take() else {
+        return Err(PyRuntimeError::new_err("http.response.start sent twice"));
+    };
+    let _ = sender.send(head);
+    Ok(false)
+}
+
+/// `http.response.body` (and its `websocket.http` twin): a piece of the
+/// body; true when the client is behind.
+fn respond_body(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> {
+    if conn.head.is_some() {
+        return Err(PyRuntimeError::new_err(
+            "http.response.body sent before http.response.start",
+        ));
+    }
+    let Some(out) = &conn.body else {
+        return Err(PyRuntimeError::new_err(
+            "http.response.body sent after the response was complete",
+        ));
+    };
+    let body: Bytes = match item(message, "body")? {
+        Some(body) => Bytes::from(body.cast::<PyBytes>()?.as_bytes().to_vec()),
+        None => Bytes::new(),
+    };
+    let more = item(message, "more_body")?.is_some_and(|more| more.is_truthy().unwrap_or(false));
+    let len = body.len();
+    if len > 0 {
+        conn.room.queued.fetch_add(len, Ordering::SeqCst);
+        let _ = out.send(Ok(body));
+    }
+    if !more {
+        conn.body = None;
+        return Ok(false);
+    }
+    Ok(conn.room.behind())
+}
+
+/// The head a message gives: `status` (unless given here) and `headers`.
+fn head(message: &Bound<'_, PyDict>, status: Option<StatusCode>) -> PyResult<Head> {
+    let status = match status {
+        Some(status) => status,
+        None => {
+            let status: u16 = item(message, "status")?
+                .ok_or_else(|| PyRuntimeError::new_err("http.response.start needs a 'status'"))?
+                .extract()?;
+            StatusCode::from_u16(status)
+                .map_err(|_| PyRuntimeError::new_err(format!("{status} is not an HTTP status")))?
+        }
+    };
     let mut headers = HeaderMap::new();
     if let Some(pairs) = item(message, "headers")? {
         for pair in pairs.try_iter()? {
@@ -560,6 +747,19 @@ impl Message {
                 dict.set_item("more_body", more)?;
             }
             Self::Disconnect => dict.set_item("type", "http.disconnect")?,
+            Self::Connect => dict.set_item("type", "websocket.connect")?,
+            Self::Socket(out) => {
+                dict.set_item("type", "websocket.receive")?;
+                match out {
+                    Out::Text(text) => dict.set_item("text", text)?,
+                    Out::Bytes(data) => dict.set_item("bytes", PyBytes::new(py, &data))?,
+                    Out::Close(..) => {}
+                }
+            }
+            Self::Closed(code) => {
+                dict.set_item("type", "websocket.disconnect")?;
+                dict.set_item("code", code)?;
+            }
         }
         Ok(dict)
     }

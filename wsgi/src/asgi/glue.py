@@ -20,13 +20,13 @@ class _Conn:
         self.waiting = None  # receive() awaiting a message
         self.writable = None  # send() awaiting room
         self.asked = False  # the server was asked for the next message
-        self.gone = False
+        self.gone = None  # the disconnect message, once the client is gone
 
     def deliver(self, message):
         self.inbox.append(message)
         self.asked = False
-        if message["type"] == "http.disconnect":
-            self.gone = True
+        if message["type"] in ("http.disconnect", "websocket.disconnect"):
+            self.gone = message
             self.release()
         if self.waiting is not None and not self.waiting.done():
             self.waiting.set_result(None)
@@ -50,7 +50,7 @@ def serve(bridge, fd):
     async def run(conn, app, scope):
         async def receive():
             if conn.gone and not conn.inbox:
-                return {"type": "http.disconnect"}  # again, for each later call
+                return dict(conn.gone)  # again, for each later call
             while not conn.inbox:
                 if not conn.asked:
                     conn.asked = True

@@ -2,6 +2,7 @@
 
 mod bridge;
 mod scope;
+mod websocket;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -165,13 +166,30 @@ impl App for Asgi {
         if shared.is_stuck() {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
-        let scope = Scope::new(&req);
+        let websocket = websocket::is_websocket(&req);
+        let scope = Scope::new(&req, websocket);
+        let mut req = req;
+        let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        let key = req.headers().get(http::header::SEC_WEBSOCKET_KEY).cloned();
         let life = self.life.get().copied();
-        let (head, body) = shared.start(self.app.clone(), life, scope, req.into_body());
-        let Ok(head) = head.await else {
+        let started = shared.start(self.app.clone(), life, scope, req.into_body(), websocket);
+        let Ok(head) = started.head.await else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
-        let mut res = Response::new(body);
+        if let (StatusCode::SWITCHING_PROTOCOLS, Some(key), Some(upgrade), Some((want, out))) =
+            (head.status, &key, upgrade, started.socket)
+        {
+            let res = websocket::switching(key, head);
+            tokio::spawn(websocket::run(
+                upgrade,
+                shared.clone(),
+                started.id,
+                want,
+                out,
+            ));
+            return res;
+        }
+        let mut res = Response::new(started.body);
         *res.status_mut() = head.status;
         *res.headers_mut() = head.headers;
         res

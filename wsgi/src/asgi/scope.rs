@@ -1,4 +1,5 @@
-//! The `http` scope (ASGI 3, spec version 2.4) from a stackway request.
+//! The `http` and `websocket` scopes (ASGI 3, spec version 2.4) from a
+//! stackway request.
 //!
 //! `root_path` is the mount (with a trusted proxy's prefix); `path` is the
 //! whole path percent-decoded (as UTF-8, bad bytes replaced, as uvicorn
@@ -12,6 +13,8 @@ use stackway::{Request, RequestExt};
 
 /// What the scope needs from a request, taken on the server's side.
 pub(crate) struct Scope {
+    /// A `websocket` scope, for a handshake; else `http`.
+    websocket: bool,
     http_version: &'static str,
     method: String,
     scheme: &'static str,
@@ -29,10 +32,11 @@ fn decoded(path: &str) -> String {
 }
 
 impl Scope {
-    pub(crate) fn new(req: &Request) -> Self {
+    pub(crate) fn new(req: &Request, websocket: bool) -> Self {
         let env = req.environ();
         let mount = env.mount_path();
         Self {
+            websocket,
             http_version: match req.version() {
                 http::Version::HTTP_10 => "1.0",
                 http::Version::HTTP_2 => "2",
@@ -63,11 +67,30 @@ impl Scope {
         let asgi = PyDict::new(py);
         asgi.set_item("version", "3.0")?;
         asgi.set_item("spec_version", "2.4")?;
-        scope.set_item("type", "http")?;
         scope.set_item("asgi", asgi)?;
         scope.set_item("http_version", self.http_version)?;
-        scope.set_item("method", self.method)?;
-        scope.set_item("scheme", self.scheme)?;
+        match self.websocket {
+            true => {
+                scope.set_item("type", "websocket")?;
+                scope.set_item("scheme", if self.scheme == "https" { "wss" } else { "ws" })?;
+                let offered = (self.headers.iter())
+                    .filter(|(name, _)| name == b"sec-websocket-protocol")
+                    .flat_map(|(_, value)| {
+                        String::from_utf8_lossy(value)
+                            .split(',')
+                            .map(|p| p.trim().to_owned())
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>();
+                scope.set_item("subprotocols", offered)?;
+            }
+            false => {
+                scope.set_item("type", "http")?;
+                scope.set_item("method", self.method)?;
+                scope.set_item("scheme", self.scheme)?;
+            }
+        }
         scope.set_item("path", self.path)?;
         scope.set_item("raw_path", PyBytes::new(py, &self.raw_path))?;
         scope.set_item("query_string", PyBytes::new(py, &self.query_string))?;

@@ -138,3 +138,27 @@ async def spin(scope, receive, send):
         return
     while True:
         pass
+
+
+async def echo(scope, receive, send):
+    """A WebSocket echo: accepts with the `chat` subprotocol when offered; `close-me` closes
+    with 4001; counts the close codes it hears in `seen["closed"]`."""
+    assert (await receive())["type"] == "websocket.connect"
+    chat = "chat" if "chat" in scope["subprotocols"] else None
+    await send({"type": "websocket.accept", "subprotocol": chat,
+                "headers": [(b"x-echo", scope["path"].encode())]})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            seen.setdefault("closed", []).append(message["code"])
+            return
+        if message.get("text") == "close-me":
+            await send({"type": "websocket.close", "code": 4001, "reason": "asked"})
+            return
+        await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
+
+
+async def refuse(scope, receive, send):
+    """Closes before accepting: the handshake is refused."""
+    await receive()
+    await send({"type": "websocket.close"})

@@ -1,0 +1,137 @@
+//! ASGI `websocket` scopes: the handshake answered with the app's
+//! `websocket.accept` (or refused with its `websocket.close` or its own
+//! response), then the upgraded connection, framed by tokio-tungstenite:
+//! a message read each time the app asks for one, a message written each
+//! time it sends one. Pings are answered; a message over [`MAX_MESSAGE`]
+//! ends the connection (uvicorn's `--ws-max-size`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use stackway::{Body, Request, Response};
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+
+use super::bridge::{Head, Shared};
+
+/// The largest message either way, as uvicorn's default.
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// What the app sends on an accepted socket.
+pub(crate) enum Out {
+    Text(String),
+    Bytes(Bytes),
+    Close(u16, String),
+}
+
+/// Whether `req` opens a WebSocket (RFC 6455 over HTTP/1.1).
+pub(crate) fn is_websocket(req: &Request) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    req.version() == http::Version::HTTP_11
+        && req.method() == http::Method::GET
+        && has(header::UPGRADE, "websocket")
+        && has(header::CONNECTION, "upgrade")
+        && req.headers().contains_key(header::SEC_WEBSOCKET_KEY)
+}
+
+/// The `101 Switching Protocols` for the client's `key`, with the headers of
+/// the app's `websocket.accept` (its subprotocol among them).
+pub(crate) fn switching(key: &HeaderValue, head: Head) -> Response {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *res.headers_mut() = head.headers;
+    let headers = res.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    res
+}
+
+/// The accepted socket of request `id`: frames in as the app wants them,
+/// out as it sends them, until either side closes.
+pub(crate) async fn run(
+    upgrade: OnUpgrade,
+    shared: Arc<Shared>,
+    id: u64,
+    want: Arc<Notify>,
+    mut out: mpsc::UnboundedReceiver<Out>,
+) {
+    let Ok(upgraded) = upgrade.await else {
+        return shared.closed(id, 1006);
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let (mut sink, mut stream) = socket.split();
+    let reading = async {
+        loop {
+            want.notified().await;
+            // Pings are answered by the socket itself; they are no message.
+            let message = loop {
+                match stream.next().await {
+                    Some(Ok(Frame::Text(text))) => break Ok(Out::Text(text.to_string())),
+                    Some(Ok(Frame::Binary(data))) => break Ok(Out::Bytes(data)),
+                    Some(Ok(Frame::Close(frame))) => {
+                        break Err(frame.map_or(1005, |f| u16::from(f.code)));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break Err(1006),
+                }
+            };
+            match message {
+                Ok(message) => shared.received(id, message),
+                Err(code) => return shared.closed(id, code),
+            }
+        }
+    };
+    let writing = async {
+        // The app ending without a close closes normally.
+        let mut closing = Out::Close(1000, String::new());
+        while let Some(message) = out.recv().await {
+            let frame = match message {
+                Out::Text(text) => Frame::text(text),
+                Out::Bytes(data) => Frame::binary(data),
+                close @ Out::Close(..) => {
+                    closing = close;
+                    break;
+                }
+            };
+            let len = frame.len();
+            if sink.send(frame).await.is_err() {
+                return;
+            }
+            shared.sent(id, len);
+        }
+        if let Out::Close(code, reason) = closing {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            let _ = sink.send(Frame::Close(Some(frame))).await;
+        }
+    };
+    // Either side done ends the socket: the client closed (the app has been
+    // told), or the app ended (its close has gone out).
+    tokio::select! {
+        () = reading => {}
+        () = writing => {}
+    }
+}
