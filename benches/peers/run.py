@@ -34,7 +34,7 @@ HELLO = ["hello-root", "hello-deep", "idle-5k"]
 STATIC = ["static-1k", "static-64k", "static-1m", "static-20m", "static-304", "static-range"]
 COMPRESSED = ["compressed-64k-gzip", "compressed-64k-br"]
 WSGI = ["wsgi-hello", "wsgi-cpu"]
-ASGI = ["asgi-hello"]
+ASGI = ["asgi-hello", "ws-echo"]
 PYTHON_SCENARIOS = WSGI + ASGI
 SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy"] + PYTHON_SCENARIOS
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn"]
@@ -70,6 +70,19 @@ async def asgi_hello(scope, receive, send):
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+async def ws_echo(scope, receive, send):
+    if scope["type"] == "http":
+        return await asgi_hello(scope, receive, send)
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
 """
 PYDEPS = ROOT / "target" / "peers" / "pydeps"
 # The interpreter stackway-wsgi embeds (.cargo/config.toml), so every server runs the same Python.
@@ -215,7 +228,8 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
     if server == "nginx":
         return nginx_conf(tmp, port, static, upstream, scenario)
     bind = f"127.0.0.1:{port}"
-    app = {"wsgi-cpu": "bench_app:cpu", "asgi-hello": "bench_app:asgi_hello"}.get(scenario, "bench_app:application")
+    app = {"wsgi-cpu": "bench_app:cpu", "asgi-hello": "bench_app:asgi_hello",
+           "ws-echo": "bench_app:ws_echo"}.get(scenario, "bench_app:application")
     workers = str(os.cpu_count())
     processes = []
     if server == "stackway-1p":
@@ -347,6 +361,14 @@ def scenario_request(scenario, port):
     return "/static/" + scenario.split("-")[1] + ".bin", [], 200
 
 
+def ws_load(port, path, args, seconds):
+    """The ws-echo scenario's load: echo round trips over args.connections WebSockets."""
+    out = subprocess.run([str(PEERS / "target/release/ws-load"), f"ws://127.0.0.1:{port}{path}",
+                          str(args.connections), str(seconds)],
+                         capture_output=True, text=True, check=True).stdout
+    return {**json.loads(out), "non_2xx_3xx": 0, "socket_errors": None}
+
+
 def wrk(port, path, headers, args, seconds):
     cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency"]
     for h in headers:
@@ -413,9 +435,10 @@ def run_once(server_name, scenario, static, tmp, args):
             conns = idle_connections(server.port, args.idle)
             time.sleep(0.5)
             per_conn = (server.memory_kib("VmRSS") - before) / args.idle
-        wrk(server.port, path, headers, args, 1)  # warm up
+        load = wrk if scenario != "ws-echo" else lambda port, path, _headers, args, seconds: ws_load(port, path, args, seconds)
+        load(server.port, path, headers, args, 1)  # warm up
         cpu = server.cpu_seconds()
-        result = wrk(server.port, path, headers, args, args.duration)
+        result = load(server.port, path, headers, args, args.duration)
         cpu = server.cpu_seconds() - cpu
         result["cpu_us_per_req"] = cpu * 1e6 / (result["rps"] * args.duration)
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
