@@ -76,6 +76,8 @@ fn the_example_file_serves_every_listener_mount_and_export() {
     assert_eq!(get("/").text(), "<h1>Hello, web!</h1>");
     assert!(get("/env/x").text().contains("SCRIPT_NAME=/env\n"));
     assert_eq!(get("/py/stackway").text(), "Hello, stackway!");
+    // The ASGI app's lifespan ran before serving: its state is in the scope.
+    assert_eq!(get("/asgi").text(), "started");
     let api = get("/api/users");
     assert!(api.text().contains("PATH_INFO=/users\n"), "{}", api.text());
     // trace_context: the upstream got a traceparent.
