@@ -10,7 +10,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::objects::Exchange;
@@ -44,33 +43,48 @@ impl Harakiri {
     }
 
     /// A request on the Python thread `ident` passed the limit: its stack is
-    /// logged (from a thread of its own, which waits for the GIL), then the
-    /// hook is called. The hook waits for the log, at most [`LOG_WAIT`]: a
-    /// process replaced at once would drain and exit before the stack is read.
+    /// logged, then the hook is called (see [`log_stack_then`]).
     pub(crate) fn stuck(&self, ident: u64) {
         self.kills.fetch_add(1, Ordering::Relaxed);
-        let (app, limit) = (self.app.clone(), self.limit);
-        let (logged, log_done) = oneshot::channel::<()>();
-        let spawned = std::thread::Builder::new()
-            .name("stackway-harakiri".into())
-            .spawn(move || {
-                let stack = Python::attach(|py| stack(py, ident))
-                    .unwrap_or_else(|e| format!("(the stack cannot be read: {e})"));
-                tracing::error!(
-                    app = %app,
-                    "harakiri: a request ran in Python for more than {limit:?}; \
-                     the stuck thread's stack, most recent call last:\n{stack}"
-                );
-                let _ = logged.send(());
-            });
-        if let Err(e) = spawned {
-            tracing::error!(app = %self.app, "harakiri: a request ran in Python for more than {limit:?} ({e})");
-        }
+        let what = format!(
+            "a request of {} ran in Python for more than {:?}",
+            self.app, self.limit
+        );
         let then = self.then.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(LOG_WAIT, log_done).await;
+        log_stack_then(ident, what, move || then());
+    }
+}
+
+/// Logs `what` with the Python stack of thread `ident`, from a thread of its
+/// own, which waits for the GIL (a thread computing in Python lets it go
+/// every switch interval; one blocked in C holding it never does); then
+/// calls `then`, once the stack is logged or after [`LOG_WAIT`]: a process
+/// replaced at once would drain and exit before its stack is read.
+pub(crate) fn log_stack_then(ident: u64, what: String, then: impl FnOnce() + Send + 'static) {
+    let (logged, log_done) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("stackway-harakiri".into())
+        .spawn(move || {
+            let stack = Python::attach(|py| stack(py, ident))
+                .unwrap_or_else(|e| format!("(the stack cannot be read: {e})"));
+            tracing::error!(
+                "harakiri: {what}; the stuck thread's stack, most recent call last:\n{stack}"
+            );
+            let _ = logged.send(());
+        });
+    if let Err(e) = &spawned {
+        tracing::error!("harakiri: cannot start a thread to log a stuck stack: {e}");
+    }
+    let waited = std::thread::Builder::new()
+        .name("stackway-harakiri".into())
+        .spawn(move || {
+            if spawned.is_ok() {
+                let _ = log_done.recv_timeout(LOG_WAIT);
+            }
             then();
         });
+    if let Err(e) = waited {
+        tracing::error!("harakiri: cannot start a thread to replace the process: {e}");
     }
 }
 

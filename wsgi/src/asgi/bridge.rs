@@ -124,12 +124,12 @@ pub(crate) struct Started {
     pub(crate) id: u64,
     pub(crate) head: oneshot::Receiver<Head>,
     pub(crate) body: Body,
-    pub(crate) socket: Option<(Arc<Notify>, mpsc::UnboundedReceiver<Out>)>,
+    pub(crate) socket: Option<(Arc<Notify>, mpsc::UnboundedReceiver<Out>, Arc<Room>)>,
 }
 
 /// Bytes sent and not yet taken by the client, and whether `send` waits for room.
 #[derive(Default)]
-struct Room {
+pub(crate) struct Room {
     queued: AtomicUsize,
     waiting: AtomicBool,
 }
@@ -233,15 +233,14 @@ impl Shared {
                         None => shared.push(Event::Tick),
                     }
                 }
-                shared.cut_off(limit);
-                then();
+                shared.cut_off(limit, move || then());
             });
         if let Err(e) = watched {
             tracing::error!("cannot watch the asyncio loop: {e}");
         }
     }
 
-    fn cut_off(&self, limit: Duration) {
+    fn cut_off(&self, limit: Duration, then: impl FnOnce() + Send + 'static) {
         self.stuck.store(true, Ordering::Relaxed);
         for (_, conn) in lock(&self.conns).drain() {
             if let Some(reader) = &conn.reader {
@@ -253,25 +252,9 @@ impl Shared {
                 }
             }
         }
-        // Logged from a thread of its own, which waits for the GIL (a computing
-        // coroutine lets it go every switch interval; one blocked in C holding
-        // it never does): at most a second, then the process may be replaced.
-        let ident = self.ident.load(Ordering::Relaxed);
-        let (logged, log_done) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("stackway-harakiri".into())
-            .spawn(move || {
-                let stack = Python::attach(|py| crate::harakiri::stack(py, ident))
-                    .unwrap_or_else(|e| format!("(the stack cannot be read: {e})"));
-                tracing::error!(
-                    "harakiri: the asyncio loop of the ASGI apps took no event for more than \
-                     {limit:?}; its thread's stack, most recent call last:\n{stack}"
-                );
-                let _ = logged.send(());
-            });
-        if spawned.is_ok() {
-            let _ = log_done.recv_timeout(Duration::from_secs(1));
-        }
+        let what =
+            format!("the asyncio loop of the ASGI apps took no event for more than {limit:?}");
+        crate::harakiri::log_stack_then(self.ident.load(Ordering::Relaxed), what, then);
     }
 
     /// Starts the lifespan of `app` (`Some`) or shuts lifespan `id` down,
@@ -312,7 +295,11 @@ impl Shared {
             }
             true => {
                 let (socket, socket_rx) = mpsc::unbounded_channel();
-                (None, Some(socket), Some((want.clone(), socket_rx)))
+                (
+                    None,
+                    Some(socket),
+                    Some((want.clone(), socket_rx, room.clone())),
+                )
             }
         };
         let conn = Conn {
@@ -365,13 +352,10 @@ impl Shared {
         self.push(Event::Receive { id, message });
     }
 
-    /// `len` bytes of WebSocket `id` went out.
-    pub(crate) fn sent(&self, id: u64, len: usize) {
-        let room = lock(&self.conns).get(&id).map(|conn| conn.room.clone());
-        if let Some(room) = room {
-            if room.taken(len) {
-                self.push(Event::Room { id });
-            }
+    /// `len` bytes of WebSocket `id` went out of its `room`.
+    pub(crate) fn sent(&self, id: u64, room: &Room, len: usize) {
+        if room.taken(len) {
+            self.push(Event::Room { id });
         }
     }
 }

@@ -155,7 +155,7 @@ impl Asgi {
 }
 
 impl App for Asgi {
-    async fn call(&self, req: Request) -> Response {
+    async fn call(&self, mut req: Request) -> Response {
         let shared = match bridge::shared() {
             Ok(shared) => shared,
             Err(e) => {
@@ -168,7 +168,6 @@ impl App for Asgi {
         }
         let websocket = websocket::is_websocket(&req);
         let scope = Scope::new(&req, websocket);
-        let mut req = req;
         let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let key = req.headers().get(http::header::SEC_WEBSOCKET_KEY).cloned();
         let life = self.life.get().copied();
@@ -176,8 +175,12 @@ impl App for Asgi {
         let Ok(head) = started.head.await else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
-        if let (StatusCode::SWITCHING_PROTOCOLS, Some(key), Some(upgrade), Some((want, out))) =
-            (head.status, &key, upgrade, started.socket)
+        if let (
+            StatusCode::SWITCHING_PROTOCOLS,
+            Some(key),
+            Some(upgrade),
+            Some((want, out, room)),
+        ) = (head.status, &key, upgrade, started.socket)
         {
             let res = websocket::switching(key, head);
             tokio::spawn(websocket::run(
@@ -186,6 +189,7 @@ impl App for Asgi {
                 started.id,
                 want,
                 out,
+                room,
             ));
             return res;
         }

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::bridge::{Head, Shared};
+use super::bridge::{Head, Room, Shared};
 
 /// The largest message either way, as uvicorn's default.
 const MAX_MESSAGE: usize = 16 << 20;
@@ -71,6 +71,7 @@ pub(crate) async fn run(
     id: u64,
     want: Arc<Notify>,
     mut out: mpsc::UnboundedReceiver<Out>,
+    room: Arc<Room>,
 ) {
     let Ok(upgraded) = upgrade.await else {
         return shared.closed(id, 1006);
@@ -118,7 +119,7 @@ pub(crate) async fn run(
             if sink.send(frame).await.is_err() {
                 return;
             }
-            shared.sent(id, len);
+            shared.sent(id, &room, len);
         }
         if let Out::Close(code, reason) = closing {
             let frame = CloseFrame {
