@@ -75,8 +75,10 @@ impl<A: App> Worker<A> {
         // reading a request head, and hyper's would arm and clear a timer on
         // every request besides.
         builder.http1().max_buf_size(self.config.max_header_size);
+        // Extended CONNECT (RFC 8441), for WebSockets over HTTP/2.
         builder
             .http2()
+            .enable_connect_protocol()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(self.config.max_header_size).unwrap_or(u32::MAX));
         let shared = Arc::new(Shared {

@@ -31,7 +31,11 @@ fn serve() -> Running {
         .mount("/report", app("report"))
         .mount("/events", app("events"))
         .mount("/ws", app("echo"))
-        .mount("/refuse", app("refuse"));
+        .mount("/refuse", app("refuse"))
+        .mount("/trailers", app("trailers"))
+        .mount("/pathsend", app("pathsend"))
+        .mount("/held", app("held"))
+        .mount("/fails_after_start", app("fails_after_start"));
     Running::start(server().workers(2), apps)
 }
 
@@ -71,6 +75,15 @@ fn the_scope_is_asgi_3_with_the_mount_as_root_path() {
     assert_eq!(scope["client"][0], "127.0.0.1");
     assert_eq!(scope["server"][1], running.addr.port());
     assert_eq!(scope["body"][1], 5);
+    let extensions = scope["extensions"].as_object().unwrap();
+    assert!(
+        extensions.contains_key("http.response.trailers"),
+        "{extensions:?}"
+    );
+    assert!(
+        extensions.contains_key("http.response.pathsend"),
+        "{extensions:?}"
+    );
 }
 
 #[test]
@@ -88,6 +101,88 @@ fn a_streamed_response_sends_its_first_chunk_before_the_app_makes_the_last() {
     );
     assert_eq!(conn.read_chunk(), b"second\n");
     assert!(asked.elapsed() >= Duration::from_millis(900));
+}
+
+#[test]
+fn the_head_waits_for_the_next_message_only_while_the_app_does_not_wait() {
+    let running = serve();
+    // Started, then a wait: the head goes out meanwhile.
+    let mut conn = Conn::open(running.addr);
+    let asked = Instant::now();
+    conn.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(conn.read_head().status, 200);
+    let head_took = asked.elapsed();
+    assert!(head_took < Duration::from_millis(500), "{head_took:?}");
+    assert_eq!(conn.read_chunk(), b"late");
+    assert!(asked.elapsed() >= Duration::from_millis(550));
+    // Started, then failed before anything went out: a clean 500.
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/fails_after_start").status, 500);
+}
+
+#[test]
+fn trailers_end_the_body_for_a_client_that_asks() {
+    let running = serve();
+    let mut conn = Conn::open(running.addr);
+    conn.send(b"GET /trailers HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n");
+    let mut raw = Vec::new();
+    conn.reader.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    // The declared trailers, in order; the undeclared one left out.
+    assert!(
+        body.ends_with("0\r\nx-checksum: abc\r\nx-count: 2\r\n\r\n"),
+        "{body:?}"
+    );
+    assert!(body.contains("one ") && body.contains("two"), "{body:?}");
+    // A client that does not ask gets the body alone.
+    let res = Conn::open(running.addr).get("/trailers");
+    assert_eq!(res.text(), "one two");
+
+    // HTTP/2 sends them all.
+    if !support::external::command("curl", "Debian's curl") {
+        return;
+    }
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+            "-D",
+            "-",
+        ])
+        .arg(format!("http://{}/trailers", running.addr))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    for trailer in ["x-checksum: abc", "x-count: 2", "x-undeclared: 1"] {
+        assert!(out.contains(trailer), "{trailer} missing: {out}");
+    }
+}
+
+#[test]
+fn pathsend_serves_the_file_by_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.bin");
+    let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let running = serve();
+    let mut conn = Conn::open(running.addr);
+    let res = conn.get(&format!("/pathsend?{}", path.display()));
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-length"), Some("3145728"));
+    assert!(res.body == data, "the body is not the file's bytes");
+    // Nothing is out when the path fails: a clean 500, the server goes on.
+    for bad in [
+        "data.bin",
+        "/nonexistent/file",
+        &dir.path().display().to_string(),
+    ] {
+        assert_eq!(conn.get(&format!("/pathsend?{bad}")).status, 500, "{bad}");
+    }
+    assert_eq!(conn.get("/api").status, 200);
 }
 
 #[test]
@@ -292,5 +387,67 @@ fn a_websocket_echoes_text_and_bytes_and_closes_with_codes_both_ways() {
     match refused {
         Err(tungstenite::Error::Http(res)) => assert_eq!(res.status(), 403),
         other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_over_http2_extended_connect() {
+    use futures_util::{SinkExt, StreamExt};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::{Message, protocol::Role};
+
+    let running = serve();
+    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let connect = || {
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{}/ws/over-h2", running.addr))
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-protocol", "chat")
+            .extension(hyper::ext::Protocol::from_static("websocket"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    // The server's SETTINGS (extended CONNECT enabled) come first.
+    let mut tries = 0;
+    let res = loop {
+        match sender.send_request(connect()).await {
+            Ok(res) => break res,
+            Err(_) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["sec-websocket-protocol"], "chat");
+    assert_eq!(res.headers()["x-echo"], "/ws/over-h2");
+    let upgraded = hyper::upgrade::on(res).await.unwrap();
+    let mut socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    socket.send(Message::text("over h2")).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("over h2")
+    );
+    socket
+        .send(Message::binary(vec![7; 100_000]))
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::binary(vec![7; 100_000])
+    );
+    socket.send(Message::text("close-me")).await.unwrap();
+    match socket.next().await.unwrap().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4001),
+        other => panic!("expected the app's close, got {other:?}"),
     }
 }

@@ -51,6 +51,15 @@ fn fastapi_routes_url_for_docs_and_streaming_under_a_mount() {
     let openapi = conn.get("/api/openapi.json").text();
     assert!(openapi.contains(r#""/items/{item_id}""#), "{openapi}");
 
+    // A FileResponse, sent by its path (`http.response.pathsend`).
+    let source = conn.get("/api/source");
+    assert_eq!(source.status, 200);
+    assert_eq!(
+        source.header("content-type"),
+        Some("text/x-python; charset=utf-8")
+    );
+    assert!(source.body == std::fs::read("tests/python/fastapi_app.py").unwrap());
+
     // The first chunk of a StreamingResponse before the app makes the last.
     let asked = Instant::now();
     conn.send(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -6,11 +6,18 @@
 //! loop's tasks: `want` (the next message, please), `send` and `end`, none
 //! of which waits: `send` says when the client is behind, and the task then
 //! waits on the loop for the room event.
+//!
+//! The head of a response (`http.response.start`) is held back until the
+//! next message, or until the app's task next waits on anything (the glue's
+//! `flush`), as the spec allows: a body that is a file
+//! (`http.response.pathsend`) is then sent by the server as a file, and an
+//! app that fails right after starting still gets its 500.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -18,12 +25,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body::Frame;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use stackway::Body;
+use stackway::{Body, FilePart};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::scope::Scope;
@@ -39,6 +46,8 @@ const GLUE: &str = include_str!("glue.py");
 pub(crate) struct Head {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
+    /// The whole body, when it is not streamed from the app: a file.
+    pub(crate) body: Option<Body>,
 }
 
 enum Event {
@@ -107,8 +116,15 @@ pub(crate) enum Phase {
 /// A request in the app's hands.
 struct Conn {
     want: Arc<Notify>,
+    /// Where the head goes, until it has gone.
     head: Option<oneshot::Sender<Head>>,
-    body: Option<mpsc::UnboundedSender<io::Result<Bytes>>>,
+    /// The head the app started, held back until it is flushed.
+    started: Option<Head>,
+    body: Option<mpsc::UnboundedSender<io::Result<Frame<Bytes>>>>,
+    /// The trailers so far, when the app declared some; they end the body.
+    trailers: Option<HeaderMap>,
+    /// The app sent the last piece of the body, and owes its trailers.
+    ended: bool,
     room: Arc<Room>,
     /// The request body's reader (an http scope's).
     reader: Option<tokio::task::AbortHandle>,
@@ -305,7 +321,10 @@ impl Shared {
         let conn = Conn {
             want,
             head: Some(head),
+            started: None,
             body: Some(out),
+            trailers: None,
+            ended: false,
             room: room.clone(),
             reader,
             socket,
@@ -314,7 +333,7 @@ impl Shared {
         };
         lock(&self.conns).insert(id, conn);
         let outgoing = Outgoing {
-            chunks: out_rx,
+            frames: out_rx,
             room,
             gone: Gone {
                 shared: self.clone(),
@@ -335,7 +354,7 @@ impl Shared {
         Started {
             id,
             head: head_rx,
-            body: Body::from_stream(outgoing),
+            body: Body::new(outgoing),
             socket: socket_rx,
         }
     }
@@ -385,21 +404,26 @@ async fn read_body(mut body: Body, want: Arc<Notify>, shared: Arc<Shared>, id: u
     }
 }
 
-/// The response body as the client takes it; dropped, it tells the app the
-/// client is gone.
+/// The response body as the client takes it (its trailers last, if any);
+/// dropped, it tells the app the client is gone.
 struct Outgoing {
-    chunks: mpsc::UnboundedReceiver<io::Result<Bytes>>,
+    frames: mpsc::UnboundedReceiver<io::Result<Frame<Bytes>>>,
     room: Arc<Room>,
     gone: Gone,
 }
 
-impl Stream for Outgoing {
-    type Item = io::Result<Bytes>;
+impl http_body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = io::Error;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let next = self.chunks.poll_recv(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &next {
-            if self.room.taken(chunk.len()) {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let next = self.frames.poll_recv(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &next {
+            let len = frame.data_ref().map_or(0, Bytes::len);
+            if len > 0 && self.room.taken(len) {
                 self.gone.shared.push(Event::Room { id: self.gone.id });
             }
         }
@@ -485,7 +509,7 @@ impl Bridge {
             return Ok(false);
         };
         match kind.as_str() {
-            "websocket.accept" if conn.websocket => {
+            "websocket.accept" if conn.websocket && conn.started.is_none() => {
                 let mut head = head(message, Some(StatusCode::SWITCHING_PROTOCOLS))?;
                 if let Some(protocol) = item(message, "subprotocol")?.filter(|p| !p.is_none()) {
                     let protocol: String = protocol.extract()?;
@@ -562,9 +586,18 @@ impl Bridge {
             }
             "http.response.start" if !conn.websocket => respond_start(conn, message),
             "http.response.body" if !conn.websocket => respond_body(conn, message),
+            "http.response.trailers" if !conn.websocket => respond_trailers(conn, message),
+            "http.response.pathsend" if !conn.websocket => respond_path(conn, message),
             other => Err(PyRuntimeError::new_err(format!(
                 "unexpected ASGI message {other:?} in this scope"
             ))),
+        }
+    }
+
+    /// Request `id`'s task waits on something: the head it started goes out.
+    fn flush(&self, id: u64) {
+        if let Some(conn) = lock(&self.0.conns).get_mut(&id) {
+            conn.flush();
         }
     }
 
@@ -596,6 +629,9 @@ impl Bridge {
         }
         let why = match error {
             Some(traceback) => traceback,
+            None if conn.started.is_some() => {
+                "the app returned before its response was complete".into()
+            }
             None if conn.head.is_some() && conn.websocket => {
                 // Returned without a word on the handshake: refused, as uvicorn does.
                 if let Some(sender) = conn.head {
@@ -623,6 +659,16 @@ impl Head {
         Self {
             status: StatusCode::FORBIDDEN,
             headers: HeaderMap::new(),
+            body: None,
+        }
+    }
+}
+
+impl Conn {
+    /// Sends the head the app started, if it is held back.
+    fn flush(&mut self) {
+        if let (Some(head), Some(sender)) = (self.started.take(), self.head.take()) {
+            let _ = sender.send(head);
         }
     }
 }
@@ -651,25 +697,29 @@ fn item<'py>(message: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<Bound<'
     message.get_item(key)
 }
 
-/// `http.response.start` (and its `websocket.http` twin): the response's head.
+/// `http.response.start` (and its `websocket.http` twin): the response's
+/// head, held back until the next message or a wait.
 fn respond_start(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> {
-    let head = head(message, None)?;
-    let Some(sender) = conn.head.take() else {
+    if conn.head.is_none() || conn.started.is_some() {
         return Err(PyRuntimeError::new_err("http.response.start sent twice"));
-    };
-    let _ = sender.send(head);
+    }
+    conn.started = Some(head(message, None)?);
+    if item(message, "trailers")?.is_some_and(|t| t.is_truthy().unwrap_or(false)) {
+        conn.trailers = Some(HeaderMap::new());
+    }
     Ok(false)
 }
 
 /// `http.response.body` (and its `websocket.http` twin): a piece of the
 /// body; true when the client is behind.
 fn respond_body(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> {
-    if conn.head.is_some() {
+    if conn.head.is_some() && conn.started.is_none() {
         return Err(PyRuntimeError::new_err(
             "http.response.body sent before http.response.start",
         ));
     }
-    let Some(out) = &conn.body else {
+    conn.flush();
+    let (Some(out), false) = (&conn.body, conn.ended) else {
         return Err(PyRuntimeError::new_err(
             "http.response.body sent after the response was complete",
         ));
@@ -682,13 +732,68 @@ fn respond_body(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> 
     let len = body.len();
     if len > 0 {
         conn.room.queued.fetch_add(len, Ordering::SeqCst);
-        let _ = out.send(Ok(body));
+        let _ = out.send(Ok(Frame::data(body)));
     }
     if !more {
-        conn.body = None;
+        match conn.trailers {
+            Some(_) => conn.ended = true,
+            None => conn.body = None,
+        }
         return Ok(false);
     }
     Ok(conn.room.behind())
+}
+
+/// `http.response.trailers`, after the last piece of a body whose start
+/// declared `trailers`: the last of them (no `more_trailers`) ends the
+/// response. HTTP/1.1 sends them to a client that asked (`TE: trailers`),
+/// those the app named in its `Trailer` header.
+fn respond_trailers(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> {
+    let (Some(trailers), true) = (&mut conn.trailers, conn.ended) else {
+        return Err(PyRuntimeError::new_err(
+            "http.response.trailers comes after the body of a response started with 'trailers'",
+        ));
+    };
+    fill(message, trailers)?;
+    if !item(message, "more_trailers")?.is_some_and(|more| more.is_truthy().unwrap_or(false)) {
+        if let (Some(trailers), Some(out)) = (conn.trailers.take(), conn.body.take()) {
+            let _ = out.send(Ok(Frame::trailers(trailers)));
+        }
+    }
+    Ok(false)
+}
+
+/// `http.response.pathsend`: the whole body is the file at `path`, sent
+/// by the server as any file body (with `sendfile` where it can).
+fn respond_path(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> {
+    let Some(head) = &mut conn.started else {
+        return Err(PyRuntimeError::new_err(
+            "http.response.pathsend comes right after http.response.start",
+        ));
+    };
+    let path: PathBuf = item(message, "path")?
+        .ok_or_else(|| PyRuntimeError::new_err("http.response.pathsend needs a 'path'"))?
+        .extract()?;
+    let body = file_body(&path)
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot send {}: {e}", path.display())))?;
+    head.body = Some(body);
+    conn.flush();
+    conn.body = None;
+    Ok(false)
+}
+
+/// The whole file at `path`, which must be absolute.
+fn file_body(path: &Path) -> io::Result<Body> {
+    if !path.is_absolute() {
+        return Err(io::Error::other("the path is not absolute"));
+    }
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a file"));
+    }
+    let whole = vec![FilePart::Range(0..meta.len())];
+    Ok(Body::from_file_parts(Arc::new(file), whole))
 }
 
 /// The head a message gives: `status` (unless given here) and `headers`.
@@ -704,21 +809,32 @@ fn head(message: &Bound<'_, PyDict>, status: Option<StatusCode>) -> PyResult<Hea
         }
     };
     let mut headers = HeaderMap::new();
-    if let Some(pairs) = item(message, "headers")? {
-        for pair in pairs.try_iter()? {
-            let (name, value): (Vec<u8>, Vec<u8>) = pair?.extract()?;
-            let name = HeaderName::from_bytes(&name).map_err(|_| {
-                PyRuntimeError::new_err(format!(
-                    "bad header name {:?}",
-                    String::from_utf8_lossy(&name)
-                ))
-            })?;
-            let value = HeaderValue::from_bytes(&value)
-                .map_err(|_| PyRuntimeError::new_err(format!("bad value for header {name}")))?;
-            headers.append(name, value);
-        }
+    fill(message, &mut headers)?;
+    Ok(Head {
+        status,
+        headers,
+        body: None,
+    })
+}
+
+/// Adds the message's `headers` to `headers`.
+fn fill(message: &Bound<'_, PyDict>, headers: &mut HeaderMap) -> PyResult<()> {
+    let Some(pairs) = item(message, "headers")? else {
+        return Ok(());
+    };
+    for pair in pairs.try_iter()? {
+        let (name, value): (Vec<u8>, Vec<u8>) = pair?.extract()?;
+        let name = HeaderName::from_bytes(&name).map_err(|_| {
+            PyRuntimeError::new_err(format!(
+                "bad header name {:?}",
+                String::from_utf8_lossy(&name)
+            ))
+        })?;
+        let value = HeaderValue::from_bytes(&value)
+            .map_err(|_| PyRuntimeError::new_err(format!("bad value for header {name}")))?;
+        headers.append(name, value);
     }
-    Ok(Head { status, headers })
+    Ok(())
 }
 
 impl Message {

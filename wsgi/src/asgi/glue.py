@@ -65,6 +65,9 @@ def serve(bridge, fd):
             if bridge.send(conn.id, message):
                 conn.writable = loop.create_future()
                 await conn.writable
+            elif message["type"].endswith("http.response.start"):
+                # The head goes out with the next message, or once the task waits.
+                loop.call_soon(bridge.flush, conn.id)
 
         error = None
         try:

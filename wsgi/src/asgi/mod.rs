@@ -29,9 +29,13 @@ const SHUTDOWN: Duration = Duration::from_secs(30);
 /// events for the loop and wake it with a byte on a socket it watches. The
 /// request body reaches the app a chunk at a time, as it asks
 /// (`http.request` with `more_body`); the response goes out as the app sends
-/// it, and `send` waits while more than 64 KiB are queued for a slow client; `http.disconnect` comes once the response is done or the client
-/// gone. An exception answers 500 (or aborts the response once its head is
-/// out), with the traceback in the log; nothing an app does stops the server.
+/// it, and `send` waits while more than 64 KiB are queued for a slow client;
+/// `http.disconnect` comes once the response is done or the client gone.
+/// The scope offers trailers (`http.response.trailers`) and files sent by
+/// their path (`http.response.pathsend`, served as the core's file body). An
+/// exception answers 500 (or aborts the response once its head is out), with
+/// the traceback in the log; nothing an app does stops the server.
+/// WebSockets come over HTTP/1.1's Upgrade and HTTP/2's extended CONNECT.
 ///
 /// Clones share the app and its lifespan.
 #[doc(alias = "asgi")]
@@ -175,14 +179,10 @@ impl App for Asgi {
         let Ok(head) = started.head.await else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
-        if let (
-            StatusCode::SWITCHING_PROTOCOLS,
-            Some(key),
-            Some(upgrade),
-            Some((want, out, room)),
-        ) = (head.status, &key, upgrade, started.socket)
+        if let (StatusCode::SWITCHING_PROTOCOLS, Some(upgrade), Some((want, out, room))) =
+            (head.status, upgrade, started.socket)
         {
-            let res = websocket::switching(key, head);
+            let res = websocket::accepted(key.as_ref(), head);
             tokio::spawn(websocket::run(
                 upgrade,
                 shared.clone(),
@@ -193,7 +193,7 @@ impl App for Asgi {
             ));
             return res;
         }
-        let mut res = Response::new(started.body);
+        let mut res = Response::new(head.body.unwrap_or(started.body));
         *res.status_mut() = head.status;
         *res.headers_mut() = head.headers;
         res

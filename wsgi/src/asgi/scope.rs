@@ -4,7 +4,9 @@
 //! `root_path` is the mount (with a trusted proxy's prefix); `path` is the
 //! whole path percent-decoded (as UTF-8, bad bytes replaced, as uvicorn
 //! does) and starts with `root_path`, as the spec and Starlette ≥ 0.35 want;
-//! `raw_path` is the path as the client sent it.
+//! `raw_path` is the path as the client sent it. `extensions` names those
+//! the bridge serves: trailers and `pathsend` for `http`, denial responses
+//! for `websocket`.
 
 use percent_encoding::percent_decode_str;
 use pyo3::prelude::*;
@@ -100,6 +102,15 @@ impl Scope {
             headers.append((PyBytes::new(py, name), PyBytes::new(py, value)))?;
         }
         scope.set_item("headers", headers)?;
+        let extensions = PyDict::new(py);
+        let served: &[&str] = match self.websocket {
+            true => &["websocket.http.response"],
+            false => &["http.response.trailers", "http.response.pathsend"],
+        };
+        for extension in served {
+            extensions.set_item(extension, PyDict::new(py))?;
+        }
+        scope.set_item("extensions", extensions)?;
         scope.set_item("client", self.client)?;
         scope.set_item("server", self.server)?;
         Ok(scope)

@@ -1,6 +1,7 @@
-//! ASGI `websocket` scopes: the handshake answered with the app's
+//! ASGI `websocket` scopes, over HTTP/1.1's Upgrade or HTTP/2's extended
+//! CONNECT (RFC 8441): the handshake answered with the app's
 //! `websocket.accept` (or refused with its `websocket.close` or its own
-//! response), then the upgraded connection, framed by tokio-tungstenite:
+//! response), then the upgraded connection or stream, framed by tokio-tungstenite:
 //! a message read each time the app asks for one, a message written each
 //! time it sends one. Pings are answered; a message over [`MAX_MESSAGE`]
 //! ends the connection (uvicorn's `--ws-max-size`).
@@ -32,8 +33,14 @@ pub(crate) enum Out {
     Close(u16, String),
 }
 
-/// Whether `req` opens a WebSocket (RFC 6455 over HTTP/1.1).
+/// Whether `req` opens a WebSocket: RFC 6455 over HTTP/1.1, or RFC 8441's
+/// extended CONNECT over HTTP/2.
 pub(crate) fn is_websocket(req: &Request) -> bool {
+    if req.version() == http::Version::HTTP_2 {
+        return req.method() == http::Method::CONNECT
+            && (req.extensions().get::<hyper::ext::Protocol>())
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    }
     let has = |name: header::HeaderName, token: &str| {
         req.headers()
             .get_all(name)
@@ -48,12 +55,17 @@ pub(crate) fn is_websocket(req: &Request) -> bool {
         && req.headers().contains_key(header::SEC_WEBSOCKET_KEY)
 }
 
-/// The `101 Switching Protocols` for the client's `key`, with the headers of
-/// the app's `websocket.accept` (its subprotocol among them).
-pub(crate) fn switching(key: &HeaderValue, head: Head) -> Response {
+/// The answer to an accepted handshake, with the headers of the app's
+/// `websocket.accept` (its subprotocol among them): `101 Switching
+/// Protocols` for the client's `key` over HTTP/1.1, `200` to HTTP/2's
+/// CONNECT (which has no key).
+pub(crate) fn accepted(key: Option<&HeaderValue>, head: Head) -> Response {
     let mut res = Response::new(Body::empty());
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *res.headers_mut() = head.headers;
+    let Some(key) = key else {
+        return res;
+    };
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = res.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 
 # What the apps saw, read back through `report`.
 seen = {"disconnects": 0, "sent": 0}
@@ -162,3 +163,44 @@ async def refuse(scope, receive, send):
     """Closes before accepting: the handshake is refused."""
     await receive()
     await send({"type": "websocket.close"})
+
+
+async def trailers(scope, receive, send):
+    """A body in two pieces, then its trailers in two messages; `x-undeclared` is not named in
+    `Trailer`, so HTTP/1.1 leaves it out."""
+    await send({"type": "http.response.start", "status": 200, "trailers": True,
+                "headers": [(b"content-type", b"text/plain"), (b"trailer", b"x-checksum, x-count")]})
+    await send({"type": "http.response.body", "body": b"one ", "more_body": True})
+    await send({"type": "http.response.body", "body": b"two"})
+    await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")], "more_trailers": True})
+    await send({"type": "http.response.trailers", "headers": [(b"x-count", b"2"), (b"x-undeclared", b"1")]})
+
+
+async def pathsend(scope, receive, send):
+    """The file named by the query string, by `http.response.pathsend`, as Starlette's
+    FileResponse sends one."""
+    from urllib.parse import unquote
+
+    path = unquote(scope["query_string"].decode())
+    assert "http.response.pathsend" in scope["extensions"]
+    try:
+        length = os.stat(path).st_size
+    except OSError:
+        length = 0
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream"),
+                            (b"content-length", str(length).encode())]})
+    await send({"type": "http.response.pathsend", "path": path})
+
+
+async def held(scope, receive, send):
+    """Starts, then waits before its body: the head goes out meanwhile."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await asyncio.sleep(0.6)
+    await send({"type": "http.response.body", "body": b"late"})
+
+
+async def fails_after_start(scope, receive, send):
+    """Starts, then raises before any body: nothing went out, so the client gets 500."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    raise RuntimeError("the app failed right after its start")

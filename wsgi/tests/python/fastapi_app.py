@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 
 @contextlib.asynccontextmanager
@@ -48,3 +48,9 @@ async def download(mib: int):
             yield chunk
 
     return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+
+@app.get("/source")
+async def source():
+    """This file, by the server's `http.response.pathsend`, which Starlette uses when offered."""
+    return FileResponse(__file__, media_type="text/x-python")
