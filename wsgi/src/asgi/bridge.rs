@@ -5,19 +5,13 @@
 //! loop watches, so that no server worker ever takes the GIL. From the
 //! loop's tasks: `want` (the next message, please), `send` and `end`, none
 //! of which waits: `send` says when the client is behind, and the task then
-//! waits on the loop for the room event.
-//!
-//! The head of a response (`http.response.start`) is held back until the
-//! next message, or until the app's task next waits on anything (the glue's
-//! `flush`), as the spec allows: a body that is a file
-//! (`http.response.pathsend`) is then sent by the server as a file, and an
-//! app that fails right after starting still gets its 500.
+//! waits on the loop for the room event. What each message does to its
+//! request is [`Conn`]'s.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -25,14 +19,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::Frame;
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use stackway::{Body, FilePart};
+use stackway::Body;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::conn::{Conn, Head};
 use super::scope::Scope;
 use super::websocket::Out;
 
@@ -41,14 +34,6 @@ const HIGH_WATER: usize = 64 * 1024;
 
 /// The glue that runs on the loop's thread.
 const GLUE: &str = include_str!("glue.py");
-
-/// The response's head, from `http.response.start`.
-pub(crate) struct Head {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    /// The whole body, when it is not streamed from the app: a file.
-    pub(crate) body: Option<Body>,
-}
 
 enum Event {
     Start {
@@ -111,27 +96,6 @@ pub(crate) enum Phase {
     Failed(String),
     /// The app raised (or returned) without a word: it has no lifespan.
     Unsupported(String),
-}
-
-/// A request in the app's hands.
-struct Conn {
-    want: Arc<Notify>,
-    /// Where the head goes, until it has gone.
-    head: Option<oneshot::Sender<Head>>,
-    /// The head the app started, held back until it is flushed.
-    started: Option<Head>,
-    body: Option<mpsc::UnboundedSender<io::Result<Frame<Bytes>>>>,
-    /// The trailers so far, when the app declared some; they end the body.
-    trailers: Option<HeaderMap>,
-    /// The app sent the last piece of the body, and owes its trailers.
-    ended: bool,
-    room: Arc<Room>,
-    /// The request body's reader (an http scope's).
-    reader: Option<tokio::task::AbortHandle>,
-    /// A websocket scope's messages out, once accepted.
-    socket: Option<mpsc::UnboundedSender<Out>>,
-    websocket: bool,
-    accepted: bool,
 }
 
 /// A request started in the app: its head, its body (unless it becomes a
@@ -259,14 +223,7 @@ impl Shared {
     fn cut_off(&self, limit: Duration, then: impl FnOnce() + Send + 'static) {
         self.stuck.store(true, Ordering::Relaxed);
         for (_, conn) in lock(&self.conns).drain() {
-            if let Some(reader) = &conn.reader {
-                reader.abort();
-            }
-            if conn.head.is_none() {
-                if let Some(out) = conn.body {
-                    let _ = out.send(Err(io::Error::other("harakiri: the asyncio loop is stuck")));
-                }
-            }
+            conn.fail("harakiri: the asyncio loop is stuck".into());
         }
         let what =
             format!("the asyncio loop of the ASGI apps took no event for more than {limit:?}");
@@ -318,19 +275,7 @@ impl Shared {
                 )
             }
         };
-        let conn = Conn {
-            want,
-            head: Some(head),
-            started: None,
-            body: Some(out),
-            trailers: None,
-            ended: false,
-            room: room.clone(),
-            reader,
-            socket,
-            websocket,
-            accepted: false,
-        };
+        let conn = Conn::new(want, head, out, room.clone(), reader, socket);
         lock(&self.conns).insert(id, conn);
         let outgoing = Outgoing {
             frames: out_rx,
@@ -498,99 +443,12 @@ impl Bridge {
         }
     }
 
-    /// An `http.response.*` message of request `id`; true when the client
-    /// is behind and the app should wait for room.
+    /// A message of request `id`'s app (`http.response.*`, `websocket.*`);
+    /// true when the client is behind and the app should wait for room.
     fn send(&self, id: u64, message: &Bound<'_, PyDict>) -> PyResult<bool> {
-        let kind: String = item(message, "type")?
-            .ok_or_else(|| PyRuntimeError::new_err("an ASGI message needs a 'type'"))?
-            .extract()?;
-        let mut conns = lock(&self.0.conns);
-        let Some(conn) = conns.get_mut(&id) else {
-            return Ok(false);
-        };
-        match kind.as_str() {
-            "websocket.accept" if conn.websocket && conn.started.is_none() => {
-                let mut head = head(message, Some(StatusCode::SWITCHING_PROTOCOLS))?;
-                if let Some(protocol) = item(message, "subprotocol")?.filter(|p| !p.is_none()) {
-                    let protocol: String = protocol.extract()?;
-                    let protocol = HeaderValue::try_from(protocol)
-                        .map_err(|_| PyRuntimeError::new_err("bad subprotocol"))?;
-                    head.headers
-                        .insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocol);
-                }
-                let Some(sender) = conn.head.take() else {
-                    return Err(PyRuntimeError::new_err(
-                        "websocket.accept after the handshake",
-                    ));
-                };
-                conn.accepted = true;
-                conn.body = None;
-                let _ = sender.send(head);
-                Ok(false)
-            }
-            "websocket.send" if conn.accepted => {
-                let Some(socket) = &conn.socket else {
-                    return Err(PyRuntimeError::new_err(
-                        "websocket.send after websocket.close",
-                    ));
-                };
-                let out = match item(message, "bytes")?.filter(|b| !b.is_none()) {
-                    Some(data) => {
-                        Out::Bytes(Bytes::from(data.cast::<PyBytes>()?.as_bytes().to_vec()))
-                    }
-                    None => Out::Text(
-                        item(message, "text")?
-                            .ok_or_else(|| {
-                                PyRuntimeError::new_err("websocket.send needs bytes or text")
-                            })?
-                            .extract()?,
-                    ),
-                };
-                let len = match &out {
-                    Out::Bytes(data) => data.len(),
-                    Out::Text(text) => text.len(),
-                    Out::Close(..) => 0,
-                };
-                conn.room.queued.fetch_add(len, Ordering::SeqCst);
-                let _ = socket.send(out);
-                Ok(conn.room.behind())
-            }
-            "websocket.close" if conn.accepted => {
-                let code: u16 = item(message, "code")?.map_or(Ok(1000), |c| c.extract())?;
-                let reason: String = item(message, "reason")?
-                    .filter(|r| !r.is_none())
-                    .map_or(Ok(String::new()), |r| r.extract())?;
-                if let Some(socket) = conn.socket.take() {
-                    let _ = socket.send(Out::Close(code, reason));
-                }
-                Ok(false)
-            }
-            // Closed before the handshake: refused, as uvicorn does.
-            "websocket.close" if conn.websocket => {
-                if let Some(sender) = conn.head.take() {
-                    let _ = sender.send(Head::refusal());
-                }
-                conn.body = None;
-                Ok(false)
-            }
-            "websocket.http.response.start" if conn.websocket && !conn.accepted => {
-                respond_start(conn, message)
-            }
-            "websocket.http.response.body" if conn.websocket && !conn.accepted => {
-                respond_body(conn, message)
-            }
-            kind @ ("websocket.send" | "websocket.close" | "websocket.accept")
-                if conn.websocket =>
-            {
-                Err(PyRuntimeError::new_err(format!("{kind} out of turn")))
-            }
-            "http.response.start" if !conn.websocket => respond_start(conn, message),
-            "http.response.body" if !conn.websocket => respond_body(conn, message),
-            "http.response.trailers" if !conn.websocket => respond_trailers(conn, message),
-            "http.response.pathsend" if !conn.websocket => respond_path(conn, message),
-            other => Err(PyRuntimeError::new_err(format!(
-                "unexpected ASGI message {other:?} in this scope"
-            ))),
+        match lock(&self.0.conns).get_mut(&id) {
+            Some(conn) => conn.answer(message),
+            None => Ok(false),
         }
     }
 
@@ -617,58 +475,9 @@ impl Bridge {
     /// The app is done with request `id`, having raised `error` (the
     /// traceback) or not.
     fn end(&self, id: u64, error: Option<String>) {
-        let Some(conn) = lock(&self.0.conns).remove(&id) else {
-            return;
-        };
-        if let Some(reader) = &conn.reader {
-            reader.abort();
-        }
-        if let (Some(socket), Some(_)) = (&conn.socket, &error) {
-            // Accepted, then failed: closed as an internal error (ignored if never accepted).
-            let _ = socket.send(Out::Close(1011, String::new()));
-        }
-        let why = match error {
-            Some(traceback) => traceback,
-            None if conn.started.is_some() => {
-                "the app returned before its response was complete".into()
-            }
-            None if conn.head.is_some() && conn.websocket => {
-                // Returned without a word on the handshake: refused, as uvicorn does.
-                if let Some(sender) = conn.head {
-                    let _ = sender.send(Head::refusal());
-                }
-                return;
-            }
-            None if conn.head.is_some() => "the app returned without starting a response".into(),
-            None if conn.body.is_some() => {
-                "the app returned before its response was complete".into()
-            }
-            None => return,
-        };
-        tracing::error!("ASGI: {why}");
-        // No head: the request gets 500. A head: the body ends in an error, so the response is aborted.
-        if let (None, Some(out)) = (conn.head, conn.body) {
-            let _ = out.send(Err(io::Error::other(why)));
-        }
-    }
-}
-
-impl Head {
-    /// A WebSocket refused before its handshake.
-    fn refusal() -> Self {
-        Self {
-            status: StatusCode::FORBIDDEN,
-            headers: HeaderMap::new(),
-            body: None,
-        }
-    }
-}
-
-impl Conn {
-    /// Sends the head the app started, if it is held back.
-    fn flush(&mut self) {
-        if let (Some(head), Some(sender)) = (self.started.take(), self.head.take()) {
-            let _ = sender.send(head);
+        let conn = lock(&self.0.conns).remove(&id);
+        if let Some(conn) = conn {
+            conn.end(error);
         }
     }
 }
@@ -680,8 +489,13 @@ impl Room {
         left <= HIGH_WATER && self.waiting.swap(false, Ordering::SeqCst)
     }
 
+    /// `len` more bytes are on their way to the client.
+    pub(super) fn queue(&self, len: usize) {
+        self.queued.fetch_add(len, Ordering::SeqCst);
+    }
+
     /// Whether the client is behind; if so, room is announced once it catches up.
-    fn behind(&self) -> bool {
+    pub(super) fn behind(&self) -> bool {
         if self.queued.load(Ordering::SeqCst) <= HIGH_WATER {
             return false;
         }
@@ -690,151 +504,6 @@ impl Room {
         !(self.queued.load(Ordering::SeqCst) <= HIGH_WATER
             && self.waiting.swap(false, Ordering::SeqCst))
     }
-}
-
-/// `message[key]`, or `None` when absent.
-fn item<'py>(message: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-    message.get_item(key)
-}
-
-/// `http.response.start` (and its `websocket.http` twin): the response's
-/// head, held back until the next message or a wait.
-fn respond_start(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> {
-    if conn.head.is_none() || conn.started.is_some() {
-        return Err(PyRuntimeError::new_err("http.response.start sent twice"));
-    }
-    conn.started = Some(head(message, None)?);
-    if item(message, "trailers")?.is_some_and(|t| t.is_truthy().unwrap_or(false)) {
-        conn.trailers = Some(HeaderMap::new());
-    }
-    Ok(false)
-}
-
-/// `http.response.body` (and its `websocket.http` twin): a piece of the
-/// body; true when the client is behind.
-fn respond_body(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> {
-    if conn.head.is_some() && conn.started.is_none() {
-        return Err(PyRuntimeError::new_err(
-            "http.response.body sent before http.response.start",
-        ));
-    }
-    conn.flush();
-    let (Some(out), false) = (&conn.body, conn.ended) else {
-        return Err(PyRuntimeError::new_err(
-            "http.response.body sent after the response was complete",
-        ));
-    };
-    let body: Bytes = match item(message, "body")? {
-        Some(body) => Bytes::from(body.cast::<PyBytes>()?.as_bytes().to_vec()),
-        None => Bytes::new(),
-    };
-    let more = item(message, "more_body")?.is_some_and(|more| more.is_truthy().unwrap_or(false));
-    let len = body.len();
-    if len > 0 {
-        conn.room.queued.fetch_add(len, Ordering::SeqCst);
-        let _ = out.send(Ok(Frame::data(body)));
-    }
-    if !more {
-        match conn.trailers {
-            Some(_) => conn.ended = true,
-            None => conn.body = None,
-        }
-        return Ok(false);
-    }
-    Ok(conn.room.behind())
-}
-
-/// `http.response.trailers`, after the last piece of a body whose start
-/// declared `trailers`: the last of them (no `more_trailers`) ends the
-/// response. HTTP/1.1 sends them to a client that asked (`TE: trailers`),
-/// those the app named in its `Trailer` header.
-fn respond_trailers(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> {
-    let (Some(trailers), true) = (&mut conn.trailers, conn.ended) else {
-        return Err(PyRuntimeError::new_err(
-            "http.response.trailers comes after the body of a response started with 'trailers'",
-        ));
-    };
-    fill(message, trailers)?;
-    if !item(message, "more_trailers")?.is_some_and(|more| more.is_truthy().unwrap_or(false)) {
-        if let (Some(trailers), Some(out)) = (conn.trailers.take(), conn.body.take()) {
-            let _ = out.send(Ok(Frame::trailers(trailers)));
-        }
-    }
-    Ok(false)
-}
-
-/// `http.response.pathsend`: the whole body is the file at `path`, sent
-/// by the server as any file body (with `sendfile` where it can).
-fn respond_path(conn: &mut Conn, message: &Bound<'_, PyDict>) -> PyResult<bool> {
-    let Some(head) = &mut conn.started else {
-        return Err(PyRuntimeError::new_err(
-            "http.response.pathsend comes right after http.response.start",
-        ));
-    };
-    let path: PathBuf = item(message, "path")?
-        .ok_or_else(|| PyRuntimeError::new_err("http.response.pathsend needs a 'path'"))?
-        .extract()?;
-    let body = file_body(&path)
-        .map_err(|e| PyRuntimeError::new_err(format!("cannot send {}: {e}", path.display())))?;
-    head.body = Some(body);
-    conn.flush();
-    conn.body = None;
-    Ok(false)
-}
-
-/// The whole file at `path`, which must be absolute.
-fn file_body(path: &Path) -> io::Result<Body> {
-    if !path.is_absolute() {
-        return Err(io::Error::other("the path is not absolute"));
-    }
-    let file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::other("not a file"));
-    }
-    let whole = vec![FilePart::Range(0..meta.len())];
-    Ok(Body::from_file_parts(Arc::new(file), whole))
-}
-
-/// The head a message gives: `status` (unless given here) and `headers`.
-fn head(message: &Bound<'_, PyDict>, status: Option<StatusCode>) -> PyResult<Head> {
-    let status = match status {
-        Some(status) => status,
-        None => {
-            let status: u16 = item(message, "status")?
-                .ok_or_else(|| PyRuntimeError::new_err("http.response.start needs a 'status'"))?
-                .extract()?;
-            StatusCode::from_u16(status)
-                .map_err(|_| PyRuntimeError::new_err(format!("{status} is not an HTTP status")))?
-        }
-    };
-    let mut headers = HeaderMap::new();
-    fill(message, &mut headers)?;
-    Ok(Head {
-        status,
-        headers,
-        body: None,
-    })
-}
-
-/// Adds the message's `headers` to `headers`.
-fn fill(message: &Bound<'_, PyDict>, headers: &mut HeaderMap) -> PyResult<()> {
-    let Some(pairs) = item(message, "headers")? else {
-        return Ok(());
-    };
-    for pair in pairs.try_iter()? {
-        let (name, value): (Vec<u8>, Vec<u8>) = pair?.extract()?;
-        let name = HeaderName::from_bytes(&name).map_err(|_| {
-            PyRuntimeError::new_err(format!(
-                "bad header name {:?}",
-                String::from_utf8_lossy(&name)
-            ))
-        })?;
-        let value = HeaderValue::from_bytes(&value)
-            .map_err(|_| PyRuntimeError::new_err(format!("bad value for header {name}")))?;
-        headers.append(name, value);
-    }
-    Ok(())
 }
 
 impl Message {

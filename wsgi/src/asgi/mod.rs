@@ -1,6 +1,7 @@
 //! ASGI 3 applications as stackway apps: see [`Asgi`].
 
 mod bridge;
+mod conn;
 mod scope;
 mod websocket;
 

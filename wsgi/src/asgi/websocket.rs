@@ -21,7 +21,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::bridge::{Head, Room, Shared};
+use super::bridge::{Room, Shared};
+use super::conn::Head;
 
 /// The largest message either way, as uvicorn's default.
 const MAX_MESSAGE: usize = 16 << 20;
