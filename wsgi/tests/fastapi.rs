@@ -74,6 +74,57 @@ fn fastapi_routes_url_for_docs_and_streaming_under_a_mount() {
 }
 
 #[test]
+fn a_fastapi_websocket_echoes_and_hears_the_close() {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::protocol::CloseFrame;
+    use tungstenite::{Message, connect};
+
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(running) = serve() else { return };
+    let url = format!("ws://{}/api/echo", running.addr);
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "chat".parse().unwrap());
+    let (mut socket, res) = connect(request).unwrap();
+    assert_eq!(res.headers()["sec-websocket-protocol"], "chat");
+    socket.send(Message::text("héllo")).unwrap();
+    assert_eq!(socket.read().unwrap(), Message::text("héllo"));
+    socket.send(Message::binary(vec![1, 2, 3])).unwrap();
+    assert_eq!(socket.read().unwrap(), Message::binary(vec![1, 2, 3]));
+    socket.send(Message::text("close-me")).unwrap();
+    match socket.read().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4001),
+        other => panic!("expected the app's close, got {other:?}"),
+    }
+    let (mut socket, _) = connect(url.as_str()).unwrap();
+    socket
+        .close(Some(CloseFrame {
+            code: 4000.into(),
+            reason: "bye".into(),
+        }))
+        .unwrap();
+    while socket.read().is_ok() {}
+    let asked = Instant::now();
+    while !Conn::open(running.addr)
+        .get("/api/heard")
+        .text()
+        .contains("4000")
+    {
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "the app did not hear the close"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Refused before accepting (WebSocketException): the handshake gets 403.
+    match connect(format!("{url}?deny=1").as_str()) {
+        Err(tungstenite::Error::Http(res)) => assert_eq!(res.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+#[test]
 fn fastapi_streams_256_mib_each_way_in_bounded_memory() {
     const LEN: usize = 256 << 20;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect, WebSocketException, status
 from fastapi.responses import FileResponse, StreamingResponse
 
 
@@ -54,3 +54,34 @@ async def download(mib: int):
 async def source():
     """This file, by the server's `http.response.pathsend`, which Starlette uses when offered."""
     return FileResponse(__file__, media_type="text/x-python")
+
+
+heard = []  # the close codes the WebSocket route heard
+
+
+@app.websocket("/echo")
+async def echo(websocket: WebSocket):
+    """Echoes text and bytes; `close-me` closes with 4001; `/echo?deny=1` is refused."""
+    if websocket.query_params.get("deny"):
+        raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION)
+    await websocket.accept(subprotocol="chat" if "chat" in websocket.scope["subprotocols"] else None)
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                heard.append(message["code"])
+                return
+            if message.get("text") == "close-me":
+                await websocket.close(code=4001, reason="asked")
+                return
+            if message.get("text") is not None:
+                await websocket.send_text(message["text"])
+            else:
+                await websocket.send_bytes(message["bytes"])
+    except WebSocketDisconnect as gone:
+        heard.append(gone.code)
+
+
+@app.get("/heard")
+async def closes():
+    return heard
