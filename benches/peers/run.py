@@ -35,9 +35,10 @@ STATIC = ["static-1k", "static-64k", "static-1m", "static-20m", "static-304", "s
 COMPRESSED = ["compressed-64k-gzip", "compressed-64k-br"]
 WSGI = ["wsgi-hello", "wsgi-cpu"]
 ASGI = ["asgi-hello", "ws-echo"]
-PYTHON_SCENARIOS = WSGI + ASGI
+# uwsgi-flask: nginx in front (uwsgi_pass) of stackway or uWSGI serving the same Flask app.
+PYTHON_SCENARIOS = WSGI + ASGI + ["uwsgi-flask"]
 SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy"] + PYTHON_SCENARIOS
-PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn"]
+PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn", "uwsgi"]
 # `stackway-before`: another stackway binary (--before PATH), for a before/after in one run;
 # `stackway-1p`: stackway with one process, for what --processes adds in the Python scenarios.
 SERVERS = ["stackway", "stackway-before", "stackway-1p", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
@@ -63,6 +64,17 @@ def application(environ, start_response):
                               ("Content-Length", str(len(body)))])
     return [body]
 
+try:
+    from flask import Flask
+
+    flask_app = Flask(__name__)
+
+    @flask_app.get("/<name>")
+    def flask_hello(name):
+        return f"Hello, {name}!"
+except ImportError:  # only uwsgi-flask needs it
+    pass
+
 async def asgi_hello(scope, receive, send):
     name = scope["path"].rsplit("/", 1)[-1] or "world"
     body = ('{"message": "Hello, %s!"}' % name).encode()
@@ -85,6 +97,7 @@ async def ws_echo(scope, receive, send):
         await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
 """
 PYDEPS = ROOT / "target" / "peers" / "pydeps"
+UWSGI = ROOT / "target" / "peers" / "uwsgi" / "bin" / "uwsgi"
 # The interpreter stackway-wsgi embeds (.cargo/config.toml), so every server runs the same Python.
 PYTHON = "/usr/bin/python3.11"
 
@@ -97,8 +110,9 @@ def applies(server, scenario):
     if server == "stackway-1p":
         return scenario in PYTHON_SCENARIOS
     if scenario in PYTHON_SCENARIOS:
-        # gunicorn serves the WSGI scenarios, uvicorn the ASGI ones, granian both.
-        speaks = {"uvicorn": ASGI, "granian": PYTHON_SCENARIOS}.get(server, WSGI)
+        # gunicorn serves the WSGI scenarios, uvicorn the ASGI ones, granian both but
+        # uwsgi-flask, which is uWSGI's alone.
+        speaks = {"uvicorn": ASGI, "granian": WSGI + ASGI, "uwsgi": ["uwsgi-flask"]}.get(server, WSGI)
         return server == "stackway" or (server in PYTHON_SERVERS and scenario in speaks
                                         and python_server_installed(server))
     if server in PYTHON_SERVERS:
@@ -146,13 +160,18 @@ def ensure_tools():
 def ensure_python_servers():
     """gunicorn, granian and uvicorn (with uvloop and httptools, as deployed) from PyPI into
     target/peers/pydeps, for the interpreter stackway embeds."""
-    if all(python_server_installed(s) for s in ("gunicorn-sync", "granian", "uvicorn")):
-        return
-    subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--target", str(PYDEPS),
-                    "gunicorn", "granian", "uvicorn[standard]"], check=False)
+    if not all(python_server_installed(s) for s in ("gunicorn-sync", "granian", "uvicorn")):
+        subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--target", str(PYDEPS),
+                        "gunicorn", "granian", "uvicorn[standard]"], check=False)
+    # uWSGI builds against this Python (gcc and its headers); its own target, for its bin/.
+    if not python_server_installed("uwsgi"):
+        subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--target", str(UWSGI.parents[1]),
+                        "uwsgi"], check=False)
 
 
 def python_server_installed(server):
+    if server == "uwsgi":
+        return UWSGI.exists()
     module = server.split("-")[0]
     return (PYDEPS / module).is_dir()
 
@@ -189,6 +208,11 @@ def nginx_conf(tmp, port, static, upstream=None, scenario=None):
     upstream_block = f"upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}" if upstream else ""
     proxy_location = ('location /proxy/ { proxy_pass http://up/; proxy_http_version 1.1; '
                       'proxy_set_header Connection ""; }') if upstream else ""
+    if scenario == "uwsgi-flask":
+        # nginx as the front of a uWSGI deployment: uwsgi_params, uwsgi_pass (no keep-alive:
+        # nginx opens a connection a request to a uwsgi backend).
+        upstream_block = ""
+        proxy_location = f"location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{upstream}; }}"
     # Level 6: what flate2's default, and so stackway's and tower-http's gzip, uses.
     gzip = "gzip on; gzip_comp_level 6; gzip_min_length 256; gzip_types text/html;" if scenario in COMPRESSED else ""
     conf.write_text(f"""
@@ -246,6 +270,15 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         return [PYTHON, "-m", "uvicorn", "--workers", workers, "--host", "127.0.0.1",
                 "--port", str(port), "--app-dir", str(tmp), "--log-level", "warning",
                 "--no-access-log", app]
+    if server == "uwsgi":
+        # uWSGI as its docs deploy it behind nginx: a master, a process per core, one
+        # thread each (threads only add GIL traffic to a hello), no request logging.
+        return [str(UWSGI), "--socket", bind, "--chdir", str(tmp), "--module", "bench_app:flask_app",
+                "--master", "--processes", workers, "--disable-logging", "--lazy-apps"]
+    if server == "stackway" and scenario == "uwsgi-flask":
+        # One Python thread a process, as uWSGI runs here.
+        return [str(binary), "serve", "--bind", f"uwsgi://{bind}", "--pythonpath", str(tmp),
+                "--mount", "/=wsgi:bench_app:flask_app", "--wsgi-threads", "1"] + processes
     if server == "granian":
         interface = "asgi" if scenario in ASGI else "wsgi"
         return [PYTHON, "-m", "granian", "--interface", interface, "--workers", workers,
@@ -276,7 +309,11 @@ class Server:
     def __init__(self, name, static, tmp, upstream=None, scenario=None):
         self.name = name
         self.port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(PYDEPS)} if name in PYTHON_SERVERS else None
+        # /usr/bin first: the embedded interpreter (and uWSGI's) finds its home by the first
+        # python3 on PATH, which a pyenv-run python3 sets to its own.
+        env = {**os.environ, "PATH": "/usr/bin:" + os.environ.get("PATH", "")}
+        if name in PYTHON_SERVERS:
+            env["PYTHONPATH"] = str(PYDEPS)
         self.proc = subprocess.Popen(command(name, self.port, static, tmp, upstream, scenario), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True, env=env)
         deadline = time.time() + 20
@@ -415,16 +452,21 @@ def run_once(server_name, scenario, static, tmp, args):
     # The proxy scenario's upstream: raw hyper, the same for both proxies.
     upstream = Server("hyper", static, tmp) if scenario == "proxy" else None
     server = Server(server_name, static, tmp, upstream.port if upstream else None, scenario)
+    # uwsgi-flask: the load goes to nginx, in front of the server measured.
+    front = Server("nginx", static, tmp, server.port, scenario) if scenario == "uwsgi-flask" else None
+    port = front.port if front else server.port
     try:
         if scenario == "slow-1g":
             return {"rss_growth_kib": slow_reader(server, args.slow_seconds)}
         path, headers, expected = scenario_request(scenario, server.port)
-        if scenario in PYTHON_SCENARIOS:
+        if scenario == "uwsgi-flask":
+            path = "/you"
+        elif scenario in PYTHON_SCENARIOS:
             # stackway mounts the app at /wsgi or /asgi beside its others; the Python servers
             # serve only it.
             mount = "/asgi" if scenario in ASGI else "/wsgi"
             path = f"{mount}/you" if server_name.startswith("stackway") else "/you"
-        status, fields, _ = request(server.port, path, headers)
+        status, fields, _ = request(port, path, headers)
         if status != expected:
             return {"error": f"answered {status}, expected {expected}"}
         if scenario in COMPRESSED and fields.get("content-encoding") != scenario.rsplit("-", 1)[1]:
@@ -436,9 +478,9 @@ def run_once(server_name, scenario, static, tmp, args):
             time.sleep(0.5)
             per_conn = (server.memory_kib("VmRSS") - before) / args.idle
         load = wrk if scenario != "ws-echo" else lambda port, path, _headers, args, seconds: ws_load(port, path, args, seconds)
-        load(server.port, path, headers, args, 1)  # warm up
+        load(port, path, headers, args, 1)  # warm up
         cpu = server.cpu_seconds()
-        result = load(server.port, path, headers, args, args.duration)
+        result = load(port, path, headers, args, args.duration)
         cpu = server.cpu_seconds() - cpu
         result["cpu_us_per_req"] = cpu * 1e6 / (result["rps"] * args.duration)
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
@@ -449,8 +491,9 @@ def run_once(server_name, scenario, static, tmp, args):
         return result
     finally:
         server.stop()
-        if upstream:
-            upstream.stop()
+        for other in (upstream, front):
+            if other:
+                other.stop()
 
 
 def median(runs, key):

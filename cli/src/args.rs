@@ -50,10 +50,11 @@ pub(crate) struct ServeArgs {
     pub(crate) listen: Vec<listen::ListenSpec>,
 
     /// Where to listen, repeatable: HOST:PORT (port 0 picks a free port), unix:PATH, or
-    /// fd:N for a socket passed by systemd socket activation. Sockets systemd passes
-    /// (LISTEN_FDS) are served without it [default: 127.0.0.1:8000].
-    #[arg(long, value_name = "ADDRESS", value_parser = listen::parse_bind)]
-    pub(crate) bind: Vec<listen::Bind>,
+    /// fd:N for a socket passed by systemd socket activation; uwsgi://HOST:PORT and
+    /// uwsgi+unix:PATH speak the uwsgi protocol to a front such as nginx's uwsgi_pass.
+    /// Sockets systemd passes (LISTEN_FDS) are served without it [default: 127.0.0.1:8000].
+    #[arg(long, value_name = "ADDRESS", value_parser = listen::parse_address)]
+    pub(crate) bind: Vec<listen::Address>,
 
     /// Permission bits of unix socket files made by --bind unix:PATH, in octal (as 660).
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]

@@ -18,10 +18,10 @@ use stackway_middleware::shared_data::Export;
 use toml::Spanned;
 
 use crate::args::{Mount, ProxyOptions, ServeArgs, Static, Target};
-use crate::listen::{Bind, ListenSpec};
+use crate::listen::{Address, Bind, ListenSpec};
 use crate::values::{
-    at_least_one, bind, binds, header_size, level, log_format, octal, path, processes, proxy_fix,
-    required_bind, secs, upstreams,
+    addresses, at_least_one, bind, header_size, level, log_format, octal, path, processes,
+    proxy_fix, required_address, secs, upstreams,
 };
 
 /// Declares the file's struct and how its flag keys reach the arguments.
@@ -65,8 +65,8 @@ macro_rules! config_file {
 
 config_file! {
     other {
-        #[serde(default, deserialize_with = "binds")]
-        bind: Option<Vec<Bind>>,
+        #[serde(default, deserialize_with = "addresses")]
+        bind: Option<Vec<Address>>,
         #[serde(default)]
         listen: Vec<Spanned<Listen>>,
         pythonpath: Option<Vec<PathBuf>>,
@@ -146,8 +146,11 @@ config_file! {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Listen {
-    #[serde(deserialize_with = "required_bind")]
-    bind: Bind,
+    #[serde(deserialize_with = "required_address")]
+    bind: Address,
+    /// `uwsgi` speaks the uwsgi protocol (as a `uwsgi://` bind does).
+    #[serde(default)]
+    protocol: Protocol,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     #[serde(default)]
@@ -230,6 +233,7 @@ pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> 
         for bind in file.bind.unwrap_or_default() {
             let flagged = Listen {
                 bind,
+                protocol: Protocol::Http,
                 tls_cert: None,
                 tls_key: None,
                 proxy_protocol: args.proxy_protocol,
@@ -272,26 +276,43 @@ pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> 
     Ok(())
 }
 
+/// What a `[[listen]]` speaks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Protocol {
+    #[default]
+    Http,
+    Uwsgi,
+}
+
 impl Listen {
     /// The listener, with the file's (or the flags') TLS files and mode
     /// where it names none of its own.
     fn spec(self, args: &ServeArgs) -> Result<ListenSpec, String> {
+        let uwsgi = self.bind.uwsgi || self.protocol == Protocol::Uwsgi;
+        let bind = self.bind.bind;
+        let own_tls = self.tls_cert.is_some() || self.tls_key.is_some();
+        if uwsgi && own_tls {
+            return Err(format!(
+                "listener {bind}: a uwsgi listener speaks to its front in the clear, without tls_cert"
+            ));
+        }
         let cert = self.tls_cert.or_else(|| args.tls_cert.clone());
         let key = self.tls_key.or_else(|| args.tls_key.clone());
         let tls = match (cert, key) {
-            (Some(cert), Some(key)) if !matches!(self.bind, Bind::Unix(_)) => Some((cert, key)),
+            (Some(cert), Some(key)) if !matches!(bind, Bind::Unix(_)) && !uwsgi => {
+                Some((cert, key))
+            }
             (Some(_), None) | (None, Some(_)) => {
-                return Err(format!(
-                    "listener {}: tls_cert and tls_key go together",
-                    self.bind
-                ));
+                return Err(format!("listener {bind}: tls_cert and tls_key go together"));
             }
             _ => None,
         };
         Ok(ListenSpec {
-            bind: self.bind,
+            bind,
             tls,
             proxy_protocol: self.proxy_protocol,
+            uwsgi,
             reuse_port: self.reuse_port,
             mode: self.socket_mode.or(args.socket_mode),
         })
@@ -436,6 +457,14 @@ mod tests {
         assert_eq!(
             error("[[listen]]\nbind = \"unix:\"\n"),
             "s.toml:2:8: listen[0].bind: expected unix:PATH, as in unix:/run/stackway.sock"
+        );
+        assert_eq!(
+            error("bind = [\"uwsgi+unix:\"]\n"),
+            "s.toml:1:8: bind: expected uwsgi+unix:PATH, as in uwsgi+unix:/run/app.sock"
+        );
+        assert_eq!(
+            error("bind = [\"uwsgi://unix:/x\"]\n"),
+            "s.toml:1:8: bind: expected uwsgi://HOST:PORT, as in uwsgi://127.0.0.1:3031, not \"uwsgi://unix:/x\""
         );
         assert_eq!(
             error("workers = \"two\"\n"),

@@ -1,5 +1,5 @@
 //! The sockets `stackway serve` listens on: `--bind` values (TCP, `unix:PATH`,
-//! `fd:N`) and the sockets handed to the process by systemd socket activation
+//! `fd:N`, and the uwsgi protocol's `uwsgi://HOST:PORT`, `uwsgi+unix:PATH`) and the sockets handed to the process by systemd socket activation
 //! or by the process it replaces (see `restart.rs`), both as `LISTEN_FDS`.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -25,6 +25,43 @@ impl std::fmt::Display for Bind {
             Self::Fd(fd) => write!(f, "fd:{fd}"),
         }
     }
+}
+
+/// A `--bind` value: where, and whether it speaks uwsgi rather than HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Address {
+    pub(crate) bind: Bind,
+    pub(crate) uwsgi: bool,
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.bind, self.uwsgi) {
+            (Bind::Tcp(addr), true) => write!(f, "uwsgi://{addr}"),
+            (Bind::Unix(path), true) => write!(f, "uwsgi+unix:{}", path.display()),
+            (bind, _) => bind.fmt(f),
+        }
+    }
+}
+
+/// `uwsgi://HOST:PORT` and `uwsgi+unix:PATH` speak uwsgi; the rest is [`parse_bind`]'s.
+pub(crate) fn parse_address(value: &str) -> Result<Address, String> {
+    let uwsgi = |bind| Ok(Address { bind, uwsgi: true });
+    if let Some(addr) = value.strip_prefix("uwsgi://") {
+        return match parse_bind(addr) {
+            Ok(bind @ Bind::Tcp(_)) => uwsgi(bind),
+            _ => Err(format!(
+                "expected uwsgi://HOST:PORT, as in uwsgi://127.0.0.1:3031, not {value:?}"
+            )),
+        };
+    }
+    if let Some(path) = value.strip_prefix("uwsgi+unix:") {
+        if path.is_empty() {
+            return Err("expected uwsgi+unix:PATH, as in uwsgi+unix:/run/app.sock".into());
+        }
+        return uwsgi(Bind::Unix(path.into()));
+    }
+    parse_bind(value).map(|bind| Address { bind, uwsgi: false })
 }
 
 pub(crate) fn parse_bind(value: &str) -> Result<Bind, String> {
@@ -57,6 +94,8 @@ pub(crate) struct ListenSpec {
     pub(crate) bind: Bind,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
     pub(crate) proxy_protocol: bool,
+    /// Speaks uwsgi (nginx's `uwsgi_pass`) instead of HTTP.
+    pub(crate) uwsgi: bool,
     pub(crate) reuse_port: bool,
     /// A unix socket file's permission bits.
     pub(crate) mode: Option<u32>,
@@ -97,6 +136,7 @@ pub(crate) fn open(specs: &[ListenSpec], admin: Option<&ListenSpec>) -> Result<O
         bind: Bind::Tcp("127.0.0.1:8000".into()),
         tls: None,
         proxy_protocol: false,
+        uwsgi: false,
         reuse_port: false,
         mode: None,
     }];
@@ -136,9 +176,11 @@ pub(crate) fn open(specs: &[ListenSpec], admin: Option<&ListenSpec>) -> Result<O
                 listener.tls(tls)
             }
         };
-        opened
-            .listeners
-            .push(listener.proxy_protocol(spec.proxy_protocol));
+        opened.listeners.push(
+            listener
+                .proxy_protocol(spec.proxy_protocol)
+                .uwsgi(spec.uwsgi),
+        );
     }
     for socket in passed {
         let listener = listener(socket)?;
@@ -254,6 +296,17 @@ fn listener(socket: Passed) -> Result<Listener, String> {
 
 fn same_path(a: &Path, b: &Path) -> bool {
     a == b || std::path::absolute(a).ok() == std::path::absolute(b).ok()
+}
+
+/// Where `listener` listens, as `--bind` says it (`uwsgi://` for a uwsgi one).
+pub(crate) fn shown(listener: &Listener) -> String {
+    match (listener.local_addr(), listener.is_uwsgi()) {
+        (stackway::server::ListenAddr::Tcp { addr, .. }, true) => format!("uwsgi://{addr}"),
+        (stackway::server::ListenAddr::Unix(path), true) => {
+            format!("uwsgi+unix:{}", path.display())
+        }
+        (addr, false) => addr.to_string(),
+    }
 }
 
 /// An error's cause, which says more than its kind.

@@ -100,6 +100,7 @@ fn main() -> ExitCode {
         }
     };
     let handover = restart::Handover::new(&opened.listeners);
+    let shown: Vec<String> = opened.listeners.iter().map(listen::shown).collect();
     let server = match Server::new(opened.listeners) {
         Ok(server) => server,
         Err(e) => {
@@ -128,13 +129,13 @@ fn main() -> ExitCode {
         .max_header_size(args.max_header_size)
         .max_connections(args.max_connections)
         .shutdown_on(signals.until_stop(opened.tls, handover, handed_over.clone()))
-        .when_ready(|addrs| {
+        .when_ready(move |_| {
             // Whoever reads this may have gone (a restart's new process
             // outlives the old one's reader): a closed stdout is no failure.
             // A supervised process's supervisor says where the tree listens.
             if !supervisor::is_worker() {
                 let mut out = std::io::stdout().lock();
-                for addr in addrs {
+                for addr in &shown {
                     let _ = writeln!(out, "listening on {addr}");
                 }
                 let _ = out.flush();
@@ -181,6 +182,7 @@ fn admin_spec(args: &ServeArgs) -> Option<listen::ListenSpec> {
         bind: bind.clone(),
         tls: None,
         proxy_protocol: false,
+        uwsgi: false,
         reuse_port: false,
         mode: args.socket_mode,
     })
@@ -194,12 +196,14 @@ fn listen_specs(args: &ServeArgs) -> Vec<listen::ListenSpec> {
     let tls = args.tls_cert.clone().zip(args.tls_key.clone());
     args.bind
         .iter()
-        .map(|bind| listen::ListenSpec {
-            bind: bind.clone(),
+        .map(|address| listen::ListenSpec {
+            bind: address.bind.clone(),
+            // Not on unix sockets, nor to a uwsgi front.
             tls: tls
                 .clone()
-                .filter(|_| !matches!(bind, listen::Bind::Unix(_))),
+                .filter(|_| !matches!(address.bind, listen::Bind::Unix(_)) && !address.uwsgi),
             proxy_protocol: args.proxy_protocol,
+            uwsgi: address.uwsgi,
             reuse_port: args.reuse_port,
             mode: args.socket_mode,
         })

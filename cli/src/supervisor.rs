@@ -179,7 +179,7 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
         return code;
     }
     for listener in &opened.listeners {
-        println!("listening on {}", listener.local_addr());
+        println!("listening on {}", listen::shown(listener));
     }
     restart::notify_ready();
     tracing::info!(

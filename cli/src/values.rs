@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use stackway_middleware::proxy::Balance;
 
-use crate::listen::{Bind, parse_bind};
+use crate::listen::{Address, Bind, parse_address, parse_bind};
 
 /// `for=1,proto=1,host=0,port=0,prefix=0`: trusted proxies per header, in
 /// that order; unnamed ones keep Werkzeug's defaults (1, 1, 0, 0, 0).
@@ -89,14 +89,14 @@ pub(crate) fn bind<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bind>, D::E
     checked(d, |s: String| parse_bind(&s))
 }
 
-pub(crate) fn required_bind<'de, D: Deserializer<'de>>(d: D) -> Result<Bind, D::Error> {
-    bind(d).map(Option::unwrap)
+pub(crate) fn addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Address>>, D::Error> {
+    checked(d, |all: Vec<String>| {
+        all.iter().map(|s| parse_address(s)).collect()
+    })
 }
 
-pub(crate) fn binds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Bind>>, D::Error> {
-    checked(d, |all: Vec<String>| {
-        all.iter().map(|s| parse_bind(s)).collect()
-    })
+pub(crate) fn required_address<'de, D: Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
+    checked(d, |s: String| parse_address(&s)).map(Option::unwrap)
 }
 
 /// `"http://…"` or `["http://…", "http://…"]`.

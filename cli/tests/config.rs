@@ -40,6 +40,7 @@ fn the_example_file_serves_every_listener_mount_and_export() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = tls::certificate(dir.path(), "localhost");
     let sock = dir.path().join("app.sock");
+    let uwsgi_sock = dir.path().join("uwsgi.sock");
     // Two upstreams for the proxy pool.
     let upstreams: Vec<Server> = (0..2)
         .map(|_| serve(&["--bind", "127.0.0.1:0", "--mount", "/=demo"], 1))
@@ -52,6 +53,7 @@ fn the_example_file_serves_every_listener_mount_and_export() {
         .replace("/etc/stackway/fullchain.pem", cert.to_str().unwrap())
         .replace("/etc/stackway/privkey.pem", key.to_str().unwrap())
         .replace("/run/stackway/app.sock", sock.to_str().unwrap())
+        .replace("/run/stackway/uwsgi.sock", uwsgi_sock.to_str().unwrap())
         .replace("http://127.0.0.1:9000", &upstreams[0].listening[0])
         .replace("http://127.0.0.1:9001", &upstreams[1].listening[0])
         .replace("drain_delay = 5", "drain_delay = 0.2");
@@ -59,10 +61,34 @@ fn the_example_file_serves_every_listener_mount_and_export() {
     let file = dir.path().join("stackway.toml");
     std::fs::write(&file, &config).unwrap();
 
-    let server = serve(&["--config", file.to_str().unwrap()], 3);
-    let [plain, tls, unix] = &server.listening[..] else {
+    let server = serve(&["--config", file.to_str().unwrap()], 4);
+    let [plain, tls, unix, uwsgi] = &server.listening[..] else {
         unreachable!()
     };
+    assert_eq!(uwsgi, &format!("uwsgi+unix:{}", uwsgi_sock.display()));
+    // A uwsgi packet (as nginx's uwsgi_pass sends) for `/`: its raw HTTP answer.
+    let mut block = Vec::new();
+    for item in [
+        "REQUEST_METHOD",
+        "GET",
+        "PATH_INFO",
+        "/",
+        "HTTP_HOST",
+        "example.org",
+    ] {
+        block.extend_from_slice(&u16::try_from(item.len()).unwrap().to_le_bytes());
+        block.extend_from_slice(item.as_bytes());
+    }
+    let mut packet = vec![0];
+    packet.extend_from_slice(&u16::try_from(block.len()).unwrap().to_le_bytes());
+    packet.push(0);
+    packet.extend(block);
+    let mut stream = UnixStream::connect(&uwsgi_sock).unwrap();
+    stream.write_all(&packet).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200 "), "{answer}");
+    assert!(answer.ends_with("<h1>Hello, web!</h1>"), "{answer}");
     assert!(plain.starts_with("http://127.0.0.1:"), "{plain}");
     assert!(tls.starts_with("https://127.0.0.1:"), "{tls}");
     assert_eq!(unix, &format!("unix:{}", sock.display()));
@@ -208,6 +234,14 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
         (
             "workers = 2\nwokers = 3\n",
             "s.toml:2:1: wokers: unknown field `wokers`",
+        ),
+        (
+            "[[listen]]\nbind = \"uwsgi://127.0.0.1:0\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+            "listener 127.0.0.1:0: a uwsgi listener speaks to its front in the clear, without tls_cert",
+        ),
+        (
+            "[[listen]]\nbind = \"unix:/tmp/x.sock\"\nprotocol = \"fastcgi\"\n",
+            "s.toml:3:12: listen[0].protocol: unknown variant `fastcgi`, expected `http` or `uwsgi`",
         ),
         (
             "processes = 0\n",

@@ -9,10 +9,11 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio_util::either::Either;
 
@@ -22,6 +23,7 @@ use super::proxy_protocol;
 use super::request::handle;
 use super::sendfile::Write;
 use super::shared::{Door, Phase, Shared};
+use super::uwsgi;
 use crate::{App, Connection};
 
 pub(super) async fn serve_connection<A: App>(
@@ -33,11 +35,28 @@ pub(super) async fn serve_connection<A: App>(
     mut phase: watch::Receiver<Phase>,
 ) {
     let activity = Arc::new(Activity::new(door.tls.is_none()));
-    let tracked = Tracked {
+    let mut tracked = Tracked {
         io,
         activity: activity.clone(),
         linger: None,
+        pending: Bytes::new(),
     };
+    let mut scheme = door.scheme.clone();
+    let mut peer = peer;
+    let mut uwsgi = None;
+    if door.uwsgi {
+        match opened_uwsgi(&mut tracked, &shared).await {
+            Some(opened) => {
+                peer = opened.remote_addr.or(peer);
+                if opened.https {
+                    scheme = http::uri::Scheme::HTTPS;
+                }
+                tracked.pending = opened.head;
+                uwsgi = Some((opened.version, opened.forwarded));
+            }
+            None => return,
+        }
+    }
     // The PROXY protocol header and the TLS handshake, within the handshake
     // timeout: a client that connects and says nothing is not kept. (A plain
     // listener has neither, and arms no timer.)
@@ -72,12 +91,21 @@ pub(super) async fn serve_connection<A: App>(
     let info = Connection {
         remote_addr,
         local_addr: door.local_addr,
-        scheme: door.scheme.clone(),
+        scheme,
         listener: door.listener,
     };
     let service = {
         let (shared, activity) = (shared.clone(), activity.clone());
-        service_fn(move |req| handle(app.clone(), &shared, &activity, &info, req))
+        service_fn(move |mut req: http::Request<_>| {
+            // A uwsgi request: the version its front was asked in, and its mount.
+            if let Some((version, forwarded)) = &uwsgi {
+                *req.version_mut() = *version;
+                if let Some(forwarded) = forwarded {
+                    req.extensions_mut().insert(forwarded.clone());
+                }
+            }
+            handle(app.clone(), &shared, &activity, &info, req)
+        })
     };
     let mut conn = pin!(
         shared
@@ -129,6 +157,30 @@ pub(super) async fn serve_connection<A: App>(
     }
 }
 
+/// Reads a uwsgi connection's packet, within the handshake timeout; one
+/// refused is answered (400, 501) and closed, one cut short closed.
+async fn opened_uwsgi(tracked: &mut Tracked, shared: &Shared) -> Option<uwsgi::Opened> {
+    let read = tokio::time::timeout(shared.config.handshake_timeout, uwsgi::read_packet(tracked));
+    match read.await {
+        Ok(Ok(Ok(opened))) => Some(opened),
+        Ok(Ok(Err(refused))) => {
+            tracing::warn!(
+                status = refused.status,
+                "refused a uwsgi request: {}",
+                refused.why
+            );
+            let _ = tracked.write_all(&refused.response()).await;
+            let _ = tracked.shutdown().await;
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("closed a uwsgi connection before its packet: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// How long a connection accepted just before the server stops accepting
 /// may take to send its first request (whose response then closes it).
 const FIRST_REQUEST: Duration = Duration::from_secs(1);
@@ -169,6 +221,8 @@ struct Tracked {
     activity: Arc<Activity>,
     /// Set once the write side is shut: the end of the lingering read.
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Read before the socket: a uwsgi request's head, made from its packet.
+    pending: Bytes,
 }
 
 impl AsyncRead for Tracked {
@@ -178,6 +232,11 @@ impl AsyncRead for Tracked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.pending.is_empty() {
+            let n = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if buf.filled().len() > before {

@@ -44,6 +44,7 @@ pub struct Listener {
     pub(super) addr: ListenAddr,
     pub(super) tls: Option<Tls>,
     pub(super) proxy_protocol: bool,
+    pub(super) uwsgi: bool,
 }
 
 /// Where a [`Listener`] listens; shown as a URL (`http://127.0.0.1:8000`,
@@ -178,6 +179,7 @@ impl Listener {
             addr,
             tls: None,
             proxy_protocol: false,
+            uwsgi: false,
         })
     }
 
@@ -198,6 +200,23 @@ impl Listener {
     pub fn proxy_protocol(mut self, on: bool) -> Self {
         self.proxy_protocol = on;
         self
+    }
+
+    /// Speaks the uwsgi protocol instead of HTTP, as nginx's `uwsgi_pass`
+    /// does (uWSGI's `--socket`): each connection is one request, its CGI
+    /// variables in a packet, then its body; the response goes back as raw
+    /// HTTP. The front is trusted as a proxy is: REMOTE_ADDR and HTTPS
+    /// become the client's address and the scheme, SCRIPT_NAME the prefix
+    /// the front mounted this server at ([`Forwarded::prefix`](crate::Forwarded::prefix)).
+    /// Not with TLS.
+    pub fn uwsgi(mut self, on: bool) -> Self {
+        self.uwsgi = on;
+        self
+    }
+
+    /// Whether this listener speaks uwsgi (see [`uwsgi`](Self::uwsgi)).
+    pub fn is_uwsgi(&self) -> bool {
+        self.uwsgi
     }
 
     /// Where this listener listens.

@@ -61,6 +61,7 @@ mod shared;
 mod stats;
 mod stream;
 mod tls;
+mod uwsgi;
 mod worker;
 
 pub use listener::{ListenAddr, Listener};

@@ -69,6 +69,8 @@ pub(super) struct Door {
     pub(super) scheme: Scheme,
     pub(super) tls: Option<Tls>,
     pub(super) proxy_protocol: bool,
+    /// Connections speak uwsgi (uwsgi.rs), not HTTP.
+    pub(super) uwsgi: bool,
 }
 
 /// What every connection of a worker shares.

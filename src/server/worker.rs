@@ -52,8 +52,10 @@ impl<A: App> Worker<A> {
                         Some(_) => Scheme::HTTPS,
                         None => Scheme::HTTP,
                     },
-                    tls: listener.tls.clone(),
+                    // A uwsgi listener speaks to its front in the clear.
+                    tls: listener.tls.clone().filter(|_| !listener.uwsgi),
                     proxy_protocol: listener.proxy_protocol,
+                    uwsgi: listener.uwsgi,
                 };
                 Ok((listener.try_clone().map_err(io_error)?, Arc::new(door)))
             })

@@ -38,3 +38,22 @@ def go_external():
 @app.route("/host")
 def host():
     return f"{request.host} {request.environ['HTTP_HOST']} {request.url_root}"
+
+
+@app.route("/whoami")
+def whoami():
+    return f"{request.remote_addr} {request.scheme} {request.environ['SERVER_PROTOCOL']}"
+
+
+@app.route("/upload", methods=["POST"])
+def upload():
+    total = 0
+    while chunk := request.stream.read(1 << 16):
+        total += len(chunk)
+    return f"{total} bytes"
+
+
+@app.route("/download/<int:mib>")
+def download(mib):
+    chunk = b"d" * (1 << 20)
+    return app.response_class((chunk for _ in range(mib)), mimetype="application/octet-stream")

@@ -1,0 +1,268 @@
+//! nginx in front, speaking uwsgi (`uwsgi_pass`, TCP and unix) to `stackway
+//! serve --bind uwsgi://…`: the deployment uWSGI users run, with stackway in
+//! uWSGI's place and nginx's configuration as it was.
+
+mod support;
+
+use stackway_test_support::external;
+use stackway_test_support::http::Conn;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Server, stackway};
+
+/// nginx, killed when dropped.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// nginx on a free port with `locations`, its files in `dir`; `None` when
+/// there is no nginx here (the test is then skipped, saying so).
+fn nginx(dir: &std::path::Path, locations: &str) -> Option<Nginx> {
+    let bin = external::file(&["/usr/sbin/nginx"], "Debian's nginx-light")?;
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root; daemon off; master_process off; worker_processes 1;\n\
+             pid {dir}/nginx.pid; error_log stderr warn;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_max_body_size 0;\n\
+               client_body_temp_path {dir}/body; uwsgi_temp_path {dir}/uwsgi;\n\
+               proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi; scgi_temp_path {dir}/scgi;\n\
+               server {{\n    listen 127.0.0.1:{port};\n{locations}\n  }}\n}}\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .args(["-e", "stderr", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Nginx { child, addr })
+}
+
+/// `stackway serve` with the test Flask app at `/app` and at `/`, over uwsgi
+/// on TCP and on the unix socket `sock`.
+fn stackway_uwsgi(sock: &std::path::Path) -> Option<Server> {
+    if !external::python_modules(&["flask"], "Debian's python3-flask") {
+        return None;
+    }
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
+    let unix = format!("uwsgi+unix:{}", sock.display());
+    let args = [
+        "--pythonpath",
+        python,
+        "--bind",
+        "uwsgi://127.0.0.1:0",
+        "--bind",
+        &unix,
+        "--mount",
+        "/app=wsgi:flask_app:app",
+        "--mount",
+        "/=wsgi:flask_app:app",
+        "--workers",
+        "2",
+    ];
+    Some(Server::start(stackway(&args), 2))
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let Some(server) = stackway_uwsgi(&sock) else {
+        return;
+    };
+    let tcp = &server.listening[0];
+    assert!(tcp.starts_with("uwsgi://127.0.0.1:"), "{tcp}");
+    assert_eq!(
+        server.listening[1],
+        format!("uwsgi+unix:{}", sock.display())
+    );
+    let tcp = tcp.strip_prefix("uwsgi://").unwrap();
+    let locations = format!(
+        "    location /app {{ include /etc/nginx/uwsgi_params; uwsgi_pass {tcp}; }}\n\
+         location /unix/ {{ rewrite ^/unix(/.*)$ $1 break; include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock}; }}\n\
+         location /legacy {{ include /etc/nginx/uwsgi_params; uwsgi_param SCRIPT_NAME /legacy; uwsgi_modifier1 30; uwsgi_pass {tcp}; }}\n",
+        sock = sock.display()
+    );
+    let Some(nginx) = nginx(dir.path(), &locations) else {
+        return;
+    };
+    // One client connection, kept alive by nginx across the requests.
+    let mut conn = Conn::open(nginx.addr);
+    let index = conn.get("/app/");
+    assert_eq!(index.status, 200);
+    assert_eq!(
+        index.text(),
+        "index links to /app/hello/x",
+        "url_for under the mount"
+    );
+    assert_eq!(
+        conn.get("/app/hello/you").text(),
+        "hello you at /app/hello/you"
+    );
+    let go = conn.get("/app/go");
+    assert_eq!(go.status, 302);
+    assert_eq!(go.header("location"), Some("/app/hello/there"));
+    assert_eq!(conn.get("/app/whoami").text(), "127.0.0.1 http HTTP/1.1");
+    // Over the unix socket: REMOTE_ADDR is nginx's word, not the socket's.
+    assert_eq!(
+        conn.get("/unix/app/whoami").text(),
+        "127.0.0.1 http HTTP/1.1"
+    );
+    assert_eq!(
+        conn.get("/unix/app/hello/u").text(),
+        "hello u at /app/hello/u"
+    );
+    // uWSGI's convention: SCRIPT_NAME set by nginx, modifier1 30.
+    assert_eq!(
+        conn.get("/legacy/hello/old").text(),
+        "hello old at /legacy/hello/old"
+    );
+    assert_eq!(
+        conn.get("/legacy/").text(),
+        "index links to /legacy/hello/x"
+    );
+    assert_eq!(conn.get("/app/nowhere").status, 404);
+
+    // 64 MiB up and 64 MiB down in constant memory.
+    const MIB: usize = 64;
+    let pid = server.child.id();
+    let before = vm_hwm_kib(pid);
+    let mut stream = TcpStream::connect(nginx.addr).unwrap();
+    let len = MIB << 20;
+    stream
+        .write_all(
+            format!("POST /app/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let chunk = vec![b'u'; 1 << 20];
+    for _ in 0..MIB {
+        stream.write_all(&chunk).unwrap();
+    }
+    let mut conn = Conn {
+        reader: std::io::BufReader::new(stream),
+    };
+    let uploaded = conn.read_response();
+    assert_eq!(uploaded.text(), format!("{len} bytes"));
+    let mut stream = conn.reader.into_inner();
+    stream
+        .write_all(
+            format!("GET /app/download/{MIB} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut received = 0;
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        received += n;
+    }
+    assert!(received > len, "{received} bytes");
+    let grown = vm_hwm_kib(pid).saturating_sub(before);
+    eprintln!("stackway's peak RSS grew by {grown} KiB for {MIB} MiB each way");
+    assert!(grown < 32 * 1024, "peak RSS grew by {grown} KiB");
+}
+
+#[test]
+fn a_uwsgi_packet_from_a_client_that_is_not_wsgi_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock")) else {
+        return;
+    };
+    let addr: SocketAddr = server.listening[0]
+        .strip_prefix("uwsgi://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // modifier1 5 (PSGI): 501, said in the body.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(&[5, 0, 0, 0]).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 501 "), "{answer}");
+    assert!(answer.contains("modifier1 5"), "{answer}");
+    // A header smuggled in a variable: 400.
+    let mut block = Vec::new();
+    for item in ["PATH_INFO", "/app/", "HTTP_X_A", "a\r\nX-Injected: 1"] {
+        block.extend_from_slice(&u16::try_from(item.len()).unwrap().to_le_bytes());
+        block.extend_from_slice(item.as_bytes());
+    }
+    let mut packet = vec![0];
+    packet.extend_from_slice(&u16::try_from(block.len()).unwrap().to_le_bytes());
+    packet.push(0);
+    packet.extend(block);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(&packet).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 400 "), "{answer}");
+    // The server goes on: a well-formed packet is answered.
+    let mut block = Vec::new();
+    for item in [
+        "REQUEST_METHOD",
+        "GET",
+        "PATH_INFO",
+        "/app/hello/raw",
+        "HTTP_HOST",
+        "example.org",
+    ] {
+        block.extend_from_slice(&u16::try_from(item.len()).unwrap().to_le_bytes());
+        block.extend_from_slice(item.as_bytes());
+    }
+    let mut packet = vec![0];
+    packet.extend_from_slice(&u16::try_from(block.len()).unwrap().to_le_bytes());
+    packet.push(0);
+    packet.extend(block);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(&packet).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200 "), "{answer}");
+    assert!(answer.ends_with("hello raw at /app/hello/raw"), "{answer}");
+}

@@ -1,0 +1,513 @@
+//! The uwsgi protocol on a listener, as nginx's `uwsgi_pass` speaks it: a
+//! packet of CGI variables, then the request body; the response goes back as
+//! raw HTTP, and the connection carries one request.
+//!
+//! The packet becomes an HTTP/1.0 request head that hyper then reads as if
+//! the client had sent it, followed by the body as it arrives, so a uwsgi
+//! request is served as any other, body streamed, response framed by
+//! `Content-Length` or by closing the connection (nginx reads the response to
+//! its end and never reuses a uwsgi connection). What the variables say of
+//! the connection (REMOTE_ADDR, HTTPS) and of the mount (SCRIPT_NAME) comes
+//! out beside the head:
+//!
+//! | variable | becomes |
+//! |---|---|
+//! | `REQUEST_METHOD`, `QUERY_STRING` | the request line |
+//! | `PATH_INFO` (decoded, as nginx's `$document_uri`) | the path, with `REQUEST_URI`'s raw bytes when they decode to it |
+//! | `SCRIPT_NAME` | where the front mounted this server ([`Forwarded::prefix`]); taken off the front of `PATH_INFO` when it starts it, as uWSGI's `--manage-script-name` and `uwsgi_modifier1 30` do |
+//! | `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH` | headers (the first of a repeated variable wins) |
+//! | `REMOTE_ADDR`, `REMOTE_PORT` | the client's address |
+//! | `HTTPS` (`on`, `1`), `REQUEST_SCHEME`, `UWSGI_SCHEME` | the scheme |
+//! | `SERVER_PROTOCOL` | the version the app is told |
+//! | `SERVER_NAME`, `SERVER_PORT`, `DOCUMENT_ROOT`, `UWSGI_*` | not used: the host comes from `HTTP_HOST` (`SERVER_NAME` only without it), and the apps are the server's mounts |
+//!
+//! `modifier1` must be 0 (WSGI) or 30 (WSGI, SCRIPT_NAME managed); others are
+//! answered 501.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use http::Version;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::Forwarded;
+
+/// Bytes a path keeps encoded: what cannot stand in a request target, and `%`.
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// Bytes a query string may not hold as they are.
+const QUERY: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>');
+
+/// What a uwsgi packet turns into.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Opened {
+    /// The HTTP/1.0 request head hyper reads first.
+    pub(super) head: Bytes,
+    pub(super) remote_addr: Option<SocketAddr>,
+    pub(super) https: bool,
+    /// The version to tell the app (`SERVER_PROTOCOL`).
+    pub(super) version: Version,
+    /// SCRIPT_NAME, as the front's mount of this server.
+    pub(super) forwarded: Option<Forwarded>,
+}
+
+/// A packet the server will not serve, with the status that says why.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Refused {
+    pub(super) status: u16,
+    pub(super) why: String,
+}
+
+impl Refused {
+    fn bad(why: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            why: why.into(),
+        }
+    }
+
+    /// The raw response that says so, as the connection's only one.
+    pub(super) fn response(&self) -> Vec<u8> {
+        let reason = if self.status == 501 {
+            "Not Implemented"
+        } else {
+            "Bad Request"
+        };
+        let body = format!("{}\n", self.why);
+        format!(
+            "HTTP/1.0 {} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+            self.status,
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// Reads the packet (its 4-byte header and its variables), never past it.
+pub(super) async fn read_packet<S: AsyncRead + Unpin>(
+    io: &mut S,
+) -> io::Result<Result<Opened, Refused>> {
+    let mut header = [0; 4];
+    io.read_exact(&mut header).await?;
+    let [modifier1, low, high, _modifier2] = header;
+    let mut vars = vec![0; usize::from(u16::from_le_bytes([low, high]))];
+    io.read_exact(&mut vars).await?;
+    if !matches!(modifier1, 0 | 30) {
+        return Ok(Err(Refused {
+            status: 501,
+            why: format!("uwsgi modifier1 {modifier1} is not served here: 0 and 30 (WSGI) are"),
+        }));
+    }
+    Ok(parse_vars(&vars).and_then(|vars| open(&vars)))
+}
+
+/// A variable: its name and its value.
+type Var<'a> = (&'a [u8], &'a [u8]);
+
+/// The variables, in order: each a 16-bit little-endian length and bytes, name then value.
+fn parse_vars(mut block: &[u8]) -> Result<Vec<Var<'_>>, Refused> {
+    fn take<'a>(block: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let (len, rest) = block.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        let item = rest.get(..len)?;
+        *block = &rest[len..];
+        Some(item)
+    }
+    let mut vars = Vec::new();
+    while !block.is_empty() {
+        let (Some(name), Some(value)) = (take(&mut block), take(&mut block)) else {
+            return Err(Refused::bad(
+                "a uwsgi variable runs past the end of its packet",
+            ));
+        };
+        vars.push((name, value));
+    }
+    Ok(vars)
+}
+
+/// The request the variables describe.
+fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
+    let var = |name: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| *v)
+    };
+    let text = |name: &str| var(name).and_then(|v| std::str::from_utf8(v).ok());
+    let method = text("REQUEST_METHOD").unwrap_or("GET");
+    if method.is_empty()
+        || !method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_!".contains(&b))
+    {
+        return Err(Refused::bad(format!("bad REQUEST_METHOD {method:?}")));
+    }
+    let (path, prefix) = target_path(var("PATH_INFO"), var("SCRIPT_NAME"), var("REQUEST_URI"));
+    let mut head = format!("{method} {path}");
+    if let Some(query) = var("QUERY_STRING").filter(|q| !q.is_empty()) {
+        head.push('?');
+        let query = String::from_utf8_lossy(query);
+        head.extend(utf8_percent_encode(&query, QUERY));
+    }
+    head.push_str(" HTTP/1.0\r\n");
+    let mut head = head.into_bytes();
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for &(name, value) in vars {
+        let header = match name {
+            b"CONTENT_TYPE" | b"CONTENT_LENGTH" => name,
+            _ => match name.strip_prefix(b"HTTP_") {
+                Some(header) if !header.is_empty() => header,
+                _ => continue,
+            },
+        };
+        if value.is_empty() || seen.contains(&name) {
+            continue;
+        }
+        seen.push(name);
+        if !header
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        {
+            return Err(Refused::bad(format!(
+                "bad uwsgi variable name {:?}",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        if value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+            return Err(Refused::bad(format!(
+                "uwsgi variable {} holds a line break",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        head.extend(header.iter().map(|b| match b {
+            b'_' => b'-',
+            b => b.to_ascii_lowercase(),
+        }));
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
+    if !seen.contains(&&b"HTTP_HOST"[..]) {
+        if let Some(name) =
+            text("SERVER_NAME").filter(|n| http::uri::Authority::try_from(*n).is_ok())
+        {
+            head.extend_from_slice(format!("host: {name}\r\n").as_bytes());
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+    let remote_addr = text("REMOTE_ADDR")
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
+        .map(|ip| {
+            let port = text("REMOTE_PORT")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            SocketAddr::new(ip, port)
+        });
+    let https = matches!(
+        text("HTTPS").map(str::to_ascii_lowercase).as_deref(),
+        Some("on" | "1")
+    ) || ["REQUEST_SCHEME", "UWSGI_SCHEME"]
+        .iter()
+        .any(|name| text(name).is_some_and(|s| s.eq_ignore_ascii_case("https")));
+    let version = match text("SERVER_PROTOCOL") {
+        Some("HTTP/1.0") => Version::HTTP_10,
+        Some("HTTP/2.0" | "HTTP/2") => Version::HTTP_2,
+        _ => Version::HTTP_11,
+    };
+    let forwarded = prefix.map(|prefix| Forwarded {
+        prefix: Some(prefix),
+        ..Forwarded::default()
+    });
+    Ok(Opened {
+        head: head.into(),
+        remote_addr,
+        https,
+        version,
+        forwarded,
+    })
+}
+
+/// The request target's path, encoded, and the mount prefix SCRIPT_NAME
+/// gives (without a trailing `/`).
+fn target_path(
+    path_info: Option<&[u8]>,
+    script_name: Option<&[u8]>,
+    request_uri: Option<&[u8]>,
+) -> (String, Option<String>) {
+    let raw_path = request_uri.map(|uri| uri.split(|b| *b == b'?').next().unwrap_or_default());
+    let prefix = script_name
+        .map(|s| String::from_utf8_lossy(s).trim_end_matches('/').to_owned())
+        .filter(|s| s.starts_with('/'));
+    let Some(path_info) = path_info else {
+        // No PATH_INFO: the raw path, as sent.
+        let raw = raw_path.filter(|p| p.starts_with(b"/")).unwrap_or(b"/");
+        let path = String::from_utf8_lossy(raw);
+        return (utf8_percent_encode(&path, PATH_RAW).to_string(), None);
+    };
+    let decoded = String::from_utf8_lossy(path_info);
+    let rest = match &prefix {
+        Some(prefix) => match decoded.strip_prefix(prefix.as_str()) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+            _ => &decoded,
+        },
+        None => &decoded,
+    };
+    // REQUEST_URI's bytes keep what decoding loses (`%2F`), when they say the same.
+    if prefix.is_none() {
+        if let Some(raw) = raw_path.filter(|raw| percent_decode(raw).eq(path_info.iter().copied()))
+        {
+            let raw = String::from_utf8_lossy(raw);
+            return (utf8_percent_encode(&raw, PATH_RAW).to_string(), None);
+        }
+    }
+    let path = match rest {
+        "" => "/".to_owned(),
+        rest if rest.starts_with('/') => utf8_percent_encode(rest, PATH).to_string(),
+        rest => format!("/{}", utf8_percent_encode(rest, PATH)),
+    };
+    (path, prefix)
+}
+
+/// Bytes a raw path (already encoded) may not hold as they are: `%` stays.
+const PATH_RAW: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(vars: &[(&str, &str)]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (name, value) in vars {
+            for item in [name, value] {
+                block.extend_from_slice(&u16::try_from(item.len()).unwrap().to_le_bytes());
+                block.extend_from_slice(item.as_bytes());
+            }
+        }
+        let mut packet = vec![0];
+        packet.extend_from_slice(&u16::try_from(block.len()).unwrap().to_le_bytes());
+        packet.push(0);
+        packet.extend(block);
+        packet
+    }
+
+    async fn read(bytes: &[u8]) -> Result<Opened, Refused> {
+        let mut io = bytes;
+        read_packet(&mut io).await.unwrap()
+    }
+
+    fn head(opened: &Opened) -> String {
+        String::from_utf8(opened.head.to_vec()).unwrap()
+    }
+
+    /// nginx's `uwsgi_params`, for a request of `uri` with `extra` variables.
+    fn nginx(
+        uri: &str,
+        path_info: &str,
+        extra: &[(&'static str, &'static str)],
+    ) -> Vec<(String, String)> {
+        let (_, query) = uri.split_once('?').unwrap_or((uri, ""));
+        let mut vars = vec![
+            ("QUERY_STRING".into(), query.to_owned()),
+            ("REQUEST_METHOD".into(), "GET".into()),
+            ("CONTENT_TYPE".into(), String::new()),
+            ("CONTENT_LENGTH".into(), String::new()),
+            ("REQUEST_URI".into(), uri.to_owned()),
+            ("PATH_INFO".into(), path_info.to_owned()),
+            ("DOCUMENT_ROOT".into(), "/usr/share/nginx/html".into()),
+            ("SERVER_PROTOCOL".into(), "HTTP/1.1".into()),
+            ("REQUEST_SCHEME".into(), "http".into()),
+            ("REMOTE_ADDR".into(), "203.0.113.7".into()),
+            ("REMOTE_PORT".into(), "51000".into()),
+            ("SERVER_PORT".into(), "80".into()),
+            ("SERVER_NAME".into(), "example.org".into()),
+            ("HTTP_HOST".into(), "example.org".into()),
+        ];
+        vars.extend(
+            extra
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+        );
+        vars
+    }
+
+    async fn nginx_request(
+        uri: &str,
+        path_info: &str,
+        extra: &[(&'static str, &'static str)],
+    ) -> Result<Opened, Refused> {
+        let vars = nginx(uri, path_info, extra);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        read(&packet(&vars)).await
+    }
+
+    #[tokio::test]
+    async fn nginx_params_become_an_http_head() {
+        let opened = nginx_request(
+            "/app/caf%C3%A9?q=a%20b&x=1",
+            "/app/café",
+            &[("HTTP_X_TRACE_ID", "abc"), ("HTTP_HOST", "spoofed.example")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            head(&opened),
+            "GET /app/caf%C3%A9?q=a%20b&x=1 HTTP/1.0\r\nhost: example.org\r\nx-trace-id: abc\r\n\r\n",
+            "the raw path kept, empty CONTENT_* left out, the first HTTP_HOST taken"
+        );
+        assert_eq!(
+            opened.remote_addr,
+            Some("203.0.113.7:51000".parse().unwrap())
+        );
+        assert!(!opened.https);
+        assert_eq!(opened.version, Version::HTTP_11);
+        assert_eq!(opened.forwarded, None);
+    }
+
+    #[tokio::test]
+    async fn script_name_is_the_fronts_mount_and_leaves_path_info() {
+        // (REQUEST_URI, PATH_INFO, SCRIPT_NAME) → (target path, prefix)
+        let table = [
+            ("/app/x?y", "/app/x", "/app", "/x", Some("/app")),
+            ("/app", "/app", "/app", "/", Some("/app")),
+            ("/app/", "/app/", "/app/", "/", Some("/app")),
+            // Already taken off (uwsgi_param PATH_INFO $1): PATH_INFO stands.
+            ("/app/x", "/x", "/app", "/x", Some("/app")),
+            // Not on a segment boundary: PATH_INFO stands.
+            ("/apps/x", "/apps/x", "/app", "/apps/x", Some("/app")),
+            // Decoded PATH_INFO is encoded again; % itself too.
+            (
+                "/app/a%25b%20c",
+                "/app/a%b c",
+                "/app",
+                "/a%25b%20c",
+                Some("/app"),
+            ),
+            // No SCRIPT_NAME: REQUEST_URI's bytes, where they decode to PATH_INFO.
+            ("/a%2Fb", "/a/b", "", "/a%2Fb", None),
+            // nginx normalised the path: PATH_INFO wins.
+            ("/a/../b", "/b", "", "/b", None),
+        ];
+        for (uri, path_info, script_name, path, prefix) in table {
+            let vars: Vec<(&str, &str)> = vec![
+                ("REQUEST_URI", uri),
+                ("PATH_INFO", path_info),
+                ("SCRIPT_NAME", script_name),
+            ];
+            let opened = read(&packet(&vars)).await.unwrap();
+            let line = head(&opened);
+            assert!(
+                line.starts_with(&format!("GET {path} HTTP/1.0\r\n")),
+                "{uri} {path_info} {script_name}: {line}"
+            );
+            assert_eq!(
+                opened.forwarded.and_then(|f| f.prefix).as_deref(),
+                prefix,
+                "{uri} {path_info} {script_name}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_scheme_comes_from_https_or_the_request_scheme() {
+        for extra in [
+            [("HTTPS", "on")],
+            [("HTTPS", "1")],
+            [("REQUEST_SCHEME", "https")],
+            [("UWSGI_SCHEME", "https")],
+        ] {
+            let mut vars = vec![("PATH_INFO", "/")];
+            vars.extend(extra);
+            assert!(read(&packet(&vars)).await.unwrap().https, "{extra:?}");
+        }
+        let vars = [
+            ("PATH_INFO", "/"),
+            ("HTTPS", "off"),
+            ("REQUEST_SCHEME", "http"),
+        ];
+        assert!(!read(&packet(&vars)).await.unwrap().https);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_announced_by_its_length_and_left_unread() {
+        let vars = [
+            ("REQUEST_METHOD", "POST"),
+            ("PATH_INFO", "/upload"),
+            ("CONTENT_LENGTH", "5"),
+            ("CONTENT_TYPE", "text/plain"),
+        ];
+        let mut bytes = packet(&vars);
+        bytes.extend_from_slice(b"hello");
+        let mut io = bytes.as_slice();
+        let opened = read_packet(&mut io).await.unwrap().unwrap();
+        assert_eq!(
+            head(&opened),
+            "POST /upload HTTP/1.0\r\ncontent-length: 5\r\ncontent-type: text/plain\r\n\r\n"
+        );
+        assert_eq!(
+            io, b"hello",
+            "the body is the connection's, after the packet"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_packets_are_refused_with_a_reason() {
+        let table: [(Vec<u8>, u16, &str); 5] = [
+            (
+                {
+                    let mut p = packet(&[("PATH_INFO", "/")]);
+                    p[0] = 5;
+                    p
+                },
+                501,
+                "modifier1 5",
+            ),
+            (
+                packet(&[("HTTP_X_A", "a\r\nInjected: yes")]),
+                400,
+                "line break",
+            ),
+            (packet(&[("HTTP_X:A", "a")]), 400, "bad uwsgi variable name"),
+            (
+                packet(&[("REQUEST_METHOD", "GET /x")]),
+                400,
+                "REQUEST_METHOD",
+            ),
+            (vec![0, 3, 0, 0, 9, 0, b'x'], 400, "past the end"),
+        ];
+        for (bytes, status, why) in table {
+            let refused = read(&bytes).await.unwrap_err();
+            assert_eq!(refused.status, status, "{why}");
+            assert!(refused.why.contains(why), "{}", refused.why);
+            assert!(
+                String::from_utf8(refused.response())
+                    .unwrap()
+                    .starts_with(&format!("HTTP/1.0 {status} "))
+            );
+        }
+        let mut short: &[u8] = &[0, 10, 0, 0, 1];
+        assert!(
+            read_packet(&mut short).await.is_err(),
+            "a packet cut short is an I/O error"
+        );
+    }
+}
