@@ -98,7 +98,8 @@ pub(crate) struct ServeArgs {
     /// routes: a Router with /users/{id} and /files/{*path}), a
     /// Python WSGI app (wsgi:MODULE:CALLABLE), a Python ASGI app (asgi:MODULE:APP), or an
     /// upstream to proxy to
-    /// (http://HOST:PORT[/base], unix:/PATH[:/base]; several, comma-separated, for a
+    /// (http://HOST:PORT[/base], unix:/PATH[:/base], or uWSGI's protocol with
+    /// uwsgi://HOST:PORT[/base], uwsgi+unix:/PATH[:/base]; several, comma-separated, for a
     /// round-robin pool). `/` mounts at the root; the longest matching prefix wins; no match
     /// is a 404.
     #[arg(long = "mount", value_name = "PREFIX=SPEC", value_parser = parse_mount)]
@@ -337,7 +338,8 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
         _ => {
             return Err(format!(
                 "unknown app {spec:?} (the built-in apps are hello, demo and routes; \
-                 upstreams are http://HOST:PORT[/base] or unix:/PATH[:/base])"
+                 upstreams are http://HOST:PORT[/base], unix:/PATH[:/base], \
+                 uwsgi://HOST:PORT[/base] or uwsgi+unix:/PATH[:/base])"
             ));
         }
     };

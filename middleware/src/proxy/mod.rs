@@ -1,7 +1,7 @@
 //! An app that runs elsewhere: forwards each request to an upstream server
 //! (over TCP or a unix socket, one or a balanced pool) and streams its answer
-//! back, as nginx's `proxy_pass` does; Werkzeug's `ProxyMiddleware`, made for
-//! production.
+//! back, as nginx's `proxy_pass` does (and `uwsgi_pass`, to a uWSGI backend);
+//! Werkzeug's `ProxyMiddleware`, made for production.
 //!
 //! # Example
 //!
@@ -73,6 +73,7 @@ mod health;
 mod stats;
 mod upgrade;
 mod upstream;
+mod uwsgi;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,7 +87,7 @@ use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
 use self::body::{Progress, UpstreamBody};
 pub use self::stats::ProxyStats;
 pub use self::upstream::SpecError;
-use self::upstream::{Spec, Upstream};
+use self::upstream::{Protocol, Spec, Upstream};
 use crate::profiler::Timings;
 
 /// Forwards requests to one upstream or a balanced pool; see the
@@ -136,7 +137,9 @@ const BUFFER_MEMORY: usize = 1 << 20;
 
 impl Proxy {
     /// Forwards to one upstream: `http://HOST:PORT[/base]` or
-    /// `unix:/path/to.sock[:/base]`.
+    /// `unix:/path/to.sock[:/base]`; or one that speaks uwsgi (uWSGI's
+    /// `--socket`, as nginx's `uwsgi_pass` reaches it):
+    /// `uwsgi://HOST:PORT[/base]`, `uwsgi+unix:/path/to.sock[:/base]`.
     ///
     /// # Panics
     ///
@@ -471,7 +474,10 @@ impl App for Proxy {
             empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         let mut progress = Progress::new();
         if !empty {
-            let body = match self.settings.buffer_request {
+            // A uwsgi upstream needs the body's length: one of unknown length is read first.
+            let unknown = http_body::Body::size_hint(req.body()).exact().is_none();
+            let uwsgi = self.specs.iter().any(|s| s.protocol == Protocol::Uwsgi);
+            let body = match self.settings.buffer_request || (unknown && uwsgi) {
                 false => req.into_body(),
                 true => match req.into_body().buffer(BUFFER_MEMORY).await {
                     Ok(body) => body,

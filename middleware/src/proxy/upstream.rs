@@ -1,5 +1,6 @@
-//! One upstream: where it is (TCP or a unix socket, and a base path), its
-//! pooled client, and what the balancer knows of its health.
+//! One upstream: where it is (TCP or a unix socket, and a base path), what it
+//! speaks (HTTP, or uwsgi), its pooled client, and what the balancer knows of
+//! its health.
 
 use std::fmt;
 use std::future::Future;
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use stackway::Body;
 
 use super::Settings;
+use super::uwsgi::Uwsgi;
 
 /// Where an upstream listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +54,20 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
-/// An upstream spec: `http://HOST:PORT[/base]` or `unix:/path/to.sock[:/base]`.
+/// What an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http,
+    /// uWSGI's protocol (uwsgi.rs): one request a connection, never pooled.
+    Uwsgi,
+}
+
+/// An upstream spec: `http://HOST:PORT[/base]` or `unix:/path/to.sock[:/base]`,
+/// or the same in uwsgi: `uwsgi://HOST:PORT[/base]`, `uwsgi+unix:/PATH[:/base]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Spec {
     pub(crate) address: Address,
+    pub(crate) protocol: Protocol,
     /// Raw (percent-encoded) path without a trailing `/`: `""` or `/base`.
     pub(crate) base: String,
 }
@@ -74,7 +86,19 @@ impl Spec {
             spec: spec.to_owned(),
             why,
         };
-        let (address, base) = if let Some(rest) = spec.strip_prefix("unix:") {
+        let (protocol, unix, tcp) = match spec.strip_prefix("uwsgi") {
+            Some(rest) => (
+                Protocol::Uwsgi,
+                rest.strip_prefix("+unix:"),
+                rest.strip_prefix("://"),
+            ),
+            None => (
+                Protocol::Http,
+                spec.strip_prefix("unix:"),
+                spec.strip_prefix("http://"),
+            ),
+        };
+        let (address, base) = if let Some(rest) = unix {
             let (path, base) = match rest.split_once(":/") {
                 Some((path, base)) => (path, format!("/{base}")),
                 None => (rest, String::new()),
@@ -85,7 +109,7 @@ impl Spec {
                 ));
             }
             (Address::Unix(PathBuf::from(path)), base)
-        } else if let Some(rest) = spec.strip_prefix("http://") {
+        } else if let Some(rest) = tcp {
             let (authority, base) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
             let parsed: http::uri::Authority = authority
                 .parse()
@@ -100,7 +124,8 @@ impl Spec {
             ));
         } else {
             return Err(error(
-                "expected http://HOST:PORT[/base] or unix:/PATH[:/base]",
+                "expected http://HOST:PORT[/base] or unix:/PATH[:/base] \
+                 (uwsgi://HOST:PORT[/base] or uwsgi+unix:/PATH[:/base] for uwsgi)",
             ));
         };
         let base = base.trim_end_matches('/').to_owned();
@@ -109,16 +134,24 @@ impl Spec {
         {
             return Err(error("the base path is not a plain path"));
         }
-        Ok(Self { address, base })
+        Ok(Self {
+            address,
+            protocol,
+            base,
+        })
     }
 }
 
 impl fmt::Display for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (tcp, unix) = match self.protocol {
+            Protocol::Http => ("http://", "unix:"),
+            Protocol::Uwsgi => ("uwsgi://", "uwsgi+unix:"),
+        };
         match &self.address {
-            Address::Tcp(authority) => write!(f, "http://{authority}{}", self.base),
-            Address::Unix(path) if self.base.is_empty() => write!(f, "unix:{}", path.display()),
-            Address::Unix(path) => write!(f, "unix:{}:{}", path.display(), self.base),
+            Address::Tcp(authority) => write!(f, "{tcp}{authority}{}", self.base),
+            Address::Unix(path) if self.base.is_empty() => write!(f, "{unix}{}", path.display()),
+            Address::Unix(path) => write!(f, "{unix}{}:{}", path.display(), self.base),
         }
     }
 }
@@ -177,10 +210,16 @@ impl Upstream {
         };
         let connector = Connector {
             dial,
+            protocol: spec.protocol,
             open: Arc::default(),
         };
         let mut pool = Client::builder(TokioExecutor::new());
-        pool.pool_max_idle_per_host(settings.max_idle)
+        // A uwsgi connection carries one request.
+        let max_idle = match spec.protocol {
+            Protocol::Http => settings.max_idle,
+            Protocol::Uwsgi => 0,
+        };
+        pool.pool_max_idle_per_host(max_idle)
             .pool_idle_timeout(Duration::from_secs(60))
             .http2_only(settings.http2);
         let authority = match &spec.address {
@@ -272,6 +311,7 @@ fn now_ms() -> u64 {
 #[derive(Clone)]
 pub(crate) struct Connector {
     dial: Dial,
+    protocol: Protocol,
     open: Arc<AtomicUsize>,
 }
 
@@ -284,6 +324,8 @@ enum Dial {
 /// A connection to an upstream, counted open until it is dropped.
 pub(crate) struct Stream {
     io: Io,
+    /// Speaking uwsgi: the request head becomes a packet on the way out.
+    uwsgi: Option<Uwsgi>,
     open: Arc<AtomicUsize>,
 }
 
@@ -314,9 +356,11 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let open = self.open.clone();
+        let protocol = self.protocol;
         let counted = move |io| {
             open.fetch_add(1, Ordering::Relaxed);
-            Stream { io, open }
+            let uwsgi = (protocol == Protocol::Uwsgi).then(Uwsgi::new);
+            Stream { io, uwsgi, open }
         };
         match &mut self.dial {
             Dial::Tcp(http) => {
@@ -368,16 +412,22 @@ impl Write for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
-            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        let this = self.get_mut();
+        match (&mut this.uwsgi, &mut this.io) {
+            (Some(uwsgi), Io::Tcp(s)) => uwsgi.poll_write(Pin::new(s), cx, buf),
+            (Some(uwsgi), Io::Unix(s)) => uwsgi.poll_write(Pin::new(s), cx, buf),
+            (None, Io::Tcp(s)) => Pin::new(s).poll_write(cx, buf),
+            (None, Io::Unix(s)) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Io::Unix(s) => Pin::new(s).poll_flush(cx),
+        let this = self.get_mut();
+        match (&mut this.uwsgi, &mut this.io) {
+            (Some(uwsgi), Io::Tcp(s)) => uwsgi.poll_flush(Pin::new(s), cx),
+            (Some(uwsgi), Io::Unix(s)) => uwsgi.poll_flush(Pin::new(s), cx),
+            (None, Io::Tcp(s)) => Pin::new(s).poll_flush(cx),
+            (None, Io::Unix(s)) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -400,6 +450,7 @@ mod tests {
             ok("http://127.0.0.1:9000"),
             Spec {
                 address: Address::Tcp("127.0.0.1:9000".into()),
+                protocol: Protocol::Http,
                 base: String::new()
             }
         );
@@ -409,6 +460,7 @@ mod tests {
             ok("unix:/run/app.sock"),
             Spec {
                 address: Address::Unix("/run/app.sock".into()),
+                protocol: Protocol::Http,
                 base: String::new()
             }
         );
@@ -418,6 +470,10 @@ mod tests {
             "unix:/run/app.sock:/api"
         );
         assert_eq!(ok("http://h:1/b/").to_string(), "http://h:1/b");
+        for uwsgi in ["uwsgi://127.0.0.1:3031", "uwsgi+unix:/run/app.sock:/api"] {
+            assert_eq!(ok(uwsgi).protocol, Protocol::Uwsgi);
+            assert_eq!(ok(uwsgi).to_string(), uwsgi);
+        }
         for bad in [
             "127.0.0.1:9000",
             "http://127.0.0.1",
@@ -427,6 +483,9 @@ mod tests {
             "unix:run/app.sock",
             "http://h:1/a?b",
             "ftp://h:1",
+            "uwsgi://h",
+            "uwsgi+unix:run/app.sock",
+            "uwsgi:/run/app.sock",
             "",
         ] {
             assert!(Spec::parse(bad).is_err(), "{bad:?}");

@@ -1,0 +1,168 @@
+//! The proxy to a real uWSGI (from PyPI, in a virtualenv the test makes)
+//! over the uwsgi protocol, TCP and unix: as nginx's `uwsgi_pass`, for
+//! keeping a uWSGI backend while moving its front to stackway.
+
+use stackway_test_support as support;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stackway_middleware::{Dispatcher, Lint, Proxy};
+use support::http::Conn;
+use support::{Running, external, server};
+
+const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-venvs/uwsgi");
+
+/// uWSGI serving `tests/python/uwsgi_app.py` on `socket`, killed when dropped.
+struct Uwsgi(Child);
+
+impl Drop for Uwsgi {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// uWSGI on `socket` (`HOST:PORT` or a path); `None` when it cannot be installed here.
+fn uwsgi(socket: &str) -> Option<Uwsgi> {
+    external::python_venv(VENV.as_ref(), &["uwsgi"])?;
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python");
+    let child = Command::new(Path::new(VENV).join("bin/uwsgi"))
+        .args([
+            "--socket",
+            socket,
+            "--chdir",
+            python,
+            "--module",
+            "uwsgi_app:application",
+        ])
+        .args([
+            "--master",
+            "--processes",
+            "2",
+            "--disable-logging",
+            "--die-on-term",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start uwsgi");
+    let started = Instant::now();
+    let up = || match socket.starts_with('/') {
+        true => std::os::unix::net::UnixStream::connect(socket).is_ok(),
+        false => TcpStream::connect(socket).is_ok(),
+    };
+    while !up() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "uwsgi did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Uwsgi(child))
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn a_uwsgi_backend_behind_the_proxy_over_tcp_and_unix() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tcp = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("uwsgi.sock");
+    let Some(_tcp) = uwsgi(&tcp) else { return };
+    let Some(_unix) = uwsgi(sock.to_str().unwrap()) else {
+        return;
+    };
+    let apps = Dispatcher::default()
+        .mount("/app", Proxy::to(&format!("uwsgi://{tcp}")))
+        .mount(
+            "/unix",
+            Proxy::to(&format!("uwsgi+unix:{}:/base", sock.display())),
+        );
+    let front = Running::start(server().workers(2), Lint::strict(apps));
+    let mut conn = Conn::open(front.addr);
+
+    // The variables as nginx's uwsgi_params gives them: the mount as SCRIPT_NAME.
+    conn.send(b"GET /app/caf%C3%A9?q=%20 HTTP/1.1\r\nHost: shop.example\r\nX-Trace: t1\r\n\r\n");
+    let res = conn.read_response();
+    assert_eq!(res.status, 200, "{}", res.text());
+    let env = json(&res.text());
+    assert_eq!(env["REQUEST_METHOD"], "GET");
+    assert_eq!(env["SCRIPT_NAME"], "/app");
+    assert_eq!(env["PATH_INFO"], "/café");
+    assert_eq!(env["QUERY_STRING"], "q=%20");
+    assert_eq!(env["REQUEST_URI"], "/app/caf%C3%A9?q=%20");
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+    assert_eq!(env["HTTP_HOST"], "shop.example");
+    assert_eq!(env["SERVER_NAME"], "shop.example");
+    assert_eq!(env["SERVER_PORT"], front.addr.port().to_string(), "where the client connected");
+    assert_eq!(env["HTTP_X_TRACE"], "t1");
+    assert_eq!(env["wsgi.url_scheme"], "http");
+    // uWSGI's status passes.
+    let missing = conn.get("/app/missing");
+    assert_eq!(missing.status, 404);
+
+    // A POST body, and one of unknown length (read whole first).
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 256) as u8).collect();
+    let sum = body.iter().map(|b| u64::from(*b)).sum::<u64>() % 251;
+    conn.send(format!("POST /app/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    conn.send(&body);
+    let env = json(&conn.read_response().text());
+    assert_eq!(env["body"], body.len());
+    assert_eq!(env["body_sum"], sum);
+    assert_eq!(env["CONTENT_TYPE"], "application/octet-stream");
+    conn.send(b"POST /app/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+    assert_eq!(json(&conn.read_response().text())["body"], 11);
+
+    // Over the unix socket, with the upstream's base path.
+    let env = json(&conn.get("/unix/x").text());
+    assert_eq!(env["PATH_INFO"], "/base/x");
+    assert_eq!(env["SCRIPT_NAME"], "/unix");
+
+    // 10 MiB down, and a streamed answer of unknown length.
+    let big = conn.get("/app/big");
+    assert_eq!(big.status, 200);
+    assert_eq!(big.body.len(), 10 << 20);
+    assert!(big.body.iter().all(|b| *b == b'b'));
+    assert_eq!(
+        conn.get("/app/stream").text(),
+        "chunk 0\nchunk 1\nchunk 2\n"
+    );
+    // Many requests, each on a connection of its own to uWSGI.
+    for _ in 0..50 {
+        assert_eq!(conn.get("/app/again").status, 200);
+    }
+}
+
+#[test]
+fn a_uwsgi_backend_that_is_down_is_a_502() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let apps = Dispatcher::default().mount("/app", Proxy::to(&format!("uwsgi://127.0.0.1:{port}")));
+    let front = Running::start(server(), Lint::strict(apps));
+    let mut conn = Conn::open(front.addr);
+    assert_eq!(conn.get("/app/x").status, 502);
+    let mut raw = TcpStream::connect(front.addr).unwrap();
+    std::io::Write::write_all(
+        &mut raw,
+        b"GET /app/y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+}
