@@ -396,6 +396,7 @@ pub(crate) struct ProxyOptions {
     rewrite_cookie_paths: Option<bool>,
     buffer_request: Option<bool>,
     buffer_response: Option<bool>,
+    fastcgi_root: Option<std::path::PathBuf>,
     health_check: Option<HealthCheck>,
 }
 
@@ -448,6 +449,9 @@ impl ProxyOptions {
         }
         if let Some(on) = o.buffer_response {
             proxy = proxy.buffer_response(on);
+        }
+        if let Some(root) = &o.fastcgi_root {
+            proxy = proxy.fastcgi_root(root);
         }
         if let Some(check) = &o.health_check {
             proxy = proxy.health_check(&check.path, check.interval);

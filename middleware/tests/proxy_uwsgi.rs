@@ -106,7 +106,11 @@ fn a_uwsgi_backend_behind_the_proxy_over_tcp_and_unix() {
     assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
     assert_eq!(env["HTTP_HOST"], "shop.example");
     assert_eq!(env["SERVER_NAME"], "shop.example");
-    assert_eq!(env["SERVER_PORT"], front.addr.port().to_string(), "where the client connected");
+    assert_eq!(
+        env["SERVER_PORT"],
+        front.addr.port().to_string(),
+        "where the client connected"
+    );
     assert_eq!(env["HTTP_X_TRACE"], "t1");
     assert_eq!(env["wsgi.url_scheme"], "http");
     // uWSGI's status passes.

@@ -1,6 +1,7 @@
 //! An app that runs elsewhere: forwards each request to an upstream server
 //! (over TCP or a unix socket, one or a balanced pool) and streams its answer
-//! back, as nginx's `proxy_pass` does (and `uwsgi_pass`, to a uWSGI backend);
+//! back, as nginx's `proxy_pass` does (and `uwsgi_pass` and `fastcgi_pass`,
+//! to uWSGI, PHP-FPM and flup backends);
 //! Werkzeug's `ProxyMiddleware`, made for production.
 //!
 //! # Example
@@ -68,6 +69,8 @@
 //! an interval and leave out those that answer badly.
 
 mod body;
+mod cgi;
+mod fastcgi;
 mod headers;
 mod health;
 mod stats;
@@ -76,6 +79,7 @@ mod upstream;
 mod uwsgi;
 
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -130,6 +134,7 @@ pub(crate) struct Settings {
     rewrite_cookies: bool,
     buffer_request: bool,
     buffer_response: bool,
+    pub(crate) fastcgi_root: Option<Arc<Path>>,
 }
 
 /// The bytes of a buffered body kept in memory; more go to a temporary file.
@@ -139,7 +144,9 @@ impl Proxy {
     /// Forwards to one upstream: `http://HOST:PORT[/base]` or
     /// `unix:/path/to.sock[:/base]`; or one that speaks uwsgi (uWSGI's
     /// `--socket`, as nginx's `uwsgi_pass` reaches it):
-    /// `uwsgi://HOST:PORT[/base]`, `uwsgi+unix:/path/to.sock[:/base]`.
+    /// `uwsgi://HOST:PORT[/base]`, `uwsgi+unix:/path/to.sock[:/base]`; or
+    /// FastCGI (PHP-FPM, flup; nginx's `fastcgi_pass`), `fastcgi://` and
+    /// `fastcgi+unix:` the same way, with [`fastcgi_root`](Self::fastcgi_root).
     ///
     /// # Panics
     ///
@@ -194,6 +201,7 @@ impl Proxy {
                 rewrite_cookies: false,
                 buffer_request: false,
                 buffer_response: false,
+                fastcgi_root: None,
             },
             upstreams: Arc::default(),
             next: AtomicUsize::new(0),
@@ -298,6 +306,15 @@ impl Proxy {
     /// Each part is still sent as soon as it comes. Off by default.
     pub fn buffer_response(mut self, on: bool) -> Self {
         self.settings.buffer_response = on;
+        self
+    }
+
+    /// Where a FastCGI upstream's scripts are: `SCRIPT_FILENAME` is this
+    /// root followed by the path below the mount (nginx's `root` with
+    /// `fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name`),
+    /// and `DOCUMENT_ROOT` is it. Without it, `SCRIPT_FILENAME` is the path.
+    pub fn fastcgi_root(mut self, root: impl AsRef<Path>) -> Self {
+        self.settings.fastcgi_root = Some(root.as_ref().into());
         self
     }
 
@@ -474,10 +491,10 @@ impl App for Proxy {
             empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         let mut progress = Progress::new();
         if !empty {
-            // A uwsgi upstream needs the body's length: one of unknown length is read first.
+            // uwsgi and FastCGI need the body's length: one of unknown length is read first.
             let unknown = http_body::Body::size_hint(req.body()).exact().is_none();
-            let uwsgi = self.specs.iter().any(|s| s.protocol == Protocol::Uwsgi);
-            let body = match self.settings.buffer_request || (unknown && uwsgi) {
+            let cgi = self.specs.iter().any(|s| s.protocol != Protocol::Http);
+            let body = match self.settings.buffer_request || (unknown && cgi) {
                 false => req.into_body(),
                 true => match req.into_body().buffer(BUFFER_MEMORY).await {
                     Ok(body) => body,
@@ -564,7 +581,11 @@ impl App for Proxy {
             base: &upstream.spec.base,
             mount: &mount,
         };
-        rewrite.apply(&mut parts.headers, self.settings.rewrite_cookies);
+        // A uwsgi or FastCGI app knows its mount (SCRIPT_NAME): its redirects
+        // already point into it, as behind nginx's uwsgi_pass and fastcgi_pass.
+        if upstream.spec.protocol == Protocol::Http {
+            rewrite.apply(&mut parts.headers, self.settings.rewrite_cookies);
+        }
         let body = Body::new(UpstreamBody::new(
             incoming,
             upstream,

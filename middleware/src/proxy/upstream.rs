@@ -5,7 +5,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use stackway::Body;
 
 use super::Settings;
+use super::fastcgi::FastCgi;
 use super::uwsgi::Uwsgi;
 
 /// Where an upstream listens.
@@ -60,10 +61,13 @@ pub(crate) enum Protocol {
     Http,
     /// uWSGI's protocol (uwsgi.rs): one request a connection, never pooled.
     Uwsgi,
+    /// FastCGI (fastcgi.rs), the same way.
+    FastCgi,
 }
 
 /// An upstream spec: `http://HOST:PORT[/base]` or `unix:/path/to.sock[:/base]`,
-/// or the same in uwsgi: `uwsgi://HOST:PORT[/base]`, `uwsgi+unix:/PATH[:/base]`.
+/// or the same in uwsgi (`uwsgi://`, `uwsgi+unix:`) or FastCGI (`fastcgi://`,
+/// `fastcgi+unix:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Spec {
     pub(crate) address: Address,
@@ -86,16 +90,16 @@ impl Spec {
             spec: spec.to_owned(),
             why,
         };
-        let (protocol, unix, tcp) = match spec.strip_prefix("uwsgi") {
-            Some(rest) => (
-                Protocol::Uwsgi,
-                rest.strip_prefix("+unix:"),
-                rest.strip_prefix("://"),
-            ),
-            None => (
+        let scheme = |name: &str| {
+            let rest = spec.strip_prefix(name)?;
+            Some((rest.strip_prefix("+unix:"), rest.strip_prefix("://")))
+        };
+        let (protocol, (unix, tcp)) = match (scheme("uwsgi"), scheme("fastcgi")) {
+            (Some(rest), _) => (Protocol::Uwsgi, rest),
+            (_, Some(rest)) => (Protocol::FastCgi, rest),
+            _ => (
                 Protocol::Http,
-                spec.strip_prefix("unix:"),
-                spec.strip_prefix("http://"),
+                (spec.strip_prefix("unix:"), spec.strip_prefix("http://")),
             ),
         };
         let (address, base) = if let Some(rest) = unix {
@@ -147,6 +151,7 @@ impl fmt::Display for Spec {
         let (tcp, unix) = match self.protocol {
             Protocol::Http => ("http://", "unix:"),
             Protocol::Uwsgi => ("uwsgi://", "uwsgi+unix:"),
+            Protocol::FastCgi => ("fastcgi://", "fastcgi+unix:"),
         };
         match &self.address {
             Address::Tcp(authority) => write!(f, "{tcp}{authority}{}", self.base),
@@ -211,13 +216,14 @@ impl Upstream {
         let connector = Connector {
             dial,
             protocol: spec.protocol,
+            fastcgi_root: settings.fastcgi_root.clone(),
             open: Arc::default(),
         };
         let mut pool = Client::builder(TokioExecutor::new());
-        // A uwsgi connection carries one request.
+        // A uwsgi or FastCGI connection carries one request.
         let max_idle = match spec.protocol {
             Protocol::Http => settings.max_idle,
-            Protocol::Uwsgi => 0,
+            Protocol::Uwsgi | Protocol::FastCgi => 0,
         };
         pool.pool_max_idle_per_host(max_idle)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -312,6 +318,7 @@ fn now_ms() -> u64 {
 pub(crate) struct Connector {
     dial: Dial,
     protocol: Protocol,
+    fastcgi_root: Option<Arc<Path>>,
     open: Arc<AtomicUsize>,
 }
 
@@ -324,9 +331,17 @@ enum Dial {
 /// A connection to an upstream, counted open until it is dropped.
 pub(crate) struct Stream {
     io: Io,
-    /// Speaking uwsgi: the request head becomes a packet on the way out.
-    uwsgi: Option<Uwsgi>,
+    speaks: Speaks,
     open: Arc<AtomicUsize>,
+}
+
+/// What a connection turns hyper's HTTP/1.1 into.
+enum Speaks {
+    Http,
+    /// The request head becomes a packet on the way out.
+    Uwsgi(Uwsgi),
+    /// Requests go out as records, and answers come back from them.
+    FastCgi(Box<FastCgi>),
 }
 
 enum Io {
@@ -356,11 +371,15 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let open = self.open.clone();
-        let protocol = self.protocol;
+        let (protocol, root) = (self.protocol, self.fastcgi_root.clone());
         let counted = move |io| {
             open.fetch_add(1, Ordering::Relaxed);
-            let uwsgi = (protocol == Protocol::Uwsgi).then(Uwsgi::new);
-            Stream { io, uwsgi, open }
+            let speaks = match protocol {
+                Protocol::Http => Speaks::Http,
+                Protocol::Uwsgi => Speaks::Uwsgi(Uwsgi::new()),
+                Protocol::FastCgi => Speaks::FastCgi(Box::new(FastCgi::new(root))),
+            };
+            Stream { io, speaks, open }
         };
         match &mut self.dial {
             Dial::Tcp(http) => {
@@ -393,15 +412,31 @@ impl Connection for Stream {
     }
 }
 
+/// A socket, as hyper reads and writes it.
+trait Socket: Read + Write + Unpin {}
+
+impl<T: Read + Write + Unpin> Socket for T {}
+
+impl Io {
+    fn socket(&mut self) -> Pin<&mut dyn Socket> {
+        match self {
+            Self::Tcp(s) => Pin::new(s),
+            Self::Unix(s) => Pin::new(s),
+        }
+    }
+}
+
 impl Read for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        let this = self.get_mut();
+        let io = this.io.socket();
+        match &mut this.speaks {
+            Speaks::Http | Speaks::Uwsgi(_) => io.poll_read(cx, buf),
+            Speaks::FastCgi(fastcgi) => fastcgi.poll_read(io, cx, buf),
         }
     }
 }
@@ -413,29 +448,26 @@ impl Write for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match (&mut this.uwsgi, &mut this.io) {
-            (Some(uwsgi), Io::Tcp(s)) => uwsgi.poll_write(Pin::new(s), cx, buf),
-            (Some(uwsgi), Io::Unix(s)) => uwsgi.poll_write(Pin::new(s), cx, buf),
-            (None, Io::Tcp(s)) => Pin::new(s).poll_write(cx, buf),
-            (None, Io::Unix(s)) => Pin::new(s).poll_write(cx, buf),
+        let io = this.io.socket();
+        match &mut this.speaks {
+            Speaks::Http => io.poll_write(cx, buf),
+            Speaks::Uwsgi(uwsgi) => uwsgi.poll_write(io, cx, buf),
+            Speaks::FastCgi(fastcgi) => fastcgi.poll_write(io, cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match (&mut this.uwsgi, &mut this.io) {
-            (Some(uwsgi), Io::Tcp(s)) => uwsgi.poll_flush(Pin::new(s), cx),
-            (Some(uwsgi), Io::Unix(s)) => uwsgi.poll_flush(Pin::new(s), cx),
-            (None, Io::Tcp(s)) => Pin::new(s).poll_flush(cx),
-            (None, Io::Unix(s)) => Pin::new(s).poll_flush(cx),
+        let io = this.io.socket();
+        match &mut this.speaks {
+            Speaks::Http => io.poll_flush(cx),
+            Speaks::Uwsgi(uwsgi) => uwsgi.poll_flush(io, cx),
+            Speaks::FastCgi(fastcgi) => fastcgi.poll_flush(io, cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        self.get_mut().io.socket().poll_shutdown(cx)
     }
 }
 

@@ -1,0 +1,210 @@
+//! What a CGI-speaking upstream (uwsgi, FastCGI) is told of a request: read
+//! from the HTTP/1.1 head hyper writes for it, and from the `X-Forwarded-*`
+//! headers the proxy has just set there, as nginx's `uwsgi_params` and
+//! `fastcgi_params` take them from its own variables.
+//!
+//! | variable | from |
+//! |---|---|
+//! | `REQUEST_METHOD`, `QUERY_STRING`, `SERVER_PROTOCOL` | the request line |
+//! | the path (`PATH_INFO`, `SCRIPT_NAME`, `SCRIPT_FILENAME`, each protocol its way) | the target's path: below the mount, with the upstream's base |
+//! | the mount | `X-Forwarded-Prefix` |
+//! | `REQUEST_URI` | the mount followed by the target, raw: what the client asked for |
+//! | `REMOTE_ADDR` | the last `X-Forwarded-For`: the client this server saw |
+//! | `REQUEST_SCHEME`, `HTTPS` | `X-Forwarded-Proto` |
+//! | `HTTP_HOST`, `SERVER_NAME`, `SERVER_PORT` | `X-Forwarded-Host` (else `Host`), `X-Forwarded-Port` |
+//! | `CONTENT_TYPE`, `CONTENT_LENGTH`, `HTTP_*` | the headers (repeated ones joined with `, `) |
+
+use std::io;
+
+/// The longest request head taken (a uwsgi packet holds 64 KiB).
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+
+/// A request, as CGI variables tell it.
+pub(crate) struct Request {
+    /// Variables every protocol sends, in nginx's order.
+    pub(crate) vars: Vec<(String, Vec<u8>)>,
+    /// The target's path, raw (percent-encoded).
+    pub(crate) path: String,
+    /// Where the proxy is mounted (`X-Forwarded-Prefix`), raw.
+    pub(crate) mount: Vec<u8>,
+    /// The body's length (0 without one).
+    pub(crate) content_length: u64,
+}
+
+impl Request {
+    pub(crate) fn add(&mut self, name: &str, value: &[u8]) {
+        self.vars.push((name.to_owned(), value.to_vec()));
+    }
+}
+
+/// Gathers the head hyper writes, up to its blank line: `Some(head, rest)`
+/// once it is whole (`rest`: body bytes written with it).
+pub(crate) fn gather(head: &mut Vec<u8>, buf: &[u8]) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    head.extend_from_slice(buf);
+    if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+        let rest = head.split_off(end + 4);
+        return Ok(Some((std::mem::take(head), rest)));
+    }
+    if head.len() > MAX_HEAD {
+        return Err(invalid("the request head passes 64 KiB"));
+    }
+    Ok(None)
+}
+
+pub(crate) fn invalid(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, why.to_owned())
+}
+
+/// The request an HTTP/1.1 head describes.
+pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(invalid("the request head does not parse")),
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Err(invalid("the request head has no request line"));
+    };
+    let header = |name: &str| {
+        (req.headers.iter())
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    if header("transfer-encoding").is_some() {
+        return Err(invalid("a CGI upstream needs the body's length"));
+    }
+    let content_length = match header("content-length") {
+        None => 0,
+        Some(len) => std::str::from_utf8(len)
+            .ok()
+            .and_then(|len| len.parse().ok())
+            .ok_or_else(|| invalid("a bad Content-Length"))?,
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mount = header("x-forwarded-prefix").unwrap_or_default();
+    let https = header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case(b"https"));
+    let host = header("x-forwarded-host").or_else(|| header("host"));
+    let mut request = Request {
+        vars: Vec::new(),
+        path: path.to_owned(),
+        mount: mount.to_vec(),
+        content_length,
+    };
+    request.add("REQUEST_METHOD", method.as_bytes());
+    request.add("REQUEST_URI", &[mount, target.as_bytes()].concat());
+    request.add("QUERY_STRING", query.as_bytes());
+    request.add("SERVER_PROTOCOL", b"HTTP/1.1");
+    request.add("REQUEST_SCHEME", if https { b"https" } else { b"http" });
+    if https {
+        request.add("HTTPS", b"on");
+    }
+    if let Some(client) = header("x-forwarded-for").and_then(|f| f.rsplit(|b| *b == b',').next()) {
+        request.add("REMOTE_ADDR", client.trim_ascii());
+    }
+    if let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) {
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) if !port.contains(']') => (name, Some(port)),
+            _ => (host, None),
+        };
+        request.add("SERVER_NAME", name.as_bytes());
+        let port = header("x-forwarded-port")
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .or(port)
+            .unwrap_or(if https { "443" } else { "80" });
+        request.add("SERVER_PORT", port.as_bytes());
+    }
+    for name in ["content-type", "content-length"] {
+        if let Some(value) = header(name) {
+            request.add(&name.to_ascii_uppercase().replace('-', "_"), value);
+        }
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "connection" | "content-type" | "content-length"
+        ) || seen.contains(&name)
+        {
+            continue;
+        }
+        let value = match name.as_str() {
+            "host" => host.unwrap_or(h.value).to_vec(),
+            _ => (req.headers.iter())
+                .filter(|other| other.name.eq_ignore_ascii_case(&name))
+                .map(|other| other.value)
+                .collect::<Vec<_>>()
+                .join(&b", "[..]),
+        };
+        let var = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
+        request.add(&var, &value);
+        seen.push(name);
+    }
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+        (request.vars.iter())
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn a_proxied_head_becomes_cgi_variables() {
+        let head = b"POST /v1/caf%C3%A9?x=%20y HTTP/1.1\r\nhost: 127.0.0.1:3031\r\n\
+            x-forwarded-for: 10.0.0.1, 203.0.113.7\r\nx-forwarded-proto: https\r\n\
+            x-forwarded-host: shop.example\r\nx-forwarded-port: 8443\r\nx-forwarded-prefix: /app\r\n\
+            content-type: text/plain\r\ncontent-length: 5\r\naccept: a\r\naccept: b\r\n\r\n";
+        let request = parse(head).unwrap();
+        let expect = [
+            ("REQUEST_METHOD", "POST"),
+            ("REQUEST_URI", "/app/v1/caf%C3%A9?x=%20y"),
+            ("QUERY_STRING", "x=%20y"),
+            ("REQUEST_SCHEME", "https"),
+            ("HTTPS", "on"),
+            ("REMOTE_ADDR", "203.0.113.7"),
+            ("SERVER_NAME", "shop.example"),
+            ("SERVER_PORT", "8443"),
+            ("CONTENT_TYPE", "text/plain"),
+            ("CONTENT_LENGTH", "5"),
+            ("HTTP_HOST", "shop.example"),
+            ("HTTP_ACCEPT", "a, b"),
+            ("HTTP_X_FORWARDED_FOR", "10.0.0.1, 203.0.113.7"),
+        ];
+        for (name, value) in expect {
+            assert_eq!(get(&request, name), Some(value), "{name}");
+        }
+        assert_eq!(get(&request, "HTTP_CONTENT_TYPE"), None);
+        assert_eq!(request.path, "/v1/caf%C3%A9");
+        assert_eq!(request.mount, b"/app");
+        assert_eq!(request.content_length, 5);
+    }
+
+    #[test]
+    fn without_forwarded_headers_the_host_and_plain_http_stand() {
+        let request = parse(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+        assert_eq!(get(&request, "SERVER_NAME"), Some("localhost"));
+        assert_eq!(get(&request, "SERVER_PORT"), Some("80"));
+        assert_eq!(get(&request, "REQUEST_SCHEME"), Some("http"));
+        assert_eq!(get(&request, "HTTPS"), None);
+        assert_eq!(get(&request, "REMOTE_ADDR"), None);
+        assert_eq!(request.content_length, 0);
+    }
+
+    #[test]
+    fn chunked_bodies_and_huge_heads_are_refused() {
+        let chunked = b"POST / HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert!(parse(chunked).is_err());
+        let mut head = Vec::new();
+        assert!(gather(&mut head, b"GET / HTTP/1.1\r\n").unwrap().is_none());
+        let (whole, rest) = gather(&mut head, b"host: h\r\n\r\nbody").unwrap().unwrap();
+        assert_eq!(whole, b"GET / HTTP/1.1\r\nhost: h\r\n\r\n");
+        assert_eq!(rest, b"body");
+        assert!(gather(&mut Vec::new(), &vec![b'a'; MAX_HEAD + 1]).is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! The proxy to Debian's PHP-FPM over FastCGI (`fastcgi+unix:`): PHP pages,
+//! a form POST, a 10 MiB answer, and PHP-FPM gone, as nginx's
+//! `fastcgi_pass` serves them.
+
+use stackway_test_support as support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stackway_middleware::{Dispatcher, Lint, Proxy};
+use support::http::Conn;
+use support::{Running, external, server};
+
+/// PHP-FPM, killed when dropped.
+struct Fpm(Child);
+
+impl Drop for Fpm {
+    /// SIGTERM, which stops the workers too (SIGKILL would leave them serving).
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+const INDEX: &str = r#"<?php
+header('Content-Type: application/json');
+$body = file_get_contents('php://input');
+echo json_encode([
+    'SCRIPT_NAME' => $_SERVER['SCRIPT_NAME'],
+    'SCRIPT_FILENAME' => $_SERVER['SCRIPT_FILENAME'],
+    'REQUEST_URI' => $_SERVER['REQUEST_URI'],
+    'QUERY_STRING' => $_SERVER['QUERY_STRING'],
+    'REQUEST_METHOD' => $_SERVER['REQUEST_METHOD'],
+    'REMOTE_ADDR' => $_SERVER['REMOTE_ADDR'],
+    'HTTP_HOST' => $_SERVER['HTTP_HOST'],
+    'DOCUMENT_ROOT' => $_SERVER['DOCUMENT_ROOT'],
+    'get' => $_GET,
+    'post' => $_POST,
+    'body' => strlen($body),
+]);
+"#;
+
+const BIG: &str = r#"<?php
+header('Content-Type: application/octet-stream');
+for ($i = 0; $i < 10; $i++) { echo str_repeat('p', 1048576); }
+"#;
+
+const MOVED: &str = r#"<?php
+header('Location: /php/index.php?moved=1');
+"#;
+
+const MISSING: &str = r#"<?php
+http_response_code(404);
+echo 'no such thing';
+"#;
+
+/// PHP-FPM serving `root` on the unix socket `sock`; `None` when it is not installed.
+fn php_fpm(dir: &Path, root: &Path, sock: &Path) -> Option<Fpm> {
+    let bin = external::file(&["/usr/sbin/php-fpm8.2"], "Debian's php8.2-fpm")?;
+    // As root, PHP-FPM wants its workers' user said (and -R).
+    let root_user = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let conf = dir.join("php-fpm.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\npid = {dir}/php-fpm.pid\nerror_log = {dir}/php-fpm.log\ndaemonize = no\n\
+             [www]\nlisten = {sock}\npm = static\npm.max_children = 2\n{user}\
+             catch_workers_output = yes\n",
+            dir = dir.display(),
+            sock = sock.display(),
+            user = if root_user {
+                "user = root\ngroup = root\n"
+            } else {
+                ""
+            },
+        ),
+    )
+    .unwrap();
+    for (name, page) in [
+        ("index.php", INDEX),
+        ("big.php", BIG),
+        ("moved.php", MOVED),
+        ("missing.php", MISSING),
+    ] {
+        std::fs::write(root.join(name), page).unwrap();
+    }
+    let child = Command::new(bin)
+        .args(["--nodaemonize", "--allow-to-run-as-root", "--fpm-config"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start php-fpm");
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "php-fpm did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Fpm(child))
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn php_pages_behind_the_proxy_over_fastcgi() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    let sock = dir.path().join("php.sock");
+    let Some(fpm) = php_fpm(dir.path(), &root, &sock) else {
+        return;
+    };
+    let proxy = Proxy::to(&format!("fastcgi+unix:{}", sock.display())).fastcgi_root(&root);
+    let apps = Dispatcher::default().mount("/php", proxy);
+    let front = Running::start(server().workers(2), Lint::strict(apps));
+    let mut conn = Conn::open(front.addr);
+
+    let page = conn.get("/php/index.php?a=1&b=two");
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert_eq!(page.header("content-type"), Some("application/json"));
+    let env = json(&page.text());
+    assert_eq!(env["SCRIPT_NAME"], "/php/index.php");
+    assert_eq!(
+        env["SCRIPT_FILENAME"],
+        root.join("index.php").to_str().unwrap()
+    );
+    assert_eq!(env["DOCUMENT_ROOT"], root.to_str().unwrap());
+    assert_eq!(env["REQUEST_URI"], "/php/index.php?a=1&b=two");
+    assert_eq!(env["QUERY_STRING"], "a=1&b=two");
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+    assert_eq!(env["get"]["b"], "two");
+
+    // A form POST.
+    let form = "name=stackway&lang=rust";
+    conn.send(
+        format!(
+            "POST /php/index.php HTTP/1.1\r\nHost: shop.example\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        )
+        .as_bytes(),
+    );
+    let env = json(&conn.read_response().text());
+    assert_eq!(env["REQUEST_METHOD"], "POST");
+    assert_eq!(env["post"]["name"], "stackway");
+    assert_eq!(env["HTTP_HOST"], "shop.example");
+    // A body of unknown length, read whole first.
+    conn.send(b"POST /php/index.php HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n");
+    assert_eq!(json(&conn.read_response().text())["body"], 7);
+
+    // Statuses and redirects as PHP says them.
+    let moved = conn.get("/php/moved.php");
+    assert_eq!(moved.status, 302);
+    assert_eq!(moved.header("location"), Some("/php/index.php?moved=1"));
+    let missing = conn.get("/php/missing.php");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.text(), "no such thing");
+    assert_eq!(
+        conn.get("/php/nowhere.php").status,
+        404,
+        "PHP-FPM's own answer"
+    );
+
+    // 10 MiB, whole.
+    let big = conn.get("/php/big.php");
+    assert_eq!(big.status, 200);
+    assert_eq!(big.body.len(), 10 << 20);
+    assert!(big.body.iter().all(|b| *b == b'p'));
+
+    // PHP-FPM stopped: 502, and the server goes on.
+    drop(fpm);
+    assert_eq!(conn.get("/php/index.php").status, 502);
+    assert_eq!(Conn::open(front.addr).get("/php/index.php").status, 502);
+}
