@@ -233,6 +233,12 @@ pub(crate) struct ServeArgs {
     #[arg(long = "pythonpath", value_name = "DIR")]
     pub(crate) python_path: Vec<std::path::PathBuf>,
 
+    /// Serve the wsgi: or asgi: mount at PREFIX from the virtualenv at PATH (uWSGI's
+    /// --home), in processes of its own that scale and are recycled on their own;
+    /// repeatable, as PREFIX=PATH. Mounts without one share the server's environment.
+    #[arg(long = "venv", value_name = "PREFIX=PATH", value_parser = parse_venv)]
+    pub(crate) venvs: Vec<(String, PathBuf)>,
+
     /// Threads that run Python, per wsgi: mount (gunicorn's --threads).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) wsgi_threads: u16,
@@ -308,6 +314,25 @@ pub(crate) struct WsgiOptions {
     pub(crate) threads: Option<u16>,
     /// `wsgi.input` reads the body as it arrives, not once it is whole.
     pub(crate) stream_input: bool,
+}
+
+pub(crate) fn parse_venv(value: &str) -> Result<(String, PathBuf), String> {
+    let (prefix, path) = value
+        .split_once('=')
+        .ok_or("expected PREFIX=PATH, as in /blog=/srv/blog/.venv")?;
+    Ok((prefix.to_owned(), venv(path.as_ref())?))
+}
+
+/// `path` as a virtualenv: absolute, with its `bin/python3`.
+pub(crate) fn venv(path: &std::path::Path) -> Result<PathBuf, String> {
+    let path = std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !path.join("bin/python3").exists() {
+        return Err(format!(
+            "{} is not a virtualenv: it has no bin/python3 (python3.11 -m venv makes one)",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {

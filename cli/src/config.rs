@@ -178,6 +178,8 @@ struct MountTable {
     /// For `wsgi`: the body as it arrives.
     #[serde(default)]
     stream_input: bool,
+    /// For `wsgi` and `asgi`: a virtualenv of its own.
+    venv: Option<PathBuf>,
 }
 
 /// `[[static]]`: a folder or file at a prefix, with SharedData's options.
@@ -258,12 +260,20 @@ pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> 
         args.listen = listen;
     }
     if !given("mounts") && !file.mount.is_empty() {
+        let mut venvs = Vec::new();
         args.mounts = file
             .mount
             .into_iter()
             .map(|m| (m.span(), m.into_inner()))
-            .map(|(span, m)| m.mount().map_err(|e| table(span, e)))
-            .collect::<Result<_, _>>()?;
+            .map(|(span, m)| {
+                let (mount, venv) = m.mount().map_err(|e| table(span, e))?;
+                venvs.extend(venv.map(|venv| (mount.prefix.clone(), venv)));
+                Ok(mount)
+            })
+            .collect::<Result<_, String>>()?;
+        if !given("venvs") {
+            args.venvs = venvs;
+        }
     }
     if !given("statics") && !file.statics.is_empty() {
         args.statics = file
@@ -320,7 +330,8 @@ impl Listen {
 }
 
 impl MountTable {
-    fn mount(self) -> Result<Mount, String> {
+    /// The mount, and its virtualenv.
+    fn mount(self) -> Result<(Mount, Option<PathBuf>), String> {
         let at = |what: &str| format!("mount {}: {what}", self.prefix);
         let spec = match (&self.app, &self.wsgi, &self.asgi, &self.proxy) {
             (Some(app), None, None, None) => app.clone(),
@@ -335,6 +346,15 @@ impl MountTable {
         if self.wsgi.is_none() && (self.threads.is_some() || self.stream_input) {
             return Err(at("threads and stream_input need a wsgi app"));
         }
+        if self.wsgi.is_none() && self.asgi.is_none() && self.venv.is_some() {
+            return Err(at("venv needs a wsgi or asgi app"));
+        }
+        let venv = self
+            .venv
+            .as_deref()
+            .map(crate::args::venv)
+            .transpose()
+            .map_err(|e| at(&format!("venv: {e}")))?;
         let mut mount =
             crate::args::parse_mount(&format!("{}={spec}", self.prefix)).map_err(|e| at(&e))?;
         match &mut mount.target {
@@ -345,7 +365,7 @@ impl MountTable {
             }
             Target::App(_) | Target::Asgi(_) => {}
         }
-        Ok(mount)
+        Ok((mount, venv))
     }
 }
 
@@ -538,6 +558,7 @@ mod tests {
             ("python_path", "pythonpath"),
             ("mounts", "mount"),
             ("statics", "static"),
+            ("venvs", "mount"),
         ];
         let command_line_only = ["config", "reload", "check", "help", "version", "listen"];
         for arg in serve.get_arguments() {

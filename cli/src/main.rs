@@ -21,11 +21,12 @@ mod supervisor;
 mod telemetry;
 mod tree_metrics;
 mod values;
+mod venvs;
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use stackway::{BoxApp, Server};
 
@@ -92,6 +93,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The mounts with a virtualenv of their own, in processes of their own.
+    let groups = match venvs::Groups::start(&args) {
+        Ok(groups) => Arc::new(Mutex::new(groups)),
+        Err(message) => {
+            eprintln!("stackway: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    let looked_after = groups.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            looked_after
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .look_after();
+        }
+    });
     let opened = match listen::open(&listen_specs(&args), admin.as_ref()) {
         Ok(opened) => opened,
         Err(message) => {
@@ -152,6 +171,7 @@ fn main() -> ExitCode {
     for asgi in &lifespans {
         asgi.shutdown();
     }
+    groups.lock().unwrap_or_else(PoisonError::into_inner).stop();
     // What this process served to the end, for its supervisor's sums.
     if let Some(tree) = tree_metrics {
         tree.write_own();

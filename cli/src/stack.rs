@@ -22,6 +22,17 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     for dir in args.python_path.iter().rev() {
         stackway_wsgi::python_path(dir).map_err(|e| e.to_string())?;
     }
+    for (prefix, _) in &args.venvs {
+        let python = args
+            .mounts
+            .iter()
+            .any(|m| m.prefix == *prefix && matches!(m.target, Target::Wsgi(..) | Target::Asgi(_)));
+        if !python {
+            return Err(format!(
+                "--venv {prefix}: there is no wsgi: or asgi: mount at {prefix}"
+            ));
+        }
+    }
     let mut dispatcher = Dispatcher::default();
     let mut sources = Sources::default();
     for Mount { prefix, target } in &args.mounts {
@@ -33,6 +44,16 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                         .connect_timeout(args.proxy_connect_timeout)
                         .read_timeout(args.proxy_read_timeout),
                 );
+                sources.proxies.push((prefix.clone(), proxy.stats()));
+                BoxApp::new(proxy)
+            }
+            // A virtualenv of its own: its processes, reached over uwsgi (venvs.rs).
+            Target::Wsgi(..) | Target::Asgi(_) if crate::venvs::socket(args, prefix).is_some() => {
+                let sock = crate::venvs::socket(args, prefix).expect("just seen");
+                // As long as the app in this process could take: its own
+                // processes cut it off at --harakiri.
+                let proxy = Proxy::to(&format!("uwsgi+unix:{}", sock.display()))
+                    .read_timeout(std::time::Duration::from_secs(24 * 3600));
                 sources.proxies.push((prefix.clone(), proxy.stats()));
                 BoxApp::new(proxy)
             }

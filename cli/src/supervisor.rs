@@ -164,7 +164,15 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
             return ExitCode::from(1);
         }
     };
+    let groups = match crate::venvs::Groups::start(args) {
+        Ok(groups) => groups,
+        Err(message) => {
+            eprintln!("stackway: {message}");
+            return ExitCode::from(1);
+        }
+    };
     let mut tree = Tree {
+        groups,
         ledger,
         handovers,
         argv,
@@ -335,6 +343,8 @@ struct Slot {
 }
 
 struct Tree {
+    /// The mounts with a virtualenv of their own, in processes of their own.
+    groups: crate::venvs::Groups,
     /// Where the processes' metrics are summed, with `--metrics`.
     ledger: Option<Ledger>,
     /// The sockets each slot's processes get.
@@ -427,6 +437,7 @@ impl Tree {
             for n in 0..self.slots.len() {
                 self.look_after(n);
             }
+            self.groups.look_after();
             let ledger = &mut self.ledger;
             self.draining.retain_mut(|(process, deadline)| {
                 if process.exited().is_some() {
@@ -559,7 +570,14 @@ impl Tree {
 
     /// SIGTERM to every process, and waits while they drain; SIGKILL to any
     /// still there after the grace period.
+    /// Drains every server process, then the virtualenvs' processes they
+    /// may still have been waiting for.
     fn stop(&mut self) {
+        self.stop_servers();
+        self.groups.stop();
+    }
+
+    fn stop_servers(&mut self) {
         self.each(|p| p.signal(Signal::SIGTERM));
         let deadline = Instant::now() + self.grace;
         let mut all: Vec<Process> = self

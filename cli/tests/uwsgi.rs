@@ -4,8 +4,8 @@
 
 mod support;
 
-use stackway_test_support::external;
-use stackway_test_support::http::Conn;
+use stackway_test_support::http::{Conn, uwsgi_packet};
+use stackway_test_support::{external, peak_rss_kib_of};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -100,12 +100,6 @@ fn stackway_uwsgi(sock: &std::path::Path) -> Option<Server> {
     Some(Server::start(stackway(&args), 2))
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,7 +163,7 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
     // 64 MiB up and 64 MiB down in constant memory.
     const MIB: usize = 64;
     let pid = server.child.id();
-    let before = vm_hwm_kib(pid);
+    let before = peak_rss_kib_of(pid);
     let mut stream = TcpStream::connect(nginx.addr).unwrap();
     let len = MIB << 20;
     stream
@@ -204,7 +198,7 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
         received += n;
     }
     assert!(received > len, "{received} bytes");
-    let grown = vm_hwm_kib(pid).saturating_sub(before);
+    let grown = peak_rss_kib_of(pid).saturating_sub(before);
     eprintln!("stackway's peak RSS grew by {grown} KiB for {MIB} MiB each way");
     assert!(grown < 32 * 1024, "peak RSS grew by {grown} KiB");
 }
@@ -220,49 +214,30 @@ fn a_uwsgi_packet_from_a_client_that_is_not_wsgi_is_refused_with_a_reason() {
         .unwrap()
         .parse()
         .unwrap();
+    // The whole answer to `bytes` on a connection of their own.
+    let exchange = |bytes: &[u8]| {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(bytes).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
     // modifier1 5 (PSGI): 501, said in the body.
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.write_all(&[5, 0, 0, 0]).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let answer = exchange(&[5, 0, 0, 0]);
     assert!(answer.starts_with("HTTP/1.0 501 "), "{answer}");
     assert!(answer.contains("modifier1 5"), "{answer}");
     // A header smuggled in a variable: 400.
-    let mut block = Vec::new();
-    for item in ["PATH_INFO", "/app/", "HTTP_X_A", "a\r\nX-Injected: 1"] {
-        block.extend_from_slice(&u16::try_from(item.len()).unwrap().to_le_bytes());
-        block.extend_from_slice(item.as_bytes());
-    }
-    let mut packet = vec![0];
-    packet.extend_from_slice(&u16::try_from(block.len()).unwrap().to_le_bytes());
-    packet.push(0);
-    packet.extend(block);
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.write_all(&packet).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let answer = exchange(&uwsgi_packet(&[
+        ("PATH_INFO", "/app/"),
+        ("HTTP_X_A", "a\r\nX-Injected: 1"),
+    ]));
     assert!(answer.starts_with("HTTP/1.0 400 "), "{answer}");
     // The server goes on: a well-formed packet is answered.
-    let mut block = Vec::new();
-    for item in [
-        "REQUEST_METHOD",
-        "GET",
-        "PATH_INFO",
-        "/app/hello/raw",
-        "HTTP_HOST",
-        "example.org",
-    ] {
-        block.extend_from_slice(&u16::try_from(item.len()).unwrap().to_le_bytes());
-        block.extend_from_slice(item.as_bytes());
-    }
-    let mut packet = vec![0];
-    packet.extend_from_slice(&u16::try_from(block.len()).unwrap().to_le_bytes());
-    packet.push(0);
-    packet.extend(block);
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.write_all(&packet).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let answer = exchange(&uwsgi_packet(&[
+        ("REQUEST_METHOD", "GET"),
+        ("PATH_INFO", "/app/hello/raw"),
+        ("HTTP_HOST", "example.org"),
+    ]));
     assert!(answer.starts_with("HTTP/1.0 200 "), "{answer}");
     assert!(answer.ends_with("hello raw at /app/hello/raw"), "{answer}");
 }

@@ -138,6 +138,11 @@ pub(super) async fn serve_connection<A: App>(
                 // may be sending on. Stopping: every connection finishes what is
                 // in flight and closes; one accepted a moment ago first gets
                 // its request, which the client has surely sent.
+                // A uwsgi connection carries the one request it was opened
+                // for, read already: it closes once answered.
+                if door.uwsgi {
+                    continue;
+                }
                 if seen == Phase::Stopping && activity.untouched() {
                     first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
                 } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {

@@ -34,18 +34,20 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::Forwarded;
 
-/// Bytes a path keeps encoded: what cannot stand in a request target, and `%`.
-const PATH: &AsciiSet = &CONTROLS
+/// Bytes a raw path (already encoded) may not hold as they are.
+const PATH_RAW: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
-    .add(b'%')
     .add(b'<')
     .add(b'>')
     .add(b'?')
     .add(b'`')
     .add(b'{')
     .add(b'}');
+
+/// Bytes a decoded path encodes: those, and `%`.
+const PATH: &AsciiSet = &PATH_RAW.add(b'%');
 
 /// Bytes a query string may not hold as they are.
 const QUERY: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>');
@@ -279,36 +281,10 @@ fn target_path(
     (path, prefix)
 }
 
-/// Bytes a raw path (already encoded) may not hold as they are: `%` stays.
-const PATH_RAW: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn packet(vars: &[(&str, &str)]) -> Vec<u8> {
-        let mut block = Vec::new();
-        for (name, value) in vars {
-            for item in [name, value] {
-                block.extend_from_slice(&u16::try_from(item.len()).unwrap().to_le_bytes());
-                block.extend_from_slice(item.as_bytes());
-            }
-        }
-        let mut packet = vec![0];
-        packet.extend_from_slice(&u16::try_from(block.len()).unwrap().to_le_bytes());
-        packet.push(0);
-        packet.extend(block);
-        packet
-    }
+    use stackway_test_support::http::uwsgi_packet as packet;
 
     async fn read(bytes: &[u8]) -> Result<Opened, Refused> {
         let mut io = bytes;

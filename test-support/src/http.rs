@@ -169,3 +169,20 @@ pub fn read_head_raw(stream: &mut TcpStream) -> (String, Vec<u8>) {
         }
     }
 }
+
+/// A uwsgi packet (modifier1 0) of `vars`, as nginx's `uwsgi_pass` sends one
+/// before the request body.
+pub fn uwsgi_packet(vars: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in vars {
+        for item in [name, value] {
+            block.extend_from_slice(&u16::try_from(item.len()).unwrap().to_le_bytes());
+            block.extend_from_slice(item.as_bytes());
+        }
+    }
+    let mut packet = vec![0];
+    packet.extend_from_slice(&u16::try_from(block.len()).unwrap().to_le_bytes());
+    packet.push(0);
+    packet.extend(block);
+    packet
+}

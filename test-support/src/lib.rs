@@ -24,7 +24,12 @@ pub fn run<T>(f: impl Future<Output = T>) -> T {
 /// The process's peak resident memory (VmHWM) in KiB: the memory tests run
 /// each in a binary of its own, so it speaks of that test alone.
 pub fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    peak_rss_kib_of("self")
+}
+
+/// The peak resident memory (VmHWM) in KiB of process `pid` (or `self`).
+pub fn peak_rss_kib_of(pid: impl std::fmt::Display) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
