@@ -239,6 +239,10 @@ pub(crate) struct ServeArgs {
     #[arg(long = "venv", value_name = "PREFIX=PATH", value_parser = parse_venv)]
     pub(crate) venvs: Vec<(String, PathBuf)>,
 
+    /// A `[[mount]]`'s own `pythonpath` (with its `venv`), by prefix.
+    #[arg(skip)]
+    pub(crate) mount_paths: Vec<(String, Vec<PathBuf>)>,
+
     /// Threads that run Python, per wsgi: mount (gunicorn's --threads).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) wsgi_threads: u16,

@@ -180,6 +180,8 @@ struct MountTable {
     stream_input: bool,
     /// For `wsgi` and `asgi`: a virtualenv of its own.
     venv: Option<PathBuf>,
+    /// With `venv`: the mount's own `pythonpath`, in place of the server's.
+    pythonpath: Option<Vec<PathBuf>>,
 }
 
 /// `[[static]]`: a folder or file at a prefix, with SharedData's options.
@@ -265,9 +267,22 @@ pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> 
             .mount
             .into_iter()
             .map(|m| (m.span(), m.into_inner()))
-            .map(|(span, m)| {
-                let (mount, venv) = m.mount().map_err(|e| table(span, e))?;
-                venvs.extend(venv.map(|venv| (mount.prefix.clone(), venv)));
+            .map(|(span, mut m)| {
+                let paths = m.pythonpath.take();
+                let (mount, venv) = m.mount().map_err(|e| table(span.clone(), e))?;
+                match (venv, paths) {
+                    (Some(venv), paths) => {
+                        venvs.push((mount.prefix.clone(), venv));
+                        let paths = paths.into_iter().map(|p| (mount.prefix.clone(), p));
+                        args.mount_paths.extend(paths);
+                    }
+                    (None, Some(_)) => {
+                        let why = "pythonpath needs the mount's venv (a mount without one \
+                                   shares the server's sys.path)";
+                        return Err(table(span, format!("mount {}: {why}", mount.prefix)));
+                    }
+                    (None, None) => {}
+                }
                 Ok(mount)
             })
             .collect::<Result<_, String>>()?;

@@ -259,7 +259,9 @@ fn command(args: &ServeArgs, prefix: &str, sock: &Path) -> Result<Vec<String>, S
     ]
     .map(str::to_owned)
     .to_vec();
-    for dir in &args.python_path {
+    // The mount's own pythonpath, else the server's.
+    let own = args.mount_paths.iter().find(|(p, _)| p == prefix);
+    for dir in own.map_or(&args.python_path, |(_, paths)| paths) {
         command.extend(["--pythonpath".to_owned(), dir.display().to_string()]);
     }
     let flags = [

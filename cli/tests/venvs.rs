@@ -111,3 +111,46 @@ fn a_venv_that_is_not_one_or_not_on_a_python_mount_stops_the_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no wsgi: or asgi: mount at /a"), "{err}");
 }
+
+#[test]
+fn a_mount_with_a_venv_has_its_own_pythonpath() {
+    let flask3 = Path::new(VENVS).join("flask3");
+    if external::python_venv(&flask3, &["flask>=3.1,<4"]).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("only_here.py"),
+        "def application(environ, start_response):\n    \
+         start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+         return [b'only here, at ' + environ['SCRIPT_NAME'].encode()]\n",
+    )
+    .unwrap();
+    let config = dir.path().join("stackway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bind = [\"127.0.0.1:0\"]\n\n[[mount]]\nprefix = \"/c\"\nwsgi = \"only_here:application\"\n\
+             venv = \"{}\"\npythonpath = [\"{}\"]\n",
+            flask3.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(stackway(&["--config", config.to_str().unwrap()]), 1);
+    let page = Conn::open(addr(&server.listening[0])).get("/c/");
+    assert_eq!(page.text(), "only here, at /c");
+    // Without its venv, a mount's pythonpath would be the server's: refused.
+    let shared = dir.path().join("shared.toml");
+    std::fs::write(
+        &shared,
+        "[[mount]]\nprefix = \"/c\"\nwsgi = \"only_here:application\"\npythonpath = [\"/x\"]\n",
+    )
+    .unwrap();
+    let out = stackway(&["--config", shared.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pythonpath needs the mount's venv"), "{err}");
+}

@@ -576,6 +576,9 @@ impl App for Proxy {
             };
         }
         headers::strip_hop_by_hop(&mut parts.headers, false);
+        // The upstream's version is its hop's (a uwsgi app's answer is HTTP/1.0):
+        // the client's connection has its own.
+        parts.version = Version::default();
         let rewrite = headers::Rewrite {
             origin: &upstream.origin,
             base: &upstream.spec.base,
