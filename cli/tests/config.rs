@@ -67,22 +67,11 @@ fn the_example_file_serves_every_listener_mount_and_export() {
     };
     assert_eq!(uwsgi, &format!("uwsgi+unix:{}", uwsgi_sock.display()));
     // A uwsgi packet (as nginx's uwsgi_pass sends) for `/`: its raw HTTP answer.
-    let mut block = Vec::new();
-    for item in [
-        "REQUEST_METHOD",
-        "GET",
-        "PATH_INFO",
-        "/",
-        "HTTP_HOST",
-        "example.org",
-    ] {
-        block.extend_from_slice(&u16::try_from(item.len()).unwrap().to_le_bytes());
-        block.extend_from_slice(item.as_bytes());
-    }
-    let mut packet = vec![0];
-    packet.extend_from_slice(&u16::try_from(block.len()).unwrap().to_le_bytes());
-    packet.push(0);
-    packet.extend(block);
+    let packet = http::uwsgi_packet(&[
+        ("REQUEST_METHOD", "GET"),
+        ("PATH_INFO", "/"),
+        ("HTTP_HOST", "example.org"),
+    ]);
     let mut stream = UnixStream::connect(&uwsgi_sock).unwrap();
     stream.write_all(&packet).unwrap();
     let mut answer = String::new();

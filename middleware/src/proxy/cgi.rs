@@ -15,6 +15,8 @@
 //! | `CONTENT_TYPE`, `CONTENT_LENGTH`, `HTTP_*` | the headers (repeated ones joined with `, `) |
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 /// The longest request head taken (a uwsgi packet holds 64 KiB).
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -37,9 +39,97 @@ impl Request {
     }
 }
 
+/// How a protocol encodes what hyper writes for a request.
+pub(crate) trait Encode {
+    /// The bytes for the request, and for the first `body` bytes written with its head.
+    fn head(&mut self, request: &Request, body: &[u8]) -> io::Result<Vec<u8>>;
+
+    /// The bytes for a piece of the body, and how much of `buf` they take;
+    /// `None` to write it as it is.
+    fn body(&mut self, buf: &[u8]) -> Option<(Vec<u8>, usize)>;
+}
+
+/// What hyper writes, encoded on its way to the socket: the head gathered
+/// until it is whole, then what it becomes written out, then the body.
+pub(crate) struct Writer<E> {
+    encode: E,
+    state: State,
+}
+
+enum State {
+    Head(Vec<u8>),
+    /// Encoded bytes, and how many of them are on the socket.
+    Out(Vec<u8>, usize),
+    Body,
+}
+
+impl<E: Encode> Writer<E> {
+    pub(crate) fn new(encode: E) -> Self {
+        Self {
+            encode,
+            state: State::Head(Vec::new()),
+        }
+    }
+
+    pub(crate) fn poll_write<W: hyper::rt::Write + ?Sized>(
+        &mut self,
+        mut io: Pin<&mut W>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match &mut self.state {
+                State::Head(head) => {
+                    if let Some((head, body)) = gather(head, buf)? {
+                        let bytes = self.encode.head(&parse(&head)?, &body)?;
+                        self.state = State::Out(bytes, 0);
+                    }
+                    return Poll::Ready(Ok(buf.len()));
+                }
+                State::Out(..) => ready!(self.poll_out(io.as_mut(), cx))?,
+                State::Body => match self.encode.body(buf) {
+                    None => return io.poll_write(cx, buf),
+                    Some((bytes, taken)) => {
+                        self.state = State::Out(bytes, 0);
+                        return Poll::Ready(Ok(taken));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Flushes, what is encoded first.
+    pub(crate) fn poll_flush<W: hyper::rt::Write + ?Sized>(
+        &mut self,
+        mut io: Pin<&mut W>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        ready!(self.poll_out(io.as_mut(), cx))?;
+        io.poll_flush(cx)
+    }
+
+    /// Writes what is left of the encoded bytes, if any.
+    fn poll_out<W: hyper::rt::Write + ?Sized>(
+        &mut self,
+        mut io: Pin<&mut W>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let State::Out(bytes, sent) = &mut self.state {
+            while *sent < bytes.len() {
+                match ready!(io.as_mut().poll_write(cx, &bytes[*sent..]))? {
+                    0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    n => *sent += n,
+                }
+            }
+            self.state = State::Body;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// Gathers the head hyper writes, up to its blank line: `Some(head, rest)`
 /// once it is whole (`rest`: body bytes written with it).
-pub(crate) fn gather(head: &mut Vec<u8>, buf: &[u8]) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+fn gather(head: &mut Vec<u8>, buf: &[u8]) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     head.extend_from_slice(buf);
     if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
         let rest = head.split_off(end + 4);

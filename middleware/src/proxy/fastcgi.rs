@@ -22,7 +22,6 @@ use std::task::{Context, Poll, ready};
 use percent_encoding::percent_decode;
 
 use super::cgi;
-use super::uwsgi::Pending;
 
 const VERSION: u8 = 1;
 const BEGIN_REQUEST: u8 = 1;
@@ -37,18 +36,37 @@ const ID: u16 = 1;
 /// The most content a record holds.
 const MAX_CONTENT: usize = 65_535;
 
-/// A connection's FastCGI: what is written next, and what is read.
+/// A connection's FastCGI: what is written, and what is read.
 pub(crate) struct FastCgi {
-    root: Option<Arc<Path>>,
-    writing: Writing,
+    writer: cgi::Writer<Records>,
     reading: Reading,
 }
 
-enum Writing {
-    Head(Vec<u8>),
-    /// Records made and not yet written, and the body bytes still to come.
-    Out(Pending, u64),
-    Body(u64),
+/// The request as records: `BEGIN_REQUEST`, `PARAMS`, then the body in
+/// `STDIN` records, ended by an empty one.
+struct Records {
+    root: Option<Arc<Path>>,
+    /// Body bytes still to come.
+    left: u64,
+}
+
+impl cgi::Encode for Records {
+    fn head(&mut self, request: &cgi::Request, body: &[u8]) -> io::Result<Vec<u8>> {
+        let mut records = begin(request, self.root.as_deref());
+        self.left = stdin(&mut records, body, request.content_length);
+        Ok(records)
+    }
+
+    fn body(&mut self, buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+        // Past the body's length, nothing more belongs to the request.
+        let n = match self.left {
+            0 => return Some((Vec::new(), buf.len())),
+            _ => buf.len().min(MAX_CONTENT),
+        };
+        let mut records = Vec::new();
+        self.left = stdin(&mut records, &buf[..n], self.left);
+        Some((records, n))
+    }
 }
 
 #[derive(Default)]
@@ -67,56 +85,26 @@ struct Reading {
 impl FastCgi {
     pub(crate) fn new(root: Option<Arc<Path>>) -> Self {
         Self {
-            root,
-            writing: Writing::Head(Vec::new()),
+            writer: cgi::Writer::new(Records { root, left: 0 }),
             reading: Reading::default(),
         }
     }
 
     pub(crate) fn poll_write<W: hyper::rt::Write + ?Sized>(
         &mut self,
-        mut io: Pin<&mut W>,
+        io: Pin<&mut W>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            match &mut self.writing {
-                Writing::Head(head) => {
-                    if let Some((head, body)) = cgi::gather(head, buf)? {
-                        let request = cgi::parse(&head)?;
-                        let mut records = begin(&request, self.root.as_deref());
-                        let left = stdin(&mut records, &body, request.content_length);
-                        self.writing = Writing::Out(Pending::new(records), left);
-                    }
-                    return Poll::Ready(Ok(buf.len()));
-                }
-                Writing::Out(pending, left) => {
-                    ready!(pending.poll_send(io.as_mut(), cx))?;
-                    self.writing = Writing::Body(*left);
-                }
-                // Past the body's length: nothing more belongs to the request.
-                Writing::Body(0) => return Poll::Ready(Ok(buf.len())),
-                Writing::Body(left) => {
-                    let mut records = Vec::new();
-                    let n = buf.len().min(MAX_CONTENT);
-                    let left = stdin(&mut records, &buf[..n], *left);
-                    self.writing = Writing::Out(Pending::new(records), left);
-                    return Poll::Ready(Ok(n));
-                }
-            }
-        }
+        self.writer.poll_write(io, cx, buf)
     }
 
     pub(crate) fn poll_flush<W: hyper::rt::Write + ?Sized>(
         &mut self,
-        mut io: Pin<&mut W>,
+        io: Pin<&mut W>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Writing::Out(pending, left) = &mut self.writing {
-            ready!(pending.poll_send(io.as_mut(), cx))?;
-            self.writing = Writing::Body(*left);
-        }
-        io.poll_flush(cx)
+        self.writer.poll_flush(io, cx)
     }
 
     /// Reads the response as HTTP: the CGI head made a status line and

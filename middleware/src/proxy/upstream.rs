@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use stackway::Body;
 
 use super::Settings;
+use super::cgi::Writer;
 use super::fastcgi::FastCgi;
 use super::uwsgi::Uwsgi;
 
@@ -339,7 +340,7 @@ pub(crate) struct Stream {
 enum Speaks {
     Http,
     /// The request head becomes a packet on the way out.
-    Uwsgi(Uwsgi),
+    Uwsgi(Writer<Uwsgi>),
     /// Requests go out as records, and answers come back from them.
     FastCgi(Box<FastCgi>),
 }
@@ -376,7 +377,7 @@ impl tower_service::Service<Uri> for Connector {
             open.fetch_add(1, Ordering::Relaxed);
             let speaks = match protocol {
                 Protocol::Http => Speaks::Http,
-                Protocol::Uwsgi => Speaks::Uwsgi(Uwsgi::new()),
+                Protocol::Uwsgi => Speaks::Uwsgi(Writer::new(Uwsgi)),
                 Protocol::FastCgi => Speaks::FastCgi(Box::new(FastCgi::new(root))),
             };
             Stream { io, speaks, open }

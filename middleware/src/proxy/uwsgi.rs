@@ -9,91 +9,23 @@
 //! response; the connection carries one request and is never pooled.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
 use percent_encoding::percent_decode;
 
 use super::cgi;
 
-/// What is written next: the head, gathered until it is whole; then the
-/// packet made of it (and any body bytes written with the head); then the
-/// body, as it comes.
-pub(crate) enum Uwsgi {
-    Head(Vec<u8>),
-    Out(Pending),
-    Body,
-}
+/// The request head as a uwsgi packet; the body as it is.
+pub(crate) struct Uwsgi;
 
-impl Uwsgi {
-    pub(crate) fn new() -> Self {
-        Self::Head(Vec::new())
+impl cgi::Encode for Uwsgi {
+    fn head(&mut self, request: &cgi::Request, body: &[u8]) -> io::Result<Vec<u8>> {
+        let mut packet = packet(request)?;
+        packet.extend_from_slice(body);
+        Ok(packet)
     }
 
-    /// Writes `buf` through to `io`, the head turned into a packet.
-    pub(crate) fn poll_write<W: hyper::rt::Write + ?Sized>(
-        &mut self,
-        mut io: Pin<&mut W>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            match self {
-                Self::Head(head) => {
-                    if let Some((head, body)) = cgi::gather(head, buf)? {
-                        let mut packet = packet(&cgi::parse(&head)?)?;
-                        packet.extend_from_slice(&body);
-                        *self = Self::Out(Pending::new(packet));
-                    }
-                    return Poll::Ready(Ok(buf.len()));
-                }
-                Self::Out(pending) => {
-                    ready!(pending.poll_send(io.as_mut(), cx))?;
-                    *self = Self::Body;
-                }
-                Self::Body => return io.poll_write(cx, buf),
-            }
-        }
-    }
-
-    /// Flushes, the packet first.
-    pub(crate) fn poll_flush<W: hyper::rt::Write + ?Sized>(
-        &mut self,
-        mut io: Pin<&mut W>,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
-        if let Self::Out(pending) = self {
-            ready!(pending.poll_send(io.as_mut(), cx))?;
-            *self = Self::Body;
-        }
-        io.poll_flush(cx)
-    }
-}
-
-/// Bytes accepted from hyper and not yet on the socket.
-pub(crate) struct Pending {
-    bytes: Vec<u8>,
-    sent: usize,
-}
-
-impl Pending {
-    pub(crate) fn new(bytes: Vec<u8>) -> Self {
-        Self { bytes, sent: 0 }
-    }
-
-    /// Writes what is left.
-    pub(crate) fn poll_send<W: hyper::rt::Write + ?Sized>(
-        &mut self,
-        mut io: Pin<&mut W>,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
-        while self.sent < self.bytes.len() {
-            match ready!(io.as_mut().poll_write(cx, &self.bytes[self.sent..]))? {
-                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                n => self.sent += n,
-            }
-        }
-        Poll::Ready(Ok(()))
+    fn body(&mut self, _: &[u8]) -> Option<(Vec<u8>, usize)> {
+        None
     }
 }
 
