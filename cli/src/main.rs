@@ -19,6 +19,7 @@ mod signals;
 mod stack;
 mod supervisor;
 mod telemetry;
+mod tree;
 mod tree_metrics;
 mod values;
 mod venvs;
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    supervisor::follow_parent();
+    tree::follow_parent();
     // A supervisor serves nothing: its processes export.
     let otlp = match args
         .otlp_endpoint
@@ -152,7 +153,7 @@ fn main() -> ExitCode {
             // Whoever reads this may have gone (a restart's new process
             // outlives the old one's reader): a closed stdout is no failure.
             // A supervised process's supervisor says where the tree listens.
-            if !supervisor::is_worker() {
+            if !tree::is_worker() {
                 let mut out = std::io::stdout().lock();
                 for addr in &shown {
                     let _ = writeln!(out, "listening on {addr}");
@@ -177,7 +178,7 @@ fn main() -> ExitCode {
         tree.write_own();
     }
     // The sockets' files are the supervisor's, or the next process's.
-    if !handed_over.load(Ordering::Relaxed) && !supervisor::is_worker() {
+    if !handed_over.load(Ordering::Relaxed) && !tree::is_worker() {
         for file in &opened.unix_files {
             let _ = std::fs::remove_file(file);
         }

@@ -53,7 +53,7 @@ impl Signals {
                         }
                     }
                 }
-                SIGUSR2 if crate::supervisor::is_worker() => {
+                SIGUSR2 if crate::tree::is_worker() => {
                     tracing::warn!("SIGUSR2 restarts the supervisor's processes: send it there");
                 }
                 SIGUSR2 => {

@@ -35,13 +35,8 @@ use crate::args::ServeArgs;
 use crate::listen::{self, ListenSpec};
 use crate::reload::Watch;
 use crate::restart::{self, Handover, Spawned};
+use crate::tree::{PARENT, WORKER, is_worker};
 use crate::tree_metrics::{self, Ledger, Row};
-
-/// In a server process a supervisor started: its slot.
-const WORKER: &str = "STACKWAY_WORKER";
-
-/// In a process a supervisor (or `--reload`) started: the supervisor's pid.
-pub(crate) const PARENT: &str = "STACKWAY_PARENT";
 
 /// How long a process may take to start (import its apps) before it counts
 /// as failed.
@@ -59,27 +54,6 @@ pub(crate) fn wanted(args: &ServeArgs) -> bool {
         || args.harakiri.is_some()
         || args.reload;
     (args.processes > 1 || recycled) && !args.check && !is_worker()
-}
-
-/// Whether this process is one a supervisor started.
-pub(crate) fn is_worker() -> bool {
-    std::env::var_os(WORKER).is_some()
-}
-
-/// In a process a supervisor or `--reload` started: ends it when that one
-/// ends, even by SIGKILL (SIGTERM, so that it drains), and at once if that
-/// one is already gone.
-pub(crate) fn follow_parent() {
-    let Some(parent) = std::env::var(PARENT)
-        .ok()
-        .and_then(|p| p.parse::<i32>().ok())
-    else {
-        return;
-    };
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-    if nix::unistd::getppid() != Pid::from_raw(parent) {
-        std::process::exit(1);
-    }
 }
 
 /// The worker threads of each process: `--workers`, or the cores shared

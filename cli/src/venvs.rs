@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::args::{Mount, ServeArgs, Target};
-use crate::supervisor::PARENT;
+use crate::tree::{PARENT, is_worker};
 
 /// How long a group may take to start (import its app).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,7 +73,7 @@ impl Groups {
             stopped: false,
         };
         // A server process of a supervisor uses the supervisor's groups.
-        if args.venvs.is_empty() || crate::supervisor::is_worker() {
+        if args.venvs.is_empty() || is_worker() {
             return Ok(groups);
         }
         let dir = dir();

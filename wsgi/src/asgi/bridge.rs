@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -25,12 +25,8 @@ use pyo3::types::{PyBytes, PyDict};
 use stackway::Body;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::conn::{Conn, Head};
+use super::conn::{Conn, Head, Out, Room};
 use super::scope::Scope;
-use super::websocket::Out;
-
-/// Past this many bytes sent and not yet taken by the client, `send` waits.
-const HIGH_WATER: usize = 64 * 1024;
 
 /// The glue that runs on the loop's thread.
 const GLUE: &str = include_str!("glue.py");
@@ -105,13 +101,6 @@ pub(crate) struct Started {
     pub(crate) head: oneshot::Receiver<Head>,
     pub(crate) body: Body,
     pub(crate) socket: Option<(Arc<Notify>, mpsc::UnboundedReceiver<Out>, Arc<Room>)>,
-}
-
-/// Bytes sent and not yet taken by the client, and whether `send` waits for room.
-#[derive(Default)]
-pub(crate) struct Room {
-    queued: AtomicUsize,
-    waiting: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -479,30 +468,6 @@ impl Bridge {
         if let Some(conn) = conn {
             conn.end(error);
         }
-    }
-}
-
-impl Room {
-    /// `len` bytes went out; true when that makes room for a waiting `send`.
-    fn taken(&self, len: usize) -> bool {
-        let left = self.queued.fetch_sub(len, Ordering::SeqCst) - len;
-        left <= HIGH_WATER && self.waiting.swap(false, Ordering::SeqCst)
-    }
-
-    /// `len` more bytes are on their way to the client.
-    pub(super) fn queue(&self, len: usize) {
-        self.queued.fetch_add(len, Ordering::SeqCst);
-    }
-
-    /// Whether the client is behind; if so, room is announced once it catches up.
-    pub(super) fn behind(&self) -> bool {
-        if self.queued.load(Ordering::SeqCst) <= HIGH_WATER {
-            return false;
-        }
-        self.waiting.store(true, Ordering::SeqCst);
-        // Caught up meanwhile: take the announcement back, unless it is already on its way.
-        !(self.queued.load(Ordering::SeqCst) <= HIGH_WATER
-            && self.waiting.swap(false, Ordering::SeqCst))
     }
 }
 

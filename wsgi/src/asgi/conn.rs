@@ -1,5 +1,6 @@
 //! A request in the app's hands, and what each message the app sends
-//! (`http.response.*`, `websocket.*`) makes of it.
+//! (`http.response.*`, `websocket.*`) makes of it; the room its client
+//! leaves it ([`Room`]: past 64 KiB queued, `send` waits).
 //!
 //! The head of a response (`http.response.start`) is held back until the
 //! next message, or until the app's task next waits on anything (the glue's
@@ -10,6 +11,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -20,8 +22,46 @@ use pyo3::types::{PyBytes, PyDict};
 use stackway::{Body, FilePart};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::bridge::Room;
-use super::websocket::Out;
+/// Past this many bytes sent and not yet taken by the client, `send` waits.
+const HIGH_WATER: usize = 64 * 1024;
+
+/// What the app sends on an accepted socket.
+pub(crate) enum Out {
+    Text(String),
+    Bytes(Bytes),
+    Close(u16, String),
+}
+
+/// Bytes sent and not yet taken by the client, and whether `send` waits for room.
+#[derive(Default)]
+pub(crate) struct Room {
+    queued: AtomicUsize,
+    waiting: AtomicBool,
+}
+
+impl Room {
+    /// `len` bytes went out; true when that makes room for a waiting `send`.
+    pub(super) fn taken(&self, len: usize) -> bool {
+        let left = self.queued.fetch_sub(len, Ordering::SeqCst) - len;
+        left <= HIGH_WATER && self.waiting.swap(false, Ordering::SeqCst)
+    }
+
+    /// `len` more bytes are on their way to the client.
+    pub(super) fn queue(&self, len: usize) {
+        self.queued.fetch_add(len, Ordering::SeqCst);
+    }
+
+    /// Whether the client is behind; if so, room is announced once it catches up.
+    pub(super) fn behind(&self) -> bool {
+        if self.queued.load(Ordering::SeqCst) <= HIGH_WATER {
+            return false;
+        }
+        self.waiting.store(true, Ordering::SeqCst);
+        // Caught up meanwhile: take the announcement back, unless it is already on its way.
+        !(self.queued.load(Ordering::SeqCst) <= HIGH_WATER
+            && self.waiting.swap(false, Ordering::SeqCst))
+    }
+}
 
 /// The response's head, from `http.response.start`.
 pub(crate) struct Head {

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
@@ -21,18 +20,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::bridge::{Room, Shared};
-use super::conn::Head;
+use super::bridge::Shared;
+use super::conn::{Head, Out, Room};
 
 /// The largest message either way, as uvicorn's default.
 const MAX_MESSAGE: usize = 16 << 20;
-
-/// What the app sends on an accepted socket.
-pub(crate) enum Out {
-    Text(String),
-    Bytes(Bytes),
-    Close(u16, String),
-}
 
 /// Whether `req` opens a WebSocket: RFC 6455 over HTTP/1.1, or RFC 8441's
 /// extended CONNECT over HTTP/2.
