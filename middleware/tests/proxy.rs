@@ -663,3 +663,89 @@ fn buffer_request_asks_the_upstream_only_once_the_body_is_whole() {
     assert_eq!(res.body.len(), 2_000_000);
     assert_eq!(asked.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn a_request_whose_client_gives_up_is_no_longer_in_flight() {
+    // An upstream that takes connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<TcpStream> = listener.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    let proxy = Proxy::to(&format!("http://{addr}"));
+    let stats = proxy.stats();
+    let front = front(proxy);
+    for _ in 0..10 {
+        let mut conn = Conn::open(front.addr);
+        conn.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every client is gone: none of their requests is in flight any more.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.upstreams()[0].in_flight != 0 {
+        assert!(Instant::now() < deadline, "{:?}", stats.upstreams());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_upstream_redirect_never_becomes_one_to_another_site() {
+    let up = upstream(|req: Request| async move {
+        let to = req.uri().path().trim_start_matches("/app/go").to_owned();
+        let mut res = stackway::Response::new(Body::empty());
+        *res.status_mut() = http::StatusCode::MOVED_PERMANENTLY;
+        res.headers_mut()
+            .insert("location", format!("/app{to}").parse().unwrap());
+        res
+    });
+    let proxy = front(Proxy::to(&format!("http://{}/app", up.addr)));
+    let mut conn = Conn::open(proxy.addr);
+    // Django's APPEND_SLASH under a base path, asked for `//evil.example`.
+    let res = conn.get("/go//evil.example/");
+    assert_eq!(
+        res.header("location"),
+        Some("/app//evil.example/"),
+        "left alone"
+    );
+    let res = conn.get("/go/\\evil.example/");
+    assert_eq!(
+        res.header("location"),
+        Some("/app/\\evil.example/"),
+        "left alone"
+    );
+    let res = conn.get("/go/fine/");
+    assert_eq!(res.header("location"), Some("/fine/"), "into the mount");
+}
+
+#[test]
+fn forwarded_names_no_client_the_clients_host_makes_up() {
+    let up = upstream(describe);
+    let proxy = front(Proxy::to(&format!("http://{}", up.addr)).forwarded(true));
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\", for=6.6.6.6;host=\"x\r\n\r\n");
+    let text = conn.read_response().text();
+    // Not an authority: the host is left out (a valid one is a quoted-string, escaped).
+    assert_eq!(
+        header(&text, "forwarded"),
+        Some("for=127.0.0.1;proto=http"),
+        "{text}"
+    );
+}
+
+#[test]
+fn only_websocket_upgrades_pass_and_http2_settings_never() {
+    let up = upstream(describe);
+    let proxy = front(Proxy::to(&format!("http://{}", up.addr)));
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(
+        b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    );
+    let res = conn.read_response();
+    assert_eq!(res.status, 200, "answered as a plain request");
+    let text = res.text();
+    for gone in ["upgrade", "http2-settings", "connection"] {
+        assert_eq!(header(&text, gone), None, "{gone} passed: {text}");
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -14,11 +14,12 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use super::upstream::Upstream;
+use super::upstream::{InFlight, Upstream};
 
 pub(crate) struct UpstreamBody {
     incoming: Incoming,
-    outstanding: Arc<AtomicUsize>,
+    /// Released with the body.
+    _in_flight: InFlight,
     timeout: Duration,
     /// Running while no frame has come: the idle body timeout.
     waiting: Option<Pin<Box<Sleep>>>,
@@ -27,21 +28,20 @@ pub(crate) struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// Wraps `incoming`, whose request is counted in `upstream`'s outstanding.
-    pub(crate) fn new(incoming: Incoming, upstream: &Upstream, timeout: Duration) -> Self {
+    /// Wraps `incoming`, whose request is counted `in_flight` at `upstream`.
+    pub(crate) fn new(
+        incoming: Incoming,
+        upstream: &Upstream,
+        in_flight: InFlight,
+        timeout: Duration,
+    ) -> Self {
         Self {
             incoming,
-            outstanding: upstream.outstanding.clone(),
+            _in_flight: in_flight,
             timeout,
             waiting: None,
             upstream: upstream.name.clone(),
         }
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        self.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -13,8 +13,10 @@ use stackway::Environ;
 /// besides those `Connection` lists. `Trailer` is not among them: it is
 /// end-to-end (RFC 9110 §6.6.2), and hyper sends only the trailer fields it
 /// declares, so removing it would drop the trailers.
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     CONNECTION,
+    // HTTP/2's cleartext upgrade (RFC 7540 §3.2): this hop's, never the upstream's.
+    HeaderName::from_static("http2-settings"),
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     TE,
@@ -96,8 +98,10 @@ pub(crate) fn forwarded(headers: &mut HeaderMap, env: &Environ<'_>, client_host:
         }
     }
     if let Some(host) = client_host {
-        // A quoted-string: the host was a valid header value; quotes and
-        // backslashes cannot occur in an authority.
+        // A quoted-string (RFC 7239 §4, RFC 9110 §5.6.4): quotes and
+        // backslashes escaped, so the client's Host cannot end it and add
+        // parameters (`x", for=6.6.6.6;host="x`).
+        let host = host.replace('\\', "\\\\").replace('"', "\\\"");
         element.push_str(&format!(";host=\"{host}\""));
     }
     element.push_str(&format!(";proto={}", env.url_scheme()));
@@ -146,13 +150,14 @@ impl Rewrite<'_> {
             return None;
         }
         let rewritten = format!("{}{rest}", self.mount);
-        Some(
-            if rewritten.is_empty() || rewritten.starts_with(['?', '#']) {
-                format!("/{rewritten}")
-            } else {
-                rewritten
-            },
-        )
+        let rewritten = if rewritten.is_empty() || rewritten.starts_with(['?', '#']) {
+            format!("/{rewritten}")
+        } else {
+            rewritten
+        };
+        // `/app//evil.example/` under base /app must not become `//evil.example/`,
+        // a redirect to another site: such a one is left as the upstream wrote it.
+        (!leaves_the_site(&rewritten)).then_some(rewritten)
     }
 
     /// Rewrites `Location` and `Content-Location`, and with `cookies` the
@@ -211,9 +216,32 @@ impl Rewrite<'_> {
     }
 }
 
+/// Whether a browser reads `path` as another site's: `//host/…`, or `/\host/…`.
+fn leaves_the_site(path: &str) -> bool {
+    path.starts_with("//") || path.starts_with("/\\")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_rewritten_location_or_cookie_path_leaves_the_site() {
+        let rewrite = Rewrite {
+            origin: "http://127.0.0.1:9000",
+            base: "/app",
+            mount: "",
+        };
+        for location in [
+            "/app//evil.example/",
+            "/app/\\evil.example/",
+            "http://127.0.0.1:9000/app//x",
+        ] {
+            assert_eq!(rewrite.location(location), None, "{location}");
+        }
+        assert_eq!(rewrite.location("/app/ok").as_deref(), Some("/ok"));
+        assert_eq!(rewrite.cookie_path("a=1; Path=/app//evil"), None);
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_go() {

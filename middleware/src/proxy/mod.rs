@@ -512,19 +512,19 @@ impl App for Proxy {
         }
 
         let mut tried = None;
-        let (upstream, res) = loop {
+        let (upstream, res, in_flight) = loop {
             let Some(i) = self.pick(upstreams, tried) else {
                 return StatusCode::BAD_GATEWAY.into_response();
             };
             let upstream = &upstreams[i];
             let may_retry = retryable && tried.is_none() && upstreams.len() > 1;
-            upstream.outstanding.fetch_add(1, Ordering::Relaxed);
+            let in_flight = upstream.begin();
             let sent = upstream
                 .client()
                 .request(outgoing.request(upstream, may_retry));
             let failure = tokio::select! {
                 res = sent => match res {
-                    Ok(res) => break (upstream, res),
+                    Ok(res) => break (upstream, res, in_flight),
                     Err(e) if e.is_connect() => Failure::Connect(e),
                     Err(e) if is_client_fault(&e) => Failure::Client(e),
                     Err(e) => Failure::Other(e),
@@ -534,7 +534,7 @@ impl App for Proxy {
                     true => Failure::ClientStalled,
                 },
             };
-            upstream.outstanding.fetch_sub(1, Ordering::Relaxed);
+            drop(in_flight);
             let (status, what) = match &failure {
                 Failure::Connect(e) | Failure::Other(e) => {
                     (StatusCode::BAD_GATEWAY, error_chain(e))
@@ -568,7 +568,7 @@ impl App for Proxy {
 
         let (mut parts, incoming) = res.into_parts();
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            upstream.outstanding.fetch_sub(1, Ordering::Relaxed);
+            drop(in_flight);
             let upstream_res = http::Response::from_parts(parts.clone(), incoming);
             return match client_upgrade {
                 Some(client) => upgrade::splice(client, upstream_res, upstream.name.clone()),
@@ -592,6 +592,7 @@ impl App for Proxy {
         let body = Body::new(UpstreamBody::new(
             incoming,
             upstream,
+            in_flight,
             self.settings.body_timeout,
         ));
         let body = match self.settings.buffer_response {

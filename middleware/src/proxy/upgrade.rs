@@ -8,11 +8,18 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use stackway::{Body, Request, Response};
 
-/// Whether the client asks to switch protocols (`Connection: upgrade` and an
-/// `Upgrade` header, on HTTP/1.1).
+/// Whether the client asks to switch to WebSocket (`Connection: upgrade` and
+/// `Upgrade: websocket`, on HTTP/1.1). Other upgrades (`h2c`, TLS) are this
+/// hop's: the request goes on without them.
 pub(crate) fn is_upgrade(req: &Request) -> bool {
     req.version() == http::Version::HTTP_11
-        && req.headers().contains_key(http::header::UPGRADE)
+        && req
+            .headers()
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
         && req
             .headers()
             .get_all(http::header::CONNECTION)

@@ -265,6 +265,13 @@ impl Upstream {
         })
     }
 
+    /// A request sent to it, counted in flight until the guard is dropped:
+    /// when it fails, when its client gives up, or with the response's body.
+    pub(crate) fn begin(&self) -> InFlight {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.outstanding.clone())
+    }
+
     /// Whether the balancer may choose it now.
     pub(crate) fn is_up(&self) -> bool {
         !self.unhealthy.load(Ordering::Relaxed)
@@ -303,6 +310,15 @@ impl Upstream {
             self.failures.store(0, Ordering::Relaxed);
             tracing::warn!(upstream = %self.spec, fail_timeout = ?settings.fail_timeout, "left out after {failures} failures in a row");
         }
+    }
+}
+
+/// A request in flight at an upstream; see [`Upstream::begin`].
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
