@@ -25,17 +25,20 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     http::header::PROXY_AUTHENTICATE,
 ];
 
+/// Whether header `name`'s comma-separated values hold `token` (any case).
+pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    (headers.get_all(name).iter())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 /// Removes the hop-by-hop headers, and every header `Connection` names
 /// (nginx keeps those: RFC 9110 says they go). `Upgrade` and
 /// `Connection: upgrade` stay when `upgrading`; `TE: trailers` stays, as this
 /// proxy passes trailers on (a server sends them only to a client that says so).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
-    let te_trailers = headers
-        .get_all(TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"));
+    let te_trailers = has_token(headers, TE, "trailers");
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()

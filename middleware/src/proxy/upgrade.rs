@@ -8,25 +8,15 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use stackway::{Body, Request, Response};
 
+use super::headers::has_token;
+
 /// Whether the client asks to switch to WebSocket (`Connection: upgrade` and
 /// `Upgrade: websocket`, on HTTP/1.1). Other upgrades (`h2c`, TLS) are this
 /// hop's: the request goes on without them.
 pub(crate) fn is_upgrade(req: &Request) -> bool {
     req.version() == http::Version::HTTP_11
-        && req
-            .headers()
-            .get_all(http::header::UPGRADE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
-        && req
-            .headers()
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        && has_token(req.headers(), http::header::UPGRADE, "websocket")
+        && has_token(req.headers(), http::header::CONNECTION, "upgrade")
 }
 
 /// Answers the client with the upstream's 101 and splices the connections
