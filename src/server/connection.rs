@@ -35,33 +35,18 @@ pub(super) async fn serve_connection<A: App>(
     mut phase: watch::Receiver<Phase>,
 ) {
     let activity = Arc::new(Activity::new(door.tls.is_none()));
-    let mut tracked = Tracked {
+    let tracked = Tracked {
         io,
         activity: activity.clone(),
         linger: None,
         pending: Bytes::new(),
     };
-    let mut scheme = door.scheme.clone();
-    let mut peer = peer;
-    let mut uwsgi = None;
-    if door.uwsgi {
-        match opened_uwsgi(&mut tracked, &shared).await {
-            Some(opened) => {
-                peer = opened.remote_addr.or(peer);
-                if opened.https {
-                    scheme = http::uri::Scheme::HTTPS;
-                }
-                tracked.pending = opened.head;
-                uwsgi = Some((opened.version, opened.forwarded));
-            }
-            None => return,
-        }
-    }
-    // The PROXY protocol header and the TLS handshake, within the handshake
-    // timeout: a client that connects and says nothing is not kept. (A plain
-    // listener has neither, and arms no timer.)
-    let (io, remote_addr) = if door.tls.is_none() && !door.proxy_protocol {
-        (Either::Left(tracked), peer)
+    // The PROXY protocol header, the TLS handshake or the uwsgi packet, within
+    // the handshake timeout: a client that connects and says nothing is not
+    // kept. (A plain listener has none, and arms no timer.)
+    let plain = door.tls.is_none() && !door.proxy_protocol && !door.uwsgi;
+    let (io, remote_addr, uwsgi) = if plain {
+        (Either::Left(tracked), peer, None)
     } else {
         let opening = open(tracked, peer, &door);
         // Boxed: its state (rustls' handshake) is larger than a connection's,
@@ -71,15 +56,15 @@ pub(super) async fn serve_connection<A: App>(
             opening,
         ))
         .await;
-        shared
-            .lifecycle
-            .stats
-            .handshake(matches!(opened, Ok(Ok(_))));
+        if door.tls.is_some() || door.proxy_protocol {
+            (shared.lifecycle.stats).handshake(matches!(opened, Ok(Ok(_))));
+        }
         match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 let peer = peer.map(|p| p.to_string()).unwrap_or_default();
-                return if door.proxy_protocol && e.kind() == io::ErrorKind::InvalidData {
+                let refused = door.proxy_protocol || door.uwsgi;
+                return if refused && e.kind() == io::ErrorKind::InvalidData {
                     tracing::warn!(peer, "closed the connection: {e}");
                 } else {
                     tracing::debug!(peer, "closed the connection before its first request: {e}");
@@ -88,19 +73,24 @@ pub(super) async fn serve_connection<A: App>(
             Err(_) => return,
         }
     };
+    let https = uwsgi.as_ref().is_some_and(|u| u.https);
     let info = Connection {
         remote_addr,
         local_addr: door.local_addr,
-        scheme,
+        scheme: if https {
+            http::uri::Scheme::HTTPS
+        } else {
+            door.scheme.clone()
+        },
         listener: door.listener,
     };
     let service = {
         let (shared, activity) = (shared.clone(), activity.clone());
         service_fn(move |mut req: http::Request<_>| {
             // A uwsgi request: the version its front was asked in, and its mount.
-            if let Some((version, forwarded)) = &uwsgi {
-                *req.version_mut() = *version;
-                if let Some(forwarded) = forwarded {
+            if let Some(uwsgi) = &uwsgi {
+                *req.version_mut() = uwsgi.version;
+                if let Some(forwarded) = &uwsgi.forwarded {
                     req.extensions_mut().insert(forwarded.clone());
                 }
             }
@@ -162,36 +152,14 @@ pub(super) async fn serve_connection<A: App>(
     }
 }
 
-/// Reads a uwsgi connection's packet, within the handshake timeout; one
-/// refused is answered (400, 501) and closed, one cut short closed.
-async fn opened_uwsgi(tracked: &mut Tracked, shared: &Shared) -> Option<uwsgi::Opened> {
-    let read = tokio::time::timeout(shared.config.handshake_timeout, uwsgi::read_packet(tracked));
-    match read.await {
-        Ok(Ok(Ok(opened))) => Some(opened),
-        Ok(Ok(Err(refused))) => {
-            tracing::warn!(
-                status = refused.status,
-                "refused a uwsgi request: {}",
-                refused.why
-            );
-            let _ = tracked.write_all(&refused.response()).await;
-            let _ = tracked.shutdown().await;
-            None
-        }
-        Ok(Err(e)) => {
-            tracing::debug!("closed a uwsgi connection before its packet: {e}");
-            None
-        }
-        Err(_) => None,
-    }
-}
-
 /// How long a connection accepted just before the server stops accepting
 /// may take to send its first request (whose response then closes it).
 const FIRST_REQUEST: Duration = Duration::from_secs(1);
 
 /// Reads what comes before HTTP: the PROXY protocol header, then the TLS
-/// handshake; returns the stream HTTP is read from and the client's address.
+/// handshake or the uwsgi packet (whose request head the socket then reads
+/// first); returns the stream HTTP is read from, the client's address, and
+/// what the uwsgi packet said. A packet refused is answered (400, 501).
 async fn open(
     mut tracked: Tracked,
     peer: Option<SocketAddr>,
@@ -199,11 +167,31 @@ async fn open(
 ) -> io::Result<(
     Either<Tracked, Box<tokio_rustls::server::TlsStream<Tracked>>>,
     Option<SocketAddr>,
+    Option<uwsgi::Opened>,
 )> {
     let mut remote_addr = peer;
     if door.proxy_protocol {
         if let Some(client) = proxy_protocol::read_header(&mut tracked).await? {
             remote_addr = Some(client);
+        }
+    }
+    let mut opened = None;
+    if door.uwsgi {
+        match uwsgi::read_packet(&mut tracked).await? {
+            Ok(mut packet) => {
+                remote_addr = packet.remote_addr.or(remote_addr);
+                tracked.pending = std::mem::take(&mut packet.head);
+                opened = Some(packet);
+            }
+            Err(refused) => {
+                let _ = tracked.write_all(&refused.response()).await;
+                let _ = tracked.shutdown().await;
+                let why = format!(
+                    "refused a uwsgi request ({}): {}",
+                    refused.status, refused.why
+                );
+                return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+            }
         }
     }
     let io = match &door.tls {
@@ -212,7 +200,7 @@ async fn open(
         // plain connection as large as a TLS one.
         Some(tls) => Either::Right(Box::new(tls.acceptor.accept(tracked).await?)),
     };
-    Ok((io, remote_addr))
+    Ok((io, remote_addr, opened))
 }
 
 /// How long a closing connection keeps reading (and discarding) what the client
