@@ -102,16 +102,22 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let looked_after = groups.clone();
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            looked_after
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .look_after();
-        }
-    });
+    if !groups
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_empty()
+    {
+        let looked_after = groups.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                looked_after
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .look_after();
+            }
+        });
+    }
     let opened = match listen::open(&listen_specs(&args), admin.as_ref()) {
         Ok(opened) => opened,
         Err(message) => {

@@ -105,6 +105,10 @@ impl Groups {
         Ok(groups)
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
     /// Starts again each group that exited, with backoff; none once stopped.
     pub(crate) fn look_after(&mut self) {
         if self.stopped {
