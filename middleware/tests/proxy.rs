@@ -749,3 +749,148 @@ fn only_websocket_upgrades_pass_and_http2_settings_never() {
         assert_eq!(header(&text, gone), None, "{gone} passed: {text}");
     }
 }
+
+/// A raw upstream that answers every WebSocket upgrade with 101, then echoes
+/// what it is sent if `echo`, or holds the connection in silence.
+fn websocket_upstream(echo: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut head = String::new();
+                while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+                let mut stream = reader.into_inner();
+                let _ = stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+                let mut buf = [0; 1024];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || (echo && stream.write_all(&buf[..n]).is_err()) {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[test]
+fn upgraded_connections_stay_inside_the_connection_limit_and_close_when_idle() {
+    let upstream = websocket_upstream(false);
+    let server = server()
+        .max_connections(5)
+        .idle_timeout(Duration::from_secs(1));
+    let stats = server.stats();
+    let front = Running::start(
+        server,
+        Lint::strict(Proxy::to(&format!("http://{upstream}"))),
+    );
+    let start = Instant::now();
+    // 20 clients at once, each upgrading and then silent: when it got its
+    // 101, and when the server closed it.
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = front.addr;
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                conn.reader
+                    .get_ref()
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                conn.send(UPGRADE);
+                assert_eq!(conn.read_head().status, 101);
+                let upgraded = start.elapsed();
+                assert!(conn.is_closed(), "not closed");
+                (upgraded, start.elapsed())
+            })
+        })
+        .collect();
+    let mut most_open = 0;
+    while !clients.iter().all(std::thread::JoinHandle::is_finished) {
+        most_open = most_open.max(stats.connections_open());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "clients left waiting"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let times: Vec<(Duration, Duration)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(most_open <= 5, "{most_open} connections open at once");
+    let first_closed = times.iter().map(|t| t.1).min().unwrap();
+    let early = times.iter().filter(|t| t.0 < first_closed).count();
+    assert_eq!(
+        early, 5,
+        "the sixth waits for one of the five to close: {times:?}"
+    );
+    for (upgraded, closed) in &times {
+        let idle = *closed - *upgraded;
+        assert!(
+            idle >= Duration::from_millis(900) && idle < Duration::from_secs(4),
+            "closed {idle:?} after its upgrade"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.connections_open() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} still counted open",
+            stats.connections_open()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_upgraded_connection_in_use_outlives_the_idle_timeout_and_not_the_grace_period() {
+    let upstream = websocket_upstream(true);
+    let server = server()
+        .idle_timeout(Duration::from_secs(1))
+        .grace_period(Duration::from_secs(1));
+    let mut front = Running::start(
+        server,
+        Lint::strict(Proxy::to(&format!("http://{upstream}"))),
+    );
+    let mut conn = Conn::open(front.addr);
+    conn.send(UPGRADE);
+    assert_eq!(conn.read_head().status, 101);
+    // A message every 300 ms for 2.5 s: in use, never idle for a second.
+    for n in 0..8u8 {
+        conn.send(&[n; 3]);
+        let mut echoed = [0; 3];
+        conn.reader.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, [n; 3]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Shutdown waits for it through the grace period, then cuts it off.
+    let stopping = Instant::now();
+    front.begin_shutdown();
+    conn.send(b"still here");
+    let mut echoed = [0; 10];
+    conn.reader.read_exact(&mut echoed).unwrap();
+    conn.reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(conn.is_closed(), "open after the grace period");
+    let closed = stopping.elapsed();
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_secs(5),
+        "closed {closed:?} into the shutdown"
+    );
+    front.stop().unwrap();
+}
+
+#[test]
+fn a_silent_upgraded_connection_closes_after_the_proxys_read_timeout() {
+    let upstream = websocket_upstream(false);
+    let front =
+        front(Proxy::to(&format!("http://{upstream}")).read_timeout(Duration::from_secs(1)));
+    let mut conn = Conn::open(front.addr);
+    conn.send(UPGRADE);
+    assert_eq!(conn.read_head().status, 101);
+    conn.assert_closed_after(Instant::now(), Duration::from_secs(1));
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use super::Config;
@@ -41,6 +42,77 @@ pub(super) struct Activity {
     /// What the stand-ins for file bytes handed to hyper stand for, on a
     /// connection that sends files with `sendfile` (a plain one, on Linux).
     pub(super) stand_ins: Option<StandIns>,
+    /// After an upgrade: the socket, in the hands of whoever took it.
+    pub(super) socket: Socket,
+}
+
+/// The socket as its owner leaves it for the connection's books, which
+/// outlive hyper's hold on it when a connection is upgraded (a WebSocket):
+/// whether it is still open, whether it moved bytes since last looked at,
+/// and a way to close it from outside.
+#[derive(Default)]
+pub(super) struct Socket {
+    closed: AtomicBool,
+    /// Notified when the socket is dropped.
+    dropped: Notify,
+    /// Reads and writes that moved bytes; only the socket's owner adds to it.
+    moved: AtomicU64,
+    /// Set to cut the socket off: its reads and writes fail from then on.
+    pub(super) cut: AtomicBool,
+    /// The tasks waiting on the socket, woken when it is cut off.
+    pub(super) reader: AtomicWaker,
+    pub(super) writer: AtomicWaker,
+}
+
+impl Socket {
+    /// Whether the socket is still open somewhere.
+    pub(super) fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    pub(super) fn dropped(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.dropped.notify_one();
+    }
+
+    /// A read or write moved bytes.
+    pub(super) fn moved(&self) {
+        let n = self.moved.load(Ordering::Relaxed);
+        self.moved.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Makes every read and write of the socket fail, and wakes the tasks
+    /// waiting on it to see so.
+    pub(super) fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        self.reader.wake();
+        self.writer.wake();
+    }
+
+    /// Completes when the socket has moved no byte for `idle`, or when it is
+    /// dropped (`false`).
+    pub(super) async fn idle_for(&self, idle: Duration) -> bool {
+        // Looked at four times an idle period: closed between 1 and 1.25 of it.
+        let tick = (idle / 4).max(Duration::from_millis(1));
+        let (mut seen, mut quiet) = (self.moved.load(Ordering::Relaxed), Duration::ZERO);
+        while self.is_open() {
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                () = self.dropped.notified() => {}
+            }
+            let now = self.moved.load(Ordering::Relaxed);
+            quiet = if now == seen {
+                quiet + tick
+            } else {
+                Duration::ZERO
+            };
+            seen = now;
+            if quiet >= idle {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 const NEVER: u64 = u64::MAX;
@@ -137,6 +209,7 @@ impl Activity {
             begun: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             stand_ins: (plain && cfg!(target_os = "linux")).then(StandIns::default),
+            socket: Socket::default(),
         }
     }
 

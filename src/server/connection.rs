@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio_util::either::Either;
 
-use super::clock::{Activity, Expired};
+use super::clock::{Activity, Expired, Socket};
 use super::listener::Io;
 use super::proxy_protocol;
 use super::request::handle;
@@ -97,59 +97,91 @@ pub(super) async fn serve_connection<A: App>(
             handle(app.clone(), &shared, &activity, &info, req)
         })
     };
-    let mut conn = pin!(
-        shared
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-    );
-    let mut watchdog = pin!(activity.expired(&shared.config));
-    let mut seen = Phase::Serving;
-    // Boxed when armed (at shutdown only), not carried by every connection.
-    let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            // An idle or stalled connection is dropped: it has no response to finish.
-            expired = watchdog.as_mut() => {
-                if expired == Expired::Send {
-                    let timeout = shared.config.send_timeout;
-                    tracing::warn!(?peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
+    // hyper holds the socket until the connection ends, or until it hands it
+    // to whoever takes an upgrade (a WebSocket's task).
+    async {
+        let mut conn = pin!(
+            shared
+                .builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+        );
+        let mut watchdog = pin!(activity.expired(&shared.config));
+        let mut seen = Phase::Serving;
+        // Boxed when armed (at shutdown only), not carried by every connection.
+        let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                // An idle or stalled connection is dropped: it has no response to finish.
+                expired = watchdog.as_mut() => {
+                    if expired == Expired::Send {
+                        let timeout = shared.config.send_timeout;
+                        tracing::warn!(?peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
+                    }
+                    return;
                 }
-                return;
-            }
-            changed = phase.wait_for(|now| *now > seen).map(|p| p.map(|p| *p)) => {
-                seen = changed.unwrap_or(Phase::Aborted);
-                if seen == Phase::Aborted {
-                    return; // the grace period is over
+                changed = phase.wait_for(|now| *now > seen).map(|p| p.map(|p| *p)) => {
+                    seen = changed.unwrap_or(Phase::Aborted);
+                    if seen == Phase::Aborted {
+                        return; // the grace period is over
+                    }
+                    // Draining: HTTP/2 says GOAWAY (the client opens a new connection
+                    // for what it sends next); HTTP/1.1 responses say `Connection:
+                    // close` (request.rs) rather than closing a connection the client
+                    // may be sending on. Stopping: every connection finishes what is
+                    // in flight and closes; one accepted a moment ago first gets
+                    // its request, which the client has surely sent.
+                    // A uwsgi connection carries the one request it was opened
+                    // for, read already: it closes once answered.
+                    if door.uwsgi {
+                        continue;
+                    }
+                    if seen == Phase::Stopping && activity.untouched() {
+                        first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
+                    } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
+                        // Requests the client pipelined behind the last answered one
+                        // are read and not answered: linger, or closing would reset
+                        // the connection and lose answers the client has not read.
+                        activity.closing.store(true, Ordering::Relaxed);
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
-                // Draining: HTTP/2 says GOAWAY (the client opens a new connection
-                // for what it sends next); HTTP/1.1 responses say `Connection:
-                // close` (request.rs) rather than closing a connection the client
-                // may be sending on. Stopping: every connection finishes what is
-                // in flight and closes; one accepted a moment ago first gets
-                // its request, which the client has surely sent.
-                // A uwsgi connection carries the one request it was opened
-                // for, read already: it closes once answered.
-                if door.uwsgi {
-                    continue;
-                }
-                if seen == Phase::Stopping && activity.untouched() {
-                    first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
-                } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
-                    // Requests the client pipelined behind the last answered one
-                    // are read and not answered: linger, or closing would reset
-                    // the connection and lose answers the client has not read.
+                () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
+                    first_request = None;
                     activity.closing.store(true, Ordering::Relaxed);
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
-                first_request = None;
-                activity.closing.store(true, Ordering::Relaxed);
-                conn.as_mut().graceful_shutdown();
-            }
         }
     }
+    .await;
+    if activity.socket.is_open() {
+        upgraded(&activity.socket, &shared, peer, &mut phase).await;
+    }
+}
+
+/// An upgraded connection (a WebSocket), its socket in another task's hands:
+/// it stays on the server's books (open, inside the connection limit, waited
+/// for at shutdown) until that task drops it. It is cut off when it moves no
+/// byte either way for the idle timeout, or when a shutdown's grace period
+/// is over.
+async fn upgraded(
+    socket: &Socket,
+    shared: &Shared,
+    peer: Option<SocketAddr>,
+    phase: &mut watch::Receiver<Phase>,
+) {
+    let timeout = shared.config.idle_timeout;
+    tokio::select! {
+        idle = socket.idle_for(timeout) => {
+            if !idle {
+                return;
+            }
+            tracing::debug!(?peer, ?timeout, "closed an upgraded connection: no byte either way for the idle timeout");
+        }
+        _ = phase.wait_for(|now| *now == Phase::Aborted) => {}
+    }
+    socket.cut();
 }
 
 /// How long a connection accepted just before the server stops accepting
@@ -230,12 +262,43 @@ impl AsyncRead for Tracked {
             buf.put_slice(&this.pending.split_to(n));
             return Poll::Ready(Ok(()));
         }
+        let socket = &this.activity.socket;
+        if socket.cut.load(Ordering::Acquire) {
+            return Poll::Ready(Err(cut_off()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.bytes_read();
+            socket.moved();
+        } else if polled.is_pending() {
+            socket.reader.register(cx.waker());
         }
         polled
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.activity.socket.dropped();
+    }
+}
+
+/// What a read or write of a socket cut off by the server gets.
+fn cut_off() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "closed by the server")
+}
+
+impl Tracked {
+    /// Notes how a write went: bytes moved, or a wait (to be woken if the
+    /// socket is cut off meanwhile).
+    fn wrote<T>(&self, cx: &Context<'_>, polled: &Poll<io::Result<T>>) {
+        self.activity.write_blocked(polled.is_pending());
+        match polled {
+            Poll::Pending => self.activity.socket.writer.register(cx.waker()),
+            Poll::Ready(Ok(_)) => self.activity.socket.moved(),
+            Poll::Ready(Err(_)) => {}
+        }
     }
 }
 
@@ -246,8 +309,11 @@ impl AsyncWrite for Tracked {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.activity.socket.cut.load(Ordering::Acquire) {
+            return Poll::Ready(Err(cut_off()));
+        }
         let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.activity.write_blocked(polled.is_pending());
+        this.wrote(cx, &polled);
         polled
     }
 
@@ -259,6 +325,9 @@ impl AsyncWrite for Tracked {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.activity.socket.cut.load(Ordering::Acquire) {
+            return Poll::Ready(Err(cut_off()));
+        }
         let write = match &this.activity.stand_ins {
             None => Write::Bytes(bufs.len()),
             Some(stand_ins) => stand_ins.next(bufs)?,
@@ -272,7 +341,7 @@ impl AsyncWrite for Tracked {
         {
             stand_ins.sent(file, *sent);
         }
-        this.activity.write_blocked(polled.is_pending());
+        this.wrote(cx, &polled);
         polled
     }
 

@@ -31,6 +31,12 @@
 //!   | [`idle_timeout`](Server::idle_timeout) | a connection with no request in flight and nothing read | 60 s | `keepalive_timeout` |
 //!   | [`send_timeout`](Server::send_timeout) | a connection that could not write a byte of a response this long (the client does not read); on HTTP/2, also a single stream whose window stays shut (that stream is reset) | 60 s | `send_timeout` |
 //!   | [`body_timeout`](Server::body_timeout) | a request body the app waits on and no byte arrives for: the app's read fails ([`Error::is_timeout`]) and the connection closes after its answer | 60 s | `client_body_timeout` |
+//!
+//!   An upgraded connection (a WebSocket, once its `101` is sent) is the
+//!   task's that took it, and still the server's: it counts as open and
+//!   against [`max_connections`](Server::max_connections), is closed when no
+//!   byte has moved either way for the `idle_timeout`, and at the end of a
+//!   shutdown's grace period.
 //! - **Limits.** Request heads over [`max_header_size`](Server::max_header_size)
 //!   get 431; bodies over [`max_body_size`](Server::max_body_size) get 413 (at
 //!   once when `Content-Length` says so, or as soon as a chunked body passes the
@@ -205,7 +211,8 @@ impl Server {
         self
     }
 
-    /// How long a connection may stay open with no request in flight. Default 60 s.
+    /// How long a connection may stay open with no request in flight, and an
+    /// upgraded one (a WebSocket) with no byte moving either way. Default 60 s.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = timeout;
         self

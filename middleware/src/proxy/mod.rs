@@ -571,7 +571,12 @@ impl App for Proxy {
             drop(in_flight);
             let upstream_res = http::Response::from_parts(parts.clone(), incoming);
             return match client_upgrade {
-                Some(client) => upgrade::splice(client, upstream_res, upstream.name.clone()),
+                Some(client) => upgrade::splice(
+                    client,
+                    upstream_res,
+                    upstream.name.clone(),
+                    self.settings.read_timeout,
+                ),
                 None => StatusCode::BAD_GATEWAY.into_response(),
             };
         }

@@ -2,11 +2,17 @@
 //! goes to the client, and the two connections are then spliced byte for
 //! byte until either side closes.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use stackway::{Body, Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::headers::has_token;
 
@@ -20,11 +26,14 @@ pub(crate) fn is_upgrade(req: &Request) -> bool {
 }
 
 /// Answers the client with the upstream's 101 and splices the connections
-/// once both have switched.
+/// once both have switched, until either side closes or no byte has moved
+/// either way for `idle` (the proxy's read timeout, as nginx's
+/// `proxy_read_timeout` closes a silent WebSocket).
 pub(crate) fn splice(
     client: OnUpgrade,
     mut upstream_res: http::Response<hyper::body::Incoming>,
     name: Arc<str>,
+    idle: Duration,
 ) -> Response {
     let upstream = hyper::upgrade::on(&mut upstream_res);
     tokio::spawn(async move {
@@ -32,10 +41,88 @@ pub(crate) fn splice(
             Ok(both) => both,
             Err(e) => return tracing::warn!(upstream = %name, "upgrade failed: {e}"),
         };
-        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        let moved = Arc::new(AtomicU64::new(0));
+        let mut upstream = Counted {
+            io: TokioIo::new(upstream),
+            moved: moved.clone(),
+        };
+        let mut client = TokioIo::new(client);
         // Either side closing (or failing) ends both.
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+            () = quiet(&moved, idle) => {
+                tracing::info!(upstream = %name, ?idle, "closed an upgraded connection: no byte either way for the read timeout");
+            }
+        }
     });
     let (parts, _) = upstream_res.into_parts();
     Response::from_parts(parts, Body::empty())
+}
+
+/// Completes once `moved` has stayed the same for `idle`, looked at four
+/// times an idle period.
+async fn quiet(moved: &AtomicU64, idle: Duration) {
+    let tick = (idle / 4).max(Duration::from_millis(1));
+    let (mut seen, mut still) = (moved.load(Ordering::Relaxed), Duration::ZERO);
+    while still < idle {
+        tokio::time::sleep(tick).await;
+        let now = moved.load(Ordering::Relaxed);
+        still = if now == seen {
+            still + tick
+        } else {
+            Duration::ZERO
+        };
+        seen = now;
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that counts the reads and writes that moved bytes.
+    struct Counted<T> {
+        #[pin]
+        io: T,
+        moved: Arc<AtomicU64>,
+    }
+}
+
+impl<T> Counted<T> {
+    fn note<R>(moved: &AtomicU64, polled: &Poll<io::Result<R>>) {
+        if matches!(polled, Poll::Ready(Ok(_))) {
+            moved.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let polled = this.io.poll_read(cx, buf);
+        Self::note(this.moved, &polled);
+        polled
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let polled = this.io.poll_write(cx, buf);
+        Self::note(this.moved, &polled);
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
 }
