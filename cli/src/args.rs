@@ -10,7 +10,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use stackway::{BoxApp, Html, Request, response};
-use stackway_middleware::proxy::Balance;
+use stackway_middleware::proxy::{Balance, UpstreamTls};
 use stackway_middleware::router::{RouteParams, Router, get};
 use stackway_middleware::shared_data::Export;
 use stackway_middleware::{Dispatcher, Proxy, SharedData};
@@ -272,6 +272,19 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
     pub(crate) proxy_read_timeout: Duration,
 
+    /// PEM file of the CAs that https:// upstreams' certificates must come from, in place of
+    /// the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) proxy_ca: Option<PathBuf>,
+
+    /// PEM certificate chain shown to https:// upstreams that ask for one (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) proxy_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --proxy-client-cert.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) proxy_client_key: Option<PathBuf>,
+
     /// Seconds in-flight requests get to finish after SIGINT or SIGTERM.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     pub(crate) grace_period: Duration,
@@ -303,7 +316,7 @@ pub(crate) enum Target {
     /// A built-in app.
     App(BoxApp),
     /// Upstreams to proxy to, checked, and options from a config file.
-    Proxy(Vec<String>, ProxyOptions),
+    Proxy(Vec<String>, Box<ProxyOptions>),
     /// A Python WSGI app, `module:callable`, imported once the paths are set,
     /// and what a config file says of it.
     Wsgi(String, WsgiOptions),
@@ -362,7 +375,7 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
         _ if spec.contains(':') => {
             let upstreams: Vec<String> = spec.split(',').map(str::to_owned).collect();
             Proxy::try_balance(upstreams.iter().map(String::as_str)).map_err(|e| e.to_string())?;
-            Target::Proxy(upstreams, ProxyOptions::default())
+            Target::Proxy(upstreams, Box::default())
         }
         _ => {
             return Err(format!(
@@ -427,6 +440,9 @@ pub(crate) struct ProxyOptions {
     buffer_response: Option<bool>,
     fastcgi_root: Option<std::path::PathBuf>,
     health_check: Option<HealthCheck>,
+    ca: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -486,6 +502,42 @@ impl ProxyOptions {
             proxy = proxy.health_check(&check.path, check.interval);
         }
         proxy
+    }
+
+    /// What the mount's `https://` upstreams are checked against and shown:
+    /// its own `ca`, `client_cert` and `client_key`, else the server's
+    /// `--proxy-*` flags; `None` for the system's roots and no certificate.
+    pub(crate) fn tls(&self, args: &ServeArgs) -> Result<Option<UpstreamTls>, String> {
+        let ca = self.ca.as_ref().or(args.proxy_ca.as_ref());
+        let pair = |cert: &Option<PathBuf>, key: &Option<PathBuf>, names: &str| match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
+            (None, None) => Ok(None),
+            _ => Err(format!("give {names} together")),
+        };
+        let client = match pair(
+            &self.client_cert,
+            &self.client_key,
+            "client_cert and client_key",
+        )? {
+            Some(client) => Some(client),
+            None => pair(
+                &args.proxy_client_cert,
+                &args.proxy_client_key,
+                "--proxy-client-cert and --proxy-client-key",
+            )?,
+        };
+        if ca.is_none() && client.is_none() {
+            return Ok(None);
+        }
+        let tls = match ca {
+            Some(ca) => UpstreamTls::from_ca_file(ca),
+            None => Ok(UpstreamTls::system_roots()),
+        };
+        let tls = match client {
+            Some((cert, key)) => tls.and_then(|tls| tls.client_certificate(cert, key)),
+            None => tls,
+        };
+        tls.map(Some).map_err(|e| format!("proxy TLS: {e}"))
     }
 }
 

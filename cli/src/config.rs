@@ -139,6 +139,9 @@ config_file! {
         plain proxy_connect_timeout: Duration,
         #[serde(default, deserialize_with = "secs")]
         plain proxy_read_timeout: Duration,
+        optional proxy_ca: PathBuf,
+        optional proxy_client_cert: PathBuf,
+        optional proxy_client_key: PathBuf,
     }
 }
 
@@ -373,7 +376,7 @@ impl MountTable {
         let mut mount =
             crate::args::parse_mount(&format!("{}={spec}", self.prefix)).map_err(|e| at(&e))?;
         match &mut mount.target {
-            Target::Proxy(_, options) => *options = self.proxy_options.unwrap_or_default(),
+            Target::Proxy(_, options) => **options = self.proxy_options.unwrap_or_default(),
             Target::Wsgi(_, options) => {
                 options.threads = self.threads;
                 options.stream_input = self.stream_input;

@@ -39,11 +39,17 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
         let app = match target {
             Target::App(app) => app.clone(),
             Target::Proxy(upstreams, options) => {
-                let proxy = options.apply(
+                let mut proxy = options.apply(
                     Proxy::balance(upstreams.iter().map(String::as_str))
                         .connect_timeout(args.proxy_connect_timeout)
                         .read_timeout(args.proxy_read_timeout),
                 );
+                let tls = options
+                    .tls(args)
+                    .map_err(|e| format!("mount {prefix}: {e}"))?;
+                if let Some(tls) = tls {
+                    proxy = proxy.tls(tls);
+                }
                 sources.proxies.push((prefix.clone(), proxy.stats()));
                 BoxApp::new(proxy)
             }

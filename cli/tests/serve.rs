@@ -163,6 +163,63 @@ fn mounts_proxy_to_upstreams_one_or_a_pool() {
     assert_eq!(conn.get("/down/x").status, 502);
 }
 
+#[test]
+fn a_proxy_mount_to_an_https_upstream_trusts_the_ca_given_and_names_a_refused_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = stackway_test_support::tls::Ca::new(dir.path(), "internal");
+    let (cert, key) = ca.server("upstream", &["localhost"]);
+    let tls = stackway::server::Tls::from_pem_files(cert, key).unwrap();
+    let listener = stackway::server::Listener::bind("127.0.0.1:0")
+        .unwrap()
+        .tls(tls);
+    let upstream = stackway_test_support::Running::start(
+        stackway::Server::new([listener]).unwrap().workers(1),
+        stackway::apps::demo,
+    );
+    let port = upstream.addr.port();
+    let mut front = Stackway::serve(&[
+        "--mount",
+        &format!("/api=https://localhost:{port}"),
+        // The certificate names localhost, not this address.
+        "--mount",
+        &format!("/ip=https://127.0.0.1:{port}"),
+        "--proxy-ca",
+        ca.cert.to_str().unwrap(),
+    ]);
+    let mut conn = Conn::open(front.addr);
+    let env = conn.get("/api/").text();
+    for line in ["REQUEST_SCHEME=https\n", "SERVER_PROTOCOL=HTTP/2\n"] {
+        assert!(env.contains(line), "{line} missing from:\n{env}");
+    }
+    assert_eq!(conn.get("/ip/").status, 502);
+    front.signal("-TERM");
+    front.wait();
+    let err = front.stderr();
+    assert!(
+        err.contains("https://127.0.0.1") && err.contains("certificate not valid for name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unusable_proxy_tls_files_stop_serve_with_exit_2() {
+    let api = "/api=https://localhost:9";
+    for (args, says) in [
+        (
+            &["--mount", api, "--proxy-ca", "/no/such.pem"][..],
+            "stackway: mount /api: proxy TLS: /no/such.pem: ",
+        ),
+        (
+            &["--mount", api, "--proxy-client-cert", "proxy.crt"][..],
+            "stackway: mount /api: give --proxy-client-cert and --proxy-client-key together",
+        ),
+    ] {
+        let (code, _, err) = run(&[&["serve", "--check"][..], args].concat());
+        assert_eq!(code, 2, "{err}");
+        assert!(err.starts_with(says), "{err}");
+    }
+}
+
 /// `stackway serve ARGS` with the test Python apps on its path, when the
 /// system's Python has Flask (else the test is skipped, saying so).
 fn with_flask(args: &[&str]) -> Option<Stackway> {

@@ -41,13 +41,7 @@ pub(crate) fn spawn(upstream: &Arc<Upstream>, check: Check) {
 async fn probe(upstream: &Weak<Upstream>, check: &Check) -> Option<bool> {
     let (client, uri) = {
         let upstream = upstream.upgrade()?;
-        let uri = http::Uri::builder()
-            .scheme("http")
-            .authority(upstream.authority.clone())
-            .path_and_query(format!("{}{}", upstream.spec.base, check.path))
-            .build()
-            .ok()?;
-        (upstream.client(), uri)
+        (upstream.client(false), upstream.uri(&check.path))
     };
     let req = Request::get(uri).body(Body::empty()).ok()?;
     // A check that takes longer than the interval has failed.

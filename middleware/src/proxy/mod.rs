@@ -74,6 +74,7 @@ mod fastcgi;
 mod headers;
 mod health;
 mod stats;
+mod tls;
 mod upgrade;
 mod upstream;
 mod uwsgi;
@@ -85,11 +86,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::header::HOST;
-use http::{HeaderValue, Method, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, StatusCode, Version};
 use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
 
 use self::body::{Progress, UpstreamBody};
 pub use self::stats::ProxyStats;
+pub use self::tls::{TlsError, UpstreamTls};
 pub use self::upstream::SpecError;
 use self::upstream::{Protocol, Spec, Upstream};
 use crate::profiler::Timings;
@@ -135,6 +137,8 @@ pub(crate) struct Settings {
     buffer_request: bool,
     buffer_response: bool,
     pub(crate) fastcgi_root: Option<Arc<Path>>,
+    /// For `https://` upstreams; the system's roots when not given.
+    pub(crate) tls: Option<UpstreamTls>,
 }
 
 /// The bytes of a buffered body kept in memory; more go to a temporary file.
@@ -202,6 +206,7 @@ impl Proxy {
                 buffer_request: false,
                 buffer_response: false,
                 fastcgi_root: None,
+                tls: None,
             },
             upstreams: Arc::default(),
             next: AtomicUsize::new(0),
@@ -318,6 +323,15 @@ impl Proxy {
         self
     }
 
+    /// What `https://` upstreams are checked against and shown: by default
+    /// the system's root certificates; see [`UpstreamTls`]. The upstream's
+    /// certificate must hold the name it is reached by; one that does not
+    /// is a 502, logged with why.
+    pub fn tls(mut self, tls: UpstreamTls) -> Self {
+        self.settings.tls = Some(tls);
+        self
+    }
+
     /// Asks each upstream for `path` (below its base) every `interval`, and
     /// leaves out of the balance those that do not answer 2xx or 3xx within
     /// it, until they do again (HAProxy's `option httpchk`). Off by default.
@@ -390,18 +404,7 @@ impl Outgoing {
     /// The request for `upstream`; unless `may_retry`, the last one made, so
     /// it takes the headers instead of copying them.
     fn request(&mut self, upstream: &Upstream, may_retry: bool) -> http::Request<Body> {
-        let path = format!("{}{}", upstream.spec.base, self.path_and_query);
-        let path = match path.as_str() {
-            "" => "/".to_owned(),
-            p if p.starts_with('?') => format!("/{p}"),
-            _ => path,
-        };
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(upstream.authority.clone())
-            .path_and_query(path)
-            .build()
-            .expect("the parts were valid on their own");
+        let uri = upstream.uri(&self.path_and_query);
         let mut req = http::Request::new(self.body.take().unwrap_or_else(Body::empty));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
@@ -520,7 +523,7 @@ impl App for Proxy {
             let may_retry = retryable && tried.is_none() && upstreams.len() > 1;
             let in_flight = upstream.begin();
             let sent = upstream
-                .client()
+                .client(upgrading)
                 .request(outgoing.request(upstream, may_retry));
             let failure = tokio::select! {
                 res = sent => match res {

@@ -18,10 +18,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use stackway::Body;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::Settings;
 use super::cgi::Writer;
 use super::fastcgi::FastCgi;
+use super::tls::{self, UpstreamTls};
 use super::uwsgi::Uwsgi;
 
 /// Where an upstream listens.
@@ -66,13 +68,15 @@ pub(crate) enum Protocol {
     FastCgi,
 }
 
-/// An upstream spec: `http://HOST:PORT[/base]` or `unix:/path/to.sock[:/base]`,
-/// or the same in uwsgi (`uwsgi://`, `uwsgi+unix:`) or FastCGI (`fastcgi://`,
-/// `fastcgi+unix:`).
+/// An upstream spec: `http://HOST:PORT[/base]`, `https://HOST:PORT[/base]`
+/// or `unix:/path/to.sock[:/base]`, or the same in uwsgi (`uwsgi://`,
+/// `uwsgi+unix:`) or FastCGI (`fastcgi://`, `fastcgi+unix:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Spec {
     pub(crate) address: Address,
     pub(crate) protocol: Protocol,
+    /// Over TLS (`https://`): the name the upstream's certificate must hold.
+    pub(crate) tls: Option<ServerName<'static>>,
     /// Raw (percent-encoded) path without a trailing `/`: `""` or `/base`.
     pub(crate) base: String,
 }
@@ -95,14 +99,19 @@ impl Spec {
             let rest = spec.strip_prefix(name)?;
             Some((rest.strip_prefix("+unix:"), rest.strip_prefix("://")))
         };
+        let https = spec.strip_prefix("https://");
         let (protocol, (unix, tcp)) = match (scheme("uwsgi"), scheme("fastcgi")) {
             (Some(rest), _) => (Protocol::Uwsgi, rest),
             (_, Some(rest)) => (Protocol::FastCgi, rest),
             _ => (
                 Protocol::Http,
-                (spec.strip_prefix("unix:"), spec.strip_prefix("http://")),
+                (
+                    spec.strip_prefix("unix:"),
+                    spec.strip_prefix("http://").or(https),
+                ),
             ),
         };
+        let mut tls = None;
         let (address, base) = if let Some(rest) = unix {
             let (path, base) = match rest.split_once(":/") {
                 Some((path, base)) => (path, format!("/{base}")),
@@ -122,15 +131,19 @@ impl Spec {
             if parsed.port_u16().is_none() || parsed.as_str().contains('@') {
                 return Err(error("say the port, and no user (http://HOST:PORT/base)"));
             }
+            if https.is_some() {
+                let host = parsed.host().trim_start_matches('[').trim_end_matches(']');
+                tls = Some(
+                    ServerName::try_from(host.to_owned())
+                        .map_err(|_| error("the host is no name a certificate can hold"))?,
+                );
+            }
             (Address::Tcp(parsed.as_str().to_owned()), base.to_owned())
-        } else if spec.starts_with("https://") {
-            return Err(error(
-                "TLS to upstreams is not supported yet; use http:// or unix:",
-            ));
         } else {
             return Err(error(
-                "expected http://HOST:PORT[/base] or unix:/PATH[:/base] \
-                 (uwsgi://HOST:PORT[/base] or uwsgi+unix:/PATH[:/base] for uwsgi)",
+                "expected http://HOST:PORT[/base], https://HOST:PORT[/base] or \
+                 unix:/PATH[:/base] (uwsgi://HOST:PORT[/base] or uwsgi+unix:/PATH[:/base] \
+                 for uwsgi)",
             ));
         };
         let base = base.trim_end_matches('/').to_owned();
@@ -142,6 +155,7 @@ impl Spec {
         Ok(Self {
             address,
             protocol,
+            tls,
             base,
         })
     }
@@ -150,6 +164,7 @@ impl Spec {
 impl fmt::Display for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (tcp, unix) = match self.protocol {
+            Protocol::Http if self.tls.is_some() => ("https://", "unix:"),
             Protocol::Http => ("http://", "unix:"),
             Protocol::Uwsgi => ("uwsgi://", "uwsgi+unix:"),
             Protocol::FastCgi => ("fastcgi://", "fastcgi+unix:"),
@@ -167,11 +182,14 @@ pub(crate) struct Upstream {
     pub(crate) spec: Spec,
     /// `spec` as text, for log lines that outlive a borrow of the upstream.
     pub(crate) name: Arc<str>,
-    /// `http://AUTHORITY`: how the upstream's absolute redirects begin.
+    /// `http://AUTHORITY` (`https://`): how the upstream's absolute redirects begin.
     pub(crate) origin: String,
     /// Tells this upstream's pools apart in each thread's [`POOLS`].
     id: u64,
     connector: Connector,
+    /// Over TLS, upgrades (WebSocket) need HTTP/1.1: their own pools, whose
+    /// connections offer only that.
+    upgrades: Option<Connector>,
     pool: hyper_util::client::legacy::Builder,
     /// The authority requests are sent to: the TCP address, or `localhost`
     /// for a unix socket (the `Host` a server on a socket expects).
@@ -198,7 +216,7 @@ thread_local! {
     /// response would cross threads (a wakeup, a context switch, and
     /// allocations freed on the other thread). So each worker thread keeps
     /// its own pool per upstream, as each nginx worker does.
-    static POOLS: std::cell::RefCell<std::collections::HashMap<u64, Pool>> =
+    static POOLS: std::cell::RefCell<std::collections::HashMap<(u64, bool), Pool>> =
         std::cell::RefCell::default();
 }
 
@@ -210,16 +228,32 @@ impl Upstream {
                 let mut http = HttpConnector::new();
                 http.set_connect_timeout(Some(settings.connect_timeout));
                 http.set_nodelay(true);
+                // `https://` URIs too: the handshake follows the connect.
+                http.enforce_http(false);
                 Dial::Tcp(http)
             }
-            Address::Unix(path) => Dial::Unix(Arc::new(path.clone()), settings.connect_timeout),
+            Address::Unix(path) => Dial::Unix(Arc::new(path.clone())),
         };
+        let tls = spec.tls.as_ref().map(|name| {
+            let roots = settings
+                .tls
+                .clone()
+                .unwrap_or_else(UpstreamTls::system_roots);
+            tls::Dial::new(&roots, name.clone(), settings.http2)
+        });
         let connector = Connector {
             dial,
+            tls,
+            http1: false,
+            timeout: settings.connect_timeout,
             protocol: spec.protocol,
             fastcgi_root: settings.fastcgi_root.clone(),
             open: Arc::default(),
         };
+        let upgrades = spec.tls.is_some().then(|| Connector {
+            http1: true,
+            ..connector.clone()
+        });
         let mut pool = Client::builder(TokioExecutor::new());
         // A uwsgi or FastCGI connection carries one request.
         let max_idle = match spec.protocol {
@@ -233,12 +267,14 @@ impl Upstream {
             Address::Tcp(authority) => authority.parse().expect("checked by Spec::parse"),
             Address::Unix(_) => http::uri::Authority::from_static("localhost"),
         };
+        let scheme = if spec.tls.is_some() { "https" } else { "http" };
         Self {
             name: spec.to_string().into(),
-            origin: format!("http://{authority}"),
+            origin: format!("{scheme}://{authority}"),
             spec,
             id: IDS.fetch_add(1, Ordering::Relaxed),
             connector,
+            upgrades,
             pool,
             authority,
             outstanding: Arc::default(),
@@ -255,14 +291,39 @@ impl Upstream {
         self.connector.open.load(Ordering::Relaxed)
     }
 
-    /// This thread's pooled client for the upstream.
-    pub(crate) fn client(&self) -> Pool {
+    /// This thread's pooled client for the upstream; for an `upgrade`, one
+    /// whose connections speak HTTP/1.1.
+    pub(crate) fn client(&self, upgrade: bool) -> Pool {
+        let connector = match (&self.upgrades, upgrade) {
+            (Some(upgrades), true) => upgrades,
+            _ => &self.connector,
+        };
         POOLS.with_borrow_mut(|pools| {
             pools
-                .entry(self.id)
-                .or_insert_with(|| self.pool.build(self.connector.clone()))
+                .entry((self.id, connector.http1))
+                .or_insert_with(|| self.pool.build(connector.clone()))
                 .clone()
         })
+    }
+
+    /// The URI of `path_and_query` (raw, below the base) at this upstream.
+    pub(crate) fn uri(&self, path_and_query: &str) -> Uri {
+        let path = format!("{}{path_and_query}", self.spec.base);
+        let path = match path.as_str() {
+            "" => "/".to_owned(),
+            p if p.starts_with('?') => format!("/{p}"),
+            _ => path,
+        };
+        let scheme = match self.spec.tls {
+            Some(_) => http::uri::Scheme::HTTPS,
+            None => http::uri::Scheme::HTTP,
+        };
+        Uri::builder()
+            .scheme(scheme)
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .expect("the parts were valid on their own")
     }
 
     /// A request sent to it, counted in flight until the guard is dropped:
@@ -334,6 +395,12 @@ fn now_ms() -> u64 {
 #[derive(Clone)]
 pub(crate) struct Connector {
     dial: Dial,
+    /// For an `https://` upstream, the handshake after the TCP connect.
+    tls: Option<tls::Dial>,
+    /// Offers only HTTP/1.1 over TLS (for upgrades).
+    http1: bool,
+    /// Bounds the connect and the TLS handshake together.
+    timeout: Duration,
     protocol: Protocol,
     fastcgi_root: Option<Arc<Path>>,
     open: Arc<AtomicUsize>,
@@ -342,7 +409,7 @@ pub(crate) struct Connector {
 #[derive(Clone)]
 enum Dial {
     Tcp(HttpConnector),
-    Unix(Arc<PathBuf>, Duration),
+    Unix(Arc<PathBuf>),
 }
 
 /// A connection to an upstream, counted open until it is dropped.
@@ -364,6 +431,8 @@ enum Speaks {
 enum Io {
     Tcp(TokioIo<tokio::net::TcpStream>),
     Unix(TokioIo<tokio::net::UnixStream>),
+    /// Boxed: rustls' state is large.
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
 }
 
 impl Drop for Stream {
@@ -398,25 +467,40 @@ impl tower_service::Service<Uri> for Connector {
             };
             Stream { io, speaks, open }
         };
-        match &mut self.dial {
+        let timeout = self.timeout;
+        let tls = self.tls.as_ref().map(|tls| {
+            let connector = if self.http1 { &tls.http1 } else { &tls.any };
+            (connector.clone(), tls.name.clone())
+        });
+        let connecting: Pin<Box<dyn Future<Output = io::Result<Io>> + Send>> = match &mut self.dial
+        {
             Dial::Tcp(http) => {
                 let connecting = http.call(uri);
                 Box::pin(async move {
                     let tcp = connecting.await.map_err(io::Error::other)?;
-                    Ok(counted(Io::Tcp(tcp)))
+                    Ok(match tls {
+                        None => Io::Tcp(tcp),
+                        Some((tls, name)) => {
+                            let tls = tls.connect(name, tcp.into_inner()).await?;
+                            Io::Tls(Box::new(TokioIo::new(tls)))
+                        }
+                    })
                 })
             }
-            Dial::Unix(path, timeout) => {
-                let (path, timeout) = (path.clone(), *timeout);
+            Dial::Unix(path) => {
+                let path = path.clone();
                 Box::pin(async move {
-                    let connect = tokio::net::UnixStream::connect(&*path);
-                    match tokio::time::timeout(timeout, connect).await {
-                        Ok(stream) => Ok(counted(Io::Unix(TokioIo::new(stream?)))),
-                        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-                    }
+                    let stream = tokio::net::UnixStream::connect(&*path).await?;
+                    Ok(Io::Unix(TokioIo::new(stream)))
                 })
             }
-        }
+        };
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(io) => Ok(counted(io?)),
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            }
+        })
     }
 }
 
@@ -425,6 +509,14 @@ impl Connection for Stream {
         match &self.io {
             Io::Tcp(tcp) => tcp.connected(),
             Io::Unix(_) => Connected::new(),
+            Io::Tls(tls) => {
+                let (tcp, session) = tls.inner().get_ref();
+                let connected = tcp.connected();
+                match session.alpn_protocol() {
+                    Some(b"h2") => connected.negotiated_h2(),
+                    _ => connected,
+                }
+            }
         }
     }
 }
@@ -439,6 +531,7 @@ impl Io {
         match self {
             Self::Tcp(s) => Pin::new(s),
             Self::Unix(s) => Pin::new(s),
+            Self::Tls(s) => Pin::new(&mut **s),
         }
     }
 }
@@ -500,6 +593,7 @@ mod tests {
             Spec {
                 address: Address::Tcp("127.0.0.1:9000".into()),
                 protocol: Protocol::Http,
+                tls: None,
                 base: String::new()
             }
         );
@@ -510,6 +604,7 @@ mod tests {
             Spec {
                 address: Address::Unix("/run/app.sock".into()),
                 protocol: Protocol::Http,
+                tls: None,
                 base: String::new()
             }
         );
@@ -519,6 +614,16 @@ mod tests {
             "unix:/run/app.sock:/api"
         );
         assert_eq!(ok("http://h:1/b/").to_string(), "http://h:1/b");
+        let https = ok("https://api.example.com:8443/v1/");
+        assert_eq!(
+            https.tls,
+            Some(ServerName::try_from("api.example.com").unwrap())
+        );
+        assert_eq!(https.to_string(), "https://api.example.com:8443/v1");
+        assert_eq!(
+            ok("https://[::1]:8443").tls,
+            Some(ServerName::try_from("::1").unwrap())
+        );
         for uwsgi in ["uwsgi://127.0.0.1:3031", "uwsgi+unix:/run/app.sock:/api"] {
             assert_eq!(ok(uwsgi).protocol, Protocol::Uwsgi);
             assert_eq!(ok(uwsgi).to_string(), uwsgi);
@@ -528,9 +633,10 @@ mod tests {
             "http://127.0.0.1",
             "http://user@h:1",
             "http://bad host:1",
-            "https://h:443",
             "unix:run/app.sock",
             "http://h:1/a?b",
+            "https://h",
+            "https+unix:/run/app.sock",
             "ftp://h:1",
             "uwsgi://h",
             "uwsgi+unix:run/app.sock",

@@ -1,0 +1,187 @@
+//! TLS to `https://` upstreams, on rustls (the server's listeners use the
+//! same): the upstream's certificate checked against the system's roots or
+//! a CA file, and against the name it is reached by (also sent as SNI); a
+//! client certificate for mutual TLS; HTTP/2 where ALPN agrees on it. There
+//! is no way to turn the check off.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::client::WantsClientCert;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, ConfigBuilder, RootCertStore, version};
+
+/// What the proxy trusts in its `https://` upstreams and shows them: the
+/// system's root certificates by default; see [`Proxy::tls`](super::Proxy::tls).
+///
+/// ```no_run
+/// use stackway_middleware::Proxy;
+/// use stackway_middleware::proxy::UpstreamTls;
+///
+/// let tls = UpstreamTls::from_ca_file("/etc/stackway/internal-ca.pem")?
+///     .client_certificate("/etc/stackway/proxy.crt", "/etc/stackway/proxy.key")?;
+/// let proxy = Proxy::to("https://billing.internal:8443/api").tls(tls);
+/// # Ok::<(), stackway_middleware::proxy::TlsError>(())
+/// ```
+#[derive(Clone)]
+pub struct UpstreamTls {
+    roots: Arc<RootCertStore>,
+    /// A client certificate chain and its key, for mutual TLS.
+    identity: Option<Arc<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>>,
+}
+
+/// A certificate or key file that cannot be used; `Display` names the file
+/// and why.
+#[derive(Debug, Clone)]
+pub struct TlsError {
+    file: PathBuf,
+    why: String,
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.why)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+impl UpstreamTls {
+    /// Trusts the system's root certificates (`/etc/ssl/certs` on Debian,
+    /// `SSL_CERT_FILE` where set), read once for the whole process.
+    pub fn system_roots() -> Self {
+        static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+        let roots = ROOTS.get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!("reading the system's root certificates: {e}");
+            }
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                tracing::warn!(
+                    "no system root certificates (Debian's ca-certificates): \
+                     https upstreams need a CA file"
+                );
+            }
+            Arc::new(roots)
+        });
+        Self {
+            roots: roots.clone(),
+            identity: None,
+        }
+    }
+
+    /// Trusts only the certificates in a PEM file (an internal CA; nginx's
+    /// `proxy_ssl_trusted_certificate`).
+    pub fn from_ca_file(path: impl AsRef<Path>) -> Result<Self, TlsError> {
+        let path = path.as_ref();
+        let error = |why: String| TlsError {
+            file: path.to_owned(),
+            why,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| error(e.to_string()))?;
+        let mut roots = RootCertStore::empty();
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| error(format!("not a CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(error("no certificate in the file".into()));
+        }
+        Ok(Self {
+            roots: Arc::new(roots),
+            identity: None,
+        })
+    }
+
+    /// Shows the upstreams a client certificate (its chain first, then any
+    /// intermediates) with its private key, for mutual TLS (nginx's
+    /// `proxy_ssl_certificate` and `proxy_ssl_certificate_key`).
+    pub fn client_certificate(
+        mut self,
+        chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, TlsError> {
+        let (chain, key) = (chain.as_ref(), key.as_ref());
+        let error = |file: &Path, why: String| TlsError {
+            file: file.to_owned(),
+            why,
+        };
+        let certs = CertificateDer::pem_file_iter(chain)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| error(chain, e.to_string()))?;
+        if certs.is_empty() {
+            return Err(error(chain, "no certificate in the file".into()));
+        }
+        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| error(key, e.to_string()))?;
+        // Checked now, not at the first connection.
+        self.builder()
+            .with_client_auth_cert(certs.clone(), private.clone_key())
+            .map_err(|e| error(key, e.to_string()))?;
+        self.identity = Some(Arc::new((certs, private)));
+        Ok(self)
+    }
+
+    fn builder(&self) -> ConfigBuilder<ClientConfig, WantsClientCert> {
+        ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+            .expect("rustls' own versions")
+            .with_root_certificates(self.roots.clone())
+    }
+
+    /// A connector offering `alpn`, in order of preference.
+    fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
+        let mut config = match &self.identity {
+            Some(identity) => self
+                .builder()
+                .with_client_auth_cert(identity.0.clone(), identity.1.clone_key())
+                .expect("checked by client_certificate"),
+            None => self.builder().with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("roots", &self.roots.len())
+            .field("client_certificate", &self.identity.is_some())
+            .finish()
+    }
+}
+
+/// How a connection to one `https://` upstream is made: the name its
+/// certificate must hold, and connectors for requests that may go over
+/// HTTP/2 and for upgrades, which need HTTP/1.1.
+#[derive(Clone)]
+pub(crate) struct Dial {
+    pub(crate) name: ServerName<'static>,
+    pub(crate) any: TlsConnector,
+    pub(crate) http1: TlsConnector,
+}
+
+impl Dial {
+    /// For the upstream named `name`; `http2_only` offers only h2.
+    pub(crate) fn new(tls: &UpstreamTls, name: ServerName<'static>, http2_only: bool) -> Self {
+        let any: &[&[u8]] = if http2_only {
+            &[b"h2"]
+        } else {
+            &[b"h2", b"http/1.1"]
+        };
+        Self {
+            name,
+            any: tls.connector(any),
+            http1: tls.connector(&[b"http/1.1"]),
+        }
+    }
+}
