@@ -93,6 +93,9 @@ impl Body {
         B::Error: Into<BoxError>,
     {
         let hint = body.size_hint();
+        // An ended body says so from the start: an HTTP/2 response ends with
+        // its head (a gRPC trailers-only answer), not with an empty DATA frame.
+        let done = body.is_end_stream();
         Self {
             kind: BodyKind::Stream(Box::new(Streaming {
                 inner: SyncWrapper::new(Box::pin(body.map_err(Into::into))),
@@ -100,7 +103,7 @@ impl Body {
                 yielded: 0,
                 declared: None,
                 limit: None,
-                done: false,
+                done,
             })),
         }
     }
@@ -200,6 +203,11 @@ impl Body {
     /// response whose length lies.
     pub fn exact_size(self, len: u64) -> Self {
         let mut streaming = self.into_streaming();
+        // A body empty from the start and declared longer fails when read,
+        // as any short one does.
+        if len > 0 && streaming.yielded == 0 {
+            streaming.done = false;
+        }
         streaming.declared = Some(len.saturating_add(streaming.yielded));
         Self {
             kind: BodyKind::Stream(streaming),

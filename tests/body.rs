@@ -286,3 +286,20 @@ fn a_buffered_body_is_whole_with_its_size_or_fails_as_its_source_did() {
         assert!(source.buffer(CHUNK).await.is_err());
     });
 }
+
+#[test]
+fn a_wrapped_body_that_has_ended_says_so_before_it_is_read() {
+    // What hyper sees: an ended body ends an HTTP/2 response with its head
+    // (a gRPC trailers-only answer), where an empty DATA frame would follow.
+    let ended = Body::new(http_body_util::Empty::<Bytes>::new());
+    assert!(ended.is_end_stream());
+    let pending = Body::new(http_body_util::Full::new(Bytes::from("x")));
+    assert!(!pending.is_end_stream());
+    run(async {
+        assert_eq!(pending.collect(10).await.unwrap(), "x");
+        // Declared longer than it is, an empty body still fails when read.
+        let short = Body::new(http_body_util::Empty::<Bytes>::new()).exact_size(3);
+        assert!(!short.is_end_stream());
+        assert!(short.collect(10).await.unwrap_err().is_length_mismatch());
+    });
+}

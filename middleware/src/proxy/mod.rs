@@ -57,6 +57,23 @@
 //! one that fails or stalls mid-body aborts the client's connection, so a
 //! truncated body never looks complete. Each is logged with the upstream.
 //!
+//! # gRPC
+//!
+//! gRPC passes as any HTTP/2 traffic: mount the service's path on an
+//! upstream that speaks h2 ([`http2`](Proxy::http2) for h2c, or an `https://`
+//! upstream that offers it by ALPN), and calls stream both ways with their
+//! trailers (`grpc-status`, `grpc-message`, metadata). A call's
+//! `grpc-timeout` bounds the wait for the upstream's answer, and the proxy's
+//! own failures come back as gRPC statuses in a trailers-only answer: a
+//! timeout `DEADLINE_EXCEEDED`, no upstream `UNAVAILABLE`.
+//!
+//! ```
+//! use stackway_middleware::{Dispatcher, Proxy};
+//!
+//! let app = Dispatcher::default()
+//!     .mount("/helloworld.Greeter", Proxy::to("http://127.0.0.1:50051/helloworld.Greeter").http2(true));
+//! ```
+//!
 //! # Balancing
 //!
 //! [`Proxy::balance`] spreads requests over several upstreams,
@@ -71,6 +88,7 @@
 mod body;
 mod cgi;
 mod fastcgi;
+mod grpc;
 mod headers;
 mod health;
 mod stats;
@@ -445,7 +463,19 @@ fn is_client_fault(e: &hyper_util::client::legacy::Error) -> bool {
 }
 
 impl App for Proxy {
-    async fn call(&self, mut req: Request) -> Response {
+    async fn call(&self, req: Request) -> Response {
+        let grpc = grpc::is_call(req.headers());
+        match self.forward(req).await {
+            Ok(res) => res,
+            Err(status) if grpc => grpc::failure(status),
+            Err(status) => status.into_response(),
+        }
+    }
+}
+
+impl Proxy {
+    /// The upstream's answer to `req`, or the status of the proxy's own.
+    async fn forward(&self, mut req: Request) -> Result<Response, StatusCode> {
         let upstreams = self.upstreams();
         let upgrading = upgrade::is_upgrade(&req);
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
@@ -487,6 +517,8 @@ impl App for Proxy {
                 body: None,
             }
         };
+        // A gRPC call's deadline bounds the wait for the head, whatever the read timeout.
+        let deadline = grpc::timeout(req.headers()).map(|t| tokio::time::Instant::now() + t);
         let timings = req.extensions().get::<Timings>().cloned();
         let started = std::time::Instant::now();
         let empty = http_body::Body::size_hint(req.body()).exact() == Some(0);
@@ -507,7 +539,7 @@ impl App for Proxy {
                             true => StatusCode::REQUEST_TIMEOUT,
                             false => StatusCode::BAD_REQUEST,
                         };
-                        return status.into_response();
+                        return Err(status);
                     }
                 },
             };
@@ -517,7 +549,7 @@ impl App for Proxy {
         let mut tried = None;
         let (upstream, res, in_flight) = loop {
             let Some(i) = self.pick(upstreams, tried) else {
-                return StatusCode::BAD_GATEWAY.into_response();
+                return Err(StatusCode::BAD_GATEWAY);
             };
             let upstream = &upstreams[i];
             let may_retry = retryable && tried.is_none() && upstreams.len() > 1;
@@ -536,6 +568,10 @@ impl App for Proxy {
                     false => Failure::Timeout,
                     true => Failure::ClientStalled,
                 },
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                    tracing::info!(upstream = %upstream.name, "the gRPC call's deadline (grpc-timeout) passed before the upstream answered");
+                    return Err(StatusCode::GATEWAY_TIMEOUT);
+                }
             };
             drop(in_flight);
             let (status, what) = match &failure {
@@ -548,18 +584,18 @@ impl App for Proxy {
                 ),
                 Failure::ClientStalled => {
                     tracing::info!(upstream = %upstream.name, timeout = ?self.settings.read_timeout, "the client sent no byte of its body for the read timeout");
-                    return StatusCode::REQUEST_TIMEOUT.into_response();
+                    return Err(StatusCode::REQUEST_TIMEOUT);
                 }
                 Failure::Client(e) => {
                     // The client's body broke (it went away, or stalled): not the upstream's fault.
                     tracing::info!(upstream = %upstream.name, "the request body failed: {}", error_chain(e));
-                    return StatusCode::BAD_REQUEST.into_response();
+                    return Err(StatusCode::BAD_REQUEST);
                 }
             };
             tracing::warn!(upstream = %upstream.name, "{what}");
             upstream.record(false, &self.settings);
             if !(may_retry && matches!(failure, Failure::Connect(_))) {
-                return status.into_response();
+                return Err(status);
             }
             tried = Some(i);
             progress = Progress::new();
@@ -574,13 +610,13 @@ impl App for Proxy {
             drop(in_flight);
             let upstream_res = http::Response::from_parts(parts.clone(), incoming);
             return match client_upgrade {
-                Some(client) => upgrade::splice(
+                Some(client) => Ok(upgrade::splice(
                     client,
                     upstream_res,
                     upstream.name.clone(),
                     self.settings.read_timeout,
-                ),
-                None => StatusCode::BAD_GATEWAY.into_response(),
+                )),
+                None => Err(StatusCode::BAD_GATEWAY),
             };
         }
         headers::strip_hop_by_hop(&mut parts.headers, false);
@@ -607,8 +643,13 @@ impl App for Proxy {
             true => body.spool(BUFFER_MEMORY),
             false => body,
         };
-        Response::from_parts(parts, body)
+        Ok(Response::from_parts(parts, body))
     }
+}
+
+/// A moment no deadline reaches.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// An error and its causes, for the log: `client error (Connect): tcp
