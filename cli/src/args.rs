@@ -17,8 +17,8 @@ use stackway_middleware::{Dispatcher, Proxy, SharedData};
 
 use crate::listen;
 use crate::values::{
-    balance, parse_mode, parse_path, parse_processes, parse_proxy_fix, parse_secs, required_secs,
-    secs,
+    balance, nameservers, parse_mode, parse_path, parse_processes, parse_proxy_fix, parse_secs,
+    required_secs, secs,
 };
 
 #[derive(Debug, Parser)]
@@ -440,6 +440,10 @@ pub(crate) struct ProxyOptions {
     buffer_response: Option<bool>,
     fastcgi_root: Option<std::path::PathBuf>,
     health_check: Option<HealthCheck>,
+    #[serde(default, deserialize_with = "secs")]
+    resolve: Option<Duration>,
+    #[serde(default, deserialize_with = "nameservers")]
+    nameservers: Option<Vec<std::net::SocketAddr>>,
     ca: Option<PathBuf>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
@@ -500,6 +504,12 @@ impl ProxyOptions {
         }
         if let Some(check) = &o.health_check {
             proxy = proxy.health_check(&check.path, check.interval);
+        }
+        if let Some(every) = o.resolve {
+            proxy = proxy.resolve(every);
+        }
+        if let Some(nameservers) = &o.nameservers {
+            proxy = proxy.nameservers(nameservers.iter().copied());
         }
         proxy
     }

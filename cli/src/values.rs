@@ -85,6 +85,21 @@ pub(crate) fn checked<'de, D: Deserializer<'de>, T, V: Deserialize<'de>>(
         .map_err(de::Error::custom)
 }
 
+/// Nameservers: `IP` (port 53) or `IP:PORT`, IPv6 as `[IP]:PORT`.
+pub(crate) fn nameservers<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<std::net::SocketAddr>>, D::Error> {
+    checked(d, |all: Vec<String>| {
+        (all.iter())
+            .map(|s| {
+                (s.parse().ok())
+                    .or_else(|| s.parse().ok().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                    .ok_or_else(|| format!("{s:?}: expected IP or IP:PORT"))
+            })
+            .collect()
+    })
+}
+
 pub(crate) fn bind<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bind>, D::Error> {
     checked(d, |s: String| parse_bind(&s))
 }

@@ -292,6 +292,10 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
             "max_header_size = 100\n",
             "max_header_size: at least 8192 bytes",
         ),
+        (
+            "[[mount]]\nprefix = \"/api\"\nproxy = \"http://api.internal:9\"\n[mount.proxy_options]\nnameservers = [\"nope\"]\n",
+            "mount[0].proxy_options.nameservers: \"nope\": expected IP or IP:PORT",
+        ),
         ("[server\n", "s.toml:1:"),
     ];
     for (text, says) in cases {

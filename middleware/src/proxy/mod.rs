@@ -87,6 +87,7 @@
 
 mod body;
 mod cgi;
+mod dns;
 mod fastcgi;
 mod grpc;
 mod headers;
@@ -111,7 +112,7 @@ use self::body::{Progress, UpstreamBody};
 pub use self::stats::ProxyStats;
 pub use self::tls::{TlsError, UpstreamTls};
 pub use self::upstream::SpecError;
-use self::upstream::{Protocol, Spec, Upstream};
+use self::upstream::{Protocol, Resolve, Spec, Upstream};
 use crate::profiler::Timings;
 
 /// Forwards requests to one upstream or a balanced pool; see the
@@ -124,7 +125,7 @@ pub struct Proxy {
     settings: Settings,
     /// Built on the first request, once the settings are final; shared with
     /// [`ProxyStats`].
-    upstreams: Arc<OnceLock<Vec<Arc<Upstream>>>>,
+    upstreams: Arc<OnceLock<dns::Members>>,
     next: AtomicUsize,
 }
 
@@ -157,6 +158,10 @@ pub(crate) struct Settings {
     pub(crate) fastcgi_root: Option<Arc<Path>>,
     /// For `https://` upstreams; the system's roots when not given.
     pub(crate) tls: Option<UpstreamTls>,
+    /// How often a host name's addresses are asked for (each a member).
+    resolve: Option<Duration>,
+    /// Whom to ask; the system's nameservers when empty.
+    nameservers: Vec<std::net::SocketAddr>,
 }
 
 /// The bytes of a buffered body kept in memory; more go to a temporary file.
@@ -225,6 +230,8 @@ impl Proxy {
                 buffer_response: false,
                 fastcgi_root: None,
                 tls: None,
+                resolve: None,
+                nameservers: Vec::new(),
             },
             upstreams: Arc::default(),
             next: AtomicUsize::new(0),
@@ -350,6 +357,28 @@ impl Proxy {
         self
     }
 
+    /// Makes each upstream given by a host name (not an address) one member
+    /// of the pool per address the name has, A and AAAA, each with its own
+    /// health and connections, and asks for the addresses again every
+    /// `interval` (nginx's `resolve`): members that appear join the balance,
+    /// members that disappear leave it and finish what they were sent, so a
+    /// pool that scales (a Kubernetes headless service) loses no request.
+    /// Off by default: a name is one upstream, resolved at each connection.
+    pub fn resolve(mut self, interval: Duration) -> Self {
+        self.settings.resolve = Some(interval);
+        self
+    }
+
+    /// The nameservers [`resolve`](Self::resolve) asks (nginx's `resolver`);
+    /// by default the system's, from `/etc/resolv.conf`.
+    pub fn nameservers(
+        mut self,
+        nameservers: impl IntoIterator<Item = std::net::SocketAddr>,
+    ) -> Self {
+        self.settings.nameservers = nameservers.into_iter().collect();
+        self
+    }
+
     /// Asks each upstream for `path` (below its base) every `interval`, and
     /// leaves out of the balance those that do not answer 2xx or 3xx within
     /// it, until they do again (HAProxy's `option httpchk`). Off by default.
@@ -372,20 +401,42 @@ impl Proxy {
         }
     }
 
-    fn upstreams(&self) -> &[Arc<Upstream>] {
-        self.upstreams.get_or_init(|| {
-            let upstreams: Vec<Arc<Upstream>> = self
-                .specs
-                .iter()
-                .map(|spec| Arc::new(Upstream::new(spec.clone(), &self.settings)))
+    /// The upstreams as they stand. The first call builds them and starts
+    /// their health checks and the resolving of their names.
+    fn upstreams(&self) -> Arc<[Arc<Upstream>]> {
+        let members = self.upstreams.get_or_init(|| {
+            // A pool from DNS asks its nameservers from the start: until the
+            // first answer, each connection does.
+            let resolver = self.settings.resolve.and_then(|_| {
+                dns::resolver(&self.settings.nameservers)
+                    .inspect_err(|e| tracing::error!("cannot resolve upstream host names: {e}"))
+                    .ok()
+                    .map(Arc::new)
+            });
+            let upstreams: Vec<Arc<Upstream>> = (self.specs.iter())
+                .map(|spec| {
+                    let resolve = match (&resolver, spec.host_name()) {
+                        (Some(resolver), Some(_)) => Resolve::Dns(resolver.clone()),
+                        _ => Resolve::System,
+                    };
+                    Arc::new(Upstream::new(spec.clone(), &self.settings, resolve))
+                })
                 .collect();
             if let Some(check) = &self.settings.health_check {
                 for upstream in &upstreams {
                     health::spawn(upstream, check.clone());
                 }
             }
-            upstreams
-        })
+            if let (Some(every), Some(resolver)) = (self.settings.resolve, &resolver) {
+                for spec in self.specs.iter().filter(|s| s.host_name().is_some()) {
+                    let members = Arc::downgrade(&self.upstreams);
+                    let (spec, settings) = (spec.clone(), self.settings.clone());
+                    dns::spawn(members, spec, settings, resolver.clone(), every);
+                }
+            }
+            dns::Members::new(upstreams)
+        });
+        members.now()
     }
 
     /// The upstream for the next request, other than `not`: the live ones
@@ -476,7 +527,7 @@ impl App for Proxy {
 impl Proxy {
     /// The upstream's answer to `req`, or the status of the proxy's own.
     async fn forward(&self, mut req: Request) -> Result<Response, StatusCode> {
-        let upstreams = self.upstreams();
+        let upstreams = &*self.upstreams();
         let upgrading = upgrade::is_upgrade(&req);
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let env = req.environ();

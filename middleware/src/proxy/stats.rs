@@ -6,22 +6,24 @@ use std::sync::{Arc, OnceLock};
 
 use stackway::readings::UpstreamReading;
 
-use super::upstream::Upstream;
+use super::dns::Members;
 
 /// A proxy's upstreams as they stand: see [`Proxy::stats`](super::Proxy::stats).
 #[derive(Clone)]
 pub struct ProxyStats {
-    pub(super) upstreams: Arc<OnceLock<Vec<Arc<Upstream>>>>,
+    pub(super) upstreams: Arc<OnceLock<Members>>,
     pub(super) specs: Vec<String>,
 }
 
 impl ProxyStats {
     /// Each upstream, in the order configured (all up and at zero before the
-    /// first request). An upstream is up when its health check passes and no
-    /// run of failures left it out.
+    /// first request); a host name [resolved](super::Proxy::resolve) again and
+    /// again is one per address it has now. An upstream is up when its health
+    /// check passes and no run of failures left it out.
     pub fn upstreams(&self) -> Vec<UpstreamReading> {
         match self.upstreams.get() {
             Some(upstreams) => upstreams
+                .now()
                 .iter()
                 .map(|u| UpstreamReading {
                     name: u.name.to_string(),

@@ -5,16 +5,19 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use hickory_resolver::TokioResolver;
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use stackway::Body;
@@ -161,6 +164,21 @@ impl Spec {
     }
 }
 
+impl Spec {
+    /// The host, when it is a name (not an address) to resolve.
+    pub(crate) fn host_name(&self) -> Option<String> {
+        let Address::Tcp(authority) = &self.address else {
+            return None;
+        };
+        let authority: http::uri::Authority = authority.parse().ok()?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host.parse::<IpAddr>().is_err().then(|| host.to_owned())
+    }
+}
+
 impl fmt::Display for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (tcp, unix) = match self.protocol {
@@ -180,6 +198,12 @@ impl fmt::Display for Spec {
 /// An upstream with its pools and its health.
 pub(crate) struct Upstream {
     pub(crate) spec: Spec,
+    /// For a member of a pool from DNS: the one address of the spec's host
+    /// it connects to.
+    pub(crate) pinned: Option<IpAddr>,
+    /// Alive as long as the upstream: each thread's pools for it go once it
+    /// is gone (a member DNS no longer names).
+    alive: Arc<()>,
     /// `spec` as text, for log lines that outlive a borrow of the upstream.
     pub(crate) name: Arc<str>,
     /// `http://AUTHORITY` (`https://`): how the upstream's absolute redirects begin.
@@ -208,24 +232,32 @@ pub(crate) struct Upstream {
 
 type Pool = Client<Connector, Body>;
 
+/// A thread's pools: by upstream id and whether for upgrades, each with the
+/// token that says its upstream still lives.
+type Pools = std::collections::HashMap<(u64, bool), (Weak<()>, Pool)>;
+
 thread_local! {
-    /// Each thread's pools, by upstream id.
+    /// Each thread's pools.
     ///
     /// A pooled connection is driven by a task on the runtime that opened it;
     /// handed to a request on another worker's runtime, every request and
     /// response would cross threads (a wakeup, a context switch, and
     /// allocations freed on the other thread). So each worker thread keeps
     /// its own pool per upstream, as each nginx worker does.
-    static POOLS: std::cell::RefCell<std::collections::HashMap<(u64, bool), Pool>> =
-        std::cell::RefCell::default();
+    static POOLS: std::cell::RefCell<Pools> = std::cell::RefCell::default();
 }
 
 impl Upstream {
-    pub(crate) fn new(spec: Spec, settings: &Settings) -> Self {
+    /// `resolve`: how a TCP spec's host becomes addresses.
+    pub(crate) fn new(spec: Spec, settings: &Settings, resolve: Resolve) -> Self {
         static IDS: AtomicU64 = AtomicU64::new(0);
+        let pinned = match resolve {
+            Resolve::Pinned(ip) => Some(ip),
+            _ => None,
+        };
         let dial = match &spec.address {
             Address::Tcp(_) => {
-                let mut http = HttpConnector::new();
+                let mut http = HttpConnector::new_with_resolver(resolve);
                 http.set_connect_timeout(Some(settings.connect_timeout));
                 http.set_nodelay(true);
                 // `https://` URIs too: the handshake follows the connect.
@@ -268,8 +300,14 @@ impl Upstream {
             Address::Unix(_) => http::uri::Authority::from_static("localhost"),
         };
         let scheme = if spec.tls.is_some() { "https" } else { "http" };
+        let name = match pinned {
+            Some(ip) => format!("{spec} ({ip})"),
+            None => spec.to_string(),
+        };
         Self {
-            name: spec.to_string().into(),
+            name: name.into(),
+            pinned,
+            alive: Arc::default(),
             origin: format!("{scheme}://{authority}"),
             spec,
             id: IDS.fetch_add(1, Ordering::Relaxed),
@@ -299,10 +337,15 @@ impl Upstream {
             _ => &self.connector,
         };
         POOLS.with_borrow_mut(|pools| {
-            pools
-                .entry((self.id, connector.http1))
-                .or_insert_with(|| self.pool.build(connector.clone()))
-                .clone()
+            let key = (self.id, connector.http1);
+            if let Some((_, pool)) = pools.get(&key) {
+                return pool.clone();
+            }
+            // The pools of upstreams gone close their idle connections.
+            pools.retain(|_, (alive, _)| alive.strong_count() > 0);
+            let pool = self.pool.build(connector.clone());
+            pools.insert(key, (Arc::downgrade(&self.alive), pool.clone()));
+            pool
         })
     }
 
@@ -408,8 +451,55 @@ pub(crate) struct Connector {
 
 #[derive(Clone)]
 enum Dial {
-    Tcp(HttpConnector),
+    Tcp(HttpConnector<Resolve>),
     Unix(Arc<PathBuf>),
+}
+
+/// How a TCP upstream's host becomes addresses at each connection: the
+/// system's resolver, the nameservers of a pool from DNS, or the one address
+/// of such a pool's member.
+#[derive(Clone)]
+pub(crate) enum Resolve {
+    System,
+    Dns(Arc<TokioResolver>),
+    Pinned(IpAddr),
+}
+
+type Resolving = Pin<Box<dyn Future<Output = io::Result<std::vec::IntoIter<SocketAddr>>> + Send>>;
+
+impl tower_service::Service<Name> for Resolve {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = io::Error;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        match self {
+            Self::System => {
+                let resolving = GaiResolver::new().call(name);
+                Box::pin(async move { Ok(resolving.await?.collect::<Vec<_>>().into_iter()) })
+            }
+            Self::Dns(resolver) => {
+                let resolver = resolver.clone();
+                Box::pin(async move {
+                    let found =
+                        (resolver.lookup_ip(name.as_str()).await).map_err(io::Error::other)?;
+                    Ok(found
+                        .iter()
+                        .map(|ip| SocketAddr::new(ip, 0))
+                        .collect::<Vec<_>>()
+                        .into_iter())
+                })
+            }
+            Self::Pinned(ip) => {
+                let addrs = vec![SocketAddr::new(*ip, 0)].into_iter();
+                Box::pin(std::future::ready(Ok(addrs)))
+            }
+        }
+    }
 }
 
 /// A connection to an upstream, counted open until it is dropped.
