@@ -37,7 +37,10 @@ WSGI = ["wsgi-hello", "wsgi-cpu"]
 ASGI = ["asgi-hello", "ws-echo"]
 # uwsgi-flask: nginx in front (uwsgi_pass) of stackway or uWSGI serving the same Flask app.
 PYTHON_SCENARIOS = WSGI + ASGI + ["uwsgi-flask"]
-SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy"] + PYTHON_SCENARIOS
+SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy", "proxy-https"] + PYTHON_SCENARIOS
+# proxy: to the raw hyper peer; proxy-https: to a stackway over TLS (a test certificate for
+# localhost, checked by both proxies), each over a keep-alive pool.
+PROXY = ["proxy", "proxy-https"]
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn", "uwsgi"]
 # `stackway-before`: another stackway binary (--before PATH), for a before/after in one run;
 # `stackway-1p`: stackway with one process, for what --processes adds in the Python scenarios.
@@ -122,7 +125,7 @@ def applies(server, scenario):
     if scenario in COMPRESSED:
         # nginx-light has gzip but no brotli; actix is left out.
         return server in ("stackway", "axum") or (server == "nginx" and scenario.endswith("gzip"))
-    if scenario == "proxy":
+    if scenario in PROXY:
         return server in ("stackway", "nginx")
     if server == "hyper":
         return scenario in HELLO
@@ -208,6 +211,12 @@ def nginx_conf(tmp, port, static, upstream=None, scenario=None):
     upstream_block = f"upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}" if upstream else ""
     proxy_location = ('location /proxy/ { proxy_pass http://up/; proxy_http_version 1.1; '
                       'proxy_set_header Connection ""; }') if upstream else ""
+    if scenario == "proxy-https":
+        proxy_location = ('location /proxy/ { proxy_pass https://up/; proxy_http_version 1.1; '
+                          'proxy_set_header Connection ""; proxy_ssl_verify on; '
+                          f'proxy_ssl_trusted_certificate {upstream_certificate(tmp)[0]}; '
+                          'proxy_ssl_name localhost; proxy_ssl_server_name on; '
+                          'proxy_ssl_session_reuse on; }')
     if scenario == "uwsgi-flask":
         # nginx as the front of a uWSGI deployment: uwsgi_params, uwsgi_pass (no keep-alive:
         # nginx opens a connection a request to a uwsgi backend).
@@ -245,8 +254,24 @@ http {{
     return ["nginx", "-p", str(tmp), "-c", str(conf)]
 
 
+def upstream_certificate(tmp):
+    """A self-signed certificate for localhost (and its key), made once a run."""
+    cert, key = tmp / "upstream.crt", tmp / "upstream.key"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost", "-days", "2",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
 def command(server, port, static, tmp, upstream=None, scenario=None):
     binary = ROOT / "target/release/stackway"
+    if server == "tls-upstream":
+        # proxy-https's upstream: stackway's hello over TLS, one worker.
+        cert, key = upstream_certificate(tmp)
+        return [str(binary), "serve", "--bind", f"127.0.0.1:{port}", "--tls-cert", str(cert),
+                "--tls-key", str(key), "--mount", "/=hello", "--workers", "1"]
     if server == "stackway-before":
         server, binary = "stackway", BEFORE
     if server == "nginx":
@@ -288,7 +313,10 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
     # the peers have the route in their own routers in every scenario.
     root = "routes" if server == "stackway" and scenario == "hello-param" else "hello"
     flags = ["--bind", f"127.0.0.1:{port}", "--mount", f"/={root}", "--static", f"/static={static}"]
-    if upstream and server == "stackway":
+    if upstream and server == "stackway" and scenario == "proxy-https":
+        flags += ["--mount", f"/proxy=https://localhost:{upstream}",
+                  "--proxy-ca", str(upstream_certificate(tmp)[0])]
+    elif upstream and server == "stackway":
         flags += ["--mount", f"/proxy=http://127.0.0.1:{upstream}"]
     for prefix in DEEP_MOUNTS:
         flags += ["--mount", f"{prefix}=hello"]
@@ -386,7 +414,7 @@ def scenario_request(scenario, port):
         return "/users/42", [], 200
     if scenario in COMPRESSED:
         return "/static/64k.html", [f"Accept-Encoding: {scenario.rsplit('-', 1)[1]}"], 200
-    if scenario == "proxy":
+    if scenario in PROXY:
         return "/proxy/users/42", [], 200
     if scenario in PYTHON_SCENARIOS:
         return None, [], 200  # the path depends on the server: see run_once
@@ -449,8 +477,9 @@ def slow_reader(server, seconds):
 
 
 def run_once(server_name, scenario, static, tmp, args):
-    # The proxy scenario's upstream: raw hyper, the same for both proxies.
-    upstream = Server("hyper", static, tmp) if scenario == "proxy" else None
+    # The proxy scenarios' upstream, the same for both proxies.
+    upstream = {"proxy": "hyper", "proxy-https": "tls-upstream"}.get(scenario)
+    upstream = Server(upstream, static, tmp) if upstream else None
     server = Server(server_name, static, tmp, upstream.port if upstream else None, scenario)
     # uwsgi-flask: the load goes to nginx, in front of the server measured.
     front = Server("nginx", static, tmp, server.port, scenario) if scenario == "uwsgi-flask" else None

@@ -87,6 +87,26 @@ fn an_upstream_certificate_for_another_name_or_from_an_unknown_ca_is_a_502() {
 }
 
 #[test]
+fn a_self_signed_certificate_that_says_it_is_a_ca_is_trusted_as_it_is_by_name() {
+    // What `openssl req -x509` makes, and nginx accepts when trusted so.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = support::tls::self_signed_ca(dir.path(), "upstream", &["localhost"]);
+    let tls = Tls::from_pem_files(&cert, &key).unwrap();
+    let listener = Listener::bind("127.0.0.1:0").unwrap().tls(tls);
+    let up = Running::start(Server::new([listener]).unwrap().workers(1), upstream_app);
+    let port = up.addr.port();
+    let trusted = || UpstreamTls::from_ca_file(&cert).unwrap();
+    let by_name = front(Proxy::to(&format!("https://localhost:{port}")).tls(trusted()));
+    assert_eq!(Conn::open(by_name.addr).get("/").status, 200);
+    // Trusted as it is, still only for the names it holds.
+    let by_address = front(Proxy::to(&format!("https://127.0.0.1:{port}")).tls(trusted()));
+    assert_eq!(Conn::open(by_address.addr).get("/").status, 502);
+    // Not trusted at all: the system's roots.
+    let unknown = front(Proxy::to(&format!("https://localhost:{port}")));
+    assert_eq!(Conn::open(unknown.addr).get("/").status, 502);
+}
+
+#[test]
 fn a_websocket_to_an_https_upstream_goes_over_http11() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "internal");

@@ -15,6 +15,26 @@ pub fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
     (cert, key, made.cert.der().to_vec())
 }
 
+/// A self-signed certificate for `names` that says it is a CA, as `openssl
+/// req -x509` makes them: `NAME.crt` and `NAME.key` in `dir`.
+pub fn self_signed_ca(dir: &Path, name: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (cert_file, key_file)
+}
+
 /// A certificate authority of the tests' own: its certificate (`NAME.crt`
 /// in `dir`) is what a client is told to trust, and it issues server and
 /// client certificates.

@@ -9,11 +9,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::client::WantsClientCert;
-use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::client::{WantsClientCert, WebPkiServerVerifier, verify_server_name};
+use tokio_rustls::rustls::crypto::{
+    WebPkiSupportedAlgorithms, ring, verify_tls12_signature, verify_tls13_signature,
+};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, ConfigBuilder, RootCertStore, version};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::server::ParsedCertificate;
+use tokio_rustls::rustls::{
+    CertificateError, ClientConfig, ConfigBuilder, DigitallySignedStruct, Error, RootCertStore,
+    SignatureScheme, version,
+};
 
 /// What the proxy trusts in its `https://` upstreams and shows them: the
 /// system's root certificates by default; see [`Proxy::tls`](super::Proxy::tls).
@@ -30,6 +39,9 @@ use tokio_rustls::rustls::{ClientConfig, ConfigBuilder, RootCertStore, version};
 #[derive(Clone)]
 pub struct UpstreamTls {
     roots: Arc<RootCertStore>,
+    /// The CA file's certificates, also trusted as they are when an
+    /// upstream presents one as its own.
+    pinned: Arc<[CertificateDer<'static>]>,
     /// A client certificate chain and its key, for mutual TLS.
     identity: Option<Arc<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>>,
 }
@@ -72,6 +84,7 @@ impl UpstreamTls {
         });
         Self {
             roots: roots.clone(),
+            pinned: Arc::new([]),
             identity: None,
         }
     }
@@ -88,9 +101,9 @@ impl UpstreamTls {
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(|e| error(e.to_string()))?;
         let mut roots = RootCertStore::empty();
-        for cert in certs {
+        for cert in &certs {
             roots
-                .add(cert)
+                .add(cert.clone())
                 .map_err(|e| error(format!("not a CA certificate: {e}")))?;
         }
         if roots.is_empty() {
@@ -98,6 +111,7 @@ impl UpstreamTls {
         }
         Ok(Self {
             roots: Arc::new(roots),
+            pinned: certs.into(),
             identity: None,
         })
     }
@@ -131,10 +145,22 @@ impl UpstreamTls {
     }
 
     fn builder(&self) -> ConfigBuilder<ClientConfig, WantsClientCert> {
-        ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        let provider = Arc::new(ring::default_provider());
+        // None without a root (a machine without ca-certificates): nothing passes.
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+                .build()
+                .ok();
+        let verifier = Verifier {
+            webpki,
+            algorithms: provider.signature_verification_algorithms,
+            pinned: self.pinned.clone(),
+        };
+        ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&version::TLS13, &version::TLS12])
             .expect("rustls' own versions")
-            .with_root_certificates(self.roots.clone())
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
     }
 
     /// A connector offering `alpn`, in order of preference.
@@ -157,6 +183,70 @@ impl fmt::Debug for UpstreamTls {
             .field("roots", &self.roots.len())
             .field("client_certificate", &self.identity.is_some())
             .finish()
+    }
+}
+
+/// rustls' own check, and one exception: a certificate of the CA file
+/// presented as the upstream's own is accepted for the names it holds, even
+/// though it says it is a CA. `openssl req -x509` makes such self-signed
+/// certificates, and nginx (OpenSSL) and curl accept them when trusted so;
+/// rustls refuses a CA certificate as an end entity.
+#[derive(Debug)]
+struct Verifier {
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
+    pinned: Arc<[CertificateDer<'static>]>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let Some(webpki) = &self.webpki else {
+            return Err(Error::General(
+                "no root certificate to check it against: give a CA file".into(),
+            ));
+        };
+        let checked = webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
+        match checked {
+            // webpki checks the validity period before the CA flag.
+            Err(Error::InvalidCertificate(CertificateError::Other(other)))
+                if other.0.downcast_ref::<webpki::Error>()
+                    == Some(&webpki::Error::CaUsedAsEndEntity)
+                    && self.pinned.iter().any(|pinned| pinned == end_entity) =>
+            {
+                verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            checked => checked,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 
