@@ -93,21 +93,13 @@ impl UpstreamTls {
     /// `proxy_ssl_trusted_certificate`).
     pub fn from_ca_file(path: impl AsRef<Path>) -> Result<Self, TlsError> {
         let path = path.as_ref();
-        let error = |why: String| TlsError {
-            file: path.to_owned(),
-            why,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| error(e.to_string()))?;
+        let certs = certificates(path)?;
         let mut roots = RootCertStore::empty();
         for cert in &certs {
-            roots
-                .add(cert.clone())
-                .map_err(|e| error(format!("not a CA certificate: {e}")))?;
-        }
-        if roots.is_empty() {
-            return Err(error("no certificate in the file".into()));
+            roots.add(cert.clone()).map_err(|e| TlsError {
+                file: path.to_owned(),
+                why: format!("not a CA certificate: {e}"),
+            })?;
         }
         Ok(Self {
             roots: Arc::new(roots),
@@ -124,22 +116,16 @@ impl UpstreamTls {
         chain: impl AsRef<Path>,
         key: impl AsRef<Path>,
     ) -> Result<Self, TlsError> {
-        let (chain, key) = (chain.as_ref(), key.as_ref());
-        let error = |file: &Path, why: String| TlsError {
-            file: file.to_owned(),
+        let (certs, key) = (certificates(chain.as_ref())?, key.as_ref());
+        let error = |why: String| TlsError {
+            file: key.to_owned(),
             why,
         };
-        let certs = CertificateDer::pem_file_iter(chain)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| error(chain, e.to_string()))?;
-        if certs.is_empty() {
-            return Err(error(chain, "no certificate in the file".into()));
-        }
-        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| error(key, e.to_string()))?;
+        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| error(e.to_string()))?;
         // Checked now, not at the first connection.
         self.builder()
             .with_client_auth_cert(certs.clone(), private.clone_key())
-            .map_err(|e| error(key, e.to_string()))?;
+            .map_err(|e| error(e.to_string()))?;
         self.identity = Some(Arc::new((certs, private)));
         Ok(self)
     }
@@ -174,6 +160,21 @@ impl UpstreamTls {
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// The certificates of a PEM file: at least one.
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let error = |why: String| TlsError {
+        file: path.to_owned(),
+        why,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| error(e.to_string()))?;
+    match certs.is_empty() {
+        true => Err(error("no certificate in the file".into())),
+        false => Ok(certs),
     }
 }
 

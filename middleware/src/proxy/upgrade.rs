@@ -85,11 +85,10 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<T> Counted<T> {
-    fn note<R>(moved: &AtomicU64, polled: &Poll<io::Result<R>>) {
-        if matches!(polled, Poll::Ready(Ok(_))) {
-            moved.fetch_add(1, Ordering::Relaxed);
-        }
+/// Counts a read or write that moved bytes.
+fn note<R>(moved: &AtomicU64, polled: &Poll<io::Result<R>>) {
+    if matches!(polled, Poll::Ready(Ok(_))) {
+        moved.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -101,7 +100,7 @@ impl<T: AsyncRead> AsyncRead for Counted<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let polled = this.io.poll_read(cx, buf);
-        Self::note(this.moved, &polled);
+        note(this.moved, &polled);
         polled
     }
 }
@@ -114,7 +113,7 @@ impl<T: AsyncWrite> AsyncWrite for Counted<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let polled = this.io.poll_write(cx, buf);
-        Self::note(this.moved, &polled);
+        note(this.moved, &polled);
         polled
     }
 
