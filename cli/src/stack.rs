@@ -36,9 +36,9 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     let mut dispatcher = Dispatcher::default();
     let mut sources = Sources::default();
     for Mount { prefix, target } in &args.mounts {
-        let app = match target {
-            Target::App(app) => app.clone(),
-            Target::Proxy(upstreams, options) => {
+        let app = match (target, crate::venvs::socket(args, prefix)) {
+            (Target::App(app), _) => app.clone(),
+            (Target::Proxy(upstreams, options), _) => {
                 let mut proxy = options.apply(
                     Proxy::balance(upstreams.iter().map(String::as_str))
                         .connect_timeout(args.proxy_connect_timeout)
@@ -54,8 +54,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                 BoxApp::new(proxy)
             }
             // A virtualenv of its own: its processes, reached over uwsgi (venvs.rs).
-            Target::Wsgi(..) | Target::Asgi(_) if crate::venvs::socket(args, prefix).is_some() => {
-                let sock = crate::venvs::socket(args, prefix).expect("just seen");
+            (Target::Wsgi(..) | Target::Asgi(_), Some(sock)) => {
                 // As long as the app in this process could take: its own
                 // processes cut it off at --harakiri.
                 let proxy = Proxy::to(&format!("uwsgi+unix:{}", sock.display()))
@@ -63,7 +62,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                 sources.proxies.push((prefix.clone(), proxy.stats()));
                 BoxApp::new(proxy)
             }
-            Target::Wsgi(spec, options) => {
+            (Target::Wsgi(spec, options), None) => {
                 let mut wsgi = Wsgi::import(spec)
                     .map_err(|e| e.to_string())?
                     .threads(options.threads.unwrap_or(args.wsgi_threads).into())
@@ -77,7 +76,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                 sources.pools.push((prefix.clone(), wsgi.stats()));
                 BoxApp::new(wsgi)
             }
-            Target::Asgi(spec) => {
+            (Target::Asgi(spec), None) => {
                 let mut asgi = Asgi::import(spec).map_err(|e| e.to_string())?;
                 if let Some(limit) = args.harakiri {
                     // The loop stays stuck: its process is replaced.
