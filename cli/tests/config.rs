@@ -217,6 +217,38 @@ fn flags_replace_the_keys_they_name() {
 }
 
 #[test]
+fn a_mounts_proxy_options_name_its_upstreams_ca_and_how_to_resolve_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls::Ca::new(dir.path(), "internal");
+    let (cert, key) = ca.server("upstream", &["localhost"]);
+    let listener = stackway::server::Listener::bind("127.0.0.1:0")
+        .unwrap()
+        .tls(stackway::server::Tls::from_pem_files(cert, key).unwrap());
+    let upstream = stackway_test_support::Running::start(
+        stackway::Server::new([listener]).unwrap().workers(1),
+        stackway::apps::demo,
+    );
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "bind = [\"127.0.0.1:0\"]\n[[mount]]\nprefix = \"/api\"\nproxy = \"https://localhost:{}\"\n\
+             [mount.proxy_options]\nca = {:?}\nresolve = 30\nnameservers = [\"127.0.0.1:9\"]\n",
+            upstream.addr.port(),
+            ca.cert.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let server = serve(&["--config", file.to_str().unwrap()], 1);
+    // The CA is the mount's; `localhost` is in the hosts file, which the resolver reads
+    // before it asks the nameservers (here a port that never answers).
+    let env = Conn::open(addr(&server.listening[0])).get("/api/").text();
+    for line in ["REQUEST_SCHEME=https\n", "SERVER_PROTOCOL=HTTP/2\n"] {
+        assert!(env.contains(line), "{line} missing from:\n{env}");
+    }
+}
+
+#[test]
 fn a_bad_file_names_its_line_and_key_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [

@@ -369,8 +369,8 @@ impl Proxy {
         self
     }
 
-    /// The nameservers [`resolve`](Self::resolve) asks (nginx's `resolver`);
-    /// by default the system's, from `/etc/resolv.conf`.
+    /// The nameservers [`resolve`](Self::resolve) asks (nginx's `resolver`),
+    /// after the hosts file; by default the system's, from `/etc/resolv.conf`.
     pub fn nameservers(
         mut self,
         nameservers: impl IntoIterator<Item = std::net::SocketAddr>,
