@@ -407,7 +407,8 @@ impl Proxy {
         let members = self.upstreams.get_or_init(|| {
             // A pool from DNS asks its nameservers from the start: until the
             // first answer, each connection does.
-            let resolver = self.settings.resolve.and_then(|_| {
+            let names = self.specs.iter().any(|s| s.host_name().is_some());
+            let resolver = self.settings.resolve.filter(|_| names).and_then(|_| {
                 dns::resolver(&self.settings.nameservers)
                     .inspect_err(|e| tracing::error!("cannot resolve upstream host names: {e}"))
                     .ok()
