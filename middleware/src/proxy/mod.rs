@@ -620,7 +620,12 @@ impl Proxy {
                     false => Failure::Timeout,
                     true => Failure::ClientStalled,
                 },
-                () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                () = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     tracing::info!(upstream = %upstream.name, "the gRPC call's deadline (grpc-timeout) passed before the upstream answered");
                     return Err(StatusCode::GATEWAY_TIMEOUT);
                 }
@@ -697,11 +702,6 @@ impl Proxy {
         };
         Ok(Response::from_parts(parts, body))
     }
-}
-
-/// A moment no deadline reaches.
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// An error and its causes, for the log: `client error (Connect): tcp
