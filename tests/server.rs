@@ -384,30 +384,6 @@ fn workers_share_the_listener() {
     running.stop().unwrap();
 }
 
-thread_local! {
-    /// Set by `around_workers` on the worker threads it runs.
-    static AROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-#[test]
-fn each_worker_thread_runs_inside_around_workers() {
-    let arounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = arounds.clone();
-    let running = Running::start(
-        server()
-            .workers(2)
-            .around_workers(move |serve: &mut (dyn FnMut() + Send)| {
-                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                AROUND.set(true);
-                serve();
-            }),
-        |_req: Request| std::future::ready(AROUND.get().to_string().into_response()),
-    );
-    assert_eq!(Conn::open(running.addr).get("/").text(), "true");
-    running.stop().unwrap();
-    assert_eq!(arounds.load(std::sync::atomic::Ordering::Relaxed), 2);
-}
-
 /// A server stopped by a oneshot, for the async entry points.
 fn stoppable() -> (stackway::Server, tokio::sync::oneshot::Sender<()>) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

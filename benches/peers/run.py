@@ -301,10 +301,9 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         return [str(UWSGI), "--socket", bind, "--chdir", str(tmp), "--module", "bench_app:flask_app",
                 "--master", "--processes", workers, "--disable-logging", "--lazy-apps"]
     if server == "stackway" and scenario == "uwsgi-flask":
-        # As uWSGI runs here: a request at a time per process, on the thread that read it.
+        # One Python thread a process, as uWSGI runs here.
         return [str(binary), "serve", "--bind", f"uwsgi://{bind}", "--pythonpath", str(tmp),
-                "--mount", "/=wsgi:bench_app:flask_app", "--wsgi-threads", "0",
-                "--workers", "1"] + processes
+                "--mount", "/=wsgi:bench_app:flask_app", "--wsgi-threads", "1"] + processes
     if server == "granian":
         interface = "asgi" if scenario in ASGI else "wsgi"
         return [PYTHON, "-m", "granian", "--interface", interface, "--workers", workers,

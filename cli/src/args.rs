@@ -243,10 +243,8 @@ pub(crate) struct ServeArgs {
     #[arg(skip)]
     pub(crate) mount_paths: Vec<(String, Vec<PathBuf>)>,
 
-    /// Threads that run Python, per wsgi: mount (gunicorn's --threads); 0 runs each request
-    /// on the server worker that read it, one at a time per worker, as uWSGI's processes
-    /// without --threads do (--workers 1 for one request at a time per process).
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    /// Threads that run Python, per wsgi: mount (gunicorn's --threads).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) wsgi_threads: u16,
 
     /// Cut off a request that has run in Python for SECS seconds: 504 (or an aborted

@@ -364,11 +364,6 @@ impl MountTable {
         if self.wsgi.is_none() && (self.threads.is_some() || self.stream_input) {
             return Err(at("threads and stream_input need a wsgi app"));
         }
-        if self.threads == Some(0) && self.stream_input {
-            return Err(at(
-                "stream_input needs threads: with 0, the body is read whole first",
-            ));
-        }
         if self.wsgi.is_none() && self.asgi.is_none() && self.venv.is_some() {
             return Err(at("venv needs a wsgi or asgi app"));
         }

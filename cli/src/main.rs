@@ -135,7 +135,6 @@ fn main() -> ExitCode {
         }
     };
     let lifespans = std::mem::take(&mut sources.lifespans);
-    let python_on_workers = sources.pools.iter().any(|(_, pool)| pool.threads() == 0);
     let mut tree_metrics = None;
     if args.metrics.is_some() || args.status.is_some() {
         (app, tree_metrics) = observed(app, &args, &server, opened.admin, sources);
@@ -174,9 +173,6 @@ fn main() -> ExitCode {
     }
     if let Some(workers) = supervisor::workers(&args) {
         server = server.workers(workers);
-    }
-    if python_on_workers {
-        server = server.around_workers(|serve| stackway_wsgi::attached(serve));
     }
     let served = server.run(app);
     for asgi in &lifespans {

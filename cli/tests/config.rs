@@ -293,10 +293,6 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
             "mount /: threads and stream_input need a wsgi app",
         ),
         (
-            "[[mount]]\nprefix = \"/\"\nwsgi = \"no_such:app\"\nthreads = 0\nstream_input = true\n",
-            "mount /: stream_input needs threads: with 0, the body is read whole first",
-        ),
-        (
             "[[mount]]\nprefix = \"/api\"\nproxy = \"http://127.0.0.1:9\"\n[mount.proxy_options]\nbalance = \"random\"\n",
             "s.toml:5:11: mount[0].proxy_options.balance: \"random\": expected round-robin or least-outstanding",
         ),

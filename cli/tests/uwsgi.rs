@@ -76,8 +76,8 @@ fn nginx(dir: &std::path::Path, locations: &str) -> Option<Nginx> {
 }
 
 /// `stackway serve` with the test Flask app at `/app` and at `/`, over uwsgi
-/// on TCP and on the unix socket `sock`, with `more` arguments.
-fn stackway_uwsgi(sock: &std::path::Path, more: &[&str]) -> Option<Server> {
+/// on TCP and on the unix socket `sock`.
+fn stackway_uwsgi(sock: &std::path::Path) -> Option<Server> {
     if !external::python_modules(&["flask"], "Debian's python3-flask") {
         return None;
     }
@@ -97,14 +97,14 @@ fn stackway_uwsgi(sock: &std::path::Path, more: &[&str]) -> Option<Server> {
         "--workers",
         "2",
     ];
-    Some(Server::start(stackway(&[&args[..], more].concat()), 2))
+    Some(Server::start(stackway(&args), 2))
 }
 
 #[test]
 fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("app.sock");
-    let Some(server) = stackway_uwsgi(&sock, &[]) else {
+    let Some(server) = stackway_uwsgi(&sock) else {
         return;
     };
     let tcp = &server.listening[0];
@@ -204,42 +204,9 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
 }
 
 #[test]
-fn nginx_uwsgi_pass_reaches_a_flask_mount_running_on_the_workers() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("app.sock");
-    let Some(server) = stackway_uwsgi(&sock, &["--wsgi-threads", "0"]) else {
-        return;
-    };
-    let tcp = server.listening[0].strip_prefix("uwsgi://").unwrap();
-    let locations = format!(
-        "    location /app {{ include /etc/nginx/uwsgi_params; uwsgi_pass {tcp}; }}\n\
-         location /unix/ {{ rewrite ^/unix(/.*)$ $1 break; include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock}; }}\n",
-        sock = sock.display()
-    );
-    let Some(nginx) = nginx(dir.path(), &locations) else {
-        return;
-    };
-    let mut conn = Conn::open(nginx.addr);
-    assert_eq!(conn.get("/app/thread").text(), "stackway-worker");
-    assert_eq!(conn.get("/unix/app/thread").text(), "stackway-worker");
-    assert_eq!(conn.get("/app/").text(), "index links to /app/hello/x");
-    // Past the memory bound, the upload waits in a file the worker reads.
-    let len = 8 << 20;
-    let mut upload =
-        format!("POST /app/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n")
-            .into_bytes();
-    upload.resize(upload.len() + len, b'u');
-    conn.send(&upload);
-    assert_eq!(conn.read_response().text(), format!("{len} bytes"));
-    let download = conn.get("/app/download/3");
-    assert_eq!(download.status, 200);
-    assert_eq!(download.body.len(), 3 << 20);
-}
-
-#[test]
 fn a_uwsgi_packet_from_a_client_that_is_not_wsgi_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock"), &[]) else {
+    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock")) else {
         return;
     };
     let addr: SocketAddr = server.listening[0]

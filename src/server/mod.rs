@@ -90,7 +90,6 @@ use crate::error::{Error, Kind};
 
 type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 type ReadyHook = Box<dyn FnOnce(&[ListenAddr]) + Send>;
-type AroundWorkers = Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
 
 /// Binds `addr` and serves `app` on the current runtime until SIGINT or SIGTERM.
 ///
@@ -108,7 +107,6 @@ pub struct Server {
     workers: usize,
     shutdown: Option<ShutdownSignal>,
     when_ready: Option<ReadyHook>,
-    around_workers: Option<AroundWorkers>,
     stats: Stats,
 }
 
@@ -173,7 +171,6 @@ impl Server {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             shutdown: None,
             when_ready: None,
-            around_workers: None,
             stats: Stats::default(),
         })
     }
@@ -322,18 +319,6 @@ impl Server {
         self
     }
 
-    /// Runs each worker thread of [`run`](Self::run) inside `around`, which
-    /// must call the function it is given, once: for what a thread needs
-    /// before it serves, as `stackway_wsgi::attached` keeps a worker attached
-    /// to the Python interpreter for the WSGI apps that run on it.
-    pub fn around_workers(
-        mut self,
-        around: impl Fn(&mut (dyn FnMut() + Send)) + Send + Sync + 'static,
-    ) -> Self {
-        self.around_workers = Some(Arc::new(around));
-        self
-    }
-
     /// Serves `app` on the current tokio runtime until shutdown; see
     /// [`run`](Self::run) for worker threads. The `workers` setting is not used.
     pub async fn serve(self, app: impl App) -> crate::Result<()> {
@@ -403,24 +388,14 @@ impl Server {
                 lifecycle.clone(),
                 connections.clone(),
             )?;
-            let around = self.around_workers.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("stackway-worker-{n}"))
                 .spawn(move || {
-                    let mut worker = Some(worker);
-                    let mut served = Ok(());
-                    let mut serve = || {
-                        let Some(worker) = worker.take() else { return };
-                        served = tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .map(|runtime| runtime.block_on(worker.run()));
-                    };
-                    match around {
-                        Some(around) => around(&mut serve),
-                        None => serve(),
-                    }
-                    served
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(worker.run());
+                    io::Result::Ok(())
                 })
                 .map_err(io_error)?;
             threads.push(thread);

@@ -57,12 +57,6 @@
 //! not hold up the short ones behind it for more than those 20 ms. An idle
 //! thread looks at the busy ones every millisecond while requests wait.
 //!
-//! With [`threads(0)`](Wsgi::threads), an app has no threads of its own:
-//! each request runs on the server worker that read it, one at a time per
-//! worker, as in uWSGI's processes without `--threads`. No request crosses
-//! threads, which is cheaper on small requests; a request that waits on I/O
-//! holds its worker.
-//!
 //! # Slow clients hold no thread
 //!
 //! A request body is read whole before a thread is taken (the first MiB in
@@ -88,7 +82,6 @@
 mod asgi;
 mod environ;
 mod harakiri;
-mod inline;
 mod objects;
 mod pool;
 mod run;
@@ -154,7 +147,7 @@ pub struct WsgiStats {
 }
 
 impl WsgiStats {
-    /// Threads that run Python; 0 when requests run on the server's workers.
+    /// Threads that run Python.
     pub fn threads(&self) -> usize {
         self.threads
     }
@@ -246,25 +239,6 @@ pub fn python_path(dir: impl AsRef<std::path::Path>) -> Result<(), LoadError> {
         Ok::<_, PyErr>(())
     })
     .map_err(|e| error(e.to_string()))
-}
-
-/// Runs `serve` on this thread attached to the Python interpreter, without
-/// holding the GIL: the requests of a [`threads(0)`](Wsgi::threads) app that
-/// run on this thread meanwhile take the GIL with one thread state kept for
-/// them all, where a thread not attached has Python make and free one (and
-/// its frame stack) for each request. For a server's workers:
-///
-/// ```no_run
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let app = stackway_wsgi::Wsgi::import("mysite.wsgi")?.threads(0);
-/// stackway::Server::bind("127.0.0.1:8000")?
-///     .around_workers(|serve| stackway_wsgi::attached(serve))
-///     .run(app)?;
-/// # Ok(())
-/// # }
-/// ```
-pub fn attached<T: Send>(serve: impl FnOnce() -> T + Send) -> T {
-    Python::attach(|py| py.detach(serve))
 }
 
 /// Imports the callable of `spec` (`module:callable`, the callable perhaps a
@@ -368,8 +342,7 @@ impl Wsgi {
     /// Gives the app the request body as it arrives (`wsgi.input` waits for
     /// the client), instead of reading it whole before a Python thread is
     /// taken: for apps that answer before the upload ends, or stream it on.
-    /// A slow upload then holds a thread. Needs threads of the app's own
-    /// (not [`threads(0)`](Self::threads)).
+    /// A slow upload then holds a thread.
     pub fn stream_input(mut self, stream: bool) -> Self {
         self.stream_input = stream;
         self
@@ -379,11 +352,7 @@ impl Wsgi {
     /// (uWSGI's `--harakiri`, gunicorn's `--timeout`): it is answered 504 if
     /// its head has not gone out, else its response is aborted, and the stuck
     /// thread's Python stack is logged. Time waiting for a free thread does
-    /// not count. A request on a server worker ([`threads(0)`](Self::threads))
-    /// is looked at every tenth of a second, and `stackway.Interrupted` (a
-    /// `BaseException`) is raised in its thread once the stack is logged, so
-    /// that the worker serves again when Python next runs the app's code. A
-    /// thread stuck in C cannot be stopped, only its
+    /// not count. A thread stuck in Python cannot be stopped, only its
     /// process: `then` is called for each request cut off, and
     /// `stackway serve` asks its supervisor there for a new process, which
     /// serves before this one drains and is killed.
@@ -398,22 +367,9 @@ impl Wsgi {
     }
 
     /// How many threads run Python for this app (gunicorn's `--threads`).
-    /// Default 8.
-    ///
-    /// 0 gives the app no threads of its own: each request runs on the
-    /// server worker that read it, as uWSGI's processes without `--threads`
-    /// and gunicorn's sync workers run theirs. That saves the hand-off to a
-    /// Python thread and back (two wake-ups across threads a request), but
-    /// the worker serves nothing else, no other connection and no other
-    /// mount, while Python runs: give such a server as many workers (or
-    /// processes) as requests it should run at once. The request body is
-    /// then always read whole first ([`stream_input`](Self::stream_input)
-    /// does not apply), and harakiri's 504 goes out once the app's thread
-    /// gets back to Python, where [`stackway.Interrupted`] is raised in it.
-    ///
-    /// [`stackway.Interrupted`]: Self::harakiri
+    /// Default 8; 0 counts as 1.
     pub fn threads(mut self, threads: usize) -> Self {
-        self.threads = threads;
+        self.threads = threads.max(1);
         self
     }
 
@@ -453,10 +409,8 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
 impl App for Wsgi {
     async fn call(&self, req: Request) -> Response {
         let cgi = Cgi::new(&req);
-        let here = self.threads == 0;
         let mut body = req.into_body();
-        // On this worker, the body must be whole: its client is read by this thread's runtime.
-        if here || !self.stream_input {
+        if !self.stream_input {
             body = match body.buffer(MEMORY).await {
                 Ok(whole) => whole,
                 // The server makes a body over its size limit a 413.
@@ -464,22 +418,19 @@ impl App for Wsgi {
                 Err(_) => return StatusCode::BAD_REQUEST.into_response(),
             };
         }
-        let body = StreamReader::new(body.into_data_stream().map_err(io::Error::other));
-        let input: BodyReader = match here {
-            true => Box::new(inline::Blocking(body)),
-            // Read by the Python thread, through this runtime.
-            false => Box::new(SyncIoBridge::new(body)),
-        };
+        // Read by the Python thread, through this runtime.
+        let stream = body.into_data_stream().map_err(io::Error::other);
+        let input: BodyReader = Box::new(SyncIoBridge::new(StreamReader::new(stream)));
         let (head, head_rx) = oneshot::channel();
         // Python sends into the spool and never waits for the client.
         let (spooler, body) = Body::spooled(MEMORY);
         let exchange = Exchange::new(head, spooler);
         let (started, started_rx) = match self.harakiri {
-            Some(_) if !here => {
+            Some(_) => {
                 let (started, started_rx) = oneshot::channel();
                 (Some(started), Some(started_rx))
             }
-            _ => (None, None),
+            None => (None, None),
         };
         let job = Job {
             cgi,
@@ -488,16 +439,15 @@ impl App for Wsgi {
             queued_at: std::time::Instant::now(),
             started,
         };
-        if here {
-            inline::run(&self.app, job, self.harakiri.as_ref(), &self.counters);
-        } else if let Err(refused) = self.pool().push(job) {
-            return match refused {
-                Refused::Full => {
-                    tracing::warn!(app = %self.name, "every Python thread is busy and the queue is full: 503");
-                    StatusCode::SERVICE_UNAVAILABLE.into_response()
-                }
-                Refused::Closed => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-            };
+        match self.pool().push(job) {
+            Ok(()) => {}
+            Err(Refused::Full) => {
+                tracing::warn!(app = %self.name, "every Python thread is busy and the queue is full: 503");
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            Err(Refused::Closed) => {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
         }
         let head = match (&self.harakiri, started_rx) {
             (Some(harakiri), Some(started)) => {
@@ -513,7 +463,7 @@ impl App for Wsgi {
                     Ok(head) => head,
                     Err(_) => {
                         if exchange.cut() {
-                            harakiri.stuck(ident, false);
+                            harakiri.stuck(ident);
                         }
                         return StatusCode::GATEWAY_TIMEOUT.into_response();
                     }

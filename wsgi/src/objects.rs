@@ -246,21 +246,12 @@ impl Exchange {
         !self.cut.swap(true, Ordering::AcqRel)
     }
 
-    /// Whether harakiri has cut the request off.
-    pub(crate) fn is_cut(&self) -> bool {
-        self.cut.load(Ordering::Acquire)
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends the head `start_response` was given, if not yet sent. Nothing
-    /// goes out once harakiri has cut the request off.
+    /// Sends the head `start_response` was given, if not yet sent.
     pub(crate) fn send_head(&self) -> Result<(), SendError> {
-        if self.is_cut() {
-            return Err(SendError::Gone);
-        }
         let mut state = self.state();
         let Some(sender) = state.head.take() else {
             return Ok(());

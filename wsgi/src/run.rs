@@ -103,12 +103,8 @@ pub(crate) fn run(py: Python<'_>, app: &Py<PyAny>, job: Job) {
     }
 }
 
-/// A 500 if nothing was sent yet, else an aborted body; nothing if harakiri
-/// has answered already (the app's failure may be its interruption).
+/// A 500 if nothing was sent yet, else an aborted body.
 fn fail(exchange: &Exchange, why: &str) {
-    if exchange.is_cut() {
-        return;
-    }
     if !exchange.send_error_head(StatusCode::INTERNAL_SERVER_ERROR) {
         exchange.abort(why.to_owned());
     }

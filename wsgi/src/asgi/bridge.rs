@@ -216,7 +216,7 @@ impl Shared {
         }
         let what =
             format!("the asyncio loop of the ASGI apps took no event for more than {limit:?}");
-        crate::harakiri::log_stack_then(self.ident.load(Ordering::Relaxed), what, false, then);
+        crate::harakiri::log_stack_then(self.ident.load(Ordering::Relaxed), what, then);
     }
 
     /// Starts the lifespan of `app` (`Some`) or shuts lifespan `id` down,

@@ -57,9 +57,3 @@ def upload():
 def download(mib):
     chunk = b"d" * (1 << 20)
     return app.response_class((chunk for _ in range(mib)), mimetype="application/octet-stream")
-
-
-@app.route("/thread")
-def thread():
-    with open("/proc/thread-self/comm") as comm:
-        return comm.read().strip()

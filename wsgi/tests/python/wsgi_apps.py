@@ -186,26 +186,3 @@ def big(environ, start_response):
                               ("Content-Length", str(256 << 20))])
     block = b"\0" * 65536
     return (block for _ in range(4096))
-
-
-_this_thread = threading.local()
-
-
-def where(environ, start_response):
-    """Where the request ran: the kernel's name for the thread, how many requests
-    this thread's Python state has seen, and the length of the body read."""
-    _this_thread.seen = getattr(_this_thread, "seen", 0) + 1
-    with open("/proc/thread-self/comm") as comm:
-        name = comm.read().strip()
-    body = environ["wsgi.input"].read()
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [f"{name} {_this_thread.seen} {len(body)}".encode()]
-
-
-def spin(environ, start_response):
-    """Computes in Python for as many seconds as the query string says."""
-    end = time.monotonic() + float(environ["QUERY_STRING"] or 0)
-    while time.monotonic() < end:
-        pass
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"done"]
