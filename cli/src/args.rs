@@ -18,6 +18,7 @@ use stackway_middleware::{Dispatcher, Proxy, SharedData};
 use crate::listen;
 use crate::values::{
     balance, nameservers, parse_mode, parse_path, parse_processes, parse_proxy_fix, parse_secs,
+    parse_size,
     required_secs, secs,
 };
 
@@ -164,6 +165,11 @@ pub(crate) struct ServeArgs {
     /// Compress responses on the fly (br, zstd, gzip, deflate) for clients that accept it.
     #[arg(long)]
     pub(crate) compress: bool,
+
+    /// Keep responses that HTTP lets a shared cache keep (RFC 9111), in SIZE of memory
+    /// (`64MiB`), and answer from there while they are fresh (nginx's proxy_cache).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) cache: Option<usize>,
 
     /// Seconds an app may take to answer a request before it gets 503.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]

@@ -21,7 +21,7 @@ use crate::args::{Mount, ProxyOptions, ServeArgs, Static, Target};
 use crate::listen::{Address, Bind, ListenSpec};
 use crate::values::{
     addresses, at_least_one, bind, header_size, level, log_format, octal, path, processes,
-    proxy_fix, required_address, secs, upstreams,
+    proxy_fix, required_address, secs, size, upstreams,
 };
 
 /// Declares the file's struct and how its flag keys reach the arguments.
@@ -130,6 +130,8 @@ config_file! {
         plain cors: Vec<String>,
         plain secure_headers: bool,
         plain compress: bool,
+        #[serde(default, deserialize_with = "size")]
+        optional cache: usize,
         #[serde(default, deserialize_with = "secs")]
         optional timeout: Duration,
         plain wsgi_threads: u16,

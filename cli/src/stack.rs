@@ -5,7 +5,7 @@ use stackway::BoxApp;
 use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::proxy::ProxyStats;
 use stackway_middleware::{
-    AccessLog, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders, SharedData,
+    AccessLog, Cache, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders, SharedData,
     Timeout, TraceContext,
 };
 use stackway_wsgi::{Asgi, Wsgi, WsgiStats};
@@ -103,6 +103,10 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     // Inside out: the first wrapped is the innermost.
     if let Some(deadline) = args.timeout {
         app = BoxApp::new(Timeout::new(app, deadline));
+    }
+    // Inside Compress: one stored response serves every encoding.
+    if let Some(capacity) = args.cache {
+        app = BoxApp::new(Cache::new(app, capacity));
     }
     if args.compress {
         app = BoxApp::new(Compress::new(app));

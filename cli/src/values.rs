@@ -66,6 +66,38 @@ pub(crate) fn parse_path(value: &str) -> Result<String, String> {
     }
 }
 
+/// A size in bytes: a number, perhaps with `KiB`, `MiB` or `GiB` (`k`, `m`, `g`).
+pub(crate) fn parse_size(value: &str) -> Result<usize, String> {
+    let error = || format!("expected a size, as in 64MiB or 1GiB, not {value:?}");
+    let digits = value.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let shift = match value[digits.len()..].to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        _ => return Err(error()),
+    };
+    let number: usize = digits.trim().parse().map_err(|_| error())?;
+    number
+        .checked_mul(1 << shift)
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(error)
+}
+
+/// A size, given as a number of bytes or a string such as `"64MiB"`.
+pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(usize),
+        Text(String),
+    }
+    checked(d, |size: Size| match size {
+        Size::Bytes(bytes) => parse_size(&bytes.to_string()),
+        Size::Text(text) => parse_size(&text),
+    })
+}
+
 pub(crate) fn parse_secs(value: &str) -> Result<Duration, String> {
     value
         .parse::<f64>()

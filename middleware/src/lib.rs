@@ -47,6 +47,8 @@ macro_rules! inner_accessors {
 pub mod access_log;
 #[cfg(feature = "body-limit")]
 pub mod body_limit;
+#[cfg(feature = "cache")]
+pub mod cache;
 #[cfg(feature = "catch-panic")]
 pub mod catch_panic;
 #[cfg(feature = "compress")]
@@ -85,6 +87,8 @@ pub mod trace_context;
 pub use access_log::AccessLog;
 #[cfg(feature = "body-limit")]
 pub use body_limit::BodyLimit;
+#[cfg(feature = "cache")]
+pub use cache::Cache;
 #[cfg(feature = "catch-panic")]
 pub use catch_panic::CatchPanic;
 #[cfg(feature = "compress")]

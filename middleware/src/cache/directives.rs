@@ -1,0 +1,230 @@
+//! `Cache-Control` (RFC 9111 §5.2), read as a shared cache reads it: every
+//! field line of the message, directive names in any case, arguments as
+//! tokens or quoted strings (a comma inside quotes separates nothing).
+
+use http::HeaderMap;
+use http::header::HeaderName;
+
+/// The largest delta-seconds a cache must represent (§1.2.2): larger ones,
+/// and calculations that pass it, count as this.
+pub(crate) const DELTA_MAX: u64 = 1 << 31;
+
+/// A `delta-seconds` argument: seconds, or a value that is not one
+/// (`max-age=abc`), which makes a response stale (§4.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delta {
+    Seconds(u64),
+    Invalid,
+}
+
+impl Delta {
+    /// Seconds, an invalid value counting as `invalid`.
+    pub(crate) fn or(self, invalid: u64) -> u64 {
+        match self {
+            Self::Seconds(s) => s,
+            Self::Invalid => invalid,
+        }
+    }
+}
+
+/// The directives of one message's `Cache-Control`; the first occurrence of
+/// a repeated one counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Directives {
+    pub(crate) max_age: Option<Delta>,
+    pub(crate) s_maxage: Option<Delta>,
+    /// `max-stale`, with its limit if it has one.
+    pub(crate) max_stale: Option<Option<u64>>,
+    pub(crate) min_fresh: Option<Delta>,
+    pub(crate) stale_while_revalidate: Option<Delta>,
+    pub(crate) stale_if_error: Option<Delta>,
+    pub(crate) no_store: bool,
+    /// `no-cache`, with or without field names (those are read as none: the
+    /// whole response is validated, which §5.2.2.4 allows).
+    pub(crate) no_cache: bool,
+    /// `private`, with or without field names (the response is not stored).
+    pub(crate) private: bool,
+    pub(crate) public: bool,
+    pub(crate) must_revalidate: bool,
+    pub(crate) proxy_revalidate: bool,
+    pub(crate) must_understand: bool,
+    pub(crate) only_if_cached: bool,
+}
+
+impl Directives {
+    /// The directives of every `name` field line of `headers`.
+    pub(crate) fn of(headers: &HeaderMap, name: &HeaderName) -> Self {
+        let mut directives = Self::default();
+        for line in headers.get_all(name) {
+            for (name, value) in items(line.as_bytes()) {
+                directives.set(&name, value);
+            }
+        }
+        directives
+    }
+
+    fn set(&mut self, name: &str, value: Option<String>) {
+        let seconds = || Some(delta(value.as_deref()));
+        match name {
+            "max-age" => first(&mut self.max_age, seconds),
+            "s-maxage" => first(&mut self.s_maxage, seconds),
+            "min-fresh" => first(&mut self.min_fresh, seconds),
+            "stale-while-revalidate" => first(&mut self.stale_while_revalidate, seconds),
+            "stale-if-error" => first(&mut self.stale_if_error, seconds),
+            "max-stale" => first(&mut self.max_stale, || {
+                Some(value.as_deref().map(|v| delta(Some(v)).or(0)))
+            }),
+            "no-store" => self.no_store = true,
+            "no-cache" => self.no_cache = true,
+            "private" => self.private = true,
+            "public" => self.public = true,
+            "must-revalidate" => self.must_revalidate = true,
+            "proxy-revalidate" => self.proxy_revalidate = true,
+            "must-understand" => self.must_understand = true,
+            "only-if-cached" => self.only_if_cached = true,
+            _ => {}
+        }
+    }
+}
+
+fn first<T>(slot: &mut Option<T>, value: impl FnOnce() -> Option<T>) {
+    if slot.is_none() {
+        *slot = value();
+    }
+}
+
+/// A delta-seconds argument: digits only (leading zeros allowed), capped at
+/// [`DELTA_MAX`]; anything else is invalid.
+pub(crate) fn delta(value: Option<&str>) -> Delta {
+    match value {
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            Delta::Seconds(v.parse::<u64>().map_or(DELTA_MAX, |s| s.min(DELTA_MAX)))
+        }
+        _ => Delta::Invalid,
+    }
+}
+
+/// The comma-separated items of a field line, each a lowercase name and
+/// its argument unquoted. An item whose name is not a token (`max-age =5`)
+/// or whose argument is broken is left out.
+fn items(line: &[u8]) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while !rest.is_empty() {
+        let (item, after) = split_item(rest);
+        rest = after;
+        if let Some(parsed) = parse_item(trim(item)) {
+            out.push(parsed);
+        }
+    }
+    out
+}
+
+/// The bytes up to the next comma outside quotes, and what follows it.
+fn split_item(line: &[u8]) -> (&[u8], &[u8]) {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, &b) in line.iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => return (&line[..i], &line[i + 1..]),
+            _ => {}
+        }
+    }
+    (line, &[])
+}
+
+fn parse_item(item: &[u8]) -> Option<(String, Option<String>)> {
+    if item.is_empty() {
+        return None;
+    }
+    let (name, value) = match item.iter().position(|&b| b == b'=') {
+        Some(eq) => (&item[..eq], Some(&item[eq + 1..])),
+        None => (item, None),
+    };
+    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        return None;
+    }
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    let value = match value {
+        None => None,
+        Some(v) if v.first() == Some(&b'"') => Some(unquote(v)?),
+        Some(v) if !v.is_empty() && v.iter().all(|&b| is_tchar(b)) => {
+            Some(String::from_utf8_lossy(v).into_owned())
+        }
+        Some(_) => return None,
+    };
+    Some((name, value))
+}
+
+/// A quoted-string's content, or `None` when it does not end where the item does.
+fn unquote(v: &[u8]) -> Option<String> {
+    let mut out = Vec::new();
+    let mut escaped = false;
+    for (i, &b) in v.iter().enumerate().skip(1) {
+        match b {
+            _ if escaped => {
+                out.push(b);
+                escaped = false;
+            }
+            b'\\' => escaped = true,
+            b'"' => return (i == v.len() - 1).then(|| String::from_utf8_lossy(&out).into_owned()),
+            _ => out.push(b),
+        }
+    }
+    None
+}
+
+fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// A byte of a token (RFC 9110 §5.6.2).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::CACHE_CONTROL;
+
+    fn of(lines: &[&str]) -> Directives {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(CACHE_CONTROL, line.parse().unwrap());
+        }
+        Directives::of(&headers, &CACHE_CONTROL)
+    }
+
+    #[test]
+    fn arguments_are_tokens_or_quoted_strings_and_the_first_occurrence_counts() {
+        assert_eq!(of(&["max-age=3600"]).max_age, Some(Delta::Seconds(3600)));
+        assert_eq!(of(&["MAX-AGE=003600"]).max_age, Some(Delta::Seconds(3600)));
+        assert_eq!(of(&["max-age=\"3600\""]).max_age, Some(Delta::Seconds(3600)));
+        assert_eq!(of(&["max-age='3600'"]).max_age, Some(Delta::Invalid));
+        assert_eq!(of(&["max-age=3600.0"]).max_age, Some(Delta::Invalid));
+        assert_eq!(of(&["max-age=-1"]).max_age, Some(Delta::Invalid));
+        assert_eq!(of(&["max-age=1, max-age=3600"]).max_age, Some(Delta::Seconds(1)));
+        assert_eq!(of(&["max-age=1", "max-age=3600"]).max_age, Some(Delta::Seconds(1)));
+        assert_eq!(of(&["max-age=99999999999999999999"]).max_age, Some(Delta::Seconds(DELTA_MAX)));
+        // Inside quotes, neither a comma nor a directive counts.
+        let quoted = of(&["foo=\"max-age=3600, public\", no-cache"]);
+        assert_eq!((quoted.max_age, quoted.public, quoted.no_cache), (None, false, true));
+        // Not a token before the `=`, or after it.
+        assert_eq!(of(&["max-age =3600"]).max_age, None);
+        assert_eq!(of(&["max-age= 3600"]).max_age, None);
+        let listed = of(&["private=\"set-cookie\", no-cache=\"x\", max-stale"]);
+        assert!(listed.private && listed.no_cache);
+        assert_eq!(listed.max_stale, Some(None));
+        assert_eq!(of(&["max-stale=10"]).max_stale, Some(Some(10)));
+    }
+}

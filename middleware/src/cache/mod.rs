@@ -1,0 +1,713 @@
+//! A shared HTTP cache (RFC 9111) in front of any app: responses that may
+//! be stored are kept in memory and served again while fresh, stale ones
+//! are revalidated with the app, and what changes the app's state
+//! invalidates what it stored.
+//!
+//! - **Storing** (§3): `GET` responses with a final status, not `no-store`
+//!   (request or response) nor `private`, with explicit freshness (`max-age`,
+//!   `s-maxage`, `Expires`, `public`) or a status cacheable by default;
+//!   responses to a request with `Authorization` only with `public`,
+//!   `s-maxage` or `must-revalidate`. Hop-by-hop fields are not stored. The
+//!   body is kept as it streams to the client, never held back from it; one
+//!   longer than [`max_object`](Cache::max_object) is passed on unstored.
+//! - **Freshness** (§4.2): `s-maxage`, `max-age`, `Expires` less `Date`, else
+//!   a tenth of the time since `Last-Modified` (at most a day); an invalid
+//!   value is stale. The age counts `Age`, the response's delay and its time
+//!   here, and is sent as `Age`. A request's `max-age`, `min-fresh`,
+//!   `max-stale`, `no-cache` (and `Pragma: no-cache`) and `only-if-cached`
+//!   are honoured.
+//! - **Validation** (§4.3): a stale response with a validator is
+//!   revalidated with `If-None-Match`/`If-Modified-Since`; a `304` updates
+//!   the stored fields and serves the stored body. A client's own
+//!   conditional request is answered from the cache.
+//! - **Variants** (§4.1): `Vary` selects among responses stored for one
+//!   target, the fields' lines combined and their members trimmed; `Vary: *`
+//!   is never reused.
+//! - **Invalidation** (§4.4): a successful unsafe request (`POST`, `PUT`,
+//!   `DELETE`, …) forgets its target, and its `Location` and
+//!   `Content-Location` on the same origin.
+//! - **Collapsing**: while a miss for a target is being fetched, other
+//!   misses for it wait for that response (nginx's `proxy_cache_lock`) for
+//!   at most [`lock_timeout`](Cache::lock_timeout), then are answered from
+//!   the cache or go to the app themselves.
+//! - **`Cache-Status`** (RFC 9211) on every response says what the cache did:
+//!   `stackway; hit`, `stackway; fwd=uri-miss; stored`,
+//!   `stackway; fwd=stale; fwd-status=304`, …
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::testing::Client;
+//! use stackway_middleware::Cache;
+//!
+//! let app = Cache::new(
+//!     |_req: stackway::Request| async {
+//!         http::Response::builder()
+//!             .header("cache-control", "max-age=60")
+//!             .body(stackway::Body::from("expensive"))
+//!             .unwrap()
+//!     },
+//!     64 << 20,
+//! );
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let client = Client::new(app);
+//! client.get("/page").await.assert_header("cache-status", "stackway; fwd=uri-miss; stored");
+//! client.get("/page").await.assert_header("cache-status", "stackway; hit; ttl=60");
+//! # });
+//! ```
+
+mod directives;
+mod freshness;
+mod keys;
+mod store;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_LOCATION, ETAG,
+    HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, PRAGMA,
+};
+use http::{HeaderMap, Method, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use stackway::{App, Body, Request, Response};
+use tokio::sync::watch;
+
+use directives::Directives;
+use freshness::Timing;
+use keys::Variant;
+use store::{Store, Stored};
+
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// A shared HTTP cache in front of an app; see the [module docs](self).
+pub struct Cache<A> {
+    inner: A,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Store,
+    max_object: usize,
+    lock_timeout: Duration,
+    /// Misses being fetched, by key: the others wait for the sender to go.
+    fetching: Mutex<HashMap<String, watch::Receiver<()>>>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    revalidated: AtomicU64,
+    stored: AtomicU64,
+}
+
+impl<A> Cache<A> {
+    /// Caches `inner`'s responses in at most `capacity` bytes of memory
+    /// (bodies and fields), the least recently used going first.
+    pub fn new(inner: A, capacity: usize) -> Self {
+        Self {
+            inner,
+            shared: Arc::new(Shared {
+                store: Store::new(capacity),
+                max_object: capacity / 4,
+                lock_timeout: Duration::from_secs(5),
+                fetching: Mutex::default(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The largest body stored; longer ones are passed on unstored. Default:
+    /// a quarter of the capacity.
+    pub fn max_object(mut self, bytes: usize) -> Self {
+        self.shared_mut().max_object = bytes;
+        self
+    }
+
+    /// How long a miss waits for another request's fetch of the same
+    /// target before going to the app itself. Default 5 s (nginx's
+    /// `proxy_cache_lock_timeout`).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.shared_mut().lock_timeout = timeout;
+        self
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared {
+        Arc::get_mut(&mut self.shared).expect("configured before it is shared")
+    }
+
+    /// What the cache did and holds, live, for metrics and status pages.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats(self.shared.clone())
+    }
+
+    inner_accessors!();
+}
+
+/// A cache's counters: see [`Cache::stats`].
+#[derive(Clone)]
+pub struct CacheStats(Arc<Shared>);
+
+impl CacheStats {
+    /// Requests answered from the cache without the app.
+    pub fn hits(&self) -> u64 {
+        self.0.counters.hits.load(Ordering::Relaxed)
+    }
+
+    /// Requests that went to the app with nothing usable stored.
+    pub fn misses(&self) -> u64 {
+        self.0.counters.misses.load(Ordering::Relaxed)
+    }
+
+    /// Stored responses the app said were still good (a `304`).
+    pub fn revalidated(&self) -> u64 {
+        self.0.counters.revalidated.load(Ordering::Relaxed)
+    }
+
+    /// Responses stored, since the start.
+    pub fn stored(&self) -> u64 {
+        self.0.counters.stored.load(Ordering::Relaxed)
+    }
+
+    /// Responses held now.
+    pub fn responses(&self) -> usize {
+        self.0.store.held().responses
+    }
+
+    /// Bytes held now, bodies and fields.
+    pub fn bytes(&self) -> usize {
+        self.0.store.held().bytes
+    }
+}
+
+impl fmt::Debug for CacheStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheStats")
+            .field("hits", &self.hits())
+            .field("misses", &self.misses())
+            .field("responses", &self.responses())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: fmt::Debug> fmt::Debug for Cache<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("inner", &self.inner)
+            .field("max_object", &self.shared.max_object)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a request asks of the cache.
+struct Asked {
+    cc: Directives,
+    /// `no-cache`, or `Pragma: no-cache` without `Cache-Control`.
+    no_cache: bool,
+    head: bool,
+}
+
+impl<A: App> App for Cache<A> {
+    async fn call(&self, req: Request) -> Response {
+        let method = req.method().clone();
+        if method != Method::GET && method != Method::HEAD {
+            return self.pass(req, &method).await;
+        }
+        let key = keys::primary(&req);
+        let cc = Directives::of(req.headers(), &CACHE_CONTROL);
+        let no_cache = cc.no_cache
+            || (!req.headers().contains_key(CACHE_CONTROL)
+                && (req.headers().get_all(PRAGMA).iter())
+                    .any(|p| p.as_bytes().eq_ignore_ascii_case(b"no-cache")));
+        let asked = Asked {
+            cc,
+            no_cache,
+            head: method == Method::HEAD,
+        };
+        if asked.cc.no_store {
+            return self.fetch(req, key, &asked, "fwd=request", None).await;
+        }
+        let mut waited = false;
+        loop {
+            if let Some(stored) = self.shared.store.find(&key, req.headers()) {
+                let now = SystemTime::now();
+                let age = stored.age(now);
+                match usable(&stored, age, &asked) {
+                    Use::Fresh | Use::Stale => {
+                        self.shared.counters.hits.fetch_add(1, Ordering::Relaxed);
+                        // A negative ttl: stale, as the request's max-stale allows.
+                        let ttl = stored.lifetime.as_secs() as i64 - age.as_secs() as i64;
+                        return serve(&req, &stored, age, format!("hit; ttl={ttl}"));
+                    }
+                    Use::Validate if asked.cc.only_if_cached => return gateway_timeout(),
+                    Use::Validate => return self.revalidate(req, key, stored, &asked).await,
+                }
+            }
+            if asked.cc.only_if_cached {
+                return gateway_timeout();
+            }
+            let fwd = if self.shared.store.has(&key) {
+                "fwd=vary-miss"
+            } else {
+                "fwd=uri-miss"
+            };
+            if asked.head || waited || req.headers().contains_key(AUTHORIZATION) {
+                return self.fetch(req, key, &asked, fwd, None).await;
+            }
+            match self.shared.lock(&key) {
+                Lock::Leader(leader) => return self.fetch(req, key, &asked, fwd, Some(leader)).await,
+                Lock::Wait(mut done) => {
+                    let _ = tokio::time::timeout(self.shared.lock_timeout, done.changed()).await;
+                    waited = true;
+                }
+            }
+        }
+    }
+}
+
+/// How a stored response may answer a request.
+enum Use {
+    Fresh,
+    /// Stale, and the request's `max-stale` allows it.
+    Stale,
+    Validate,
+}
+
+fn usable(stored: &Stored, age: Duration, asked: &Asked) -> Use {
+    if stored.cc.no_cache || asked.no_cache {
+        return Use::Validate;
+    }
+    if asked.cc.max_age.is_some_and(|max| age.as_secs() > max.or(0)) {
+        return Use::Validate;
+    }
+    let left = stored.lifetime.saturating_sub(age);
+    if let Some(min_fresh) = asked.cc.min_fresh {
+        if left.as_secs() < min_fresh.or(u64::MAX) || left.is_zero() {
+            return Use::Validate;
+        }
+    }
+    if age < stored.lifetime {
+        return Use::Fresh;
+    }
+    let cc = &stored.cc;
+    let must = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
+    match asked.cc.max_stale {
+        Some(limit) if !must => {
+            let stale_for = age - stored.lifetime;
+            match limit {
+                None => Use::Stale,
+                Some(limit) if stale_for.as_secs() <= limit => Use::Stale,
+                Some(_) => Use::Validate,
+            }
+        }
+        _ => Use::Validate,
+    }
+}
+
+impl<A: App> Cache<A> {
+    /// A request the cache does not answer: passed on; an unsafe one that
+    /// succeeds invalidates what is stored for its target (§4.4).
+    async fn pass(&self, req: Request, method: &Method) -> Response {
+        let unsafe_method = !matches!(*method, Method::OPTIONS | Method::TRACE);
+        let key = unsafe_method.then(|| keys::primary(&req));
+        let mut res = self.inner.call(req).await;
+        if let Some(key) = key {
+            if res.status().is_success() || res.status().is_redirection() {
+                for field in [LOCATION, CONTENT_LOCATION] {
+                    let other = res.headers().get(&field).and_then(|v| v.to_str().ok());
+                    if let Some(other) = other.and_then(|uri| keys::same_origin(&key, uri)) {
+                        self.shared.store.remove(&other);
+                    }
+                }
+                self.shared.store.remove(&key);
+            }
+        }
+        cache_status(&mut res, "fwd=method");
+        res
+    }
+
+    /// Goes to the app for `req`, storing the response if it may be.
+    async fn fetch(
+        &self,
+        req: Request,
+        key: String,
+        asked: &Asked,
+        fwd: &str,
+        leader: Option<Leader>,
+    ) -> Response {
+        self.shared.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let get = req.method() == Method::GET && !asked.cc.no_store;
+        let headers = req.headers().clone();
+        let requested = SystemTime::now();
+        let res = self.inner.call(req).await;
+        let timing = Timing {
+            requested,
+            received: SystemTime::now(),
+        };
+        if !get || !storable(&headers, &res) {
+            let mut res = res;
+            cache_status(&mut res, fwd);
+            return res;
+        }
+        self.keep(res, key, &headers, timing, fwd, leader)
+    }
+
+    /// Stores `res` as its body streams by.
+    fn keep(
+        &self,
+        res: Response,
+        key: String,
+        request: &HeaderMap,
+        timing: Timing,
+        fwd: &str,
+        leader: Option<Leader>,
+    ) -> Response {
+        let declared = res.body().size_hint().upper();
+        if declared.is_some_and(|len| len > self.shared.max_object as u64) {
+            let mut res = res;
+            cache_status(&mut res, &format!("{fwd}; detail=too-large"));
+            return res;
+        }
+        let (mut parts, body) = res.into_parts();
+        let status = parts.status;
+        let headers = storable_fields(&parts.headers);
+        let variant = Variant::of(&parts.headers, request);
+        let shared = self.shared.clone();
+        let keep = move |body: Bytes| {
+            shared.counters.stored.fetch_add(1, Ordering::Relaxed);
+            shared
+                .store
+                .insert(&key, Stored::new(status, headers, body, variant, timing));
+        };
+        let body = Body::new(Tee {
+            expected: body.size_hint().exact(),
+            body,
+            kept: BytesMut::new(),
+            max: self.shared.max_object,
+            keep: Some(Box::new(keep)),
+            leader,
+        });
+        append_status(&mut parts.headers, &format!("{fwd}; stored"));
+        Response::from_parts(parts, body)
+    }
+
+    /// Asks the app whether `stored` is still good, with its validators.
+    async fn revalidate(
+        &self,
+        req: Request,
+        key: String,
+        stored: Arc<Stored>,
+        asked: &Asked,
+    ) -> Response {
+        let etag = stored.headers.get(ETAG).cloned();
+        let modified = stored.headers.get(LAST_MODIFIED).cloned();
+        if etag.is_none() && modified.is_none() {
+            return self.fetch(req, key, asked, "fwd=stale", None).await;
+        }
+        let (mut parts, body) = req.into_parts();
+        // The client's own conditions are answered here, from what comes back.
+        let client = parts.headers.clone();
+        parts.headers.remove(IF_NONE_MATCH);
+        parts.headers.remove(IF_MODIFIED_SINCE);
+        if let Some(etag) = etag {
+            parts.headers.insert(IF_NONE_MATCH, etag);
+        }
+        if let Some(modified) = modified {
+            parts.headers.insert(IF_MODIFIED_SINCE, modified);
+        }
+        let requested = SystemTime::now();
+        let req = Request::from_parts(parts, body);
+        let res = self.inner.call(req).await;
+        let timing = Timing {
+            requested,
+            received: SystemTime::now(),
+        };
+        if res.status() != StatusCode::NOT_MODIFIED {
+            // A full response: stored in the old one's place if it may be.
+            if asked.head || !storable(&client, &res) {
+                let mut res = res;
+                cache_status(&mut res, "fwd=stale");
+                return res;
+            }
+            return self.keep(res, key, &client, timing, "fwd=stale", None);
+        }
+        self.shared.counters.revalidated.fetch_add(1, Ordering::Relaxed);
+        let updated = Stored::new(
+            stored.status,
+            updated_fields(&stored.headers, res.headers()),
+            stored.body.clone(),
+            stored.variant.clone(),
+            timing,
+        );
+        let age = freshness::initial_age(&updated.headers, timing);
+        let mut request = http::Request::new(());
+        *request.headers_mut() = client;
+        *request.method_mut() = if asked.head { Method::HEAD } else { Method::GET };
+        let res = serve_parts(&request, &updated, age, "fwd=stale; fwd-status=304".to_owned());
+        self.shared.store.update(&key, &stored, updated);
+        res
+    }
+}
+
+/// Whether a response to a request with `request` fields may be stored (§3).
+fn storable(request: &HeaderMap, res: &Response) -> bool {
+    let status = res.status();
+    let cc = Directives::of(res.headers(), &CACHE_CONTROL);
+    // must-understand: a status whose caching rules are known here lets no-store go.
+    let understood = status.canonical_reason().is_some();
+    if status.is_informational()
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || (cc.no_store && !(cc.must_understand && understood))
+        || cc.private
+    {
+        return false;
+    }
+    if request.contains_key(AUTHORIZATION)
+        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
+    {
+        return false;
+    }
+    cc.public
+        || cc.max_age.is_some()
+        || cc.s_maxage.is_some()
+        || res.headers().contains_key(http::header::EXPIRES)
+        || freshness::heuristically_cacheable(status)
+}
+
+/// Fields that are not stored (§3.1): the hop-by-hop ones, and those the
+/// response's `Connection` names.
+fn storable_fields(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = headers.clone();
+    for value in headers.get_all(CONNECTION) {
+        for name in value.to_str().unwrap_or_default().split(',') {
+            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                kept.remove(name);
+            }
+        }
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authentication-info",
+        "proxy-authorization",
+    ] {
+        kept.remove(name);
+    }
+    kept.remove(CACHE_STATUS);
+    kept
+}
+
+/// The stored fields, updated by a `304`'s (§4.3.4): each field it has
+/// replaces the stored one, but the body's own framing stays.
+fn updated_fields(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+    let mut updated = stored.clone();
+    let fresh = storable_fields(not_modified);
+    for name in fresh.keys() {
+        if *name == CONTENT_LENGTH {
+            continue;
+        }
+        updated.remove(name);
+        for value in fresh.get_all(name) {
+            updated.append(name.clone(), value.clone());
+        }
+    }
+    updated
+}
+
+/// The stored response for `req`: a `304` when the client's own
+/// conditions hold, else the response itself, its body left out for HEAD.
+fn serve(req: &Request, stored: &Stored, age: Duration, status: String) -> Response {
+    let mut head = http::Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.headers_mut() = req.headers().clone();
+    serve_parts(&head, stored, age, status)
+}
+
+fn serve_parts(req: &http::Request<()>, stored: &Stored, age: Duration, status: String) -> Response {
+    let (status_code, headers, body) = if not_modified(req.headers(), stored) {
+        let mut headers = HeaderMap::new();
+        for name in ["cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"] {
+            for value in stored.headers.get_all(name) {
+                headers.append(name, value.clone());
+            }
+        }
+        (StatusCode::NOT_MODIFIED, headers, Body::default())
+    } else {
+        let body = match *req.method() == Method::HEAD {
+            true => Body::default(),
+            false => Body::from(stored.body.clone()),
+        };
+        (stored.status, stored.headers.clone(), body)
+    };
+    let mut res = Response::new(body);
+    *res.status_mut() = status_code;
+    *res.headers_mut() = headers;
+    res.headers_mut().insert(http::header::AGE, HeaderValue::from(age.as_secs()));
+    append_status(res.headers_mut(), &status);
+    res
+}
+
+/// Whether the client's `If-None-Match` (else `If-Modified-Since`) holds
+/// for the stored response (RFC 9110 §13.2.2).
+fn not_modified(request: &HeaderMap, stored: &Stored) -> bool {
+    if stored.status != StatusCode::OK {
+        return false;
+    }
+    if request.contains_key(IF_NONE_MATCH) {
+        let Some(etag) = stored.headers.get(ETAG).and_then(|e| e.to_str().ok()) else {
+            return false;
+        };
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        return request.get_all(IF_NONE_MATCH).iter().any(|line| {
+            line.to_str().unwrap_or_default().split(',').any(|tag| {
+                tag.trim() == "*" || opaque(tag) == opaque(etag)
+            })
+        });
+    }
+    let since = request.get(IF_MODIFIED_SINCE).and_then(|v| freshness::http_date(v.as_bytes()));
+    let modified = stored.headers.get(LAST_MODIFIED).and_then(|v| freshness::http_date(v.as_bytes()));
+    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+}
+
+fn gateway_timeout() -> Response {
+    let mut res = Response::new(Body::default());
+    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    cache_status(&mut res, "fwd=miss; detail=only-if-cached");
+    res
+}
+
+fn cache_status(res: &mut Response, what: &str) {
+    append_status(res.headers_mut(), what);
+}
+
+/// Adds this cache's member to `Cache-Status` (after those of the caches
+/// nearer the origin).
+fn append_status(headers: &mut HeaderMap, what: &str) {
+    if let Ok(value) = HeaderValue::from_str(&format!("stackway; {what}")) {
+        headers.append(CACHE_STATUS, value);
+    }
+}
+
+/// The right to fetch a target for the others waiting on it; they are let
+/// go when it is dropped (its response stored, or found not to be).
+struct Leader {
+    shared: Arc<Shared>,
+    key: String,
+    _done: watch::Sender<()>,
+}
+
+enum Lock {
+    Leader(Leader),
+    Wait(watch::Receiver<()>),
+}
+
+impl Shared {
+    fn lock(self: &Arc<Self>, key: &str) -> Lock {
+        let mut fetching = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(done) = fetching.get(key) {
+            return Lock::Wait(done.clone());
+        }
+        let (done, waiting) = watch::channel(());
+        fetching.insert(key.to_owned(), waiting);
+        Lock::Leader(Leader {
+            shared: self.clone(),
+            key: key.to_owned(),
+            _done: done,
+        })
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        (self.shared.fetching.lock().unwrap_or_else(PoisonError::into_inner)).remove(&self.key);
+    }
+}
+
+/// A body passed on as it comes and kept on the side: stored once whole
+/// (its end seen, or its declared length reached: a server stops polling a
+/// body there), dropped once longer than `max` or failed.
+struct Tee {
+    body: Body,
+    expected: Option<u64>,
+    kept: BytesMut,
+    max: usize,
+    keep: Option<Box<dyn FnOnce(Bytes) + Send>>,
+    /// Let go with the body: its end, its failure, or the client going away.
+    leader: Option<Leader>,
+}
+
+impl http_body::Body for Tee {
+    type Data = Bytes;
+    type Error = stackway::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, stackway::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if this.keep.is_some() && this.kept.len() + data.len() <= this.max {
+                        this.kept.extend_from_slice(data);
+                    } else {
+                        this.keep = None;
+                        this.kept = BytesMut::new();
+                    }
+                }
+                if this.body.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Err(_))) => {
+                this.keep = None;
+                this.leader = None;
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // An empty body is polled once all the same, and stored then.
+        self.keep.is_none() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Tee {
+    /// The body is whole: stored, and the misses waiting for it let go.
+    fn finish(&mut self) {
+        if let Some(keep) = self.keep.take() {
+            keep(std::mem::take(&mut self.kept).freeze());
+        }
+        self.leader = None;
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        if self.expected.is_some_and(|len| len == self.kept.len() as u64) {
+            self.finish();
+        }
+    }
+}
