@@ -87,6 +87,155 @@ impl Directives {
     }
 }
 
+/// The directives a response gives this cache: its `CDN-Cache-Control`'s if
+/// it has a valid one (then `true`: `Expires` does not count either), else
+/// its `Cache-Control`'s.
+pub(crate) fn of_response(headers: &HeaderMap) -> (Directives, bool) {
+    match targeted(headers) {
+        Some(directives) => (directives, true),
+        None => (Directives::of(headers, &http::header::CACHE_CONTROL), false),
+    }
+}
+
+/// The directives of a response's `CDN-Cache-Control` (RFC 9213), which a
+/// gateway follows in place of `Cache-Control` and `Expires`; `None` when
+/// there is none, or it is not a valid Structured Field dictionary with
+/// directives of the right types (then it is ignored).
+fn targeted(headers: &HeaderMap) -> Option<Directives> {
+    let mut lines = headers.get_all("cdn-cache-control").iter().peekable();
+    lines.peek()?;
+    let mut directives = Directives::default();
+    for line in lines {
+        for (name, value) in dictionary(line.as_bytes())? {
+            const DELTAS: [&str; 4] = ["max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"];
+            const FLAGS: [&str; 7] = [
+                "no-store", "no-cache", "private", "public", "must-revalidate", "proxy-revalidate",
+                "must-understand",
+            ];
+            match value {
+                Item::Integer(n) if DELTAS.contains(&name.as_str()) => {
+                    let seconds = u64::try_from(n).ok()?.min(DELTA_MAX);
+                    directives.set(&name, Some(seconds.to_string()));
+                }
+                Item::True if FLAGS.contains(&name.as_str()) => directives.set(&name, None),
+                // A known directive of the wrong type: the field is ignored.
+                _ if DELTAS.contains(&name.as_str()) || FLAGS.contains(&name.as_str()) => {
+                    return None;
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(directives)
+}
+
+/// A Structured Field bare item, as far as cache directives care.
+enum Item {
+    True,
+    Integer(i64),
+    Other,
+}
+
+/// The members of a Structured Field dictionary (RFC 8941 §3.2) and their
+/// values; `None` when the field is not one.
+fn dictionary(line: &[u8]) -> Option<Vec<(String, Item)>> {
+    let mut members = Vec::new();
+    let mut rest = trim(line);
+    while !rest.is_empty() {
+        let key_len = rest
+            .iter()
+            .position(|&b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b)))
+            .unwrap_or(rest.len());
+        let key = &rest[..key_len];
+        if !key.first().is_some_and(|b| b.is_ascii_lowercase() || *b == b'*') {
+            return None;
+        }
+        rest = &rest[key_len..];
+        let item = match rest.first() {
+            Some(b'=') => {
+                let (item, after) = bare_item(&rest[1..])?;
+                rest = after;
+                item
+            }
+            _ => Item::True,
+        };
+        // Parameters: `;key[=item]`, read and set aside.
+        while let Some(b';') = rest.first() {
+            rest = trim(&rest[1..]);
+            let len = rest
+                .iter()
+                .position(|&b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b)))
+                .unwrap_or(rest.len());
+            if len == 0 {
+                return None;
+            }
+            rest = &rest[len..];
+            if let Some(b'=') = rest.first() {
+                rest = bare_item(&rest[1..])?.1;
+            }
+        }
+        members.push((String::from_utf8_lossy(key).into_owned(), item));
+        rest = trim(rest);
+        match rest.first() {
+            None => break,
+            Some(b',') => {
+                rest = trim(&rest[1..]);
+                if rest.is_empty() {
+                    return None;
+                }
+            }
+            Some(_) => return None,
+        }
+    }
+    Some(members)
+}
+
+/// One bare item at the start of `input`, and what follows it.
+fn bare_item(input: &[u8]) -> Option<(Item, &[u8])> {
+    let end = |pred: fn(u8) -> bool| input.iter().position(|&b| !pred(b)).unwrap_or(input.len());
+    match input.first()? {
+        b'-' | b'0'..=b'9' => {
+            let len = 1 + input[1..].iter().position(|b| !(b.is_ascii_digit() || *b == b'.')).unwrap_or(input.len() - 1);
+            let number = std::str::from_utf8(&input[..len]).ok()?;
+            let item = match number.contains('.') {
+                false if number.trim_start_matches('-').len() <= 15 => Item::Integer(number.parse().ok()?),
+                false => return None,
+                true => {
+                    number.parse::<f64>().ok()?;
+                    Item::Other
+                }
+            };
+            Some((item, &input[len..]))
+        }
+        b'"' => {
+            let mut escaped = false;
+            for (i, &b) in input.iter().enumerate().skip(1) {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => return Some((Item::Other, &input[i + 1..])),
+                    0x20..=0x7e => {}
+                    _ => return None,
+                }
+            }
+            None
+        }
+        b':' => {
+            let len = 1 + input[1..].iter().position(|&b| b == b':')?;
+            Some((Item::Other, &input[len + 1..]))
+        }
+        b'?' => match input.get(1)? {
+            b'0' | b'1' => Some((Item::Other, &input[2..])),
+            _ => None,
+        },
+        b if b.is_ascii_alphabetic() || *b == b'*' => {
+            let len = end(|b| is_tchar(b) || b == b':' || b == b'/');
+            Some((Item::Other, &input[len..]))
+        }
+        _ => None,
+    }
+}
+
 fn first<T>(slot: &mut Option<T>, value: impl FnOnce() -> Option<T>) {
     if slot.is_none() {
         *slot = value();

@@ -28,11 +28,13 @@ pub(crate) struct Timing {
 }
 
 /// A response's freshness lifetime as a shared cache computes it (§4.2.1):
-/// `s-maxage`, `max-age`, `Expires` less `Date`, else a heuristic for a
-/// response that allows one; an invalid value makes it stale.
+/// `s-maxage`, `max-age`, `Expires` less `Date` (unless the directives are
+/// `CDN-Cache-Control`'s: `targeted`), else a heuristic for a response that
+/// allows one; an invalid value makes it stale.
 pub(crate) fn lifetime(
     headers: &HeaderMap,
     cc: &Directives,
+    targeted: bool,
     status: StatusCode,
     timing: Timing,
 ) -> Duration {
@@ -40,7 +42,7 @@ pub(crate) fn lifetime(
         return Duration::from_secs(seconds.or(0));
     }
     let date = date_of(headers, timing);
-    if headers.contains_key(EXPIRES) {
+    if headers.contains_key(EXPIRES) && !targeted {
         let mut lines = headers.get_all(EXPIRES).iter();
         let expires = match (lines.next(), lines.next()) {
             (Some(only), None) => http_date(only.as_bytes()),

@@ -460,7 +460,7 @@ impl<A: App> Cache<A> {
 /// Whether a response to a request with `request` fields may be stored (§3).
 fn storable(request: &HeaderMap, res: &Response) -> bool {
     let status = res.status();
-    let cc = Directives::of(res.headers(), &CACHE_CONTROL);
+    let (cc, _) = directives::of_response(res.headers());
     // must-understand: a status whose caching rules are known here lets no-store go.
     let understood = status.canonical_reason().is_some();
     if status.is_informational()

@@ -6,10 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::CACHE_CONTROL;
 use http::{HeaderMap, StatusCode};
 
-use super::directives::Directives;
+use super::directives::{self, Directives};
 use super::freshness::{self, Timing};
 use super::keys::Variant;
 
@@ -34,8 +33,8 @@ impl Stored {
         variant: Variant,
         timing: Timing,
     ) -> Self {
-        let cc = Directives::of(&headers, &CACHE_CONTROL);
-        let lifetime = freshness::lifetime(&headers, &cc, status, timing);
+        let (cc, targeted) = directives::of_response(&headers);
+        let lifetime = freshness::lifetime(&headers, &cc, targeted, status, timing);
         let initial_age = freshness::initial_age(&headers, timing);
         Self {
             status,
