@@ -18,8 +18,7 @@ use stackway_middleware::{Dispatcher, Proxy, SharedData};
 use crate::listen;
 use crate::values::{
     balance, nameservers, parse_mode, parse_path, parse_processes, parse_proxy_fix, parse_secs,
-    parse_size,
-    required_secs, secs,
+    parse_size, required_secs, secs,
 };
 
 #[derive(Debug, Parser)]

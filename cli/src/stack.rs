@@ -5,8 +5,8 @@ use stackway::BoxApp;
 use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::proxy::ProxyStats;
 use stackway_middleware::{
-    AccessLog, Cache, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders, SharedData,
-    Timeout, TraceContext,
+    AccessLog, Cache, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders,
+    SharedData, Timeout, TraceContext,
 };
 use stackway_wsgi::{Asgi, Wsgi, WsgiStats};
 

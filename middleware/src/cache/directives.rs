@@ -57,14 +57,14 @@ impl Directives {
         let mut directives = Self::default();
         for line in headers.get_all(name) {
             for (name, value) in items(line.as_bytes()) {
-                directives.set(&name, value);
+                directives.set(&name, value.as_deref());
             }
         }
         directives
     }
 
-    fn set(&mut self, name: &str, value: Option<String>) {
-        let seconds = || Some(delta(value.as_deref()));
+    fn set(&mut self, name: &str, value: Option<&str>) {
+        let seconds = || Some(delta(value));
         match name {
             "max-age" => first(&mut self.max_age, seconds),
             "s-maxage" => first(&mut self.s_maxage, seconds),
@@ -72,7 +72,7 @@ impl Directives {
             "stale-while-revalidate" => first(&mut self.stale_while_revalidate, seconds),
             "stale-if-error" => first(&mut self.stale_if_error, seconds),
             "max-stale" => first(&mut self.max_stale, || {
-                Some(value.as_deref().map(|v| delta(Some(v)).or(0)))
+                Some(value.map(|v| delta(Some(v)).or(0)))
             }),
             "no-store" => self.no_store = true,
             "no-cache" => self.no_cache = true,
@@ -107,15 +107,25 @@ fn targeted(headers: &HeaderMap) -> Option<Directives> {
     let mut directives = Directives::default();
     for line in lines {
         for (name, value) in dictionary(line.as_bytes())? {
-            const DELTAS: [&str; 4] = ["max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"];
+            const DELTAS: [&str; 4] = [
+                "max-age",
+                "s-maxage",
+                "stale-while-revalidate",
+                "stale-if-error",
+            ];
             const FLAGS: [&str; 7] = [
-                "no-store", "no-cache", "private", "public", "must-revalidate", "proxy-revalidate",
+                "no-store",
+                "no-cache",
+                "private",
+                "public",
+                "must-revalidate",
+                "proxy-revalidate",
                 "must-understand",
             ];
             match value {
                 Item::Integer(n) if DELTAS.contains(&name.as_str()) => {
                     let seconds = u64::try_from(n).ok()?.min(DELTA_MAX);
-                    directives.set(&name, Some(seconds.to_string()));
+                    directives.set(&name, Some(&seconds.to_string()));
                 }
                 Item::True if FLAGS.contains(&name.as_str()) => directives.set(&name, None),
                 // A known directive of the wrong type: the field is ignored.
@@ -147,7 +157,10 @@ fn dictionary(line: &[u8]) -> Option<Vec<(String, Item)>> {
             .position(|&b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b)))
             .unwrap_or(rest.len());
         let key = &rest[..key_len];
-        if !key.first().is_some_and(|b| b.is_ascii_lowercase() || *b == b'*') {
+        if !key
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || *b == b'*')
+        {
             return None;
         }
         rest = &rest[key_len..];
@@ -164,7 +177,9 @@ fn dictionary(line: &[u8]) -> Option<Vec<(String, Item)>> {
             rest = trim(&rest[1..]);
             let len = rest
                 .iter()
-                .position(|&b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b)))
+                .position(|&b| {
+                    !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b))
+                })
                 .unwrap_or(rest.len());
             if len == 0 {
                 return None;
@@ -195,10 +210,15 @@ fn bare_item(input: &[u8]) -> Option<(Item, &[u8])> {
     let end = |pred: fn(u8) -> bool| input.iter().position(|&b| !pred(b)).unwrap_or(input.len());
     match input.first()? {
         b'-' | b'0'..=b'9' => {
-            let len = 1 + input[1..].iter().position(|b| !(b.is_ascii_digit() || *b == b'.')).unwrap_or(input.len() - 1);
+            let len = 1 + input[1..]
+                .iter()
+                .position(|b| !(b.is_ascii_digit() || *b == b'.'))
+                .unwrap_or(input.len() - 1);
             let number = std::str::from_utf8(&input[..len]).ok()?;
             let item = match number.contains('.') {
-                false if number.trim_start_matches('-').len() <= 15 => Item::Integer(number.parse().ok()?),
+                false if number.trim_start_matches('-').len() <= 15 => {
+                    Item::Integer(number.parse().ok()?)
+                }
                 false => return None,
                 true => {
                     number.parse::<f64>().ok()?;
@@ -358,16 +378,31 @@ mod tests {
     fn arguments_are_tokens_or_quoted_strings_and_the_first_occurrence_counts() {
         assert_eq!(of(&["max-age=3600"]).max_age, Some(Delta::Seconds(3600)));
         assert_eq!(of(&["MAX-AGE=003600"]).max_age, Some(Delta::Seconds(3600)));
-        assert_eq!(of(&["max-age=\"3600\""]).max_age, Some(Delta::Seconds(3600)));
+        assert_eq!(
+            of(&["max-age=\"3600\""]).max_age,
+            Some(Delta::Seconds(3600))
+        );
         assert_eq!(of(&["max-age='3600'"]).max_age, Some(Delta::Invalid));
         assert_eq!(of(&["max-age=3600.0"]).max_age, Some(Delta::Invalid));
         assert_eq!(of(&["max-age=-1"]).max_age, Some(Delta::Invalid));
-        assert_eq!(of(&["max-age=1, max-age=3600"]).max_age, Some(Delta::Seconds(1)));
-        assert_eq!(of(&["max-age=1", "max-age=3600"]).max_age, Some(Delta::Seconds(1)));
-        assert_eq!(of(&["max-age=99999999999999999999"]).max_age, Some(Delta::Seconds(DELTA_MAX)));
+        assert_eq!(
+            of(&["max-age=1, max-age=3600"]).max_age,
+            Some(Delta::Seconds(1))
+        );
+        assert_eq!(
+            of(&["max-age=1", "max-age=3600"]).max_age,
+            Some(Delta::Seconds(1))
+        );
+        assert_eq!(
+            of(&["max-age=99999999999999999999"]).max_age,
+            Some(Delta::Seconds(DELTA_MAX))
+        );
         // Inside quotes, neither a comma nor a directive counts.
         let quoted = of(&["foo=\"max-age=3600, public\", no-cache"]);
-        assert_eq!((quoted.max_age, quoted.public, quoted.no_cache), (None, false, true));
+        assert_eq!(
+            (quoted.max_age, quoted.public, quoted.no_cache),
+            (None, false, true)
+        );
         // Not a token before the `=`, or after it.
         assert_eq!(of(&["max-age =3600"]).max_age, None);
         assert_eq!(of(&["max-age= 3600"]).max_age, None);

@@ -48,13 +48,20 @@ pub(crate) fn lifetime(
             (Some(only), None) => http_date(only.as_bytes()),
             _ => None,
         };
-        return expires.map_or(Duration::ZERO, |e| e.duration_since(date).unwrap_or_default());
+        return expires.map_or(Duration::ZERO, |e| {
+            e.duration_since(date).unwrap_or_default()
+        });
     }
     if !(heuristically_cacheable(status) || cc.public) {
         return Duration::ZERO;
     }
-    match headers.get(LAST_MODIFIED).and_then(|v| http_date(v.as_bytes())) {
-        Some(modified) => (date.duration_since(modified).unwrap_or_default() / 10).min(HEURISTIC_MAX),
+    match headers
+        .get(LAST_MODIFIED)
+        .and_then(|v| http_date(v.as_bytes()))
+    {
+        Some(modified) => {
+            (date.duration_since(modified).unwrap_or_default() / 10).min(HEURISTIC_MAX)
+        }
         None => Duration::ZERO,
     }
 }
@@ -86,7 +93,11 @@ fn age_value(headers: &HeaderMap) -> Duration {
     let Some(line) = headers.get(AGE) else {
         return Duration::ZERO;
     };
-    let first = line.as_bytes().split(|&b| b == b',').next().unwrap_or_default();
+    let first = line
+        .as_bytes()
+        .split(|&b| b == b',')
+        .next()
+        .unwrap_or_default();
     let first = first.trim_ascii();
     if first.is_empty() || !first.iter().all(u8::is_ascii_digit) {
         return Duration::ZERO;
@@ -107,7 +118,10 @@ pub(crate) fn http_date(value: &[u8]) -> Option<SystemTime> {
         // Sun, 06 Nov 1994 08:49:37 GMT
         [weekday, day, month, year, time, gmt] if weekday.ends_with(',') => {
             let weekday = weekday.strip_suffix(',')?;
-            (weekday.len() == 3 && gmt.eq_ignore_ascii_case("GMT") && day.len() == 2 && year.len() == 4)
+            (weekday.len() == 3
+                && gmt.eq_ignore_ascii_case("GMT")
+                && day.len() == 2
+                && year.len() == 4)
                 .then_some(())?;
             (*day, *month, year.parse::<i64>().ok()?, *time)
         }
@@ -120,7 +134,12 @@ pub(crate) fn http_date(value: &[u8]) -> Option<SystemTime> {
             (day.len() == 2 && year.len() == 2 && date.next().is_none()).then_some(())?;
             // Two digits: the century within 50 years of now (RFC 9110 §5.6.7).
             let year: i64 = year.parse().ok()?;
-            (day, month, if year < 70 { 2000 + year } else { 1900 + year }, *time)
+            (
+                day,
+                month,
+                if year < 70 { 2000 + year } else { 1900 + year },
+                *time,
+            )
         }
         // Sun Nov  6 08:49:37 1994
         [weekday, month, "", day, time, year] if day.len() == 1 => {
@@ -133,7 +152,10 @@ pub(crate) fn http_date(value: &[u8]) -> Option<SystemTime> {
         }
         _ => return None,
     };
-    let day: i64 = day.bytes().all(|b| b.is_ascii_digit()).then(|| day.parse().ok())??;
+    let day: i64 = day
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| day.parse().ok())??;
     const MONTHS: [&str; 12] = [
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
     ];
@@ -195,8 +217,14 @@ mod tests {
         ] {
             assert_eq!(http_date(bad.as_bytes()), None, "{bad}");
         }
-        assert_eq!(http_date(b"Thu, 01 Jan 1970 00:00:00 GMT"), Some(UNIX_EPOCH));
-        assert_eq!(http_date(b"Tue, 19 Jan 2038 03:14:08 GMT"), Some(at(1 << 31)));
+        assert_eq!(
+            http_date(b"Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(UNIX_EPOCH)
+        );
+        assert_eq!(
+            http_date(b"Tue, 19 Jan 2038 03:14:08 GMT"),
+            Some(at(1 << 31))
+        );
     }
 
     #[test]

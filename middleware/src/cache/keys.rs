@@ -24,7 +24,10 @@ pub(crate) fn primary(req: &Request) -> String {
 pub(crate) fn same_origin(primary_key: &str, uri: &str) -> Option<String> {
     let uri: Uri = uri.parse().ok()?;
     let origin_end = primary_key.find("://")? + 3;
-    let origin_end = origin_end + primary_key[origin_end..].find('/').unwrap_or(primary_key.len() - origin_end);
+    let origin_end = origin_end
+        + primary_key[origin_end..]
+            .find('/')
+            .unwrap_or(primary_key.len() - origin_end);
     let origin = &primary_key[..origin_end];
     match (uri.scheme_str(), uri.authority()) {
         (None, None) => {

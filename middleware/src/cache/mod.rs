@@ -71,8 +71,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_LOCATION, ETAG,
-    HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, PRAGMA,
+    AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_LOCATION, ETAG, HeaderName,
+    HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, PRAGMA,
 };
 use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
@@ -245,7 +245,8 @@ impl<A: App> App for Cache<A> {
                         self.shared.counters.hits.fetch_add(1, Ordering::Relaxed);
                         // A negative ttl: stale, as the request's max-stale allows.
                         let ttl = stored.lifetime.as_secs() as i64 - age.as_secs() as i64;
-                        return serve(&req, &stored, age, format!("hit; ttl={ttl}"));
+                        let what = format!("hit; ttl={ttl}");
+                        return serve(req.method(), req.headers(), &stored, age, &what);
                     }
                     Use::Validate if asked.cc.only_if_cached => return gateway_timeout(),
                     Use::Validate => return self.revalidate(req, key, stored, &asked).await,
@@ -263,7 +264,9 @@ impl<A: App> App for Cache<A> {
                 return self.fetch(req, key, &asked, fwd, None).await;
             }
             match self.shared.lock(&key) {
-                Lock::Leader(leader) => return self.fetch(req, key, &asked, fwd, Some(leader)).await,
+                Lock::Leader(leader) => {
+                    return self.fetch(req, key, &asked, fwd, Some(leader)).await;
+                }
                 Lock::Wait(mut done) => {
                     let _ = tokio::time::timeout(self.shared.lock_timeout, done.changed()).await;
                     waited = true;
@@ -285,7 +288,11 @@ fn usable(stored: &Stored, age: Duration, asked: &Asked) -> Use {
     if stored.cc.no_cache || asked.no_cache {
         return Use::Validate;
     }
-    if asked.cc.max_age.is_some_and(|max| age.as_secs() > max.or(0)) {
+    if asked
+        .cc
+        .max_age
+        .is_some_and(|max| age.as_secs() > max.or(0))
+    {
         return Use::Validate;
     }
     let left = stored.lifetime.saturating_sub(age);
@@ -439,7 +446,10 @@ impl<A: App> Cache<A> {
             }
             return self.keep(res, key, &client, timing, "fwd=stale", None);
         }
-        self.shared.counters.revalidated.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .revalidated
+            .fetch_add(1, Ordering::Relaxed);
         let updated = Stored::new(
             stored.status,
             updated_fields(&stored.headers, res.headers()),
@@ -447,11 +457,13 @@ impl<A: App> Cache<A> {
             stored.variant.clone(),
             timing,
         );
-        let age = freshness::initial_age(&updated.headers, timing);
-        let mut request = http::Request::new(());
-        *request.headers_mut() = client;
-        *request.method_mut() = if asked.head { Method::HEAD } else { Method::GET };
-        let res = serve_parts(&request, &updated, age, "fwd=stale; fwd-status=304".to_owned());
+        let age = updated.age(timing.received);
+        let method = if asked.head {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let res = serve(&method, &client, &updated, age, "fwd=stale; fwd-status=304");
         self.shared.store.update(&key, &stored, updated);
         res
     }
@@ -528,36 +540,45 @@ fn updated_fields(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
     updated
 }
 
-/// The stored response for `req`: a `304` when the client's own
-/// conditions hold, else the response itself, its body left out for HEAD.
-fn serve(req: &Request, stored: &Stored, age: Duration, status: String) -> Response {
-    let mut head = http::Request::new(());
-    *head.method_mut() = req.method().clone();
-    *head.headers_mut() = req.headers().clone();
-    serve_parts(&head, stored, age, status)
-}
-
-fn serve_parts(req: &http::Request<()>, stored: &Stored, age: Duration, status: String) -> Response {
-    let (status_code, headers, body) = if not_modified(req.headers(), stored) {
+/// The stored response for a `method` request with `request` fields: a
+/// `304` when the client's own conditions hold, else the response itself,
+/// its body left out for HEAD.
+fn serve(
+    method: &Method,
+    request: &HeaderMap,
+    stored: &Stored,
+    age: Duration,
+    what: &str,
+) -> Response {
+    let (status, headers, body) = if not_modified(request, stored) {
         let mut headers = HeaderMap::new();
-        for name in ["cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"] {
+        for name in [
+            "cache-control",
+            "content-location",
+            "date",
+            "etag",
+            "expires",
+            "vary",
+            "last-modified",
+        ] {
             for value in stored.headers.get_all(name) {
                 headers.append(name, value.clone());
             }
         }
         (StatusCode::NOT_MODIFIED, headers, Body::default())
     } else {
-        let body = match *req.method() == Method::HEAD {
+        let body = match *method == Method::HEAD {
             true => Body::default(),
             false => Body::from(stored.body.clone()),
         };
         (stored.status, stored.headers.clone(), body)
     };
     let mut res = Response::new(body);
-    *res.status_mut() = status_code;
+    *res.status_mut() = status;
     *res.headers_mut() = headers;
-    res.headers_mut().insert(http::header::AGE, HeaderValue::from(age.as_secs()));
-    append_status(res.headers_mut(), &status);
+    res.headers_mut()
+        .insert(http::header::AGE, HeaderValue::from(age.as_secs()));
+    append_status(res.headers_mut(), what);
     res
 }
 
@@ -573,13 +594,19 @@ fn not_modified(request: &HeaderMap, stored: &Stored) -> bool {
         };
         let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
         return request.get_all(IF_NONE_MATCH).iter().any(|line| {
-            line.to_str().unwrap_or_default().split(',').any(|tag| {
-                tag.trim() == "*" || opaque(tag) == opaque(etag)
-            })
+            line.to_str()
+                .unwrap_or_default()
+                .split(',')
+                .any(|tag| tag.trim() == "*" || opaque(tag) == opaque(etag))
         });
     }
-    let since = request.get(IF_MODIFIED_SINCE).and_then(|v| freshness::http_date(v.as_bytes()));
-    let modified = stored.headers.get(LAST_MODIFIED).and_then(|v| freshness::http_date(v.as_bytes()));
+    let since = request
+        .get(IF_MODIFIED_SINCE)
+        .and_then(|v| freshness::http_date(v.as_bytes()));
+    let modified = stored
+        .headers
+        .get(LAST_MODIFIED)
+        .and_then(|v| freshness::http_date(v.as_bytes()));
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
 }
 
@@ -633,7 +660,12 @@ impl Shared {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        (self.shared.fetching.lock().unwrap_or_else(PoisonError::into_inner)).remove(&self.key);
+        (self
+            .shared
+            .fetching
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
+        .remove(&self.key);
     }
 }
 
@@ -706,7 +738,10 @@ impl Tee {
 
 impl Drop for Tee {
     fn drop(&mut self) {
-        if self.expected.is_some_and(|len| len == self.kept.len() as u64) {
+        if self
+            .expected
+            .is_some_and(|len| len == self.kept.len() as u64)
+        {
             self.finish();
         }
     }

@@ -1,0 +1,207 @@
+//! The HTTP cache in front of a real app over real sockets: what the HTTP
+//! caching test suite (`benches/cache-tests`) does not cover.
+
+use stackway_test_support as support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use stackway::{Body, Request, Response};
+use stackway_middleware::{Cache, Lint};
+use support::http::Conn;
+use support::{Running, server};
+
+/// How many requests the origin saw, by path.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Seen {
+    fn count(&self, path: &str) -> usize {
+        self.0.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+fn response(status: StatusCode, headers: &[(&str, &str)], body: Body) -> Response {
+    let mut builder = http::Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(body).unwrap()
+}
+
+/// The origin: `/fresh` (a minute), `/slow` (200 ms to answer), `/etag`
+/// (always validated), `/big/N` (1 MiB each), `/huge` (64 MiB, no length).
+fn origin(seen: Seen) -> impl stackway::App {
+    move |req: Request| {
+        let seen = seen.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let n = {
+                let mut counts = seen.0.lock().unwrap();
+                let n = counts.entry(path.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            if req.method() == http::Method::POST {
+                return response(StatusCode::OK, &[], Body::from("posted"));
+            }
+            match path.as_str() {
+                "/fresh" => response(
+                    StatusCode::OK,
+                    &[("cache-control", "max-age=60")],
+                    Body::from(format!("version {n}")),
+                ),
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    response(
+                        StatusCode::OK,
+                        &[("cache-control", "max-age=60")],
+                        Body::from("slow"),
+                    )
+                }
+                "/etag"
+                    if req
+                        .headers()
+                        .get("if-none-match")
+                        .is_some_and(|t| t == "\"v1\"") =>
+                {
+                    response(
+                        StatusCode::NOT_MODIFIED,
+                        &[
+                            ("etag", "\"v1\""),
+                            ("cache-control", "max-age=0"),
+                            ("x-checked", &n.to_string()),
+                        ],
+                        Body::default(),
+                    )
+                }
+                "/etag" => response(
+                    StatusCode::OK,
+                    &[
+                        ("etag", "\"v1\""),
+                        ("cache-control", "max-age=0"),
+                        ("x-checked", "0"),
+                    ],
+                    Body::from("tagged"),
+                ),
+                "/huge" => {
+                    let chunks =
+                        (0..64).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'h'; 1 << 20])));
+                    response(
+                        StatusCode::OK,
+                        &[("cache-control", "max-age=60")],
+                        Body::from_stream(futures_util::stream::iter(chunks)),
+                    )
+                }
+                big if big.starts_with("/big/") => response(
+                    StatusCode::OK,
+                    &[("cache-control", "max-age=60")],
+                    Body::from(vec![b'b'; 1 << 20]),
+                ),
+                _ => response(StatusCode::NOT_FOUND, &[], Body::default()),
+            }
+        }
+    }
+}
+
+fn serve(capacity: usize) -> (Running, Seen, stackway_middleware::cache::CacheStats) {
+    let seen = Seen::default();
+    let cache = Cache::new(origin(seen.clone()), capacity);
+    let stats = cache.stats();
+    (
+        Running::start(server().workers(2), Lint::strict(cache)),
+        seen,
+        stats,
+    )
+}
+
+#[test]
+fn a_fresh_response_is_served_again_and_an_unsafe_request_invalidates_it() {
+    let (running, seen, stats) = serve(64 << 20);
+    let mut conn = Conn::open(running.addr);
+    let first = conn.get("/fresh");
+    assert_eq!(first.text(), "version 1");
+    assert_eq!(
+        first.header("cache-status"),
+        Some("stackway; fwd=uri-miss; stored")
+    );
+    let again = conn.get("/fresh");
+    assert_eq!(again.text(), "version 1");
+    assert_eq!(again.header("cache-status"), Some("stackway; hit; ttl=60"));
+    assert_eq!(again.header("age"), Some("0"));
+    assert_eq!(seen.count("/fresh"), 1);
+    conn.send(b"POST /fresh HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(conn.read_response().text(), "posted");
+    // The POST was the origin's second request to /fresh.
+    assert_eq!(conn.get("/fresh").text(), "version 3");
+    assert_eq!((stats.hits(), stats.misses(), stats.responses()), (1, 2, 1));
+}
+
+#[test]
+fn a_stale_response_is_revalidated_and_a_304_refreshes_its_fields() {
+    let (running, seen, stats) = serve(64 << 20);
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/etag").text(), "tagged");
+    let validated = conn.get("/etag");
+    assert_eq!(validated.status, 200);
+    assert_eq!(validated.text(), "tagged");
+    assert_eq!(validated.header("x-checked"), Some("2"), "the 304's fields");
+    assert_eq!(
+        validated.header("cache-status"),
+        Some("stackway; fwd=stale; fwd-status=304")
+    );
+    // A client's own condition is answered from what the cache holds.
+    conn.send(b"GET /etag HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: \"v1\"\r\n\r\n");
+    assert_eq!(conn.read_head().status, 304);
+    assert_eq!(seen.count("/etag"), 3);
+    assert_eq!(stats.revalidated(), 2);
+}
+
+#[test]
+fn concurrent_misses_for_one_target_make_one_request_to_the_app() {
+    let (running, seen, _) = serve(64 << 20);
+    let addr = running.addr;
+    let clients: Vec<_> = (0..100)
+        .map(|_| std::thread::spawn(move || Conn::open(addr).get("/slow").text()))
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), "slow");
+    }
+    assert_eq!(seen.count("/slow"), 1);
+}
+
+#[test]
+fn the_least_recently_used_go_when_the_bound_is_reached() {
+    // 100 distinct responses of 1 MiB through a 10 MiB cache.
+    let (running, seen, stats) = serve(10 << 20);
+    let mut conn = Conn::open(running.addr);
+    for n in 0..100 {
+        assert_eq!(conn.get(&format!("/big/{n}")).body.len(), 1 << 20);
+    }
+    assert!(stats.bytes() <= 10 << 20, "{} bytes held", stats.bytes());
+    assert!(
+        (8..=10).contains(&stats.responses()),
+        "{} held",
+        stats.responses()
+    );
+    // The latest are still there, the first are gone.
+    conn.get("/big/99");
+    assert_eq!(seen.count("/big/99"), 1);
+    conn.get("/big/0");
+    assert_eq!(seen.count("/big/0"), 2);
+}
+
+#[test]
+fn a_response_longer_than_the_largest_object_streams_through_unstored() {
+    let (running, seen, stats) = serve(16 << 20);
+    for _ in 0..2 {
+        let mut conn = Conn::open(running.addr);
+        let res = conn.get("/huge");
+        assert_eq!(res.body.len(), 64 << 20);
+    }
+    assert_eq!(seen.count("/huge"), 2);
+    assert_eq!(stats.responses(), 0);
+}
