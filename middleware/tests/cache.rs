@@ -54,6 +54,11 @@ fn origin(seen: Seen) -> impl stackway::App {
                     &[("cache-control", "max-age=60")],
                     Body::from(format!("version {n}")),
                 ),
+                "/swr" => response(
+                    StatusCode::OK,
+                    &[("cache-control", "max-age=1, stale-while-revalidate=60")],
+                    Body::from(format!("version {n}")),
+                ),
                 "/slow" => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     response(
@@ -204,4 +209,62 @@ fn a_response_longer_than_the_largest_object_streams_through_unstored() {
     }
     assert_eq!(seen.count("/huge"), 2);
     assert_eq!(stats.responses(), 0);
+}
+
+#[test]
+fn within_stale_while_revalidate_the_stale_response_is_served_and_refreshed_behind_it() {
+    let (running, seen, _) = serve(64 << 20);
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/swr").text(), "version 1");
+    std::thread::sleep(Duration::from_millis(2100));
+    let stale = conn.get("/swr");
+    assert_eq!(stale.text(), "version 1");
+    assert!(
+        stale
+            .header("cache-status")
+            .is_some_and(|s| s.ends_with("detail=stale-while-revalidate")),
+        "{:?}",
+        stale.header("cache-status")
+    );
+    let refreshed = std::time::Instant::now();
+    while seen.count("/swr") < 2 && refreshed.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let fresh = conn.get("/swr");
+    assert_eq!(fresh.text(), "version 2");
+    assert!(
+        fresh
+            .header("cache-status")
+            .unwrap()
+            .starts_with("stackway; hit")
+    );
+    assert_eq!(seen.count("/swr"), 2);
+}
+
+#[test]
+fn with_stale_if_error_a_stale_response_answers_while_the_upstream_is_down() {
+    let upstream = Running::start(server(), |_req: Request| async {
+        response(
+            StatusCode::OK,
+            &[("cache-control", "max-age=1, stale-if-error=60")],
+            Body::from("kept"),
+        )
+    });
+    let proxy = stackway_middleware::Proxy::to(&format!("http://{}", upstream.addr));
+    let running = Running::start(server(), Lint::strict(Cache::new(proxy, 1 << 20)));
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/page").text(), "kept");
+    upstream.stop().unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let stale = conn.get("/page");
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.text(), "kept");
+    assert_eq!(
+        stale.header("cache-status"),
+        Some("stackway; fwd=stale; fwd-status=502; detail=stale-if-error")
+    );
+    // Without it, the upstream's failure is the answer.
+    conn.send(b"GET /page HTTP/1.1\r\nHost: localhost\r\nCache-Control: stale-if-error=0\r\n\r\n");
+    assert_eq!(conn.read_response().status, 502);
 }

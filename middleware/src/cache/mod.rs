@@ -88,7 +88,8 @@ const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// A shared HTTP cache in front of an app; see the [module docs](self).
 pub struct Cache<A> {
-    inner: A,
+    /// Shared with the background revalidations of `stale-while-revalidate`.
+    inner: Arc<A>,
     shared: Arc<Shared>,
 }
 
@@ -114,7 +115,7 @@ impl<A> Cache<A> {
     /// (bodies and fields), the least recently used going first.
     pub fn new(inner: A, capacity: usize) -> Self {
         Self {
-            inner,
+            inner: Arc::new(inner),
             shared: Arc::new(Shared {
                 store: Store::new(capacity),
                 max_object: capacity / 4,
@@ -149,7 +150,10 @@ impl<A> Cache<A> {
         CacheStats(self.shared.clone())
     }
 
-    inner_accessors!();
+    /// The wrapped app.
+    pub fn get_ref(&self) -> &A {
+        &self.inner
+    }
 }
 
 /// A cache's counters: see [`Cache::stats`].
@@ -248,6 +252,13 @@ impl<A: App> App for Cache<A> {
                         let what = format!("hit; ttl={ttl}");
                         return serve(req.method(), req.headers(), &stored, age, &what);
                     }
+                    Use::Refresh => {
+                        self.shared.counters.hits.fetch_add(1, Ordering::Relaxed);
+                        self.refresh_in_background(&req, &key, &stored);
+                        let ttl = stored.lifetime.as_secs() as i64 - age.as_secs() as i64;
+                        let what = format!("hit; ttl={ttl}; detail=stale-while-revalidate");
+                        return serve(req.method(), req.headers(), &stored, age, &what);
+                    }
                     Use::Validate if asked.cc.only_if_cached => return gateway_timeout(),
                     Use::Validate => return self.revalidate(req, key, stored, &asked).await,
                 }
@@ -281,6 +292,9 @@ enum Use {
     Fresh,
     /// Stale, and the request's `max-stale` allows it.
     Stale,
+    /// Stale within the response's `stale-while-revalidate`: served, and
+    /// revalidated in the background.
+    Refresh,
     Validate,
 }
 
@@ -304,19 +318,27 @@ fn usable(stored: &Stored, age: Duration, asked: &Asked) -> Use {
     if age < stored.lifetime {
         return Use::Fresh;
     }
-    let cc = &stored.cc;
-    let must = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
+    if !stored.may_be_served_stale() {
+        return Use::Validate;
+    }
+    let stale_for = (age - stored.lifetime).as_secs();
     match asked.cc.max_stale {
-        Some(limit) if !must => {
-            let stale_for = age - stored.lifetime;
-            match limit {
-                None => Use::Stale,
-                Some(limit) if stale_for.as_secs() <= limit => Use::Stale,
-                Some(_) => Use::Validate,
-            }
-        }
+        Some(None) => return Use::Stale,
+        Some(Some(limit)) if stale_for <= limit => return Use::Stale,
+        _ => {}
+    }
+    match stored.cc.stale_while_revalidate {
+        Some(window) if stale_for <= window.or(0) => Use::Refresh,
         _ => Use::Validate,
     }
+}
+
+/// Whether `stored`, stale by `age`, may answer in place of a server error:
+/// the response's or the request's `stale-if-error` (RFC 5861 §4).
+fn stale_if_error(stored: &Stored, age: Duration, asked: &Asked) -> bool {
+    let stale_for = age.saturating_sub(stored.lifetime).as_secs();
+    let window = asked.cc.stale_if_error.or(stored.cc.stale_if_error);
+    stored.may_be_served_stale() && window.is_some_and(|w| stale_for <= w.or(0))
 }
 
 impl<A: App> Cache<A> {
@@ -406,7 +428,9 @@ impl<A: App> Cache<A> {
         Response::from_parts(parts, body)
     }
 
-    /// Asks the app whether `stored` is still good, with its validators.
+    /// Asks the app whether `stored` is still good: a `304` serves it
+    /// updated, a server error may serve it stale (`stale-if-error`), and
+    /// any other answer is passed on (and stored in its place if it may be).
     async fn revalidate(
         &self,
         req: Request,
@@ -414,59 +438,112 @@ impl<A: App> Cache<A> {
         stored: Arc<Stored>,
         asked: &Asked,
     ) -> Response {
-        let etag = stored.headers.get(ETAG).cloned();
-        let modified = stored.headers.get(LAST_MODIFIED).cloned();
-        if etag.is_none() && modified.is_none() {
-            return self.fetch(req, key, asked, "fwd=stale", None).await;
-        }
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         // The client's own conditions are answered here, from what comes back.
         let client = parts.headers.clone();
-        parts.headers.remove(IF_NONE_MATCH);
-        parts.headers.remove(IF_MODIFIED_SINCE);
-        if let Some(etag) = etag {
-            parts.headers.insert(IF_NONE_MATCH, etag);
-        }
-        if let Some(modified) = modified {
-            parts.headers.insert(IF_MODIFIED_SINCE, modified);
-        }
-        let requested = SystemTime::now();
-        let req = Request::from_parts(parts, body);
-        let res = self.inner.call(req).await;
-        let timing = Timing {
-            requested,
-            received: SystemTime::now(),
-        };
-        if res.status() != StatusCode::NOT_MODIFIED {
-            // A full response: stored in the old one's place if it may be.
-            if asked.head || !storable(&client, &res) {
-                let mut res = res;
-                cache_status(&mut res, "fwd=stale");
-                return res;
+        let method = parts.method.clone();
+        let (refreshed, timing) =
+            refresh(&*self.inner, &self.shared, parts, body, &key, &stored).await;
+        let res = match refreshed {
+            Ok(updated) => {
+                let age = updated.age(timing.received);
+                return serve(&method, &client, &updated, age, "fwd=stale; fwd-status=304");
             }
-            return self.keep(res, key, &client, timing, "fwd=stale", None);
-        }
-        self.shared
-            .counters
-            .revalidated
-            .fetch_add(1, Ordering::Relaxed);
-        let updated = Stored::new(
-            stored.status,
-            updated_fields(&stored.headers, res.headers()),
-            stored.body.clone(),
-            stored.variant.clone(),
-            timing,
-        );
-        let age = updated.age(timing.received);
-        let method = if asked.head {
-            Method::HEAD
-        } else {
-            Method::GET
+            Err(res) => res,
         };
-        let res = serve(&method, &client, &updated, age, "fwd=stale; fwd-status=304");
-        self.shared.store.update(&key, &stored, updated);
-        res
+        let age = stored.age(timing.received);
+        if res.status().is_server_error() && stale_if_error(&stored, age, asked) {
+            let what = format!(
+                "fwd=stale; fwd-status={}; detail=stale-if-error",
+                res.status().as_u16()
+            );
+            return serve(&method, &client, &stored, age, &what);
+        }
+        if asked.head || !storable(&client, &res) {
+            let mut res = res;
+            cache_status(&mut res, "fwd=stale");
+            return res;
+        }
+        self.keep(res, key, &client, timing, "fwd=stale", None)
     }
+
+    /// Revalidates `stored` in a task of its own (one at a time for a
+    /// target), with the request's head and none of its conditions.
+    fn refresh_in_background(&self, req: &Request, key: &str, stored: &Arc<Stored>) {
+        let Lock::Leader(leader) = self.shared.lock(key) else {
+            return;
+        };
+        let mut head = Request::new(Body::default());
+        *head.method_mut() = Method::GET;
+        *head.uri_mut() = req.uri().clone();
+        *head.version_mut() = req.version();
+        *head.headers_mut() = req.headers().clone();
+        *head.extensions_mut() = req.extensions().clone();
+        let (parts, body) = head.into_parts();
+        let (inner, shared) = (self.inner.clone(), self.shared.clone());
+        let (key, stored) = (key.to_owned(), stored.clone());
+        tokio::spawn(async move {
+            let _leader = leader;
+            let request = parts.headers.clone();
+            let (refreshed, timing) = refresh(&*inner, &shared, parts, body, &key, &stored).await;
+            let Err(res) = refreshed else { return };
+            if !storable(&request, &res) {
+                return;
+            }
+            let (parts, body) = res.into_parts();
+            if let Ok(body) = body.collect(shared.max_object).await {
+                let variant = Variant::of(&parts.headers, &request);
+                let headers = storable_fields(&parts.headers);
+                let fresh = Stored::new(parts.status, headers, body, variant, timing);
+                shared.counters.stored.fetch_add(1, Ordering::Relaxed);
+                shared.store.insert(&key, fresh);
+            }
+        });
+    }
+}
+
+/// Asks `inner` about `stored` with its validators (`If-None-Match`,
+/// `If-Modified-Since`) in place of the client's: a `304` updates it in the
+/// store and comes back as `Ok`; any other answer comes back as it is.
+async fn refresh<A: App>(
+    inner: &A,
+    shared: &Shared,
+    mut parts: http::request::Parts,
+    body: Body,
+    key: &str,
+    stored: &Arc<Stored>,
+) -> (Result<Arc<Stored>, Response>, Timing) {
+    parts.headers.remove(IF_NONE_MATCH);
+    parts.headers.remove(IF_MODIFIED_SINCE);
+    let etag = stored.headers.get(ETAG).cloned();
+    let modified = stored.headers.get(LAST_MODIFIED).cloned();
+    let validated = etag.is_some() || modified.is_some();
+    if let Some(etag) = etag {
+        parts.headers.insert(IF_NONE_MATCH, etag);
+    }
+    if let Some(modified) = modified {
+        parts.headers.insert(IF_MODIFIED_SINCE, modified);
+    }
+    let requested = SystemTime::now();
+    let res = inner.call(Request::from_parts(parts, body)).await;
+    let timing = Timing {
+        requested,
+        received: SystemTime::now(),
+    };
+    if !validated || res.status() != StatusCode::NOT_MODIFIED {
+        shared.counters.misses.fetch_add(1, Ordering::Relaxed);
+        return (Err(res), timing);
+    }
+    shared.counters.revalidated.fetch_add(1, Ordering::Relaxed);
+    let updated = Arc::new(Stored::new(
+        stored.status,
+        updated_fields(&stored.headers, res.headers()),
+        stored.body.clone(),
+        stored.variant.clone(),
+        timing,
+    ));
+    shared.store.update(key, stored, updated.clone());
+    (Ok(updated), timing)
 }
 
 /// Whether a response to a request with `request` fields may be stored (§3).

@@ -53,6 +53,12 @@ impl Stored {
         self.initial_age + now.duration_since(self.timing.received).unwrap_or_default()
     }
 
+    /// Whether it may be served stale at all (§4.2.4): not when it says
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`.
+    pub(crate) fn may_be_served_stale(&self) -> bool {
+        !(self.cc.must_revalidate || self.cc.proxy_revalidate || self.cc.s_maxage.is_some())
+    }
+
     fn size(&self) -> usize {
         let headers: usize = self
             .headers
@@ -129,7 +135,8 @@ impl Store {
     /// Stores `stored` under `key`, in place of a response for the same
     /// requests; evicts the least recently used until it fits. One larger
     /// than the whole store is not kept.
-    pub(crate) fn insert(&self, key: &str, stored: Stored) {
+    pub(crate) fn insert(&self, key: &str, stored: impl Into<Arc<Stored>>) {
+        let stored = stored.into();
         let size = stored.size();
         if size > self.capacity {
             return;
@@ -159,13 +166,13 @@ impl Store {
             id,
             used_at: id,
             size,
-            stored: Arc::new(stored),
+            stored,
         });
     }
 
     /// Puts `updated` in the place of `old` (a validated response), if
     /// `old` is still stored.
-    pub(crate) fn update(&self, key: &str, old: &Arc<Stored>, updated: Stored) {
+    pub(crate) fn update(&self, key: &str, old: &Arc<Stored>, updated: Arc<Stored>) {
         let stale = self.lock().entries.get(key).and_then(|slots| {
             slots
                 .iter()
