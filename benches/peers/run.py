@@ -37,10 +37,12 @@ WSGI = ["wsgi-hello", "wsgi-cpu"]
 ASGI = ["asgi-hello", "ws-echo"]
 # uwsgi-flask: nginx in front (uwsgi_pass) of stackway or uWSGI serving the same Flask app.
 PYTHON_SCENARIOS = WSGI + ASGI + ["uwsgi-flask"]
-SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy", "proxy-https"] + PYTHON_SCENARIOS
+SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy", "proxy-https", "cache-hit"] + PYTHON_SCENARIOS
 # proxy: to the raw hyper peer; proxy-https: to a stackway over TLS (a test certificate for
-# localhost, checked by both proxies), each over a keep-alive pool.
-PROXY = ["proxy", "proxy-https"]
+# localhost, checked by both proxies), each over a keep-alive pool; cache-hit: a response of
+# the hyper peer's with max-age, answered from the proxy's cache (stackway --cache 64MiB,
+# nginx proxy_cache in memory-backed files).
+PROXY = ["proxy", "proxy-https", "cache-hit"]
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn", "uwsgi"]
 # `stackway-before`: another stackway binary (--before PATH), for a before/after in one run;
 # `stackway-1p`: stackway with one process, for what --processes adds in the Python scenarios.
@@ -217,6 +219,10 @@ def nginx_conf(tmp, port, static, upstream=None, scenario=None):
                           f'proxy_ssl_trusted_certificate {upstream_certificate(tmp)[0]}; '
                           'proxy_ssl_name localhost; proxy_ssl_server_name on; '
                           'proxy_ssl_session_reuse on; }')
+    cache_zone = ""
+    if scenario == "cache-hit":
+        cache_zone = f"proxy_cache_path {tmp}/nginx-cache-{port} keys_zone=hits:10m;"
+        proxy_location = proxy_location.replace("proxy_pass http://up/;", "proxy_pass http://up/; proxy_cache hits;")
     if scenario == "uwsgi-flask":
         # nginx as the front of a uWSGI deployment: uwsgi_params, uwsgi_pass (no keep-alive:
         # nginx opens a connection a request to a uwsgi backend).
@@ -243,6 +249,7 @@ http {{
     uwsgi_temp_path {tmp}/nginx-uwsgi;
     scgi_temp_path {tmp}/nginx-scgi;
     {upstream_block}
+    {cache_zone}
     {gzip}
     server {{
         listen 127.0.0.1:{port};
@@ -318,6 +325,8 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
                   "--proxy-ca", str(upstream_certificate(tmp)[0])]
     elif upstream and server == "stackway":
         flags += ["--mount", f"/proxy=http://127.0.0.1:{upstream}"]
+    if server == "stackway" and scenario == "cache-hit":
+        flags += ["--cache", "64MiB"]
     for prefix in DEEP_MOUNTS:
         flags += ["--mount", f"{prefix}=hello"]
     if scenario in COMPRESSED:
@@ -414,6 +423,8 @@ def scenario_request(scenario, port):
         return "/users/42", [], 200
     if scenario in COMPRESSED:
         return "/static/64k.html", [f"Accept-Encoding: {scenario.rsplit('-', 1)[1]}"], 200
+    if scenario == "cache-hit":
+        return "/proxy/cached/users/42", [], 200
     if scenario in PROXY:
         return "/proxy/users/42", [], 200
     if scenario in PYTHON_SCENARIOS:
@@ -478,7 +489,7 @@ def slow_reader(server, seconds):
 
 def run_once(server_name, scenario, static, tmp, args):
     # The proxy scenarios' upstream, the same for both proxies.
-    upstream = {"proxy": "hyper", "proxy-https": "tls-upstream"}.get(scenario)
+    upstream = {"proxy": "hyper", "proxy-https": "tls-upstream", "cache-hit": "hyper"}.get(scenario)
     upstream = Server(upstream, static, tmp) if upstream else None
     server = Server(server_name, static, tmp, upstream.port if upstream else None, scenario)
     # uwsgi-flask: the load goes to nginx, in front of the server measured.
