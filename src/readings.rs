@@ -55,3 +55,20 @@ pub struct PoolReading {
     /// Requests cut off for running past their limit (harakiri).
     pub harakiri: u64,
 }
+
+/// An HTTP cache as it stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheReading {
+    /// Requests answered from the cache without the app.
+    pub hits: u64,
+    /// Requests that went to the app with nothing usable stored.
+    pub misses: u64,
+    /// Stored responses the app said were still good (a `304`).
+    pub revalidated: u64,
+    /// Responses stored, since the start.
+    pub stored: u64,
+    /// Responses held now.
+    pub responses: u64,
+    /// Bytes held now, bodies and fields.
+    pub bytes: u64,
+}

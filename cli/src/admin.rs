@@ -30,6 +30,9 @@ pub(crate) fn observed(
     for (mount, stats) in sources.pools {
         metrics = metrics.pool(&mount, move || stats.reading());
     }
+    if let Some(stats) = sources.cache {
+        metrics = metrics.cache("serve", move || stats.reading());
+    }
     let listeners = server
         .local_addrs()
         .iter()

@@ -3,6 +3,7 @@
 
 use stackway::BoxApp;
 use stackway_middleware::access_log::LogFormat;
+use stackway_middleware::cache::CacheStats;
 use stackway_middleware::proxy::ProxyStats;
 use stackway_middleware::{
     AccessLog, Cache, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders,
@@ -106,7 +107,9 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     }
     // Inside Compress: one stored response serves every encoding.
     if let Some(capacity) = args.cache {
-        app = BoxApp::new(Cache::new(app, capacity));
+        let cache = Cache::new(app, capacity);
+        sources.cache = Some(cache.stats());
+        app = BoxApp::new(cache);
     }
     if args.compress {
         app = BoxApp::new(Compress::new(app));
@@ -160,4 +163,6 @@ pub(crate) struct Sources {
     pub(crate) pools: Vec<(String, WsgiStats)>,
     /// The ASGI apps, whose lifespan shuts down once the server has drained.
     pub(crate) lifespans: Vec<Asgi>,
+    /// `--cache`'s counters.
+    pub(crate) cache: Option<CacheStats>,
 }

@@ -127,6 +127,51 @@ fn mounts_keep_alive_pipelining_and_404() {
 }
 
 #[test]
+fn cache_keeps_what_http_lets_it_and_counts_it_in_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page.txt");
+    std::fs::write(&page, "old news").unwrap();
+    // Modified long ago: fresh for a day by the heuristic (RFC 9111 §4.2.2).
+    let touched = Command::new("touch")
+        .args(["-d", "2020-01-01", page.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let root = format!("/s={}", dir.path().display());
+    let server = Stackway::serve(&[
+        "--static",
+        &root,
+        "--cache",
+        "1MiB",
+        "--metrics",
+        "/metrics",
+    ]);
+    let mut conn = Conn::open(server.addr);
+    let first = conn.get("/s/page.txt");
+    assert_eq!(first.text(), "old news");
+    assert_eq!(
+        first.header("cache-status"),
+        Some("stackway; fwd=uri-miss; stored")
+    );
+    let again = conn.get("/s/page.txt");
+    assert_eq!(again.text(), "old news");
+    assert!(
+        again
+            .header("cache-status")
+            .unwrap()
+            .starts_with("stackway; hit; ttl=")
+    );
+    let metrics = conn.get("/metrics").text();
+    for line in [
+        "stackway_cache_hits_total{cache=\"serve\"} 1",
+        "stackway_cache_stored_total{cache=\"serve\"} 1",
+        "stackway_cache_responses{cache=\"serve\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+#[test]
 fn mounts_proxy_to_upstreams_one_or_a_pool() {
     // Two stackway processes as upstreams, a third in front of them.
     let a = Stackway::serve(&["--mount", "/=demo"]);

@@ -76,6 +76,7 @@ use http::header::{
 };
 use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
+use stackway::readings::CacheReading;
 use stackway::{App, Body, Request, Response};
 use tokio::sync::watch;
 
@@ -189,6 +190,19 @@ impl CacheStats {
     /// Bytes held now, bodies and fields.
     pub fn bytes(&self) -> usize {
         self.0.store.held().bytes
+    }
+
+    /// All of the above at once, as metrics read them ([`Metrics::cache`](crate::Metrics::cache)).
+    pub fn reading(&self) -> CacheReading {
+        let held = self.0.store.held();
+        CacheReading {
+            hits: self.hits(),
+            misses: self.misses(),
+            revalidated: self.revalidated(),
+            stored: self.stored(),
+            responses: held.responses as u64,
+            bytes: held.bytes as u64,
+        }
     }
 }
 

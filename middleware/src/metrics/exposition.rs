@@ -10,7 +10,7 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet, 
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use stackway::readings::{PoolReading, UpstreamReading};
+use stackway::readings::{CacheReading, PoolReading, UpstreamReading};
 
 use super::{METHODS, OUTCOMES, STATUSES, State};
 
@@ -244,6 +244,63 @@ impl Collector for Collect {
                 let mut family = encoder.encode_descriptor(name, help, None, kind)?;
                 for (mount, reading) in &readings {
                     let labels = [("mount", *mount)];
+                    let mut metric = family.encode_family(&labels)?;
+                    match kind {
+                        MetricType::Gauge => metric.encode_gauge(&value(reading))?,
+                        _ => {
+                            metric.encode_counter::<NoLabelSet, f64, u64>(&value(reading), None)?
+                        }
+                    }
+                }
+            }
+        }
+        if !state.caches.is_empty() {
+            let readings: Vec<(&str, CacheReading)> = state
+                .caches
+                .iter()
+                .map(|(name, read)| (name.as_str(), read()))
+                .collect();
+            for (name, help, kind, value) in [
+                (
+                    "stackway_cache_hits",
+                    "Requests answered from the cache without the app.",
+                    MetricType::Counter,
+                    (|r: &CacheReading| r.hits as f64) as fn(&CacheReading) -> f64,
+                ),
+                (
+                    "stackway_cache_misses",
+                    "Requests that went to the app with nothing usable stored.",
+                    MetricType::Counter,
+                    |r| r.misses as f64,
+                ),
+                (
+                    "stackway_cache_revalidated",
+                    "Stored responses the app said were still good.",
+                    MetricType::Counter,
+                    |r| r.revalidated as f64,
+                ),
+                (
+                    "stackway_cache_stored",
+                    "Responses stored.",
+                    MetricType::Counter,
+                    |r| r.stored as f64,
+                ),
+                (
+                    "stackway_cache_responses",
+                    "Responses held.",
+                    MetricType::Gauge,
+                    |r| r.responses as f64,
+                ),
+                (
+                    "stackway_cache_bytes",
+                    "Bytes held, bodies and fields.",
+                    MetricType::Gauge,
+                    |r| r.bytes as f64,
+                ),
+            ] {
+                let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+                for (cache, reading) in &readings {
+                    let labels = [("cache", *cache)];
                     let mut metric = family.encode_family(&labels)?;
                     match kind {
                         MetricType::Gauge => metric.encode_gauge(&value(reading))?,

@@ -53,7 +53,7 @@ use http::{HeaderValue, Method, header};
 use http_body::Body as _;
 
 use stackway::notes::{Mount, Notes, Noting, Served};
-use stackway::readings::{PoolReading, ServerReading, UpstreamReading};
+use stackway::readings::{CacheReading, PoolReading, ServerReading, UpstreamReading};
 use stackway::{App, IntoResponse, Request, Response};
 
 /// Serves Prometheus metrics at a path and counts every other request; see
@@ -87,6 +87,7 @@ impl<A> Metrics<A> {
                 errors: Mutex::default(),
                 upstreams: Vec::new(),
                 pools: Vec::new(),
+                caches: Vec::new(),
             }),
         }
     }
@@ -140,6 +141,21 @@ impl<A> Metrics<A> {
             .expect("configured before it is shared")
             .pools
             .push((mount.to_owned(), Box::new(read)));
+        self
+    }
+
+    /// Also reports an HTTP cache named `name`: `read` is called at each
+    /// scrape (`stackway_cache_*{cache}`), as in `.cache("pages", move ||
+    /// stats.reading())` with a [`Cache::stats`](crate::Cache::stats).
+    pub fn cache(
+        mut self,
+        name: &str,
+        read: impl Fn() -> CacheReading + Send + Sync + 'static,
+    ) -> Self {
+        Arc::get_mut(&mut self.state)
+            .expect("configured before it is shared")
+            .caches
+            .push((name.to_owned(), Box::new(read)));
         self
     }
 
@@ -379,6 +395,8 @@ struct State {
     upstreams: Vec<(String, Reader<Vec<UpstreamReading>>)>,
     /// Thread pools reported, by mount prefix: read at each scrape.
     pools: Vec<(String, Reader<PoolReading>)>,
+    /// HTTP caches reported, by name: read at each scrape.
+    caches: Vec<(String, Reader<CacheReading>)>,
 }
 
 /// How a statistic kept elsewhere is read at each scrape.
