@@ -280,6 +280,68 @@ fn with_flask(args: &[&str]) -> Option<Stackway> {
     Some(Stackway::serve(&args))
 }
 
+/// `body` gunzipped, by Python's gzip.
+fn gunzip(body: &[u8]) -> String {
+    use std::io::Write;
+    let mut python = Command::new("python3")
+        .args([
+            "-c",
+            "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    python.stdin.take().unwrap().write_all(body).unwrap();
+    String::from_utf8(python.wait_with_output().unwrap().stdout).unwrap()
+}
+
+#[test]
+fn a_flask_page_behind_the_cache_is_computed_once_per_variant_and_compressed_outside_it() {
+    let Some(server) = with_flask(&[
+        "--mount",
+        "/=wsgi:flask_app:app",
+        "--cache",
+        "1MiB",
+        "--compress",
+        "--wsgi-threads",
+        "1",
+    ]) else {
+        return;
+    };
+    let mut conn = Conn::open(server.addr);
+    let mut get = |encoding: &str| {
+        conn.send(format!("GET /cached HTTP/1.1\r\nHost: x\r\n{encoding}\r\n").as_bytes());
+        conn.read_response()
+    };
+    let gzip = "Accept-Encoding: gzip\r\n";
+    let first = get(gzip);
+    assert_eq!(first.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        first.header("cache-status"),
+        Some("stackway; fwd=uri-miss; stored")
+    );
+    assert!(gunzip(&first.body).starts_with("computed 1 times\n"));
+    let again = get(gzip);
+    assert!(
+        again
+            .header("cache-status")
+            .unwrap()
+            .starts_with("stackway; hit")
+    );
+    assert!(gunzip(&again.body).starts_with("computed 1 times\n"));
+    // Another Accept-Encoding is another variant (Vary), computed once too.
+    let plain = get("");
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(
+        plain.header("cache-status"),
+        Some("stackway; fwd=vary-miss; stored")
+    );
+    assert!(plain.text().starts_with("computed 2 times\n"));
+    assert!(get("").text().starts_with("computed 2 times\n"));
+    assert!(gunzip(&get(gzip).body).starts_with("computed 1 times\n"));
+}
+
 #[test]
 fn mounts_python_wsgi_apps() {
     let Some(server) = with_flask(&[

@@ -430,8 +430,13 @@ impl<A: App> Cache<A> {
                 .store
                 .insert(&key, Stored::new(status, headers, body, variant, timing));
         };
+        // Where a server stops polling: the body's own length, else the head's.
+        let expected = body.size_hint().exact().or_else(|| {
+            let length = parts.headers.get(CONTENT_LENGTH)?;
+            length.to_str().ok()?.parse().ok()
+        });
         let body = Body::new(Tee {
-            expected: body.size_hint().exact(),
+            expected,
             body,
             kept: BytesMut::new(),
             max: self.shared.max_object,
@@ -793,7 +798,10 @@ impl http_body::Body for Tee {
                         this.kept = BytesMut::new();
                     }
                 }
-                if this.body.is_end_stream() {
+                let whole = this
+                    .expected
+                    .is_some_and(|len| len == this.kept.len() as u64);
+                if this.body.is_end_stream() || whole {
                     this.finish();
                 }
             }

@@ -57,3 +57,15 @@ def upload():
 def download(mib):
     chunk = b"d" * (1 << 20)
     return app.response_class((chunk for _ in range(mib)), mimetype="application/octet-stream")
+
+
+_cached_calls = 0
+
+
+@app.route("/cached")
+def cached():
+    """A page worth caching: fresh for a minute, a variant per Accept-Encoding."""
+    global _cached_calls
+    _cached_calls += 1
+    body = f"computed {_cached_calls} times\n" + "x" * 4096
+    return body, 200, {"Cache-Control": "max-age=60", "Vary": "Accept-Encoding"}
