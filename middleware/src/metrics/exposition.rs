@@ -23,6 +23,34 @@ pub(super) fn render(state: &Arc<State>) -> String {
     out
 }
 
+/// A family read from a part's reading: its name, help, type and value.
+type Family<R> = (&'static str, &'static str, MetricType, fn(&R) -> f64);
+
+/// Each of `families`, one sample per reading, labelled `label` with the
+/// reading's name; nothing when there is no reading.
+fn families<R>(
+    encoder: &mut DescriptorEncoder<'_>,
+    label: &'static str,
+    readings: &[(&str, R)],
+    families: &[Family<R>],
+) -> fmt::Result {
+    if readings.is_empty() {
+        return Ok(());
+    }
+    for (name, help, kind, value) in families {
+        let mut family = encoder.encode_descriptor(name, help, None, *kind)?;
+        for (who, reading) in readings {
+            let labels = [(label, *who)];
+            let mut metric = family.encode_family(&labels)?;
+            match kind {
+                MetricType::Gauge => metric.encode_gauge(&value(reading))?,
+                _ => metric.encode_counter::<NoLabelSet, f64, u64>(&value(reading), None)?,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The state, encoded at each scrape.
 #[derive(Debug)]
 struct Collect(Arc<State>);
@@ -197,120 +225,90 @@ impl Collector for Collect {
                 }
             }
         }
-        if !state.pools.is_empty() {
-            let readings: Vec<(&str, PoolReading)> = state
-                .pools
-                .iter()
-                .map(|(mount, read)| (mount.as_str(), read()))
-                .collect();
-            for (name, help, kind, value) in [
-                (
-                    "stackway_pool_threads",
-                    "Threads in the pool.",
-                    MetricType::Gauge,
-                    (|r: &PoolReading| r.threads as f64) as fn(&PoolReading) -> f64,
-                ),
-                (
-                    "stackway_pool_busy",
-                    "Threads running a request.",
-                    MetricType::Gauge,
-                    |r| r.busy as f64,
-                ),
-                (
-                    "stackway_pool_queued",
-                    "Requests waiting for a free thread.",
-                    MetricType::Gauge,
-                    |r| r.queued as f64,
-                ),
-                (
-                    "stackway_pool_jobs",
-                    "Requests a thread has taken.",
-                    MetricType::Counter,
-                    |r| r.jobs as f64,
-                ),
-                (
-                    "stackway_pool_wait_seconds",
-                    "Seconds requests waited for a thread, in all.",
-                    MetricType::Counter,
-                    |r| r.waited_seconds,
-                ),
-                (
-                    "stackway_pool_harakiri",
-                    "Requests cut off for running past their limit.",
-                    MetricType::Counter,
-                    |r| r.harakiri as f64,
-                ),
-            ] {
-                let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-                for (mount, reading) in &readings {
-                    let labels = [("mount", *mount)];
-                    let mut metric = family.encode_family(&labels)?;
-                    match kind {
-                        MetricType::Gauge => metric.encode_gauge(&value(reading))?,
-                        _ => {
-                            metric.encode_counter::<NoLabelSet, f64, u64>(&value(reading), None)?
-                        }
-                    }
-                }
-            }
-        }
-        if !state.caches.is_empty() {
-            let readings: Vec<(&str, CacheReading)> = state
-                .caches
-                .iter()
-                .map(|(name, read)| (name.as_str(), read()))
-                .collect();
-            for (name, help, kind, value) in [
-                (
-                    "stackway_cache_hits",
-                    "Requests answered from the cache without the app.",
-                    MetricType::Counter,
-                    (|r: &CacheReading| r.hits as f64) as fn(&CacheReading) -> f64,
-                ),
-                (
-                    "stackway_cache_misses",
-                    "Requests that went to the app with nothing usable stored.",
-                    MetricType::Counter,
-                    |r| r.misses as f64,
-                ),
-                (
-                    "stackway_cache_revalidated",
-                    "Stored responses the app said were still good.",
-                    MetricType::Counter,
-                    |r| r.revalidated as f64,
-                ),
-                (
-                    "stackway_cache_stored",
-                    "Responses stored.",
-                    MetricType::Counter,
-                    |r| r.stored as f64,
-                ),
-                (
-                    "stackway_cache_responses",
-                    "Responses held.",
-                    MetricType::Gauge,
-                    |r| r.responses as f64,
-                ),
-                (
-                    "stackway_cache_bytes",
-                    "Bytes held, bodies and fields.",
-                    MetricType::Gauge,
-                    |r| r.bytes as f64,
-                ),
-            ] {
-                let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-                for (cache, reading) in &readings {
-                    let labels = [("cache", *cache)];
-                    let mut metric = family.encode_family(&labels)?;
-                    match kind {
-                        MetricType::Gauge => metric.encode_gauge(&value(reading))?,
-                        _ => {
-                            metric.encode_counter::<NoLabelSet, f64, u64>(&value(reading), None)?
-                        }
-                    }
-                }
-            }
-        }
+        let pools: Vec<(&str, PoolReading)> = (state.pools.iter())
+            .map(|(mount, read)| (mount.as_str(), read()))
+            .collect();
+        let pool_families: [Family<PoolReading>; 6] = [
+            (
+                "stackway_pool_threads",
+                "Threads in the pool.",
+                MetricType::Gauge,
+                |r| r.threads as f64,
+            ),
+            (
+                "stackway_pool_busy",
+                "Threads running a request.",
+                MetricType::Gauge,
+                |r| r.busy as f64,
+            ),
+            (
+                "stackway_pool_queued",
+                "Requests waiting for a free thread.",
+                MetricType::Gauge,
+                |r| r.queued as f64,
+            ),
+            (
+                "stackway_pool_jobs",
+                "Requests a thread has taken.",
+                MetricType::Counter,
+                |r| r.jobs as f64,
+            ),
+            (
+                "stackway_pool_wait_seconds",
+                "Seconds requests waited for a thread, in all.",
+                MetricType::Counter,
+                |r| r.waited_seconds,
+            ),
+            (
+                "stackway_pool_harakiri",
+                "Requests cut off for running past their limit.",
+                MetricType::Counter,
+                |r| r.harakiri as f64,
+            ),
+        ];
+        families(&mut encoder, "mount", &pools, &pool_families)?;
+        let caches: Vec<(&str, CacheReading)> = (state.caches.iter())
+            .map(|(name, read)| (name.as_str(), read()))
+            .collect();
+        let cache_families: [Family<CacheReading>; 6] = [
+            (
+                "stackway_cache_hits",
+                "Requests answered from the cache without the app.",
+                MetricType::Counter,
+                |r| r.hits as f64,
+            ),
+            (
+                "stackway_cache_misses",
+                "Requests that went to the app with nothing usable stored.",
+                MetricType::Counter,
+                |r| r.misses as f64,
+            ),
+            (
+                "stackway_cache_revalidated",
+                "Stored responses the app said were still good.",
+                MetricType::Counter,
+                |r| r.revalidated as f64,
+            ),
+            (
+                "stackway_cache_stored",
+                "Responses stored.",
+                MetricType::Counter,
+                |r| r.stored as f64,
+            ),
+            (
+                "stackway_cache_responses",
+                "Responses held.",
+                MetricType::Gauge,
+                |r| r.responses as f64,
+            ),
+            (
+                "stackway_cache_bytes",
+                "Bytes held, bodies and fields.",
+                MetricType::Gauge,
+                |r| r.bytes as f64,
+            ),
+        ];
+        families(&mut encoder, "cache", &caches, &cache_families)?;
         let uptime = state.started.elapsed().as_secs_f64();
         encoder
             .encode_descriptor(
