@@ -42,6 +42,11 @@ pub fn command(program: &str, package: &str) -> bool {
     found || missing(&format!("{program} is not installed ({package})"))
 }
 
+/// Whether `path` exists; `what` says what it is.
+pub fn exists(path: &Path, what: &str) -> bool {
+    path.exists() || missing(&format!("{} is not there ({what})", path.display()))
+}
+
 /// The first of `paths` that exists.
 pub fn file(paths: &[&'static str], package: &str) -> Option<&'static str> {
     let found = paths.iter().copied().find(|path| Path::new(path).exists());
