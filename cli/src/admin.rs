@@ -30,8 +30,8 @@ pub(crate) fn observed(
     for (mount, stats) in sources.pools {
         metrics = metrics.pool(&mount, move || stats.reading());
     }
-    if let Some(stats) = sources.cache {
-        metrics = metrics.cache("serve", move || stats.reading());
+    for (name, stats) in sources.caches {
+        metrics = metrics.cache(&name, move || stats.reading());
     }
     let listeners = server
         .local_addrs()

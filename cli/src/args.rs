@@ -314,6 +314,8 @@ pub(crate) struct ServeArgs {
 pub(crate) struct Mount {
     pub(crate) prefix: String,
     pub(crate) target: Target,
+    /// A `[[mount]]`'s own HTTP cache, of this many bytes.
+    pub(crate) cache: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -397,6 +399,7 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
     Ok(Mount {
         prefix: prefix.to_owned(),
         target,
+        cache: None,
     })
 }
 

@@ -187,6 +187,9 @@ struct MountTable {
     venv: Option<PathBuf>,
     /// With `venv`: the mount's own `pythonpath`, in place of the server's.
     pythonpath: Option<Vec<PathBuf>>,
+    /// An HTTP cache of its own, of this size.
+    #[serde(default, deserialize_with = "size")]
+    cache: Option<usize>,
 }
 
 /// `[[static]]`: a folder or file at a prefix, with SharedData's options.
@@ -385,6 +388,7 @@ impl MountTable {
             }
             Target::App(_) | Target::Asgi(_) => {}
         }
+        mount.cache = self.cache;
         Ok((mount, venv))
     }
 }

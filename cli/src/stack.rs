@@ -36,8 +36,13 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     }
     let mut dispatcher = Dispatcher::default();
     let mut sources = Sources::default();
-    for Mount { prefix, target } in &args.mounts {
-        let app = match (target, crate::venvs::socket(args, prefix)) {
+    for Mount {
+        prefix,
+        target,
+        cache,
+    } in &args.mounts
+    {
+        let mut app = match (target, crate::venvs::socket(args, prefix)) {
             (Target::App(app), _) => app.clone(),
             (Target::Proxy(upstreams, options), _) => {
                 let mut proxy = options.apply(
@@ -90,6 +95,11 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                 BoxApp::new(asgi)
             }
         };
+        if let Some(capacity) = *cache {
+            let cache = Cache::new(app, capacity);
+            sources.caches.push((prefix.clone(), cache.stats()));
+            app = BoxApp::new(cache);
+        }
         dispatcher = dispatcher
             .try_mount(prefix, app)
             .map_err(|e| e.to_string())?;
@@ -108,7 +118,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     // Inside Compress: one stored response serves every encoding.
     if let Some(capacity) = args.cache {
         let cache = Cache::new(app, capacity);
-        sources.cache = Some(cache.stats());
+        sources.caches.push(("serve".to_owned(), cache.stats()));
         app = BoxApp::new(cache);
     }
     if args.compress {
@@ -163,6 +173,6 @@ pub(crate) struct Sources {
     pub(crate) pools: Vec<(String, WsgiStats)>,
     /// The ASGI apps, whose lifespan shuts down once the server has drained.
     pub(crate) lifespans: Vec<Asgi>,
-    /// `--cache`'s counters.
-    pub(crate) cache: Option<CacheStats>,
+    /// The HTTP caches' counters: `--cache`'s as `serve`, a mount's by its prefix.
+    pub(crate) caches: Vec<(String, CacheStats)>,
 }

@@ -131,6 +131,17 @@ fn the_example_file_serves_every_listener_mount_and_export() {
         metrics.contains(r#"stackway_upstream_up{mount="/api",upstream="#),
         "{metrics}"
     );
+    // The file's caches: /py's own (its one request a miss), and the server's, which
+    // stored the static pages (`max-age`) it saw.
+    assert!(
+        metrics.contains(r#"stackway_cache_misses_total{cache="/py"} 1"#),
+        "{metrics}"
+    );
+    let held = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(r#"stackway_cache_responses{cache="serve"} "#))
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(held.is_some_and(|n| n >= 2.0), "{metrics}");
     // The middleware the file switches on.
     assert!(page.header("x-request-id").is_some());
     assert_eq!(page.header("x-content-type-options"), Some("nosniff"));

@@ -74,6 +74,12 @@ fn missing(what: &str) -> bool {
 /// points stackway at their own venv. `None` (the test skipped, saying why)
 /// when `venv` or PyPI is out of reach.
 pub fn python_venv(dir: &Path, requirements: &[&str]) -> Option<std::path::PathBuf> {
+    // One at a time: two tests of a binary asking for the same virtualenv on a new
+    // machine would both make it, and one pip would trip over the other's files.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let site = dir.join("lib/python3.11/site-packages");
     let ready = dir.join("stackway-requirements.txt");
     let wanted = requirements.join("\n");
