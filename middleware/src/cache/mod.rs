@@ -258,24 +258,20 @@ impl<A: App> App for Cache<A> {
             if let Some(stored) = self.shared.store.find(&key, req.headers()) {
                 let now = SystemTime::now();
                 let age = stored.age(now);
-                match usable(&stored, age, &asked) {
-                    Use::Fresh | Use::Stale => {
-                        self.shared.counters.hits.fetch_add(1, Ordering::Relaxed);
-                        // A negative ttl: stale, as the request's max-stale allows.
-                        let ttl = stored.lifetime.as_secs() as i64 - age.as_secs() as i64;
-                        let what = format!("hit; ttl={ttl}");
-                        return serve(req.method(), req.headers(), &stored, age, &what);
-                    }
+                let detail = match usable(&stored, age, &asked) {
+                    Use::Fresh | Use::Stale => "",
                     Use::Refresh => {
-                        self.shared.counters.hits.fetch_add(1, Ordering::Relaxed);
                         self.refresh_in_background(&req, &key, &stored);
-                        let ttl = stored.lifetime.as_secs() as i64 - age.as_secs() as i64;
-                        let what = format!("hit; ttl={ttl}; detail=stale-while-revalidate");
-                        return serve(req.method(), req.headers(), &stored, age, &what);
+                        "; detail=stale-while-revalidate"
                     }
                     Use::Validate if asked.cc.only_if_cached => return gateway_timeout(),
                     Use::Validate => return self.revalidate(req, key, stored, &asked).await,
-                }
+                };
+                self.shared.counters.hits.fetch_add(1, Ordering::Relaxed);
+                // A negative ttl: stale, as max-stale or stale-while-revalidate allows.
+                let ttl = stored.lifetime.as_secs() as i64 - age.as_secs() as i64;
+                let what = format!("hit; ttl={ttl}{detail}");
+                return serve(req.method(), req.headers(), &stored, age, &what);
             }
             if asked.cc.only_if_cached {
                 return gateway_timeout();
