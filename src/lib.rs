@@ -56,6 +56,7 @@ mod error;
 pub mod extract;
 pub mod notes;
 pub mod prelude;
+pub mod range;
 pub mod readings;
 pub mod response;
 pub mod server;

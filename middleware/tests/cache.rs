@@ -268,3 +268,26 @@ fn with_stale_if_error_a_stale_response_answers_while_the_upstream_is_down() {
     conn.send(b"GET /page HTTP/1.1\r\nHost: localhost\r\nCache-Control: stale-if-error=0\r\n\r\n");
     assert_eq!(conn.read_response().status, 502);
 }
+
+#[test]
+fn a_range_is_answered_from_a_stored_whole_response() {
+    let (running, seen, _) = serve(64 << 20);
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/fresh").text(), "version 1");
+    let mut ask = |range: &str| {
+        conn.send(format!("GET /fresh HTTP/1.1\r\nHost: localhost\r\n{range}\r\n").as_bytes());
+        conn.read_response()
+    };
+    let part = ask("Range: bytes=0-6\r\n");
+    assert_eq!(part.status, 206);
+    assert_eq!(part.text(), "version");
+    assert_eq!(part.header("content-range"), Some("bytes 0-6/9"));
+    assert_eq!(ask("Range: bytes=-1\r\n").text(), "1");
+    // An If-Range the stored response fails: the whole of it.
+    let whole = ask("Range: bytes=0-6\r\nIf-Range: \"other\"\r\n");
+    assert_eq!((whole.status, whole.text().as_str()), (200, "version 1"));
+    let outside = ask("Range: bytes=100-\r\n");
+    assert_eq!(outside.status, 416);
+    assert_eq!(outside.header("content-range"), Some("bytes */9"));
+    assert_eq!(seen.count("/fresh"), 1);
+}

@@ -71,11 +71,13 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_LOCATION, ETAG, HeaderName,
-    HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, PRAGMA,
+    AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_RANGE,
+    ETAG, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED,
+    LOCATION, PRAGMA, RANGE,
 };
 use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
+use stackway::range::{self, Ranges};
 use stackway::readings::CacheReading;
 use stackway::{App, Body, Request, Response};
 use tokio::sync::watch;
@@ -658,6 +660,8 @@ fn serve(
             }
         }
         (StatusCode::NOT_MODIFIED, headers, Body::default())
+    } else if let Some((status, headers, body)) = part(method, request, stored) {
+        (status, headers, body)
     } else {
         let body = match *method == Method::HEAD {
             true => Body::default(),
@@ -672,6 +676,59 @@ fn serve(
         .insert(http::header::AGE, HeaderValue::from(age.as_secs()));
     append_status(res.headers_mut(), what);
     res
+}
+
+/// The part of a stored `200` that a `GET` with one range asks for (206),
+/// or `416` for a range outside it; `None` (the whole response) without a
+/// range, with several, or with an `If-Range` the stored response fails.
+fn part(
+    method: &Method,
+    request: &HeaderMap,
+    stored: &Stored,
+) -> Option<(StatusCode, HeaderMap, Body)> {
+    if *method != Method::GET || stored.status != StatusCode::OK {
+        return None;
+    }
+    let asked = request.get(RANGE)?.to_str().ok()?;
+    if let Some(condition) = request.get(IF_RANGE) {
+        // A strong validator only (RFC 9110 §13.1.5): an ETag compared strongly, or
+        // the exact Last-Modified date.
+        let condition = condition.as_bytes();
+        let holds = match condition.first() {
+            Some(b'"') => stored
+                .headers
+                .get(ETAG)
+                .is_some_and(|etag| etag.as_bytes() == condition),
+            _ => stored
+                .headers
+                .get(LAST_MODIFIED)
+                .is_some_and(|modified| modified.as_bytes() == condition),
+        };
+        if !holds {
+            return None;
+        }
+    }
+    let len = stored.body.len() as u64;
+    let mut headers = stored.headers.clone();
+    headers.remove(CONTENT_LENGTH);
+    match range::parse(asked, len) {
+        Ranges::Ignore => None,
+        Ranges::Satisfiable(ranges) if ranges.len() > 1 => None,
+        Ranges::Satisfiable(ranges) => {
+            let part = &ranges[0];
+            let content_range = format!("bytes {}-{}/{len}", part.start, part.end - 1);
+            headers.insert(CONTENT_RANGE, HeaderValue::from_str(&content_range).ok()?);
+            let body = stored.body.slice(part.start as usize..part.end as usize);
+            Some((StatusCode::PARTIAL_CONTENT, headers, Body::from(body)))
+        }
+        Ranges::Unsatisfiable => {
+            headers.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).ok()?,
+            );
+            Some((StatusCode::RANGE_NOT_SATISFIABLE, headers, Body::default()))
+        }
+    }
 }
 
 /// Whether the client's `If-None-Match` (else `If-Modified-Since`) holds

@@ -75,7 +75,6 @@ mod error;
 mod export;
 mod headers;
 mod path;
-mod range;
 mod respond;
 
 use std::fmt;

@@ -13,7 +13,7 @@ use stackway::{Body, FilePart, Html, IntoResponse, Request, RequestExt, Response
 
 use super::entry::{Content, File};
 use super::headers::{self, Precondition};
-use super::range::{self, Ranges};
+use stackway::range::{self, Ranges};
 
 /// What an export's options add to every file response.
 pub(super) struct Headers<'a> {

@@ -1,5 +1,6 @@
 //! `Range: bytes=…` (RFC 9110 §14): parsing that never panics and bounds its
-//! work, and the ranges a response will carry.
+//! work, and the ranges a response will carry; what a static file server and
+//! a cache answering from a stored response both read.
 
 use std::ops::Range;
 
@@ -13,7 +14,7 @@ const COALESCE_GAP: u64 = 80;
 
 /// What a `Range` header asks of a representation `len` bytes long.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Ranges {
+pub enum Ranges {
     /// No usable header (absent, another unit, bad syntax, too many ranges):
     /// send the whole representation with 200.
     Ignore,
@@ -34,7 +35,7 @@ pub(crate) enum Ranges {
 ///            bytes=1000-       → Unsatisfiable
 ///            bytes=5-1, bytes= → Ignore           (invalid syntax)
 /// ```
-pub(crate) fn parse(header: &str, len: u64) -> Ranges {
+pub fn parse(header: &str, len: u64) -> Ranges {
     let Some(specs) = strip_unit(header) else {
         return Ranges::Ignore;
     };
