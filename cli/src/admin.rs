@@ -7,6 +7,7 @@ use stackway_middleware::Metrics;
 use stackway_middleware::metrics::{Exposition, StatusPage};
 
 use crate::args::ServeArgs;
+use crate::purge::Purges;
 use crate::stack::Sources;
 use crate::tree_metrics::TreeMetrics;
 
@@ -43,13 +44,17 @@ pub(crate) fn observed(
         .as_deref()
         .map(|path| metrics.status_page().path(path).listeners(listeners));
     let exposition = args.metrics.as_deref().map(|path| metrics.exposition(path));
-    let tree = TreeMetrics::start(exposition.clone(), status.clone());
+    let tree = (exposition.is_some() || status.is_some())
+        .then(|| TreeMetrics::start(exposition.clone(), status.clone()))
+        .flatten();
+    let purges = admin.is_some().then(|| Purges::new(sources.purgers));
     let observed = BoxApp::new(Observed {
         metrics,
         status,
         exposition,
         tree: tree.clone(),
         admin,
+        purges,
     });
     (observed, tree)
 }
@@ -65,6 +70,8 @@ struct Observed {
     tree: Option<TreeMetrics>,
     /// The admin listener's place among the server's.
     admin: Option<usize>,
+    /// The caches' purges, answered on the admin listener alone.
+    purges: Option<Purges>,
 }
 
 impl App for Observed {
@@ -86,6 +93,9 @@ impl App for Observed {
             }
         }
         if on_admin {
+            if let Some(purges) = self.purges.as_ref().filter(|_| Purges::serves(&req)) {
+                return purges.answer(&req);
+            }
             return stackway::http::StatusCode::NOT_FOUND.into_response();
         }
         self.metrics.call(req).await

@@ -12,6 +12,7 @@ mod admin;
 mod args;
 mod config;
 mod listen;
+mod purge;
 mod recycle;
 mod reload;
 mod restart;
@@ -136,7 +137,7 @@ fn main() -> ExitCode {
     };
     let lifespans = std::mem::take(&mut sources.lifespans);
     let mut tree_metrics = None;
-    if args.metrics.is_some() || args.status.is_some() {
+    if args.metrics.is_some() || args.status.is_some() || purge::on_admin(&args) {
         (app, tree_metrics) = observed(app, &args, &server, opened.admin, sources);
     }
     if let Some(limit) = supervisor::request_limit(&args) {

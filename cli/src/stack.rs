@@ -3,7 +3,7 @@
 
 use stackway::BoxApp;
 use stackway_middleware::access_log::LogFormat;
-use stackway_middleware::cache::CacheStats;
+use stackway_middleware::cache::{CacheStats, Purger};
 use stackway_middleware::proxy::ProxyStats;
 use stackway_middleware::{
     AccessLog, Cache, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders,
@@ -98,6 +98,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
         if let Some(capacity) = *cache {
             let cache = Cache::new(app, capacity);
             sources.caches.push((prefix.clone(), cache.stats()));
+            sources.purgers.push(cache.purger());
             app = BoxApp::new(cache);
         }
         dispatcher = dispatcher
@@ -119,6 +120,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     if let Some(capacity) = args.cache {
         let cache = Cache::new(app, capacity);
         sources.caches.push(("serve".to_owned(), cache.stats()));
+        sources.purgers.push(cache.purger());
         app = BoxApp::new(cache);
     }
     if args.compress {
@@ -175,4 +177,6 @@ pub(crate) struct Sources {
     pub(crate) lifespans: Vec<Asgi>,
     /// The HTTP caches' counters: `--cache`'s as `serve`, a mount's by its prefix.
     pub(crate) caches: Vec<(String, CacheStats)>,
+    /// … and what purges them, for the admin listener.
+    pub(crate) purgers: Vec<Purger>,
 }

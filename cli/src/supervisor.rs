@@ -129,8 +129,8 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
         }
     };
     // Summed metrics: each process writes its share where this one keeps
-    // what the ended ones counted.
-    let observed = args.metrics.is_some() || args.status.is_some();
+    // what the ended ones counted; purges go to all through the same place.
+    let observed = args.metrics.is_some() || args.status.is_some() || crate::purge::on_admin(args);
     let ledger = match observed.then(Ledger::create).transpose() {
         Ok(ledger) => ledger,
         Err(e) => {

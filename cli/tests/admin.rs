@@ -30,7 +30,14 @@ impl At {
 
     /// GET `path` on a connection of its own: the status and the body.
     fn get(&self, path: &str) -> (u16, String) {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        self.ask("GET", path)
+    }
+
+    /// `method` `path` on a connection of its own: the status and the body.
+    fn ask(&self, method: &str, path: &str) -> (u16, String) {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
         let mut answer = String::new();
         match self {
             Self::Tcp(addr) => {
@@ -135,4 +142,58 @@ fn the_app_keeps_its_default_listener_beside_an_admin_listener() {
     let server = serve(&["--admin-bind", "127.0.0.1:0"]);
     assert_eq!(server.listening[0], "http://127.0.0.1:8000");
     roles_are_kept(&At::of(&server.listening[0]), &At::of(&server.listening[1]));
+}
+
+#[test]
+fn the_admin_listener_purges_the_cache_of_every_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page.txt");
+    // Modified long ago: fresh for a day by the heuristic, so kept.
+    let write = |text: &str| {
+        std::fs::write(&page, text).unwrap();
+        let touched = std::process::Command::new("touch")
+            .args(["-d", "2020-01-01"])
+            .arg(&page)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    };
+    write("old news");
+    let root = format!("/s={}", dir.path().display());
+    let args = [
+        "--bind",
+        "127.0.0.1:0",
+        "--admin-bind",
+        "127.0.0.1:0",
+        "--static",
+        &root,
+        "--cache",
+        "1MiB",
+        "--processes",
+        "2",
+    ];
+    let server = Server::start(stackway(&args), 2);
+    let (public, admin) = (At::of(&server.listening[0]), At::of(&server.listening[1]));
+    // Each connection reaches one process or the other.
+    for _ in 0..20 {
+        assert_eq!(public.get("/s/page.txt"), (200, "old news".to_owned()));
+    }
+    write("new news");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(public.get("/s/page.txt").1, "old news", "kept by a cache");
+    assert_ne!(
+        public.ask("POST", "/cache/purge?url=/s/page.txt").0,
+        200,
+        "not on the app's listener"
+    );
+    assert_eq!(admin.get("/cache/purge?url=/s/page.txt").0, 405);
+    assert_eq!(admin.ask("POST", "/cache/purge?page=/s/page.txt").0, 400);
+    let (status, purged) = admin.ask("POST", "/cache/purge?url=%2Fs%2Fpage.txt");
+    assert_eq!(status, 200);
+    assert!(purged.starts_with("{\"purged\":"), "{purged}");
+    // The other process reads the purge within a fifth of a second.
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..20 {
+        assert_eq!(public.get("/s/page.txt"), (200, "new news".to_owned()));
+    }
 }

@@ -54,6 +54,14 @@ fn origin(seen: Seen) -> impl stackway::App {
                     &[("cache-control", "max-age=60")],
                     Body::from(format!("version {n}")),
                 ),
+                "/tagged" => response(
+                    StatusCode::OK,
+                    &[
+                        ("cache-control", "max-age=60"),
+                        ("cache-tag", "news, front"),
+                    ],
+                    Body::from("tagged"),
+                ),
                 "/swr" => response(
                     StatusCode::OK,
                     &[("cache-control", "max-age=1, stale-while-revalidate=60")],
@@ -290,4 +298,22 @@ fn a_range_is_answered_from_a_stored_whole_response() {
     assert_eq!(outside.status, 416);
     assert_eq!(outside.header("content-range"), Some("bytes */9"));
     assert_eq!(seen.count("/fresh"), 1);
+}
+
+#[test]
+fn a_purge_forgets_by_url_by_prefix_and_by_tag() {
+    let cache = Cache::new(origin(Seen::default()), 64 << 20);
+    let (stats, purger) = (cache.stats(), cache.purger());
+    let running = Running::start(server(), Lint::strict(cache));
+    let mut conn = Conn::open(running.addr);
+    for path in ["/fresh", "/big/1", "/big/2", "/tagged"] {
+        conn.get(path);
+    }
+    assert_eq!(stats.responses(), 4);
+    assert_eq!(purger.url("/nothing"), 0);
+    assert_eq!(purger.url("http://localhost/fresh"), 1);
+    assert_eq!(purger.prefix("/big/"), 2);
+    assert_eq!(purger.tag("front"), 1);
+    assert_eq!(stats.responses(), 0);
+    assert_eq!(conn.get("/fresh").text(), "version 2");
 }

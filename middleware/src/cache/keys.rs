@@ -19,6 +19,14 @@ pub(crate) fn primary(req: &Request) -> String {
     format!("{}://{host}{target}", req.environ().url_scheme())
 }
 
+/// The target (path and query) of a primary key.
+pub(crate) fn target(key: &str) -> &str {
+    let after_scheme = key.find("://").map_or(0, |i| i + 3);
+    key[after_scheme..]
+        .find('/')
+        .map_or("/", |slash| &key[after_scheme + slash..])
+}
+
 /// The primary key of `uri` (a `Location` or `Content-Location` of a
 /// response to the request of `primary_key`), when it names the same origin.
 pub(crate) fn same_origin(primary_key: &str, uri: &str) -> Option<String> {

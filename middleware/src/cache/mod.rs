@@ -153,9 +153,65 @@ impl<A> Cache<A> {
         CacheStats(self.shared.clone())
     }
 
+    /// What forgets stored responses on demand, from anywhere (an admin
+    /// endpoint, a deploy hook).
+    pub fn purger(&self) -> Purger {
+        Purger(self.shared.clone())
+    }
+
     /// The wrapped app.
     pub fn get_ref(&self) -> &A {
         &self.inner
+    }
+}
+
+/// Forgets what a cache stored, by target, by prefix or by tag; each call
+/// says how many responses (variants included) it forgot. See
+/// [`Cache::purger`].
+#[derive(Clone)]
+pub struct Purger(Arc<Shared>);
+
+impl Purger {
+    /// The responses stored for `url`: a whole URL (`https://example.com/a?b`)
+    /// names one target, a path with its query (`/a?b`) that target on
+    /// every host.
+    pub fn url(&self, url: &str) -> usize {
+        self.0
+            .store
+            .remove_where(|key, _| match url.contains("://") {
+                true => key.eq_ignore_ascii_case(url),
+                false => keys::target(key) == url,
+            })
+    }
+
+    /// The responses stored for every target under `prefix`, a whole URL's
+    /// or a path's (then on every host).
+    pub fn prefix(&self, prefix: &str) -> usize {
+        self.0
+            .store
+            .remove_where(|key, _| match prefix.contains("://") {
+                true => key.starts_with(prefix),
+                false => keys::target(key).starts_with(prefix),
+            })
+    }
+
+    /// The responses tagged `tag` by their `Cache-Tag` (comma-separated) or
+    /// `Surrogate-Key` (space-separated) field, as CDNs purge them.
+    pub fn tag(&self, tag: &str) -> usize {
+        let tagged = |stored: &Stored, name: &str, separator: char| {
+            (stored.headers.get_all(name).iter()).any(|line| {
+                (line.to_str().unwrap_or_default().split(separator)).any(|t| t.trim() == tag)
+            })
+        };
+        self.0.store.remove_where(|_, stored| {
+            tagged(stored, "cache-tag", ',') || tagged(stored, "surrogate-key", ' ')
+        })
+    }
+}
+
+impl fmt::Debug for Purger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Purger").finish_non_exhaustive()
     }
 }
 

@@ -185,6 +185,22 @@ impl Store {
         }
     }
 
+    /// Forgets every response for which `doomed(key, response)` holds; how many.
+    pub(crate) fn remove_where(&self, doomed: impl Fn(&str, &Stored) -> bool) -> usize {
+        let mut inner = self.lock();
+        let found: Vec<(String, u64)> = (inner.entries.iter())
+            .flat_map(|(key, slots)| {
+                (slots.iter())
+                    .filter(|slot| doomed(key, &slot.stored))
+                    .map(move |slot| (key.clone(), slot.id))
+            })
+            .collect();
+        for (key, id) in &found {
+            inner.remove_slot(key, *id);
+        }
+        found.len()
+    }
+
     /// Forgets every response stored under `key`.
     pub(crate) fn remove(&self, key: &str) {
         let mut inner = self.lock();
