@@ -19,7 +19,14 @@
 //! - **Validation** (§4.3): a stale response with a validator is
 //!   revalidated with `If-None-Match`/`If-Modified-Since`; a `304` updates
 //!   the stored fields and serves the stored body. A client's own
-//!   conditional request is answered from the cache.
+//!   conditional request, and a single range of a stored whole response
+//!   (`If-Range` compared strongly), are answered from the cache.
+//! - **Stale content** (RFC 5861): within `stale-while-revalidate` a stale
+//!   response is served while a task of its own revalidates it (one a
+//!   target); within `stale-if-error` it answers in place of a server error.
+//!   Never for `must-revalidate`, `proxy-revalidate` or `s-maxage`.
+//! - **`CDN-Cache-Control`** (RFC 9213), when valid, takes the place of
+//!   `Cache-Control` and `Expires` for this cache.
 //! - **Variants** (§4.1): `Vary` selects among responses stored for one
 //!   target, the fields' lines combined and their members trimmed; `Vary: *`
 //!   is never reused.
@@ -33,6 +40,8 @@
 //! - **`Cache-Status`** (RFC 9211) on every response says what the cache did:
 //!   `stackway; hit`, `stackway; fwd=uri-miss; stored`,
 //!   `stackway; fwd=stale; fwd-status=304`, …
+//! - **Purging**: [`Cache::purger`] forgets by URL, prefix or tag
+//!   (`Cache-Tag`, `Surrogate-Key`).
 //!
 //! # Example
 //!
