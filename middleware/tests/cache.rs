@@ -54,6 +54,11 @@ fn origin(seen: Seen) -> impl stackway::App {
                     &[("cache-control", "max-age=60")],
                     Body::from(format!("version {n}")),
                 ),
+                "/private" => response(
+                    StatusCode::OK,
+                    &[("cache-control", "private, max-age=60")],
+                    Body::from("mine"),
+                ),
                 "/tagged" => response(
                     StatusCode::OK,
                     &[
@@ -151,6 +156,11 @@ fn a_fresh_response_is_served_again_and_an_unsafe_request_invalidates_it() {
     // The POST was the origin's second request to /fresh.
     assert_eq!(conn.get("/fresh").text(), "version 3");
     assert_eq!((stats.hits(), stats.misses(), stats.responses()), (1, 2, 1));
+    // What is not stored says why.
+    assert_eq!(
+        conn.get("/private").header("cache-status"),
+        Some("stackway; fwd=uri-miss; detail=private")
+    );
 }
 
 #[test]

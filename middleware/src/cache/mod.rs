@@ -458,9 +458,13 @@ impl<A: App> Cache<A> {
             requested,
             received: SystemTime::now(),
         };
-        if !get || !storable(&headers, &res) {
+        let unstorable = unstorable(&headers, &res);
+        if !get || unstorable.is_some() {
             let mut res = res;
-            cache_status(&mut res, fwd);
+            match unstorable.filter(|_| get) {
+                Some(why) => cache_status(&mut res, &format!("{fwd}; detail={why}")),
+                None => cache_status(&mut res, fwd),
+            }
             return res;
         }
         self.keep(res, key, &headers, timing, fwd, leader)
@@ -541,7 +545,7 @@ impl<A: App> Cache<A> {
             );
             return serve(&method, &client, &stored, age, &what);
         }
-        if asked.head || !storable(&client, &res) {
+        if asked.head || unstorable(&client, &res).is_some() {
             let mut res = res;
             cache_status(&mut res, "fwd=stale");
             return res;
@@ -569,7 +573,7 @@ impl<A: App> Cache<A> {
             let request = parts.headers.clone();
             let (refreshed, timing) = refresh(&*inner, &shared, parts, body, &key, &stored).await;
             let Err(res) = refreshed else { return };
-            if !storable(&request, &res) {
+            if unstorable(&request, &res).is_some() {
                 return;
             }
             let (parts, body) = res.into_parts();
@@ -629,7 +633,9 @@ async fn refresh<A: App>(
 }
 
 /// Whether a response to a request with `request` fields may be stored (§3).
-fn storable(request: &HeaderMap, res: &Response) -> bool {
+/// Why a response to a request with `request` fields may not be stored
+/// (§3), as `Cache-Status` says it (`detail=`); `None` when it may be.
+fn unstorable(request: &HeaderMap, res: &Response) -> Option<&'static str> {
     let status = res.status();
     let (cc, _) = directives::of_response(res.headers());
     // must-understand: a status whose caching rules are known here lets no-store go.
@@ -637,21 +643,25 @@ fn storable(request: &HeaderMap, res: &Response) -> bool {
     if status.is_informational()
         || status == StatusCode::PARTIAL_CONTENT
         || status == StatusCode::NOT_MODIFIED
-        || (cc.no_store && !(cc.must_understand && understood))
-        || cc.private
     {
-        return false;
+        return Some("status");
+    }
+    if cc.no_store && !(cc.must_understand && understood) {
+        return Some("no-store");
+    }
+    if cc.private {
+        return Some("private");
     }
     if request.contains_key(AUTHORIZATION)
         && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
     {
-        return false;
+        return Some("authorization");
     }
-    cc.public
+    let explicit = cc.public
         || cc.max_age.is_some()
         || cc.s_maxage.is_some()
-        || res.headers().contains_key(http::header::EXPIRES)
-        || freshness::heuristically_cacheable(status)
+        || res.headers().contains_key(http::header::EXPIRES);
+    (!explicit && !freshness::heuristically_cacheable(status)).then_some("no-freshness")
 }
 
 /// Fields that are not stored (§3.1): the hop-by-hop ones, and those the
