@@ -458,13 +458,13 @@ impl<A: App> Cache<A> {
             requested,
             received: SystemTime::now(),
         };
-        let unstorable = unstorable(&headers, &res);
-        if !get || unstorable.is_some() {
-            let mut res = res;
-            match unstorable.filter(|_| get) {
-                Some(why) => cache_status(&mut res, &format!("{fwd}; detail={why}")),
-                None => cache_status(&mut res, fwd),
-            }
+        let mut res = res;
+        if !get {
+            cache_status(&mut res, fwd);
+            return res;
+        }
+        if let Some(why) = unstorable(&headers, &res) {
+            cache_status(&mut res, &format!("{fwd}; detail={why}"));
             return res;
         }
         self.keep(res, key, &headers, timing, fwd, leader)
@@ -492,10 +492,7 @@ impl<A: App> Cache<A> {
         let variant = Variant::of(&parts.headers, request);
         let shared = self.shared.clone();
         let keep = move |body: Bytes| {
-            shared.counters.stored.fetch_add(1, Ordering::Relaxed);
-            shared
-                .store
-                .insert(&key, Stored::new(status, headers, body, variant, timing));
+            shared.keep(&key, Stored::new(status, headers, body, variant, timing));
         };
         // Where a server stops polling: the body's own length, else the head's.
         let expected = body.size_hint().exact().or_else(|| {
@@ -580,9 +577,10 @@ impl<A: App> Cache<A> {
             if let Ok(body) = body.collect(shared.max_object).await {
                 let variant = Variant::of(&parts.headers, &request);
                 let headers = storable_fields(&parts.headers);
-                let fresh = Stored::new(parts.status, headers, body, variant, timing);
-                shared.counters.stored.fetch_add(1, Ordering::Relaxed);
-                shared.store.insert(&key, fresh);
+                shared.keep(
+                    &key,
+                    Stored::new(parts.status, headers, body, variant, timing),
+                );
             }
         });
     }
@@ -867,6 +865,12 @@ enum Lock {
 }
 
 impl Shared {
+    /// Stores a response fetched whole, counted.
+    fn keep(&self, key: &str, stored: Stored) {
+        self.counters.stored.fetch_add(1, Ordering::Relaxed);
+        self.store.insert(key, stored);
+    }
+
     fn lock(self: &Arc<Self>, key: &str) -> Lock {
         let mut fetching = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(done) = fetching.get(key) {

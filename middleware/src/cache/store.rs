@@ -170,17 +170,15 @@ impl Store {
         });
     }
 
-    /// Puts `updated` in the place of `old` (a validated response), if
-    /// `old` is still stored.
+    /// Puts `updated` in the place of `old` (a validated response, the
+    /// same variant, which `insert` replaces), if `old` is still stored.
     pub(crate) fn update(&self, key: &str, old: &Arc<Stored>, updated: Arc<Stored>) {
-        let stale = self.lock().entries.get(key).and_then(|slots| {
-            slots
-                .iter()
-                .find(|slot| Arc::ptr_eq(&slot.stored, old))
-                .map(|slot| slot.id)
-        });
-        if let Some(id) = stale {
-            self.lock().remove_slot(key, id);
+        let still = self
+            .lock()
+            .entries
+            .get(key)
+            .is_some_and(|slots| slots.iter().any(|slot| Arc::ptr_eq(&slot.stored, old)));
+        if still {
             self.insert(key, updated);
         }
     }
