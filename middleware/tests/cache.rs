@@ -327,3 +327,111 @@ fn a_purge_forgets_by_url_by_prefix_and_by_tag() {
     assert_eq!(stats.responses(), 0);
     assert_eq!(conn.get("/fresh").text(), "version 2");
 }
+
+fn serve_on_disk(dir: &std::path::Path) -> (Running, Seen, stackway_middleware::cache::CacheStats) {
+    let seen = Seen::default();
+    let cache = Cache::new(origin(seen.clone()), 256 << 20)
+        .on_disk(dir)
+        .unwrap();
+    let stats = cache.stats();
+    (
+        Running::start(server().workers(2), Lint::strict(cache)),
+        seen,
+        stats,
+    )
+}
+
+/// The cache's files, but those being written.
+fn cache_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            match entry.file_type().unwrap().is_dir() {
+                true if entry.file_name() != "tmp" => dirs.push(entry.path()),
+                true => {}
+                false => files.push(entry.path()),
+            }
+        }
+    }
+    files
+}
+
+/// Waits for `n` responses to be stored (a file is put in place after its body ends).
+fn wait_for_stored(stats: &stackway_middleware::cache::CacheStats, n: usize) {
+    for _ in 0..500 {
+        if stats.responses() == n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} responses stored, not {n}", stats.responses());
+}
+
+#[test]
+fn the_disk_store_serves_what_it_stored_after_a_restart_and_removes_torn_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, _, stats) = serve_on_disk(dir.path());
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/fresh").text(), "version 1");
+    assert_eq!(conn.get("/huge").body.len(), 64 << 20);
+    wait_for_stored(&stats, 2);
+    drop(running);
+    drop(stats);
+
+    // A copy of a stored file cut short, as a crash mid-write would leave
+    // it were files not put in place whole; and a file being written.
+    let stored = cache_files(dir.path());
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let small = stored
+        .iter()
+        .min_by_key(|f| f.metadata().unwrap().len())
+        .unwrap();
+    let bytes = std::fs::read(small).unwrap();
+    let torn = small.with_file_name("torn");
+    std::fs::write(&torn, &bytes[..bytes.len() - 3]).unwrap();
+    std::fs::write(dir.path().join("tmp/1-1"), b"half").unwrap();
+
+    let (running, seen, stats) = serve_on_disk(dir.path());
+    assert_eq!(stats.responses(), 2);
+    assert!(!torn.exists(), "a torn file is removed");
+    let mut conn = Conn::open(running.addr);
+    let res = conn.get("/fresh");
+    assert_eq!(res.text(), "version 1");
+    assert!(
+        res.header("cache-status")
+            .unwrap()
+            .starts_with("stackway; hit")
+    );
+    let res = conn.get("/huge");
+    assert!(res.body.iter().all(|b| *b == b'h') && res.body.len() == 64 << 20);
+    conn.send(b"GET /huge HTTP/1.1\r\nHost: localhost\r\nRange: bytes=10-19\r\n\r\n");
+    let part = conn.read_response();
+    assert_eq!((part.status, part.text().as_str()), (206, "hhhhhhhhhh"));
+    assert_eq!(seen.count("/fresh") + seen.count("/huge"), 0);
+}
+
+#[test]
+fn caches_sharing_a_directory_find_what_the_other_stored_and_invalidated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, seen_one, stats_one) = serve_on_disk(dir.path());
+    let (other, seen_other, _) = serve_on_disk(dir.path());
+    let (mut one, mut other) = (Conn::open(one.addr), Conn::open(other.addr));
+    assert_eq!(one.get("/fresh").text(), "version 1");
+    wait_for_stored(&stats_one, 1);
+    let res = other.get("/fresh");
+    assert_eq!(res.text(), "version 1");
+    assert!(
+        res.header("cache-status")
+            .unwrap()
+            .starts_with("stackway; hit")
+    );
+    assert_eq!(seen_other.count("/fresh"), 0);
+
+    // A POST through one forgets the target for both.
+    other.send(b"POST /fresh HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(other.read_response().text(), "posted");
+    assert!(cache_files(dir.path()).is_empty());
+    assert_eq!(one.get("/fresh").text(), "version 2");
+    assert_eq!(seen_one.count("/fresh"), 2);
+}

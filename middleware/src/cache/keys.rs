@@ -86,6 +86,17 @@ impl Variant {
         ))
     }
 
+    /// The fields and the request's values, as [`of`](Self::of) found them;
+    /// `None` for `Vary: *`.
+    pub(crate) fn fields(&self) -> Option<&[(HeaderName, Option<String>)]> {
+        self.0.as_deref()
+    }
+
+    /// The variant of [`fields`](Self::fields).
+    pub(crate) fn from_fields(fields: Option<Vec<(HeaderName, Option<String>)>>) -> Self {
+        Self(fields)
+    }
+
     /// Whether a request with `headers` selects this response.
     pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
         self.0.as_ref().is_some_and(|fields| {

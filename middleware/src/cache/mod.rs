@@ -1,5 +1,6 @@
 //! A shared HTTP cache (RFC 9111) in front of any app: responses that may
-//! be stored are kept in memory and served again while fresh, stale ones
+//! be stored are kept in memory (or on disk, [`on_disk`](Cache::on_disk))
+//! and served again while fresh, stale ones
 //! are revalidated with the app, and what changes the app's state
 //! invalidates what it stored.
 //!
@@ -40,6 +41,9 @@
 //! - **`Cache-Status`** (RFC 9211) on every response says what the cache did:
 //!   `stackway; hit`, `stackway; fwd=uri-miss; stored`,
 //!   `stackway; fwd=stale; fwd-status=304`, …
+//! - **On disk** ([`Cache::on_disk`]): bodies in files, written as they
+//!   stream by and put in place whole, sent with `sendfile`; they outlive a
+//!   restart and are shared by the processes that open one directory.
 //! - **Purging**: [`Cache::purger`] forgets by URL, prefix or tag
 //!   (`Cache-Tag`, `Surrogate-Key`).
 //!
@@ -66,6 +70,7 @@
 //! ```
 
 mod directives;
+mod disk;
 mod freshness;
 mod keys;
 mod store;
@@ -94,7 +99,7 @@ use tokio::sync::watch;
 use directives::Directives;
 use freshness::Timing;
 use keys::Variant;
-use store::{Store, Stored};
+use store::{Contents, Payload, Store, Stored};
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -151,6 +156,21 @@ impl<A> Cache<A> {
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.shared_mut().lock_timeout = timeout;
         self
+    }
+
+    /// Keeps the bodies in files under `dir` (made if need be) in place of
+    /// memory, `capacity` then bounding the bytes there; fields stay in
+    /// memory too. What an earlier cache stored in `dir` is served again,
+    /// and several processes may share one: each finds what another
+    /// stored. A body is written as it streams to the client and put in
+    /// place once whole and synced, so neither a large body nor a crash
+    /// mid-write costs more than the file being written. A `304`'s fields
+    /// update a stored response in memory only: after a restart it is
+    /// revalidated once more.
+    pub fn on_disk(mut self, dir: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
+        let capacity = self.shared.store.capacity();
+        self.shared_mut().store = Store::on_disk(capacity, dir.as_ref())?;
+        Ok(self)
     }
 
     fn shared_mut(&mut self) -> &mut Shared {
@@ -323,6 +343,11 @@ impl<A: App> App for Cache<A> {
         let mut waited = false;
         loop {
             if let Some(stored) = self.shared.store.find(&key, req.headers()) {
+                let Ok(contents) = stored.payload.open() else {
+                    // Its file gone: another process evicted or purged it.
+                    self.shared.store.forget(&key, &stored);
+                    continue;
+                };
                 let now = SystemTime::now();
                 let age = stored.age(now);
                 let detail = match usable(&stored, age, &asked) {
@@ -332,13 +357,15 @@ impl<A: App> App for Cache<A> {
                         "; detail=stale-while-revalidate"
                     }
                     Use::Validate if asked.cc.only_if_cached => return gateway_timeout(),
-                    Use::Validate => return self.revalidate(req, key, stored, &asked).await,
+                    Use::Validate => {
+                        return self.revalidate(req, key, stored, contents, &asked).await;
+                    }
                 };
                 self.shared.counters.hits.fetch_add(1, Ordering::Relaxed);
                 // A negative ttl: stale, as max-stale or stale-while-revalidate allows.
                 let ttl = stored.lifetime.as_secs() as i64 - age.as_secs() as i64;
                 let what = format!("hit; ttl={ttl}{detail}");
-                return serve(req.method(), req.headers(), &stored, age, &what);
+                return serve(req.method(), req.headers(), &stored, &contents, age, &what);
             }
             if asked.cc.only_if_cached {
                 return gateway_timeout();
@@ -467,48 +494,7 @@ impl<A: App> Cache<A> {
             cache_status(&mut res, &format!("{fwd}; detail={why}"));
             return res;
         }
-        self.keep(res, key, &headers, timing, fwd, leader)
-    }
-
-    /// Stores `res` as its body streams by.
-    fn keep(
-        &self,
-        res: Response,
-        key: String,
-        request: &HeaderMap,
-        timing: Timing,
-        fwd: &str,
-        leader: Option<Leader>,
-    ) -> Response {
-        let declared = res.body().size_hint().upper();
-        if declared.is_some_and(|len| len > self.shared.max_object as u64) {
-            let mut res = res;
-            cache_status(&mut res, &format!("{fwd}; detail=too-large"));
-            return res;
-        }
-        let (mut parts, body) = res.into_parts();
-        let status = parts.status;
-        let headers = storable_fields(&parts.headers);
-        let variant = Variant::of(&parts.headers, request);
-        let shared = self.shared.clone();
-        let keep = move |body: Bytes| {
-            shared.keep(&key, Stored::new(status, headers, body, variant, timing));
-        };
-        // Where a server stops polling: the body's own length, else the head's.
-        let expected = body.size_hint().exact().or_else(|| {
-            let length = parts.headers.get(CONTENT_LENGTH)?;
-            length.to_str().ok()?.parse().ok()
-        });
-        let body = Body::new(Tee {
-            expected,
-            body,
-            kept: BytesMut::new(),
-            max: self.shared.max_object,
-            keep: Some(Box::new(keep)),
-            leader,
-        });
-        append_status(&mut parts.headers, &format!("{fwd}; stored"));
-        Response::from_parts(parts, body)
+        self.shared.tee(res, key, &headers, timing, fwd, leader)
     }
 
     /// Asks the app whether `stored` is still good: a `304` serves it
@@ -519,6 +505,7 @@ impl<A: App> Cache<A> {
         req: Request,
         key: String,
         stored: Arc<Stored>,
+        contents: Contents,
         asked: &Asked,
     ) -> Response {
         let (parts, body) = req.into_parts();
@@ -530,7 +517,14 @@ impl<A: App> Cache<A> {
         let res = match refreshed {
             Ok(updated) => {
                 let age = updated.age(timing.received);
-                return serve(&method, &client, &updated, age, "fwd=stale; fwd-status=304");
+                return serve(
+                    &method,
+                    &client,
+                    &updated,
+                    &contents,
+                    age,
+                    "fwd=stale; fwd-status=304",
+                );
             }
             Err(res) => res,
         };
@@ -540,14 +534,15 @@ impl<A: App> Cache<A> {
                 "fwd=stale; fwd-status={}; detail=stale-if-error",
                 res.status().as_u16()
             );
-            return serve(&method, &client, &stored, age, &what);
+            return serve(&method, &client, &stored, &contents, age, &what);
         }
         if asked.head || unstorable(&client, &res).is_some() {
             let mut res = res;
             cache_status(&mut res, "fwd=stale");
             return res;
         }
-        self.keep(res, key, &client, timing, "fwd=stale", None)
+        self.shared
+            .tee(res, key, &client, timing, "fwd=stale", None)
     }
 
     /// Revalidates `stored` in a task of its own (one at a time for a
@@ -566,22 +561,17 @@ impl<A: App> Cache<A> {
         let (inner, shared) = (self.inner.clone(), self.shared.clone());
         let (key, stored) = (key.to_owned(), stored.clone());
         tokio::spawn(async move {
-            let _leader = leader;
             let request = parts.headers.clone();
             let (refreshed, timing) = refresh(&*inner, &shared, parts, body, &key, &stored).await;
             let Err(res) = refreshed else { return };
             if unstorable(&request, &res).is_some() {
                 return;
             }
-            let (parts, body) = res.into_parts();
-            if let Ok(body) = body.collect(shared.max_object).await {
-                let variant = Variant::of(&parts.headers, &request);
-                let headers = storable_fields(&parts.headers);
-                shared.keep(
-                    &key,
-                    Stored::new(parts.status, headers, body, variant, timing),
-                );
-            }
+            // Stored as it is read: no client reads it here.
+            let mut body = shared
+                .tee(res, key, &request, timing, "", Some(leader))
+                .into_body();
+            while let Some(Ok(_)) = body.chunk().await {}
         });
     }
 }
@@ -622,7 +612,7 @@ async fn refresh<A: App>(
     let updated = Arc::new(Stored::new(
         stored.status,
         updated_fields(&stored.headers, res.headers()),
-        stored.body.clone(),
+        stored.payload.clone(),
         stored.variant.clone(),
         timing,
     ));
@@ -714,6 +704,7 @@ fn serve(
     method: &Method,
     request: &HeaderMap,
     stored: &Stored,
+    contents: &Contents,
     age: Duration,
     what: &str,
 ) -> Response {
@@ -733,12 +724,12 @@ fn serve(
             }
         }
         (StatusCode::NOT_MODIFIED, headers, Body::default())
-    } else if let Some((status, headers, body)) = part(method, request, stored) {
+    } else if let Some((status, headers, body)) = part(method, request, stored, contents) {
         (status, headers, body)
     } else {
         let body = match *method == Method::HEAD {
             true => Body::default(),
-            false => Body::from(stored.body.clone()),
+            false => contents.body(0..stored.payload.len()),
         };
         (stored.status, stored.headers.clone(), body)
     };
@@ -758,6 +749,7 @@ fn part(
     method: &Method,
     request: &HeaderMap,
     stored: &Stored,
+    contents: &Contents,
 ) -> Option<(StatusCode, HeaderMap, Body)> {
     if *method != Method::GET || stored.status != StatusCode::OK {
         return None;
@@ -781,7 +773,7 @@ fn part(
             return None;
         }
     }
-    let len = stored.body.len() as u64;
+    let len = stored.payload.len();
     let mut headers = stored.headers.clone();
     headers.remove(CONTENT_LENGTH);
     match range::parse(asked, len) {
@@ -791,8 +783,8 @@ fn part(
             let part = &ranges[0];
             let content_range = format!("bytes {}-{}/{len}", part.start, part.end - 1);
             headers.insert(CONTENT_RANGE, HeaderValue::from_str(&content_range).ok()?);
-            let body = stored.body.slice(part.start as usize..part.end as usize);
-            Some((StatusCode::PARTIAL_CONTENT, headers, Body::from(body)))
+            let body = contents.body(part.start..part.end);
+            Some((StatusCode::PARTIAL_CONTENT, headers, body))
         }
         Ranges::Unsatisfiable => {
             headers.insert(
@@ -865,10 +857,59 @@ enum Lock {
 }
 
 impl Shared {
-    /// Stores a response fetched whole, counted.
-    fn keep(&self, key: &str, stored: Stored) {
-        self.counters.stored.fetch_add(1, Ordering::Relaxed);
-        self.store.insert(key, stored);
+    /// Stores `res` as its body streams by: its response, with the
+    /// `Cache-Status` of a `fwd` that stored it.
+    fn tee(
+        self: &Arc<Self>,
+        res: Response,
+        key: String,
+        request: &HeaderMap,
+        timing: Timing,
+        fwd: &str,
+        leader: Option<Leader>,
+    ) -> Response {
+        let declared = res.body().size_hint().upper();
+        if declared.is_some_and(|len| len > self.max_object as u64) {
+            let mut res = res;
+            cache_status(&mut res, &format!("{fwd}; detail=too-large"));
+            return res;
+        }
+        let (mut parts, body) = res.into_parts();
+        let status = parts.status;
+        let headers = storable_fields(&parts.headers);
+        let variant = Variant::of(&parts.headers, request);
+        let sink = match self.store.disk() {
+            None => Sink::Memory(BytesMut::new()),
+            Some(disk) => match disk.create(&key, status, &headers, &variant, timing) {
+                Ok(writer) => Sink::File(writer),
+                Err(error) => {
+                    tracing::warn!(%error, "a cache file could not be made");
+                    append_status(&mut parts.headers, fwd);
+                    return Response::from_parts(parts, body);
+                }
+            },
+        };
+        let shared = self.clone();
+        let keep = move |payload: Payload| {
+            shared.counters.stored.fetch_add(1, Ordering::Relaxed);
+            let stored = Stored::new(status, headers, payload, variant, timing);
+            shared.store.insert(&key, stored);
+        };
+        // Where a server stops polling: the body's own length, else the head's.
+        let expected = body.size_hint().exact().or_else(|| {
+            let length = parts.headers.get(CONTENT_LENGTH)?;
+            length.to_str().ok()?.parse().ok()
+        });
+        let body = Body::new(Tee {
+            expected,
+            body,
+            seen: 0,
+            max: self.max_object as u64,
+            sink: Some((sink, Box::new(keep))),
+            leader,
+        });
+        append_status(&mut parts.headers, &format!("{fwd}; stored"));
+        Response::from_parts(parts, body)
     }
 
     fn lock(self: &Arc<Self>, key: &str) -> Lock {
@@ -903,11 +944,19 @@ impl Drop for Leader {
 struct Tee {
     body: Body,
     expected: Option<u64>,
-    kept: BytesMut,
-    max: usize,
-    keep: Option<Box<dyn FnOnce(Bytes) + Send>>,
-    /// Let go with the body: its end, its failure, or the client going away.
+    seen: u64,
+    max: u64,
+    /// Where the body goes, and what stores it once whole.
+    sink: Option<(Sink, Keep)>,
+    /// Let go once the body is stored, or fails, or the client goes away.
     leader: Option<Leader>,
+}
+
+type Keep = Box<dyn FnOnce(Payload) + Send>;
+
+enum Sink {
+    Memory(BytesMut),
+    File(disk::Writer),
 }
 
 impl http_body::Body for Tee {
@@ -923,23 +972,27 @@ impl http_body::Body for Tee {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    if this.keep.is_some() && this.kept.len() + data.len() <= this.max {
-                        this.kept.extend_from_slice(data);
-                    } else {
-                        this.keep = None;
-                        this.kept = BytesMut::new();
+                    this.seen += data.len() as u64;
+                    let kept = match &mut this.sink {
+                        Some(_) if this.seen > this.max => false,
+                        Some((Sink::Memory(kept), _)) => {
+                            kept.extend_from_slice(data);
+                            true
+                        }
+                        Some((Sink::File(writer), _)) => writer.write(data).is_ok(),
+                        None => true,
+                    };
+                    if !kept {
+                        this.sink = None;
                     }
                 }
-                let whole = this
-                    .expected
-                    .is_some_and(|len| len == this.kept.len() as u64);
-                if this.body.is_end_stream() || whole {
+                if this.body.is_end_stream() || this.expected == Some(this.seen) {
                     this.finish();
                 }
             }
             Poll::Ready(None) => this.finish(),
             Poll::Ready(Some(Err(_))) => {
-                this.keep = None;
+                this.sink = None;
                 this.leader = None;
             }
             Poll::Pending => {}
@@ -949,7 +1002,7 @@ impl http_body::Body for Tee {
 
     fn is_end_stream(&self) -> bool {
         // An empty body is polled once all the same, and stored then.
-        self.keep.is_none() && self.body.is_end_stream()
+        self.sink.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -958,21 +1011,37 @@ impl http_body::Body for Tee {
 }
 
 impl Tee {
-    /// The body is whole: stored, and the misses waiting for it let go.
+    /// The body has ended: stored if it is whole, and the misses waiting
+    /// for it let go once it is. A file is put in place off the runtime's
+    /// threads (it is synced first).
     fn finish(&mut self) {
-        if let Some(keep) = self.keep.take() {
-            keep(std::mem::take(&mut self.kept).freeze());
+        let leader = self.leader.take();
+        let whole = self.expected.is_none_or(|len| len == self.seen);
+        let Some((sink, keep)) = self.sink.take().filter(|_| whole) else {
+            return;
+        };
+        match sink {
+            Sink::Memory(kept) => keep(Payload::Memory(kept.freeze())),
+            Sink::File(writer) => {
+                let commit = move || {
+                    match writer.commit() {
+                        Ok(payload) => keep(payload),
+                        Err(error) => tracing::warn!(%error, "a cache file could not be kept"),
+                    }
+                    drop(leader);
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn_blocking(commit)),
+                    Err(_) => commit(),
+                }
+            }
         }
-        self.leader = None;
     }
 }
 
 impl Drop for Tee {
     fn drop(&mut self) {
-        if self
-            .expected
-            .is_some_and(|len| len == self.kept.len() as u64)
-        {
+        if self.expected == Some(self.seen) {
             self.finish();
         }
     }

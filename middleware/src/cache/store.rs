@@ -1,14 +1,21 @@
-//! Stored responses in memory, under a bound in bytes: the least recently
-//! used go first when a new one needs the room.
+//! Stored responses, under a bound in bytes: the least recently used go
+//! first when a new one needs the room. Their fields are in memory, their
+//! bodies too or in files ([`Disk`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use stackway::{Body, FilePart};
 
 use super::directives::{self, Directives};
+use super::disk::Disk;
 use super::freshness::{self, Timing};
 use super::keys::Variant;
 
@@ -17,7 +24,7 @@ use super::keys::Variant;
 pub(crate) struct Stored {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
+    pub(crate) payload: Payload,
     pub(crate) variant: Variant,
     pub(crate) timing: Timing,
     pub(crate) cc: Directives,
@@ -29,7 +36,7 @@ impl Stored {
     pub(crate) fn new(
         status: StatusCode,
         headers: HeaderMap,
-        body: Bytes,
+        payload: Payload,
         variant: Variant,
         timing: Timing,
     ) -> Self {
@@ -39,7 +46,7 @@ impl Stored {
         Self {
             status,
             headers,
-            body,
+            payload,
             variant,
             timing,
             cc,
@@ -65,7 +72,65 @@ impl Stored {
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 32)
             .sum();
-        self.body.len() + headers + 256
+        self.payload.len() as usize + headers + 256
+    }
+}
+
+/// Where a stored body is.
+#[derive(Debug, Clone)]
+pub(crate) enum Payload {
+    Memory(Bytes),
+    /// `len` bytes from `offset` in a file of the [`Disk`].
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Payload {
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Self::Memory(bytes) => bytes.len() as u64,
+            Self::File { len, .. } => *len,
+        }
+    }
+
+    /// Opened to be served: fails when another process has removed its file.
+    pub(crate) fn open(&self) -> io::Result<Contents> {
+        Ok(match self {
+            Self::Memory(bytes) => Contents::Memory(bytes.clone()),
+            Self::File { path, offset, .. } => Contents::File(Arc::new(File::open(path)?), *offset),
+        })
+    }
+
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Memory(_) => None,
+            Self::File { path, .. } => Some(path),
+        }
+    }
+}
+
+/// A stored body ready to be served, whatever becomes of the store.
+pub(crate) enum Contents {
+    Memory(Bytes),
+    /// An open file and where the body starts in it.
+    File(Arc<File>, u64),
+}
+
+impl Contents {
+    /// The bytes of `range` of the body.
+    pub(crate) fn body(&self, range: Range<u64>) -> Body {
+        match self {
+            Self::Memory(bytes) => {
+                Body::from(bytes.slice(range.start as usize..range.end as usize))
+            }
+            Self::File(file, offset) => {
+                let range = offset + range.start..offset + range.end;
+                Body::from_file_parts(file.clone(), vec![FilePart::Range(range)])
+            }
+        }
     }
 }
 
@@ -73,6 +138,7 @@ impl Stored {
 pub(crate) struct Store {
     inner: Mutex<Inner>,
     capacity: usize,
+    disk: Option<Disk>,
 }
 
 #[derive(Default)]
@@ -99,11 +165,36 @@ pub(crate) struct Held {
 }
 
 impl Store {
+    /// A store in memory.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             inner: Mutex::default(),
             capacity,
+            disk: None,
         }
+    }
+
+    /// A store whose bodies are files in `dir`, holding what was stored
+    /// there before (as much as `capacity` allows).
+    pub(crate) fn on_disk(capacity: usize, dir: &Path) -> io::Result<Self> {
+        let disk = Disk::open(dir)?;
+        let stored = disk.load();
+        let store = Self {
+            disk: Some(disk),
+            ..Self::new(capacity)
+        };
+        for (key, stored) in stored {
+            store.insert(&key, stored);
+        }
+        Ok(store)
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn disk(&self) -> Option<&Disk> {
+        self.disk.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -116,8 +207,16 @@ impl Store {
     }
 
     /// The response stored under `key` that a request with `headers`
-    /// selects, the most recent first; marked as used.
+    /// selects, the most recent first; marked as used. On disk, a key
+    /// not seen here is looked for among the files another process wrote.
     pub(crate) fn find(&self, key: &str, headers: &HeaderMap) -> Option<Arc<Stored>> {
+        if let Some(disk) = &self.disk {
+            if !self.has(key) {
+                for stored in disk.probe(key) {
+                    self.insert(key, stored);
+                }
+            }
+        }
         let mut inner = self.lock();
         let inner = &mut *inner;
         let slots = inner.entries.get_mut(key)?;
@@ -139,6 +238,7 @@ impl Store {
         let stored = stored.into();
         let size = stored.size();
         if size > self.capacity {
+            delete(vec![stored], None);
             return;
         }
         let mut inner = self.lock();
@@ -149,14 +249,14 @@ impl Store {
                 .map(|slot| slot.id)
                 .collect()
         });
-        for id in replaced {
-            inner.remove_slot(key, id);
-        }
+        let mut gone: Vec<Arc<Stored>> = (replaced.into_iter())
+            .filter_map(|id| inner.remove_slot(key, id))
+            .collect();
         while inner.used + size > self.capacity {
             let Some((_, (old_key, id))) = inner.lru.pop_first() else {
                 break;
             };
-            inner.remove_slot(&old_key, id);
+            gone.extend(inner.remove_slot(&old_key, id));
         }
         inner.clock += 1;
         let id = inner.clock;
@@ -166,8 +266,10 @@ impl Store {
             id,
             used_at: id,
             size,
-            stored,
+            stored: stored.clone(),
         });
+        drop(inner);
+        delete(gone, stored.payload.path());
     }
 
     /// Puts `updated` in the place of `old` (a validated response, the
@@ -193,22 +295,40 @@ impl Store {
                     .map(move |slot| (key.clone(), slot.id))
             })
             .collect();
-        for (key, id) in &found {
-            inner.remove_slot(key, *id);
-        }
-        found.len()
+        let gone: Vec<Arc<Stored>> = (found.iter())
+            .filter_map(|(key, id)| inner.remove_slot(key, *id))
+            .collect();
+        drop(inner);
+        let count = gone.len();
+        delete(gone, None);
+        count
     }
 
-    /// Forgets every response stored under `key`.
+    /// Forgets every response stored under `key`, on disk those another
+    /// process stored too.
     pub(crate) fn remove(&self, key: &str) {
-        let mut inner = self.lock();
-        let ids: Vec<u64> = inner
-            .entries
-            .get(key)
-            .map_or_else(Vec::new, |slots| slots.iter().map(|s| s.id).collect());
-        for id in ids {
-            inner.remove_slot(key, id);
+        self.remove_from(key, |_| true);
+        if let Some(disk) = &self.disk {
+            delete(disk.probe(key).into_iter().map(Arc::new).collect(), None);
         }
+    }
+
+    /// Forgets `stored`, found but no longer there to serve (its file removed).
+    pub(crate) fn forget(&self, key: &str, stored: &Arc<Stored>) {
+        self.remove_from(key, |other| Arc::ptr_eq(other, stored));
+    }
+
+    fn remove_from(&self, key: &str, doomed: impl Fn(&Arc<Stored>) -> bool) {
+        let mut inner = self.lock();
+        let ids: Vec<u64> = (inner.entries.get(key).into_iter().flatten())
+            .filter(|slot| doomed(&slot.stored))
+            .map(|slot| slot.id)
+            .collect();
+        let gone = (ids.into_iter())
+            .filter_map(|id| inner.remove_slot(key, id))
+            .collect();
+        drop(inner);
+        delete(gone, None);
     }
 
     pub(crate) fn held(&self) -> Held {
@@ -221,17 +341,28 @@ impl Store {
 }
 
 impl Inner {
-    fn remove_slot(&mut self, key: &str, id: u64) {
-        let Some(slots) = self.entries.get_mut(key) else {
-            return;
-        };
-        if let Some(at) = slots.iter().position(|slot| slot.id == id) {
-            let slot = slots.remove(at);
-            self.lru.remove(&slot.used_at);
-            self.used -= slot.size;
-        }
+    fn remove_slot(&mut self, key: &str, id: u64) -> Option<Arc<Stored>> {
+        let slots = self.entries.get_mut(key)?;
+        let at = slots.iter().position(|slot| slot.id == id);
+        let slot = at.map(|at| slots.remove(at));
         if slots.is_empty() {
             self.entries.remove(key);
+        }
+        let slot = slot?;
+        self.lru.remove(&slot.used_at);
+        self.used -= slot.size;
+        Some(slot.stored)
+    }
+}
+
+/// Removes the files of responses no longer stored, but `kept`'s.
+fn delete(gone: Vec<Arc<Stored>>, kept: Option<&Path>) {
+    for stored in gone {
+        match stored.payload.path() {
+            Some(path) if Some(path) != kept => {
+                let _ = std::fs::remove_file(path);
+            }
+            _ => {}
         }
     }
 }
