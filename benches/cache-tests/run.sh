@@ -3,7 +3,8 @@
 # http-tests/cache-tests) against `stackway serve --cache 64MiB` in front of the suite's
 # own server, and prints the counts beside the published ones of the reverse proxies.
 # Usage: benches/cache-tests/run.sh [RESULTS.json]   (from the repository's root;
-# `cargo build --release -p stackway-cli` first, or STACKWAY=path/to/stackway)
+# `cargo build --release -p stackway-cli` first, or STACKWAY=path/to/stackway;
+# CACHE_DIR=DIR runs the cache on disk there)
 set -euo pipefail
 root=$(pwd)
 out=${1:-$root/target/cache-tests.json}
@@ -20,7 +21,7 @@ origin=$(free_port)
 front=$(free_port)
 (cd "$suite" && exec npm run --silent server --port="$origin" >/dev/null 2>&1) &
 "${STACKWAY:-$root/target/release/stackway}" serve --bind "127.0.0.1:$front" --cache 64MiB \
-  --mount "/=http://127.0.0.1:$origin" >"$suite/stackway.log" 2>&1 &
+  ${CACHE_DIR:+--cache-dir "$CACHE_DIR"} --mount "/=http://127.0.0.1:$origin" >"$suite/stackway.log" 2>&1 &
 for _ in $(seq 50); do
   curl -s -o /dev/null "http://127.0.0.1:$front/" && break
   sleep 0.2

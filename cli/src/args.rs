@@ -170,6 +170,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) cache: Option<usize>,
 
+    /// Keep `--cache`'s bodies in files under DIR, SIZE then bounding the bytes there:
+    /// they outlive a restart, and the processes share them (nginx's proxy_cache_path).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+
     /// Seconds an app may take to answer a request before it gets 503.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub(crate) timeout: Option<Duration>,
@@ -316,6 +321,8 @@ pub(crate) struct Mount {
     pub(crate) target: Target,
     /// A `[[mount]]`'s own HTTP cache, of this many bytes.
     pub(crate) cache: Option<usize>,
+    /// And the directory it keeps its bodies in.
+    pub(crate) cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -400,6 +407,7 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
         prefix: prefix.to_owned(),
         target,
         cache: None,
+        cache_dir: None,
     })
 }
 

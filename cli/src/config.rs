@@ -132,6 +132,7 @@ config_file! {
         plain compress: bool,
         #[serde(default, deserialize_with = "size")]
         optional cache: usize,
+        optional cache_dir: PathBuf,
         #[serde(default, deserialize_with = "secs")]
         optional timeout: Duration,
         plain wsgi_threads: u16,
@@ -190,6 +191,8 @@ struct MountTable {
     /// An HTTP cache of its own, of this size.
     #[serde(default, deserialize_with = "size")]
     cache: Option<usize>,
+    /// Its bodies in files under this directory.
+    cache_dir: Option<PathBuf>,
 }
 
 /// `[[static]]`: a folder or file at a prefix, with SharedData's options.
@@ -306,7 +309,7 @@ pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> 
             .map(|(span, s)| s.export().map_err(|e| table(span, e)))
             .collect::<Result<_, _>>()?;
     }
-    Ok(())
+    crate::stack::check_caches(args).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// What a `[[listen]]` speaks.
@@ -372,6 +375,9 @@ impl MountTable {
         if self.wsgi.is_none() && self.asgi.is_none() && self.venv.is_some() {
             return Err(at("venv needs a wsgi or asgi app"));
         }
+        if self.cache_dir.is_some() && self.cache.is_none() {
+            return Err(at("cache_dir needs cache, the size to keep there"));
+        }
         let venv = self
             .venv
             .as_deref()
@@ -389,6 +395,7 @@ impl MountTable {
             Target::App(_) | Target::Asgi(_) => {}
         }
         mount.cache = self.cache;
+        mount.cache_dir = self.cache_dir;
         Ok((mount, venv))
     }
 }

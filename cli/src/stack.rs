@@ -1,6 +1,8 @@
 //! The stack `stackway serve` builds from its arguments: the mounts, the
 //! static exports and the layers around them, checked before anything binds.
 
+use std::path::Path;
+
 use stackway::BoxApp;
 use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::cache::{CacheStats, Purger};
@@ -34,12 +36,14 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
             ));
         }
     }
+    check_caches(args)?;
     let mut dispatcher = Dispatcher::default();
     let mut sources = Sources::default();
     for Mount {
         prefix,
         target,
         cache,
+        cache_dir,
     } in &args.mounts
     {
         let mut app = match (target, crate::venvs::socket(args, prefix)) {
@@ -96,10 +100,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
             }
         };
         if let Some(capacity) = *cache {
-            let cache = Cache::new(app, capacity);
-            sources.caches.push((prefix.clone(), cache.stats()));
-            sources.purgers.push(cache.purger());
-            app = BoxApp::new(cache);
+            app = cached(app, capacity, cache_dir.as_deref(), prefix, &mut sources)?;
         }
         dispatcher = dispatcher
             .try_mount(prefix, app)
@@ -118,10 +119,15 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     }
     // Inside Compress: one stored response serves every encoding.
     if let Some(capacity) = args.cache {
-        let cache = Cache::new(app, capacity);
-        sources.caches.push(("serve".to_owned(), cache.stats()));
-        sources.purgers.push(cache.purger());
-        app = BoxApp::new(cache);
+        app = cached(
+            app,
+            capacity,
+            args.cache_dir.as_deref(),
+            "serve",
+            &mut sources,
+        )?;
+    } else if args.cache_dir.is_some() {
+        return Err("cache_dir needs cache, the size to keep there".to_owned());
     }
     if args.compress {
         app = BoxApp::new(Compress::new(app));
@@ -165,6 +171,44 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
         );
     }
     Ok((app, sources))
+}
+
+/// Whether the caches' directories are given with a size, each to one cache.
+pub(crate) fn check_caches(args: &ServeArgs) -> Result<(), String> {
+    if args.cache_dir.is_some() && args.cache.is_none() {
+        return Err("cache_dir needs cache, the size to keep there".to_owned());
+    }
+    let mut dirs: Vec<&Path> = (args.mounts.iter())
+        .filter_map(|mount| mount.cache_dir.as_deref())
+        .chain(args.cache_dir.as_deref())
+        .collect();
+    dirs.sort();
+    match dirs.windows(2).find(|pair| pair[0] == pair[1]) {
+        Some(twice) => Err(format!(
+            "cache directory {} is given to two caches: each needs its own",
+            twice[0].display()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `app` behind an HTTP cache of `capacity` bytes (on disk in `dir`), its
+/// counters and purger among the `sources` as `name`'s.
+fn cached(
+    app: BoxApp,
+    capacity: usize,
+    dir: Option<&Path>,
+    name: &str,
+    sources: &mut Sources,
+) -> Result<BoxApp, String> {
+    let mut cache = Cache::new(app, capacity);
+    if let Some(dir) = dir {
+        cache =
+            (cache.on_disk(dir)).map_err(|e| format!("cache directory {}: {e}", dir.display()))?;
+    }
+    sources.caches.push((name.to_owned(), cache.stats()));
+    sources.purgers.push(cache.purger());
+    Ok(BoxApp::new(cache))
 }
 
 /// What the metrics report beside the requests: each proxy mount's

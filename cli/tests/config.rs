@@ -308,6 +308,18 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
             "s.toml:5:11: mount[0].proxy_options.balance: \"random\": expected round-robin or least-outstanding",
         ),
         (
+            "[[mount]]\nprefix = \"/\"\napp = \"hello\"\ncache_dir = \"/tmp/c\"\n",
+            "mount /: cache_dir needs cache, the size to keep there",
+        ),
+        (
+            "cache = \"1MiB\"\ncache_dir = \"/tmp/c\"\n[[mount]]\nprefix = \"/\"\napp = \"hello\"\ncache = \"1MiB\"\ncache_dir = \"/tmp/c\"\n",
+            "cache directory /tmp/c is given to two caches: each needs its own",
+        ),
+        (
+            "cache_dir = \"/tmp/c\"\n",
+            "cache_dir needs cache, the size to keep there",
+        ),
+        (
             "[[static]]\nprefix = \"/s\"\npath = \"/no/such/dir\"\n",
             "static /s:",
         ),

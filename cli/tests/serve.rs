@@ -171,6 +171,80 @@ fn cache_keeps_what_http_lets_it_and_counts_it_in_the_metrics() {
     }
 }
 
+/// Reads a response of `len` bytes of body slowly: 64 KiB at a time, with a pause.
+fn read_slowly(addr: SocketAddr, path: &str, len: usize) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    let mut chunk = vec![0; 64 << 10];
+    loop {
+        let n = stream.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&chunk[..n]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(all.len() - head_end, len);
+    all.split_off(head_end)
+}
+
+#[test]
+fn a_64_mib_response_streams_through_the_disk_cache_in_constant_memory_and_outlives_a_restart() {
+    let site = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.path().join("big.bin"), &body).unwrap();
+    // Modified long ago: fresh for a day by the heuristic (RFC 9111 §4.2.2).
+    let big = site.path().join("big.bin");
+    let touched = Command::new("touch")
+        .args(["-d", "2020-01-01", big.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let upstream = Stackway::serve(&["--static", &format!("/={}", site.path().display())]);
+    let cache = tempfile::tempdir().unwrap();
+    let args = [
+        "--mount",
+        &format!("/=http://{}", upstream.addr),
+        "--cache",
+        "256MiB",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ];
+    let front = Stackway::serve(&args);
+    let before = stackway_test_support::peak_rss_kib_of(front.child.id());
+    let addr = front.addr;
+    let slow = std::thread::spawn(move || read_slowly(addr, "/big.bin", 64 << 20));
+    std::thread::sleep(Duration::from_millis(100));
+    let fast = Conn::open(front.addr).get("/big.bin");
+    assert!(fast.body == body, "the fast client's body");
+    assert!(slow.join().unwrap() == body, "the slow client's body");
+    let grown = stackway_test_support::peak_rss_kib_of(front.child.id()) - before;
+    assert!(grown < 16 << 10, "the server grew by {grown} KiB");
+    drop(front);
+
+    let front = Stackway::serve(&args);
+    let again = Conn::open(front.addr).get("/big.bin");
+    assert!(
+        again
+            .header("cache-status")
+            .unwrap()
+            .starts_with("stackway; hit"),
+        "{:?}",
+        again.headers
+    );
+    assert!(again.body == body, "served from the disk after the restart");
+}
+
 #[test]
 fn mounts_proxy_to_upstreams_one_or_a_pool() {
     // Two stackway processes as upstreams, a third in front of them.
@@ -847,6 +921,14 @@ fn bad_flags_exit_2_with_a_clear_message() {
         ),
         (vec!["serve", "--mount", "/files/*=hello"], "literal"),
         (vec!["serve", "--mount", "/x=nope"], "unknown app \"nope\""),
+        (
+            vec!["serve", "--cache-dir", "/tmp"],
+            "cache_dir needs cache, the size to keep there",
+        ),
+        (
+            vec!["serve", "--cache", "1MiB", "--cache-dir", "/proc/no"],
+            "cache directory /proc/no:",
+        ),
         (
             vec!["serve", "--mount", "/x=http://127.0.0.1"],
             r#"cannot proxy to "http://127.0.0.1": say the port"#,

@@ -1,8 +1,7 @@
 //! A shared HTTP cache (RFC 9111) in front of any app: responses that may
 //! be stored are kept in memory (or on disk, [`on_disk`](Cache::on_disk))
-//! and served again while fresh, stale ones
-//! are revalidated with the app, and what changes the app's state
-//! invalidates what it stored.
+//! and served again while fresh, stale ones are revalidated with the app,
+//! and what changes the app's state invalidates what it stored.
 //!
 //! - **Storing** (§3): `GET` responses with a final status, not `no-store`
 //!   (request or response) nor `private`, with explicit freshness (`max-age`,
