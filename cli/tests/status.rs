@@ -47,7 +47,14 @@ fn the_status_page_renders_and_updates_in_chromium() {
     };
     let mut command = stackway(&["--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"]);
     command
-        .args(["--status", "/status", "--metrics", "/metrics"])
+        .args([
+            "--status",
+            "/status",
+            "--metrics",
+            "/metrics",
+            "--cache",
+            "1MiB",
+        ])
         .args(["--mount", "/=hello", "--mount", "/env=demo"])
         .args(["--mount", "/down=http://127.0.0.1:1"])
         .args(["--mount", "/py=wsgi:wsgi_apps:hello", "--pythonpath"])
@@ -125,6 +132,12 @@ fn the_status_page_renders_and_updates_in_chromium() {
         pools.contains("<td>/py</td>"),
         "the Python pool is shown: {pools}"
     );
+    let caches = dom.split("id=\"caches\"").nth(1).unwrap_or("");
+    let serve_row = caches.split("<td>serve</td>").nth(1).unwrap_or("");
+    let misses: u64 = (serve_row.split("<td class=\"n\">").nth(2))
+        .and_then(|cell| cell.split('<').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the cache is shown with its misses: {caches}"));
+    assert!(misses > 0, "{caches}");
     let errors = dom.split("id=\"errors\"").nth(1).unwrap_or("");
     assert!(
         errors.contains("<td>502</td>") && errors.contains("<td>/down</td>"),

@@ -535,9 +535,13 @@ impl<A: App> Cache<A> {
             );
             return serve(&method, &client, &stored, &contents, age, &what);
         }
-        if asked.head || unstorable(&client, &res).is_some() {
+        let unstored = match unstorable(&client, &res) {
+            Some(why) => Some(format!("fwd=stale; detail={why}")),
+            None => asked.head.then(|| "fwd=stale".to_owned()),
+        };
+        if let Some(what) = unstored {
             let mut res = res;
-            cache_status(&mut res, "fwd=stale");
+            cache_status(&mut res, &what);
             return res;
         }
         self.shared

@@ -114,6 +114,10 @@ impl StatusPage {
                 "in_flight": u.in_flight,
                 "connections": u.connections,
             }))).collect::<Vec<_>>(),
+            "caches": state.caches.iter().map(|(cache, read)| {
+                let r = read();
+                json!({"cache": cache, "hits": r.hits, "misses": r.misses, "revalidated": r.revalidated, "stored": r.stored, "responses": r.responses, "bytes": r.bytes})
+            }).collect::<Vec<_>>(),
             "mounts": mounts,
             "errors": state.errors.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().map(|e| json!({
                 "seconds_ago": e.at.elapsed().as_secs(),
@@ -155,6 +159,7 @@ impl StatusPage {
         let held = [
             ("pools", &["threads", "busy", "queued"][..]),
             ("upstreams", &["up", "in_flight", "connections"][..]),
+            ("caches", &["responses", "bytes"][..]),
         ];
         for (list, fields) in held {
             for entry in retired[list].as_array_mut().into_iter().flatten() {
@@ -247,6 +252,10 @@ impl StatusPage {
                 p["jobs"],
             );
         }
+        let mut caches = String::new();
+        for c in data["caches"].as_array().into_iter().flatten() {
+            let _ = write!(caches, "<tr>{}</tr>", cache_cells(c));
+        }
         let listeners = data["listeners"]
             .as_array()
             .into_iter()
@@ -293,6 +302,7 @@ impl StatusPage {
             .replace("{errors}", &errors)
             .replace("{upstreams}", &upstreams)
             .replace("{pools}", &pools)
+            .replace("{caches}", &caches)
             .replace("{processes}", &processes)
             .replace("{json}", &escape_html(&self.json))
             .replace(
@@ -329,6 +339,26 @@ impl App for StatusPage {
     }
 }
 
+/// A cache's row: the same cells as the page's script makes.
+fn cache_cells(c: &Value) -> String {
+    let (hits, misses) = (
+        c["hits"].as_u64().unwrap_or(0),
+        c["misses"].as_u64().unwrap_or(0),
+    );
+    let ratio = match hits + misses {
+        0 => "–".to_owned(),
+        all => format!("{:.1} %", 100.0 * hits as f64 / all as f64),
+    };
+    format!(
+        "<td>{}</td><td class=n>{hits}</td><td class=n>{misses}</td><td class=n>{ratio}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}</td>",
+        escape_html(c["cache"].as_str().unwrap_or("")),
+        c["revalidated"],
+        c["stored"],
+        c["responses"],
+        c["bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20),
+    )
+}
+
 /// How many of the last errors the merged page shows.
 const ERRORS_SHOWN: usize = 20;
 
@@ -345,6 +375,7 @@ fn merge_into(into: &mut Value, from: &Value) {
                         }
                     }
                     ("mounts" | "pools", Some(mine)) => merge_by(mine, value, &["mount"]),
+                    ("caches", Some(mine)) => merge_by(mine, value, &["cache"]),
                     ("upstreams", Some(mine)) => merge_by(mine, value, &["mount", "upstream"]),
                     ("errors", Some(Value::Array(mine))) => {
                         mine.extend(value.as_array().into_iter().flatten().cloned());
@@ -409,6 +440,8 @@ dt{color:#666}
 <table id=upstreams><thead><tr><th>mount</th><th>upstream</th><th>state</th><th>answered</th><th>failed</th><th>in flight</th><th>connections</th></tr></thead><tbody>{upstreams}</tbody></table>
 <h2>Python pools</h2>
 <table id=pools><thead><tr><th>mount</th><th>busy</th><th>threads</th><th>queued</th><th>requests</th></tr></thead><tbody>{pools}</tbody></table>
+<h2>HTTP caches</h2>
+<table id=caches><thead><tr><th>cache</th><th>hits</th><th>misses</th><th>hit ratio</th><th>revalidated</th><th>stored</th><th>held</th><th>MiB held</th></tr></thead><tbody>{caches}</tbody></table>
 {processes}<h2>Last errors</h2>
 <table id=errors><thead><tr><th>when</th><th>method</th><th>status</th><th>mount</th></tr></thead><tbody>{errors}</tbody></table>
 <script>
@@ -439,6 +472,7 @@ async function tick(){
  }
  document.querySelector("#upstreams tbody").innerHTML=d.upstreams.map(u=>"<tr><td>"+esc(u.mount)+"</td><td>"+esc(u.upstream)+"</td><td>"+(u.up?"up":"DOWN")+"</td><td class=n>"+u.answered+"</td><td class=n>"+u.failed+"</td><td class=n>"+u.in_flight+"</td><td class=n>"+u.connections+"</td></tr>").join("");
  document.querySelector("#pools tbody").innerHTML=d.pools.map(p=>"<tr><td>"+esc(p.mount)+"</td><td class=n>"+p.busy+"</td><td class=n>"+p.threads+"</td><td class=n>"+p.queued+"</td><td class=n>"+p.jobs+"</td></tr>").join("");
+ document.querySelector("#caches tbody").innerHTML=d.caches.map(c=>"<tr><td>"+esc(c.cache)+"</td><td class=n>"+c.hits+"</td><td class=n>"+c.misses+"</td><td class=n>"+(c.hits+c.misses?(100*c.hits/(c.hits+c.misses)).toFixed(1)+" %":"–")+"</td><td class=n>"+c.revalidated+"</td><td class=n>"+c.stored+"</td><td class=n>"+c.responses+"</td><td class=n>"+(c.bytes/1048576).toFixed(1)+"</td></tr>").join("");
  document.querySelector("#errors tbody").innerHTML=d.errors.map(e=>"<tr><td>"+e.seconds_ago+"s ago</td><td>"+esc(e.method)+"</td><td>"+e.status+"</td><td>"+esc(e.mount)+"</td></tr>").join("");
  document.body.dataset.updates=+document.body.dataset.updates+1;
 }
