@@ -2,7 +2,10 @@
 //! work, and the ranges a response will carry; what a static file server and
 //! a cache answering from a stored response both read.
 
+use std::hash::{BuildHasher, RandomState};
 use std::ops::Range;
+
+use crate::FilePart;
 
 /// More ranges than this in one header are not worth serving: the header is
 /// ignored and the whole file sent (RFC 9110 §14.2 allows ignoring it).
@@ -64,6 +67,36 @@ pub fn parse(header: &str, len: u64) -> Ranges {
 }
 
 /// `bytes=` with the unit matched case-insensitively.
+/// A `multipart/byteranges` body (RFC 9110 §14.6) of `ranges` of a
+/// representation `len` bytes long whose type is `content_type`: each
+/// range after a head of its own, then the closing delimiter; with the
+/// `Content-Type` that names its boundary. The boundary is random per
+/// response, so no representation can be made to contain it.
+///
+/// ```
+/// use stackway::FilePart;
+///
+/// let (parts, content_type) = stackway::range::multipart(vec![0..1, 9..10], 10, "text/plain");
+/// assert!(content_type.starts_with("multipart/byteranges; boundary=stackway-"));
+/// assert!(matches!(parts[1], FilePart::Range(ref r) if *r == (0..1)));
+/// assert_eq!(parts.len(), 5);
+/// ```
+pub fn multipart(ranges: Vec<Range<u64>>, len: u64, content_type: &str) -> (Vec<FilePart>, String) {
+    let boundary = format!("stackway-{:016x}", RandomState::new().hash_one(len));
+    let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
+    for range in ranges {
+        let head = format!(
+            "\r\n--{boundary}\r\ncontent-type: {content_type}\r\ncontent-range: bytes {}-{}/{len}\r\n\r\n",
+            range.start,
+            range.end - 1
+        );
+        parts.push(FilePart::Bytes(head.into()));
+        parts.push(FilePart::Range(range));
+    }
+    parts.push(FilePart::Bytes(format!("\r\n--{boundary}--\r\n").into()));
+    (parts, format!("multipart/byteranges; boundary={boundary}"))
+}
+
 fn strip_unit(header: &str) -> Option<&str> {
     let (unit, specs) = header.trim().split_once('=')?;
     unit.trim().eq_ignore_ascii_case("bytes").then_some(specs)

@@ -308,6 +308,27 @@ fn a_range_is_answered_from_a_stored_whole_response() {
     assert_eq!(outside.status, 416);
     assert_eq!(outside.header("content-range"), Some("bytes */9"));
     assert_eq!(seen.count("/fresh"), 1);
+    // Several ranges apart: multipart/byteranges.
+    assert_eq!(conn.get("/big/1").body.len(), 1 << 20);
+    conn.send(b"GET /big/1 HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-0,-1\r\n\r\n");
+    let parts = conn.read_response();
+    assert_eq!(parts.status, 206);
+    let content_type = parts.header("content-type").unwrap();
+    let boundary = content_type
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap();
+    let last = (1 << 20) - 1;
+    assert_eq!(
+        parts.text(),
+        format!(
+            "\r\n--{boundary}\r\ncontent-type: application/octet-stream\r\ncontent-range: bytes 0-0/{}\r\n\r\nb\
+             \r\n--{boundary}\r\ncontent-type: application/octet-stream\r\ncontent-range: bytes {last}-{last}/{}\r\n\r\nb\
+             \r\n--{boundary}--\r\n",
+            1 << 20,
+            1 << 20
+        )
+    );
+    assert_eq!(seen.count("/big/1"), 1);
 }
 
 #[test]

@@ -19,7 +19,7 @@
 //! - **Validation** (§4.3): a stale response with a validator is
 //!   revalidated with `If-None-Match`/`If-Modified-Since`; a `304` updates
 //!   the stored fields and serves the stored body. A client's own
-//!   conditional request, and a single range of a stored whole response
+//!   conditional request, and ranges of a stored whole response
 //!   (`If-Range` compared strongly), are answered from the cache.
 //! - **Stale content** (RFC 5861): within `stale-while-revalidate` a stale
 //!   response is served while a task of its own revalidates it (one a
@@ -85,14 +85,14 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_RANGE,
-    ETAG, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED,
-    LOCATION, PRAGMA, RANGE,
+    CONTENT_TYPE, ETAG, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    LAST_MODIFIED, LOCATION, PRAGMA, RANGE,
 };
 use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use stackway::range::{self, Ranges};
 use stackway::readings::CacheReading;
-use stackway::{App, Body, Request, Response};
+use stackway::{App, Body, FilePart, Request, Response};
 use tokio::sync::watch;
 
 use directives::Directives;
@@ -732,7 +732,7 @@ fn serve(
     } else {
         let body = match *method == Method::HEAD {
             true => Body::default(),
-            false => contents.body(0..stored.payload.len()),
+            false => contents.body(vec![FilePart::Range(0..stored.payload.len())]),
         };
         (stored.status, stored.headers.clone(), body)
     };
@@ -745,9 +745,10 @@ fn serve(
     res
 }
 
-/// The part of a stored `200` that a `GET` with one range asks for (206),
-/// or `416` for a range outside it; `None` (the whole response) without a
-/// range, with several, or with an `If-Range` the stored response fails.
+/// The parts of a stored `200` that a `GET` with ranges asks for (206, as
+/// `multipart/byteranges` for several), or `416` for ranges outside it;
+/// `None` (the whole response) without a usable `Range`, or with an
+/// `If-Range` the stored response fails.
 fn part(
     method: &Method,
     request: &HeaderMap,
@@ -781,12 +782,19 @@ fn part(
     headers.remove(CONTENT_LENGTH);
     match range::parse(asked, len) {
         Ranges::Ignore => None,
-        Ranges::Satisfiable(ranges) if ranges.len() > 1 => None,
+        Ranges::Satisfiable(ranges) if ranges.len() > 1 => {
+            let content_type = (stored.headers.get(CONTENT_TYPE))
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("application/octet-stream");
+            let (parts, content_type) = range::multipart(ranges, len, content_type);
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(&content_type).ok()?);
+            Some((StatusCode::PARTIAL_CONTENT, headers, contents.body(parts)))
+        }
         Ranges::Satisfiable(ranges) => {
             let part = &ranges[0];
             let content_range = format!("bytes {}-{}/{len}", part.start, part.end - 1);
             headers.insert(CONTENT_RANGE, HeaderValue::from_str(&content_range).ok()?);
-            let body = contents.body(part.start..part.end);
+            let body = contents.body(vec![FilePart::Range(part.clone())]);
             Some((StatusCode::PARTIAL_CONTENT, headers, body))
         }
         Ranges::Unsatisfiable => {

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -120,15 +119,25 @@ pub(crate) enum Contents {
 }
 
 impl Contents {
-    /// The bytes of `range` of the body.
-    pub(crate) fn body(&self, range: Range<u64>) -> Body {
+    /// A body of `parts`: ranges of the stored body, and bytes between them.
+    pub(crate) fn body(&self, parts: Vec<FilePart>) -> Body {
         match self {
             Self::Memory(bytes) => {
-                Body::from(bytes.slice(range.start as usize..range.end as usize))
+                let len = parts.iter().map(FilePart::len).sum();
+                let chunks = parts.into_iter().map(|part| match part {
+                    FilePart::Range(range) => bytes.slice(range.start as usize..range.end as usize),
+                    FilePart::Bytes(between) => between,
+                });
+                Body::from_chunks(chunks.collect::<Vec<_>>()).exact_size(len)
             }
             Self::File(file, offset) => {
-                let range = offset + range.start..offset + range.end;
-                Body::from_file_parts(file.clone(), vec![FilePart::Range(range)])
+                let parts = parts.into_iter().map(|part| match part {
+                    FilePart::Range(range) => {
+                        FilePart::Range(offset + range.start..offset + range.end)
+                    }
+                    between => between,
+                });
+                Body::from_file_parts(file.clone(), parts.collect())
             }
         }
     }

@@ -1,8 +1,6 @@
 //! From a file that was found to its response: validators, conditionals,
 //! ranges, and the redirect and listing pages.
 
-use std::hash::{BuildHasher, RandomState};
-
 use http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
     ETAG, LAST_MODIFIED, RANGE, VARY,
@@ -107,21 +105,9 @@ fn file_response(
             )
         }
         Ranges::Satisfiable(ranges) => {
-            // Random per response, so no file can be made to contain it.
-            let boundary = format!("stackway-{:016x}", RandomState::new().hash_one(len));
             let part_type = content_type.to_str().unwrap_or("application/octet-stream");
-            let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
-            for range in ranges {
-                let part_head = format!(
-                    "\r\n--{boundary}\r\ncontent-type: {part_type}\r\ncontent-range: bytes {}-{}/{len}\r\n\r\n",
-                    range.start,
-                    range.end - 1
-                );
-                pieces.push(FilePart::Bytes(part_head.into()));
-                pieces.push(FilePart::Range(range));
-            }
-            pieces.push(FilePart::Bytes(format!("\r\n--{boundary}--\r\n").into()));
-            let content_type = header_value(&format!("multipart/byteranges; boundary={boundary}"));
+            let (pieces, content_type) = range::multipart(ranges, len, part_type);
+            let content_type = header_value(&content_type);
             (StatusCode::PARTIAL_CONTENT, pieces, content_type, None)
         }
     };
