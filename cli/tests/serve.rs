@@ -180,7 +180,7 @@ fn read_slowly(addr: SocketAddr, path: &str, len: usize) -> Vec<u8> {
         .unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut all = Vec::new();
@@ -226,10 +226,34 @@ fn a_64_mib_response_streams_through_the_disk_cache_in_constant_memory_and_outli
     let slow = std::thread::spawn(move || read_slowly(addr, "/big.bin", 64 << 20));
     std::thread::sleep(Duration::from_millis(100));
     let fast = Conn::open(front.addr).get("/big.bin");
+    // It waited for the slow one's response, stored as it went (proxy_cache_lock).
+    assert!(
+        fast.header("cache-status")
+            .unwrap()
+            .starts_with("stackway; hit"),
+        "{:?}",
+        fast.headers
+    );
     assert!(fast.body == body, "the fast client's body");
     assert!(slow.join().unwrap() == body, "the slow client's body");
     let grown = stackway_test_support::peak_rss_kib_of(front.child.id()) - before;
     assert!(grown < 16 << 10, "the server grew by {grown} KiB");
+    // Its file synced and in place (a moment after the body ended), then a crash.
+    let in_place = || {
+        let levels = std::fs::read_dir(cache.path()).unwrap().flatten();
+        let targets = levels.filter(|l| l.file_name() != "tmp");
+        let targets = targets.flat_map(|l| std::fs::read_dir(l.path()).unwrap().flatten());
+        targets
+            .flat_map(|t| std::fs::read_dir(t.path()).unwrap().flatten())
+            .count()
+    };
+    for _ in 0..100 {
+        if in_place() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(in_place(), 1);
     drop(front);
 
     let front = Stackway::serve(&args);

@@ -378,15 +378,15 @@ fn cache_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Waits for `n` responses to be stored (a file is put in place after its body ends).
-fn wait_for_stored(stats: &stackway_middleware::cache::CacheStats, n: usize) {
+/// Waits for `n` files in place (each is synced and renamed after its body ends).
+fn wait_for_files(dir: &std::path::Path, n: usize) {
     for _ in 0..500 {
-        if stats.responses() == n {
+        if cache_files(dir).len() == n {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("{} responses stored, not {n}", stats.responses());
+    panic!("{} files in place, not {n}", cache_files(dir).len());
 }
 
 #[test]
@@ -395,8 +395,19 @@ fn the_disk_store_serves_what_it_stored_after_a_restart_and_removes_torn_files()
     let (running, _, stats) = serve_on_disk(dir.path());
     let mut conn = Conn::open(running.addr);
     assert_eq!(conn.get("/fresh").text(), "version 1");
+    let at_once = conn.get("/fresh");
+    assert_eq!(
+        at_once.header("cache-status"),
+        Some("stackway; hit; ttl=60")
+    );
+    assert_eq!(at_once.text(), "version 1");
     assert_eq!(conn.get("/huge").body.len(), 64 << 20);
-    wait_for_stored(&stats, 2);
+    assert_eq!(
+        stats.responses(),
+        2,
+        "served from their files before they are in place"
+    );
+    wait_for_files(dir.path(), 2);
     drop(running);
     drop(stats);
 
@@ -435,11 +446,11 @@ fn the_disk_store_serves_what_it_stored_after_a_restart_and_removes_torn_files()
 #[test]
 fn caches_sharing_a_directory_find_what_the_other_stored_and_invalidated() {
     let dir = tempfile::tempdir().unwrap();
-    let (one, seen_one, stats_one) = serve_on_disk(dir.path());
+    let (one, seen_one, _) = serve_on_disk(dir.path());
     let (other, seen_other, _) = serve_on_disk(dir.path());
     let (mut one, mut other) = (Conn::open(one.addr), Conn::open(other.addr));
     assert_eq!(one.get("/fresh").text(), "version 1");
-    wait_for_stored(&stats_one, 1);
+    wait_for_files(dir.path(), 1);
     let res = other.get("/fresh");
     assert_eq!(res.text(), "version 1");
     assert!(

@@ -15,6 +15,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,7 +43,7 @@ pub(crate) struct Disk {
 
 /// A response whose head is written and whose body is being: see [`Disk::create`].
 pub(crate) struct Writer {
-    file: File,
+    file: Arc<File>,
     temporary: PathBuf,
     destination: PathBuf,
     length_at: u64,
@@ -145,8 +146,11 @@ impl Disk {
         write!(head, "body ")?;
         let length_at = head.len() as u64;
         writeln!(head, "{:0LENGTH_DIGITS$}\n", 0)?;
-        let mut writer = Writer {
-            file: File::create(&temporary)?,
+        let file = (File::options().read(true).write(true))
+            .create_new(true)
+            .open(&temporary)?;
+        let writer = Writer {
+            file: Arc::new(file),
             temporary,
             destination,
             length_at,
@@ -155,23 +159,32 @@ impl Disk {
             committed: false,
         };
         // Removed by the writer's drop if this fails.
-        writer.file.write_all(&head)?;
+        (&*writer.file).write_all(&head)?;
         Ok(writer)
     }
 }
 
 impl Writer {
     pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.file.write_all(data)?;
+        (&*self.file).write_all(data)?;
         self.body_len += data.len() as u64;
         Ok(())
     }
 
-    /// The body is whole: its length is written, the file synced and put
-    /// in place. Blocks.
-    pub(crate) fn commit(mut self) -> io::Result<Payload> {
+    /// The body is whole: its length goes into the head, and it can be
+    /// served from the open file while [`commit`](Self::commit) puts it in place.
+    pub(crate) fn finish(&mut self) -> io::Result<Payload> {
         let length = format!("{:0LENGTH_DIGITS$}", self.body_len);
         self.file.write_all_at(length.as_bytes(), self.length_at)?;
+        Ok(Payload::Open {
+            file: self.file.clone(),
+            offset: self.head_len,
+            len: self.body_len,
+        })
+    }
+
+    /// Syncs the [finished](Self::finish) file and puts it in place. Blocks.
+    pub(crate) fn commit(mut self) -> io::Result<Payload> {
         self.file.sync_data()?;
         fs::create_dir_all(self.destination.parent().unwrap_or(Path::new(".")))?;
         fs::rename(&self.temporary, &self.destination)?;

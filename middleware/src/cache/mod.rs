@@ -900,11 +900,13 @@ impl Shared {
                 }
             },
         };
-        let shared = self.clone();
-        let keep = move |payload: Payload| {
-            shared.counters.stored.fetch_add(1, Ordering::Relaxed);
-            let stored = Stored::new(status, headers, payload, variant, timing);
-            shared.store.insert(&key, stored);
+        let keeper = Keeper {
+            shared: self.clone(),
+            key,
+            status,
+            headers,
+            variant,
+            timing,
         };
         // Where a server stops polling: the body's own length, else the head's.
         let expected = body.size_hint().exact().or_else(|| {
@@ -916,7 +918,7 @@ impl Shared {
             body,
             seen: 0,
             max: self.max_object as u64,
-            sink: Some((sink, Box::new(keep))),
+            sink: Some((sink, keeper)),
             leader,
         });
         append_status(&mut parts.headers, &format!("{fwd}; stored"));
@@ -958,12 +960,35 @@ struct Tee {
     seen: u64,
     max: u64,
     /// Where the body goes, and what stores it once whole.
-    sink: Option<(Sink, Keep)>,
+    sink: Option<(Sink, Keeper)>,
     /// Let go once the body is stored, or fails, or the client goes away.
     leader: Option<Leader>,
 }
 
-type Keep = Box<dyn FnOnce(Payload) + Send>;
+/// What stores a body once it is whole.
+struct Keeper {
+    shared: Arc<Shared>,
+    key: String,
+    status: StatusCode,
+    headers: HeaderMap,
+    variant: Variant,
+    timing: Timing,
+}
+
+impl Keeper {
+    fn keep(self, payload: Payload) -> (Arc<Shared>, String, Arc<Stored>) {
+        let stored = Arc::new(Stored::new(
+            self.status,
+            self.headers,
+            payload,
+            self.variant,
+            self.timing,
+        ));
+        self.shared.counters.stored.fetch_add(1, Ordering::Relaxed);
+        self.shared.store.insert(&self.key, stored.clone());
+        (self.shared, self.key, stored)
+    }
+}
 
 enum Sink {
     Memory(BytesMut),
@@ -1023,23 +1048,34 @@ impl http_body::Body for Tee {
 
 impl Tee {
     /// The body has ended: stored if it is whole, and the misses waiting
-    /// for it let go once it is. A file is put in place off the runtime's
-    /// threads (it is synced first).
+    /// for it let go. A file is served through its descriptor at once, and
+    /// synced and put in place off the runtime's threads.
     fn finish(&mut self) {
-        let leader = self.leader.take();
+        let _leader = self.leader.take();
         let whole = self.expected.is_none_or(|len| len == self.seen);
-        let Some((sink, keep)) = self.sink.take().filter(|_| whole) else {
+        let Some((sink, keeper)) = self.sink.take().filter(|_| whole) else {
             return;
         };
         match sink {
-            Sink::Memory(kept) => keep(Payload::Memory(kept.freeze())),
-            Sink::File(writer) => {
-                let commit = move || {
-                    match writer.commit() {
-                        Ok(payload) => keep(payload),
-                        Err(error) => tracing::warn!(%error, "a cache file could not be kept"),
+            Sink::Memory(kept) => drop(keeper.keep(Payload::Memory(kept.freeze()))),
+            Sink::File(mut writer) => {
+                let open = match writer.finish() {
+                    Ok(open) => open,
+                    Err(error) => {
+                        tracing::warn!(%error, "a cache file could not be finished");
+                        return;
                     }
-                    drop(leader);
+                };
+                let (shared, key, pending) = keeper.keep(open);
+                let commit = move || match writer.commit() {
+                    Ok(payload) => {
+                        let settled = pending.with_payload(payload);
+                        shared.store.update(&key, &pending, Arc::new(settled));
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "a cache file could not be put in place");
+                        shared.store.forget(&key, &pending);
+                    }
                 };
                 match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => drop(runtime.spawn_blocking(commit)),

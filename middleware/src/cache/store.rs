@@ -54,6 +54,18 @@ impl Stored {
         }
     }
 
+    /// The same response, its body elsewhere.
+    pub(crate) fn with_payload(&self, payload: Payload) -> Self {
+        let headers = self.headers.clone();
+        Self::new(
+            self.status,
+            headers,
+            payload,
+            self.variant.clone(),
+            self.timing,
+        )
+    }
+
     /// Its current age (§4.2.3).
     pub(crate) fn age(&self, now: SystemTime) -> Duration {
         self.initial_age + now.duration_since(self.timing.received).unwrap_or_default()
@@ -85,13 +97,20 @@ pub(crate) enum Payload {
         offset: u64,
         len: u64,
     },
+    /// The same in a file written and not yet in place: read through its
+    /// descriptor meanwhile.
+    Open {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Payload {
     pub(crate) fn len(&self) -> u64 {
         match self {
             Self::Memory(bytes) => bytes.len() as u64,
-            Self::File { len, .. } => *len,
+            Self::File { len, .. } | Self::Open { len, .. } => *len,
         }
     }
 
@@ -100,13 +119,14 @@ impl Payload {
         Ok(match self {
             Self::Memory(bytes) => Contents::Memory(bytes.clone()),
             Self::File { path, offset, .. } => Contents::File(Arc::new(File::open(path)?), *offset),
+            Self::Open { file, offset, .. } => Contents::File(file.clone(), *offset),
         })
     }
 
     fn path(&self) -> Option<&Path> {
         match self {
-            Self::Memory(_) => None,
             Self::File { path, .. } => Some(path),
+            Self::Memory(_) | Self::Open { .. } => None,
         }
     }
 }
@@ -281,16 +301,18 @@ impl Store {
         delete(gone, stored.payload.path());
     }
 
-    /// Puts `updated` in the place of `old` (a validated response, the
-    /// same variant, which `insert` replaces), if `old` is still stored.
+    /// Puts `updated` in the place of `old` (a validated response, or one
+    /// whose file is now in place: the same variant, which `insert`
+    /// replaces), if `old` is still stored; else forgets `updated`.
     pub(crate) fn update(&self, key: &str, old: &Arc<Stored>, updated: Arc<Stored>) {
         let still = self
             .lock()
             .entries
             .get(key)
             .is_some_and(|slots| slots.iter().any(|slot| Arc::ptr_eq(&slot.stored, old)));
-        if still {
-            self.insert(key, updated);
+        match still {
+            true => self.insert(key, updated),
+            false => delete(vec![updated], old.payload.path()),
         }
     }
 
