@@ -37,12 +37,14 @@ WSGI = ["wsgi-hello", "wsgi-cpu"]
 ASGI = ["asgi-hello", "ws-echo"]
 # uwsgi-flask: nginx in front (uwsgi_pass) of stackway or uWSGI serving the same Flask app.
 PYTHON_SCENARIOS = WSGI + ASGI + ["uwsgi-flask"]
-SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy", "proxy-https", "cache-hit"] + PYTHON_SCENARIOS
+SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slow-1g", "proxy", "proxy-https", "cache-hit", "cache-hit-disk"] + PYTHON_SCENARIOS
 # proxy: to the raw hyper peer; proxy-https: to a stackway over TLS (a test certificate for
 # localhost, checked by both proxies), each over a keep-alive pool; cache-hit: a response of
 # the hyper peer's with max-age, answered from the proxy's cache (stackway --cache 64MiB,
-# nginx proxy_cache in memory-backed files).
-PROXY = ["proxy", "proxy-https", "cache-hit"]
+# nginx proxy_cache in memory-backed files); cache-hit-disk: the same with stackway's cache on
+# disk (--cache-dir), as nginx's is.
+CACHE_HIT = ["cache-hit", "cache-hit-disk"]
+PROXY = ["proxy", "proxy-https"] + CACHE_HIT
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn", "uwsgi"]
 # `stackway-before`: another stackway binary (--before PATH), for a before/after in one run;
 # `stackway-1p`: stackway with one process, for what --processes adds in the Python scenarios.
@@ -220,7 +222,7 @@ def nginx_conf(tmp, port, static, upstream=None, scenario=None):
                           'proxy_ssl_name localhost; proxy_ssl_server_name on; '
                           'proxy_ssl_session_reuse on; }')
     cache_zone = ""
-    if scenario == "cache-hit":
+    if scenario in CACHE_HIT:
         cache_zone = f"proxy_cache_path {tmp}/nginx-cache-{port} keys_zone=hits:10m;"
         proxy_location = proxy_location.replace("proxy_pass http://up/;", "proxy_pass http://up/; proxy_cache hits;")
     if scenario == "uwsgi-flask":
@@ -325,8 +327,12 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
                   "--proxy-ca", str(upstream_certificate(tmp)[0])]
     elif upstream and server == "stackway":
         flags += ["--mount", f"/proxy=http://127.0.0.1:{upstream}"]
-    if server == "stackway" and scenario == "cache-hit":
+    if server == "stackway" and scenario in CACHE_HIT:
         flags += ["--cache", "64MiB"]
+    if server == "stackway" and scenario == "cache-hit-disk":
+        cache_dir = tmp / f"stackway-cache-{port}"
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        flags += ["--cache-dir", str(cache_dir)]
     for prefix in DEEP_MOUNTS:
         flags += ["--mount", f"{prefix}=hello"]
     if scenario in COMPRESSED:
@@ -423,7 +429,7 @@ def scenario_request(scenario, port):
         return "/users/42", [], 200
     if scenario in COMPRESSED:
         return "/static/64k.html", [f"Accept-Encoding: {scenario.rsplit('-', 1)[1]}"], 200
-    if scenario == "cache-hit":
+    if scenario in CACHE_HIT:
         return "/proxy/cached/users/42", [], 200
     if scenario in PROXY:
         return "/proxy/users/42", [], 200
@@ -489,7 +495,7 @@ def slow_reader(server, seconds):
 
 def run_once(server_name, scenario, static, tmp, args):
     # The proxy scenarios' upstream, the same for both proxies.
-    upstream = {"proxy": "hyper", "proxy-https": "tls-upstream", "cache-hit": "hyper"}.get(scenario)
+    upstream = {"proxy": "hyper", "proxy-https": "tls-upstream", "cache-hit": "hyper", "cache-hit-disk": "hyper"}.get(scenario)
     upstream = Server(upstream, static, tmp) if upstream else None
     server = Server(server_name, static, tmp, upstream.port if upstream else None, scenario)
     # uwsgi-flask: the load goes to nginx, in front of the server measured.
