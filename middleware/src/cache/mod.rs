@@ -161,9 +161,10 @@ impl<A> Cache<A> {
     /// memory, `capacity` then bounding the bytes there; fields stay in
     /// memory too. What an earlier cache stored in `dir` is served again,
     /// and several processes may share one: each finds what another
-    /// stored. A body is written as it streams to the client and put in
-    /// place once whole and synced, so neither a large body nor a crash
-    /// mid-write costs more than the file being written. A `304`'s fields
+    /// stored, and keeps the bound over the responses it has seen. A body
+    /// is written as it streams to the client and served from its file as
+    /// soon as it is whole, while the file is synced and renamed into
+    /// place; a crash mid-write leaves nothing to serve. A `304`'s fields
     /// update a stored response in memory only: after a restart it is
     /// revalidated once more.
     pub fn on_disk(mut self, dir: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
