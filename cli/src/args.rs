@@ -16,6 +16,7 @@ use stackway_middleware::shared_data::Export;
 use stackway_middleware::{Dispatcher, Proxy, SharedData};
 
 use crate::listen;
+use crate::policies::{Policies, RateSpec, parse_access, parse_peer, parse_rate_limit};
 use crate::values::{
     balance, nameservers, parse_mode, parse_path, parse_processes, parse_proxy_fix, parse_secs,
     parse_size, required_secs, secs,
@@ -146,6 +147,23 @@ pub(crate) struct ServeArgs {
     /// --proxy-fix trusts one proxy for For and Proto, as Werkzeug [default: off].
     #[arg(long, value_name = "TRUST", num_args = 0..=1, default_missing_value = "", value_parser = parse_proxy_fix)]
     pub(crate) proxy_fix: Option<[usize; 5]>,
+
+    /// With --proxy-fix, read X-Forwarded-* only from a connection whose peer is PEER: an
+    /// address, a network (10.0.0.0/8) or unix; repeatable (gunicorn's forwarded_allow_ips,
+    /// nginx's set_real_ip_from) [default: any peer].
+    #[arg(long = "trusted-proxy", value_name = "PEER", value_parser = parse_peer)]
+    pub(crate) trusted_proxies: Vec<String>,
+
+    /// Let clients in or refuse them (403) by address, as nginx's allow and deny: "allow
+    /// 10.0.0.0/8", "deny all"; repeatable, the first rule that matches deciding.
+    #[arg(long = "access", value_name = "RULE", value_parser = parse_access)]
+    pub(crate) access: Vec<String>,
+
+    /// Limit each client's requests as nginx's limit_req: "10r/s burst=20 nodelay" (429 with
+    /// Retry-After beyond the burst; without nodelay the burst is spaced out at the rate),
+    /// conn=N requests in flight (limit_conn), key=header:NAME or key=mount to count by.
+    #[arg(long, value_name = "SPEC", value_parser = parse_rate_limit)]
+    pub(crate) rate_limit: Option<RateSpec>,
 
     /// The least severe log events printed: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -323,6 +341,8 @@ pub(crate) struct Mount {
     pub(crate) cache: Option<usize>,
     /// And the directory it keeps its bodies in.
     pub(crate) cache_dir: Option<PathBuf>,
+    /// A `[[mount]]`'s own access rules and rate limit.
+    pub(crate) policies: Policies,
 }
 
 #[derive(Debug, Clone)]
@@ -408,6 +428,7 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
         target,
         cache: None,
         cache_dir: None,
+        policies: Policies::default(),
     })
 }
 

@@ -19,6 +19,7 @@ use toml::Spanned;
 
 use crate::args::{Mount, ProxyOptions, ServeArgs, Static, Target};
 use crate::listen::{Address, Bind, ListenSpec};
+use crate::policies::{Policies, RateSpec, access, peers, rate_limit};
 use crate::values::{
     addresses, at_least_one, bind, header_size, level, log_format, octal, path, processes,
     proxy_fix, required_address, secs, size, upstreams,
@@ -124,6 +125,12 @@ config_file! {
         optional admin_bind: Bind,
         #[serde(default, deserialize_with = "proxy_fix")]
         optional proxy_fix: [usize; 5],
+        #[serde(default, deserialize_with = "peers")]
+        plain trusted_proxies: Vec<String>,
+        #[serde(default, deserialize_with = "access")]
+        plain access: Vec<String>,
+        #[serde(default, deserialize_with = "rate_limit")]
+        optional rate_limit: RateSpec,
         plain request_id: bool,
         plain trace_context: bool,
         optional otlp_endpoint: String,
@@ -193,6 +200,12 @@ struct MountTable {
     cache: Option<usize>,
     /// Its bodies in files under this directory.
     cache_dir: Option<PathBuf>,
+    /// Access by address, nginx's rules in order.
+    #[serde(default, deserialize_with = "access")]
+    access: Option<Vec<String>>,
+    /// A rate limit of its own.
+    #[serde(default, deserialize_with = "rate_limit")]
+    rate_limit: Option<RateSpec>,
 }
 
 /// `[[static]]`: a folder or file at a prefix, with SharedData's options.
@@ -396,6 +409,10 @@ impl MountTable {
         }
         mount.cache = self.cache;
         mount.cache_dir = self.cache_dir;
+        mount.policies = Policies {
+            access: self.access.unwrap_or_default(),
+            rate_limit: self.rate_limit,
+        };
         Ok((mount, venv))
     }
 }

@@ -12,6 +12,7 @@ mod admin;
 mod args;
 mod config;
 mod listen;
+mod policies;
 mod purge;
 mod recycle;
 mod reload;

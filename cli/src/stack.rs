@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use stackway::BoxApp;
+use stackway_middleware::access::Peers;
 use stackway_middleware::access_log::LogFormat;
 use stackway_middleware::cache::{CacheStats, Purger};
 use stackway_middleware::proxy::ProxyStats;
@@ -14,6 +15,7 @@ use stackway_middleware::{
 use stackway_wsgi::{Asgi, Wsgi, WsgiStats};
 
 use crate::args::{Mount, ServeArgs, Static, Target};
+use crate::policies::Policies;
 
 /// The stack the flags describe, outermost first: ProxyFix → RequestIds →
 /// AccessLog → Cors → SetHeaders → Compress → Timeout → SharedData →
@@ -44,6 +46,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
         target,
         cache,
         cache_dir,
+        policies,
     } in &args.mounts
     {
         let mut app = match (target, crate::venvs::socket(args, prefix)) {
@@ -102,6 +105,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
         if let Some(capacity) = *cache {
             app = cached(app, capacity, cache_dir.as_deref(), prefix, &mut sources)?;
         }
+        app = policies.wrap(app)?;
         dispatcher = dispatcher
             .try_mount(prefix, app)
             .map_err(|e| e.to_string())?;
@@ -126,8 +130,6 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
             "serve",
             &mut sources,
         )?;
-    } else if args.cache_dir.is_some() {
-        return Err("cache_dir needs cache, the size to keep there".to_owned());
     }
     if args.compress {
         app = BoxApp::new(Compress::new(app));
@@ -145,6 +147,12 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
         }
         app = BoxApp::new(cors);
     }
+    // Inside the log and the metrics, which count what they refuse.
+    let policies = Policies {
+        access: args.access.clone(),
+        rate_limit: args.rate_limit.clone(),
+    };
+    app = policies.wrap(app)?;
     if args.access_log {
         app = BoxApp::new(match args.log_format.as_str() {
             // One object a line, through the JSON log.
@@ -161,14 +169,19 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     }
     // Outermost, so that the log and every app see the client the proxies name.
     if let Some([x_for, x_proto, x_host, x_port, x_prefix]) = args.proxy_fix {
-        app = BoxApp::new(
-            ProxyFix::new(app)
-                .x_for(x_for)
-                .x_proto(x_proto)
-                .x_host(x_host)
-                .x_port(x_port)
-                .x_prefix(x_prefix),
-        );
+        let mut proxy_fix = ProxyFix::new(app)
+            .x_for(x_for)
+            .x_proto(x_proto)
+            .x_host(x_host)
+            .x_port(x_port)
+            .x_prefix(x_prefix);
+        if !args.trusted_proxies.is_empty() {
+            let peers = Peers::new(&args.trusted_proxies).map_err(|e| e.to_string())?;
+            proxy_fix = proxy_fix.trusted(peers);
+        }
+        app = BoxApp::new(proxy_fix);
+    } else if !args.trusted_proxies.is_empty() {
+        return Err("trusted_proxies needs proxy_fix, which reads what they forward".to_owned());
     }
     Ok((app, sources))
 }

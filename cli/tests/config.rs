@@ -180,6 +180,39 @@ fn the_example_file_serves_every_listener_mount_and_export() {
 }
 
 #[test]
+fn a_mounts_policies_are_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        "bind = [\"127.0.0.1:0\"]\n\
+         [[mount]]\nprefix = \"/open\"\napp = \"hello\"\n\
+         [[mount]]\nprefix = \"/internal\"\napp = \"hello\"\naccess = [\"allow 10.0.0.0/8\", \"deny all\"]\n\
+         [[mount]]\nprefix = \"/api\"\napp = \"hello\"\nrate_limit = \"1r/m burst=1 nodelay key=header:x-api-key\"\n",
+    )
+    .unwrap();
+    let server = serve(&["--config", file.to_str().unwrap()], 1);
+    let mut conn = Conn::open(addr(&server.listening[0]));
+    assert_eq!(conn.get("/open/").status, 200);
+    assert_eq!(
+        conn.get("/internal/").status,
+        403,
+        "the loopback is not 10/8"
+    );
+    let mut with_key = |key: &str| {
+        conn.send(format!("GET /api/ HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\n\r\n").as_bytes());
+        conn.read_response().status
+    };
+    assert_eq!(
+        [with_key("a"), with_key("a"), with_key("a")],
+        [200, 200, 429]
+    );
+    assert_eq!(with_key("b"), 200, "counted by key");
+    // Without the key, not counted (as nginx's empty key).
+    assert!((0..3).all(|_| conn.get("/api/").status == 200));
+}
+
+#[test]
 fn flags_replace_the_keys_they_name() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.toml");
@@ -314,6 +347,14 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
         (
             "cache = \"1MiB\"\ncache_dir = \"/tmp/c\"\n[[mount]]\nprefix = \"/\"\napp = \"hello\"\ncache = \"1MiB\"\ncache_dir = \"/tmp/c\"\n",
             "cache directory /tmp/c is given to two caches: each needs its own",
+        ),
+        (
+            "[[mount]]\nprefix = \"/\"\napp = \"hello\"\nrate_limit = \"fast\"\n",
+            "s.toml:4:14: mount[0].rate_limit: \"fast\": expected a rate",
+        ),
+        (
+            "access = [\"deny 300.0.0.1\"]\n",
+            "s.toml:1:10: access: \"300.0.0.1\": expected an address",
         ),
         (
             "cache_dir = \"/tmp/c\"\n",

@@ -270,6 +270,55 @@ fn a_64_mib_response_streams_through_the_disk_cache_in_constant_memory_and_outli
 }
 
 #[test]
+fn policies_from_flags_limit_the_rate_refuse_by_address_and_trust_named_proxies() {
+    let server = Stackway::serve(&[
+        "--mount",
+        "/=demo",
+        "--proxy-fix",
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--access",
+        "deny 192.0.2.0/24",
+        "--access",
+        "allow all",
+        "--rate-limit",
+        "1r/m burst=2 nodelay",
+    ]);
+    let mut conn = Conn::open(server.addr);
+    let mut get_as = |client: &str| {
+        conn.send(
+            format!("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\n\r\n").as_bytes(),
+        );
+        conn.read_response()
+    };
+    // The address the trusted proxy names is the one refused, and the one limited.
+    assert_eq!(get_as("192.0.2.5").status, 403);
+    let statuses: Vec<u16> = (0..4).map(|_| get_as("198.51.100.7").status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let refused = get_as("198.51.100.7");
+    assert_eq!(refused.header("retry-after"), Some("60"));
+    assert_eq!(
+        get_as("198.51.100.8").status,
+        200,
+        "another client has its own bucket"
+    );
+
+    // From a peer that is not trusted, the header is the client's own words.
+    let server = Stackway::serve(&[
+        "--mount",
+        "/=demo",
+        "--proxy-fix",
+        "--trusted-proxy",
+        "10.0.0.0/8",
+        "--access",
+        "deny 192.0.2.0/24",
+    ]);
+    let mut conn = Conn::open(server.addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.5\r\n\r\n");
+    assert_eq!(conn.read_response().status, 200);
+}
+
+#[test]
 fn mounts_proxy_to_upstreams_one_or_a_pool() {
     // Two stackway processes as upstreams, a third in front of them.
     let a = Stackway::serve(&["--mount", "/=demo"]);
@@ -945,6 +994,18 @@ fn bad_flags_exit_2_with_a_clear_message() {
         ),
         (vec!["serve", "--mount", "/files/*=hello"], "literal"),
         (vec!["serve", "--mount", "/x=nope"], "unknown app \"nope\""),
+        (
+            vec!["serve", "--rate-limit", "10/s"],
+            "\"10/s\": expected a rate (10r/s, 30r/m)",
+        ),
+        (
+            vec!["serve", "--access", "allow everyone"],
+            "\"everyone\": expected an address",
+        ),
+        (
+            vec!["serve", "--trusted-proxy", "10.0.0.0/8"],
+            "trusted_proxies needs proxy_fix",
+        ),
         (
             vec!["serve", "--cache-dir", "/tmp"],
             "cache_dir needs cache, the size to keep there",

@@ -43,6 +43,8 @@ macro_rules! inner_accessors {
     };
 }
 
+#[cfg(feature = "access")]
+pub mod access;
 #[cfg(feature = "access-log")]
 pub mod access_log;
 #[cfg(feature = "body-limit")]
@@ -70,6 +72,8 @@ pub mod profiler;
 pub mod proxy;
 #[cfg(feature = "proxy-fix")]
 pub mod proxy_fix;
+#[cfg(feature = "rate-limit")]
+pub mod rate_limit;
 #[cfg(feature = "request-id")]
 pub mod request_id;
 #[cfg(feature = "router")]
@@ -83,6 +87,8 @@ pub mod timeout;
 #[cfg(feature = "trace-context")]
 pub mod trace_context;
 
+#[cfg(feature = "access")]
+pub use access::Access;
 #[cfg(feature = "access-log")]
 pub use access_log::AccessLog;
 #[cfg(feature = "body-limit")]
@@ -108,6 +114,8 @@ pub use profiler::Profiler;
 pub use proxy::Proxy;
 #[cfg(feature = "proxy-fix")]
 pub use proxy_fix::ProxyFix;
+#[cfg(feature = "rate-limit")]
+pub use rate_limit::RateLimit;
 #[cfg(feature = "request-id")]
 pub use request_id::RequestIds;
 #[cfg(feature = "router")]

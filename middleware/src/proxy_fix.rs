@@ -74,7 +74,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 use http::uri::{Authority, Scheme};
-use stackway::{App, Forwarded, Request, RequestExt, Response};
+use stackway::{App, Connection, Forwarded, Request, RequestExt, Response};
+
+use crate::access::Peers;
 
 /// Applies trusted `X-Forwarded-*` headers; see the [module docs](self).
 #[doc(alias = "X-Forwarded-For")]
@@ -82,6 +84,8 @@ use stackway::{App, Forwarded, Request, RequestExt, Response};
 pub struct ProxyFix<A> {
     inner: A,
     trust: Trust,
+    /// The peers whose headers are read; `None`: every peer's.
+    peers: Option<Peers>,
 }
 
 /// How many proxies are trusted to set each header.
@@ -107,6 +111,7 @@ impl<A> ProxyFix<A> {
                 x_port: 0,
                 x_prefix: 0,
             },
+            peers: None,
         }
     }
 
@@ -137,6 +142,23 @@ impl<A> ProxyFix<A> {
     /// Proxies trusted to set `X-Forwarded-Prefix`.
     pub fn x_prefix(mut self, trusted: usize) -> Self {
         self.trust.x_prefix = trusted;
+        self
+    }
+
+    /// Reads the headers only from a connection whose peer is one of
+    /// `peers` (gunicorn's `forwarded_allow_ips`, nginx's
+    /// `set_real_ip_from`); from any other peer they are ignored, as a
+    /// client could have written them.
+    ///
+    /// ```
+    /// use stackway_middleware::{ProxyFix, access::Peers};
+    ///
+    /// let peers = Peers::new(["10.0.0.0/8", "unix"])?;
+    /// let app = ProxyFix::new(|_req: stackway::Request| async { "" }).trusted(peers);
+    /// # Ok::<(), stackway_middleware::access::AccessError>(())
+    /// ```
+    pub fn trusted(mut self, peers: Peers) -> Self {
+        self.peers = Some(peers);
         self
     }
 
@@ -278,6 +300,17 @@ impl Trust {
 
 impl<A: App> App for ProxyFix<A> {
     async fn call(&self, mut req: Request) -> Response {
+        let peer = || {
+            let connection = req.extensions().get::<Connection>();
+            connection.and_then(|c| c.remote_addr).map(|addr| addr.ip())
+        };
+        if self
+            .peers
+            .as_ref()
+            .is_some_and(|peers| !peers.contains(peer()))
+        {
+            return self.inner.call(req).await;
+        }
         if let Some(forwarded) = self.trust.forwarded(&req) {
             req.extensions_mut().insert(forwarded);
         }

@@ -1,0 +1,178 @@
+//! The gateway's policies as `stackway serve` and its config file give them,
+//! for the server (`--access`, `--rate-limit`) or one `[[mount]]`: rules of
+//! access by address, nginx's words, and a rate limit in one line, as
+//! nginx's `limit_req` reads (`10r/s burst=20 nodelay`).
+
+use serde::de::Deserializer;
+use stackway::BoxApp;
+use stackway_middleware::access::Peers;
+use stackway_middleware::rate_limit::RateKey;
+use stackway_middleware::{Access, RateLimit};
+
+use crate::values::checked;
+
+/// The policies in front of an app.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Policies {
+    /// `allow …` / `deny …`, checked in order.
+    pub(crate) access: Vec<String>,
+    pub(crate) rate_limit: Option<RateSpec>,
+}
+
+/// A rate limit: `10r/s burst=20 nodelay key=client conn=5 keys=100000`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RateSpec {
+    per_second: Option<f64>,
+    burst: u32,
+    nodelay: bool,
+    key: RateKey,
+    concurrency: Option<u32>,
+    max_keys: Option<usize>,
+}
+
+impl Policies {
+    /// `app` behind them: access outside (a refused client costs nothing
+    /// more), then the rate limit.
+    pub(crate) fn wrap(&self, mut app: BoxApp) -> Result<BoxApp, String> {
+        if let Some(spec) = &self.rate_limit {
+            app = BoxApp::new(spec.limit(app));
+        }
+        if !self.access.is_empty() {
+            let mut access = Access::new(app);
+            for rule in &self.access {
+                access = access.rule(rule).map_err(|e| e.to_string())?;
+            }
+            app = BoxApp::new(access);
+        }
+        Ok(app)
+    }
+}
+
+impl RateSpec {
+    fn limit(&self, app: BoxApp) -> RateLimit<BoxApp> {
+        let mut limit = RateLimit::new(app).burst(self.burst).key(self.key.clone());
+        if let Some(per_second) = self.per_second {
+            limit = limit.rate(per_second);
+        }
+        if self.nodelay {
+            limit = limit.nodelay();
+        }
+        if let Some(requests) = self.concurrency {
+            limit = limit.concurrency(requests);
+        }
+        if let Some(keys) = self.max_keys {
+            limit = limit.max_keys(keys);
+        }
+        limit
+    }
+}
+
+/// `10r/s`, `30r/m`, then `burst=N`, `nodelay`, `key=client|mount|header:NAME`,
+/// `conn=N` (requests of a key in flight), `keys=N` (keys remembered).
+pub(crate) fn parse_rate_limit(value: &str) -> Result<RateSpec, String> {
+    let mut spec = RateSpec {
+        per_second: None,
+        burst: 0,
+        nodelay: false,
+        key: RateKey::Client,
+        concurrency: None,
+        max_keys: None,
+    };
+    let number = |name: &str, n: &str| {
+        n.parse::<u32>()
+            .map_err(|_| format!("{name}={n:?}: expected a whole number"))
+    };
+    for word in value.split_whitespace() {
+        match word.split_once('=') {
+            None if word == "nodelay" => spec.nodelay = true,
+            None => {
+                let (count, per) = (word.strip_suffix("r/s").map(|n| (n, 1.0)))
+                    .or_else(|| word.strip_suffix("r/m").map(|n| (n, 60.0)))
+                    .ok_or_else(|| format!("{word:?}: expected a rate (10r/s, 30r/m), burst=N, nodelay, key=…, conn=N or keys=N"))?;
+                let count: f64 = (count.parse().ok())
+                    .filter(|n: &f64| *n > 0.0 && n.is_finite())
+                    .ok_or_else(|| format!("{word:?}: expected a positive rate"))?;
+                spec.per_second = Some(count / per);
+            }
+            Some(("burst", n)) => spec.burst = number("burst", n)?,
+            Some(("conn", n)) => spec.concurrency = Some(number("conn", n)?).filter(|n| *n > 0),
+            Some(("keys", n)) => spec.max_keys = Some(number("keys", n)? as usize),
+            Some(("key", "client")) => spec.key = RateKey::Client,
+            Some(("key", "mount")) => spec.key = RateKey::Mount,
+            Some(("key", other)) => {
+                let header = other
+                    .strip_prefix("header:")
+                    .and_then(|name| name.parse().ok());
+                spec.key = RateKey::Header(header.ok_or_else(|| {
+                    format!("key={other:?}: expected client, mount or header:NAME")
+                })?);
+            }
+            Some((name, _)) => {
+                return Err(format!("{name:?}: expected burst, key, conn or keys"));
+            }
+        }
+    }
+    if spec.per_second.is_none() && spec.concurrency.is_none() {
+        return Err(format!("{value:?}: give a rate (10r/s) or conn=N"));
+    }
+    Ok(spec)
+}
+
+/// A peer as `Peers` reads it: an address, a network, `unix`, `all`.
+pub(crate) fn parse_peer(value: &str) -> Result<String, String> {
+    Peers::new([value])
+        .map(|_| value.trim().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// An access rule, checked as `Access` reads it.
+pub(crate) fn parse_access(value: &str) -> Result<String, String> {
+    Access::new(())
+        .rule(value)
+        .map(|_| value.trim().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+pub(crate) fn rate_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateSpec>, D::Error> {
+    checked(d, |s: String| parse_rate_limit(&s))
+}
+
+pub(crate) fn peers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    checked(d, |peers: Vec<String>| {
+        peers.iter().map(|peer| parse_peer(peer)).collect()
+    })
+}
+
+pub(crate) fn access<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    checked(d, |rules: Vec<String>| {
+        rules.iter().map(|rule| parse_access(rule)).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_reads_as_nginx_writes_it_and_says_what_is_wrong() {
+        let spec = parse_rate_limit("30r/m burst=5 nodelay key=header:x-api-key conn=2").unwrap();
+        assert_eq!(spec.per_second, Some(0.5));
+        assert_eq!(
+            (spec.burst, spec.nodelay, spec.concurrency),
+            (5, true, Some(2))
+        );
+        assert_eq!(spec.key, RateKey::Header("x-api-key".parse().unwrap()));
+        assert_eq!(parse_rate_limit("conn=10").unwrap().per_second, None);
+        for (bad, says) in [
+            ("10/s", "expected a rate"),
+            ("0r/s", "expected a positive rate"),
+            ("10r/s burst=-1", "burst=\"-1\": expected a whole number"),
+            ("10r/s key=ip", "expected client, mount or header:NAME"),
+            ("10r/s zone=one", "\"zone\": expected burst"),
+            ("burst=5", "give a rate (10r/s) or conn=N"),
+        ] {
+            let error = parse_rate_limit(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+}
