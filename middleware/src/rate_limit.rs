@@ -38,15 +38,16 @@
 //! # });
 //! ```
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::RETRY_AFTER;
 use http::{HeaderName, HeaderValue, StatusCode};
 use lru::LruCache;
-use stackway::{App, IntoResponse, Request, RequestExt, Response};
+use stackway::{App, Connection, Forwarded, IntoResponse, Request, Response};
 
 /// Shards of the keys' states, each behind a lock of its own.
 const SHARDS: usize = 16;
@@ -79,8 +80,32 @@ struct Limits {
     concurrency: Option<u32>,
     key: RateKey,
     hasher: RandomState,
-    shards: Box<[Mutex<LruCache<u64, State>>]>,
-    started: Instant,
+    shards: Box<[Mutex<Shard>]>,
+    clock: quanta::Clock,
+    started: quanta::Instant,
+}
+
+/// A shard's keys, by their hash: hashed once, with the limiter's random key.
+type Shard = LruCache<u64, State, BuildHasherDefault<Prehashed>>;
+
+/// The hasher of keys that are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
 }
 
 /// One key's bucket and requests in flight.
@@ -117,7 +142,8 @@ impl<A> RateLimit<A> {
                 key: RateKey::Client,
                 hasher: RandomState::new(),
                 shards: shards(100_000),
-                started: Instant::now(),
+                clock: quanta::Clock::new(),
+                started: quanta::Instant::now(),
             }),
         }
     }
@@ -209,8 +235,18 @@ impl Limits {
     fn key_of(&self, req: &Request) -> Option<u64> {
         match &self.key {
             RateKey::Client => {
-                let ip = req.environ().remote_addr()?.ip().to_canonical();
-                Some(self.hasher.hash_one(ip))
+                // Environ::remote_addr's: a trusted proxy's client, else the peer.
+                let forwarded = req
+                    .extensions()
+                    .get::<Forwarded>()
+                    .and_then(|f| f.remote_addr);
+                let addr =
+                    forwarded.or_else(|| req.extensions().get::<Connection>()?.remote_addr)?;
+                let bits = match addr.ip().to_canonical() {
+                    IpAddr::V4(ip) => u128::from(ip.to_bits()),
+                    IpAddr::V6(ip) => ip.to_bits(),
+                };
+                Some(self.hasher.hash_one(bits))
             }
             RateKey::Header(name) => {
                 let value = req.headers().get(name)?.as_bytes();
@@ -221,7 +257,7 @@ impl Limits {
     }
 
     fn admit(self: &Arc<Self>, key: u64) -> Admit {
-        let now = self.started.elapsed().as_secs_f64();
+        let now = (self.clock.now() - self.started).as_secs_f64();
         let mut shard = self.shards[key as usize % SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -258,10 +294,15 @@ impl Limits {
 }
 
 /// Room for `keys` keys in all, shard by shard.
-fn shards(keys: usize) -> Box<[Mutex<LruCache<u64, State>>]> {
+fn shards(keys: usize) -> Box<[Mutex<Shard>]> {
     let per_shard = NonZeroUsize::new(keys.div_ceil(SHARDS)).unwrap_or(NonZeroUsize::MIN);
     (0..SHARDS)
-        .map(|_| Mutex::new(LruCache::new(per_shard)))
+        .map(|_| {
+            Mutex::new(LruCache::with_hasher(
+                per_shard,
+                BuildHasherDefault::default(),
+            ))
+        })
         .collect()
 }
 
