@@ -165,6 +165,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SPEC", value_parser = parse_rate_limit)]
     pub(crate) rate_limit: Option<RateSpec>,
 
+    /// Let in only the users of an htpasswd FILE (Apache's: bcrypt, $apr1$, SHA-crypt,
+    /// {SHA}), as nginx's auth_basic_user_file: 401 for the others; SIGHUP reads it again.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) basic_auth: Option<PathBuf>,
+
+    /// The realm --basic-auth's users log in to, which browsers show [default: Restricted].
+    #[arg(long, value_name = "REALM")]
+    pub(crate) basic_auth_realm: Option<String>,
+
     /// The least severe log events printed: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub(crate) log_level: tracing::Level,

@@ -131,6 +131,8 @@ config_file! {
         plain access: Vec<String>,
         #[serde(default, deserialize_with = "rate_limit")]
         optional rate_limit: RateSpec,
+        optional basic_auth: PathBuf,
+        optional basic_auth_realm: String,
         plain request_id: bool,
         plain trace_context: bool,
         optional otlp_endpoint: String,
@@ -206,6 +208,9 @@ struct MountTable {
     /// A rate limit of its own.
     #[serde(default, deserialize_with = "rate_limit")]
     rate_limit: Option<RateSpec>,
+    /// Its users, in an htpasswd file, and their realm.
+    basic_auth: Option<PathBuf>,
+    basic_auth_realm: Option<String>,
 }
 
 /// `[[static]]`: a folder or file at a prefix, with SharedData's options.
@@ -412,6 +417,8 @@ impl MountTable {
         mount.policies = Policies {
             access: self.access.unwrap_or_default(),
             rate_limit: self.rate_limit,
+            basic_auth: self.basic_auth,
+            basic_auth_realm: self.basic_auth_realm,
         };
         Ok((mount, venv))
     }

@@ -137,6 +137,7 @@ fn main() -> ExitCode {
         }
     };
     let lifespans = std::mem::take(&mut sources.lifespans);
+    let htpasswds = std::mem::take(&mut sources.htpasswds);
     let mut tree_metrics = None;
     if args.metrics.is_some() || args.status.is_some() || purge::on_admin(&args) {
         (app, tree_metrics) = observed(app, &args, &server, opened.admin, sources);
@@ -156,7 +157,7 @@ fn main() -> ExitCode {
         .max_body_size(Some(args.max_body_size))
         .max_header_size(args.max_header_size)
         .max_connections(args.max_connections)
-        .shutdown_on(signals.until_stop(opened.tls, handover, handed_over.clone()))
+        .shutdown_on(signals.until_stop(opened.tls, htpasswds, handover, handed_over.clone()))
         .when_ready(move |_| {
             // Whoever reads this may have gone (a restart's new process
             // outlives the old one's reader): a closed stdout is no failure.

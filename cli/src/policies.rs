@@ -1,13 +1,17 @@
 //! The gateway's policies as `stackway serve` and its config file give them,
-//! for the server (`--access`, `--rate-limit`) or one `[[mount]]`: rules of
-//! access by address, nginx's words, and a rate limit in one line, as
-//! nginx's `limit_req` reads (`10r/s burst=20 nodelay`).
+//! for the server (`--rate-limit`, `--access`, `--basic-auth`) or one
+//! `[[mount]]`: a rate limit in one line, as nginx's `limit_req` reads
+//! (`10r/s burst=20 nodelay`), rules of access by address in nginx's words,
+//! and an htpasswd file.
 
 use serde::de::Deserializer;
 use stackway::BoxApp;
+use std::path::PathBuf;
+
 use stackway_middleware::access::Peers;
+use stackway_middleware::basic_auth::Htpasswd;
 use stackway_middleware::rate_limit::RateKey;
-use stackway_middleware::{Access, RateLimit};
+use stackway_middleware::{Access, BasicAuth, RateLimit};
 
 use crate::values::checked;
 
@@ -17,6 +21,9 @@ pub(crate) struct Policies {
     /// `allow …` / `deny …`, checked in order.
     pub(crate) access: Vec<String>,
     pub(crate) rate_limit: Option<RateSpec>,
+    /// An htpasswd file, and the realm its users log in to.
+    pub(crate) basic_auth: Option<PathBuf>,
+    pub(crate) basic_auth_realm: Option<String>,
 }
 
 /// A rate limit: `10r/s burst=20 nodelay key=client conn=5 keys=100000`.
@@ -31,11 +38,22 @@ pub(crate) struct RateSpec {
 }
 
 impl Policies {
-    /// `app` behind them: access outside (a refused client costs nothing
-    /// more), then the rate limit.
-    pub(crate) fn wrap(&self, mut app: BoxApp) -> Result<BoxApp, String> {
-        if let Some(spec) = &self.rate_limit {
-            app = BoxApp::new(spec.limit(app));
+    /// `app` behind them, in nginx's order: the rate limit first (a
+    /// client guessing passwords is slowed down too), then access by
+    /// address, then the password; the htpasswd file read is added to
+    /// `files`, which SIGHUP reads again.
+    pub(crate) fn wrap(
+        &self,
+        mut app: BoxApp,
+        files: &mut Vec<Htpasswd>,
+    ) -> Result<BoxApp, String> {
+        if let Some(path) = &self.basic_auth {
+            let users = Htpasswd::load(path).map_err(|e| e.to_string())?;
+            let realm = self.basic_auth_realm.as_deref().unwrap_or("Restricted");
+            app = BoxApp::new(BasicAuth::new(app, users.clone(), realm));
+            files.push(users);
+        } else if self.basic_auth_realm.is_some() {
+            return Err("basic_auth_realm needs basic_auth, the htpasswd file".to_owned());
         }
         if !self.access.is_empty() {
             let mut access = Access::new(app);
@@ -43,6 +61,9 @@ impl Policies {
                 access = access.rule(rule).map_err(|e| e.to_string())?;
             }
             app = BoxApp::new(access);
+        }
+        if let Some(spec) = &self.rate_limit {
+            app = BoxApp::new(spec.limit(app));
         }
         Ok(app)
     }

@@ -1,11 +1,12 @@
 //! The signals `stackway serve` answers: SIGINT and SIGTERM stop it, SIGHUP
-//! reloads TLS certificates, SIGUSR2 restarts it with its sockets handed
-//! over.
+//! reloads TLS certificates and htpasswd files, SIGUSR2 restarts it with its
+//! sockets handed over.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use stackway::server::Tls;
+use stackway_middleware::basic_auth::Htpasswd;
 
 use crate::{listen, restart};
 
@@ -31,10 +32,11 @@ impl Signals {
 
     /// Completes when the server should stop: on SIGINT or SIGTERM, or once
     /// SIGUSR2 has started a new process that took the sockets over. SIGHUP
-    /// reloads the TLS certificates.
+    /// reloads the TLS certificates and the htpasswd files.
     pub(crate) async fn until_stop(
         mut self,
         tls: Vec<Tls>,
+        htpasswds: Vec<Htpasswd>,
         handover: std::io::Result<restart::Handover>,
         handed_over: Arc<AtomicBool>,
     ) {
@@ -50,6 +52,15 @@ impl Signals {
                                 "kept the old TLS certificate: {}",
                                 listen::cause(&e)
                             ),
+                        }
+                    }
+                    for users in &htpasswds {
+                        match users.reload() {
+                            Ok(()) => tracing::info!(
+                                "reloaded the htpasswd file {}",
+                                users.path().display()
+                            ),
+                            Err(e) => tracing::error!("kept the old users: {e}"),
                         }
                     }
                 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use stackway::BoxApp;
 use stackway_middleware::access::Peers;
 use stackway_middleware::access_log::LogFormat;
+use stackway_middleware::basic_auth::Htpasswd;
 use stackway_middleware::cache::{CacheStats, Purger};
 use stackway_middleware::proxy::ProxyStats;
 use stackway_middleware::{
@@ -105,7 +106,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
         if let Some(capacity) = *cache {
             app = cached(app, capacity, cache_dir.as_deref(), prefix, &mut sources)?;
         }
-        app = policies.wrap(app)?;
+        app = policies.wrap(app, &mut sources.htpasswds)?;
         dispatcher = dispatcher
             .try_mount(prefix, app)
             .map_err(|e| e.to_string())?;
@@ -151,8 +152,10 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     let policies = Policies {
         access: args.access.clone(),
         rate_limit: args.rate_limit.clone(),
+        basic_auth: args.basic_auth.clone(),
+        basic_auth_realm: args.basic_auth_realm.clone(),
     };
-    app = policies.wrap(app)?;
+    app = policies.wrap(app, &mut sources.htpasswds)?;
     if args.access_log {
         app = BoxApp::new(match args.log_format.as_str() {
             // One object a line, through the JSON log.
@@ -236,4 +239,6 @@ pub(crate) struct Sources {
     pub(crate) caches: Vec<(String, CacheStats)>,
     /// … and what purges them, for the admin listener.
     pub(crate) purgers: Vec<Purger>,
+    /// The htpasswd files of `basic_auth`, read again on SIGHUP.
+    pub(crate) htpasswds: Vec<Htpasswd>,
 }

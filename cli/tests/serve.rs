@@ -319,6 +319,63 @@ fn policies_from_flags_limit_the_rate_refuse_by_address_and_trust_named_proxies(
 }
 
 #[test]
+fn basic_auth_lets_in_the_htpasswd_users_curl_names_and_sighup_reads_the_file_again() {
+    if !external::command("htpasswd", "apache2-utils") || !external::command("curl", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users");
+    let add = |flags: &str, user: &str, password: &str| {
+        let status = Command::new("htpasswd")
+            .args([flags, file.to_str().unwrap(), user, password])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    add("-cbB", "alice", "wonderland");
+    let server = Stackway::serve(&[
+        "--mount",
+        "/=hello",
+        "--basic-auth",
+        file.to_str().unwrap(),
+        "--basic-auth-realm",
+        "Staff",
+    ]);
+    let url = format!("http://{}/", server.addr);
+    let curl = |user: Option<&str>| {
+        let mut command = Command::new("curl");
+        command.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %header{www-authenticate}",
+        ]);
+        if let Some(user) = user {
+            command.args(["-u", user]);
+        }
+        let out = command.arg(&url).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(curl(Some("alice:wonderland")), "200 ");
+    assert_eq!(
+        curl(Some("alice:guess")),
+        "401 Basic realm=\"Staff\", charset=\"UTF-8\""
+    );
+    assert_eq!(curl(None), "401 Basic realm=\"Staff\", charset=\"UTF-8\"");
+    add("-bm", "bob", "builder");
+    assert!(curl(Some("bob:builder")).starts_with("401"), "not read yet");
+    server.signal("-HUP");
+    for _ in 0..50 {
+        if curl(Some("bob:builder")).starts_with("200") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("SIGHUP did not read the file again");
+}
+
+#[test]
 fn mounts_proxy_to_upstreams_one_or_a_pool() {
     // Two stackway processes as upstreams, a third in front of them.
     let a = Stackway::serve(&["--mount", "/=demo"]);
@@ -1001,6 +1058,10 @@ fn bad_flags_exit_2_with_a_clear_message() {
         (
             vec!["serve", "--access", "allow everyone"],
             "\"everyone\": expected an address",
+        ),
+        (
+            vec!["serve", "--basic-auth", "/no/such/file"],
+            "/no/such/file: No such file",
         ),
         (
             vec!["serve", "--trusted-proxy", "10.0.0.0/8"],

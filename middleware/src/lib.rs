@@ -47,6 +47,8 @@ macro_rules! inner_accessors {
 pub mod access;
 #[cfg(feature = "access-log")]
 pub mod access_log;
+#[cfg(feature = "basic-auth")]
+pub mod basic_auth;
 #[cfg(feature = "body-limit")]
 pub mod body_limit;
 #[cfg(feature = "cache")]
@@ -91,6 +93,8 @@ pub mod trace_context;
 pub use access::Access;
 #[cfg(feature = "access-log")]
 pub use access_log::AccessLog;
+#[cfg(feature = "basic-auth")]
+pub use basic_auth::BasicAuth;
 #[cfg(feature = "body-limit")]
 pub use body_limit::BodyLimit;
 #[cfg(feature = "cache")]
