@@ -16,7 +16,9 @@ use stackway_middleware::shared_data::Export;
 use stackway_middleware::{Dispatcher, Proxy, SharedData};
 
 use crate::listen;
-use crate::policies::{Policies, RateSpec, parse_access, parse_peer, parse_rate_limit};
+use crate::policies::{
+    ErrorPageSpec, Policies, RateSpec, parse_access, parse_error_page, parse_peer, parse_rate_limit,
+};
 use crate::values::{
     balance, nameservers, parse_mode, parse_path, parse_processes, parse_proxy_fix, parse_secs,
     parse_size, required_secs, secs,
@@ -173,6 +175,17 @@ pub(crate) struct ServeArgs {
     /// The realm --basic-auth's users log in to, which browsers show [default: Restricted].
     #[arg(long, value_name = "REALM")]
     pub(crate) basic_auth_realm: Option<String>,
+
+    /// Serve FILE for the error responses with these codes that say only their status (a
+    /// dead upstream's 502, a 404, a 429), as nginx's error_page: 502,503,504=/srv/50x.html or
+    /// 500-599=…; repeatable.
+    #[arg(long = "error-page", value_name = "CODES=FILE", value_parser = parse_error_page)]
+    pub(crate) error_pages: Vec<ErrorPageSpec>,
+
+    /// While FILE exists, answer every request 503 with Retry-After and the 503 error page:
+    /// touch it to start maintenance, remove it to end it (every process sees it in a second).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) maintenance: Option<PathBuf>,
 
     /// The least severe log events printed: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info")]

@@ -19,7 +19,7 @@ use toml::Spanned;
 
 use crate::args::{Mount, ProxyOptions, ServeArgs, Static, Target};
 use crate::listen::{Address, Bind, ListenSpec};
-use crate::policies::{Policies, RateSpec, access, peers, rate_limit};
+use crate::policies::{ErrorPageSpec, Policies, RateSpec, access, error_pages, peers, rate_limit};
 use crate::values::{
     addresses, at_least_one, bind, header_size, level, log_format, octal, path, processes,
     proxy_fix, required_address, secs, size, upstreams,
@@ -133,6 +133,9 @@ config_file! {
         optional rate_limit: RateSpec,
         optional basic_auth: PathBuf,
         optional basic_auth_realm: String,
+        #[serde(default, deserialize_with = "error_pages")]
+        plain error_pages: Vec<ErrorPageSpec>,
+        optional maintenance: PathBuf,
         plain request_id: bool,
         plain trace_context: bool,
         optional otlp_endpoint: String,
@@ -211,6 +214,10 @@ struct MountTable {
     /// Its users, in an htpasswd file, and their realm.
     basic_auth: Option<PathBuf>,
     basic_auth_realm: Option<String>,
+    /// Its error pages, and its maintenance switch.
+    #[serde(default, deserialize_with = "error_pages")]
+    error_pages: Option<Vec<ErrorPageSpec>>,
+    maintenance: Option<PathBuf>,
 }
 
 /// `[[static]]`: a folder or file at a prefix, with SharedData's options.
@@ -419,6 +426,8 @@ impl MountTable {
             rate_limit: self.rate_limit,
             basic_auth: self.basic_auth,
             basic_auth_realm: self.basic_auth_realm,
+            error_pages: self.error_pages.unwrap_or_default(),
+            maintenance: self.maintenance,
         };
         Ok((mount, venv))
     }

@@ -10,8 +10,12 @@ use std::path::PathBuf;
 
 use stackway_middleware::access::Peers;
 use stackway_middleware::basic_auth::Htpasswd;
+use stackway_middleware::error_pages::Page;
 use stackway_middleware::rate_limit::RateKey;
-use stackway_middleware::{Access, BasicAuth, RateLimit};
+use stackway_middleware::{Access, BasicAuth, ErrorPages, RateLimit};
+
+/// How long clients are told to wait while in maintenance.
+const MAINTENANCE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 use crate::values::checked;
 
@@ -24,6 +28,16 @@ pub(crate) struct Policies {
     /// An htpasswd file, and the realm its users log in to.
     pub(crate) basic_auth: Option<PathBuf>,
     pub(crate) basic_auth_realm: Option<String>,
+    /// Pages for error statuses, and the file whose existence means maintenance.
+    pub(crate) error_pages: Vec<ErrorPageSpec>,
+    pub(crate) maintenance: Option<PathBuf>,
+}
+
+/// `502,503,504=/srv/errors/50x.html`, `500-599=…`: statuses and a page's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ErrorPageSpec {
+    statuses: Vec<u16>,
+    file: PathBuf,
 }
 
 /// A rate limit: `10r/s burst=20 nodelay key=client conn=5 keys=100000`.
@@ -40,8 +54,9 @@ pub(crate) struct RateSpec {
 impl Policies {
     /// `app` behind them, in nginx's order: the rate limit first (a
     /// client guessing passwords is slowed down too), then access by
-    /// address, then the password; the htpasswd file read is added to
-    /// `files`, which SIGHUP reads again.
+    /// address, then the password; the error pages outside them all, so
+    /// that what they refuse gets a page too. The htpasswd file read is
+    /// added to `files`, which SIGHUP reads again.
     pub(crate) fn wrap(
         &self,
         mut app: BoxApp,
@@ -64,6 +79,18 @@ impl Policies {
         }
         if let Some(spec) = &self.rate_limit {
             app = BoxApp::new(spec.limit(app));
+        }
+        if !self.error_pages.is_empty() || self.maintenance.is_some() {
+            let mut pages = ErrorPages::new(app);
+            for spec in &self.error_pages {
+                let page = Page::file(&spec.file)
+                    .map_err(|e| format!("error page {}: {e}", spec.file.display()))?;
+                pages = pages.page(spec.statuses.iter().copied(), page);
+            }
+            if let Some(flag) = &self.maintenance {
+                pages = pages.maintenance(flag, MAINTENANCE_RETRY);
+            }
+            app = BoxApp::new(pages);
         }
         Ok(app)
     }
@@ -139,6 +166,37 @@ pub(crate) fn parse_rate_limit(value: &str) -> Result<RateSpec, String> {
     Ok(spec)
 }
 
+/// `CODES=FILE`: codes (`502,503`) or ranges (`500-599`) of 300 to 599.
+pub(crate) fn parse_error_page(value: &str) -> Result<ErrorPageSpec, String> {
+    let (codes, file) = (value.split_once('=')).ok_or_else(|| {
+        format!("{value:?}: expected CODES=FILE, as in 502,503,504=/srv/50x.html")
+    })?;
+    let code = |text: &str| {
+        (text.trim().parse::<u16>().ok())
+            .filter(|code| (300..=599).contains(code))
+            .ok_or_else(|| format!("{text:?}: expected a status from 300 to 599"))
+    };
+    let mut statuses = Vec::new();
+    for part in codes.split(',') {
+        match part.split_once('-') {
+            Some((first, last)) => statuses.extend(code(first)?..=code(last)?),
+            None => statuses.push(code(part)?),
+        }
+    }
+    Ok(ErrorPageSpec {
+        statuses,
+        file: PathBuf::from(file.trim()),
+    })
+}
+
+pub(crate) fn error_pages<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<ErrorPageSpec>>, D::Error> {
+    checked(d, |pages: Vec<String>| {
+        pages.iter().map(|page| parse_error_page(page)).collect()
+    })
+}
+
 /// A peer as `Peers` reads it: an address, a network, `unix`, `all`.
 pub(crate) fn parse_peer(value: &str) -> Result<String, String> {
     Peers::new([value])
@@ -184,6 +242,18 @@ mod tests {
         );
         assert_eq!(spec.key, RateKey::Header("x-api-key".parse().unwrap()));
         assert_eq!(parse_rate_limit("conn=10").unwrap().per_second, None);
+        let page = parse_error_page("404,500-502=/srv/e.html").unwrap();
+        assert_eq!(page.statuses, [404, 500, 501, 502]);
+        assert!(
+            parse_error_page("200=/x")
+                .unwrap_err()
+                .contains("from 300 to 599")
+        );
+        assert!(
+            parse_error_page("/x")
+                .unwrap_err()
+                .contains("expected CODES=FILE")
+        );
         for (bad, says) in [
             ("10/s", "expected a rate"),
             ("0r/s", "expected a positive rate"),

@@ -376,6 +376,33 @@ fn basic_auth_lets_in_the_htpasswd_users_curl_names_and_sighup_reads_the_file_ag
 }
 
 #[test]
+fn a_dead_upstream_gets_the_error_page_and_the_maintenance_file_turns_everything_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("50x.html");
+    std::fs::write(&page, "<h1>Back soon</h1>").unwrap();
+    let flag = dir.path().join("maintenance");
+    let server = Stackway::serve(&[
+        "--mount",
+        "/down=http://127.0.0.1:1",
+        "--mount",
+        "/=hello",
+        "--error-page",
+        &format!("502-504={}", page.display()),
+        "--maintenance",
+        flag.to_str().unwrap(),
+    ]);
+    let mut conn = Conn::open(server.addr);
+    let down = conn.get("/down/x");
+    assert_eq!((down.status, down.text().as_str()), (502, "<h1>Back soon</h1>"));
+    assert_eq!(conn.get("/").status, 200);
+    std::fs::write(&flag, "").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let res = conn.get("/");
+    assert_eq!((res.status, res.text().as_str()), (503, "<h1>Back soon</h1>"));
+    assert_eq!(res.header("retry-after"), Some("60"));
+}
+
+#[test]
 fn mounts_proxy_to_upstreams_one_or_a_pool() {
     // Two stackway processes as upstreams, a third in front of them.
     let a = Stackway::serve(&["--mount", "/=demo"]);
@@ -1058,6 +1085,14 @@ fn bad_flags_exit_2_with_a_clear_message() {
         (
             vec!["serve", "--access", "allow everyone"],
             "\"everyone\": expected an address",
+        ),
+        (
+            vec!["serve", "--error-page", "200=/x.html"],
+            "\"200\": expected a status from 300 to 599",
+        ),
+        (
+            vec!["serve", "--error-page", "502=/no/such/page.html"],
+            "error page /no/such/page.html: No such file",
         ),
         (
             vec!["serve", "--basic-auth", "/no/such/file"],

@@ -61,6 +61,8 @@ pub mod compress;
 pub mod cors;
 #[cfg(feature = "dispatcher")]
 pub mod dispatcher;
+#[cfg(feature = "error-pages")]
+pub mod error_pages;
 #[cfg(feature = "lint")]
 pub mod lint;
 #[cfg(feature = "metrics")]
@@ -107,6 +109,8 @@ pub use compress::Compress;
 pub use cors::Cors;
 #[cfg(feature = "dispatcher")]
 pub use dispatcher::Dispatcher;
+#[cfg(feature = "error-pages")]
+pub use error_pages::ErrorPages;
 #[cfg(feature = "lint")]
 pub use lint::Lint;
 #[cfg(feature = "metrics")]

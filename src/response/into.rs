@@ -44,14 +44,22 @@ impl IntoResponse for Response {
     }
 }
 
-/// The status, with its code and reason as a plain-text body.
+/// The status, with its code and reason as a plain-text body, marked
+/// [`StatusOnly`].
 impl IntoResponse for StatusCode {
     fn into_response(self) -> Response {
         let mut res = self.to_string().into_response();
         *res.status_mut() = self;
+        res.extensions_mut().insert(StatusOnly);
         res
     }
 }
+
+/// Marks a response that says nothing but its status (one made from a
+/// [`StatusCode`]: a 404 of a dispatcher, a proxy's 502, a policy's 429),
+/// so that what serves error pages knows it may stand in for its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusOnly;
 
 /// `200 OK`, `text/plain; charset=utf-8`.
 impl IntoResponse for &'static str {

@@ -30,7 +30,7 @@ use http::header::{CONTENT_TYPE, HeaderValue, LOCATION, SET_COOKIE};
 
 use crate::{Body, Request, RequestExt, Response};
 
-pub use into::{Html, IntoResponse, Json};
+pub use into::{Html, IntoResponse, Json, StatusOnly};
 pub use sse::{Event, sse};
 
 /// A redirect with `status` (301, 302, 303, 307 or 308) to `location`. A
