@@ -176,6 +176,17 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "REALM")]
     pub(crate) basic_auth_realm: Option<String>,
 
+    /// Ask the auth service at URL (http://127.0.0.1:9000/verify) about each request first, as
+    /// nginx's auth_request: a 2xx lets it through, a 401, 403 or redirect goes back to the
+    /// client, anything else (the service down) is 503.
+    #[arg(long, value_name = "URL")]
+    pub(crate) forward_auth: Option<String>,
+
+    /// Fields of the auth service's yes taken into the request (X-User), in place of any the
+    /// client sent; repeatable.
+    #[arg(long = "forward-auth-copy", value_name = "FIELD")]
+    pub(crate) forward_auth_copy: Vec<String>,
+
     /// Serve FILE for the error responses with these codes that say only their status (a
     /// dead upstream's 502, a 404, a 429), as nginx's error_page: 502,503,504=/srv/50x.html or
     /// 500-599=…; repeatable.

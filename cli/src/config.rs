@@ -133,6 +133,8 @@ config_file! {
         optional rate_limit: RateSpec,
         optional basic_auth: PathBuf,
         optional basic_auth_realm: String,
+        optional forward_auth: String,
+        plain forward_auth_copy: Vec<String>,
         #[serde(default, deserialize_with = "error_pages")]
         plain error_pages: Vec<ErrorPageSpec>,
         optional maintenance: PathBuf,
@@ -214,6 +216,10 @@ struct MountTable {
     /// Its users, in an htpasswd file, and their realm.
     basic_auth: Option<PathBuf>,
     basic_auth_realm: Option<String>,
+    /// Its auth service, and the fields taken from its yes.
+    forward_auth: Option<String>,
+    #[serde(default)]
+    forward_auth_copy: Vec<String>,
     /// Its error pages, and its maintenance switch.
     #[serde(default, deserialize_with = "error_pages")]
     error_pages: Option<Vec<ErrorPageSpec>>,
@@ -426,6 +432,8 @@ impl MountTable {
             rate_limit: self.rate_limit,
             basic_auth: self.basic_auth,
             basic_auth_realm: self.basic_auth_realm,
+            forward_auth: self.forward_auth,
+            forward_auth_copy: self.forward_auth_copy,
             error_pages: self.error_pages.unwrap_or_default(),
             maintenance: self.maintenance,
         };

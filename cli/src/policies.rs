@@ -12,7 +12,7 @@ use stackway_middleware::access::Peers;
 use stackway_middleware::basic_auth::Htpasswd;
 use stackway_middleware::error_pages::Page;
 use stackway_middleware::rate_limit::RateKey;
-use stackway_middleware::{Access, BasicAuth, ErrorPages, RateLimit};
+use stackway_middleware::{Access, BasicAuth, ErrorPages, ForwardAuth, Proxy, RateLimit};
 
 /// How long clients are told to wait while in maintenance.
 const MAINTENANCE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -28,6 +28,10 @@ pub(crate) struct Policies {
     /// An htpasswd file, and the realm its users log in to.
     pub(crate) basic_auth: Option<PathBuf>,
     pub(crate) basic_auth_realm: Option<String>,
+    /// The auth service asked about each request (`http://auth:9000/verify`),
+    /// and the fields of its yes taken into the request.
+    pub(crate) forward_auth: Option<String>,
+    pub(crate) forward_auth_copy: Vec<String>,
     /// Pages for error statuses, and the file whose existence means maintenance.
     pub(crate) error_pages: Vec<ErrorPageSpec>,
     pub(crate) maintenance: Option<PathBuf>,
@@ -54,7 +58,7 @@ pub(crate) struct RateSpec {
 impl Policies {
     /// `app` behind them, in nginx's order: the rate limit first (a
     /// client guessing passwords is slowed down too), then access by
-    /// address, then the password; the error pages outside them all, so
+    /// address, then the auth service, then the password; the error pages outside them all, so
     /// that what they refuse gets a page too. The htpasswd file read is
     /// added to `files`, which SIGHUP reads again.
     pub(crate) fn wrap(
@@ -69,6 +73,14 @@ impl Policies {
             files.push(users);
         } else if self.basic_auth_realm.is_some() {
             return Err("basic_auth_realm needs basic_auth, the htpasswd file".to_owned());
+        }
+        if let Some(url) = &self.forward_auth {
+            let (origin, path) = split_auth_url(url)?;
+            let service = Proxy::to(&origin);
+            let auth = ForwardAuth::new(app, service, &path).copy(&self.forward_auth_copy);
+            app = BoxApp::new(auth);
+        } else if !self.forward_auth_copy.is_empty() {
+            return Err("forward_auth_copy needs forward_auth, the service to ask".to_owned());
         }
         if !self.access.is_empty() {
             let mut access = Access::new(app);
@@ -166,6 +178,20 @@ pub(crate) fn parse_rate_limit(value: &str) -> Result<RateSpec, String> {
     Ok(spec)
 }
 
+/// `http://auth:9000/verify`: the service's origin, and the path asked.
+fn split_auth_url(url: &str) -> Result<(String, String), String> {
+    let uri: stackway::http::Uri = url
+        .parse()
+        .map_err(|_| format!("{url:?}: expected http://HOST:PORT/PATH"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme @ ("http" | "https")), Some(authority)) => Ok((
+            format!("{scheme}://{authority}"),
+            uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+        )),
+        _ => Err(format!("{url:?}: expected http://HOST:PORT/PATH")),
+    }
+}
+
 /// `CODES=FILE`: codes (`502,503`) or ranges (`500-599`) of 300 to 599.
 pub(crate) fn parse_error_page(value: &str) -> Result<ErrorPageSpec, String> {
     let (codes, file) = (value.split_once('=')).ok_or_else(|| {
@@ -242,6 +268,12 @@ mod tests {
         );
         assert_eq!(spec.key, RateKey::Header("x-api-key".parse().unwrap()));
         assert_eq!(parse_rate_limit("conn=10").unwrap().per_second, None);
+        let split = split_auth_url("http://auth:9000/verify?x=1").unwrap();
+        assert_eq!(
+            split,
+            ("http://auth:9000".to_owned(), "/verify?x=1".to_owned())
+        );
+        assert!(split_auth_url("auth:9000/verify").is_err());
         let page = parse_error_page("404,500-502=/srv/e.html").unwrap();
         assert_eq!(page.statuses, [404, 500, 501, 502]);
         assert!(

@@ -154,6 +154,8 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
         rate_limit: args.rate_limit.clone(),
         basic_auth: args.basic_auth.clone(),
         basic_auth_realm: args.basic_auth_realm.clone(),
+        forward_auth: args.forward_auth.clone(),
+        forward_auth_copy: args.forward_auth_copy.clone(),
         error_pages: args.error_pages.clone(),
         maintenance: args.maintenance.clone(),
     };

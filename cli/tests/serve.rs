@@ -393,13 +393,71 @@ fn a_dead_upstream_gets_the_error_page_and_the_maintenance_file_turns_everything
     ]);
     let mut conn = Conn::open(server.addr);
     let down = conn.get("/down/x");
-    assert_eq!((down.status, down.text().as_str()), (502, "<h1>Back soon</h1>"));
+    assert_eq!(
+        (down.status, down.text().as_str()),
+        (502, "<h1>Back soon</h1>")
+    );
     assert_eq!(conn.get("/").status, 200);
     std::fs::write(&flag, "").unwrap();
     std::thread::sleep(Duration::from_millis(1100));
     let res = conn.get("/");
-    assert_eq!((res.status, res.text().as_str()), (503, "<h1>Back soon</h1>"));
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (503, "<h1>Back soon</h1>")
+    );
     assert_eq!(res.header("retry-after"), Some("60"));
+}
+
+/// An auth service in Python's http.server: `Bearer alice` is alice, anyone else 401.
+const AUTH_SERVICE: &str = r#"
+import http.server, sys
+class Auth(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.headers.get("Authorization") == "Bearer alice" and self.path == "/verify"
+        self.send_response(200 if ok else 401)
+        if ok:
+            self.send_header("X-User", "alice")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Auth)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+#[test]
+fn forward_auth_asks_a_python_auth_service_and_a_dead_one_means_503() {
+    let mut service = Command::new("python3")
+        .args(["-c", AUTH_SERVICE])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(service.stdout.as_mut().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/verify", port.trim());
+    let server = Stackway::serve(&[
+        "--mount",
+        "/=demo",
+        "--forward-auth",
+        &url,
+        "--forward-auth-copy",
+        "X-User",
+    ]);
+    let mut conn = Conn::open(server.addr);
+    let mut ask = |authorization: &str| {
+        conn.send(format!("GET /x HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nX-User: mallory\r\n\r\n").as_bytes());
+        conn.read_response()
+    };
+    let env = ask("Bearer alice");
+    assert_eq!(env.status, 200);
+    assert!(env.text().contains("HTTP_X_USER=alice\n"), "{}", env.text());
+    assert_eq!(ask("Bearer mallory").status, 401);
+    service.kill().unwrap();
+    service.wait().unwrap();
+    assert_eq!(ask("Bearer alice").status, 503);
 }
 
 #[test]
@@ -1085,6 +1143,10 @@ fn bad_flags_exit_2_with_a_clear_message() {
         (
             vec!["serve", "--access", "allow everyone"],
             "\"everyone\": expected an address",
+        ),
+        (
+            vec!["serve", "--forward-auth", "auth:9000/verify"],
+            "\"auth:9000/verify\": expected http://HOST:PORT/PATH",
         ),
         (
             vec!["serve", "--error-page", "200=/x.html"],

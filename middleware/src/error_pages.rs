@@ -121,7 +121,9 @@ impl<A> ErrorPages<A> {
 
     /// Serves `page` for the `statuses` (`502..=504`, `[404]`).
     pub fn page(mut self, statuses: impl IntoIterator<Item = u16>, page: Page) -> Self {
-        let pages = statuses.into_iter().map(move |status| (status, page.clone()));
+        let pages = statuses
+            .into_iter()
+            .map(move |status| (status, page.clone()));
         self.pages.extend(pages);
         self
     }

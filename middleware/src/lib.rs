@@ -63,6 +63,8 @@ pub mod cors;
 pub mod dispatcher;
 #[cfg(feature = "error-pages")]
 pub mod error_pages;
+#[cfg(feature = "forward-auth")]
+pub mod forward_auth;
 #[cfg(feature = "lint")]
 pub mod lint;
 #[cfg(feature = "metrics")]
@@ -111,6 +113,8 @@ pub use cors::Cors;
 pub use dispatcher::Dispatcher;
 #[cfg(feature = "error-pages")]
 pub use error_pages::ErrorPages;
+#[cfg(feature = "forward-auth")]
+pub use forward_auth::ForwardAuth;
 #[cfg(feature = "lint")]
 pub use lint::Lint;
 #[cfg(feature = "metrics")]

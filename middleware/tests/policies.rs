@@ -169,3 +169,70 @@ fn proxy_fix_ignores_the_headers_of_a_peer_it_does_not_trust() {
     let mut conn = Conn::open(running.addr);
     assert_eq!(get_as(&mut conn, "/", "203.0.113.9").text(), "203.0.113.9");
 }
+
+/// The auth service: `Bearer alice` is alice, `Bearer ghost` gets a login
+/// redirect, anyone else 401; it says back what it was asked about.
+async fn auth_service(req: Request) -> stackway::Response {
+    let asked = format!(
+        "{} {}",
+        req.headers()["x-forwarded-method"].to_str().unwrap(),
+        req.headers()["x-forwarded-uri"].to_str().unwrap()
+    );
+    let builder = http::Response::builder().header("x-asked", asked);
+    let builder = match req.headers().get("authorization").map(|v| v.as_bytes()) {
+        Some(b"Bearer alice") => builder.header("x-user", "alice"),
+        Some(b"Bearer ghost") => builder.status(302).header("location", "/login"),
+        _ => builder.status(401).header("www-authenticate", "Bearer"),
+    };
+    builder.body(stackway::Body::from("from auth")).unwrap()
+}
+
+#[test]
+fn forward_auth_asks_a_real_auth_service_and_copies_who_it_said() {
+    use stackway_middleware::{ForwardAuth, Proxy};
+    let service = Running::start(server(), Lint::strict(auth_service));
+    let app = |req: Request| async move {
+        let user = req.headers().get_all("x-user").iter();
+        let users: Vec<_> = user.map(|v| v.to_str().unwrap().to_owned()).collect();
+        format!("hello {}", users.join(","))
+    };
+    let guarded =
+        |service: &str| ForwardAuth::new(app, Proxy::to(service), "/verify").copy(["x-user"]);
+    let running = Running::start(
+        server(),
+        Lint::strict(guarded(&format!("http://{}", service.addr))),
+    );
+    let ask = |authorization: &str| {
+        let mut conn = Conn::open(running.addr);
+        conn.send(
+            format!(
+                "POST /orders?id=7 HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\n\
+                 X-User: mallory\r\nContent-Length: 4\r\n\r\nbody"
+            )
+            .as_bytes(),
+        );
+        conn.read_response()
+    };
+    // Yes: through, as the user the service named (the client's own X-User gone).
+    assert_eq!(ask("Bearer alice").text(), "hello alice");
+    // No: the service's answer, as it is.
+    let refused = ask("Bearer mallory");
+    assert_eq!(
+        (refused.status, refused.text().as_str()),
+        (401, "from auth")
+    );
+    assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(refused.header("x-asked"), Some("POST /orders?id=7"));
+    let redirected = ask("Bearer ghost");
+    assert_eq!(
+        (redirected.status, redirected.header("location")),
+        (302, Some("/login"))
+    );
+
+    // The service down: 503, never an open door.
+    drop(service);
+    let down = Running::start(server(), Lint::strict(guarded("http://127.0.0.1:1")));
+    let mut conn = Conn::open(down.addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer alice\r\n\r\n");
+    assert_eq!(conn.read_response().status, 503);
+}

@@ -1,0 +1,138 @@
+//! Forward authentication, as nginx's `auth_request` and Caddy's
+//! `forward_auth`: each request is first asked about at an auth service,
+//! and goes on only if it says yes.
+//!
+//! The question is a `GET` of the auth path with the request's fields (its
+//! body left out) and what it asked for in `X-Original-Method`,
+//! `X-Original-URI`, `X-Forwarded-Method` and `X-Forwarded-Uri`; a
+//! [`Proxy`](crate::Proxy) to the service adds `X-Forwarded-For`, `-Proto`
+//! and `-Host` and brings its pool, timeouts and health checks (any app
+//! will do, a Rust one in the same process too). A `2xx` lets the request
+//! through, with the fields named by [`copy`](ForwardAuth::copy) (`X-User`)
+//! taken from the answer into the request, in place of any the client
+//! sent; a `401`, `403` or redirect goes back to the client as it is (a
+//! login page); anything else, the service failing or unreachable
+//! included, is a 503: never an open door.
+//!
+//! # Example
+//!
+//! ```
+//! use stackway::{Request, RequestExt, testing::Client};
+//! use stackway_middleware::ForwardAuth;
+//!
+//! // The auth service, here in the same process: the header says who.
+//! let auth = |req: Request| async move {
+//!     match req.headers().get("authorization").map(|v| v.as_bytes()) {
+//!         Some(b"Bearer alice") => http::Response::builder().header("x-user", "alice").body(stackway::Body::empty()).unwrap(),
+//!         _ => http::Response::builder().status(401).body(stackway::Body::from("who are you?")).unwrap(),
+//!     }
+//! };
+//! let app = |req: Request| async move { format!("hello {}", req.headers()["x-user"].to_str().unwrap()) };
+//! let app = ForwardAuth::new(app, auth, "/verify").copy(["x-user"]);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let client = Client::new(app);
+//! client.get("/").header("authorization", "Bearer alice").await.assert_text("hello alice");
+//! client.get("/").header("x-user", "mallory").await.assert_status(401).assert_text("who are you?");
+//! # });
+//! ```
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use stackway::{App, Body, Connection, Forwarded, IntoResponse, Request, Response};
+
+/// Asks an auth service about each request first; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ForwardAuth<A, S> {
+    inner: A,
+    service: S,
+    path: Uri,
+    copy: Vec<HeaderName>,
+}
+
+impl<A, S> ForwardAuth<A, S> {
+    /// Lets through to `inner` the requests `service` says yes to when
+    /// asked at `path` (`/verify`); a path that is not one is `/`.
+    pub fn new(inner: A, service: S, path: &str) -> Self {
+        Self {
+            inner,
+            service,
+            path: path.parse().unwrap_or_else(|_| Uri::from_static("/")),
+            copy: Vec::new(),
+        }
+    }
+
+    /// Takes these fields of a yes into the request (those the client sent
+    /// by the same names are removed first, so that none can pass for the
+    /// service's). Names that are not field names are left out.
+    pub fn copy<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        let names = names.into_iter().filter_map(|n| n.as_ref().parse().ok());
+        self.copy.extend(names);
+        self
+    }
+
+    inner_accessors!();
+}
+
+impl<A: App, S: App> App for ForwardAuth<A, S> {
+    async fn call(&self, mut req: Request) -> Response {
+        let answer = self.service.call(self.question(&req)).await;
+        let status = answer.status();
+        if status.is_success() {
+            let headers = req.headers_mut();
+            for name in &self.copy {
+                headers.remove(name);
+                for value in answer.headers().get_all(name) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+            return self.inner.call(req).await;
+        }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            || status.is_redirection()
+        {
+            return answer;
+        }
+        tracing::warn!(%status, "the auth service did not answer yes or no: 503");
+        StatusCode::SERVICE_UNAVAILABLE.into_response()
+    }
+}
+
+impl<A, S> ForwardAuth<A, S> {
+    /// The `GET` that asks about `req`.
+    fn question(&self, req: &Request) -> Request {
+        let mut question = Request::new(Body::default());
+        *question.method_mut() = Method::GET;
+        *question.uri_mut() = self.path.clone();
+        *question.version_mut() = req.version();
+        let headers = question.headers_mut();
+        *headers = req.headers().clone();
+        for name in [CONTENT_LENGTH, TRANSFER_ENCODING, CONTENT_TYPE] {
+            headers.remove(name);
+        }
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let method = HeaderValue::from_str(req.method().as_str()).ok();
+        let target = HeaderValue::from_str(target).ok();
+        for (name, value) in [
+            ("x-original-method", &method),
+            ("x-forwarded-method", &method),
+            ("x-original-uri", &target),
+            ("x-forwarded-uri", &target),
+        ] {
+            if let Some(value) = value {
+                headers.insert(name, value.clone());
+            }
+        }
+        // Who is asking: the connection, and what a trusted proxy said of it.
+        if let Some(connection) = req.extensions().get::<Connection>() {
+            question.extensions_mut().insert(connection.clone());
+        }
+        if let Some(forwarded) = req.extensions().get::<Forwarded>() {
+            question.extensions_mut().insert(forwarded.clone());
+        }
+        question
+    }
+}
