@@ -244,6 +244,9 @@ struct StaticTable {
     precompressed: Option<bool>,
     spa_fallback: Option<String>,
     fallback_content_type: Option<String>,
+    /// Served only for an app's `X-Accel-Redirect`.
+    #[serde(default)]
+    internal: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -472,6 +475,9 @@ impl StaticTable {
         }
         if let Some(content_type) = &self.fallback_content_type {
             export = export.fallback_content_type(content_type);
+        }
+        if self.internal {
+            export = export.internal();
         }
         SharedData::new(())
             .try_export(&self.prefix, export.clone())

@@ -460,6 +460,68 @@ fn forward_auth_asks_a_python_auth_service_and_a_dead_one_means_503() {
     assert_eq!(ask("Bearer alice").status, 503);
 }
 
+/// A Flask app that lets staff download from the internal export.
+const ACCEL_APP: &str = r#"
+from flask import Flask, Response, abort, request
+app = Flask(__name__)
+@app.route("/download/<name>")
+def download(name):
+    if request.headers.get("X-Staff") != "yes":
+        abort(403)
+    return Response(headers={"X-Accel-Redirect": "/protected/" + name,
+                             "Content-Type": "application/octet-stream"})
+"#;
+
+#[test]
+fn a_flask_app_hands_a_1_gib_file_to_x_accel_redirect_and_a_range_of_it_costs_no_memory() {
+    if !external::python_modules(&["flask"], "Debian's python3-flask") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let big = std::fs::File::create(files.join("big.bin")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    std::io::Write::write_all(&mut &big, b"head").unwrap();
+    std::fs::write(dir.path().join("accel_app.py"), ACCEL_APP).unwrap();
+    let config = dir.path().join("s.toml");
+    let static_table = format!(
+        "[[static]]\nprefix = \"/protected\"\npath = \"{}\"\ninternal = true\n",
+        files.display()
+    );
+    std::fs::write(&config, static_table).unwrap();
+    let server = Stackway::serve(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--pythonpath",
+        dir.path().to_str().unwrap(),
+        "--mount",
+        "/=wsgi:accel_app:app",
+    ]);
+    let before = stackway_test_support::peak_rss_kib_of(server.child.id());
+    let mut conn = Conn::open(server.addr);
+    let range = |conn: &mut Conn, range: &str| {
+        conn.send(format!("GET /download/big.bin HTTP/1.1\r\nHost: x\r\nX-Staff: yes\r\nRange: bytes={range}\r\n\r\n").as_bytes());
+        conn.read_response()
+    };
+    let first = range(&mut conn, "0-3");
+    assert_eq!((first.status, first.text().as_str()), (206, "head"));
+    let last = range(&mut conn, "-16777216");
+    assert_eq!(last.status, 206);
+    assert_eq!(
+        last.header("content-range"),
+        Some("bytes 1056964608-1073741823/1073741824")
+    );
+    assert_eq!(last.body.len(), 16 << 20);
+    let grown = stackway_test_support::peak_rss_kib_of(server.child.id()) - before;
+    assert!(
+        grown < 8 << 10,
+        "the server grew by {grown} KiB for 16 MiB of the file"
+    );
+    assert_eq!(conn.get("/protected/big.bin").status, 404);
+    assert_eq!(conn.get("/download/big.bin").status, 403);
+}
+
 #[test]
 fn mounts_proxy_to_upstreams_one_or_a_pool() {
     // Two stackway processes as upstreams, a third in front of them.

@@ -49,6 +49,8 @@ pub struct Export {
     fallback_type: String,
     spa_fallback: Option<String>,
     cache: FileCache,
+    /// Reached only through an app's `X-Accel-Redirect`.
+    pub(super) internal: bool,
     /// The prefix it is exported at, as configured: the `mount` of its metrics.
     pub(super) label: &'static Mount,
 }
@@ -110,6 +112,7 @@ impl Export {
             fallback_type: "application/octet-stream".to_owned(),
             spa_fallback: None,
             cache: FileCache::new(Some(Duration::from_secs(1))),
+            internal: false,
             label: Mount::named(""),
         }
     }
@@ -170,6 +173,13 @@ impl Export {
     /// `application/octet-stream` by default.
     pub fn fallback_content_type(mut self, content_type: &str) -> Self {
         self.fallback_type = content_type.to_owned();
+        self
+    }
+
+    /// Served only when an app names a file in it with `X-Accel-Redirect`
+    /// (nginx's `internal`); a request for it from outside gets 404.
+    pub fn internal(mut self) -> Self {
+        self.internal = true;
         self
     }
 

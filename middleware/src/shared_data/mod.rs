@@ -56,6 +56,16 @@
 //! when asked for without it, built from SCRIPT_NAME + PATH_INFO so that it
 //! is right under any mount.
 //!
+//! # Protected files (`X-Accel-Redirect`)
+//!
+//! An [internal](Export::internal) export is never served for a request
+//! from outside (404): an app names one of its files with `X-Accel-Redirect:
+//! /protected/report.pdf` after checking who asks (Django's protected
+//! downloads, nginx's internal locations), and that file is served in place
+//! of the app's body, for the client's method, ranges and conditions, with
+//! the app's `Content-Type`, `Content-Disposition`, `Set-Cookie`,
+//! `Cache-Control` and `Expires`. A name outside the internal exports is 404.
+//!
 //! # What is not served
 //!
 //! Before the file system is touched, PATH_INFO is percent-decoded exactly
@@ -82,13 +92,20 @@ use std::sync::Arc;
 
 use futures_util::future::Either;
 
+use http::header::{
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, EXPIRES, HeaderName, SET_COOKIE,
+};
+use http::{Method, StatusCode};
 use stackway::notes::{Mount, Notes, Served};
-use stackway::{App, Request, RequestExt, Response};
+use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
 
 pub use self::error::ExportError;
 use self::error::Reason;
 pub use self::export::{Embedded, Export, Symlinks};
 use crate::prefix::Prefix;
+
+/// What an app answers to have a file of an internal export served instead.
+const X_ACCEL_REDIRECT: HeaderName = HeaderName::from_static("x-accel-redirect");
 
 /// Serves exported files and falls through to `inner`; see the [module docs](self).
 #[doc(alias = "static")]
@@ -98,6 +115,9 @@ pub struct SharedData<A> {
     inner: A,
     /// Exports by prefix, the longest first.
     exports: Vec<(Prefix, Arc<Export>)>,
+    /// Whether an export is internal: the app's responses are then looked
+    /// at for `X-Accel-Redirect`.
+    redirects: bool,
 }
 
 impl<A> SharedData<A> {
@@ -106,6 +126,7 @@ impl<A> SharedData<A> {
         Self {
             inner,
             exports: Vec::new(),
+            redirects: false,
         }
     }
 
@@ -143,6 +164,7 @@ impl<A> SharedData<A> {
         }
         export.check().map_err(error)?;
         export.label = Mount::named(&parsed.name());
+        self.redirects |= export.internal;
         let at = self
             .exports
             .partition_point(|(p, _)| p.segments().len() >= parsed.segments().len());
@@ -169,13 +191,76 @@ impl<A: App> App for SharedData<A> {
     // gets a boxed future of its own, as answering with a file takes room.
     fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
         match self.find(&req) {
-            None => Either::Left(self.inner.call(req)),
-            Some((export, rest)) => Either::Right(Box::pin(self.serve(export, rest, req))),
+            None if !self.redirects => Either::Left(self.inner.call(req)),
+            found => Either::Right(Box::pin(self.answer(found, req))),
         }
     }
 }
 
 impl<A: App> SharedData<A> {
+    async fn answer(&self, found: Option<(&Arc<Export>, Vec<String>)>, req: Request) -> Response {
+        match found {
+            Some((export, _)) if export.internal => StatusCode::NOT_FOUND.into_response(),
+            Some((export, rest)) => self.serve(export, rest, req).await,
+            None => self.pass_redirecting(req).await,
+        }
+    }
+
+    /// Passes `req` on; an answer with `X-Accel-Redirect: /path` is replaced
+    /// by that file of an internal export, served for the request's method
+    /// and conditions (ranges, validators), with the app's `Content-Type`,
+    /// `Content-Disposition`, `Set-Cookie`, `Cache-Control` and `Expires`.
+    async fn pass_redirecting(&self, req: Request) -> Response {
+        let (method, headers) = (req.method().clone(), req.headers().clone());
+        let res = self.inner.call(req).await;
+        let Some(target) = res.headers().get(X_ACCEL_REDIRECT) else {
+            return res;
+        };
+        let target = target
+            .to_str()
+            .ok()
+            .and_then(|t| t.split('?').next()?.parse().ok());
+        let mut file_req = Request::new(Body::default());
+        *file_req.method_mut() = match method {
+            Method::HEAD => Method::HEAD,
+            _ => Method::GET,
+        };
+        *file_req.headers_mut() = headers;
+        let found = target.and_then(|target| {
+            *file_req.uri_mut() = target;
+            self.find(&file_req).filter(|(export, _)| export.internal)
+        });
+        let served = match found {
+            Some((export, rest)) => Arc::clone(export).serve(&file_req, rest).await,
+            None => None,
+        };
+        let Some(mut file) = served else {
+            tracing::warn!(target = ?res.headers().get(X_ACCEL_REDIRECT), "X-Accel-Redirect names no file of an internal export: 404");
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let multipart = (file.headers().get(CONTENT_TYPE))
+            .is_some_and(|t| t.as_bytes().starts_with(b"multipart/"));
+        for name in [
+            CONTENT_TYPE,
+            CONTENT_DISPOSITION,
+            SET_COOKIE,
+            CACHE_CONTROL,
+            EXPIRES,
+        ] {
+            if name == CONTENT_TYPE && multipart {
+                continue;
+            }
+            let mut values = res.headers().get_all(&name).iter().peekable();
+            if values.peek().is_some() {
+                file.headers_mut().remove(&name);
+                for value in values {
+                    file.headers_mut().append(&name, value.clone());
+                }
+            }
+        }
+        file
+    }
+
     /// Answers from `export`, or passes the request on when it has no such file.
     async fn serve(&self, export: &Arc<Export>, rest: Vec<String>, req: Request) -> Response {
         if let Some(res) = Arc::clone(export).serve(&req, rest).await {
