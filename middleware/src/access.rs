@@ -38,7 +38,7 @@ use std::net::IpAddr;
 
 use http::StatusCode;
 use ipnet::IpNet;
-use stackway::{App, Connection, Forwarded, IntoResponse, Request, Response};
+use stackway::{App, IntoResponse, Request, RequestExt, Response};
 
 /// Lets clients in or refuses them by address; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -141,14 +141,7 @@ impl<A> Access<A> {
 
 impl<A: App> App for Access<A> {
     async fn call(&self, req: Request) -> Response {
-        // Environ::remote_addr's: a trusted proxy's client, else the peer.
-        let forwarded = req
-            .extensions()
-            .get::<Forwarded>()
-            .and_then(|f| f.remote_addr);
-        let addr = forwarded
-            .or_else(|| req.extensions().get::<Connection>()?.remote_addr)
-            .map(|addr| addr.ip());
+        let addr = req.remote_addr().map(|addr| addr.ip());
         match self.allows(addr) {
             true => self.inner.call(req).await,
             false => StatusCode::FORBIDDEN.into_response(),

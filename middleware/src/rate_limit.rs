@@ -47,7 +47,7 @@ use std::time::Duration;
 use http::header::RETRY_AFTER;
 use http::{HeaderName, HeaderValue, StatusCode};
 use lru::LruCache;
-use stackway::{App, Connection, Forwarded, IntoResponse, Request, Response};
+use stackway::{App, IntoResponse, Request, RequestExt, Response};
 
 /// Shards of the keys' states, each behind a lock of its own.
 const SHARDS: usize = 16;
@@ -235,14 +235,7 @@ impl Limits {
     fn key_of(&self, req: &Request) -> Option<u64> {
         match &self.key {
             RateKey::Client => {
-                // Environ::remote_addr's: a trusted proxy's client, else the peer.
-                let forwarded = req
-                    .extensions()
-                    .get::<Forwarded>()
-                    .and_then(|f| f.remote_addr);
-                let addr =
-                    forwarded.or_else(|| req.extensions().get::<Connection>()?.remote_addr)?;
-                let bits = match addr.ip().to_canonical() {
+                let bits = match req.remote_addr()?.ip().to_canonical() {
                     IpAddr::V4(ip) => u128::from(ip.to_bits()),
                     IpAddr::V6(ip) => ip.to_bits(),
                 };

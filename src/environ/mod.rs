@@ -106,6 +106,11 @@ pub trait RequestExt {
     /// A view of the request's environ.
     fn environ(&self) -> Environ<'_>;
 
+    /// The client's address, as [`Environ::remote_addr`] gives it (a trusted
+    /// proxy's client, else the connection's peer), read without the rest
+    /// of the environ: what a policy on every request looks at.
+    fn remote_addr(&self) -> Option<SocketAddr>;
+
     /// Moves the first `len` bytes of PATH_INFO to the end of SCRIPT_NAME, as a
     /// dispatcher does when it hands the request to an app mounted there.
     ///
@@ -146,6 +151,12 @@ impl<B> RequestExt for Request<B> {
             forwarded: self.extensions().get::<Forwarded>(),
             script_end,
         }
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        let forwarded = self.extensions().get::<Forwarded>();
+        (forwarded.and_then(|f| f.remote_addr))
+            .or_else(|| self.extensions().get::<Connection>()?.remote_addr)
     }
 
     fn push_script_name(&mut self, len: usize) -> bool {
