@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::freshness::Timing;
 use super::keys::Variant;
-use super::store::{Payload, Stored};
+use super::payload::Payload;
 
 const MAGIC: &str = "stackway-cache 1";
 /// The body's length, as 20 digits written over when the body is whole.
@@ -39,6 +39,18 @@ const ABANDONED: Duration = Duration::from_secs(600);
 pub(crate) struct Disk {
     dir: PathBuf,
     written: AtomicU64,
+}
+
+/// A response read back from its file.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub(crate) key: String,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) variant: Variant,
+    pub(crate) timing: Timing,
+    pub(crate) payload: Payload,
+    written: SystemTime,
 }
 
 /// A response whose head is written and whose body is being: see [`Disk::create`].
@@ -72,7 +84,7 @@ impl Disk {
 
     /// Every response stored, with its key, the least recently written
     /// first; a file that cannot be read as one is removed.
-    pub(crate) fn load(&self) -> Vec<(String, Stored)> {
+    pub(crate) fn load(&self) -> Vec<Found> {
         let mut found = Vec::new();
         for level in read_dirs(&self.dir) {
             if level.file_name().is_some_and(|name| name == "tmp") {
@@ -82,18 +94,15 @@ impl Disk {
                 found.extend(read_target(&target));
             }
         }
-        found.sort_by_key(|(modified, _, _)| *modified);
-        (found.into_iter())
-            .map(|(_, key, stored)| (key, stored))
-            .collect()
+        found.sort_by_key(|found| found.written);
+        found
     }
 
     /// The responses stored for `key`, as another process may have written them.
-    pub(crate) fn probe(&self, key: &str) -> Vec<Stored> {
-        (read_target(&self.target_dir(key)).into_iter())
-            .filter(|(_, found, _)| found == key)
-            .map(|(_, _, stored)| stored)
-            .collect()
+    pub(crate) fn probe(&self, key: &str) -> Vec<Found> {
+        let mut found = read_target(&self.target_dir(key));
+        found.retain(|found| found.key == key);
+        found
     }
 
     fn target_dir(&self, key: &str) -> PathBuf {
@@ -218,7 +227,7 @@ fn read_dirs(dir: &Path) -> Vec<PathBuf> {
 
 /// The responses in a target's directory, each with when it was written
 /// and its key; the files that are not whole responses are removed.
-fn read_target(dir: &Path) -> Vec<(SystemTime, String, Stored)> {
+fn read_target(dir: &Path) -> Vec<Found> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -237,7 +246,7 @@ fn read_target(dir: &Path) -> Vec<(SystemTime, String, Stored)> {
     found
 }
 
-fn read(path: &Path) -> io::Result<(SystemTime, String, Stored)> {
+fn read(path: &Path) -> io::Result<Found> {
     let file = File::open(path)?;
     let metadata = file.metadata()?;
     let mut head = BufReader::new(file).take(HEAD_MAX);
@@ -312,9 +321,15 @@ fn read(path: &Path) -> io::Result<(SystemTime, String, Stored)> {
         requested,
         received,
     };
-    let variant = Variant::from_fields(vary);
-    let stored = Stored::new(status, headers, payload, variant, timing);
-    Ok((metadata.modified()?, key, stored))
+    Ok(Found {
+        key,
+        status,
+        headers,
+        variant: Variant::from_fields(vary),
+        timing,
+        payload,
+        written: metadata.modified()?,
+    })
 }
 
 fn time(nanos: u128) -> SystemTime {

@@ -72,6 +72,7 @@ mod directives;
 mod disk;
 mod freshness;
 mod keys;
+mod payload;
 mod store;
 
 use std::collections::HashMap;
@@ -98,7 +99,8 @@ use tokio::sync::watch;
 use directives::Directives;
 use freshness::Timing;
 use keys::Variant;
-use store::{Contents, Payload, Store, Stored};
+use payload::{Contents, Payload};
+use store::{Store, Stored};
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 

@@ -3,20 +3,18 @@
 //! bodies too or in files ([`Disk`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use stackway::{Body, FilePart};
 
 use super::directives::{self, Directives};
-use super::disk::Disk;
+use super::disk::{Disk, Found};
 use super::freshness::{self, Timing};
 use super::keys::Variant;
+use super::payload::Payload;
 
 /// A stored response, with what its freshness is computed from.
 #[derive(Debug)]
@@ -87,82 +85,6 @@ impl Stored {
     }
 }
 
-/// Where a stored body is.
-#[derive(Debug, Clone)]
-pub(crate) enum Payload {
-    Memory(Bytes),
-    /// `len` bytes from `offset` in a file of the [`Disk`].
-    File {
-        path: PathBuf,
-        offset: u64,
-        len: u64,
-    },
-    /// The same in a file written and not yet in place: read through its
-    /// descriptor meanwhile.
-    Open {
-        file: Arc<File>,
-        offset: u64,
-        len: u64,
-    },
-}
-
-impl Payload {
-    pub(crate) fn len(&self) -> u64 {
-        match self {
-            Self::Memory(bytes) => bytes.len() as u64,
-            Self::File { len, .. } | Self::Open { len, .. } => *len,
-        }
-    }
-
-    /// Opened to be served: fails when another process has removed its file.
-    pub(crate) fn open(&self) -> io::Result<Contents> {
-        Ok(match self {
-            Self::Memory(bytes) => Contents::Memory(bytes.clone()),
-            Self::File { path, offset, .. } => Contents::File(Arc::new(File::open(path)?), *offset),
-            Self::Open { file, offset, .. } => Contents::File(file.clone(), *offset),
-        })
-    }
-
-    fn path(&self) -> Option<&Path> {
-        match self {
-            Self::File { path, .. } => Some(path),
-            Self::Memory(_) | Self::Open { .. } => None,
-        }
-    }
-}
-
-/// A stored body ready to be served, whatever becomes of the store.
-pub(crate) enum Contents {
-    Memory(Bytes),
-    /// An open file and where the body starts in it.
-    File(Arc<File>, u64),
-}
-
-impl Contents {
-    /// A body of `parts`: ranges of the stored body, and bytes between them.
-    pub(crate) fn body(&self, parts: Vec<FilePart>) -> Body {
-        match self {
-            Self::Memory(bytes) => {
-                let len = parts.iter().map(FilePart::len).sum();
-                let chunks = parts.into_iter().map(|part| match part {
-                    FilePart::Range(range) => bytes.slice(range.start as usize..range.end as usize),
-                    FilePart::Bytes(between) => between,
-                });
-                Body::from_chunks(chunks.collect::<Vec<_>>()).exact_size(len)
-            }
-            Self::File(file, offset) => {
-                let parts = parts.into_iter().map(|part| match part {
-                    FilePart::Range(range) => {
-                        FilePart::Range(offset + range.start..offset + range.end)
-                    }
-                    between => between,
-                });
-                Body::from_file_parts(file.clone(), parts.collect())
-            }
-        }
-    }
-}
-
 /// The stored responses, by primary key, each key's variants side by side.
 pub(crate) struct Store {
     inner: Mutex<Inner>,
@@ -207,13 +129,13 @@ impl Store {
     /// there before (as much as `capacity` allows).
     pub(crate) fn on_disk(capacity: usize, dir: &Path) -> io::Result<Self> {
         let disk = Disk::open(dir)?;
-        let stored = disk.load();
+        let found = disk.load();
         let store = Self {
             disk: Some(disk),
             ..Self::new(capacity)
         };
-        for (key, stored) in stored {
-            store.insert(&key, stored);
+        for found in found {
+            store.insert(&found.key.clone(), Stored::from(found));
         }
         Ok(store)
     }
@@ -241,8 +163,8 @@ impl Store {
     pub(crate) fn find(&self, key: &str, headers: &HeaderMap) -> Option<Arc<Stored>> {
         if let Some(disk) = &self.disk {
             if !self.has(key) {
-                for stored in disk.probe(key) {
-                    self.insert(key, stored);
+                for found in disk.probe(key) {
+                    self.insert(key, Stored::from(found));
                 }
             }
         }
@@ -340,7 +262,9 @@ impl Store {
     pub(crate) fn remove(&self, key: &str) {
         self.remove_from(key, |_| true);
         if let Some(disk) = &self.disk {
-            delete(disk.probe(key).into_iter().map(Arc::new).collect(), None);
+            for found in disk.probe(key) {
+                delete_file(&found.payload, None);
+            }
         }
     }
 
@@ -389,11 +313,28 @@ impl Inner {
 /// Removes the files of responses no longer stored, but `kept`'s.
 fn delete(gone: Vec<Arc<Stored>>, kept: Option<&Path>) {
     for stored in gone {
-        match stored.payload.path() {
-            Some(path) if Some(path) != kept => {
-                let _ = std::fs::remove_file(path);
-            }
-            _ => {}
+        delete_file(&stored.payload, kept);
+    }
+}
+
+/// Removes `payload`'s file, unless it is `kept`.
+fn delete_file(payload: &Payload, kept: Option<&Path>) {
+    match payload.path() {
+        Some(path) if Some(path) != kept => {
+            let _ = std::fs::remove_file(path);
         }
+        _ => {}
+    }
+}
+
+impl From<Found> for Stored {
+    fn from(found: Found) -> Self {
+        Self::new(
+            found.status,
+            found.headers,
+            found.payload,
+            found.variant,
+            found.timing,
+        )
     }
 }
