@@ -72,4 +72,5 @@ pub use http;
 #[cfg(feature = "multipart")]
 pub use multer;
 pub use response::{Html, IntoResponse, Json};
+pub use server::ClientCert;
 pub use server::{Server, serve};

@@ -237,6 +237,87 @@ fn tls_offers_h2_and_http11_by_alpn_with_the_https_scheme() {
     running.stop().unwrap();
 }
 
+/// `curl` over TLS to `localhost` at `addr`, trusting `ca`, showing `client`
+/// (a certificate and key) if given: its exit code and body.
+fn curl_tls(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    client: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+) -> (i32, String) {
+    let mut command = std::process::Command::new("curl");
+    command
+        .args(["-s", "--cacert", ca.to_str().unwrap()])
+        .arg("--resolve")
+        .arg(format!("localhost:{}:127.0.0.1", addr.port()));
+    if let Some((cert, key)) = client {
+        command.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = command
+        .arg(format!("https://localhost:{}/", addr.port()))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn mutual_tls_asks_curl_for_a_certificate_and_apps_see_whose_it_is() {
+    if !support::external::command("curl", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::tls::Ca::new(dir.path(), "clients");
+    let server_files = ca.server("localhost", &["localhost"]);
+    let alice = ca.client("alice");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mallory = support::tls::Ca::new(elsewhere.path(), "other").client("mallory");
+    let serve = |required: bool| {
+        let tls = Tls::from_pem_files(&server_files.0, &server_files.1)
+            .unwrap()
+            .client_ca(&ca.cert, required)
+            .unwrap();
+        let listener = Listener::bind("127.0.0.1:0").unwrap().tls(tls);
+        Running::start(
+            Server::new([listener]).unwrap().workers(1),
+            Lint::strict(stackway::apps::demo),
+        )
+    };
+
+    let required = serve(true);
+    let (code, env) = curl_tls(required.addr, &ca.cert, Some(&alice));
+    assert_eq!(code, 0, "{env}");
+    for line in [
+        "SSL_CLIENT_VERIFY=SUCCESS\n",
+        "SSL_CLIENT_S_DN=CN=alice\n",
+        "SSL_CLIENT_I_DN=CN=clients test CA\n",
+    ] {
+        assert!(env.contains(line), "{line} in {env}");
+    }
+    let fingerprint = env
+        .lines()
+        .find_map(|l| l.strip_prefix("SSL_CLIENT_FINGERPRINT="))
+        .unwrap();
+    assert!(fingerprint.len() == 40 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
+    // Without a certificate, or with one another CA signed: no connection.
+    assert_ne!(curl_tls(required.addr, &ca.cert, None).0, 0);
+    assert_ne!(curl_tls(required.addr, &ca.cert, Some(&mallory)).0, 0);
+
+    let optional = serve(false);
+    let (code, env) = curl_tls(optional.addr, &ca.cert, None);
+    assert_eq!(code, 0);
+    assert!(
+        env.contains("SSL_CLIENT_VERIFY=NONE\n") && !env.contains("SSL_CLIENT_S_DN"),
+        "{env}"
+    );
+    assert!(
+        curl_tls(optional.addr, &ca.cert, Some(&alice))
+            .1
+            .contains("SSL_CLIENT_S_DN=CN=alice\n")
+    );
+}
+
 #[test]
 fn a_certificate_reload_serves_new_connections_and_keeps_open_ones() {
     let dir = tempfile::tempdir().unwrap();

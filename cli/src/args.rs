@@ -77,6 +77,17 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
 
+    /// Mutual TLS: ask clients for a certificate signed by a CA of this PEM file, and refuse
+    /// those without one (nginx's ssl_verify_client on); apps see SSL_CLIENT_S_DN,
+    /// SSL_CLIENT_VERIFY and SSL_CLIENT_FINGERPRINT.
+    #[arg(long, value_name = "PEM")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+
+    /// With --tls-client-ca, let in clients without a certificate too (SSL_CLIENT_VERIFY=NONE),
+    /// as nginx's ssl_verify_client optional.
+    #[arg(long)]
+    pub(crate) tls_client_optional: bool,
+
     /// Expect a PROXY protocol header (v1 or v2) on every connection, as HAProxy's
     /// send-proxy sends, and take the client's address from it.
     #[arg(long)]

@@ -82,6 +82,8 @@ config_file! {
         plain reuse_port: bool,
         optional tls_cert: PathBuf,
         optional tls_key: PathBuf,
+        optional tls_client_ca: PathBuf,
+        plain tls_client_optional: bool,
         plain proxy_protocol: bool,
         optional workers: u16,
         #[serde(default, deserialize_with = "processes")]
@@ -173,6 +175,9 @@ struct Listen {
     protocol: Protocol,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    /// Mutual TLS on this listener: its CA, and whether a client may go without.
+    tls_client_ca: Option<PathBuf>,
+    tls_client_optional: Option<bool>,
     #[serde(default)]
     proxy_protocol: bool,
     #[serde(default)]
@@ -285,6 +290,8 @@ pub(crate) fn apply(path: &Path, args: &mut ServeArgs, matches: &ArgMatches) -> 
                 protocol: Protocol::Http,
                 tls_cert: None,
                 tls_key: None,
+                tls_client_ca: None,
+                tls_client_optional: None,
                 proxy_protocol: args.proxy_protocol,
                 reuse_port: args.reuse_port,
                 socket_mode: None,
@@ -378,9 +385,13 @@ impl Listen {
             }
             _ => None,
         };
+        let ca = self.tls_client_ca.or_else(|| args.tls_client_ca.clone());
+        let optional = self.tls_client_optional.unwrap_or(args.tls_client_optional);
+        let client_ca = ca.filter(|_| tls.is_some()).map(|ca| (ca, !optional));
         Ok(ListenSpec {
             bind,
             tls,
+            client_ca,
             proxy_protocol: self.proxy_protocol,
             uwsgi,
             reuse_port: self.reuse_port,

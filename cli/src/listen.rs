@@ -93,6 +93,8 @@ pub(crate) fn parse_bind(value: &str) -> Result<Bind, String> {
 pub(crate) struct ListenSpec {
     pub(crate) bind: Bind,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    /// With `tls`: the CA whose client certificates are asked for, and whether one is needed.
+    pub(crate) client_ca: Option<(PathBuf, bool)>,
     pub(crate) proxy_protocol: bool,
     /// Speaks uwsgi (nginx's `uwsgi_pass`) instead of HTTP.
     pub(crate) uwsgi: bool,
@@ -135,6 +137,7 @@ pub(crate) fn open(specs: &[ListenSpec], admin: Option<&ListenSpec>) -> Result<O
     let default = [ListenSpec {
         bind: Bind::Tcp("127.0.0.1:8000".into()),
         tls: None,
+        client_ca: None,
         proxy_protocol: false,
         uwsgi: false,
         reuse_port: false,
@@ -145,7 +148,8 @@ pub(crate) fn open(specs: &[ListenSpec], admin: Option<&ListenSpec>) -> Result<O
         [] => &default[..],
         specs => specs,
     };
-    let mut tls_by_files: Vec<((PathBuf, PathBuf), Tls)> = Vec::new();
+    type TlsFiles = ((PathBuf, PathBuf), Option<(PathBuf, bool)>);
+    let mut tls_by_files: Vec<(TlsFiles, Tls)> = Vec::new();
     let handed_over = crate::restart::handed_over_to_me();
     for (i, spec) in specs.iter().chain(admin).enumerate() {
         if i == specs.len() {
@@ -164,12 +168,17 @@ pub(crate) fn open(specs: &[ListenSpec], admin: Option<&ListenSpec>) -> Result<O
         let listener = match &spec.tls {
             None => listener,
             Some(files) => {
-                let tls = match tls_by_files.iter().find(|(f, _)| f == files) {
+                let files = (files.clone(), spec.client_ca.clone());
+                let tls = match tls_by_files.iter().find(|(f, _)| *f == files) {
                     Some((_, tls)) => tls.clone(),
                     None => {
-                        let tls = Tls::from_pem_files(&files.0, &files.1)
-                            .map_err(|e| format!("{e}: {}", cause(&e)))?;
-                        tls_by_files.push((files.clone(), tls.clone()));
+                        let failed = |e: stackway::Error| format!("{e}: {}", cause(&e));
+                        let mut tls =
+                            Tls::from_pem_files(&files.0.0, &files.0.1).map_err(failed)?;
+                        if let Some((ca, required)) = &files.1 {
+                            tls = tls.client_ca(ca, *required).map_err(failed)?;
+                        }
+                        tls_by_files.push((files, tls.clone()));
                         tls
                     }
                 };

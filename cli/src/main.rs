@@ -211,6 +211,7 @@ fn admin_spec(args: &ServeArgs) -> Option<listen::ListenSpec> {
     args.admin_bind.as_ref().map(|bind| listen::ListenSpec {
         bind: bind.clone(),
         tls: None,
+        client_ca: None,
         proxy_protocol: false,
         uwsgi: false,
         reuse_port: false,
@@ -232,6 +233,7 @@ fn listen_specs(args: &ServeArgs) -> Vec<listen::ListenSpec> {
             tls: tls
                 .clone()
                 .filter(|_| !matches!(address.bind, listen::Bind::Unix(_)) && !address.uwsgi),
+            client_ca: (args.tls_client_ca.clone()).map(|ca| (ca, !args.tls_client_optional)),
             proxy_protocol: args.proxy_protocol,
             uwsgi: address.uwsgi,
             reuse_port: args.reuse_port,

@@ -523,6 +523,71 @@ fn a_flask_app_hands_a_1_gib_file_to_x_accel_redirect_and_a_range_of_it_costs_no
 }
 
 #[test]
+fn a_wsgi_app_sees_the_client_certificate_curl_showed_on_mutual_tls() {
+    if !external::command("curl", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = stackway_test_support::tls::Ca::new(dir.path(), "clients");
+    let (cert, key) = ca.server("localhost", &["localhost"]);
+    let (alice_cert, alice_key) = ca.client("alice");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stackway"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--workers", "1"])
+        .args([
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .args(["--tls-client-ca", ca.cert.to_str().unwrap()])
+        .args([
+            "--pythonpath",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python"),
+        ])
+        .args(["--mount", "/=wsgi:wsgi_apps:client_cert"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim_end().rsplit(':').next().unwrap().to_owned();
+    let curl = |client: bool| {
+        let mut command = Command::new("curl");
+        command.args(["-s", "--cacert", ca.cert.to_str().unwrap()]);
+        command.args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
+        if client {
+            command.args([
+                "--cert",
+                alice_cert.to_str().unwrap(),
+                "--key",
+                alice_key.to_str().unwrap(),
+            ]);
+        }
+        let out = command
+            .arg(format!("https://localhost:{port}/"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, environ) = curl(true);
+    let (refused, _) = curl(false);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, Some(0), "{line}");
+    assert_ne!(refused, Some(0), "no certificate, no connection");
+    assert!(
+        environ.starts_with("SSL_CLIENT_VERIFY=SUCCESS\nSSL_CLIENT_S_DN=CN=alice\n"),
+        "{environ}"
+    );
+}
+
+#[test]
 fn mounts_proxy_to_upstreams_one_or_a_pool() {
     // Two stackway processes as upstreams, a third in front of them.
     let a = Stackway::serve(&["--mount", "/=demo"]);

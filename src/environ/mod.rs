@@ -39,6 +39,8 @@ use std::net::SocketAddr;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Uri, Version};
+
+use crate::ClientCert;
 use percent_encoding::percent_decode_str;
 
 /// What the server knows of the connection a request came on.
@@ -149,6 +151,7 @@ impl<B> RequestExt for Request<B> {
             headers: self.headers(),
             connection: self.extensions().get::<Connection>(),
             forwarded: self.extensions().get::<Forwarded>(),
+            client_cert: self.extensions().get::<ClientCert>(),
             script_end,
         }
     }
@@ -204,6 +207,7 @@ pub struct Environ<'a> {
     headers: &'a HeaderMap,
     connection: Option<&'a Connection>,
     forwarded: Option<&'a Forwarded>,
+    client_cert: Option<&'a ClientCert>,
     script_end: usize,
 }
 
@@ -411,7 +415,8 @@ impl<'a> Environ<'a> {
     /// headers joined by `, `, cookies by `; `). `HTTP_HOST` is the request's
     /// host ([`http_host`](Self::http_host)): a trusted proxy's, or HTTP/2's
     /// authority. Also the names nginx and Apache add: `REMOTE_PORT`,
-    /// `REQUEST_SCHEME` and `REQUEST_URI` (raw).
+    /// `REQUEST_SCHEME` and `REQUEST_URI` (raw), and a mutual-TLS client's
+    /// certificate ([`ssl_client`](Self::ssl_client)).
     ///
     /// Headers whose names contain `_` are left out, as nginx and Apache do:
     /// `X-User_Id` and `X-User-Id` would both become `HTTP_X_USER_ID`, and a
@@ -445,10 +450,32 @@ impl<'a> Environ<'a> {
             set("REMOTE_ADDR", remote.ip().to_string());
             set("REMOTE_PORT", remote.port().to_string());
         }
+        for (name, value) in self.ssl_client() {
+            set(name, value);
+        }
         for (name, value) in self.cgi_headers() {
             set(&name, String::from_utf8_lossy(&value).into_owned());
         }
         env
+    }
+
+    /// What a mutual-TLS client showed, as nginx and Apache name it: with a
+    /// [`ClientCert`], `SSL_CLIENT_VERIFY=SUCCESS`, `SSL_CLIENT_S_DN`,
+    /// `SSL_CLIENT_I_DN` and `SSL_CLIENT_FINGERPRINT`; on another TLS
+    /// connection `SSL_CLIENT_VERIFY=NONE`; nothing over plain HTTP.
+    pub fn ssl_client(&self) -> Vec<(&'static str, String)> {
+        match self.client_cert {
+            Some(cert) => vec![
+                ("SSL_CLIENT_VERIFY", "SUCCESS".to_owned()),
+                ("SSL_CLIENT_S_DN", cert.subject().to_owned()),
+                ("SSL_CLIENT_I_DN", cert.issuer().to_owned()),
+                ("SSL_CLIENT_FINGERPRINT", cert.fingerprint().to_owned()),
+            ],
+            None if self.connection.is_some_and(|c| c.scheme == Scheme::HTTPS) => {
+                vec![("SSL_CLIENT_VERIFY", "NONE".to_owned())]
+            }
+            None => Vec::new(),
+        }
     }
 
     /// The request's headers as CGI variables, with their values as sent:

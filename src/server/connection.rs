@@ -23,6 +23,7 @@ use super::proxy_protocol;
 use super::request::handle;
 use super::sendfile::Write;
 use super::shared::{Door, Phase, Shared};
+use super::tls::ClientCert;
 use super::uwsgi;
 use crate::{App, Connection};
 
@@ -73,6 +74,13 @@ pub(super) async fn serve_connection<A: App>(
             Err(_) => return,
         }
     };
+    // The certificate a mutual-TLS client showed, verified in the handshake.
+    let client_cert = match &io {
+        Either::Right(tls) => (tls.get_ref().1.peer_certificates())
+            .and_then(|chain| chain.first())
+            .and_then(|cert| ClientCert::from_der(cert)),
+        Either::Left(_) => None,
+    };
     let https = uwsgi.as_ref().is_some_and(|u| u.https);
     let info = Connection {
         remote_addr,
@@ -93,6 +101,9 @@ pub(super) async fn serve_connection<A: App>(
                 if let Some(forwarded) = &uwsgi.forwarded {
                     req.extensions_mut().insert(forwarded.clone());
                 }
+            }
+            if let Some(cert) = &client_cert {
+                req.extensions_mut().insert(cert.clone());
             }
             handle(app.clone(), &shared, &activity, &info, req)
         })

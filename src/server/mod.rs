@@ -72,7 +72,7 @@ mod worker;
 
 pub use listener::{ListenAddr, Listener};
 pub use stats::Stats;
-pub use tls::Tls;
+pub use tls::{ClientCert, Tls};
 
 use std::future::Future;
 use std::io;

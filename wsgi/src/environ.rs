@@ -50,6 +50,9 @@ impl Cgi {
             set("REMOTE_ADDR", remote.ip().to_string().into());
             set("REMOTE_PORT", remote.port().to_string().into());
         }
+        for (name, value) in env.ssl_client() {
+            set(name, value.into());
+        }
         vars.extend(env.cgi_headers());
         Self {
             vars,

@@ -186,3 +186,11 @@ def big(environ, start_response):
                               ("Content-Length", str(256 << 20))])
     block = b"\0" * 65536
     return (block for _ in range(4096))
+
+
+def client_cert(environ, start_response):
+    """What a mutual-TLS client showed, as the environ names it."""
+    names = ["SSL_CLIENT_VERIFY", "SSL_CLIENT_S_DN", "SSL_CLIENT_I_DN", "SSL_CLIENT_FINGERPRINT"]
+    text = "".join(f"{name}={environ.get(name, '-')}\n" for name in names).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))])
+    return [text]
