@@ -200,7 +200,8 @@ pub(crate) struct ServeArgs {
 
     /// Serve FILE for the error responses with these codes that say only their status (a
     /// dead upstream's 502, a 404, a 429), as nginx's error_page: 502,503,504=/srv/50x.html or
-    /// 500-599=…; repeatable.
+    /// 500-599=…, or what the server itself serves at a path: 502=uri:/errors/50x.html;
+    /// repeatable.
     #[arg(long = "error-page", value_name = "CODES=FILE", value_parser = parse_error_page)]
     pub(crate) error_pages: Vec<ErrorPageSpec>,
 

@@ -37,11 +37,18 @@ pub(crate) struct Policies {
     pub(crate) maintenance: Option<PathBuf>,
 }
 
-/// `502,503,504=/srv/errors/50x.html`, `500-599=…`: statuses and a page's file.
+/// `502,503,504=/srv/errors/50x.html`, `500-599=uri:/errors/5xx.html`:
+/// statuses and a page, a file or a path the server serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ErrorPageSpec {
     statuses: Vec<u16>,
-    file: PathBuf,
+    page: PageSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PageSpec {
+    File(PathBuf),
+    Uri(String),
 }
 
 /// A rate limit: `10r/s burst=20 nodelay key=client conn=5 keys=100000`.
@@ -95,8 +102,11 @@ impl Policies {
         if !self.error_pages.is_empty() || self.maintenance.is_some() {
             let mut pages = ErrorPages::new(app);
             for spec in &self.error_pages {
-                let page = Page::file(&spec.file)
-                    .map_err(|e| format!("error page {}: {e}", spec.file.display()))?;
+                let page = match &spec.page {
+                    PageSpec::File(file) => Page::file(file)
+                        .map_err(|e| format!("error page {}: {e}", file.display()))?,
+                    PageSpec::Uri(path) => Page::uri(path),
+                };
                 pages = pages.page(spec.statuses.iter().copied(), page);
             }
             if let Some(flag) = &self.maintenance {
@@ -192,7 +202,8 @@ fn split_auth_url(url: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `CODES=FILE`: codes (`502,503`) or ranges (`500-599`) of 300 to 599.
+/// `CODES=FILE` or `CODES=uri:/PATH`: codes (`502,503`) or ranges
+/// (`500-599`) of 300 to 599.
 pub(crate) fn parse_error_page(value: &str) -> Result<ErrorPageSpec, String> {
     let (codes, file) = (value.split_once('=')).ok_or_else(|| {
         format!("{value:?}: expected CODES=FILE, as in 502,503,504=/srv/50x.html")
@@ -209,10 +220,12 @@ pub(crate) fn parse_error_page(value: &str) -> Result<ErrorPageSpec, String> {
             None => statuses.push(code(part)?),
         }
     }
-    Ok(ErrorPageSpec {
-        statuses,
-        file: PathBuf::from(file.trim()),
-    })
+    let page = match file.trim().strip_prefix("uri:") {
+        Some(path) if path.starts_with('/') => PageSpec::Uri(path.to_owned()),
+        Some(path) => return Err(format!("uri:{path}: expected a path from /")),
+        None => PageSpec::File(PathBuf::from(file.trim())),
+    };
+    Ok(ErrorPageSpec { statuses, page })
 }
 
 pub(crate) fn error_pages<'de, D: Deserializer<'de>>(
@@ -276,6 +289,15 @@ mod tests {
         assert!(split_auth_url("auth:9000/verify").is_err());
         let page = parse_error_page("404,500-502=/srv/e.html").unwrap();
         assert_eq!(page.statuses, [404, 500, 501, 502]);
+        assert_eq!(
+            parse_error_page("502=uri:/errors/50x.html").unwrap().page,
+            PageSpec::Uri("/errors/50x.html".to_owned())
+        );
+        assert!(
+            parse_error_page("502=uri:x")
+                .unwrap_err()
+                .contains("expected a path from /")
+        );
         assert!(
             parse_error_page("200=/x")
                 .unwrap_err()

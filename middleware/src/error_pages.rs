@@ -1,5 +1,6 @@
-//! Error pages, as nginx's `error_page`: a page of your own in place of the
-//! body of an error response, and a maintenance switch.
+//! Error pages, as nginx's `error_page`: a page of your own (a file, HTML,
+//! or a path the wrapped app serves) in place of the body of an error
+//! response, and a maintenance switch.
 //!
 //! A page stands in for responses with its status that say nothing but
 //! their status: those made from a [`StatusCode`] (marked
@@ -37,11 +38,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, StatusCode};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::{HeaderValue, StatusCode, Uri};
 use http_body::Body as _;
 use stackway::response::StatusOnly;
-use stackway::{App, Body, Request, Response};
+use stackway::{App, Body, Connection, Request, Response};
 
 /// Serves pages of its own for error responses; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -52,20 +53,36 @@ pub struct ErrorPages<A> {
     maintenance: Option<Arc<Maintenance>>,
 }
 
-/// A page: its bytes and their type.
+/// A page: bytes and their type, or a path the wrapped app serves.
 #[derive(Debug, Clone)]
-pub struct Page {
-    body: Bytes,
-    content_type: HeaderValue,
+pub struct Page(Source);
+
+#[derive(Debug, Clone)]
+enum Source {
+    Fixed {
+        body: Bytes,
+        content_type: HeaderValue,
+    },
+    Uri(Uri),
 }
 
 impl Page {
     /// An HTML page.
     pub fn html(html: impl Into<String>) -> Self {
-        Self {
+        Self(Source::Fixed {
             body: Bytes::from(html.into()),
             content_type: HeaderValue::from_static("text/html; charset=utf-8"),
-        }
+        })
+    }
+
+    /// What the wrapped app answers to a `GET` of `path` (nginx's
+    /// `error_page 502 /50x.html`: a mount, a static export, a route of its
+    /// own), when that is a `2xx`; otherwise the error response stays as it
+    /// was. A path that is not one is `/`.
+    pub fn uri(path: &str) -> Self {
+        Self(Source::Uri(
+            path.parse().unwrap_or_else(|_| Uri::from_static("/")),
+        ))
     }
 
     /// The file at `path`, read now, its type from its name (as SharedData
@@ -78,11 +95,11 @@ impl Page {
             true => format!("{mime}; charset=utf-8"),
             false => mime.to_string(),
         };
-        Ok(Self {
+        Ok(Self(Source::Fixed {
             body: body.into(),
             content_type: HeaderValue::from_str(&content_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-        })
+        }))
     }
 }
 
@@ -152,6 +169,11 @@ impl<A> ErrorPages<A> {
 
 impl<A: App> App for ErrorPages<A> {
     async fn call(&self, req: Request) -> Response {
+        // A page asked of the app is asked for the same host and client.
+        let asker = Asker {
+            host: req.headers().get(HOST).cloned(),
+            connection: req.extensions().get::<Connection>().cloned(),
+        };
         if let Some(maintenance) = self.maintenance.as_ref().filter(|m| m.on()) {
             let page = self.pages.get(&503).cloned().unwrap_or_else(|| {
                 Page::html("<!doctype html>\n<title>Down for maintenance</title>\n<h1>Down for maintenance</h1>\n<p>Please try again soon.</p>\n")
@@ -160,7 +182,7 @@ impl<A: App> App for ErrorPages<A> {
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             res.headers_mut()
                 .insert(RETRY_AFTER, maintenance.retry_after.clone());
-            return with_page(res, &page);
+            return self.with_page(res, &page, asker).await;
         }
         let res = self.inner.call(req).await;
         let Some(page) = self.pages.get(&res.status().as_u16()) else {
@@ -169,20 +191,49 @@ impl<A: App> App for ErrorPages<A> {
         let says_only_its_status =
             res.extensions().get::<StatusOnly>().is_some() || res.body().is_end_stream();
         match self.always || says_only_its_status {
-            true => with_page(res, page),
+            true => self.with_page(res, page, asker).await,
             false => res,
         }
     }
 }
 
-/// `res` with `page` for its body.
-fn with_page(res: Response, page: &Page) -> Response {
-    let (mut parts, _) = res.into_parts();
-    parts.headers.remove(CONTENT_ENCODING);
-    parts.headers.remove(CONTENT_LENGTH);
-    parts
-        .headers
-        .insert(CONTENT_TYPE, page.content_type.clone());
-    parts.extensions.remove::<StatusOnly>();
-    Response::from_parts(parts, Body::from(page.body.clone()))
+/// Who asked, for a page asked of the app.
+struct Asker {
+    host: Option<HeaderValue>,
+    connection: Option<Connection>,
+}
+
+impl<A: App> ErrorPages<A> {
+    /// `res` with `page` for its body (the status and other fields kept).
+    async fn with_page(&self, res: Response, page: &Page, asker: Asker) -> Response {
+        let (body, content_type) = match &page.0 {
+            Source::Fixed { body, content_type } => {
+                (Body::from(body.clone()), content_type.clone())
+            }
+            Source::Uri(uri) => {
+                let mut ask = Request::new(Body::default());
+                *ask.uri_mut() = uri.clone();
+                if let Some(host) = asker.host {
+                    ask.headers_mut().insert(HOST, host);
+                }
+                if let Some(connection) = asker.connection {
+                    ask.extensions_mut().insert(connection);
+                }
+                let answer = self.inner.call(ask).await;
+                if !answer.status().is_success() {
+                    return res;
+                }
+                let (parts, body) = answer.into_parts();
+                let content_type = (parts.headers.get(CONTENT_TYPE).cloned())
+                    .unwrap_or(HeaderValue::from_static("text/html; charset=utf-8"));
+                (body, content_type)
+            }
+        };
+        let (mut parts, _) = res.into_parts();
+        parts.headers.remove(CONTENT_ENCODING);
+        parts.headers.remove(CONTENT_LENGTH);
+        parts.headers.insert(CONTENT_TYPE, content_type);
+        parts.extensions.remove::<StatusOnly>();
+        Response::from_parts(parts, body)
+    }
 }

@@ -89,3 +89,38 @@ fn while_the_maintenance_file_exists_every_request_gets_503() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(conn.get("/app/limited").status, 429);
 }
+
+#[test]
+fn a_page_can_be_a_path_the_wrapped_app_serves() {
+    use stackway_middleware::SharedData;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("errors")).unwrap();
+    std::fs::write(
+        dir.path().join("errors/50x.html"),
+        "<h1>from the export</h1>",
+    )
+    .unwrap();
+    let site =
+        SharedData::new(Dispatcher::default().mount("/down", Proxy::to("http://127.0.0.1:1")))
+            .export("/errors", dir.path().join("errors"));
+    let pages = ErrorPages::new(site)
+        .page([502], Page::uri("/errors/50x.html"))
+        .page([404], Page::uri("/errors/missing.html"));
+    let running = Running::start(server(), Lint::strict(pages));
+    let mut conn = Conn::open(running.addr);
+    let down = conn.get("/down/x");
+    assert_eq!(
+        (down.status, down.text().as_str()),
+        (502, "<h1>from the export</h1>")
+    );
+    assert_eq!(
+        down.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    // A page the app cannot serve leaves the error as it was.
+    let missing = conn.get("/nowhere");
+    assert_eq!(
+        (missing.status, missing.text().as_str()),
+        (404, "404 Not Found")
+    );
+}
