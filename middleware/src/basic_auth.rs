@@ -120,13 +120,24 @@ impl Htpasswd {
     /// Whether `user` has `password`. Slow on purpose for bcrypt and
     /// SHA-crypt (blocking: [`BasicAuth`] calls it off the server's workers).
     pub fn check(&self, user: &str, password: &str) -> bool {
-        let users = self.users.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match users.get(user) {
-            Some(hash) => hash.check(password),
-            None => {
-                let _ = bcrypt::verify(password, NOBODY);
-                false
-            }
+        verify(self.hash(user).as_ref(), password)
+    }
+
+    /// `user`'s stored password.
+    fn hash(&self, user: &str) -> Option<Hash> {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.get(user).cloned()
+    }
+}
+
+/// Whether `password` is the one `hash` keeps; with no hash (an unknown
+/// user), false after as long as a bcrypt check takes.
+fn verify(hash: Option<&Hash>, password: &str) -> bool {
+    match hash {
+        Some(hash) => hash.check(password),
+        None => {
+            let _ = bcrypt::verify(password, NOBODY);
+            false
         }
     }
 }
@@ -306,19 +317,12 @@ impl<A: App> App for BasicAuth<A> {
     async fn call(&self, req: Request) -> Response {
         let allowed = match credentials(&req) {
             None => false,
-            Some((user, password)) => {
-                let users = self.users.clone();
-                let slow = {
-                    let map = users.users.read().unwrap_or_else(|e| e.into_inner());
-                    map.get(&user).is_none_or(Hash::is_slow)
-                };
-                match slow {
-                    true => tokio::task::spawn_blocking(move || users.check(&user, &password))
-                        .await
-                        .unwrap_or(false),
-                    false => users.check(&user, &password),
-                }
-            }
+            Some((user, password)) => match self.users.hash(&user) {
+                Some(hash) if !hash.is_slow() => hash.check(&password),
+                hash => tokio::task::spawn_blocking(move || verify(hash.as_ref(), &password))
+                    .await
+                    .unwrap_or(false),
+            },
         };
         if allowed {
             return self.inner.call(req).await;

@@ -49,6 +49,8 @@ use stackway::{App, Body, Connection, Request, Response};
 pub struct ErrorPages<A> {
     inner: A,
     pages: HashMap<u16, Page>,
+    /// Whether a page is asked of the wrapped app ([`Page::uri`]).
+    asks: bool,
     always: bool,
     maintenance: Option<Arc<Maintenance>>,
 }
@@ -131,6 +133,7 @@ impl<A> ErrorPages<A> {
         Self {
             inner,
             pages: HashMap::new(),
+            asks: false,
             always: false,
             maintenance: None,
         }
@@ -138,6 +141,7 @@ impl<A> ErrorPages<A> {
 
     /// Serves `page` for the `statuses` (`502..=504`, `[404]`).
     pub fn page(mut self, statuses: impl IntoIterator<Item = u16>, page: Page) -> Self {
+        self.asks |= matches!(page.0, Source::Uri(_));
         let pages = statuses
             .into_iter()
             .map(move |status| (status, page.clone()));
@@ -170,10 +174,10 @@ impl<A> ErrorPages<A> {
 impl<A: App> App for ErrorPages<A> {
     async fn call(&self, req: Request) -> Response {
         // A page asked of the app is asked for the same host and client.
-        let asker = Asker {
+        let asker = self.asks.then(|| Asker {
             host: req.headers().get(HOST).cloned(),
             connection: req.extensions().get::<Connection>().cloned(),
-        };
+        });
         if let Some(maintenance) = self.maintenance.as_ref().filter(|m| m.on()) {
             let page = self.pages.get(&503).cloned().unwrap_or_else(|| {
                 Page::html("<!doctype html>\n<title>Down for maintenance</title>\n<h1>Down for maintenance</h1>\n<p>Please try again soon.</p>\n")
@@ -205,7 +209,7 @@ struct Asker {
 
 impl<A: App> ErrorPages<A> {
     /// `res` with `page` for its body (the status and other fields kept).
-    async fn with_page(&self, res: Response, page: &Page, asker: Asker) -> Response {
+    async fn with_page(&self, res: Response, page: &Page, asker: Option<Asker>) -> Response {
         let (body, content_type) = match &page.0 {
             Source::Fixed { body, content_type } => {
                 (Body::from(body.clone()), content_type.clone())
@@ -213,11 +217,13 @@ impl<A: App> ErrorPages<A> {
             Source::Uri(uri) => {
                 let mut ask = Request::new(Body::default());
                 *ask.uri_mut() = uri.clone();
-                if let Some(host) = asker.host {
-                    ask.headers_mut().insert(HOST, host);
-                }
-                if let Some(connection) = asker.connection {
-                    ask.extensions_mut().insert(connection);
+                if let Some(Asker { host, connection }) = asker {
+                    if let Some(host) = host {
+                        ask.headers_mut().insert(HOST, host);
+                    }
+                    if let Some(connection) = connection {
+                        ask.extensions_mut().insert(connection);
+                    }
                 }
                 let answer = self.inner.call(ask).await;
                 if !answer.status().is_success() {
