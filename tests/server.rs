@@ -181,6 +181,54 @@ fn bodies_over_the_limit_get_413() {
 }
 
 #[test]
+fn the_servers_own_errors_carry_its_pages() {
+    let app = |req: Request| async move {
+        match req.uri().path() {
+            "/panic" => panic!("deliberate panic for the test"),
+            "/refuse" => return StatusCode::BAD_REQUEST.into_response(),
+            _ => {}
+        }
+        match req.into_body().collect(usize::MAX).await {
+            Ok(body) => format!("read {}", body.len()).into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    };
+    let html = http::HeaderValue::from_static("text/html; charset=utf-8");
+    let server = server()
+        .max_body_size(Some(10))
+        .error_page(StatusCode::BAD_REQUEST, html.clone(), "<h1>bad</h1>")
+        .error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            html.clone(),
+            "<h1>large</h1>",
+        )
+        .error_page(StatusCode::INTERNAL_SERVER_ERROR, html, "<h1>oops</h1>");
+    let running = Running::start(server, app);
+
+    let cases: [(&[u8], u16, &str); 4] = [
+        (b"GET / HTTP/1.1\r\n\r\n", 400, "<h1>bad</h1>"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world", 413, "<h1>large</h1>"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n", 413, "<h1>large</h1>"),
+        (b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n", 500, "<h1>oops</h1>"),
+    ];
+    for (request, status, page) in cases {
+        let mut conn = Conn::open(running.addr);
+        conn.send(request);
+        let res = conn.read_response();
+        assert_eq!(res.status, status, "{}", String::from_utf8_lossy(request));
+        assert_eq!(res.text(), page);
+        assert_eq!(res.header("content-type"), Some("text/html; charset=utf-8"));
+        assert_eq!(res.header("connection"), Some("close"));
+    }
+    // The app's own 400 is the app's: the server's pages are for its own errors.
+    let mut conn = Conn::open(running.addr);
+    let res = conn.get("/refuse");
+    assert_eq!(res.status, 400);
+    assert_ne!(res.text(), "<h1>bad</h1>");
+    running.stop().unwrap();
+}
+
+#[test]
 fn a_413_reaches_a_client_that_keeps_sending_its_body() {
     let running = Running::start(server().max_body_size(Some(1000)), echo_path);
     let stream = std::net::TcpStream::connect(running.addr).unwrap();

@@ -1,15 +1,27 @@
 //! The admin side of `stackway serve`: Metrics around the stack, and the
 //! status page and the exposition answered first, on the admin listener
-//! alone when there is one.
+//! alone when there is one; there, too, the caches' purges and the
+//! maintenance switch.
 
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use stackway::http::{HeaderValue, Method, StatusCode, header};
 use stackway::{App, BoxApp, Connection, IntoResponse, Request, Response, Server};
 use stackway_middleware::Metrics;
 use stackway_middleware::metrics::{Exposition, StatusPage};
 
 use crate::args::ServeArgs;
-use crate::purge::Purges;
+use crate::purge::{self, Purges};
 use crate::stack::Sources;
 use crate::tree_metrics::TreeMetrics;
+
+/// Whether `observed` has anything to do: metrics, a status page, or an
+/// admin listener with caches to purge or a maintenance switch.
+pub(crate) fn wanted(args: &ServeArgs) -> bool {
+    let switch = args.admin_bind.is_some() && args.maintenance.is_some();
+    args.metrics.is_some() || args.status.is_some() || purge::on_admin(args) || switch
+}
 
 /// The stack inside `Metrics`, with the status page and the exposition in
 /// front of it, or on the admin listener alone; and, in a process whose
@@ -48,6 +60,7 @@ pub(crate) fn observed(
         .then(|| TreeMetrics::start(exposition.clone(), status.clone()))
         .flatten();
     let purges = admin.is_some().then(|| Purges::new(sources.purgers));
+    let maintenance = admin.and(args.maintenance.clone());
     let observed = BoxApp::new(Observed {
         metrics,
         status,
@@ -55,6 +68,7 @@ pub(crate) fn observed(
         tree: tree.clone(),
         admin,
         purges,
+        maintenance,
     });
     (observed, tree)
 }
@@ -72,6 +86,9 @@ struct Observed {
     admin: Option<usize>,
     /// The caches' purges, answered on the admin listener alone.
     purges: Option<Purges>,
+    /// The maintenance file (`--maintenance`), made and removed on the
+    /// admin listener alone.
+    maintenance: Option<PathBuf>,
 }
 
 impl App for Observed {
@@ -96,8 +113,45 @@ impl App for Observed {
             if let Some(purges) = self.purges.as_ref().filter(|_| Purges::serves(&req)) {
                 return purges.answer(&req);
             }
-            return stackway::http::StatusCode::NOT_FOUND.into_response();
+            if let Some(flag) = self
+                .maintenance
+                .as_ref()
+                .filter(|_| req.uri().path() == SWITCH)
+            {
+                return switch(flag, &req);
+            }
+            return StatusCode::NOT_FOUND.into_response();
         }
         self.metrics.call(req).await
     }
+}
+
+/// Where the admin listener answers the maintenance switch.
+const SWITCH: &str = "/maintenance";
+
+/// The maintenance switch: `PUT` makes the file, `DELETE` removes it, `GET`
+/// says which it is; `{"maintenance": true|false}`. Every process looks at
+/// the file, so every one follows within a second.
+fn switch(flag: &Path, req: &Request) -> Response {
+    let changed = match *req.method() {
+        Method::GET | Method::HEAD => Ok(()),
+        Method::PUT => std::fs::write(flag, b""),
+        Method::DELETE => match std::fs::remove_file(flag) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            done => done,
+        },
+        _ => {
+            let mut res = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            let allow = HeaderValue::from_static("GET, HEAD, PUT, DELETE");
+            res.headers_mut().insert(header::ALLOW, allow);
+            return res;
+        }
+    };
+    if let Err(e) = changed {
+        tracing::error!("maintenance file {}: {e}", flag.display());
+        let why = format!("maintenance file {}: {e}\n", flag.display());
+        return (StatusCode::INTERNAL_SERVER_ERROR, why).into_response();
+    }
+    let on = flag.exists();
+    stackway::response::Json(json!({ "maintenance": on })).into_response()
 }

@@ -201,12 +201,13 @@ pub(crate) struct ServeArgs {
     /// Serve FILE for the error responses with these codes that say only their status (a
     /// dead upstream's 502, a 404, a 429), as nginx's error_page: 502,503,504=/srv/50x.html or
     /// 500-599=…, or what the server itself serves at a path: 502=uri:/errors/50x.html;
-    /// repeatable.
+    /// repeatable. A file also stands in for the server's own 400, 413 and 500.
     #[arg(long = "error-page", value_name = "CODES=FILE", value_parser = parse_error_page)]
     pub(crate) error_pages: Vec<ErrorPageSpec>,
 
     /// While FILE exists, answer every request 503 with Retry-After and the 503 error page:
-    /// touch it to start maintenance, remove it to end it (every process sees it in a second).
+    /// touch it to start maintenance, remove it to end it (every process sees it in a second),
+    /// or PUT and DELETE /maintenance on the admin listener.
     #[arg(long, value_name = "FILE")]
     pub(crate) maintenance: Option<PathBuf>,
 

@@ -139,7 +139,7 @@ fn main() -> ExitCode {
     let lifespans = std::mem::take(&mut sources.lifespans);
     let htpasswds = std::mem::take(&mut sources.htpasswds);
     let mut tree_metrics = None;
-    if args.metrics.is_some() || args.status.is_some() || purge::on_admin(&args) {
+    if admin::wanted(&args) {
         (app, tree_metrics) = observed(app, &args, &server, opened.admin, sources);
     }
     if let Some(limit) = supervisor::request_limit(&args) {
@@ -177,6 +177,13 @@ fn main() -> ExitCode {
     if let Some(workers) = supervisor::workers(&args) {
         server = server.workers(workers);
     }
+    let server = match policies::server_pages(server, &args.error_pages) {
+        Ok(server) => server,
+        Err(message) => {
+            eprintln!("stackway: {message}");
+            return ExitCode::from(1);
+        }
+    };
     let served = server.run(app);
     for asgi in &lifespans {
         asgi.shutdown();

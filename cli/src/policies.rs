@@ -5,7 +5,8 @@
 //! and an htpasswd file.
 
 use serde::de::Deserializer;
-use stackway::BoxApp;
+use stackway::http::StatusCode;
+use stackway::{BoxApp, Server};
 use std::path::PathBuf;
 
 use stackway_middleware::access::Peers;
@@ -102,12 +103,7 @@ impl Policies {
         if !self.error_pages.is_empty() || self.maintenance.is_some() {
             let mut pages = ErrorPages::new(app);
             for spec in &self.error_pages {
-                let page = match &spec.page {
-                    PageSpec::File(file) => Page::file(file)
-                        .map_err(|e| format!("error page {}: {e}", file.display()))?,
-                    PageSpec::Uri(path) => Page::uri(path),
-                };
-                pages = pages.page(spec.statuses.iter().copied(), page);
+                pages = pages.page(spec.statuses.iter().copied(), spec.load()?);
             }
             if let Some(flag) = &self.maintenance {
                 pages = pages.maintenance(flag, MAINTENANCE_RETRY);
@@ -116,6 +112,38 @@ impl Policies {
         }
         Ok(app)
     }
+}
+
+impl ErrorPageSpec {
+    fn load(&self) -> Result<Page, String> {
+        match &self.page {
+            PageSpec::File(file) => {
+                Page::file(file).map_err(|e| format!("error page {}: {e}", file.display()))
+            }
+            PageSpec::Uri(path) => Ok(Page::uri(path)),
+        }
+    }
+}
+
+/// `server` with the pages among `specs` for the errors it answers itself
+/// (400, 413, 500): those from files, as a path is the app's to serve.
+pub(crate) fn server_pages(mut server: Server, specs: &[ErrorPageSpec]) -> Result<Server, String> {
+    const OWN: [StatusCode; 3] = [
+        StatusCode::BAD_REQUEST,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        StatusCode::INTERNAL_SERVER_ERROR,
+    ];
+    for spec in specs {
+        let own = OWN
+            .into_iter()
+            .filter(|status| spec.statuses.contains(&status.as_u16()));
+        for status in own {
+            if let Some((content_type, body)) = spec.load()?.fixed() {
+                server = server.error_page(status, content_type.clone(), body.clone());
+            }
+        }
+    }
+    Ok(server)
 }
 
 impl RateSpec {

@@ -197,3 +197,52 @@ fn the_admin_listener_purges_the_cache_of_every_process() {
         assert_eq!(public.get("/s/page.txt"), (200, "new news".to_owned()));
     }
 }
+
+#[test]
+fn the_admin_listener_switches_maintenance_for_every_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("maintenance");
+    let args = [
+        "--bind",
+        "127.0.0.1:0",
+        "--admin-bind",
+        "127.0.0.1:0",
+        "--mount",
+        "/app=hello",
+        "--maintenance",
+        flag.to_str().unwrap(),
+        "--processes",
+        "2",
+    ];
+    let server = Server::start(stackway(&args), 2);
+    let (public, admin) = (At::of(&server.listening[0]), At::of(&server.listening[1]));
+    let off = (200, "{\"maintenance\":false}".to_owned());
+    let on = (200, "{\"maintenance\":true}".to_owned());
+    assert_eq!(admin.get("/maintenance"), off);
+    assert_ne!(
+        public.ask("PUT", "/maintenance").0,
+        200,
+        "not on the app's listener"
+    );
+    assert_eq!(admin.ask("POST", "/maintenance").0, 405);
+
+    assert_eq!(admin.ask("PUT", "/maintenance"), on);
+    assert!(flag.exists());
+    std::thread::sleep(Duration::from_millis(1100));
+    // Each connection reaches one process or the other: both are down.
+    for _ in 0..10 {
+        assert_eq!(public.get("/app/you").0, 503);
+    }
+    assert_eq!(admin.get("/maintenance"), on);
+
+    assert_eq!(admin.ask("DELETE", "/maintenance"), off);
+    std::thread::sleep(Duration::from_millis(1100));
+    for _ in 0..10 {
+        assert_eq!(public.get("/app/you").0, 200);
+    }
+    assert_eq!(
+        admin.ask("DELETE", "/maintenance"),
+        off,
+        "once off, it stays off"
+    );
+}

@@ -376,18 +376,25 @@ fn basic_auth_lets_in_the_htpasswd_users_curl_names_and_sighup_reads_the_file_ag
 }
 
 #[test]
-fn a_dead_upstream_gets_the_error_page_and_the_maintenance_file_turns_everything_503() {
+fn a_dead_upstream_and_the_servers_own_413_get_pages_and_the_maintenance_file_turns_everything_503()
+{
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("50x.html");
     std::fs::write(&page, "<h1>Back soon</h1>").unwrap();
+    let large = dir.path().join("413.html");
+    std::fs::write(&large, "<h1>Too large</h1>").unwrap();
     let flag = dir.path().join("maintenance");
     let server = Stackway::serve(&[
         "--mount",
         "/down=http://127.0.0.1:1",
         "--mount",
         "/=hello",
+        "--max-body-size",
+        "10",
         "--error-page",
         &format!("502-504={}", page.display()),
+        "--error-page",
+        &format!("413={}", large.display()),
         "--maintenance",
         flag.to_str().unwrap(),
     ]);
@@ -397,6 +404,15 @@ fn a_dead_upstream_gets_the_error_page_and_the_maintenance_file_turns_everything
         (down.status, down.text().as_str()),
         (502, "<h1>Back soon</h1>")
     );
+    // The server refuses this body before any app sees it, with the page.
+    let mut refused = Conn::open(server.addr);
+    refused.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world");
+    let res = refused.read_response();
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (413, "<h1>Too large</h1>")
+    );
+    assert_eq!(res.header("content-type"), Some("text/html; charset=utf-8"));
     assert_eq!(conn.get("/").status, 200);
     std::fs::write(&flag, "").unwrap();
     std::thread::sleep(Duration::from_millis(1100));

@@ -105,6 +105,18 @@ impl Page {
     }
 }
 
+impl Page {
+    /// The page's `Content-Type` and bytes; `None` for a [`uri`](Self::uri),
+    /// which only the wrapped app can answer. For handing the same page to
+    /// the server's own errors (`Server::error_page`).
+    pub fn fixed(&self) -> Option<(&HeaderValue, &Bytes)> {
+        match &self.0 {
+            Source::Fixed { body, content_type } => Some((content_type, body)),
+            Source::Uri(_) => None,
+        }
+    }
+}
+
 /// The switch: a file's existence, looked at once a second at most.
 #[derive(Debug)]
 struct Maintenance {

@@ -20,7 +20,9 @@
 //! # What the server guarantees
 //!
 //! - **An app always answers.** A panic in an app gives that request a 500
-//!   and the server goes on.
+//!   and the server goes on. The server's own errors (this 500, and the 400
+//!   and 413 below) can carry pages of your own:
+//!   [`error_page`](Server::error_page).
 //! - **Every connection makes progress or goes.** Four clocks, each measuring
 //!   a lack of progress rather than total time, so slow clients that keep
 //!   going are served:
@@ -74,6 +76,7 @@ pub use listener::{ListenAddr, Listener};
 pub use stats::Stats;
 pub use tls::{ClientCert, Tls};
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
@@ -81,6 +84,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
 use tokio::sync::Semaphore;
 
 use self::shared::{Lifecycle, Phase};
@@ -123,7 +128,12 @@ struct Config {
     max_header_size: usize,
     max_body_size: Option<u64>,
     max_connections: usize,
+    /// The pages of the server's own errors, by status; `None` for none.
+    error_pages: Option<Arc<ErrorPages>>,
 }
+
+/// A page's type and bytes, by the status it stands in for.
+type ErrorPages = HashMap<StatusCode, (HeaderValue, Bytes)>;
 
 impl Server {
     /// Binds a listening socket on `addr` (port 0 picks a free port).
@@ -167,6 +177,7 @@ impl Server {
                 max_header_size: 64 * 1024,
                 max_body_size: Some(1 << 30),
                 max_connections: 10_000,
+                error_pages: None,
             },
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             shutdown: None,
@@ -287,6 +298,36 @@ impl Server {
     /// larger ones get 413. Default 1 GiB.
     pub fn max_body_size(mut self, bytes: Option<u64>) -> Self {
         self.config.max_body_size = bytes;
+        self
+    }
+
+    /// A page for the errors the server answers itself, before or around the
+    /// app, in place of their plain text: `400` (a request breaking RFC
+    /// 9112's `Host` rule), `413` (a body over
+    /// [`max_body_size`](Self::max_body_size)) and `500` (an app that
+    /// panicked), as nginx's `error_page` covers its own. The status and
+    /// `Connection: close` stay; the page brings `content_type`. Pages for
+    /// what apps answer are the middleware crate's `ErrorPages`; hyper's own
+    /// refusals of unparsable heads (400, 431) are written before any of this
+    /// and keep their empty bodies.
+    ///
+    /// ```
+    /// use stackway::Server;
+    /// use stackway::http::{HeaderValue, StatusCode};
+    ///
+    /// let html = HeaderValue::from_static("text/html; charset=utf-8");
+    /// let server = Server::bind("127.0.0.1:0")?
+    ///     .error_page(StatusCode::PAYLOAD_TOO_LARGE, html, "<h1>Too large</h1>");
+    /// # Ok::<(), stackway::Error>(())
+    /// ```
+    pub fn error_page(
+        mut self,
+        status: StatusCode,
+        content_type: HeaderValue,
+        page: impl Into<Bytes>,
+    ) -> Self {
+        let pages = self.config.error_pages.get_or_insert_default();
+        Arc::make_mut(pages).insert(status, (content_type, page.into()));
         self
     }
 

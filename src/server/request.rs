@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderValue};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
 use http::{StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::ErrorPages;
 use super::clock::{Activity, InFlight};
 use super::shared::Shared;
 use super::stream::SendClock;
@@ -43,6 +44,7 @@ pub(super) fn handle<A: App>(
         activity.http2.store(true, Ordering::Relaxed);
     }
     let called = gate(shared, activity, info, req);
+    let pages = shared.config.error_pages.clone();
     async move {
         let (req, failed) = match called {
             Gate::Answer(res) => return answer.with(res),
@@ -51,11 +53,11 @@ pub(super) fn handle<A: App>(
         let res = match AssertUnwindSafe(app.call(req)).catch_unwind().await {
             Ok(res) => res,
             // The panic hook has printed the message; the client gets a 500.
-            Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR),
+            Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref()),
         };
         answer.with(
             match failed.map_or(READ_OK, |failed| failed.load(Ordering::Relaxed)) {
-                TOO_LARGE => closing(StatusCode::PAYLOAD_TOO_LARGE),
+                TOO_LARGE => closing(StatusCode::PAYLOAD_TOO_LARGE, pages.as_deref()),
                 // The app answered as it chose; the client, stalled, is not kept.
                 TIMED_OUT => close(res),
                 _ => res,
@@ -115,7 +117,7 @@ fn gate(
         if !body.is_end_stream() {
             activity.unread_body.store(true, Ordering::Relaxed);
         }
-        Gate::Answer(closing(status))
+        Gate::Answer(closing(status, shared.config.error_pages.as_deref()))
     };
 
     if req.version() == Version::HTTP_11 && req.headers().get_all(HOST).iter().count() != 1 {
@@ -182,9 +184,16 @@ fn health(draining: bool) -> Response {
     res
 }
 
-/// A plain-text error response that also closes the connection.
-fn closing(status: StatusCode) -> Response {
-    close(status.into_response())
+/// An error response that also closes the connection: the server's page
+/// for `status`, or plain text.
+fn closing(status: StatusCode, pages: Option<&ErrorPages>) -> Response {
+    let Some((content_type, page)) = pages.and_then(|pages| pages.get(&status)) else {
+        return close(status.into_response());
+    };
+    let mut res = Response::new(Body::from(page.clone()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(CONTENT_TYPE, content_type.clone());
+    close(res)
 }
 
 /// `res`, closing the connection once it is sent.
