@@ -198,6 +198,11 @@ pub(crate) struct ServeArgs {
     #[arg(long = "forward-auth-copy", value_name = "FIELD")]
     pub(crate) forward_auth_copy: Vec<String>,
 
+    /// Remember a yes of the auth service for SECS: the same method, target, Authorization,
+    /// Cookie and client address go through without asking again (a no is never remembered).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub(crate) forward_auth_remember: Option<Duration>,
+
     /// Serve FILE for the error responses with these codes that say only their status (a
     /// dead upstream's 502, a 404, a 429), as nginx's error_page: 502,503,504=/srv/50x.html or
     /// 500-599=…, or what the server itself serves at a path: 502=uri:/errors/50x.html;

@@ -137,6 +137,8 @@ config_file! {
         optional basic_auth_realm: String,
         optional forward_auth: String,
         plain forward_auth_copy: Vec<String>,
+        #[serde(default, deserialize_with = "secs")]
+        optional forward_auth_remember: Duration,
         #[serde(default, deserialize_with = "error_pages")]
         plain error_pages: Vec<ErrorPageSpec>,
         optional maintenance: PathBuf,
@@ -225,6 +227,8 @@ struct MountTable {
     forward_auth: Option<String>,
     #[serde(default)]
     forward_auth_copy: Vec<String>,
+    #[serde(default, deserialize_with = "secs")]
+    forward_auth_remember: Option<Duration>,
     /// Its error pages, and its maintenance switch.
     #[serde(default, deserialize_with = "error_pages")]
     error_pages: Option<Vec<ErrorPageSpec>>,
@@ -448,6 +452,7 @@ impl MountTable {
             basic_auth_realm: self.basic_auth_realm,
             forward_auth: self.forward_auth,
             forward_auth_copy: self.forward_auth_copy,
+            forward_auth_remember: self.forward_auth_remember,
             error_pages: self.error_pages.unwrap_or_default(),
             maintenance: self.maintenance,
         };

@@ -33,6 +33,8 @@ pub(crate) struct Policies {
     /// and the fields of its yes taken into the request.
     pub(crate) forward_auth: Option<String>,
     pub(crate) forward_auth_copy: Vec<String>,
+    /// How long a yes of the auth service is remembered.
+    pub(crate) forward_auth_remember: Option<std::time::Duration>,
     /// Pages for error statuses, and the file whose existence means maintenance.
     pub(crate) error_pages: Vec<ErrorPageSpec>,
     pub(crate) maintenance: Option<PathBuf>,
@@ -85,10 +87,16 @@ impl Policies {
         if let Some(url) = &self.forward_auth {
             let (origin, path) = split_auth_url(url)?;
             let service = Proxy::to(&origin);
-            let auth = ForwardAuth::new(app, service, &path).copy(&self.forward_auth_copy);
+            let mut auth = ForwardAuth::new(app, service, &path).copy(&self.forward_auth_copy);
+            if let Some(ttl) = self.forward_auth_remember {
+                auth = auth.remember(ttl);
+            }
             app = BoxApp::new(auth);
-        } else if !self.forward_auth_copy.is_empty() {
-            return Err("forward_auth_copy needs forward_auth, the service to ask".to_owned());
+        } else if !self.forward_auth_copy.is_empty() || self.forward_auth_remember.is_some() {
+            return Err(
+                "forward_auth_copy and forward_auth_remember need forward_auth, the service to ask"
+                    .to_owned(),
+            );
         }
         if !self.access.is_empty() {
             let mut access = Access::new(app);

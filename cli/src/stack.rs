@@ -156,6 +156,7 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
         basic_auth_realm: args.basic_auth_realm.clone(),
         forward_auth: args.forward_auth.clone(),
         forward_auth_copy: args.forward_auth_copy.clone(),
+        forward_auth_remember: args.forward_auth_remember,
         error_pages: args.error_pages.clone(),
         maintenance: args.maintenance.clone(),
     };

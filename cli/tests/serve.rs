@@ -462,18 +462,36 @@ fn forward_auth_asks_a_python_auth_service_and_a_dead_one_means_503() {
         "--forward-auth-copy",
         "X-User",
     ]);
-    let mut conn = Conn::open(server.addr);
-    let mut ask = |authorization: &str| {
-        conn.send(format!("GET /x HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nX-User: mallory\r\n\r\n").as_bytes());
+    // The same, remembering a yes for a minute.
+    let remembering = Stackway::serve(&[
+        "--mount",
+        "/=demo",
+        "--forward-auth",
+        &url,
+        "--forward-auth-copy",
+        "X-User",
+        "--forward-auth-remember",
+        "60",
+    ]);
+    let ask = |server: &Stackway, path: &str, authorization: &str| {
+        let mut conn = Conn::open(server.addr);
+        conn.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nX-User: mallory\r\n\r\n").as_bytes());
         conn.read_response()
     };
-    let env = ask("Bearer alice");
+    let env = ask(&server, "/x", "Bearer alice");
     assert_eq!(env.status, 200);
     assert!(env.text().contains("HTTP_X_USER=alice\n"), "{}", env.text());
-    assert_eq!(ask("Bearer mallory").status, 401);
+    assert_eq!(ask(&server, "/x", "Bearer mallory").status, 401);
+    assert_eq!(ask(&remembering, "/x", "Bearer alice").status, 200);
     service.kill().unwrap();
     service.wait().unwrap();
-    assert_eq!(ask("Bearer alice").status, 503);
+    assert_eq!(ask(&server, "/x", "Bearer alice").status, 503);
+    // A yes remembered goes on without the service, fields and all; nothing else does.
+    let env = ask(&remembering, "/x", "Bearer alice");
+    assert_eq!(env.status, 200);
+    assert!(env.text().contains("HTTP_X_USER=alice\n"), "{}", env.text());
+    assert_eq!(ask(&remembering, "/y", "Bearer alice").status, 503);
+    assert_eq!(ask(&remembering, "/x", "Bearer mallory").status, 503);
 }
 
 /// A Flask app that lets staff download from the internal export.

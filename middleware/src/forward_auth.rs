@@ -14,6 +14,13 @@
 //! login page); anything else, the service failing or unreachable
 //! included, is a 503: never an open door.
 //!
+//! With [`remember`](ForwardAuth::remember), a yes is kept for a short while
+//! and asked again after it: for the same method, target, `Authorization`,
+//! `Cookie` and client address (the fields auth services decide on), the
+//! request goes through with the fields copied then, without a question. A
+//! no is never remembered. At most 10,000 answers are kept, the least
+//! recently used forgotten first; they are per process.
+//!
 //! # Example
 //!
 //! ```
@@ -36,9 +43,15 @@
 //! # });
 //! ```
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, TRANSFER_ENCODING};
 use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
-use stackway::{App, Body, Connection, Forwarded, IntoResponse, Request, Response};
+use lru::LruCache;
+use stackway::{App, Body, Connection, Forwarded, IntoResponse, Request, RequestExt, Response};
 
 /// Asks an auth service about each request first; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -47,6 +60,50 @@ pub struct ForwardAuth<A, S> {
     service: S,
     path: Uri,
     copy: Vec<HeaderName>,
+    remembered: Option<Arc<Remembered>>,
+}
+
+/// The yeses kept, with how long each is.
+#[derive(Debug)]
+struct Remembered {
+    ttl: Duration,
+    yeses: Mutex<LruCache<Asker, Yes>>,
+}
+
+/// What a yes is remembered for.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Asker {
+    method: Method,
+    target: String,
+    authorization: Option<HeaderValue>,
+    cookies: Vec<HeaderValue>,
+    client: Option<IpAddr>,
+}
+
+/// A remembered yes: until when, and the fields copied from it.
+#[derive(Debug, Clone)]
+struct Yes {
+    until: Instant,
+    fields: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The most yeses remembered.
+const REMEMBERED: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
+
+impl Asker {
+    fn of(req: &Request) -> Self {
+        Self {
+            method: req.method().clone(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            authorization: req.headers().get(AUTHORIZATION).cloned(),
+            cookies: req.headers().get_all(COOKIE).iter().cloned().collect(),
+            client: req.remote_addr().map(|addr| addr.ip()),
+        }
+    }
 }
 
 impl<A, S> ForwardAuth<A, S> {
@@ -58,7 +115,20 @@ impl<A, S> ForwardAuth<A, S> {
             service,
             path: path.parse().unwrap_or_else(|_| Uri::from_static("/")),
             copy: Vec::new(),
+            remembered: None,
         }
+    }
+
+    /// Remembers each yes for `ttl` (a few seconds, as a session's checks
+    /// go): a request with the same method, target, `Authorization`,
+    /// `Cookie` and client address is let through without asking. For auth
+    /// services that decide on those alone.
+    pub fn remember(mut self, ttl: Duration) -> Self {
+        self.remembered = Some(Arc::new(Remembered {
+            ttl,
+            yeses: Mutex::new(LruCache::new(REMEMBERED)),
+        }));
+        self
     }
 
     /// Takes these fields of a yes into the request (those the client sent
@@ -79,16 +149,33 @@ impl<A, S> ForwardAuth<A, S> {
 
 impl<A: App, S: App> App for ForwardAuth<A, S> {
     async fn call(&self, mut req: Request) -> Response {
+        let asker = self.remembered.as_ref().map(|_| Asker::of(&req));
+        if let Some(yes) = asker.as_ref().and_then(|asker| self.recall(asker)) {
+            self.let_in(&mut req, yes.fields);
+            return self.inner.call(req).await;
+        }
         let answer = self.service.call(self.question(&req)).await;
         let status = answer.status();
         if status.is_success() {
-            let headers = req.headers_mut();
-            for name in &self.copy {
-                headers.remove(name);
-                for value in answer.headers().get_all(name) {
-                    headers.append(name.clone(), value.clone());
-                }
+            let fields: Vec<_> = (self.copy.iter())
+                .flat_map(|name| {
+                    let values = answer.headers().get_all(name).iter();
+                    values.map(move |value| (name.clone(), value.clone()))
+                })
+                .collect();
+            if let (Some(remembered), Some(asker)) = (&self.remembered, asker) {
+                let until = Instant::now() + remembered.ttl;
+                let yes = Yes {
+                    until,
+                    fields: fields.clone(),
+                };
+                remembered
+                    .yeses
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .put(asker, yes);
             }
+            self.let_in(&mut req, fields);
             return self.inner.call(req).await;
         }
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
@@ -102,6 +189,35 @@ impl<A: App, S: App> App for ForwardAuth<A, S> {
 }
 
 impl<A, S> ForwardAuth<A, S> {
+    /// A yes remembered for `asker` and not yet out of date.
+    fn recall(&self, asker: &Asker) -> Option<Yes> {
+        let remembered = self.remembered.as_ref()?;
+        let mut yeses = remembered
+            .yeses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match yeses.get(asker) {
+            Some(yes) if yes.until > Instant::now() => Some(yes.clone()),
+            Some(_) => {
+                yeses.pop(asker);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// `req` with the fields of a yes in place of the client's own by
+    /// those names.
+    fn let_in(&self, req: &mut Request, fields: Vec<(HeaderName, HeaderValue)>) {
+        let headers = req.headers_mut();
+        for name in &self.copy {
+            headers.remove(name);
+        }
+        for (name, value) in fields {
+            headers.append(name, value);
+        }
+    }
+
     /// The `GET` that asks about `req`.
     fn question(&self, req: &Request) -> Request {
         let mut question = Request::new(Body::default());

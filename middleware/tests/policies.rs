@@ -236,3 +236,61 @@ fn forward_auth_asks_a_real_auth_service_and_copies_who_it_said() {
     conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer alice\r\n\r\n");
     assert_eq!(conn.read_response().status, 503);
 }
+
+#[test]
+fn forward_auth_remembers_a_yes_for_its_while_and_never_a_no() {
+    use stackway_middleware::{ForwardAuth, Proxy};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counting = {
+        let asked = asked.clone();
+        move |req: Request| {
+            asked.fetch_add(1, Ordering::Relaxed);
+            auth_service(req)
+        }
+    };
+    let service = Running::start(server(), Lint::strict(counting));
+    let app = |req: Request| async move {
+        let users = req.headers().get_all("x-user").iter();
+        let users: Vec<_> = users.map(|v| v.to_str().unwrap().to_owned()).collect();
+        format!("hello {}", users.join(","))
+    };
+    let guarded = ForwardAuth::new(
+        app,
+        Proxy::to(&format!("http://{}", service.addr)),
+        "/verify",
+    )
+    .copy(["x-user"])
+    .remember(Duration::from_millis(500));
+    let running = Running::start(server(), Lint::strict(guarded));
+    let ask = |path: &str, authorization: &str| {
+        let mut conn = Conn::open(running.addr);
+        conn.send(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\n\
+                 X-User: mallory\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        conn.read_response()
+    };
+    let questions = || asked.load(Ordering::Relaxed);
+
+    // A yes, then the same request again: asked once, the fields copied both times.
+    assert_eq!(ask("/a", "Bearer alice").text(), "hello alice");
+    assert_eq!(ask("/a", "Bearer alice").text(), "hello alice");
+    assert_eq!(questions(), 1);
+    // Another target, or other credentials, is another question.
+    assert_eq!(ask("/b", "Bearer alice").text(), "hello alice");
+    assert_eq!(questions(), 2);
+    // A no is asked every time.
+    assert_eq!(ask("/a", "Bearer mallory").status, 401);
+    assert_eq!(ask("/a", "Bearer mallory").status, 401);
+    assert_eq!(questions(), 4);
+    // Once its while is over, a yes is asked for again.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(ask("/a", "Bearer alice").text(), "hello alice");
+    assert_eq!(questions(), 5);
+}
