@@ -10,6 +10,7 @@ medians, p99 latencies, peak RSS and each server's ratio to axum as Markdown tab
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -549,8 +550,9 @@ def median(runs, key):
 
 def tables(results, args, servers):
     cell_servers = [s for s in servers]
+    shapes = ", ".join(f"-t{t} -c{c}" for t, c in args.shapes)
     lines = [f"Machine: {os.cpu_count()} cores, {mem_gib():.0f} GiB, {platform.platform()}; {date.today()}.",
-             f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.repeats} runs each, interleaved; "
+             f"wrk {shapes} -d{args.duration}s, {args.repeats} runs each, interleaved; "
              "medians (ratio to axum).", ""]
 
     def table(title, key, fmt, ratio, scenarios):
@@ -576,19 +578,30 @@ def tables(results, args, servers):
             out.append("| " + " | ".join(row) + " |")
         return out + [""]
 
-    measured = [s for s in SCENARIOS if s in results and s != "slow-1g"]
+    measured = [s for s in results if not s.startswith("slow-1g")]
     lines += table("Requests per second", "rps", lambda v: f"{v:,.0f}", True, measured)
     lines += table("Server CPU time per request (µs)", "cpu_us_per_req", lambda v: f"{v:.1f}", True, measured)
     lines += table("p99 latency (ms)", "p99_ms", lambda v: f"{v:.2f}", False, measured)
     lines += table("Peak RSS (MiB)", "peak_rss_kib", lambda v: f"{v / 1024:.1f}", False, measured)
     memory = []
-    if "idle-5k" in results:
+    idle = [s for s in results if s.startswith("idle-5k")]
+    if idle:
         memory += table("Memory per idle keep-alive connection (KiB), idle-5k", "kib_per_idle_conn",
-                        lambda v: f"{v:.1f}", False, ["idle-5k"])
-    if "slow-1g" in results:
+                        lambda v: f"{v:.1f}", False, idle)
+    slow = [s for s in results if s.startswith("slow-1g")]
+    if slow:
         memory += table("RSS growth streaming a 1 GiB file to a slow reader (MiB)", "rss_growth_kib",
-                        lambda v: f"{v / 1024:.2f}", False, ["slow-1g"])
+                        lambda v: f"{v / 1024:.2f}", False, slow)
     return "\n".join(lines + memory)
+
+
+def shape(text):
+    """`1x32`: wrk's threads and connections."""
+    try:
+        threads, connections = (int(n) for n in text.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected THREADSxCONNECTIONS, as 2x64")
+    return threads, connections
 
 
 def mem_gib():
@@ -606,12 +619,16 @@ def main():
     p.add_argument("--duration", type=int, default=5, help="seconds of load per run")
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--connections", type=int, default=64, help="wrk connections")
+    p.add_argument("--shapes", nargs="+", metavar="TxC", type=shape,
+                   help="load shapes as wrk threads x connections (1x32 2x64): every scenario runs "
+                        "under each, reported as 'scenario -tT -cC' [default: --threads x --connections]")
     p.add_argument("--idle", type=int, default=5000, help="idle connections in idle-5k")
     p.add_argument("--slow-seconds", type=int, default=10, help="how long slow-1g reads")
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--before", type=Path, help="another stackway binary, run as stackway-before")
     p.add_argument("--out", type=Path, default=ROOT / "target/peers/results.json")
     args = p.parse_args()
+    args.shapes = args.shapes or [(args.threads, args.connections)]
     global BEFORE
     BEFORE = args.before and args.before.resolve()
     if BEFORE and "stackway-before" not in args.servers:
@@ -630,15 +647,17 @@ def main():
         (tmp / "bench_app.py").write_text(WSGI_APP)
         if set(PYTHON_SCENARIOS) & set(args.scenarios):
             ensure_python_servers()
-        for scenario in args.scenarios:
+        for scenario, (threads, connections) in itertools.product(args.scenarios, args.shapes):
+            label = scenario if len(args.shapes) == 1 else f"{scenario} -t{threads} -c{connections}"
+            shaped = argparse.Namespace(**{**vars(args), "threads": threads, "connections": connections})
             servers = [s for s in args.servers if applies(s, scenario)]
             for rep in range(args.repeats):
                 # A B C D, then B C D A, ...: drift, and whatever the first run of a
                 # round pays, fall on every server alike.
                 for server in servers[rep % len(servers):] + servers[:rep % len(servers)]:
-                    result = run_once(server, scenario, static, tmp, args)
-                    print(f"{scenario:13} run {rep + 1} {server:9} {json.dumps(result)}", file=sys.stderr)
-                    results.setdefault(scenario, {}).setdefault(server, []).append(result)
+                    result = run_once(server, scenario, static, tmp, shaped)
+                    print(f"{label:13} run {rep + 1} {server:9} {json.dumps(result)}", file=sys.stderr)
+                    results.setdefault(label, {}).setdefault(server, []).append(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(tables(results, args, [s for s in SERVERS if s in args.servers]))

@@ -92,25 +92,39 @@ pub(super) async fn serve_connection<A: App>(
         },
         listener: door.listener,
     };
-    let service = {
-        let (shared, activity) = (shared.clone(), activity.clone());
-        service_fn(move |mut req: http::Request<_>| {
-            // A uwsgi request: the version its front was asked in, and its mount.
-            if let Some(uwsgi) = &uwsgi {
-                *req.version_mut() = uwsgi.version;
-                if let Some(forwarded) = &uwsgi.forwarded {
-                    req.extensions_mut().insert(forwarded.clone());
-                }
+    let requests = Box::new(Requests {
+        app,
+        shared: shared.clone(),
+        activity: activity.clone(),
+        info,
+        uwsgi,
+        client_cert,
+    });
+    let service = service_fn(move |mut req: http::Request<_>| {
+        let Requests {
+            app,
+            shared,
+            activity,
+            info,
+            uwsgi,
+            client_cert,
+        } = &*requests;
+        // A uwsgi request: the version its front was asked in, and its mount.
+        if let Some(uwsgi) = uwsgi {
+            *req.version_mut() = uwsgi.version;
+            if let Some(forwarded) = &uwsgi.forwarded {
+                req.extensions_mut().insert(forwarded.clone());
             }
-            if let Some(cert) = &client_cert {
-                req.extensions_mut().insert(cert.clone());
-            }
-            handle(app.clone(), &shared, &activity, &info, req)
-        })
-    };
+        }
+        if let Some(cert) = client_cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        handle(app.clone(), shared, activity, info, req)
+    });
     // hyper holds the socket until the connection ends, or until it hands it
-    // to whoever takes an upgrade (a WebSocket's task).
-    async {
+    // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
+    // upgraded connection's wait below may reuse the room it took.
+    'served: {
         let mut conn = pin!(
             shared
                 .builder
@@ -122,19 +136,19 @@ pub(super) async fn serve_connection<A: App>(
         let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             tokio::select! {
-                _ = conn.as_mut() => return,
+                _ = conn.as_mut() => break 'served,
                 // An idle or stalled connection is dropped: it has no response to finish.
                 expired = watchdog.as_mut() => {
                     if expired == Expired::Send {
                         let timeout = shared.config.send_timeout;
                         tracing::warn!(?peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
                     }
-                    return;
+                    break 'served;
                 }
                 changed = phase.wait_for(|now| *now > seen).map(|p| p.map(|p| *p)) => {
                     seen = changed.unwrap_or(Phase::Aborted);
                     if seen == Phase::Aborted {
-                        return; // the grace period is over
+                        break 'served; // the grace period is over
                     }
                     // Draining: HTTP/2 says GOAWAY (the client opens a new connection
                     // for what it sends next); HTTP/1.1 responses say `Connection:
@@ -165,10 +179,21 @@ pub(super) async fn serve_connection<A: App>(
             }
         }
     }
-    .await;
     if activity.socket.is_open() {
         upgraded(&activity.socket, &shared, peer, &mut phase).await;
     }
+}
+
+/// What each request of a connection is answered with, in one allocation:
+/// hyper keeps the service that holds it in the connection's state, idle or
+/// not, so inline it would make every connection larger by all of it.
+struct Requests<A> {
+    app: Arc<A>,
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
+    info: Connection,
+    uwsgi: Option<uwsgi::Opened>,
+    client_cert: Option<ClientCert>,
 }
 
 /// An upgraded connection (a WebSocket), its socket in another task's hands:
