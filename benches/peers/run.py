@@ -454,7 +454,7 @@ def ws_load(port, path, args, seconds):
 
 def wrk(port, path, headers, args, seconds):
     cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency"]
-    for h in headers:
+    for h in list(headers) + args.header:
         cmd += ["-H", h]
     out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -622,6 +622,9 @@ def main():
     p.add_argument("--shapes", nargs="+", metavar="TxC", type=shape,
                    help="load shapes as wrk threads x connections (1x32 2x64): every scenario runs "
                         "under each, reported as 'scenario -tT -cC' [default: --threads x --connections]")
+    p.add_argument("--header", action="append", default=[], metavar="FIELD",
+                   help="a field wrk adds to every request ('User-Agent: Mozilla/5.0'), repeatable, "
+                        "for requests shaped like a browser's")
     p.add_argument("--idle", type=int, default=5000, help="idle connections in idle-5k")
     p.add_argument("--slow-seconds", type=int, default=10, help="how long slow-1g reads")
     p.add_argument("--no-build", action="store_true")

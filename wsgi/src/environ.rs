@@ -6,61 +6,66 @@
 //! into `'/café'` with `.encode('latin-1').decode('utf-8')` (Werkzeug and
 //! Django do). The raw target stays in `REQUEST_URI` and `RAW_URI`.
 
+use std::net::SocketAddr;
+
 use percent_encoding::percent_decode_str;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString, PyTuple};
 use stackway::{Request, RequestExt};
 
-/// Bytes as a latin-1 `str`: each byte one code point.
+/// Bytes as a latin-1 `str`: each byte one code point. ASCII (nearly every
+/// value) goes straight in.
 pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-    PyString::new(py, &text)
+    match std::str::from_utf8(bytes) {
+        Ok(ascii) if bytes.is_ascii() => PyString::new(py, ascii),
+        _ => {
+            let text: String = bytes.iter().map(|&b| char::from(b)).collect();
+            PyString::new(py, &text)
+        }
+    }
 }
 
 /// What the environ needs from a request, taken on the server's side so that
-/// the Python thread does not need the request itself.
+/// the Python thread does not need the request itself. The names of the
+/// CGI variables every request has are Python strings made once
+/// (`intern!`), so a request makes only its values and its fields' names.
 pub(crate) struct Cgi {
-    vars: Vec<(String, Vec<u8>)>,
-    scheme: &'static str,
+    method: http::Method,
+    script_name: Vec<u8>,
+    path_info: Vec<u8>,
+    query_string: String,
+    target: String,
+    server_name: String,
+    server_port: u16,
+    server_protocol: &'static str,
+    remote: Option<SocketAddr>,
+    ssl_client: Vec<(&'static str, String)>,
+    /// `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH`.
+    fields: Vec<(String, Vec<u8>)>,
+    https: bool,
 }
 
 impl Cgi {
     pub(crate) fn new(req: &Request) -> Self {
         let env = req.environ();
-        let mut vars: Vec<(String, Vec<u8>)> = Vec::with_capacity(24);
-        let mut set = |name: &str, value: Vec<u8>| vars.push((name.to_owned(), value));
-        set("REQUEST_METHOD", req.method().as_str().into());
-        set(
-            "SCRIPT_NAME",
-            percent_decode_str(&env.mount_path()).collect(),
-        );
-        set("PATH_INFO", percent_decode_str(env.path_info()).collect());
-        set("QUERY_STRING", env.query_string().into());
-        let target = match req.uri().query() {
-            Some(query) => format!("{}?{query}", req.uri().path()),
-            None => req.uri().path().to_owned(),
-        };
-        set("REQUEST_URI", target.clone().into());
-        set("RAW_URI", target.into());
-        set("SERVER_NAME", env.server_name().into());
-        set("SERVER_PORT", env.server_port().to_string().into());
-        set("SERVER_PROTOCOL", env.server_protocol().into());
-        set("SERVER_SOFTWARE", b"stackway".to_vec());
-        if let Some(remote) = env.remote_addr() {
-            set("REMOTE_ADDR", remote.ip().to_string().into());
-            set("REMOTE_PORT", remote.port().to_string().into());
-        }
-        for (name, value) in env.ssl_client() {
-            set(name, value.into());
-        }
-        vars.extend(env.cgi_headers());
         Self {
-            vars,
-            scheme: if env.url_scheme() == &http::uri::Scheme::HTTPS {
-                "https"
-            } else {
-                "http"
+            method: req.method().clone(),
+            script_name: percent_decode_str(&env.mount_path()).collect(),
+            path_info: percent_decode_str(env.path_info()).collect(),
+            query_string: env.query_string().to_owned(),
+            target: match req.uri().query() {
+                Some(query) => format!("{}?{query}", req.uri().path()),
+                None => req.uri().path().to_owned(),
             },
+            server_name: env.server_name(),
+            server_port: env.server_port(),
+            server_protocol: env.server_protocol(),
+            remote: env.remote_addr(),
+            ssl_client: env.ssl_client(),
+            fields: env.cgi_headers(),
+            https: env.url_scheme() == &http::uri::Scheme::HTTPS,
         }
     }
 
@@ -74,18 +79,59 @@ impl Cgi {
         file_wrapper: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let environ = PyDict::new(py);
-        for (name, value) in &self.vars {
+        let set =
+            |name: &Bound<'py, PyString>, value: &[u8]| environ.set_item(name, latin1(py, value));
+        set(
+            intern!(py, "REQUEST_METHOD"),
+            self.method.as_str().as_bytes(),
+        )?;
+        set(intern!(py, "SCRIPT_NAME"), &self.script_name)?;
+        set(intern!(py, "PATH_INFO"), &self.path_info)?;
+        set(intern!(py, "QUERY_STRING"), self.query_string.as_bytes())?;
+        set(intern!(py, "REQUEST_URI"), self.target.as_bytes())?;
+        set(intern!(py, "RAW_URI"), self.target.as_bytes())?;
+        set(intern!(py, "SERVER_NAME"), self.server_name.as_bytes())?;
+        set(
+            intern!(py, "SERVER_PORT"),
+            self.server_port.to_string().as_bytes(),
+        )?;
+        set(
+            intern!(py, "SERVER_PROTOCOL"),
+            self.server_protocol.as_bytes(),
+        )?;
+        environ.set_item(intern!(py, "SERVER_SOFTWARE"), intern!(py, "stackway"))?;
+        if let Some(remote) = self.remote {
+            set(
+                intern!(py, "REMOTE_ADDR"),
+                remote.ip().to_string().as_bytes(),
+            )?;
+            set(
+                intern!(py, "REMOTE_PORT"),
+                remote.port().to_string().as_bytes(),
+            )?;
+        }
+        for (name, value) in &self.ssl_client {
+            environ.set_item(name, latin1(py, value.as_bytes()))?;
+        }
+        for (name, value) in &self.fields {
             environ.set_item(name, latin1(py, value))?;
         }
-        environ.set_item("wsgi.version", (1, 0))?;
-        environ.set_item("wsgi.url_scheme", self.scheme)?;
-        environ.set_item("wsgi.input", input)?;
-        environ.set_item("wsgi.errors", errors)?;
-        environ.set_item("wsgi.multithread", true)?;
-        environ.set_item("wsgi.multiprocess", false)?;
-        environ.set_item("wsgi.run_once", false)?;
-        environ.set_item("wsgi.input_terminated", true)?;
-        environ.set_item("wsgi.file_wrapper", file_wrapper)?;
+        let scheme = match self.https {
+            true => intern!(py, "https"),
+            false => intern!(py, "http"),
+        };
+        static VERSION: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+        let version =
+            VERSION.get_or_try_init(py, || PyTuple::new(py, [1, 0]).map(Bound::unbind))?;
+        environ.set_item(intern!(py, "wsgi.version"), version)?;
+        environ.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+        environ.set_item(intern!(py, "wsgi.input"), input)?;
+        environ.set_item(intern!(py, "wsgi.errors"), errors)?;
+        environ.set_item(intern!(py, "wsgi.multithread"), true)?;
+        environ.set_item(intern!(py, "wsgi.multiprocess"), false)?;
+        environ.set_item(intern!(py, "wsgi.run_once"), false)?;
+        environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+        environ.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
         Ok(environ)
     }
 }
