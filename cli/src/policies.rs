@@ -142,13 +142,18 @@ pub(crate) fn server_pages(mut server: Server, specs: &[ErrorPageSpec]) -> Resul
         StatusCode::INTERNAL_SERVER_ERROR,
     ];
     for spec in specs {
-        let own = OWN
-            .into_iter()
-            .filter(|status| spec.statuses.contains(&status.as_u16()));
+        let own: Vec<_> = (OWN.into_iter())
+            .filter(|status| spec.statuses.contains(&status.as_u16()))
+            .collect();
+        if own.is_empty() {
+            continue;
+        }
+        let page = spec.load()?;
+        let Some((content_type, body)) = page.fixed() else {
+            continue;
+        };
         for status in own {
-            if let Some((content_type, body)) = spec.load()?.fixed() {
-                server = server.error_page(status, content_type.clone(), body.clone());
-            }
+            server = server.error_page(status, content_type.clone(), body.clone());
         }
     }
     Ok(server)
