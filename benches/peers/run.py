@@ -48,8 +48,9 @@ CACHE_HIT = ["cache-hit", "cache-hit-disk"]
 PROXY = ["proxy", "proxy-https"] + CACHE_HIT
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn", "uwsgi"]
 # `stackway-before`: another stackway binary (--before PATH), for a before/after in one run;
-# `stackway-1p`: stackway with one process, for what --processes adds in the Python scenarios.
-SERVERS = ["stackway", "stackway-before", "stackway-1p", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
+# `stackway-1p`: stackway with one process, for what --processes adds in the Python scenarios;
+# `stackway-t0`: stackway with `--wsgi-threads 0`, Python run on the workers (uWSGI's model).
+SERVERS = ["stackway", "stackway-before", "stackway-1p", "stackway-t0", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
 BEFORE = None  # the binary of stackway-before, set from --before
 # The same Python WSGI apps under every server of the WSGI scenarios: `application` for
 # wsgi-hello, `cpu` (about 2.5 ms of pure Python a request, as a real view spends) for wsgi-cpu.
@@ -117,6 +118,8 @@ def applies(server, scenario):
         return BEFORE is not None and applies("stackway", scenario)
     if server == "stackway-1p":
         return scenario in PYTHON_SCENARIOS
+    if server == "stackway-t0":
+        return scenario in WSGI + ["uwsgi-flask"]
     if scenario in PYTHON_SCENARIOS:
         # gunicorn serves the WSGI scenarios, uvicorn the ASGI ones, granian both but
         # uwsgi-flask, which is uWSGI's alone.
@@ -291,10 +294,17 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
            "ws-echo": "bench_app:ws_echo"}.get(scenario, "bench_app:application")
     workers = str(os.cpu_count())
     processes = []
+    # One Python thread a process in uwsgi-flask, as uWSGI runs there.
+    python_threads = "1" if scenario == "uwsgi-flask" else None
     if server == "stackway-1p":
         server = "stackway"
+    elif server == "stackway-t0":
+        server, python_threads = "stackway", "0"
+        processes = ["--processes", workers]
     elif server == "stackway" and scenario in PYTHON_SCENARIOS:
         processes = ["--processes", workers]
+    if python_threads:
+        processes += ["--wsgi-threads", python_threads]
     if server == "gunicorn-sync":
         return [PYTHON, "-m", "gunicorn", "-w", workers, "-k", "sync", "--chdir", str(tmp),
                 "-b", bind, "--log-level", "warning", app]
@@ -311,9 +321,8 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         return [str(UWSGI), "--socket", bind, "--chdir", str(tmp), "--module", "bench_app:flask_app",
                 "--master", "--processes", workers, "--disable-logging", "--lazy-apps"]
     if server == "stackway" and scenario == "uwsgi-flask":
-        # One Python thread a process, as uWSGI runs here.
         return [str(binary), "serve", "--bind", f"uwsgi://{bind}", "--pythonpath", str(tmp),
-                "--mount", "/=wsgi:bench_app:flask_app", "--wsgi-threads", "1"] + processes
+                "--mount", "/=wsgi:bench_app:flask_app"] + processes
     if server == "granian":
         interface = "asgi" if scenario in ASGI else "wsgi"
         return [PYTHON, "-m", "granian", "--interface", interface, "--workers", workers,

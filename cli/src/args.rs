@@ -322,8 +322,10 @@ pub(crate) struct ServeArgs {
     #[arg(skip)]
     pub(crate) mount_paths: Vec<(String, Vec<PathBuf>)>,
 
-    /// Threads that run Python, per wsgi: mount (gunicorn's --threads).
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Threads that run Python, per wsgi: mount (gunicorn's --threads); 0 runs Python on the
+    /// worker threads themselves, as uWSGI's processes do: no hand-off, but a worker serves
+    /// nothing else while Python runs, and responses go out once the app returns.
+    #[arg(long, value_name = "N", default_value_t = 8)]
     pub(crate) wsgi_threads: u16,
 
     /// Cut off a request that has run in Python for SECS seconds: 504 (or an aborted

@@ -136,6 +136,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // --wsgi-threads 0: Python runs on the workers, which stay attached to it.
+    let python_on_workers = sources.pools.iter().any(|(_, pool)| pool.threads() == 0);
     let lifespans = std::mem::take(&mut sources.lifespans);
     let htpasswds = std::mem::take(&mut sources.htpasswds);
     let mut tree_metrics = None;
@@ -176,6 +178,9 @@ fn main() -> ExitCode {
     }
     if let Some(workers) = supervisor::workers(&args) {
         server = server.workers(workers);
+    }
+    if python_on_workers {
+        server = server.worker_context(stackway_wsgi::worker_context);
     }
     let server = match policies::server_pages(server, &args.error_pages) {
         Ok(server) => server,

@@ -76,8 +76,8 @@ fn nginx(dir: &std::path::Path, locations: &str) -> Option<Nginx> {
 }
 
 /// `stackway serve` with the test Flask app at `/app` and at `/`, over uwsgi
-/// on TCP and on the unix socket `sock`.
-fn stackway_uwsgi(sock: &std::path::Path) -> Option<Server> {
+/// on TCP and on the unix socket `sock`, with two workers or `how`.
+fn stackway_uwsgi(sock: &std::path::Path, how: &[&str]) -> Option<Server> {
     if !external::python_modules(&["flask"], "Debian's python3-flask") {
         return None;
     }
@@ -94,17 +94,20 @@ fn stackway_uwsgi(sock: &std::path::Path) -> Option<Server> {
         "/app=wsgi:flask_app:app",
         "--mount",
         "/=wsgi:flask_app:app",
-        "--workers",
-        "2",
     ];
-    Some(Server::start(stackway(&args), 2))
+    let how = if how.is_empty() {
+        &["--workers", "2"]
+    } else {
+        how
+    };
+    Some(Server::start(stackway(&[&args, how].concat()), 2))
 }
 
 #[test]
 fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("app.sock");
-    let Some(server) = stackway_uwsgi(&sock) else {
+    let Some(server) = stackway_uwsgi(&sock, &[]) else {
         return;
     };
     let tcp = &server.listening[0];
@@ -204,9 +207,50 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
 }
 
 #[test]
+fn nginx_uwsgi_pass_to_processes_that_run_python_on_their_workers() {
+    // uWSGI's own model: processes of one thread that reads, runs Python and writes.
+    let dir = tempfile::tempdir().unwrap();
+    let how = ["--processes", "2", "--workers", "1", "--wsgi-threads", "0"];
+    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock"), &how) else {
+        return;
+    };
+    let tcp = server.listening[0].strip_prefix("uwsgi://").unwrap();
+    let locations =
+        format!("    location /app {{ include /etc/nginx/uwsgi_params; uwsgi_pass {tcp}; }}\n");
+    let Some(nginx) = nginx(dir.path(), &locations) else {
+        return;
+    };
+    let addr = nginx.addr;
+    let answers: Vec<_> = (0..16)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                (0..10)
+                    .map(|i| conn.get(&format!("/app/hello/{n}-{i}")).text())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for (n, answer) in answers.into_iter().enumerate() {
+        let expected: Vec<_> = (0..10)
+            .map(|i| format!("hello {n}-{i} at /app/hello/{n}-{i}"))
+            .collect();
+        assert_eq!(answer.join().unwrap(), expected);
+    }
+    // A body past the first MiB, read whole on the worker before Python.
+    let len = 8 << 20;
+    let mut conn = Conn::open(addr);
+    conn.send(
+        format!("POST /app/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+    );
+    conn.send(&vec![b'u'; len]);
+    assert_eq!(conn.read_response().text(), format!("{len} bytes"));
+}
+
+#[test]
 fn a_uwsgi_packet_from_a_client_that_is_not_wsgi_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock")) else {
+    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock"), &[]) else {
         return;
     };
     let addr: SocketAddr = server.listening[0]

@@ -95,6 +95,7 @@ use crate::error::{Error, Kind};
 
 type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 type ReadyHook = Box<dyn FnOnce(&[ListenAddr]) + Send>;
+type WorkerContext = Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
 
 /// Binds `addr` and serves `app` on the current runtime until SIGINT or SIGTERM.
 ///
@@ -112,6 +113,7 @@ pub struct Server {
     workers: usize,
     shutdown: Option<ShutdownSignal>,
     when_ready: Option<ReadyHook>,
+    worker_context: Option<WorkerContext>,
     stats: Stats,
 }
 
@@ -182,6 +184,7 @@ impl Server {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             shutdown: None,
             when_ready: None,
+            worker_context: None,
             stats: Stats::default(),
         })
     }
@@ -360,6 +363,19 @@ impl Server {
         self
     }
 
+    /// Runs each worker thread of [`run`](Self::run) inside `context`, which
+    /// must call the function it is given, once: for what a thread sets up
+    /// once and keeps while it serves. `stackway_wsgi::worker_context` keeps
+    /// the thread attached to the Python interpreter, so that apps run on
+    /// the workers do not attach anew for each request.
+    pub fn worker_context(
+        mut self,
+        context: impl Fn(&mut (dyn FnMut() + Send)) + Send + Sync + 'static,
+    ) -> Self {
+        self.worker_context = Some(Arc::new(context));
+        self
+    }
+
     /// Serves `app` on the current tokio runtime until shutdown; see
     /// [`run`](Self::run) for worker threads. The `workers` setting is not used.
     pub async fn serve(self, app: impl App) -> crate::Result<()> {
@@ -429,13 +445,23 @@ impl Server {
                 lifecycle.clone(),
                 connections.clone(),
             )?;
+            let context = self.worker_context.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("stackway-worker-{n}"))
                 .spawn(move || {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    runtime.block_on(worker.run());
+                    let mut worker = Some(worker);
+                    let mut serve = || {
+                        if let Some(worker) = worker.take() {
+                            runtime.block_on(worker.run());
+                        }
+                    };
+                    match &context {
+                        Some(context) => context(&mut serve),
+                        None => serve(),
+                    }
                     io::Result::Ok(())
                 })
                 .map_err(io_error)?;

@@ -4,9 +4,10 @@
 //! hook is called (the command line asks its supervisor for a new process:
 //! a thread stuck in Python cannot be stopped, only its process).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -85,6 +86,124 @@ pub(crate) fn log_stack_then(ident: u64, what: String, then: impl FnOnce() + Sen
         });
     if let Err(e) = waited {
         tracing::error!("harakiri: cannot start a thread to replace the process: {e}");
+    }
+}
+
+/// Harakiri for requests run on the server's workers: no task of theirs
+/// runs while Python holds the thread, so a thread of its own watches their
+/// deadlines. It only marks a request cut off and calls [`Harakiri::stuck`];
+/// the worker answers 504 if Python ever gives it back.
+pub(crate) struct Watchdog {
+    shared: Arc<Watched>,
+}
+
+struct Watched {
+    state: Mutex<Deadlines>,
+    /// Signalled when the watchdog closes.
+    closed: Condvar,
+    harakiri: Harakiri,
+}
+
+struct Deadlines {
+    /// By the order they came in, which is the order of their deadlines:
+    /// every request has the same limit.
+    requests: BTreeMap<u64, (std::time::Instant, u64, Weak<Exchange>)>,
+    next: u64,
+    open: bool,
+}
+
+/// A request watched; it is not any more once this is dropped.
+pub(crate) struct Watch<'a> {
+    watchdog: &'a Watchdog,
+    id: u64,
+}
+
+impl Watchdog {
+    pub(crate) fn start(harakiri: Harakiri) -> Self {
+        let shared = Arc::new(Watched {
+            state: Mutex::new(Deadlines {
+                requests: BTreeMap::new(),
+                next: 0,
+                open: true,
+            }),
+            closed: Condvar::new(),
+            harakiri,
+        });
+        let watching = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("stackway-harakiri".into())
+            .spawn(move || watching.watch());
+        if let Err(e) = spawned {
+            tracing::error!("harakiri: cannot start the thread that watches requests: {e}");
+        }
+        Self { shared }
+    }
+
+    /// Watches the request of `exchange`, run in Python by thread `ident`
+    /// from now on.
+    pub(crate) fn watch(&self, exchange: &Arc<Exchange>, ident: u64) -> Watch<'_> {
+        let deadline = std::time::Instant::now() + self.shared.harakiri.limit;
+        let mut state = self.shared.lock();
+        let id = state.next;
+        state.next += 1;
+        // Nothing to wake: the thread looks again within a limit of now.
+        state
+            .requests
+            .insert(id, (deadline, ident, Arc::downgrade(exchange)));
+        Watch { watchdog: self, id }
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        self.watchdog.shared.lock().requests.remove(&self.id);
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.shared.lock().open = false;
+        self.shared.closed.notify_all();
+    }
+}
+
+impl Watched {
+    fn lock(&self) -> MutexGuard<'_, Deadlines> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Until the watchdog closes: sleeps until the first deadline (or for a
+    /// limit, when none is watched), and cuts off what passed it.
+    fn watch(&self) {
+        let mut state = self.lock();
+        while state.open {
+            let now = std::time::Instant::now();
+            let first = state
+                .requests
+                .first_key_value()
+                .map(|(&id, &(at, ..))| (id, at));
+            let wake = match first {
+                Some((id, at)) if at <= now => {
+                    let Some((_, ident, exchange)) = state.requests.remove(&id) else {
+                        continue;
+                    };
+                    drop(state);
+                    if exchange
+                        .upgrade()
+                        .is_some_and(|e| !e.is_finished() && e.cut())
+                    {
+                        self.harakiri.stuck(ident);
+                    }
+                    state = self.lock();
+                    continue;
+                }
+                Some((_, at)) => at,
+                None => now + self.harakiri.limit,
+            };
+            state = (self.closed.wait_timeout(state, wake - now))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 }
 

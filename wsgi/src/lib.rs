@@ -80,6 +80,7 @@
 //! to have the process replaced (`--harakiri`).
 
 mod asgi;
+mod body;
 mod environ;
 mod harakiri;
 mod objects;
@@ -87,24 +88,20 @@ mod pool;
 mod run;
 
 use std::fmt;
-use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
 use http::StatusCode;
-use http_body_util::BodyExt;
 use pyo3::prelude::*;
 use stackway::readings::PoolReading;
 use stackway::{App, Body, IntoResponse, Request, Response};
 use tokio::sync::oneshot;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 pub use crate::asgi::{Asgi, StartupError};
 use crate::environ::Cgi;
-use crate::harakiri::Harakiri;
-use crate::objects::{BodyReader, Exchange};
+use crate::harakiri::{Harakiri, Watchdog};
+use crate::objects::{Exchange, Head};
 use crate::pool::{Pool, Refused};
 use crate::run::Job;
 
@@ -125,6 +122,8 @@ pub struct Wsgi {
     pool: Arc<OnceLock<Pool>>,
     counters: Arc<Counters>,
     harakiri: Option<Harakiri>,
+    /// Watches requests run on the workers, once one has a limit.
+    watchdog: OnceLock<Watchdog>,
     stream_input: bool,
 }
 
@@ -335,6 +334,7 @@ impl Wsgi {
             pool: Arc::default(),
             counters: Arc::default(),
             harakiri: None,
+            watchdog: OnceLock::new(),
             stream_input: false,
         }
     }
@@ -367,9 +367,23 @@ impl Wsgi {
     }
 
     /// How many threads run Python for this app (gunicorn's `--threads`).
-    /// Default 8; 0 counts as 1.
+    /// Default 8.
+    ///
+    /// 0 runs the app on the server's own worker threads, as uWSGI's and
+    /// gunicorn's sync workers do: no hand-off to a thread and back, which is
+    /// most of what a small request costs (a hello takes half the CPU), but
+    /// a worker serves nothing else while Python runs (its other
+    /// connections wait, whatever app they are for), so give it
+    /// [`Server::workers`](stackway::Server::workers) and processes enough.
+    /// The response goes out when the app returns (kept as it is yielded):
+    /// apps that stream as they go (server-sent events) need threads. The
+    /// request body is always read whole first ([`stream_input`](Self::stream_input)
+    /// has no effect), and a request cut off by [harakiri](Self::harakiri)
+    /// gets its 504 only if Python gives the worker back. Serve with
+    /// [`worker_context`] so that the workers stay attached to the
+    /// interpreter between requests.
     pub fn threads(mut self, threads: usize) -> Self {
-        self.threads = threads.max(1);
+        self.threads = threads;
         self
     }
 
@@ -394,6 +408,23 @@ impl Wsgi {
     }
 }
 
+/// Keeps a worker thread attached to the interpreter while it runs `serve`,
+/// for [`Server::worker_context`](stackway::Server::worker_context): apps run
+/// on the workers ([`Wsgi::threads`]`(0)`) then take the GIL without making
+/// a Python thread state for each request, which costs as much as a small
+/// request itself.
+///
+/// ```no_run
+/// # fn app() -> stackway_wsgi::Wsgi { unimplemented!() }
+/// stackway::Server::bind("127.0.0.1:8000")?
+///     .worker_context(stackway_wsgi::worker_context)
+///     .run(app().threads(0))?;
+/// # Ok::<(), stackway::Error>(())
+/// ```
+pub fn worker_context(serve: &mut (dyn FnMut() + Send)) {
+    Python::attach(|py| py.detach(serve));
+}
+
 /// An exception with its traceback, as Python prints it.
 pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
     let formatted = py
@@ -409,67 +440,38 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
 impl App for Wsgi {
     async fn call(&self, req: Request) -> Response {
         let cgi = Cgi::new(&req);
-        let mut body = req.into_body();
-        if !self.stream_input {
-            body = match body.buffer(MEMORY).await {
-                Ok(whole) => whole,
-                // The server makes a body over its size limit a 413.
-                Err(e) if e.is_timeout() => return StatusCode::REQUEST_TIMEOUT.into_response(),
-                Err(_) => return StatusCode::BAD_REQUEST.into_response(),
-            };
-        }
-        // Read by the Python thread, through this runtime.
-        let stream = body.into_data_stream().map_err(io::Error::other);
-        let input: BodyReader = Box::new(SyncIoBridge::new(StreamReader::new(stream)));
+        let body = req.into_body();
+        let on_workers = self.threads == 0;
+        let input = match self.stream_input && !on_workers {
+            true => body::streamed(body),
+            false => match body::whole(body, MEMORY).await {
+                Ok(input) => input,
+                Err(answer) => return answer,
+            },
+        };
         let (head, head_rx) = oneshot::channel();
         // Python sends into the spool and never waits for the client.
         let (spooler, body) = Body::spooled(MEMORY);
         let exchange = Exchange::new(head, spooler);
-        let (started, started_rx) = match self.harakiri {
-            Some(_) => {
-                let (started, started_rx) = oneshot::channel();
-                (Some(started), Some(started_rx))
-            }
-            None => (None, None),
-        };
         let job = Job {
             cgi,
             input,
             exchange: exchange.clone(),
             queued_at: std::time::Instant::now(),
-            started,
+            started: None,
         };
-        match self.pool().push(job) {
-            Ok(()) => {}
-            Err(Refused::Full) => {
-                tracing::warn!(app = %self.name, "every Python thread is busy and the queue is full: 503");
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
-            }
-            Err(Refused::Closed) => {
-                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-            }
-        }
-        let head = match (&self.harakiri, started_rx) {
-            (Some(harakiri), Some(started)) => {
-                // Python's time starts when a thread takes the request.
-                let Ok(ident) = started.await else {
-                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-                };
-                let deadline = tokio::time::Instant::now() + harakiri.limit;
-                // The body is watched apart: its client may never read it.
-                let watched = Arc::downgrade(&exchange);
-                tokio::spawn(harakiri.clone().watch(watched, deadline, ident));
-                match tokio::time::timeout_at(deadline, head_rx).await {
-                    Ok(head) => head,
-                    Err(_) => {
-                        if exchange.cut() {
-                            harakiri.stuck(ident);
-                        }
-                        return StatusCode::GATEWAY_TIMEOUT.into_response();
-                    }
+        let head = match on_workers {
+            true => {
+                self.run_here(job);
+                if exchange.is_cut() {
+                    return StatusCode::GATEWAY_TIMEOUT.into_response();
                 }
+                head_rx.await
             }
-            _ => head_rx.await,
+            false => match self.run_on_pool(job, &exchange, head_rx).await {
+                Ok(head) => head,
+                Err(answer) => return answer,
+            },
         };
         let Ok(head) = head else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -478,6 +480,69 @@ impl App for Wsgi {
         *res.status_mut() = head.status;
         *res.headers_mut() = head.headers;
         res
+    }
+}
+
+impl Wsgi {
+    /// Runs `job` on this thread, a worker's (see [`Wsgi::threads`]), watched
+    /// by the harakiri thread when there is a limit.
+    fn run_here(&self, job: Job) {
+        Python::attach(|py| {
+            let watchdog = self.harakiri.as_ref().map(|harakiri| {
+                self.watchdog
+                    .get_or_init(|| Watchdog::start(harakiri.clone()))
+            });
+            let _watch = watchdog.map(|w| w.watch(&job.exchange, harakiri::ident(py)));
+            self.counters.jobs.fetch_add(1, Ordering::Relaxed);
+            self.counters.busy.fetch_add(1, Ordering::Relaxed);
+            run::run(py, &self.app, job);
+            self.counters.busy.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    /// Queues `job` for the pool's threads and waits for its head, cut off
+    /// at the harakiri limit; `Err` is the answer when it cannot be had.
+    async fn run_on_pool(
+        &self,
+        mut job: Job,
+        exchange: &Arc<Exchange>,
+        head_rx: oneshot::Receiver<Head>,
+    ) -> Result<Result<Head, oneshot::error::RecvError>, Response> {
+        let started_rx = self.harakiri.as_ref().map(|_| {
+            let (started, started_rx) = oneshot::channel();
+            job.started = Some(started);
+            started_rx
+        });
+        match self.pool().push(job) {
+            Ok(()) => {}
+            Err(Refused::Full) => {
+                tracing::warn!(app = %self.name, "every Python thread is busy and the queue is full: 503");
+                return Err(StatusCode::SERVICE_UNAVAILABLE.into_response());
+            }
+            Err(Refused::Closed) => {
+                return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+            }
+        }
+        let (Some(harakiri), Some(started)) = (&self.harakiri, started_rx) else {
+            return Ok(head_rx.await);
+        };
+        // Python's time starts when a thread takes the request.
+        let Ok(ident) = started.await else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
+        let deadline = tokio::time::Instant::now() + harakiri.limit;
+        // The body is watched apart: its client may never read it.
+        let watched = Arc::downgrade(exchange);
+        tokio::spawn(harakiri.clone().watch(watched, deadline, ident));
+        match tokio::time::timeout_at(deadline, head_rx).await {
+            Ok(head) => Ok(head),
+            Err(_) => {
+                if exchange.cut() {
+                    harakiri.stuck(ident);
+                }
+                Err(StatusCode::GATEWAY_TIMEOUT.into_response())
+            }
+        }
     }
 }
 

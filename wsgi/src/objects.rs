@@ -1,7 +1,7 @@
 //! The objects a WSGI app is handed: `wsgi.input`, `wsgi.errors`,
 //! `start_response` with its `write()`, and `wsgi.file_wrapper`.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -11,10 +11,9 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use stackway::Spooler;
-use tokio::sync::oneshot;
 
-/// A blocking reader over the request body, for a Python thread.
-pub(crate) type BodyReader = Box<dyn Read + Send>;
+use crate::body::BodyReader;
+use tokio::sync::oneshot;
 
 /// `wsgi.input`: the request body, streamed as the app reads it.
 #[pyclass(module = "stackway")]
@@ -239,6 +238,10 @@ impl Exchange {
 
     pub(crate) fn is_finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
     }
 
     /// Marks the request cut off by harakiri; true the first time only.

@@ -10,8 +10,9 @@ use http::StatusCode;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::body::BodyReader;
 use crate::environ::Cgi;
-use crate::objects::{BodyReader, Errors, Exchange, FileWrapper, Input, SendError, StartResponse};
+use crate::objects::{Errors, Exchange, FileWrapper, Input, SendError, StartResponse};
 
 /// What a Python thread needs to answer one request.
 pub(crate) struct Job {
