@@ -132,20 +132,14 @@ fn an_exception_on_the_worker_is_a_500_and_the_worker_goes_on() {
 fn harakiri_on_the_workers_calls_its_hook_at_the_limit_and_answers_504_when_python_returns() {
     let called = Arc::new(AtomicUsize::new(0));
     let seen = called.clone();
-    let wsgi = Wsgi::from_source(
-        "napper_on_workers",
-        "import time\n\
-         def app(environ, start_response):\n\
-         \x20   time.sleep(float(environ['QUERY_STRING']))\n\
-         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
-         \x20   return [b'awake']\n",
-        "app",
-    )
-    .unwrap()
-    .threads(0)
-    .harakiri(Duration::from_millis(600), move || {
-        seen.fetch_add(1, Ordering::Relaxed);
-    });
+    stackway_wsgi::python_path("tests/python").unwrap();
+    // `napper` sleeps as many seconds as the query string says.
+    let wsgi = Wsgi::import("wsgi_apps:napper")
+        .unwrap()
+        .threads(0)
+        .harakiri(Duration::from_millis(600), move || {
+            seen.fetch_add(1, Ordering::Relaxed);
+        });
     let stats = wsgi.stats();
     let running = Running::start(
         server().worker_context(stackway_wsgi::worker_context),

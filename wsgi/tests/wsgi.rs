@@ -282,20 +282,11 @@ fn harakiri_answers_504_once_python_time_passes_the_limit_and_calls_its_hook() {
     let called = Arc::new(AtomicUsize::new(0));
     let seen = called.clone();
     // One thread: the second request waits for it, and waiting does not count.
-    let wsgi = Wsgi::from_source(
-        "napper",
-        "import time\n\
-         def app(environ, start_response):\n\
-         \x20   time.sleep(float(environ['QUERY_STRING']))\n\
-         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
-         \x20   return [b'awake']\n",
-        "app",
-    )
-    .unwrap()
-    .threads(1)
-    .harakiri(Duration::from_millis(600), move || {
-        seen.fetch_add(1, Ordering::Relaxed);
-    });
+    let wsgi = app("napper")
+        .threads(1)
+        .harakiri(Duration::from_millis(600), move || {
+            seen.fetch_add(1, Ordering::Relaxed);
+        });
     let stats = wsgi.stats();
     let running = serve(wsgi);
     let addr = running.addr;

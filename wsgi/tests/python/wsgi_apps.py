@@ -135,6 +135,13 @@ def sleepy(environ, start_response):
     return [threading.current_thread().name.encode()]
 
 
+def napper(environ, start_response):
+    """Sleeps as many seconds as the query string says."""
+    time.sleep(float(environ["QUERY_STRING"]))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"awake"]
+
+
 _in_python = 0
 _most_in_python = 0
 _count_lock = threading.Lock()
