@@ -45,9 +45,9 @@
 //! workers never wait for Python, and an app waiting on I/O or a slow client
 //! lets the others run. `threads(0)` runs it on the workers instead, as
 //! uWSGI's processes do: half the CPU of a small request, at the price of a
-//! worker that serves nothing else meanwhile (see [`worker_context`]). An exception gives 500 (or, once the head is out, an
-//! aborted response) with the traceback on stderr; nothing an app does stops
-//! the server. When every thread is busy, requests queue; past
+//! worker that serves nothing else meanwhile (see [`worker_context`]). An
+//! exception gives 500 (or, once the head is out, an aborted response) with
+//! the traceback on stderr; nothing an app does stops the server. When every thread is busy, requests queue; past
 //! [`Wsgi::queue`] waiting, they get 503.
 //!
 //! Requests are taken in the order they came, and a second thread starts on
