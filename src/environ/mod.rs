@@ -495,18 +495,26 @@ impl<'a> Environ<'a> {
                 continue;
             }
             let separator: &[u8] = if name == COOKIE { b"; " } else { b", " };
-            let value = self
-                .headers
-                .get_all(name)
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect::<Vec<_>>()
-                .join(separator);
-            let cgi = name.as_str().to_ascii_uppercase().replace('-', "_");
-            let cgi = match name == CONTENT_TYPE || name == CONTENT_LENGTH {
-                true => cgi,
-                false => format!("HTTP_{cgi}"),
+            let mut values = self.headers.get_all(name).iter();
+            let mut value = values
+                .next()
+                .map_or_else(Vec::new, |v| v.as_bytes().to_vec());
+            for more in values {
+                value.extend_from_slice(separator);
+                value.extend_from_slice(more.as_bytes());
+            }
+            // One allocation a name: `HTTP_` and the field's name, upper
+            // case with `_` for `-` (header names are lower-case ASCII).
+            let prefix = match name == CONTENT_TYPE || name == CONTENT_LENGTH {
+                true => "",
+                false => "HTTP_",
             };
+            let mut cgi = String::with_capacity(prefix.len() + name.as_str().len());
+            cgi.push_str(prefix);
+            cgi.extend(name.as_str().chars().map(|c| match c {
+                '-' => '_',
+                c => c.to_ascii_uppercase(),
+            }));
             vars.push((cgi, value));
         }
         vars
