@@ -413,6 +413,30 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
             assert!(err.contains("s.toml"), "the file is named: {err}");
         }
     }
+    // A mount that streams its input cannot run on the workers (--wsgi-threads 0).
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        "[[mount]]\nprefix = \"/\"\nwsgi = \"nowhere:app\"\nstream_input = true\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stackway"))
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--config",
+            "s.toml",
+            "--wsgi-threads",
+            "0",
+            "--check",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "stackway: mount /: stream_input needs Python threads: with 0 the body is read whole on the worker"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_stackway"))
         .args(["serve", "--config", "/no/such.toml"])
         .output()
