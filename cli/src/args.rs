@@ -328,6 +328,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub(crate) wsgi_threads: u16,
 
+    /// Every wsgi: mount's wsgi.input reads the body as it arrives, not once it is whole
+    /// (`stream_input` in a `[[mount]]` for one): for apps that answer before an upload ends.
+    #[arg(long)]
+    pub(crate) wsgi_stream_input: bool,
+
     /// Cut off a request that has run in Python for SECS seconds: 504 (or an aborted
     /// response once its head is out), the stuck thread's stack logged, and its process
     /// replaced (uWSGI's --harakiri, gunicorn's --timeout); for asgi: mounts, an asyncio loop

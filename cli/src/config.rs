@@ -154,6 +154,7 @@ config_file! {
         #[serde(default, deserialize_with = "secs")]
         optional timeout: Duration,
         plain wsgi_threads: u16,
+        plain wsgi_stream_input: bool,
         #[serde(default, deserialize_with = "secs")]
         optional harakiri: Duration,
         #[serde(default, deserialize_with = "secs")]

@@ -50,6 +50,14 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
         policies,
     } in &args.mounts
     {
+        if let Target::Wsgi(_, options) = target {
+            let threads = options.threads.unwrap_or(args.wsgi_threads);
+            if threads == 0 && (options.stream_input || args.wsgi_stream_input) {
+                return Err(format!(
+                    "mount {prefix}: stream_input needs Python threads: with 0 the body is read whole on the worker"
+                ));
+            }
+        }
         let mut app = match (target, crate::venvs::socket(args, prefix)) {
             (Target::App(app), _) => app.clone(),
             (Target::Proxy(upstreams, options), _) => {
@@ -77,16 +85,10 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                 BoxApp::new(proxy)
             }
             (Target::Wsgi(spec, options), None) => {
-                let threads = options.threads.unwrap_or(args.wsgi_threads);
-                if threads == 0 && options.stream_input {
-                    return Err(format!(
-                        "mount {prefix}: stream_input needs Python threads: with 0 the body is read whole on the worker"
-                    ));
-                }
                 let mut wsgi = Wsgi::import(spec)
                     .map_err(|e| e.to_string())?
-                    .threads(threads.into())
-                    .stream_input(options.stream_input);
+                    .threads(options.threads.unwrap_or(args.wsgi_threads).into())
+                    .stream_input(options.stream_input || args.wsgi_stream_input);
                 if let Some(limit) = args.harakiri {
                     // The stuck thread goes on: its process is replaced.
                     wsgi = wsgi.harakiri(limit, || {

@@ -233,12 +233,13 @@ fn command(args: &ServeArgs, prefix: &str, sock: &Path) -> Result<Vec<String>, S
         .iter()
         .find(|Mount { prefix: p, .. }| p == prefix)
         .map(|mount| &mount.target);
-    let (spec, threads) = match target {
+    let (spec, threads, stream_input) = match target {
         Some(Target::Wsgi(spec, options)) => (
             format!("wsgi:{spec}"),
             options.threads.unwrap_or(args.wsgi_threads),
+            options.stream_input || args.wsgi_stream_input,
         ),
-        Some(Target::Asgi(spec)) => (format!("asgi:{spec}"), args.wsgi_threads),
+        Some(Target::Asgi(spec)) => (format!("asgi:{spec}"), args.wsgi_threads, false),
         _ => return Err(format!("--venv {prefix}: no wsgi: or asgi: mount there")),
     };
     let secs = |d: Duration| d.as_secs_f64().to_string();
@@ -278,6 +279,9 @@ fn command(args: &ServeArgs, prefix: &str, sock: &Path) -> Result<Vec<String>, S
         if let Some(value) = value {
             command.extend([flag.to_owned(), value]);
         }
+    }
+    if stream_input {
+        command.push("--wsgi-stream-input".to_owned());
     }
     Ok(command)
 }

@@ -123,23 +123,41 @@ fn a_mount_with_a_venv_has_its_own_pythonpath() {
         dir.path().join("only_here.py"),
         "def application(environ, start_response):\n    \
          start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
-         return [b'only here, at ' + environ['SCRIPT_NAME'].encode()]\n",
+         return [b'only here, at ' + environ['SCRIPT_NAME'].encode()]\n\n\
+         def first_bytes(environ, start_response):\n    \
+         first = environ['wsgi.input'].read(5)\n    \
+         start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+         return [b'first ' + first]\n",
     )
     .unwrap();
     let config = dir.path().join("stackway.toml");
     std::fs::write(
         &config,
         format!(
-            "bind = [\"127.0.0.1:0\"]\n\n[[mount]]\nprefix = \"/c\"\nwsgi = \"only_here:application\"\n\
-             venv = \"{}\"\npythonpath = [\"{}\"]\n",
-            flask3.display(),
-            dir.path().display()
+            "bind = [\"127.0.0.1:0\"]\nbody_timeout = 5\n\n\
+             [[mount]]\nprefix = \"/c\"\nwsgi = \"only_here:application\"\n\
+             venv = \"{venv}\"\npythonpath = [\"{dir}\"]\n\n\
+             [[mount]]\nprefix = \"/s\"\nwsgi = \"only_here:first_bytes\"\nstream_input = true\n\
+             venv = \"{venv}\"\npythonpath = [\"{dir}\"]\n",
+            venv = flask3.display(),
+            dir = dir.path().display()
         ),
     )
     .unwrap();
     let server = Server::start(stackway(&["--config", config.to_str().unwrap()]), 1);
     let page = Conn::open(addr(&server.listening[0])).get("/c/");
     assert_eq!(page.text(), "only here, at /c");
+    // The mount's stream_input reaches its own processes: the app answers
+    // on the first five bytes of a hundred, the rest never sent.
+    let mut conn = Conn::open(addr(&server.listening[0]));
+    conn.send(b"POST /s/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhello");
+    let asked = Instant::now();
+    assert_eq!(conn.read_response().text(), "first hello");
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
     // Without its venv, a mount's pythonpath would be the server's: refused.
     let shared = dir.path().join("shared.toml");
     std::fs::write(
