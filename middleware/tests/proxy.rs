@@ -497,6 +497,14 @@ fn an_upload_that_keeps_moving_outlasts_the_read_timeout() {
     let mut conn = Conn::open(proxy.addr);
     conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial");
     assert_eq!(conn.read_response().status, 408);
+    // The same when the server's body timeout, not the proxy's, sees the client stop.
+    let proxy = Running::start(
+        server().workers(2).body_timeout(Duration::from_millis(500)),
+        Lint::strict(Proxy::to(&format!("http://{}", up.addr))),
+    );
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial");
+    assert_eq!(conn.read_response().status, 408);
 }
 
 #[test]

@@ -514,6 +514,21 @@ fn is_client_fault(e: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
+/// Whether the request body failed because the client stopped sending it.
+fn client_timed_out(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<stackway::Error>()
+            .is_some_and(stackway::Error::is_timeout)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 impl App for Proxy {
     async fn call(&self, req: Request) -> Response {
         let grpc = grpc::is_call(req.headers());
@@ -644,9 +659,13 @@ impl Proxy {
                     return Err(StatusCode::REQUEST_TIMEOUT);
                 }
                 Failure::Client(e) => {
-                    // The client's body broke (it went away, or stalled): not the upstream's fault.
+                    // The client's body broke: not the upstream's fault. One the
+                    // server timed out (its body timeout) is the client's 408.
                     tracing::info!(upstream = %upstream.name, "the request body failed: {}", error_chain(e));
-                    return Err(StatusCode::BAD_REQUEST);
+                    return Err(match client_timed_out(e) {
+                        true => StatusCode::REQUEST_TIMEOUT,
+                        false => StatusCode::BAD_REQUEST,
+                    });
                 }
             };
             tracing::warn!(upstream = %upstream.name, "{what}");
