@@ -9,7 +9,9 @@ set -euo pipefail
 root=$(pwd)
 out=${1:-$root/target/cache-tests.json}
 suite=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$suite"' EXIT
+# The suite's server runs as npm's grandchild: its own process group, killed whole.
+server_group=""
+trap 'kill ${server_group:+-- -$server_group} $(jobs -p) 2>/dev/null; rm -rf "$suite"' EXIT
 cp -r "$root/../shared/vendor/cache-tests/." "$suite"
 chmod -R u+w "$suite"
 (cd "$suite" && npm i --no-audit --no-fund --silent >/dev/null 2>&1) || {
@@ -19,7 +21,8 @@ chmod -R u+w "$suite"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 origin=$(free_port)
 front=$(free_port)
-(cd "$suite" && exec npm run --silent server --port="$origin" >/dev/null 2>&1) &
+(cd "$suite" && exec setsid npm run --silent server --port="$origin" >/dev/null 2>&1) &
+server_group=$!
 "${STACKWAY:-$root/target/release/stackway}" serve --bind "127.0.0.1:$front" --cache 64MiB \
   ${CACHE_DIR:+--cache-dir "$CACHE_DIR"} --mount "/=http://127.0.0.1:$origin" >"$suite/stackway.log" 2>&1 &
 for _ in $(seq 50); do
