@@ -498,35 +498,24 @@ enum Failure {
     Other(hyper_util::client::legacy::Error),
 }
 
+/// Whether one of `e`'s causes is an `E` that `is` holds for.
+fn caused_by<E: std::error::Error + 'static>(
+    e: &hyper_util::client::legacy::Error,
+    is: impl Fn(&E) -> bool,
+) -> bool {
+    std::iter::successors(std::error::Error::source(e), |cause| cause.source())
+        .any(|cause| cause.downcast_ref::<E>().is_some_and(&is))
+}
+
 /// Whether hyper says the error came from our side of the request: the body
 /// we gave it (the client's, which failed), not the upstream.
 fn is_client_fault(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        if cause
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_user)
-        {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
+    caused_by(e, hyper::Error::is_user)
 }
 
 /// Whether the request body failed because the client stopped sending it.
 fn client_timed_out(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        if cause
-            .downcast_ref::<stackway::Error>()
-            .is_some_and(stackway::Error::is_timeout)
-        {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
+    caused_by(e, stackway::Error::is_timeout)
 }
 
 impl App for Proxy {
