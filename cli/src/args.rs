@@ -472,7 +472,7 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
         _ => {
             return Err(format!(
                 "unknown app {spec:?} (the built-in apps are hello, demo and routes; \
-                 upstreams are http://HOST:PORT[/base], unix:/PATH[:/base], \
+                 upstreams are http://HOST:PORT[/base], http+srv://NAME[/base], unix:/PATH[:/base], \
                  uwsgi://HOST:PORT[/base] or uwsgi+unix:/PATH[:/base])"
             ));
         }

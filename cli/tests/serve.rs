@@ -1338,6 +1338,14 @@ fn bad_flags_exit_2_with_a_clear_message() {
             r#"cannot proxy to "http://127.0.0.1": say the port"#,
         ),
         (
+            vec![
+                "serve",
+                "--mount",
+                "/x=http+srv://_http._tcp.api.internal:80",
+            ],
+            "an SRV record gives the port",
+        ),
+        (
             vec!["serve", "--mount", "/x=http://127.0.0.1:1,unix:run.sock"],
             "a unix socket path must be absolute",
         ),

@@ -2,15 +2,18 @@
 //! pool per address the name has (A and AAAA), each with its own health and
 //! connections, asked again on an interval (nginx's `resolve`). Members that
 //! appear join the balance; members that disappear leave it at once and are
-//! drained: requests already sent to them finish.
+//! drained: requests already sent to them finish. An `http+srv://` name's
+//! SRV records give the members instead: each target's addresses at the
+//! record's port, with the record's priority (nginx's `service=`).
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
 use hickory_resolver::{Resolver, TokioResolver};
 
 use super::Settings;
@@ -64,6 +67,55 @@ pub(crate) fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, Stri
     builder.build().map_err(|e| e.to_string())
 }
 
+/// A member of a pool from DNS: an SRV record's priority and weight (0 and 0
+/// for an address of a name), and the address (port 0: the spec's).
+pub(crate) type Found = (u16, u16, SocketAddr);
+
+/// Where the SRV records of `name` say its service is: each target's
+/// addresses at the record's port, lowest priority first. A target that does
+/// not resolve is left out, with a log line.
+pub(crate) async fn srv(resolver: &TokioResolver, name: &str) -> Result<BTreeSet<Found>, String> {
+    let records = (resolver.srv_lookup(name).await).map_err(|e| e.to_string())?;
+    let mut found = BTreeSet::new();
+    for record in records.answers() {
+        let RData::SRV(srv) = &record.data else {
+            continue;
+        };
+        // A target of "." says the service is not offered (RFC 2782).
+        if srv.target.is_root() {
+            continue;
+        }
+        match resolver.lookup_ip(srv.target.clone()).await {
+            Ok(ips) => found.extend(
+                ips.iter()
+                    .map(|ip| (srv.priority, srv.weight, SocketAddr::new(ip, srv.port))),
+            ),
+            Err(e) => tracing::warn!("cannot resolve {}, a target of {name}: {e}", srv.target),
+        }
+    }
+    if found.is_empty() {
+        return Err(format!("{name} has no SRV record with an address"));
+    }
+    Ok(found)
+}
+
+/// Where `spec`'s host is now: its addresses, or for an `http+srv://` spec
+/// its SRV records' targets.
+async fn addresses(
+    resolver: &TokioResolver,
+    spec: &Spec,
+    host: &str,
+) -> Result<BTreeSet<Found>, String> {
+    if spec.srv {
+        return srv(resolver, host).await;
+    }
+    let found = (resolver.lookup_ip(host).await).map_err(|e| e.to_string())?;
+    Ok(found
+        .iter()
+        .map(|ip| (0, 0, SocketAddr::new(ip, 0)))
+        .collect())
+}
+
 /// Resolves `spec`'s host every `every`, on the current runtime, for as long
 /// as the proxy's members live.
 pub(crate) fn spawn(
@@ -80,8 +132,8 @@ pub(crate) fn spawn(
         let mut had = BTreeSet::new();
         loop {
             ticks.tick().await;
-            let found: BTreeSet<IpAddr> = match resolver.lookup_ip(host.as_str()).await {
-                Ok(found) => found.iter().collect(),
+            let found = match addresses(&resolver, &spec, &host).await {
+                Ok(found) => found,
                 Err(e) => {
                     tracing::warn!(upstream = %spec, "cannot resolve {host}, its last addresses kept: {e}");
                     continue;
@@ -95,17 +147,23 @@ pub(crate) fn spawn(
                 continue;
             }
             let now = members.now();
-            let mine = |ip: &IpAddr| {
+            let mine = |&(priority, weight, addr): &Found| {
                 now.iter()
-                    .find(|u| u.spec == spec && u.pinned == Some(*ip))
+                    .find(|u| {
+                        (u.spec == spec && u.pinned == Some(addr))
+                            && (u.priority, u.weight) == (priority, weight.into())
+                    })
                     .cloned()
             };
             let next: Vec<Arc<Upstream>> = found
                 .iter()
-                .map(|ip| {
-                    mine(ip).unwrap_or_else(|| {
-                        let pinned = Resolve::Pinned(*ip);
-                        let member = Arc::new(Upstream::new(spec.clone(), &settings, pinned));
+                .map(|found| {
+                    mine(found).unwrap_or_else(|| {
+                        let (priority, weight, addr) = *found;
+                        let mut member =
+                            Upstream::new(spec.clone(), &settings, Resolve::Pinned(addr));
+                        (member.priority, member.weight) = (priority, weight.into());
+                        let member = Arc::new(member);
                         if let Some(check) = &settings.health_check {
                             health::spawn(&member, check.clone());
                         }
@@ -113,7 +171,8 @@ pub(crate) fn spawn(
                     })
                 })
                 .collect();
-            tracing::info!(upstream = %spec, "{host} is now {found:?}");
+            let names: Vec<&str> = next.iter().map(|u| &*u.name).collect();
+            tracing::info!(upstream = %spec, "{host} is now {names:?}");
             members.replace(&spec, next);
             had = found;
         }

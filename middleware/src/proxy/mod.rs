@@ -168,8 +168,10 @@ pub(crate) struct Settings {
 const BUFFER_MEMORY: usize = 1 << 20;
 
 impl Proxy {
-    /// Forwards to one upstream: `http://HOST:PORT[/base]` or
-    /// `unix:/path/to.sock[:/base]`; or one that speaks uwsgi (uWSGI's
+    /// Forwards to one upstream: `http://HOST:PORT[/base]`,
+    /// `https://HOST:PORT[/base]`, `unix:/path/to.sock[:/base]`, or
+    /// `http+srv://NAME[/base]`, whose SRV records say where it is (see
+    /// [`resolve`](Self::resolve)); or one that speaks uwsgi (uWSGI's
     /// `--socket`, as nginx's `uwsgi_pass` reaches it):
     /// `uwsgi://HOST:PORT[/base]`, `uwsgi+unix:/path/to.sock[:/base]`; or
     /// FastCGI (PHP-FPM, flup; nginx's `fastcgi_pass`), `fastcgi://` and
@@ -364,6 +366,13 @@ impl Proxy {
     /// members that disappear leave it and finish what they were sent, so a
     /// pool that scales (a Kubernetes headless service) loses no request.
     /// Off by default: a name is one upstream, resolved at each connection.
+    ///
+    /// An `http+srv://NAME` upstream is one member per address of each
+    /// target of NAME's SRV records, at the record's port (nginx's
+    /// `service=`). Requests go to the lowest priority number that has a
+    /// live member, the others standing by, and round robin shares them by
+    /// the records' weights. Without `resolve`, each connection asks, and
+    /// tries the lowest priority's targets in the order they came.
     pub fn resolve(mut self, interval: Duration) -> Self {
         self.settings.resolve = Some(interval);
         self
@@ -406,18 +415,21 @@ impl Proxy {
     fn upstreams(&self) -> Arc<[Arc<Upstream>]> {
         let members = self.upstreams.get_or_init(|| {
             // A pool from DNS asks its nameservers from the start: until the
-            // first answer, each connection does.
-            let names = self.specs.iter().any(|s| s.host_name().is_some());
-            let resolver = self.settings.resolve.filter(|_| names).and_then(|_| {
-                dns::resolver(&self.settings.nameservers)
-                    .inspect_err(|e| tracing::error!("cannot resolve upstream host names: {e}"))
-                    .ok()
-                    .map(Arc::new)
-            });
+            // first answer, each connection does. So does an SRV name, always.
+            let resolving = self.settings.resolve.is_some();
+            let asks = |s: &Spec| s.srv || (resolving && s.host_name().is_some());
+            let resolver = (self.specs.iter().any(asks))
+                .then(|| dns::resolver(&self.settings.nameservers))
+                .and_then(|made| {
+                    made.inspect_err(|e| tracing::error!("cannot resolve upstream host names: {e}"))
+                        .ok()
+                        .map(Arc::new)
+                });
             let upstreams: Vec<Arc<Upstream>> = (self.specs.iter())
                 .map(|spec| {
-                    let resolve = match (&resolver, spec.host_name()) {
-                        (Some(resolver), Some(_)) => Resolve::Dns(resolver.clone()),
+                    let resolve = match &resolver {
+                        Some(resolver) if spec.srv => Resolve::Srv(resolver.clone()),
+                        Some(resolver) if asks(spec) => Resolve::Dns(resolver.clone()),
                         _ => Resolve::System,
                     };
                     Arc::new(Upstream::new(spec.clone(), &self.settings, resolve))
@@ -441,22 +453,42 @@ impl Proxy {
     }
 
     /// The upstream for the next request, other than `not`: the live ones
-    /// first; if none is live, any.
+    /// first; if none is live, any. Of SRV members, only those of the lowest
+    /// priority (RFC 2782).
     fn pick(&self, upstreams: &[Arc<Upstream>], not: Option<usize>) -> Option<usize> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = upstreams.len();
-        let order = (0..n).map(|i| (start + i) % n).filter(|&i| Some(i) != not);
-        let live: Vec<usize> = order.clone().filter(|&i| upstreams[i].is_up()).collect();
-        let candidates = if live.is_empty() {
-            order.collect()
+        let others = (0..upstreams.len()).filter(|&i| Some(i) != not);
+        let live: Vec<usize> = others.clone().filter(|&i| upstreams[i].is_up()).collect();
+        let mut candidates: Vec<usize> = if live.is_empty() {
+            others.collect()
         } else {
             live
         };
+        let first = candidates.iter().map(|&i| upstreams[i].priority).min()?;
+        candidates.retain(|&i| upstreams[i].priority == first);
         match self.settings.balance {
-            Balance::RoundRobin => candidates.first().copied(),
-            Balance::LeastOutstanding => candidates
-                .into_iter()
-                .min_by_key(|&i| upstreams[i].outstanding.load(Ordering::Relaxed)),
+            Balance::RoundRobin => {
+                // Turn by turn, or as their SRV records' weights share it.
+                let weighted = candidates.iter().any(|&i| upstreams[i].weight > 0);
+                let weight = |i: usize| if weighted { upstreams[i].weight } else { 1 };
+                let mut ticket = start % candidates.iter().map(|&i| weight(i)).sum::<usize>();
+                candidates
+                    .into_iter()
+                    .find(|&i| match ticket.checked_sub(weight(i)) {
+                        Some(left) => {
+                            ticket = left;
+                            false
+                        }
+                        None => true,
+                    })
+            }
+            Balance::LeastOutstanding => {
+                // Ties go turn by turn.
+                let turn = start % candidates.len();
+                candidates.rotate_left(turn);
+                (candidates.into_iter())
+                    .min_by_key(|&i| upstreams[i].outstanding.load(Ordering::Relaxed))
+            }
         }
     }
 }

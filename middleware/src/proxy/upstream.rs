@@ -25,6 +25,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::Settings;
 use super::cgi::Writer;
+use super::dns;
 use super::fastcgi::FastCgi;
 use super::tls::{self, UpstreamTls};
 use super::uwsgi::Uwsgi;
@@ -71,9 +72,9 @@ pub(crate) enum Protocol {
     FastCgi,
 }
 
-/// An upstream spec: `http://HOST:PORT[/base]`, `https://HOST:PORT[/base]`
-/// or `unix:/path/to.sock[:/base]`, or the same in uwsgi (`uwsgi://`,
-/// `uwsgi+unix:`) or FastCGI (`fastcgi://`, `fastcgi+unix:`).
+/// An upstream spec: `http://HOST:PORT[/base]`, `https://HOST:PORT[/base]`,
+/// `http+srv://NAME[/base]` or `unix:/path/to.sock[:/base]`, or the same in
+/// uwsgi (`uwsgi://`, `uwsgi+unix:`) or FastCGI (`fastcgi://`, `fastcgi+unix:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Spec {
     pub(crate) address: Address,
@@ -82,6 +83,9 @@ pub(crate) struct Spec {
     pub(crate) tls: Option<ServerName<'static>>,
     /// Raw (percent-encoded) path without a trailing `/`: `""` or `/base`.
     pub(crate) base: String,
+    /// `http+srv://`: the host is a name whose SRV records say where the
+    /// upstream is (targets and ports); the address has no port.
+    pub(crate) srv: bool,
 }
 
 impl Spec {
@@ -92,6 +96,7 @@ impl Spec {
     /// http://localhost:9000/api/      → Tcp("localhost:9000"),  base "/api"
     /// unix:/run/app.sock              → Unix("/run/app.sock"),  base ""
     /// unix:/run/app.sock:/api         → Unix("/run/app.sock"),  base "/api"
+    /// http+srv://_http._tcp.api.internal → Tcp("_http._tcp.api.internal"), SRV
     /// ```
     pub(crate) fn parse(spec: &str) -> Result<Self, SpecError> {
         let error = |why| SpecError {
@@ -103,6 +108,7 @@ impl Spec {
             Some((rest.strip_prefix("+unix:"), rest.strip_prefix("://")))
         };
         let https = spec.strip_prefix("https://");
+        let srv = spec.strip_prefix("http+srv://");
         let (protocol, (unix, tcp)) = match (scheme("uwsgi"), scheme("fastcgi")) {
             (Some(rest), _) => (Protocol::Uwsgi, rest),
             (_, Some(rest)) => (Protocol::FastCgi, rest),
@@ -110,7 +116,7 @@ impl Spec {
                 Protocol::Http,
                 (
                     spec.strip_prefix("unix:"),
-                    spec.strip_prefix("http://").or(https),
+                    spec.strip_prefix("http://").or(https).or(srv),
                 ),
             ),
         };
@@ -131,7 +137,16 @@ impl Spec {
             let parsed: http::uri::Authority = authority
                 .parse()
                 .map_err(|_| error("the host:port is not valid"))?;
-            if parsed.port_u16().is_none() || parsed.as_str().contains('@') {
+            if srv.is_some() {
+                if parsed.port().is_some() || parsed.as_str().contains(['@', '[']) {
+                    return Err(error(
+                        "an SRV record gives the port: say a name alone (http+srv://NAME/base)",
+                    ));
+                }
+                if parsed.host().parse::<IpAddr>().is_ok() {
+                    return Err(error("an address has no SRV records: say a name"));
+                }
+            } else if parsed.port_u16().is_none() || parsed.as_str().contains('@') {
                 return Err(error("say the port, and no user (http://HOST:PORT/base)"));
             }
             if https.is_some() {
@@ -144,9 +159,9 @@ impl Spec {
             (Address::Tcp(parsed.as_str().to_owned()), base.to_owned())
         } else {
             return Err(error(
-                "expected http://HOST:PORT[/base], https://HOST:PORT[/base] or \
-                 unix:/PATH[:/base] (uwsgi://HOST:PORT[/base] or uwsgi+unix:/PATH[:/base] \
-                 for uwsgi)",
+                "expected http://HOST:PORT[/base], https://HOST:PORT[/base], \
+                 http+srv://NAME[/base] or unix:/PATH[:/base] (uwsgi://HOST:PORT[/base] or \
+                 uwsgi+unix:/PATH[:/base] for uwsgi)",
             ));
         };
         let base = base.trim_end_matches('/').to_owned();
@@ -160,6 +175,7 @@ impl Spec {
             protocol,
             tls,
             base,
+            srv: srv.is_some(),
         })
     }
 }
@@ -183,6 +199,7 @@ impl fmt::Display for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (tcp, unix) = match self.protocol {
             Protocol::Http if self.tls.is_some() => ("https://", "unix:"),
+            Protocol::Http if self.srv => ("http+srv://", "unix:"),
             Protocol::Http => ("http://", "unix:"),
             Protocol::Uwsgi => ("uwsgi://", "uwsgi+unix:"),
             Protocol::FastCgi => ("fastcgi://", "fastcgi+unix:"),
@@ -199,8 +216,13 @@ impl fmt::Display for Spec {
 pub(crate) struct Upstream {
     pub(crate) spec: Spec,
     /// For a member of a pool from DNS: the one address of the spec's host
-    /// it connects to.
-    pub(crate) pinned: Option<IpAddr>,
+    /// it connects to, at the spec's port (0) or its SRV record's.
+    pub(crate) pinned: Option<SocketAddr>,
+    /// Its SRV record's priority and weight: the balancer sends to the
+    /// lowest priority that has a live member, and round robin shares its
+    /// requests by weight (0 and 0 for every other upstream: turn by turn).
+    pub(crate) priority: u16,
+    pub(crate) weight: usize,
     /// Alive as long as the upstream: each thread's pools for it go once it
     /// is gone (a member DNS no longer names).
     alive: Arc<()>,
@@ -252,7 +274,7 @@ impl Upstream {
     pub(crate) fn new(spec: Spec, settings: &Settings, resolve: Resolve) -> Self {
         static IDS: AtomicU64 = AtomicU64::new(0);
         let pinned = match resolve {
-            Resolve::Pinned(ip) => Some(ip),
+            Resolve::Pinned(addr) => Some(addr),
             _ => None,
         };
         let dial = match &spec.address {
@@ -301,12 +323,15 @@ impl Upstream {
         };
         let scheme = if spec.tls.is_some() { "https" } else { "http" };
         let name = match pinned {
-            Some(ip) => format!("{spec} ({ip})"),
+            Some(addr) if addr.port() == 0 => format!("{spec} ({})", addr.ip()),
+            Some(addr) => format!("{spec} ({addr})"),
             None => spec.to_string(),
         };
         Self {
             name: name.into(),
             pinned,
+            priority: 0,
+            weight: 0,
             alive: Arc::default(),
             origin: format!("{scheme}://{authority}"),
             spec,
@@ -456,13 +481,15 @@ enum Dial {
 }
 
 /// How a TCP upstream's host becomes addresses at each connection: the
-/// system's resolver, the nameservers of a pool from DNS, or the one address
-/// of such a pool's member.
+/// system's resolver, the nameservers of a pool from DNS, the SRV records of
+/// an `http+srv://` name (the targets of the lowest priority), or the one
+/// address of a pool's member (its port 0 for the spec's).
 #[derive(Clone)]
 pub(crate) enum Resolve {
     System,
     Dns(Arc<TokioResolver>),
-    Pinned(IpAddr),
+    Srv(Arc<TokioResolver>),
+    Pinned(SocketAddr),
 }
 
 type Resolving = Pin<Box<dyn Future<Output = io::Result<std::vec::IntoIter<SocketAddr>>> + Send>>;
@@ -494,10 +521,20 @@ impl tower_service::Service<Name> for Resolve {
                         .into_iter())
                 })
             }
-            Self::Pinned(ip) => {
-                let addrs = vec![SocketAddr::new(*ip, 0)].into_iter();
-                Box::pin(std::future::ready(Ok(addrs)))
+            Self::Srv(resolver) => {
+                let resolver = resolver.clone();
+                Box::pin(async move {
+                    let found = dns::srv(&resolver, name.as_str()).await;
+                    let found = found.map_err(io::Error::other)?;
+                    let first = found.first().map(|&(priority, ..)| priority);
+                    Ok((found.into_iter())
+                        .filter(|&(priority, ..)| Some(priority) == first)
+                        .map(|(.., addr)| addr)
+                        .collect::<Vec<_>>()
+                        .into_iter())
+                })
             }
+            Self::Pinned(addr) => Box::pin(std::future::ready(Ok(vec![*addr].into_iter()))),
         }
     }
 }
@@ -684,7 +721,8 @@ mod tests {
                 address: Address::Tcp("127.0.0.1:9000".into()),
                 protocol: Protocol::Http,
                 tls: None,
-                base: String::new()
+                base: String::new(),
+                srv: false,
             }
         );
         assert_eq!(ok("http://localhost:9000/api/").base, "/api");
@@ -695,7 +733,8 @@ mod tests {
                 address: Address::Unix("/run/app.sock".into()),
                 protocol: Protocol::Http,
                 tls: None,
-                base: String::new()
+                base: String::new(),
+                srv: false,
             }
         );
         assert_eq!(ok("unix:/run/app.sock:/api").base, "/api");
@@ -718,7 +757,15 @@ mod tests {
             assert_eq!(ok(uwsgi).protocol, Protocol::Uwsgi);
             assert_eq!(ok(uwsgi).to_string(), uwsgi);
         }
+        let srv = ok("http+srv://_http._tcp.api.internal/v1/");
+        assert!(srv.srv);
+        assert_eq!(srv.host_name().as_deref(), Some("_http._tcp.api.internal"));
+        assert_eq!(srv.to_string(), "http+srv://_http._tcp.api.internal/v1");
         for bad in [
+            "http+srv://_http._tcp.api.internal:80",
+            "http+srv://127.0.0.1",
+            "http+srv://[::1]",
+            "http+srv://user@api.internal",
             "127.0.0.1:9000",
             "http://127.0.0.1",
             "http://user@h:1",
