@@ -52,6 +52,10 @@ PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn", "uw
 # `stackway-t0`: stackway with `--wsgi-threads 0`, Python run on the workers (uWSGI's model).
 SERVERS = ["stackway", "stackway-before", "stackway-1p", "stackway-t0", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
 BEFORE = None  # the binary of stackway-before, set from --before
+# --instructions: the Rust servers run under callgrind, which counts the instructions each
+# request costs in user space: the same in every run, where CPU time on two shared cores is not.
+CALLGRIND = None  # the folder its counts go to, set from --instructions
+RUST_SERVERS = ("stackway", "stackway-before", "stackway-1p", "axum", "actix", "hyper")
 # The same Python WSGI apps under every server of the WSGI scenarios: `application` for
 # wsgi-hello, `cpu` (about 2.5 ms of pure Python a request, as a real view spends) for wsgi-cpu.
 WSGI_APP = """
@@ -367,9 +371,13 @@ class Server:
         env = {**os.environ, "PATH": "/usr/bin:" + os.environ.get("PATH", "")}
         if name in PYTHON_SERVERS:
             env["PYTHONPATH"] = str(PYDEPS)
-        self.proc = subprocess.Popen(command(name, self.port, static, tmp, upstream, scenario), stdout=subprocess.DEVNULL,
+        cmd = command(name, self.port, static, tmp, upstream, scenario)
+        self.counted = CALLGRIND is not None and name in RUST_SERVERS and upstream is None
+        if self.counted:
+            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={CALLGRIND}/{name}.%p"] + cmd
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True, env=env)
-        deadline = time.time() + 20
+        deadline = time.time() + (120 if self.counted else 20)
         while True:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
@@ -405,6 +413,16 @@ class Server:
             except OSError:
                 pass
         return ticks / os.sysconf("SC_CLK_TCK")
+
+    def instructions(self, command):
+        """`zero` the counts, or `dump` them and return the instructions counted since."""
+        subprocess.run(["callgrind_control", f"--{command}", str(self.proc.pid)], check=True,
+                       capture_output=True)
+        if command == "zero":
+            return None
+        dumps = sorted(Path(CALLGRIND).glob(f"{self.name}.{self.proc.pid}.*"), key=lambda f: f.stat().st_mtime)
+        text = dumps[-1].read_text(errors="replace")
+        return int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1))
 
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -535,10 +553,14 @@ def run_once(server_name, scenario, static, tmp, args):
             per_conn = (server.memory_kib("VmRSS") - before) / args.idle
         load = wrk if scenario != "ws-echo" else lambda port, path, _headers, args, seconds: ws_load(port, path, args, seconds)
         load(port, path, headers, args, 1)  # warm up
+        if server.counted:
+            server.instructions("zero")
         cpu = server.cpu_seconds()
         result = load(port, path, headers, args, args.duration)
         cpu = server.cpu_seconds() - cpu
         result["cpu_us_per_req"] = cpu * 1e6 / (result["rps"] * args.duration)
+        if server.counted:
+            result["instructions_per_req"] = server.instructions("dump") / (result["rps"] * args.duration)
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
         if per_conn is not None:
             result["kib_per_idle_conn"] = per_conn
@@ -592,6 +614,9 @@ def tables(results, args, servers):
     lines += table("Server CPU time per request (µs)", "cpu_us_per_req", lambda v: f"{v:.1f}", True, measured)
     lines += table("p99 latency (ms)", "p99_ms", lambda v: f"{v:.2f}", False, measured)
     lines += table("Peak RSS (MiB)", "peak_rss_kib", lambda v: f"{v / 1024:.1f}", False, measured)
+    if CALLGRIND:
+        lines += table("Instructions per request in user space (callgrind)", "instructions_per_req",
+                       lambda v: f"{v:,.0f}", False, measured)
     memory = []
     idle = [s for s in results if s.startswith("idle-5k")]
     if idle:
@@ -638,10 +663,13 @@ def main():
     p.add_argument("--slow-seconds", type=int, default=10, help="how long slow-1g reads")
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--before", type=Path, help="another stackway binary, run as stackway-before")
+    p.add_argument("--instructions", action="store_true",
+                   help="run the Rust servers under callgrind and report instructions per request "
+                        "(valgrind; the other figures of those runs are valgrind's, not the server's)")
     p.add_argument("--out", type=Path, default=ROOT / "target/peers/results.json")
     args = p.parse_args()
     args.shapes = args.shapes or [(args.threads, args.connections)]
-    global BEFORE
+    global BEFORE, CALLGRIND
     BEFORE = args.before and args.before.resolve()
     if BEFORE and "stackway-before" not in args.servers:
         args.servers = ["stackway-before"] + args.servers
@@ -655,6 +683,11 @@ def main():
     with tempfile.TemporaryDirectory(prefix="stackway-peers-") as tmp:
         tmp = Path(tmp)
         tmp.chmod(0o755)  # nginx's workers run as another user
+        if args.instructions:
+            if not shutil.which("valgrind"):
+                sys.exit("run.py: --instructions needs valgrind (Debian: apt-get install valgrind)")
+            CALLGRIND = tmp / "callgrind"
+            CALLGRIND.mkdir()
         static = fixtures(tmp)
         (tmp / "bench_app.py").write_text(WSGI_APP)
         if set(PYTHON_SCENARIOS) & set(args.scenarios):
