@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stackway::{Request, RequestExt};
+use stackway_middleware::proxy::ProxyStats;
 use stackway_middleware::{Lint, Proxy};
 use support::Running;
 use support::http::Conn;
@@ -122,7 +123,17 @@ fn zone(names: impl IntoIterator<Item = (&'static str, Vec<Answer>)>) -> Zone {
     Arc::new(Mutex::new(names.collect()))
 }
 
-fn names(stats: &stackway_middleware::proxy::ProxyStats) -> Vec<String> {
+/// A front that proxies to `spec`, a pool from DNS asking `dns` every 100 ms, and its stats.
+fn pool(spec: &str, dns: SocketAddr) -> (Running, ProxyStats) {
+    let proxy = Proxy::to(spec)
+        .resolve(Duration::from_millis(100))
+        .nameservers([dns]);
+    let stats = proxy.stats();
+    let front = Running::start(support::server().workers(2), Lint::strict(proxy));
+    (front, stats)
+}
+
+fn names(stats: &ProxyStats) -> Vec<String> {
     stats.upstreams().into_iter().map(|u| u.name).collect()
 }
 
@@ -134,11 +145,7 @@ fn a_pool_follows_its_hosts_addresses_and_no_request_fails() {
     let port = two.addr.port();
     let three = upstream("127.0.0.3", port);
     let (two_at, three_at) = (two.addr.to_string(), three.addr.to_string());
-    let proxy = Proxy::to(&format!("http://api.test:{port}"))
-        .resolve(Duration::from_millis(100))
-        .nameservers([dns]);
-    let stats = proxy.stats();
-    let front = Running::start(support::server().workers(2), Lint::strict(proxy));
+    let (front, stats) = pool(&format!("http://api.test:{port}"), dns);
 
     let seen = ask(&front, &|a| a.len() >= 20);
     assert!(seen.iter().all(|a| *a == two_at), "{seen:?}");
@@ -194,11 +201,7 @@ fn srv_records_give_members_their_ports_and_a_backup_serves_when_the_primaries_a
         b.addr.to_string(),
         backup.addr.to_string(),
     );
-    let proxy = Proxy::to("http+srv://_http._tcp.api.test")
-        .resolve(Duration::from_millis(100))
-        .nameservers([dns]);
-    let stats = proxy.stats();
-    let front = Running::start(support::server().workers(2), Lint::strict(proxy));
+    let (front, stats) = pool("http+srv://_http._tcp.api.test", dns);
 
     // The lowest priority number is served while it has a live member.
     let seen = ask(&front, &|a| a.len() >= 20);
