@@ -27,7 +27,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::Version;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -55,7 +55,8 @@ const QUERY: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b
 /// What a uwsgi packet turns into.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Opened {
-    /// The HTTP/1.0 request head hyper reads first.
+    /// The HTTP/1.0 request head hyper reads first, and the bytes of the
+    /// body that came with the packet.
     pub(super) head: Bytes,
     pub(super) remote_addr: Option<SocketAddr>,
     pub(super) https: bool,
@@ -97,22 +98,42 @@ impl Refused {
     }
 }
 
-/// Reads the packet (its 4-byte header and its variables), never past it.
+/// The first read of a connection: a packet of nginx's `uwsgi_params` for a
+/// browser's request fits, and a larger one reads on.
+const FIRST_READ: usize = 4096;
+
+/// Reads the packet (its 4-byte header and its variables) in as few reads as
+/// it takes: one, for most. Body bytes that came with it follow the head.
 pub(super) async fn read_packet<S: AsyncRead + Unpin>(
     io: &mut S,
 ) -> io::Result<Result<Opened, Refused>> {
-    let mut header = [0; 4];
-    io.read_exact(&mut header).await?;
-    let [modifier1, low, high, _modifier2] = header;
-    let mut vars = vec![0; usize::from(u16::from_le_bytes([low, high]))];
-    io.read_exact(&mut vars).await?;
+    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    let mut end = 4;
+    while buf.len() < end {
+        buf.reserve(end - buf.len());
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if end == 4 && buf.len() >= 4 {
+            end += usize::from(u16::from_le_bytes([buf[1], buf[2]]));
+        }
+    }
+    let modifier1 = buf[0];
     if !matches!(modifier1, 0 | 30) {
         return Ok(Err(Refused {
             status: 501,
             why: format!("uwsgi modifier1 {modifier1} is not served here: 0 and 30 (WSGI) are"),
         }));
     }
-    Ok(parse_vars(&vars).and_then(|vars| open(&vars)))
+    let opened = parse_vars(&buf[4..end]).and_then(|vars| open(&vars));
+    Ok(opened.map(|mut opened| {
+        if let Some(body) = buf.get(end..).filter(|body| !body.is_empty()) {
+            let mut head = BytesMut::from(&opened.head[..]);
+            head.extend_from_slice(body);
+            opened.head = head.freeze();
+        }
+        opened
+    }))
 }
 
 /// A variable: its name and its value.
@@ -424,7 +445,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_is_announced_by_its_length_and_left_unread() {
+    async fn a_body_is_announced_by_its_length_and_follows_the_head() {
         let vars = [
             ("REQUEST_METHOD", "POST"),
             ("PATH_INFO", "/upload"),
@@ -433,16 +454,19 @@ mod tests {
         ];
         let mut bytes = packet(&vars);
         bytes.extend_from_slice(b"hello");
-        let mut io = bytes.as_slice();
+        let head_only =
+            "POST /upload HTTP/1.0\r\ncontent-length: 5\r\ncontent-type: text/plain\r\n\r\n";
+        // The body read with the packet follows the head, as hyper is to read it.
+        let opened = read(&bytes).await.unwrap();
+        assert_eq!(head(&opened), format!("{head_only}hello"));
+        // The body that comes after, in reads of its own, stays the connection's.
+        let (packet_alone, body) = bytes.split_at(bytes.len() - 5);
+        let mut io = packet_alone.chain(body);
         let opened = read_packet(&mut io).await.unwrap().unwrap();
-        assert_eq!(
-            head(&opened),
-            "POST /upload HTTP/1.0\r\ncontent-length: 5\r\ncontent-type: text/plain\r\n\r\n"
-        );
-        assert_eq!(
-            io, b"hello",
-            "the body is the connection's, after the packet"
-        );
+        assert_eq!(head(&opened), head_only);
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"hello");
     }
 
     #[tokio::test]
