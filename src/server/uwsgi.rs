@@ -108,16 +108,9 @@ pub(super) async fn read_packet<S: AsyncRead + Unpin>(
     io: &mut S,
 ) -> io::Result<Result<Opened, Refused>> {
     let mut buf = BytesMut::with_capacity(FIRST_READ);
-    let mut end = 4;
-    while buf.len() < end {
-        buf.reserve(end - buf.len());
-        if io.read_buf(&mut buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        if end == 4 && buf.len() >= 4 {
-            end += usize::from(u16::from_le_bytes([buf[1], buf[2]]));
-        }
-    }
+    fill(io, &mut buf, 4).await?;
+    let end = 4 + usize::from(u16::from_le_bytes([buf[1], buf[2]]));
+    fill(io, &mut buf, end).await?;
     let modifier1 = buf[0];
     if !matches!(modifier1, 0 | 30) {
         return Ok(Err(Refused {
@@ -134,6 +127,17 @@ pub(super) async fn read_packet<S: AsyncRead + Unpin>(
         }
         opened
     }))
+}
+
+/// Reads into `buf` until it holds at least `len` bytes.
+async fn fill<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, len: usize) -> io::Result<()> {
+    while buf.len() < len {
+        buf.reserve(len - buf.len());
+        if io.read_buf(buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 /// A variable: its name and its value.
