@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::uri::{Authority, Scheme};
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 
 use crate::ClientCert;
 use percent_encoding::percent_decode_str;
@@ -149,9 +149,7 @@ impl<B> RequestExt for Request<B> {
             uri: self.uri(),
             version: self.version(),
             headers: self.headers(),
-            connection: self.extensions().get::<Connection>(),
-            forwarded: self.extensions().get::<Forwarded>(),
-            client_cert: self.extensions().get::<ClientCert>(),
+            extensions: self.extensions(),
             script_end,
         }
     }
@@ -205,13 +203,26 @@ pub struct Environ<'a> {
     uri: &'a Uri,
     version: Version,
     headers: &'a HeaderMap,
-    connection: Option<&'a Connection>,
-    forwarded: Option<&'a Forwarded>,
-    client_cert: Option<&'a ClientCert>,
+    /// Where the connection, a trusted proxy's word and a client certificate
+    /// are, looked up only by the views that read them: most requests pass
+    /// several middleware that want only SCRIPT_NAME and PATH_INFO.
+    extensions: &'a Extensions,
     script_end: usize,
 }
 
 impl<'a> Environ<'a> {
+    fn connection(&self) -> Option<&'a Connection> {
+        self.extensions.get()
+    }
+
+    fn forwarded(&self) -> Option<&'a Forwarded> {
+        self.extensions.get()
+    }
+
+    fn client_cert(&self) -> Option<&'a ClientCert> {
+        self.extensions.get()
+    }
+
     /// Where the current app is mounted, raw (percent-encoded): `""` at the root,
     /// otherwise starting with `/` and never ending with one.
     pub fn script_name(&self) -> &'a str {
@@ -233,7 +244,7 @@ impl<'a> Environ<'a> {
     ///   script_name /api,  mount_path /app/api,  path_info /users
     /// ```
     pub fn mount_path(&self) -> Cow<'a, str> {
-        match self.forwarded.and_then(|f| f.prefix.as_deref()) {
+        match self.forwarded().and_then(|f| f.prefix.as_deref()) {
             Some(prefix) => Cow::Owned(format!("{prefix}{}", self.script_name())),
             None => Cow::Borrowed(self.script_name()),
         }
@@ -257,22 +268,22 @@ impl<'a> Environ<'a> {
     /// The client's address, when the request came over a connection (or a
     /// trusted proxy named it).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.forwarded
+        self.forwarded()
             .and_then(|f| f.remote_addr)
-            .or_else(|| self.connection.and_then(|c| c.remote_addr))
+            .or_else(|| self.connection().and_then(|c| c.remote_addr))
     }
 
     /// The server's address the connection was accepted on.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.connection.and_then(|c| c.local_addr)
+        self.connection().and_then(|c| c.local_addr)
     }
 
     /// `http` or `https`.
     pub fn url_scheme(&self) -> &'a Scheme {
-        if let Some(scheme) = self.forwarded.and_then(|f| f.scheme.as_ref()) {
+        if let Some(scheme) = self.forwarded().and_then(|f| f.scheme.as_ref()) {
             return scheme;
         }
-        match self.connection {
+        match self.connection() {
             Some(c) => &c.scheme,
             None => self.uri.scheme().unwrap_or(&Scheme::HTTP),
         }
@@ -291,7 +302,7 @@ impl<'a> Environ<'a> {
     /// HTTP/2 :authority example.com                   →  example.com
     /// ```
     pub fn http_host(&self) -> Option<&'a str> {
-        if let Some(host) = self.forwarded.and_then(|f| f.host.as_ref()) {
+        if let Some(host) = self.forwarded().and_then(|f| f.host.as_ref()) {
             return Some(host.as_str());
         }
         if let Some(authority) = self.uri.authority() {
@@ -336,7 +347,7 @@ impl<'a> Environ<'a> {
     /// environ (wsgiref's `request_uri`), with the query if `include_query`.
     pub fn request_uri(&self, include_query: bool) -> String {
         let prefix = self
-            .forwarded
+            .forwarded()
             .and_then(|f| f.prefix.as_deref())
             .unwrap_or("");
         let mut url = format!(
@@ -392,7 +403,7 @@ impl<'a> Environ<'a> {
     /// its host's, else the scheme's default), else the local address's, else
     /// the request host's, else the scheme's default.
     pub fn server_port(&self) -> u16 {
-        if let Some(forwarded) = self.forwarded {
+        if let Some(forwarded) = self.forwarded() {
             if let Some(port) = forwarded.port {
                 return port;
             }
@@ -464,14 +475,14 @@ impl<'a> Environ<'a> {
     /// `SSL_CLIENT_I_DN` and `SSL_CLIENT_FINGERPRINT`; on another TLS
     /// connection `SSL_CLIENT_VERIFY=NONE`; nothing over plain HTTP.
     pub fn ssl_client(&self) -> Vec<(&'static str, String)> {
-        match self.client_cert {
+        match self.client_cert() {
             Some(cert) => vec![
                 ("SSL_CLIENT_VERIFY", "SUCCESS".to_owned()),
                 ("SSL_CLIENT_S_DN", cert.subject().to_owned()),
                 ("SSL_CLIENT_I_DN", cert.issuer().to_owned()),
                 ("SSL_CLIENT_FINGERPRINT", cert.fingerprint().to_owned()),
             ],
-            None if self.connection.is_some_and(|c| c.scheme == Scheme::HTTPS) => {
+            None if self.connection().is_some_and(|c| c.scheme == Scheme::HTTPS) => {
                 vec![("SSL_CLIENT_VERIFY", "NONE".to_owned())]
             }
             None => Vec::new(),

@@ -2,6 +2,7 @@
 //! shutdown, and the socket that lingers when it closes.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -399,12 +400,13 @@ impl AsyncWrite for Tracked {
     /// ```
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let mut discard = [0u8; 4096];
+        // Never read back, so never zeroed: this runs at every close.
+        let mut discard = [MaybeUninit::<u8>::uninit(); 4096];
         if this.linger.is_none() {
             std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
             // Bytes already waiting (pipelined requests, the rest of a body) say
             // the client is still sending, whatever the bookkeeping says.
-            let mut buf = ReadBuf::new(&mut discard);
+            let mut buf = ReadBuf::uninit(&mut discard);
             let waiting = matches!(Pin::new(&mut this.io).poll_read(cx, &mut buf), Poll::Ready(Ok(())) if !buf.filled().is_empty());
             if !waiting && !this.activity.client_may_be_sending() {
                 return Poll::Ready(Ok(()));
@@ -419,7 +421,7 @@ impl AsyncWrite for Tracked {
             {
                 return Poll::Ready(Ok(()));
             }
-            let mut buf = ReadBuf::new(&mut discard);
+            let mut buf = ReadBuf::uninit(&mut discard);
             match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
                 Poll::Ready(_) => return Poll::Ready(Ok(())),
