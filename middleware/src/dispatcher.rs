@@ -97,7 +97,10 @@ type Mounted = (BoxApp, &'static Mount);
 struct Node {
     /// The app mounted here, and its prefix as configured (its metrics label).
     app: Option<Mounted>,
-    children: HashMap<Box<str>, Self>,
+    /// foldhash, seeded per process: a lookup hashes each segment of every
+    /// request, and SipHash cost as much as the rest of the walk. The keys are
+    /// the operator's, so a client cannot fill a chain.
+    children: HashMap<Box<str>, Self, foldhash::fast::RandomState>,
 }
 
 impl Dispatcher {
@@ -189,13 +192,15 @@ impl Node {
         let mut best = self.app.as_ref().map(|app| (app, 0));
         let mut node = Some(self);
         let mut consumed = 0;
-        for raw in path_info.split('/').skip(1) {
+        for raw in prefix::segments(path_info) {
             if prefix::is_dot_segment(raw) {
                 return Err(DotSegment);
             }
-            // A segment that does not decode matches no mount.
-            let segment = prefix::decode_segment(raw);
-            node = node.and_then(|n| n.children.get(segment.as_deref()?));
+            // A segment that does not decode matches no mount, nor does an
+            // empty one (mounts have none): the root's `/` looks nothing up.
+            node = node
+                .filter(|_| !raw.is_empty())
+                .and_then(|n| n.children.get(prefix::decode_segment(raw)?.as_ref()));
             if let Some(n) = node {
                 consumed += 1 + raw.len();
                 if let Some(app) = &n.app {

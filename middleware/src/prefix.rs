@@ -122,7 +122,7 @@ impl Prefix {
     /// is not looked at. Allocates only for a percent-encoded segment: most
     /// requests that pass a prefix are not for it, and pay only this.
     pub fn match_len(&self, path_info: &str) -> Option<usize> {
-        let mut raw = path_info.split('/').skip(1);
+        let mut raw = segments(path_info);
         let mut len = 0;
         for want in &self.segments {
             let segment = raw.next()?;
@@ -167,17 +167,31 @@ impl Prefix {
 /// segment that cannot decode matches nothing (it is not turned into `�`,
 /// which a prefix could name).
 pub fn decode_segment(raw: &str) -> Option<Cow<'_, str>> {
-    if !raw.contains('%') {
+    if !raw.as_bytes().contains(&b'%') {
         return Some(Cow::Borrowed(raw));
     }
     percent_decode_str(raw).decode_utf8().ok()
+}
+
+/// The raw segments of a PATH_INFO, each what follows a `/`: `/a/b/` has
+/// `a`, `b` and `` (none for an empty PATH_INFO). Every request that passes
+/// a mounting middleware is cut up by this, so it looks at bytes, not chars.
+pub fn segments(path_info: &str) -> impl Iterator<Item = &str> {
+    let mut rest = path_info.strip_prefix('/');
+    std::iter::from_fn(move || {
+        let path = rest?;
+        let end = path.bytes().position(|b| b == b'/');
+        rest = end.map(|end| &path[end + 1..]);
+        Some(&path[..end.unwrap_or(path.len())])
+    })
 }
 
 /// Whether a raw PATH_INFO segment is `.` or `..`, plain or percent-encoded:
 /// a mounting middleware answers 400 to a request with one, so that
 /// `/public/%2e%2e/admin` cannot reach a mount it does not name.
 pub fn is_dot_segment(raw: &str) -> bool {
-    decode_segment(raw).is_some_and(|s| s == "." || s == "..")
+    // `%2e%2e` is the longest spelling.
+    raw.len() <= "%2e%2e".len() && decode_segment(raw).is_some_and(|s| s == "." || s == "..")
 }
 
 /// The host the request is for, lower-case and without a port: the
@@ -395,5 +409,47 @@ mod tests {
         assert_eq!(decode_segment("%FF"), None);
         assert_eq!(decode_segment("%EF%BF%BD").as_deref(), Some("\u{FFFD}"));
         assert_eq!(decode_segment("plain").as_deref(), Some("plain"));
+    }
+
+    /// `segments` cuts as `split('/').skip(1)` does, for every PATH_INFO
+    /// (empty, or starting with `/`).
+    #[test]
+    fn segments_are_what_follows_each_slash() {
+        for path_info in [
+            "",
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a//b",
+            "/api/v2/x%2Fy",
+            "/é/ü/",
+        ] {
+            let want: Vec<&str> = path_info.split('/').skip(1).collect();
+            assert_eq!(
+                segments(path_info).collect::<Vec<_>>(),
+                want,
+                "{path_info:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dot_segments_in_every_spelling() {
+        for dot in [".", "..", "%2e", "%2E", "%2e%2e", ".%2e", "%2E."] {
+            assert!(is_dot_segment(dot), "{dot:?}");
+        }
+        for not in [
+            "",
+            "...",
+            "a.",
+            ".a",
+            "%2e%2e%2e",
+            "%2e%2e.",
+            "%2f",
+            "..%2f",
+        ] {
+            assert!(!is_dot_segment(not), "{not:?}");
+        }
     }
 }

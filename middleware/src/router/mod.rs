@@ -390,7 +390,7 @@ impl App for Router {
         // changes (parameters, SCRIPT_NAME) only after.
         let found = {
             let env = req.environ();
-            if env.path_info().split('/').any(prefix::is_dot_segment) {
+            if prefix::segments(env.path_info()).any(prefix::is_dot_segment) {
                 return StatusCode::BAD_REQUEST.into_response();
             }
             // A router mounted at `/api` asked for `/api` itself routes `/`.
