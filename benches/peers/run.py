@@ -363,7 +363,7 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
 
 
 class Server:
-    def __init__(self, name, static, tmp, upstream=None, scenario=None):
+    def __init__(self, name, static, tmp, upstream=None, scenario=None, measured=False):
         self.name = name
         self.port = free_port()
         # /usr/bin first: the embedded interpreter (and uWSGI's) finds its home by the first
@@ -372,7 +372,10 @@ class Server:
         if name in PYTHON_SERVERS:
             env["PYTHONPATH"] = str(PYDEPS)
         cmd = command(name, self.port, static, tmp, upstream, scenario)
-        self.counted = CALLGRIND is not None and name in RUST_SERVERS and upstream is None
+        # The server measured, never the upstream or the front beside it; and not a
+        # supervisor, whose own count would leave out the processes that serve.
+        self.counted = (CALLGRIND is not None and measured and name in RUST_SERVERS
+                        and "--processes" not in cmd)
         if self.counted:
             cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={CALLGRIND}/{name}.%p"] + cmd
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
@@ -525,7 +528,8 @@ def run_once(server_name, scenario, static, tmp, args):
     # The proxy scenarios' upstream, the same for both proxies.
     upstream = {"proxy": "hyper", "proxy-https": "tls-upstream", "cache-hit": "hyper", "cache-hit-disk": "hyper"}.get(scenario)
     upstream = Server(upstream, static, tmp) if upstream else None
-    server = Server(server_name, static, tmp, upstream.port if upstream else None, scenario)
+    server = Server(server_name, static, tmp, upstream.port if upstream else None, scenario,
+                    measured=True)
     # uwsgi-flask: the load goes to nginx, in front of the server measured.
     front = Server("nginx", static, tmp, server.port, scenario) if scenario == "uwsgi-flask" else None
     port = front.port if front else server.port

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, HeaderName};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use stackway::{Body, Response};
 
@@ -22,7 +22,8 @@ pub(crate) fn is_call(headers: &HeaderMap) -> bool {
 /// The call's deadline, from `grpc-timeout`: at most eight digits and a unit
 /// (`H`ours, `M`inutes, `S`econds, `m`illi-, `u`micro-, `n`anoseconds).
 pub(crate) fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

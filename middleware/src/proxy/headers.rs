@@ -38,6 +38,11 @@ pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> b
 /// `Connection: upgrade` stay when `upgrading`; `TE: trailers` stays, as this
 /// proxy passes trailers on (a server sends them only to a client that says so).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    // Most messages carry none: a look at the names they have costs less than
+    // a removal (a hash and a probe) for each name that could be there.
+    if !upgrading && !(headers.keys()).any(|name| name == UPGRADE || HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let te_trailers = has_token(headers, TE, "trailers");
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -66,30 +71,37 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 /// expect: `X-Forwarded-For` gains the client's address; `-Proto`, `-Host`,
 /// `-Port` and `-Prefix` (SCRIPT_NAME, when mounted) say what the client asked for.
 pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: Option<&str>) {
-    let x = |name| HeaderName::from_static(name);
     if let Some(ip) = env.remote_addr().map(|a| a.ip().to_string()) {
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(before) => format!("{before}, {ip}"),
             None => ip,
         };
-        set(headers, x("x-forwarded-for"), &value);
+        set(headers, X_FORWARDED_FOR, &value);
     }
-    set(headers, x("x-forwarded-proto"), env.url_scheme().as_str());
+    // The usual two without copying them.
+    match env.url_scheme().as_str() {
+        "http" => drop(headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"))),
+        "https" => drop(headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"))),
+        other => set(headers, X_FORWARDED_PROTO, other),
+    }
     match client_host {
-        Some(host) => set(headers, x("x-forwarded-host"), host),
-        None => drop(headers.remove("x-forwarded-host")),
+        Some(host) => set(headers, X_FORWARDED_HOST, host),
+        None => drop(headers.remove(X_FORWARDED_HOST)),
     }
-    set(
-        headers,
-        x("x-forwarded-port"),
-        &env.server_port().to_string(),
-    );
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(env.server_port()));
     match env.mount_path() {
-        prefix if prefix.is_empty() => drop(headers.remove("x-forwarded-prefix")),
-        prefix => set(headers, x("x-forwarded-prefix"), &prefix),
+        prefix if prefix.is_empty() => drop(headers.remove(X_FORWARDED_PREFIX)),
+        prefix => set(headers, X_FORWARDED_PREFIX, &prefix),
     }
     headers.remove(EXPECT); // 100-continue is between the client and this server
 }
+
+// Named once: a name given as text is parsed again at every use.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// RFC 7239 `Forwarded`, appended to what came: `for`, `proto`, `host`.
 pub(crate) fn forwarded(headers: &mut HeaderMap, env: &Environ<'_>, client_host: Option<&str>) {

@@ -256,7 +256,8 @@ type Pool = Client<Connector, Body>;
 
 /// A thread's pools: by upstream id and whether for upgrades, each with the
 /// token that says its upstream still lives.
-type Pools = std::collections::HashMap<(u64, bool), (Weak<()>, Pool)>;
+/// Looked up on every request: foldhash, not SipHash, for the keys are ours.
+type Pools = std::collections::HashMap<(u64, bool), (Weak<()>, Pool), foldhash::fast::RandomState>;
 
 thread_local! {
     /// Each thread's pools.
