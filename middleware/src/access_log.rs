@@ -37,6 +37,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::Poll;
 
+use stackway::environ::ip_text;
 use stackway::{App, Request, RequestExt, Response};
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -97,7 +98,7 @@ impl<A: App> App for AccessLog<A> {
         let host = req
             .environ()
             .remote_addr()
-            .map_or_else(|| "-".to_owned(), |a| a.ip().to_string());
+            .map_or_else(|| "-".to_owned(), |a| ip_text(a.ip()));
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let request_line = format!("{} {target} {:?}", req.method(), req.version());
         let header = |name| {

@@ -34,7 +34,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::uri::{Authority, Scheme};
@@ -185,6 +185,32 @@ impl<B> RequestExt for Request<B> {
         let len = 1 + segment.len();
         self.push_script_name(len).then_some(name)
     }
+}
+
+/// An IP address as text, as REMOTE_ADDR and `X-Forwarded-For` give it: what
+/// `to_string` gives, but an IPv4 address is written by itoa rather than through
+/// `fmt`'s padding, which costs a thousand instructions on every request that
+/// names its client.
+///
+/// ```
+/// use std::net::IpAddr;
+///
+/// let ip: IpAddr = "192.0.2.10".parse().unwrap();
+/// assert_eq!(stackway::environ::ip_text(ip), "192.0.2.10");
+/// ```
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(ip) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity("255.255.255.255".len());
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        text.push_str(digits.format(octet));
+    }
+    text
 }
 
 /// Whether `prefix` is `path` cut at a segment boundary: `/a` of `/a` or `/a/b`,
@@ -458,7 +484,7 @@ impl<'a> Environ<'a> {
             concat!("stackway/", env!("CARGO_PKG_VERSION")).to_owned(),
         );
         if let Some(remote) = self.remote_addr() {
-            set("REMOTE_ADDR", remote.ip().to_string());
+            set("REMOTE_ADDR", ip_text(remote.ip()));
             set("REMOTE_PORT", remote.port().to_string());
         }
         for (name, value) in self.ssl_client() {

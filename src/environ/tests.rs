@@ -200,3 +200,20 @@ fn server_name_and_port() {
         ("localhost".into(), 80)
     );
 }
+
+#[test]
+fn ip_text_is_what_to_string_gives() {
+    for ip in [
+        "0.0.0.0",
+        "127.0.0.1",
+        "192.0.2.10",
+        "10.200.3.99",
+        "255.255.255.255",
+        "::1",
+        "2001:db8::8a2e:370:7334",
+        "::ffff:192.0.2.1",
+    ] {
+        let ip: IpAddr = ip.parse().unwrap();
+        assert_eq!(ip_text(ip), ip.to_string());
+    }
+}

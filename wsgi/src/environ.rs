@@ -6,13 +6,14 @@
 //! into `'/café'` with `.encode('latin-1').decode('utf-8')` (Werkzeug and
 //! Django do). The raw target stays in `REQUEST_URI` and `RAW_URI`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use percent_encoding::percent_decode_str;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
+use stackway::environ::ip_text;
 use stackway::{Request, RequestExt};
 
 /// Bytes as a latin-1 `str`: each byte one code point. ASCII (nearly every
@@ -25,19 +26,6 @@ pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString>
             PyString::new(py, &text)
         }
     }
-}
-
-/// An IPv4 address as REMOTE_ADDR gives it (`192.0.2.1`), as `to_string` would.
-fn dotted(ip: Ipv4Addr) -> String {
-    let mut text = String::with_capacity(15);
-    let mut digits = itoa::Buffer::new();
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        text.push_str(digits.format(octet));
-    }
-    text
 }
 
 /// What the environ needs from a request, taken on the server's side so that
@@ -104,8 +92,7 @@ impl Cgi {
         set(intern!(py, "REQUEST_URI"), self.target.as_bytes())?;
         set(intern!(py, "RAW_URI"), self.target.as_bytes())?;
         set(intern!(py, "SERVER_NAME"), self.server_name.as_bytes())?;
-        // Numbers by itoa: `to_string` takes a thousand instructions for an
-        // address, through `fmt`'s padding, on every request.
+        // Numbers by itoa, as `ip_text` writes the address: not through `fmt`.
         let mut digits = itoa::Buffer::new();
         set(
             intern!(py, "SERVER_PORT"),
@@ -117,11 +104,7 @@ impl Cgi {
         )?;
         environ.set_item(intern!(py, "SERVER_SOFTWARE"), intern!(py, "stackway"))?;
         if let Some(remote) = self.remote {
-            let ip = match remote.ip() {
-                IpAddr::V4(ip) => dotted(ip),
-                ip => ip.to_string(),
-            };
-            set(intern!(py, "REMOTE_ADDR"), ip.as_bytes())?;
+            set(intern!(py, "REMOTE_ADDR"), ip_text(remote.ip()).as_bytes())?;
             set(
                 intern!(py, "REMOTE_PORT"),
                 digits.format(remote.port()).as_bytes(),
@@ -150,24 +133,5 @@ impl Cgi {
         environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
         environ.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
         Ok(environ)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::Ipv4Addr;
-
-    #[test]
-    fn dotted_is_what_to_string_gives() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "192.0.2.10",
-            "10.200.3.99",
-            "255.255.255.255",
-        ] {
-            let ip: Ipv4Addr = ip.parse().unwrap();
-            assert_eq!(super::dotted(ip), ip.to_string());
-        }
     }
 }

@@ -8,6 +8,7 @@ use http::header::{
     TRANSFER_ENCODING, UPGRADE,
 };
 use stackway::Environ;
+use stackway::environ::ip_text;
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1),
 /// besides those `Connection` lists. `Trailer` is not among them: it is
@@ -71,7 +72,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 /// expect: `X-Forwarded-For` gains the client's address; `-Proto`, `-Host`,
 /// `-Port` and `-Prefix` (SCRIPT_NAME, when mounted) say what the client asked for.
 pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: Option<&str>) {
-    if let Some(ip) = env.remote_addr().map(|a| a.ip().to_string()) {
+    if let Some(ip) = env.remote_addr().map(|a| ip_text(a.ip())) {
         let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(before) => format!("{before}, {ip}"),
             None => ip,
@@ -106,11 +107,11 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 /// RFC 7239 `Forwarded`, appended to what came: `for`, `proto`, `host`.
 pub(crate) fn forwarded(headers: &mut HeaderMap, env: &Environ<'_>, client_host: Option<&str>) {
     let mut element = String::new();
-    if let Some(addr) = env.remote_addr() {
-        match addr.ip() {
-            std::net::IpAddr::V4(ip) => element.push_str(&format!("for={ip}")),
-            std::net::IpAddr::V6(ip) => element.push_str(&format!("for=\"[{ip}]\"")),
-        }
+    if let Some(ip) = env.remote_addr().map(|addr| addr.ip()) {
+        element = match ip.is_ipv4() {
+            true => format!("for={}", ip_text(ip)),
+            false => format!("for=\"[{}]\"", ip_text(ip)),
+        };
     }
     if let Some(host) = client_host {
         // A quoted-string (RFC 7239 §4, RFC 9110 §5.6.4): quotes and

@@ -11,6 +11,7 @@
 use percent_encoding::percent_decode_str;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
+use stackway::environ::ip_text;
 use stackway::{Request, RequestExt};
 
 /// What the scope needs from a request, taken on the server's side.
@@ -59,7 +60,7 @@ impl Scope {
                 .collect(),
             client: env
                 .remote_addr()
-                .map(|addr| (addr.ip().to_string(), addr.port())),
+                .map(|addr| (ip_text(addr.ip()), addr.port())),
             server: (env.server_name(), env.server_port()),
         }
     }
