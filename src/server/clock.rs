@@ -1,21 +1,95 @@
-//! The clocks that close a connection which makes no progress: idle with no
-//! request in flight, slow to send a request head, or unable to write a byte
-//! of its response because the client does not read.
+//! The clocks that close a connection which makes no progress: slow to open
+//! (a TLS handshake, a PROXY header, a uwsgi packet), idle with no request in
+//! flight, slow to send a request head, or unable to write a byte of its
+//! response because the client does not read.
 //!
 //! The socket and the request bookkeeping note what happens in an
-//! [`Activity`]; [`Activity::expired`] sleeps until the earliest deadline and
-//! says which one passed. The arithmetic is the pure [`Reading::verdict`],
-//! tested below.
+//! [`Activity`]. A worker's [`Clocks`] look at all of its connections' at
+//! once, every tick (as nginx's timer tree serves all of a worker's
+//! connections), and wake a connection whose clock has run out; a connection
+//! carries no timer of its own, and opening one arms none. The arithmetic is
+//! the pure [`Reading::verdict`], tested below.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
+use slab::Slab;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::Config;
 use super::sendfile::StandIns;
+
+/// The clocks of one worker's connections.
+pub(super) struct Clocks {
+    limits: Limits,
+    /// How often they are looked at: an eighth of the shortest limit, within
+    /// 10 ms and 1 s. A connection is closed at most this long after its
+    /// deadline, never before it.
+    tick: Duration,
+    watched: Mutex<Slab<Arc<Activity>>>,
+}
+
+impl Clocks {
+    pub(super) fn new(config: &Config) -> Self {
+        let shortest = [
+            config.handshake_timeout,
+            config.idle_timeout,
+            config.header_read_timeout,
+            config.send_timeout,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(Duration::MAX);
+        Self {
+            limits: Limits::new(config),
+            tick: (shortest / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+            watched: Mutex::new(Slab::new()),
+        }
+    }
+
+    fn watched(&self) -> MutexGuard<'_, Slab<Arc<Activity>>> {
+        // Nothing panics while holding it; were it poisoned, the slab is whole.
+        self.watched.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Looks at every connection's clocks each tick; runs until dropped.
+    pub(super) async fn run(&self) {
+        let mut every = tokio::time::interval(self.tick);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let now = Instant::now();
+            for (_, activity) in self.watched().iter() {
+                activity.look(now, self.limits);
+            }
+        }
+    }
+
+    /// Puts a connection on the clocks until the guard is dropped.
+    pub(super) fn watch(&self, activity: &Arc<Activity>) -> Watched<'_> {
+        Watched {
+            clocks: self,
+            key: self.watched().insert(activity.clone()),
+        }
+    }
+}
+
+/// A connection on its worker's clocks; dropped, it is off them.
+pub(super) struct Watched<'a> {
+    clocks: &'a Clocks,
+    key: usize,
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        self.clocks.watched().remove(self.key);
+    }
+}
 
 /// What a connection did and when, in milliseconds since it opened.
 pub(super) struct Activity {
@@ -27,9 +101,13 @@ pub(super) struct Activity {
     first_byte: AtomicU64,
     /// Since when a write has found the socket full, or `NEVER`.
     write_blocked: AtomicU64,
-    /// Wakes [`expired`](Self::expired) when a deadline comes nearer: a
-    /// write starts to block.
-    changed: Notify,
+    /// The connection is still opening: its handshake, header or packet.
+    opening: AtomicBool,
+    /// The clock that ran out, set by the worker's [`Clocks`]: an
+    /// [`Expired`] plus one, or 0 while none has.
+    expired: AtomicU8,
+    /// The connection's task, woken when a clock runs out.
+    watchdog: AtomicWaker,
     /// A request body was left unread: the client may still be sending it.
     pub(super) unread_body: AtomicBool,
     /// The connection speaks HTTP/2 (seen on its first request).
@@ -119,7 +197,11 @@ const NEVER: u64 = u64::MAX;
 
 /// Why a connection is closed by its clocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(super) enum Expired {
+    /// Not opened (TLS handshake, PROXY header, uwsgi packet) within
+    /// `handshake_timeout`.
+    Handshake,
     /// No request in flight and no byte read for `idle_timeout`.
     Idle,
     /// A request head begun and not completed within `header_read_timeout`.
@@ -132,6 +214,7 @@ pub(super) enum Expired {
 #[derive(Debug, Clone, Copy)]
 struct Reading {
     now: u64,
+    opening: bool,
     in_flight: bool,
     idle_since: u64,
     first_byte: u64,
@@ -141,6 +224,7 @@ struct Reading {
 /// The timeouts in milliseconds.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
+    handshake: u64,
     idle: u64,
     header: u64,
     send: u64,
@@ -150,6 +234,7 @@ impl Limits {
     fn new(config: &Config) -> Self {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NEVER / 2);
         Self {
+            handshake: ms(config.handshake_timeout),
             idle: ms(config.idle_timeout),
             header: ms(config.header_read_timeout),
             send: ms(config.send_timeout),
@@ -158,52 +243,51 @@ impl Limits {
 }
 
 impl Reading {
-    /// Which clock has run out, or how long until the next one might.
+    /// Which clock has run out, if one has.
     ///
     /// ```text
-    /// no request in flight, nothing read:   idle_since  + idle    → Idle
-    /// no request in flight, a head begun:   first_byte  + header  → Header
-    /// a write blocked (in flight or not):   write_blocked + send  → Send
-    /// a request in flight, writes flowing:  none; look again after the shortest limit
+    /// opening (handshake, header, packet):  opened      + handshake → Handshake
+    /// no request in flight, nothing read:   idle_since  + idle      → Idle
+    /// no request in flight, a head begun:   first_byte  + header    → Header
+    /// a write blocked (in flight or not):   write_blocked + send    → Send
+    /// a request in flight, writes flowing:  none
     /// ```
-    ///
-    /// A head's first byte does not wake the clock (that would cost every
-    /// request a wakeup and a new timer): an idle connection is looked at
-    /// again within the header timeout instead, in time to hold a head that
-    /// begins meanwhile to its own deadline.
-    fn verdict(self, limits: Limits) -> Result<u64, Expired> {
+    fn verdict(self, limits: Limits) -> Option<Expired> {
+        if self.opening {
+            return (limits.handshake <= self.now).then_some(Expired::Handshake);
+        }
         let send = (self.write_blocked != NEVER).then(|| {
-            let at = self.write_blocked.saturating_add(limits.send);
-            (at, Expired::Send)
+            (
+                self.write_blocked.saturating_add(limits.send),
+                Expired::Send,
+            )
         });
         let quiet = (!self.in_flight).then(|| match self.first_byte {
             NEVER => (self.idle_since.saturating_add(limits.idle), Expired::Idle),
             first => (first.saturating_add(limits.header), Expired::Header),
         });
-        let deadlines = [send, quiet].into_iter().flatten();
-        if let Some((_, why)) = deadlines.clone().find(|(at, _)| *at <= self.now) {
-            return Err(why);
-        }
-        let look_again = match (self.in_flight, self.first_byte) {
-            (true, _) => limits.idle.min(limits.header).min(limits.send),
-            (false, NEVER) => limits.header,
-            (false, _) => NEVER,
-        };
-        let next = deadlines.map(|(at, _)| at - self.now).min();
-        Ok(next.map_or(look_again, |next| next.min(look_again)))
+        [send, quiet]
+            .into_iter()
+            .flatten()
+            .find(|(at, _)| *at <= self.now)
+            .map(|(_, why)| why)
     }
 }
 
 impl Activity {
-    /// `plain`: no TLS, so the socket may send files itself.
-    pub(super) fn new(plain: bool) -> Self {
+    /// `plain`: no TLS, so the socket may send files itself; `opening`:
+    /// something comes before HTTP (a handshake, a header, a packet), until
+    /// [`opened`](Self::opened).
+    pub(super) fn new(plain: bool, opening: bool) -> Self {
         Self {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(NEVER),
             write_blocked: AtomicU64::new(NEVER),
-            changed: Notify::new(),
+            opening: AtomicBool::new(opening),
+            expired: AtomicU8::new(0),
+            watchdog: AtomicWaker::new(),
             unread_body: AtomicBool::new(false),
             http2: AtomicBool::new(false),
             begun: AtomicBool::new(false),
@@ -214,7 +298,18 @@ impl Activity {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NEVER - 1)
+        self.since_opened(Instant::now())
+    }
+
+    fn since_opened(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.opened);
+        u64::try_from(elapsed.as_millis()).unwrap_or(NEVER - 1)
+    }
+
+    /// What came before HTTP is done: the handshake clock stops, the idle one starts.
+    pub(super) fn opened(&self) {
+        self.idle_since.store(self.now(), Ordering::Relaxed);
+        self.opening.store(false, Ordering::Relaxed);
     }
 
     /// Whether the client may still be sending when the server closes: a body
@@ -246,34 +341,53 @@ impl Activity {
         let since = self.write_blocked.load(Ordering::Relaxed);
         if blocked && since == NEVER {
             self.write_blocked.store(self.now(), Ordering::Relaxed);
-            self.changed.notify_one();
         } else if !blocked && since != NEVER {
             self.write_blocked.store(NEVER, Ordering::Relaxed);
         }
     }
 
     /// Completes when a clock has run out, saying which.
-    pub(super) async fn expired(&self, config: &Config) -> Expired {
-        let limits = Limits::new(config);
-        loop {
-            let reading = Reading {
-                now: self.now(),
-                in_flight: self.in_flight.load(Ordering::Relaxed) > 0,
-                idle_since: self.idle_since.load(Ordering::Relaxed),
-                first_byte: self.first_byte.load(Ordering::Relaxed),
-                write_blocked: self.write_blocked.load(Ordering::Relaxed),
-            };
-            let wait = match reading.verdict(limits) {
-                Err(expired) => return expired,
-                Ok(wait) => Duration::from_millis(wait.max(1)),
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.changed.notified() => {}
+    pub(super) fn expired(&self) -> impl Future<Output = Expired> + '_ {
+        let ran_out = || match self.expired.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(EXPIRED[usize::from(n - 1)]),
+        };
+        std::future::poll_fn(move |cx| {
+            if let Some(why) = ran_out() {
+                return Poll::Ready(why);
             }
+            self.watchdog.register(cx.waker());
+            ran_out().map_or(Poll::Pending, Poll::Ready)
+        })
+    }
+
+    /// Looks at the clocks at `now`, and wakes the connection if one ran out.
+    fn look(&self, now: Instant, limits: Limits) {
+        if self.expired.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        let reading = Reading {
+            now: self.since_opened(now),
+            opening: self.opening.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed) > 0,
+            idle_since: self.idle_since.load(Ordering::Relaxed),
+            first_byte: self.first_byte.load(Ordering::Relaxed),
+            write_blocked: self.write_blocked.load(Ordering::Relaxed),
+        };
+        if let Some(why) = reading.verdict(limits) {
+            self.expired.store(why as u8 + 1, Ordering::Release);
+            self.watchdog.wake();
         }
     }
 }
+
+/// Every [`Expired`], in the order of its discriminant.
+const EXPIRED: [Expired; 4] = [
+    Expired::Handshake,
+    Expired::Idle,
+    Expired::Header,
+    Expired::Send,
+];
 
 /// Counts a request as in flight from when it arrives until its response body
 /// has been sent (or dropped).
@@ -306,6 +420,7 @@ mod tests {
     use super::*;
 
     const LIMITS: Limits = Limits {
+        handshake: 10_000,
         idle: 60_000,
         header: 30_000,
         send: 10_000,
@@ -314,6 +429,7 @@ mod tests {
     fn at(now: u64) -> Reading {
         Reading {
             now,
+            opening: false,
             in_flight: false,
             idle_since: 0,
             first_byte: NEVER,
@@ -323,16 +439,36 @@ mod tests {
 
     #[test]
     fn an_idle_connection_expires_after_the_idle_timeout_and_not_before() {
-        // Looked at again within the header timeout, should a head begin.
-        assert_eq!(at(0).verdict(LIMITS), Ok(30_000));
-        assert_eq!(at(30_000).verdict(LIMITS), Ok(30_000));
-        assert_eq!(at(59_999).verdict(LIMITS), Ok(1));
-        assert_eq!(at(60_000).verdict(LIMITS), Err(Expired::Idle));
+        assert_eq!(at(0).verdict(LIMITS), None);
+        assert_eq!(at(59_999).verdict(LIMITS), None);
+        assert_eq!(at(60_000).verdict(LIMITS), Some(Expired::Idle));
         let after_a_request = Reading {
             idle_since: 5_000,
             ..at(64_000)
         };
-        assert_eq!(after_a_request.verdict(LIMITS), Ok(1_000));
+        assert_eq!(after_a_request.verdict(LIMITS), None);
+        let later = Reading {
+            now: 65_000,
+            ..after_a_request
+        };
+        assert_eq!(later.verdict(LIMITS), Some(Expired::Idle));
+    }
+
+    #[test]
+    fn an_opening_connection_has_the_handshake_timeout_only() {
+        let opening = Reading {
+            opening: true,
+            first_byte: 1_000,
+            write_blocked: 0,
+            ..at(9_999)
+        };
+        // A byte read and a write blocked, yet only the handshake's clock counts.
+        assert_eq!(opening.verdict(LIMITS), None);
+        let late = Reading {
+            now: 10_000,
+            ..opening
+        };
+        assert_eq!(late.verdict(LIMITS), Some(Expired::Handshake));
     }
 
     #[test]
@@ -342,29 +478,12 @@ mod tests {
             ..at(70_000)
         };
         // Past the idle deadline, but the head's clock is the one that counts.
-        assert_eq!(begun.verdict(LIMITS), Ok(10_000));
+        assert_eq!(begun.verdict(LIMITS), None);
         let late = Reading {
             now: 80_000,
             ..begun
         };
-        assert_eq!(late.verdict(LIMITS), Err(Expired::Header));
-    }
-
-    #[test]
-    fn a_head_begun_while_the_clock_sleeps_is_held_to_its_own_deadline() {
-        // Idle at 0: the clock sleeps 30 s. A head begins at 10 s, unseen.
-        assert_eq!(at(0).verdict(LIMITS), Ok(30_000));
-        let woken = Reading {
-            first_byte: 10_000,
-            ..at(30_000)
-        };
-        // Woken at 30 s, in time: the head's deadline is 40 s.
-        assert_eq!(woken.verdict(LIMITS), Ok(10_000));
-        let late = Reading {
-            now: 40_000,
-            ..woken
-        };
-        assert_eq!(late.verdict(LIMITS), Err(Expired::Header));
+        assert_eq!(late.verdict(LIMITS), Some(Expired::Header));
     }
 
     #[test]
@@ -374,8 +493,7 @@ mod tests {
             first_byte: 0,
             ..at(1_000_000)
         };
-        // Nothing can expire; look again after the shortest limit.
-        assert_eq!(busy.verdict(LIMITS), Ok(10_000));
+        assert_eq!(busy.verdict(LIMITS), None);
     }
 
     #[test]
@@ -385,20 +503,21 @@ mod tests {
                 in_flight,
                 idle_since: 100_000,
                 write_blocked: 100_000,
-                ..at(104_000)
+                ..at(109_999)
             };
-            assert_eq!(blocked.verdict(LIMITS), Ok(6_000), "{in_flight}");
+            assert_eq!(blocked.verdict(LIMITS), None, "{in_flight}");
             let stalled = Reading {
                 now: 110_000,
                 ..blocked
             };
-            assert_eq!(stalled.verdict(LIMITS), Err(Expired::Send), "{in_flight}");
+            assert_eq!(stalled.verdict(LIMITS), Some(Expired::Send), "{in_flight}");
         }
     }
 
     #[test]
     fn deadlines_far_away_do_not_overflow() {
         let limits = Limits {
+            handshake: NEVER / 2,
             idle: NEVER / 2,
             header: NEVER / 2,
             send: NEVER / 2,
@@ -408,6 +527,43 @@ mod tests {
             write_blocked: NEVER - 1,
             ..at(NEVER - 1)
         };
-        assert!(reading.verdict(limits).is_ok());
+        assert_eq!(reading.verdict(limits), None);
+    }
+
+    #[test]
+    fn every_expired_is_found_by_its_discriminant() {
+        for (n, why) in EXPIRED.iter().enumerate() {
+            assert_eq!(*why as usize, n);
+        }
+    }
+
+    /// The sweep wakes the connection whose clock ran out, and only it; a
+    /// connection off the clocks is not looked at.
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_wakes_a_connection_when_its_clock_runs_out() {
+        let config = Config {
+            idle_timeout: Duration::from_secs(2),
+            ..Config::default()
+        };
+        let clocks = Clocks::new(&config);
+        assert_eq!(clocks.tick, Duration::from_millis(250));
+        let idle = Arc::new(Activity::new(true, false));
+        let busy = Arc::new(Activity::new(true, false));
+        let gone = Arc::new(Activity::new(true, false));
+        let _idle = clocks.watch(&idle);
+        let _busy = clocks.watch(&busy);
+        drop(clocks.watch(&gone));
+        let _in_flight = InFlight::begin(busy.clone());
+        let started = tokio::time::Instant::now();
+        tokio::select! {
+            () = clocks.run() => unreachable!("runs until dropped"),
+            expired = idle.expired() => assert_eq!(expired, Expired::Idle),
+        }
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(2), "{waited:?}");
+        assert!(waited <= Duration::from_millis(2_250), "{waited:?}");
+        assert_eq!(busy.expired.load(Ordering::Relaxed), 0);
+        assert_eq!(gone.expired.load(Ordering::Relaxed), 0);
+        assert_eq!(clocks.watched().len(), 2);
     }
 }

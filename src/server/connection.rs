@@ -36,34 +36,36 @@ pub(super) async fn serve_connection<A: App>(
     app: Arc<A>,
     mut phase: watch::Receiver<Phase>,
 ) {
-    let activity = Arc::new(Activity::new(door.tls.is_none()));
+    // The PROXY protocol header, the TLS handshake or the uwsgi packet, within
+    // the handshake timeout: a client that connects and says nothing is not
+    // kept.
+    let plain = door.tls.is_none() && !door.proxy_protocol && !door.uwsgi;
+    let activity = Arc::new(Activity::new(door.tls.is_none(), !plain));
+    let watched = shared.clocks.watch(&activity);
     let tracked = Tracked {
         io,
         activity: activity.clone(),
         linger: None,
         pending: Bytes::new(),
     };
-    // The PROXY protocol header, the TLS handshake or the uwsgi packet, within
-    // the handshake timeout: a client that connects and says nothing is not
-    // kept. (A plain listener has none, and arms no timer.)
-    let plain = door.tls.is_none() && !door.proxy_protocol && !door.uwsgi;
     let (io, remote_addr, uwsgi) = if plain {
         (Either::Left(tracked), peer, None)
     } else {
-        let opening = open(tracked, peer, &door);
         // Boxed: its state (rustls' handshake) is larger than a connection's,
         // and held inline it would make every plain connection as large.
-        let opened = Box::pin(tokio::time::timeout(
-            shared.config.handshake_timeout,
-            opening,
-        ))
-        .await;
+        let opened = tokio::select! {
+            opened = Box::pin(open(tracked, peer, &door)) => Some(opened),
+            _ = activity.expired() => None,
+        };
         if door.tls.is_some() || door.proxy_protocol {
-            (shared.lifecycle.stats).handshake(matches!(opened, Ok(Ok(_))));
+            (shared.lifecycle.stats).handshake(matches!(opened, Some(Ok(_))));
         }
         match opened {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(e)) => {
+            Some(Ok(opened)) => {
+                activity.opened();
+                opened
+            }
+            Some(Err(e)) => {
                 let peer = peer.map(|p| p.to_string()).unwrap_or_default();
                 let refused = door.proxy_protocol || door.uwsgi;
                 return if refused && e.kind() == io::ErrorKind::InvalidData {
@@ -72,7 +74,7 @@ pub(super) async fn serve_connection<A: App>(
                     tracing::debug!(peer, "closed the connection before its first request: {e}");
                 };
             }
-            Err(_) => return,
+            None => return,
         }
     };
     // The certificate a mutual-TLS client showed, verified in the handshake.
@@ -131,7 +133,7 @@ pub(super) async fn serve_connection<A: App>(
                 .builder
                 .serve_connection_with_upgrades(TokioIo::new(io), service)
         );
-        let mut watchdog = pin!(activity.expired(&shared.config));
+        let mut watchdog = pin!(activity.expired());
         let mut seen = Phase::Serving;
         // Boxed when armed (at shutdown only), not carried by every connection.
         let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -180,6 +182,8 @@ pub(super) async fn serve_connection<A: App>(
             }
         }
     }
+    // An upgraded connection keeps a clock of its own (`upgraded`).
+    drop(watched);
     if activity.socket.is_open() {
         upgraded(&activity.socket, &shared, peer, &mut phase).await;
     }
@@ -390,8 +394,10 @@ impl AsyncWrite for Tracked {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
-    /// Sends FIN, then, if the client may still be sending, reads until it
-    /// closes too (or `LINGER` passes).
+    /// If the client may still be sending, sends FIN and reads until it
+    /// closes too (or `LINGER` passes). If not, there is nothing to do:
+    /// closing the socket, which follows, sends the FIN (no `shutdown` call
+    /// for every connection that closes).
     ///
     /// ```text
     /// client: GET /a, GET /b, POST /big (body still arriving) ...
@@ -403,7 +409,6 @@ impl AsyncWrite for Tracked {
         // Never read back, so never zeroed: this runs at every close.
         let mut discard = [MaybeUninit::<u8>::uninit(); 4096];
         if this.linger.is_none() {
-            std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
             // Bytes already waiting (pipelined requests, the rest of a body) say
             // the client is still sending, whatever the bookkeeping says.
             let mut buf = ReadBuf::uninit(&mut discard);
@@ -411,6 +416,7 @@ impl AsyncWrite for Tracked {
             if !waiting && !this.activity.client_may_be_sending() {
                 return Poll::Ready(Ok(()));
             }
+            std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
             this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
         }
         loop {

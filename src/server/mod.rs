@@ -34,6 +34,10 @@
 //!   | [`send_timeout`](Server::send_timeout) | a connection that could not write a byte of a response this long (the client does not read); on HTTP/2, also a single stream whose window stays shut (that stream is reset) | 60 s | `send_timeout` |
 //!   | [`body_timeout`](Server::body_timeout) | a request body the app waits on and no byte arrives for: the app's read fails ([`Error::is_timeout`]) and the connection closes after its answer | 60 s | `client_body_timeout` |
 //!
+//!   A worker looks at all of its connections' clocks at once, every eighth
+//!   of the shortest timeout (within 10 ms and 1 s): a connection is closed
+//!   within that tick after its deadline, never before.
+//!
 //!   An upgraded connection (a WebSocket, once its `101` is sent) is the
 //!   task's that took it, and still the server's: it counts as open and
 //!   against [`max_connections`](Server::max_connections), is closed when no
@@ -55,8 +59,8 @@
 //!   accepting and serving, and connections are not kept (`Connection: close`,
 //!   HTTP/2 GOAWAY). Then it stops accepting, lets in-flight requests finish
 //!   within [`grace_period`](Server::grace_period), and returns.
-//! - **Handshakes are bounded.** A connection's PROXY protocol header and TLS
-//!   handshake must arrive within
+//! - **Handshakes are bounded.** A connection's PROXY protocol header, TLS
+//!   handshake or uwsgi packet must arrive within
 //!   [`handshake_timeout`](Server::handshake_timeout) (default 10 s).
 
 mod clock;
@@ -134,6 +138,25 @@ struct Config {
     error_pages: Option<Arc<ErrorPages>>,
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            grace_period: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
+            handshake_timeout: Duration::from_secs(10),
+            health_path: None,
+            max_header_size: 64 * 1024,
+            max_body_size: Some(1 << 30),
+            max_connections: 10_000,
+            error_pages: None,
+        }
+    }
+}
+
 /// A page's type and bytes, by the status it stands in for.
 type ErrorPages = HashMap<StatusCode, (HeaderValue, Bytes)>;
 
@@ -167,20 +190,7 @@ impl Server {
         }
         Ok(Self {
             listeners,
-            config: Config {
-                header_read_timeout: Duration::from_secs(30),
-                idle_timeout: Duration::from_secs(60),
-                send_timeout: Duration::from_secs(60),
-                body_timeout: Duration::from_secs(60),
-                grace_period: Duration::from_secs(30),
-                drain_delay: Duration::ZERO,
-                handshake_timeout: Duration::from_secs(10),
-                health_path: None,
-                max_header_size: 64 * 1024,
-                max_body_size: Some(1 << 30),
-                max_connections: 10_000,
-                error_pages: None,
-            },
+            config: Config::default(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             shutdown: None,
             when_ready: None,

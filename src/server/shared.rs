@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 
 use super::Config;
+use super::clock::Clocks;
 use super::stats::Stats;
 use super::stream::StreamExecutor;
 use super::tls::Tls;
@@ -77,5 +78,6 @@ pub(super) struct Door {
 pub(super) struct Shared {
     pub(super) builder: auto::Builder<StreamExecutor>,
     pub(super) config: Config,
+    pub(super) clocks: Clocks,
     pub(super) lifecycle: Arc<Lifecycle>,
 }
