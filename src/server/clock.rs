@@ -13,12 +13,12 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use slab::Slab;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::Config;
@@ -57,15 +57,26 @@ impl Clocks {
         self.watched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Looks at every connection's clocks each tick; runs until dropped.
-    pub(super) async fn run(&self) {
+    /// Looks at every connection's clocks each tick, and wakes all of them
+    /// when `phase` changes (the server's, that each of them reads); runs
+    /// until dropped.
+    pub(super) async fn run<T>(&self, mut phase: watch::Receiver<T>) {
         let mut every = tokio::time::interval(self.tick);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
-            let now = Instant::now();
-            for (_, activity) in self.watched().iter() {
-                activity.look(now, self.limits);
+            tokio::select! {
+                _ = every.tick() => {
+                    let now = Instant::now();
+                    for (_, activity) in self.watched().iter() {
+                        activity.look(now, self.limits);
+                    }
+                }
+                // A closed channel disables this arm until the next tick.
+                Ok(()) = phase.changed() => {
+                    for (_, activity) in self.watched().iter() {
+                        activity.watchdog.wake();
+                    }
+                }
             }
         }
     }
@@ -346,18 +357,27 @@ impl Activity {
         }
     }
 
-    /// Completes when a clock has run out, saying which.
-    pub(super) fn expired(&self) -> impl Future<Output = Expired> + '_ {
-        let ran_out = || match self.expired.load(Ordering::Acquire) {
+    /// The clock that has run out, if one has.
+    pub(super) fn ran_out(&self) -> Option<Expired> {
+        match self.expired.load(Ordering::Acquire) {
             0 => None,
             n => Some(EXPIRED[usize::from(n - 1)]),
-        };
+        }
+    }
+
+    /// Wakes `waker` when a clock runs out, or when the server's phase moves on.
+    pub(super) fn wake_on(&self, waker: &Waker) {
+        self.watchdog.register(waker);
+    }
+
+    /// Completes when a clock has run out, saying which.
+    pub(super) fn expired(&self) -> impl Future<Output = Expired> + '_ {
         std::future::poll_fn(move |cx| {
-            if let Some(why) = ran_out() {
+            if let Some(why) = self.ran_out() {
                 return Poll::Ready(why);
             }
-            self.watchdog.register(cx.waker());
-            ran_out().map_or(Poll::Pending, Poll::Ready)
+            self.wake_on(cx.waker());
+            self.ran_out().map_or(Poll::Pending, Poll::Ready)
         })
     }
 
@@ -556,7 +576,7 @@ mod tests {
         let _in_flight = InFlight::begin(busy.clone());
         let started = tokio::time::Instant::now();
         tokio::select! {
-            () = clocks.run() => unreachable!("runs until dropped"),
+            () = clocks.run(watch::channel(()).1) => unreachable!("runs until dropped"),
             expired = idle.expired() => assert_eq!(expired, Expired::Idle),
         }
         let waited = started.elapsed();
@@ -565,5 +585,45 @@ mod tests {
         assert_eq!(busy.expired.load(Ordering::Relaxed), 0);
         assert_eq!(gone.expired.load(Ordering::Relaxed), 0);
         assert_eq!(clocks.watched().len(), 2);
+    }
+
+    /// A change of phase wakes every connection on the clocks, at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_phase_wakes_every_connection() {
+        struct Flag(AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let clocks = Clocks::new(&Config::default());
+        let (tell, phase) = watch::channel(0);
+        let flags: Vec<_> = (0..3)
+            .map(|_| Arc::new(Flag(AtomicBool::new(false))))
+            .collect();
+        let activities: Vec<_> = flags
+            .iter()
+            .map(|flag| {
+                let activity = Arc::new(Activity::new(true, false));
+                activity.wake_on(&Waker::from(flag.clone()));
+                activity
+            })
+            .collect();
+        let _watched: Vec<_> = activities.iter().map(|a| clocks.watch(a)).collect();
+        let woken = || flags.iter().filter(|f| f.0.load(Ordering::Relaxed)).count();
+        let started = Instant::now();
+        tokio::select! {
+            () = clocks.run(phase) => unreachable!("runs until dropped"),
+            () = async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                assert_eq!(woken(), 0, "nothing ran out, and the phase is the same");
+                tell.send_replace(1);
+                while woken() < 3 {
+                    tokio::task::yield_now().await;
+                }
+            } => {}
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert!(activities.iter().all(|a| a.ran_out().is_none()));
     }
 }

@@ -1,6 +1,7 @@
 //! One connection: hyper's driver, the clocks that close it when it stalls,
 //! shutdown, and the socket that lingers when it closes.
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -11,11 +12,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::watch;
 use tokio_util::either::Either;
 
 use super::clock::{Activity, Expired, Socket};
@@ -23,7 +22,7 @@ use super::listener::Io;
 use super::proxy_protocol;
 use super::request::handle;
 use super::sendfile::Write;
-use super::shared::{Door, Phase, Shared};
+use super::shared::{Door, Lifecycle, Phase, Shared};
 use super::tls::ClientCert;
 use super::uwsgi;
 use crate::{App, Connection};
@@ -34,7 +33,6 @@ pub(super) async fn serve_connection<A: App>(
     door: Arc<Door>,
     shared: Arc<Shared>,
     app: Arc<A>,
-    mut phase: watch::Receiver<Phase>,
 ) {
     // The PROXY protocol header, the TLS handshake or the uwsgi packet, within
     // the handshake timeout: a client that connects and says nothing is not
@@ -42,138 +40,145 @@ pub(super) async fn serve_connection<A: App>(
     let plain = door.tls.is_none() && !door.proxy_protocol && !door.uwsgi;
     let activity = Arc::new(Activity::new(door.tls.is_none(), !plain));
     let watched = shared.clocks.watch(&activity);
-    let tracked = Tracked {
-        io,
-        activity: activity.clone(),
-        linger: None,
-        pending: Bytes::new(),
-    };
-    let (io, remote_addr, uwsgi) = if plain {
-        (Either::Left(tracked), peer, None)
-    } else {
-        // Boxed: its state (rustls' handshake) is larger than a connection's,
-        // and held inline it would make every plain connection as large.
-        let opened = tokio::select! {
-            opened = Box::pin(open(tracked, peer, &door)) => Some(opened),
-            _ = activity.expired() => None,
+    // A block, so that what opening the connection leaves is gone from the
+    // connection's state while it is served.
+    let conn = {
+        let tracked = Tracked {
+            io,
+            activity: activity.clone(),
+            linger: None,
+            pending: Bytes::new(),
         };
-        if door.tls.is_some() || door.proxy_protocol {
-            (shared.lifecycle.stats).handshake(matches!(opened, Some(Ok(_))));
-        }
-        match opened {
-            Some(Ok(opened)) => {
-                activity.opened();
-                opened
-            }
-            Some(Err(e)) => {
-                let peer = peer.map(|p| p.to_string()).unwrap_or_default();
-                let refused = door.proxy_protocol || door.uwsgi;
-                return if refused && e.kind() == io::ErrorKind::InvalidData {
-                    tracing::warn!(peer, "closed the connection: {e}");
-                } else {
-                    tracing::debug!(peer, "closed the connection before its first request: {e}");
-                };
-            }
-            None => return,
-        }
-    };
-    // The certificate a mutual-TLS client showed, verified in the handshake.
-    let client_cert = match &io {
-        Either::Right(tls) => (tls.get_ref().1.peer_certificates())
-            .and_then(|chain| chain.first())
-            .and_then(|cert| ClientCert::from_der(cert)),
-        Either::Left(_) => None,
-    };
-    let https = uwsgi.as_ref().is_some_and(|u| u.https);
-    let info = Connection {
-        remote_addr,
-        local_addr: door.local_addr,
-        scheme: if https {
-            http::uri::Scheme::HTTPS
+        let (io, remote_addr, uwsgi) = if plain {
+            (Either::Left(tracked), peer, None)
         } else {
-            door.scheme.clone()
-        },
-        listener: door.listener,
-    };
-    let requests = Box::new(Requests {
-        app,
-        shared: shared.clone(),
-        activity: activity.clone(),
-        info,
-        uwsgi,
-        client_cert,
-    });
-    let service = service_fn(move |mut req: http::Request<_>| {
-        let Requests {
-            app,
-            shared,
-            activity,
-            info,
-            uwsgi,
-            client_cert,
-        } = &*requests;
-        // A uwsgi request: the version its front was asked in, and its mount.
-        if let Some(uwsgi) = uwsgi {
-            *req.version_mut() = uwsgi.version;
-            if let Some(forwarded) = &uwsgi.forwarded {
-                req.extensions_mut().insert(forwarded.clone());
+            // Boxed: its state (rustls' handshake) is larger than a connection's,
+            // and held inline it would make every plain connection as large.
+            let opened = tokio::select! {
+                opened = Box::pin(open(tracked, peer, &door)) => Some(opened),
+                _ = activity.expired() => None,
+            };
+            if door.tls.is_some() || door.proxy_protocol {
+                (shared.lifecycle.stats).handshake(matches!(opened, Some(Ok(_))));
             }
-        }
-        if let Some(cert) = client_cert {
-            req.extensions_mut().insert(cert.clone());
-        }
-        handle(app.clone(), shared, activity, info, req)
-    });
+            match opened {
+                Some(Ok(opened)) => {
+                    activity.opened();
+                    opened
+                }
+                Some(Err(e)) => {
+                    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+                    let refused = door.proxy_protocol || door.uwsgi;
+                    return if refused && e.kind() == io::ErrorKind::InvalidData {
+                        tracing::warn!(peer, "closed the connection: {e}");
+                    } else {
+                        tracing::debug!(
+                            peer,
+                            "closed the connection before its first request: {e}"
+                        );
+                    };
+                }
+                None => return,
+            }
+        };
+        // The certificate a mutual-TLS client showed, verified in the handshake.
+        let client_cert = match &io {
+            Either::Right(tls) => (tls.get_ref().1.peer_certificates())
+                .and_then(|chain| chain.first())
+                .and_then(|cert| ClientCert::from_der(cert)),
+            Either::Left(_) => None,
+        };
+        let https = uwsgi.as_ref().is_some_and(|u| u.https);
+        let info = Connection {
+            remote_addr,
+            local_addr: door.local_addr,
+            scheme: if https {
+                http::uri::Scheme::HTTPS
+            } else {
+                door.scheme.clone()
+            },
+            listener: door.listener,
+        };
+        let requests = Box::new(Requests {
+            app,
+            shared: shared.clone(),
+            activity: activity.clone(),
+            info,
+            uwsgi: uwsgi.map(Box::new),
+            client_cert,
+        });
+        let service = service_fn(move |mut req: http::Request<_>| {
+            let Requests {
+                app,
+                shared,
+                activity,
+                info,
+                uwsgi,
+                client_cert,
+            } = &*requests;
+            // A uwsgi request: the version its front was asked in, and its mount.
+            if let Some(uwsgi) = uwsgi {
+                *req.version_mut() = uwsgi.version;
+                if let Some(forwarded) = &uwsgi.forwarded {
+                    req.extensions_mut().insert(forwarded.clone());
+                }
+            }
+            if let Some(cert) = client_cert {
+                req.extensions_mut().insert(cert.clone());
+            }
+            handle(app.clone(), shared, activity, info, req)
+        });
+        shared
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+    };
     // hyper holds the socket until the connection ends, or until it hands it
     // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
     // upgraded connection's wait below may reuse the room it took.
     'served: {
-        let mut conn = pin!(
-            shared
-                .builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-        );
-        let mut watchdog = pin!(activity.expired());
+        let mut conn = pin!(conn);
         let mut seen = Phase::Serving;
         // Boxed when armed (at shutdown only), not carried by every connection.
         let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             tokio::select! {
                 _ = conn.as_mut() => break 'served,
-                // An idle or stalled connection is dropped: it has no response to finish.
-                expired = watchdog.as_mut() => {
-                    if expired == Expired::Send {
-                        let timeout = shared.config.send_timeout;
-                        tracing::warn!(?peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
+                woken = woken(&activity, &shared.lifecycle, seen) => match woken {
+                    // An idle or stalled connection is dropped: it has no response to finish.
+                    Woken::Expired(expired) => {
+                        if expired == Expired::Send {
+                            let timeout = shared.config.send_timeout;
+                            tracing::warn!(?peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
+                        }
+                        break 'served;
                     }
-                    break 'served;
-                }
-                changed = phase.wait_for(|now| *now > seen).map(|p| p.map(|p| *p)) => {
-                    seen = changed.unwrap_or(Phase::Aborted);
-                    if seen == Phase::Aborted {
-                        break 'served; // the grace period is over
+                    Woken::Phase(now) => {
+                        seen = now;
+                        if seen == Phase::Aborted {
+                            break 'served; // the grace period is over
+                        }
+                        // Draining: HTTP/2 says GOAWAY (the client opens a new connection
+                        // for what it sends next); HTTP/1.1 responses say `Connection:
+                        // close` (request.rs) rather than closing a connection the client
+                        // may be sending on. Stopping: every connection finishes what is
+                        // in flight and closes; one accepted a moment ago first gets
+                        // its request, which the client has surely sent.
+                        // A uwsgi connection carries the one request it was opened
+                        // for, read already: it closes once answered.
+                        if door.uwsgi {
+                            continue;
+                        }
+                        if seen == Phase::Stopping && activity.untouched() {
+                            first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
+                        } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
+                            // Requests the client pipelined behind the last answered one
+                            // are read and not answered: linger, or closing would reset
+                            // the connection and lose answers the client has not read.
+                            activity.closing.store(true, Ordering::Relaxed);
+                            conn.as_mut().graceful_shutdown();
+                        }
                     }
-                    // Draining: HTTP/2 says GOAWAY (the client opens a new connection
-                    // for what it sends next); HTTP/1.1 responses say `Connection:
-                    // close` (request.rs) rather than closing a connection the client
-                    // may be sending on. Stopping: every connection finishes what is
-                    // in flight and closes; one accepted a moment ago first gets
-                    // its request, which the client has surely sent.
-                    // A uwsgi connection carries the one request it was opened
-                    // for, read already: it closes once answered.
-                    if door.uwsgi {
-                        continue;
-                    }
-                    if seen == Phase::Stopping && activity.untouched() {
-                        first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
-                    } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
-                        // Requests the client pipelined behind the last answered one
-                        // are read and not answered: linger, or closing would reset
-                        // the connection and lose answers the client has not read.
-                        activity.closing.store(true, Ordering::Relaxed);
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
+                },
                 () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
                     first_request = None;
                     activity.closing.store(true, Ordering::Relaxed);
@@ -185,8 +190,40 @@ pub(super) async fn serve_connection<A: App>(
     // An upgraded connection keeps a clock of its own (`upgraded`).
     drop(watched);
     if activity.socket.is_open() {
-        upgraded(&activity.socket, &shared, peer, &mut phase).await;
+        upgraded(&activity.socket, &shared, peer).await;
     }
+}
+
+/// What wakes a connection, besides its socket and its app.
+enum Woken {
+    /// One of its clocks ran out.
+    Expired(Expired),
+    /// The server entered a later phase.
+    Phase(Phase),
+}
+
+/// Completes when one of the connection's clocks runs out or the server's
+/// phase moves past `seen`; the worker's [`Clocks`](super::clock::Clocks)
+/// wake the connection for either.
+fn woken<'a>(
+    activity: &'a Activity,
+    lifecycle: &'a Lifecycle,
+    seen: Phase,
+) -> impl Future<Output = Woken> + 'a {
+    let now = move || {
+        if let Some(expired) = activity.ran_out() {
+            return Some(Woken::Expired(expired));
+        }
+        let phase = lifecycle.phase();
+        (phase > seen).then_some(Woken::Phase(phase))
+    };
+    std::future::poll_fn(move |cx| {
+        if let Some(woken) = now() {
+            return Poll::Ready(woken);
+        }
+        activity.wake_on(cx.waker());
+        now().map_or(Poll::Pending, Poll::Ready)
+    })
 }
 
 /// What each request of a connection is answered with, in one allocation:
@@ -197,7 +234,8 @@ struct Requests<A> {
     shared: Arc<Shared>,
     activity: Arc<Activity>,
     info: Connection,
-    uwsgi: Option<uwsgi::Opened>,
+    /// Boxed: the packet says much, and most connections have none.
+    uwsgi: Option<Box<uwsgi::Opened>>,
     client_cert: Option<ClientCert>,
 }
 
@@ -206,13 +244,9 @@ struct Requests<A> {
 /// for at shutdown) until that task drops it. It is cut off when it moves no
 /// byte either way for the idle timeout, or when a shutdown's grace period
 /// is over.
-async fn upgraded(
-    socket: &Socket,
-    shared: &Shared,
-    peer: Option<SocketAddr>,
-    phase: &mut watch::Receiver<Phase>,
-) {
+async fn upgraded(socket: &Socket, shared: &Shared, peer: Option<SocketAddr>) {
     let timeout = shared.config.idle_timeout;
+    let mut phase = shared.lifecycle.watch();
     tokio::select! {
         idle = socket.idle_for(timeout) => {
             if !idle {

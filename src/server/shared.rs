@@ -17,7 +17,8 @@ use super::stats::Stats;
 use super::stream::StreamExecutor;
 use super::tls::Tls;
 
-/// Where the server is in its life; every connection watches it.
+/// Where the server is in its life; every connection watches it (woken by
+/// its worker's clocks when it changes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub(super) enum Phase {
@@ -49,8 +50,17 @@ impl Lifecycle {
     }
 
     pub(super) fn enter(&self, phase: Phase) {
-        self.now.store(phase as u8, Ordering::Relaxed);
+        self.now.store(phase as u8, Ordering::Release);
         self.changed.send_replace(phase);
+    }
+
+    pub(super) fn phase(&self) -> Phase {
+        match self.now.load(Ordering::Acquire) {
+            0 => Phase::Serving,
+            1 => Phase::Draining,
+            2 => Phase::Stopping,
+            _ => Phase::Aborted,
+        }
     }
 
     pub(super) fn draining(&self) -> bool {

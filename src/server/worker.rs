@@ -92,7 +92,7 @@ impl<A: App> Worker<A> {
         });
         let clocks = tokio::spawn({
             let shared = shared.clone();
-            async move { shared.clocks.run().await }
+            async move { shared.clocks.run(shared.lifecycle.watch()).await }
         });
         let tracker = TaskTracker::new();
         let accepting: Vec<_> = self
@@ -204,7 +204,6 @@ impl<A: App> Accept<A> {
                 self.door.clone(),
                 self.shared.clone(),
                 self.app.clone(),
-                self.shared.lifecycle.watch(),
             );
             self.tracker.spawn(conn.map(move |()| {
                 stats.closed();
