@@ -27,170 +27,176 @@ use super::tls::ClientCert;
 use super::uwsgi;
 use crate::{App, Connection};
 
-pub(super) async fn serve_connection<A: App>(
+/// Serves a connection until it closes. An `async` block rather than an
+/// `async fn`, which would keep a second copy of its arguments in the state
+/// every connection carries.
+#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+pub(super) fn serve_connection<A: App>(
     io: Io,
     peer: Option<SocketAddr>,
     door: Arc<Door>,
     shared: Arc<Shared>,
     app: Arc<A>,
-) {
-    // The PROXY protocol header, the TLS handshake or the uwsgi packet, within
-    // the handshake timeout: a client that connects and says nothing is not
-    // kept.
-    let plain = door.tls.is_none() && !door.proxy_protocol && !door.uwsgi;
-    let activity = Arc::new(Activity::new(door.tls.is_none(), !plain));
-    let watched = shared.clocks.watch(&activity);
-    // A block, so that what opening the connection leaves is gone from the
-    // connection's state while it is served.
-    let conn = {
-        let tracked = Tracked {
-            io,
-            activity: activity.clone(),
-            linger: None,
-            pending: Bytes::new(),
-        };
-        let (io, remote_addr, uwsgi) = if plain {
-            (Either::Left(tracked), peer, None)
-        } else {
-            // Boxed: its state (rustls' handshake) is larger than a connection's,
-            // and held inline it would make every plain connection as large.
-            let opened = tokio::select! {
-                opened = Box::pin(open(tracked, peer, &door)) => Some(opened),
-                _ = activity.expired() => None,
+) -> impl Future<Output = ()> {
+    async move {
+        // The PROXY protocol header, the TLS handshake or the uwsgi packet, within
+        // the handshake timeout: a client that connects and says nothing is not
+        // kept.
+        let plain = door.tls.is_none() && !door.proxy_protocol && !door.uwsgi;
+        let activity = Arc::new(Activity::new(door.tls.is_none(), !plain));
+        let watched = shared.clocks.watch(&activity);
+        // A block, so that what opening the connection leaves is gone from the
+        // connection's state while it is served.
+        let conn = {
+            let tracked = Tracked {
+                io,
+                activity: activity.clone(),
+                linger: None,
+                pending: Bytes::new(),
             };
-            if door.tls.is_some() || door.proxy_protocol {
-                (shared.lifecycle.stats).handshake(matches!(opened, Some(Ok(_))));
-            }
-            match opened {
-                Some(Ok(opened)) => {
-                    activity.opened();
-                    opened
-                }
-                Some(Err(e)) => {
-                    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
-                    let refused = door.proxy_protocol || door.uwsgi;
-                    return if refused && e.kind() == io::ErrorKind::InvalidData {
-                        tracing::warn!(peer, "closed the connection: {e}");
-                    } else {
-                        tracing::debug!(
-                            peer,
-                            "closed the connection before its first request: {e}"
-                        );
-                    };
-                }
-                None => return,
-            }
-        };
-        // The certificate a mutual-TLS client showed, verified in the handshake.
-        let client_cert = match &io {
-            Either::Right(tls) => (tls.get_ref().1.peer_certificates())
-                .and_then(|chain| chain.first())
-                .and_then(|cert| ClientCert::from_der(cert)),
-            Either::Left(_) => None,
-        };
-        let https = uwsgi.as_ref().is_some_and(|u| u.https);
-        let info = Connection {
-            remote_addr,
-            local_addr: door.local_addr,
-            scheme: if https {
-                http::uri::Scheme::HTTPS
+            let (io, remote_addr, uwsgi) = if plain {
+                (Either::Left(tracked), peer, None)
             } else {
-                door.scheme.clone()
-            },
-            listener: door.listener,
-        };
-        let requests = Box::new(Requests {
-            app,
-            shared: shared.clone(),
-            activity: activity.clone(),
-            info,
-            uwsgi: uwsgi.map(Box::new),
-            client_cert,
-        });
-        let service = service_fn(move |mut req: http::Request<_>| {
-            let Requests {
-                app,
-                shared,
-                activity,
-                info,
-                uwsgi,
-                client_cert,
-            } = &*requests;
-            // A uwsgi request: the version its front was asked in, and its mount.
-            if let Some(uwsgi) = uwsgi {
-                *req.version_mut() = uwsgi.version;
-                if let Some(forwarded) = &uwsgi.forwarded {
-                    req.extensions_mut().insert(forwarded.clone());
+                // Boxed: its state (rustls' handshake) is larger than a connection's,
+                // and held inline it would make every plain connection as large.
+                let opened = tokio::select! {
+                    opened = Box::pin(open(tracked, peer, &door)) => Some(opened),
+                    _ = activity.expired() => None,
+                };
+                if door.tls.is_some() || door.proxy_protocol {
+                    (shared.lifecycle.stats).handshake(matches!(opened, Some(Ok(_))));
                 }
-            }
-            if let Some(cert) = client_cert {
-                req.extensions_mut().insert(cert.clone());
-            }
-            handle(app.clone(), shared, activity, info, req)
-        });
-        shared
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-    };
-    // hyper holds the socket until the connection ends, or until it hands it
-    // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
-    // upgraded connection's wait below may reuse the room it took.
-    'served: {
-        let mut conn = pin!(conn);
-        let mut seen = Phase::Serving;
-        // Boxed when armed (at shutdown only), not carried by every connection.
-        let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        loop {
-            tokio::select! {
-                _ = conn.as_mut() => break 'served,
-                woken = woken(&activity, &shared.lifecycle, seen) => match woken {
-                    // An idle or stalled connection is dropped: it has no response to finish.
-                    Woken::Expired(expired) => {
-                        if expired == Expired::Send {
-                            let timeout = shared.config.send_timeout;
-                            tracing::warn!(?peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
-                        }
-                        break 'served;
+                match opened {
+                    Some(Ok(opened)) => {
+                        activity.opened();
+                        opened
                     }
-                    Woken::Phase(now) => {
-                        seen = now;
-                        if seen == Phase::Aborted {
-                            break 'served; // the grace period is over
-                        }
-                        // Draining: HTTP/2 says GOAWAY (the client opens a new connection
-                        // for what it sends next); HTTP/1.1 responses say `Connection:
-                        // close` (request.rs) rather than closing a connection the client
-                        // may be sending on. Stopping: every connection finishes what is
-                        // in flight and closes; one accepted a moment ago first gets
-                        // its request, which the client has surely sent.
-                        // A uwsgi connection carries the one request it was opened
-                        // for, read already: it closes once answered.
-                        if door.uwsgi {
-                            continue;
-                        }
-                        if seen == Phase::Stopping && activity.untouched() {
-                            first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
-                        } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
-                            // Requests the client pipelined behind the last answered one
-                            // are read and not answered: linger, or closing would reset
-                            // the connection and lose answers the client has not read.
-                            activity.closing.store(true, Ordering::Relaxed);
-                            conn.as_mut().graceful_shutdown();
-                        }
+                    Some(Err(e)) => {
+                        let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+                        let refused = door.proxy_protocol || door.uwsgi;
+                        return if refused && e.kind() == io::ErrorKind::InvalidData {
+                            tracing::warn!(peer, "closed the connection: {e}");
+                        } else {
+                            tracing::debug!(
+                                peer,
+                                "closed the connection before its first request: {e}"
+                            );
+                        };
                     }
+                    None => return,
+                }
+            };
+            // The certificate a mutual-TLS client showed, verified in the handshake.
+            let client_cert = match &io {
+                Either::Right(tls) => (tls.get_ref().1.peer_certificates())
+                    .and_then(|chain| chain.first())
+                    .and_then(|cert| ClientCert::from_der(cert)),
+                Either::Left(_) => None,
+            };
+            let https = uwsgi.as_ref().is_some_and(|u| u.https);
+            let info = Connection {
+                remote_addr,
+                local_addr: door.local_addr,
+                scheme: if https {
+                    http::uri::Scheme::HTTPS
+                } else {
+                    door.scheme.clone()
                 },
-                () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
-                    first_request = None;
-                    activity.closing.store(true, Ordering::Relaxed);
-                    conn.as_mut().graceful_shutdown();
+                listener: door.listener,
+            };
+            let requests = Box::new(Requests {
+                app,
+                shared: shared.clone(),
+                activity: activity.clone(),
+                info,
+                uwsgi: uwsgi.map(Box::new),
+                client_cert,
+            });
+            let service = service_fn(move |mut req: http::Request<_>| {
+                let Requests {
+                    app,
+                    shared,
+                    activity,
+                    info,
+                    uwsgi,
+                    client_cert,
+                } = &*requests;
+                // A uwsgi request: the version its front was asked in, and its mount.
+                if let Some(uwsgi) = uwsgi {
+                    *req.version_mut() = uwsgi.version;
+                    if let Some(forwarded) = &uwsgi.forwarded {
+                        req.extensions_mut().insert(forwarded.clone());
+                    }
+                }
+                if let Some(cert) = client_cert {
+                    req.extensions_mut().insert(cert.clone());
+                }
+                handle(app.clone(), shared, activity, info, req)
+            });
+            shared
+                .builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+        };
+        // hyper holds the socket until the connection ends, or until it hands it
+        // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
+        // upgraded connection's wait below may reuse the room it took.
+        'served: {
+            let mut conn = pin!(conn);
+            let mut seen = Phase::Serving;
+            // Boxed when armed (at shutdown only), not carried by every connection.
+            let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break 'served,
+                    woken = woken(&activity, &shared.lifecycle, seen) => match woken {
+                        // An idle or stalled connection is dropped: it has no response to finish.
+                        Woken::Expired(expired) => {
+                            if expired == Expired::Send {
+                                let timeout = shared.config.send_timeout;
+                                tracing::warn!(?peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
+                            }
+                            break 'served;
+                        }
+                        Woken::Phase(now) => {
+                            seen = now;
+                            if seen == Phase::Aborted {
+                                break 'served; // the grace period is over
+                            }
+                            // Draining: HTTP/2 says GOAWAY (the client opens a new connection
+                            // for what it sends next); HTTP/1.1 responses say `Connection:
+                            // close` (request.rs) rather than closing a connection the client
+                            // may be sending on. Stopping: every connection finishes what is
+                            // in flight and closes; one accepted a moment ago first gets
+                            // its request, which the client has surely sent.
+                            // A uwsgi connection carries the one request it was opened
+                            // for, read already: it closes once answered.
+                            if door.uwsgi {
+                                continue;
+                            }
+                            if seen == Phase::Stopping && activity.untouched() {
+                                first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
+                            } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
+                                // Requests the client pipelined behind the last answered one
+                                // are read and not answered: linger, or closing would reset
+                                // the connection and lose answers the client has not read.
+                                activity.closing.store(true, Ordering::Relaxed);
+                                conn.as_mut().graceful_shutdown();
+                            }
+                        }
+                    },
+                    () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
+                        first_request = None;
+                        activity.closing.store(true, Ordering::Relaxed);
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
             }
         }
-    }
-    // An upgraded connection keeps a clock of its own (`upgraded`).
-    drop(watched);
-    if activity.socket.is_open() {
-        upgraded(&activity.socket, &shared, peer).await;
+        // An upgraded connection keeps a clock of its own (`upgraded`).
+        drop(watched);
+        if activity.socket.is_open() {
+            upgraded(&activity.socket, &shared, peer).await;
+        }
     }
 }
 
