@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
@@ -358,27 +358,26 @@ impl Activity {
     }
 
     /// The clock that has run out, if one has.
-    pub(super) fn ran_out(&self) -> Option<Expired> {
+    fn ran_out(&self) -> Option<Expired> {
         match self.expired.load(Ordering::Acquire) {
             0 => None,
             n => Some(EXPIRED[usize::from(n - 1)]),
         }
     }
 
-    /// Wakes `waker` when a clock runs out, or when the server's phase moves on.
-    pub(super) fn wake_on(&self, waker: &Waker) {
-        self.watchdog.register(waker);
+    /// Ready with the clock that has run out; if none has, the task is woken
+    /// when one does, or when the server's phase moves on.
+    pub(super) fn poll_expired(&self, cx: &Context<'_>) -> Poll<Expired> {
+        if let Some(why) = self.ran_out() {
+            return Poll::Ready(why);
+        }
+        self.watchdog.register(cx.waker());
+        self.ran_out().map_or(Poll::Pending, Poll::Ready)
     }
 
     /// Completes when a clock has run out, saying which.
     pub(super) fn expired(&self) -> impl Future<Output = Expired> + '_ {
-        std::future::poll_fn(move |cx| {
-            if let Some(why) = self.ran_out() {
-                return Poll::Ready(why);
-            }
-            self.wake_on(cx.waker());
-            self.ran_out().map_or(Poll::Pending, Poll::Ready)
-        })
+        std::future::poll_fn(move |cx| self.poll_expired(cx))
     }
 
     /// Looks at the clocks at `now`, and wakes the connection if one ran out.
@@ -605,7 +604,12 @@ mod tests {
             .iter()
             .map(|flag| {
                 let activity = Arc::new(Activity::new(true, false));
-                activity.wake_on(&Waker::from(flag.clone()));
+                let waker = std::task::Waker::from(flag.clone());
+                assert!(
+                    activity
+                        .poll_expired(&Context::from_waker(&waker))
+                        .is_pending()
+                );
                 activity
             })
             .collect();

@@ -216,19 +216,18 @@ fn woken<'a>(
     lifecycle: &'a Lifecycle,
     seen: Phase,
 ) -> impl Future<Output = Woken> + 'a {
-    let now = move || {
-        if let Some(expired) = activity.ran_out() {
-            return Some(Woken::Expired(expired));
-        }
-        let phase = lifecycle.phase();
-        (phase > seen).then_some(Woken::Phase(phase))
-    };
     std::future::poll_fn(move |cx| {
-        if let Some(woken) = now() {
-            return Poll::Ready(woken);
+        if let Poll::Ready(expired) = activity.poll_expired(cx) {
+            return Poll::Ready(Woken::Expired(expired));
         }
-        activity.wake_on(cx.waker());
-        now().map_or(Poll::Pending, Poll::Ready)
+        // Read after the waker is registered: a change the clocks announce
+        // later wakes this task again.
+        let phase = lifecycle.phase();
+        if phase > seen {
+            Poll::Ready(Woken::Phase(phase))
+        } else {
+            Poll::Pending
+        }
     })
 }
 

@@ -64,7 +64,7 @@ impl Lifecycle {
     }
 
     pub(super) fn draining(&self) -> bool {
-        self.now.load(Ordering::Relaxed) != Phase::Serving as u8
+        self.phase() != Phase::Serving
     }
 
     pub(super) fn watch(&self) -> watch::Receiver<Phase> {
