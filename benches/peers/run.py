@@ -49,8 +49,9 @@ PROXY = ["proxy", "proxy-https"] + CACHE_HIT
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn", "uwsgi"]
 # `stackway-before`: another stackway binary (--before PATH), for a before/after in one run;
 # `stackway-1p`: stackway with one process, for what --processes adds in the Python scenarios;
-# `stackway-t0`: stackway with `--wsgi-threads 0`, Python run on the workers (uWSGI's model).
-SERVERS = ["stackway", "stackway-before", "stackway-1p", "stackway-t0", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
+# `stackway-t0`: stackway with `--wsgi-threads 0`, Python run on the workers (uWSGI's model);
+# `stackway-before-t0`: the --before binary so.
+SERVERS = ["stackway", "stackway-before", "stackway-1p", "stackway-t0", "stackway-before-t0", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
 BEFORE = None  # the binary of stackway-before, set from --before
 # --instructions: the Rust servers run under callgrind, which counts the instructions each
 # request costs in user space: the same in every run, where CPU time on two shared cores is not.
@@ -120,6 +121,8 @@ def applies(server, scenario):
     wsgi-hello compares stackway with the Python servers, which serve nothing else."""
     if server == "stackway-before":
         return BEFORE is not None and applies("stackway", scenario)
+    if server == "stackway-before-t0":
+        return BEFORE is not None and applies("stackway-t0", scenario)
     if server == "stackway-1p":
         return scenario in PYTHON_SCENARIOS
     if server == "stackway-t0":
@@ -291,6 +294,8 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
                 "--tls-key", str(key), "--mount", "/=hello", "--workers", "1"]
     if server == "stackway-before":
         server, binary = "stackway", BEFORE
+    if server == "stackway-before-t0":
+        server, binary = "stackway-t0", BEFORE
     if server == "nginx":
         return nginx_conf(tmp, port, static, upstream, scenario)
     bind = f"127.0.0.1:{port}"
@@ -675,7 +680,7 @@ def main():
     args.shapes = args.shapes or [(args.threads, args.connections)]
     global BEFORE, CALLGRIND
     BEFORE = args.before and args.before.resolve()
-    if BEFORE and "stackway-before" not in args.servers:
+    if BEFORE and not {"stackway-before", "stackway-before-t0"} & set(args.servers):
         args.servers = ["stackway-before"] + args.servers
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

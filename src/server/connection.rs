@@ -53,6 +53,7 @@ pub(super) fn serve_connection<A: App>(
                 activity: activity.clone(),
                 linger: None,
                 pending: Bytes::new(),
+                one_request: door.uwsgi,
             };
             let (io, remote_addr, uwsgi) = if plain {
                 (Either::Left(tracked), peer, None)
@@ -133,9 +134,12 @@ pub(super) fn serve_connection<A: App>(
                 }
                 handle(app.clone(), shared, activity, info, req)
             });
-            shared
-                .builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
+            let builder = if door.uwsgi {
+                &shared.uwsgi_builder
+            } else {
+                &shared.builder
+            };
+            builder.serve_connection_with_upgrades(TokioIo::new(io), service)
         };
         // hyper holds the socket until the connection ends, or until it hands it
         // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
@@ -328,6 +332,9 @@ struct Tracked {
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Read before the socket: a uwsgi request's head, made from its packet.
     pending: Bytes,
+    /// The client sends one request and nothing after it (a uwsgi front):
+    /// no bytes to look for when it closes.
+    one_request: bool,
 }
 
 impl AsyncRead for Tracked {
@@ -445,19 +452,18 @@ impl AsyncWrite for Tracked {
     /// ```
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // Never read back, so never zeroed: this runs at every close.
-        let mut discard = [MaybeUninit::<u8>::uninit(); 4096];
         if this.linger.is_none() {
             // Bytes already waiting (pipelined requests, the rest of a body) say
             // the client is still sending, whatever the bookkeeping says.
-            let mut buf = ReadBuf::uninit(&mut discard);
-            let waiting = matches!(Pin::new(&mut this.io).poll_read(cx, &mut buf), Poll::Ready(Ok(())) if !buf.filled().is_empty());
-            if !waiting && !this.activity.client_may_be_sending() {
+            let unread = !this.one_request && this.io.poll_unread(cx);
+            if !unread && !this.activity.client_may_be_sending() {
                 return Poll::Ready(Ok(()));
             }
             std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
             this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
         }
+        // Never read back, so never zeroed.
+        let mut discard = [MaybeUninit::<u8>::uninit(); 4096];
         loop {
             if this
                 .linger

@@ -4,7 +4,11 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::io::{Read, Write};
+use std::mem::MaybeUninit;
+use std::net::{
+    Shutdown, SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream, ToSocketAddrs,
+};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
@@ -252,27 +256,100 @@ fn bind_error(e: io::Error) -> Error {
 }
 
 /// An accepted connection's socket.
+///
+/// It starts outside the reactor (`Fresh`): reads and writes go straight to
+/// the socket, and it is registered with epoll only once a call would block.
+/// The first read that would block goes around the task once first, so a
+/// connection served within the poll that read its request (a uwsgi request
+/// from nginx, an HTTP/1.0 one) costs no `epoll_ctl` to add it, and none to
+/// remove it at close.
 #[derive(Debug)]
 pub(super) enum Io {
+    Fresh(Fresh),
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// Registering it failed, and the socket is closed.
+    Gone,
 }
 
-macro_rules! delegate {
-    ($self:ident, $io:ident => $call:expr) => {
-        match $self.get_mut() {
+/// A socket not registered with the reactor, in non-blocking mode.
+#[derive(Debug)]
+pub(super) struct Fresh {
+    socket: Stream,
+    /// A read would have blocked, and the task was woken to come back: the
+    /// next read registers.
+    yielded: bool,
+}
+
+#[derive(Debug)]
+enum Stream {
+    Tcp(StdTcpStream),
+    Unix(StdUnixStream),
+}
+
+/// Runs `$call` with `$io` bound to whichever stream is registered (the
+/// caller has registered a fresh one first).
+macro_rules! registered {
+    ($self:expr, $io:ident => $call:expr) => {
+        match $self {
             Io::Tcp($io) => $call,
             Io::Unix($io) => $call,
+            Io::Fresh(_) | Io::Gone => return Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     };
 }
 
 impl Io {
+    /// Registers a fresh socket with the reactor; if that fails, it is closed.
+    fn register(&mut self) -> io::Result<()> {
+        *self = match std::mem::replace(self, Self::Gone) {
+            Self::Fresh(Fresh {
+                socket: Stream::Tcp(s),
+                ..
+            }) => Self::Tcp(TcpStream::from_std(s)?),
+            Self::Fresh(Fresh {
+                socket: Stream::Unix(s),
+                ..
+            }) => Self::Unix(UnixStream::from_std(s)?),
+            io => io,
+        };
+        Ok(())
+    }
+
+    /// Tries `op` on a fresh socket: its outcome, unless it would block; then
+    /// the socket is registered and the caller waits through the reactor
+    /// (`None`, as for a registered socket).
+    fn fresh<T>(&mut self, op: impl FnOnce(&Fresh) -> io::Result<T>) -> Option<io::Result<T>> {
+        match self {
+            Self::Fresh(fresh) => match op(fresh) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.register().err().map(Err),
+                done => Some(done),
+            },
+            Self::Gone => Some(Err(io::ErrorKind::NotConnected.into())),
+            Self::Tcp(_) | Self::Unix(_) => None,
+        }
+    }
+
+    /// Whether the client has sent bytes not read yet; what they are does not
+    /// matter (the connection is closing). Never registers a fresh socket.
+    pub(super) fn poll_unread(&mut self, cx: &mut Context<'_>) -> bool {
+        // Never read back, so never zeroed.
+        let mut discard = [MaybeUninit::<u8>::uninit(); 4096];
+        let mut buf = ReadBuf::uninit(&mut discard);
+        let polled = match self {
+            Self::Fresh(fresh) => return fresh.read(&mut [0; 64]).is_ok_and(|n| n > 0),
+            Self::Gone => return false,
+            Self::Tcp(io) => Pin::new(io).poll_read(cx, &mut buf),
+            Self::Unix(io) => Pin::new(io).poll_read(cx, &mut buf),
+        };
+        matches!(polled, Poll::Ready(Ok(()))) && !buf.filled().is_empty()
+    }
+
     /// Sends what `write` names of its file to the socket with `sendfile`:
     /// from the page cache, never through this process's memory.
     #[cfg(target_os = "linux")]
     pub(super) fn poll_sendfile(
-        &self,
+        &mut self,
         cx: &mut Context<'_>,
         write: &FileWrite,
     ) -> Poll<io::Result<usize>> {
@@ -287,17 +364,14 @@ impl Io {
                 sent => Ok(sent),
             }
         }
+        if let Some(sent) = self.fresh(|fresh| send(fresh, write)) {
+            return Poll::Ready(sent);
+        }
         loop {
-            let sent = match self {
-                Self::Tcp(io) => {
-                    std::task::ready!(io.poll_write_ready(cx))?;
-                    io.try_io(Interest::WRITABLE, || send(io, write))
-                }
-                Self::Unix(io) => {
-                    std::task::ready!(io.poll_write_ready(cx))?;
-                    io.try_io(Interest::WRITABLE, || send(io, write))
-                }
-            };
+            let sent = registered!(self, io => {
+                std::task::ready!(io.poll_write_ready(cx))?;
+                io.try_io(Interest::WRITABLE, || send(&*io, write))
+            });
             match sent {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 sent => return Poll::Ready(sent),
@@ -307,11 +381,61 @@ impl Io {
 
     #[cfg(not(target_os = "linux"))]
     pub(super) fn poll_sendfile(
-        &self,
+        &mut self,
         _: &mut Context<'_>,
         _: &FileWrite,
     ) -> Poll<io::Result<usize>> {
         Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
+}
+
+impl From<StdTcpStream> for Io {
+    fn from(stream: StdTcpStream) -> Self {
+        Self::Fresh(Fresh {
+            socket: Stream::Tcp(stream),
+            yielded: false,
+        })
+    }
+}
+
+impl From<StdUnixStream> for Io {
+    fn from(stream: StdUnixStream) -> Self {
+        Self::Fresh(Fresh {
+            socket: Stream::Unix(stream),
+            yielded: false,
+        })
+    }
+}
+
+impl AsFd for Fresh {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.socket {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Fresh {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.socket {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match &self.socket {
+            Stream::Tcp(s) => (&*s).write_vectored(bufs),
+            Stream::Unix(s) => (&*s).write_vectored(bufs),
+        }
+    }
+
+    fn shutdown(&self) -> io::Result<()> {
+        match &self.socket {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        }
     }
 }
 
@@ -321,7 +445,28 @@ impl AsyncRead for Io {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        delegate!(self, io => Pin::new(io).poll_read(cx, buf))
+        let this = self.get_mut();
+        if let Self::Fresh(fresh) = this {
+            if !fresh.yielded {
+                // Zeroed, as safe code must: once or twice a connection.
+                match fresh.read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        fresh.yielded = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            if let Err(e) = this.register() {
+                return Poll::Ready(Err(e));
+            }
+        }
+        registered!(this, io => Pin::new(io).poll_read(cx, buf))
     }
 }
 
@@ -331,7 +476,7 @@ impl AsyncWrite for Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        delegate!(self, io => Pin::new(io).poll_write(cx, buf))
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -339,18 +484,110 @@ impl AsyncWrite for Io {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        delegate!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
+        let this = self.get_mut();
+        if let Some(written) = this.fresh(|fresh| fresh.write_vectored(bufs)) {
+            return Poll::Ready(written);
+        }
+        registered!(this, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => Pin::new(io).poll_flush(cx))
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Neither stream buffers what it is given.
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => Pin::new(io).poll_shutdown(cx))
+        let this = self.get_mut();
+        if let Some(shut) = this.fresh(Fresh::shutdown) {
+            return Poll::Ready(shut);
+        }
+        registered!(this, io => Pin::new(io).poll_shutdown(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    struct Woken(AtomicUsize);
+
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection reads what has arrived without the reactor; the first
+    /// read that would block wakes the task to come back, and only the next
+    /// one registers, to wait for bytes as any socket does.
+    #[tokio::test]
+    async fn a_fresh_socket_registers_at_the_second_read_that_would_block() {
+        let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = StdTcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let mut io = Io::from(accepted);
+        let woken = Arc::new(Woken(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut bytes = [0; 16];
+        let mut read = |io: &mut Io, cx: &mut Context<'_>| {
+            let mut buf = ReadBuf::new(&mut bytes);
+            match Pin::new(io).poll_read(cx, &mut buf) {
+                Poll::Ready(read) => Some(read.map(|()| buf.filled().to_vec())),
+                Poll::Pending => None,
+            }
+        };
+
+        client.write_all(b"GET").unwrap();
+        assert_eq!(read(&mut io, &mut cx).unwrap().unwrap(), b"GET");
+        assert!(read(&mut io, &mut cx).is_none());
+        assert_eq!(woken.0.load(Ordering::Relaxed), 1, "woken to come back");
+        assert!(matches!(io, Io::Fresh(_)), "not registered yet");
+        assert!(read(&mut io, &mut cx).is_none());
+        assert!(matches!(io, Io::Tcp(_)), "registered");
+
+        client.write_all(b" /").unwrap();
+        let mut rest = [0; 2];
+        io.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b" /");
+    }
+
+    /// Writes and the look for unread bytes at close never register a fresh
+    /// socket that has not had to wait.
+    #[tokio::test]
+    async fn a_connection_served_in_one_go_never_registers() {
+        let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = StdTcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let mut io = Io::from(accepted);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+
+        let polled = Pin::new(&mut io).poll_write_vectored(&mut cx, &[io::IoSlice::new(b"200")]);
+        assert!(matches!(polled, Poll::Ready(Ok(3))));
+        assert!(!io.poll_unread(&mut cx), "the client sent nothing");
+        client.write_all(b"more").unwrap();
+        assert!(io.poll_unread(&mut cx), "the client sent more");
+        assert!(matches!(
+            Pin::new(&mut io).poll_shutdown(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(matches!(io, Io::Fresh(_)));
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"200");
     }
 }

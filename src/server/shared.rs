@@ -87,6 +87,11 @@ pub(super) struct Door {
 /// What every connection of a worker shares.
 pub(super) struct Shared {
     pub(super) builder: auto::Builder<StreamExecutor>,
+    /// uwsgi's: the front sends one request and nothing after it, so hyper
+    /// does not read for its end while the app runs (HTTP/1 half-close
+    /// allowed); a front that has gone is found at the response's write, as
+    /// uWSGI finds it.
+    pub(super) uwsgi_builder: auto::Builder<StreamExecutor>,
     pub(super) config: Config,
     pub(super) clocks: Clocks,
     pub(super) lifecycle: Arc<Lifecycle>,

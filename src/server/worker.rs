@@ -1,7 +1,9 @@
 //! A worker: an accept loop per listener, the connections they started, and
 //! the worker's part of draining and graceful shutdown.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +11,10 @@ use futures_util::FutureExt;
 use http::uri::Scheme;
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
+use rustix::net::{SocketFlags, acceptfrom_with};
 use socket2::Socket;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
@@ -71,21 +75,29 @@ impl<A: App> Worker<A> {
     }
 
     pub(super) async fn run(self) {
-        let mut builder = auto::Builder::new(StreamExecutor {
-            send_timeout: self.config.send_timeout,
-        });
-        // No timer for HTTP/1.1: the connection's own clock (clock.rs) bounds
-        // reading a request head, and hyper's would arm and clear a timer on
-        // every request besides.
-        builder.http1().max_buf_size(self.config.max_header_size);
-        // Extended CONNECT (RFC 8441), for WebSockets over HTTP/2.
-        builder
-            .http2()
-            .enable_connect_protocol()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(self.config.max_header_size).unwrap_or(u32::MAX));
+        let builder = |half_close| {
+            let mut builder = auto::Builder::new(StreamExecutor {
+                send_timeout: self.config.send_timeout,
+            });
+            // No timer for HTTP/1.1: the connection's own clock (clock.rs) bounds
+            // reading a request head, and hyper's would arm and clear a timer on
+            // every request besides.
+            (builder.http1())
+                .max_buf_size(self.config.max_header_size)
+                .half_close(half_close);
+            // Extended CONNECT (RFC 8441), for WebSockets over HTTP/2.
+            builder
+                .http2()
+                .enable_connect_protocol()
+                .timer(TokioTimer::new())
+                .max_header_list_size(
+                    u32::try_from(self.config.max_header_size).unwrap_or(u32::MAX),
+                );
+            builder
+        };
         let shared = Arc::new(Shared {
-            builder,
+            builder: builder(false),
+            uwsgi_builder: builder(true),
             clocks: Clocks::new(&self.config),
             config: self.config,
             lifecycle: self.lifecycle,
@@ -135,10 +147,15 @@ struct Accept<A> {
     tracker: TaskTracker,
 }
 
-/// A listening socket, on the worker's runtime.
-enum Socketed {
-    Tcp(TcpListener),
-    Unix(UnixListener),
+/// A listening socket, its readiness from the worker's reactor. What it
+/// accepts starts outside the reactor (`Io::Fresh`).
+struct Socketed {
+    /// The listening socket, registered for readiness as tokio's safe API
+    /// allows, through a stream type: its readiness and its descriptor are
+    /// all that is used, for `accept4` (tokio's own `accept` would register
+    /// every connection it returns).
+    socket: TcpStream,
+    unix: bool,
 }
 
 impl Socketed {
@@ -146,25 +163,34 @@ impl Socketed {
     /// `TCP_NODELAY`, which Linux hands to each connection it accepts: a
     /// response's last bytes go out without waiting for the client's ACK, and
     /// a connection costs no `setsockopt` of its own.
-    fn new(socket: Socket) -> std::io::Result<Self> {
-        if socket.local_addr().is_ok_and(|a| a.is_unix()) {
-            return UnixListener::from_std(socket.into()).map(Self::Unix);
+    fn new(socket: Socket) -> io::Result<Self> {
+        let unix = socket.local_addr().is_ok_and(|a| a.is_unix());
+        if !unix {
+            let _ = socket.set_tcp_nodelay(true);
         }
-        let _ = socket.set_tcp_nodelay(true);
-        TcpListener::from_std(socket.into()).map(Self::Tcp)
+        let socket = TcpStream::from_std(socket.into())?;
+        Ok(Self { socket, unix })
     }
 
-    async fn accept(&self) -> std::io::Result<(Io, Option<SocketAddr>)> {
-        match self {
-            Self::Tcp(listener) => {
-                let (stream, peer) = listener.accept().await?;
-                if !cfg!(target_os = "linux") {
-                    let _ = stream.set_nodelay(true);
-                }
-                Ok((Io::Tcp(stream), Some(peer)))
+    /// The next connection, non-blocking from `accept4` on.
+    async fn accept(&self) -> io::Result<(Io, Option<SocketAddr>)> {
+        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+        let accept = || Ok(acceptfrom_with(&self.socket, flags)?);
+        let (fd, peer) = loop {
+            self.socket.readable().await?;
+            match self.socket.try_io(Interest::READABLE, accept) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                accepted => break accepted?,
             }
-            Self::Unix(listener) => Ok((Io::Unix(listener.accept().await?.0), None)),
+        };
+        if self.unix {
+            return Ok((StdUnixStream::from(fd).into(), None));
         }
+        let stream = StdTcpStream::from(fd);
+        if !cfg!(target_os = "linux") {
+            let _ = stream.set_nodelay(true);
+        }
+        Ok((stream.into(), peer.and_then(|p| p.try_into().ok())))
     }
 }
 
@@ -230,9 +256,9 @@ mod tests {
         let addr = socket.local_addr().unwrap().as_socket().unwrap();
         let listener = Socketed::new(socket).unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (Io::Tcp(stream), _) = listener.accept().await.unwrap() else {
-            panic!("a TCP listener accepted something else");
+        let (Io::Fresh(stream), _) = listener.accept().await.unwrap() else {
+            panic!("a connection starts outside the reactor");
         };
-        assert!(stream.nodelay().unwrap());
+        assert!(socket2::SockRef::from(&stream).tcp_nodelay().unwrap());
     }
 }
