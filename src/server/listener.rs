@@ -272,6 +272,9 @@ pub(super) enum Io {
     Gone,
 }
 
+/// The most a read of a fresh socket takes: its buffer must be zeroed first.
+const FRESH_READ: usize = 4096;
+
 /// A socket not registered with the reactor, in non-blocking mode.
 #[derive(Debug)]
 pub(super) struct Fresh {
@@ -328,6 +331,52 @@ impl Io {
             Self::Gone => Some(Err(io::ErrorKind::NotConnected.into())),
             Self::Tcp(_) | Self::Unix(_) => None,
         }
+    }
+
+    /// A read of a socket not registered yet (out of line: a registered
+    /// socket's reads are the ones every request makes).
+    #[inline(never)]
+    fn poll_read_fresh(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Self::Fresh(fresh) = self {
+            if !fresh.yielded {
+                // Zeroed, as safe code must (once or twice a connection), and only
+                // as much as a request's head takes.
+                let unfilled = buf.initialize_unfilled_to(buf.remaining().min(FRESH_READ));
+                match fresh.read(unfilled) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        fresh.yielded = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            if let Err(e) = self.register() {
+                return Poll::Ready(Err(e));
+            }
+        }
+        registered!(self, io => Pin::new(io).poll_read(cx, buf))
+    }
+
+    /// A write to a socket not registered yet.
+    #[inline(never)]
+    fn poll_write_fresh(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(written) = self.fresh(|fresh| fresh.write_vectored(bufs)) {
+            return Poll::Ready(written);
+        }
+        registered!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 
     /// Whether the client has sent bytes not read yet; what they are does not
@@ -440,33 +489,17 @@ impl Fresh {
 }
 
 impl AsyncRead for Io {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Self::Fresh(fresh) = this {
-            if !fresh.yielded {
-                // Zeroed, as safe code must: once or twice a connection.
-                match fresh.read(buf.initialize_unfilled()) {
-                    Ok(n) => {
-                        buf.advance(n);
-                        return Poll::Ready(Ok(()));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        fresh.yielded = true;
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            }
-            if let Err(e) = this.register() {
-                return Poll::Ready(Err(e));
-            }
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Unix(io) => Pin::new(io).poll_read(cx, buf),
+            this => this.poll_read_fresh(cx, buf),
         }
-        registered!(this, io => Pin::new(io).poll_read(cx, buf))
     }
 }
 
@@ -479,16 +512,17 @@ impl AsyncWrite for Io {
         self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
+    #[inline]
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(written) = this.fresh(|fresh| fresh.write_vectored(bufs)) {
-            return Poll::Ready(written);
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Self::Unix(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            this => this.poll_write_fresh(cx, bufs),
         }
-        registered!(this, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
