@@ -553,6 +553,15 @@ mod tests {
 
     use super::*;
 
+    /// A client, and the server's end as the accept loop gives it.
+    fn connected() -> (StdTcpStream, Io) {
+        let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
+        let client = StdTcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        (client, Io::from(accepted))
+    }
+
     /// Counts its wake-ups.
     struct Woken(AtomicUsize);
 
@@ -567,11 +576,7 @@ mod tests {
     /// one registers, to wait for bytes as any socket does.
     #[tokio::test]
     async fn a_fresh_socket_registers_at_the_second_read_that_would_block() {
-        let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = StdTcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        accepted.set_nonblocking(true).unwrap();
-        let mut io = Io::from(accepted);
+        let (mut client, mut io) = connected();
         let woken = Arc::new(Woken(AtomicUsize::new(0)));
         let waker = std::task::Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
@@ -602,11 +607,7 @@ mod tests {
     /// socket that has not had to wait.
     #[tokio::test]
     async fn a_connection_served_in_one_go_never_registers() {
-        let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = StdTcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        accepted.set_nonblocking(true).unwrap();
-        let mut io = Io::from(accepted);
+        let (mut client, mut io) = connected();
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
 
