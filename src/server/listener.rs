@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::io;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::mem::MaybeUninit;
 use std::net::{
     Shutdown, SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream, ToSocketAddrs,
@@ -272,7 +272,8 @@ pub(super) enum Io {
     Gone,
 }
 
-/// The most a read of a fresh socket takes: its buffer must be zeroed first.
+/// The most a read of a fresh socket takes (a request head's worth; more
+/// takes another read).
 const FRESH_READ: usize = 4096;
 
 /// A socket not registered with the reactor, in non-blocking mode.
@@ -343,14 +344,8 @@ impl Io {
     ) -> Poll<io::Result<()>> {
         if let Self::Fresh(fresh) = self {
             if !fresh.yielded {
-                // Zeroed, as safe code must (once or twice a connection), and only
-                // as much as a request's head takes.
-                let unfilled = buf.initialize_unfilled_to(buf.remaining().min(FRESH_READ));
-                match fresh.read(unfilled) {
-                    Ok(n) => {
-                        buf.advance(n);
-                        return Poll::Ready(Ok(()));
-                    }
+                match fresh.read(buf) {
+                    Ok(()) => return Poll::Ready(Ok(())),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         fresh.yielded = true;
                         cx.waker().wake_by_ref();
@@ -386,7 +381,7 @@ impl Io {
         let mut discard = [MaybeUninit::<u8>::uninit(); 4096];
         let mut buf = ReadBuf::uninit(&mut discard);
         let polled = match self {
-            Self::Fresh(fresh) => return fresh.read(&mut [0; 64]).is_ok_and(|n| n > 0),
+            Self::Fresh(fresh) => Poll::Ready(fresh.read(&mut buf)),
             Self::Gone => return false,
             Self::Tcp(io) => Pin::new(io).poll_read(cx, &mut buf),
             Self::Unix(io) => Pin::new(io).poll_read(cx, &mut buf),
@@ -466,11 +461,16 @@ impl AsFd for Fresh {
 }
 
 impl Fresh {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match &self.socket {
-            Stream::Tcp(s) => (&*s).read(buf),
-            Stream::Unix(s) => (&*s).read(buf),
-        }
+    /// Reads what has arrived, through a buffer on the stack: reading into
+    /// `buf`'s own uninitialized bytes takes unsafe code, and zeroing them
+    /// first would touch pages of hyper's buffer that an idle connection
+    /// never needs.
+    fn read(&self, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); FRESH_READ];
+        let want = buf.remaining().min(FRESH_READ);
+        let (read, _) = rustix::io::read(self, &mut chunk[..want])?;
+        buf.put_slice(read);
+        Ok(())
     }
 
     fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
@@ -545,6 +545,7 @@ impl AsyncWrite for Io {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
