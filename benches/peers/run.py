@@ -47,7 +47,8 @@ SCENARIOS = HELLO[:2] + ["hello-param"] + STATIC + COMPRESSED + ["idle-5k", "slo
 CACHE_HIT = ["cache-hit", "cache-hit-disk"]
 PROXY = ["proxy", "proxy-https"] + CACHE_HIT
 PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn", "uwsgi"]
-# `stackway-before`: another stackway binary (--before PATH), for a before/after in one run;
+# `stackway-before`: another stackway binary (--before PATH), for a before/after in one run
+# (in the Python scenarios with its stackway-python beside it);
 # `stackway-1p`: stackway with one process, for what --processes adds in the Python scenarios;
 # `stackway-t0`: stackway with `--wsgi-threads 0`, Python run on the workers (uWSGI's model);
 # `stackway-before-t0`: the --before binary so.

@@ -40,8 +40,8 @@ pub(crate) fn observed(
     for (mount, stats) in sources.proxies {
         metrics = metrics.upstreams(&mount, move || stats.upstreams());
     }
-    for (mount, stats) in sources.pools {
-        metrics = metrics.pool(&mount, move || stats.reading());
+    for (mount, pool) in sources.pools {
+        metrics = metrics.pool(&mount, pool.reading);
     }
     for (name, stats) in sources.caches {
         metrics = metrics.cache(&name, move || stats.reading());

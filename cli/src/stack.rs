@@ -13,20 +13,34 @@ use stackway_middleware::{
     AccessLog, Cache, Compress, Cors, Dispatcher, Proxy, ProxyFix, RequestIds, SetHeaders,
     SharedData, Timeout, TraceContext,
 };
-use stackway_wsgi::{Asgi, Wsgi, WsgiStats};
 
 use crate::args::{Mount, ServeArgs, Static, Target};
 use crate::policies::Policies;
+use crate::python::{Harakiri, Mounted, Pool, Python, WsgiSettings};
 
 /// The stack the flags describe, outermost first: ProxyFix → RequestIds →
 /// AccessLog → Cors → SetHeaders → Compress → Timeout → SharedData →
 /// Dispatcher; or why not.
 ///
-/// With the app, what the metrics report beside it.
-pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
+/// With the app, what the metrics report beside it. The Python mounts are
+/// `python`'s.
+pub(crate) fn build_app(
+    args: &ServeArgs,
+    python: Option<&dyn Python>,
+) -> Result<(BoxApp, Sources), String> {
     // Later --pythonpath flags end up first on sys.path, as each is put in front.
-    for dir in args.python_path.iter().rev() {
-        stackway_wsgi::python_path(dir).map_err(|e| e.to_string())?;
+    match python {
+        Some(python) => {
+            for dir in args.python_path.iter().rev() {
+                python.add_path(dir)?;
+            }
+        }
+        // No Python here: they are a virtualenv's processes', checked all the same.
+        None => {
+            for dir in &args.python_path {
+                std::fs::read_dir(dir).map_err(|e| format!("pythonpath {}: {e}", dir.display()))?;
+            }
+        }
     }
     for (prefix, _) in &args.venvs {
         let python = args
@@ -85,30 +99,17 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
                 BoxApp::new(proxy)
             }
             (Target::Wsgi(spec, options), None) => {
-                let mut wsgi = Wsgi::import(spec)
-                    .map_err(|e| e.to_string())?
-                    .threads(options.threads.unwrap_or(args.wsgi_threads).into())
-                    .stream_input(options.stream_input || args.wsgi_stream_input);
-                if let Some(limit) = args.harakiri {
-                    // The stuck thread goes on: its process is replaced.
-                    wsgi = wsgi.harakiri(limit, || {
-                        crate::restart::report("RECYCLE=harakiri");
-                    });
-                }
-                sources.pools.push((prefix.clone(), wsgi.stats()));
-                BoxApp::new(wsgi)
+                let settings = WsgiSettings {
+                    threads: options.threads.unwrap_or(args.wsgi_threads).into(),
+                    stream_input: options.stream_input || args.wsgi_stream_input,
+                    harakiri: harakiri(args),
+                };
+                let wsgi = interpreter(python, prefix)?.wsgi(spec, settings)?;
+                mounted(prefix, wsgi, &mut sources)
             }
             (Target::Asgi(spec), None) => {
-                let mut asgi = Asgi::import(spec).map_err(|e| e.to_string())?;
-                if let Some(limit) = args.harakiri {
-                    // The loop stays stuck: its process is replaced.
-                    asgi = asgi.harakiri(limit, || {
-                        crate::restart::report("RECYCLE=harakiri");
-                    });
-                }
-                asgi.startup().map_err(|e| e.to_string())?;
-                sources.lifespans.push(asgi.clone());
-                BoxApp::new(asgi)
+                let asgi = interpreter(python, prefix)?.asgi(spec, harakiri(args))?;
+                mounted(prefix, asgi, &mut sources)
             }
         };
         if let Some(capacity) = *cache {
@@ -202,6 +203,37 @@ pub(crate) fn build_app(args: &ServeArgs) -> Result<(BoxApp, Sources), String> {
     Ok((app, sources))
 }
 
+/// The interpreter for the Python mount at `prefix`.
+fn interpreter<'a>(python: Option<&'a dyn Python>, prefix: &str) -> Result<&'a dyn Python, String> {
+    python.ok_or_else(|| {
+        format!(
+            "mount {prefix}: a Python app is served by {}",
+            crate::python::BINARY
+        )
+    })
+}
+
+/// `--harakiri`: the stuck request goes on, and its process is replaced.
+fn harakiri(args: &ServeArgs) -> Option<Harakiri> {
+    args.harakiri.map(|limit| Harakiri {
+        limit,
+        then: || {
+            crate::restart::report("RECYCLE=harakiri");
+        },
+    })
+}
+
+/// A Python app's own, with what the server keeps of it among the `sources`.
+fn mounted(prefix: &str, mounted: Mounted, sources: &mut Sources) -> BoxApp {
+    if let Some(pool) = mounted.pool {
+        sources.pools.push((prefix.to_owned(), pool));
+    }
+    if let Some(shutdown) = mounted.shutdown {
+        sources.lifespans.push(shutdown);
+    }
+    mounted.app
+}
+
 /// Whether the caches' directories are given with a size, each to one cache.
 pub(crate) fn check_caches(args: &ServeArgs) -> Result<(), String> {
     if args.cache_dir.is_some() && args.cache.is_none() {
@@ -242,12 +274,12 @@ fn cached(
 
 /// What the metrics report beside the requests: each proxy mount's
 /// upstreams and each WSGI mount's Python threads, by prefix.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Sources {
     pub(crate) proxies: Vec<(String, ProxyStats)>,
-    pub(crate) pools: Vec<(String, WsgiStats)>,
-    /// The ASGI apps, whose lifespan shuts down once the server has drained.
-    pub(crate) lifespans: Vec<Asgi>,
+    pub(crate) pools: Vec<(String, Pool)>,
+    /// The ASGI apps' lifespan shutdowns, once the server has drained.
+    pub(crate) lifespans: Vec<Box<dyn FnOnce() + Send>>,
     /// The HTTP caches' counters: `--cache`'s as `serve`, a mount's by its prefix.
     pub(crate) caches: Vec<(String, CacheStats)>,
     /// … and what purges them, for the admin listener.
