@@ -1,8 +1,8 @@
 //! The Python mounts, as the binary that links the interpreter provides them.
 //!
 //! `stackway` links no interpreter: a process of it serving hello, static
-//! files and proxies never loads libpython (3.1 MiB of a resting process's
-//! 9.8). A command that mounts a Python app in its own process is handed over
+//! files and proxies never loads libpython (3.0 MiB of a resting process's
+//! 9.5). A command that mounts a Python app in its own process is handed over
 //! at its start to `stackway-python`, beside it: the same command, with the
 //! same pid, arguments and descriptors (`exec`), which provides [`Python`].
 
