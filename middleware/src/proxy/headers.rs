@@ -77,7 +77,10 @@ pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: O
             Some(before) => format!("{before}, {ip}"),
             None => ip,
         };
-        set(headers, X_FORWARDED_FOR, &value);
+        // Its own bytes, not a copy.
+        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
     }
     // The usual two without copying them.
     match env.url_scheme().as_str() {

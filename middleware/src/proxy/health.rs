@@ -39,13 +39,15 @@ pub(crate) fn spawn(upstream: &Arc<Upstream>, check: Check) {
 
 /// One check: `None` once the upstream is gone, else whether it passed.
 async fn probe(upstream: &Weak<Upstream>, check: &Check) -> Option<bool> {
-    let (client, uri) = {
+    let sent = {
         let upstream = upstream.upgrade()?;
-        (upstream.client(false), upstream.uri(&check.path))
+        let req = Request::get(upstream.uri(&check.path))
+            .body(Body::empty())
+            .ok()?;
+        upstream.send(req, false)
     };
-    let req = Request::get(uri).body(Body::empty()).ok()?;
     // A check that takes longer than the interval has failed.
-    let answered = tokio::time::timeout(check.interval, client.request(req)).await;
+    let answered = tokio::time::timeout(check.interval, sent).await;
     Some(
         matches!(answered, Ok(Ok(res)) if res.status().is_success() || res.status().is_redirection()),
     )

@@ -105,7 +105,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::header::HOST;
-use http::{HeaderValue, Method, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
 
 use self::body::{Progress, UpstreamBody};
@@ -498,7 +498,7 @@ struct Outgoing {
     method: Method,
     /// Base-less: PATH_INFO and the query, raw.
     path_and_query: String,
-    headers: http::HeaderMap,
+    headers: HeaderMap,
     body: Option<Body>,
 }
 
@@ -515,6 +515,11 @@ impl Outgoing {
             true => self.headers.clone(),
             false => std::mem::take(&mut self.headers),
         };
+        if let Some(host) = &upstream.host {
+            req.headers_mut()
+                .entry(HOST)
+                .or_insert_with(|| host.clone());
+        }
         req
     }
 }
@@ -577,9 +582,15 @@ impl Proxy {
         let mut outgoing = {
             let mut path_and_query = env.path_info().to_owned();
             if let Some(query) = req.uri().query() {
-                path_and_query = format!("{path_and_query}?{query}");
+                path_and_query.push('?');
+                path_and_query.push_str(query);
             }
-            let mut headers = req.headers().clone();
+            // With room for what is added below: a clone has none, and would
+            // grow as they are.
+            let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
+            for (name, value) in req.headers() {
+                headers.append(name.clone(), value.clone());
+            }
             headers::strip_hop_by_hop(&mut headers, upgrading);
             headers::forward(&mut headers, &env, client_host);
             // Inside a TraceContext, this server's span is the upstream's parent.
@@ -642,9 +653,7 @@ impl Proxy {
             let upstream = &upstreams[i];
             let may_retry = retryable && tried.is_none() && upstreams.len() > 1;
             let in_flight = upstream.begin();
-            let sent = upstream
-                .client(upgrading)
-                .request(outgoing.request(upstream, may_retry));
+            let sent = upstream.send(outgoing.request(upstream, may_retry), upgrading);
             let failure = tokio::select! {
                 res = sent => match res {
                     Ok(res) => break (upstream, res, in_flight),

@@ -240,6 +240,10 @@ pub(crate) struct Upstream {
     /// The authority requests are sent to: the TCP address, or `localhost`
     /// for a unix socket (the `Host` a server on a socket expects).
     pub(crate) authority: http::uri::Authority,
+    /// The `Host` of a request to it over plain HTTP/1.1, made once: the
+    /// authority without port 80, as hyper-util's client would make it for
+    /// each request. `None` where the connection may be HTTP/2 or is not HTTP.
+    pub(crate) host: Option<http::HeaderValue>,
     /// Requests sent and not yet answered in full.
     pub(crate) outstanding: Arc<AtomicUsize>,
     failures: AtomicU32,
@@ -322,6 +326,14 @@ impl Upstream {
             Address::Tcp(authority) => authority.parse().expect("checked by Spec::parse"),
             Address::Unix(_) => http::uri::Authority::from_static("localhost"),
         };
+        let plain_http1 = spec.tls.is_none() && !settings.http2 && spec.protocol == Protocol::Http;
+        let host = plain_http1.then(|| {
+            let value = match authority.port_u16() {
+                Some(80) | None => authority.host().to_owned(),
+                Some(port) => format!("{}:{port}", authority.host()),
+            };
+            http::HeaderValue::try_from(value).expect("an authority is a header value")
+        });
         let scheme = if spec.tls.is_some() { "https" } else { "http" };
         let name = match pinned {
             Some(addr) if addr.port() == 0 => format!("{spec} ({})", addr.ip()),
@@ -341,6 +353,7 @@ impl Upstream {
             upgrades,
             pool,
             authority,
+            host,
             outstanding: Arc::default(),
             failures: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
@@ -355,9 +368,13 @@ impl Upstream {
         self.connector.open.load(Ordering::Relaxed)
     }
 
-    /// This thread's pooled client for the upstream; for an `upgrade`, one
-    /// whose connections speak HTTP/1.1.
-    pub(crate) fn client(&self, upgrade: bool) -> Pool {
+    /// `req`, sent by this thread's pooled client for the upstream; for an
+    /// `upgrade`, by one whose connections speak HTTP/1.1.
+    pub(crate) fn send(
+        &self,
+        req: http::Request<Body>,
+        upgrade: bool,
+    ) -> hyper_util::client::legacy::ResponseFuture {
         let connector = match (&self.upgrades, upgrade) {
             (Some(upgrades), true) => upgrades,
             _ => &self.connector,
@@ -365,24 +382,30 @@ impl Upstream {
         POOLS.with_borrow_mut(|pools| {
             let key = (self.id, connector.http1);
             if let Some((_, pool)) = pools.get(&key) {
-                return pool.clone();
+                return pool.request(req);
             }
             // The pools of upstreams gone close their idle connections.
             pools.retain(|_, (alive, _)| alive.strong_count() > 0);
             let pool = self.pool.build(connector.clone());
-            pools.insert(key, (Arc::downgrade(&self.alive), pool.clone()));
-            pool
+            let sent = pool.request(req);
+            pools.insert(key, (Arc::downgrade(&self.alive), pool));
+            sent
         })
     }
 
     /// The URI of `path_and_query` (raw, below the base) at this upstream.
     pub(crate) fn uri(&self, path_and_query: &str) -> Uri {
-        let path = format!("{}{path_and_query}", self.spec.base);
-        let path = match path.as_str() {
-            "" => "/".to_owned(),
-            p if p.starts_with('?') => format!("/{p}"),
-            _ => path,
-        };
+        let base = &self.spec.base;
+        let slash = base.is_empty() && !path_and_query.starts_with('/');
+        // Exactly as long as it will be, so that it becomes the URI's bytes
+        // without another allocation.
+        let mut path =
+            String::with_capacity(base.len() + usize::from(slash) + path_and_query.len());
+        path.push_str(base);
+        if slash {
+            path.push('/');
+        }
+        path.push_str(path_and_query);
         let scheme = match self.spec.tls {
             Some(_) => http::uri::Scheme::HTTPS,
             None => http::uri::Scheme::HTTP,
