@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
-use super::with_type;
+use super::{JSON, OCTET_STREAM, TEXT_HTML, TEXT_PLAIN, with_type};
 use crate::{App, Body, Request, Response};
 
 /// Something a handler can answer with. A handler returning it is an app, and
@@ -64,14 +64,14 @@ pub struct StatusOnly;
 /// `200 OK`, `text/plain; charset=utf-8`.
 impl IntoResponse for &'static str {
     fn into_response(self) -> Response {
-        with_type(self.into(), "text/plain; charset=utf-8")
+        with_type(self.into(), TEXT_PLAIN)
     }
 }
 
 /// `200 OK`, `text/plain; charset=utf-8`.
 impl IntoResponse for String {
     fn into_response(self) -> Response {
-        with_type(self.into(), "text/plain; charset=utf-8")
+        with_type(self.into(), TEXT_PLAIN)
     }
 }
 
@@ -88,7 +88,7 @@ impl IntoResponse for Cow<'static, str> {
 /// `200 OK`, `application/octet-stream`.
 impl IntoResponse for Bytes {
     fn into_response(self) -> Response {
-        with_type(self.into(), "application/octet-stream")
+        with_type(self.into(), OCTET_STREAM)
     }
 }
 
@@ -176,7 +176,7 @@ pub struct Json<T>(pub T);
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         match serde_json::to_vec(&self.0) {
-            Ok(bytes) => with_type(bytes.into(), "application/json"),
+            Ok(bytes) => with_type(bytes.into(), JSON),
             Err(e) => {
                 tracing::error!("the value does not serialize to JSON: {e}");
                 StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -191,7 +191,7 @@ pub struct Html<T>(pub T);
 
 impl<T: Into<Body>> IntoResponse for Html<T> {
     fn into_response(self) -> Response {
-        with_type(self.0.into(), "text/html; charset=utf-8")
+        with_type(self.0.into(), TEXT_HTML)
     }
 }
 

@@ -98,13 +98,19 @@ pub fn set_cookie(res: &mut Response, req: &Request, mut cookie: cookie::Cookie<
     }
 }
 
-/// `body` with `Content-Type: content_type`.
-pub(crate) fn with_type(body: Body, content_type: &'static str) -> Response {
+/// `body` with `Content-Type: content_type`, one of the constants below
+/// (checked once, when compiled, rather than at every response).
+pub(crate) fn with_type(body: Body, content_type: HeaderValue) -> Response {
     let mut res = Response::new(body);
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut().insert(CONTENT_TYPE, content_type);
     res
 }
+
+pub(crate) const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+pub(crate) const TEXT_HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+pub(crate) const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+pub(crate) const JSON: HeaderValue = HeaderValue::from_static("application/json");
+pub(crate) const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 
 /// Escapes `&`, `<`, `>`, `"` and `'` so that `text` is safe inside HTML text and
 /// quoted attribute values.

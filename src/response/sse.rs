@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::header::{CACHE_CONTROL, HeaderValue};
 
-use super::with_type;
+use super::{EVENT_STREAM, with_type};
 use crate::{Body, Response};
 
 /// One server-sent event; see [`sse`].
@@ -82,7 +82,7 @@ where
             Err(_idle) => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), events)),
         }
     });
-    let mut res = with_type(Body::from_stream(chunks), "text/event-stream");
+    let mut res = with_type(Body::from_stream(chunks), EVENT_STREAM);
     res.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
