@@ -736,6 +736,36 @@ impl Write for Stream {
 mod tests {
     use super::*;
 
+    /// The upstream the proxy builds for `spec`.
+    fn upstream(spec: &str, http2: bool) -> Arc<Upstream> {
+        crate::proxy::Proxy::to(spec).http2(http2).upstreams()[0].clone()
+    }
+
+    #[test]
+    fn the_host_made_once_is_the_one_hyper_util_makes_and_only_for_plain_http1() {
+        let host = |spec: &str| upstream(spec, false).host.clone();
+        let value = http::HeaderValue::from_static;
+        assert_eq!(host("http://example.com:80/base"), Some(value("example.com")));
+        assert_eq!(host("http://example.com:8080"), Some(value("example.com:8080")));
+        assert_eq!(host("http://[::1]:9000"), Some(value("[::1]:9000")));
+        assert_eq!(host("unix:/run/app.sock"), Some(value("localhost")));
+        // hyper-util makes it where the connection may be HTTP/2, or is not HTTP.
+        assert_eq!(upstream("http://example.com:8080", true).host, None);
+        assert_eq!(host("https://example.com:443"), None);
+        assert_eq!(host("uwsgi://127.0.0.1:3031"), None);
+    }
+
+    #[test]
+    fn the_uri_puts_the_path_below_the_base_and_always_starts_with_a_slash() {
+        let uri = |spec: &str, path: &str| upstream(spec, false).uri(path).to_string();
+        assert_eq!(uri("http://h:1", ""), "http://h:1/");
+        assert_eq!(uri("http://h:1", "?q=1"), "http://h:1/?q=1");
+        assert_eq!(uri("http://h:1", "/a/b?q=1"), "http://h:1/a/b?q=1");
+        assert_eq!(uri("http://h:1/base", ""), "http://h:1/base");
+        assert_eq!(uri("http://h:1/base", "?q"), "http://h:1/base?q");
+        assert_eq!(uri("http://h:1/base", "/x"), "http://h:1/base/x");
+    }
+
     #[test]
     fn specs() {
         let ok = |spec: &str| Spec::parse(spec).unwrap();
