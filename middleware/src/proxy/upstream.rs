@@ -745,8 +745,14 @@ mod tests {
     fn the_host_made_once_is_the_one_hyper_util_makes_and_only_for_plain_http1() {
         let host = |spec: &str| upstream(spec, false).host.clone();
         let value = http::HeaderValue::from_static;
-        assert_eq!(host("http://example.com:80/base"), Some(value("example.com")));
-        assert_eq!(host("http://example.com:8080"), Some(value("example.com:8080")));
+        assert_eq!(
+            host("http://example.com:80/base"),
+            Some(value("example.com"))
+        );
+        assert_eq!(
+            host("http://example.com:8080"),
+            Some(value("example.com:8080"))
+        );
         assert_eq!(host("http://[::1]:9000"), Some(value("[::1]:9000")));
         assert_eq!(host("unix:/run/app.sock"), Some(value("localhost")));
         // hyper-util makes it where the connection may be HTTP/2, or is not HTTP.
