@@ -11,6 +11,8 @@ const FLAG: &str = "-Wl,-z,pack-relative-relocs";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // The probe's answer is the compiler's: another one asks again.
+    println!("cargo:rerun-if-env-changed=CC");
     let target = std::env::var("TARGET").unwrap_or_default();
     if target.contains("linux-gnu") && links_with(FLAG) {
         println!("cargo:rustc-link-arg-bins={FLAG}");
