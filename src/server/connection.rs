@@ -1,7 +1,7 @@
 //! One connection: hyper's driver, the clocks that close it when it stalls,
 //! shutdown, and the socket that lingers when it closes.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -134,12 +135,13 @@ pub(super) fn serve_connection<A: App>(
                 }
                 handle(app.clone(), shared, activity, info, req)
             });
-            let builder = if door.uwsgi {
-                &shared.uwsgi_builder
+            let io = TokioIo::new(io);
+            if door.uwsgi {
+                let conn = shared.uwsgi_builder.serve_connection(io, service);
+                future::Either::Left(conn.with_upgrades())
             } else {
-                &shared.builder
-            };
-            builder.serve_connection_with_upgrades(TokioIo::new(io), service)
+                future::Either::Right(shared.builder.serve_connection_with_upgrades(io, service))
+            }
         };
         // hyper holds the socket until the connection ends, or until it hands it
         // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
@@ -150,8 +152,12 @@ pub(super) fn serve_connection<A: App>(
             // Boxed when armed (at shutdown only), not carried by every connection.
             let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
             loop {
-                tokio::select! {
-                    _ = conn.as_mut() => break 'served,
+                // Whether to close the connection once what is in flight is answered.
+                let shut = tokio::select! {
+                    () = poll_fn(|cx| match conn.as_mut().as_pin_mut() {
+                        future::Either::Left(conn) => conn.poll(cx).map(drop),
+                        future::Either::Right(conn) => conn.poll(cx).map(drop),
+                    }) => break 'served,
                     woken = woken(&activity, &shared.lifecycle, seen) => match woken {
                         // An idle or stalled connection is dropped: it has no response to finish.
                         Woken::Expired(expired) => {
@@ -179,19 +185,25 @@ pub(super) fn serve_connection<A: App>(
                             }
                             if seen == Phase::Stopping && activity.untouched() {
                                 first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
-                            } else if seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed) {
-                                // Requests the client pipelined behind the last answered one
-                                // are read and not answered: linger, or closing would reset
-                                // the connection and lose answers the client has not read.
-                                activity.closing.store(true, Ordering::Relaxed);
-                                conn.as_mut().graceful_shutdown();
+                                false
+                            } else {
+                                seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed)
                             }
                         }
                     },
                     () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
                         first_request = None;
-                        activity.closing.store(true, Ordering::Relaxed);
-                        conn.as_mut().graceful_shutdown();
+                        true
+                    }
+                };
+                if shut {
+                    // Requests the client pipelined behind the last answered one
+                    // are read and not answered: linger, or closing would reset
+                    // the connection and lose answers the client has not read.
+                    activity.closing.store(true, Ordering::Relaxed);
+                    match conn.as_mut().as_pin_mut() {
+                        future::Either::Left(conn) => conn.graceful_shutdown(),
+                        future::Either::Right(conn) => conn.graceful_shutdown(),
                     }
                 }
             }

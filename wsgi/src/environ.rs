@@ -16,6 +16,8 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use stackway::environ::ip_text;
 use stackway::{Request, RequestExt};
 
+use crate::objects::{Errors, FileWrapper};
+
 /// Bytes as a latin-1 `str`: each byte one code point. ASCII (nearly every
 /// value) goes straight in.
 pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
@@ -70,27 +72,27 @@ impl Cgi {
         }
     }
 
-    /// The CGI variables and the `wsgi.*` keys, as a dict; `input`, `errors`
-    /// and `file_wrapper` are the objects for those keys.
+    /// The CGI variables and the `wsgi.*` keys, as a dict; `input` is
+    /// `wsgi.input`.
+    ///
+    /// The dict is a copy of [`template`]'s, which holds every key a request
+    /// always has: CPython copies a dict's table at once, so a request only
+    /// replaces values and adds its fields, never growing the table.
     pub(crate) fn into_dict<'py>(
         self,
         py: Python<'py>,
         input: Bound<'py, PyAny>,
-        errors: Bound<'py, PyAny>,
-        file_wrapper: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let environ = PyDict::new(py);
+        let environ = template(py)?.copy()?;
         let set =
             |name: &Bound<'py, PyString>, value: &[u8]| environ.set_item(name, latin1(py, value));
-        set(
-            intern!(py, "REQUEST_METHOD"),
-            self.method.as_str().as_bytes(),
-        )?;
+        environ.set_item(intern!(py, "REQUEST_METHOD"), method(py, &self.method))?;
         set(intern!(py, "SCRIPT_NAME"), &self.script_name)?;
         set(intern!(py, "PATH_INFO"), &self.path_info)?;
         set(intern!(py, "QUERY_STRING"), self.query_string.as_bytes())?;
-        set(intern!(py, "REQUEST_URI"), self.target.as_bytes())?;
-        set(intern!(py, "RAW_URI"), self.target.as_bytes())?;
+        let target = latin1(py, self.target.as_bytes());
+        environ.set_item(intern!(py, "REQUEST_URI"), &target)?;
+        environ.set_item(intern!(py, "RAW_URI"), target)?;
         set(intern!(py, "SERVER_NAME"), self.server_name.as_bytes())?;
         // Numbers by itoa, as `ip_text` writes the address: not through `fmt`.
         let mut digits = itoa::Buffer::new();
@@ -98,17 +100,24 @@ impl Cgi {
             intern!(py, "SERVER_PORT"),
             digits.format(self.server_port).as_bytes(),
         )?;
-        set(
-            intern!(py, "SERVER_PROTOCOL"),
-            self.server_protocol.as_bytes(),
-        )?;
-        environ.set_item(intern!(py, "SERVER_SOFTWARE"), intern!(py, "stackway"))?;
-        if let Some(remote) = self.remote {
-            set(intern!(py, "REMOTE_ADDR"), ip_text(remote.ip()).as_bytes())?;
-            set(
-                intern!(py, "REMOTE_PORT"),
-                digits.format(remote.port()).as_bytes(),
-            )?;
+        let protocol = match self.server_protocol {
+            "HTTP/1.1" => intern!(py, "HTTP/1.1"),
+            "HTTP/1.0" => intern!(py, "HTTP/1.0"),
+            other => &PyString::new(py, other),
+        };
+        environ.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+        match self.remote {
+            Some(remote) => {
+                set(intern!(py, "REMOTE_ADDR"), ip_text(remote.ip()).as_bytes())?;
+                set(
+                    intern!(py, "REMOTE_PORT"),
+                    digits.format(remote.port()).as_bytes(),
+                )?;
+            }
+            None => {
+                environ.del_item(intern!(py, "REMOTE_ADDR"))?;
+                environ.del_item(intern!(py, "REMOTE_PORT"))?;
+            }
         }
         for (name, value) in &self.ssl_client {
             environ.set_item(name, latin1(py, value.as_bytes()))?;
@@ -120,18 +129,70 @@ impl Cgi {
             true => intern!(py, "https"),
             false => intern!(py, "http"),
         };
-        static VERSION: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
-        let version =
-            VERSION.get_or_try_init(py, || PyTuple::new(py, [1, 0]).map(Bound::unbind))?;
-        environ.set_item(intern!(py, "wsgi.version"), version)?;
         environ.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
         environ.set_item(intern!(py, "wsgi.input"), input)?;
-        environ.set_item(intern!(py, "wsgi.errors"), errors)?;
+        Ok(environ)
+    }
+}
+
+/// The request method as a `str`: the common ones made once.
+fn method<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyString> {
+    let common = match *method {
+        http::Method::GET => intern!(py, "GET"),
+        http::Method::POST => intern!(py, "POST"),
+        http::Method::HEAD => intern!(py, "HEAD"),
+        http::Method::PUT => intern!(py, "PUT"),
+        http::Method::DELETE => intern!(py, "DELETE"),
+        http::Method::PATCH => intern!(py, "PATCH"),
+        http::Method::OPTIONS => intern!(py, "OPTIONS"),
+        _ => return latin1(py, method.as_str().as_bytes()),
+    };
+    common.clone()
+}
+
+/// The environ's keys that every request has, with the values that never
+/// change (`wsgi.errors` is one object: it keeps no state); the others are
+/// `None` until a request's copy replaces them.
+///
+/// Built one key past the table's first size and that key deleted, so that
+/// the table (and so each copy's) has room for a request's fields: a copy
+/// keeps its table's size and the slots left free in it.
+fn template(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
+    static TEMPLATE: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+    let template = TEMPLATE.get_or_try_init(py, || -> PyResult<_> {
+        let environ = PyDict::new(py);
+        let none = py.None();
+        for name in [
+            "REQUEST_METHOD",
+            "SCRIPT_NAME",
+            "PATH_INFO",
+            "QUERY_STRING",
+            "REQUEST_URI",
+            "RAW_URI",
+            "SERVER_NAME",
+            "SERVER_PORT",
+            "SERVER_PROTOCOL",
+            "REMOTE_ADDR",
+            "REMOTE_PORT",
+            "wsgi.url_scheme",
+            "wsgi.input",
+        ] {
+            environ.set_item(PyString::intern(py, name), &none)?;
+        }
+        environ.set_item(intern!(py, "SERVER_SOFTWARE"), intern!(py, "stackway"))?;
+        environ.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
+        environ.set_item(intern!(py, "wsgi.errors"), Bound::new(py, Errors)?)?;
         environ.set_item(intern!(py, "wsgi.multithread"), true)?;
         environ.set_item(intern!(py, "wsgi.multiprocess"), false)?;
         environ.set_item(intern!(py, "wsgi.run_once"), false)?;
         environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
-        environ.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
-        Ok(environ)
-    }
+        environ.set_item(
+            intern!(py, "wsgi.file_wrapper"),
+            py.get_type::<FileWrapper>(),
+        )?;
+        environ.set_item(intern!(py, "stackway.room"), &none)?;
+        environ.del_item(intern!(py, "stackway.room"))?;
+        Ok(environ.unbind())
+    })?;
+    Ok(template.bind(py))
 }

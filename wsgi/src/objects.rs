@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use stackway::Spooler;
 
 use crate::body::BodyReader;
@@ -311,7 +311,7 @@ impl StartResponse {
     fn __call__(
         &self,
         status: &str,
-        headers: Vec<(String, String)>,
+        headers: Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>,
         exc_info: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Write> {
         let exc_info = exc_info.filter(|e| !e.is_none());
@@ -357,8 +357,12 @@ impl Write {
 }
 
 /// `"404 Not Found"` and `[("Content-Type", "text/plain")]` as a head.
-/// Header values are native strings: latin-1.
-fn parse_head(status: &str, headers: &[(String, String)]) -> PyResult<Head> {
+/// Header values are native strings: latin-1. The strings are read where
+/// Python keeps them, not copied out first.
+fn parse_head(
+    status: &str,
+    headers: &[(Bound<'_, PyString>, Bound<'_, PyString>)],
+) -> PyResult<Head> {
     let code = status
         .get(..3)
         .filter(|_| status.len() == 3 || status.as_bytes()[3] == b' ')
@@ -366,12 +370,19 @@ fn parse_head(status: &str, headers: &[(String, String)]) -> PyResult<Head> {
         .and_then(|code| StatusCode::from_u16(code).ok())
         .filter(|code| code.as_u16() >= 200)
         .ok_or_else(|| PyValueError::new_err(format!("status {status:?} is not \"NNN Reason\"")))?;
-    let mut map = HeaderMap::with_capacity(headers.len());
+    // Room for what the server adds (hyper looks `Connection` up by an
+    // entry, which grows a full map).
+    let mut map = HeaderMap::with_capacity(headers.len() + 2);
     for (name, value) in headers {
-        let bytes: Option<Vec<u8>> = value.chars().map(|c| u8::try_from(c).ok()).collect();
+        let (name, value) = (name.to_str()?, value.to_str()?);
         let parsed = HeaderName::from_bytes(name.as_bytes())
             .ok()
-            .zip(bytes.and_then(|b| HeaderValue::from_bytes(&b).ok()));
+            .zip(if value.is_ascii() {
+                HeaderValue::from_str(value).ok()
+            } else {
+                let bytes: Option<Vec<u8>> = value.chars().map(|c| u8::try_from(c).ok()).collect();
+                bytes.and_then(|b| HeaderValue::from_bytes(&b).ok())
+            });
         let Some((name, value)) = parsed else {
             return Err(PyValueError::new_err(format!(
                 "header {name:?}: {value:?} is not a valid header"

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::body::BodyReader;
 use crate::environ::Cgi;
-use crate::objects::{Errors, Exchange, FileWrapper, Input, SendError, StartResponse};
+use crate::objects::{Exchange, FileWrapper, Input, SendError, StartResponse};
 
 /// What a Python thread needs to answer one request.
 pub(crate) struct Job {
@@ -62,13 +63,7 @@ pub(crate) fn run(py: Python<'_>, app: &Py<PyAny>, job: Job) {
     } = job;
     {
         let outcome = (|| -> Result<(), Failure> {
-            let file_wrapper = py.get_type::<FileWrapper>().into_any();
-            let environ = cgi.into_dict(
-                py,
-                Bound::new(py, Input::new(input))?.into_any(),
-                Bound::new(py, Errors)?.into_any(),
-                file_wrapper,
-            )?;
+            let environ = cgi.into_dict(py, Bound::new(py, Input::new(input))?.into_any())?;
             let start_response = Bound::new(
                 py,
                 StartResponse {
@@ -78,8 +73,9 @@ pub(crate) fn run(py: Python<'_>, app: &Py<PyAny>, job: Job) {
             let iterable = app.bind(py).call1((environ, start_response))?;
             let streamed = stream(py, &iterable, &exchange);
             // PEP 3333: close() is called however the iteration ended.
-            let closed = match iterable.hasattr("close") {
-                Ok(true) => iterable.call_method0("close").map(drop),
+            let close = intern!(py, "close");
+            let closed = match iterable.hasattr(close) {
+                Ok(true) => iterable.call_method0(close).map(drop),
                 Ok(false) => Ok(()),
                 Err(e) => Err(e),
             };

@@ -58,6 +58,14 @@ fn a_validated_app_over_a_request_matrix() {
     assert_eq!(field(&text, "content_length"), "-");
     assert_eq!(field(&text, "scheme"), "http");
     assert_eq!(field(&text, "host"), "localhost");
+    assert_eq!(field(&text, "fresh"), "True");
+    assert_eq!(
+        field(&text, "keys"),
+        "PATH_INFO,QUERY_STRING,RAW_URI,REMOTE_ADDR,REMOTE_PORT,REQUEST_METHOD,REQUEST_URI,\
+         SCRIPT_NAME,SERVER_NAME,SERVER_PORT,SERVER_PROTOCOL,SERVER_SOFTWARE,wsgi.errors,\
+         wsgi.file_wrapper,wsgi.input,wsgi.input_terminated,wsgi.multiprocess,wsgi.multithread,\
+         wsgi.run_once,wsgi.url_scheme,wsgi.version"
+    );
 
     conn.send(b"POST /v/form HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\na=1&b=2");
     let text = conn.read_response().text();
@@ -67,6 +75,7 @@ fn a_validated_app_over_a_request_matrix() {
     );
     assert_eq!(field(&text, "content_length"), "7");
     assert_eq!(field(&text, "body"), "7:b'a=1&b=2'");
+    assert_eq!(field(&text, "fresh"), "True");
 
     conn.send(b"POST /v/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
     let text = conn.read_response().text();

@@ -41,7 +41,11 @@ def _describe(environ, start_response):
         f"body={len(body)}:{body[:40]!r}",
         f"scheme={environ['wsgi.url_scheme']}",
         f"host={environ.get('HTTP_HOST', '-')}",
+        # What a request added to its environ never reaches the next one's.
+        f"fresh={'describe.seen' not in environ}",
+        f"keys={','.join(sorted(k for k in environ if not k.startswith(('HTTP_', 'CONTENT_'))))}",
     ]
+    environ["describe.seen"] = True
     text = ("\n".join(lines) + "\n").encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))])
     if environ["REQUEST_METHOD"] == "HEAD":
