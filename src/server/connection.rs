@@ -137,8 +137,7 @@ pub(super) fn serve_connection<A: App>(
             });
             let io = TokioIo::new(io);
             if door.uwsgi {
-                let conn = shared.uwsgi_builder.serve_connection(io, service);
-                future::Either::Left(conn.with_upgrades())
+                future::Either::Left(shared.uwsgi_builder.serve_connection(io, service))
             } else {
                 future::Either::Right(shared.builder.serve_connection_with_upgrades(io, service))
             }

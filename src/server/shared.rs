@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use http::uri::Scheme;
-use hyper::server::conn::http1;
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 
@@ -89,11 +88,12 @@ pub(super) struct Door {
 pub(super) struct Shared {
     pub(super) builder: auto::Builder<StreamExecutor>,
     /// uwsgi's: HTTP/1 alone, so the request head made from the packet is
-    /// read at once, with no look for HTTP/2's preface first; and the front
-    /// sends one request and nothing after it, so hyper does not read for
-    /// its end while the app runs (HTTP/1 half-close allowed): a front that
-    /// has gone is found at the response's write, as uWSGI finds it.
-    pub(super) uwsgi_builder: http1::Builder,
+    /// read at once, with no look for HTTP/2's preface first (and no
+    /// upgrades: a uwsgi front never asks for one); and the front sends one
+    /// request and nothing after it, so hyper does not read for its end
+    /// while the app runs (HTTP/1 half-close allowed): a front that has gone
+    /// is found at the response's write, as uWSGI finds it.
+    pub(super) uwsgi_builder: auto::Builder<StreamExecutor>,
     pub(super) config: Config,
     pub(super) clocks: Clocks,
     pub(super) lifecycle: Arc<Lifecycle>,

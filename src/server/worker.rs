@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::uri::Scheme;
-use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use rustix::net::{SocketFlags, acceptfrom_with};
@@ -76,26 +75,33 @@ impl<A: App> Worker<A> {
     }
 
     pub(super) async fn run(self) {
-        let mut builder = auto::Builder::new(StreamExecutor {
-            send_timeout: self.config.send_timeout,
-        });
-        // No timer for HTTP/1.1: the connection's own clock (clock.rs) bounds
-        // reading a request head, and hyper's would arm and clear a timer on
-        // every request besides.
-        (builder.http1()).max_buf_size(self.config.max_header_size);
-        // Extended CONNECT (RFC 8441), for WebSockets over HTTP/2.
-        builder
-            .http2()
-            .enable_connect_protocol()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(self.config.max_header_size).unwrap_or(u32::MAX));
-        let mut uwsgi_builder = http1::Builder::new();
-        (uwsgi_builder)
-            .max_buf_size(self.config.max_header_size)
-            .half_close(true);
+        let builder = |http1_only| {
+            let mut builder = auto::Builder::new(StreamExecutor {
+                send_timeout: self.config.send_timeout,
+            });
+            if http1_only {
+                builder = builder.http1_only();
+            }
+            // No timer for HTTP/1.1: the connection's own clock (clock.rs) bounds
+            // reading a request head, and hyper's would arm and clear a timer on
+            // every request besides.
+            (builder.http1())
+                .max_buf_size(self.config.max_header_size)
+                .half_close(http1_only);
+            // Extended CONNECT (RFC 8441), for WebSockets over HTTP/2.
+            builder
+                .http2()
+                .enable_connect_protocol()
+                .timer(TokioTimer::new())
+                .max_header_list_size(
+                    u32::try_from(self.config.max_header_size).unwrap_or(u32::MAX),
+                );
+            builder
+        };
         let shared = Arc::new(Shared {
-            builder,
-            uwsgi_builder,
+            builder: builder(false),
+            // uwsgi's fronts speak HTTP/1 and send one request a connection.
+            uwsgi_builder: builder(true),
             clocks: Clocks::new(&self.config),
             config: self.config,
             lifecycle: self.lifecycle,
