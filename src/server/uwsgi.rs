@@ -249,12 +249,10 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
                 .unwrap_or(0);
             SocketAddr::new(ip, port)
         });
-    let https = matches!(
-        text("HTTPS").map(str::to_ascii_lowercase).as_deref(),
-        Some("on" | "1")
-    ) || ["REQUEST_SCHEME", "UWSGI_SCHEME"]
-        .iter()
-        .any(|name| text(name).is_some_and(|s| s.eq_ignore_ascii_case("https")));
+    let https = text("HTTPS").is_some_and(|on| on.eq_ignore_ascii_case("on") || on == "1")
+        || ["REQUEST_SCHEME", "UWSGI_SCHEME"]
+            .iter()
+            .any(|name| text(name).is_some_and(|s| s.eq_ignore_ascii_case("https")));
     let version = match text("SERVER_PROTOCOL") {
         Some("HTTP/1.0") => Version::HTTP_10,
         Some("HTTP/2.0" | "HTTP/2") => Version::HTTP_2,

@@ -154,9 +154,9 @@ fn method<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyString> {
 /// change (`wsgi.errors` is one object: it keeps no state); the others are
 /// `None` until a request's copy replaces them.
 ///
-/// Built one key past the table's first size and that key deleted, so that
-/// the table (and so each copy's) has room for a request's fields: a copy
-/// keeps its table's size and the slots left free in it.
+/// Its 21 keys fill a table of 32 slots: one more key grows it to 64, and
+/// deleted again leaves it there, so that the table (and so each copy's,
+/// which keeps its size and its free slots) has room for twenty fields.
 fn template(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
     static TEMPLATE: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
     let template = TEMPLATE.get_or_try_init(py, || -> PyResult<_> {
