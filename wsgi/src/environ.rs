@@ -123,7 +123,7 @@ impl Cgi {
             environ.set_item(name, latin1(py, value.as_bytes()))?;
         }
         for (name, value) in &self.fields {
-            environ.set_item(name, latin1(py, value))?;
+            environ.set_item(field_name(py, name), latin1(py, value))?;
         }
         let scheme = match self.https {
             true => intern!(py, "https"),
@@ -133,6 +133,38 @@ impl Cgi {
         environ.set_item(intern!(py, "wsgi.input"), input)?;
         Ok(environ)
     }
+}
+
+/// A field's CGI name as a `str`: the names browsers, proxies and nginx's
+/// `uwsgi_params` send made once. Made once, a key's hash is known, and an
+/// app's `environ["HTTP_HOST"]` finds the same object at once.
+fn field_name<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+    let common = match name {
+        "HTTP_HOST" => intern!(py, "HTTP_HOST"),
+        "HTTP_USER_AGENT" => intern!(py, "HTTP_USER_AGENT"),
+        "HTTP_ACCEPT" => intern!(py, "HTTP_ACCEPT"),
+        "HTTP_ACCEPT_ENCODING" => intern!(py, "HTTP_ACCEPT_ENCODING"),
+        "HTTP_ACCEPT_LANGUAGE" => intern!(py, "HTTP_ACCEPT_LANGUAGE"),
+        "HTTP_CONNECTION" => intern!(py, "HTTP_CONNECTION"),
+        "HTTP_COOKIE" => intern!(py, "HTTP_COOKIE"),
+        "HTTP_REFERER" => intern!(py, "HTTP_REFERER"),
+        "HTTP_ORIGIN" => intern!(py, "HTTP_ORIGIN"),
+        "HTTP_AUTHORIZATION" => intern!(py, "HTTP_AUTHORIZATION"),
+        "HTTP_CACHE_CONTROL" => intern!(py, "HTTP_CACHE_CONTROL"),
+        "HTTP_IF_NONE_MATCH" => intern!(py, "HTTP_IF_NONE_MATCH"),
+        "HTTP_IF_MODIFIED_SINCE" => intern!(py, "HTTP_IF_MODIFIED_SINCE"),
+        "HTTP_UPGRADE_INSECURE_REQUESTS" => intern!(py, "HTTP_UPGRADE_INSECURE_REQUESTS"),
+        "HTTP_SEC_FETCH_DEST" => intern!(py, "HTTP_SEC_FETCH_DEST"),
+        "HTTP_SEC_FETCH_MODE" => intern!(py, "HTTP_SEC_FETCH_MODE"),
+        "HTTP_SEC_FETCH_SITE" => intern!(py, "HTTP_SEC_FETCH_SITE"),
+        "HTTP_X_FORWARDED_FOR" => intern!(py, "HTTP_X_FORWARDED_FOR"),
+        "HTTP_X_FORWARDED_PROTO" => intern!(py, "HTTP_X_FORWARDED_PROTO"),
+        "HTTP_X_REAL_IP" => intern!(py, "HTTP_X_REAL_IP"),
+        "CONTENT_TYPE" => intern!(py, "CONTENT_TYPE"),
+        "CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH"),
+        _ => return PyString::new(py, name),
+    };
+    common.clone()
 }
 
 /// The request method as a `str`: the common ones made once.
