@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Writes cli/link-order.txt, the functions the binaries run, for the linker.
+
+build.rs hands the file to lld (`--symbol-ordering-file`), which lays these
+functions out first and together: what a process runs to start then sits in
+a few pages of the binary instead of pages all through its 7 MiB of code
+(the kernel maps up to 64 KiB around each page a process touches), and a
+request's functions share the instruction cache's and TLB's lines.
+
+The list comes from callgrind over three runs of the release binaries:
+`stackway serve` starting and stopping (first in the file, so that a process
+at rest has touched only the start of it), the same serving hello, static
+files, a route, a proxied request and a 404, and `stackway-python` serving a
+WSGI app over HTTP and over uwsgi. Within each part the functions that ran the
+most instructions come first.
+
+Symbols carry a hash that changes when a function's crate or generic
+arguments change; lld skips names it does not find, so an old list costs
+nothing but its effect. Regenerate it after a dependency upgrade or a large
+change:
+
+    cargo build --release -p stackway-cli && python3 cli/link-order.py
+
+Needs valgrind (Debian's `valgrind`) and curl.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+OUT = Path(__file__).resolve().parent / "link-order.txt"
+
+APP = '''\
+def application(environ, start_response):
+    body = ("Hello, %s!" % environ["PATH_INFO"].strip("/")).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def curl(*urls, head=False):
+    """GETs (or HEADs) `urls` on one connection."""
+    outputs = [arg for url in urls for arg in ("-o", "/dev/null", url)]
+    subprocess.run(["curl", "-s", *(["-I"] if head else []), *outputs], check=True)
+
+
+def uwsgi_request(port, path):
+    """One request in the uwsgi protocol, as nginx's uwsgi_pass sends it."""
+    fields = {"REQUEST_METHOD": "GET", "REQUEST_URI": path, "PATH_INFO": path,
+              "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": "localhost",
+              "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost"}
+    body = b"".join(len(k).to_bytes(2, "little") + k.encode() + len(v).to_bytes(2, "little")
+                    + v.encode() for k, v in fields.items())
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"\0" + len(body).to_bytes(2, "little") + b"\0" + body)
+        while s.recv(65536):
+            pass
+
+
+def callgrind(name, command, load, tmp):
+    """Runs `command` under callgrind until it listens, then `load`, then stops it;
+    returns the profile."""
+    out = tmp / f"{name}.callgrind"
+    process = subprocess.Popen(["valgrind", "--tool=callgrind", "--demangle=no",
+                                f"--callgrind-out-file={out}", *command],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        # One line a listener, once it listens (not a connection: that would run the
+        # accept's code in the start's part).
+        listeners = command.count("--bind")
+        while listeners:
+            line = process.stdout.readline()
+            if not line:
+                sys.exit(f"link-order: {name}: the server stopped before listening")
+            listeners -= line.startswith("listening on")
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        load()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    return out
+
+
+def functions(profile, binary):
+    """The functions of `binary` in a callgrind profile, with their own instructions."""
+    names, objects, cost = {}, {}, {}
+    current_object = function = None
+    skip = False
+
+    def name(table, text):
+        m = re.match(r"\((\d+)\)(?: (.*))?", text)
+        if not m:
+            return text
+        if m.group(2) is not None:
+            table[m.group(1)] = m.group(2)
+        return table[m.group(1)]
+
+    for line in profile.read_text().splitlines():
+        if line.startswith("ob="):
+            current_object = name(objects, line[3:])
+        elif line.startswith(("cob=", "cfi=", "cfl=")):
+            if line.startswith("cob="):
+                name(objects, line[4:])
+        elif line.startswith("fn="):
+            function = name(names, line[3:])
+            if current_object and current_object.endswith("/" + binary):
+                cost.setdefault(function, 0)
+            else:
+                function = None
+        elif line.startswith("cfn="):
+            name(names, line[4:])
+        elif line.startswith("calls="):
+            skip = True  # the next line is the call's inclusive cost
+        elif line[:1].isdigit() or line[:1] in "+-*":
+            if skip:
+                skip = False
+            elif function is not None:
+                parts = line.split()
+                if len(parts) > 1:
+                    cost[function] += int(parts[1])
+    # callgrind marks a recursive call's function with 'N; the symbol is the same.
+    ordered = sorted(cost, key=lambda f: -cost[f])
+    symbols = (re.sub(r"'\d+$", "", f) for f in ordered)
+    return [s for s in symbols if not s.startswith(("0x", "(below"))]
+
+
+def main():
+    for tool in ("valgrind", "curl"):
+        if subprocess.run(["which", tool], capture_output=True).returncode:
+            sys.exit(f"link-order: {tool} is missing")
+    stackway, python = RELEASE / "stackway", RELEASE / "stackway-python"
+    for binary in (stackway, python):
+        if not binary.exists():
+            sys.exit(f"link-order: {binary} is missing; cargo build --release -p stackway-cli")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "static").mkdir()
+        (tmp / "static" / "a.txt").write_text("static\n" * 100)
+        (tmp / "order_app.py").write_text(APP)
+        http, uwsgi = free_port(), free_port()
+
+        start = callgrind("start", [stackway, "serve", "--bind", f"127.0.0.1:{http}",
+                                    "--mount", "/=hello"], lambda: time.sleep(1), tmp)
+
+        base = f"http://127.0.0.1:{http}"
+
+        def serve_load():
+            for _ in range(20):
+                curl(f"{base}/", f"{base}/static/a.txt", f"{base}/routes/users/42",
+                     f"{base}/proxy/you", f"{base}/static/none")
+                curl(f"{base}/static/a.txt", head=True)
+
+        serve = callgrind("serve", [stackway, "serve", "--bind", f"127.0.0.1:{http}",
+                                    "--mount", "/=hello", "--mount", "/routes=routes",
+                                    "--static", f"/static={tmp / 'static'}",
+                                    "--mount", f"/proxy=http://127.0.0.1:{http}"],
+                          serve_load, tmp)
+
+        def python_load():
+            for _ in range(20):
+                curl(f"{base}/you", f"{base}/you/again")
+                uwsgi_request(uwsgi, "/you")
+
+        served = callgrind("python", [python, "serve", "--bind", f"127.0.0.1:{http}",
+                                      "--bind", f"uwsgi://127.0.0.1:{uwsgi}",
+                                      "--pythonpath", str(tmp), "--wsgi-threads", "0",
+                                      "--mount", "/=wsgi:order_app:application"],
+                           python_load, tmp)
+
+        seen, lines = set(), []
+        for profile, binary in ((start, "stackway"), (serve, "stackway"),
+                                (served, "stackway-python")):
+            for symbol in functions(profile, binary):
+                if symbol not in seen:
+                    seen.add(symbol)
+                    lines.append(symbol)
+    header = ["# The functions stackway runs, in the order the linker lays them out.",
+              "# Written by cli/link-order.py (see there); build.rs hands it to lld.", ""]
+    OUT.write_text("\n".join(header + lines) + "\n")
+    print(f"link-order: {len(lines)} functions in {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    main()
