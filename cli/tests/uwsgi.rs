@@ -152,6 +152,11 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
         conn.get("/unix/app/hello/u").text(),
         "hello u at /app/hello/u"
     );
+    // SERVER_PORT is nginx's, the port the client connected to, as uWSGI
+    // passes it: not the uwsgi listener's, and no socket's at all over unix.
+    let front = format!("{} http://localhost/app/hello/x", nginx.addr.port());
+    assert_eq!(conn.get("/app/server").text(), front);
+    assert_eq!(conn.get("/unix/app/server").text(), front);
     // uWSGI's convention: SCRIPT_NAME set by nginx, modifier1 30.
     assert_eq!(
         conn.get("/legacy/hello/old").text(),

@@ -19,7 +19,8 @@
 //! | `REMOTE_ADDR`, `REMOTE_PORT` | the client's address |
 //! | `HTTPS` (`on`, `1`), `REQUEST_SCHEME`, `UWSGI_SCHEME` | the scheme |
 //! | `SERVER_PROTOCOL` | the version the app is told |
-//! | `SERVER_NAME`, `SERVER_PORT`, `DOCUMENT_ROOT`, `UWSGI_*` | not used: the host comes from `HTTP_HOST` (`SERVER_NAME` only without it), and the apps are the server's mounts |
+//! | `SERVER_PORT` | the port the front took the request on (SERVER_PORT, as uWSGI passes it) |
+//! | `SERVER_NAME`, `DOCUMENT_ROOT`, `UWSGI_*` | not used: the host comes from `HTTP_HOST` (`SERVER_NAME`, with `SERVER_PORT` unless it is the scheme's, only without it), and the apps are the server's mounts |
 //!
 //! `modifier1` must be 0 (WSGI) or 30 (WSGI, SCRIPT_NAME managed); others are
 //! answered 501.
@@ -233,11 +234,23 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
         head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
     }
+    let https = text("HTTPS").is_some_and(|on| on.eq_ignore_ascii_case("on") || on == "1")
+        || ["REQUEST_SCHEME", "UWSGI_SCHEME"]
+            .iter()
+            .any(|name| text(name).is_some_and(|s| s.eq_ignore_ascii_case("https")));
+    // The port the front took the request on, not this listener's.
+    let port = text("SERVER_PORT").and_then(|p| p.parse::<u16>().ok());
     if !seen.contains(&&b"HTTP_HOST"[..]) {
+        // No Host (HTTP/1.0): SERVER_NAME, with SERVER_PORT unless it is the
+        // scheme's, as Werkzeug builds the host from them.
         if let Some(name) =
             text("SERVER_NAME").filter(|n| http::uri::Authority::try_from(*n).is_ok())
         {
-            head.extend_from_slice(format!("host: {name}\r\n").as_bytes());
+            let host = match port.filter(|&p| p != if https { 443 } else { 80 }) {
+                Some(port) if !name.contains(':') => format!("host: {name}:{port}\r\n"),
+                _ => format!("host: {name}\r\n"),
+            };
+            head.extend_from_slice(host.as_bytes());
         }
     }
     head.extend_from_slice(b"\r\n");
@@ -249,17 +262,14 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
                 .unwrap_or(0);
             SocketAddr::new(ip, port)
         });
-    let https = text("HTTPS").is_some_and(|on| on.eq_ignore_ascii_case("on") || on == "1")
-        || ["REQUEST_SCHEME", "UWSGI_SCHEME"]
-            .iter()
-            .any(|name| text(name).is_some_and(|s| s.eq_ignore_ascii_case("https")));
     let version = match text("SERVER_PROTOCOL") {
         Some("HTTP/1.0") => Version::HTTP_10,
         Some("HTTP/2.0" | "HTTP/2") => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
-    let forwarded = prefix.map(|prefix| Forwarded {
-        prefix: Some(prefix),
+    let forwarded = (prefix.is_some() || port.is_some()).then(|| Forwarded {
+        prefix,
+        port,
         ..Forwarded::default()
     });
     Ok(Opened {
@@ -387,7 +397,43 @@ mod tests {
         );
         assert!(!opened.https);
         assert_eq!(opened.version, Version::HTTP_11);
-        assert_eq!(opened.forwarded, None);
+        let port = Forwarded {
+            port: Some(80),
+            ..Forwarded::default()
+        };
+        assert_eq!(
+            opened.forwarded,
+            Some(port),
+            "nginx's SERVER_PORT, for the app"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_host_the_host_is_server_name_and_a_port_not_the_schemes() {
+        // (SERVER_PORT, HTTPS) → the host of the head, as Werkzeug builds it
+        let table = [
+            ("80", "", "example.org"),
+            ("8080", "", "example.org:8080"),
+            ("443", "on", "example.org"),
+            ("80", "on", "example.org:80"),
+        ];
+        for (port, https, host) in table {
+            let vars = [
+                ("REQUEST_METHOD", "GET"),
+                ("PATH_INFO", "/"),
+                ("SERVER_PROTOCOL", "HTTP/1.0"),
+                ("SERVER_NAME", "example.org"),
+                ("SERVER_PORT", port),
+                ("HTTPS", https),
+            ];
+            let opened = read(&packet(&vars)).await.unwrap();
+            assert_eq!(
+                head(&opened),
+                format!("GET / HTTP/1.0\r\nhost: {host}\r\n\r\n"),
+                "SERVER_PORT {port}, HTTPS {https:?}"
+            );
+            assert_eq!(opened.forwarded.and_then(|f| f.port), port.parse().ok());
+        }
     }
 
     #[tokio::test]

@@ -45,6 +45,11 @@ def whoami():
     return f"{request.remote_addr} {request.scheme} {request.environ['SERVER_PROTOCOL']}"
 
 
+@app.route("/server")
+def server():
+    return f"{request.environ['SERVER_PORT']} {url_for('hello', name='x', _external=True)}"
+
+
 @app.route("/upload", methods=["POST"])
 def upload():
     total = 0
