@@ -46,6 +46,10 @@ pub struct WsgiSettings {
     pub stream_input: bool,
     /// The limit on a request's time in Python.
     pub harakiri: Option<Harakiri>,
+    /// `wsgi.multithread`: calls may overlap in the process.
+    pub multithread: bool,
+    /// `wsgi.multiprocess`: other processes run the app too.
+    pub multiprocess: bool,
 }
 
 /// A request's limit in Python, and what to do past it: the process is

@@ -99,10 +99,22 @@ pub(crate) fn build_app(
                 BoxApp::new(proxy)
             }
             (Target::Wsgi(spec, options), None) => {
+                let threads = options.threads.unwrap_or(args.wsgi_threads).into();
                 let settings = WsgiSettings {
-                    threads: options.threads.unwrap_or(args.wsgi_threads).into(),
+                    threads,
                     stream_input: options.stream_input || args.wsgi_stream_input,
                     harakiri: harakiri(args),
+                    // On the workers (0 threads), calls overlap when a process has
+                    // more than one.
+                    multithread: match threads {
+                        0 => {
+                            crate::supervisor::workers(args).unwrap_or_else(|| {
+                                std::thread::available_parallelism().map_or(1, usize::from)
+                            }) > 1
+                        }
+                        threads => threads > 1,
+                    },
+                    multiprocess: args.processes > 1,
                 };
                 let wsgi = interpreter(python, prefix)?.wsgi(spec, settings)?;
                 mounted(prefix, wsgi, &mut sources)

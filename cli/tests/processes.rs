@@ -36,6 +36,7 @@ fn serve(flags: &[&str]) -> Server {
         ));
     }
     args.extend(["--mount", "/aspin=asgi:asgi_apps:spin"]);
+    args.extend(["--mount", "/describe=wsgi:wsgi_apps:describe"]);
     args.extend(flags);
     Server::start(stackway(&args), 1)
 }
@@ -115,6 +116,31 @@ impl Client {
             self.conn = Some(conn);
         }
         res
+    }
+}
+
+#[test]
+fn the_app_is_told_it_runs_in_several_processes_and_whether_in_threads() {
+    // (flags, wsgi.multithread and wsgi.multiprocess), as gunicorn and
+    // uWSGI say them: one call at a time a process with one worker and no
+    // Python threads.
+    let table = [
+        (&["--processes", "2"][..], "thread:True process:True"),
+        (
+            &["--processes", "2", "--wsgi-threads", "0", "--workers", "1"],
+            "thread:False process:True",
+        ),
+        (&["--wsgi-threads", "1"], "thread:False process:False"),
+    ];
+    for (flags, said) in table {
+        let server = serve(flags);
+        let text = Conn::open(server.tcp(0)).get("/describe/").text();
+        let line = text.lines().find(|l| l.starts_with("concurrency="));
+        assert_eq!(
+            line,
+            Some(format!("concurrency={said}").as_str()),
+            "{flags:?}"
+        );
     }
 }
 

@@ -48,6 +48,9 @@ pub(crate) struct Cgi {
     /// `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH`.
     fields: Vec<(String, Vec<u8>)>,
     https: bool,
+    /// `wsgi.multithread` and `wsgi.multiprocess`, the app's to say.
+    pub(crate) multithread: bool,
+    pub(crate) multiprocess: bool,
 }
 
 impl Cgi {
@@ -69,6 +72,8 @@ impl Cgi {
             ssl_client: env.ssl_client(),
             fields: env.cgi_headers(),
             https: env.url_scheme() == &http::uri::Scheme::HTTPS,
+            multithread: true,
+            multiprocess: false,
         }
     }
 
@@ -131,6 +136,13 @@ impl Cgi {
         };
         environ.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
         environ.set_item(intern!(py, "wsgi.input"), input)?;
+        // The template's are true and false.
+        if !self.multithread {
+            environ.set_item(intern!(py, "wsgi.multithread"), false)?;
+        }
+        if self.multiprocess {
+            environ.set_item(intern!(py, "wsgi.multiprocess"), true)?;
+        }
         Ok(environ)
     }
 }

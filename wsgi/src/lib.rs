@@ -127,6 +127,9 @@ pub struct Wsgi {
     /// Watches requests run on the workers, once one has a limit.
     watchdog: OnceLock<Watchdog>,
     stream_input: bool,
+    /// `wsgi.multithread`, when said; else from the threads.
+    multithread: Option<bool>,
+    multiprocess: bool,
 }
 
 /// What the Python threads did.
@@ -338,7 +341,27 @@ impl Wsgi {
             harakiri: None,
             watchdog: OnceLock::new(),
             stream_input: false,
+            multithread: None,
+            multiprocess: false,
         }
+    }
+
+    /// Tells the app (`wsgi.multiprocess`) that other processes run it too,
+    /// so that what it keeps in memory is not all there is: `stackway serve
+    /// --processes N` says so for N > 1, as gunicorn and uWSGI do. Default
+    /// false.
+    pub fn multiprocess(mut self, multiprocess: bool) -> Self {
+        self.multiprocess = multiprocess;
+        self
+    }
+
+    /// Whether the app may be called again while a call is running in this
+    /// process (`wsgi.multithread`). By default true, but false with one
+    /// Python [thread](Self::threads). With 0 threads it depends on the
+    /// server's workers: `stackway serve` says false when a process has one.
+    pub fn multithread(mut self, multithread: bool) -> Self {
+        self.multithread = Some(multithread);
+        self
     }
 
     /// Gives the app the request body as it arrives (`wsgi.input` waits for
@@ -441,7 +464,9 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
 
 impl App for Wsgi {
     async fn call(&self, req: Request) -> Response {
-        let cgi = Cgi::new(&req);
+        let mut cgi = Cgi::new(&req);
+        cgi.multithread = self.multithread.unwrap_or(self.threads != 1);
+        cgi.multiprocess = self.multiprocess;
         let body = req.into_body();
         let on_workers = self.threads == 0;
         let input = match self.stream_input && !on_workers {

@@ -43,6 +43,37 @@ fn field<'a>(text: &'a str, name: &str) -> &'a str {
 }
 
 #[test]
+fn the_environ_says_whether_calls_overlap_in_threads_and_processes() {
+    // (the app, what it is told): gunicorn's sync workers and uWSGI's
+    // processes say false where one call at a time runs in a process.
+    let table = [
+        (app("describe"), "thread:True process:False"),
+        (app("describe").threads(1), "thread:False process:False"),
+        (
+            app("describe").multiprocess(true),
+            "thread:True process:True",
+        ),
+        (
+            app("describe")
+                .threads(0)
+                .multithread(false)
+                .multiprocess(true),
+            "thread:False process:True",
+        ),
+    ];
+    for (wsgi, said) in table {
+        let running = Running::start(
+            server()
+                .workers(2)
+                .worker_context(stackway_wsgi::worker_context),
+            wsgi,
+        );
+        let text = Conn::open(running.addr).get("/").text();
+        assert_eq!(field(&text, "concurrency"), said);
+    }
+}
+
+#[test]
 fn a_validated_app_over_a_request_matrix() {
     // wsgiref.validate checks every environ, every call and the response;
     // its warnings are errors, so any complaint would be a 500 here.

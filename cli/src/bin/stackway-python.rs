@@ -19,7 +19,9 @@ impl Python for Embedded {
         let mut wsgi = Wsgi::import(spec)
             .map_err(|e| e.to_string())?
             .threads(settings.threads)
-            .stream_input(settings.stream_input);
+            .stream_input(settings.stream_input)
+            .multithread(settings.multithread)
+            .multiprocess(settings.multiprocess);
         if let Some(Harakiri { limit, then }) = settings.harakiri {
             wsgi = wsgi.harakiri(limit, then);
         }
