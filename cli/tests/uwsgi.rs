@@ -118,7 +118,7 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
     );
     let tcp = tcp.strip_prefix("uwsgi://").unwrap();
     let locations = format!(
-        "    location /app {{ include /etc/nginx/uwsgi_params; uwsgi_pass {tcp}; }}\n\
+        "    location /app {{ include /etc/nginx/uwsgi_params; uwsgi_param REMOTE_USER alice; uwsgi_pass {tcp}; }}\n\
          location /unix/ {{ rewrite ^/unix(/.*)$ $1 break; include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock}; }}\n\
          location /legacy {{ include /etc/nginx/uwsgi_params; uwsgi_param SCRIPT_NAME /legacy; uwsgi_modifier1 30; uwsgi_pass {tcp}; }}\n",
         sock = sock.display()
@@ -157,6 +157,13 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
     let front = format!("{} http://localhost/app/hello/x", nginx.addr.port());
     assert_eq!(conn.get("/app/server").text(), front);
     assert_eq!(conn.get("/unix/app/server").text(), front);
+    // The front's other variables reach the app, as under uWSGI: a
+    // uwsgi_param of the deployment's, and uwsgi_params' DOCUMENT_ROOT.
+    let vars = conn.get("/app/front").text();
+    assert!(
+        vars.starts_with("alice /") && vars.ends_with("/html"),
+        "{vars}"
+    );
     // uWSGI's convention: SCRIPT_NAME set by nginx, modifier1 30.
     assert_eq!(
         conn.get("/legacy/hello/old").text(),

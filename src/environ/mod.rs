@@ -93,6 +93,12 @@ pub struct Forwarded {
     /// Where the proxy mounted this server (`/app`, never ending in `/`): it
     /// comes before SCRIPT_NAME in every URL the app builds.
     pub prefix: Option<String>,
+    /// Variables the front set for the app beyond those the request is made
+    /// of (over uwsgi: `REMOTE_USER` from nginx's `auth_basic`,
+    /// `DOCUMENT_ROOT`, a deployment's own `uwsgi_param`): passed on as they
+    /// are by [`Environ::cgi`] and a WSGI environ, where neither has a
+    /// variable of that name.
+    pub vars: Vec<(String, Vec<u8>)>,
 }
 
 /// SCRIPT_NAME as it was set: a prefix of the raw path.
@@ -493,7 +499,17 @@ impl<'a> Environ<'a> {
         for (name, value) in self.cgi_headers() {
             set(&name, String::from_utf8_lossy(&value).into_owned());
         }
+        for (name, value) in self.front_vars() {
+            env.entry(name.clone())
+                .or_insert_with(|| String::from_utf8_lossy(value).into_owned());
+        }
         env
+    }
+
+    /// The variables a front set for the app beyond the request's own
+    /// ([`Forwarded::vars`]); none without a front that sets them.
+    pub fn front_vars(&self) -> &'a [(String, Vec<u8>)] {
+        self.forwarded().map_or(&[], |f| &f.vars)
     }
 
     /// What a mutual-TLS client showed, as nginx and Apache name it: with a

@@ -217,3 +217,21 @@ fn ip_text_is_what_to_string_gives() {
         assert_eq!(ip_text(ip), ip.to_string());
     }
 }
+
+#[test]
+fn a_fronts_variables_join_the_cgi_view_and_never_replace_its_own() {
+    let mut req = request("/x");
+    req.extensions_mut().insert(Forwarded {
+        vars: vec![
+            ("REMOTE_USER".into(), b"alice".to_vec()),
+            ("REQUEST_METHOD".into(), b"DELETE".to_vec()),
+        ],
+        ..Forwarded::default()
+    });
+    let env = req.environ();
+    assert_eq!(env.front_vars().len(), 2);
+    let cgi = env.cgi();
+    assert_eq!(cgi["REMOTE_USER"], "alice");
+    assert_eq!(cgi["REQUEST_METHOD"], "GET");
+    assert!(request("/x").environ().front_vars().is_empty());
+}

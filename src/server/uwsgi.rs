@@ -20,7 +20,9 @@
 //! | `HTTPS` (`on`, `1`), `REQUEST_SCHEME`, `UWSGI_SCHEME` | the scheme |
 //! | `SERVER_PROTOCOL` | the version the app is told |
 //! | `SERVER_PORT` | the port the front took the request on (SERVER_PORT, as uWSGI passes it) |
-//! | `SERVER_NAME`, `DOCUMENT_ROOT`, `UWSGI_*` | not used: the host comes from `HTTP_HOST` (`SERVER_NAME`, with `SERVER_PORT` unless it is the scheme's, only without it), and the apps are the server's mounts |
+//! | `SERVER_NAME` | not used: the host comes from `HTTP_HOST` (`SERVER_NAME`, with `SERVER_PORT` unless it is the scheme's, only without it) |
+//! | `UWSGI_*` | not used: the apps are the server's mounts |
+//! | any other (`REMOTE_USER`, `DOCUMENT_ROOT`, `REQUEST_SCHEME`, a deployment's own `uwsgi_param`) | passed on to the app as it is, as uWSGI does ([`Forwarded::vars`]) |
 //!
 //! `modifier1` must be 0 (WSGI) or 30 (WSGI, SCRIPT_NAME managed); others are
 //! answered 501.
@@ -166,6 +168,23 @@ fn parse_vars(mut block: &[u8]) -> Result<Vec<Var<'_>>, Refused> {
     Ok(vars)
 }
 
+/// The variables the request is made of, or that stackway decides itself.
+const TAKEN: &[&[u8]] = &[
+    b"REQUEST_METHOD",
+    b"REQUEST_URI",
+    b"PATH_INFO",
+    b"SCRIPT_NAME",
+    b"QUERY_STRING",
+    b"CONTENT_TYPE",
+    b"CONTENT_LENGTH",
+    b"REMOTE_ADDR",
+    b"REMOTE_PORT",
+    b"SERVER_PROTOCOL",
+    b"SERVER_NAME",
+    b"SERVER_PORT",
+    b"HTTPS",
+];
+
 /// The request the variables describe.
 fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
     let var = |name: &str| {
@@ -267,9 +286,24 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
         Some("HTTP/2.0" | "HTTP/2") => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
-    let forwarded = (prefix.is_some() || port.is_some()).then(|| Forwarded {
+    // The rest is the front's word for the app (REMOTE_USER, DOCUMENT_ROOT,
+    // a deployment's own), passed on as uWSGI does; the first of a name wins.
+    let mut front: Vec<(String, Vec<u8>)> = Vec::new();
+    for &(name, value) in vars {
+        let passed = !TAKEN.contains(&name)
+            && !name.starts_with(b"HTTP_")
+            && !name.starts_with(b"UWSGI_")
+            && !name.is_empty()
+            && name.iter().all(u8::is_ascii_graphic);
+        if passed && !front.iter().any(|(n, _)| n.as_bytes() == name) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            front.push((name, value.to_vec()));
+        }
+    }
+    let forwarded = (prefix.is_some() || port.is_some() || !front.is_empty()).then(|| Forwarded {
         prefix,
         port,
+        vars: front,
         ..Forwarded::default()
     });
     Ok(Opened {
@@ -397,15 +431,44 @@ mod tests {
         );
         assert!(!opened.https);
         assert_eq!(opened.version, Version::HTTP_11);
-        let port = Forwarded {
+        let front = Forwarded {
             port: Some(80),
+            vars: vec![
+                ("DOCUMENT_ROOT".into(), b"/usr/share/nginx/html".to_vec()),
+                ("REQUEST_SCHEME".into(), b"http".to_vec()),
+            ],
             ..Forwarded::default()
         };
         assert_eq!(
             opened.forwarded,
-            Some(port),
-            "nginx's SERVER_PORT, for the app"
+            Some(front),
+            "nginx's SERVER_PORT, and its variables the request is not made of"
         );
+    }
+
+    #[tokio::test]
+    async fn the_fronts_own_variables_pass_on_to_the_app() {
+        let opened = nginx_request(
+            "/",
+            "/",
+            &[
+                ("REMOTE_USER", "alice"),
+                ("APP_ENV", "production"),
+                ("REMOTE_USER", "mallory"),
+                ("UWSGI_SCRIPT", "other.wsgi"),
+                ("HTTP_X_REAL_IP", "203.0.113.9"),
+            ],
+        )
+        .await
+        .unwrap();
+        let vars = opened.forwarded.unwrap().vars;
+        let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["DOCUMENT_ROOT", "REQUEST_SCHEME", "REMOTE_USER", "APP_ENV"],
+            "what the request is made of, UWSGI_* and headers stay out"
+        );
+        assert_eq!(vars[2].1, b"alice", "the first of a name wins");
     }
 
     #[tokio::test]

@@ -48,6 +48,8 @@ pub(crate) struct Cgi {
     /// `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH`.
     fields: Vec<(String, Vec<u8>)>,
     https: bool,
+    /// What the front set beyond the request ([`Forwarded::vars`](stackway::Forwarded::vars)).
+    front: Vec<(String, Vec<u8>)>,
     /// `wsgi.multithread` and `wsgi.multiprocess`, the app's to say.
     pub(crate) multithread: bool,
     pub(crate) multiprocess: bool,
@@ -72,6 +74,7 @@ impl Cgi {
             ssl_client: env.ssl_client(),
             fields: env.cgi_headers(),
             https: env.url_scheme() == &http::uri::Scheme::HTTPS,
+            front: env.front_vars().to_vec(),
             multithread: true,
             multiprocess: false,
         }
@@ -129,6 +132,12 @@ impl Cgi {
         }
         for (name, value) in &self.fields {
             environ.set_item(field_name(py, name), latin1(py, value))?;
+        }
+        for (name, value) in &self.front {
+            let name = PyString::new(py, name);
+            if !environ.contains(&name)? {
+                environ.set_item(name, latin1(py, value))?;
+            }
         }
         let scheme = match self.https {
             true => intern!(py, "https"),

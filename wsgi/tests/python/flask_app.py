@@ -50,6 +50,11 @@ def server():
     return f"{request.environ['SERVER_PORT']} {url_for('hello', name='x', _external=True)}"
 
 
+@app.route("/front")
+def front():
+    return f"{request.remote_user} {request.environ.get('DOCUMENT_ROOT', '-')}"
+
+
 @app.route("/upload", methods=["POST"])
 def upload():
     total = 0
