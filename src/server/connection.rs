@@ -1,6 +1,7 @@
 //! One connection: hyper's driver, the clocks that close it when it stalls,
 //! shutdown, and the socket that lingers when it closes.
 
+use std::cell::Cell;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
@@ -26,7 +27,7 @@ use super::sendfile::Write;
 use super::shared::{Door, Lifecycle, Phase, Shared};
 use super::tls::ClientCert;
 use super::uwsgi;
-use crate::{App, Connection};
+use crate::{App, Connection, Forwarded};
 
 /// Serves a connection until it closes. An `async` block rather than an
 /// `async fn`, which would keep a second copy of its arguments in the state
@@ -111,7 +112,12 @@ pub(super) fn serve_connection<A: App>(
                 shared: shared.clone(),
                 activity: activity.clone(),
                 info,
-                uwsgi: uwsgi.map(Box::new),
+                uwsgi: uwsgi.map(|opened| {
+                    Box::new(Front {
+                        version: opened.version,
+                        forwarded: Cell::new(opened.forwarded),
+                    })
+                }),
                 client_cert,
             });
             let service = service_fn(move |mut req: http::Request<_>| {
@@ -126,8 +132,8 @@ pub(super) fn serve_connection<A: App>(
                 // A uwsgi request: the version its front was asked in, and its mount.
                 if let Some(uwsgi) = uwsgi {
                     *req.version_mut() = uwsgi.version;
-                    if let Some(forwarded) = &uwsgi.forwarded {
-                        req.extensions_mut().insert(forwarded.clone());
+                    if let Some(forwarded) = uwsgi.forwarded.take() {
+                        req.extensions_mut().insert(forwarded);
                     }
                 }
                 if let Some(cert) = client_cert {
@@ -255,8 +261,15 @@ struct Requests<A> {
     activity: Arc<Activity>,
     info: Connection,
     /// Boxed: the packet says much, and most connections have none.
-    uwsgi: Option<Box<uwsgi::Opened>>,
+    uwsgi: Option<Box<Front>>,
     client_cert: Option<ClientCert>,
+}
+
+/// What a uwsgi packet said of its request beside the head.
+struct Front {
+    version: http::Version,
+    /// Moved into the request: a uwsgi connection carries one.
+    forwarded: Cell<Option<Forwarded>>,
 }
 
 /// An upgraded connection (a WebSocket), its socket in another task's hands:

@@ -168,23 +168,6 @@ fn parse_vars(mut block: &[u8]) -> Result<Vec<Var<'_>>, Refused> {
     Ok(vars)
 }
 
-/// The variables the request is made of, or that stackway decides itself.
-const TAKEN: &[&[u8]] = &[
-    b"REQUEST_METHOD",
-    b"REQUEST_URI",
-    b"PATH_INFO",
-    b"SCRIPT_NAME",
-    b"QUERY_STRING",
-    b"CONTENT_TYPE",
-    b"CONTENT_LENGTH",
-    b"REMOTE_ADDR",
-    b"REMOTE_PORT",
-    b"SERVER_PROTOCOL",
-    b"SERVER_NAME",
-    b"SERVER_PORT",
-    b"HTTPS",
-];
-
 /// The request the variables describe.
 fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
     let var = |name: &str| {
@@ -218,12 +201,30 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
     head.push_str(" HTTP/1.0\r\n");
     let mut head = head.into_bytes();
     let mut seen: Vec<&[u8]> = Vec::with_capacity(vars.len());
+    // The rest is the front's word for the app (REMOTE_USER, DOCUMENT_ROOT,
+    // a deployment's own), passed on as uWSGI does; the first of a name wins.
+    let mut front: Vec<(String, Vec<u8>)> = Vec::new();
     for &(name, value) in vars {
         let header = match name {
             b"CONTENT_TYPE" | b"CONTENT_LENGTH" => name,
+            // What the request is made of, or what stackway decides itself.
+            b"REQUEST_METHOD" | b"REQUEST_URI" | b"PATH_INFO" | b"SCRIPT_NAME"
+            | b"QUERY_STRING" | b"REMOTE_ADDR" | b"REMOTE_PORT" | b"SERVER_PROTOCOL"
+            | b"SERVER_NAME" | b"SERVER_PORT" | b"HTTPS" => continue,
             _ => match name.strip_prefix(b"HTTP_") {
                 Some(header) if !header.is_empty() => header,
-                _ => continue,
+                Some(_) => continue,
+                None => {
+                    let passed = !name.starts_with(b"UWSGI_")
+                        && !name.is_empty()
+                        && name.iter().all(u8::is_ascii_graphic)
+                        && !front.iter().any(|(n, _)| n.as_bytes() == name);
+                    if passed {
+                        let name = String::from_utf8_lossy(name).into_owned();
+                        front.push((name, value.to_vec()));
+                    }
+                    continue;
+                }
             },
         };
         if value.is_empty() || seen.contains(&name) {
@@ -286,20 +287,6 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
         Some("HTTP/2.0" | "HTTP/2") => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
-    // The rest is the front's word for the app (REMOTE_USER, DOCUMENT_ROOT,
-    // a deployment's own), passed on as uWSGI does; the first of a name wins.
-    let mut front: Vec<(String, Vec<u8>)> = Vec::new();
-    for &(name, value) in vars {
-        let passed = !TAKEN.contains(&name)
-            && !name.starts_with(b"HTTP_")
-            && !name.starts_with(b"UWSGI_")
-            && !name.is_empty()
-            && name.iter().all(u8::is_ascii_graphic);
-        if passed && !front.iter().any(|(n, _)| n.as_bytes() == name) {
-            let name = String::from_utf8_lossy(name).into_owned();
-            front.push((name, value.to_vec()));
-        }
-    }
     let forwarded = (prefix.is_some() || port.is_some() || !front.is_empty()).then(|| Forwarded {
         prefix,
         port,

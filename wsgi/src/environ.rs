@@ -49,7 +49,7 @@ pub(crate) struct Cgi {
     fields: Vec<(String, Vec<u8>)>,
     https: bool,
     /// What the front set beyond the request ([`Forwarded::vars`](stackway::Forwarded::vars)).
-    front: Vec<(String, Vec<u8>)>,
+    pub(crate) front: Vec<(String, Vec<u8>)>,
     /// `wsgi.multithread` and `wsgi.multiprocess`, the app's to say.
     pub(crate) multithread: bool,
     pub(crate) multiprocess: bool,
@@ -74,7 +74,7 @@ impl Cgi {
             ssl_client: env.ssl_client(),
             fields: env.cgi_headers(),
             https: env.url_scheme() == &http::uri::Scheme::HTTPS,
-            front: env.front_vars().to_vec(),
+            front: Vec::new(),
             multithread: true,
             multiprocess: false,
         }
@@ -134,7 +134,12 @@ impl Cgi {
             environ.set_item(field_name(py, name), latin1(py, value))?;
         }
         for (name, value) in &self.front {
-            let name = PyString::new(py, name);
+            // nginx's uwsgi_params send these two on every request.
+            let name = match name.as_str() {
+                "DOCUMENT_ROOT" => intern!(py, "DOCUMENT_ROOT").clone(),
+                "REQUEST_SCHEME" => intern!(py, "REQUEST_SCHEME").clone(),
+                name => PyString::new(py, name),
+            };
             if !environ.contains(&name)? {
                 environ.set_item(name, latin1(py, value))?;
             }

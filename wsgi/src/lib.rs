@@ -463,8 +463,12 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
 }
 
 impl App for Wsgi {
-    async fn call(&self, req: Request) -> Response {
+    async fn call(&self, mut req: Request) -> Response {
         let mut cgi = Cgi::new(&req);
+        // The request goes no further: its front's variables move, not copied.
+        if let Some(forwarded) = req.extensions_mut().get_mut::<stackway::Forwarded>() {
+            cgi.front = std::mem::take(&mut forwarded.vars);
+        }
         cgi.multithread = self.multithread.unwrap_or(self.threads != 1);
         cgi.multiprocess = self.multiprocess;
         let body = req.into_body();
