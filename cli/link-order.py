@@ -113,9 +113,8 @@ def functions(profile, binary):
     for line in profile.read_text().splitlines():
         if line.startswith("ob="):
             current_object = name(objects, line[3:])
-        elif line.startswith(("cob=", "cfi=", "cfl=")):
-            if line.startswith("cob="):
-                name(objects, line[4:])
+        elif line.startswith("cob="):
+            name(objects, line[4:])
         elif line.startswith("fn="):
             function = name(names, line[3:])
             if current_object and current_object.endswith("/" + binary):
