@@ -296,4 +296,23 @@ fn a_uwsgi_packet_from_a_client_that_is_not_wsgi_is_refused_with_a_reason() {
     ]));
     assert!(answer.starts_with("HTTP/1.0 200 "), "{answer}");
     assert!(answer.ends_with("hello raw at /app/hello/raw"), "{answer}");
+    // A client's `Connection: keep-alive` passed on as a variable: the
+    // connection still carries one request and closes once it is answered
+    // (a front reads the answer to its end), not at the idle timeout.
+    let started = std::time::Instant::now();
+    let answer = exchange(&uwsgi_packet(&[
+        ("REQUEST_METHOD", "GET"),
+        ("PATH_INFO", "/app/hello/kept"),
+        ("HTTP_HOST", "example.org"),
+        ("HTTP_CONNECTION", "keep-alive"),
+    ]));
+    assert!(
+        answer.ends_with("hello kept at /app/hello/kept"),
+        "{answer}"
+    );
+    assert!(
+        !answer.to_ascii_lowercase().contains("keep-alive"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }

@@ -87,7 +87,8 @@ impl<A: App> Worker<A> {
             // every request besides.
             (builder.http1())
                 .max_buf_size(self.config.max_header_size)
-                .half_close(http1_only);
+                .half_close(http1_only)
+                .keep_alive(!http1_only);
             // Extended CONNECT (RFC 8441), for WebSockets over HTTP/2.
             builder
                 .http2()
