@@ -49,7 +49,7 @@ pub(super) fn serve_connection<A: App>(
         let watched = shared.clocks.watch(&activity);
         // A block, so that what opening the connection leaves is gone from the
         // connection's state while it is served.
-        let conn = {
+        let conn = 'opened: {
             let tracked = Tracked {
                 io,
                 activity: activity.clone(),
@@ -107,6 +107,23 @@ pub(super) fn serve_connection<A: App>(
                 },
                 listener: door.listener,
             };
+            let (mut io, uwsgi) = match (io, uwsgi) {
+                // A uwsgi request without a body (most are) is answered without
+                // hyper. Boxed: HTTP connections are not made as large as the
+                // app's future.
+                (Either::Left(tracked), Some(opened))
+                    if !opened.has_body() && opened.packet_len <= shared.config.max_header_size =>
+                {
+                    let answer =
+                        answer_uwsgi(tracked, opened, app, shared.clone(), activity.clone(), info);
+                    break 'opened future::Either::Left(future::Either::Left(Box::pin(answer)));
+                }
+                opened => opened,
+            };
+            // One with a body is read by hyper, from the packet made into a head.
+            if let (Either::Left(tracked), Some(opened)) = (&mut io, &uwsgi) {
+                tracked.pending = opened.http1();
+            }
             let requests = Box::new(Requests {
                 app,
                 shared: shared.clone(),
@@ -114,7 +131,7 @@ pub(super) fn serve_connection<A: App>(
                 info,
                 uwsgi: uwsgi.map(|opened| {
                     Box::new(Front {
-                        version: opened.version,
+                        version: opened.head.version,
                         forwarded: Cell::new(opened.forwarded),
                     })
                 }),
@@ -143,7 +160,9 @@ pub(super) fn serve_connection<A: App>(
             });
             let io = TokioIo::new(io);
             if door.uwsgi {
-                future::Either::Left(shared.uwsgi_builder.serve_connection(io, service))
+                future::Either::Left(future::Either::Right(
+                    shared.uwsgi_builder.serve_connection(io, service),
+                ))
             } else {
                 future::Either::Right(shared.builder.serve_connection_with_upgrades(io, service))
             }
@@ -160,7 +179,10 @@ pub(super) fn serve_connection<A: App>(
                 // Whether to close the connection once what is in flight is answered.
                 let shut = tokio::select! {
                     () = poll_fn(|cx| match conn.as_mut().as_pin_mut() {
-                        future::Either::Left(conn) => conn.poll(cx).map(drop),
+                        future::Either::Left(uwsgi) => match uwsgi.as_pin_mut() {
+                            future::Either::Left(answer) => answer.poll(cx),
+                            future::Either::Right(conn) => conn.poll(cx).map(drop),
+                        },
                         future::Either::Right(conn) => conn.poll(cx).map(drop),
                     }) => break 'served,
                     woken = woken(&activity, &shared.lifecycle, seen) => match woken {
@@ -207,7 +229,8 @@ pub(super) fn serve_connection<A: App>(
                     // the connection and lose answers the client has not read.
                     activity.closing.store(true, Ordering::Relaxed);
                     match conn.as_mut().as_pin_mut() {
-                        future::Either::Left(conn) => conn.graceful_shutdown(),
+                        // A uwsgi connection is not shut early (above).
+                        future::Either::Left(_) => {}
                         future::Either::Right(conn) => conn.graceful_shutdown(),
                     }
                 }
@@ -272,6 +295,33 @@ struct Front {
     forwarded: Cell<Option<Forwarded>>,
 }
 
+/// Answers a uwsgi request without a body, without hyper, as uWSGI does: the
+/// request made from the packet, the response written to the socket, the
+/// connection closed.
+async fn answer_uwsgi<A: App>(
+    mut io: Tracked,
+    opened: uwsgi::Opened,
+    app: Arc<A>,
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
+    info: Connection,
+) {
+    let head_request = opened.head.method == http::Method::HEAD;
+    let mut req = http::Request::from_parts(opened.head, http_body_util::Empty::<Bytes>::new());
+    if let Some(forwarded) = opened.forwarded {
+        req.extensions_mut().insert(forwarded);
+    }
+    let Ok(res) = handle(app, &shared, &activity, &info, req).await;
+    match uwsgi::write_response(&mut io, res, head_request).await {
+        Ok(()) => {
+            let _ = io.shutdown().await;
+        }
+        Err(e) => {
+            tracing::debug!(peer = ?info.remote_addr, "closed a uwsgi connection mid-response: {e}")
+        }
+    }
+}
+
 /// An upgraded connection (a WebSocket), its socket in another task's hands:
 /// it stays on the server's books (open, inside the connection limit, waited
 /// for at shutdown) until that task drops it. It is cut off when it moves no
@@ -318,9 +368,8 @@ async fn open(
     let mut opened = None;
     if door.uwsgi {
         match uwsgi::read_packet(&mut tracked).await? {
-            Ok(mut packet) => {
+            Ok(packet) => {
                 remote_addr = packet.remote_addr.or(remote_addr);
-                tracked.pending = std::mem::take(&mut packet.head);
                 opened = Some(packet);
             }
             Err(refused) => {

@@ -13,8 +13,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
 use http::{StatusCode, Version};
-use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
+use http_body::{Frame, SizeHint};
 
 use super::ErrorPages;
 use super::clock::{Activity, InFlight};
@@ -27,13 +26,13 @@ use crate::{App, Body, Connection, IntoResponse, Response};
 /// at once, so that the future hyper keeps (in a slot each connection
 /// allocates, idle or not) holds only the app's call and what its answer
 /// needs, not the request it started from.
-pub(super) fn handle<A: App>(
+pub(super) fn handle<A: App, B: Incoming>(
     app: Arc<A>,
     shared: &Shared,
     activity: &Arc<Activity>,
     info: &Connection,
-    req: http::Request<Incoming>,
-) -> impl Future<Output = Result<http::Response<ServerBody>, Infallible>> + use<A> {
+    req: http::Request<B>,
+) -> impl Future<Output = Result<http::Response<ServerBody>, Infallible>> + use<A, B> {
     let http1 = req.version() < Version::HTTP_2;
     let answer = Answer {
         in_flight: InFlight::begin(activity.clone()),
@@ -64,6 +63,18 @@ pub(super) fn handle<A: App>(
             },
         )
     }
+}
+
+/// A request's body as the server reads it: hyper's, or none (a uwsgi
+/// request without one, answered without hyper).
+pub(super) trait Incoming:
+    http_body::Body<Data = Bytes, Error: Into<crate::error::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> Incoming for B where
+    B: http_body::Body<Data = Bytes, Error: Into<crate::error::BoxError>> + Send + Unpin + 'static
+{
 }
 
 /// What turns the app's response into the server's.
@@ -102,18 +113,18 @@ enum Gate {
 
 /// The server's part before the app: the health check, RFC 9112's Host rule
 /// and the declared body size; then the request as the app gets it.
-fn gate(
+fn gate<B: Incoming>(
     shared: &Shared,
     activity: &Arc<Activity>,
     info: &Connection,
-    mut req: http::Request<Incoming>,
+    mut req: http::Request<B>,
 ) -> Gate {
     if let Some(path) = &shared.config.health_path {
         if req.uri().path() == path {
             return Gate::Answer(health(shared.lifecycle.draining()));
         }
     }
-    let refuse = |status, body: &Incoming| {
+    let refuse = |status, body: &B| {
         if !body.is_end_stream() {
             activity.unread_body.store(true, Ordering::Relaxed);
         }
@@ -206,8 +217,8 @@ fn close(mut res: Response) -> Response {
 /// A request body that fails once it passes the size limit or the client
 /// stalls for the body timeout, and says so; and notes, when dropped unread,
 /// that the connection must linger when it closes.
-struct RequestBody {
-    body: Incoming,
+struct RequestBody<B: Incoming> {
+    body: B,
     remaining: u64,
     timeout: Duration,
     /// Running while the app waits for bytes that have not come.
@@ -216,7 +227,7 @@ struct RequestBody {
     activity: Arc<Activity>,
 }
 
-impl Drop for RequestBody {
+impl<B: Incoming> Drop for RequestBody<B> {
     fn drop(&mut self) {
         if !self.body.is_end_stream() {
             self.activity.unread_body.store(true, Ordering::Relaxed);
@@ -224,7 +235,7 @@ impl Drop for RequestBody {
     }
 }
 
-impl http_body::Body for RequestBody {
+impl<B: Incoming> http_body::Body for RequestBody<B> {
     type Data = Bytes;
     type Error = Error;
 

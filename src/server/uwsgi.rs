@@ -2,13 +2,17 @@
 //! packet of CGI variables, then the request body; the response goes back as
 //! raw HTTP, and the connection carries one request.
 //!
-//! The packet becomes an HTTP/1.0 request head that hyper then reads as if
-//! the client had sent it, followed by the body as it arrives, so a uwsgi
-//! request is served as any other, body streamed, response framed by
-//! `Content-Length` or by closing the connection (nginx reads the response to
-//! its end and never reuses a uwsgi connection). What the variables say of
-//! the connection (REMOTE_ADDR, HTTPS) and of the mount (SCRIPT_NAME) comes
-//! out beside the head:
+//! The packet becomes the request's head ([`Opened`]). A request without a
+//! body (most) is answered here, as uWSGI answers it: the app called with
+//! that head and its response written to the socket ([`write_response`]),
+//! with no HTTP parser between. One with a body goes to hyper as the HTTP/1.0
+//! head the packet makes ([`Opened::http1`]), followed by the body as it
+//! arrives, so that hyper streams it as any other. Either way the response is
+//! framed by `Content-Length` or by closing the connection (nginx reads the
+//! response to its end and never reuses a uwsgi connection), and is the same
+//! byte for byte but the date. What the variables say of the connection
+//! (REMOTE_ADDR, HTTPS) and of the mount (SCRIPT_NAME) comes out beside the
+//! head:
 //!
 //! | variable | becomes |
 //! |---|---|
@@ -27,13 +31,16 @@
 //! `modifier1` must be 0 (WSGI) or 30 (WSGI, SCRIPT_NAME managed); others are
 //! answered 501.
 
+use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
-use http::Version;
+use http::header::{CONTENT_LENGTH, DATE, HOST, TRAILER, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::Forwarded;
 
@@ -56,17 +63,58 @@ const PATH: &AsciiSet = &PATH_RAW.add(b'%');
 const QUERY: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>');
 
 /// What a uwsgi packet turns into.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) struct Opened {
-    /// The HTTP/1.0 request head hyper reads first, and the bytes of the
-    /// body that came with the packet.
-    pub(super) head: Bytes,
+    /// The request the variables describe, without its body; its version is
+    /// the one to tell the app (`SERVER_PROTOCOL`).
+    pub(super) head: http::request::Parts,
+    /// The bytes of the body that came with the packet.
+    pub(super) early: Bytes,
+    /// The packet's size: a head larger than the server takes goes to hyper,
+    /// which refuses it.
+    pub(super) packet_len: usize,
     pub(super) remote_addr: Option<SocketAddr>,
     pub(super) https: bool,
-    /// The version to tell the app (`SERVER_PROTOCOL`).
-    pub(super) version: Version,
     /// SCRIPT_NAME, as the front's mount of this server.
     pub(super) forwarded: Option<Forwarded>,
+}
+
+impl Opened {
+    /// Whether a body follows the packet: a length above zero, or a transfer
+    /// coding (which hyper then refuses or reads).
+    pub(super) fn has_body(&self) -> bool {
+        let headers = &self.head.headers;
+        headers.contains_key(TRANSFER_ENCODING)
+            || headers
+                .get(CONTENT_LENGTH)
+                .is_some_and(|len| len.as_bytes().iter().any(|b| *b != b'0'))
+    }
+
+    /// The request as an HTTP/1.0 head for hyper to read, followed by the body
+    /// bytes that came with the packet.
+    pub(super) fn http1(&self) -> Bytes {
+        let head = &self.head;
+        let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let fields: usize = (head.headers.iter())
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        let mut out = BytesMut::with_capacity(
+            head.method.as_str().len() + target.len() + 12 + fields + 2 + self.early.len(),
+        );
+        out.extend_from_slice(head.method.as_str().as_bytes());
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.0\r\n");
+        for (name, value) in &head.headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.early);
+        out.freeze()
+    }
 }
 
 /// A packet the server will not serve, with the status that says why.
@@ -121,13 +169,14 @@ pub(super) async fn read_packet<S: AsyncRead + Unpin>(
             why: format!("uwsgi modifier1 {modifier1} is not served here: 0 and 30 (WSGI) are"),
         }));
     }
-    let opened = parse_vars(&buf[4..end]).and_then(|vars| open(&vars));
-    Ok(opened.map(|mut opened| {
-        if let Some(body) = buf.get(end..).filter(|body| !body.is_empty()) {
-            let mut head = BytesMut::from(&opened.head[..]);
-            head.extend_from_slice(body);
-            opened.head = head.freeze();
-        }
+    let packet = buf.freeze();
+    let vars = match parse_vars(&packet[4..end]) {
+        Ok(vars) => vars,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    Ok(open(&packet, &vars).map(|mut opened| {
+        opened.early = packet.slice(end..);
+        opened.packet_len = end;
         opened
     }))
 }
@@ -168,8 +217,9 @@ fn parse_vars(mut block: &[u8]) -> Result<Vec<Var<'_>>, Refused> {
     Ok(vars)
 }
 
-/// The request the variables describe.
-fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
+/// The request the variables describe; `packet` holds them, and the header
+/// values are slices of it.
+fn open(packet: &Bytes, vars: &[Var<'_>]) -> Result<Opened, Refused> {
     let var = |name: &str| {
         vars.iter()
             .find(|(n, _)| *n == name.as_bytes())
@@ -177,30 +227,25 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
     };
     let text = |name: &str| var(name).and_then(|v| std::str::from_utf8(v).ok());
     let method = text("REQUEST_METHOD").unwrap_or("GET");
-    if method.is_empty()
-        || !method
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_!".contains(&b))
-    {
-        return Err(Refused::bad(format!("bad REQUEST_METHOD {method:?}")));
-    }
-    // The head says less than the variables it is made from.
-    let mut head = String::with_capacity(vars.iter().map(|(n, v)| n.len() + v.len() + 4).sum());
-    head.push_str(method);
-    head.push(' ');
+    let method = Some(method)
+        .filter(|m| !m.is_empty())
+        .filter(|m| (m.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-_!".contains(&b)))
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or_else(|| Refused::bad(format!("bad REQUEST_METHOD {method:?}")))?;
+    let mut target = String::with_capacity(var("REQUEST_URI").map_or(16, |u| u.len() + 16));
     let prefix = target_path(
         var("PATH_INFO"),
         var("SCRIPT_NAME"),
         var("REQUEST_URI"),
-        &mut head,
+        &mut target,
     );
     if let Some(query) = var("QUERY_STRING").filter(|q| !q.is_empty()) {
-        head.push('?');
-        head.extend(utf8_percent_encode(&String::from_utf8_lossy(query), QUERY));
+        target.push('?');
+        target.extend(utf8_percent_encode(&String::from_utf8_lossy(query), QUERY));
     }
-    head.push_str(" HTTP/1.0\r\n");
-    let mut head = head.into_bytes();
-    let mut seen: Vec<&[u8]> = Vec::with_capacity(vars.len());
+    let uri = Uri::from_maybe_shared(Bytes::from(target))
+        .map_err(|e| Refused::bad(format!("bad request target: {e}")))?;
+    let mut headers = HeaderMap::with_capacity(vars.len());
     // The rest is the front's word for the app (REMOTE_USER, DOCUMENT_ROOT,
     // a deployment's own), passed on as uWSGI does; the first of a name wins.
     let mut front: Vec<(String, Vec<u8>)> = Vec::new();
@@ -227,18 +272,17 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
                 }
             },
         };
-        if value.is_empty() || seen.contains(&name) {
+        if value.is_empty() {
             continue;
         }
-        seen.push(name);
-        if !header
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-        {
-            return Err(Refused::bad(format!(
+        let header = header_name(header).ok_or_else(|| {
+            Refused::bad(format!(
                 "bad uwsgi variable name {:?}",
                 String::from_utf8_lossy(name)
-            )));
+            ))
+        })?;
+        if headers.contains_key(&header) {
+            continue;
         }
         if value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
             return Err(Refused::bad(format!(
@@ -246,13 +290,13 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
                 String::from_utf8_lossy(name)
             )));
         }
-        head.extend(header.iter().map(|b| match b {
-            b'_' => b'-',
-            b => b.to_ascii_lowercase(),
-        }));
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value);
-        head.extend_from_slice(b"\r\n");
+        let value = HeaderValue::from_maybe_shared(packet.slice_ref(value)).map_err(|_| {
+            Refused::bad(format!(
+                "uwsgi variable {} holds a control character",
+                String::from_utf8_lossy(name)
+            ))
+        })?;
+        headers.append(header, value);
     }
     let https = text("HTTPS").is_some_and(|on| on.eq_ignore_ascii_case("on") || on == "1")
         || ["REQUEST_SCHEME", "UWSGI_SCHEME"]
@@ -260,20 +304,21 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
             .any(|name| text(name).is_some_and(|s| s.eq_ignore_ascii_case("https")));
     // The port the front took the request on, not this listener's.
     let port = text("SERVER_PORT").and_then(|p| p.parse::<u16>().ok());
-    if !seen.contains(&&b"HTTP_HOST"[..]) {
+    if !headers.contains_key(HOST) {
         // No Host (HTTP/1.0): SERVER_NAME, with SERVER_PORT unless it is the
         // scheme's, as Werkzeug builds the host from them.
-        if let Some(name) =
-            text("SERVER_NAME").filter(|n| http::uri::Authority::try_from(*n).is_ok())
-        {
-            let host = match port.filter(|&p| p != if https { 443 } else { 80 }) {
-                Some(port) if !name.contains(':') => format!("host: {name}:{port}\r\n"),
-                _ => format!("host: {name}\r\n"),
-            };
-            head.extend_from_slice(host.as_bytes());
+        let name = text("SERVER_NAME").filter(|n| http::uri::Authority::try_from(*n).is_ok());
+        let host =
+            name.and_then(
+                |name| match port.filter(|&p| p != if https { 443 } else { 80 }) {
+                    Some(port) if !name.contains(':') => format!("{name}:{port}").try_into().ok(),
+                    _ => HeaderValue::try_from(name).ok(),
+                },
+            );
+        if let Some(host) = host {
+            headers.insert(HOST, host);
         }
     }
-    head.extend_from_slice(b"\r\n");
     let remote_addr = text("REMOTE_ADDR")
         .and_then(|ip| ip.parse::<IpAddr>().ok())
         .map(|ip| {
@@ -282,24 +327,48 @@ fn open(vars: &[Var<'_>]) -> Result<Opened, Refused> {
                 .unwrap_or(0);
             SocketAddr::new(ip, port)
         });
-    let version = match text("SERVER_PROTOCOL") {
-        Some("HTTP/1.0") => Version::HTTP_10,
-        Some("HTTP/2.0" | "HTTP/2") => Version::HTTP_2,
-        _ => Version::HTTP_11,
-    };
     let forwarded = (prefix.is_some() || port.is_some() || !front.is_empty()).then(|| Forwarded {
         prefix,
         port,
         vars: front,
         ..Forwarded::default()
     });
+    let (mut head, ()) = http::Request::new(()).into_parts();
+    head.method = method;
+    head.uri = uri;
+    head.version = match text("SERVER_PROTOCOL") {
+        Some("HTTP/1.0") => Version::HTTP_10,
+        Some("HTTP/2.0" | "HTTP/2") => Version::HTTP_2,
+        _ => Version::HTTP_11,
+    };
+    head.headers = headers;
     Ok(Opened {
-        head: head.into(),
+        head,
+        early: Bytes::new(),
+        packet_len: 0,
         remote_addr,
         https,
-        version,
         forwarded,
     })
+}
+
+/// The header an `HTTP_*` variable names: `X_TRACE_ID` → `x-trace-id`.
+fn header_name(var: &[u8]) -> Option<HeaderName> {
+    if !var.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_') {
+        return None;
+    }
+    let dashed = |buf: &mut [u8]| {
+        for (to, from) in buf.iter_mut().zip(var) {
+            *to = if *from == b'_' { b'-' } else { *from };
+        }
+        // HeaderName makes it lower case.
+        HeaderName::from_bytes(buf).ok()
+    };
+    let mut short = [0u8; 64];
+    match short.get_mut(..var.len()) {
+        Some(buf) => dashed(buf),
+        None => dashed(&mut vec![0; var.len()]),
+    }
 }
 
 /// Writes the request target's path, encoded, to `out`; returns the mount
@@ -343,6 +412,166 @@ fn target_path(
     prefix
 }
 
+/// Writes the response to a uwsgi request as hyper writes one to an HTTP/1.0
+/// client whose connection closes after it (the head the front sees does not
+/// depend on which of the two answered): the status line, the headers with
+/// `content-length` when the body's length is known and `date` when the app
+/// set none, then the body, none for HEAD, 204 and 304; its end told by its
+/// length or by the close that follows. A body that fails, or ends short of
+/// its length, is an error: the connection closes without finishing it.
+pub(super) async fn write_response<W, B>(
+    io: &mut W,
+    res: http::Response<B>,
+    head_request: bool,
+) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (parts, mut body) = res.into_parts();
+    let status = parts.status;
+    if status.is_informational() {
+        // hyper answers a 1xx response, which it cannot send, with a 500.
+        let mut head = b"HTTP/1.0 500 Internal Server Error\r\ncontent-length: 0\r\n".to_vec();
+        push_date(&mut head);
+        head.extend_from_slice(b"\r\n");
+        return write_all(io, &head, &[]).await;
+    }
+    let may_have_length = !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+    let length = if body.is_end_stream() {
+        Some(0)
+    } else {
+        body.size_hint().exact()
+    };
+    let mut head = Vec::with_capacity(64 + 40 * parts.headers.len());
+    head.extend_from_slice(b"HTTP/1.0 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    // How many bytes of the body to send; `None`, all of it.
+    let mut limit = None;
+    let mut wrote_length = false;
+    let mut wrote_date = false;
+    for (name, value) in &parts.headers {
+        match *name {
+            CONTENT_LENGTH => {
+                if wrote_length || (length == Some(0) && !head_request) {
+                    continue;
+                }
+                limit = match length {
+                    Some(len) => Some(len),
+                    None => match std::str::from_utf8(value.as_bytes())
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                    {
+                        Some(len) => Some(len),
+                        None => return Err(io::Error::other("a bad content-length")),
+                    },
+                };
+                wrote_length = true;
+            }
+            // HTTP/1.0 has no chunked body, and so no trailers.
+            TRANSFER_ENCODING | TRAILER => continue,
+            DATE => wrote_date = true,
+            _ => {}
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !wrote_length && may_have_length {
+        match length {
+            Some(0) if head_request => {}
+            Some(len) => {
+                head.extend_from_slice(b"content-length: ");
+                head.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+                head.extend_from_slice(b"\r\n");
+                limit = Some(len);
+            }
+            None => {}
+        }
+    }
+    if !wrote_date {
+        push_date(&mut head);
+    }
+    head.extend_from_slice(b"\r\n");
+    if head_request || !may_have_length {
+        return write_all(io, &head, &[]).await;
+    }
+    let mut head = Some(head);
+    let mut remaining = limit.unwrap_or(u64::MAX);
+    while remaining > 0 {
+        let frame = match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            None if limit.is_none() => break,
+            None => return Err(io::Error::other("the body ended short of its length")),
+            Some(Err(e)) => return Err(io::Error::other(format!("the body failed: {e}"))),
+            Some(Ok(frame)) => frame,
+        };
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers: not in HTTP/1.0
+        };
+        if data.len() as u64 > remaining {
+            data.truncate(remaining as usize);
+        }
+        remaining -= data.len() as u64;
+        write_all(io, head.take().as_deref().unwrap_or_default(), &data).await?;
+    }
+    match head {
+        Some(head) => write_all(io, &head, &[]).await,
+        None => Ok(()),
+    }
+}
+
+/// Writes `head`, then `data`, in as few `writev`s as the socket takes.
+async fn write_all<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    mut head: &[u8],
+    mut data: &[u8],
+) -> io::Result<()> {
+    while !head.is_empty() || !data.is_empty() {
+        // Never an empty buffer first: a file's stand-in is found by where its
+        // slice points (sendfile.rs).
+        let bufs = [io::IoSlice::new(head), io::IoSlice::new(data)];
+        let bufs = if head.is_empty() {
+            &bufs[1..]
+        } else {
+            &bufs[..]
+        };
+        let n = io.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        data = &data[n - from_head..];
+    }
+    Ok(())
+}
+
+/// Appends the `date` field, as hyper does: the time, formatted once a second
+/// on each thread.
+fn push_date(head: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, date)| {
+        if *at != secs || date.is_empty() {
+            *at = secs;
+            *date = httpdate::fmt_http_date(now);
+        }
+        head.extend_from_slice(b"date: ");
+        head.extend_from_slice(date.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,7 +583,7 @@ mod tests {
     }
 
     fn head(opened: &Opened) -> String {
-        String::from_utf8(opened.head.to_vec()).unwrap()
+        String::from_utf8(opened.http1().to_vec()).unwrap()
     }
 
     /// nginx's `uwsgi_params`, for a request of `uri` with `extra` variables.
@@ -417,7 +646,7 @@ mod tests {
             Some("203.0.113.7:51000".parse().unwrap())
         );
         assert!(!opened.https);
-        assert_eq!(opened.version, Version::HTTP_11);
+        assert_eq!(opened.head.version, Version::HTTP_11);
         let front = Forwarded {
             port: Some(80),
             vars: vec![
@@ -575,9 +804,109 @@ mod tests {
         assert_eq!(rest, b"hello");
     }
 
+    /// What `write_response` sends for `res`, with the date taken out.
+    async fn written<B>(res: http::Response<B>, head_request: bool) -> io::Result<String>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let mut out = Vec::new();
+        write_response(&mut out, res, head_request).await?;
+        let out = String::from_utf8(out).unwrap();
+        let (before, rest) = out.split_once("date: ").expect("a date");
+        let (date, after) = rest.split_once("\r\n").unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+        Ok(format!("{before}{after}"))
+    }
+
+    fn response<B>(status: u16, headers: &[(&'static str, &str)], body: B) -> http::Response<B> {
+        let mut res = http::Response::new(body);
+        *res.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (name, value) in headers {
+            (res.headers_mut()).append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        res
+    }
+
+    type Full = http_body_util::Full<Bytes>;
+
+    /// A body of `chunks` whose length is not known in advance.
+    fn stream(
+        chunks: &[&'static str],
+    ) -> impl http_body::Body<Data = Bytes, Error = io::Error> + Unpin {
+        let frames = chunks
+            .iter()
+            .map(|c| Ok::<_, io::Error>(http_body::Frame::data(Bytes::from_static(c.as_bytes()))));
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>()))
+    }
+
+    #[tokio::test]
+    async fn a_response_is_written_as_hyper_writes_one_to_an_http_1_0_client() {
+        // (status, headers, body, HEAD?) → what the front reads
+        let hello = || Full::new(Bytes::from_static(b"hello"));
+        let table = [
+            (
+                written(
+                    response(200, &[("content-type", "text/plain")], hello()),
+                    false,
+                )
+                .await,
+                "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello",
+            ),
+            (
+                written(response(200, &[], hello()), true).await,
+                "HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\n",
+            ),
+            (
+                written(response(404, &[], Full::default()), false).await,
+                "HTTP/1.0 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            ),
+            (
+                written(response(204, &[("x-a", "1")], Full::default()), false).await,
+                "HTTP/1.0 204 No Content\r\nx-a: 1\r\n\r\n",
+            ),
+            (
+                written(response(304, &[("etag", "\"a\"")], hello()), false).await,
+                "HTTP/1.0 304 Not Modified\r\netag: \"a\"\r\n\r\n",
+            ),
+            (
+                // No length: the close ends it. HTTP/1.0 has no chunked coding.
+                written(
+                    response(
+                        200,
+                        &[("transfer-encoding", "chunked")],
+                        stream(&["ab", "", "c"]),
+                    ),
+                    false,
+                )
+                .await,
+                "HTTP/1.0 200 OK\r\n\r\nabc",
+            ),
+            (
+                // The app's length is the one sent, and bounds the body.
+                written(
+                    response(200, &[("content-length", "2")], stream(&["ab", "cd"])),
+                    false,
+                )
+                .await,
+                "HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nab",
+            ),
+            (
+                written(response(103, &[("link", "</a>")], Full::default()), false).await,
+                "HTTP/1.0 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
+            ),
+        ];
+        for (written, expected) in table {
+            assert_eq!(written.unwrap(), expected);
+        }
+        // A body that ends short of its length is not passed off as whole.
+        let short = response(200, &[("content-length", "9")], stream(&["ab"]));
+        assert!(written(short, false).await.is_err());
+    }
+
     #[tokio::test]
     async fn bad_packets_are_refused_with_a_reason() {
-        let table: [(Vec<u8>, u16, &str); 5] = [
+        let table: [(Vec<u8>, u16, &str); 6] = [
             (
                 {
                     let mut p = packet(&[("PATH_INFO", "/")]);
@@ -593,6 +922,7 @@ mod tests {
                 "line break",
             ),
             (packet(&[("HTTP_X:A", "a")]), 400, "bad uwsgi variable name"),
+            (packet(&[("HTTP_X_A", "a\x01b")]), 400, "control character"),
             (
                 packet(&[("REQUEST_METHOD", "GET /x")]),
                 400,
