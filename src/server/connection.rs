@@ -114,8 +114,7 @@ pub(super) fn serve_connection<A: App>(
                 (Either::Left(tracked), Some(opened))
                     if !opened.has_body() && opened.packet_len <= shared.config.max_header_size =>
                 {
-                    let answer =
-                        answer_uwsgi(tracked, opened, app, shared.clone(), activity.clone(), info);
+                    let answer = answer_uwsgi(tracked, opened, app, &shared, &activity, &info);
                     break 'opened future::Either::Left(future::Either::Left(Box::pin(answer)));
                 }
                 opened => opened,
@@ -298,26 +297,31 @@ struct Front {
 /// Answers a uwsgi request without a body, without hyper, as uWSGI does: the
 /// request made from the packet, the response written to the socket, the
 /// connection closed.
-async fn answer_uwsgi<A: App>(
+///
+/// The request is made and passed through the gate before the future is, so
+/// that the future holds only the app's call and the writing of its answer.
+fn answer_uwsgi<A: App>(
     mut io: Tracked,
     opened: uwsgi::Opened,
     app: Arc<A>,
-    shared: Arc<Shared>,
-    activity: Arc<Activity>,
-    info: Connection,
-) {
+    shared: &Shared,
+    activity: &Arc<Activity>,
+    info: &Connection,
+) -> impl Future<Output = ()> + use<A> {
     let head_request = opened.head.method == http::Method::HEAD;
     let mut req = http::Request::from_parts(opened.head, http_body_util::Empty::<Bytes>::new());
     if let Some(forwarded) = opened.forwarded {
         req.extensions_mut().insert(forwarded);
     }
-    let Ok(res) = handle(app, &shared, &activity, &info, req).await;
-    match uwsgi::write_response(&mut io, res, head_request).await {
-        Ok(()) => {
-            let _ = io.shutdown().await;
-        }
-        Err(e) => {
-            tracing::debug!(peer = ?info.remote_addr, "closed a uwsgi connection mid-response: {e}")
+    let handled = handle(app, shared, activity, info, req);
+    let peer = info.remote_addr;
+    async move {
+        let Ok(res) = handled.await;
+        match uwsgi::write_response(&mut io, res, head_request).await {
+            Ok(()) => {
+                let _ = io.shutdown().await;
+            }
+            Err(e) => tracing::debug!(?peer, "closed a uwsgi connection mid-response: {e}"),
         }
     }
 }

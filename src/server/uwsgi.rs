@@ -33,14 +33,16 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, DATE, HOST, TRAILER, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::Forwarded;
 
@@ -158,7 +160,18 @@ const FIRST_READ: usize = 4096;
 pub(super) async fn read_packet<S: AsyncRead + Unpin>(
     io: &mut S,
 ) -> io::Result<Result<Opened, Refused>> {
-    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    // Read on the stack and kept at its size: what a request's fields point
+    // into is not a 4 KiB allocation of which they use a few hundred bytes.
+    let mut buf = poll_fn(|cx| {
+        let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut first = ReadBuf::uninit(&mut first);
+        std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut first))?;
+        Poll::Ready(io::Result::Ok(BytesMut::from(first.filled())))
+    })
+    .await?;
+    if buf.is_empty() {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     fill(io, &mut buf, 4).await?;
     let end = 4 + usize::from(u16::from_le_bytes([buf[1], buf[2]]));
     fill(io, &mut buf, end).await?;
@@ -220,42 +233,25 @@ fn parse_vars(mut block: &[u8]) -> Result<Vec<Var<'_>>, Refused> {
 /// The request the variables describe; `packet` holds them, and the header
 /// values are slices of it.
 fn open(packet: &Bytes, vars: &[Var<'_>]) -> Result<Opened, Refused> {
-    let var = |name: &str| {
-        vars.iter()
-            .find(|(n, _)| *n == name.as_bytes())
-            .map(|(_, v)| *v)
-    };
-    let text = |name: &str| var(name).and_then(|v| std::str::from_utf8(v).ok());
-    let method = text("REQUEST_METHOD").unwrap_or("GET");
-    let method = Some(method)
-        .filter(|m| !m.is_empty())
-        .filter(|m| (m.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-_!".contains(&b)))
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .ok_or_else(|| Refused::bad(format!("bad REQUEST_METHOD {method:?}")))?;
-    let mut target = String::with_capacity(var("REQUEST_URI").map_or(16, |u| u.len() + 16));
-    let prefix = target_path(
-        var("PATH_INFO"),
-        var("SCRIPT_NAME"),
-        var("REQUEST_URI"),
-        &mut target,
-    );
-    if let Some(query) = var("QUERY_STRING").filter(|q| !q.is_empty()) {
-        target.push('?');
-        target.extend(utf8_percent_encode(&String::from_utf8_lossy(query), QUERY));
-    }
-    let uri = Uri::from_maybe_shared(Bytes::from(target))
-        .map_err(|e| Refused::bad(format!("bad request target: {e}")))?;
     let mut headers = HeaderMap::with_capacity(vars.len());
     // The rest is the front's word for the app (REMOTE_USER, DOCUMENT_ROOT,
     // a deployment's own), passed on as uWSGI does; the first of a name wins.
     let mut front: Vec<(String, Vec<u8>)> = Vec::new();
+    // What the request is made of, or what stackway decides itself, found in
+    // the same pass (the first of a name).
+    let mut named = Named::default();
     for &(name, value) in vars {
+        if let Some(slot) = named.slot(name) {
+            slot.get_or_insert(value);
+            continue;
+        }
+        match name {
+            b"REQUEST_SCHEME" => drop(named.request_scheme.get_or_insert(value)),
+            b"UWSGI_SCHEME" => drop(named.uwsgi_scheme.get_or_insert(value)),
+            _ => {}
+        }
         let header = match name {
             b"CONTENT_TYPE" | b"CONTENT_LENGTH" => name,
-            // What the request is made of, or what stackway decides itself.
-            b"REQUEST_METHOD" | b"REQUEST_URI" | b"PATH_INFO" | b"SCRIPT_NAME"
-            | b"QUERY_STRING" | b"REMOTE_ADDR" | b"REMOTE_PORT" | b"SERVER_PROTOCOL"
-            | b"SERVER_NAME" | b"SERVER_PORT" | b"HTTPS" => continue,
             _ => match name.strip_prefix(b"HTTP_") {
                 Some(header) if !header.is_empty() => header,
                 Some(_) => continue,
@@ -298,16 +294,35 @@ fn open(packet: &Bytes, vars: &[Var<'_>]) -> Result<Opened, Refused> {
         })?;
         headers.append(header, value);
     }
-    let https = text("HTTPS").is_some_and(|on| on.eq_ignore_ascii_case("on") || on == "1")
-        || ["REQUEST_SCHEME", "UWSGI_SCHEME"]
-            .iter()
-            .any(|name| text(name).is_some_and(|s| s.eq_ignore_ascii_case("https")));
+    let method = text(named.method).unwrap_or("GET");
+    let method = Some(method)
+        .filter(|m| !m.is_empty())
+        .filter(|m| (m.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-_!".contains(&b)))
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or_else(|| Refused::bad(format!("bad REQUEST_METHOD {method:?}")))?;
+    let mut target = String::with_capacity(named.request_uri.map_or(16, |u| u.len() + 16));
+    let prefix = target_path(
+        named.path_info,
+        named.script_name,
+        named.request_uri,
+        &mut target,
+    );
+    if let Some(query) = named.query_string.filter(|q| !q.is_empty()) {
+        target.push('?');
+        target.extend(utf8_percent_encode(&String::from_utf8_lossy(query), QUERY));
+    }
+    let uri = Uri::from_maybe_shared(Bytes::from(target))
+        .map_err(|e| Refused::bad(format!("bad request target: {e}")))?;
+    let https = text(named.https).is_some_and(|on| on.eq_ignore_ascii_case("on") || on == "1")
+        || [named.request_scheme, named.uwsgi_scheme]
+            .into_iter()
+            .any(|scheme| scheme.is_some_and(|s| s.eq_ignore_ascii_case(b"https")));
     // The port the front took the request on, not this listener's.
-    let port = text("SERVER_PORT").and_then(|p| p.parse::<u16>().ok());
+    let port = text(named.server_port).and_then(|p| p.parse::<u16>().ok());
     if !headers.contains_key(HOST) {
         // No Host (HTTP/1.0): SERVER_NAME, with SERVER_PORT unless it is the
         // scheme's, as Werkzeug builds the host from them.
-        let name = text("SERVER_NAME").filter(|n| http::uri::Authority::try_from(*n).is_ok());
+        let name = text(named.server_name).filter(|n| http::uri::Authority::try_from(*n).is_ok());
         let host =
             name.and_then(
                 |name| match port.filter(|&p| p != if https { 443 } else { 80 }) {
@@ -319,10 +334,10 @@ fn open(packet: &Bytes, vars: &[Var<'_>]) -> Result<Opened, Refused> {
             headers.insert(HOST, host);
         }
     }
-    let remote_addr = text("REMOTE_ADDR")
+    let remote_addr = text(named.remote_addr)
         .and_then(|ip| ip.parse::<IpAddr>().ok())
         .map(|ip| {
-            let port = text("REMOTE_PORT")
+            let port = text(named.remote_port)
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
             SocketAddr::new(ip, port)
@@ -336,7 +351,7 @@ fn open(packet: &Bytes, vars: &[Var<'_>]) -> Result<Opened, Refused> {
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = method;
     head.uri = uri;
-    head.version = match text("SERVER_PROTOCOL") {
+    head.version = match text(named.protocol) {
         Some("HTTP/1.0") => Version::HTTP_10,
         Some("HTTP/2.0" | "HTTP/2") => Version::HTTP_2,
         _ => Version::HTTP_11,
@@ -350,6 +365,52 @@ fn open(packet: &Bytes, vars: &[Var<'_>]) -> Result<Opened, Refused> {
         https,
         forwarded,
     })
+}
+
+/// The variables the request is made of, or that stackway decides from.
+#[derive(Default)]
+struct Named<'a> {
+    method: Option<&'a [u8]>,
+    request_uri: Option<&'a [u8]>,
+    path_info: Option<&'a [u8]>,
+    script_name: Option<&'a [u8]>,
+    query_string: Option<&'a [u8]>,
+    remote_addr: Option<&'a [u8]>,
+    remote_port: Option<&'a [u8]>,
+    protocol: Option<&'a [u8]>,
+    server_name: Option<&'a [u8]>,
+    server_port: Option<&'a [u8]>,
+    https: Option<&'a [u8]>,
+    /// Also passed on to the app.
+    request_scheme: Option<&'a [u8]>,
+    /// Also a `UWSGI_*`, not passed on.
+    uwsgi_scheme: Option<&'a [u8]>,
+}
+
+impl<'a> Named<'a> {
+    /// Where a variable the request is made of goes; `None` for the others
+    /// (REQUEST_SCHEME and UWSGI_SCHEME are noted and go on with them).
+    fn slot(&mut self, name: &[u8]) -> Option<&mut Option<&'a [u8]>> {
+        Some(match name {
+            b"REQUEST_METHOD" => &mut self.method,
+            b"REQUEST_URI" => &mut self.request_uri,
+            b"PATH_INFO" => &mut self.path_info,
+            b"SCRIPT_NAME" => &mut self.script_name,
+            b"QUERY_STRING" => &mut self.query_string,
+            b"REMOTE_ADDR" => &mut self.remote_addr,
+            b"REMOTE_PORT" => &mut self.remote_port,
+            b"SERVER_PROTOCOL" => &mut self.protocol,
+            b"SERVER_NAME" => &mut self.server_name,
+            b"SERVER_PORT" => &mut self.server_port,
+            b"HTTPS" => &mut self.https,
+            _ => return None,
+        })
+    }
+}
+
+/// A variable's value, if it is text.
+fn text(var: Option<&[u8]>) -> Option<&str> {
+    var.and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// The header an `HTTP_*` variable names: `X_TRACE_ID` → `x-trace-id`.
