@@ -315,4 +315,11 @@ fn a_uwsgi_packet_from_a_client_that_is_not_wsgi_is_refused_with_a_reason() {
         "{answer}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Flask's 404 keeps Werkzeug's reason, as under uWSGI.
+    let answer = exchange(&uwsgi_packet(&[
+        ("REQUEST_METHOD", "GET"),
+        ("PATH_INFO", "/app/no/such/page"),
+        ("HTTP_HOST", "example.org"),
+    ]));
+    assert!(answer.starts_with("HTTP/1.0 404 NOT FOUND\r\n"), "{answer}");
 }

@@ -509,7 +509,11 @@ where
     head.extend_from_slice(b"HTTP/1.0 ");
     head.extend_from_slice(status.as_str().as_bytes());
     head.push(b' ');
-    head.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    let reason = match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+        Some(reason) => reason.as_bytes(),
+        None => status.canonical_reason().unwrap_or("<none>").as_bytes(),
+    };
+    head.extend_from_slice(reason);
     head.extend_from_slice(b"\r\n");
     // How many bytes of the body to send; `None`, all of it.
     let mut limit = None;
@@ -951,6 +955,20 @@ mod tests {
                 )
                 .await,
                 "HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nab",
+            ),
+            (
+                // The app's own reason (Werkzeug's), as hyper sends it.
+                written(
+                    {
+                        let mut res = response(404, &[], Full::default());
+                        let reason = hyper::ext::ReasonPhrase::from_static(b"NOT FOUND");
+                        res.extensions_mut().insert(reason);
+                        res
+                    },
+                    false,
+                )
+                .await,
+                "HTTP/1.0 404 NOT FOUND\r\ncontent-length: 0\r\n\r\n",
             ),
             (
                 written(response(103, &[("link", "</a>")], Full::default()), false).await,

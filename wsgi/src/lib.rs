@@ -510,6 +510,9 @@ impl App for Wsgi {
         let mut res = Response::new(body);
         *res.status_mut() = head.status;
         *res.headers_mut() = head.headers;
+        if let Some(reason) = head.reason {
+            res.extensions_mut().insert(reason);
+        }
         res
     }
 }

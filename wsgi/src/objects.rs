@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use hyper::ext::ReasonPhrase;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
@@ -188,6 +189,10 @@ impl FileWrapper {
 /// A response head, as `start_response` was given it.
 pub(crate) struct Head {
     pub(crate) status: StatusCode,
+    /// The status line's reason where it is not the code's usual one
+    /// (Werkzeug's `404 NOT FOUND`): HTTP/1 sends it as the app said it, as
+    /// gunicorn and uWSGI do.
+    pub(crate) reason: Option<ReasonPhrase>,
     pub(crate) headers: HeaderMap,
 }
 
@@ -274,6 +279,7 @@ impl Exchange {
         };
         let _ = sender.send(Head {
             status,
+            reason: None,
             headers: HeaderMap::new(),
         });
         true
@@ -390,8 +396,13 @@ fn parse_head(
         };
         map.append(name, value);
     }
+    let reason = status
+        .get(4..)
+        .filter(|reason| !reason.is_empty() && Some(*reason) != code.canonical_reason())
+        .and_then(|reason| ReasonPhrase::try_from(reason.as_bytes()).ok());
     Ok(Head {
         status: code,
+        reason,
         headers: map,
     })
 }

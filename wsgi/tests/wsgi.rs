@@ -352,3 +352,28 @@ fn harakiri_answers_504_once_python_time_passes_the_limit_and_calls_its_hook() {
     }
     assert_eq!(called.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn the_status_line_keeps_the_apps_reason_as_gunicorn_and_uwsgi_do() {
+    let running = serve(app("reasons"));
+    // (path, the status line an HTTP/1.1 client reads)
+    let table = [
+        ("/404", "HTTP/1.1 404 NOT FOUND"),
+        ("/299", "HTTP/1.1 299 Whatever"),
+        ("/200", "HTTP/1.1 200 OK"),
+        // A reason no status line may carry: the code's own.
+        ("/bad", "HTTP/1.1 200 OK"),
+        ("/bare", "HTTP/1.1 204 No Content"),
+    ];
+    for (path, line) in table {
+        let mut stream = TcpStream::connect(running.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer.lines().next(), Some(line), "{path}");
+    }
+}

@@ -206,3 +206,16 @@ def client_cert(environ, start_response):
     text = "".join(f"{name}={environ.get(name, '-')}\n" for name in names).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))])
     return [text]
+
+
+def reasons(environ, start_response):
+    """The status line PATH_INFO names: /404 → Werkzeug's "404 NOT FOUND"."""
+    status = {
+        "/404": "404 NOT FOUND",
+        "/299": "299 Whatever",
+        "/200": "200 OK",
+        "/bad": "200 Fine\x7f",
+        "/bare": "204",
+    }[environ["PATH_INFO"]]
+    start_response(status, [("Content-Type", "text/plain")])
+    return [b""]
