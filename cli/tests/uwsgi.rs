@@ -118,7 +118,8 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
     );
     let tcp = tcp.strip_prefix("uwsgi://").unwrap();
     let locations = format!(
-        "    location /app {{ include /etc/nginx/uwsgi_params; uwsgi_param REMOTE_USER alice; uwsgi_pass {tcp}; }}\n\
+        "    server_name front.example;\n\
+         location /app {{ include /etc/nginx/uwsgi_params; uwsgi_param REMOTE_USER alice; uwsgi_pass {tcp}; }}\n\
          location /unix/ {{ rewrite ^/unix(/.*)$ $1 break; include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock}; }}\n\
          location /legacy {{ include /etc/nginx/uwsgi_params; uwsgi_param SCRIPT_NAME /legacy; uwsgi_modifier1 30; uwsgi_pass {tcp}; }}\n",
         sock = sock.display()
@@ -152,9 +153,13 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
         conn.get("/unix/app/hello/u").text(),
         "hello u at /app/hello/u"
     );
-    // SERVER_PORT is nginx's, the port the client connected to, as uWSGI
-    // passes it: not the uwsgi listener's, and no socket's at all over unix.
-    let front = format!("{} http://localhost/app/hello/x", nginx.addr.port());
+    // SERVER_NAME and SERVER_PORT are nginx's (its server_name, the port the
+    // client connected to), as uWSGI passes them: not the uwsgi listener's,
+    // and no socket's at all over unix. URLs keep the client's host.
+    let front = format!(
+        "front.example {} http://localhost/app/hello/x",
+        nginx.addr.port()
+    );
     assert_eq!(conn.get("/app/server").text(), front);
     assert_eq!(conn.get("/unix/app/server").text(), front);
     // The front's other variables reach the app, as under uWSGI: a

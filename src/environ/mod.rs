@@ -90,6 +90,10 @@ pub struct Forwarded {
     pub host: Option<Authority>,
     /// The port the client connected to (SERVER_PORT).
     pub port: Option<u16>,
+    /// The server's name as the front has it (SERVER_NAME): over uwsgi,
+    /// nginx's `$server_name`, which the app sees as uWSGI passes it,
+    /// whatever host the client named.
+    pub server_name: Option<String>,
     /// Where the proxy mounted this server (`/app`, never ending in `/`): it
     /// comes before SCRIPT_NAME in every URL the app builds.
     pub prefix: Option<String>,
@@ -420,10 +424,14 @@ impl<'a> Environ<'a> {
         }
     }
 
-    /// The host name the request was sent to: from the request's host
+    /// The host name the request was sent to: the front's word for it
+    /// ([`Forwarded::server_name`]), else from the request's host
     /// ([`http_host`](Self::http_host)), else the local address; `localhost`
-    /// if neither is known.
+    /// if none is known.
     pub fn server_name(&self) -> String {
+        if let Some(name) = self.forwarded().and_then(|f| f.server_name.as_deref()) {
+            return name.to_owned();
+        }
         match (self.authority(), self.local_addr()) {
             (Some(authority), _) => authority.host().to_ascii_lowercase(),
             (None, Some(local)) => local.ip().to_string(),

@@ -235,3 +235,18 @@ fn a_fronts_variables_join_the_cgi_view_and_never_replace_its_own() {
     assert_eq!(cgi["REQUEST_METHOD"], "GET");
     assert!(request("/x").environ().front_vars().is_empty());
 }
+
+#[test]
+fn the_fronts_server_name_is_server_name_and_urls_keep_the_host() {
+    let mut req = request("/x");
+    req.headers_mut()
+        .insert(http::header::HOST, "www.example.org".parse().unwrap());
+    req.extensions_mut().insert(Forwarded {
+        server_name: Some("example.org".into()),
+        ..Forwarded::default()
+    });
+    let env = req.environ();
+    assert_eq!(env.server_name(), "example.org");
+    assert_eq!(env.cgi()["SERVER_NAME"], "example.org");
+    assert_eq!(env.http_host(), Some("www.example.org"));
+}

@@ -24,7 +24,7 @@
 //! | `HTTPS` (`on`, `1`), `REQUEST_SCHEME`, `UWSGI_SCHEME` | the scheme |
 //! | `SERVER_PROTOCOL` | the version the app is told |
 //! | `SERVER_PORT` | the port the front took the request on (SERVER_PORT, as uWSGI passes it) |
-//! | `SERVER_NAME` | not used: the host comes from `HTTP_HOST` (`SERVER_NAME`, with `SERVER_PORT` unless it is the scheme's, only without it) |
+//! | `SERVER_NAME` | the app's SERVER_NAME (nginx's `$server_name`, as uWSGI passes it: [`Forwarded::server_name`]); the host comes from `HTTP_HOST` (`SERVER_NAME`, with `SERVER_PORT` unless it is the scheme's, only without it) |
 //! | `UWSGI_*` | not used: the apps are the server's mounts |
 //! | any other (`REMOTE_USER`, `DOCUMENT_ROOT`, `REQUEST_SCHEME`, a deployment's own `uwsgi_param`) | passed on to the app as it is, as uWSGI does ([`Forwarded::vars`]) |
 //!
@@ -342,12 +342,17 @@ fn open(packet: &Bytes, vars: &[Var<'_>]) -> Result<Opened, Refused> {
                 .unwrap_or(0);
             SocketAddr::new(ip, port)
         });
-    let forwarded = (prefix.is_some() || port.is_some() || !front.is_empty()).then(|| Forwarded {
-        prefix,
-        port,
-        vars: front,
-        ..Forwarded::default()
-    });
+    let server_name = text(named.server_name).filter(|n| !n.is_empty());
+    let forwarded =
+        (prefix.is_some() || port.is_some() || server_name.is_some() || !front.is_empty()).then(
+            || Forwarded {
+                prefix,
+                port,
+                server_name: server_name.map(str::to_owned),
+                vars: front,
+                ..Forwarded::default()
+            },
+        );
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = method;
     head.uri = uri;
@@ -714,6 +719,7 @@ mod tests {
         assert_eq!(opened.head.version, Version::HTTP_11);
         let front = Forwarded {
             port: Some(80),
+            server_name: Some("example.org".into()),
             vars: vec![
                 ("DOCUMENT_ROOT".into(), b"/usr/share/nginx/html".to_vec()),
                 ("REQUEST_SCHEME".into(), b"http".to_vec()),

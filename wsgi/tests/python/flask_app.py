@@ -47,7 +47,8 @@ def whoami():
 
 @app.route("/server")
 def server():
-    return f"{request.environ['SERVER_PORT']} {url_for('hello', name='x', _external=True)}"
+    environ = request.environ
+    return f"{environ['SERVER_NAME']} {environ['SERVER_PORT']} {url_for('hello', name='x', _external=True)}"
 
 
 @app.route("/front")
