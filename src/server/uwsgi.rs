@@ -241,14 +241,8 @@ fn open(packet: &Bytes, vars: &[Var<'_>]) -> Result<Opened, Refused> {
     // the same pass (the first of a name).
     let mut named = Named::default();
     for &(name, value) in vars {
-        if let Some(slot) = named.slot(name) {
-            slot.get_or_insert(value);
+        if named.note(name, value) {
             continue;
-        }
-        match name {
-            b"REQUEST_SCHEME" => drop(named.request_scheme.get_or_insert(value)),
-            b"UWSGI_SCHEME" => drop(named.uwsgi_scheme.get_or_insert(value)),
-            _ => {}
         }
         let header = match name {
             b"CONTENT_TYPE" | b"CONTENT_LENGTH" => name,
@@ -393,23 +387,27 @@ struct Named<'a> {
 }
 
 impl<'a> Named<'a> {
-    /// Where a variable the request is made of goes; `None` for the others
-    /// (REQUEST_SCHEME and UWSGI_SCHEME are noted and go on with them).
-    fn slot(&mut self, name: &[u8]) -> Option<&mut Option<&'a [u8]>> {
-        Some(match name {
-            b"REQUEST_METHOD" => &mut self.method,
-            b"REQUEST_URI" => &mut self.request_uri,
-            b"PATH_INFO" => &mut self.path_info,
-            b"SCRIPT_NAME" => &mut self.script_name,
-            b"QUERY_STRING" => &mut self.query_string,
-            b"REMOTE_ADDR" => &mut self.remote_addr,
-            b"REMOTE_PORT" => &mut self.remote_port,
-            b"SERVER_PROTOCOL" => &mut self.protocol,
-            b"SERVER_NAME" => &mut self.server_name,
-            b"SERVER_PORT" => &mut self.server_port,
-            b"HTTPS" => &mut self.https,
-            _ => return None,
-        })
+    /// Notes the first of each name; whether the variable is one the request
+    /// is made of (REQUEST_SCHEME and UWSGI_SCHEME are noted and go on).
+    fn note(&mut self, name: &[u8], value: &'a [u8]) -> bool {
+        let (slot, made_of) = match name {
+            b"REQUEST_METHOD" => (&mut self.method, true),
+            b"REQUEST_URI" => (&mut self.request_uri, true),
+            b"PATH_INFO" => (&mut self.path_info, true),
+            b"SCRIPT_NAME" => (&mut self.script_name, true),
+            b"QUERY_STRING" => (&mut self.query_string, true),
+            b"REMOTE_ADDR" => (&mut self.remote_addr, true),
+            b"REMOTE_PORT" => (&mut self.remote_port, true),
+            b"SERVER_PROTOCOL" => (&mut self.protocol, true),
+            b"SERVER_NAME" => (&mut self.server_name, true),
+            b"SERVER_PORT" => (&mut self.server_port, true),
+            b"HTTPS" => (&mut self.https, true),
+            b"REQUEST_SCHEME" => (&mut self.request_scheme, false),
+            b"UWSGI_SCHEME" => (&mut self.uwsgi_scheme, false),
+            _ => return false,
+        };
+        slot.get_or_insert(value);
+        made_of
     }
 }
 
