@@ -316,8 +316,11 @@ fn answer_uwsgi<A: App>(
     let handled = handle(app, shared, activity, info, req);
     let peer = info.remote_addr;
     async move {
-        let Ok(res) = handled.await;
-        match uwsgi::write_response(&mut io, res, head_request).await {
+        let written = {
+            let Ok(res) = handled.await;
+            uwsgi::write_response(&mut io, res, head_request)
+        };
+        match written.await {
             Ok(()) => {
                 let _ = io.shutdown().await;
             }

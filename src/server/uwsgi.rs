@@ -483,24 +483,66 @@ fn target_path(
 /// set none, then the body, none for HEAD, 204 and 304; its end told by its
 /// length or by the close that follows. A body that fails, or ends short of
 /// its length, is an error: the connection closes without finishing it.
-pub(super) async fn write_response<W, B>(
-    io: &mut W,
+///
+/// The head is made before the future, which holds only it and the body.
+pub(super) fn write_response<'a, W, B>(
+    io: &'a mut W,
     res: http::Response<B>,
     head_request: bool,
-) -> io::Result<()>
+) -> impl Future<Output = io::Result<()>> + 'a
 where
     W: AsyncWrite + Unpin,
-    B: http_body::Body<Data = Bytes> + Unpin,
+    B: http_body::Body<Data = Bytes> + Unpin + 'a,
     B::Error: std::fmt::Display,
 {
-    let (parts, mut body) = res.into_parts();
+    let framed = frame(res, head_request);
+    async move {
+        let (head, body) = framed?;
+        let Some((mut body, limit)) = body else {
+            return write_all(io, &head, &[]).await;
+        };
+        let mut head = Some(head);
+        let mut remaining = limit.unwrap_or(u64::MAX);
+        while remaining > 0 {
+            let frame = match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                None if limit.is_none() => break,
+                None => return Err(io::Error::other("the body ended short of its length")),
+                Some(Err(e)) => return Err(io::Error::other(format!("the body failed: {e}"))),
+                Some(Ok(frame)) => frame,
+            };
+            let Ok(mut data) = frame.into_data() else {
+                continue; // trailers: not in HTTP/1.0
+            };
+            if data.len() as u64 > remaining {
+                data.truncate(remaining as usize);
+            }
+            remaining -= data.len() as u64;
+            write_all(io, head.take().as_deref().unwrap_or_default(), &data).await?;
+        }
+        match head {
+            Some(head) => write_all(io, &head, &[]).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A body to send, and how many of its bytes (`None`: all of them).
+type ToSend<B> = Option<(B, Option<u64>)>;
+
+/// The response's head as `write_response` sends it, and its body unless
+/// the response has none to send.
+fn frame<B>(res: http::Response<B>, head_request: bool) -> io::Result<(Vec<u8>, ToSend<B>)>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let (parts, body) = res.into_parts();
     let status = parts.status;
     if status.is_informational() {
         // hyper answers a 1xx response, which it cannot send, with a 500.
         let mut head = b"HTTP/1.0 500 Internal Server Error\r\ncontent-length: 0\r\n".to_vec();
         push_date(&mut head);
         head.extend_from_slice(b"\r\n");
-        return write_all(io, &head, &[]).await;
+        return Ok((head, None));
     }
     let may_have_length = !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
     let length = if body.is_end_stream() {
@@ -566,31 +608,8 @@ where
         push_date(&mut head);
     }
     head.extend_from_slice(b"\r\n");
-    if head_request || !may_have_length {
-        return write_all(io, &head, &[]).await;
-    }
-    let mut head = Some(head);
-    let mut remaining = limit.unwrap_or(u64::MAX);
-    while remaining > 0 {
-        let frame = match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-            None if limit.is_none() => break,
-            None => return Err(io::Error::other("the body ended short of its length")),
-            Some(Err(e)) => return Err(io::Error::other(format!("the body failed: {e}"))),
-            Some(Ok(frame)) => frame,
-        };
-        let Ok(mut data) = frame.into_data() else {
-            continue; // trailers: not in HTTP/1.0
-        };
-        if data.len() as u64 > remaining {
-            data.truncate(remaining as usize);
-        }
-        remaining -= data.len() as u64;
-        write_all(io, head.take().as_deref().unwrap_or_default(), &data).await?;
-    }
-    match head {
-        Some(head) => write_all(io, &head, &[]).await,
-        None => Ok(()),
-    }
+    let to_send = !head_request && may_have_length;
+    Ok((head, to_send.then_some((body, limit))))
 }
 
 /// Writes `head`, then `data`, in as few `writev`s as the socket takes.
