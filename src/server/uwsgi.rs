@@ -100,7 +100,7 @@ impl Opened {
         let fields: usize = (head.headers.iter())
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum();
-        let mut out = BytesMut::with_capacity(
+        let mut out = Vec::with_capacity(
             head.method.as_str().len() + target.len() + 12 + fields + 2 + self.early.len(),
         );
         out.extend_from_slice(head.method.as_str().as_bytes());
@@ -108,14 +108,11 @@ impl Opened {
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.0\r\n");
         for (name, value) in &head.headers {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            push_field(&mut out, name.as_str(), value.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.early);
-        out.freeze()
+        out.into()
     }
 }
 
@@ -187,11 +184,7 @@ pub(super) async fn read_packet<S: AsyncRead + Unpin>(
         Ok(vars) => vars,
         Err(refused) => return Ok(Err(refused)),
     };
-    Ok(open(&packet, &vars).map(|mut opened| {
-        opened.early = packet.slice(end..);
-        opened.packet_len = end;
-        opened
-    }))
+    Ok(open(&packet, end, &vars))
 }
 
 /// Reads into `buf` until it holds at least `len` bytes.
@@ -230,9 +223,9 @@ fn parse_vars(mut block: &[u8]) -> Result<Vec<Var<'_>>, Refused> {
     Ok(vars)
 }
 
-/// The request the variables describe; `packet` holds them, and the header
-/// values are slices of it.
-fn open(packet: &Bytes, vars: &[Var<'_>]) -> Result<Opened, Refused> {
+/// The request the variables describe; `packet` holds them (up to `end`,
+/// then the body's first bytes), and the header values are slices of it.
+fn open(packet: &Bytes, end: usize, vars: &[Var<'_>]) -> Result<Opened, Refused> {
     let mut headers = HeaderMap::with_capacity(vars.len());
     // The rest is the front's word for the app (REMOTE_USER, DOCUMENT_ROOT,
     // a deployment's own), passed on as uWSGI does; the first of a name wins.
@@ -358,8 +351,8 @@ fn open(packet: &Bytes, vars: &[Var<'_>]) -> Result<Opened, Refused> {
     head.headers = headers;
     Ok(Opened {
         head,
-        early: Bytes::new(),
-        packet_len: 0,
+        early: packet.slice(end..),
+        packet_len: end,
         remote_addr,
         https,
         forwarded,
@@ -587,18 +580,14 @@ where
             DATE => wrote_date = true,
             _ => {}
         }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        push_field(&mut head, name.as_str(), value.as_bytes());
     }
     if !wrote_length && may_have_length {
         match length {
             Some(0) if head_request => {}
             Some(len) => {
-                head.extend_from_slice(b"content-length: ");
-                head.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-                head.extend_from_slice(b"\r\n");
+                let mut digits = itoa::Buffer::new();
+                push_field(&mut head, "content-length", digits.format(len).as_bytes());
                 limit = Some(len);
             }
             None => {}
@@ -653,10 +642,16 @@ fn push_date(head: &mut Vec<u8>) {
             *at = secs;
             *date = httpdate::fmt_http_date(now);
         }
-        head.extend_from_slice(b"date: ");
-        head.extend_from_slice(date.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        push_field(head, "date", date.as_bytes());
     });
+}
+
+/// Appends `name: value` and its line's end.
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
