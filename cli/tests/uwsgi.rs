@@ -179,6 +179,14 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
         "index links to /legacy/hello/x"
     );
     assert_eq!(conn.get("/app/nowhere").status, 404);
+    // REQUEST_URI is what the client sent, as uWSGI passes nginx's: with the
+    // mount SCRIPT_NAME took off, and before nginx merged the slashes.
+    assert_eq!(conn.get("/legacy/uri?x=%20").text(), "/legacy/uri?x=%20");
+    assert_eq!(conn.get("/app//uri?x").text(), "/app//uri?x");
+    // A chunked upload: nginx reads it whole and sends its length, with the
+    // client's Transfer-Encoding beside it as a variable.
+    conn.send(b"POST /app/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+    assert_eq!(conn.read_response().text(), "11 bytes");
 
     // 64 MiB up and 64 MiB down in constant memory.
     const MIB: usize = 64;

@@ -97,6 +97,12 @@ pub struct Forwarded {
     /// Where the proxy mounted this server (`/app`, never ending in `/`): it
     /// comes before SCRIPT_NAME in every URL the app builds.
     pub prefix: Option<String>,
+    /// The request's target as the client sent it, where the front says so
+    /// and it is not the target that reached this server (over uwsgi,
+    /// nginx's `REQUEST_URI` when a SCRIPT_NAME was taken off the path or
+    /// nginx normalised it): REQUEST_URI as the app sees it
+    /// ([`Environ::request_target`]).
+    pub request_uri: Option<String>,
     /// Variables the front set for the app beyond those the request is made
     /// of (over uwsgi: `REMOTE_USER` from nginx's `auth_basic`,
     /// `DOCUMENT_ROOT`, a deployment's own `uwsgi_param`): passed on as they
@@ -301,6 +307,16 @@ impl<'a> Environ<'a> {
         self.uri.query().unwrap_or("")
     }
 
+    /// The request's target (its path and query, raw) as the client sent
+    /// it, CGI's REQUEST_URI; a front's word for it where it gave one
+    /// ([`Forwarded::request_uri`]).
+    pub fn request_target(&self) -> &'a str {
+        match self.forwarded().and_then(|f| f.request_uri.as_deref()) {
+            Some(uri) => uri,
+            None => self.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        }
+    }
+
     /// The client's address, when the request came over a connection (or a
     /// trusted proxy named it).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
@@ -487,8 +503,7 @@ impl<'a> Environ<'a> {
         );
         set("PATH_INFO", self.path_info_decoded().into_owned());
         set("QUERY_STRING", self.query_string().to_owned());
-        let request_uri = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        set("REQUEST_URI", request_uri.to_owned());
+        set("REQUEST_URI", self.request_target().to_owned());
         set("REQUEST_SCHEME", self.url_scheme().to_string());
         set("SERVER_NAME", self.server_name());
         set("SERVER_PORT", self.server_port().to_string());

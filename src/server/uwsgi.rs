@@ -18,8 +18,9 @@
 //! |---|---|
 //! | `REQUEST_METHOD`, `QUERY_STRING` | the request line |
 //! | `PATH_INFO` (decoded, as nginx's `$document_uri`) | the path, with `REQUEST_URI`'s raw bytes when they decode to it |
+//! | `REQUEST_URI` | the app's REQUEST_URI, as the client sent it ([`Forwarded::request_uri`]), where it is not the request's own target (a SCRIPT_NAME taken off, a path nginx normalised) |
 //! | `SCRIPT_NAME` | where the front mounted this server ([`Forwarded::prefix`]); taken off the front of `PATH_INFO` when it starts it, as uWSGI's `--manage-script-name` and `uwsgi_modifier1 30` do |
-//! | `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH` | headers (the first of a repeated variable wins) |
+//! | `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH` | headers (the first of a repeated variable wins); `HTTP_TRANSFER_ENCODING` is left out beside a `CONTENT_LENGTH`, which frames the body |
 //! | `REMOTE_ADDR`, `REMOTE_PORT` | the client's address |
 //! | `HTTPS` (`on`, `1`), `REQUEST_SCHEME`, `UWSGI_SCHEME` | the scheme |
 //! | `SERVER_PROTOCOL` | the version the app is told |
@@ -83,7 +84,7 @@ pub(super) struct Opened {
 
 impl Opened {
     /// Whether a body follows the packet: a length above zero, or a transfer
-    /// coding (which hyper then refuses or reads).
+    /// coding without a length (which hyper then reads, or refuses).
     pub(super) fn has_body(&self) -> bool {
         let headers = &self.head.headers;
         headers.contains_key(TRANSFER_ENCODING)
@@ -281,6 +282,13 @@ fn open(packet: &Bytes, end: usize, vars: &[Var<'_>]) -> Result<Opened, Refused>
         })?;
         headers.append(header, value);
     }
+    // CONTENT_LENGTH frames the body, as the protocol has it. A transfer
+    // coding beside it is the client's hop, which the front undid (nginx reads
+    // a chunked body whole and sends its length); as framing, the two would
+    // contradict each other.
+    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+        headers.remove(TRANSFER_ENCODING);
+    }
     let method = text(named.method).unwrap_or("GET");
     let method = Some(method)
         .filter(|m| !m.is_empty())
@@ -298,6 +306,11 @@ fn open(packet: &Bytes, end: usize, vars: &[Var<'_>]) -> Result<Opened, Refused>
         target.push('?');
         target.extend(utf8_percent_encode(&String::from_utf8_lossy(query), QUERY));
     }
+    // The client's own target, for the app, where it is not this one.
+    let request_uri = text(named.request_uri)
+        .filter(|uri| *uri != target && uri.starts_with('/'))
+        .filter(|uri| uri.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned);
     let uri = Uri::from_maybe_shared(Bytes::from(target))
         .map_err(|e| Refused::bad(format!("bad request target: {e}")))?;
     let https = text(named.https).is_some_and(|on| on.eq_ignore_ascii_case("on") || on == "1")
@@ -330,16 +343,19 @@ fn open(packet: &Bytes, end: usize, vars: &[Var<'_>]) -> Result<Opened, Refused>
             SocketAddr::new(ip, port)
         });
     let server_name = text(named.server_name).filter(|n| !n.is_empty());
-    let forwarded =
-        (prefix.is_some() || port.is_some() || server_name.is_some() || !front.is_empty()).then(
-            || Forwarded {
-                prefix,
-                port,
-                server_name: server_name.map(str::to_owned),
-                vars: front,
-                ..Forwarded::default()
-            },
-        );
+    let forwarded = (prefix.is_some()
+        || port.is_some()
+        || server_name.is_some()
+        || request_uri.is_some()
+        || !front.is_empty())
+    .then(|| Forwarded {
+        prefix,
+        port,
+        server_name: server_name.map(str::to_owned),
+        request_uri,
+        vars: front,
+        ..Forwarded::default()
+    });
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = method;
     head.uri = uri;
@@ -800,15 +816,23 @@ mod tests {
 
     #[tokio::test]
     async fn script_name_is_the_fronts_mount_and_leaves_path_info() {
-        // (REQUEST_URI, PATH_INFO, SCRIPT_NAME) → (target path, prefix)
+        // (REQUEST_URI, PATH_INFO, SCRIPT_NAME) → (target path, prefix, the
+        // client's REQUEST_URI kept for the app where the target differs)
         let table = [
-            ("/app/x?y", "/app/x", "/app", "/x", Some("/app")),
-            ("/app", "/app", "/app", "/", Some("/app")),
-            ("/app/", "/app/", "/app/", "/", Some("/app")),
+            (
+                "/app/x?y",
+                "/app/x",
+                "/app",
+                "/x",
+                Some("/app"),
+                Some("/app/x?y"),
+            ),
+            ("/app", "/app", "/app", "/", Some("/app"), Some("/app")),
+            ("/app/", "/app/", "/app/", "/", Some("/app"), Some("/app/")),
             // Already taken off (uwsgi_param PATH_INFO $1): PATH_INFO stands.
-            ("/app/x", "/x", "/app", "/x", Some("/app")),
+            ("/app/x", "/x", "/app", "/x", Some("/app"), Some("/app/x")),
             // Not on a segment boundary: PATH_INFO stands.
-            ("/apps/x", "/apps/x", "/app", "/apps/x", Some("/app")),
+            ("/apps/x", "/apps/x", "/app", "/apps/x", Some("/app"), None),
             // Decoded PATH_INFO is encoded again; % itself too.
             (
                 "/app/a%25b%20c",
@@ -816,13 +840,17 @@ mod tests {
                 "/app",
                 "/a%25b%20c",
                 Some("/app"),
+                Some("/app/a%25b%20c"),
             ),
             // No SCRIPT_NAME: REQUEST_URI's bytes, where they decode to PATH_INFO.
-            ("/a%2Fb", "/a/b", "", "/a%2Fb", None),
-            // nginx normalised the path: PATH_INFO wins.
-            ("/a/../b", "/b", "", "/b", None),
+            ("/a%2Fb", "/a/b", "", "/a%2Fb", None, None),
+            // nginx normalised the path: PATH_INFO wins, the app still sees
+            // what the client sent.
+            ("/a/../b//c", "/b/c", "", "/b/c", None, Some("/a/../b//c")),
+            // Not a request target: not passed on.
+            ("/a\u{e9}", "/a", "", "/a", None, None),
         ];
-        for (uri, path_info, script_name, path, prefix) in table {
+        for (uri, path_info, script_name, path, prefix, client) in table {
             let vars: Vec<(&str, &str)> = vec![
                 ("REQUEST_URI", uri),
                 ("PATH_INFO", path_info),
@@ -834,11 +862,13 @@ mod tests {
                 line.starts_with(&format!("GET {path} HTTP/1.0\r\n")),
                 "{uri} {path_info} {script_name}: {line}"
             );
+            let forwarded = opened.forwarded.unwrap_or_default();
             assert_eq!(
-                opened.forwarded.and_then(|f| f.prefix).as_deref(),
+                forwarded.prefix.as_deref(),
                 prefix,
                 "{uri} {path_info} {script_name}"
             );
+            assert_eq!(forwarded.request_uri.as_deref(), client, "{uri}");
         }
     }
 
@@ -885,6 +915,38 @@ mod tests {
         let mut rest = Vec::new();
         io.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_length_frames_the_body_and_the_clients_transfer_coding_is_left_out() {
+        // nginx reads a chunked body whole, sends its length, and passes the
+        // client's Transfer-Encoding on as a variable.
+        let vars = [
+            ("REQUEST_METHOD", "POST"),
+            ("PATH_INFO", "/upload"),
+            ("CONTENT_LENGTH", "5"),
+            ("HTTP_TRANSFER_ENCODING", "chunked"),
+        ];
+        let mut bytes = packet(&vars);
+        bytes.extend_from_slice(b"hello");
+        let opened = read(&bytes).await.unwrap();
+        assert!(opened.has_body());
+        assert_eq!(
+            head(&opened),
+            "POST /upload HTTP/1.0\r\ncontent-length: 5\r\n\r\nhello"
+        );
+        // Without a length, the coding frames the body: hyper reads it.
+        let vars = [
+            ("REQUEST_METHOD", "POST"),
+            ("PATH_INFO", "/upload"),
+            ("HTTP_TRANSFER_ENCODING", "chunked"),
+        ];
+        let opened = read(&packet(&vars)).await.unwrap();
+        assert!(opened.has_body());
+        assert_eq!(
+            head(&opened),
+            "POST /upload HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
     }
 
     /// What `write_response` sends for `res`, with the date taken out.

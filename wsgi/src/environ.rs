@@ -63,10 +63,7 @@ impl Cgi {
             script_name: percent_decode_str(&env.mount_path()).collect(),
             path_info: percent_decode_str(env.path_info()).collect(),
             query_string: env.query_string().to_owned(),
-            target: match req.uri().query() {
-                Some(query) => format!("{}?{query}", req.uri().path()),
-                None => req.uri().path().to_owned(),
-            },
+            target: env.request_target().to_owned(),
             server_name: env.server_name(),
             server_port: env.server_port(),
             server_protocol: env.server_protocol(),

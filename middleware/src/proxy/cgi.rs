@@ -12,7 +12,7 @@
 //! | `REMOTE_ADDR` | the last `X-Forwarded-For`: the client this server saw |
 //! | `REQUEST_SCHEME`, `HTTPS` | `X-Forwarded-Proto` |
 //! | `HTTP_HOST`, `SERVER_NAME`, `SERVER_PORT` | `X-Forwarded-Host` (else `Host`), `X-Forwarded-Port` |
-//! | `CONTENT_TYPE`, `CONTENT_LENGTH`, `HTTP_*` | the headers (repeated ones joined with `, `) |
+//! | `CONTENT_TYPE`, `CONTENT_LENGTH`, `HTTP_*` | the headers (repeated ones joined with `, `, cookies with `; `); a name with `_` is left out, as nginx leaves it out, for `X_Id` and `X-Id` would both be `HTTP_X_ID` |
 
 use std::io;
 use std::pin::Pin;
@@ -215,17 +215,19 @@ pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
         if matches!(
             name.as_str(),
             "connection" | "content-type" | "content-length"
-        ) || seen.contains(&name)
+        ) || name.contains('_')
+            || seen.contains(&name)
         {
             continue;
         }
+        let separator: &[u8] = if name == "cookie" { b"; " } else { b", " };
         let value = match name.as_str() {
             "host" => host.unwrap_or(h.value).to_vec(),
             _ => (req.headers.iter())
                 .filter(|other| other.name.eq_ignore_ascii_case(&name))
                 .map(|other| other.value)
                 .collect::<Vec<_>>()
-                .join(&b", "[..]),
+                .join(separator),
         };
         let var = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
         request.add(&var, &value);
@@ -249,7 +251,8 @@ mod tests {
         let head = b"POST /v1/caf%C3%A9?x=%20y HTTP/1.1\r\nhost: 127.0.0.1:3031\r\n\
             x-forwarded-for: 10.0.0.1, 203.0.113.7\r\nx-forwarded-proto: https\r\n\
             x-forwarded-host: shop.example\r\nx-forwarded-port: 8443\r\nx-forwarded-prefix: /app\r\n\
-            content-type: text/plain\r\ncontent-length: 5\r\naccept: a\r\naccept: b\r\n\r\n";
+            content-type: text/plain\r\ncontent-length: 5\r\naccept: a\r\naccept: b\r\n\
+            cookie: a=1\r\ncookie: b=2\r\nx_user: mallory\r\nx-user: alice\r\n\r\n";
         let request = parse(head).unwrap();
         let expect = [
             ("REQUEST_METHOD", "POST"),
@@ -264,6 +267,8 @@ mod tests {
             ("CONTENT_LENGTH", "5"),
             ("HTTP_HOST", "shop.example"),
             ("HTTP_ACCEPT", "a, b"),
+            ("HTTP_COOKIE", "a=1; b=2"),
+            ("HTTP_X_USER", "alice"),
             ("HTTP_X_FORWARDED_FOR", "10.0.0.1, 203.0.113.7"),
         ];
         for (name, value) in expect {

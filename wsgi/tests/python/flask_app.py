@@ -56,6 +56,11 @@ def front():
     return f"{request.remote_user} {request.environ.get('DOCUMENT_ROOT', '-')}"
 
 
+@app.route("/uri")
+def uri():
+    return request.environ["REQUEST_URI"]
+
+
 @app.route("/upload", methods=["POST"])
 def upload():
     total = 0
