@@ -39,6 +39,11 @@ echo json_encode([
     'REMOTE_ADDR' => $_SERVER['REMOTE_ADDR'],
     'HTTP_HOST' => $_SERVER['HTTP_HOST'],
     'DOCUMENT_ROOT' => $_SERVER['DOCUMENT_ROOT'],
+    'SERVER_ADDR' => $_SERVER['SERVER_ADDR'] ?? null,
+    'REMOTE_PORT' => $_SERVER['REMOTE_PORT'] ?? null,
+    'REMOTE_USER' => $_SERVER['REMOTE_USER'] ?? null,
+    'CONTENT_TYPE' => $_SERVER['CONTENT_TYPE'] ?? null,
+    'cookies' => $_COOKIE,
     'get' => $_GET,
     'post' => $_POST,
     'body' => strlen($body),
@@ -139,6 +144,17 @@ fn php_pages_behind_the_proxy_over_fastcgi() {
     assert_eq!(env["QUERY_STRING"], "a=1&b=two");
     assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
     assert_eq!(env["get"]["b"], "two");
+    // The rest of nginx's fastcgi_params: the client's port, the address it
+    // reached the server at, and empty values where nginx's are empty.
+    let client_port = conn.reader.get_ref().local_addr().unwrap().port();
+    assert_eq!(env["REMOTE_PORT"], client_port.to_string());
+    assert_eq!(env["SERVER_ADDR"], "127.0.0.1");
+    assert_eq!(env["REMOTE_USER"], "");
+    assert_eq!(env["CONTENT_TYPE"], "");
+    // Two Cookie headers are two cookies.
+    conn.send(b"GET /php/index.php HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n");
+    let env = json(&conn.read_response().text());
+    assert_eq!(env["cookies"], serde_json::json!({"a": "1", "b": "2"}));
 
     // A form POST.
     let form = "name=stackway&lang=rust";

@@ -10,9 +10,11 @@
 //! | the mount | `X-Forwarded-Prefix` |
 //! | `REQUEST_URI` | the mount followed by the target, raw: what the client asked for |
 //! | `REMOTE_ADDR` | the last `X-Forwarded-For`: the client this server saw |
+//! | `REMOTE_PORT`, `SERVER_ADDR` | the client's port and this server's address, which the proxy sets for a CGI upstream ([`REMOTE_PORT`], [`SERVER_ADDR`]) |
 //! | `REQUEST_SCHEME`, `HTTPS` | `X-Forwarded-Proto` |
 //! | `HTTP_HOST`, `SERVER_NAME`, `SERVER_PORT` | `X-Forwarded-Host` (else `Host`), `X-Forwarded-Port` |
-//! | `CONTENT_TYPE`, `CONTENT_LENGTH`, `HTTP_*` | the headers (repeated ones joined with `, `, cookies with `; `); a name with `_` is left out, as nginx leaves it out, for `X_Id` and `X-Id` would both be `HTTP_X_ID` |
+//! | `CONTENT_TYPE`, `CONTENT_LENGTH` | the headers, empty without them, as nginx's `$content_type` and `$content_length` |
+//! | `HTTP_*` | the headers (repeated ones joined with `, `, cookies with `; `); a name with `_` is left out, as nginx leaves it out, for `X_Id` and `X-Id` would both be `HTTP_X_ID` |
 
 use std::io;
 use std::pin::Pin;
@@ -20,6 +22,16 @@ use std::task::{Context, Poll, ready};
 
 /// The longest request head taken (a uwsgi packet holds 64 KiB).
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
+
+/// What no forwarding header carries, set by the proxy on a request to a CGI
+/// upstream (replacing any the client sent) and read back here: the
+/// client's port (REMOTE_PORT) and the address it reached this server at
+/// (SERVER_ADDR, `fastcgi_params`' `$server_addr`). Never passed on as
+/// `HTTP_*`.
+pub(crate) const REMOTE_PORT: http::HeaderName =
+    http::HeaderName::from_static("x-stackway-remote-port");
+pub(crate) const SERVER_ADDR: http::HeaderName =
+    http::HeaderName::from_static("x-stackway-server-addr");
 
 /// A request, as CGI variables tell it.
 pub(crate) struct Request {
@@ -192,6 +204,12 @@ pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
     if let Some(client) = header("x-forwarded-for").and_then(|f| f.rsplit(|b| *b == b',').next()) {
         request.add("REMOTE_ADDR", client.trim_ascii());
     }
+    if let Some(port) = header(REMOTE_PORT.as_str()) {
+        request.add("REMOTE_PORT", port);
+    }
+    if let Some(addr) = header(SERVER_ADDR.as_str()) {
+        request.add("SERVER_ADDR", addr);
+    }
     if let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) {
         let (name, port) = match host.rsplit_once(':') {
             Some((name, port)) if !port.contains(']') => (name, Some(port)),
@@ -204,18 +222,20 @@ pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
             .unwrap_or(if https { "443" } else { "80" });
         request.add("SERVER_PORT", port.as_bytes());
     }
-    for name in ["content-type", "content-length"] {
-        if let Some(value) = header(name) {
-            request.add(&name.to_ascii_uppercase().replace('-', "_"), value);
-        }
-    }
+    request.add("CONTENT_TYPE", header("content-type").unwrap_or_default());
+    request.add(
+        "CONTENT_LENGTH",
+        header("content-length").unwrap_or_default(),
+    );
     let mut seen: Vec<String> = Vec::new();
     for h in req.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         if matches!(
             name.as_str(),
             "connection" | "content-type" | "content-length"
-        ) || name.contains('_')
+        ) || name == REMOTE_PORT.as_str()
+            || name == SERVER_ADDR.as_str()
+            || name.contains('_')
             || seen.contains(&name)
         {
             continue;
@@ -252,7 +272,8 @@ mod tests {
             x-forwarded-for: 10.0.0.1, 203.0.113.7\r\nx-forwarded-proto: https\r\n\
             x-forwarded-host: shop.example\r\nx-forwarded-port: 8443\r\nx-forwarded-prefix: /app\r\n\
             content-type: text/plain\r\ncontent-length: 5\r\naccept: a\r\naccept: b\r\n\
-            cookie: a=1\r\ncookie: b=2\r\nx_user: mallory\r\nx-user: alice\r\n\r\n";
+            cookie: a=1\r\ncookie: b=2\r\nx_user: mallory\r\nx-user: alice\r\n\
+            x-stackway-remote-port: 51000\r\nx-stackway-server-addr: 10.0.0.2\r\n\r\n";
         let request = parse(head).unwrap();
         let expect = [
             ("REQUEST_METHOD", "POST"),
@@ -269,12 +290,16 @@ mod tests {
             ("HTTP_ACCEPT", "a, b"),
             ("HTTP_COOKIE", "a=1; b=2"),
             ("HTTP_X_USER", "alice"),
+            ("REMOTE_PORT", "51000"),
+            ("SERVER_ADDR", "10.0.0.2"),
             ("HTTP_X_FORWARDED_FOR", "10.0.0.1, 203.0.113.7"),
         ];
         for (name, value) in expect {
             assert_eq!(get(&request, name), Some(value), "{name}");
         }
         assert_eq!(get(&request, "HTTP_CONTENT_TYPE"), None);
+        assert_eq!(get(&request, "HTTP_X_STACKWAY_REMOTE_PORT"), None);
+        assert_eq!(get(&request, "HTTP_X_STACKWAY_SERVER_ADDR"), None);
         assert_eq!(request.path, "/v1/caf%C3%A9");
         assert_eq!(request.mount, b"/app");
         assert_eq!(request.content_length, 5);
@@ -288,6 +313,9 @@ mod tests {
         assert_eq!(get(&request, "REQUEST_SCHEME"), Some("http"));
         assert_eq!(get(&request, "HTTPS"), None);
         assert_eq!(get(&request, "REMOTE_ADDR"), None);
+        assert_eq!(get(&request, "REMOTE_PORT"), None);
+        assert_eq!(get(&request, "CONTENT_TYPE"), Some(""), "as nginx sends it");
+        assert_eq!(get(&request, "CONTENT_LENGTH"), Some(""));
         assert_eq!(request.content_length, 0);
     }
 

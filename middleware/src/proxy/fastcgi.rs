@@ -7,7 +7,8 @@
 //! [`cgi`](super::cgi) and those nginx's `fastcgi_params` adds: the script is
 //! the path (`SCRIPT_NAME` the mount and the path, `SCRIPT_FILENAME` the
 //! [root](super::Proxy::fastcgi_root) and the path, decoded), `DOCUMENT_ROOT`,
-//! `DOCUMENT_URI`, `GATEWAY_INTERFACE`, `SERVER_SOFTWARE`, `REDIRECT_STATUS`.
+//! `DOCUMENT_URI`, `GATEWAY_INTERFACE`, `SERVER_SOFTWARE`, `REDIRECT_STATUS`,
+//! and `REMOTE_USER`, empty.
 //! The body follows in `STDIN` records, then an empty one. On the way in,
 //! `STDOUT` records carry a CGI answer (`Status:`, headers, a blank line,
 //! the body), which becomes the HTTP response hyper reads; `STDERR` goes to
@@ -272,6 +273,9 @@ fn begin(request: &cgi::Request, root: Option<&Path>) -> Vec<u8> {
         (b"DOCUMENT_ROOT", root.as_deref().unwrap_or_default()),
         (b"GATEWAY_INTERFACE", b"CGI/1.1"),
         (b"SERVER_SOFTWARE", b"stackway"),
+        // nginx's `$remote_user` is the name in a Basic `Authorization`
+        // header, checked or not; an app is not told an unchecked one.
+        (b"REMOTE_USER", b""),
         // PHP's cgi.force_redirect: the request came through the server.
         (b"REDIRECT_STATUS", b"200"),
     ]);
@@ -382,6 +386,7 @@ mod tests {
         assert_eq!(get("QUERY_STRING"), Some("p=1"));
         assert_eq!(get("CONTENT_LENGTH"), Some("3"));
         assert_eq!(get("REDIRECT_STATUS"), Some("200"));
+        assert_eq!(get("REMOTE_USER"), Some(""));
         assert_eq!(
             get("HTTP_X_LONG").map(str::len),
             Some(300),

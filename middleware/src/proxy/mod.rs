@@ -500,6 +500,10 @@ struct Outgoing {
     path_and_query: String,
     headers: HeaderMap,
     body: Option<Body>,
+    /// REMOTE_PORT and SERVER_ADDR for a CGI upstream (see
+    /// [`cgi::REMOTE_PORT`]).
+    remote_port: Option<HeaderValue>,
+    server_addr: Option<HeaderValue>,
 }
 
 impl Outgoing {
@@ -519,6 +523,18 @@ impl Outgoing {
             req.headers_mut()
                 .entry(HOST)
                 .or_insert_with(|| host.clone());
+        }
+        if upstream.spec.protocol != Protocol::Http {
+            let ends = [
+                (cgi::REMOTE_PORT, &self.remote_port),
+                (cgi::SERVER_ADDR, &self.server_addr),
+            ];
+            for (name, value) in ends {
+                match value {
+                    Some(value) => drop(req.headers_mut().insert(name, value.clone())),
+                    None => drop(req.headers_mut().remove(name)),
+                }
+            }
         }
         req
     }
@@ -609,11 +625,20 @@ impl Proxy {
                 }
                 _ => drop(headers.remove(HOST)),
             }
+            // Only a CGI upstream is told them: none of the work for the others.
+            let cgi = self.specs.iter().any(|s| s.protocol != Protocol::Http);
+            let remote_port = (env.remote_addr().map(|a| a.port()))
+                .filter(|&p| cgi && p != 0)
+                .map(HeaderValue::from);
+            let server_addr = (env.local_addr().filter(|_| cgi))
+                .and_then(|a| HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok());
             Outgoing {
                 method: req.method().clone(),
                 path_and_query,
                 headers,
                 body: None,
+                remote_port,
+                server_addr,
             }
         };
         // A gRPC call's deadline bounds the wait for the head, whatever the read timeout.
