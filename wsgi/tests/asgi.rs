@@ -87,6 +87,22 @@ fn the_scope_is_asgi_3_with_the_mount_as_root_path() {
 }
 
 #[test]
+fn behind_a_front_that_mounts_the_server_the_prefix_starts_every_path() {
+    // uvicorn --root-path /shop: root_path, path and raw_path all start with it.
+    let apps = Dispatcher::default().mount("/api", app("scope"));
+    let fixed = stackway_middleware::ProxyFix::new(apps).x_prefix(1);
+    let running = Running::start(server().workers(1), fixed);
+    let mut conn = Conn::open(running.addr);
+    conn.send(b"GET /api/caf%C3%A9 HTTP/1.1\r\nHost: x\r\nX-Forwarded-Prefix: /shop\r\n\r\n");
+    let res = conn.read_response();
+    assert_eq!(res.status, 200, "{}", res.text());
+    let scope = json(&res.text());
+    assert_eq!(scope["root_path"], "/shop/api");
+    assert_eq!(scope["path"], "/shop/api/café");
+    assert_eq!(scope["raw_path"], "/shop/api/caf%C3%A9");
+}
+
+#[test]
 fn a_streamed_response_sends_its_first_chunk_before_the_app_makes_the_last() {
     let running = serve();
     let mut conn = Conn::open(running.addr);

@@ -4,7 +4,8 @@
 //! `root_path` is the mount (with a trusted proxy's prefix); `path` is the
 //! whole path percent-decoded (as UTF-8, bad bytes replaced, as uvicorn
 //! does) and starts with `root_path`, as the spec and Starlette ≥ 0.35 want;
-//! `raw_path` is the path as the client sent it. `extensions` names those
+//! `raw_path` is the path as the client sent it (a front's prefix before it,
+//! as uvicorn puts its `--root-path`). `extensions` names those
 //! the bridge serves: trailers and `pathsend` for `http`, denial responses
 //! for `websocket`.
 
@@ -30,6 +31,21 @@ pub(crate) struct Scope {
     server: (String, u16),
 }
 
+/// The path as the client sent it: a front's REQUEST_URI where it gave one
+/// (over uwsgi), else the path with a front's prefix before it, as uvicorn
+/// puts its `--root-path` before the raw path.
+fn raw_path(req: &Request) -> Vec<u8> {
+    let path = req.uri().path().as_bytes();
+    let Some(front) = req.extensions().get::<stackway::Forwarded>() else {
+        return path.to_vec();
+    };
+    match (&front.request_uri, &front.prefix) {
+        (Some(uri), _) => uri.split('?').next().unwrap_or_default().into(),
+        (None, Some(prefix)) => [prefix.as_bytes(), path].concat(),
+        (None, None) => path.to_vec(),
+    }
+}
+
 fn decoded(path: &str) -> String {
     percent_decode_str(path).decode_utf8_lossy().into_owned()
 }
@@ -52,7 +68,7 @@ impl Scope {
                 "http"
             },
             path: decoded(&format!("{mount}{}", env.path_info())),
-            raw_path: req.uri().path().as_bytes().to_vec(),
+            raw_path: raw_path(req),
             query_string: env.query_string().as_bytes().to_vec(),
             root_path: decoded(&mount),
             headers: (req.headers().iter())
