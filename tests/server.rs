@@ -432,6 +432,29 @@ fn workers_share_the_listener() {
     running.stop().unwrap();
 }
 
+#[test]
+fn connections_queued_while_every_worker_is_busy_are_shared_out() {
+    let app = stackway_middleware::Lint::strict(which_worker);
+    let running = Running::start(server().workers(2), app);
+    let addr = running.addr;
+    let get = move || std::thread::spawn(move || Conn::open(addr).get("/").text());
+    // Both workers held by a request each...
+    let busy = [get(), get()];
+    std::thread::sleep(Duration::from_millis(100));
+    // ...while four more connections wait in the listener's queue. Each worker
+    // serves the connection it accepted before it accepts another, so the
+    // first one free does not take all four.
+    let queued: Vec<_> = (0..4).map(|_| get()).collect();
+    let mut names: Vec<String> = queued.into_iter().map(|q| q.join().unwrap()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, ["stackway-worker-0", "stackway-worker-1"]);
+    for held in busy {
+        held.join().unwrap();
+    }
+    running.stop().unwrap();
+}
+
 /// A server stopped by a oneshot, for the async entry points.
 fn stoppable() -> (stackway::Server, tokio::sync::oneshot::Sender<()>) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

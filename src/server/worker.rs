@@ -4,7 +4,9 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -236,10 +238,24 @@ impl<A: App> Accept<A> {
                 self.shared.clone(),
                 self.app.clone(),
             );
-            self.tracker.spawn(conn.map(move |()| {
+            let mut conn = Box::pin(conn.map(move |()| {
                 stats.closed();
                 drop(permit);
             }));
+            // Served here until it has to wait, as a process of uWSGI serves the
+            // connection it accepted before it accepts another: connections a
+            // front opens for one request each are answered in this poll, and
+            // those left in the listener's queue go to whichever process (or
+            // worker) asks first, rather than all of them into this one.
+            let first = std::future::poll_fn(|cx| {
+                let poll = std::panic::catch_unwind(AssertUnwindSafe(|| conn.as_mut().poll(cx)));
+                Poll::Ready(poll)
+            });
+            match first.await {
+                Ok(Poll::Ready(())) => {}
+                Ok(Poll::Pending) => drop(self.tracker.spawn(conn)),
+                Err(_) => tracing::error!("a connection's task panicked"),
+            }
         }
     }
 }
