@@ -247,14 +247,10 @@ impl<A: App> Accept<A> {
             // front opens for one request each are answered in this poll, and
             // those left in the listener's queue go to whichever process (or
             // worker) asks first, rather than all of them into this one.
-            let first = std::future::poll_fn(|cx| {
-                let poll = std::panic::catch_unwind(AssertUnwindSafe(|| conn.as_mut().poll(cx)));
-                Poll::Ready(poll)
-            });
-            match first.await {
-                Ok(Poll::Ready(())) => {}
-                Ok(Poll::Pending) => drop(self.tracker.spawn(conn)),
-                Err(_) => tracing::error!("a connection's task panicked"),
+            match futures_util::poll!(AssertUnwindSafe(conn.as_mut()).catch_unwind()) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_panic)) => tracing::error!("a connection's task panicked"),
+                Poll::Pending => drop(self.tracker.spawn(conn)),
             }
         }
     }
