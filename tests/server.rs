@@ -433,11 +433,32 @@ fn workers_share_the_listener() {
 }
 
 #[test]
-fn connections_queued_while_every_worker_is_busy_are_shared_out() {
-    let app = stackway_middleware::Lint::strict(which_worker);
-    let running = Running::start(server().workers(2), app);
+fn uwsgi_connections_queued_while_every_worker_is_busy_are_shared_out() {
+    let listener = stackway::server::Listener::bind("127.0.0.1:0")
+        .unwrap()
+        .uwsgi(true);
+    let server = stackway::Server::new([listener]).unwrap().workers(2);
+    let running = Running::start(server, stackway_middleware::Lint::strict(which_worker));
     let addr = running.addr;
-    let get = move || std::thread::spawn(move || Conn::open(addr).get("/").text());
+    // One request a connection, as nginx's uwsgi_pass sends them: the worker
+    // that answered, from the body after the response's head.
+    let get = move || {
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            let packet = support::http::uwsgi_packet(&[
+                ("REQUEST_METHOD", "GET"),
+                ("PATH_INFO", "/"),
+                ("SERVER_PROTOCOL", "HTTP/1.1"),
+                ("HTTP_HOST", "x"),
+            ]);
+            stream.write_all(&packet).unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+            body.to_owned()
+        })
+    };
     // Both workers held by a request each...
     let busy = [get(), get()];
     std::thread::sleep(Duration::from_millis(100));

@@ -238,15 +238,23 @@ impl<A: App> Accept<A> {
                 self.shared.clone(),
                 self.app.clone(),
             );
-            let mut conn = Box::pin(conn.map(move |()| {
+            let conn = conn.map(move |()| {
                 stats.closed();
                 drop(permit);
-            }));
-            // Served here until it has to wait, as a process of uWSGI serves the
-            // connection it accepted before it accepts another: connections a
-            // front opens for one request each are answered in this poll, and
-            // those left in the listener's queue go to whichever process (or
-            // worker) asks first, rather than all of them into this one.
+            });
+            if !self.door.uwsgi {
+                self.tracker.spawn(conn);
+                continue;
+            }
+            // A uwsgi connection carries one request: it is served here until
+            // it has to wait, as a process of uWSGI serves the connection it
+            // accepted before it accepts another. Most end in this poll, never
+            // a task; and connections left in the listener's queue go to
+            // whichever process (or worker) asks first, rather than all of them
+            // into this one. (Boxed to be polled before it is spawned, which a
+            // connection that stays, keep-alive HTTP, would carry as a second
+            // allocation while it idles.)
+            let mut conn = Box::pin(conn);
             match futures_util::poll!(AssertUnwindSafe(conn.as_mut()).catch_unwind()) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_panic)) => tracing::error!("a connection's task panicked"),
