@@ -216,6 +216,20 @@ pub(crate) fn build_app(
 }
 
 /// The interpreter for the Python mount at `prefix`.
+/// Whether a WSGI app of these processes runs on the server's workers
+/// (`--wsgi-threads 0` or a mount's `threads = 0`, not in a virtualenv's
+/// group of its own): a process is then busy in Python for as long as a
+/// request takes, and accepts no connection meanwhile.
+pub(crate) fn python_on_workers(args: &ServeArgs) -> bool {
+    args.mounts.iter().any(|mount| match &mount.target {
+        Target::Wsgi(_, options) => {
+            options.threads.unwrap_or(args.wsgi_threads) == 0
+                && crate::venvs::socket(args, &mount.prefix).is_none()
+        }
+        _ => false,
+    })
+}
+
 fn interpreter<'a>(python: Option<&'a dyn Python>, prefix: &str) -> Result<&'a dyn Python, String> {
     python.ok_or_else(|| {
         format!(

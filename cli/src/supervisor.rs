@@ -121,7 +121,8 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
             return ExitCode::from(1);
         }
     };
-    let handovers = match sockets(&opened.listeners, args.processes.into()) {
+    let one_at_a_time = crate::stack::python_on_workers(args);
+    let handovers = match sockets(&opened.listeners, args.processes.into(), one_at_a_time) {
         Ok(handovers) => handovers,
         Err(e) => {
             eprintln!("stackway: cannot share the listening sockets: {e}");
@@ -187,14 +188,25 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
 /// socket stays open here while its process is replaced, so what waits in it
 /// is served by the next one. A unix socket, or a TCP one that cannot join a
 /// group (one systemd passed without SO_REUSEPORT), is shared by all.
-fn sockets(listeners: &[Listener], slots: usize) -> io::Result<Vec<Handover>> {
+///
+/// So is a uwsgi listener's when Python runs on the workers
+/// (`one_at_a_time`), as uWSGI's processes share theirs: its connections
+/// are one request each, and a process busy in Python accepts none (the
+/// server's accept loop serves a uwsgi connection before the next), so what
+/// waits goes to the first process free rather than behind a long request
+/// in the process the kernel picked by its address. With Python threads a
+/// process goes on accepting while they work, and both processes wake for
+/// each connection: there the groups spread the load better.
+fn sockets(listeners: &[Listener], slots: usize, one_at_a_time: bool) -> io::Result<Vec<Handover>> {
     let mut handovers = vec![Handover::new(listeners)?];
     for _ in 1..slots {
         let mut sockets = Vec::with_capacity(listeners.len());
         for listener in listeners {
             let own = match listener.local_addr() {
-                ListenAddr::Tcp { addr, .. } => Listener::bind_reuse_port(*addr).ok(),
-                ListenAddr::Unix(_) => None,
+                ListenAddr::Tcp { addr, .. } if !(listener.is_uwsgi() && one_at_a_time) => {
+                    Listener::bind_reuse_port(*addr).ok()
+                }
+                ListenAddr::Tcp { .. } | ListenAddr::Unix(_) => None,
             };
             let fd = match &own {
                 Some(own) => own.as_fd().try_clone_to_owned()?,

@@ -273,6 +273,46 @@ fn nginx_uwsgi_pass_to_processes_that_run_python_on_their_workers() {
 }
 
 #[test]
+fn a_process_free_takes_what_waits_while_another_runs_a_long_request() {
+    // uWSGI's processes take turns at one socket; a connection the kernel put
+    // in the queue of a process busy in Python would wait for it.
+    let dir = tempfile::tempdir().unwrap();
+    let how = ["--processes", "2", "--workers", "1", "--wsgi-threads", "0"];
+    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock"), &how) else {
+        return;
+    };
+    let addr: SocketAddr = server.listening[0]
+        .strip_prefix("uwsgi://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The body of the answer to `path`, on a connection of its own.
+    let get = move |path: &str| {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let packet = uwsgi_packet(&[
+            ("REQUEST_METHOD", "GET"),
+            ("PATH_INFO", "/app/pid"),
+            ("QUERY_STRING", path),
+            ("HTTP_HOST", "x"),
+        ]);
+        stream.write_all(&packet).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer.split_once("\r\n\r\n").unwrap().1.to_owned()
+    };
+    let long = std::thread::spawn(move || get("wait=2"));
+    std::thread::sleep(Duration::from_millis(300));
+    // Each of these, on a new connection (a new port, so a new place in an
+    // address hash), answered by the process that is free.
+    let quick: Vec<String> = (0..8).map(|_| get("wait=0")).collect();
+    let busy = long.join().unwrap();
+    assert!(
+        quick.iter().all(|pid| *pid != busy),
+        "answered by {quick:?} while {busy} ran the long one"
+    );
+}
+
+#[test]
 fn a_uwsgi_packet_from_a_client_that_is_not_wsgi_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let Some(server) = stackway_uwsgi(&dir.path().join("app.sock"), &[]) else {

@@ -1,5 +1,8 @@
 """A Flask app, mounted under a prefix by the tests."""
 
+import os
+import time
+
 from flask import Flask, redirect, request, url_for
 
 app = Flask(__name__)
@@ -54,6 +57,12 @@ def server():
 @app.route("/front")
 def front():
     return f"{request.remote_user} {request.environ.get('DOCUMENT_ROOT', '-')}"
+
+
+@app.route("/pid")
+def pid():
+    time.sleep(float(request.args.get("wait", "0")))
+    return str(os.getpid())
 
 
 @app.route("/uri")
