@@ -442,21 +442,17 @@ fn uwsgi_connections_queued_while_every_worker_is_busy_are_shared_out() {
     let addr = running.addr;
     // One request a connection, as nginx's uwsgi_pass sends them: the worker
     // that answered, from the body after the response's head.
+    let packet = support::http::uwsgi_packet(&[
+        ("REQUEST_METHOD", "GET"),
+        ("PATH_INFO", "/"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("HTTP_HOST", "x"),
+    ]);
     let get = move || {
+        let packet = packet.clone();
         std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            let mut stream = std::net::TcpStream::connect(addr).unwrap();
-            let packet = support::http::uwsgi_packet(&[
-                ("REQUEST_METHOD", "GET"),
-                ("PATH_INFO", "/"),
-                ("SERVER_PROTOCOL", "HTTP/1.1"),
-                ("HTTP_HOST", "x"),
-            ]);
-            stream.write_all(&packet).unwrap();
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).unwrap();
-            let (_, body) = answer.split_once("\r\n\r\n").unwrap();
-            body.to_owned()
+            let answer = support::http::exchange(addr, &packet);
+            answer.split_once("\r\n\r\n").unwrap().1.to_owned()
         })
     };
     // Both workers held by a request each...

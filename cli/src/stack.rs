@@ -215,7 +215,6 @@ pub(crate) fn build_app(
     Ok((app, sources))
 }
 
-/// The interpreter for the Python mount at `prefix`.
 /// Whether a WSGI app of these processes runs on the server's workers
 /// (`--wsgi-threads 0` or a mount's `threads = 0`, not in a virtualenv's
 /// group of its own): a process is then busy in Python for as long as a
@@ -230,6 +229,7 @@ pub(crate) fn python_on_workers(args: &ServeArgs) -> bool {
     })
 }
 
+/// The interpreter for the Python mount at `prefix`.
 fn interpreter<'a>(python: Option<&'a dyn Python>, prefix: &str) -> Result<&'a dyn Python, String> {
     python.ok_or_else(|| {
         format!(

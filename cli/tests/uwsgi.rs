@@ -4,7 +4,7 @@
 
 mod support;
 
-use stackway_test_support::http::{Conn, uwsgi_packet};
+use stackway_test_support::http::{Conn, exchange, uwsgi_packet};
 use stackway_test_support::{external, peak_rss_kib_of};
 
 use std::io::{Read, Write};
@@ -286,18 +286,15 @@ fn a_process_free_takes_what_waits_while_another_runs_a_long_request() {
         .unwrap()
         .parse()
         .unwrap();
-    // The body of the answer to `path`, on a connection of its own.
-    let get = move |path: &str| {
-        let mut stream = TcpStream::connect(addr).unwrap();
+    // The body of the answer to `query`, on a connection of its own.
+    let get = move |query: &str| {
         let packet = uwsgi_packet(&[
             ("REQUEST_METHOD", "GET"),
             ("PATH_INFO", "/app/pid"),
-            ("QUERY_STRING", path),
+            ("QUERY_STRING", query),
             ("HTTP_HOST", "x"),
         ]);
-        stream.write_all(&packet).unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
+        let answer = exchange(addr, &packet);
         answer.split_once("\r\n\r\n").unwrap().1.to_owned()
     };
     let long = std::thread::spawn(move || get("wait=2"));
@@ -324,13 +321,7 @@ fn a_uwsgi_packet_from_a_client_that_is_not_wsgi_is_refused_with_a_reason() {
         .parse()
         .unwrap();
     // The whole answer to `bytes` on a connection of their own.
-    let exchange = |bytes: &[u8]| {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream.write_all(bytes).unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
-    };
+    let exchange = |bytes: &[u8]| exchange(addr, bytes);
     // modifier1 5 (PSGI): 501, said in the body.
     let answer = exchange(&[5, 0, 0, 0]);
     assert!(answer.starts_with("HTTP/1.0 501 "), "{answer}");

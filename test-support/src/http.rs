@@ -170,6 +170,17 @@ pub fn read_head_raw(stream: &mut TcpStream) -> (String, Vec<u8>) {
     }
 }
 
+/// Sends `bytes` (a uwsgi packet, say) on a connection of its own and reads
+/// the whole answer, as a front does: the server closes a uwsgi connection
+/// once it has answered.
+pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 /// A uwsgi packet (modifier1 0) of `vars`, as nginx's `uwsgi_pass` sends one
 /// before the request body.
 pub fn uwsgi_packet(vars: &[(&str, &str)]) -> Vec<u8> {
