@@ -103,6 +103,15 @@ fn stackway_uwsgi(sock: &std::path::Path, how: &[&str]) -> Option<Server> {
     Some(Server::start(stackway(&[&args, how].concat()), 2))
 }
 
+/// uWSGI's own model: processes of one thread that reads, runs Python and writes.
+const ON_WORKERS: [&str; 6] = ["--processes", "2", "--workers", "1", "--wsgi-threads", "0"];
+
+/// Where `server` takes uwsgi over TCP.
+fn uwsgi_tcp(server: &Server) -> SocketAddr {
+    let tcp = server.listening[0].strip_prefix("uwsgi://").unwrap();
+    tcp.parse().unwrap()
+}
+
 #[test]
 fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,13 +242,11 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
 
 #[test]
 fn nginx_uwsgi_pass_to_processes_that_run_python_on_their_workers() {
-    // uWSGI's own model: processes of one thread that reads, runs Python and writes.
     let dir = tempfile::tempdir().unwrap();
-    let how = ["--processes", "2", "--workers", "1", "--wsgi-threads", "0"];
-    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock"), &how) else {
+    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock"), &ON_WORKERS) else {
         return;
     };
-    let tcp = server.listening[0].strip_prefix("uwsgi://").unwrap();
+    let tcp = uwsgi_tcp(&server);
     let locations =
         format!("    location /app {{ include /etc/nginx/uwsgi_params; uwsgi_pass {tcp}; }}\n");
     let Some(nginx) = nginx(dir.path(), &locations) else {
@@ -277,15 +284,10 @@ fn a_process_free_takes_what_waits_while_another_runs_a_long_request() {
     // uWSGI's processes take turns at one socket; a connection the kernel put
     // in the queue of a process busy in Python would wait for it.
     let dir = tempfile::tempdir().unwrap();
-    let how = ["--processes", "2", "--workers", "1", "--wsgi-threads", "0"];
-    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock"), &how) else {
+    let Some(server) = stackway_uwsgi(&dir.path().join("app.sock"), &ON_WORKERS) else {
         return;
     };
-    let addr: SocketAddr = server.listening[0]
-        .strip_prefix("uwsgi://")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = uwsgi_tcp(&server);
     // The body of the answer to `query`, on a connection of its own.
     let get = move |query: &str| {
         let packet = uwsgi_packet(&[
@@ -315,11 +317,7 @@ fn a_uwsgi_packet_from_a_client_that_is_not_wsgi_is_refused_with_a_reason() {
     let Some(server) = stackway_uwsgi(&dir.path().join("app.sock"), &[]) else {
         return;
     };
-    let addr: SocketAddr = server.listening[0]
-        .strip_prefix("uwsgi://")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = uwsgi_tcp(&server);
     // The whole answer to `bytes` on a connection of their own.
     let exchange = |bytes: &[u8]| exchange(addr, bytes);
     // modifier1 5 (PSGI): 501, said in the body.
