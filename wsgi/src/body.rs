@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 
 use bytes::{Buf, Bytes};
 use futures_util::TryStreamExt;
@@ -12,8 +12,9 @@ use http_body_util::BodyExt;
 use stackway::{Body, IntoResponse, Response};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-/// A blocking reader over the request body.
-pub(crate) type BodyReader = Box<dyn Read + Send>;
+/// A blocking reader over the request body, buffered where it has to be: a
+/// body kept in memory is read from its own chunks, with no buffer between.
+pub(crate) type BodyReader = Box<dyn BufRead + Send>;
 
 /// The body as it arrives: each read waits for the client, through the
 /// runtime the body belongs to, so never call it on that runtime's thread.
@@ -29,6 +30,10 @@ pub(crate) fn streamed(body: Body) -> BodyReader {
 /// stalled, 400 when it broke off (the server has made one over its size
 /// limit a 413 already), 500 when the file cannot be written.
 pub(crate) async fn whole(mut body: Body, memory: usize) -> Result<BodyReader, Response> {
+    // Most requests have none: nothing to gather, nor to allocate.
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Box::new(io::empty()));
+    }
     let mut kept = Chunks::default();
     let mut spilled: Option<File> = None;
     while let Some(frame) = body.frame().await {
@@ -71,7 +76,7 @@ pub(crate) async fn whole(mut body: Body, memory: usize) -> Result<BodyReader, R
             if file.rewind().is_err() {
                 return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
             }
-            Box::new(kept.chain(file))
+            Box::new(kept.chain(BufReader::with_capacity(64 * 1024, file)))
         }
     })
 }
@@ -93,15 +98,25 @@ impl Chunks {
 
 impl Read for Chunks {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(chunk) = self.chunks.front_mut() else {
-            return Ok(0);
-        };
+        let chunk = self.fill_buf()?;
         let n = chunk.len().min(buf.len());
         buf[..n].copy_from_slice(&chunk[..n]);
-        chunk.advance(n);
-        if chunk.is_empty() {
-            self.chunks.pop_front();
-        }
+        self.consume(n);
         Ok(n)
+    }
+}
+
+impl BufRead for Chunks {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        Ok(self.chunks.front().map_or(&[], |chunk| chunk))
+    }
+
+    fn consume(&mut self, n: usize) {
+        if let Some(chunk) = self.chunks.front_mut() {
+            chunk.advance(n);
+            if chunk.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
     }
 }

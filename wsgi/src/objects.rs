@@ -1,7 +1,7 @@
 //! The objects a WSGI app is handed: `wsgi.input`, `wsgi.errors`,
 //! `start_response` with its `write()`, and `wsgi.file_wrapper`.
 
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,13 +19,13 @@ use tokio::sync::oneshot;
 /// `wsgi.input`: the request body, streamed as the app reads it.
 #[pyclass(module = "stackway")]
 pub(crate) struct Input {
-    reader: Mutex<BufReader<BodyReader>>,
+    reader: Mutex<BodyReader>,
 }
 
 impl Input {
     pub(crate) fn new(reader: BodyReader) -> Self {
         Self {
-            reader: Mutex::new(BufReader::with_capacity(64 * 1024, reader)),
+            reader: Mutex::new(reader),
         }
     }
 
@@ -33,7 +33,7 @@ impl Input {
     fn with_reader(
         &self,
         py: Python<'_>,
-        read: impl FnOnce(&mut BufReader<BodyReader>) -> io::Result<Vec<u8>> + Send,
+        read: impl FnOnce(&mut BodyReader) -> io::Result<Vec<u8>> + Send,
     ) -> PyResult<Py<PyBytes>> {
         let bytes = py.detach(|| {
             let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
@@ -48,7 +48,7 @@ impl Input {
 
 /// Reads up to `limit` bytes (all, if `None`), stopping after `until` if given.
 fn read_limited(
-    reader: &mut BufReader<BodyReader>,
+    reader: &mut BodyReader,
     limit: Option<usize>,
     until: Option<u8>,
 ) -> io::Result<Vec<u8>> {
