@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::either::Either;
 
-use super::clock::{Activity, Expired, Socket};
+use super::clock::{Activity, Expired, Socket, Watched};
 use super::listener::Io;
 use super::proxy_protocol;
 use super::request::handle;
@@ -29,9 +29,9 @@ use super::tls::ClientCert;
 use super::uwsgi;
 use crate::{App, Connection, Forwarded};
 
-/// Serves a connection until it closes. An `async` block rather than an
-/// `async fn`, which would keep a second copy of its arguments in the state
-/// every connection carries.
+/// Serves an HTTP connection until it closes. An `async` block rather than
+/// an `async fn`, which would keep a second copy of its arguments in the
+/// state every connection carries.
 #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
 pub(super) fn serve_connection<A: App>(
     io: Io,
@@ -41,205 +41,303 @@ pub(super) fn serve_connection<A: App>(
     app: Arc<A>,
 ) -> impl Future<Output = ()> {
     async move {
-        // The PROXY protocol header, the TLS handshake or the uwsgi packet, within
-        // the handshake timeout: a client that connects and says nothing is not
-        // kept.
-        let plain = door.tls.is_none() && !door.proxy_protocol && !door.uwsgi;
+        let plain = door.tls.is_none() && !door.proxy_protocol;
         let activity = Arc::new(Activity::new(door.tls.is_none(), !plain));
         let watched = shared.clocks.watch(&activity);
-        // A block, so that what opening the connection leaves is gone from the
-        // connection's state while it is served.
-        let conn = 'opened: {
-            let tracked = Tracked {
-                io,
-                activity: activity.clone(),
-                linger: None,
-                pending: Bytes::new(),
-                one_request: door.uwsgi,
+        let tracked = Tracked::new(io, &activity, false);
+        // The PROXY protocol header and the TLS handshake, within the
+        // handshake timeout: a client that connects and says nothing is not
+        // kept.
+        let (io, remote_addr) = if plain {
+            (Either::Left(tracked), peer)
+        } else {
+            // Boxed: its state (rustls' handshake) is larger than a connection's,
+            // and held inline it would make every plain connection as large.
+            let opened = tokio::select! {
+                biased;
+                opened = Box::pin(open(tracked, peer, &door)) => Some(opened),
+                _ = activity.expired() => None,
             };
-            let (io, remote_addr, uwsgi) = if plain {
-                (Either::Left(tracked), peer, None)
-            } else {
-                // Boxed: its state (rustls' handshake) is larger than a connection's,
-                // and held inline it would make every plain connection as large.
-                let opened = tokio::select! {
-                    opened = Box::pin(open(tracked, peer, &door)) => Some(opened),
-                    _ = activity.expired() => None,
-                };
-                if door.tls.is_some() || door.proxy_protocol {
-                    (shared.lifecycle.stats).handshake(matches!(opened, Some(Ok(_))));
+            (shared.lifecycle.stats).handshake(matches!(opened, Some(Ok(_))));
+            match opened {
+                Some(Ok(opened)) => {
+                    activity.opened();
+                    opened
                 }
-                match opened {
-                    Some(Ok(opened)) => {
-                        activity.opened();
-                        opened
-                    }
-                    Some(Err(e)) => {
-                        let peer = peer.map(|p| p.to_string()).unwrap_or_default();
-                        let refused = door.proxy_protocol || door.uwsgi;
-                        return if refused && e.kind() == io::ErrorKind::InvalidData {
-                            tracing::warn!(peer, "closed the connection: {e}");
-                        } else {
-                            tracing::debug!(
-                                peer,
-                                "closed the connection before its first request: {e}"
-                            );
-                        };
-                    }
-                    None => return,
-                }
-            };
-            // The certificate a mutual-TLS client showed, verified in the handshake.
-            let client_cert = match &io {
-                Either::Right(tls) => (tls.get_ref().1.peer_certificates())
-                    .and_then(|chain| chain.first())
-                    .and_then(|cert| ClientCert::from_der(cert)),
-                Either::Left(_) => None,
-            };
-            let https = uwsgi.as_ref().is_some_and(|u| u.https);
-            let info = Connection {
-                remote_addr,
-                local_addr: door.local_addr,
-                scheme: if https {
-                    http::uri::Scheme::HTTPS
-                } else {
-                    door.scheme.clone()
-                },
-                listener: door.listener,
-            };
-            let (mut io, uwsgi) = match (io, uwsgi) {
-                // A uwsgi request without a body (most are) is answered without
-                // hyper. Boxed: HTTP connections are not made as large as the
-                // app's future.
-                (Either::Left(tracked), Some(opened))
-                    if !opened.has_body() && opened.packet_len <= shared.config.max_header_size =>
-                {
-                    let answer = answer_uwsgi(tracked, opened, app, &shared, &activity, &info);
-                    break 'opened future::Either::Left(future::Either::Left(Box::pin(answer)));
-                }
-                opened => opened,
-            };
-            // One with a body is read by hyper, from the packet made into a head.
-            if let (Either::Left(tracked), Some(opened)) = (&mut io, &uwsgi) {
-                tracked.pending = opened.http1();
-            }
-            let requests = Box::new(Requests {
-                app,
-                shared: shared.clone(),
-                activity: activity.clone(),
-                info,
-                uwsgi: uwsgi.map(|opened| {
-                    Box::new(Front {
-                        version: opened.head.version,
-                        forwarded: Cell::new(opened.forwarded),
-                    })
-                }),
-                client_cert,
-            });
-            let service = service_fn(move |mut req: http::Request<_>| {
-                let Requests {
-                    app,
-                    shared,
-                    activity,
-                    info,
-                    uwsgi,
-                    client_cert,
-                } = &*requests;
-                // A uwsgi request: the version its front was asked in, and its mount.
-                if let Some(uwsgi) = uwsgi {
-                    *req.version_mut() = uwsgi.version;
-                    if let Some(forwarded) = uwsgi.forwarded.take() {
-                        req.extensions_mut().insert(forwarded);
-                    }
-                }
-                if let Some(cert) = client_cert {
-                    req.extensions_mut().insert(cert.clone());
-                }
-                handle(app.clone(), shared, activity, info, req)
-            });
-            let io = TokioIo::new(io);
-            if door.uwsgi {
-                future::Either::Left(future::Either::Right(
-                    shared.uwsgi_builder.serve_connection(io, service),
-                ))
-            } else {
-                future::Either::Right(shared.builder.serve_connection_with_upgrades(io, service))
+                Some(Err(e)) => return closed_unopened(&e, peer, door.proxy_protocol),
+                None => return,
             }
         };
-        // hyper holds the socket until the connection ends, or until it hands it
-        // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
-        // upgraded connection's wait below may reuse the room it took.
-        'served: {
-            let mut conn = pin!(conn);
+        // The certificate a mutual-TLS client showed, verified in the handshake.
+        let client_cert = match &io {
+            Either::Right(tls) => (tls.get_ref().1.peer_certificates())
+                .and_then(|chain| chain.first())
+                .and_then(|cert| ClientCert::from_der(cert)),
+            Either::Left(_) => None,
+        };
+        let requests = Requests {
+            app,
+            shared: shared.clone(),
+            activity: activity.clone(),
+            info: Connection {
+                remote_addr,
+                local_addr: door.local_addr,
+                scheme: door.scheme.clone(),
+                listener: door.listener,
+            },
+            uwsgi: None,
+            client_cert,
+        };
+        serve_http(io, requests, watched, &door, (&shared, &activity), peer).await;
+    }
+}
+
+/// Serves a uwsgi connection: the one request its packet carries, answered,
+/// then the connection closed. A request without a body (most are) is
+/// answered without hyper, as uWSGI does; one with a body goes to hyper, which
+/// reads it from the packet made into a head. Apart from [`serve_connection`]
+/// so that this, the common case, is a future and a poll of its own, not a
+/// branch of the one that drives HTTP and TLS connections.
+#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+pub(super) fn serve_uwsgi<A: App>(
+    io: Io,
+    peer: Option<SocketAddr>,
+    door: Arc<Door>,
+    shared: Arc<Shared>,
+    app: Arc<A>,
+) -> impl Future<Output = ()> {
+    async move {
+        let activity = Arc::new(Activity::new(true, true));
+        let watched = shared.clocks.watch(&activity);
+        // A block, so that what opening the connection leaves is gone from
+        // the connection's state while it is served.
+        let served = {
+            let tracked = Tracked::new(io, &activity, true);
+            // The PROXY protocol header and the packet, within the handshake timeout.
+            let opened = tokio::select! {
+                biased;
+                opened = open_uwsgi(tracked, peer, &door) => opened,
+                _ = activity.expired() => return,
+            };
+            if door.proxy_protocol {
+                (shared.lifecycle.stats).handshake(opened.is_ok());
+            }
+            let (tracked, opened) = match opened {
+                Ok(opened) => opened,
+                Err(e) => return closed_unopened(&e, peer, true),
+            };
+            activity.opened();
+            serve_packet(
+                tracked,
+                opened,
+                app,
+                watched,
+                &door,
+                (&shared, &activity),
+                peer,
+            )
+        };
+        served.await;
+    }
+}
+
+/// Serves the request a uwsgi packet opened. A plain function: what it takes
+/// apart is not carried, beside what it returns, in the connection's state.
+fn serve_packet<'a, A: App>(
+    mut tracked: Tracked,
+    opened: uwsgi::Opened,
+    app: Arc<A>,
+    watched: Watched<'a>,
+    door: &'a Door,
+    (shared, activity): (&'a Arc<Shared>, &'a Arc<Activity>),
+    peer: Option<SocketAddr>,
+) -> impl Future<Output = ()> + 'a {
+    let info = Connection {
+        remote_addr: opened.remote_addr,
+        local_addr: door.local_addr,
+        scheme: match opened.https {
+            true => http::uri::Scheme::HTTPS,
+            false => door.scheme.clone(),
+        },
+        listener: door.listener,
+    };
+    if !opened.has_body() && opened.packet_len <= shared.config.max_header_size {
+        let answer = answer_uwsgi(tracked, opened, app, shared, activity, &info);
+        return future::Either::Left(async move {
+            let _watched = watched;
+            let mut answer = pin!(answer);
             let mut seen = Phase::Serving;
-            // Boxed when armed (at shutdown only), not carried by every connection.
-            let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
+            // The request is read already: a later phase lets it finish, unless
+            // the grace period is over.
             loop {
-                // Whether to close the connection once what is in flight is answered.
-                let shut = tokio::select! {
-                    () = poll_fn(|cx| match conn.as_mut().as_pin_mut() {
-                        future::Either::Left(uwsgi) => match uwsgi.as_pin_mut() {
-                            future::Either::Left(answer) => answer.poll(cx),
-                            future::Either::Right(conn) => conn.poll(cx).map(drop),
-                        },
-                        future::Either::Right(conn) => conn.poll(cx).map(drop),
-                    }) => break 'served,
-                    woken = woken(&activity, &shared.lifecycle, seen) => match woken {
-                        // An idle or stalled connection is dropped: it has no response to finish.
-                        Woken::Expired(expired) => {
-                            if expired == Expired::Send {
-                                let timeout = shared.config.send_timeout;
-                                tracing::warn!(?peer, ?timeout, "closed the connection: the client read no byte of a response for the send timeout");
-                            }
-                            break 'served;
-                        }
-                        Woken::Phase(now) => {
-                            seen = now;
-                            if seen == Phase::Aborted {
-                                break 'served; // the grace period is over
-                            }
-                            // Draining: HTTP/2 says GOAWAY (the client opens a new connection
-                            // for what it sends next); HTTP/1.1 responses say `Connection:
-                            // close` (request.rs) rather than closing a connection the client
-                            // may be sending on. Stopping: every connection finishes what is
-                            // in flight and closes; one accepted a moment ago first gets
-                            // its request, which the client has surely sent.
-                            // A uwsgi connection carries the one request it was opened
-                            // for, read already: it closes once answered.
-                            if door.uwsgi {
-                                continue;
-                            }
-                            if seen == Phase::Stopping && activity.untouched() {
-                                first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
-                                false
-                            } else {
-                                seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed)
-                            }
-                        }
+                tokio::select! {
+                    biased;
+                    () = answer.as_mut() => return,
+                    woken = woken(activity, &shared.lifecycle, seen) => match woken {
+                        Woken::Expired(expired) => return send_timed_out(expired, shared, peer),
+                        Woken::Phase(Phase::Aborted) => return,
+                        Woken::Phase(now) => seen = now,
                     },
-                    () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
-                        first_request = None;
-                        true
+                }
+            }
+        });
+    }
+    tracked.pending = opened.http1();
+    let requests = Requests {
+        app,
+        shared: shared.clone(),
+        activity: activity.clone(),
+        info,
+        uwsgi: Some(Box::new(Front {
+            version: opened.head.version,
+            forwarded: Cell::new(opened.forwarded),
+        })),
+        client_cert: None,
+    };
+    // Boxed: hyper's connection is not carried by every uwsgi request.
+    let served: Pin<Box<dyn Future<Output = ()> + Send + 'a>> = Box::pin(serve_http(
+        Either::Left(tracked),
+        requests,
+        watched,
+        door,
+        (shared, activity),
+        peer,
+    ));
+    future::Either::Right(served)
+}
+
+/// Logs why a connection closed before its first request: a PROXY header or
+/// a uwsgi packet `refused` (warned of), or a client gone or stalled.
+fn closed_unopened(e: &io::Error, peer: Option<SocketAddr>, refused: bool) {
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    if refused && e.kind() == io::ErrorKind::InvalidData {
+        tracing::warn!(peer, "closed the connection: {e}");
+    } else {
+        tracing::debug!(peer, "closed the connection before its first request: {e}");
+    }
+}
+
+/// Says why a connection's clock ran out, where the server's log should.
+fn send_timed_out(expired: Expired, shared: &Shared, peer: Option<SocketAddr>) {
+    if expired == Expired::Send {
+        let timeout = shared.config.send_timeout;
+        tracing::warn!(
+            ?peer,
+            ?timeout,
+            "closed the connection: the client read no byte of a response for the send timeout"
+        );
+    }
+}
+
+/// Serves a connection's HTTP with hyper until it closes, then an upgraded
+/// connection until its task lets it go.
+async fn serve_http<A: App>(
+    io: Either<Tracked, Box<tokio_rustls::server::TlsStream<Tracked>>>,
+    requests: Requests<A>,
+    watched: Watched<'_>,
+    door: &Door,
+    (shared, activity): (&Shared, &Activity),
+    peer: Option<SocketAddr>,
+) {
+    // Boxed: hyper keeps the service in the connection's state (below).
+    let requests = Box::new(requests);
+    let service = service_fn(move |mut req: http::Request<_>| {
+        let Requests {
+            app,
+            shared,
+            activity,
+            info,
+            uwsgi,
+            client_cert,
+        } = &*requests;
+        // A uwsgi request: the version its front was asked in, and its mount.
+        if let Some(uwsgi) = uwsgi {
+            *req.version_mut() = uwsgi.version;
+            if let Some(forwarded) = uwsgi.forwarded.take() {
+                req.extensions_mut().insert(forwarded);
+            }
+        }
+        if let Some(cert) = client_cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        handle(app.clone(), shared, activity, info, req)
+    });
+    let io = TokioIo::new(io);
+    let conn = match door.uwsgi {
+        true => future::Either::Left(shared.uwsgi_builder.serve_connection(io, service)),
+        false => future::Either::Right(shared.builder.serve_connection_with_upgrades(io, service)),
+    };
+    // hyper holds the socket until the connection ends, or until it hands it
+    // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
+    // upgraded connection's wait below may reuse the room it took.
+    'served: {
+        let mut conn = pin!(conn);
+        let mut seen = Phase::Serving;
+        // Boxed when armed (at shutdown only), not carried by every connection.
+        let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            // Whether to close the connection once what is in flight is answered.
+            // The connection first, then its clocks: polled in this order
+            // each time, not in a random one (tokio's default, for fairness
+            // between futures that could each starve the others).
+            let shut = tokio::select! {
+                biased;
+                () = poll_fn(|cx| match conn.as_mut().as_pin_mut() {
+                    future::Either::Left(conn) => conn.poll(cx).map(drop),
+                    future::Either::Right(conn) => conn.poll(cx).map(drop),
+                }) => break 'served,
+                woken = woken(activity, &shared.lifecycle, seen) => match woken {
+                    // An idle or stalled connection is dropped: it has no response to finish.
+                    Woken::Expired(expired) => {
+                        send_timed_out(expired, shared, peer);
+                        break 'served;
                     }
-                };
-                if shut {
-                    // Requests the client pipelined behind the last answered one
-                    // are read and not answered: linger, or closing would reset
-                    // the connection and lose answers the client has not read.
-                    activity.closing.store(true, Ordering::Relaxed);
-                    match conn.as_mut().as_pin_mut() {
-                        // A uwsgi connection is not shut early (above).
-                        future::Either::Left(_) => {}
-                        future::Either::Right(conn) => conn.graceful_shutdown(),
+                    Woken::Phase(now) => {
+                        seen = now;
+                        if seen == Phase::Aborted {
+                            break 'served; // the grace period is over
+                        }
+                        // Draining: HTTP/2 says GOAWAY (the client opens a new connection
+                        // for what it sends next); HTTP/1.1 responses say `Connection:
+                        // close` (request.rs) rather than closing a connection the client
+                        // may be sending on. Stopping: every connection finishes what is
+                        // in flight and closes; one accepted a moment ago first gets
+                        // its request, which the client has surely sent.
+                        // A uwsgi connection carries the one request it was opened
+                        // for, read already: it closes once answered.
+                        if door.uwsgi {
+                            continue;
+                        }
+                        if seen == Phase::Stopping && activity.untouched() {
+                            first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
+                            false
+                        } else {
+                            seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed)
+                        }
                     }
+                },
+                () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
+                    first_request = None;
+                    true
+                }
+            };
+            if shut {
+                // Requests the client pipelined behind the last answered one
+                // are read and not answered: linger, or closing would reset
+                // the connection and lose answers the client has not read.
+                activity.closing.store(true, Ordering::Relaxed);
+                match conn.as_mut().as_pin_mut() {
+                    // A uwsgi connection is not shut early (above).
+                    future::Either::Left(_) => {}
+                    future::Either::Right(conn) => conn.graceful_shutdown(),
                 }
             }
         }
-        // An upgraded connection keeps a clock of its own (`upgraded`).
-        drop(watched);
-        if activity.socket.is_open() {
-            upgraded(&activity.socket, &shared, peer).await;
-        }
+    }
+    // An upgraded connection keeps a clock of its own (`upgraded`).
+    drop(watched);
+    if activity.socket.is_open() {
+        upgraded(&activity.socket, shared, peer).await;
     }
 }
 
@@ -354,9 +452,7 @@ async fn upgraded(socket: &Socket, shared: &Shared, peer: Option<SocketAddr>) {
 const FIRST_REQUEST: Duration = Duration::from_secs(1);
 
 /// Reads what comes before HTTP: the PROXY protocol header, then the TLS
-/// handshake or the uwsgi packet (whose request head the socket then reads
-/// first); returns the stream HTTP is read from, the client's address, and
-/// what the uwsgi packet said. A packet refused is answered (400, 501).
+/// handshake; returns the stream HTTP is read from and the client's address.
 async fn open(
     mut tracked: Tracked,
     peer: Option<SocketAddr>,
@@ -364,39 +460,63 @@ async fn open(
 ) -> io::Result<(
     Either<Tracked, Box<tokio_rustls::server::TlsStream<Tracked>>>,
     Option<SocketAddr>,
-    Option<uwsgi::Opened>,
 )> {
-    let mut remote_addr = peer;
-    if door.proxy_protocol {
-        if let Some(client) = proxy_protocol::read_header(&mut tracked).await? {
-            remote_addr = Some(client);
-        }
-    }
-    let mut opened = None;
-    if door.uwsgi {
-        match uwsgi::read_packet(&mut tracked).await? {
-            Ok(packet) => {
-                remote_addr = packet.remote_addr.or(remote_addr);
-                opened = Some(packet);
-            }
-            Err(refused) => {
-                let _ = tracked.write_all(&refused.response()).await;
-                let _ = tracked.shutdown().await;
-                let why = format!(
-                    "refused a uwsgi request ({}): {}",
-                    refused.status, refused.why
-                );
-                return Err(io::Error::new(io::ErrorKind::InvalidData, why));
-            }
-        }
-    }
+    let remote_addr = proxied(&mut tracked, peer, door).await?;
     let io = match &door.tls {
         None => Either::Left(tracked),
         // Boxed: rustls' state is large, and held inline it would make every
         // plain connection as large as a TLS one.
         Some(tls) => Either::Right(Box::new(tls.acceptor.accept(tracked).await?)),
     };
-    Ok((io, remote_addr, opened))
+    Ok((io, remote_addr))
+}
+
+/// Reads what comes before a uwsgi request's head: the PROXY protocol
+/// header, then the packet, whose client is the request's (the front's
+/// REMOTE_ADDR). A packet refused is answered (400, 501).
+async fn open_uwsgi(
+    mut tracked: Tracked,
+    peer: Option<SocketAddr>,
+    door: &Door,
+) -> io::Result<(Tracked, uwsgi::Opened)> {
+    // Boxed, as the refusal below: the rare cases' state is not carried by
+    // every request.
+    let remote_addr = match door.proxy_protocol {
+        true => Box::pin(proxied(&mut tracked, peer, door)).await?,
+        false => peer,
+    };
+    let refused = match uwsgi::read_packet(&mut tracked).await? {
+        Ok(mut opened) => {
+            opened.remote_addr = opened.remote_addr.or(remote_addr);
+            return Ok((tracked, opened));
+        }
+        Err(refused) => refused,
+    };
+    Box::pin(async move {
+        let _ = tracked.write_all(&refused.response()).await;
+        let _ = tracked.shutdown().await;
+        let why = format!(
+            "refused a uwsgi request ({}): {}",
+            refused.status, refused.why
+        );
+        Err(io::Error::new(io::ErrorKind::InvalidData, why))
+    })
+    .await
+}
+
+/// The client's address: the PROXY protocol header's, where the listener
+/// takes one and it names a client, or the peer's.
+async fn proxied(
+    tracked: &mut Tracked,
+    peer: Option<SocketAddr>,
+    door: &Door,
+) -> io::Result<Option<SocketAddr>> {
+    if door.proxy_protocol {
+        if let Some(client) = proxy_protocol::read_header(tracked).await? {
+            return Ok(Some(client));
+        }
+    }
+    Ok(peer)
 }
 
 /// How long a closing connection keeps reading (and discarding) what the client
@@ -415,6 +535,18 @@ struct Tracked {
     /// The client sends one request and nothing after it (a uwsgi front):
     /// no bytes to look for when it closes.
     one_request: bool,
+}
+
+impl Tracked {
+    fn new(io: Io, activity: &Arc<Activity>, one_request: bool) -> Self {
+        Self {
+            io,
+            activity: activity.clone(),
+            linger: None,
+            pending: Bytes::new(),
+            one_request,
+        }
+    }
 }
 
 impl AsyncRead for Tracked {

@@ -181,11 +181,11 @@ pub(super) async fn read_packet<S: AsyncRead + Unpin>(
         }));
     }
     let packet = buf.freeze();
-    let vars = match parse_vars(&packet[4..end]) {
+    let vars = match Vars::parse(&packet[4..end]) {
         Ok(vars) => vars,
         Err(refused) => return Ok(Err(refused)),
     };
-    Ok(open(&packet, end, &vars))
+    Ok(open(&packet, end, vars))
 }
 
 /// Reads into `buf` until it holds at least `len` bytes.
@@ -202,39 +202,56 @@ async fn fill<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, len: usize) 
 /// A variable: its name and its value.
 type Var<'a> = (&'a [u8], &'a [u8]);
 
-/// The variables, in order: each a 16-bit little-endian length and bytes, name then value.
-fn parse_vars(mut block: &[u8]) -> Result<Vec<Var<'_>>, Refused> {
-    fn take<'a>(block: &mut &'a [u8]) -> Option<&'a [u8]> {
-        let (len, rest) = block.split_first_chunk::<2>()?;
+/// The variables, in order: each a 16-bit little-endian length and bytes,
+/// name then value. Read where they lie, never gathered.
+#[derive(Clone, Copy)]
+struct Vars<'a>(&'a [u8]);
+
+impl<'a> Vars<'a> {
+    /// The block, if every variable lies within it.
+    fn parse(block: &'a [u8]) -> Result<Self, Refused> {
+        let mut vars = Self(block);
+        while !vars.0.is_empty() {
+            if vars.next().is_none() {
+                return Err(Refused::bad(
+                    "a uwsgi variable runs past the end of its packet",
+                ));
+            }
+        }
+        Ok(Self(block))
+    }
+
+    fn take(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = self.0.split_first_chunk::<2>()?;
         let len = usize::from(u16::from_le_bytes(*len));
         let item = rest.get(..len)?;
-        *block = &rest[len..];
+        self.0 = &rest[len..];
         Some(item)
     }
-    // nginx's `uwsgi_params` and a browser's fields: about thirty.
-    let mut vars = Vec::with_capacity(32);
-    while !block.is_empty() {
-        let (Some(name), Some(value)) = (take(&mut block), take(&mut block)) else {
-            return Err(Refused::bad(
-                "a uwsgi variable runs past the end of its packet",
-            ));
-        };
-        vars.push((name, value));
+}
+
+impl<'a> Iterator for Vars<'a> {
+    type Item = Var<'a>;
+
+    fn next(&mut self) -> Option<Var<'a>> {
+        Some((self.take()?, self.take()?))
     }
-    Ok(vars)
 }
 
 /// The request the variables describe; `packet` holds them (up to `end`,
 /// then the body's first bytes), and the header values are slices of it.
-fn open(packet: &Bytes, end: usize, vars: &[Var<'_>]) -> Result<Opened, Refused> {
-    let mut headers = HeaderMap::with_capacity(vars.len());
+fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
+    let fields = vars
+        .filter(|(name, _)| name.starts_with(b"HTTP_") || name.starts_with(b"CONTENT_"))
+        .count();
+    let mut headers = HeaderMap::with_capacity(fields);
     // The rest is the front's word for the app (REMOTE_USER, DOCUMENT_ROOT,
     // a deployment's own), passed on as uWSGI does; the first of a name wins.
     let mut front: Vec<(String, Vec<u8>)> = Vec::new();
     // What the request is made of, or what stackway decides itself, found in
     // the same pass (the first of a name).
     let mut named = Named::default();
-    for &(name, value) in vars {
+    for (name, value) in vars {
         if named.note(name, value) {
             continue;
         }

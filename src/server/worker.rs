@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use super::clock::Clocks;
-use super::connection::serve_connection;
+use super::connection::{serve_connection, serve_uwsgi};
 use super::listener::{Io, ListenAddr, Listener};
 use super::shared::{Door, Lifecycle, Phase, Shared};
 use super::stream::StreamExecutor;
@@ -231,21 +231,17 @@ impl<A: App> Accept<A> {
             };
             let stats = self.shared.lifecycle.stats.clone();
             stats.accepted();
-            let conn = serve_connection(
-                io,
-                peer,
-                self.door.clone(),
-                self.shared.clone(),
-                self.app.clone(),
-            );
-            let conn = conn.map(move |()| {
+            let (door, shared, app) = (self.door.clone(), self.shared.clone(), self.app.clone());
+            let closed = move |()| {
                 stats.closed();
                 drop(permit);
-            });
+            };
             if !self.door.uwsgi {
-                self.tracker.spawn(conn);
+                self.tracker
+                    .spawn(serve_connection(io, peer, door, shared, app).map(closed));
                 continue;
             }
+            let conn = serve_uwsgi(io, peer, door, shared, app).map(closed);
             // A uwsgi connection carries one request: it is served here until
             // it has to wait, as a process of uWSGI serves the connection it
             // accepted before it accepts another. Most end in this poll, never
