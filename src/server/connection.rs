@@ -44,51 +44,56 @@ pub(super) fn serve_connection<A: App>(
         let plain = door.tls.is_none() && !door.proxy_protocol;
         let activity = Arc::new(Activity::new(door.tls.is_none(), !plain));
         let watched = shared.clocks.watch(&activity);
-        let tracked = Tracked::new(io, &activity, false);
-        // The PROXY protocol header and the TLS handshake, within the
-        // handshake timeout: a client that connects and says nothing is not
-        // kept.
-        let (io, remote_addr) = if plain {
-            (Either::Left(tracked), peer)
-        } else {
-            // Boxed: its state (rustls' handshake) is larger than a connection's,
-            // and held inline it would make every plain connection as large.
-            let opened = tokio::select! {
-                biased;
-                opened = Box::pin(open(tracked, peer, &door)) => Some(opened),
-                _ = activity.expired() => None,
-            };
-            (shared.lifecycle.stats).handshake(matches!(opened, Some(Ok(_))));
-            match opened {
-                Some(Ok(opened)) => {
-                    activity.opened();
-                    opened
+        // A block, so that what opening the connection leaves is gone from the
+        // connection's state while it is served.
+        let served = {
+            let tracked = Tracked::new(io, &activity, false);
+            // The PROXY protocol header and the TLS handshake, within the
+            // handshake timeout: a client that connects and says nothing is not
+            // kept.
+            let (io, remote_addr) = if plain {
+                (Either::Left(tracked), peer)
+            } else {
+                // Boxed: its state (rustls' handshake) is larger than a connection's,
+                // and held inline it would make every plain connection as large.
+                let opened = tokio::select! {
+                    biased;
+                    opened = Box::pin(open(tracked, peer, &door)) => Some(opened),
+                    _ = activity.expired() => None,
+                };
+                (shared.lifecycle.stats).handshake(matches!(opened, Some(Ok(_))));
+                match opened {
+                    Some(Ok(opened)) => {
+                        activity.opened();
+                        opened
+                    }
+                    Some(Err(e)) => return closed_unopened(&e, peer, door.proxy_protocol),
+                    None => return,
                 }
-                Some(Err(e)) => return closed_unopened(&e, peer, door.proxy_protocol),
-                None => return,
-            }
+            };
+            // The certificate a mutual-TLS client showed, verified in the handshake.
+            let client_cert = match &io {
+                Either::Right(tls) => (tls.get_ref().1.peer_certificates())
+                    .and_then(|chain| chain.first())
+                    .and_then(|cert| ClientCert::from_der(cert)),
+                Either::Left(_) => None,
+            };
+            let requests = Box::new(Requests {
+                app,
+                shared: shared.clone(),
+                activity: activity.clone(),
+                info: Connection {
+                    remote_addr,
+                    local_addr: door.local_addr,
+                    scheme: door.scheme.clone(),
+                    listener: door.listener,
+                },
+                uwsgi: None,
+                client_cert,
+            });
+            serve_http(io, requests, watched, &door, (&shared, &activity), peer)
         };
-        // The certificate a mutual-TLS client showed, verified in the handshake.
-        let client_cert = match &io {
-            Either::Right(tls) => (tls.get_ref().1.peer_certificates())
-                .and_then(|chain| chain.first())
-                .and_then(|cert| ClientCert::from_der(cert)),
-            Either::Left(_) => None,
-        };
-        let requests = Requests {
-            app,
-            shared: shared.clone(),
-            activity: activity.clone(),
-            info: Connection {
-                remote_addr,
-                local_addr: door.local_addr,
-                scheme: door.scheme.clone(),
-                listener: door.listener,
-            },
-            uwsgi: None,
-            client_cert,
-        };
-        serve_http(io, requests, watched, &door, (&shared, &activity), peer).await;
+        served.await;
     }
 }
 
@@ -183,7 +188,7 @@ fn serve_packet<'a, A: App>(
         });
     }
     tracked.pending = opened.http1();
-    let requests = Requests {
+    let requests = Box::new(Requests {
         app,
         shared: shared.clone(),
         activity: activity.clone(),
@@ -193,7 +198,7 @@ fn serve_packet<'a, A: App>(
             forwarded: Cell::new(opened.forwarded),
         })),
         client_cert: None,
-    };
+    });
     // Boxed: hyper's connection is not carried by every uwsgi request.
     let served: Pin<Box<dyn Future<Output = ()> + Send + 'a>> = Box::pin(serve_http(
         Either::Left(tracked),
@@ -230,114 +235,121 @@ fn send_timed_out(expired: Expired, shared: &Shared, peer: Option<SocketAddr>) {
 }
 
 /// Serves a connection's HTTP with hyper until it closes, then an upgraded
-/// connection until its task lets it go.
-async fn serve_http<A: App>(
+/// connection until its task lets it go. `requests` is boxed: hyper keeps the
+/// service that holds it in the connection's state, idle or not. hyper's
+/// connection is made inside the future, not captured by it: a captured
+/// value keeps its room after it is moved, and the connection is most of
+/// what an idle connection holds.
+#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+fn serve_http<'a, A: App>(
     io: Either<Tracked, Box<tokio_rustls::server::TlsStream<Tracked>>>,
-    requests: Requests<A>,
-    watched: Watched<'_>,
-    door: &Door,
-    (shared, activity): (&Shared, &Activity),
+    requests: Box<Requests<A>>,
+    watched: Watched<'a>,
+    door: &'a Door,
+    (shared, activity): (&'a Shared, &'a Activity),
     peer: Option<SocketAddr>,
-) {
-    // Boxed: hyper keeps the service in the connection's state (below).
-    let requests = Box::new(requests);
-    let service = service_fn(move |mut req: http::Request<_>| {
-        let Requests {
-            app,
-            shared,
-            activity,
-            info,
-            uwsgi,
-            client_cert,
-        } = &*requests;
-        // A uwsgi request: the version its front was asked in, and its mount.
-        if let Some(uwsgi) = uwsgi {
-            *req.version_mut() = uwsgi.version;
-            if let Some(forwarded) = uwsgi.forwarded.take() {
-                req.extensions_mut().insert(forwarded);
-            }
-        }
-        if let Some(cert) = client_cert {
-            req.extensions_mut().insert(cert.clone());
-        }
-        handle(app.clone(), shared, activity, info, req)
-    });
-    let io = TokioIo::new(io);
-    let conn = match door.uwsgi {
-        true => future::Either::Left(shared.uwsgi_builder.serve_connection(io, service)),
-        false => future::Either::Right(shared.builder.serve_connection_with_upgrades(io, service)),
-    };
-    // hyper holds the socket until the connection ends, or until it hands it
-    // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
-    // upgraded connection's wait below may reuse the room it took.
-    'served: {
-        let mut conn = pin!(conn);
-        let mut seen = Phase::Serving;
-        // Boxed when armed (at shutdown only), not carried by every connection.
-        let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        loop {
-            // Whether to close the connection once what is in flight is answered.
-            // The connection first, then its clocks: polled in this order
-            // each time, not in a random one (tokio's default, for fairness
-            // between futures that could each starve the others).
-            let shut = tokio::select! {
-                biased;
-                () = poll_fn(|cx| match conn.as_mut().as_pin_mut() {
-                    future::Either::Left(conn) => conn.poll(cx).map(drop),
-                    future::Either::Right(conn) => conn.poll(cx).map(drop),
-                }) => break 'served,
-                woken = woken(activity, &shared.lifecycle, seen) => match woken {
-                    // An idle or stalled connection is dropped: it has no response to finish.
-                    Woken::Expired(expired) => {
-                        send_timed_out(expired, shared, peer);
-                        break 'served;
-                    }
-                    Woken::Phase(now) => {
-                        seen = now;
-                        if seen == Phase::Aborted {
-                            break 'served; // the grace period is over
-                        }
-                        // Draining: HTTP/2 says GOAWAY (the client opens a new connection
-                        // for what it sends next); HTTP/1.1 responses say `Connection:
-                        // close` (request.rs) rather than closing a connection the client
-                        // may be sending on. Stopping: every connection finishes what is
-                        // in flight and closes; one accepted a moment ago first gets
-                        // its request, which the client has surely sent.
-                        // A uwsgi connection carries the one request it was opened
-                        // for, read already: it closes once answered.
-                        if door.uwsgi {
-                            continue;
-                        }
-                        if seen == Phase::Stopping && activity.untouched() {
-                            first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
-                            false
-                        } else {
-                            seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed)
-                        }
-                    }
-                },
-                () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
-                    first_request = None;
-                    true
-                }
-            };
-            if shut {
-                // Requests the client pipelined behind the last answered one
-                // are read and not answered: linger, or closing would reset
-                // the connection and lose answers the client has not read.
-                activity.closing.store(true, Ordering::Relaxed);
-                match conn.as_mut().as_pin_mut() {
-                    // A uwsgi connection is not shut early (above).
-                    future::Either::Left(_) => {}
-                    future::Either::Right(conn) => conn.graceful_shutdown(),
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        let service = service_fn(move |mut req: http::Request<_>| {
+            let Requests {
+                app,
+                shared,
+                activity,
+                info,
+                uwsgi,
+                client_cert,
+            } = &*requests;
+            // A uwsgi request: the version its front was asked in, and its mount.
+            if let Some(uwsgi) = uwsgi {
+                *req.version_mut() = uwsgi.version;
+                if let Some(forwarded) = uwsgi.forwarded.take() {
+                    req.extensions_mut().insert(forwarded);
                 }
             }
+            if let Some(cert) = client_cert {
+                req.extensions_mut().insert(cert.clone());
+            }
+            handle(app.clone(), shared, activity, info, req)
+        });
+        let io = TokioIo::new(io);
+        let conn = match door.uwsgi {
+            true => future::Either::Left(shared.uwsgi_builder.serve_connection(io, service)),
+            false => {
+                future::Either::Right(shared.builder.serve_connection_with_upgrades(io, service))
+            }
+        };
+        // hyper holds the socket until the connection ends, or until it hands it
+        // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
+        // upgraded connection's wait below may reuse the room it took.
+        'served: {
+            let mut conn = pin!(conn);
+            let mut seen = Phase::Serving;
+            // Boxed when armed (at shutdown only), not carried by every connection.
+            let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
+            loop {
+                // Whether to close the connection once what is in flight is answered.
+                // The connection first, then its clocks: polled in this order
+                // each time, not in a random one (tokio's default, for fairness
+                // between futures that could each starve the others).
+                let shut = tokio::select! {
+                    biased;
+                    () = poll_fn(|cx| match conn.as_mut().as_pin_mut() {
+                        future::Either::Left(conn) => conn.poll(cx).map(drop),
+                        future::Either::Right(conn) => conn.poll(cx).map(drop),
+                    }) => break 'served,
+                    woken = woken(activity, &shared.lifecycle, seen) => match woken {
+                        // An idle or stalled connection is dropped: it has no response to finish.
+                        Woken::Expired(expired) => {
+                            send_timed_out(expired, shared, peer);
+                            break 'served;
+                        }
+                        Woken::Phase(now) => {
+                            seen = now;
+                            if seen == Phase::Aborted {
+                                break 'served; // the grace period is over
+                            }
+                            // Draining: HTTP/2 says GOAWAY (the client opens a new connection
+                            // for what it sends next); HTTP/1.1 responses say `Connection:
+                            // close` (request.rs) rather than closing a connection the client
+                            // may be sending on. Stopping: every connection finishes what is
+                            // in flight and closes; one accepted a moment ago first gets
+                            // its request, which the client has surely sent.
+                            // A uwsgi connection carries the one request it was opened
+                            // for, read already: it closes once answered.
+                            if door.uwsgi {
+                                continue;
+                            }
+                            if seen == Phase::Stopping && activity.untouched() {
+                                first_request = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST)));
+                                false
+                            } else {
+                                seen == Phase::Stopping || activity.http2.load(Ordering::Relaxed)
+                            }
+                        }
+                    },
+                    () = async { first_request.as_mut().expect("armed").await }, if first_request.is_some() => {
+                        first_request = None;
+                        true
+                    }
+                };
+                if shut {
+                    // Requests the client pipelined behind the last answered one
+                    // are read and not answered: linger, or closing would reset
+                    // the connection and lose answers the client has not read.
+                    activity.closing.store(true, Ordering::Relaxed);
+                    match conn.as_mut().as_pin_mut() {
+                        // A uwsgi connection is not shut early (above).
+                        future::Either::Left(_) => {}
+                        future::Either::Right(conn) => conn.graceful_shutdown(),
+                    }
+                }
+            }
         }
-    }
-    // An upgraded connection keeps a clock of its own (`upgraded`).
-    drop(watched);
-    if activity.socket.is_open() {
-        upgraded(&activity.socket, shared, peer).await;
+        // An upgraded connection keeps a clock of its own (`upgraded`).
+        drop(watched);
+        if activity.socket.is_open() {
+            upgraded(&activity.socket, shared, peer).await;
+        }
     }
 }
 
