@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use support::{Server, stackway};
 
-/// nginx, killed when dropped.
-struct Nginx {
+/// A peer's process (nginx, uWSGI), killed when dropped, and where it listens.
+struct Peer {
     child: Child,
     addr: SocketAddr,
 }
 
-impl Drop for Nginx {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -37,7 +37,7 @@ fn free_port() -> u16 {
 
 /// nginx on a free port with `locations`, its files in `dir`; `None` when
 /// there is no nginx here (the test is then skipped, saying so).
-fn nginx(dir: &std::path::Path, locations: &str) -> Option<Nginx> {
+fn nginx(dir: &std::path::Path, locations: &str) -> Option<Peer> {
     let bin = external::file(&["/usr/sbin/nginx"], "Debian's nginx-light")?;
     let port = free_port();
     let conf = dir.join("nginx.conf");
@@ -72,7 +72,7 @@ fn nginx(dir: &std::path::Path, locations: &str) -> Option<Nginx> {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(Nginx { child, addr })
+    Some(Peer { child, addr })
 }
 
 /// `stackway serve` with the test Flask app at `/app` and at `/`, over uwsgi
@@ -364,4 +364,183 @@ fn a_uwsgi_packet_from_a_client_that_is_not_wsgi_is_refused_with_a_reason() {
         ("HTTP_HOST", "example.org"),
     ]));
     assert!(answer.starts_with("HTTP/1.0 404 NOT FOUND\r\n"), "{answer}");
+}
+
+/// A WSGI app that answers with the environ it was given, a line
+/// `NAME=repr(value)` each, sorted (the server's own objects, `wsgi.input`
+/// and the like, left out), and the body it read.
+const ENVIRON_APP: &str = r#"
+def application(environ, start_response):
+    body = environ["wsgi.input"].read()
+    lines = [f"{name}={value!r}" for name, value in environ.items()
+             if isinstance(value, (str, bytes, int, tuple))]
+    lines.append(f"body={body!r}")
+    answer = "\n".join(sorted(lines)).encode("utf-8", "backslashreplace")
+    start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"),
+                              ("Content-Length", str(len(answer)))])
+    return [answer]
+"#;
+
+/// uWSGI from PyPI (the virtualenv `middleware/tests/proxy_uwsgi.rs` makes
+/// too), one process of one thread, serving `module:application` from `dir`
+/// on a free port, killed when dropped.
+fn real_uwsgi(dir: &std::path::Path, module: &str) -> Option<Peer> {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-venvs/uwsgi");
+    external::python_venv(venv.as_ref(), &["uwsgi"])?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut command = Command::new(std::path::Path::new(venv).join("bin/uwsgi"));
+    command
+        .args(["--socket", &addr.to_string(), "--chdir"])
+        .arg(dir)
+        .args(["--module", &format!("{module}:application")])
+        .args([
+            "--master",
+            "--processes",
+            "1",
+            "--disable-logging",
+            "--die-on-term",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let uwsgi = Peer {
+        child: command.spawn().expect("start uwsgi"),
+        addr,
+    };
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "uwsgi did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(uwsgi)
+}
+
+/// The environ lines of an answer from [`ENVIRON_APP`].
+fn environ_of(answer: &str) -> std::collections::BTreeMap<String, String> {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or(("", answer));
+    assert!(head.starts_with("HTTP/1.1 200 "), "{answer}");
+    (body.lines())
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+#[test]
+fn behind_nginx_the_app_sees_the_environ_uwsgi_gives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("environ_app.py"), ENVIRON_APP).unwrap();
+    let Some(uwsgi) = real_uwsgi(dir.path(), "environ_app") else {
+        return;
+    };
+    let theirs = uwsgi.addr;
+    let python = dir.path().to_str().unwrap();
+    let server = Server::start(
+        stackway(&[
+            "--pythonpath",
+            python,
+            "--bind",
+            "uwsgi://127.0.0.1:0",
+            "--mount",
+            "/=wsgi:environ_app",
+            "--wsgi-threads",
+            "1",
+        ]),
+        1,
+    );
+    let ours = uwsgi_tcp(&server);
+    // One nginx, its uwsgi_params as shipped; X-To picks the server.
+    let locations = format!(
+        "    server_name front.example;\n\
+         set $to {theirs};\n\
+         if ($http_x_to = stackway) {{ set $to {ours}; }}\n\
+         location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass $to; }}\n"
+    );
+    let Some(nginx) = nginx(dir.path(), &locations) else {
+        return;
+    };
+    // Each a head (its lines) and a body.
+    let requests = [
+        ("GET /x?y=1&z=%20&e=%E9 HTTP/1.1\r\nHost: localhost\r\n", ""),
+        (
+            "GET /a%2Fb/caf%C3%A9/%FF/sp%20ace/%252F HTTP/1.1\r\nHost: h\r\n",
+            "",
+        ),
+        ("GET //a//b/../c/./d HTTP/1.1\r\nHost: h\r\n", ""),
+        (
+            "GET http://other.example/absolute?x HTTP/1.1\r\nHost: h\r\n",
+            "",
+        ),
+        ("GET /empty-query? HTTP/1.1\r\nHost: h\r\n", ""),
+        (
+            "GET /headers HTTP/1.1\r\nHost: Example.COM:8080\r\nUser-Agent: t/1\r\n\
+             Cookie: a=1; b=2\r\nAuthorization: Basic dXNlcjpwYXNz\r\nAccept-Language: fr\r\n\
+             X-Empty:\r\nX-Trace-Id: abc\r\nContent-Type: text/plain\r\n",
+            "",
+        ),
+        ("GET /v6 HTTP/1.1\r\nHost: [::1]:8080\r\n", ""),
+        (
+            "POST /form HTTP/1.1\r\nHost: h\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n",
+            "x=1&y=2",
+        ),
+        (
+            "POST /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n",
+            "3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+        ),
+        (
+            "PUT /nothing HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n",
+            "",
+        ),
+        ("DELETE /thing?id=7 HTTP/1.1\r\nHost: h\r\n", ""),
+        ("GET /old HTTP/1.0\r\n", ""),
+    ];
+    // What differs, and why: REMOTE_PORT is each request's own; uWSGI adds
+    // its `uwsgi.*`; it passes nginx's HTTP_CONTENT_TYPE and _LENGTH, which
+    // a WSGI environ leaves to CONTENT_TYPE and CONTENT_LENGTH (Werkzeug's
+    // server, the CGI spec), and a chunked upload's HTTP_TRANSFER_ENCODING
+    // beside the CONTENT_LENGTH nginx set, where Werkzeug then reads no body
+    // at all (stackway's app gets the length alone, and the 7 bytes, which
+    // `body` compares); X-To is this test's.
+    let not_compared = |name: &str| {
+        name.starts_with("uwsgi.")
+            || [
+                "REMOTE_PORT",
+                "HTTP_X_TO",
+                "HTTP_CONTENT_TYPE",
+                "HTTP_CONTENT_LENGTH",
+                "HTTP_TRANSFER_ENCODING",
+            ]
+            .contains(&name)
+    };
+    // stackway's additions: gunicorn's RAW_URI, SERVER_SOFTWARE, PEP 3333's
+    // SCRIPT_NAME (empty at the root, where uWSGI leaves it out), and
+    // wsgi.input_terminated.
+    let ours_only = [
+        "RAW_URI",
+        "SERVER_SOFTWARE",
+        "SCRIPT_NAME",
+        "wsgi.input_terminated",
+    ];
+    for (head, body) in requests {
+        let [theirs, ours] = ["uwsgi", "stackway"].map(|to| {
+            let sent = format!("{head}X-To: {to}\r\nConnection: close\r\n\r\n{body}");
+            environ_of(&exchange(nginx.addr, sent.as_bytes()))
+        });
+        let line = head.lines().next().unwrap();
+        assert!(theirs.contains_key("REQUEST_METHOD"), "{line}: {theirs:?}");
+        for (name, value) in &theirs {
+            if !not_compared(name) {
+                assert_eq!(ours.get(name), Some(value), "{line}: {name}");
+            }
+        }
+        for name in ours.keys().filter(|name| !theirs.contains_key(*name)) {
+            assert!(
+                ours_only.contains(&name.as_str()),
+                "{line}: {name} is ours only"
+            );
+        }
+        assert_eq!(ours["SCRIPT_NAME"], "''", "{line}");
+    }
 }

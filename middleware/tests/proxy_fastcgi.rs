@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stackway_middleware::{Dispatcher, Lint, Proxy};
-use support::http::Conn;
+use support::http::{Conn, exchange};
 use support::{Running, external, server};
 
 /// PHP-FPM, killed when dropped.
@@ -43,6 +43,7 @@ echo json_encode([
     'REMOTE_PORT' => $_SERVER['REMOTE_PORT'] ?? null,
     'REMOTE_USER' => $_SERVER['REMOTE_USER'] ?? null,
     'CONTENT_TYPE' => $_SERVER['CONTENT_TYPE'] ?? null,
+    'SERVER_PROTOCOL' => $_SERVER['SERVER_PROTOCOL'],
     'cookies' => $_COOKIE,
     'get' => $_GET,
     'post' => $_POST,
@@ -151,6 +152,15 @@ fn php_pages_behind_the_proxy_over_fastcgi() {
     assert_eq!(env["SERVER_ADDR"], "127.0.0.1");
     assert_eq!(env["REMOTE_USER"], "");
     assert_eq!(env["CONTENT_TYPE"], "");
+    assert_eq!(env["SERVER_PROTOCOL"], "HTTP/1.1");
+    // The client's HTTP version, as nginx's $server_protocol, though the
+    // proxy's own head is HTTP/1.1.
+    let old = exchange(
+        front.addr,
+        b"GET /php/index.php HTTP/1.0\r\nHost: x\r\n\r\n",
+    );
+    let (_, body) = old.split_once("\r\n\r\n").unwrap();
+    assert_eq!(json(body)["SERVER_PROTOCOL"], "HTTP/1.0");
     // Two Cookie headers are two cookies.
     conn.send(b"GET /php/index.php HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n");
     let env = json(&conn.read_response().text());
@@ -186,6 +196,9 @@ fn php_pages_behind_the_proxy_over_fastcgi() {
         404,
         "PHP-FPM's own answer"
     );
+    // PHP-FPM reads SCRIPT_FILENAME up to a NUL: index.php%00.txt would run
+    // index.php. A NUL decoded from the path is a 400, as nginx answers it.
+    assert_eq!(conn.get("/php/index.php%00.txt").status, 400);
 
     // 10 MiB, whole.
     let big = conn.get("/php/big.php");

@@ -116,6 +116,8 @@ fn a_uwsgi_backend_behind_the_proxy_over_tcp_and_unix() {
     // uWSGI's status passes.
     let missing = conn.get("/app/missing");
     assert_eq!(missing.status, 404);
+    // A NUL decoded from the path never reaches a variable: 400, as nginx.
+    assert_eq!(conn.get("/app/a%00b").status, 400);
 
     // A POST body, and one of unknown length (read whole first).
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 256) as u8).collect();

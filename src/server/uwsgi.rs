@@ -20,7 +20,7 @@
 //! | `PATH_INFO` (decoded, as nginx's `$document_uri`) | the path, with `REQUEST_URI`'s raw bytes when they decode to it |
 //! | `REQUEST_URI` | the app's REQUEST_URI, as the client sent it ([`Forwarded::request_uri`]), where it is not the request's own target (a SCRIPT_NAME taken off, a path nginx normalised) |
 //! | `SCRIPT_NAME` | where the front mounted this server ([`Forwarded::prefix`]); taken off the front of `PATH_INFO` when it starts it, as uWSGI's `--manage-script-name` and `uwsgi_modifier1 30` do |
-//! | `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH` | headers (the first of a repeated variable wins); `HTTP_TRANSFER_ENCODING` is left out beside a `CONTENT_LENGTH`, which frames the body |
+//! | `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH` | headers (the first of a repeated variable wins); `HTTP_TRANSFER_ENCODING` is left out beside a `CONTENT_LENGTH`, which frames the body; an empty `CONTENT_*` (nginx sends both on every request) is no header but is passed on to the app empty, as uWSGI's environ has it ([`Forwarded::vars`]) |
 //! | `REMOTE_ADDR`, `REMOTE_PORT` | the client's address |
 //! | `HTTPS` (`on`, `1`), `REQUEST_SCHEME`, `UWSGI_SCHEME` | the scheme |
 //! | `SERVER_PROTOCOL` | the version the app is told |
@@ -273,7 +273,12 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
                 }
             },
         };
-        if value.is_empty() {
+        if value.is_empty() && matches!(name, b"CONTENT_TYPE" | b"CONTENT_LENGTH") {
+            // nginx's uwsgi_params send both on every request, empty without
+            // a body: no header, but the app sees them empty, as under uWSGI.
+            if !front.iter().any(|(n, _)| n.as_bytes() == name) {
+                front.push((String::from_utf8_lossy(name).into_owned(), Vec::new()));
+            }
             continue;
         }
         let header = header_name(header).ok_or_else(|| {
@@ -282,7 +287,9 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
                 String::from_utf8_lossy(name)
             ))
         })?;
-        if headers.contains_key(&header) {
+        // An empty header is the client's (`X-Empty:`), but not an empty
+        // Host: without one, SERVER_NAME and SERVER_PORT make it.
+        if headers.contains_key(&header) || (value.is_empty() && header == HOST) {
             continue;
         }
         if value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
@@ -747,14 +754,18 @@ mod tests {
         let opened = nginx_request(
             "/app/caf%C3%A9?q=a%20b&x=1",
             "/app/café",
-            &[("HTTP_X_TRACE_ID", "abc"), ("HTTP_HOST", "spoofed.example")],
+            &[
+                ("HTTP_X_TRACE_ID", "abc"),
+                ("HTTP_X_EMPTY", ""),
+                ("HTTP_HOST", "spoofed.example"),
+            ],
         )
         .await
         .unwrap();
         assert_eq!(
             head(&opened),
-            "GET /app/caf%C3%A9?q=a%20b&x=1 HTTP/1.0\r\nhost: example.org\r\nx-trace-id: abc\r\n\r\n",
-            "the raw path kept, empty CONTENT_* left out, the first HTTP_HOST taken"
+            "GET /app/caf%C3%A9?q=a%20b&x=1 HTTP/1.0\r\nhost: example.org\r\nx-trace-id: abc\r\nx-empty: \r\n\r\n",
+            "the raw path kept, empty CONTENT_* no headers, the first HTTP_HOST taken"
         );
         assert_eq!(
             opened.remote_addr,
@@ -766,6 +777,8 @@ mod tests {
             port: Some(80),
             server_name: Some("example.org".into()),
             vars: vec![
+                ("CONTENT_TYPE".into(), Vec::new()),
+                ("CONTENT_LENGTH".into(), Vec::new()),
                 ("DOCUMENT_ROOT".into(), b"/usr/share/nginx/html".to_vec()),
                 ("REQUEST_SCHEME".into(), b"http".to_vec()),
             ],
@@ -774,7 +787,8 @@ mod tests {
         assert_eq!(
             opened.forwarded,
             Some(front),
-            "nginx's SERVER_PORT, and its variables the request is not made of"
+            "nginx's SERVER_PORT, and its variables the request is not made of \
+             (the empty CONTENT_* among them, as uWSGI's environ has them)"
         );
     }
 
@@ -797,10 +811,17 @@ mod tests {
         let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["DOCUMENT_ROOT", "REQUEST_SCHEME", "REMOTE_USER", "APP_ENV"],
+            [
+                "CONTENT_TYPE",
+                "CONTENT_LENGTH",
+                "DOCUMENT_ROOT",
+                "REQUEST_SCHEME",
+                "REMOTE_USER",
+                "APP_ENV"
+            ],
             "what the request is made of, UWSGI_* and headers stay out"
         );
-        assert_eq!(vars[2].1, b"alice", "the first of a name wins");
+        assert_eq!(vars[4].1, b"alice", "the first of a name wins");
     }
 
     #[tokio::test]

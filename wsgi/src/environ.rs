@@ -131,10 +131,13 @@ impl Cgi {
             environ.set_item(field_name(py, name), latin1(py, value))?;
         }
         for (name, value) in &self.front {
-            // nginx's uwsgi_params send these two on every request.
+            // nginx's uwsgi_params send these on every request (the two
+            // CONTENT_* here when empty).
             let name = match name.as_str() {
                 "DOCUMENT_ROOT" => intern!(py, "DOCUMENT_ROOT").clone(),
                 "REQUEST_SCHEME" => intern!(py, "REQUEST_SCHEME").clone(),
+                "CONTENT_TYPE" => intern!(py, "CONTENT_TYPE").clone(),
+                "CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH").clone(),
                 name => PyString::new(py, name),
             };
             if !environ.contains(&name)? {

@@ -5,7 +5,8 @@
 //!
 //! | variable | from |
 //! |---|---|
-//! | `REQUEST_METHOD`, `QUERY_STRING`, `SERVER_PROTOCOL` | the request line |
+//! | `REQUEST_METHOD`, `QUERY_STRING` | the request line |
+//! | `SERVER_PROTOCOL` | the client's HTTP version, which the proxy sets for a CGI upstream ([`SERVER_PROTOCOL`]; the head hyper writes is HTTP/1.1 whatever the client spoke), as nginx's `$server_protocol` |
 //! | the path (`PATH_INFO`, `SCRIPT_NAME`, `SCRIPT_FILENAME`, each protocol its way) | the target's path: below the mount, with the upstream's base |
 //! | the mount | `X-Forwarded-Prefix` |
 //! | `REQUEST_URI` | the mount followed by the target, raw: what the client asked for |
@@ -25,13 +26,15 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
 /// What no forwarding header carries, set by the proxy on a request to a CGI
 /// upstream (replacing any the client sent) and read back here: the
-/// client's port (REMOTE_PORT) and the address it reached this server at
-/// (SERVER_ADDR, `fastcgi_params`' `$server_addr`). Never passed on as
-/// `HTTP_*`.
+/// client's port (REMOTE_PORT), the address it reached this server at
+/// (SERVER_ADDR, `fastcgi_params`' `$server_addr`) and the HTTP version it
+/// spoke (SERVER_PROTOCOL). Never passed on as `HTTP_*`.
 pub(crate) const REMOTE_PORT: http::HeaderName =
     http::HeaderName::from_static("x-stackway-remote-port");
 pub(crate) const SERVER_ADDR: http::HeaderName =
     http::HeaderName::from_static("x-stackway-server-addr");
+pub(crate) const SERVER_PROTOCOL: http::HeaderName =
+    http::HeaderName::from_static("x-stackway-server-protocol");
 
 /// A request, as CGI variables tell it.
 pub(crate) struct Request {
@@ -196,7 +199,8 @@ pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
     request.add("REQUEST_METHOD", method.as_bytes());
     request.add("REQUEST_URI", &[mount, target.as_bytes()].concat());
     request.add("QUERY_STRING", query.as_bytes());
-    request.add("SERVER_PROTOCOL", b"HTTP/1.1");
+    let protocol = header(SERVER_PROTOCOL.as_str()).unwrap_or(b"HTTP/1.1");
+    request.add("SERVER_PROTOCOL", protocol);
     request.add("REQUEST_SCHEME", if https { b"https" } else { b"http" });
     if https {
         request.add("HTTPS", b"on");
@@ -233,8 +237,9 @@ pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
         if matches!(
             name.as_str(),
             "connection" | "content-type" | "content-length"
-        ) || name == REMOTE_PORT.as_str()
-            || name == SERVER_ADDR.as_str()
+        ) || [REMOTE_PORT, SERVER_ADDR, SERVER_PROTOCOL]
+            .iter()
+            .any(|ours| ours.as_str() == name)
             || name.contains('_')
             || seen.contains(&name)
         {
@@ -273,7 +278,8 @@ mod tests {
             x-forwarded-host: shop.example\r\nx-forwarded-port: 8443\r\nx-forwarded-prefix: /app\r\n\
             content-type: text/plain\r\ncontent-length: 5\r\naccept: a\r\naccept: b\r\n\
             cookie: a=1\r\ncookie: b=2\r\nx_user: mallory\r\nx-user: alice\r\n\
-            x-stackway-remote-port: 51000\r\nx-stackway-server-addr: 10.0.0.2\r\n\r\n";
+            x-stackway-remote-port: 51000\r\nx-stackway-server-addr: 10.0.0.2\r\n\
+            x-stackway-server-protocol: HTTP/1.0\r\n\r\n";
         let request = parse(head).unwrap();
         let expect = [
             ("REQUEST_METHOD", "POST"),
@@ -292,6 +298,7 @@ mod tests {
             ("HTTP_X_USER", "alice"),
             ("REMOTE_PORT", "51000"),
             ("SERVER_ADDR", "10.0.0.2"),
+            ("SERVER_PROTOCOL", "HTTP/1.0"),
             ("HTTP_X_FORWARDED_FOR", "10.0.0.1, 203.0.113.7"),
         ];
         for (name, value) in expect {
@@ -300,6 +307,7 @@ mod tests {
         assert_eq!(get(&request, "HTTP_CONTENT_TYPE"), None);
         assert_eq!(get(&request, "HTTP_X_STACKWAY_REMOTE_PORT"), None);
         assert_eq!(get(&request, "HTTP_X_STACKWAY_SERVER_ADDR"), None);
+        assert_eq!(get(&request, "HTTP_X_STACKWAY_SERVER_PROTOCOL"), None);
         assert_eq!(request.path, "/v1/caf%C3%A9");
         assert_eq!(request.mount, b"/app");
         assert_eq!(request.content_length, 5);
@@ -314,6 +322,7 @@ mod tests {
         assert_eq!(get(&request, "HTTPS"), None);
         assert_eq!(get(&request, "REMOTE_ADDR"), None);
         assert_eq!(get(&request, "REMOTE_PORT"), None);
+        assert_eq!(get(&request, "SERVER_PROTOCOL"), Some("HTTP/1.1"));
         assert_eq!(get(&request, "CONTENT_TYPE"), Some(""), "as nginx sends it");
         assert_eq!(get(&request, "CONTENT_LENGTH"), Some(""));
         assert_eq!(request.content_length, 0);

@@ -500,10 +500,11 @@ struct Outgoing {
     path_and_query: String,
     headers: HeaderMap,
     body: Option<Body>,
-    /// REMOTE_PORT and SERVER_ADDR for a CGI upstream (see
+    /// REMOTE_PORT, SERVER_ADDR and SERVER_PROTOCOL for a CGI upstream (see
     /// [`cgi::REMOTE_PORT`]).
     remote_port: Option<HeaderValue>,
     server_addr: Option<HeaderValue>,
+    server_protocol: Option<HeaderValue>,
 }
 
 impl Outgoing {
@@ -528,6 +529,7 @@ impl Outgoing {
             let ends = [
                 (cgi::REMOTE_PORT, &self.remote_port),
                 (cgi::SERVER_ADDR, &self.server_addr),
+                (cgi::SERVER_PROTOCOL, &self.server_protocol),
             ];
             for (name, value) in ends {
                 match value {
@@ -594,6 +596,14 @@ impl Proxy {
         let client_host = env
             .http_host()
             .filter(|host| host.parse::<http::uri::Authority>().is_ok());
+        // A uwsgi or FastCGI upstream reads its variables as C strings
+        // (PHP-FPM takes SCRIPT_FILENAME up to its first NUL): a NUL decoded
+        // from the path would name a file other than the one asked for.
+        // nginx answers 400.
+        let cgi = self.specs.iter().any(|s| s.protocol != Protocol::Http);
+        if cgi && env.path_info_decoded().contains('\0') {
+            return Err(StatusCode::BAD_REQUEST);
+        }
         let mount = env.mount_path().into_owned();
         let mut outgoing = {
             let mut path_and_query = env.path_info().to_owned();
@@ -626,12 +636,12 @@ impl Proxy {
                 _ => drop(headers.remove(HOST)),
             }
             // Only a CGI upstream is told them: none of the work for the others.
-            let cgi = self.specs.iter().any(|s| s.protocol != Protocol::Http);
             let remote_port = (env.remote_addr().map(|a| a.port()))
                 .filter(|&p| cgi && p != 0)
                 .map(HeaderValue::from);
             let server_addr = (env.local_addr().filter(|_| cgi))
                 .and_then(|a| HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok());
+            let server_protocol = cgi.then(|| HeaderValue::from_static(env.server_protocol()));
             Outgoing {
                 method: req.method().clone(),
                 path_and_query,
@@ -639,6 +649,7 @@ impl Proxy {
                 body: None,
                 remote_port,
                 server_addr,
+                server_protocol,
             }
         };
         // A gRPC call's deadline bounds the wait for the head, whatever the read timeout.
@@ -652,7 +663,6 @@ impl Proxy {
         if !empty {
             // uwsgi and FastCGI need the body's length: one of unknown length is read first.
             let unknown = http_body::Body::size_hint(req.body()).exact().is_none();
-            let cgi = self.specs.iter().any(|s| s.protocol != Protocol::Http);
             let body = match self.settings.buffer_request || (unknown && cgi) {
                 false => req.into_body(),
                 true => match req.into_body().buffer(BUFFER_MEMORY).await {
