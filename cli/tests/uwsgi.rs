@@ -20,6 +20,20 @@ struct Peer {
     addr: SocketAddr,
 }
 
+impl Peer {
+    /// Waits until it takes connections, for at most `secs` seconds.
+    fn listening(&self, name: &str, secs: u64) {
+        let started = Instant::now();
+        while TcpStream::connect(self.addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(secs),
+                "{name} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -63,16 +77,12 @@ fn nginx(dir: &std::path::Path, locations: &str) -> Option<Peer> {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nginx did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Peer { child, addr })
+    let nginx = Peer {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    nginx.listening("nginx", 10);
+    Some(nginx)
 }
 
 /// `stackway serve` with the test Flask app at `/app` and at `/`, over uwsgi
@@ -406,14 +416,7 @@ fn real_uwsgi(dir: &std::path::Path, module: &str) -> Option<Peer> {
         child: command.spawn().expect("start uwsgi"),
         addr,
     };
-    let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "uwsgi did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    uwsgi.listening("uwsgi", 20);
     Some(uwsgi)
 }
 
