@@ -118,6 +118,13 @@ fn a_uwsgi_backend_behind_the_proxy_over_tcp_and_unix() {
     assert_eq!(missing.status, 404);
     // A NUL decoded from the path never reaches a variable: 400, as nginx.
     assert_eq!(conn.get("/app/a%00b").status, 400);
+    // A client that names no host (HTTP/1.0): the app is not told the
+    // upstream's address for it, but the one the client reached.
+    let old = support::http::exchange(front.addr, b"GET /app/old HTTP/1.0\r\n\r\n");
+    let env = json(old.split_once("\r\n\r\n").unwrap().1);
+    assert_eq!(env["HTTP_HOST"], "", "{env}");
+    assert_eq!(env["SERVER_NAME"], "127.0.0.1");
+    assert_eq!(env["SERVER_PORT"], front.addr.port().to_string());
 
     // A POST body, and one of unknown length (read whole first).
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 256) as u8).collect();

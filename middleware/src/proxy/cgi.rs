@@ -13,7 +13,7 @@
 //! | `REMOTE_ADDR` | the last `X-Forwarded-For`: the client this server saw |
 //! | `REMOTE_PORT`, `SERVER_ADDR` | the client's port and this server's address, which the proxy sets for a CGI upstream ([`REMOTE_PORT`], [`SERVER_ADDR`]) |
 //! | `REQUEST_SCHEME`, `HTTPS` | `X-Forwarded-Proto` |
-//! | `HTTP_HOST`, `SERVER_NAME`, `SERVER_PORT` | `X-Forwarded-Host` (else `Host`), `X-Forwarded-Port` |
+//! | `HTTP_HOST`, `SERVER_NAME`, `SERVER_PORT` | `X-Forwarded-Host` (never the head's `Host`, the upstream's own; without a host, SERVER_NAME is the address the client reached), `X-Forwarded-Port` |
 //! | `CONTENT_TYPE`, `CONTENT_LENGTH` | the headers, empty without them, as nginx's `$content_type` and `$content_length` |
 //! | `HTTP_*` | the headers (repeated ones joined with `, `, cookies with `; `); a name with `_` is left out, as nginx leaves it out, for `X_Id` and `X-Id` would both be `HTTP_X_ID` |
 
@@ -189,7 +189,10 @@ pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mount = header("x-forwarded-prefix").unwrap_or_default();
     let https = header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case(b"https"));
-    let host = header("x-forwarded-host").or_else(|| header("host"));
+    // The host the client named, which the proxy sets in X-Forwarded-Host.
+    // The head's own Host is the upstream's (hyper's), never the client's
+    // when it named none (HTTP/1.0): an app would build its URLs with it.
+    let host = header("x-forwarded-host");
     let mut request = Request {
         vars: Vec::new(),
         path: path.to_owned(),
@@ -214,11 +217,16 @@ pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
     if let Some(addr) = header(SERVER_ADDR.as_str()) {
         request.add("SERVER_ADDR", addr);
     }
-    if let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) {
-        let (name, port) = match host.rsplit_once(':') {
+    let named =
+        (host.and_then(|h| std::str::from_utf8(h).ok())).map(|host| match host.rsplit_once(':') {
             Some((name, port)) if !port.contains(']') => (name, Some(port)),
             _ => (host, None),
-        };
+        });
+    // Without a host, the address the client reached, as the server's own
+    // environ has it.
+    let reached = (header(SERVER_ADDR.as_str()).and_then(|a| std::str::from_utf8(a).ok()))
+        .map(|addr| (addr, None));
+    if let Some((name, port)) = named.or(reached) {
         request.add("SERVER_NAME", name.as_bytes());
         let port = header("x-forwarded-port")
             .and_then(|p| std::str::from_utf8(p).ok())
@@ -247,7 +255,10 @@ pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
         }
         let separator: &[u8] = if name == "cookie" { b"; " } else { b", " };
         let value = match name.as_str() {
-            "host" => host.unwrap_or(h.value).to_vec(),
+            "host" => match host {
+                Some(host) => host.to_vec(),
+                None => continue,
+            },
             _ => (req.headers.iter())
                 .filter(|other| other.name.eq_ignore_ascii_case(&name))
                 .map(|other| other.value)
@@ -314,9 +325,15 @@ mod tests {
     }
 
     #[test]
-    fn without_forwarded_headers_the_host_and_plain_http_stand() {
-        let request = parse(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
-        assert_eq!(get(&request, "SERVER_NAME"), Some("localhost"));
+    fn without_forwarded_headers_plain_http_stands_and_the_upstreams_host_is_not_the_clients() {
+        // A client that named no host (HTTP/1.0): the head's Host is the one
+        // hyper set for the upstream.
+        let request = parse(
+            b"GET / HTTP/1.1\r\nhost: 127.0.0.1:3031\r\nx-stackway-server-addr: 10.0.0.2\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(get(&request, "HTTP_HOST"), None);
+        assert_eq!(get(&request, "SERVER_NAME"), Some("10.0.0.2"));
         assert_eq!(get(&request, "SERVER_PORT"), Some("80"));
         assert_eq!(get(&request, "REQUEST_SCHEME"), Some("http"));
         assert_eq!(get(&request, "HTTPS"), None);
