@@ -256,6 +256,12 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
             continue;
         }
         let header = match name {
+            // nginx's uwsgi_params send both on every request, empty without
+            // a body: no header, but the app sees them empty, as under uWSGI.
+            b"CONTENT_TYPE" | b"CONTENT_LENGTH" if value.is_empty() => {
+                pass_on(&mut front, name, value);
+                continue;
+            }
             b"CONTENT_TYPE" | b"CONTENT_LENGTH" => name,
             _ => match name.strip_prefix(b"HTTP_") {
                 Some(header) if !header.is_empty() => header,
@@ -263,24 +269,14 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
                 None => {
                     let passed = !name.starts_with(b"UWSGI_")
                         && !name.is_empty()
-                        && name.iter().all(u8::is_ascii_graphic)
-                        && !front.iter().any(|(n, _)| n.as_bytes() == name);
+                        && name.iter().all(u8::is_ascii_graphic);
                     if passed {
-                        let name = String::from_utf8_lossy(name).into_owned();
-                        front.push((name, value.to_vec()));
+                        pass_on(&mut front, name, value);
                     }
                     continue;
                 }
             },
         };
-        if value.is_empty() && matches!(name, b"CONTENT_TYPE" | b"CONTENT_LENGTH") {
-            // nginx's uwsgi_params send both on every request, empty without
-            // a body: no header, but the app sees them empty, as under uWSGI.
-            if !front.iter().any(|(n, _)| n.as_bytes() == name) {
-                front.push((String::from_utf8_lossy(name).into_owned(), Vec::new()));
-            }
-            continue;
-        }
         let header = header_name(header).ok_or_else(|| {
             Refused::bad(format!(
                 "bad uwsgi variable name {:?}",
@@ -397,6 +393,13 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
         https,
         forwarded,
     })
+}
+
+/// Passes a front's variable on to the app, unless one of its name came first.
+fn pass_on(front: &mut Vec<(String, Vec<u8>)>, name: &[u8], value: &[u8]) {
+    if !front.iter().any(|(n, _)| n.as_bytes() == name) {
+        front.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+    }
 }
 
 /// The variables the request is made of, or that stackway decides from.
