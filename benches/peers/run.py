@@ -51,13 +51,17 @@ PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn", "uw
 # (in the Python scenarios with its stackway-python beside it);
 # `stackway-1p`: stackway with one process, for what --processes adds in the Python scenarios;
 # `stackway-t0`: stackway with `--wsgi-threads 0`, Python run on the workers (uWSGI's model);
-# `stackway-before-t0`: the --before binary so.
-SERVERS = ["stackway", "stackway-before", "stackway-1p", "stackway-t0", "stackway-before-t0", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
+# `stackway-before-t0`: the --before binary so;
+# `stackway-pgo`, `stackway-pgo-t0`: the binaries cli/pgo.py built with their profile
+# (target/pgo/release), as stackway and stackway-t0.
+SERVERS = ["stackway", "stackway-before", "stackway-pgo", "stackway-1p", "stackway-t0",
+           "stackway-before-t0", "stackway-pgo-t0", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
 BEFORE = None  # the binary of stackway-before, set from --before
+PGO = ROOT / "target" / "pgo" / "release" / "stackway"
 # --instructions: the Rust servers run under callgrind, which counts the instructions each
 # request costs in user space: the same in every run, where CPU time on two shared cores is not.
 CALLGRIND = None  # the folder its counts go to, set from --instructions
-RUST_SERVERS = ("stackway", "stackway-before", "stackway-1p", "axum", "actix", "hyper")
+RUST_SERVERS = ("stackway", "stackway-before", "stackway-pgo", "stackway-1p", "axum", "actix", "hyper")
 # The same Python WSGI apps under every server of the WSGI scenarios: `application` for
 # wsgi-hello, `cpu` (about 2.5 ms of pure Python a request, as a real view spends) for wsgi-cpu.
 WSGI_APP = """
@@ -117,13 +121,21 @@ UWSGI = ROOT / "target" / "peers" / "uwsgi" / "bin" / "uwsgi"
 PYTHON = "/usr/bin/python3.11"
 
 
+# The other stackway binaries: the server each runs as, and its binary (None: not here).
+VARIANTS = {
+    "stackway-before": lambda: ("stackway", BEFORE),
+    "stackway-before-t0": lambda: ("stackway-t0", BEFORE),
+    "stackway-pgo": lambda: ("stackway", PGO if PGO.exists() else None),
+    "stackway-pgo-t0": lambda: ("stackway-t0", PGO if PGO.exists() else None),
+}
+
+
 def applies(server, scenario):
     """hyper has no static files and nginx no hello app; proxy compares stackway with nginx;
     wsgi-hello compares stackway with the Python servers, which serve nothing else."""
-    if server == "stackway-before":
-        return BEFORE is not None and applies("stackway", scenario)
-    if server == "stackway-before-t0":
-        return BEFORE is not None and applies("stackway-t0", scenario)
+    if server in VARIANTS:
+        base, binary = VARIANTS[server]()
+        return binary is not None and applies(base, scenario)
     if server == "stackway-1p":
         return scenario in PYTHON_SCENARIOS
     if server == "stackway-t0":
@@ -293,10 +305,8 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         cert, key = upstream_certificate(tmp)
         return [str(binary), "serve", "--bind", f"127.0.0.1:{port}", "--tls-cert", str(cert),
                 "--tls-key", str(key), "--mount", "/=hello", "--workers", "1"]
-    if server == "stackway-before":
-        server, binary = "stackway", BEFORE
-    if server == "stackway-before-t0":
-        server, binary = "stackway-t0", BEFORE
+    if server in VARIANTS:
+        server, binary = VARIANTS[server]()
     if server == "nginx":
         return nginx_conf(tmp, port, static, upstream, scenario)
     bind = f"127.0.0.1:{port}"

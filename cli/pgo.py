@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Builds the release binaries with profile-guided optimisation, in target/pgo/release.
+
+A request runs about 20k instructions of the server's own code, a little of
+each of many functions, and on a core shared with its front (nginx) and the
+client those instructions cost several times what the app's do: the code is
+read back into caches that the others emptied. The compiler lays code out
+well only when it knows which branches a request takes. This script tells it:
+
+1. builds `stackway` and `stackway-python` instrumented (`-Cprofile-generate`),
+   in target/pgo-train;
+2. runs them on a training load: `stackway serve` answering hello, a route
+   among many mounts, static files (small and large, 304, HEAD, a range, 404),
+   a few compressed responses and a request proxied over HTTP and over TLS,
+   on kept-alive and new connections; hello over TLS in HTTP/1.1 and HTTP/2; `stackway-python serve` answering a WSGI app over HTTP (on Python
+   threads) and over uwsgi as nginx's `uwsgi_pass` sends it (on the workers,
+   `--wsgi-threads 0`), and an ASGI app. Code no request ran is taken for
+   cold and made small, so the load has every kind the benchmarks measure;
+3. merges the profiles with the `llvm-profdata` of rustc's own LLVM
+   (`rustup component add llvm-tools`);
+4. builds the binaries again with them (`-Cprofile-use`), in target/pgo, and
+   checks that the result serves.
+
+    python3 cli/pgo.py        # about 12 minutes on 2 cores
+
+The profile is made fresh from the source at hand each time, never kept: a
+stale one only costs its effect, but a fresh one costs no more than a build.
+The figures are in BENCHMARKS.md ("The binaries built with their profile").
+"""
+
+import hashlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / "target" / "pgo-train"
+OUT = ROOT / "target" / "pgo"
+ROUNDS = 3000  # requests of each kind in the load: enough to weigh the branches
+
+APP = '''\
+def application(environ, start_response):
+    body = ("Hello, %s!" % environ["PATH_INFO"].strip("/")).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+async def asgi(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = ('{"message": "Hello, %s!"}' % scope["path"].strip("/")).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+# What nginx's uwsgi_params (Debian's, as shipped) sends for a GET, with a browser's Host.
+UWSGI_PARAMS = {
+    "QUERY_STRING": "", "REQUEST_METHOD": "GET", "CONTENT_TYPE": "", "CONTENT_LENGTH": "",
+    "REQUEST_URI": "/you", "PATH_INFO": "/you", "DOCUMENT_ROOT": "/usr/share/nginx/html",
+    "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_SCHEME": "http", "REMOTE_ADDR": "127.0.0.1",
+    "REMOTE_PORT": "40000", "SERVER_PORT": "80", "SERVER_NAME": "localhost",
+    "HTTP_HOST": "localhost", "HTTP_USER_AGENT": "curl/7.88.1", "HTTP_ACCEPT": "*/*",
+}
+
+
+def fail(message):
+    sys.exit(f"pgo: {message}")
+
+
+def llvm_profdata():
+    """rustc's own llvm-profdata: profiles are read by the LLVM that wrote them."""
+    rustc = os.environ.get("RUSTC", "rustc")
+    sysroot = subprocess.run([rustc, "--print", "sysroot"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    host = next(line.split()[1] for line in subprocess.run(
+        [rustc, "-vV"], capture_output=True, text=True, check=True).stdout.splitlines()
+        if line.startswith("host:"))
+    tool = Path(sysroot) / "lib" / "rustlib" / host / "bin" / "llvm-profdata"
+    if not tool.exists():
+        fail(f"{tool} is missing; rustup component add llvm-tools")
+    return tool
+
+
+def build(target_dir, flags):
+    """The two binaries, release, with `flags` added to RUSTFLAGS."""
+    env = dict(os.environ)
+    env["RUSTFLAGS"] = " ".join(filter(None, [env.get("RUSTFLAGS", ""), flags]))
+    subprocess.run(["cargo", "build", "--release", "-p", "stackway-cli", "--bins",
+                    "--target-dir", str(target_dir)], env=env, check=True)
+    return target_dir / "release"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serving(command, ports):
+    """Starts `command` and waits until each of `ports` takes a connection."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    fail(f"{command[0]} did not start listening on {port}")
+                time.sleep(0.05)
+    return process
+
+
+def stop(process):
+    """A graceful stop: the profile is written as the process exits."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        fail("a trained server did not stop on SIGTERM")
+
+
+def get(connection, path, headers=None, method="GET"):
+    connection.request(method, path, headers=headers or {})
+    response = connection.getresponse()
+    response.read()
+    if response.status >= 500:
+        fail(f"{method} {path} answered {response.status}: the load would train an error's path")
+    return response
+
+
+def http_load(port, paths, rounds):
+    """`paths` in turn, `rounds` times: kept-alive, with a new connection every 50."""
+    connection = None
+    for i in range(rounds):
+        if i % 50 == 0:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for path in paths:
+            if isinstance(path, tuple):
+                get(connection, *path)
+            else:
+                get(connection, path)
+
+
+def uwsgi_request(port, params):
+    """One request in the uwsgi protocol, a connection each, as nginx's uwsgi_pass sends it."""
+    body = b"".join(len(k).to_bytes(2, "little") + k.encode() + len(v).to_bytes(2, "little")
+                    + v.encode() for k, v in params.items())
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"\0" + len(body).to_bytes(2, "little") + b"\0" + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    if not answer.startswith(b"HTTP/1.1 200"):
+        fail(f"the uwsgi listener answered {answer[:40]!r}")
+
+
+def curl_tls(version, cert, urls):
+    """`urls` over one TLS connection, in `version` (curl's --http1.1 or --http2)."""
+    outputs = [arg for url in urls for arg in ("-o", "/dev/null", url)]
+    subprocess.run(["curl", "-sf", version, "--cacert", str(cert), *outputs], check=True)
+
+
+def concurrently(*loads):
+    """Runs the loads on threads of their own, as clients at once."""
+    threads = [threading.Thread(target=load) for load in loads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def certificate(tmp):
+    """A self-signed certificate for localhost, and its key."""
+    cert, key = tmp / "localhost.crt", tmp / "localhost.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-days", "2",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def train(binaries, tmp):
+    static = tmp / "static"
+    static.mkdir()
+    (static / "a.txt").write_text("static\n" * 100)
+    (static / "page.html").write_text("<tr><td>stackway</td><td>%d</td></tr>\n" * 2000)
+    (static / "large.bin").write_bytes(os.urandom(1 << 20))
+    (tmp / "pgo_app.py").write_text(APP)
+    cert, key = certificate(tmp)
+
+    port, tls = free_port(), free_port()
+    tls_server = serving([str(binaries / "stackway"), "serve", "--bind", f"127.0.0.1:{tls}",
+                          "--tls-cert", str(cert), "--tls-key", str(key), "--mount", "/=hello"],
+                         [tls])
+    mounts = [arg for i in range(100) for arg in ("--mount", f"/api{i}/v{i % 10}/svc{i}=hello")]
+    server = serving([str(binaries / "stackway"), "serve", "--bind", f"127.0.0.1:{port}",
+                      "--mount", "/=hello", "--mount", "/routes=routes",
+                      "--static", f"/static={static}", *mounts, "--compress",
+                      "--mount", f"/proxy=http://127.0.0.1:{port}",
+                      "--mount", f"/proxy-tls=https://localhost:{tls}", "--proxy-ca", str(cert)],
+                     [port])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    etag = get(connection, "/static/a.txt").getheader("etag")
+    paths = ["/", "/you", "/api99/v9/svc99/users/42", "/routes/users/42", "/static/a.txt",
+             ("/static/a.txt", {"If-None-Match": etag}), ("/static/a.txt", None, "HEAD"),
+             ("/static/large.bin", {"Range": "bytes=1000-1999"}), "/static/none",
+             "/proxy/you", "/proxy-tls/you"]
+    # A compressed response runs a thousand times a hello's instructions: a few of them,
+    # or their loops would be all the profile counts as hot and a request's code lukewarm.
+    rarely = ["/static/large.bin", ("/static/page.html", {"Accept-Encoding": "gzip"}),
+              ("/static/page.html", {"Accept-Encoding": "br"})]
+    tls_urls = [f"https://localhost:{tls}/you"] * 100
+    try:
+        concurrently(*(lambda: http_load(port, paths, ROUNDS // 2) for _ in range(2)),
+                     lambda: http_load(port, rarely, 10),
+                     *(lambda version=version: [curl_tls(version, cert, tls_urls)
+                                                for _ in range(ROUNDS // 200)]
+                       for version in ("--http1.1", "--http2")))
+    finally:
+        stop(server)
+        stop(tls_server)
+
+    port, uwsgi = free_port(), free_port()
+    python = [str(binaries / "stackway-python"), "serve", "--pythonpath", str(tmp),
+              "--mount", "/asgi=asgi:pgo_app:asgi", "--mount", "/=wsgi:pgo_app:application"]
+    on_threads = serving(python + ["--bind", f"127.0.0.1:{port}"], [port])
+    on_workers = serving(python + ["--bind", f"uwsgi://127.0.0.1:{uwsgi}", "--wsgi-threads", "0"],
+                         [uwsgi])
+    try:
+        concurrently(lambda: http_load(port, ["/you", "/you/again", "/asgi/you"], ROUNDS // 2),
+                     *(lambda: [uwsgi_request(uwsgi, UWSGI_PARAMS) for _ in range(ROUNDS // 2)]
+                       for _ in range(2)))
+    finally:
+        stop(on_threads)
+        stop(on_workers)
+
+
+def check(binaries):
+    """The optimised binary serves."""
+    port = free_port()
+    server = serving([str(binaries / "stackway"), "serve", "--bind", f"127.0.0.1:{port}",
+                      "--mount", "/=hello"], [port])
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        response = get(connection, "/pgo")
+        if response.status != 200:
+            fail(f"the optimised binary answered {response.status}")
+    finally:
+        stop(server)
+
+
+def main():
+    for tool in ("cargo", "curl", "openssl"):
+        if not shutil.which(tool):
+            fail(f"{tool} is missing")
+    profdata = llvm_profdata()
+    # The instrumented build's flags stay the same from run to run, so that a second
+    # run rebuilds only what changed; the profile's name is its content's, so that
+    # every crate is built again with a new one (cargo looks at the flags, not the file).
+    raw = TRAIN / "profiles"
+    shutil.rmtree(raw, ignore_errors=True)
+    trained = build(TRAIN, f"-Cprofile-generate={raw}")
+    with tempfile.TemporaryDirectory(prefix="stackway-pgo-") as tmp:
+        train(trained, Path(tmp))
+    profiles = sorted(raw.glob("*.profraw"))
+    if not profiles:
+        fail("the trained binaries wrote no profile")
+    merged = TRAIN / "merged.profdata"
+    subprocess.run([str(profdata), "merge", "-o", str(merged), *map(str, profiles)], check=True)
+    for old in TRAIN.glob("stackway-*.profdata"):
+        old.unlink()
+    digest = hashlib.sha256(merged.read_bytes()).hexdigest()[:16]
+    profile = merged.rename(TRAIN / f"stackway-{digest}.profdata")
+    optimised = build(OUT, f"-Cprofile-use={profile}")
+    check(optimised)
+    print(f"pgo: {optimised.relative_to(ROOT)}/stackway and stackway-python, built with their profile")
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    main()
