@@ -107,20 +107,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def serving(command, ports):
-    """Starts `command` and waits until each of `ports` takes a connection."""
+def serving(command, port):
+    """Starts `command` and waits until `port` takes a connection."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
-    for port in ports:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    fail(f"{command[0]} did not start listening on {port}")
-                time.sleep(0.05)
-    return process
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                fail(f"{command[0]} did not start listening on {port}")
+            time.sleep(0.05)
 
 
 def stop(process):
@@ -205,14 +203,14 @@ def train(binaries, tmp):
     port, tls = free_port(), free_port()
     tls_server = serving([str(binaries / "stackway"), "serve", "--bind", f"127.0.0.1:{tls}",
                           "--tls-cert", str(cert), "--tls-key", str(key), "--mount", "/=hello"],
-                         [tls])
+                         tls)
     mounts = [arg for i in range(100) for arg in ("--mount", f"/api{i}/v{i % 10}/svc{i}=hello")]
     server = serving([str(binaries / "stackway"), "serve", "--bind", f"127.0.0.1:{port}",
                       "--mount", "/=hello", "--mount", "/routes=routes",
                       "--static", f"/static={static}", *mounts, "--compress",
                       "--mount", f"/proxy=http://127.0.0.1:{port}",
                       "--mount", f"/proxy-tls=https://localhost:{tls}", "--proxy-ca", str(cert)],
-                     [port])
+                     port)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     etag = get(connection, "/static/a.txt").getheader("etag")
     paths = ["/", "/you", "/api99/v9/svc99/users/42", "/routes/users/42", "/static/a.txt",
@@ -237,9 +235,9 @@ def train(binaries, tmp):
     port, uwsgi = free_port(), free_port()
     python = [str(binaries / "stackway-python"), "serve", "--pythonpath", str(tmp),
               "--mount", "/asgi=asgi:pgo_app:asgi", "--mount", "/=wsgi:pgo_app:application"]
-    on_threads = serving(python + ["--bind", f"127.0.0.1:{port}"], [port])
+    on_threads = serving(python + ["--bind", f"127.0.0.1:{port}"], port)
     on_workers = serving(python + ["--bind", f"uwsgi://127.0.0.1:{uwsgi}", "--wsgi-threads", "0"],
-                         [uwsgi])
+                         uwsgi)
     try:
         concurrently(lambda: http_load(port, ["/you", "/you/again", "/asgi/you"], ROUNDS // 2),
                      *(lambda: [uwsgi_request(uwsgi, UWSGI_PARAMS) for _ in range(ROUNDS // 2)]
@@ -253,7 +251,7 @@ def check(binaries):
     """The optimised binary serves."""
     port = free_port()
     server = serving([str(binaries / "stackway"), "serve", "--bind", f"127.0.0.1:{port}",
-                      "--mount", "/=hello"], [port])
+                      "--mount", "/=hello"], port)
     try:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         response = get(connection, "/pgo")
