@@ -16,8 +16,8 @@ well only when it knows which branches a request takes. This script tells it:
    threads) and over uwsgi as nginx's `uwsgi_pass` sends it (on the workers,
    `--wsgi-threads 0`), and an ASGI app. Code no request ran is taken for
    cold and made small, so the load has every kind the benchmarks measure;
-3. merges the profiles with the `llvm-profdata` of rustc's own LLVM
-   (`rustup component add llvm-tools`);
+3. merges the profiles, each binary's weighing the same, with the
+   `llvm-profdata` of rustc's own LLVM (`rustup component add llvm-tools`);
 4. builds the binaries again with them (`-Cprofile-use`), in target/pgo, and
    checks that the result serves.
 
@@ -43,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "target" / "pgo-train"
+RAW = TRAIN / "profiles"
 OUT = ROOT / "target" / "pgo"
 ROUNDS = 3000  # requests of each kind in the load: enough to weigh the branches
 
@@ -108,8 +109,11 @@ def free_port():
 
 
 def serving(command, port):
-    """Starts `command` and waits until `port` takes a connection."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+    """Starts `command` and waits until `port` takes a connection. An instrumented
+    binary writes its counts to a profile of its own (`merge` weighs them)."""
+    profile = RAW / f"{Path(command[0]).name}-%m.profraw"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True,
+                               env={**os.environ, "LLVM_PROFILE_FILE": str(profile)})
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -261,6 +265,36 @@ def check(binaries):
         stop(server)
 
 
+def total_count(profdata, profile):
+    """The sum of a profile's counts, as `llvm-profdata show` reports it."""
+    shown = subprocess.run([str(profdata), "show", "--detailed-summary", str(profile)],
+                           capture_output=True, text=True, check=True).stdout
+    return int(next(line.split(":")[1] for line in shown.splitlines()
+                    if line.startswith("Total count:")))
+
+
+def merge(profdata):
+    """One profile for both binaries, each binary's load weighing the same: their
+    libraries are one build, and `stackway`'s load (many kinds of request, each
+    from Python's clients at native speed) counts about ten times what
+    `stackway-python`'s does, which would make the code only the latter's requests
+    run (the uwsgi listener's path) look cold beside it."""
+    own = []
+    for binary in ("stackway", "stackway-python"):
+        raw = sorted(RAW.glob(f"{binary}-*.profraw"))
+        if not raw:
+            fail(f"the trained {binary} wrote no profile")
+        merged = TRAIN / f"own-{binary}.profdata"
+        subprocess.run([str(profdata), "merge", "-o", str(merged), *map(str, raw)], check=True)
+        own.append((merged, total_count(profdata, merged)))
+    largest = max(count for _, count in own)
+    weighted = [f"--weighted-input={max(1, round(largest / count))},{merged}"
+                for merged, count in own]
+    merged = TRAIN / "merged.profdata"
+    subprocess.run([str(profdata), "merge", "-o", str(merged), *weighted], check=True)
+    return merged
+
+
 def main():
     for tool in ("cargo", "curl", "openssl"):
         if not shutil.which(tool):
@@ -269,16 +303,11 @@ def main():
     # The instrumented build's flags stay the same from run to run, so that a second
     # run rebuilds only what changed; the profile's name is its content's, so that
     # every crate is built again with a new one (cargo looks at the flags, not the file).
-    raw = TRAIN / "profiles"
-    shutil.rmtree(raw, ignore_errors=True)
-    trained = build(TRAIN, f"-Cprofile-generate={raw}")
+    shutil.rmtree(RAW, ignore_errors=True)
+    trained = build(TRAIN, f"-Cprofile-generate={RAW}")
     with tempfile.TemporaryDirectory(prefix="stackway-pgo-") as tmp:
         train(trained, Path(tmp))
-    profiles = sorted(raw.glob("*.profraw"))
-    if not profiles:
-        fail("the trained binaries wrote no profile")
-    merged = TRAIN / "merged.profdata"
-    subprocess.run([str(profdata), "merge", "-o", str(merged), *map(str, profiles)], check=True)
+    merged = merge(profdata)
     for old in TRAIN.glob("stackway-*.profdata"):
         old.unlink()
     digest = hashlib.sha256(merged.read_bytes()).hexdigest()[:16]
