@@ -60,7 +60,8 @@ BEFORE = None  # the binary of stackway-before, set from --before
 PGO = ROOT / "target" / "pgo" / "release" / "stackway"
 # --instructions: the Rust servers run under callgrind, which counts the instructions each
 # request costs in user space: the same in every run, where CPU time on two shared cores is not.
-CALLGRIND = None  # the folder its counts go to, set from --instructions
+# Its dumps stay in target/peers/callgrind for callgrind.py to break down.
+CALLGRIND = None  # that folder, set from --instructions
 RUST_SERVERS = ("stackway", "stackway-before", "stackway-pgo", "stackway-1p", "axum", "actix", "hyper")
 # The same Python WSGI apps under every server of the WSGI scenarios: `application` for
 # wsgi-hello, `cpu` (about 2.5 ms of pure Python a request, as a real view spends) for wsgi-cpu.
@@ -434,14 +435,15 @@ class Server:
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def instructions(self, command):
-        """`zero` the counts, or `dump` them and return the instructions counted since."""
+        """`zero` the counts, or `dump` them and return the instructions counted since and
+        the dump that holds them."""
         subprocess.run(["callgrind_control", f"--{command}", str(self.proc.pid)], check=True,
                        capture_output=True)
         if command == "zero":
             return None
         dumps = sorted(Path(CALLGRIND).glob(f"{self.name}.{self.proc.pid}.*"), key=lambda f: f.stat().st_mtime)
         text = dumps[-1].read_text(errors="replace")
-        return int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1))
+        return int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1)), dumps[-1]
 
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -580,7 +582,10 @@ def run_once(server_name, scenario, static, tmp, args):
         cpu = server.cpu_seconds() - cpu
         result["cpu_us_per_req"] = cpu * 1e6 / (result["rps"] * args.duration)
         if server.counted:
-            result["instructions_per_req"] = server.instructions("dump") / (result["rps"] * args.duration)
+            requests = round(result["rps"] * args.duration)
+            instructions, dump = server.instructions("dump")
+            result["instructions_per_req"] = instructions / requests
+            result.update(callgrind=str(dump.relative_to(ROOT)), requests=requests)
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
         if per_conn is not None:
             result["kib_per_idle_conn"] = per_conn
@@ -685,7 +690,8 @@ def main():
     p.add_argument("--before", type=Path, help="another stackway binary, run as stackway-before")
     p.add_argument("--instructions", action="store_true",
                    help="run the Rust servers under callgrind and report instructions per request "
-                        "(valgrind; the other figures of those runs are valgrind's, not the server's)")
+                        "(valgrind; the other figures of those runs are valgrind's, not the server's); "
+                        "the dumps stay in target/peers/callgrind for callgrind.py")
     p.add_argument("--out", type=Path, default=ROOT / "target/peers/results.json")
     args = p.parse_args()
     args.shapes = args.shapes or [(args.threads, args.connections)]
@@ -706,8 +712,9 @@ def main():
         if args.instructions:
             if not shutil.which("valgrind"):
                 sys.exit("run.py: --instructions needs valgrind (Debian: apt-get install valgrind)")
-            CALLGRIND = tmp / "callgrind"
-            CALLGRIND.mkdir()
+            CALLGRIND = ROOT / "target" / "peers" / "callgrind"
+            shutil.rmtree(CALLGRIND, ignore_errors=True)
+            CALLGRIND.mkdir(parents=True)
         static = fixtures(tmp)
         (tmp / "bench_app.py").write_text(WSGI_APP)
         if set(PYTHON_SCENARIOS) & set(args.scenarios):
