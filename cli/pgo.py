@@ -111,7 +111,7 @@ def free_port():
 def serving(command, port):
     """Starts `command` and waits until `port` takes a connection. An instrumented
     binary writes its counts to a profile of its own (`merge` weighs them)."""
-    profile = RAW / f"{Path(command[0]).name}-%m.profraw"
+    profile = RAW / f"{Path(command[0]).name}.%m.profraw"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True,
                                env={**os.environ, "LLVM_PROFILE_FILE": str(profile)})
     deadline = time.monotonic() + 60
@@ -275,13 +275,12 @@ def total_count(profdata, profile):
 
 def merge(profdata):
     """One profile for both binaries, each binary's load weighing the same: their
-    libraries are one build, and `stackway`'s load (many kinds of request, each
-    from Python's clients at native speed) counts about ten times what
+    libraries are one build, and `stackway`'s load counts about ten times what
     `stackway-python`'s does, which would make the code only the latter's requests
     run (the uwsgi listener's path) look cold beside it."""
     own = []
     for binary in ("stackway", "stackway-python"):
-        raw = sorted(RAW.glob(f"{binary}-*.profraw"))
+        raw = sorted(RAW.glob(f"{binary}.*.profraw"))
         if not raw:
             fail(f"the trained {binary} wrote no profile")
         merged = TRAIN / f"own-{binary}.profdata"
