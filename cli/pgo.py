@@ -12,8 +12,9 @@ well only when it knows which branches a request takes. This script tells it:
 2. runs them on a training load: `stackway serve` answering hello, a route
    among many mounts, static files (small and large, 304, HEAD, a range, 404),
    a few compressed responses and a request proxied over HTTP and over TLS,
-   on kept-alive and new connections; hello over TLS in HTTP/1.1 and HTTP/2; `stackway-python serve` answering a WSGI app over HTTP (on Python
-   threads) and over uwsgi as nginx's `uwsgi_pass` sends it (on the workers,
+   on kept-alive and new connections; hello over TLS in HTTP/1.1 and HTTP/2;
+   `stackway-python serve` answering a WSGI app over HTTP (on Python threads)
+   and over uwsgi as nginx's `uwsgi_pass` sends it (on the workers,
    `--wsgi-threads 0`), and an ASGI app. Code no request ran is taken for
    cold and made small, so the load has every kind the benchmarks measure;
 3. merges the profiles, each binary's weighing the same, with the

@@ -580,12 +580,12 @@ def run_once(server_name, scenario, static, tmp, args):
         cpu = server.cpu_seconds()
         result = load(port, path, headers, args, args.duration)
         cpu = server.cpu_seconds() - cpu
-        result["cpu_us_per_req"] = cpu * 1e6 / (result["rps"] * args.duration)
+        requests = result["rps"] * args.duration
+        result["cpu_us_per_req"] = cpu * 1e6 / requests
         if server.counted:
-            requests = round(result["rps"] * args.duration)
             instructions, dump = server.instructions("dump")
             result["instructions_per_req"] = instructions / requests
-            result.update(callgrind=str(dump.relative_to(ROOT)), requests=requests)
+            result.update(callgrind=str(dump.relative_to(ROOT)), requests=round(requests))
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
         if per_conn is not None:
             result["kib_per_idle_conn"] = per_conn
