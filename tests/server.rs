@@ -146,6 +146,31 @@ fn a_panicking_app_gives_500_and_the_server_goes_on() {
     running.stop().unwrap();
 }
 
+/// Panics in `call` itself, before its future exists, as a middleware that
+/// routes or checks in a plain `fn call` may.
+struct PanicsWhenCalled;
+
+impl stackway::App for PanicsWhenCalled {
+    fn call(&self, req: Request) -> impl Future<Output = stackway::Response> + Send {
+        assert_ne!(req.uri().path(), "/panic", "deliberate panic for the test");
+        std::future::ready("alive".into_response())
+    }
+}
+
+#[test]
+fn an_app_that_panics_before_its_future_gives_500_too() {
+    // Not inside `Lint`: its own future would call the app in a poll, the
+    // case the test above covers.
+    let running = Running::start(server(), PanicsWhenCalled);
+    let mut conn = Conn::open(running.addr);
+    let res = conn.get("/panic");
+    assert_eq!(res.status, 500);
+    assert_eq!(res.header("connection"), Some("close"));
+    let mut other = Conn::open(running.addr);
+    assert_eq!(other.get("/").text(), "alive");
+    running.stop().unwrap();
+}
+
 #[test]
 fn bodies_over_the_limit_get_413() {
     let app = |req: Request| async move {

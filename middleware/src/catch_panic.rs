@@ -59,7 +59,12 @@ impl<A> CatchPanic<A> {
 impl<A: App> App for CatchPanic<A> {
     async fn call(&self, req: Request) -> Response {
         let line = format!("{} {}", req.method(), req.uri());
-        match AssertUnwindSafe(self.inner.call(req)).catch_unwind().await {
+        // In `call` itself (a router's lookup) or in its future.
+        let caught = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+            Ok(called) => AssertUnwindSafe(called).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        match caught {
             Ok(res) => res,
             Err(panic) => {
                 let message = panic

@@ -201,6 +201,27 @@ fn catch_panic_answers_with_500_or_a_chosen_response() {
         .assert_text("sorry: the handler broke");
 }
 
+/// Panics while making its future, as a router's lookup in a plain `fn call` may.
+struct PanicsWhenCalled;
+
+impl stackway::App for PanicsWhenCalled {
+    fn call(&self, _req: Request) -> impl Future<Output = stackway::Response> + Send {
+        if true {
+            panic!("the lookup broke");
+        }
+        std::future::ready("never".into_response())
+    }
+}
+
+#[test]
+fn catch_panic_catches_a_panic_in_call_itself() {
+    let app = CatchPanic::new(PanicsWhenCalled)
+        .respond(|message| (StatusCode::SERVICE_UNAVAILABLE, message.to_owned()).into_response());
+    run(async move { Client::new(Lint::strict(app)).get("/").await })
+        .assert_status(503)
+        .assert_text("the lookup broke");
+}
+
 #[test]
 fn cors_preflights_simple_requests_vary_and_the_credentials_rule() {
     use http::Method;

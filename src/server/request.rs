@@ -49,7 +49,14 @@ pub(super) fn handle<A: App, B: Incoming>(
             Gate::Answer(res) => return answer.with(res),
             Gate::Call(req, failed) => (req, failed),
         };
-        let res = match AssertUnwindSafe(app.call(req)).catch_unwind().await {
+        // A panic in `call` itself (an app that routes or checks before it
+        // makes its future) is caught as one in the future is.
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| app.call(req)));
+        let res = match called.map(|called| AssertUnwindSafe(called).catch_unwind()) {
+            Ok(called) => called.await,
+            Err(panic) => Err(panic),
+        };
+        let res = match res {
             Ok(res) => res,
             // The panic hook has printed the message; the client gets a 500.
             Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref()),
