@@ -51,7 +51,7 @@ pub(super) fn handle<A: App, B: Incoming>(
         };
         // A panic in `call` itself (an app that routes or checks before it
         // makes its future) is caught as one in the future is.
-        let called = std::panic::catch_unwind(AssertUnwindSafe(|| app.call(req)));
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| app.call(*req)));
         let res = match called.map(|called| AssertUnwindSafe(called).catch_unwind()) {
             Ok(called) => called.await,
             Err(panic) => Err(panic),
@@ -112,8 +112,11 @@ impl Answer {
 /// What passing the gate leads to.
 enum Gate {
     /// The app is called with the request; the flag is set by its body when
-    /// reading it fails on the server's side.
-    Call(crate::Request, Option<Arc<AtomicU8>>),
+    /// reading it fails on the server's side. Boxed: the future keeps room
+    /// for what it captured after the app took it, and inline the request
+    /// would make the slot hyper gives the future in every connection, idle
+    /// or not, larger by all of it.
+    Call(Box<crate::Request>, Option<Arc<AtomicU8>>),
     /// The server's own answer: the health check, a refused request.
     Answer(Response),
 }
@@ -178,7 +181,7 @@ fn gate<B: Incoming>(
         }),
     });
     req.extensions_mut().insert(info.clone());
-    Gate::Call(req, failed)
+    Gate::Call(Box::new(req), failed)
 }
 
 /// How the reading of a request body ended, if it failed on the server's side.
