@@ -104,6 +104,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
@@ -574,217 +575,240 @@ fn client_timed_out(e: &hyper_util::client::legacy::Error) -> bool {
 }
 
 impl App for Proxy {
-    async fn call(&self, req: Request) -> Response {
+    // Not `async fn`s, here and in `forward`: one keeps a copy of its
+    // arguments beside what its body makes of them, and the future is
+    // boxed on every request (a mount's), where more than 1 KiB leaves
+    // the allocator's per-thread cache for its slower path.
+    fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
         let grpc = grpc::is_call(req.headers());
-        match self.forward(req).await {
+        // Mapped, not awaited in an `async` block, which would keep room for
+        // the future it captured beside the one it awaits.
+        self.forward(req).map(move |forwarded| match forwarded {
             Ok(res) => res,
             Err(status) if grpc => grpc::failure(status),
             Err(status) => status.into_response(),
-        }
+        })
     }
 }
 
 impl Proxy {
     /// The upstream's answer to `req`, or the status of the proxy's own.
-    async fn forward(&self, mut req: Request) -> Result<Response, StatusCode> {
-        let upstreams = &*self.upstreams();
-        let upgrading = upgrade::is_upgrade(&req);
-        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-        let env = req.environ();
-        // The host the client asked for (a trusted proxy's, HTTP/2's
-        // authority), when it is one: it is quoted into `Forwarded` below.
-        let client_host = env
-            .http_host()
-            .filter(|host| host.parse::<http::uri::Authority>().is_ok());
-        // A uwsgi or FastCGI upstream reads its variables as C strings
-        // (PHP-FPM takes SCRIPT_FILENAME up to its first NUL): a NUL decoded
-        // from the path would name a file other than the one asked for.
-        // nginx answers 400.
-        let cgi = self.specs.iter().any(|s| s.protocol != Protocol::Http);
-        if cgi && env.path_info_decoded().contains('\0') {
-            return Err(StatusCode::BAD_REQUEST);
-        }
-        let mount = env.mount_path().into_owned();
-        let mut outgoing = {
-            let mut path_and_query = env.path_info().to_owned();
-            if let Some(query) = req.uri().query() {
-                path_and_query.push('?');
-                path_and_query.push_str(query);
-            }
-            // With room for what is added below: a clone has none, and would
-            // grow as they are.
-            let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
-            for (name, value) in req.headers() {
-                headers.append(name.clone(), value.clone());
-            }
-            headers::strip_hop_by_hop(&mut headers, upgrading);
-            headers::forward(&mut headers, &env, client_host);
-            // Inside a TraceContext, this server's span is the upstream's parent.
-            if let Some(trace) = crate::trace_context::Trace::of(&req) {
-                let value = trace.traceparent().parse().expect("hex and dashes");
-                headers.insert("traceparent", value);
-            }
-            if self.settings.forwarded {
-                headers::forwarded(&mut headers, &env, client_host);
-            }
-            match (&client_host, self.settings.preserve_host) {
-                (Some(host), true) => {
-                    if let Ok(host) = HeaderValue::from_str(host) {
-                        headers.insert(HOST, host);
-                    }
+    #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+    fn forward(
+        &self,
+        mut req: Request,
+    ) -> impl Future<Output = Result<Response, StatusCode>> + Send + '_ {
+        async move {
+            let upstreams = &*self.upstreams();
+            let upgrading = upgrade::is_upgrade(&req);
+            let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+            let cgi = self.specs.iter().any(|s| s.protocol != Protocol::Http);
+            // In a block: what reads the request's head is not kept while the
+            // upstream is waited for.
+            let (mount, mut outgoing) = {
+                let env = req.environ();
+                // The host the client asked for (a trusted proxy's, HTTP/2's
+                // authority), when it is one: it is quoted into `Forwarded` below.
+                let client_host = env
+                    .http_host()
+                    .filter(|host| host.parse::<http::uri::Authority>().is_ok());
+                // A uwsgi or FastCGI upstream reads its variables as C strings
+                // (PHP-FPM takes SCRIPT_FILENAME up to its first NUL): a NUL decoded
+                // from the path would name a file other than the one asked for.
+                // nginx answers 400.
+                if cgi && env.path_info_decoded().contains('\0') {
+                    return Err(StatusCode::BAD_REQUEST);
                 }
-                _ => drop(headers.remove(HOST)),
+                let mount = env.mount_path().into_owned();
+                let outgoing = {
+                    let mut path_and_query = env.path_info().to_owned();
+                    if let Some(query) = req.uri().query() {
+                        path_and_query.push('?');
+                        path_and_query.push_str(query);
+                    }
+                    // With room for what is added below: a clone has none, and would
+                    // grow as they are.
+                    let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
+                    for (name, value) in req.headers() {
+                        headers.append(name.clone(), value.clone());
+                    }
+                    headers::strip_hop_by_hop(&mut headers, upgrading);
+                    headers::forward(&mut headers, &env, client_host);
+                    // Inside a TraceContext, this server's span is the upstream's parent.
+                    if let Some(trace) = crate::trace_context::Trace::of(&req) {
+                        let value = trace.traceparent().parse().expect("hex and dashes");
+                        headers.insert("traceparent", value);
+                    }
+                    if self.settings.forwarded {
+                        headers::forwarded(&mut headers, &env, client_host);
+                    }
+                    match (&client_host, self.settings.preserve_host) {
+                        (Some(host), true) => {
+                            if let Ok(host) = HeaderValue::from_str(host) {
+                                headers.insert(HOST, host);
+                            }
+                        }
+                        _ => drop(headers.remove(HOST)),
+                    }
+                    // Only a CGI upstream is told them: none of the work for the others.
+                    let remote_port = (env.remote_addr().map(|a| a.port()))
+                        .filter(|&p| cgi && p != 0)
+                        .map(HeaderValue::from);
+                    let server_addr = (env.local_addr().filter(|_| cgi)).and_then(|a| {
+                        HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok()
+                    });
+                    let server_protocol =
+                        cgi.then(|| HeaderValue::from_static(env.server_protocol()));
+                    Outgoing {
+                        method: req.method().clone(),
+                        path_and_query,
+                        headers,
+                        body: None,
+                        remote_port,
+                        server_addr,
+                        server_protocol,
+                    }
+                };
+                (mount, outgoing)
+            };
+            // A gRPC call's deadline bounds the wait for the head, whatever the read
+            // timeout. Boxed: a gRPC call with one is rare, and the future of every
+            // request would otherwise keep room for its clock.
+            let mut deadline = grpc::timeout(req.headers())
+                .map(|t| Box::pin(tokio::time::sleep_until(tokio::time::Instant::now() + t)));
+            let timings = req.extensions().get::<Timings>().cloned();
+            let started = std::time::Instant::now();
+            let empty = http_body::Body::size_hint(req.body()).exact() == Some(0);
+            let retryable =
+                empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            let mut progress = Progress::new();
+            if !empty {
+                // uwsgi and FastCGI need the body's length: one of unknown length is read
+                // first (boxed: its reading is not room in every request's future).
+                let unknown = http_body::Body::size_hint(req.body()).exact().is_none();
+                let body = match self.settings.buffer_request || (unknown && cgi) {
+                    false => req.into_body(),
+                    true => match Box::pin(req.into_body().buffer(BUFFER_MEMORY)).await {
+                        Ok(body) => body,
+                        Err(e) => {
+                            tracing::info!("the request body did not arrive whole: {e}");
+                            let status = match e.is_timeout() {
+                                true => StatusCode::REQUEST_TIMEOUT,
+                                false => StatusCode::BAD_REQUEST,
+                            };
+                            return Err(status);
+                        }
+                    },
+                };
+                outgoing.body = Some(body::sent(body, progress.clone()));
             }
-            // Only a CGI upstream is told them: none of the work for the others.
-            let remote_port = (env.remote_addr().map(|a| a.port()))
-                .filter(|&p| cgi && p != 0)
-                .map(HeaderValue::from);
-            let server_addr = (env.local_addr().filter(|_| cgi))
-                .and_then(|a| HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok());
-            let server_protocol = cgi.then(|| HeaderValue::from_static(env.server_protocol()));
-            Outgoing {
-                method: req.method().clone(),
-                path_and_query,
-                headers,
-                body: None,
-                remote_port,
-                server_addr,
-                server_protocol,
-            }
-        };
-        // A gRPC call's deadline bounds the wait for the head, whatever the read timeout.
-        let deadline = grpc::timeout(req.headers()).map(|t| tokio::time::Instant::now() + t);
-        let timings = req.extensions().get::<Timings>().cloned();
-        let started = std::time::Instant::now();
-        let empty = http_body::Body::size_hint(req.body()).exact() == Some(0);
-        let retryable =
-            empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        let mut progress = Progress::new();
-        if !empty {
-            // uwsgi and FastCGI need the body's length: one of unknown length is read first.
-            let unknown = http_body::Body::size_hint(req.body()).exact().is_none();
-            let body = match self.settings.buffer_request || (unknown && cgi) {
-                false => req.into_body(),
-                true => match req.into_body().buffer(BUFFER_MEMORY).await {
-                    Ok(body) => body,
-                    Err(e) => {
-                        tracing::info!("the request body did not arrive whole: {e}");
-                        let status = match e.is_timeout() {
+
+            let mut tried = None;
+            let (upstream, res, in_flight) = loop {
+                let Some(i) = self.pick(upstreams, tried) else {
+                    return Err(StatusCode::BAD_GATEWAY);
+                };
+                let upstream = &upstreams[i];
+                let may_retry = retryable && tried.is_none() && upstreams.len() > 1;
+                let in_flight = upstream.begin();
+                let sent = upstream.send(outgoing.request(upstream, may_retry), upgrading);
+                let failure = tokio::select! {
+                    res = sent => match res {
+                        Ok(res) => break (upstream, res, in_flight),
+                        Err(e) if e.is_connect() => Failure::Connect(e),
+                        Err(e) if is_client_fault(&e) => Failure::Client(e),
+                        Err(e) => Failure::Other(e),
+                    },
+                    client = progress.stalled(self.settings.read_timeout) => match client {
+                        false => Failure::Timeout,
+                        true => Failure::ClientStalled,
+                    },
+                    () = async {
+                        match deadline.as_mut() {
+                            Some(at) => at.await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        tracing::info!(upstream = %upstream.name, "the gRPC call's deadline (grpc-timeout) passed before the upstream answered");
+                        return Err(StatusCode::GATEWAY_TIMEOUT);
+                    }
+                };
+                drop(in_flight);
+                let (status, what) = match &failure {
+                    Failure::Connect(e) | Failure::Other(e) => {
+                        (StatusCode::BAD_GATEWAY, error_chain(e))
+                    }
+                    Failure::Timeout => (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!("no progress for {:?}", self.settings.read_timeout),
+                    ),
+                    Failure::ClientStalled => {
+                        tracing::info!(upstream = %upstream.name, timeout = ?self.settings.read_timeout, "the client sent no byte of its body for the read timeout");
+                        return Err(StatusCode::REQUEST_TIMEOUT);
+                    }
+                    Failure::Client(e) => {
+                        // The client's body broke: not the upstream's fault. One the
+                        // server timed out (its body timeout) is the client's 408.
+                        tracing::info!(upstream = %upstream.name, "the request body failed: {}", error_chain(e));
+                        return Err(match client_timed_out(e) {
                             true => StatusCode::REQUEST_TIMEOUT,
                             false => StatusCode::BAD_REQUEST,
-                        };
-                        return Err(status);
+                        });
                     }
-                },
-            };
-            outgoing.body = Some(body::sent(body, progress.clone()));
-        }
-
-        let mut tried = None;
-        let (upstream, res, in_flight) = loop {
-            let Some(i) = self.pick(upstreams, tried) else {
-                return Err(StatusCode::BAD_GATEWAY);
-            };
-            let upstream = &upstreams[i];
-            let may_retry = retryable && tried.is_none() && upstreams.len() > 1;
-            let in_flight = upstream.begin();
-            let sent = upstream.send(outgoing.request(upstream, may_retry), upgrading);
-            let failure = tokio::select! {
-                res = sent => match res {
-                    Ok(res) => break (upstream, res, in_flight),
-                    Err(e) if e.is_connect() => Failure::Connect(e),
-                    Err(e) if is_client_fault(&e) => Failure::Client(e),
-                    Err(e) => Failure::Other(e),
-                },
-                client = progress.stalled(self.settings.read_timeout) => match client {
-                    false => Failure::Timeout,
-                    true => Failure::ClientStalled,
-                },
-                () = async {
-                    match deadline {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    tracing::info!(upstream = %upstream.name, "the gRPC call's deadline (grpc-timeout) passed before the upstream answered");
-                    return Err(StatusCode::GATEWAY_TIMEOUT);
+                };
+                tracing::warn!(upstream = %upstream.name, "{what}");
+                upstream.record(false, &self.settings);
+                if !(may_retry && matches!(failure, Failure::Connect(_))) {
+                    return Err(status);
                 }
+                tried = Some(i);
+                progress = Progress::new();
             };
-            drop(in_flight);
-            let (status, what) = match &failure {
-                Failure::Connect(e) | Failure::Other(e) => {
-                    (StatusCode::BAD_GATEWAY, error_chain(e))
-                }
-                Failure::Timeout => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("no progress for {:?}", self.settings.read_timeout),
-                ),
-                Failure::ClientStalled => {
-                    tracing::info!(upstream = %upstream.name, timeout = ?self.settings.read_timeout, "the client sent no byte of its body for the read timeout");
-                    return Err(StatusCode::REQUEST_TIMEOUT);
-                }
-                Failure::Client(e) => {
-                    // The client's body broke: not the upstream's fault. One the
-                    // server timed out (its body timeout) is the client's 408.
-                    tracing::info!(upstream = %upstream.name, "the request body failed: {}", error_chain(e));
-                    return Err(match client_timed_out(e) {
-                        true => StatusCode::REQUEST_TIMEOUT,
-                        false => StatusCode::BAD_REQUEST,
-                    });
-                }
-            };
-            tracing::warn!(upstream = %upstream.name, "{what}");
-            upstream.record(false, &self.settings);
-            if !(may_retry && matches!(failure, Failure::Connect(_))) {
-                return Err(status);
+            upstream.record(true, &self.settings);
+            if let Some(timings) = timings {
+                timings.add("upstream", started.elapsed(), None);
             }
-            tried = Some(i);
-            progress = Progress::new();
-        };
-        upstream.record(true, &self.settings);
-        if let Some(timings) = timings {
-            timings.add("upstream", started.elapsed(), None);
-        }
 
-        let (mut parts, incoming) = res.into_parts();
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            drop(in_flight);
-            let upstream_res = http::Response::from_parts(parts.clone(), incoming);
-            return match client_upgrade {
-                Some(client) => Ok(upgrade::splice(
-                    client,
-                    upstream_res,
-                    upstream.name.clone(),
-                    self.settings.read_timeout,
-                )),
-                None => Err(StatusCode::BAD_GATEWAY),
+            let (mut parts, incoming) = res.into_parts();
+            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                drop(in_flight);
+                let upstream_res = http::Response::from_parts(parts.clone(), incoming);
+                return match client_upgrade {
+                    Some(client) => Ok(upgrade::splice(
+                        client,
+                        upstream_res,
+                        upstream.name.clone(),
+                        self.settings.read_timeout,
+                    )),
+                    None => Err(StatusCode::BAD_GATEWAY),
+                };
+            }
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            // The upstream's version is its hop's (a uwsgi app's answer is HTTP/1.0):
+            // the client's connection has its own.
+            parts.version = Version::default();
+            let rewrite = headers::Rewrite {
+                origin: &upstream.origin,
+                base: &upstream.spec.base,
+                mount: &mount,
             };
+            // A uwsgi or FastCGI app knows its mount (SCRIPT_NAME): its redirects
+            // already point into it, as behind nginx's uwsgi_pass and fastcgi_pass.
+            if upstream.spec.protocol == Protocol::Http {
+                rewrite.apply(&mut parts.headers, self.settings.rewrite_cookies);
+            }
+            let body = Body::new(UpstreamBody::new(
+                incoming,
+                upstream,
+                in_flight,
+                self.settings.body_timeout,
+            ));
+            let body = match self.settings.buffer_response {
+                true => body.spool(BUFFER_MEMORY),
+                false => body,
+            };
+            Ok(Response::from_parts(parts, body))
         }
-        headers::strip_hop_by_hop(&mut parts.headers, false);
-        // The upstream's version is its hop's (a uwsgi app's answer is HTTP/1.0):
-        // the client's connection has its own.
-        parts.version = Version::default();
-        let rewrite = headers::Rewrite {
-            origin: &upstream.origin,
-            base: &upstream.spec.base,
-            mount: &mount,
-        };
-        // A uwsgi or FastCGI app knows its mount (SCRIPT_NAME): its redirects
-        // already point into it, as behind nginx's uwsgi_pass and fastcgi_pass.
-        if upstream.spec.protocol == Protocol::Http {
-            rewrite.apply(&mut parts.headers, self.settings.rewrite_cookies);
-        }
-        let body = Body::new(UpstreamBody::new(
-            incoming,
-            upstream,
-            in_flight,
-            self.settings.body_timeout,
-        ));
-        let body = match self.settings.buffer_response {
-            true => body.spool(BUFFER_MEMORY),
-            false => body,
-        };
-        Ok(Response::from_parts(parts, body))
     }
 }
 
