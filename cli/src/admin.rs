@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use futures_util::future::Either;
 use serde_json::json;
+use stackway::app::BoxFuture;
 use stackway::http::{HeaderValue, Method, StatusCode, header};
 use stackway::{App, BoxApp, Connection, IntoResponse, Request, Response, Server};
 use stackway_middleware::Metrics;
@@ -92,37 +94,43 @@ struct Observed {
 }
 
 impl App for Observed {
-    async fn call(&self, req: Request) -> Response {
+    // Not an `async fn`: every request passes here, and its future is boxed on
+    // every request. Only what passes on to the stack is not boxed again;
+    // the status page's, the exposition's and the admin listener's answers
+    // are, so that their room is not in every request's future.
+    fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
         let listener = req.extensions().get::<Connection>().map(|c| c.listener);
         let on_admin = self.admin.is_some() && listener == self.admin;
+        let answered =
+            |answer: Response| -> BoxFuture<'_, Response> { Box::pin(std::future::ready(answer)) };
         if on_admin || self.admin.is_none() {
             if let Some(status) = self.status.as_ref().filter(|s| s.serves(&req)) {
-                return match &self.tree {
-                    Some(tree) => tree.status(req).await,
-                    None => status.call(req).await,
-                };
+                return Either::Left(match &self.tree {
+                    Some(tree) => Box::pin(tree.status(req)) as BoxFuture<'_, Response>,
+                    None => Box::pin(status.call(req)),
+                });
             }
             if let Some(exposition) = self.exposition.as_ref().filter(|e| e.serves(&req)) {
-                return match &self.tree {
-                    Some(tree) => tree.metrics().await,
-                    None => exposition.call(req).await,
-                };
+                return Either::Left(match &self.tree {
+                    Some(tree) => Box::pin(tree.metrics()) as BoxFuture<'_, Response>,
+                    None => Box::pin(exposition.call(req)),
+                });
             }
         }
         if on_admin {
             if let Some(purges) = self.purges.as_ref().filter(|_| Purges::serves(&req)) {
-                return purges.answer(&req);
+                return Either::Left(answered(purges.answer(&req)));
             }
             if let Some(flag) = self
                 .maintenance
                 .as_ref()
                 .filter(|_| req.uri().path() == SWITCH)
             {
-                return switch(flag, &req);
+                return Either::Left(answered(switch(flag, &req)));
             }
-            return StatusCode::NOT_FOUND.into_response();
+            return Either::Left(answered(StatusCode::NOT_FOUND.into_response()));
         }
-        self.metrics.call(req).await
+        Either::Right(self.metrics.call(req))
     }
 }
 

@@ -184,31 +184,38 @@ impl<A> ErrorPages<A> {
 }
 
 impl<A: App> App for ErrorPages<A> {
-    async fn call(&self, req: Request) -> Response {
-        // A page asked of the app is asked for the same host and client.
-        let asker = self.asks.then(|| Asker {
-            host: req.headers().get(HOST).cloned(),
-            connection: req.extensions().get::<Connection>().cloned(),
-        });
-        if let Some(maintenance) = self.maintenance.as_ref().filter(|m| m.on()) {
-            let page = self.pages.get(&503).cloned().unwrap_or_else(|| {
-                Page::html("<!doctype html>\n<title>Down for maintenance</title>\n<h1>Down for maintenance</h1>\n<p>Please try again soon.</p>\n")
+    // Not an `async fn`, which would keep a copy of the request; a page's
+    // making is boxed where it is waited for. Neither is room in every
+    // request's future, which is boxed on every request and, under a
+    // kilobyte, comes from the allocator's per-thread cache.
+    #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+    fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
+        async move {
+            // A page asked of the app is asked for the same host and client.
+            let asker = self.asks.then(|| Asker {
+                host: req.headers().get(HOST).cloned(),
+                connection: req.extensions().get::<Connection>().cloned(),
             });
-            let mut res = Response::new(Body::default());
-            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            res.headers_mut()
-                .insert(RETRY_AFTER, maintenance.retry_after.clone());
-            return self.with_page(res, &page, asker).await;
-        }
-        let res = self.inner.call(req).await;
-        let Some(page) = self.pages.get(&res.status().as_u16()) else {
-            return res;
-        };
-        let says_only_its_status =
-            res.extensions().get::<StatusOnly>().is_some() || res.body().is_end_stream();
-        match self.always || says_only_its_status {
-            true => self.with_page(res, page, asker).await,
-            false => res,
+            if let Some(maintenance) = self.maintenance.as_ref().filter(|m| m.on()) {
+                let page = self.pages.get(&503).cloned().unwrap_or_else(|| {
+                    Page::html("<!doctype html>\n<title>Down for maintenance</title>\n<h1>Down for maintenance</h1>\n<p>Please try again soon.</p>\n")
+                });
+                let mut res = Response::new(Body::default());
+                *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                res.headers_mut()
+                    .insert(RETRY_AFTER, maintenance.retry_after.clone());
+                return Box::pin(self.with_page(res, &page, asker)).await;
+            }
+            let res = self.inner.call(req).await;
+            let Some(page) = self.pages.get(&res.status().as_u16()) else {
+                return res;
+            };
+            let says_only_its_status =
+                res.extensions().get::<StatusOnly>().is_some() || res.body().is_end_stream();
+            match self.always || says_only_its_status {
+                true => Box::pin(self.with_page(res, page, asker)).await,
+                false => res,
+            }
         }
     }
 }

@@ -154,7 +154,10 @@ impl<A: App, S: App> App for ForwardAuth<A, S> {
             self.let_in(&mut req, yes.fields);
             return self.inner.call(req).await;
         }
-        let answer = self.service.call(self.question(&req)).await;
+        // Boxed: the service's call (a proxied request) is not room in every
+        // request's future, which is boxed on every request and, under a
+        // kilobyte, comes from the allocator's per-thread cache.
+        let answer = Box::pin(self.service.call(self.question(&req))).await;
         let status = answer.status();
         if status.is_success() {
             let fields: Vec<_> = (self.copy.iter())

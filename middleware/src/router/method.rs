@@ -104,33 +104,40 @@ impl MethodRouter {
 }
 
 /// Calls the handler for the request's method, or answers 405 / OPTIONS.
-pub(super) async fn dispatch(methods: &MethodRouter, req: Request) -> Response {
-    let method = req.method().clone();
-    if let Some(app) = methods.handler(&method) {
-        return app.call(req).await;
-    }
-    if method == Method::HEAD {
-        if let Some(app) = methods.handler(&Method::GET) {
-            let res = app.call(req).await;
-            // The head of the GET response, without its body.
-            let (parts, _) = res.into_parts();
-            return Response::from_parts(parts, Body::empty());
+/// Not an `async fn`, which would keep a copy of the request.
+#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+pub(super) fn dispatch(
+    methods: &MethodRouter,
+    req: Request,
+) -> impl Future<Output = Response> + Send + '_ {
+    async move {
+        let method = req.method().clone();
+        if let Some(app) = methods.handler(&method) {
+            return app.call(req).await;
         }
-    }
-    let status = match method {
-        Method::OPTIONS => StatusCode::NO_CONTENT,
-        _ => StatusCode::METHOD_NOT_ALLOWED,
-    };
-    let mut res = match status {
-        StatusCode::NO_CONTENT => {
-            let mut res = Response::new(Body::empty());
-            *res.status_mut() = status;
-            res
+        if method == Method::HEAD {
+            if let Some(app) = methods.handler(&Method::GET) {
+                let res = app.call(req).await;
+                // The head of the GET response, without its body.
+                let (parts, _) = res.into_parts();
+                return Response::from_parts(parts, Body::empty());
+            }
         }
-        _ => status.into_response(),
-    };
-    res.headers_mut().insert(ALLOW, methods.allow());
-    res
+        let status = match method {
+            Method::OPTIONS => StatusCode::NO_CONTENT,
+            _ => StatusCode::METHOD_NOT_ALLOWED,
+        };
+        let mut res = match status {
+            StatusCode::NO_CONTENT => {
+                let mut res = Response::new(Body::empty());
+                *res.status_mut() = status;
+                res
+            }
+            _ => status.into_response(),
+        };
+        res.headers_mut().insert(ALLOW, methods.allow());
+        res
+    }
 }
 
 impl fmt::Debug for MethodRouter {

@@ -385,58 +385,65 @@ impl<B> RouteParams for http::Request<B> {
 }
 
 impl App for Router {
-    async fn call(&self, mut req: Request) -> Response {
-        // What the match needs is read while the path is borrowed; the request
-        // changes (parameters, SCRIPT_NAME) only after.
-        let found = {
-            let env = req.environ();
-            if prefix::segments(env.path_info()).any(prefix::is_dot_segment) {
-                return StatusCode::BAD_REQUEST.into_response();
-            }
-            // A router mounted at `/api` asked for `/api` itself routes `/`.
-            let raw = match env.path_info() {
-                "" => "/",
-                raw => raw,
-            };
-            let path = normalise_path(raw);
-            self.paths.at(&path).ok().and_then(|matched| {
-                let target = *matched.value;
-                let params: Vec<(String, String)> = matched
-                    .params
-                    .iter()
-                    .filter(|(name, _)| *name != REST)
-                    .map(|(name, value)| (name.to_owned(), decode_param(value)))
-                    .collect();
-                let moved = match &self.targets[target] {
-                    Target::Mount(_, prefix, _) => prefix.match_len(env.path_info())?,
-                    Target::Methods(_) => 0,
+    // Not an `async fn`, which would keep a copy of the request beside the
+    // one it changes: the future is boxed on every request (a mount's), and
+    // under a kilobyte the box comes from the allocator's per-thread cache.
+    #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+    fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
+        async move {
+            // What the match needs is read while the path is borrowed; the request
+            // changes (parameters, SCRIPT_NAME) only after.
+            let found = {
+                let env = req.environ();
+                if prefix::segments(env.path_info()).any(prefix::is_dot_segment) {
+                    return StatusCode::BAD_REQUEST.into_response();
+                }
+                // A router mounted at `/api` asked for `/api` itself routes `/`.
+                let raw = match env.path_info() {
+                    "" => "/",
+                    raw => raw,
                 };
-                let exact = moved > 0 && moved == env.path_info().len();
-                Some((target, params, moved, exact))
-            })
-        };
-        let Some((target, params, moved, exact)) = found else {
-            return self.miss(req).await;
-        };
-        if !params.is_empty() {
-            let all = req.extensions_mut().get_or_insert_default::<Params>();
-            all.0.extend(params);
-        }
-        match &self.targets[target] {
-            Target::Mount(app, _, label) => {
-                label.answered();
-                if exact && self.redirect_slash {
-                    if let Some(redirect) = prefix::redirect_with_slash(&req) {
-                        return redirect;
-                    }
-                }
-                if moved > 0 {
-                    let pushed = req.push_script_name(moved);
-                    debug_assert!(pushed, "mount prefixes are whole segments");
-                }
-                app.call(req).await
+                let path = normalise_path(raw);
+                self.paths.at(&path).ok().and_then(|matched| {
+                    let target = *matched.value;
+                    let params: Vec<(String, String)> = matched
+                        .params
+                        .iter()
+                        .filter(|(name, _)| *name != REST)
+                        .map(|(name, value)| (name.to_owned(), decode_param(value)))
+                        .collect();
+                    let moved = match &self.targets[target] {
+                        Target::Mount(_, prefix, _) => prefix.match_len(env.path_info())?,
+                        Target::Methods(_) => 0,
+                    };
+                    let exact = moved > 0 && moved == env.path_info().len();
+                    Some((target, params, moved, exact))
+                })
+            };
+            let Some((target, params, moved, exact)) = found else {
+                // Boxed: a miss's future is not room in every request's.
+                return Box::pin(self.miss(req)).await;
+            };
+            if !params.is_empty() {
+                let all = req.extensions_mut().get_or_insert_default::<Params>();
+                all.0.extend(params);
             }
-            Target::Methods(methods) => dispatch(methods, req).await,
+            match &self.targets[target] {
+                Target::Mount(app, _, label) => {
+                    label.answered();
+                    if exact && self.redirect_slash {
+                        if let Some(redirect) = prefix::redirect_with_slash(&req) {
+                            return redirect;
+                        }
+                    }
+                    if moved > 0 {
+                        let pushed = req.push_script_name(moved);
+                        debug_assert!(pushed, "mount prefixes are whole segments");
+                    }
+                    app.call(req).await
+                }
+                Target::Methods(methods) => dispatch(methods, req).await,
+            }
         }
     }
 }
