@@ -101,6 +101,7 @@ use stackway::{App, Body, IntoResponse, Request, Response};
 use tokio::sync::oneshot;
 
 pub use crate::asgi::{Asgi, StartupError};
+use crate::body::BodyReader;
 use crate::environ::Cgi;
 use crate::harakiri::{Harakiri, Watchdog};
 use crate::objects::{Exchange, Head};
@@ -463,7 +464,59 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
 }
 
 impl App for Wsgi {
-    async fn call(&self, mut req: Request) -> Response {
+    // Not an `async fn`, which would keep a copy of the request; the job is
+    // made apart (`job`) and handed over before its answer is waited for, so
+    // that the future keeps neither the environ nor the job. It is boxed on
+    // every request, and under a kilobyte the box comes from the allocator's
+    // per-thread cache.
+    #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+    fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
+        async move {
+            let on_workers = self.threads == 0;
+            let body = std::mem::take(req.body_mut());
+            let input = match self.stream_input && !on_workers {
+                true => body::streamed(body),
+                false => match body::whole(body, MEMORY).await {
+                    Ok(input) => input,
+                    Err(answer) => return answer,
+                },
+            };
+            let (job, exchange, head_rx, body) = self.job(req, input);
+            let head = match on_workers {
+                true => {
+                    self.run_here(job);
+                    if exchange.is_cut() {
+                        return StatusCode::GATEWAY_TIMEOUT.into_response();
+                    }
+                    head_rx.await
+                }
+                false => match self.run_on_pool(job, &exchange, head_rx).await {
+                    Ok(head) => head,
+                    Err(answer) => return answer,
+                },
+            };
+            let Ok(head) = head else {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            let mut res = Response::new(body);
+            *res.status_mut() = head.status;
+            *res.headers_mut() = head.headers;
+            if let Some(reason) = head.reason {
+                res.extensions_mut().insert(reason);
+            }
+            res
+        }
+    }
+}
+
+impl Wsgi {
+    /// The job for `req` (its body taken, read into `input`), with what
+    /// waits for its answer: the exchange, the head's receiver and the body.
+    fn job(
+        &self,
+        mut req: Request,
+        input: BodyReader,
+    ) -> (Job, Arc<Exchange>, oneshot::Receiver<Head>, Body) {
         let mut cgi = Cgi::new(&req);
         // The request goes no further: its front's variables move, not copied.
         if let Some(forwarded) = req.extensions_mut().get_mut::<stackway::Forwarded>() {
@@ -471,15 +524,6 @@ impl App for Wsgi {
         }
         cgi.multithread = self.multithread.unwrap_or(self.threads != 1);
         cgi.multiprocess = self.multiprocess;
-        let body = req.into_body();
-        let on_workers = self.threads == 0;
-        let input = match self.stream_input && !on_workers {
-            true => body::streamed(body),
-            false => match body::whole(body, MEMORY).await {
-                Ok(input) => input,
-                Err(answer) => return answer,
-            },
-        };
         let (head, head_rx) = oneshot::channel();
         // Python sends into the spool and never waits for the client.
         let (spooler, body) = Body::spooled(MEMORY);
@@ -491,33 +535,9 @@ impl App for Wsgi {
             queued_at: std::time::Instant::now(),
             started: None,
         };
-        let head = match on_workers {
-            true => {
-                self.run_here(job);
-                if exchange.is_cut() {
-                    return StatusCode::GATEWAY_TIMEOUT.into_response();
-                }
-                head_rx.await
-            }
-            false => match self.run_on_pool(job, &exchange, head_rx).await {
-                Ok(head) => head,
-                Err(answer) => return answer,
-            },
-        };
-        let Ok(head) = head else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        };
-        let mut res = Response::new(body);
-        *res.status_mut() = head.status;
-        *res.headers_mut() = head.headers;
-        if let Some(reason) = head.reason {
-            res.extensions_mut().insert(reason);
-        }
-        res
+        (job, exchange, head_rx, body)
     }
-}
 
-impl Wsgi {
     /// Runs `job` on this thread, a worker's (see [`Wsgi::threads`]), watched
     /// by the harakiri thread when there is a limit.
     fn run_here(&self, job: Job) {
@@ -536,45 +556,51 @@ impl Wsgi {
 
     /// Queues `job` for the pool's threads and waits for its head, cut off
     /// at the harakiri limit; `Err` is the answer when it cannot be had.
-    async fn run_on_pool(
-        &self,
+    /// Not an `async fn`: the job is handed to the pool before the future
+    /// is made, so that the future does not keep it.
+    fn run_on_pool<'a>(
+        &'a self,
         mut job: Job,
-        exchange: &Arc<Exchange>,
+        exchange: &'a Arc<Exchange>,
         head_rx: oneshot::Receiver<Head>,
-    ) -> Result<Result<Head, oneshot::error::RecvError>, Response> {
+    ) -> impl Future<Output = Result<Result<Head, oneshot::error::RecvError>, Response>> + Send + 'a
+    {
         let started_rx = self.harakiri.as_ref().map(|_| {
             let (started, started_rx) = oneshot::channel();
             job.started = Some(started);
             started_rx
         });
-        match self.pool().push(job) {
-            Ok(()) => {}
-            Err(Refused::Full) => {
-                tracing::warn!(app = %self.name, "every Python thread is busy and the queue is full: 503");
-                return Err(StatusCode::SERVICE_UNAVAILABLE.into_response());
-            }
-            Err(Refused::Closed) => {
-                return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
-            }
-        }
-        let (Some(harakiri), Some(started)) = (&self.harakiri, started_rx) else {
-            return Ok(head_rx.await);
-        };
-        // Python's time starts when a thread takes the request.
-        let Ok(ident) = started.await else {
-            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
-        };
-        let deadline = tokio::time::Instant::now() + harakiri.limit;
-        // The body is watched apart: its client may never read it.
-        let watched = Arc::downgrade(exchange);
-        tokio::spawn(harakiri.clone().watch(watched, deadline, ident));
-        match tokio::time::timeout_at(deadline, head_rx).await {
-            Ok(head) => Ok(head),
-            Err(_) => {
-                if exchange.cut() {
-                    harakiri.stuck(ident);
+        let refused = self.pool().push(job).err();
+        async move {
+            match refused {
+                None => {}
+                Some(Refused::Full) => {
+                    tracing::warn!(app = %self.name, "every Python thread is busy and the queue is full: 503");
+                    return Err(StatusCode::SERVICE_UNAVAILABLE.into_response());
                 }
-                Err(StatusCode::GATEWAY_TIMEOUT.into_response())
+                Some(Refused::Closed) => {
+                    return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+                }
+            }
+            let (Some(harakiri), Some(started)) = (&self.harakiri, started_rx) else {
+                return Ok(head_rx.await);
+            };
+            // Python's time starts when a thread takes the request.
+            let Ok(ident) = started.await else {
+                return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+            };
+            let deadline = tokio::time::Instant::now() + harakiri.limit;
+            // The body is watched apart: its client may never read it.
+            let watched = Arc::downgrade(exchange);
+            tokio::spawn(harakiri.clone().watch(watched, deadline, ident));
+            match tokio::time::timeout_at(deadline, head_rx).await {
+                Ok(head) => Ok(head),
+                Err(_) => {
+                    if exchange.cut() {
+                        harakiri.stuck(ident);
+                    }
+                    Err(StatusCode::GATEWAY_TIMEOUT.into_response())
+                }
             }
         }
     }
