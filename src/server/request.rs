@@ -51,12 +51,11 @@ pub(super) fn handle<A: App, B: Incoming>(
         };
         // A panic in `call` itself (an app that routes or checks before it
         // makes its future) is caught as one in the future is.
-        let called = std::panic::catch_unwind(AssertUnwindSafe(|| app.call(*req)));
-        let res = match called.map(|called| AssertUnwindSafe(called).catch_unwind()) {
-            Ok(called) => called.await,
+        let caught = match std::panic::catch_unwind(AssertUnwindSafe(|| app.call(*req))) {
+            Ok(called) => AssertUnwindSafe(called).catch_unwind().await,
             Err(panic) => Err(panic),
         };
-        let res = match res {
+        let res = match caught {
             Ok(res) => res,
             // The panic hook has printed the message; the client gets a 500.
             Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref()),
