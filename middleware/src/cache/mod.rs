@@ -323,8 +323,8 @@ struct Asked {
 }
 
 impl<A: App> App for Cache<A> {
-    // What the cache answers itself (a hit) needs no future of its own; the
-    // rest is boxed where it is waited for, so that the request's future,
+    // A hit is answered without waiting. What waits (a fetch, a revalidation,
+    // a pass) is boxed where it is waited for, so that the request's future,
     // boxed on every request, stays under a kilobyte: the allocator's
     // per-thread cache holds no larger block.
     async fn call(&self, req: Request) -> Response {
