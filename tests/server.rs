@@ -72,6 +72,42 @@ fn h2c_with_prior_knowledge() {
     });
 }
 
+/// The server looks at a plain connection's first bytes to tell HTTP/1 from
+/// HTTP/2's preface; bytes that arrive a few at a time are waited for, not
+/// taken for one or the other too soon.
+#[test]
+fn first_bytes_that_arrive_in_pieces_still_tell_http1_from_http2() {
+    use std::io::{Read, Write};
+    let running = Running::start(server(), echo_path);
+    let pause = || std::thread::sleep(Duration::from_millis(100));
+
+    // "P" could begin the preface; "POST" is HTTP/1.
+    let mut conn = Conn::open(running.addr);
+    conn.send(b"P");
+    pause();
+    conn.send(b"OST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    let res = conn.read_response();
+    assert_eq!((res.status, res.text()), (200, "/x".to_owned()));
+
+    // The preface in three pieces, then an empty SETTINGS frame: the
+    // server's first frame is its own SETTINGS (type 4), not HTTP/1's 400.
+    let mut h2 = std::net::TcpStream::connect(running.addr).unwrap();
+    h2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for piece in [
+        &b"PR"[..],
+        b"I * HTTP/2.0\r\n",
+        b"\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
+    ] {
+        h2.write_all(piece).unwrap();
+        pause();
+    }
+    let mut frame_head = [0u8; 9];
+    h2.read_exact(&mut frame_head).unwrap();
+    assert_eq!(frame_head[3], 4, "{frame_head:?}");
+    drop((conn, h2));
+    running.stop().unwrap();
+}
+
 #[test]
 fn curl_sees_its_host_in_the_cgi_view_over_http1_and_h2c() {
     if !external::command("curl", "Debian's curl") {

@@ -2,7 +2,7 @@
 //! shutdown, and the socket that lingers when it closes.
 
 use std::cell::Cell;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -15,12 +15,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::either::Either;
 
 use super::clock::{Activity, Expired, Socket, Watched};
 use super::listener::Io;
+use super::protocol::{Http, HttpIo, Service};
 use super::proxy_protocol;
 use super::request::handle;
 use super::sendfile::Write;
@@ -91,7 +91,8 @@ pub(super) fn serve_connection<A: App>(
                 uwsgi: None,
                 client_cert,
             });
-            serve_http(io, requests, watched, &door, (&shared, &activity), peer)
+            let conn = http(io, requests, &shared, false);
+            serve_http(conn, watched, &door, (&shared, &activity), peer)
         };
         served.await;
     }
@@ -200,14 +201,9 @@ fn serve_packet<'a, A: App>(
         client_cert: None,
     });
     // Boxed: hyper's connection is not carried by every uwsgi request.
-    let served: Pin<Box<dyn Future<Output = ()> + Send + 'a>> = Box::pin(serve_http(
-        Either::Left(tracked),
-        requests,
-        watched,
-        door,
-        (shared, activity),
-        peer,
-    ));
+    let conn = http(Either::Left(tracked), requests, shared, true);
+    let served: Pin<Box<dyn Future<Output = ()> + Send + 'a>> =
+        Box::pin(serve_http(conn, watched, door, (shared, activity), peer));
     future::Either::Right(served)
 }
 
@@ -234,55 +230,55 @@ fn send_timed_out(expired: Expired, shared: &Shared, peer: Option<SocketAddr>) {
     }
 }
 
-/// Serves a connection's HTTP with hyper until it closes, then an upgraded
-/// connection until its task lets it go. `requests` is boxed: hyper keeps the
-/// service that holds it in the connection's state, idle or not. hyper's
-/// connection is made inside the future, not captured by it: a captured
-/// value keeps its room after it is moved, and the connection is most of
-/// what an idle connection holds.
-#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
-fn serve_http<'a, A: App>(
-    io: Either<Tracked, Box<tokio_rustls::server::TlsStream<Tracked>>>,
+/// hyper's connection for `io`, each request answered by `requests`'s app.
+/// `requests` is boxed: hyper keeps the service that holds it in the
+/// connection's state, idle or not.
+fn http<'a, A: App>(
+    io: HttpIo,
     requests: Box<Requests<A>>,
+    shared: &'a Shared,
+    uwsgi: bool,
+) -> Http<'a, impl Service> {
+    let service = service_fn(move |mut req: http::Request<_>| {
+        let Requests {
+            app,
+            shared,
+            activity,
+            info,
+            uwsgi,
+            client_cert,
+        } = &*requests;
+        // A uwsgi request: the version its front was asked in, and its mount.
+        if let Some(uwsgi) = uwsgi {
+            *req.version_mut() = uwsgi.version;
+            if let Some(forwarded) = uwsgi.forwarded.take() {
+                req.extensions_mut().insert(forwarded);
+            }
+        }
+        if let Some(cert) = client_cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        handle(app.clone(), shared, activity, info, req)
+    });
+    Http::new(io, service, shared, uwsgi)
+}
+
+/// Serves a connection's HTTP with hyper until it closes, then an upgraded
+/// connection until its task lets it go. hyper's connection is polled where
+/// it lies in this future's state (it is `Unpin`), not moved into a place of
+/// its own: most of what an idle connection holds is that connection.
+#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+fn serve_http<'a>(
+    mut conn: Http<'a, impl Service + 'a>,
     watched: Watched<'a>,
     door: &'a Door,
     (shared, activity): (&'a Shared, &'a Activity),
     peer: Option<SocketAddr>,
 ) -> impl Future<Output = ()> + 'a {
     async move {
-        let service = service_fn(move |mut req: http::Request<_>| {
-            let Requests {
-                app,
-                shared,
-                activity,
-                info,
-                uwsgi,
-                client_cert,
-            } = &*requests;
-            // A uwsgi request: the version its front was asked in, and its mount.
-            if let Some(uwsgi) = uwsgi {
-                *req.version_mut() = uwsgi.version;
-                if let Some(forwarded) = uwsgi.forwarded.take() {
-                    req.extensions_mut().insert(forwarded);
-                }
-            }
-            if let Some(cert) = client_cert {
-                req.extensions_mut().insert(cert.clone());
-            }
-            handle(app.clone(), shared, activity, info, req)
-        });
-        let io = TokioIo::new(io);
-        let conn = match door.uwsgi {
-            true => future::Either::Left(shared.uwsgi_builder.serve_connection(io, service)),
-            false => {
-                future::Either::Right(shared.builder.serve_connection_with_upgrades(io, service))
-            }
-        };
         // hyper holds the socket until the connection ends, or until it hands it
-        // to whoever takes an upgrade (a WebSocket's task). Scoped, so that the
-        // upgraded connection's wait below may reuse the room it took.
+        // to whoever takes an upgrade (a WebSocket's task).
         'served: {
-            let mut conn = pin!(conn);
             let mut seen = Phase::Serving;
             // Boxed when armed (at shutdown only), not carried by every connection.
             let mut first_request: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -293,10 +289,7 @@ fn serve_http<'a, A: App>(
                 // between futures that could each starve the others).
                 let shut = tokio::select! {
                     biased;
-                    () = poll_fn(|cx| match conn.as_mut().as_pin_mut() {
-                        future::Either::Left(conn) => conn.poll(cx).map(drop),
-                        future::Either::Right(conn) => conn.poll(cx).map(drop),
-                    }) => break 'served,
+                    () = &mut conn => break 'served,
                     woken = woken(activity, &shared.lifecycle, seen) => match woken {
                         // An idle or stalled connection is dropped: it has no response to finish.
                         Woken::Expired(expired) => {
@@ -337,18 +330,18 @@ fn serve_http<'a, A: App>(
                     // are read and not answered: linger, or closing would reset
                     // the connection and lose answers the client has not read.
                     activity.closing.store(true, Ordering::Relaxed);
-                    match conn.as_mut().as_pin_mut() {
-                        // A uwsgi connection is not shut early (above).
-                        future::Either::Left(_) => {}
-                        future::Either::Right(conn) => conn.graceful_shutdown(),
-                    }
+                    conn.graceful_shutdown();
                 }
             }
         }
+        // The socket, unless an upgrade took it.
+        drop(conn);
         // An upgraded connection keeps a clock of its own (`upgraded`).
         drop(watched);
         if activity.socket.is_open() {
-            upgraded(&activity.socket, shared, peer).await;
+            // Boxed: its state would stand beside hyper's connection's in
+            // every connection's, though few are upgraded.
+            Box::pin(upgraded(&activity.socket, shared, peer)).await;
         }
     }
 }
@@ -469,10 +462,7 @@ async fn open(
     mut tracked: Tracked,
     peer: Option<SocketAddr>,
     door: &Door,
-) -> io::Result<(
-    Either<Tracked, Box<tokio_rustls::server::TlsStream<Tracked>>>,
-    Option<SocketAddr>,
-)> {
+) -> io::Result<(HttpIo, Option<SocketAddr>)> {
     let remote_addr = proxied(&mut tracked, peer, door).await?;
     let io = match &door.tls {
         None => Either::Left(tracked),
@@ -537,7 +527,7 @@ async fn proxied(
 const LINGER: Duration = Duration::from_secs(5);
 
 /// The socket, noting when bytes arrive, and closing it by lingering.
-struct Tracked {
+pub(super) struct Tracked {
     io: Io,
     activity: Arc<Activity>,
     /// Set once the write side is shut: the end of the lingering read.
@@ -601,6 +591,22 @@ fn cut_off() -> io::Error {
 }
 
 impl Tracked {
+    /// Looks at the client's first bytes without reading them (hyper reads
+    /// them next): ready once more than `seen` are here, or with none when
+    /// the client has closed. Bytes here start the request head's clock.
+    pub(super) fn poll_peek(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        seen: usize,
+    ) -> Poll<io::Result<usize>> {
+        let peeked = std::task::ready!(self.io.poll_peek(cx, buf, seen));
+        if matches!(peeked, Ok(n) if n > 0) {
+            self.activity.bytes_read();
+        }
+        Poll::Ready(peeked)
+    }
+
     /// Notes how a write went: bytes moved, or a wait (to be woken if the
     /// socket is cut off meanwhile).
     fn wrote<T>(&self, cx: &Context<'_>, polled: &Poll<io::Result<T>>) {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use rustix::net::RecvFlags;
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
@@ -372,6 +373,38 @@ impl Io {
             return Poll::Ready(written);
         }
         registered!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
+    }
+
+    /// Looks at the bytes the client has sent without reading them: ready
+    /// once more than `seen` of them are here (as many as fit in `buf`), or
+    /// with none when the client has closed. Registers a fresh socket only if
+    /// it has to wait.
+    pub(super) fn poll_peek(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        seen: usize,
+    ) -> Poll<io::Result<usize>> {
+        fn peek(from: impl AsFd, buf: &mut [u8], seen: usize) -> io::Result<usize> {
+            match rustix::net::recv(from, buf, RecvFlags::PEEK)?.0 {
+                // Nothing new: wait until the socket is readable again.
+                n if n > 0 && n <= seen => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            }
+        }
+        if let Some(peeked) = self.fresh(|fresh| peek(fresh, buf, seen)) {
+            return Poll::Ready(peeked);
+        }
+        loop {
+            let peeked = registered!(self, io => {
+                std::task::ready!(io.poll_read_ready(cx))?;
+                io.try_io(Interest::READABLE, || peek(&*io, buf, seen))
+            });
+            match peeked {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                peeked => return Poll::Ready(peeked),
+            }
+        }
     }
 
     /// Whether the client has sent bytes not read yet; what they are does not

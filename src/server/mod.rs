@@ -66,6 +66,7 @@
 mod clock;
 mod connection;
 mod listener;
+mod protocol;
 mod proxy_protocol;
 mod request;
 mod sendfile;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use http::uri::Scheme;
-use hyper_util::server::conn::auto;
+use hyper::server::conn::{http1, http2};
 use tokio::sync::watch;
 
 use super::Config;
@@ -86,14 +86,14 @@ pub(super) struct Door {
 
 /// What every connection of a worker shares.
 pub(super) struct Shared {
-    pub(super) builder: auto::Builder<StreamExecutor>,
-    /// uwsgi's: HTTP/1 alone, so the request head made from the packet is
-    /// read at once, with no look for HTTP/2's preface first (and no
-    /// upgrades: a uwsgi front never asks for one); and the front sends one
-    /// request and nothing after it, so hyper does not read for its end
-    /// while the app runs (HTTP/1 half-close allowed): a front that has gone
-    /// is found at the response's write, as uWSGI finds it.
-    pub(super) uwsgi_builder: auto::Builder<StreamExecutor>,
+    /// HTTP/1 connections' (protocol.rs tells HTTP/1 from HTTP/2).
+    pub(super) http1: http1::Builder,
+    /// uwsgi's: the request head made from the packet is HTTP/1; the front
+    /// sends one request and nothing after it, so hyper does not read for its
+    /// end while the app runs (HTTP/1 half-close allowed): a front that has
+    /// gone is found at the response's write, as uWSGI finds it.
+    pub(super) uwsgi: http1::Builder,
+    pub(super) http2: http2::Builder<StreamExecutor>,
     pub(super) config: Config,
     pub(super) clocks: Clocks,
     pub(super) lifecycle: Arc<Lifecycle>,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::uri::Scheme;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioTimer;
-use hyper_util::server::conn::auto;
 use rustix::net::{SocketFlags, acceptfrom_with};
 use socket2::Socket;
 use tokio::io::Interest;
@@ -77,34 +77,27 @@ impl<A: App> Worker<A> {
     }
 
     pub(super) async fn run(self) {
-        let builder = |http1_only| {
-            let mut builder = auto::Builder::new(StreamExecutor {
-                send_timeout: self.config.send_timeout,
-            });
-            if http1_only {
-                builder = builder.http1_only();
-            }
-            // No timer for HTTP/1.1: the connection's own clock (clock.rs) bounds
-            // reading a request head, and hyper's would arm and clear a timer on
-            // every request besides.
-            (builder.http1())
-                .max_buf_size(self.config.max_header_size)
-                .half_close(http1_only)
-                .keep_alive(!http1_only);
-            // Extended CONNECT (RFC 8441), for WebSockets over HTTP/2.
-            builder
-                .http2()
-                .enable_connect_protocol()
-                .timer(TokioTimer::new())
-                .max_header_list_size(
-                    u32::try_from(self.config.max_header_size).unwrap_or(u32::MAX),
-                );
-            builder
+        let http1 = |uwsgi: bool| {
+            let mut http1 = http1::Builder::new();
+            // No timer: the connection's own clock (clock.rs) bounds reading a
+            // request head, and hyper's would arm and clear a timer on every
+            // request besides. uwsgi's fronts send one request a connection.
+            (http1.max_buf_size(self.config.max_header_size))
+                .half_close(uwsgi)
+                .keep_alive(!uwsgi);
+            http1
         };
+        let mut http2 = http2::Builder::new(StreamExecutor {
+            send_timeout: self.config.send_timeout,
+        });
+        // Extended CONNECT (RFC 8441), for WebSockets over HTTP/2.
+        (http2.enable_connect_protocol())
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.config.max_header_size).unwrap_or(u32::MAX));
         let shared = Arc::new(Shared {
-            builder: builder(false),
-            // uwsgi's fronts speak HTTP/1 and send one request a connection.
-            uwsgi_builder: builder(true),
+            http1: http1(false),
+            uwsgi: http1(true),
+            http2,
             clocks: Clocks::new(&self.config),
             config: self.config,
             lifecycle: self.lifecycle,
