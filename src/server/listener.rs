@@ -335,6 +335,33 @@ impl Io {
         }
     }
 
+    /// Tries `op` on a fresh socket. The first time it would block, goes
+    /// around the task once (the client's bytes may be on their way) rather
+    /// than registering; the next time, registers it. `None`: the socket is
+    /// registered, to be waited on through the reactor.
+    fn poll_fresh<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&Fresh) -> io::Result<T>,
+    ) -> Poll<Option<io::Result<T>>> {
+        if let Self::Fresh(fresh) = self {
+            if !fresh.yielded {
+                return match op(fresh) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        fresh.yielded = true;
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    done => Poll::Ready(Some(done)),
+                };
+            }
+            if let Err(e) = self.register() {
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
+        Poll::Ready(None)
+    }
+
     /// A read of a socket not registered yet (out of line: a registered
     /// socket's reads are the ones every request makes).
     #[inline(never)]
@@ -343,21 +370,8 @@ impl Io {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Self::Fresh(fresh) = self {
-            if !fresh.yielded {
-                match fresh.read(buf) {
-                    Ok(()) => return Poll::Ready(Ok(())),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        fresh.yielded = true;
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            }
-            if let Err(e) = self.register() {
-                return Poll::Ready(Err(e));
-            }
+        if let Some(read) = std::task::ready!(self.poll_fresh(cx, |fresh| fresh.read(buf))) {
+            return Poll::Ready(read);
         }
         registered!(self, io => Pin::new(io).poll_read(cx, buf))
     }
@@ -377,8 +391,8 @@ impl Io {
 
     /// Looks at the bytes the client has sent without reading them: ready
     /// once more than `seen` of them are here (as many as fit in `buf`), or
-    /// with none when the client has closed. Registers a fresh socket only if
-    /// it has to wait.
+    /// with none when the client has closed. A fresh socket waits as a read
+    /// of it does.
     pub(super) fn poll_peek(
         &mut self,
         cx: &mut Context<'_>,
@@ -392,7 +406,8 @@ impl Io {
                 n => Ok(n),
             }
         }
-        if let Some(peeked) = self.fresh(|fresh| peek(fresh, buf, seen)) {
+        if let Some(peeked) = std::task::ready!(self.poll_fresh(cx, |fresh| peek(fresh, buf, seen)))
+        {
             return Poll::Ready(peeked);
         }
         loop {
