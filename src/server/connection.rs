@@ -91,7 +91,7 @@ pub(super) fn serve_connection<A: App>(
                 uwsgi: None,
                 client_cert,
             });
-            let conn = http(io, requests, &shared, false);
+            let conn = hyper_connection(io, requests, &shared, false);
             serve_http(conn, watched, &door, (&shared, &activity), peer)
         };
         served.await;
@@ -201,7 +201,7 @@ fn serve_packet<'a, A: App>(
         client_cert: None,
     });
     // Boxed: hyper's connection is not carried by every uwsgi request.
-    let conn = http(Either::Left(tracked), requests, shared, true);
+    let conn = hyper_connection(Either::Left(tracked), requests, shared, true);
     let served: Pin<Box<dyn Future<Output = ()> + Send + 'a>> =
         Box::pin(serve_http(conn, watched, door, (shared, activity), peer));
     future::Either::Right(served)
@@ -233,7 +233,7 @@ fn send_timed_out(expired: Expired, shared: &Shared, peer: Option<SocketAddr>) {
 /// hyper's connection for `io`, each request answered by `requests`'s app.
 /// `requests` is boxed: hyper keeps the service that holds it in the
 /// connection's state, idle or not.
-fn http<'a, A: App>(
+fn hyper_connection<'a, A: App>(
     io: HttpIo,
     requests: Box<Requests<A>>,
     shared: &'a Shared,
