@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -168,10 +168,13 @@ fn serve_packet<'a, A: App>(
         listener: door.listener,
     };
     if !opened.has_body() && opened.packet_len <= shared.config.max_header_size {
-        let answer = answer_uwsgi(tracked, opened, app, shared, activity, &info);
+        // Boxed: held inline, it would be kept twice (the value captured and
+        // the place it is pinned), and the connection's future, itself boxed to
+        // be polled in the accept loop, past the 1,032 bytes glibc's per-thread
+        // cache holds; two allocations from the cache cost less than one past it.
+        let mut answer = Box::pin(answer_uwsgi(tracked, opened, app, shared, activity, &info));
         return future::Either::Left(async move {
             let _watched = watched;
-            let mut answer = pin!(answer);
             let mut seen = Phase::Serving;
             // The request is read already: a later phase lets it finish, unless
             // the grace period is over.
