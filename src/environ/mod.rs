@@ -519,9 +519,9 @@ impl<'a> Environ<'a> {
         for (name, value) in self.ssl_client() {
             set(name, value);
         }
-        for (name, value) in self.cgi_headers() {
-            set(&name, String::from_utf8_lossy(&value).into_owned());
-        }
+        self.for_each_cgi_header(|name, value| {
+            set(name, String::from_utf8_lossy(value).into_owned());
+        });
         for (name, value) in self.front_vars() {
             env.entry(name.clone())
                 .or_insert_with(|| String::from_utf8_lossy(value).into_owned());
@@ -559,41 +559,63 @@ impl<'a> Environ<'a> {
     /// (repeated headers joined by `, `, cookies by `; `). `HTTP_HOST` is the
     /// request's host ([`http_host`](Self::http_host)). Headers whose names
     /// contain `_` are left out (see [`cgi`](Self::cgi)). A gateway that
-    /// needs bytes, as WSGI's latin-1 environ does, builds on this.
+    /// needs bytes, as WSGI's latin-1 environ does, builds on this, or on
+    /// [`for_each_cgi_header`](Self::for_each_cgi_header), which gives the
+    /// same without collecting them.
     pub fn cgi_headers(&self) -> Vec<(String, Vec<u8>)> {
         let mut vars = Vec::with_capacity(self.headers.keys_len() + 1);
+        self.for_each_cgi_header(|name, value| vars.push((name.to_owned(), value.to_vec())));
+        vars
+    }
+
+    /// Calls `f` with each of [`cgi_headers`](Self::cgi_headers)' variables
+    /// in turn, its name and value lent for the call: a header sent once
+    /// (nearly every one) is passed as it lies in the request, and the names
+    /// are spelled in one buffer, so a request's headers cost no allocation
+    /// each.
+    pub fn for_each_cgi_header(&self, mut f: impl FnMut(&str, &[u8])) {
         let host = self.http_host();
         if let Some(host) = host {
-            vars.push(("HTTP_HOST".to_owned(), host.as_bytes().to_vec()));
+            f("HTTP_HOST", host.as_bytes());
         }
+        let mut spelled = String::new();
+        let mut joined = Vec::new();
         for name in self.headers.keys() {
             if name.as_str().contains('_') || (name == HOST && host.is_some()) {
                 continue;
             }
-            let separator: &[u8] = if name == COOKIE { b"; " } else { b", " };
             let mut values = self.headers.get_all(name).iter();
-            let mut value = values
-                .next()
-                .map_or_else(Vec::new, |v| v.as_bytes().to_vec());
-            for more in values {
-                value.extend_from_slice(separator);
-                value.extend_from_slice(more.as_bytes());
-            }
-            // One allocation a name: `HTTP_` and the field's name, upper
-            // case with `_` for `-` (header names are lower-case ASCII).
-            let prefix = match name == CONTENT_TYPE || name == CONTENT_LENGTH {
-                true => "",
-                false => "HTTP_",
+            let first = values.next().map_or(&b""[..], |v| v.as_bytes());
+            let value = match values.next() {
+                None => first,
+                Some(second) => {
+                    let separator: &[u8] = if name == COOKIE { b"; " } else { b", " };
+                    joined.clear();
+                    joined.extend_from_slice(first);
+                    for more in std::iter::once(second).chain(values) {
+                        joined.extend_from_slice(separator);
+                        joined.extend_from_slice(more.as_bytes());
+                    }
+                    &joined[..]
+                }
             };
-            let mut cgi = String::with_capacity(prefix.len() + name.as_str().len());
-            cgi.push_str(prefix);
-            cgi.extend(name.as_str().chars().map(|c| match c {
-                '-' => '_',
-                c => c.to_ascii_uppercase(),
-            }));
-            vars.push((cgi, value));
+            // `HTTP_` and the field's name, upper case with `_` for `-`
+            // (header names are lower-case ASCII).
+            let cgi = if name == CONTENT_TYPE {
+                "CONTENT_TYPE"
+            } else if name == CONTENT_LENGTH {
+                "CONTENT_LENGTH"
+            } else {
+                spelled.clear();
+                spelled.push_str("HTTP_");
+                spelled.extend(name.as_str().chars().map(|c| match c {
+                    '-' => '_',
+                    c => c.to_ascii_uppercase(),
+                }));
+                &spelled
+            };
+            f(cgi, value);
         }
-        vars
     }
 }
 

@@ -250,3 +250,38 @@ fn the_fronts_server_name_is_server_name_and_urls_keep_the_host() {
     assert_eq!(env.cgi()["SERVER_NAME"], "example.org");
     assert_eq!(env.http_host(), Some("www.example.org"));
 }
+
+#[test]
+fn headers_become_cgi_variables_joined_as_sent_and_underscores_left_out() {
+    use http::HeaderValue;
+    let req = Request::builder()
+        .uri("/x")
+        .header("host", "example.com")
+        .header("accept", "text/html")
+        .header("cookie", "a=1")
+        .header("accept", "*/*")
+        .header("cookie", "b=2")
+        .header("content-type", "text/plain")
+        .header("x-user_id", "7")
+        .header("x-trace-id", HeaderValue::from_bytes(b"caf\xe9").unwrap())
+        .body(())
+        .unwrap();
+    let env = req.environ();
+    let mut lent = Vec::new();
+    env.for_each_cgi_header(|name, value| lent.push((name.to_owned(), value.to_vec())));
+    let expected: Vec<(String, Vec<u8>)> = [
+        ("HTTP_HOST", &b"example.com"[..]),
+        ("HTTP_ACCEPT", b"text/html, */*"),
+        ("HTTP_COOKIE", b"a=1; b=2"),
+        ("CONTENT_TYPE", b"text/plain"),
+        ("HTTP_X_TRACE_ID", b"caf\xe9"),
+    ]
+    .iter()
+    .map(|(name, value)| ((*name).to_owned(), value.to_vec()))
+    .collect();
+    assert_eq!(lent, expected);
+    assert_eq!(env.cgi_headers(), expected);
+    let cgi = env.cgi();
+    assert_eq!(cgi["HTTP_COOKIE"], "a=1; b=2");
+    assert!(!cgi.keys().any(|name| name.contains("USER")));
+}

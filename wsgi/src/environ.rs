@@ -6,7 +6,7 @@
 //! into `'/café'` with `.encode('latin-1').decode('utf-8')` (Werkzeug and
 //! Django do). The raw target stays in `REQUEST_URI` and `RAW_URI`.
 
-use std::net::SocketAddr;
+use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 use pyo3::intern;
@@ -30,48 +30,22 @@ pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString>
     }
 }
 
-/// What the environ needs from a request, taken on the server's side so that
-/// the Python thread does not need the request itself. The names of the
-/// CGI variables every request has are Python strings made once
+/// The request an environ is made from, its body taken: read where the dict
+/// is made (on the Python thread), straight into Python strings. The names
+/// of the CGI variables every request has are Python strings made once
 /// (`intern!`), so a request makes only its values and its fields' names.
 pub(crate) struct Cgi {
-    method: http::Method,
-    script_name: Vec<u8>,
-    path_info: Vec<u8>,
-    query_string: String,
-    target: String,
-    server_name: String,
-    server_port: u16,
-    server_protocol: &'static str,
-    remote: Option<SocketAddr>,
-    ssl_client: Vec<(&'static str, String)>,
-    /// `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH`.
-    fields: Vec<(String, Vec<u8>)>,
-    https: bool,
-    /// What the front set beyond the request ([`Forwarded::vars`](stackway::Forwarded::vars)).
-    pub(crate) front: Vec<(String, Vec<u8>)>,
+    head: http::Request<()>,
     /// `wsgi.multithread` and `wsgi.multiprocess`, the app's to say.
     pub(crate) multithread: bool,
     pub(crate) multiprocess: bool,
 }
 
 impl Cgi {
-    pub(crate) fn new(req: &Request) -> Self {
-        let env = req.environ();
+    pub(crate) fn new(req: Request) -> Self {
+        let (head, _body) = req.into_parts();
         Self {
-            method: req.method().clone(),
-            script_name: percent_decode_str(&env.mount_path()).collect(),
-            path_info: percent_decode_str(env.path_info()).collect(),
-            query_string: env.query_string().to_owned(),
-            target: env.request_target().to_owned(),
-            server_name: env.server_name(),
-            server_port: env.server_port(),
-            server_protocol: env.server_protocol(),
-            remote: env.remote_addr(),
-            ssl_client: env.ssl_client(),
-            fields: env.cgi_headers(),
-            https: env.url_scheme() == &http::uri::Scheme::HTTPS,
-            front: Vec::new(),
+            head: http::Request::from_parts(head, ()),
             multithread: true,
             multiprocess: false,
         }
@@ -88,30 +62,41 @@ impl Cgi {
         py: Python<'py>,
         input: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let env = self.head.environ();
         let environ = template(py)?.copy()?;
         let set =
             |name: &Bound<'py, PyString>, value: &[u8]| environ.set_item(name, latin1(py, value));
-        environ.set_item(intern!(py, "REQUEST_METHOD"), method(py, &self.method))?;
-        set(intern!(py, "SCRIPT_NAME"), &self.script_name)?;
-        set(intern!(py, "PATH_INFO"), &self.path_info)?;
-        set(intern!(py, "QUERY_STRING"), self.query_string.as_bytes())?;
-        let target = latin1(py, self.target.as_bytes());
+        environ.set_item(
+            intern!(py, "REQUEST_METHOD"),
+            method(py, self.head.method()),
+        )?;
+        let mount = env.mount_path();
+        set(
+            intern!(py, "SCRIPT_NAME"),
+            &Cow::from(percent_decode_str(&mount)),
+        )?;
+        set(
+            intern!(py, "PATH_INFO"),
+            &Cow::from(percent_decode_str(env.path_info())),
+        )?;
+        set(intern!(py, "QUERY_STRING"), env.query_string().as_bytes())?;
+        let target = latin1(py, env.request_target().as_bytes());
         environ.set_item(intern!(py, "REQUEST_URI"), &target)?;
         environ.set_item(intern!(py, "RAW_URI"), target)?;
-        set(intern!(py, "SERVER_NAME"), self.server_name.as_bytes())?;
+        set(intern!(py, "SERVER_NAME"), env.server_name().as_bytes())?;
         // Numbers by itoa, as `ip_text` writes the address: not through `fmt`.
         let mut digits = itoa::Buffer::new();
         set(
             intern!(py, "SERVER_PORT"),
-            digits.format(self.server_port).as_bytes(),
+            digits.format(env.server_port()).as_bytes(),
         )?;
-        let protocol = match self.server_protocol {
+        let protocol = match env.server_protocol() {
             "HTTP/1.1" => intern!(py, "HTTP/1.1"),
             "HTTP/1.0" => intern!(py, "HTTP/1.0"),
             other => &PyString::new(py, other),
         };
         environ.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
-        match self.remote {
+        match env.remote_addr() {
             Some(remote) => {
                 set(intern!(py, "REMOTE_ADDR"), ip_text(remote.ip()).as_bytes())?;
                 set(
@@ -124,13 +109,17 @@ impl Cgi {
                 environ.del_item(intern!(py, "REMOTE_PORT"))?;
             }
         }
-        for (name, value) in &self.ssl_client {
+        for (name, value) in env.ssl_client() {
             environ.set_item(name, latin1(py, value.as_bytes()))?;
         }
-        for (name, value) in &self.fields {
-            environ.set_item(field_name(py, name), latin1(py, value))?;
-        }
-        for (name, value) in &self.front {
+        let mut fields = Ok(());
+        env.for_each_cgi_header(|name, value| {
+            if fields.is_ok() {
+                fields = environ.set_item(field_name(py, name), latin1(py, value));
+            }
+        });
+        fields?;
+        for (name, value) in env.front_vars() {
             // nginx's uwsgi_params send these on every request (the two
             // CONTENT_* here when empty).
             let name = match name.as_str() {
@@ -144,7 +133,7 @@ impl Cgi {
                 environ.set_item(name, latin1(py, value))?;
             }
         }
-        let scheme = match self.https {
+        let scheme = match env.url_scheme() == &http::uri::Scheme::HTTPS {
             true => intern!(py, "https"),
             false => intern!(py, "http"),
         };

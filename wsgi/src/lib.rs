@@ -514,14 +514,10 @@ impl Wsgi {
     /// waits for its answer: the exchange, the head's receiver and the body.
     fn job(
         &self,
-        mut req: Request,
+        req: Request,
         input: BodyReader,
     ) -> (Job, Arc<Exchange>, oneshot::Receiver<Head>, Body) {
-        let mut cgi = Cgi::new(&req);
-        // The request goes no further: its front's variables move, not copied.
-        if let Some(forwarded) = req.extensions_mut().get_mut::<stackway::Forwarded>() {
-            cgi.front = std::mem::take(&mut forwarded.vars);
-        }
+        let mut cgi = Cgi::new(req);
         cgi.multithread = self.multithread.unwrap_or(self.threads != 1);
         cgi.multiprocess = self.multiprocess;
         let (head, head_rx) = oneshot::channel();

@@ -108,6 +108,15 @@ fn a_validated_app_over_a_request_matrix() {
     assert_eq!(field(&text, "body"), "7:b'a=1&b=2'");
     assert_eq!(field(&text, "fresh"), "True");
 
+    // Repeated fields joined (cookies by `; `), a name with `_` left out, a
+    // byte past ASCII as its latin-1 character.
+    conn.send(b"GET /v/fields HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nCookie: a=1\r\nX-User_Id: 7\r\nAccept: */*\r\nCookie: b=2\r\nX-Trace: caf\xe9\r\n\r\n");
+    let text = conn.read_response().text();
+    assert_eq!(
+        field(&text, "fields"),
+        "HTTP_ACCEPT:text/html, */*|HTTP_COOKIE:a=1; b=2|HTTP_HOST:x|HTTP_X_TRACE:caf\u{e9}"
+    );
+
     conn.send(b"POST /v/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
     let text = conn.read_response().text();
     assert_eq!(field(&text, "content_length"), "-");

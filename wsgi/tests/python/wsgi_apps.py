@@ -41,6 +41,7 @@ def _describe(environ, start_response):
         f"body={len(body)}:{body[:40]!r}",
         f"scheme={environ['wsgi.url_scheme']}",
         f"host={environ.get('HTTP_HOST', '-')}",
+        f"fields={'|'.join(f'{k}:{v}' for k, v in sorted(environ.items()) if k.startswith('HTTP_'))}",
         f"concurrency=thread:{environ['wsgi.multithread']} process:{environ['wsgi.multiprocess']}",
         # What a request added to its environ never reaches the next one's.
         f"fresh={'describe.seen' not in environ}",
