@@ -204,7 +204,16 @@ impl<A: App> Accept<A> {
         let stopping = async |phase: &mut watch::Receiver<Phase>| {
             drop(phase.wait_for(|p| *p >= Phase::Stopping).await);
         };
+        // One clone in each uwsgi connection that had to wait, as a task.
+        let waiting = Arc::new(());
         loop {
+            // A uwsgi connection that waits for its packet is a task, which
+            // runs only when this loop gives the worker up: while one waits,
+            // each turn does, or it would wait behind every connection the
+            // listener's queue holds (as many as tokio's budget lets through).
+            if Arc::strong_count(&waiting) > 1 {
+                tokio::task::yield_now().await;
+            }
             let permit = tokio::select! {
                 permit = self.connections.clone().acquire_owned() => permit.expect("never closed"),
                 () = stopping(&mut phase) => break,
@@ -247,7 +256,10 @@ impl<A: App> Accept<A> {
             match futures_util::poll!(AssertUnwindSafe(conn.as_mut()).catch_unwind()) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_panic)) => tracing::error!("a connection's task panicked"),
-                Poll::Pending => drop(self.tracker.spawn(conn)),
+                Poll::Pending => {
+                    let waiting = waiting.clone();
+                    drop(self.tracker.spawn(conn.map(move |()| drop(waiting))));
+                }
             }
         }
     }
