@@ -21,6 +21,14 @@ change:
 
     cargo build --release -p stackway-cli && python3 cli/link-order.py
 
+Whether the list still fits the release binaries at hand (`nm`, from binutils):
+
+    python3 cli/link-order.py --check   # exits 1 when under 90 % of its names are there
+
+A list left behind costs a process at rest its pages: 33 commits after it was
+written, 424 of its 1,173 names were in the binaries, and `stackway serve
+--mount /=hello` rested at 5.5 MiB where a list made anew gave 3.9.
+
 Needs valgrind (Debian's `valgrind`) and curl.
 """
 
@@ -138,6 +146,22 @@ def functions(profile, binary):
     return [s for s in symbols if not s.startswith(("0x", "(below"))]
 
 
+def check():
+    """How many of the list's names the release binaries have; exits 1 under 90 %."""
+    symbols = set()
+    for binary in (RELEASE / "stackway", RELEASE / "stackway-python"):
+        if not binary.exists():
+            sys.exit(f"link-order: {binary} is missing; cargo build --release -p stackway-cli")
+        listed = subprocess.run(["nm", "--defined-only", binary],
+                                capture_output=True, text=True, check=True).stdout
+        symbols.update(line.split()[-1] for line in listed.splitlines() if line.strip())
+    names = [line for line in OUT.read_text().splitlines() if line and not line.startswith("#")]
+    found = sum(name in symbols for name in names)
+    print(f"link-order: {found} of {len(names)} names in the release binaries")
+    if found < 0.9 * len(names):
+        sys.exit("link-order: the list is stale; python3 cli/link-order.py writes it anew")
+
+
 def main():
     for tool in ("valgrind", "curl"):
         if subprocess.run(["which", tool], capture_output=True).returncode:
@@ -196,4 +220,7 @@ def main():
 
 if __name__ == "__main__":
     os.chdir(ROOT)
-    main()
+    if sys.argv[1:] == ["--check"]:
+        check()
+    else:
+        main()
