@@ -146,12 +146,19 @@ def functions(profile, binary):
     return [s for s in symbols if not s.startswith(("0x", "(below"))]
 
 
+def release_binaries():
+    """`stackway` and `stackway-python` of the release build; exits if one is missing."""
+    binaries = RELEASE / "stackway", RELEASE / "stackway-python"
+    for binary in binaries:
+        if not binary.exists():
+            sys.exit(f"link-order: {binary} is missing; cargo build --release -p stackway-cli")
+    return binaries
+
+
 def check():
     """How many of the list's names the release binaries have; exits 1 under 90 %."""
     symbols = set()
-    for binary in (RELEASE / "stackway", RELEASE / "stackway-python"):
-        if not binary.exists():
-            sys.exit(f"link-order: {binary} is missing; cargo build --release -p stackway-cli")
+    for binary in release_binaries():
         listed = subprocess.run(["nm", "--defined-only", binary],
                                 capture_output=True, text=True, check=True).stdout
         symbols.update(line.split()[-1] for line in listed.splitlines() if line.strip())
@@ -166,10 +173,7 @@ def main():
     for tool in ("valgrind", "curl"):
         if subprocess.run(["which", tool], capture_output=True).returncode:
             sys.exit(f"link-order: {tool} is missing")
-    stackway, python = RELEASE / "stackway", RELEASE / "stackway-python"
-    for binary in (stackway, python):
-        if not binary.exists():
-            sys.exit(f"link-order: {binary} is missing; cargo build --release -p stackway-cli")
+    stackway, python = release_binaries()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "static").mkdir()
