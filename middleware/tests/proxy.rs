@@ -412,6 +412,82 @@ fn a_pool_loses_one_upstream_mid_run_and_no_get_fails() {
 }
 
 #[test]
+fn a_connection_the_upstream_closes_after_its_answer_is_not_used_again() {
+    // Each answer keeps the connection alive by HTTP/1.1's default, and the
+    // upstream closes it at once: every request after the first finds its
+    // pooled connection closed, and goes on a new one.
+    let raw = raw_upstream(|_| b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec());
+    let proxy = front(Proxy::to(&format!("http://{raw}")));
+    let mut conn = Conn::open(proxy.addr);
+    for i in 0..50 {
+        let res = conn.get("/");
+        assert_eq!((res.status, res.text()), (200, "ok".into()), "request {i}");
+    }
+}
+
+#[test]
+fn a_connection_whose_answer_was_not_read_to_its_end_is_not_used_again() {
+    let up = upstream(|req: Request| async move {
+        match req.uri().path() {
+            "/big" => vec![b'x'; 4 << 20].into_response(),
+            path => path.to_owned().into_response(),
+        }
+    });
+    let proxy = front(Proxy::to(&format!("http://{}", up.addr)));
+    for i in 0..5 {
+        // The client reads the head and a little, then goes away.
+        let mut conn = Conn::open(proxy.addr);
+        conn.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(conn.read_head().status, 200);
+        drop(conn);
+        std::thread::sleep(Duration::from_millis(20));
+        let res = Conn::open(proxy.addr).get(&format!("/small-{i}"));
+        assert_eq!((res.status, res.text()), (200, format!("/small-{i}")));
+    }
+}
+
+#[test]
+fn concurrent_requests_each_get_their_own_answer_on_pooled_connections() {
+    let up = upstream(|req: Request| async move {
+        let (head, body) = req.into_parts();
+        let body = body.collect(1 << 20).await.unwrap_or_default();
+        format!("{} {}", head.uri, String::from_utf8_lossy(&body)).into_response()
+    });
+    let proxy = front(Proxy::to(&format!("http://{}", up.addr)));
+    let addr = proxy.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                for i in 0..100 {
+                    let res = if i % 3 == 0 {
+                        let body = format!("body-{client}-{i}");
+                        conn.send(
+                            format!(
+                                "POST /p/{client}/{i} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                        let res = conn.read_response();
+                        assert_eq!(res.text(), format!("/p/{client}/{i} {body}"));
+                        res
+                    } else {
+                        let res = conn.get(&format!("/g/{client}/{i}"));
+                        assert_eq!(res.text(), format!("/g/{client}/{i} "));
+                        res
+                    };
+                    assert_eq!(res.status, 200);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+}
+
+#[test]
 fn least_outstanding_sends_to_the_idle_upstream() {
     let slow = |_req: Request| async {
         tokio::time::sleep(Duration::from_millis(1500)).await;

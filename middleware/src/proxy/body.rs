@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use super::pool::Leased;
 use super::upstream::{InFlight, Upstream};
 
 pub(crate) struct UpstreamBody {
-    incoming: Incoming,
+    incoming: Leased,
     /// Released with the body.
     _in_flight: InFlight,
     timeout: Duration,
@@ -30,7 +30,7 @@ pub(crate) struct UpstreamBody {
 impl UpstreamBody {
     /// Wraps `incoming`, whose request is counted `in_flight` at `upstream`.
     pub(crate) fn new(
-        incoming: Incoming,
+        incoming: Leased,
         upstream: &Upstream,
         in_flight: InFlight,
         timeout: Duration,

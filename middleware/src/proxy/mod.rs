@@ -92,6 +92,7 @@ mod fastcgi;
 mod grpc;
 mod headers;
 mod health;
+mod pool;
 mod stats;
 mod tls;
 mod upgrade;
@@ -113,7 +114,7 @@ use self::body::{Progress, UpstreamBody};
 pub use self::stats::ProxyStats;
 pub use self::tls::{TlsError, UpstreamTls};
 pub use self::upstream::SpecError;
-use self::upstream::{Protocol, Resolve, Spec, Upstream};
+use self::upstream::{Protocol, Resolve, SendError, Spec, Upstream};
 use crate::profiler::Timings;
 
 /// Forwards requests to one upstream or a balanced pool; see the
@@ -521,11 +522,6 @@ impl Outgoing {
             true => self.headers.clone(),
             false => std::mem::take(&mut self.headers),
         };
-        if let Some(host) = &upstream.host {
-            req.headers_mut()
-                .entry(HOST)
-                .or_insert_with(|| host.clone());
-        }
         if upstream.spec.protocol != Protocol::Http {
             let ends = [
                 (cgi::REMOTE_PORT, &self.remote_port),
@@ -545,32 +541,29 @@ impl Outgoing {
 
 /// How a try at an upstream went wrong.
 enum Failure {
-    Connect(hyper_util::client::legacy::Error),
+    Connect(SendError),
     Timeout,
     /// The client's request body failed on the way.
-    Client(hyper_util::client::legacy::Error),
+    Client(SendError),
     /// The client stopped sending its body.
     ClientStalled,
-    Other(hyper_util::client::legacy::Error),
+    Other(SendError),
 }
 
 /// Whether one of `e`'s causes is an `E` that `is` holds for.
-fn caused_by<E: std::error::Error + 'static>(
-    e: &hyper_util::client::legacy::Error,
-    is: impl Fn(&E) -> bool,
-) -> bool {
+fn caused_by<E: std::error::Error + 'static>(e: &SendError, is: impl Fn(&E) -> bool) -> bool {
     std::iter::successors(std::error::Error::source(e), |cause| cause.source())
         .any(|cause| cause.downcast_ref::<E>().is_some_and(&is))
 }
 
 /// Whether hyper says the error came from our side of the request: the body
 /// we gave it (the client's, which failed), not the upstream.
-fn is_client_fault(e: &hyper_util::client::legacy::Error) -> bool {
+fn is_client_fault(e: &SendError) -> bool {
     caused_by(e, hyper::Error::is_user)
 }
 
 /// Whether the request body failed because the client stopped sending it.
-fn client_timed_out(e: &hyper_util::client::legacy::Error) -> bool {
+fn client_timed_out(e: &SendError) -> bool {
     caused_by(e, stackway::Error::is_timeout)
 }
 

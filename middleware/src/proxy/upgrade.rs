@@ -15,6 +15,7 @@ use stackway::{Body, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::headers::has_token;
+use super::pool::Leased;
 
 /// Whether the client asks to switch to WebSocket (`Connection: upgrade` and
 /// `Upgrade: websocket`, on HTTP/1.1). Other upgrades (`h2c`, TLS) are this
@@ -31,7 +32,7 @@ pub(crate) fn is_upgrade(req: &Request) -> bool {
 /// `proxy_read_timeout` closes a silent WebSocket).
 pub(crate) fn splice(
     client: OnUpgrade,
-    mut upstream_res: http::Response<hyper::body::Incoming>,
+    mut upstream_res: http::Response<Leased>,
     name: Arc<str>,
     idle: Duration,
 ) -> Response {

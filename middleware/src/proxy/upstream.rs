@@ -27,6 +27,7 @@ use super::Settings;
 use super::cgi::Writer;
 use super::dns;
 use super::fastcgi::FastCgi;
+use super::pool::{self, Leased};
 use super::tls::{self, UpstreamTls};
 use super::uwsgi::Uwsgi;
 
@@ -237,6 +238,10 @@ pub(crate) struct Upstream {
     /// connections offer only that.
     upgrades: Option<Connector>,
     pool: hyper_util::client::legacy::Builder,
+    /// How many idle connections each thread's pool keeps.
+    max_idle: usize,
+    /// What a plain HTTP upstream's pool dials: `http://AUTHORITY/`.
+    dial: Uri,
     /// The authority requests are sent to: the TCP address, or `localhost`
     /// for a unix socket (the `Host` a server on a socket expects).
     pub(crate) authority: http::uri::Authority,
@@ -256,12 +261,38 @@ pub(crate) struct Upstream {
     pub(crate) failed: AtomicU64,
 }
 
-type Pool = Client<Connector, Body>;
+/// A thread's pool for an upstream.
+enum Pool {
+    /// hyper's HTTP/1.1 connections, pooled here: a plain HTTP upstream.
+    Http1(Arc<pool::Pool>),
+    /// hyper-util's pooled client: TLS, HTTP/2, uwsgi and FastCGI.
+    Client(Box<Client<Connector, Body>>),
+}
+
+impl Pool {
+    fn send(
+        &self,
+        req: http::Request<Body>,
+    ) -> impl Future<Output = Result<http::Response<Leased>, SendError>> + Send + use<> {
+        use futures_util::{TryFutureExt, future::Either};
+        match self {
+            Self::Http1(pool) => Either::Left(pool.clone().send(req)),
+            Self::Client(client) => Either::Right(
+                (client.request(req))
+                    .map_ok(|res| res.map(Leased::unpooled))
+                    .map_err(SendError::Client),
+            ),
+        }
+    }
+}
 
 /// A thread's pools: by upstream id and whether for upgrades, each with the
 /// token that says its upstream still lives.
 /// Looked up on every request: foldhash, not SipHash, for the keys are ours.
 type Pools = std::collections::HashMap<(u64, bool), (Weak<()>, Pool), foldhash::fast::RandomState>;
+
+/// How long a pooled connection may sit idle before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 thread_local! {
     /// Each thread's pools.
@@ -272,6 +303,45 @@ thread_local! {
     /// allocations freed on the other thread). So each worker thread keeps
     /// its own pool per upstream, as each nginx worker does.
     static POOLS: std::cell::RefCell<Pools> = std::cell::RefCell::default();
+}
+
+/// Why a request did not reach its upstream, or its answer did not come.
+/// `Display` and the causes read as hyper-util's client's errors do.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    Client(hyper_util::client::legacy::Error),
+    Connect(io::Error),
+    Request(hyper::Error),
+}
+
+impl SendError {
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            Self::Client(e) => e.is_connect(),
+            Self::Connect(_) => true,
+            Self::Request(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Client(e) => e.fmt(f),
+            Self::Connect(_) => f.write_str("client error (Connect)"),
+            Self::Request(_) => f.write_str("client error (SendRequest)"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Client(e) => e.source(),
+            Self::Connect(e) => Some(e),
+            Self::Request(e) => Some(e),
+        }
+    }
 }
 
 impl Upstream {
@@ -320,7 +390,7 @@ impl Upstream {
             Protocol::Uwsgi | Protocol::FastCgi => 0,
         };
         pool.pool_max_idle_per_host(max_idle)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(IDLE_TIMEOUT)
             .http2_only(settings.http2);
         let authority = match &spec.address {
             Address::Tcp(authority) => authority.parse().expect("checked by Spec::parse"),
@@ -349,9 +419,13 @@ impl Upstream {
             origin: format!("{scheme}://{authority}"),
             spec,
             id: IDS.fetch_add(1, Ordering::Relaxed),
+            dial: format!("http://{authority}/")
+                .parse()
+                .expect("an authority"),
             connector,
             upgrades,
             pool,
+            max_idle,
             authority,
             host,
             outstanding: Arc::default(),
@@ -368,13 +442,20 @@ impl Upstream {
         self.connector.open.load(Ordering::Relaxed)
     }
 
-    /// `req`, sent by this thread's pooled client for the upstream; for an
-    /// `upgrade`, by one whose connections speak HTTP/1.1.
+    /// `req`, sent by this thread's pool for the upstream; for an `upgrade`
+    /// over TLS, by one whose connections speak HTTP/1.1. Its `Host` is set
+    /// here where the client's is not passed on (as hyper-util's client would
+    /// set it from the URI).
     pub(crate) fn send(
         &self,
-        req: http::Request<Body>,
+        mut req: http::Request<Body>,
         upgrade: bool,
-    ) -> hyper_util::client::legacy::ResponseFuture {
+    ) -> impl Future<Output = Result<http::Response<Leased>, SendError>> + Send + 'static {
+        if let Some(host) = &self.host {
+            req.headers_mut()
+                .entry(http::header::HOST)
+                .or_insert_with(|| host.clone());
+        }
         let connector = match (&self.upgrades, upgrade) {
             (Some(upgrades), true) => upgrades,
             _ => &self.connector,
@@ -382,18 +463,27 @@ impl Upstream {
         POOLS.with_borrow_mut(|pools| {
             let key = (self.id, connector.http1);
             if let Some((_, pool)) = pools.get(&key) {
-                return pool.request(req);
+                return pool.send(req);
             }
             // The pools of upstreams gone close their idle connections.
             pools.retain(|_, (alive, _)| alive.strong_count() > 0);
-            let pool = self.pool.build(connector.clone());
-            let sent = pool.request(req);
+            let pool = match self.host {
+                Some(_) => Pool::Http1(pool::Pool::new(
+                    connector.clone(),
+                    self.dial.clone(),
+                    self.max_idle,
+                    IDLE_TIMEOUT,
+                )),
+                None => Pool::Client(Box::new(self.pool.build(connector.clone()))),
+            };
+            let sent = pool.send(req);
             pools.insert(key, (Arc::downgrade(&self.alive), pool));
             sent
         })
     }
 
-    /// The URI of `path_and_query` (raw, below the base) at this upstream.
+    /// The URI of `path_and_query` (raw, below the base) at this upstream: in
+    /// origin form (`/base/path?query`) for a plain HTTP/1.1 upstream.
     pub(crate) fn uri(&self, path_and_query: &str) -> Uri {
         let base = &self.spec.base;
         let slash = base.is_empty() && !path_and_query.starts_with('/');
@@ -406,16 +496,19 @@ impl Upstream {
             path.push('/');
         }
         path.push_str(path_and_query);
-        let scheme = match self.spec.tls {
-            Some(_) => http::uri::Scheme::HTTPS,
-            None => http::uri::Scheme::HTTP,
+        let uri = Uri::builder();
+        // This thread's pool of hyper's connections sends the URI as it is;
+        // hyper-util's client wants it whole.
+        let uri = match (&self.host, &self.spec.tls) {
+            (Some(_), _) => uri,
+            (None, Some(_)) => uri
+                .scheme(http::uri::Scheme::HTTPS)
+                .authority(self.authority.clone()),
+            (None, None) => uri
+                .scheme(http::uri::Scheme::HTTP)
+                .authority(self.authority.clone()),
         };
-        Uri::builder()
-            .scheme(scheme)
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-            .expect("the parts were valid on their own")
+        (uri.path_and_query(path).build()).expect("the parts were valid on their own")
     }
 
     /// A request sent to it, counted in flight until the guard is dropped:
@@ -764,12 +857,19 @@ mod tests {
     #[test]
     fn the_uri_puts_the_path_below_the_base_and_always_starts_with_a_slash() {
         let uri = |spec: &str, path: &str| upstream(spec, false).uri(path).to_string();
-        assert_eq!(uri("http://h:1", ""), "http://h:1/");
-        assert_eq!(uri("http://h:1", "?q=1"), "http://h:1/?q=1");
-        assert_eq!(uri("http://h:1", "/a/b?q=1"), "http://h:1/a/b?q=1");
-        assert_eq!(uri("http://h:1/base", ""), "http://h:1/base");
-        assert_eq!(uri("http://h:1/base", "?q"), "http://h:1/base?q");
-        assert_eq!(uri("http://h:1/base", "/x"), "http://h:1/base/x");
+        // In origin form for a plain HTTP/1.1 upstream, whose pool sends it as it is.
+        assert_eq!(uri("http://h:1", ""), "/");
+        assert_eq!(uri("http://h:1", "?q=1"), "/?q=1");
+        assert_eq!(uri("http://h:1", "/a/b?q=1"), "/a/b?q=1");
+        assert_eq!(uri("http://h:1/base", ""), "/base");
+        assert_eq!(uri("http://h:1/base", "?q"), "/base?q");
+        assert_eq!(uri("http://h:1/base", "/x"), "/base/x");
+        // Whole for hyper-util's client.
+        assert_eq!(uri("https://h:1/base", "/x"), "https://h:1/base/x");
+        assert_eq!(
+            upstream("http://h:1", true).uri("?q").to_string(),
+            "http://h:1/?q"
+        );
     }
 
     #[test]
