@@ -9,6 +9,7 @@
 //! and each response spawns a task that waits to give its connection back.
 //! Here the response's body gives it back itself (see [`Leased`]).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,6 +18,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{self, Either};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -25,6 +28,8 @@ use stackway::Body;
 use tower_service::Service;
 
 use super::upstream::{Connector, SendError};
+
+pub(crate) type Sending = Pin<Box<dyn Future<Output = Result<Response<Leased>, SendError>> + Send>>;
 
 /// One worker's connections to one upstream.
 pub(crate) struct Pool {
@@ -68,22 +73,34 @@ impl Pool {
     /// connection, or on a new one. A request that a pooled connection could
     /// not take (it closed as the request was sent: the upstream's keep-alive
     /// ran out) goes once more, on a new connection.
-    pub(crate) async fn send(
-        self: Arc<Self>,
-        req: Request<Body>,
-    ) -> Result<Response<Leased>, SendError> {
-        let (mut sender, req) = match self.checkout() {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(res) => return Ok(self.leased(sender, res)),
-                Err(mut e) => match e.take_message() {
-                    Some(req) if e.error().is_canceled() => (self.connect().await?, req),
-                    _ => return Err(SendError::Request(e.into_error())),
-                },
-            },
-            None => (self.connect().await?, req),
+    ///
+    /// Boxed, as hyper-util's client boxes its own: held inline, it would
+    /// take the proxy's future, which a mount boxes, past the 1,032 bytes
+    /// glibc's per-thread cache holds. Made of combinators, not an `async`
+    /// block, which would keep room for the request beside hyper's future
+    /// that took it.
+    pub(crate) fn send(self: Arc<Self>, req: Request<Body>) -> Sending {
+        let Some(mut sender) = self.checkout() else {
+            return self.on_new_connection(req);
         };
-        let res = sender.send_request(req).await.map_err(SendError::Request)?;
-        Ok(self.leased(sender, res))
+        let sent = sender.try_send_request(req);
+        Box::pin(sent.then(move |sent| match sent {
+            Ok(res) => Either::Left(future::ready(Ok(self.leased(sender, res)))),
+            Err(mut e) => match e.take_message() {
+                Some(req) if e.error().is_canceled() => Either::Right(self.on_new_connection(req)),
+                _ => Either::Left(future::ready(Err(SendError::Request(e.into_error())))),
+            },
+        }))
+    }
+
+    /// Sends `req` on a new connection. Boxed: it is the rare case, and its
+    /// connect and handshake are larger than the rest of the request.
+    fn on_new_connection(self: Arc<Self>, req: Request<Body>) -> Sending {
+        Box::pin(async move {
+            let mut sender = self.connect().await?;
+            let res = sender.send_request(req).await.map_err(SendError::Request)?;
+            Ok(self.leased(sender, res))
+        })
     }
 
     /// The newest idle connection ready for a request; closed ones are dropped

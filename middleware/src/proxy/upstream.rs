@@ -1,6 +1,6 @@
 //! One upstream: where it is (TCP or a unix socket, and a base path), what it
-//! speaks (HTTP, or uwsgi), its pooled client, and what the balancer knows of
-//! its health.
+//! speaks (HTTP, uwsgi or FastCGI), each thread's pool of connections to it,
+//! and what the balancer knows of its health.
 
 use std::fmt;
 use std::future::Future;
@@ -247,7 +247,9 @@ pub(crate) struct Upstream {
     pub(crate) authority: http::uri::Authority,
     /// The `Host` of a request to it over plain HTTP/1.1, made once: the
     /// authority without port 80, as hyper-util's client would make it for
-    /// each request. `None` where the connection may be HTTP/2 or is not HTTP.
+    /// each request. `None` where the connection may be HTTP/2 or is not HTTP:
+    /// `Some` says the upstream's requests go on hyper's own HTTP/1.1
+    /// connections, in each thread's [`pool::Pool`].
     pub(crate) host: Option<http::HeaderValue>,
     /// Requests sent and not yet answered in full.
     pub(crate) outstanding: Arc<AtomicUsize>,
