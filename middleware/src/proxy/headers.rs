@@ -92,12 +92,26 @@ pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: O
         Some(host) => set(headers, X_FORWARDED_HOST, host),
         None => drop(headers.remove(X_FORWARDED_HOST)),
     }
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(env.server_port()));
+    headers.insert(X_FORWARDED_PORT, port_value(env.server_port()));
     match env.mount_path() {
         prefix if prefix.is_empty() => drop(headers.remove(X_FORWARDED_PREFIX)),
         prefix => set(headers, X_FORWARDED_PREFIX, &prefix),
     }
     headers.remove(EXPECT); // 100-continue is between the client and this server
+}
+
+/// `port` as a header value: made once a thread for the port it last was
+/// (a listener's, as a rule), and shared after, where each made anew is an
+/// allocation.
+fn port_value(port: u16) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u16, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((made_for, value)) if *made_for == port => value.clone(),
+        _ => last.insert((port, HeaderValue::from(port))).1.clone(),
+    })
 }
 
 // Named once: a name given as text is parsed again at every use.
@@ -243,6 +257,13 @@ fn leaves_the_site(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_made_once_is_the_one_asked_for_whatever_came_before() {
+        for port in [8080, 8080, 443, 8080, 0, 65535, 443] {
+            assert_eq!(port_value(port), port.to_string().as_str());
+        }
+    }
 
     #[test]
     fn no_rewritten_location_or_cookie_path_leaves_the_site() {

@@ -41,7 +41,7 @@ pub(crate) fn spawn(upstream: &Arc<Upstream>, check: Check) {
 async fn probe(upstream: &Weak<Upstream>, check: &Check) -> Option<bool> {
     let sent = {
         let upstream = upstream.upgrade()?;
-        let req = Request::get(upstream.uri(&check.path))
+        let req = Request::get(upstream.uri(check.path.clone()))
             .body(Body::empty())
             .ok()?;
         upstream.send(req, false)

@@ -513,7 +513,10 @@ impl Outgoing {
     /// The request for `upstream`; unless `may_retry`, the last one made, so
     /// it takes the headers instead of copying them.
     fn request(&mut self, upstream: &Upstream, may_retry: bool) -> http::Request<Body> {
-        let uri = upstream.uri(&self.path_and_query);
+        let uri = upstream.uri(match may_retry {
+            true => self.path_and_query.clone(),
+            false => std::mem::take(&mut self.path_and_query),
+        });
         let mut req = http::Request::new(self.body.take().unwrap_or_else(Body::empty));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
@@ -614,8 +617,12 @@ impl Proxy {
                 }
                 let mount = env.mount_path().into_owned();
                 let outgoing = {
-                    let mut path_and_query = env.path_info().to_owned();
-                    if let Some(query) = req.uri().query() {
+                    // Exactly as long as it is: the upstream's URI may take it as it is.
+                    let (path, query) = (env.path_info(), req.uri().query());
+                    let mut path_and_query =
+                        String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+                    path_and_query.push_str(path);
+                    if let Some(query) = query {
                         path_and_query.push('?');
                         path_and_query.push_str(query);
                     }

@@ -486,18 +486,24 @@ impl Upstream {
 
     /// The URI of `path_and_query` (raw, below the base) at this upstream: in
     /// origin form (`/base/path?query`) for a plain HTTP/1.1 upstream.
-    pub(crate) fn uri(&self, path_and_query: &str) -> Uri {
+    pub(crate) fn uri(&self, path_and_query: String) -> Uri {
         let base = &self.spec.base;
-        let slash = base.is_empty() && !path_and_query.starts_with('/');
-        // Exactly as long as it will be, so that it becomes the URI's bytes
-        // without another allocation.
-        let mut path =
-            String::with_capacity(base.len() + usize::from(slash) + path_and_query.len());
-        path.push_str(base);
-        if slash {
-            path.push('/');
-        }
-        path.push_str(path_and_query);
+        // Below no base, a path is the URI's as it is: no copy.
+        let path = if base.is_empty() && path_and_query.starts_with('/') {
+            path_and_query
+        } else {
+            let slash = base.is_empty();
+            // Exactly as long as it will be, so that it becomes the URI's bytes
+            // without another allocation.
+            let mut path =
+                String::with_capacity(base.len() + usize::from(slash) + path_and_query.len());
+            path.push_str(base);
+            if slash {
+                path.push('/');
+            }
+            path.push_str(&path_and_query);
+            path
+        };
         let uri = Uri::builder();
         // This thread's pool of hyper's connections sends the URI as it is;
         // hyper-util's client wants it whole.
@@ -858,7 +864,7 @@ mod tests {
 
     #[test]
     fn the_uri_puts_the_path_below_the_base_and_always_starts_with_a_slash() {
-        let uri = |spec: &str, path: &str| upstream(spec, false).uri(path).to_string();
+        let uri = |spec: &str, path: &str| upstream(spec, false).uri(path.into()).to_string();
         // In origin form for a plain HTTP/1.1 upstream, whose pool sends it as it is.
         assert_eq!(uri("http://h:1", ""), "/");
         assert_eq!(uri("http://h:1", "?q=1"), "/?q=1");
@@ -869,7 +875,7 @@ mod tests {
         // Whole for hyper-util's client.
         assert_eq!(uri("https://h:1/base", "/x"), "https://h:1/base/x");
         assert_eq!(
-            upstream("http://h:1", true).uri("?q").to_string(),
+            upstream("http://h:1", true).uri("?q".into()).to_string(),
             "http://h:1/?q"
         );
     }
