@@ -2,9 +2,13 @@
 //! headers go (RFC 9110 §7.6.1), the client is named in `X-Forwarded-*`, and
 //! redirects into the upstream's base are turned into the mount's.
 
+use std::borrow::Borrow;
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
 use http::HeaderMap;
 use http::header::{
-    CONNECTION, CONTENT_LOCATION, EXPECT, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
+    CONNECTION, CONTENT_LOCATION, EXPECT, HOST, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
     TRANSFER_ENCODING, UPGRADE,
 };
 use stackway::Environ;
@@ -88,29 +92,52 @@ pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: O
         "https" => drop(headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"))),
         other => set(headers, X_FORWARDED_PROTO, other),
     }
-    match client_host {
-        Some(host) => set(headers, X_FORWARDED_HOST, host),
+    // The client's own `Host` (the outgoing head's copy) shared, not copied.
+    let same_host = |host: &str| {
+        headers
+            .get(HOST)
+            .filter(|v| v.as_bytes() == host.as_bytes())
+    };
+    match client_host.map(|host| (same_host(host).cloned(), host)) {
+        Some((Some(same), _)) => drop(headers.insert(X_FORWARDED_HOST, same)),
+        Some((None, host)) => set(headers, X_FORWARDED_HOST, host),
         None => drop(headers.remove(X_FORWARDED_HOST)),
     }
-    headers.insert(X_FORWARDED_PORT, port_value(env.server_port()));
+    thread_local! {
+        static PORT: Last<u16> = const { RefCell::new(None) };
+        static PREFIX: Last<String> = const { RefCell::new(None) };
+    }
+    if let Some(port) = made_once(&PORT, &env.server_port(), |&port| Some(port.into())) {
+        headers.insert(X_FORWARDED_PORT, port);
+    }
     match env.mount_path() {
         prefix if prefix.is_empty() => drop(headers.remove(X_FORWARDED_PREFIX)),
-        prefix => set(headers, X_FORWARDED_PREFIX, &prefix),
+        prefix => match made_once(&PREFIX, &*prefix, |p| HeaderValue::from_str(p).ok()) {
+            Some(prefix) => drop(headers.insert(X_FORWARDED_PREFIX, prefix)),
+            None => drop(headers.remove(X_FORWARDED_PREFIX)),
+        },
     }
     headers.remove(EXPECT); // 100-continue is between the client and this server
 }
 
-/// `port` as a header value: made once a thread for the port it last was
-/// (a listener's, as a rule), and shared after, where each made anew is an
-/// allocation.
-fn port_value(port: u16) -> HeaderValue {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(u16, HeaderValue)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    LAST.with_borrow_mut(|last| match last {
-        Some((made_for, value)) if *made_for == port => value.clone(),
-        _ => last.insert((port, HeaderValue::from(port))).1.clone(),
+/// A thread's last header value made by [`made_once`], and what it was made for.
+type Last<K> = RefCell<Option<(K, HeaderValue)>>;
+
+/// The header value `make` gives for `key`, made once a thread for the key it
+/// last had and shared after (a clone shares the bytes), where each made anew
+/// is an allocation: for a listener's port, a mount's prefix.
+fn made_once<K, Q>(
+    last: &'static LocalKey<Last<K>>,
+    key: &Q,
+    make: impl FnOnce(&Q) -> Option<HeaderValue>,
+) -> Option<HeaderValue>
+where
+    K: Borrow<Q>,
+    Q: PartialEq + ToOwned<Owned = K> + ?Sized,
+{
+    last.with_borrow_mut(|last| match last {
+        Some((made_for, value)) if Borrow::<Q>::borrow(made_for) == key => Some(value.clone()),
+        _ => Some(last.insert((key.to_owned(), make(key)?)).1.clone()),
     })
 }
 
@@ -259,9 +286,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_port_made_once_is_the_one_asked_for_whatever_came_before() {
+    fn a_value_made_once_is_the_one_asked_for_whatever_came_before() {
+        thread_local! {
+            static PORT: Last<u16> = const { RefCell::new(None) };
+            static PREFIX: Last<String> = const { RefCell::new(None) };
+        }
         for port in [8080, 8080, 443, 8080, 0, 65535, 443] {
-            assert_eq!(port_value(port), port.to_string().as_str());
+            let made = made_once(&PORT, &port, |&port| Some(port.into()));
+            assert_eq!(made.unwrap(), port.to_string().as_str());
+        }
+        for prefix in ["/a", "/a", "/b", "/a", "/bad\n", "/a"] {
+            let made = made_once(&PREFIX, prefix, |p| HeaderValue::from_str(p).ok());
+            assert_eq!(
+                made.as_ref().map(|v| v.to_str().unwrap()),
+                (prefix != "/bad\n").then_some(prefix)
+            );
         }
     }
 
