@@ -92,15 +92,15 @@ pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: O
         "https" => drop(headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"))),
         other => set(headers, X_FORWARDED_PROTO, other),
     }
-    // The client's own `Host` (the outgoing head's copy) shared, not copied.
-    let same_host = |host: &str| {
-        headers
-            .get(HOST)
+    match client_host {
+        // The client's own `Host` (the outgoing head's copy) shared, not copied.
+        Some(host) => match (headers.get(HOST))
             .filter(|v| v.as_bytes() == host.as_bytes())
-    };
-    match client_host.map(|host| (same_host(host).cloned(), host)) {
-        Some((Some(same), _)) => drop(headers.insert(X_FORWARDED_HOST, same)),
-        Some((None, host)) => set(headers, X_FORWARDED_HOST, host),
+            .cloned()
+        {
+            Some(same) => drop(headers.insert(X_FORWARDED_HOST, same)),
+            None => set(headers, X_FORWARDED_HOST, host),
+        },
         None => drop(headers.remove(X_FORWARDED_HOST)),
     }
     thread_local! {
