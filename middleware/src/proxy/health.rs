@@ -44,7 +44,7 @@ async fn probe(upstream: &Weak<Upstream>, check: &Check) -> Option<bool> {
         let req = Request::get(upstream.uri(check.path.clone()))
             .body(Body::empty())
             .ok()?;
-        upstream.send(req, false)
+        upstream.send(req, false, false)
     };
     // A check that takes longer than the interval has failed.
     let answered = tokio::time::timeout(check.interval, sent).await;

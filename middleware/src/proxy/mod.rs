@@ -551,6 +551,8 @@ enum Failure {
     /// The client stopped sending its body.
     ClientStalled,
     Other(SendError),
+    /// The pooled connection closed under the request: asked again.
+    Stale(SendError),
 }
 
 /// Whether one of `e`'s causes is an `E` that `is` holds for.
@@ -568,6 +570,83 @@ fn is_client_fault(e: &SendError) -> bool {
 /// Whether the request body failed because the client stopped sending it.
 fn client_timed_out(e: &SendError) -> bool {
     caused_by(e, stackway::Error::is_timeout)
+}
+
+impl Proxy {
+    /// The request's head as it goes to the upstreams, and the mount the
+    /// proxy answers under; made again for a request whose pooled connection
+    /// closed under it.
+    fn outgoing(
+        &self,
+        req: &Request,
+        upgrading: bool,
+        cgi: bool,
+    ) -> Result<(String, Outgoing), StatusCode> {
+        let env = req.environ();
+        // The host the client asked for (a trusted proxy's, HTTP/2's
+        // authority), when it is one: it is quoted into `Forwarded` below.
+        let client_host = env
+            .http_host()
+            .filter(|host| host.parse::<http::uri::Authority>().is_ok());
+        // A uwsgi or FastCGI upstream reads its variables as C strings
+        // (PHP-FPM takes SCRIPT_FILENAME up to its first NUL): a NUL decoded
+        // from the path would name a file other than the one asked for.
+        // nginx answers 400.
+        if cgi && env.path_info_decoded().contains('\0') {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        let mount = env.mount_path().into_owned();
+        // Exactly as long as it is: the upstream's URI may take it as it is.
+        let (path, query) = (env.path_info(), req.uri().query());
+        let mut path_and_query =
+            String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+        path_and_query.push_str(path);
+        if let Some(query) = query {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
+        // With room for what is added below: a clone has none, and would
+        // grow as they are.
+        let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
+        for (name, value) in req.headers() {
+            headers.append(name.clone(), value.clone());
+        }
+        headers::strip_hop_by_hop(&mut headers, upgrading);
+        headers::forward(&mut headers, &env, client_host);
+        // Inside a TraceContext, this server's span is the upstream's parent.
+        if let Some(trace) = crate::trace_context::Trace::of(req) {
+            let value = trace.traceparent().parse().expect("hex and dashes");
+            headers.insert("traceparent", value);
+        }
+        if self.settings.forwarded {
+            headers::forwarded(&mut headers, &env, client_host);
+        }
+        match (&client_host, self.settings.preserve_host) {
+            (Some(host), true) => {
+                if let Ok(host) = HeaderValue::from_str(host) {
+                    headers.insert(HOST, host);
+                }
+            }
+            _ => drop(headers.remove(HOST)),
+        }
+        // Only a CGI upstream is told them: none of the work for the others.
+        let remote_port = (env.remote_addr().map(|a| a.port()))
+            .filter(|&p| cgi && p != 0)
+            .map(HeaderValue::from);
+        let server_addr = (env.local_addr().filter(|_| cgi))
+            .and_then(|a| HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok());
+        let server_protocol = cgi.then(|| HeaderValue::from_static(env.server_protocol()));
+        let outgoing = Outgoing {
+            method: req.method().clone(),
+            path_and_query,
+            headers,
+            body: None,
+            remote_port,
+            server_addr,
+            server_protocol,
+        };
+        Ok((mount, outgoing))
+    }
 }
 
 impl App for Proxy {
@@ -599,78 +678,7 @@ impl Proxy {
             let upgrading = upgrade::is_upgrade(&req);
             let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
             let cgi = self.specs.iter().any(|s| s.protocol != Protocol::Http);
-            // In a block: what reads the request's head is not kept while the
-            // upstream is waited for.
-            let (mount, mut outgoing) = {
-                let env = req.environ();
-                // The host the client asked for (a trusted proxy's, HTTP/2's
-                // authority), when it is one: it is quoted into `Forwarded` below.
-                let client_host = env
-                    .http_host()
-                    .filter(|host| host.parse::<http::uri::Authority>().is_ok());
-                // A uwsgi or FastCGI upstream reads its variables as C strings
-                // (PHP-FPM takes SCRIPT_FILENAME up to its first NUL): a NUL decoded
-                // from the path would name a file other than the one asked for.
-                // nginx answers 400.
-                if cgi && env.path_info_decoded().contains('\0') {
-                    return Err(StatusCode::BAD_REQUEST);
-                }
-                let mount = env.mount_path().into_owned();
-                let outgoing = {
-                    // Exactly as long as it is: the upstream's URI may take it as it is.
-                    let (path, query) = (env.path_info(), req.uri().query());
-                    let mut path_and_query =
-                        String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
-                    path_and_query.push_str(path);
-                    if let Some(query) = query {
-                        path_and_query.push('?');
-                        path_and_query.push_str(query);
-                    }
-                    // With room for what is added below: a clone has none, and would
-                    // grow as they are.
-                    let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
-                    for (name, value) in req.headers() {
-                        headers.append(name.clone(), value.clone());
-                    }
-                    headers::strip_hop_by_hop(&mut headers, upgrading);
-                    headers::forward(&mut headers, &env, client_host);
-                    // Inside a TraceContext, this server's span is the upstream's parent.
-                    if let Some(trace) = crate::trace_context::Trace::of(&req) {
-                        let value = trace.traceparent().parse().expect("hex and dashes");
-                        headers.insert("traceparent", value);
-                    }
-                    if self.settings.forwarded {
-                        headers::forwarded(&mut headers, &env, client_host);
-                    }
-                    match (&client_host, self.settings.preserve_host) {
-                        (Some(host), true) => {
-                            if let Ok(host) = HeaderValue::from_str(host) {
-                                headers.insert(HOST, host);
-                            }
-                        }
-                        _ => drop(headers.remove(HOST)),
-                    }
-                    // Only a CGI upstream is told them: none of the work for the others.
-                    let remote_port = (env.remote_addr().map(|a| a.port()))
-                        .filter(|&p| cgi && p != 0)
-                        .map(HeaderValue::from);
-                    let server_addr = (env.local_addr().filter(|_| cgi)).and_then(|a| {
-                        HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok()
-                    });
-                    let server_protocol =
-                        cgi.then(|| HeaderValue::from_static(env.server_protocol()));
-                    Outgoing {
-                        method: req.method().clone(),
-                        path_and_query,
-                        headers,
-                        body: None,
-                        remote_port,
-                        server_addr,
-                        server_protocol,
-                    }
-                };
-                (mount, outgoing)
-            };
+            let (mount, mut outgoing) = self.outgoing(&req, upgrading, cgi)?;
             // A gRPC call's deadline bounds the wait for the head, whatever the read
             // timeout. Boxed: a gRPC call with one is rare, and the future of every
             // request would otherwise keep room for its clock.
@@ -687,8 +695,12 @@ impl Proxy {
                 // first (boxed: its reading is not room in every request's future).
                 let unknown = http_body::Body::size_hint(req.body()).exact().is_none();
                 let body = match self.settings.buffer_request || (unknown && cgi) {
-                    false => req.into_body(),
-                    true => match Box::pin(req.into_body().buffer(BUFFER_MEMORY)).await {
+                    false => std::mem::replace(req.body_mut(), Body::empty()),
+                    true => match Box::pin(
+                        std::mem::replace(req.body_mut(), Body::empty()).buffer(BUFFER_MEMORY),
+                    )
+                    .await
+                    {
                         Ok(body) => body,
                         Err(e) => {
                             tracing::info!("the request body did not arrive whole: {e}");
@@ -704,17 +716,24 @@ impl Proxy {
             }
 
             let mut tried = None;
+            // A request whose pooled connection closed under it (its upstream's
+            // keep-alive ran out as it went) is asked again once, on a new
+            // connection to the same upstream, as nginx does with a cached
+            // connection; it is no failure of the upstream's.
+            let (mut again, mut asked_again) = (None, false);
             let (upstream, res, in_flight) = loop {
-                let Some(i) = self.pick(upstreams, tried) else {
+                let Some(i) = again.take().or_else(|| self.pick(upstreams, tried)) else {
                     return Err(StatusCode::BAD_GATEWAY);
                 };
                 let upstream = &upstreams[i];
                 let may_retry = retryable && tried.is_none() && upstreams.len() > 1;
                 let in_flight = upstream.begin();
-                let sent = upstream.send(outgoing.request(upstream, may_retry), upgrading);
+                let req_out = outgoing.request(upstream, may_retry);
+                let sent = upstream.send(req_out, upgrading, asked_again);
                 let failure = tokio::select! {
                     res = sent => match res {
                         Ok(res) => break (upstream, res, in_flight),
+                        Err(e) if e.is_stale() && retryable && !asked_again => Failure::Stale(e),
                         Err(e) if e.is_connect() => Failure::Connect(e),
                         Err(e) if is_client_fault(&e) => Failure::Client(e),
                         Err(e) => Failure::Other(e),
@@ -734,8 +753,14 @@ impl Proxy {
                     }
                 };
                 drop(in_flight);
+                if let Failure::Stale(e) = &failure {
+                    tracing::debug!(upstream = %upstream.name, "asked again on a new connection: {}", error_chain(e));
+                    (again, asked_again) = (Some(i), true);
+                    outgoing = self.outgoing(&req, upgrading, cgi)?.1;
+                    continue;
+                }
                 let (status, what) = match &failure {
-                    Failure::Connect(e) | Failure::Other(e) => {
+                    Failure::Connect(e) | Failure::Other(e) | Failure::Stale(e) => {
                         (StatusCode::BAD_GATEWAY, error_chain(e))
                     }
                     Failure::Timeout => (

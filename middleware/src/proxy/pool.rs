@@ -79,8 +79,12 @@ impl Pool {
     /// glibc's per-thread cache holds. Made of combinators, not an `async`
     /// block, which would keep room for the request beside hyper's future
     /// that took it.
-    pub(crate) fn send(self: Arc<Self>, req: Request<Body>) -> Sending {
-        let Some(mut sender) = self.checkout() else {
+    ///
+    /// One that went out on a pooled connection and found it closed before
+    /// any answer fails as [`SendError::Stale`], for the caller to make again
+    /// where it may (`fresh`: on a new connection).
+    pub(crate) fn send(self: Arc<Self>, req: Request<Body>, fresh: bool) -> Sending {
+        let Some(mut sender) = self.checkout().filter(|_| !fresh) else {
             return self.on_new_connection(req);
         };
         let sent = sender.try_send_request(req);
@@ -88,7 +92,14 @@ impl Pool {
             Ok(res) => Either::Left(future::ready(Ok(self.leased(sender, res)))),
             Err(mut e) => match e.take_message() {
                 Some(req) if e.error().is_canceled() => Either::Right(self.on_new_connection(req)),
-                _ => Either::Left(future::ready(Err(SendError::Request(e.into_error())))),
+                _ => {
+                    let e = e.into_error();
+                    let e = match closed_under(&e) {
+                        true => SendError::Stale(e),
+                        false => SendError::Request(e),
+                    };
+                    Either::Left(future::ready(Err(e)))
+                }
             },
         }))
     }
@@ -159,6 +170,21 @@ impl Pool {
             idle.push(Idle { sender, round });
         }
     }
+}
+
+/// Whether a request's connection closed under it before any answer: the
+/// upstream's end of an idle connection, met as the request went out.
+fn closed_under(e: &hyper::Error) -> bool {
+    let reset = || {
+        let io = std::error::Error::source(e).and_then(|e| e.downcast_ref::<io::Error>());
+        io.is_some_and(|io| {
+            matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            )
+        })
+    };
+    e.is_incomplete_message() || e.is_canceled() || reset()
 }
 
 /// Each idle timeout, closes the connections idle since two rounds ago, and

@@ -272,13 +272,15 @@ enum Pool {
 }
 
 impl Pool {
+    /// `fresh`: on a new connection (hyper-util's client chooses itself).
     fn send(
         &self,
         req: http::Request<Body>,
+        fresh: bool,
     ) -> impl Future<Output = Result<http::Response<Leased>, SendError>> + Send + use<> {
         use futures_util::{TryFutureExt, future::Either};
         match self {
-            Self::Http1(pool) => Either::Left(pool.clone().send(req)),
+            Self::Http1(pool) => Either::Left(pool.clone().send(req, fresh)),
             Self::Client(client) => Either::Right(
                 (client.request(req))
                     .map_ok(|res| res.map(Leased::unpooled))
@@ -314,6 +316,8 @@ pub(crate) enum SendError {
     Client(hyper_util::client::legacy::Error),
     Connect(io::Error),
     Request(hyper::Error),
+    /// The pooled connection the request went on closed before any answer.
+    Stale(hyper::Error),
 }
 
 impl SendError {
@@ -321,8 +325,12 @@ impl SendError {
         match self {
             Self::Client(e) => e.is_connect(),
             Self::Connect(_) => true,
-            Self::Request(_) => false,
+            Self::Request(_) | Self::Stale(_) => false,
         }
+    }
+
+    pub(crate) fn is_stale(&self) -> bool {
+        matches!(self, Self::Stale(_))
     }
 }
 
@@ -331,7 +339,7 @@ impl fmt::Display for SendError {
         match self {
             Self::Client(e) => e.fmt(f),
             Self::Connect(_) => f.write_str("client error (Connect)"),
-            Self::Request(_) => f.write_str("client error (SendRequest)"),
+            Self::Request(_) | Self::Stale(_) => f.write_str("client error (SendRequest)"),
         }
     }
 }
@@ -341,7 +349,7 @@ impl std::error::Error for SendError {
         match self {
             Self::Client(e) => e.source(),
             Self::Connect(e) => Some(e),
-            Self::Request(e) => Some(e),
+            Self::Request(e) | Self::Stale(e) => Some(e),
         }
     }
 }
@@ -444,14 +452,16 @@ impl Upstream {
         self.connector.open.load(Ordering::Relaxed)
     }
 
-    /// `req`, sent by this thread's pool for the upstream; for an `upgrade`
-    /// over TLS, by one whose connections speak HTTP/1.1. Its `Host` is set
+    /// `req`, sent by this thread's pool for the upstream (`fresh`: on a new
+    /// connection); for an `upgrade` over TLS, by one whose connections speak
+    /// HTTP/1.1. Its `Host` is set
     /// here where the client's is not passed on (as hyper-util's client would
     /// set it from the URI).
     pub(crate) fn send(
         &self,
         mut req: http::Request<Body>,
         upgrade: bool,
+        fresh: bool,
     ) -> impl Future<Output = Result<http::Response<Leased>, SendError>> + Send + 'static {
         if let Some(host) = &self.host {
             req.headers_mut()
@@ -465,7 +475,7 @@ impl Upstream {
         POOLS.with_borrow_mut(|pools| {
             let key = (self.id, connector.http1);
             if let Some((_, pool)) = pools.get(&key) {
-                return pool.send(req);
+                return pool.send(req, fresh);
             }
             // The pools of upstreams gone close their idle connections.
             pools.retain(|_, (alive, _)| alive.strong_count() > 0);
@@ -478,7 +488,7 @@ impl Upstream {
                 )),
                 None => Pool::Client(Box::new(self.pool.build(connector.clone()))),
             };
-            let sent = pool.send(req);
+            let sent = pool.send(req, fresh);
             pools.insert(key, (Arc::downgrade(&self.alive), pool));
             sent
         })
