@@ -757,6 +757,7 @@ impl Proxy {
                     tracing::debug!(upstream = %upstream.name, "asked again on a new connection: {}", error_chain(e));
                     (again, asked_again) = (Some(i), true);
                     outgoing = self.outgoing(&req, upgrading, cgi)?.1;
+                    progress = Progress::new();
                     continue;
                 }
                 let (status, what) = match &failure {
