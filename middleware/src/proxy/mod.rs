@@ -572,83 +572,6 @@ fn client_timed_out(e: &SendError) -> bool {
     caused_by(e, stackway::Error::is_timeout)
 }
 
-impl Proxy {
-    /// The request's head as it goes to the upstreams, and the mount the
-    /// proxy answers under; made again for a request whose pooled connection
-    /// closed under it.
-    fn outgoing(
-        &self,
-        req: &Request,
-        upgrading: bool,
-        cgi: bool,
-    ) -> Result<(String, Outgoing), StatusCode> {
-        let env = req.environ();
-        // The host the client asked for (a trusted proxy's, HTTP/2's
-        // authority), when it is one: it is quoted into `Forwarded` below.
-        let client_host = env
-            .http_host()
-            .filter(|host| host.parse::<http::uri::Authority>().is_ok());
-        // A uwsgi or FastCGI upstream reads its variables as C strings
-        // (PHP-FPM takes SCRIPT_FILENAME up to its first NUL): a NUL decoded
-        // from the path would name a file other than the one asked for.
-        // nginx answers 400.
-        if cgi && env.path_info_decoded().contains('\0') {
-            return Err(StatusCode::BAD_REQUEST);
-        }
-        let mount = env.mount_path().into_owned();
-        // Exactly as long as it is: the upstream's URI may take it as it is.
-        let (path, query) = (env.path_info(), req.uri().query());
-        let mut path_and_query =
-            String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
-        path_and_query.push_str(path);
-        if let Some(query) = query {
-            path_and_query.push('?');
-            path_and_query.push_str(query);
-        }
-        // With room for what is added below: a clone has none, and would
-        // grow as they are.
-        let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
-        for (name, value) in req.headers() {
-            headers.append(name.clone(), value.clone());
-        }
-        headers::strip_hop_by_hop(&mut headers, upgrading);
-        headers::forward(&mut headers, &env, client_host);
-        // Inside a TraceContext, this server's span is the upstream's parent.
-        if let Some(trace) = crate::trace_context::Trace::of(req) {
-            let value = trace.traceparent().parse().expect("hex and dashes");
-            headers.insert("traceparent", value);
-        }
-        if self.settings.forwarded {
-            headers::forwarded(&mut headers, &env, client_host);
-        }
-        match (&client_host, self.settings.preserve_host) {
-            (Some(host), true) => {
-                if let Ok(host) = HeaderValue::from_str(host) {
-                    headers.insert(HOST, host);
-                }
-            }
-            _ => drop(headers.remove(HOST)),
-        }
-        // Only a CGI upstream is told them: none of the work for the others.
-        let remote_port = (env.remote_addr().map(|a| a.port()))
-            .filter(|&p| cgi && p != 0)
-            .map(HeaderValue::from);
-        let server_addr = (env.local_addr().filter(|_| cgi))
-            .and_then(|a| HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok());
-        let server_protocol = cgi.then(|| HeaderValue::from_static(env.server_protocol()));
-        let outgoing = Outgoing {
-            method: req.method().clone(),
-            path_and_query,
-            headers,
-            body: None,
-            remote_port,
-            server_addr,
-            server_protocol,
-        };
-        Ok((mount, outgoing))
-    }
-}
-
 impl App for Proxy {
     // Not `async fn`s, here and in `forward`: one keeps a copy of its
     // arguments beside what its body makes of them, and the future is
@@ -694,13 +617,11 @@ impl Proxy {
                 // uwsgi and FastCGI need the body's length: one of unknown length is read
                 // first (boxed: its reading is not room in every request's future).
                 let unknown = http_body::Body::size_hint(req.body()).exact().is_none();
+                // Taken, not the request consumed: its head may be needed again.
+                let body = std::mem::replace(req.body_mut(), Body::empty());
                 let body = match self.settings.buffer_request || (unknown && cgi) {
-                    false => std::mem::replace(req.body_mut(), Body::empty()),
-                    true => match Box::pin(
-                        std::mem::replace(req.body_mut(), Body::empty()).buffer(BUFFER_MEMORY),
-                    )
-                    .await
-                    {
+                    false => body,
+                    true => match Box::pin(body.buffer(BUFFER_MEMORY)).await {
                         Ok(body) => body,
                         Err(e) => {
                             tracing::info!("the request body did not arrive whole: {e}");
@@ -835,6 +756,81 @@ impl Proxy {
             };
             Ok(Response::from_parts(parts, body))
         }
+    }
+
+    /// The request's head as it goes to the upstreams, and the mount the
+    /// proxy answers under; made again for a request whose pooled connection
+    /// closed under it.
+    fn outgoing(
+        &self,
+        req: &Request,
+        upgrading: bool,
+        cgi: bool,
+    ) -> Result<(String, Outgoing), StatusCode> {
+        let env = req.environ();
+        // The host the client asked for (a trusted proxy's, HTTP/2's
+        // authority), when it is one: it is quoted into `Forwarded` below.
+        let client_host = env
+            .http_host()
+            .filter(|host| host.parse::<http::uri::Authority>().is_ok());
+        // A uwsgi or FastCGI upstream reads its variables as C strings
+        // (PHP-FPM takes SCRIPT_FILENAME up to its first NUL): a NUL decoded
+        // from the path would name a file other than the one asked for.
+        // nginx answers 400.
+        if cgi && env.path_info_decoded().contains('\0') {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        let mount = env.mount_path().into_owned();
+        // Exactly as long as it is: the upstream's URI may take it as it is.
+        let (path, query) = (env.path_info(), req.uri().query());
+        let mut path_and_query =
+            String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+        path_and_query.push_str(path);
+        if let Some(query) = query {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
+        // With room for what is added below: a clone has none, and would
+        // grow as they are.
+        let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
+        for (name, value) in req.headers() {
+            headers.append(name.clone(), value.clone());
+        }
+        headers::strip_hop_by_hop(&mut headers, upgrading);
+        headers::forward(&mut headers, &env, client_host);
+        // Inside a TraceContext, this server's span is the upstream's parent.
+        if let Some(trace) = crate::trace_context::Trace::of(req) {
+            let value = trace.traceparent().parse().expect("hex and dashes");
+            headers.insert("traceparent", value);
+        }
+        if self.settings.forwarded {
+            headers::forwarded(&mut headers, &env, client_host);
+        }
+        match (&client_host, self.settings.preserve_host) {
+            (Some(host), true) => {
+                if let Ok(host) = HeaderValue::from_str(host) {
+                    headers.insert(HOST, host);
+                }
+            }
+            _ => drop(headers.remove(HOST)),
+        }
+        // Only a CGI upstream is told them: none of the work for the others.
+        let remote_port = (env.remote_addr().map(|a| a.port()))
+            .filter(|&p| cgi && p != 0)
+            .map(HeaderValue::from);
+        let server_addr = (env.local_addr().filter(|_| cgi))
+            .and_then(|a| HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok());
+        let server_protocol = cgi.then(|| HeaderValue::from_static(env.server_protocol()));
+        let outgoing = Outgoing {
+            method: req.method().clone(),
+            path_and_query,
+            headers,
+            body: None,
+            remote_port,
+            server_addr,
+            server_protocol,
+        };
+        Ok((mount, outgoing))
     }
 }
 

@@ -454,9 +454,8 @@ impl Upstream {
 
     /// `req`, sent by this thread's pool for the upstream (`fresh`: on a new
     /// connection); for an `upgrade` over TLS, by one whose connections speak
-    /// HTTP/1.1. Its `Host` is set
-    /// here where the client's is not passed on (as hyper-util's client would
-    /// set it from the URI).
+    /// HTTP/1.1. Its `Host` is set here where the client's is not passed on
+    /// (as hyper-util's client would set it from the URI).
     pub(crate) fn send(
         &self,
         mut req: http::Request<Body>,
