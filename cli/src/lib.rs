@@ -11,6 +11,15 @@
 //! Two binaries run it: `stackway`, and `stackway-python` with the Python
 //! interpreter linked in for the Python mounts ([`Python`]).
 
+/// The binaries' allocator for their Rust side (Python's objects stay on the C
+/// library's): jemalloc, whose per-thread caches hold every size a request
+/// allocates, hyper's 8 KiB read buffers among them, where glibc's stop at
+/// 1,032 bytes. An idle keep-alive connection holds a third less with it
+/// (BENCHMARKS.md, "jemalloc for the binaries").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod admin;
 mod args;
 mod config;
