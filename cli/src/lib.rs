@@ -15,7 +15,9 @@
 /// library's): jemalloc, whose per-thread caches hold every size a request
 /// allocates, hyper's 8 KiB read buffers among them, where glibc's stop at
 /// 1,032 bytes. An idle keep-alive connection holds a third less with it
-/// (BENCHMARKS.md, "jemalloc for the binaries").
+/// (BENCHMARKS.md, "jemalloc for the binaries"). Its options are compiled in
+/// from `.cargo/config.toml`: the 8 KiB class in slabs of four regions, since
+/// a proxied request takes two fresh read buffers ("jemalloc's 8 KiB slabs").
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
