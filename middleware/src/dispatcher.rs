@@ -97,10 +97,62 @@ type Mounted = (BoxApp, &'static Mount);
 struct Node {
     /// The app mounted here, and its prefix as configured (its metrics label).
     app: Option<Mounted>,
+    children: Children,
+}
+
+/// A node's children by decoded segment. Most nodes have a few, and comparing
+/// a few names costs less than hashing one: a list up to [`FEW`], a hash map
+/// past it.
+enum Children {
+    Few(Vec<(Box<str>, Node)>),
     /// foldhash, seeded per process: a lookup hashes each segment of every
     /// request, and SipHash cost as much as the rest of the walk. The keys are
     /// the operator's, so a client cannot fill a chain.
-    children: HashMap<Box<str>, Self, foldhash::fast::RandomState>,
+    Many(HashMap<Box<str>, Node, foldhash::fast::RandomState>),
+}
+
+/// The most children a node looks through in order.
+const FEW: usize = 8;
+
+impl Default for Children {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
+impl Children {
+    fn get(&self, segment: &str) -> Option<&Node> {
+        match self {
+            Self::Few(few) => few
+                .iter()
+                .find(|(name, _)| **name == *segment)
+                .map(|(_, n)| n),
+            Self::Many(many) => many.get(segment),
+        }
+    }
+
+    /// The child at `segment`, made if there is none.
+    fn get_or_make(&mut self, segment: &str) -> &mut Node {
+        if let Self::Few(few) = self
+            && few.len() == FEW
+            && !few.iter().any(|(name, _)| **name == *segment)
+        {
+            *self = Self::Many(few.drain(..).collect());
+        }
+        match self {
+            Self::Few(few) => {
+                let i = match few.iter().position(|(name, _)| **name == *segment) {
+                    Some(i) => i,
+                    None => {
+                        few.push((segment.into(), Node::default()));
+                        few.len() - 1
+                    }
+                };
+                &mut few[i].1
+            }
+            Self::Many(many) => many.entry(segment.into()).or_default(),
+        }
+    }
 }
 
 impl Dispatcher {
@@ -147,7 +199,7 @@ impl Dispatcher {
             None => &mut self.any,
         };
         for segment in parsed.segments() {
-            node = node.children.entry(segment.as_str().into()).or_default();
+            node = node.children.get_or_make(segment);
         }
         if node.app.is_some() && !is_default {
             return Err(MountError::duplicate(prefix));

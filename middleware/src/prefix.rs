@@ -167,7 +167,8 @@ impl Prefix {
 /// segment that cannot decode matches nothing (it is not turned into `�`,
 /// which a prefix could name).
 pub fn decode_segment(raw: &str) -> Option<Cow<'_, str>> {
-    if !raw.as_bytes().contains(&b'%') {
+    // A loop over a segment's few bytes, where `contains` calls `memchr`.
+    if !raw.bytes().any(|b| b == b'%') {
         return Some(Cow::Borrowed(raw));
     }
     percent_decode_str(raw).decode_utf8().ok()
@@ -190,8 +191,10 @@ pub fn segments(path_info: &str) -> impl Iterator<Item = &str> {
 /// a mounting middleware answers 400 to a request with one, so that
 /// `/public/%2e%2e/admin` cannot reach a mount it does not name.
 pub fn is_dot_segment(raw: &str) -> bool {
-    // `%2e%2e` is the longest spelling.
-    raw.len() <= "%2e%2e".len() && decode_segment(raw).is_some_and(|s| s == "." || s == "..")
+    // Every spelling starts with `.` or `%`, and `%2e%2e` is the longest.
+    matches!(raw.as_bytes().first(), Some(b'.' | b'%'))
+        && raw.len() <= "%2e%2e".len()
+        && decode_segment(raw).is_some_and(|s| s == "." || s == "..")
 }
 
 /// The host the request is for, lower-case and without a port: the

@@ -222,6 +222,35 @@ fn a_thousand_mounts() {
     );
 }
 
+/// A node looks through a few children in order and hashes many: every
+/// count on either side of the switch routes, and a mount made twice is
+/// refused on both sides.
+#[test]
+fn siblings_few_and_many() {
+    for count in [1, 7, 8, 9, 10, 17] {
+        let names: Vec<&'static str> = (0..count).map(|i| &*format!("s{i}").leak()).collect();
+        let mounted = || {
+            (names.iter().enumerate()).fold(Dispatcher::new(echo("D")), |app, (i, name)| {
+                app.mount(&format!("/p/s{i}"), echo(name))
+            })
+        };
+        let err = match mounted().try_mount(&format!("/p/s{}", count - 1), echo("again")) {
+            Err(err) => err,
+            Ok(_) => panic!("{count} siblings: a second mount at the last was taken"),
+        };
+        assert!(err.is_duplicate(), "{count} siblings: {err}");
+        let paths: Vec<(String, String)> = (0..count)
+            .map(|i| (format!("/p/s{i}/x"), format!("s{i}|/p/s{i}|/x")))
+            .chain([(format!("/p/s{count}"), format!("D||/p/s{count}"))])
+            .collect();
+        let routes: Vec<(&str, &str)> = paths
+            .iter()
+            .map(|(path, want)| (path.as_str(), want.as_str()))
+            .collect();
+        assert_routes(mounted(), &routes);
+    }
+}
+
 #[test]
 fn host_mounts_are_tried_first_and_case_insensitively() {
     let app = Dispatcher::new(echo("D"))
