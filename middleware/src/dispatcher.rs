@@ -123,10 +123,7 @@ impl Default for Children {
 impl Children {
     fn get(&self, segment: &str) -> Option<&Node> {
         match self {
-            Self::Few(few) => few
-                .iter()
-                .find(|(name, _)| **name == *segment)
-                .map(|(_, n)| n),
+            Self::Few(few) => position(few, segment).map(|i| &few[i].1),
             Self::Many(many) => many.get(segment),
         }
     }
@@ -135,24 +132,26 @@ impl Children {
     fn get_or_make(&mut self, segment: &str) -> &mut Node {
         if let Self::Few(few) = self
             && few.len() == FEW
-            && !few.iter().any(|(name, _)| **name == *segment)
+            && position(few, segment).is_none()
         {
             *self = Self::Many(few.drain(..).collect());
         }
         match self {
             Self::Few(few) => {
-                let i = match few.iter().position(|(name, _)| **name == *segment) {
-                    Some(i) => i,
-                    None => {
-                        few.push((segment.into(), Node::default()));
-                        few.len() - 1
-                    }
-                };
+                let i = position(few, segment).unwrap_or_else(|| {
+                    few.push((segment.into(), Node::default()));
+                    few.len() - 1
+                });
                 &mut few[i].1
             }
             Self::Many(many) => many.entry(segment.into()).or_default(),
         }
     }
+}
+
+/// Where `segment` is among a few children.
+fn position(few: &[(Box<str>, Node)], segment: &str) -> Option<usize> {
+    few.iter().position(|(name, _)| **name == *segment)
 }
 
 impl Dispatcher {
