@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
@@ -205,7 +206,8 @@ where
     Fut::Output: IntoResponse,
 {
     fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
-        let answered = self(req);
-        async move { answered.await.into_response() }
+        // The handler's future made in its place in the one returned, not
+        // moved into an `async` block's state by `memcpy`.
+        self(req).map(IntoResponse::into_response)
     }
 }

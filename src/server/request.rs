@@ -46,7 +46,7 @@ pub(super) fn handle<A: App, B: Incoming>(
     let pages = shared.config.error_pages.clone();
     async move {
         let (req, failed) = match called {
-            Gate::Answer(res) => return answer.with(res),
+            Gate::Answer(res) => return answer.with(*res),
             Gate::Call(req, failed) => (req, failed),
         };
         // A panic in `call` itself (an app that routes or checks before it
@@ -55,19 +55,19 @@ pub(super) fn handle<A: App, B: Incoming>(
             Ok(called) => AssertUnwindSafe(called).catch_unwind().await,
             Err(panic) => Err(panic),
         };
-        let res = match caught {
+        let mut res = match caught {
             Ok(res) => res,
             // The panic hook has printed the message; the client gets a 500.
             Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref()),
         };
-        answer.with(
-            match failed.map_or(READ_OK, |failed| failed.load(Ordering::Relaxed)) {
-                TOO_LARGE => closing(StatusCode::PAYLOAD_TOO_LARGE, pages.as_deref()),
-                // The app answered as it chose; the client, stalled, is not kept.
-                TIMED_OUT => close(res),
-                _ => res,
-            },
-        )
+        // Changed in place: a response is moved by `memcpy`.
+        match failed.map_or(READ_OK, |failed| failed.load(Ordering::Relaxed)) {
+            TOO_LARGE => res = closing(StatusCode::PAYLOAD_TOO_LARGE, pages.as_deref()),
+            // The app answered as it chose; the client, stalled, is not kept.
+            TIMED_OUT => close(&mut res),
+            _ => {}
+        }
+        answer.with(res)
     }
 }
 
@@ -96,7 +96,7 @@ struct Answer {
 impl Answer {
     fn with(self, mut res: Response) -> Result<http::Response<ServerBody>, Infallible> {
         if self.close {
-            res = close(res);
+            close(&mut res);
         }
         Ok(res.map(|body| ServerBody {
             body,
@@ -116,8 +116,10 @@ enum Gate {
     /// would make the slot hyper gives the future in every connection, idle
     /// or not, larger by all of it.
     Call(Box<crate::Request>, Option<Arc<AtomicU8>>),
-    /// The server's own answer: the health check, a refused request.
-    Answer(Response),
+    /// The server's own answer: the health check, a refused request. Boxed:
+    /// inline, it would make the future hyper keeps for every request (and
+    /// every connection's slot for it) larger by a response, moved by `memcpy`.
+    Answer(Box<Response>),
 }
 
 /// The server's part before the app: the health check, RFC 9112's Host rule
@@ -130,14 +132,17 @@ fn gate<B: Incoming>(
 ) -> Gate {
     if let Some(path) = &shared.config.health_path {
         if req.uri().path() == path {
-            return Gate::Answer(health(shared.lifecycle.draining()));
+            return Gate::Answer(Box::new(health(shared.lifecycle.draining())));
         }
     }
     let refuse = |status, body: &B| {
         if !body.is_end_stream() {
             activity.unread_body.store(true, Ordering::Relaxed);
         }
-        Gate::Answer(closing(status, shared.config.error_pages.as_deref()))
+        Gate::Answer(Box::new(closing(
+            status,
+            shared.config.error_pages.as_deref(),
+        )))
     };
 
     if req.version() == Version::HTTP_11 && req.headers().get_all(HOST).iter().count() != 1 {
@@ -155,19 +160,22 @@ fn gate<B: Incoming>(
         }
     }
     let limit = shared.config.max_body_size;
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared
-        .zip(limit)
-        .is_some_and(|(declared, limit)| declared > limit)
+    // A request without a body (most GETs) has nothing to limit, time or
+    // leave unread: no look at its length, no wrapper, and no three
+    // allocations for it.
+    let has_body = !req.body().is_end_stream();
+    let declared = || {
+        let declared = req.headers().get(CONTENT_LENGTH)?;
+        declared.to_str().ok()?.parse::<u64>().ok()
+    };
+    if has_body
+        && declared()
+            .zip(limit)
+            .is_some_and(|(declared, limit)| declared > limit)
     {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, req.body());
     }
-    // A request without a body (most GETs) has nothing to limit, time or
-    // leave unread: no wrapper, and no three allocations for it.
-    let failed = (!req.body().is_end_stream()).then(|| Arc::new(AtomicU8::new(READ_OK)));
+    let failed = has_body.then(|| Arc::new(AtomicU8::new(READ_OK)));
     let mut req = req.map(|body| match &failed {
         None => Body::empty(),
         Some(failed) => Body::new(RequestBody {
@@ -207,20 +215,23 @@ fn health(draining: bool) -> Response {
 /// An error response that also closes the connection: the server's page
 /// for `status`, or plain text.
 fn closing(status: StatusCode, pages: Option<&ErrorPages>) -> Response {
-    let Some((content_type, page)) = pages.and_then(|pages| pages.get(&status)) else {
-        return close(status.into_response());
+    let mut res = match pages.and_then(|pages| pages.get(&status)) {
+        Some((content_type, page)) => {
+            let mut res = Response::new(Body::from(page.clone()));
+            *res.status_mut() = status;
+            res.headers_mut().insert(CONTENT_TYPE, content_type.clone());
+            res
+        }
+        None => status.into_response(),
     };
-    let mut res = Response::new(Body::from(page.clone()));
-    *res.status_mut() = status;
-    res.headers_mut().insert(CONTENT_TYPE, content_type.clone());
-    close(res)
+    close(&mut res);
+    res
 }
 
-/// `res`, closing the connection once it is sent.
-fn close(mut res: Response) -> Response {
+/// Makes `res` close the connection once it is sent.
+fn close(res: &mut Response) {
     res.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
-    res
 }
 
 /// A request body that fails once it passes the size limit or the client
