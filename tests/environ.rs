@@ -212,6 +212,12 @@ fn hello_greets_path_info_escaped() {
             ("/J%C3%BCrgen", "<h1>Hello, Jürgen!</h1>"),
             ("/a/b", "<h1>Hello, a/b!</h1>"),
             ("/%3Cscript%3E", "<h1>Hello, &lt;script&gt;!</h1>"),
+            // Specials side by side, between and after other characters.
+            (
+                "/%26%22%27x%C3%BC%3E",
+                "<h1>Hello, &amp;&quot;&#x27;xü&gt;!</h1>",
+            ),
+            ("/a%FFb", "<h1>Hello, a\u{FFFD}b!</h1>"),
         ];
         for (path, body) in cases {
             client

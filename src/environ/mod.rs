@@ -197,7 +197,7 @@ impl<B> RequestExt for Request<B> {
         if segment.is_empty() {
             return None;
         }
-        let name = percent_decode_str(segment).decode_utf8_lossy().into_owned();
+        let name = decode_lossy(segment).into_owned();
         let len = 1 + segment.len();
         self.push_script_name(len).then_some(name)
     }
@@ -227,6 +227,16 @@ pub fn ip_text(ip: IpAddr) -> String {
         text.push_str(digits.format(octet));
     }
     text
+}
+
+/// `raw` percent-decoded once, invalid UTF-8 replaced by `�`. Without a `%`
+/// (most paths) it is `raw` itself, not checked again for being UTF-8.
+fn decode_lossy(raw: &str) -> Cow<'_, str> {
+    // A loop over a path's few bytes, where `contains` calls `memchr`.
+    if !raw.bytes().any(|b| b == b'%') {
+        return Cow::Borrowed(raw);
+    }
+    percent_decode_str(raw).decode_utf8_lossy()
 }
 
 /// Whether `prefix` is `path` cut at a segment boundary: `/a` of `/a` or `/a/b`,
@@ -294,12 +304,12 @@ impl<'a> Environ<'a> {
 
     /// SCRIPT_NAME percent-decoded once, with invalid UTF-8 replaced by `�`.
     pub fn script_name_decoded(&self) -> Cow<'a, str> {
-        percent_decode_str(self.script_name()).decode_utf8_lossy()
+        decode_lossy(self.script_name())
     }
 
     /// PATH_INFO percent-decoded once, with invalid UTF-8 replaced by `�`.
     pub fn path_info_decoded(&self) -> Cow<'a, str> {
-        percent_decode_str(self.path_info()).decode_utf8_lossy()
+        decode_lossy(self.path_info())
     }
 
     /// The raw query string, without the `?`; empty when there is none.
@@ -497,10 +507,7 @@ impl<'a> Environ<'a> {
         set("GATEWAY_INTERFACE", "CGI/1.1".to_owned());
         set("REQUEST_METHOD", self.method.to_string());
         let mount = self.mount_path();
-        set(
-            "SCRIPT_NAME",
-            percent_decode_str(&mount).decode_utf8_lossy().into_owned(),
-        );
+        set("SCRIPT_NAME", decode_lossy(&mount).into_owned());
         set("PATH_INFO", self.path_info_decoded().into_owned());
         set("QUERY_STRING", self.query_string().to_owned());
         set("REQUEST_URI", self.request_target().to_owned());

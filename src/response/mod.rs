@@ -122,27 +122,32 @@ pub fn escape_html(text: &str) -> String {
 
 /// How long `text` is once escaped by [`escape_html`].
 pub(crate) fn escaped_len(text: &str) -> usize {
-    text.bytes()
-        .map(|b| match b {
-            b'&' => 5,
-            b'<' | b'>' => 4,
-            b'"' => 6,
-            b'\'' => 6,
-            _ => 1,
-        })
-        .sum()
+    text.bytes().map(|b| escaped(b).map_or(1, str::len)).sum()
 }
 
-/// Appends `text` to `out`, escaped as [`escape_html`] does.
+/// Appends `text` to `out`, escaped as [`escape_html`] does: the runs between
+/// the bytes to escape copied whole (all five are ASCII, so every cut is on a
+/// character's boundary).
 pub(crate) fn push_escaped(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
+    let mut rest = text;
+    let special =
+        |rest: &str| (rest.bytes().enumerate()).find_map(|(at, b)| Some((at, escaped(b)?)));
+    while let Some((at, entity)) = special(rest) {
+        out.push_str(&rest[..at]);
+        out.push_str(entity);
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+}
+
+/// What an HTML-special byte is written as.
+fn escaped(b: u8) -> Option<&'static str> {
+    match b {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'"' => Some("&quot;"),
+        b'\'' => Some("&#x27;"),
+        _ => None,
     }
 }
