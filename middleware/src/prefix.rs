@@ -122,6 +122,14 @@ impl Prefix {
     /// is not looked at. Allocates only for a percent-encoded segment: most
     /// requests that pass a prefix are not for it, and pay only this.
     pub fn match_len(&self, path_info: &str) -> Option<usize> {
+        // A request for another prefix is most often told by its first byte:
+        // a segment's first byte is its decoded first byte unless it is `%`.
+        if let Some(first) = self.segments.first() {
+            let byte = *path_info.as_bytes().get(1)?;
+            if byte != first.as_bytes()[0] && byte != b'%' {
+                return None;
+            }
+        }
         let mut raw = segments(path_info);
         let mut len = 0;
         for want in &self.segments {
