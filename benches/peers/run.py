@@ -5,8 +5,9 @@ Run from the repository root:  python3 benches/peers/run.py  (see BENCHMARKS.md)
 
 Builds every server in release mode, then for each scenario and each repeat starts each server
 in turn (A B C D, B C D A, ...) on a free loopback port with the same flags, checks that it
-answers the scenario correctly, drives it with wrk, reads its peak RSS, and stops it. Prints
-medians, p99 latencies, peak RSS and each server's ratio to axum as Markdown tables.
+answers the scenario correctly, drives it with wrk, reads its peak RSS and how its CPU fell on
+its threads, and stops it. Prints medians, p99 latencies, peak RSS, the busiest thread's share
+of the CPU and each server's ratio to axum as Markdown tables.
 """
 
 import argparse
@@ -434,6 +435,18 @@ class Server:
                 pass
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def thread_ticks(self):
+        """CPU ticks so far of each thread of the process and its children, by thread id."""
+        ticks = {}
+        for pid in self.pids():
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    ticks[task.name] = int(fields[11]) + int(fields[12])
+                except OSError:
+                    pass
+        return ticks
+
     def instructions(self, command):
         """`zero` the counts, or `dump` them and return the instructions counted since and
         the dump that holds them."""
@@ -577,11 +590,16 @@ def run_once(server_name, scenario, static, tmp, args):
         load(port, path, headers, args, 1)  # warm up
         if server.counted:
             server.instructions("zero")
-        cpu = server.cpu_seconds()
+        cpu, threads = server.cpu_seconds(), server.thread_ticks()
         result = load(port, path, headers, args, args.duration)
         cpu = server.cpu_seconds() - cpu
+        spent = [ticks - threads.get(tid, 0) for tid, ticks in server.thread_ticks().items()]
         requests = result["rps"] * args.duration
         result["cpu_us_per_req"] = cpu * 1e6 / requests
+        # How the load fell on the server's threads: a worker a core, each with the
+        # connections it accepted, costs more a request when they split and take
+        # turns on a core shared with the client than when one took them all.
+        result["busiest_thread_share"] = max(spent, default=0) / max(sum(spent), 1)
         if server.counted:
             instructions, dump = server.instructions("dump")
             result["instructions_per_req"] = instructions / requests
@@ -637,6 +655,8 @@ def tables(results, args, servers):
     measured = [s for s in results if not s.startswith("slow-1g")]
     lines += table("Requests per second", "rps", lambda v: f"{v:,.0f}", True, measured)
     lines += table("Server CPU time per request (µs)", "cpu_us_per_req", lambda v: f"{v:.1f}", True, measured)
+    lines += table("Busiest thread's share of the server's CPU (%)", "busiest_thread_share",
+                   lambda v: f"{v * 100:.0f}", False, measured)
     lines += table("p99 latency (ms)", "p99_ms", lambda v: f"{v:.2f}", False, measured)
     lines += table("Peak RSS (MiB)", "peak_rss_kib", lambda v: f"{v / 1024:.1f}", False, measured)
     if CALLGRIND:
