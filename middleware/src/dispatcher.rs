@@ -269,9 +269,10 @@ impl App for Dispatcher {
     // Not an `async fn`: the mount is found and the request handed to its app
     // before the future is made, so the future holds the app's call, not the
     // request beside it (a third of the size, boxed on every request when the
-    // Dispatcher is itself mounted). Nor does it hold a `Response`: the
-    // server's own answers are a status or a box, so that the future is a few
-    // words that every wrapper moves in registers rather than by `memcpy`.
+    // Dispatcher is itself mounted). Nor does it hold a `Response`: its own
+    // answers are a status, made into one when polled, or a box, so that the
+    // future is a few words that every wrapper moves in registers rather than
+    // by `memcpy`.
     fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
         let ((app, label), len) = match self.find(&req) {
             Err(DotSegment) => return Either::Left(status(StatusCode::BAD_REQUEST)),
