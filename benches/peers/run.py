@@ -59,11 +59,12 @@ SERVERS = ["stackway", "stackway-before", "stackway-pgo", "stackway-1p", "stackw
            "stackway-before-t0", "stackway-pgo-t0", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
 BEFORE = None  # the binary of stackway-before, set from --before
 PGO = ROOT / "target" / "pgo" / "release" / "stackway"
-# --instructions: the Rust servers run under callgrind, which counts the instructions each
-# request costs in user space: the same in every run, where CPU time on two shared cores is not.
-# Its dumps stay in target/peers/callgrind for callgrind.py to break down.
+# --instructions: the Rust servers and uWSGI run under callgrind, which counts the
+# instructions each request costs in user space: the same in every run, where CPU time on two
+# shared cores is not. Its dumps stay in target/peers/callgrind for callgrind.py to break down.
 CALLGRIND = None  # that folder, set from --instructions
-RUST_SERVERS = ("stackway", "stackway-before", "stackway-pgo", "stackway-1p", "axum", "actix", "hyper")
+COUNTED_SERVERS = ("stackway", "stackway-before", "stackway-pgo", "stackway-1p", "stackway-t0",
+                   "stackway-before-t0", "stackway-pgo-t0", "axum", "actix", "hyper", "uwsgi")
 # The same Python WSGI apps under every server of the WSGI scenarios: `application` for
 # wsgi-hello, `cpu` (about 2.5 ms of pure Python a request, as a real view spends) for wsgi-cpu.
 WSGI_APP = """
@@ -314,7 +315,11 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
     bind = f"127.0.0.1:{port}"
     app = {"wsgi-cpu": "bench_app:cpu", "asgi-hello": "bench_app:asgi_hello",
            "ws-echo": "bench_app:ws_echo"}.get(scenario, "bench_app:application")
-    workers = str(os.cpu_count())
+    # Counted, a Python scenario's server is one process (stackway's with one worker, uWSGI
+    # without its master), so that callgrind sees every request: a supervisor's count would
+    # leave out the processes that serve.
+    counted = CALLGRIND is not None and server in COUNTED_SERVERS
+    workers = "1" if counted else str(os.cpu_count())
     processes = []
     # One Python thread a process in uwsgi-flask, as uWSGI runs there.
     python_threads = "1" if scenario == "uwsgi-flask" else None
@@ -327,6 +332,8 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         processes = ["--processes", workers]
     if python_threads:
         processes += ["--wsgi-threads", python_threads]
+    if processes and counted:
+        processes += ["--workers", "1"]
     if server == "gunicorn-sync":
         return [PYTHON, "-m", "gunicorn", "-w", workers, "-k", "sync", "--chdir", str(tmp),
                 "-b", bind, "--log-level", "warning", app]
@@ -341,7 +348,7 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
         # uWSGI as its docs deploy it behind nginx: a master, a process per core, one
         # thread each (threads only add GIL traffic to a hello), no request logging.
         return [str(UWSGI), "--socket", bind, "--chdir", str(tmp), "--module", "bench_app:flask_app",
-                "--master", "--processes", workers, "--disable-logging", "--lazy-apps"]
+                "--processes", workers, "--disable-logging", "--lazy-apps"] + ([] if counted else ["--master"])
     if server == "stackway" and scenario == "uwsgi-flask":
         return [str(binary), "serve", "--bind", f"uwsgi://{bind}", "--pythonpath", str(tmp),
                 "--mount", "/=wsgi:bench_app:flask_app"] + processes
@@ -390,12 +397,12 @@ class Server:
         if name in PYTHON_SERVERS:
             env["PYTHONPATH"] = str(PYDEPS)
         cmd = command(name, self.port, static, tmp, upstream, scenario)
-        # The server measured, never the upstream or the front beside it; and not a
-        # supervisor, whose own count would leave out the processes that serve.
-        self.counted = (CALLGRIND is not None and measured and name in RUST_SERVERS
-                        and "--processes" not in cmd)
+        # The server measured, never the upstream or the front beside it.
+        self.counted = CALLGRIND is not None and measured and name in COUNTED_SERVERS
         if self.counted:
-            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={CALLGRIND}/{name}.%p"] + cmd
+            # Followed through the exec into the binary with Python (stackway-python).
+            cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
+                   f"--callgrind-out-file={CALLGRIND}/{name}.%p"] + cmd
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True, env=env)
         deadline = time.time() + (120 if self.counted else 20)
