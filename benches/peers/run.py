@@ -238,13 +238,21 @@ def free_port():
 
 def nginx_conf(tmp, port, static, upstream=None, scenario=None):
     conf = tmp / f"nginx-{port}.conf"
-    # The proxy scenario: a keep-alive pool to the upstream, as a production config has.
+    # The proxy scenario: a keep-alive pool to the upstream, as a production config has, and
+    # the X-Forwarded-* fields a production config sets, which stackway's proxy sends unasked:
+    # both send the upstream the same head.
     upstream_block = f"upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}" if upstream else ""
-    proxy_location = ('location /proxy/ { proxy_pass http://up/; proxy_http_version 1.1; '
-                      'proxy_set_header Connection ""; }') if upstream else ""
+    forwarded = ('proxy_set_header Connection ""; '
+                 'proxy_set_header X-Forwarded-Prefix /proxy; '
+                 'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; '
+                 'proxy_set_header X-Forwarded-Proto $scheme; '
+                 'proxy_set_header X-Forwarded-Host $http_host; '
+                 'proxy_set_header X-Forwarded-Port $server_port;')
+    proxy_location = (f'location /proxy/ {{ proxy_pass http://up/; proxy_http_version 1.1; '
+                      f'{forwarded} }}') if upstream else ""
     if scenario == "proxy-https":
-        proxy_location = ('location /proxy/ { proxy_pass https://up/; proxy_http_version 1.1; '
-                          'proxy_set_header Connection ""; proxy_ssl_verify on; '
+        proxy_location = (f'location /proxy/ {{ proxy_pass https://up/; proxy_http_version 1.1; '
+                          f'{forwarded} proxy_ssl_verify on; '
                           f'proxy_ssl_trusted_certificate {upstream_certificate(tmp)[0]}; '
                           'proxy_ssl_name localhost; proxy_ssl_server_name on; '
                           'proxy_ssl_session_reuse on; }')
