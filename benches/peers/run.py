@@ -724,7 +724,8 @@ def main():
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--before", type=Path, help="another stackway binary, run as stackway-before")
     p.add_argument("--instructions", action="store_true",
-                   help="run the Rust servers under callgrind and report instructions per request "
+                   help="run the Rust servers and uWSGI under callgrind (a Python scenario's as "
+                        "one process) and report instructions per request "
                         "(valgrind; the other figures of those runs are valgrind's, not the server's); "
                         "the dumps stay in target/peers/callgrind for callgrind.py")
     p.add_argument("--out", type=Path, default=ROOT / "target/peers/results.json")
