@@ -309,7 +309,7 @@ def upstream_certificate(tmp):
     return cert, key
 
 
-def command(server, port, static, tmp, upstream=None, scenario=None):
+def command(server, port, static, tmp, upstream=None, scenario=None, counted=False):
     binary = ROOT / "target/release/stackway"
     if server == "tls-upstream":
         # proxy-https's upstream: stackway's hello over TLS, one worker.
@@ -326,7 +326,6 @@ def command(server, port, static, tmp, upstream=None, scenario=None):
     # Counted, a Python scenario's server is one process (stackway's with one worker, uWSGI
     # without its master), so that callgrind sees every request: a supervisor's count would
     # leave out the processes that serve.
-    counted = CALLGRIND is not None and server in COUNTED_SERVERS
     workers = "1" if counted else str(os.cpu_count())
     processes = []
     # One Python thread a process in uwsgi-flask, as uWSGI runs there.
@@ -404,9 +403,9 @@ class Server:
         env = {**os.environ, "PATH": "/usr/bin:" + os.environ.get("PATH", "")}
         if name in PYTHON_SERVERS:
             env["PYTHONPATH"] = str(PYDEPS)
-        cmd = command(name, self.port, static, tmp, upstream, scenario)
         # The server measured, never the upstream or the front beside it.
         self.counted = CALLGRIND is not None and measured and name in COUNTED_SERVERS
+        cmd = command(name, self.port, static, tmp, upstream, scenario, self.counted)
         if self.counted:
             # Followed through the exec into the binary with Python (stackway-python).
             cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
