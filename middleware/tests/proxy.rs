@@ -211,6 +211,24 @@ fn bodies_stream_both_ways_with_expect_100_continue() {
     assert_eq!(conn.read_response().text(), "hello world");
 }
 
+#[test]
+fn expect_stays_between_the_client_and_the_proxy() {
+    // The upstream answers with the head it was sent.
+    let raw = raw_upstream(|head| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{head}",
+            head.len()
+        )
+        .into_bytes()
+    });
+    let proxy = front(Proxy::to(&format!("http://{raw}")));
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"GET /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nX-Kept: 1\r\n\r\n");
+    let sent = conn.read_response().text().to_ascii_lowercase();
+    assert!(sent.contains("x-kept: 1\r\n"), "{sent}");
+    assert!(!sent.contains("expect"), "{sent}");
+}
+
 /// A raw upstream on a free port: for each connection, reads a request head
 /// and writes what `respond` returns for it, then closes.
 fn raw_upstream(respond: impl Fn(&str) -> Vec<u8> + Send + 'static) -> SocketAddr {

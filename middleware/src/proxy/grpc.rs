@@ -8,15 +8,17 @@
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderName};
-use http::{HeaderMap, HeaderValue, StatusCode};
-use stackway::{Body, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, Version};
+use stackway::{Body, Request, Response};
 
 /// Whether the request is a gRPC call (`application/grpc`, `+proto`, `+json`, …).
-pub(crate) fn is_call(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "application/grpc" || v.starts_with("application/grpc+"))
+/// gRPC runs on HTTP/2 alone (its status comes in trailers): the headers of
+/// any other request are not looked at.
+pub(crate) fn is_call(req: &Request) -> bool {
+    req.version() == Version::HTTP_2
+        && (req.headers().get(CONTENT_TYPE))
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "application/grpc" || v.starts_with("application/grpc+"))
 }
 
 /// The call's deadline, from `grpc-timeout`: at most eight digits and a unit

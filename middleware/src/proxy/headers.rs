@@ -4,11 +4,13 @@
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
+use std::net::IpAddr;
 use std::thread::LocalKey;
 
+use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{
-    CONNECTION, CONTENT_LOCATION, EXPECT, HOST, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
+    CONNECTION, CONTENT_LOCATION, HOST, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
     TRANSFER_ENCODING, UPGRADE,
 };
 use stackway::Environ;
@@ -76,13 +78,22 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 /// expect: `X-Forwarded-For` gains the client's address; `-Proto`, `-Host`,
 /// `-Port` and `-Prefix` (SCRIPT_NAME, when mounted) say what the client asked for.
 pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: Option<&str>) {
-    if let Some(ip) = env.remote_addr().map(|a| ip_text(a.ip())) {
+    thread_local! {
+        static FOR: Last<IpAddr> = const { RefCell::new(None) };
+        static PORT: Last<u16> = const { RefCell::new(None) };
+        static PREFIX: Last<String> = const { RefCell::new(None) };
+    }
+    if let Some(ip) = env.remote_addr().map(|a| a.ip()) {
         let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(before) => format!("{before}, {ip}"),
-            None => ip,
+            // Its own bytes, not a copy.
+            Some(before) => {
+                HeaderValue::from_maybe_shared(Bytes::from(format!("{before}, {}", ip_text(ip))))
+                    .ok()
+            }
+            // A connection's requests come from one address.
+            None => made_once(&FOR, &ip, |&ip| HeaderValue::try_from(ip_text(ip)).ok()),
         };
-        // Its own bytes, not a copy.
-        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        if let Some(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
@@ -103,10 +114,6 @@ pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: O
         },
         None => drop(headers.remove(X_FORWARDED_HOST)),
     }
-    thread_local! {
-        static PORT: Last<u16> = const { RefCell::new(None) };
-        static PREFIX: Last<String> = const { RefCell::new(None) };
-    }
     if let Some(port) = made_once(&PORT, &env.server_port(), |&port| Some(port.into())) {
         headers.insert(X_FORWARDED_PORT, port);
     }
@@ -117,7 +124,26 @@ pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: O
             None => drop(headers.remove(X_FORWARDED_PREFIX)),
         },
     }
-    headers.remove(EXPECT); // 100-continue is between the client and this server
+}
+
+/// Whether `host` is an authority (`host[:port]`), as the `Host` it is
+/// quoted into (`Forwarded`) or sent as must be. A connection's requests ask
+/// for one host: the last one found valid is known a thread, not parsed again.
+pub(crate) fn is_authority(host: &str) -> bool {
+    thread_local! {
+        static VALID: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    VALID.with_borrow_mut(|valid| {
+        if valid == host {
+            return true;
+        }
+        let is = host.parse::<http::uri::Authority>().is_ok();
+        if is {
+            valid.clear();
+            valid.push_str(host);
+        }
+        is
+    })
 }
 
 /// A thread's last header value made by [`made_once`], and what it was made for.
@@ -125,7 +151,8 @@ type Last<K> = RefCell<Option<(K, HeaderValue)>>;
 
 /// The header value `make` gives for `key`, made once a thread for the key it
 /// last had and shared after (a clone shares the bytes), where each made anew
-/// is an allocation: for a listener's port, a mount's prefix.
+/// is an allocation: for a client's address, a listener's port, a mount's
+/// prefix.
 fn made_once<K, Q>(
     last: &'static LocalKey<Last<K>>,
     key: &Q,

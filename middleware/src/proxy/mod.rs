@@ -106,7 +106,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::header::HOST;
+use http::header::{EXPECT, HOST};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
 
@@ -578,23 +578,26 @@ impl App for Proxy {
     // boxed on every request (a mount's), where more than 1 KiB leaves
     // the allocator's per-thread cache for its slower path.
     fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
-        let grpc = grpc::is_call(req.headers());
+        let grpc = grpc::is_call(&req);
         // Mapped, not awaited in an `async` block, which would keep room for
         // the future it captured beside the one it awaits.
-        self.forward(req).map(move |forwarded| match forwarded {
-            Ok(res) => res,
-            Err(status) if grpc => grpc::failure(status),
-            Err(status) => status.into_response(),
-        })
+        self.forward(req, grpc)
+            .map(move |forwarded| match forwarded {
+                Ok(res) => res,
+                Err(status) if grpc => grpc::failure(status),
+                Err(status) => status.into_response(),
+            })
     }
 }
 
 impl Proxy {
-    /// The upstream's answer to `req`, or the status of the proxy's own.
+    /// The upstream's answer to `req` (a gRPC call's, `grpc`), or the status
+    /// of the proxy's own.
     #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
     fn forward(
         &self,
         mut req: Request,
+        grpc: bool,
     ) -> impl Future<Output = Result<Response, StatusCode>> + Send + '_ {
         async move {
             let upstreams = &*self.upstreams();
@@ -605,7 +608,7 @@ impl Proxy {
             // A gRPC call's deadline bounds the wait for the head, whatever the read
             // timeout. Boxed: a gRPC call with one is rare, and the future of every
             // request would otherwise keep room for its clock.
-            let mut deadline = grpc::timeout(req.headers())
+            let mut deadline = (grpc.then(|| grpc::timeout(req.headers())).flatten())
                 .map(|t| Box::pin(tokio::time::sleep_until(tokio::time::Instant::now() + t)));
             let timings = req.extensions().get::<Timings>().cloned();
             let started = std::time::Instant::now();
@@ -770,9 +773,7 @@ impl Proxy {
         let env = req.environ();
         // The host the client asked for (a trusted proxy's, HTTP/2's
         // authority), when it is one: it is quoted into `Forwarded` below.
-        let client_host = env
-            .http_host()
-            .filter(|host| host.parse::<http::uri::Authority>().is_ok());
+        let client_host = env.http_host().filter(|host| headers::is_authority(host));
         // A uwsgi or FastCGI upstream reads its variables as C strings
         // (PHP-FPM takes SCRIPT_FILENAME up to its first NUL): a NUL decoded
         // from the path would name a file other than the one asked for.
@@ -794,7 +795,10 @@ impl Proxy {
         // grow as they are.
         let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
         for (name, value) in req.headers() {
-            headers.append(name.clone(), value.clone());
+            // 100-continue is between the client and this server.
+            if name != EXPECT {
+                headers.append(name.clone(), value.clone());
+            }
         }
         headers::strip_hop_by_hop(&mut headers, upgrading);
         headers::forward(&mut headers, &env, client_host);
@@ -815,10 +819,11 @@ impl Proxy {
             _ => drop(headers.remove(HOST)),
         }
         // Only a CGI upstream is told them: none of the work for the others.
-        let remote_port = (env.remote_addr().map(|a| a.port()))
-            .filter(|&p| cgi && p != 0)
+        let remote_port = (cgi.then(|| env.remote_addr()).flatten())
+            .map(|a| a.port())
+            .filter(|&p| p != 0)
             .map(HeaderValue::from);
-        let server_addr = (env.local_addr().filter(|_| cgi))
+        let server_addr = (cgi.then(|| env.local_addr()).flatten())
             .and_then(|a| HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok());
         let server_protocol = cgi.then(|| HeaderValue::from_static(env.server_protocol()));
         let outgoing = Outgoing {
