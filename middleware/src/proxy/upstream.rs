@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use http::Uri;
+use http::uri::PathAndQuery;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
@@ -513,18 +514,17 @@ impl Upstream {
             path.push_str(&path_and_query);
             path
         };
-        let uri = Uri::builder();
+        let path = PathAndQuery::try_from(path).expect("a path the request's URI had");
         // This thread's pool of hyper's connections sends the URI as it is;
         // hyper-util's client wants it whole.
-        let uri = match (&self.host, &self.spec.tls) {
-            (Some(_), _) => uri,
-            (None, Some(_)) => uri
-                .scheme(http::uri::Scheme::HTTPS)
-                .authority(self.authority.clone()),
-            (None, None) => uri
-                .scheme(http::uri::Scheme::HTTP)
-                .authority(self.authority.clone()),
+        let scheme = match (&self.host, &self.spec.tls) {
+            (Some(_), _) => return Uri::from(path),
+            (None, Some(_)) => http::uri::Scheme::HTTPS,
+            (None, None) => http::uri::Scheme::HTTP,
         };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(self.authority.clone());
         (uri.path_and_query(path).build()).expect("the parts were valid on their own")
     }
 
