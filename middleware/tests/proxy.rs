@@ -710,6 +710,34 @@ fn active_health_checks_leave_out_an_upstream_that_answers_badly() {
 }
 
 #[test]
+fn a_health_check_path_a_uri_cannot_hold_is_asked_for_encoded() {
+    use std::sync::{Arc, Mutex};
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let noted = asked.clone();
+    let up = upstream(move |req: Request| {
+        let noted = noted.clone();
+        async move {
+            noted.lock().unwrap().push(req.uri().to_string());
+            "ok".into_response()
+        }
+    });
+    let proxy = front(
+        Proxy::to(&format!("http://{}", up.addr))
+            .health_check("health check|é?full=1", Duration::from_millis(50)),
+    );
+    assert_eq!(Conn::open(proxy.addr).get("/").text(), "ok"); // the checks start
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = asked.lock().unwrap();
+    let checks = asked.iter().filter(|uri| *uri != "/").count();
+    assert!(checks >= 2, "{asked:?}");
+    assert!(
+        (asked.iter().filter(|uri| *uri != "/"))
+            .all(|uri| uri == "/health%20check%7C%C3%A9?full=1"),
+        "{asked:?}"
+    );
+}
+
+#[test]
 fn a_failing_upstream_is_left_out_for_the_fail_timeout() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};

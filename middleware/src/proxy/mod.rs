@@ -393,12 +393,24 @@ impl Proxy {
     /// Asks each upstream for `path` (below its base) every `interval`, and
     /// leaves out of the balance those that do not answer 2xx or 3xx within
     /// it, until they do again (HAProxy's `option httpchk`). Off by default.
-    /// The checks start with the first request, on its runtime.
+    /// The checks start with the first request, on its runtime. What a URI
+    /// may not hold as it is goes percent-encoded (`/a b` asks for `/a%20b`).
     pub fn health_check(mut self, path: &str, interval: Duration) -> Self {
-        let path = match path.starts_with('/') {
-            true => path.to_owned(),
-            false => format!("/{path}"),
-        };
+        use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+        const NOT_IN_A_URI: &AsciiSet = &CONTROLS
+            .add(b' ')
+            .add(b'"')
+            .add(b'#')
+            .add(b'<')
+            .add(b'>')
+            .add(b'\\')
+            .add(b'^')
+            .add(b'`')
+            .add(b'{')
+            .add(b'|')
+            .add(b'}');
+        let slash = if path.starts_with('/') { "" } else { "/" };
+        let path = format!("{slash}{}", utf8_percent_encode(path, NOT_IN_A_URI));
         self.settings.health_check = Some(health::Check { path, interval });
         self
     }

@@ -514,7 +514,8 @@ impl Upstream {
             path.push_str(&path_and_query);
             path
         };
-        let path = PathAndQuery::try_from(path).expect("a path the request's URI had");
+        let path = PathAndQuery::try_from(path)
+            .expect("a request URI's path, or a health check's encoded");
         // This thread's pool of hyper's connections sends the URI as it is;
         // hyper-util's client wants it whole.
         let scheme = match (&self.host, &self.spec.tls) {
