@@ -292,11 +292,36 @@ fn failures_are_responses() {
 }
 
 #[test]
+fn a_transfer_encoding_beside_a_content_length_frames_the_body_alone() {
+    // The chunked body says "abc"; the Content-Length beside it says one
+    // byte, or ten. Forwarded, it would end the client's body early (and
+    // leave "bc" where the next response belongs) or never.
+    for length in [1, 10] {
+        let raw = raw_upstream(move |_| {
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: {length}\r\n\r\n\
+                 3\r\nabc\r\n0\r\n\r\n"
+            )
+            .into_bytes()
+        });
+        let proxy = front(Proxy::to(&format!("http://{raw}")));
+        let mut conn = Conn::open(proxy.addr);
+        for _ in 0..2 {
+            let res = conn.get("/x");
+            assert_eq!((res.status, res.text()), (200, "abc".to_owned()));
+            assert_eq!(res.header("content-length"), None, "{length}");
+        }
+    }
+}
+
+#[test]
 fn an_upstream_that_breaks_off_mid_body_aborts_the_client_connection() {
-    for stalls in [false, true] {
+    // Its head always reaches the client, as nginx sends it, even when the
+    // upstream closes before the body's first byte.
+    for (sent, stalls) in [(1000, false), (1000, true), (0, false)] {
         let raw = raw_upstream(move |_| {
             let mut res = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
-            res.extend_from_slice(&[b'x'; 1000]);
+            res.extend_from_slice(&vec![b'x'; sent]);
             if stalls {
                 std::thread::sleep(Duration::from_secs(3));
             }

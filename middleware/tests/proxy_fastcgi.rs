@@ -65,6 +65,12 @@ http_response_code(404);
 echo 'no such thing';
 "#;
 
+/// A page that names a transfer coding it does not use.
+const CODED: &str = r#"<?php
+header('Transfer-Encoding: chunked');
+echo 'not chunked';
+"#;
+
 /// PHP-FPM serving `root` on the unix socket `sock`; `None` when it is not installed.
 fn php_fpm(dir: &Path, root: &Path, sock: &Path) -> Option<Fpm> {
     let bin = external::file(&["/usr/sbin/php-fpm8.2"], "Debian's php8.2-fpm")?;
@@ -92,6 +98,7 @@ fn php_fpm(dir: &Path, root: &Path, sock: &Path) -> Option<Fpm> {
         ("big.php", BIG),
         ("moved.php", MOVED),
         ("missing.php", MISSING),
+        ("coded.php", CODED),
     ] {
         std::fs::write(root.join(name), page).unwrap();
     }
@@ -191,6 +198,13 @@ fn php_pages_behind_the_proxy_over_fastcgi() {
     let missing = conn.get("/php/missing.php");
     assert_eq!(missing.status, 404);
     assert_eq!(missing.text(), "no such thing");
+    // A CGI body is framed by its records: a Transfer-Encoding the page
+    // names is not decoded (nginx passes the bytes as they come too).
+    let coded = conn.get("/php/coded.php");
+    assert_eq!(
+        (coded.status, coded.text()),
+        (200, "not chunked".to_owned())
+    );
     assert_eq!(
         conn.get("/php/nowhere.php").status,
         404,

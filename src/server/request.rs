@@ -104,6 +104,7 @@ impl Answer {
             send_clock: SendClock::current(),
             http1: self.http1,
             in_flight: self.in_flight,
+            failed: None,
         }))
     }
 }
@@ -316,11 +317,17 @@ impl<B: Incoming> http_body::Body for RequestBody<B> {
 /// on HTTP/2 tells its stream's send clock when a frame waits for the
 /// client, and on a plain HTTP/1 connection lets the socket send a file
 /// body's bytes itself.
+///
+/// A body that fails ends the response one poll later: hyper drops what it
+/// has not written when a body fails, and the client would get nothing, not
+/// even the head an upstream sent before breaking off (nginx sends it, then
+/// closes). The poll between lets hyper write out what it holds.
 pub(super) struct ServerBody {
     body: Body,
     send_clock: Option<Arc<SendClock>>,
     http1: bool,
     in_flight: InFlight,
+    failed: Option<Error>,
 }
 
 impl http_body::Body for ServerBody {
@@ -332,6 +339,9 @@ impl http_body::Body for ServerBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         let stand_ins = (this.in_flight.activity().stand_ins.as_ref()).filter(|_| this.http1);
         let polled = match stand_ins {
             Some(stand_ins) => this.body.poll_frame_sending(cx, &mut |file, offset, len| {
@@ -343,7 +353,14 @@ impl http_body::Body for ServerBody {
             // Polled again: the last frame was taken. A new one now waits.
             clock.waiting(matches!(&polled, Poll::Ready(Some(Ok(_)))));
         }
-        polled
+        match polled {
+            Poll::Ready(Some(Err(e))) => {
+                this.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            polled => polled,
+        }
     }
 
     fn is_end_stream(&self) -> bool {

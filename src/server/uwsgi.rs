@@ -20,7 +20,7 @@
 //! | `PATH_INFO` (decoded, as nginx's `$document_uri`) | the path, with `REQUEST_URI`'s raw bytes when they decode to it |
 //! | `REQUEST_URI` | the app's REQUEST_URI, as the client sent it ([`Forwarded::request_uri`]), where it is not the request's own target (a SCRIPT_NAME taken off, a path nginx normalised) |
 //! | `SCRIPT_NAME` | where the front mounted this server ([`Forwarded::prefix`]); taken off the front of `PATH_INFO` when it starts it, as uWSGI's `--manage-script-name` and `uwsgi_modifier1 30` do |
-//! | `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH` | headers (the first of a repeated variable wins); `HTTP_TRANSFER_ENCODING` is left out beside a `CONTENT_LENGTH`, which frames the body; an empty `CONTENT_*` (nginx sends both on every request) is no header but is passed on to the app empty, as uWSGI's environ has it ([`Forwarded::vars`]) |
+//! | `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH` | headers (the first of a repeated variable wins, an empty one too); `HTTP_CONTENT_TYPE` and `HTTP_CONTENT_LENGTH` (nginx passes the client's fields beside the two) are left out, as uWSGI reads a body by `CONTENT_LENGTH` alone; `HTTP_TRANSFER_ENCODING` is left out beside a `CONTENT_LENGTH`, which frames the body; an empty `CONTENT_*` (nginx sends both on every request) is no header but is passed on to the app empty, as uWSGI's environ has it ([`Forwarded::vars`]) |
 //! | `REMOTE_ADDR`, `REMOTE_PORT` | the client's address |
 //! | `HTTPS` (`on`, `1`), `REQUEST_SCHEME`, `UWSGI_SCHEME` | the scheme |
 //! | `SERVER_PROTOCOL` | the version the app is told |
@@ -258,11 +258,17 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
         let header = match name {
             // nginx's uwsgi_params send both on every request, empty without
             // a body: no header, but the app sees them empty, as under uWSGI.
-            b"CONTENT_TYPE" | b"CONTENT_LENGTH" if value.is_empty() => {
+            // One sent empty first is the one that counts.
+            b"CONTENT_TYPE" | b"CONTENT_LENGTH"
+                if value.is_empty() || front.iter().any(|(n, _)| n.as_bytes() == name) =>
+            {
                 pass_on(&mut front, name, value);
                 continue;
             }
             b"CONTENT_TYPE" | b"CONTENT_LENGTH" => name,
+            // The client's own fields, which nginx passes beside those two:
+            // the front's CONTENT_* say what the body is, as uWSGI reads it.
+            b"HTTP_CONTENT_TYPE" | b"HTTP_CONTENT_LENGTH" => continue,
             _ => match name.strip_prefix(b"HTTP_") {
                 Some(header) if !header.is_empty() => header,
                 Some(_) => continue,
@@ -988,6 +994,30 @@ mod tests {
             head(&opened),
             "POST /upload HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n"
         );
+    }
+
+    #[tokio::test]
+    async fn only_the_fronts_content_variables_say_what_the_body_is() {
+        // nginx passes the client's own fields as HTTP_CONTENT_*; uWSGI reads
+        // a body by CONTENT_LENGTH alone. An empty CONTENT_LENGTH first is
+        // the first of its name too: no body.
+        let vars = [
+            ("REQUEST_METHOD", "POST"),
+            ("PATH_INFO", "/upload"),
+            ("CONTENT_TYPE", "text/plain"),
+            ("CONTENT_LENGTH", ""),
+            ("HTTP_CONTENT_LENGTH", "99999"),
+            ("HTTP_CONTENT_TYPE", "text/html"),
+            ("CONTENT_LENGTH", "99999"),
+        ];
+        let opened = read(&packet(&vars)).await.unwrap();
+        assert!(!opened.has_body());
+        assert_eq!(
+            head(&opened),
+            "POST /upload HTTP/1.0\r\ncontent-type: text/plain\r\n\r\n"
+        );
+        let front = opened.forwarded.unwrap().vars;
+        assert_eq!(front, [("CONTENT_LENGTH".to_owned(), Vec::new())]);
     }
 
     /// What `write_response` sends for `res`, with the date taken out.

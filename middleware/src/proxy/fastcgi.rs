@@ -210,7 +210,9 @@ impl Reading {
 }
 
 /// An HTTP/1.1 response head for a CGI one: its `Status:` (else 302 with a
-/// `Location:`, else 200) and its other headers.
+/// `Location:`, else 200) and its other headers but `Transfer-Encoding`: the
+/// records frame a CGI body, never a coding of its own (nginx's
+/// `fastcgi_pass` passes the bytes as they come too).
 fn http_head(cgi: &[u8]) -> Vec<u8> {
     let mut status = None;
     let mut location = false;
@@ -223,6 +225,9 @@ fn http_head(cgi: &[u8]) -> Vec<u8> {
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if name.eq_ignore_ascii_case(b"status") {
             status = Some(value.to_vec());
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
             continue;
         }
         location |= name.eq_ignore_ascii_case(b"location");
@@ -401,7 +406,7 @@ mod tests {
 
     #[test]
     fn a_cgi_answer_becomes_an_http_head() {
-        let table: [(&[u8], &[u8]); 4] = [
+        let table: [(&[u8], &[u8]); 5] = [
             (
                 b"Status: 404 Not Found\r\nContent-type: text/html\r\n",
                 b"HTTP/1.1 404 Not Found\r\nContent-type: text/html\r\n\r\n",
@@ -415,6 +420,10 @@ mod tests {
                 b"HTTP/1.1 302 Found\r\nLocation: /there\r\n\r\n",
             ),
             (b"Status: 201\nX-A:  b ", b"HTTP/1.1 201\r\nX-A: b\r\n\r\n"),
+            (
+                b"Transfer-Encoding: chunked\r\nContent-Length: 3",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+            ),
         ];
         for (cgi, http) in table {
             assert_eq!(

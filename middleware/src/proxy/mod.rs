@@ -106,7 +106,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::header::{EXPECT, HOST};
+use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
 
@@ -744,6 +744,12 @@ impl Proxy {
                     )),
                     None => Err(StatusCode::BAD_GATEWAY),
                 };
+            }
+            // A Transfer-Encoding overrides a Content-Length, which then says
+            // nothing of the body: forwarded, it would frame the client's
+            // reading of a body of another length (RFC 9112 §6.3).
+            if parts.headers.contains_key(TRANSFER_ENCODING) {
+                parts.headers.remove(CONTENT_LENGTH);
             }
             headers::strip_hop_by_hop(&mut parts.headers, false);
             // The upstream's version is its hop's (a uwsgi app's answer is HTTP/1.0):
