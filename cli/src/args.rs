@@ -104,7 +104,7 @@ pub(crate) struct ServeArgs {
     pub(crate) drain_delay: Option<Duration>,
 
     /// Seconds a new connection may take to send its PROXY header and finish its TLS
-    /// handshake.
+    /// handshake (on a uwsgi listener, to send its packet).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub(crate) handshake_timeout: Duration,
 

@@ -294,7 +294,8 @@ impl Server {
     }
 
     /// How long a new connection may take to send its PROXY protocol header
-    /// and complete its TLS handshake. Default 10 s.
+    /// and complete its TLS handshake (on a uwsgi listener, to send its
+    /// packet). Default 10 s.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.config.handshake_timeout = timeout;
         self
