@@ -152,6 +152,13 @@ fn a_uwsgi_backend_behind_the_proxy_over_tcp_and_unix() {
         conn.get("/app/stream").text(),
         "chunk 0\nchunk 1\nchunk 2\n"
     );
+    // A Transfer-Encoding the app names frames nothing: the answer runs to
+    // the connection's close, as nginx's uwsgi_pass reads it.
+    let coded = conn.get("/app/coded");
+    assert_eq!(
+        (coded.status, coded.text()),
+        (200, "not chunked".to_owned())
+    );
     // Many requests, each on a connection of its own to uWSGI.
     for _ in 0..50 {
         assert_eq!(conn.get("/app/again").status, 200);

@@ -30,7 +30,7 @@ use super::dns;
 use super::fastcgi::FastCgi;
 use super::pool::{self, Leased};
 use super::tls::{self, UpstreamTls};
-use super::uwsgi::Uwsgi;
+use super::uwsgi::{self, Uwsgi};
 
 /// Where an upstream listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -684,8 +684,9 @@ pub(crate) struct Stream {
 /// What a connection turns hyper's HTTP/1.1 into.
 enum Speaks {
     Http,
-    /// The request head becomes a packet on the way out.
-    Uwsgi(Writer<Uwsgi>),
+    /// The request head becomes a packet on the way out; the answer's head
+    /// loses its `Transfer-Encoding` on the way in.
+    Uwsgi(Box<(Writer<Uwsgi>, uwsgi::Answer)>),
     /// Requests go out as records, and answers come back from them.
     FastCgi(Box<FastCgi>),
 }
@@ -724,7 +725,9 @@ impl tower_service::Service<Uri> for Connector {
             open.fetch_add(1, Ordering::Relaxed);
             let speaks = match protocol {
                 Protocol::Http => Speaks::Http,
-                Protocol::Uwsgi => Speaks::Uwsgi(Writer::new(Uwsgi)),
+                Protocol::Uwsgi => {
+                    Speaks::Uwsgi(Box::new((Writer::new(Uwsgi), uwsgi::Answer::default())))
+                }
                 Protocol::FastCgi => Speaks::FastCgi(Box::new(FastCgi::new(root))),
             };
             Stream { io, speaks, open }
@@ -807,7 +810,8 @@ impl Read for Stream {
         let this = self.get_mut();
         let io = this.io.socket();
         match &mut this.speaks {
-            Speaks::Http | Speaks::Uwsgi(_) => io.poll_read(cx, buf),
+            Speaks::Http => io.poll_read(cx, buf),
+            Speaks::Uwsgi(uwsgi) => uwsgi.1.poll_read(io, cx, buf),
             Speaks::FastCgi(fastcgi) => fastcgi.poll_read(io, cx, buf),
         }
     }
@@ -823,7 +827,7 @@ impl Write for Stream {
         let io = this.io.socket();
         match &mut this.speaks {
             Speaks::Http => io.poll_write(cx, buf),
-            Speaks::Uwsgi(uwsgi) => uwsgi.poll_write(io, cx, buf),
+            Speaks::Uwsgi(uwsgi) => uwsgi.0.poll_write(io, cx, buf),
             Speaks::FastCgi(fastcgi) => fastcgi.poll_write(io, cx, buf),
         }
     }
@@ -833,7 +837,7 @@ impl Write for Stream {
         let io = this.io.socket();
         match &mut this.speaks {
             Speaks::Http => io.poll_flush(cx),
-            Speaks::Uwsgi(uwsgi) => uwsgi.poll_flush(io, cx),
+            Speaks::Uwsgi(uwsgi) => uwsgi.0.poll_flush(io, cx),
             Speaks::FastCgi(fastcgi) => fastcgi.poll_flush(io, cx),
         }
     }

@@ -6,9 +6,12 @@
 //! `SCRIPT_NAME` the mount and `PATH_INFO` the path below it, decoded. The
 //! body follows as it is (it has a length: the proxy reads a body of unknown
 //! length whole first). The answer is raw HTTP, which hyper reads as any
-//! response; the connection carries one request and is never pooled.
+//! response but for a `Transfer-Encoding` it names ([`Answer`]); the
+//! connection carries one request and is never pooled.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use percent_encoding::percent_decode;
 
@@ -27,6 +30,82 @@ impl cgi::Encode for Uwsgi {
     fn body(&mut self, _: &[u8]) -> Option<(Vec<u8>, usize)> {
         None
     }
+}
+
+/// The answer as hyper reads it. A uwsgi app's answer runs to the close of
+/// its connection (or to its `Content-Length`), as nginx's `uwsgi_pass` reads
+/// it: a `Transfer-Encoding` the app names (a WSGI app may not, but uWSGI
+/// passes what it is given) frames nothing, and is left out of the head.
+#[derive(Default)]
+pub(crate) struct Answer {
+    /// The head while it is gathered.
+    head: Vec<u8>,
+    /// What hyper reads next, and how much of it it has.
+    out: Vec<u8>,
+    taken: usize,
+    /// The head is out: the rest is read as it comes.
+    passing: bool,
+}
+
+impl Answer {
+    pub(crate) fn poll_read<R: hyper::rt::Read + ?Sized>(
+        &mut self,
+        mut io: Pin<&mut R>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.taken < self.out.len() {
+                let n = buf.remaining().min(self.out.len() - self.taken);
+                buf.put_slice(&self.out[self.taken..self.taken + n]);
+                self.taken += n;
+                return Poll::Ready(Ok(()));
+            }
+            if self.passing {
+                self.out = Vec::new();
+                return io.poll_read(cx, buf);
+            }
+            let mut chunk = [0; 4096];
+            let mut read = hyper::rt::ReadBuf::new(&mut chunk);
+            ready!(io.as_mut().poll_read(cx, read.unfilled()))?;
+            let closed = read.filled().is_empty();
+            self.head.extend_from_slice(read.filled());
+            // A head that never ends goes to hyper as it is, which refuses it.
+            let end = head_end(&self.head);
+            if end.is_none() && !closed && self.head.len() <= cgi::MAX_HEAD {
+                continue;
+            }
+            let head = std::mem::take(&mut self.head);
+            self.out = match end {
+                Some(end) => without_transfer_encoding(&head[..end])
+                    .chain(head[end..].iter().copied())
+                    .collect(),
+                None => head,
+            };
+            self.passing = true;
+            if self.out.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// Where the head's blank line ends, in either line ending.
+fn head_end(head: &[u8]) -> Option<usize> {
+    let crlf = (head.windows(4).position(|w| w == b"\r\n\r\n")).map(|at| at + 4);
+    let lf = (head.windows(2).position(|w| w == b"\n\n")).map(|at| at + 2);
+    crlf.into_iter().chain(lf).min()
+}
+
+/// The head's lines but those of a `Transfer-Encoding`.
+fn without_transfer_encoding(head: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    head.split_inclusive(|b| *b == b'\n')
+        .filter(|line| {
+            let name = line.split(|b| *b == b':').next().unwrap_or_default();
+            !(line.contains(&b':') && name.eq_ignore_ascii_case(b"transfer-encoding"))
+        })
+        .flatten()
+        .copied()
 }
 
 /// The uwsgi packet (modifier1 0, WSGI) for `request`.
@@ -56,6 +135,21 @@ fn packet(request: &cgi::Request) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answers_transfer_encoding_is_left_out_of_its_head() {
+        let head =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Transfer-Encoding: a\r\n\r\n";
+        let end = head_end(head).unwrap();
+        assert_eq!(end, head.len());
+        let left: Vec<u8> = without_transfer_encoding(head).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&left),
+            "HTTP/1.1 200 OK\r\nX-Transfer-Encoding: a\r\n\r\n"
+        );
+        assert_eq!(head_end(b"HTTP/1.0 200 OK\nA: b\n\nbody"), Some(22));
+        assert_eq!(head_end(b"HTTP/1.0 200 OK\r\n"), None);
+    }
 
     /// The variables of a packet, in order.
     fn vars(packet: &[u8]) -> Vec<(String, String)> {

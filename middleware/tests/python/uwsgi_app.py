@@ -10,6 +10,11 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(mib << 20))])
         return (b"b" * (1 << 20) for _ in range(mib))
+    if path == "/coded":
+        # A transfer coding named and not used: uWSGI passes the header on.
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Transfer-Encoding", "chunked")])
+        return [b"not chunked"]
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (f"chunk {n}\n".encode() for n in range(3))
