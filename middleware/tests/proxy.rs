@@ -294,8 +294,8 @@ fn failures_are_responses() {
 #[test]
 fn a_transfer_encoding_beside_a_content_length_frames_the_body_alone() {
     // The chunked body says "abc"; the Content-Length beside it says one
-    // byte, or ten. Forwarded, it would end the client's body early (and
-    // leave "bc" where the next response belongs) or never.
+    // byte, or ten. Forwarded, it would end the client's body early, or
+    // never.
     for length in [1, 10] {
         let raw = raw_upstream(move |_| {
             format!(

@@ -156,6 +156,14 @@ fn gather(head: &mut Vec<u8>, buf: &[u8]) -> io::Result<Option<(Vec<u8>, Vec<u8>
     Ok(None)
 }
 
+/// Where an answer's head ends: its blank line's start and length, in
+/// either line ending (a CGI app's head may end its lines in `\n` alone).
+pub(crate) fn blank_line(head: &[u8]) -> Option<(usize, usize)> {
+    let crlf = (head.windows(4).position(|w| w == b"\r\n\r\n")).map(|at| (at, 4));
+    let lf = (head.windows(2).position(|w| w == b"\n\n")).map(|at| (at, 2));
+    crlf.into_iter().chain(lf).min()
+}
+
 pub(crate) fn invalid(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, why.to_owned())
 }

@@ -188,11 +188,7 @@ impl Reading {
     /// follows it.
     fn head_in(&mut self, content: &[u8]) -> io::Result<()> {
         self.head.extend_from_slice(content);
-        // The first blank line, in either line ending.
-        let crlf = (self.head.windows(4).position(|w| w == b"\r\n\r\n")).map(|at| (at, 4));
-        let lf = (self.head.windows(2).position(|w| w == b"\n\n")).map(|at| (at, 2));
-        let end = crlf.into_iter().chain(lf).min();
-        let Some((at, blank)) = end else {
+        let Some((at, blank)) = cgi::blank_line(&self.head) else {
             if self.head.len() > cgi::MAX_HEAD {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,

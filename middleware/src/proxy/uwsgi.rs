@@ -71,7 +71,7 @@ impl Answer {
             let closed = read.filled().is_empty();
             self.head.extend_from_slice(read.filled());
             // A head that never ends goes to hyper as it is, which refuses it.
-            let end = head_end(&self.head);
+            let end = cgi::blank_line(&self.head).map(|(at, blank)| at + blank);
             if end.is_none() && !closed && self.head.len() <= cgi::MAX_HEAD {
                 continue;
             }
@@ -88,13 +88,6 @@ impl Answer {
             }
         }
     }
-}
-
-/// Where the head's blank line ends, in either line ending.
-fn head_end(head: &[u8]) -> Option<usize> {
-    let crlf = (head.windows(4).position(|w| w == b"\r\n\r\n")).map(|at| at + 4);
-    let lf = (head.windows(2).position(|w| w == b"\n\n")).map(|at| at + 2);
-    crlf.into_iter().chain(lf).min()
 }
 
 /// The head's lines but those of a `Transfer-Encoding`.
@@ -140,15 +133,17 @@ mod tests {
     fn an_answers_transfer_encoding_is_left_out_of_its_head() {
         let head =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Transfer-Encoding: a\r\n\r\n";
-        let end = head_end(head).unwrap();
-        assert_eq!(end, head.len());
+        assert_eq!(cgi::blank_line(head), Some((head.len() - 4, 4)));
         let left: Vec<u8> = without_transfer_encoding(head).collect();
         assert_eq!(
             String::from_utf8_lossy(&left),
             "HTTP/1.1 200 OK\r\nX-Transfer-Encoding: a\r\n\r\n"
         );
-        assert_eq!(head_end(b"HTTP/1.0 200 OK\nA: b\n\nbody"), Some(22));
-        assert_eq!(head_end(b"HTTP/1.0 200 OK\r\n"), None);
+        assert_eq!(
+            cgi::blank_line(b"HTTP/1.0 200 OK\nA: b\n\nbody"),
+            Some((20, 2))
+        );
+        assert_eq!(cgi::blank_line(b"HTTP/1.0 200 OK\r\n"), None);
     }
 
     /// The variables of a packet, in order.
