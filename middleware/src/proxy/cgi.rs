@@ -164,6 +164,18 @@ pub(crate) fn blank_line(head: &[u8]) -> Option<(usize, usize)> {
     crlf.into_iter().chain(lf).min()
 }
 
+/// Puts what hyper has not yet read of `out` (past `taken`) into `buf`;
+/// false when it has it all.
+pub(crate) fn give(out: &[u8], taken: &mut usize, buf: &mut hyper::rt::ReadBufCursor<'_>) -> bool {
+    if *taken >= out.len() {
+        return false;
+    }
+    let n = buf.remaining().min(out.len() - *taken);
+    buf.put_slice(&out[*taken..*taken + n]);
+    *taken += n;
+    true
+}
+
 pub(crate) fn invalid(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, why.to_owned())
 }

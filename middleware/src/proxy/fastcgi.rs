@@ -118,10 +118,7 @@ impl FastCgi {
     ) -> Poll<io::Result<()>> {
         let reading = &mut self.reading;
         loop {
-            if reading.taken < reading.out.len() {
-                let n = buf.remaining().min(reading.out.len() - reading.taken);
-                buf.put_slice(&reading.out[reading.taken..reading.taken + n]);
-                reading.taken += n;
+            if cgi::give(&reading.out, &mut reading.taken, &mut buf) {
                 return Poll::Ready(Ok(()));
             }
             reading.out.clear();

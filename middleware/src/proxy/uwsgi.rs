@@ -55,10 +55,7 @@ impl Answer {
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            if self.taken < self.out.len() {
-                let n = buf.remaining().min(self.out.len() - self.taken);
-                buf.put_slice(&self.out[self.taken..self.taken + n]);
-                self.taken += n;
+            if cgi::give(&self.out, &mut self.taken, &mut buf) {
                 return Poll::Ready(Ok(()));
             }
             if self.passing {
