@@ -1,6 +1,7 @@
 //! The proxy to Debian's PHP-FPM over FastCGI (`fastcgi+unix:`): PHP pages,
 //! a form POST, a 10 MiB answer, and PHP-FPM gone, as nginx's
-//! `fastcgi_pass` serves them.
+//! `fastcgi_pass` serves them; and to Debian's fcgiwrap, which runs the CGI
+//! script SCRIPT_FILENAME names.
 
 use stackway_test_support as support;
 
@@ -224,4 +225,74 @@ fn php_pages_behind_the_proxy_over_fastcgi() {
     drop(fpm);
     assert_eq!(conn.get("/php/index.php").status, 502);
     assert_eq!(Conn::open(front.addr).get("/php/index.php").status, 502);
+}
+
+/// fcgiwrap runs the file SCRIPT_FILENAME names, with no root of its own to
+/// keep to: the proxy's root is the only one.
+#[test]
+fn cgi_scripts_behind_fcgiwrap_run_from_the_root_only() {
+    let Some(bin) = external::file(&["/usr/sbin/fcgiwrap"], "Debian's fcgiwrap") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cgi-bin");
+    std::fs::create_dir(&root).unwrap();
+    let script = |path: &Path, says: &str| {
+        let text = format!("#!/bin/sh\nprintf \"Content-Type: text/plain\\r\\n\\r\\n{says}\"\n");
+        std::fs::write(path, text).unwrap();
+        let mut mode = std::fs::metadata(path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+        std::fs::set_permissions(path, mode).unwrap();
+    };
+    script(&root.join("hello.cgi"), "inside the root");
+    script(&root.join("proxy.cgi"), "HTTP_PROXY=[$HTTP_PROXY]");
+    script(&dir.path().join("secret.cgi"), "outside the root");
+    let sock = dir.path().join("cgi.sock");
+    let child = Command::new(bin)
+        .arg("-s")
+        .arg(format!("unix:{}", sock.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start fcgiwrap");
+    let _fcgiwrap = Fpm(child);
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "fcgiwrap did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let proxy = Proxy::to(&format!("fastcgi+unix:{}", sock.display())).fastcgi_root(&root);
+    let front = Running::start(
+        server(),
+        Lint::strict(Dispatcher::default().mount("/cgi", proxy)),
+    );
+    let mut conn = Conn::open(front.addr);
+
+    let hello = conn.get("/cgi/hello.cgi");
+    assert_eq!(
+        (hello.status, hello.text()),
+        (200, "inside the root".to_owned())
+    );
+    // httpoxy: a client's `Proxy` header would be the script's HTTP_PROXY,
+    // the variable HTTP clients take for the proxy to send requests through.
+    conn.send(b"GET /cgi/proxy.cgi HTTP/1.1\r\nHost: x\r\nProxy: http://evil.example:8080\r\n\r\n");
+    assert_eq!(conn.read_response().text(), "HTTP_PROXY=[]");
+    // A `%2F` makes a dot segment only once decoded, and the Dispatcher sees
+    // one segment (`..%2Fsecret.cgi`): SCRIPT_FILENAME would be
+    // `cgi-bin/../secret.cgi`, and fcgiwrap run it. 400, as nginx answers.
+    for outside in [
+        "/cgi/..%2Fsecret.cgi",
+        "/cgi/x/..%2f..%2Fsecret.cgi",
+        "/cgi/.%2F..%2Fsecret.cgi",
+    ] {
+        let refused = conn.get(outside);
+        assert_eq!(
+            (refused.status, refused.text().contains("outside")),
+            (400, false),
+            "{outside}"
+        );
+    }
 }

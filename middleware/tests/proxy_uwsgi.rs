@@ -118,6 +118,10 @@ fn a_uwsgi_backend_behind_the_proxy_over_tcp_and_unix() {
     assert_eq!(missing.status, 404);
     // A NUL decoded from the path never reaches a variable: 400, as nginx.
     assert_eq!(conn.get("/app/a%00b").status, 400);
+    // Nor a dot segment a `%2F` makes once decoded (nginx's `$document_uri`
+    // has none): PATH_INFO `/../x`, for an app that joins it to a root.
+    assert_eq!(conn.get("/app/..%2Fx").status, 400);
+    assert_eq!(conn.get("/app/a/.%2F..%2fx").status, 400);
     // A client that names no host (HTTP/1.0): the app is not told the
     // upstream's address for it, but the one the client reached.
     let old = support::http::exchange(front.addr, b"GET /app/old HTTP/1.0\r\n\r\n");

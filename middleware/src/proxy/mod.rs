@@ -37,7 +37,10 @@
 //! Hop-by-hop headers are removed both ways (RFC 9110 §7.6.1: `Connection`
 //! and every header it names, `Keep-Alive`, `TE`, `Transfer-Encoding`,
 //! `Upgrade`, `Proxy-*`; `Trailer` stays, as it declares the trailers that
-//! follow the body, end to end). The upstream learns about the
+//! follow the body, end to end). A `Proxy` header never passes either: a CGI
+//! app would read it as `HTTP_PROXY`, the variable that names an HTTP client's
+//! proxy ("httpoxy", CVE-2016-5385), where nginx needs `fastcgi_param
+//! HTTP_PROXY ""` to stop it. The upstream learns about the
 //! client from `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `-Host`,
 //! `-Port` and `X-Forwarded-Prefix` (SCRIPT_NAME, so an app behind Werkzeug's
 //! `ProxyFix(x_prefix=1)` builds URLs under the mount), and from RFC 7239
@@ -792,12 +795,17 @@ impl Proxy {
         // The host the client asked for (a trusted proxy's, HTTP/2's
         // authority), when it is one: it is quoted into `Forwarded` below.
         let client_host = env.http_host().filter(|host| headers::is_authority(host));
-        // A uwsgi or FastCGI upstream reads its variables as C strings
-        // (PHP-FPM takes SCRIPT_FILENAME up to its first NUL): a NUL decoded
-        // from the path would name a file other than the one asked for.
-        // nginx answers 400.
-        if cgi && env.path_info_decoded().contains('\0') {
-            return Err(StatusCode::BAD_REQUEST);
+        // A uwsgi or FastCGI upstream is told the path decoded, and PHP-FPM
+        // runs the root joined with it: a NUL decoded from it (PHP-FPM takes
+        // SCRIPT_FILENAME up to its first NUL) or a dot segment made of a
+        // `%2F` (`/..%2F..%2Fetc/x.php`, one segment to the Dispatcher) would
+        // name a file other than the one asked for, outside the root even.
+        // nginx answers 400 to both where they climb above the root.
+        if cgi {
+            let path = env.path_info_decoded();
+            if path.contains('\0') || path.split('/').any(|s| s == "." || s == "..") {
+                return Err(StatusCode::BAD_REQUEST);
+            }
         }
         let mount = env.mount_path().into_owned();
         // Exactly as long as it is: the upstream's URI may take it as it is.
@@ -813,8 +821,9 @@ impl Proxy {
         // grow as they are.
         let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
         for (name, value) in req.headers() {
-            // 100-continue is between the client and this server.
-            if name != EXPECT {
+            // 100-continue is between the client and this server; `Proxy`,
+            // see the module's docs.
+            if name != EXPECT && name.as_str() != "proxy" {
                 headers.append(name.clone(), value.clone());
             }
         }
