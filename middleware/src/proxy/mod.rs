@@ -40,7 +40,10 @@
 //! follow the body, end to end). A `Proxy` header never passes either: a CGI
 //! app would read it as `HTTP_PROXY`, the variable that names an HTTP client's
 //! proxy ("httpoxy", CVE-2016-5385), where nginx needs `fastcgi_param
-//! HTTP_PROXY ""` to stop it. The upstream learns about the
+//! HTTP_PROXY ""` to stop it. Nor does a header whose name has a `_` (but
+//! in a gRPC call), as nginx leaves them out: to a WSGI or CGI gateway
+//! behind the upstream, `X_Forwarded_For` is the `HTTP_X_FORWARDED_FOR` the
+//! proxy sets. The upstream learns about the
 //! client from `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `-Host`,
 //! `-Port` and `X-Forwarded-Prefix` (SCRIPT_NAME, so an app behind Werkzeug's
 //! `ProxyFix(x_prefix=1)` builds URLs under the mount), and from RFC 7239
@@ -820,10 +823,9 @@ impl Proxy {
         // With room for what is added below: a clone has none, and would
         // grow as they are.
         let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
+        let grpc = grpc::is_call(req);
         for (name, value) in req.headers() {
-            // 100-continue is between the client and this server; `Proxy`,
-            // see the module's docs.
-            if name != EXPECT && name.as_str() != "proxy" {
+            if passes(name, grpc) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -864,6 +866,17 @@ impl Proxy {
         };
         Ok((mount, outgoing))
     }
+}
+
+/// Whether a client's header goes on to the upstream (before the hop-by-hop
+/// ones are taken out). Not `Expect`: 100-continue is between the client and
+/// this server. Not `Proxy` (see the module's docs). Not a name with `_`,
+/// which nginx leaves out too: a gateway behind the upstream that spells
+/// `X_Forwarded_For` and `X-Forwarded-For` both `HTTP_X_FORWARDED_FOR` would
+/// let a client's stand for the proxy's; but a gRPC call's, whose metadata
+/// keys may have one and whose upstream is no such gateway.
+fn passes(name: &http::HeaderName, grpc: bool) -> bool {
+    name != EXPECT && name.as_str() != "proxy" && (grpc || !name.as_str().contains('_'))
 }
 
 /// An error and its causes, for the log: `client error (Connect): tcp

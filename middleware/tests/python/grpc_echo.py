@@ -3,7 +3,8 @@
     python grpc_echo.py serve          prints its port, serves test.Echo
     python grpc_echo.py call HOST:PORT calls each method, prints JSON
 
-test.Echo: Unary (b"fail" aborts with NOT_FOUND), Stream (server-streaming:
+test.Echo: Unary (b"fail" aborts with NOT_FOUND; the caller's `x_user_id`
+metadata is named in the answer), Stream (server-streaming:
 the count asked for), Chat (both ways: each message upper-cased), Slow
 (answers after three seconds).
 """
@@ -20,7 +21,9 @@ def unary(request, context):
     if request == b"fail":
         context.set_trailing_metadata((("why", "asked to"),))
         context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
-    return b"hello " + request
+    # Metadata keys may hold `_`: the proxy passes them in a call.
+    user = dict(context.invocation_metadata()).get("x_user_id")
+    return b"hello " + request + (b" from " + user.encode() if user else b"")
 
 
 def stream(request, context):
@@ -69,7 +72,7 @@ def call(target):
         method = lambda name, kind="unary_unary": getattr(channel, kind)("/test." + name)
         unary_call = method("Echo/Unary")
         print(json.dumps({
-            "unary": status(lambda: unary_call(b"world", timeout=10)),
+            "unary": status(lambda: unary_call(b"world", timeout=10, metadata=(("x_user_id", "42"),))),
             "fail": status(lambda: unary_call(b"fail", timeout=10)),
             "stream": [m.decode() for m in method("Echo/Stream", "unary_stream")(b"5", timeout=10)],
             "chat": [m.decode() for m in method("Echo/Chat", "stream_stream")(
