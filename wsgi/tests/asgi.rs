@@ -238,6 +238,11 @@ fn a_failing_app_is_a_500_or_an_aborted_body_and_the_server_goes_on() {
     let mut conn = Conn::open(running.addr);
     assert_eq!(conn.get("/fails").status, 500);
     assert_eq!(conn.get("/silent").status, 500);
+    // A content-length that is no length: the app's mistake, not an
+    // answerless connection. Served bare: `Lint::strict` would make the
+    // 500 itself.
+    let bare = Running::start(server(), Asgi::import("asgi_apps:bad_length").unwrap());
+    assert_eq!(Conn::open(bare.addr).get("/").status, 500);
     // Once the head is out, the body ends without its last chunk.
     let mut late = Conn::open(running.addr);
     late.send(b"GET /fails_late HTTP/1.1\r\nHost: x\r\n\r\n");

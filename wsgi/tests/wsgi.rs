@@ -185,7 +185,8 @@ fn write_exc_info_and_start_response_rules() {
             .mount("/before", app("exc_info_before_the_head"))
             .mount("/after", app("exc_info_after_the_head"))
             .mount("/twice", app("start_twice"))
-            .mount("/status", app("bad_status")),
+            .mount("/status", app("bad_status"))
+            .mount("/length", app("bad_length")),
     );
     let mut conn = Conn::open(running.addr);
     assert_eq!(conn.get("/write").text(), "written, then returned");
@@ -193,6 +194,13 @@ fn write_exc_info_and_start_response_rules() {
     assert_eq!((res.status, res.text()), (503, "replaced".to_owned()));
     assert_eq!(conn.get("/twice").status, 500);
     assert_eq!(conn.get("/status").status, 500);
+    // A Content-Length that is no length is the app's mistake, a 500 as
+    // under gunicorn (hyper would close the connection with no answer).
+    for length in ["", "?-1", "?1.0", "?0x1", "?1,2"] {
+        let res = Conn::open(running.addr).get(&format!("/length{length}"));
+        assert_eq!(res.status, 500, "Content-Length {length}");
+    }
+    assert_eq!(Conn::open(running.addr).get("/length?1,1").text(), "x");
 
     // With the head out, exc_info re-raises: the response is cut short, not completed.
     let mut stream = TcpStream::connect(running.addr).unwrap();

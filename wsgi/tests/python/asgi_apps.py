@@ -59,6 +59,13 @@ async def fails(scope, receive, send):
     raise RuntimeError("the app failed on purpose")
 
 
+async def bad_length(scope, receive, send):
+    """A content-length that is no length."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"-1")]})
+    await send({"type": "http.response.body", "body": b"x"})
+
+
 async def fails_late(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"partial", "more_body": True})

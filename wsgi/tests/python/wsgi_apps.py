@@ -184,6 +184,14 @@ def bad_status(environ, start_response):
     return [b""]
 
 
+def bad_length(environ, start_response):
+    """A Content-Length that is no length: the query's, or two that differ."""
+    query = environ["QUERY_STRING"]
+    lengths = query.split(",") if query else ["abc"]
+    start_response("200 OK", [("Content-Length", n) for n in lengths])
+    return [b"x"]
+
+
 def big(environ, start_response):
     """GET: 256 MiB in 64 KiB chunks; POST: reads the body in chunks and counts it."""
     if environ["REQUEST_METHOD"] == "POST":
