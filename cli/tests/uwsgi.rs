@@ -188,6 +188,12 @@ fn nginx_uwsgi_pass_reaches_a_flask_mount_over_tcp_and_unix() {
         vars.starts_with("alice /") && vars.ends_with("/html"),
         "{vars}"
     );
+    // Two Cookie fields are two variables from this nginx (before 1.23):
+    // the app sees both cookies, where uWSGI keeps the last.
+    conn.send(
+        b"GET /app/cookies HTTP/1.1\r\nHost: localhost\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+    );
+    assert_eq!(conn.read_response().text(), "a=1 b=2");
     // uWSGI's convention: SCRIPT_NAME set by nginx, modifier1 30.
     assert_eq!(
         conn.get("/legacy/hello/old").text(),

@@ -20,7 +20,7 @@
 //! | `PATH_INFO` (decoded, as nginx's `$document_uri`) | the path, with `REQUEST_URI`'s raw bytes when they decode to it |
 //! | `REQUEST_URI` | the app's REQUEST_URI, as the client sent it ([`Forwarded::request_uri`]), where it is not the request's own target (a SCRIPT_NAME taken off, a path nginx normalised) |
 //! | `SCRIPT_NAME` | where the front mounted this server ([`Forwarded::prefix`]); taken off the front of `PATH_INFO` when it starts it, as uWSGI's `--manage-script-name` and `uwsgi_modifier1 30` do |
-//! | `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH` | headers (the first of a repeated variable wins, an empty one too); `HTTP_CONTENT_TYPE` and `HTTP_CONTENT_LENGTH` (nginx passes the client's fields beside the two) are left out, as uWSGI reads a body by `CONTENT_LENGTH` alone; `HTTP_TRANSFER_ENCODING` is left out beside a `CONTENT_LENGTH`, which frames the body; an empty `CONTENT_*` (nginx sends both on every request) is no header but is passed on to the app empty, as uWSGI's environ has it ([`Forwarded::vars`]) |
+//! | `HTTP_*`, `CONTENT_TYPE`, `CONTENT_LENGTH` | headers: a repeated `HTTP_*` is each of its values (nginx before 1.23 sends a field the client sent twice as two variables), joined in the environ as the fields are (cookies with `; `, as nginx 1.23 joins them); of `HTTP_HOST`, `HTTP_TRANSFER_ENCODING` and the two `CONTENT_*` the first wins, an empty one too; `HTTP_CONTENT_TYPE` and `HTTP_CONTENT_LENGTH` (nginx passes the client's fields beside the two) are left out, as uWSGI reads a body by `CONTENT_LENGTH` alone; `HTTP_TRANSFER_ENCODING` is left out beside a `CONTENT_LENGTH`, which frames the body; an empty `CONTENT_*` (nginx sends both on every request) is no header but is passed on to the app empty, as uWSGI's environ has it ([`Forwarded::vars`]) |
 //! | `REMOTE_ADDR`, `REMOTE_PORT` | the client's address |
 //! | `HTTPS` (`on`, `1`), `REQUEST_SCHEME`, `UWSGI_SCHEME` | the scheme |
 //! | `SERVER_PROTOCOL` | the version the app is told |
@@ -40,7 +40,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, DATE, HOST, TRAILER, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE, HOST, TRAILER, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -290,8 +290,15 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
             ))
         })?;
         // An empty header is the client's (`X-Empty:`), but not an empty
-        // Host: without one, SERVER_NAME and SERVER_PORT make it.
-        if headers.contains_key(&header) || (value.is_empty() && header == HOST) {
+        // Host: without one, SERVER_NAME and SERVER_PORT make it. A field the
+        // client sent twice comes as two variables from nginx before 1.23
+        // (`Cookie` twice): both are kept, for the environ to join as the
+        // fields are; but the first of those that say one thing each.
+        let single = matches!(
+            header,
+            HOST | CONTENT_LENGTH | CONTENT_TYPE | TRANSFER_ENCODING
+        );
+        if (single && headers.contains_key(&header)) || (value.is_empty() && header == HOST) {
             continue;
         }
         if value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
@@ -798,6 +805,31 @@ mod tests {
             Some(front),
             "nginx's SERVER_PORT, and its variables the request is not made of \
              (the empty CONTENT_* among them, as uWSGI's environ has them)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_field_sent_twice_is_both_values_but_a_host_or_a_length() {
+        // nginx 1.22 sends each of a repeated field as a variable of its own.
+        let opened = nginx_request(
+            "/",
+            "/",
+            &[
+                ("HTTP_COOKIE", "a=1"),
+                ("HTTP_ACCEPT", "text/html"),
+                ("HTTP_COOKIE", "b=2"),
+                ("HTTP_ACCEPT", "*/*"),
+                ("HTTP_HOST", "second.example"),
+                ("CONTENT_TYPE", "text/plain"),
+                ("CONTENT_TYPE", "text/html"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            head(&opened),
+            "GET / HTTP/1.0\r\nhost: example.org\r\ncookie: a=1\r\ncookie: b=2\r\n\
+             accept: text/html\r\naccept: */*\r\n\r\n"
         );
     }
 

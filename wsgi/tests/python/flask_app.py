@@ -54,6 +54,11 @@ def server():
     return f"{environ['SERVER_NAME']} {environ['SERVER_PORT']} {url_for('hello', name='x', _external=True)}"
 
 
+@app.route("/cookies")
+def cookies():
+    return " ".join(f"{k}={v}" for k, v in sorted(request.cookies.items()))
+
+
 @app.route("/front")
 def front():
     return f"{request.remote_user} {request.environ.get('DOCUMENT_ROOT', '-')}"
