@@ -189,6 +189,42 @@ fn redirects_and_cookie_paths_into_the_base_come_back_into_the_mount() {
     );
 }
 
+#[test]
+fn a_redirect_the_app_made_into_the_mount_is_left_as_it_is() {
+    // An app behind Werkzeug's ProxyFix(x_prefix=1) builds its URLs under
+    // X-Forwarded-Prefix; one that does not, under its own root.
+    let redirecting = |req: Request| async move {
+        let prefix = (req.headers().get("x-forwarded-prefix"))
+            .map_or("", |p| p.to_str().unwrap())
+            .to_owned();
+        let location = match req.uri().path() {
+            "/aware" => format!("{prefix}/login"),
+            _ => "/login".to_owned(),
+        };
+        let mut res = http::StatusCode::FOUND.into_response();
+        res.headers_mut()
+            .insert("location", location.parse().unwrap());
+        res.headers_mut()
+            .insert("set-cookie", format!("s=1; Path={prefix}").parse().unwrap());
+        res
+    };
+    let up = upstream(redirecting);
+    let proxy = Proxy::to(&format!("http://{}", up.addr)).rewrite_cookie_paths(true);
+    let front = front(Dispatcher::default().mount("/app", proxy));
+    let mut conn = Conn::open(front.addr);
+    let aware = conn.get("/app/aware");
+    assert_eq!(
+        aware.header("location"),
+        Some("/app/login"),
+        "not /app/app/login"
+    );
+    assert_eq!(aware.header("set-cookie"), Some("s=1; Path=/app"));
+    assert_eq!(
+        conn.get("/app/unaware").header("location"),
+        Some("/app/login")
+    );
+}
+
 /// Echoes the request body, and says how long it was in a header.
 async fn echo_body(req: Request) -> stackway::Response {
     Body::new(req.into_body()).into_response()

@@ -218,7 +218,9 @@ pub(crate) struct Rewrite<'a> {
 
 impl Rewrite<'_> {
     /// A `Location` into the upstream's base, made into the mount
-    /// (nginx's `proxy_redirect default`); anything else is left alone.
+    /// (nginx's `proxy_redirect default`); anything else is left alone, and
+    /// so is a path already in the mount: the app read `X-Forwarded-Prefix`
+    /// (Werkzeug's `ProxyFix(x_prefix=1)`), and it is the front's path.
     ///
     /// ```text
     /// origin http://127.0.0.1:9000, base /app, mounted at /api:
@@ -226,16 +228,23 @@ impl Rewrite<'_> {
     ///   /app/login                             →  /api/login
     ///   /app                                   →  /api
     ///   /application, https://example.com/x    →  unchanged
+    /// origin http://127.0.0.1:9000, no base, mounted at /api:
+    ///   /login                                 →  /api/login
+    ///   /api/login                             →  unchanged
+    ///   http://127.0.0.1:9000/api/login        →  /api/api/login (the app's own /api)
     /// ```
     fn location(&self, location: &str) -> Option<String> {
-        let path = location.strip_prefix(self.origin).unwrap_or(location);
+        let (path, absolute) = match location.strip_prefix(self.origin) {
+            Some(path) => (path, true),
+            None => (location, false),
+        };
         if !path.starts_with('/') || path.starts_with("//") {
             return None;
         }
-        let rest = path.strip_prefix(self.base)?;
-        if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+        if !absolute && !self.mount.is_empty() && within(path, self.mount).is_some() {
             return None;
         }
+        let rest = within(path, self.base)?;
         let rewritten = format!("{}{rest}", self.mount);
         let rewritten = if rewritten.is_empty() || rewritten.starts_with(['?', '#']) {
             format!("/{rewritten}")
@@ -301,6 +310,13 @@ impl Rewrite<'_> {
             .collect();
         changed.then(|| parts.join(";"))
     }
+}
+
+/// What follows `prefix` in `path`, when `path` is `prefix` or below it
+/// (`/app?x`, `/app/x`; not `/application`).
+fn within<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with(['/', '?', '#'])).then_some(rest)
 }
 
 /// Whether a browser reads `path` as another site's: `//host/…`, or `/\host/…`.
@@ -410,6 +426,24 @@ mod tests {
         ];
         for (location, want) in table {
             assert_eq!(rewrite.location(location).as_deref(), want, "{location}");
+        }
+        // A path the app already wrote into the mount is left alone; one
+        // from its own origin's URL is its own path, and moves.
+        let no_base = Rewrite {
+            origin: "http://127.0.0.1:9000",
+            base: "",
+            mount: "/api",
+        };
+        let table = [
+            ("/login", Some("/api/login")),
+            ("/api/login", None),
+            ("/api", None),
+            ("/api?x=1", None),
+            ("/apiary", Some("/api/apiary")),
+            ("http://127.0.0.1:9000/api/login", Some("/api/api/login")),
+        ];
+        for (location, want) in table {
+            assert_eq!(no_base.location(location).as_deref(), want, "{location}");
         }
         let at_root = Rewrite {
             origin: "http://127.0.0.1:9000",
