@@ -10,7 +10,7 @@ use std::thread::LocalKey;
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{
-    CONNECTION, CONTENT_LOCATION, HOST, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
+    CONNECTION, CONTENT_LOCATION, EXPECT, HOST, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
     TRANSFER_ENCODING, UPGRADE,
 };
 use stackway::Environ;
@@ -38,6 +38,18 @@ pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> b
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether a client's header goes on to the upstream (before the hop-by-hop
+/// ones are taken out). Not `Expect`: 100-continue is between the client and
+/// this server. Not `Proxy`, which a CGI app would read as `HTTP_PROXY`
+/// ("httpoxy"). Not a name with `_`, which nginx leaves out too: a gateway
+/// behind the upstream that spells `X_Forwarded_For` and `X-Forwarded-For`
+/// both `HTTP_X_FORWARDED_FOR` would let a client's stand for the proxy's;
+/// but in a gRPC call, whose metadata keys may have one and whose upstream is
+/// no such gateway.
+pub(crate) fn passes(name: &HeaderName, grpc: bool) -> bool {
+    name != EXPECT && name.as_str() != "proxy" && (grpc || !name.as_str().contains('_'))
 }
 
 /// Removes the hop-by-hop headers, and every header `Connection` names

@@ -112,7 +112,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
 
@@ -825,7 +825,7 @@ impl Proxy {
         let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
         let grpc = grpc::is_call(req);
         for (name, value) in req.headers() {
-            if passes(name, grpc) {
+            if headers::passes(name, grpc) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -866,17 +866,6 @@ impl Proxy {
         };
         Ok((mount, outgoing))
     }
-}
-
-/// Whether a client's header goes on to the upstream (before the hop-by-hop
-/// ones are taken out). Not `Expect`: 100-continue is between the client and
-/// this server. Not `Proxy` (see the module's docs). Not a name with `_`,
-/// which nginx leaves out too: a gateway behind the upstream that spells
-/// `X_Forwarded_For` and `X-Forwarded-For` both `HTTP_X_FORWARDED_FOR` would
-/// let a client's stand for the proxy's; but a gRPC call's, whose metadata
-/// keys may have one and whose upstream is no such gateway.
-fn passes(name: &http::HeaderName, grpc: bool) -> bool {
-    name != EXPECT && name.as_str() != "proxy" && (grpc || !name.as_str().contains('_'))
 }
 
 /// An error and its causes, for the log: `client error (Connect): tcp
