@@ -159,6 +159,9 @@ fn redirects_and_cookie_paths_into_the_base_come_back_into_the_mount() {
         };
         res.headers_mut()
             .insert("location", location.parse().unwrap());
+        let refresh = format!("3; url={upstream_origin}/v1/next");
+        res.headers_mut()
+            .insert("refresh", refresh.parse().unwrap());
         res.headers_mut()
             .append("set-cookie", "a=1; Path=/v1/x; HttpOnly".parse().unwrap());
         res.headers_mut()
@@ -172,6 +175,8 @@ fn redirects_and_cookie_paths_into_the_base_come_back_into_the_mount() {
     let mut conn = Conn::open(proxy.addr);
     let res = conn.get("/api/absolute");
     assert_eq!(res.header("location"), Some("/api/login?next=%2F"));
+    // nginx's proxy_redirect rewrites Refresh's URL too.
+    assert_eq!(res.header("refresh"), Some("3; url=/api/next"));
     let cookies: Vec<&str> = res
         .headers
         .iter()

@@ -10,8 +10,8 @@ use std::thread::LocalKey;
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{
-    CONNECTION, CONTENT_LOCATION, EXPECT, HOST, HeaderName, HeaderValue, LOCATION, SET_COOKIE, TE,
-    TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LOCATION, EXPECT, HOST, HeaderName, HeaderValue, LOCATION, REFRESH,
+    SET_COOKIE, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use stackway::Environ;
 use stackway::environ::ip_text;
@@ -268,14 +268,27 @@ impl Rewrite<'_> {
         (!leaves_the_site(&rewritten)).then_some(rewritten)
     }
 
-    /// Rewrites `Location` and `Content-Location`, and with `cookies` the
-    /// `Path` of each `Set-Cookie`, from the upstream's base into the mount.
+    /// `Refresh: 5; url=…` with its URL rewritten as a `Location` (nginx's
+    /// `proxy_redirect` rewrites both fields).
+    fn refresh(&self, refresh: &str) -> Option<String> {
+        let at = refresh.to_ascii_lowercase().find("url=")? + "url=".len();
+        let url = self.location(&refresh[at..])?;
+        Some(format!("{}{url}", &refresh[..at]))
+    }
+
+    /// Rewrites `Location`, `Content-Location` and `Refresh`'s URL, and with
+    /// `cookies` the `Path` of each `Set-Cookie`, from the upstream's base
+    /// into the mount.
     pub(crate) fn apply(&self, headers: &mut HeaderMap, cookies: bool) {
-        for name in [LOCATION, CONTENT_LOCATION] {
-            let rewritten = headers
-                .get(&name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| self.location(v));
+        for name in [LOCATION, CONTENT_LOCATION, REFRESH] {
+            let rewritten =
+                headers
+                    .get(&name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| match name == REFRESH {
+                        true => self.refresh(v),
+                        false => self.location(v),
+                    });
             if let Some(value) = rewritten.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 headers.insert(name, value);
             }
@@ -457,6 +470,14 @@ mod tests {
         for (location, want) in table {
             assert_eq!(no_base.location(location).as_deref(), want, "{location}");
         }
+        assert_eq!(
+            rewrite
+                .refresh("5; URL=http://127.0.0.1:9000/app/next")
+                .as_deref(),
+            Some("5; URL=/api/next")
+        );
+        assert_eq!(rewrite.refresh("5; url=https://example.com/app"), None);
+        assert_eq!(rewrite.refresh("5"), None);
         let at_root = Rewrite {
             origin: "http://127.0.0.1:9000",
             base: "",

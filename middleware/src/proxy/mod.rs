@@ -48,9 +48,9 @@
 //! `-Port` and `X-Forwarded-Prefix` (SCRIPT_NAME, so an app behind Werkzeug's
 //! `ProxyFix(x_prefix=1)` builds URLs under the mount), and from RFC 7239
 //! `Forwarded` when [asked](Proxy::forwarded). `Host` is the upstream's unless
-//! [preserved](Proxy::preserve_host). `Location` and `Content-Location` into
-//! the upstream's base come back pointing into the mount (nginx's
-//! `proxy_redirect default`), and cookie paths too when
+//! [preserved](Proxy::preserve_host). `Location`, `Content-Location` and
+//! `Refresh`'s URL into the upstream's base come back pointing into the mount
+//! (nginx's `proxy_redirect default`), and cookie paths too when
 //! [asked](Proxy::rewrite_cookie_paths).
 //!
 //! # Streaming, upgrades and failures
