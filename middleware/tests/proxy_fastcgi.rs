@@ -153,6 +153,14 @@ fn php_pages_behind_the_proxy_over_fastcgi() {
     assert_eq!(env["QUERY_STRING"], "a=1&b=two");
     assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
     assert_eq!(env["get"]["b"], "two");
+    // Slashes merged, as nginx's $fastcgi_script_name has them: a PHP_SELF
+    // of `//index.php` would be another site's address in the page's links.
+    let doubled = json(&conn.get("/php//index.php").text());
+    assert_eq!(doubled["SCRIPT_NAME"], "/php/index.php");
+    assert_eq!(
+        doubled["REQUEST_URI"], "/php//index.php",
+        "as the client sent it"
+    );
     // The rest of nginx's fastcgi_params: the client's port, the address it
     // reached the server at, and empty values where nginx's are empty.
     let client_port = conn.reader.get_ref().local_addr().unwrap().port();

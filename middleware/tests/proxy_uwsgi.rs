@@ -122,6 +122,9 @@ fn a_uwsgi_backend_behind_the_proxy_over_tcp_and_unix() {
     // has none): PATH_INFO `/../x`, for an app that joins it to a root.
     assert_eq!(conn.get("/app/..%2Fx").status, 400);
     assert_eq!(conn.get("/app/a/.%2F..%2fx").status, 400);
+    // Slashes merged, as in nginx's `$document_uri`.
+    let merged = json(&conn.get("/app//x%2F%2Fy").text());
+    assert_eq!(merged["PATH_INFO"], "/x/y", "{merged}");
     // A client that names no host (HTTP/1.0): the app is not told the
     // upstream's address for it, but the one the client reached.
     let old = support::http::exchange(front.addr, b"GET /app/old HTTP/1.0\r\n\r\n");

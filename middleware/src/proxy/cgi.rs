@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `REQUEST_METHOD`, `QUERY_STRING` | the request line |
 //! | `SERVER_PROTOCOL` | the client's HTTP version, which the proxy sets for a CGI upstream ([`SERVER_PROTOCOL`]; the head hyper writes is HTTP/1.1 whatever the client spoke), as nginx's `$server_protocol` |
-//! | the path (`PATH_INFO`, `SCRIPT_NAME`, `SCRIPT_FILENAME`, each protocol its way) | the target's path: below the mount, with the upstream's base |
+//! | the path (`PATH_INFO`, `SCRIPT_NAME`, `SCRIPT_FILENAME`, each protocol its way) | the target's path: below the mount, with the upstream's base, decoded, its slashes merged as nginx merges them ([`Request::decoded_path`]) |
 //! | the mount | `X-Forwarded-Prefix` |
 //! | `REQUEST_URI` | the mount followed by the target, raw: what the client asked for |
 //! | `REMOTE_ADDR` | the last `X-Forwarded-For`: the client this server saw |
@@ -20,6 +20,8 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+
+use percent_encoding::percent_decode;
 
 /// The longest request head taken (a uwsgi packet holds 64 KiB).
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -51,6 +53,16 @@ pub(crate) struct Request {
 impl Request {
     pub(crate) fn add(&mut self, name: &str, value: &[u8]) {
         self.vars.push((name.to_owned(), value.to_vec()));
+    }
+
+    /// The path decoded, each run of slashes one, as nginx's `$uri` (and so
+    /// `$document_uri` and `$fastcgi_script_name`) has it with its default
+    /// `merge_slashes on`: a script a PHP app names as `PHP_SELF` in its own
+    /// links never starts `//`, another site's address to a browser.
+    pub(crate) fn decoded_path(&self) -> Vec<u8> {
+        let mut path: Vec<u8> = percent_decode(self.path.as_bytes()).collect();
+        path.dedup_by(|a, b| *a == b'/' && *b == b'/');
+        path
     }
 }
 

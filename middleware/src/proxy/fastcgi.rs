@@ -20,8 +20,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use percent_encoding::percent_decode;
-
 use super::cgi;
 
 const VERSION: u8 = 1;
@@ -256,7 +254,7 @@ fn begin(request: &cgi::Request, root: Option<&Path>) -> Vec<u8> {
     let mut body = RESPONDER.to_be_bytes().to_vec();
     body.extend_from_slice(&[0; 6]); // flags 0: the connection closes after the request
     record(&mut out, BEGIN_REQUEST, &body);
-    let path: Vec<u8> = percent_decode(request.path.as_bytes()).collect();
+    let path = request.decoded_path();
     let script_name = [&request.mount[..], &path].concat();
     let root = root.map(|r| r.as_os_str().as_encoded_bytes().to_vec());
     let filename = [root.as_deref().unwrap_or_default(), &path[..]].concat();

@@ -13,8 +13,6 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use percent_encoding::percent_decode;
-
 use super::cgi;
 
 /// The request head as a uwsgi packet; the body as it is.
@@ -101,7 +99,7 @@ fn without_transfer_encoding(head: &[u8]) -> impl Iterator<Item = u8> + '_ {
 /// The uwsgi packet (modifier1 0, WSGI) for `request`.
 fn packet(request: &cgi::Request) -> io::Result<Vec<u8>> {
     let too_large = || cgi::invalid("the request's variables pass the 64 KiB a uwsgi packet holds");
-    let path_info: Vec<u8> = percent_decode(request.path.as_bytes()).collect();
+    let path_info = request.decoded_path();
     let vars = (request.vars.iter().map(|(n, v)| (n.as_str(), v.as_slice()))).chain([
         ("PATH_INFO", &path_info[..]),
         ("SCRIPT_NAME", &request.mount[..]),
