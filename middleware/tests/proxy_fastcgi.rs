@@ -15,10 +15,31 @@ use stackway_middleware::{Dispatcher, Lint, Proxy};
 use support::http::{Conn, exchange};
 use support::{Running, external, server};
 
-/// PHP-FPM, killed when dropped.
-struct Fpm(Child);
+/// A FastCGI server (PHP-FPM, fcgiwrap), stopped when dropped.
+struct Upstream(Child);
 
-impl Drop for Fpm {
+impl Upstream {
+    /// Runs `command`, its output let go, and waits for it to listen on `sock`.
+    fn start(command: &mut Command, sock: &Path) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+        let upstream = Self(child);
+        let started = Instant::now();
+        while std::os::unix::net::UnixStream::connect(sock).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{command:?} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        upstream
+    }
+}
+
+impl Drop for Upstream {
     /// SIGTERM, which stops the workers too (SIGKILL would leave them serving).
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -73,7 +94,7 @@ echo 'not chunked';
 "#;
 
 /// PHP-FPM serving `root` on the unix socket `sock`; `None` when it is not installed.
-fn php_fpm(dir: &Path, root: &Path, sock: &Path) -> Option<Fpm> {
+fn php_fpm(dir: &Path, root: &Path, sock: &Path) -> Option<Upstream> {
     let bin = external::file(&["/usr/sbin/php-fpm8.2"], "Debian's php8.2-fpm")?;
     // As root, PHP-FPM wants its workers' user said (and -R).
     let root_user = std::fs::metadata("/proc/self").unwrap().uid() == 0;
@@ -103,22 +124,11 @@ fn php_fpm(dir: &Path, root: &Path, sock: &Path) -> Option<Fpm> {
     ] {
         std::fs::write(root.join(name), page).unwrap();
     }
-    let child = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args(["--nodaemonize", "--allow-to-run-as-root", "--fpm-config"])
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start php-fpm");
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(sock).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "php-fpm did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Fpm(child))
+        .arg(&conf);
+    Some(Upstream::start(&mut command, sock))
 }
 
 fn json(text: &str) -> Value {
@@ -256,22 +266,9 @@ fn cgi_scripts_behind_fcgiwrap_run_from_the_root_only() {
     script(&root.join("proxy.cgi"), "HTTP_PROXY=[$HTTP_PROXY]");
     script(&dir.path().join("secret.cgi"), "outside the root");
     let sock = dir.path().join("cgi.sock");
-    let child = Command::new(bin)
-        .arg("-s")
-        .arg(format!("unix:{}", sock.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start fcgiwrap");
-    let _fcgiwrap = Fpm(child);
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "fcgiwrap did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut command = Command::new(bin);
+    command.arg("-s").arg(format!("unix:{}", sock.display()));
+    let _fcgiwrap = Upstream::start(&mut command, &sock);
     let proxy = Proxy::to(&format!("fastcgi+unix:{}", sock.display())).fastcgi_root(&root);
     let front = Running::start(
         server(),
