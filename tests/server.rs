@@ -207,6 +207,63 @@ fn an_app_that_panics_before_its_future_gives_500_too() {
     running.stop().unwrap();
 }
 
+/// Answers `hello` with the `Content-Length` values its path names
+/// (`/len/5/6`: two of them), over a body that knows its length or, under
+/// `/stream/`, one that does not; under `/head/` over no body at all.
+async fn declares_a_length(req: Request) -> stackway::Response {
+    let path = req.uri().path().to_owned();
+    let mut parts = path.split('/').skip(1);
+    let mut res = match parts.next() {
+        Some("stream") => stackway::Body::from_chunks([&b"hello"[..]]).into_response(),
+        Some("head") => stackway::Body::empty().into_response(),
+        _ => "hello".into_response(),
+    };
+    for length in parts {
+        let value = http::HeaderValue::from_str(length).unwrap();
+        res.headers_mut()
+            .append(http::header::CONTENT_LENGTH, value);
+    }
+    res
+}
+
+#[test]
+fn a_content_length_that_does_not_frame_the_response_is_a_500() {
+    // Not inside `Lint`, which would make the 500s itself: this is the server's
+    // own check, for apps that are not linted. hyper sent no answer at all for
+    // a length that is none, and for one that the body did not keep the
+    // length with fewer or more bytes after it.
+    let running = Running::start(server(), declares_a_length);
+    for path in [
+        "/len/abc",
+        "/len/+5",
+        "/len/-1",
+        "/len/5/6",
+        "/len/3",
+        "/len/9",
+        "/stream/abc",
+        "/len/99999999999999999999",
+    ] {
+        let mut conn = Conn::open(running.addr);
+        let res = conn.get(path);
+        assert_eq!(res.status, 500, "{path}");
+        assert_eq!(res.header("connection"), Some("close"), "{path}");
+        assert!(conn.is_closed(), "{path}");
+    }
+    // What frames the response stays as the app said, on one connection.
+    let mut conn = Conn::open(running.addr);
+    for path in ["/len/5", "/len/5/5", "/stream/5", "/len"] {
+        let res = conn.get(path);
+        assert_eq!((res.status, res.text().as_str()), (200, "hello"), "{path}");
+        assert_eq!(res.header("content-length"), Some("5"), "{path}");
+    }
+    // A HEAD's answer may declare the length of the body it leaves out.
+    conn.send(b"HEAD /head/5 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let res = conn.read_head();
+    assert_eq!((res.status, res.header("content-length")), (200, Some("5")));
+    assert_eq!(conn.get("/len/5").text(), "hello");
+    running.stop().unwrap();
+}
+
 #[test]
 fn bodies_over_the_limit_get_413() {
     let app = |req: Request| async move {

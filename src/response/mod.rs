@@ -25,8 +25,8 @@
 mod into;
 mod sse;
 
-use http::StatusCode;
-use http::header::{CONTENT_TYPE, HeaderValue, LOCATION, SET_COOKIE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, SET_COOKIE};
+use http::{HeaderMap, StatusCode};
 
 use crate::{Body, Request, RequestExt, Response};
 
@@ -95,6 +95,40 @@ pub fn set_cookie(res: &mut Response, req: &Request, mut cookie: cookie::Cookie<
     }
     if let Ok(value) = HeaderValue::try_from(cookie.encoded().to_string()) {
         res.headers_mut().append(SET_COOKIE, value);
+    }
+}
+
+/// The length a response's `Content-Length` declares, `None` without one;
+/// an error saying why when it declares none: a value not 1*DIGIT (RFC
+/// 9110, 8.6), too large, or two that differ. hyper sends no answer at all
+/// to such a response, so the server answers 500 instead, and the WSGI and
+/// ASGI apps' `start_response` raises (gunicorn's `int()` raises too).
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::CONTENT_LENGTH};
+///
+/// let mut headers = HeaderMap::new();
+/// assert_eq!(stackway::response::declared_length(&headers), Ok(None));
+/// headers.insert(CONTENT_LENGTH, HeaderValue::from_static("42"));
+/// assert_eq!(stackway::response::declared_length(&headers), Ok(Some(42)));
+/// headers.append(CONTENT_LENGTH, HeaderValue::from_static("+42"));
+/// assert!(stackway::response::declared_length(&headers).is_err());
+/// ```
+pub fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return Ok(None);
+    };
+    let length = Some(first.as_bytes())
+        .filter(|digits| !digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse().ok())
+        .filter(|_| lengths.all(|other| other == first));
+    match length {
+        Some(length) => Ok(Some(length)),
+        None => Err(format!(
+            "Content-Length {:?} is not the body's length in bytes",
+            headers.get_all(CONTENT_LENGTH).iter().collect::<Vec<_>>()
+        )),
     }
 }
 

@@ -42,6 +42,7 @@ pub(super) fn handle<A: App, B: Incoming>(
     if req.version() == Version::HTTP_2 {
         activity.http2.store(true, Ordering::Relaxed);
     }
+    let bodiless = req.method() == http::Method::HEAD;
     let called = gate(shared, activity, info, req);
     let pages = shared.config.error_pages.clone();
     async move {
@@ -60,6 +61,10 @@ pub(super) fn handle<A: App, B: Incoming>(
             // The panic hook has printed the message; the client gets a 500.
             Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref()),
         };
+        if let Err(why) = framed(&res, bodiless) {
+            tracing::error!("the app's response cannot be sent: {why}; answered 500 instead");
+            res = closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref());
+        }
         // Changed in place: a response is moved by `memcpy`.
         match failed.map_or(READ_OK, |failed| failed.load(Ordering::Relaxed)) {
             TOO_LARGE => res = closing(StatusCode::PAYLOAD_TOO_LARGE, pages.as_deref()),
@@ -196,6 +201,29 @@ fn gate<B: Incoming>(
 const READ_OK: u8 = 0;
 const TOO_LARGE: u8 = 1;
 const TIMED_OUT: u8 = 2;
+
+/// Whether the app's `Content-Length`, if any, frames its response: a
+/// length, and the body's own where the body knows it (the answer to a
+/// `HEAD`, a 204 or a 304 may declare the length of a body it leaves out).
+/// hyper sends nothing for the one, and for the other a length the bytes
+/// after it do not keep, which leaves the client waiting or reading the next
+/// response into this one.
+fn framed(res: &Response, bodiless: bool) -> Result<(), String> {
+    let Some(declared) = crate::response::declared_length(res.headers())? else {
+        return Ok(());
+    };
+    let bodiless = bodiless
+        || matches!(
+            res.status(),
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        );
+    match http_body::Body::size_hint(res.body()).exact() {
+        Some(known) if known != declared && !(bodiless && known == 0) => Err(format!(
+            "Content-Length says {declared} but the body is {known} bytes"
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// The health check's answer: 200 while serving, 503 once draining, so that
 /// a balancer stops sending before the server stops accepting.

@@ -451,27 +451,6 @@ pub fn worker_context(serve: &mut (dyn FnMut() + Send)) {
     Python::attach(|py| py.detach(serve));
 }
 
-/// An app's `Content-Length`, if it set one, as a length (1*DIGIT, RFC
-/// 9110), said once or said the same each time: hyper answers nothing at all
-/// to one that is not (gunicorn's `int()` raises).
-pub(crate) fn check_length(headers: &http::HeaderMap) -> Result<(), String> {
-    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
-    let Some(first) = lengths.next() else {
-        return Ok(());
-    };
-    let digits = !first.is_empty() && first.as_bytes().iter().all(u8::is_ascii_digit);
-    match digits && lengths.all(|other| other == first) {
-        true => Ok(()),
-        false => Err(format!(
-            "Content-Length {:?} is not the body's length in bytes",
-            headers
-                .get_all(http::header::CONTENT_LENGTH)
-                .iter()
-                .collect::<Vec<_>>()
-        )),
-    }
-}
-
 /// An exception with its traceback, as Python prints it.
 pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
     let formatted = py

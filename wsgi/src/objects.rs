@@ -396,7 +396,7 @@ fn parse_head(
         };
         map.append(name, value);
     }
-    crate::check_length(&map).map_err(PyValueError::new_err)?;
+    stackway::response::declared_length(&map).map_err(PyValueError::new_err)?;
     let reason = status
         .get(4..)
         .filter(|reason| !reason.is_empty() && Some(*reason) != code.canonical_reason())

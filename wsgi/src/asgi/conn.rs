@@ -396,7 +396,7 @@ fn head(message: &Bound<'_, PyDict>, status: Option<StatusCode>) -> PyResult<Hea
     };
     let mut headers = HeaderMap::new();
     fill(message, &mut headers)?;
-    crate::check_length(&headers).map_err(PyRuntimeError::new_err)?;
+    stackway::response::declared_length(&headers).map_err(PyRuntimeError::new_err)?;
     Ok(Head {
         status,
         headers,
