@@ -383,12 +383,14 @@ fn request_heads_over_the_limit_get_431() {
 #[test]
 fn malformed_requests_get_400_and_a_closed_connection() {
     let running = Running::start(server(), echo_path);
-    let cases: [&[u8]; 5] = [
+    let cases: [&[u8]; 7] = [
         b"GET / HTTP/1.1\r\n\r\n",                       // no Host
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", // two Hosts
         b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",           // space before colon
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", // conflicting lengths
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", // invalid length
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", // the asterisk form is OPTIONS's alone
+        b"POST * HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab",
     ];
     for case in cases {
         let mut conn = Conn::open(running.addr);
@@ -401,6 +403,10 @@ fn malformed_requests_get_400_and_a_closed_connection() {
     let mut conn = Conn::open(running.addr);
     conn.send(b"GET /old HTTP/1.0\r\n\r\n");
     assert_eq!(conn.read_response().text(), "/old");
+    // `OPTIONS *` asks about the server as a whole: the app answers it.
+    let mut conn = Conn::open(running.addr);
+    conn.send(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(conn.read_response().text(), "*");
 }
 
 #[test]

@@ -28,7 +28,8 @@
 //!
 //! Of the request it is handed (by the server and the middleware around it):
 //! SCRIPT_NAME + PATH_INFO must be the request's path, SCRIPT_NAME must not
-//! end in `/`, PATH_INFO must be empty or start with `/`.
+//! end in `/`, PATH_INFO must be empty or start with `/` (or be `OPTIONS *`'s
+//! `*`, at the root).
 //!
 //! Of the response: no body for a successful `HEAD`, nor for 1xx, 204 or 304; a `Content-Length`
 //! that agrees with the body's known size and with the bytes actually sent;
@@ -156,7 +157,9 @@ fn check_request(req: &Request, reporter: &Reporter) {
     if script_name.ends_with('/') {
         reporter.finding(format_args!("SCRIPT_NAME {script_name:?} ends in /"));
     }
-    if !path_info.is_empty() && !path_info.starts_with('/') {
+    // `*` is `OPTIONS *`'s (the server as a whole), at the root.
+    let asterisk = path_info == "*" && script_name.is_empty();
+    if !path_info.is_empty() && !path_info.starts_with('/') && !asterisk {
         reporter.finding(format_args!(
             "PATH_INFO {path_info:?} does not start with /"
         ));

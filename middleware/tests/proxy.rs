@@ -74,6 +74,16 @@ fn the_upstream_sees_its_base_then_path_info_raw_with_the_query() {
     let res = Conn::open(at_root.addr).get("/");
     assert_eq!(res.text().lines().next(), Some("/"));
     assert_eq!(header(&res.text(), "x-forwarded-prefix"), None);
+    // `OPTIONS *` asks about the server as a whole, and the upstream is asked
+    // the same, under a base too (`/v1/*` would be a resource of its own).
+    let with_base = front(Proxy::to(&url));
+    for proxy in [&at_root, &with_base] {
+        let mut conn = Conn::open(proxy.addr);
+        conn.send(b"OPTIONS * HTTP/1.1\r\nHost: shop.example\r\n\r\n");
+        let res = conn.read_response();
+        assert_eq!(res.status, 200);
+        assert_eq!(res.text().lines().next(), Some("*"));
+    }
 }
 
 #[test]

@@ -122,6 +122,11 @@ fn a_uwsgi_backend_behind_the_proxy_over_tcp_and_unix() {
     // has none): PATH_INFO `/../x`, for an app that joins it to a root.
     assert_eq!(conn.get("/app/..%2Fx").status, 400);
     assert_eq!(conn.get("/app/a/.%2F..%2fx").status, 400);
+    // Nor `OPTIONS *`, whose `*` is no path (nginx answers 400 to it too).
+    let at_root = Running::start(server(), Lint::strict(Proxy::to(&format!("uwsgi://{tcp}"))));
+    let mut options = Conn::open(at_root.addr);
+    options.send(b"OPTIONS * HTTP/1.1\r\nHost: shop.example\r\n\r\n");
+    assert_eq!(options.read_response().status, 400);
     // Slashes merged, as in nginx's `$document_uri`.
     let merged = json(&conn.get("/app//x%2F%2Fy").text());
     assert_eq!(merged["PATH_INFO"], "/x/y", "{merged}");

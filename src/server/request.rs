@@ -129,7 +129,7 @@ enum Gate {
 }
 
 /// The server's part before the app: the health check, RFC 9112's Host rule
-/// and the declared body size; then the request as the app gets it.
+/// and asterisk form, and the declared body size; then the request as the app gets it.
 fn gate<B: Incoming>(
     shared: &Shared,
     activity: &Arc<Activity>,
@@ -154,6 +154,11 @@ fn gate<B: Incoming>(
     if req.version() == Version::HTTP_11 && req.headers().get_all(HOST).iter().count() != 1 {
         // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that
         // lacks a Host header or has more than one.
+        return refuse(StatusCode::BAD_REQUEST, req.body());
+    }
+    if req.uri().path() == "*" && req.method() != http::Method::OPTIONS {
+        // RFC 9112 §3.2.4: the asterisk form (the server as a whole) is
+        // OPTIONS's alone; nginx and gunicorn answer 400 to any other.
         return refuse(StatusCode::BAD_REQUEST, req.body());
     }
     if req.version() >= Version::HTTP_2 && !req.headers().contains_key(HOST) {

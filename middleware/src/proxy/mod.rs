@@ -803,10 +803,12 @@ impl Proxy {
         // SCRIPT_FILENAME up to its first NUL) or a dot segment made of a
         // `%2F` (`/..%2F..%2Fetc/x.php`, one segment to the Dispatcher) would
         // name a file other than the one asked for, outside the root even.
-        // nginx answers 400 to both where they climb above the root.
+        // nginx answers 400 to both where they climb above the root, and to
+        // `OPTIONS *`, whose `*` is no path to join to a root.
         if cgi {
             let path = env.path_info_decoded();
-            if path.contains('\0') || path.split('/').any(|s| s == "." || s == "..") {
+            if path == "*" || path.contains('\0') || path.split('/').any(|s| s == "." || s == "..")
+            {
                 return Err(StatusCode::BAD_REQUEST);
             }
         }

@@ -498,8 +498,11 @@ impl Upstream {
     /// origin form (`/base/path?query`) for a plain HTTP/1.1 upstream.
     pub(crate) fn uri(&self, path_and_query: String) -> Uri {
         let base = &self.spec.base;
-        // Below no base, a path is the URI's as it is: no copy.
-        let path = if base.is_empty() && path_and_query.starts_with('/') {
+        // Below no base, a path is the URI's as it is: no copy. So is `*`
+        // (`OPTIONS *`, the server as a whole), under any base: joined to
+        // one, it would name a resource.
+        let path = if (base.is_empty() && path_and_query.starts_with('/')) || path_and_query == "*"
+        {
             path_and_query
         } else {
             let slash = base.is_empty();
