@@ -256,6 +256,15 @@ fn a_content_length_that_does_not_frame_the_response_is_a_500() {
         assert_eq!((res.status, res.text().as_str()), (200, "hello"), "{path}");
         assert_eq!(res.header("content-length"), Some("5"), "{path}");
     }
+    // A streamed body that ends short of its length: what there was, then
+    // the connection closed (hyper sent nothing at all).
+    let mut short = Conn::open(running.addr);
+    short.send(b"GET /stream/9 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let res = short.read_head();
+    assert_eq!((res.status, res.header("content-length")), (200, Some("9")));
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut short.reader, &mut body).expect("closed");
+    assert_eq!(body, b"hello");
     // A HEAD's answer may declare the length of the body it leaves out.
     conn.send(b"HEAD /head/5 HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let res = conn.read_head();
@@ -511,6 +520,22 @@ fn graceful_shutdown_finishes_the_request_in_flight() {
     let res = client.join().unwrap();
     assert_eq!((res.status, res.text()), (200, "finished /slow".to_owned()));
     running.stop().unwrap();
+}
+
+#[test]
+fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
+    let running = Running::start(server(), echo_path);
+    let mut conn = Conn::open(running.addr);
+    assert_eq!(conn.get("/a").text(), "/a");
+    let began = Instant::now();
+    running.stop().unwrap();
+    // Not held for the linger (5 s) that a client still sending gets.
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        began.elapsed()
+    );
+    assert!(conn.is_closed());
 }
 
 #[test]

@@ -329,10 +329,15 @@ fn serve_http<'a>(
                     }
                 };
                 if shut {
-                    // Requests the client pipelined behind the last answered one
-                    // are read and not answered: linger, or closing would reset
-                    // the connection and lose answers the client has not read.
-                    activity.closing.store(true, Ordering::Relaxed);
+                    // A client caught sending (a request in flight, or begun)
+                    // may have pipelined more that is read and not answered:
+                    // linger, or closing would reset the connection and lose
+                    // answers it has not read. An idle one is closed at once,
+                    // as nginx closes its idle keep-alive connections; it was
+                    // held for the linger's 5 s.
+                    if activity.client_may_be_sending() {
+                        activity.closing.store(true, Ordering::Relaxed);
+                    }
                     conn.graceful_shutdown();
                 }
             }

@@ -47,7 +47,7 @@ pub(super) fn handle<A: App, B: Incoming>(
     let pages = shared.config.error_pages.clone();
     async move {
         let (req, failed) = match called {
-            Gate::Answer(res) => return answer.with(*res),
+            Gate::Answer(res) => return answer.with(*res, None),
             Gate::Call(req, failed) => (req, failed),
         };
         // A panic in `call` itself (an app that routes or checks before it
@@ -61,10 +61,6 @@ pub(super) fn handle<A: App, B: Incoming>(
             // The panic hook has printed the message; the client gets a 500.
             Err(_panic) => closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref()),
         };
-        if let Err(why) = framed(&res, bodiless) {
-            tracing::error!("the app's response cannot be sent: {why}; answered 500 instead");
-            res = closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref());
-        }
         // Changed in place: a response is moved by `memcpy`.
         match failed.map_or(READ_OK, |failed| failed.load(Ordering::Relaxed)) {
             TOO_LARGE => res = closing(StatusCode::PAYLOAD_TOO_LARGE, pages.as_deref()),
@@ -72,7 +68,15 @@ pub(super) fn handle<A: App, B: Incoming>(
             TIMED_OUT => close(&mut res),
             _ => {}
         }
-        answer.with(res)
+        let owed = match framed(&res, bodiless) {
+            Ok(owed) => owed,
+            Err(why) => {
+                tracing::error!("the app's response cannot be sent: {why}; answered 500 instead");
+                res = closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref());
+                None
+            }
+        };
+        answer.with(res, owed)
     }
 }
 
@@ -99,7 +103,12 @@ struct Answer {
 }
 
 impl Answer {
-    fn with(self, mut res: Response) -> Result<http::Response<ServerBody>, Infallible> {
+    /// `owed`: the bytes a streamed body's `Content-Length` says it has.
+    fn with(
+        self,
+        mut res: Response,
+        owed: Option<u64>,
+    ) -> Result<http::Response<ServerBody>, Infallible> {
         if self.close {
             close(&mut res);
         }
@@ -109,6 +118,7 @@ impl Answer {
             send_clock: SendClock::current(),
             http1: self.http1,
             in_flight: self.in_flight,
+            owed,
             failed: None,
         }))
     }
@@ -212,10 +222,11 @@ const TIMED_OUT: u8 = 2;
 /// `HEAD`, a 204 or a 304 may declare the length of a body it leaves out).
 /// hyper sends nothing for the one, and for the other a length the bytes
 /// after it do not keep, which leaves the client waiting or reading the next
-/// response into this one.
-fn framed(res: &Response, bodiless: bool) -> Result<(), String> {
+/// response into this one. A streamed body's declared length is returned,
+/// for [`ServerBody`] to count down.
+fn framed(res: &Response, bodiless: bool) -> Result<Option<u64>, String> {
     let Some(declared) = crate::response::declared_length(res.headers())? else {
-        return Ok(());
+        return Ok(None);
     };
     let bodiless = bodiless
         || matches!(
@@ -226,7 +237,8 @@ fn framed(res: &Response, bodiless: bool) -> Result<(), String> {
         Some(known) if known != declared && !(bodiless && known == 0) => Err(format!(
             "Content-Length says {declared} but the body is {known} bytes"
         )),
-        _ => Ok(()),
+        Some(_) => Ok(None),
+        None => Ok(Some(declared)),
     }
 }
 
@@ -354,12 +366,17 @@ impl<B: Incoming> http_body::Body for RequestBody<B> {
 /// A body that fails ends the response one poll later: hyper drops what it
 /// has not written when a body fails, and the client would get nothing, not
 /// even the head an upstream sent before breaking off (nginx sends it, then
-/// closes). The poll between lets hyper write out what it holds.
+/// closes). The poll between lets hyper write out what it holds. A streamed
+/// body that ends short of its `Content-Length` fails so too: the client
+/// gets what there was and a closed connection, as from gunicorn, where
+/// hyper sent nothing at all.
 pub(super) struct ServerBody {
     body: Body,
     send_clock: Option<Arc<SendClock>>,
     http1: bool,
     in_flight: InFlight,
+    /// The bytes a streamed body's `Content-Length` says are still to come.
+    owed: Option<u64>,
     failed: Option<Error>,
 }
 
@@ -386,14 +403,25 @@ impl http_body::Body for ServerBody {
             // Polled again: the last frame was taken. A new one now waits.
             clock.waiting(matches!(&polled, Poll::Ready(Some(Ok(_)))));
         }
-        match polled {
-            Poll::Ready(Some(Err(e))) => {
-                this.failed = Some(e);
-                cx.waker().wake_by_ref();
-                Poll::Pending
+        let failed = match polled {
+            Poll::Ready(Some(Err(e))) => e,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(owed), Some(data)) = (&mut this.owed, frame.data_ref()) {
+                    *owed = owed.saturating_sub(data.len() as u64);
+                }
+                return Poll::Ready(Some(Ok(frame)));
             }
-            polled => polled,
-        }
+            Poll::Ready(None) if this.owed.is_some_and(|owed| owed > 0) => {
+                let owed = this.owed.take().unwrap_or_default();
+                let why = format!("the app's body ended {owed} bytes short of its Content-Length");
+                tracing::error!("{why}; the connection is closed");
+                Error::new(Kind::Body).with(why)
+            }
+            polled => return polled,
+        };
+        this.failed = Some(failed);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

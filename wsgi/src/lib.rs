@@ -495,8 +495,12 @@ impl App for Wsgi {
                     Err(answer) => return answer,
                 },
             };
-            let Ok(head) = head else {
-                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            let head = match head {
+                Ok(head) if !head.failed => head,
+                // The app raised or broke a rule before its head: the 500 says
+                // so in words (an ASGI app's too), and `ErrorPages` dresses it.
+                Ok(head) => return head.status.into_response(),
+                Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             };
             let mut res = Response::new(body);
             *res.status_mut() = head.status;

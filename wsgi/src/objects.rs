@@ -194,6 +194,9 @@ pub(crate) struct Head {
     /// gunicorn and uWSGI do.
     pub(crate) reason: Option<ReasonPhrase>,
     pub(crate) headers: HeaderMap,
+    /// The server's own head, for an app that failed before it sent one:
+    /// answered as any status the server makes (its text, error pages).
+    pub(crate) failed: bool,
 }
 
 /// What one request's `start_response`, `write()` and the runner share.
@@ -281,6 +284,7 @@ impl Exchange {
             status,
             reason: None,
             headers: HeaderMap::new(),
+            failed: true,
         });
         true
     }
@@ -405,5 +409,6 @@ fn parse_head(
         status: code,
         reason,
         headers: map,
+        failed: false,
     })
 }

@@ -192,8 +192,26 @@ fn write_exc_info_and_start_response_rules() {
     assert_eq!(conn.get("/write").text(), "written, then returned");
     let res = conn.get("/before");
     assert_eq!((res.status, res.text()), (503, "replaced".to_owned()));
-    assert_eq!(conn.get("/twice").status, 500);
+    // The app's mistake is the server's 500, in words as any it makes, and
+    // dressed by error pages (it was an empty body, which they passed by).
+    let res = conn.get("/twice");
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (500, "500 Internal Server Error")
+    );
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
     assert_eq!(conn.get("/status").status, 500);
+    let dressed = serve(
+        stackway_middleware::ErrorPages::new(app("start_twice")).page(
+            [500],
+            stackway_middleware::error_pages::Page::html("<h1>Sorry</h1>"),
+        ),
+    );
+    let res = Conn::open(dressed.addr).get("/");
+    assert_eq!((res.status, res.text().as_str()), (500, "<h1>Sorry</h1>"));
     // A Content-Length that is no length is the app's mistake, a 500 as
     // under gunicorn (hyper would close the connection with no answer).
     for length in ["", "?-1", "?1.0", "?0x1", "?1,2"] {
@@ -201,6 +219,23 @@ fn write_exc_info_and_start_response_rules() {
         assert_eq!(res.status, 500, "Content-Length {length}");
     }
     assert_eq!(Conn::open(running.addr).get("/length?1,1").text(), "x");
+    // A body short of its length: what there is, then the connection closed
+    // (as gunicorn does); hyper sent nothing at all.
+    let mut stream = TcpStream::connect(running.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /length?10 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    stream
+        .read_to_end(&mut got)
+        .expect("closed, not left waiting");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.contains("content-length: 10\r\n"), "{got}");
+    assert!(got.ends_with("\r\n\r\nx"), "{got}");
 
     // With the head out, exc_info re-raises: the response is cut short, not completed.
     let mut stream = TcpStream::connect(running.addr).unwrap();
