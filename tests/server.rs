@@ -621,6 +621,40 @@ fn uwsgi_connections_queued_while_every_worker_is_busy_are_shared_out() {
     running.stop().unwrap();
 }
 
+#[test]
+fn a_status_without_a_reason_of_its_own_has_an_empty_one() {
+    // hyper wrote `599 <none>`; nginx writes `599 `. A reason the app gave stays.
+    let app = |req: Request| async move {
+        let mut res = "x".into_response();
+        *res.status_mut() = StatusCode::from_u16(599).unwrap();
+        if req.uri().path() == "/reason" {
+            let reason = hyper::ext::ReasonPhrase::from_static(b"Network Odd");
+            res.extensions_mut().insert(reason);
+        }
+        res
+    };
+    let running = Running::start(server(), app);
+    let uwsgi = stackway::server::Listener::bind("127.0.0.1:0")
+        .unwrap()
+        .uwsgi(true);
+    let behind_nginx = Running::start(stackway::Server::new([uwsgi]).unwrap(), app);
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let answer = support::http::exchange(running.addr, get("/").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 599 \r\n"), "{answer}");
+    let answer = support::http::exchange(running.addr, get("/reason").as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 599 Network Odd\r\n"),
+        "{answer}"
+    );
+    let packet = support::http::uwsgi_packet(&[
+        ("REQUEST_METHOD", "GET"),
+        ("PATH_INFO", "/"),
+        ("HTTP_HOST", "x"),
+    ]);
+    let answer = support::http::exchange(behind_nginx.addr, &packet);
+    assert!(answer.starts_with("HTTP/1.0 599 \r\n"), "{answer}");
+}
+
 /// A server stopped by a oneshot, for the async entry points.
 fn stoppable() -> (stackway::Server, tokio::sync::oneshot::Sender<()>) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -112,6 +112,12 @@ impl Answer {
         if self.close {
             close(&mut res);
         }
+        // A status without a reason of its own (`999`, an ASGI app's or an
+        // upstream's) has an empty one, as nginx writes it: hyper's is `<none>`.
+        if res.status().canonical_reason().is_none() {
+            (res.extensions_mut())
+                .get_or_insert_with(|| hyper::ext::ReasonPhrase::from_static(b""));
+        }
         Ok(res.map(|body| ServerBody {
             body,
             // Set on HTTP/2 streams, whose stalls the connection cannot see.

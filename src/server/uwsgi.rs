@@ -605,7 +605,7 @@ where
     head.push(b' ');
     let reason = match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
         Some(reason) => reason.as_bytes(),
-        None => status.canonical_reason().unwrap_or("<none>").as_bytes(),
+        None => status.canonical_reason().unwrap_or_default().as_bytes(),
     };
     head.extend_from_slice(reason);
     head.extend_from_slice(b"\r\n");
