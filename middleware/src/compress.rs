@@ -19,24 +19,34 @@
 //!
 //! # What is left alone
 //!
-//! `HEAD`; 1xx, 204, 206 and 304; a response that already has a
-//! `Content-Encoding` (SharedData's precompressed files); one smaller than
+//! 1xx, 204, 206 and 304; a response that already has a `Content-Encoding`
+//! (SharedData's precompressed files); one smaller than
 //! [`min_size`](Compress::min_size) when its size is known; content types that
 //! are compressed already (images but SVG, audio, video, archives, fonts but
-//! SVG-like text ones); and `Cache-Control: no-transform`. A compressed
-//! response loses its `Content-Length`, and a strong `ETag` becomes weak (it
-//! names the uncompressed bytes). `Vary: Accept-Encoding` is always sent.
+//! SVG-like text ones) and gRPC's (its messages have a compression of their
+//! own); and `Cache-Control: no-transform`. Those sent as they are whatever the
+//! client accepts get no `Vary`; the others, a 304 and a 206 among them, get
+//! `Vary: Accept-Encoding`, added to the app's own.
+//!
+//! A compressed response loses its `Content-Length` and `Accept-Ranges` (both
+//! are the uncompressed body's), a strong `ETag` becomes weak, and trailers
+//! follow the compressed body. A `HEAD` gets the fields a `GET` would, with no
+//! body compressed (RFC 9110 §9.3.2).
+//!
+//! The client's choice follows RFC 9110 §12.5.3: the highest q-value wins, a
+//! coding named outright keeps its own weight under `*` (`br;q=0, *` refuses
+//! brotli), and an entry whose weight is no qvalue is left out.
 
 pub use async_compression::Level;
 use async_compression::tokio::write::{BrotliEncoder, GzipEncoder, ZlibEncoder, ZstdEncoder};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::header::{
-    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
-    HeaderValue, VARY,
+    ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
+    ETAG, HeaderValue, VARY,
 };
 use http::{HeaderMap, Method, StatusCode};
-use http_body_util::BodyExt;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use stackway::{App, Body, Request, Response};
 use tokio::io::AsyncWriteExt;
 
@@ -82,40 +92,65 @@ impl<A> Compress<A> {
 }
 
 /// The coding the client prefers among ours, by q-value, ours breaking ties;
-/// `None` when it accepts none (or only `identity`).
+/// `None` when it accepts none (or only `identity`). A coding named outright
+/// takes its own weight, `*` the weight of those not named (RFC 9110
+/// §12.5.3): `br;q=0, *` refuses brotli. An entry whose weight is no qvalue
+/// is left out, as nginx leaves it.
 fn choose(headers: &HeaderMap) -> Option<&'static str> {
-    let mut best: Option<(u16, usize)> = None;
-    for value in headers
-        .get_all(ACCEPT_ENCODING)
-        .iter()
+    let mut named = [None; CODINGS.len()];
+    let mut any = None;
+    let entries = (headers.get_all(ACCEPT_ENCODING).iter())
         .filter_map(|v| v.to_str().ok())
-    {
-        for item in value.split(',') {
-            let mut parts = item.split(';');
-            let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = parts
-                .find_map(|p| p.trim().strip_prefix("q="))
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0) as u16);
-            let candidates: Vec<usize> = match name.as_str() {
-                "*" => (0..CODINGS.len()).collect(),
-                name => CODINGS
-                    .iter()
-                    .position(|c| *c == name)
-                    .into_iter()
-                    .collect(),
-            };
-            for at in candidates {
-                if q > 0 && best.is_none_or(|(bq, bat)| q > bq || (q == bq && at < bat)) {
-                    best = Some((q, at));
-                }
-            }
+        .flat_map(|v| v.split(','));
+    for entry in entries {
+        let mut parts = entry.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let Some(weight) = weight(parts) else {
+            continue;
+        };
+        if name == "*" {
+            any = Some(weight);
+        } else if let Some(at) = CODINGS.iter().position(|c| name.eq_ignore_ascii_case(c)) {
+            named[at] = Some(weight);
         }
     }
-    best.map(|(_, at)| CODINGS[at])
+    (0..CODINGS.len())
+        .filter_map(|at| Some((named[at].or(any)?, at)))
+        .filter(|&(weight, _)| weight > 0)
+        .max_by_key(|&(weight, at)| (weight, std::cmp::Reverse(at)))
+        .map(|(_, at)| CODINGS[at])
 }
 
-/// Whether the content type is compressed already (or not worth it).
+/// An entry's weight in thousandths: 1000 without a `q` parameter (its name
+/// in any case), `None` when the value is no qvalue (`0.5`, `1.000`; not
+/// `abc`, `.5` or `1.5`).
+fn weight<'a>(params: impl Iterator<Item = &'a str>) -> Option<u16> {
+    let mut weight = 1000;
+    for param in params {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("q") {
+            continue;
+        }
+        let (whole, fraction) = value.trim().split_once('.').unwrap_or((value.trim(), ""));
+        if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let thousandths: u16 = format!("{fraction:0<3}").parse().ok()?;
+        weight = match whole {
+            "0" => thousandths,
+            "1" if thousandths == 0 => 1000,
+            _ => return None,
+        };
+    }
+    Some(weight)
+}
+
+/// Whether the content type is compressed already (or not worth it), or is
+/// gRPC's, whose messages carry a compression of their own and whose framing
+/// a client reads before any `Content-Encoding` (gRPC-Web's is text to a
+/// browser, and is compressed).
 fn incompressible(headers: &HeaderMap) -> bool {
     let Some(kind) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
@@ -131,68 +166,99 @@ fn incompressible(headers: &HeaderMap) -> bool {
         "image" => !sub.starts_with("svg"),
         "audio" | "video" => true,
         "font" => !matches!(sub, "ttf" | "otf" | "sfnt"),
-        "application" => matches!(
-            sub,
-            "zip"
-                | "gzip"
-                | "x-gzip"
-                | "zstd"
-                | "x-bzip2"
-                | "x-xz"
-                | "x-7z-compressed"
-                | "x-rar-compressed"
-                | "pdf"
-                | "octet-stream"
-                | "wasm"
-        ),
+        "application" => {
+            (sub.starts_with("grpc") && !sub.starts_with("grpc-web"))
+                || matches!(
+                    sub,
+                    "zip"
+                        | "gzip"
+                        | "x-gzip"
+                        | "zstd"
+                        | "x-bzip2"
+                        | "x-xz"
+                        | "x-7z-compressed"
+                        | "x-rar-compressed"
+                        | "pdf"
+                        | "octet-stream"
+                        | "wasm"
+                )
+        }
         _ => false,
     }
 }
 
 impl<A: App> App for Compress<A> {
     async fn call(&self, req: Request) -> Response {
-        let coding = choose(req.headers()).filter(|_| req.method() != Method::HEAD);
+        let coding = choose(req.headers());
+        let head = req.method() == Method::HEAD;
         let mut res = self.inner.call(req).await;
-        let headers = res.headers_mut();
-        if !headers
-            .get_all(VARY)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"accept-encoding"))
+        let status = res.status();
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || self.left_alone(&res, head || status == StatusCode::NOT_MODIFIED)
         {
+            return res;
+        }
+        // Whether the body is compressed depends on the request's
+        // `Accept-Encoding` from here on: caches are told so, a 304 and a
+        // 206 too, as the 200 they stand for would be (RFC 9110 §15.4.5).
+        let headers = res.headers_mut();
+        let varies = (headers.get_all(VARY).iter())
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|name| name == "*" || name.eq_ignore_ascii_case("accept-encoding"));
+        if !varies {
             headers.append(VARY, HeaderValue::from_static("accept-encoding"));
         }
-        let status = res.status();
-        let skip = status.is_informational()
-            || matches!(
+        let Some(coding) = coding.filter(|_| {
+            !matches!(
                 status,
-                StatusCode::NO_CONTENT | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+                StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
             )
-            || res.headers().contains_key(CONTENT_ENCODING)
-            || incompressible(res.headers())
-            || res
-                .headers()
-                .get(CACHE_CONTROL)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.to_ascii_lowercase().contains("no-transform"))
-            || http_body::Body::size_hint(res.body())
-                .exact()
-                .is_some_and(|len| len < self.min_size);
-        let Some(coding) = coding.filter(|_| !skip) else {
+        }) else {
             return res;
         };
-        let (mut parts, body) = res.into_parts();
-        parts.headers.remove(CONTENT_LENGTH);
-        parts
-            .headers
-            .insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
-        if let Some(etag) = parts.headers.get(ETAG).and_then(|v| v.to_str().ok()) {
+        // The fields of what is sent, to a HEAD as to a GET (RFC 9110
+        // §9.3.2): the length and the byte ranges are the uncompressed
+        // body's, and a strong `ETag` names its bytes.
+        headers.remove(CONTENT_LENGTH);
+        headers.remove(ACCEPT_RANGES);
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+        if let Some(etag) = headers.get(ETAG).and_then(|v| v.to_str().ok()) {
             if !etag.starts_with("W/") {
                 if let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}")) {
-                    parts.headers.insert(ETAG, weak);
+                    headers.insert(ETAG, weak);
                 }
             }
         }
+        if head {
+            return res;
+        }
+        let (parts, body) = res.into_parts();
         Response::from_parts(parts, compress(body, coding, self.level))
+    }
+}
+
+impl<A> Compress<A> {
+    /// Whether `res` is sent as it is whatever the client accepts: encoded
+    /// already, of a type not worth compressing, marked `no-transform`, or
+    /// smaller than [`min_size`](Self::min_size) (by its `Content-Length`,
+    /// or its body's known size unless the body is left out: `bodiless`, the
+    /// answer to a HEAD and a 304).
+    fn left_alone(&self, res: &Response, bodiless: bool) -> bool {
+        let headers = res.headers();
+        let size = match stackway::response::declared_length(headers) {
+            Ok(Some(length)) => Some(length),
+            _ if bodiless => None,
+            _ => http_body::Body::size_hint(res.body()).exact(),
+        };
+        headers.contains_key(CONTENT_ENCODING)
+            || incompressible(headers)
+            || (headers.get_all(CACHE_CONTROL).iter())
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.to_ascii_lowercase().contains("no-transform"))
+            || size.is_some_and(|len| len < self.min_size)
     }
 }
 
@@ -248,28 +314,30 @@ impl Encoder {
     }
 }
 
-/// The body, compressed chunk by chunk as it streams.
+/// The body, compressed chunk by chunk as it streams; its trailers (a
+/// gRPC-Web call's status, a stream's checksum) follow the compressed end.
 fn compress(body: Body, coding: &str, level: Level) -> Body {
-    let encoder = Encoder::new(coding, level);
-    let frames = body.into_data_stream();
-    let chunks = futures_util::stream::unfold(
-        (frames, Some(encoder)),
-        |(mut frames, encoder)| async move {
-            let mut encoder = encoder?;
-            loop {
-                let out = match frames.next().await {
-                    Some(Ok(data)) if data.is_empty() => continue,
-                    Some(Ok(data)) => encoder.feed(Some(&data)).await,
-                    Some(Err(e)) => Err(std::io::Error::other(e)),
-                    None => {
-                        let last = encoder.feed(None).await;
-                        return Some((last, (frames, None)));
+    let state = (body, Some(Encoder::new(coding, level)), None);
+    let frames = futures_util::stream::unfold(state, |(mut body, encoder, trailers)| async move {
+        let Some(mut encoder) = encoder else {
+            return trailers.map(|trailers| (Ok(Frame::trailers(trailers)), (body, None, None)));
+        };
+        loop {
+            let (last, trailers) = match body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => continue,
+                    Ok(data) => {
+                        let out = encoder.feed(Some(&data)).await;
+                        let encoder = out.is_ok().then_some(encoder);
+                        return Some((out.map(Frame::data), (body, encoder, None)));
                     }
-                };
-                let failed = out.is_err();
-                return Some((out, (frames, (!failed).then_some(encoder))));
-            }
-        },
-    );
-    Body::from_stream(chunks)
+                    Err(frame) => (encoder.feed(None).await, frame.into_trailers().ok()),
+                },
+                Some(Err(e)) => return Some((Err(std::io::Error::other(e)), (body, None, None))),
+                None => (encoder.feed(None).await, None),
+            };
+            return Some((last.map(Frame::data), (body, None, trailers)));
+        }
+    });
+    Body::new(StreamBody::new(frames))
 }

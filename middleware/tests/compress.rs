@@ -78,11 +78,32 @@ fn the_client_chooses_by_q_value_and_the_server_breaks_ties() {
         ("*", "br"),
         ("*;q=0.5, gzip", "gzip"),
         ("GZIP", "gzip"),
+        // A coding named outright is not among those `*` stands for.
+        ("br;q=0, *", "zstd"),
+        ("br;q=0, zstd;q=0, *;q=0.1, deflate;q=0.2", "deflate"),
+        // qvalues to their three digits; the parameter's name in any case.
+        ("gzip;q=0.002, br;q=0.001", "gzip"),
+        ("br;Q=0.5, gzip", "gzip"),
+        ("gzip ; q=1.000", "gzip"),
     ];
     for (accept, want) in cases {
         get(&client, accept).assert_header("content-encoding", want);
     }
-    for accept in ["identity", "gzip;q=0", "compress", ""] {
+    // Refused, none of ours, or an entry whose weight is no qvalue (left
+    // out, as nginx leaves it out).
+    for accept in [
+        "identity",
+        "gzip;q=0",
+        "gzip;Q=0",
+        "gzip;q=0.000",
+        "*;q=0",
+        "compress",
+        "",
+        "gzip;q=abc",
+        "gzip;q=1.5",
+        "gzip;q=.5",
+        "br;q=0, gzip;q=0, zstd;q=0, deflate;q=0, *",
+    ] {
         get(&client, accept)
             .assert_no_header("content-encoding")
             .assert_header("vary", "accept-encoding")
@@ -107,17 +128,23 @@ fn responses_are_left_alone_where_compressing_is_wrong_or_useless() {
             res
         }
     };
-    let cases: Vec<(&str, stackway::BoxApp)> = vec![
+    // Whether each varies by `Accept-Encoding`: a 304 and a 206 do, as the
+    // 200 they stand for would; a response sent as it is whatever the client
+    // accepts does not, so caches keep one copy of it.
+    let cases: Vec<(&str, bool, stackway::BoxApp)> = vec![
         (
             "204",
+            false,
             stackway::BoxApp::new(with(StatusCode::NO_CONTENT, &[])),
         ),
         (
             "304",
+            true,
             stackway::BoxApp::new(with(StatusCode::NOT_MODIFIED, &[("etag", "\"v1\"")])),
         ),
         (
             "206",
+            true,
             stackway::BoxApp::new(with(
                 StatusCode::PARTIAL_CONTENT,
                 &[("content-range", "bytes 0-9/100")],
@@ -125,18 +152,30 @@ fn responses_are_left_alone_where_compressing_is_wrong_or_useless() {
         ),
         (
             "encoded",
+            false,
             stackway::BoxApp::new(with(StatusCode::OK, &[("content-encoding", "br")])),
         ),
         (
             "png",
+            false,
             stackway::BoxApp::new(with(StatusCode::OK, &[("content-type", "image/png")])),
         ),
         (
             "zip",
+            false,
             stackway::BoxApp::new(with(StatusCode::OK, &[("content-type", "application/zip")])),
         ),
         (
+            "grpc",
+            false,
+            stackway::BoxApp::new(with(
+                StatusCode::OK,
+                &[("content-type", "application/grpc+proto")],
+            )),
+        ),
+        (
             "no-transform",
+            false,
             stackway::BoxApp::new(with(
                 StatusCode::OK,
                 &[("cache-control", "public, no-transform")],
@@ -144,10 +183,11 @@ fn responses_are_left_alone_where_compressing_is_wrong_or_useless() {
         ),
         (
             "small",
+            false,
             stackway::BoxApp::new(|_req: Request| async { "tiny".into_response() }),
         ),
     ];
-    for (name, app) in cases {
+    for (name, varies, app) in cases {
         let client = Client::new(Compress::new(app));
         let res = get(&client, "gzip, br");
         assert_eq!(
@@ -155,22 +195,123 @@ fn responses_are_left_alone_where_compressing_is_wrong_or_useless() {
             None,
             "{name}"
         );
-        res.assert_header("vary", "accept-encoding");
+        assert_eq!(
+            res.header("vary"),
+            varies.then_some("accept-encoding"),
+            "{name}"
+        );
     }
-    // SVG is text: compressed.
-    let svg = Client::new(Compress::new(with(
-        StatusCode::OK,
+    // SVG is text, and gRPC-Web's body a browser's: compressed.
+    let texts: [&'static [(&str, &str)]; 2] = [
         &[("content-type", "image/svg+xml")],
-    )));
-    get(&svg, "gzip").assert_header("content-encoding", "gzip");
-    // HEAD: never.
-    let client = Client::new(Compress::new(html));
+        &[("content-type", "application/grpc-web-text")],
+    ];
+    for headers in texts {
+        let client = Client::new(Compress::new(with(StatusCode::OK, headers)));
+        get(&client, "gzip").assert_header("content-encoding", "gzip");
+    }
+}
+
+/// A HEAD is told what a GET would be (RFC 9110 §9.3.2), as nginx's gzip
+/// tells it: the coding, no length, a weak tag, no byte ranges.
+#[test]
+fn a_head_gets_the_fields_a_get_would() {
+    // An app that answers a HEAD as it should: the GET's fields, no body.
+    let app = |req: Request| async move {
+        let head = req.method() == http::Method::HEAD;
+        let mut res = html(req).await;
+        let headers = res.headers_mut();
+        headers.insert("accept-ranges", "bytes".parse().unwrap());
+        headers.insert("content-length", page().len().into());
+        if head {
+            *res.body_mut() = Body::empty();
+        }
+        res
+    };
+    let client = Client::new(Lint::strict(Compress::new(app)));
     run(async {
-        client
-            .head("/")
+        for method in [http::Method::GET, http::Method::HEAD] {
+            let res = client
+                .request(method.clone(), "/")
+                .header("accept-encoding", "gzip")
+                .await;
+            res.assert_status(200)
+                .assert_header("content-encoding", "gzip")
+                .assert_header("vary", "accept-encoding")
+                .assert_header("etag", "W/\"v1\"")
+                .assert_no_header("content-length")
+                .assert_no_header("accept-ranges");
+            assert_eq!(
+                res.body().is_empty(),
+                method == http::Method::HEAD,
+                "{method}"
+            );
+        }
+        // Not accepted: the fields stay the uncompressed body's.
+        let res = client.head("/").await;
+        res.assert_no_header("content-encoding")
+            .assert_header("content-length", &page().len().to_string())
+            .assert_header("etag", "\"v1\"");
+    });
+}
+
+/// The app's own `Vary` is added to, once, as a list: a name already in it
+/// (in any case, or `*`) is not repeated.
+#[test]
+fn vary_is_added_to_the_apps_own_once() {
+    for (own, want) in [
+        ("Origin", "Origin, accept-encoding"),
+        ("origin, Accept-Encoding", "origin, Accept-Encoding"),
+        ("*", "*"),
+    ] {
+        let app = move |req: Request| async move {
+            let mut res = html(req).await;
+            res.headers_mut().insert("vary", own.parse().unwrap());
+            res
+        };
+        let res = get(&Client::new(Compress::new(app)), "gzip");
+        res.assert_header("content-encoding", "gzip");
+        let vary: Vec<&str> = res
+            .headers()
+            .get_all("vary")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(vary.join(", "), want, "{own}");
+    }
+}
+
+/// A body's trailers (gRPC-Web's status, a checksum) follow its compressed
+/// end.
+#[test]
+fn trailers_follow_the_compressed_body() {
+    use http_body_util::BodyExt;
+    use stackway::App;
+    let app = |_req: Request| async {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let frames = [
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(page()))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        let mut res = stackway::Response::new(Body::new(http_body_util::StreamBody::new(
+            futures_util::stream::iter(frames),
+        )));
+        res.headers_mut()
+            .insert("content-type", "application/grpc-web".parse().unwrap());
+        res
+    };
+    run(async {
+        let req = http::Request::builder()
+            .uri("/")
             .header("accept-encoding", "gzip")
-            .await
-            .assert_no_header("content-encoding");
+            .body(Body::empty())
+            .unwrap();
+        let res = Compress::new(app).call(req).await;
+        assert_eq!(res.headers()["content-encoding"], "gzip");
+        let collected = BodyExt::collect(res.into_body()).await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        assert_eq!(decode("gzip", &collected.to_bytes()), page().as_bytes());
     });
 }
 
