@@ -31,6 +31,7 @@ fn serve() -> Running {
         .mount("/report", app("report"))
         .mount("/events", app("events"))
         .mount("/ws", app("echo"))
+        .mount("/push", app("push"))
         .mount("/refuse", app("refuse"))
         .mount("/trailers", app("trailers"))
         .mount("/pathsend", app("pathsend"))
@@ -382,7 +383,8 @@ fn a_websocket_echoes_text_and_bytes_and_closes_with_codes_both_ways() {
         }
         other => panic!("expected the app's close, got {other:?}"),
     }
-    // The client closes with its code, and the app hears it.
+    // The client closes with its code, the server answers with it (RFC 6455
+    // §5.5.1), and the app hears it with its reason.
     let (mut socket, _) = connect(url.as_str()).unwrap();
     socket
         .close(Some(CloseFrame {
@@ -390,7 +392,10 @@ fn a_websocket_echoes_text_and_bytes_and_closes_with_codes_both_ways() {
             reason: "bye".into(),
         }))
         .unwrap();
-    while socket.read().is_ok() {}
+    match socket.read() {
+        Ok(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 4000),
+        other => panic!("expected the close answered, got {other:?}"),
+    }
     let heard = Instant::now();
     loop {
         let report = json(&Conn::open(running.addr).get("/report").text());
@@ -398,6 +403,13 @@ fn a_websocket_echoes_text_and_bytes_and_closes_with_codes_both_ways() {
             .as_array()
             .is_some_and(|codes| codes.contains(&4000.into()))
         {
+            assert!(
+                report["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"bye".into()),
+                "{report}"
+            );
             break;
         }
         assert!(heard.elapsed() < Duration::from_secs(5), "{report}");
@@ -408,6 +420,49 @@ fn a_websocket_echoes_text_and_bytes_and_closes_with_codes_both_ways() {
     match refused {
         Err(tungstenite::Error::Http(res)) => assert_eq!(res.status(), 403),
         other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+/// An app that only sends never asks for a message: the client's ping and
+/// close are answered all the same, as uvicorn answers them.
+#[test]
+fn a_websocket_app_that_only_sends_still_answers_pings_and_a_close() {
+    use tungstenite::protocol::CloseFrame;
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::stream::MaybeTlsStream;
+    use tungstenite::{Message, connect};
+
+    let running = serve();
+    let (mut socket, _) = connect(format!("ws://{}/push", running.addr)).unwrap();
+    if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+        tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    }
+    assert_eq!(socket.read().unwrap(), Message::text("tick"));
+    socket
+        .send(Message::Ping(b"there?".to_vec().into()))
+        .unwrap();
+    let answer = loop {
+        match socket.read() {
+            Ok(Message::Text(_)) => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(answer.unwrap(), Message::Pong(b"there?".to_vec().into()));
+    socket
+        .close(Some(CloseFrame {
+            code: CloseCode::from(4002),
+            reason: "done".into(),
+        }))
+        .unwrap();
+    let answer = loop {
+        match socket.read() {
+            Ok(Message::Text(_)) => continue,
+            other => break other,
+        }
+    };
+    match answer {
+        Ok(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 4002),
+        other => panic!("expected the close answered, got {other:?}"),
     }
 }
 

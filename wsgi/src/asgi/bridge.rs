@@ -63,8 +63,8 @@ enum Message {
     Disconnect,
     Connect,
     Socket(Out),
-    /// `websocket.disconnect`, with the close code.
-    Closed(u16),
+    /// `websocket.disconnect`, with the close code and reason.
+    Closed(u16, String),
 }
 
 /// The server's side of the bridge: one per process, with its loop.
@@ -300,8 +300,8 @@ impl Shared {
     }
 
     /// WebSocket `id` closed, with `code`.
-    pub(crate) fn closed(&self, id: u64, code: u16) {
-        let message = Message::Closed(code);
+    pub(crate) fn closed(&self, id: u64, code: u16, reason: String) {
+        let message = Message::Closed(code, reason);
         self.push(Event::Receive { id, message });
     }
 
@@ -376,7 +376,7 @@ impl Drop for Gone {
         // An accepted WebSocket says its own close.
         let message = match lock(&self.shared.conns).get(&self.id) {
             Some(conn) if conn.accepted => return,
-            Some(conn) if conn.websocket => Message::Closed(1006),
+            Some(conn) if conn.websocket => Message::Closed(1006, String::new()),
             Some(_) => Message::Disconnect,
             None => return,
         };
@@ -490,9 +490,10 @@ impl Message {
                     Out::Close(..) => {}
                 }
             }
-            Self::Closed(code) => {
+            Self::Closed(code, reason) => {
                 dict.set_item("type", "websocket.disconnect")?;
                 dict.set_item("code", code)?;
+                dict.set_item("reason", reason)?;
             }
         }
         Ok(dict)

@@ -25,11 +25,23 @@ use tokio::sync::{Notify, mpsc, oneshot};
 /// Past this many bytes sent and not yet taken by the client, `send` waits.
 const HIGH_WATER: usize = 64 * 1024;
 
-/// What the app sends on an accepted socket.
+/// What the app sends on an accepted socket (and, but for `Close`, what its
+/// client sends).
 pub(crate) enum Out {
     Text(String),
     Bytes(Bytes),
     Close(u16, String),
+}
+
+impl Out {
+    /// The message's payload in bytes.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len(),
+            Self::Bytes(data) => data.len(),
+            Self::Close(..) => 0,
+        }
+    }
 }
 
 /// Bytes sent and not yet taken by the client, and whether `send` waits for room.
@@ -254,12 +266,7 @@ impl Conn {
                     .extract()?,
             ),
         };
-        let len = match &out {
-            Out::Bytes(data) => data.len(),
-            Out::Text(text) => text.len(),
-            Out::Close(..) => 0,
-        };
-        self.room.queue(len);
+        self.room.queue(out.len());
         let _ = socket.send(out);
         Ok(self.room.behind())
     }

@@ -2,13 +2,15 @@
 //! CONNECT (RFC 8441): the handshake answered with the app's
 //! `websocket.accept` (or refused with its `websocket.close` or its own
 //! response), then the upgraded connection or stream, framed by tokio-tungstenite:
-//! a message read each time the app asks for one, a message written each
-//! time it sends one. Pings are answered; a message over [`MAX_MESSAGE`]
-//! ends the connection (uvicorn's `--ws-max-size`).
+//! messages read ahead of the app's `receive` up to [`READ_AHEAD`] bytes (so
+//! that a client's pings and close are answered while an app only sends), a
+//! message written each time it sends one. A client's close is answered
+//! before the connection ends (RFC 6455 §5.5.1); a message over
+//! [`MAX_MESSAGE`] ends the connection (uvicorn's `--ws-max-size`).
 
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -25,6 +27,11 @@ use super::conn::{Head, Out, Room};
 
 /// The largest message either way, as uvicorn's default.
 const MAX_MESSAGE: usize = 16 << 20;
+
+/// How many bytes of messages are read for the app before it asks for them:
+/// past that, the client waits (its TCP window fills) until the app has
+/// taken them all.
+const READ_AHEAD: usize = 64 << 10;
 
 /// Whether `req` opens a WebSocket: RFC 6455 over HTTP/1.1, or RFC 8441's
 /// extended CONNECT over HTTP/2.
@@ -79,7 +86,7 @@ pub(crate) async fn run(
     room: Arc<Room>,
 ) {
     let Ok(upgraded) = upgrade.await else {
-        return shared.closed(id, 1006);
+        return shared.closed(id, 1006, String::new());
     };
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
@@ -88,24 +95,35 @@ pub(crate) async fn run(
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (mut sink, mut stream) = socket.split();
     let reading = async {
+        // Bytes handed to the app since it last found its inbox empty.
+        let mut ahead = 0;
         loop {
-            want.notified().await;
-            // Pings are answered by the socket itself; they are no message.
-            let message = loop {
-                match stream.next().await {
-                    Some(Ok(Frame::Text(text))) => break Ok(Out::Text(text.to_string())),
-                    Some(Ok(Frame::Binary(data))) => break Ok(Out::Bytes(data)),
-                    Some(Ok(Frame::Close(frame))) => {
-                        break Err(frame.map_or(1005, |f| u16::from(f.code)));
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => break Err(1006),
-                }
-            };
-            match message {
-                Ok(message) => shared.received(id, message),
-                Err(code) => return shared.closed(id, code),
+            // The app asks only once it has taken every message handed to it.
+            if want.notified().now_or_never().is_some() {
+                ahead = 0;
             }
+            if ahead >= READ_AHEAD {
+                want.notified().await;
+                ahead = 0;
+            }
+            // Pings are answered by the socket itself; they are no message.
+            let message = match stream.next().await {
+                Some(Ok(Frame::Text(text))) => Out::Text(text.to_string()),
+                Some(Ok(Frame::Binary(data))) => Out::Bytes(data),
+                Some(Ok(Frame::Close(frame))) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                        (f.code.into(), f.reason.to_string())
+                    });
+                    // Reading on sends the answer to the client's close and
+                    // sees the connection end.
+                    while let Some(Ok(_)) = stream.next().await {}
+                    return shared.closed(id, code, reason);
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return shared.closed(id, 1006, String::new()),
+            };
+            ahead += message.len();
+            shared.received(id, message);
         }
     };
     let writing = async {

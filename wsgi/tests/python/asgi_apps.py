@@ -150,7 +150,8 @@ async def spin(scope, receive, send):
 
 async def echo(scope, receive, send):
     """A WebSocket echo: accepts with the `chat` subprotocol when offered; `close-me` closes
-    with 4001; counts the close codes it hears in `seen["closed"]`."""
+    with 4001; counts the close codes it hears in `seen["closed"]`, their reasons in
+    `seen["reasons"]`."""
     assert (await receive())["type"] == "websocket.connect"
     chat = "chat" if "chat" in scope["subprotocols"] else None
     await send({"type": "websocket.accept", "subprotocol": chat,
@@ -159,11 +160,21 @@ async def echo(scope, receive, send):
         message = await receive()
         if message["type"] == "websocket.disconnect":
             seen.setdefault("closed", []).append(message["code"])
+            seen.setdefault("reasons", []).append(message["reason"])
             return
         if message.get("text") == "close-me":
             await send({"type": "websocket.close", "code": 4001, "reason": "asked"})
             return
         await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
+
+
+async def push(scope, receive, send):
+    """Accepts, then sends `tick` every 20 ms for 5 s, never asking for a message."""
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    for _ in range(250):
+        await send({"type": "websocket.send", "text": "tick"})
+        await asyncio.sleep(0.02)
 
 
 async def refuse(scope, receive, send):
