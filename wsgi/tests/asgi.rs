@@ -424,7 +424,8 @@ fn a_websocket_echoes_text_and_bytes_and_closes_with_codes_both_ways() {
 }
 
 /// An app that only sends never asks for a message: the client's ping and
-/// close are answered all the same, as uvicorn answers them.
+/// close are answered all the same, as uvicorn answers them, and its next
+/// `send` raises an `OSError` (ASGI 2.4), which ends its loop.
 #[test]
 fn a_websocket_app_that_only_sends_still_answers_pings_and_a_close() {
     use tungstenite::protocol::CloseFrame;
@@ -463,6 +464,16 @@ fn a_websocket_app_that_only_sends_still_answers_pings_and_a_close() {
     match answer {
         Ok(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 4002),
         other => panic!("expected the close answered, got {other:?}"),
+    }
+    let closed = Instant::now();
+    loop {
+        let report = json(&Conn::open(running.addr).get("/report").text());
+        if let Some(ended) = report["push"].as_str() {
+            assert_eq!(ended, "OSError: the client has gone (code 4002)");
+            break;
+        }
+        assert!(closed.elapsed() < Duration::from_secs(3), "{report}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -11,6 +11,11 @@ import os
 import traceback
 
 
+class ClientDisconnected(OSError):
+    """What `send` raises on a WebSocket whose client has gone (ASGI 2.4), so that an app that
+    only sends learns it; on HTTP, as under uvicorn, what is sent then is dropped."""
+
+
 class _Conn:
     __slots__ = ("id", "inbox", "waiting", "writable", "asked", "gone")
 
@@ -61,6 +66,8 @@ def serve(bridge, fd):
 
         async def send(message):
             if conn.gone:
+                if conn.gone["type"] == "websocket.disconnect":
+                    raise ClientDisconnected(f"the client has gone (code {conn.gone['code']})")
                 return
             if bridge.send(conn.id, message):
                 conn.writable = loop.create_future()
