@@ -392,9 +392,24 @@ fn request_heads_over_the_limit_get_431() {
 #[test]
 fn malformed_requests_get_400_and_a_closed_connection() {
     let running = Running::start(server(), echo_path);
-    let cases: [&[u8]; 7] = [
+    let cases: [&[u8]; 18] = [
         b"GET / HTTP/1.1\r\n\r\n",                       // no Host
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", // two Hosts
+        b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", // two, in any version
+        // A Host that is no host (RFC 9110 §7.2): userinfo, a path, a space,
+        // a quote, a port that is none or without a name, raw UTF-8.
+        b"GET / HTTP/1.1\r\nHost: evil.example@a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\"><b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \xc3\xa9.example\r\n\r\n",
+        // The authority form is CONNECT's alone.
+        b"GET a.example:80 HTTP/1.1\r\nHost: a\r\n\r\n",
+        // `chunked` twice, or beside a length (RFC 9112 §6.3).
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",           // space before colon
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", // conflicting lengths
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", // invalid length
@@ -412,6 +427,38 @@ fn malformed_requests_get_400_and_a_closed_connection() {
     let mut conn = Conn::open(running.addr);
     conn.send(b"GET /old HTTP/1.0\r\n\r\n");
     assert_eq!(conn.read_response().text(), "/old");
+    // Hosts of every valid shape: a name, an address, a port, percent-encoded
+    // bytes, and empty (a target without an authority).
+    for host in [
+        "a.example",
+        "127.0.0.1:8000",
+        "[::1]:80",
+        "ex%41mple",
+        "a:",
+        "",
+    ] {
+        let mut conn = Conn::open(running.addr);
+        conn.send(format!("GET /ok HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        assert_eq!(conn.read_response().text(), "/ok", "{host}");
+    }
+    // What the server does not do: a coding it does not know would reach the
+    // app still coded, and a tunnel is a forward proxy's (RFC 9112 §6.1,
+    // RFC 9110 §9.3.6): 501.
+    let cases: [&[u8]; 2] = [
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+    ];
+    for case in cases {
+        let mut conn = Conn::open(running.addr);
+        conn.send(case);
+        assert_eq!(
+            conn.read_response().status,
+            501,
+            "{}",
+            String::from_utf8_lossy(case)
+        );
+        assert!(conn.is_closed(), "{}", String::from_utf8_lossy(case));
+    }
     // `OPTIONS *` asks about the server as a whole: the app answers it.
     let mut conn = Conn::open(running.addr);
     conn.send(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");

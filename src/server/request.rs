@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, TRANSFER_ENCODING,
+};
 use http::{StatusCode, Version};
 use http_body::{Frame, SizeHint};
 
@@ -144,8 +146,9 @@ enum Gate {
     Answer(Box<Response>),
 }
 
-/// The server's part before the app: the health check, RFC 9112's Host rule
-/// and asterisk form, and the declared body size; then the request as the app gets it.
+/// The server's part before the app: the health check, RFC 9112's Host
+/// rule, request-target forms and body framing, and the declared body size;
+/// then the request as the app gets it.
 fn gate<B: Incoming>(
     shared: &Shared,
     activity: &Arc<Activity>,
@@ -167,10 +170,29 @@ fn gate<B: Incoming>(
         )))
     };
 
-    if req.version() == Version::HTTP_11 && req.headers().get_all(HOST).iter().count() != 1 {
-        // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that
-        // lacks a Host header or has more than one.
-        return refuse(StatusCode::BAD_REQUEST, req.body());
+    if req.version() < Version::HTTP_2 {
+        // RFC 9112 §3.2: a server MUST respond 400 to a request with more
+        // than one Host header or an invalid one, and to an HTTP/1.1 request
+        // without one.
+        let mut hosts = req.headers().get_all(HOST).iter();
+        let host = hosts.next();
+        if hosts.next().is_some()
+            || host.map_or(req.version() == Version::HTTP_11, |h| {
+                !valid_host(h.as_bytes())
+            })
+        {
+            return refuse(StatusCode::BAD_REQUEST, req.body());
+        }
+    }
+    if req.uri().scheme().is_none() && req.uri().authority().is_some() {
+        // RFC 9112 §3.2.3: the authority form (`CONNECT host:443`) asks a
+        // forward proxy for a tunnel, which this server is not (501); with
+        // any other method the target is malformed.
+        let status = match req.method() == http::Method::CONNECT {
+            true => StatusCode::NOT_IMPLEMENTED,
+            false => StatusCode::BAD_REQUEST,
+        };
+        return refuse(status, req.body());
     }
     if req.uri().path() == "*" && req.method() != http::Method::OPTIONS {
         // RFC 9112 §3.2.4: the asterisk form (the server as a whole) is
@@ -191,6 +213,11 @@ fn gate<B: Incoming>(
     // leave unread: no look at its length, no wrapper, and no three
     // allocations for it.
     let has_body = !req.body().is_end_stream();
+    if has_body && req.version() < Version::HTTP_2 {
+        if let Some(status) = framing_refused(req.headers()) {
+            return refuse(status, req.body());
+        }
+    }
     let declared = || {
         let declared = req.headers().get(CONTENT_LENGTH)?;
         declared.to_str().ok()?.parse::<u64>().ok()
@@ -216,6 +243,55 @@ fn gate<B: Incoming>(
     });
     req.extensions_mut().insert(info.clone());
     Gate::Call(Box::new(req), failed)
+}
+
+/// Whether `host` is a Host field value (RFC 9110 §7.2): a name or an
+/// address in brackets, then an optional port; no userinfo, path, space or
+/// quote, which an app building URLs from the field would copy into them.
+/// Empty is valid: the target had no authority.
+fn valid_host(host: &[u8]) -> bool {
+    let name_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    let (name, port) = match host.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|&b| b == b']') {
+            Some(end) if end > 0 && rest[..end].iter().all(|b| name_byte(b) || *b == b':') => {
+                rest.split_at(end + 1)
+            }
+            _ => return false,
+        },
+        None => {
+            let end = host.iter().position(|&b| b == b':').unwrap_or(host.len());
+            if !host[..end].iter().all(name_byte) {
+                return false;
+            }
+            host.split_at(end)
+        }
+    };
+    match port.split_first() {
+        None => true,
+        Some((b':', digits)) => !name.is_empty() && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    }
+}
+
+/// What an HTTP/1 request body framed by anything but `chunked` alone gets
+/// (RFC 9112 §6): a transfer coding the server does not know is 501, as
+/// §6.1 asks (hyper would hand the app its bytes still coded), and
+/// `chunked` twice or beside a `Content-Length` is 400, the marks of a
+/// smuggling attempt (§6.3 lets a server refuse them; nginx does).
+fn framing_refused(headers: &http::HeaderMap) -> Option<StatusCode> {
+    let mut chunked = 0;
+    let codings = (headers.get_all(TRANSFER_ENCODING).iter())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty());
+    for coding in codings {
+        if !coding.eq_ignore_ascii_case(b"chunked") {
+            return Some(StatusCode::NOT_IMPLEMENTED);
+        }
+        chunked += 1;
+    }
+    let refused = chunked > 1 || (chunked == 1 && headers.contains_key(CONTENT_LENGTH));
+    refused.then_some(StatusCode::BAD_REQUEST)
 }
 
 /// How the reading of a request body ended, if it failed on the server's side.
