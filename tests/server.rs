@@ -69,6 +69,12 @@ fn h2c_with_prior_knowledge() {
             assert!(body.contains("HTTP_HOST=localhost\n"), "{body}");
             assert!(body.contains(&format!("REQUEST_URI={path}\n")), "{body}");
         }
+        // `:authority` is the host, and holds no userinfo (RFC 9113 §8.3.1).
+        let req = http::Request::get("http://evil.example@localhost/")
+            .body(String::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 400);
     });
 }
 

@@ -170,19 +170,19 @@ fn gate<B: Incoming>(
         )))
     };
 
-    if req.version() < Version::HTTP_2 {
-        // RFC 9112 §3.2: a server MUST respond 400 to a request with more
-        // than one Host header or an invalid one, and to an HTTP/1.1 request
-        // without one.
-        let mut hosts = req.headers().get_all(HOST).iter();
-        let host = hosts.next();
-        if hosts.next().is_some()
-            || host.map_or(req.version() == Version::HTTP_11, |h| {
-                !valid_host(h.as_bytes())
-            })
-        {
-            return refuse(StatusCode::BAD_REQUEST, req.body());
-        }
+    // RFC 9112 §3.2: a server MUST respond 400 to a request with more than
+    // one Host header or an invalid one, and to an HTTP/1.1 request without
+    // one; the target's authority (HTTP/2's `:authority`, HTTP/1's absolute
+    // form) is the host too, with no userinfo (RFC 9113 §8.3.1).
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some()
+        || host.map_or(req.version() == Version::HTTP_11, |h| {
+            !valid_host(h.as_bytes())
+        })
+        || (req.uri().authority()).is_some_and(|a| !valid_host(a.as_str().as_bytes()))
+    {
+        return refuse(StatusCode::BAD_REQUEST, req.body());
     }
     if req.uri().scheme().is_none() && req.uri().authority().is_some() {
         // RFC 9112 §3.2.3: the authority form (`CONNECT host:443`) asks a
