@@ -249,7 +249,7 @@ fn gate<B: Incoming>(
 /// address in brackets, then an optional port; no userinfo, path, space or
 /// quote, which an app building URLs from the field would copy into them.
 /// Empty is valid: the target had no authority.
-fn valid_host(host: &[u8]) -> bool {
+pub(super) fn valid_host(host: &[u8]) -> bool {
     // RFC 3986's reg-name: unreserved, sub-delims and `%`; in brackets, `:`
     // too. Looked up by byte: the server asks this of every request.
     const NAME: [bool; 256] = {

@@ -45,6 +45,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version}
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::request::valid_host;
 use crate::Forwarded;
 
 /// Bytes a raw path (already encoded) may not hold as they are.
@@ -321,6 +322,10 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
     // contradict each other.
     if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
         headers.remove(TRANSFER_ENCODING);
+    }
+    // The host, as the HTTP listeners check it: nginx passes `a@b` and `a"b`.
+    if let Some(host) = headers.get(HOST).filter(|h| !valid_host(h.as_bytes())) {
+        return Err(Refused::bad(format!("HTTP_HOST {host:?} is no host")));
     }
     let method = text(named.method).unwrap_or("GET");
     let method = Some(method)
@@ -1168,7 +1173,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_packets_are_refused_with_a_reason() {
-        let table: [(Vec<u8>, u16, &str); 6] = [
+        let table: [(Vec<u8>, u16, &str); 7] = [
             (
                 {
                     let mut p = packet(&[("PATH_INFO", "/")]);
@@ -1185,6 +1190,11 @@ mod tests {
             ),
             (packet(&[("HTTP_X:A", "a")]), 400, "bad uwsgi variable name"),
             (packet(&[("HTTP_X_A", "a\x01b")]), 400, "control character"),
+            (
+                packet(&[("HTTP_HOST", "evil.example@a")]),
+                400,
+                "is no host",
+            ),
             (
                 packet(&[("REQUEST_METHOD", "GET /x")]),
                 400,
