@@ -867,6 +867,25 @@ fn an_asgi_lifespan_starts_before_serving_and_shuts_down_at_sigterm() {
     server.signal("-TERM");
     assert!(server.wait().success());
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "shut down");
+    // A shutdown that raises is logged as a failure, with its traceback.
+    let mut server = Stackway::serve_with_env(
+        &[
+            "--pythonpath",
+            python,
+            "--mount",
+            "/=asgi:asgi_apps:lifespan",
+        ],
+        [("ASGI_SHUTDOWN_RAISES", "1")],
+    );
+    assert_eq!(Conn::open(server.addr).get("/").text(), "started");
+    server.signal("-TERM");
+    assert!(server.wait().success());
+    let err = server.stderr();
+    assert!(err.contains("failed to shut down"), "{err}");
+    assert!(
+        err.contains("RuntimeError: the cache would not flush"),
+        "{err}"
+    );
 }
 
 #[test]

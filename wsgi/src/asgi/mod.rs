@@ -145,16 +145,20 @@ impl Asgi {
 
     /// Runs the app's lifespan shutdown (`lifespan.shutdown`), if its
     /// startup ran, and waits for it, at most 30 seconds: call it once the
-    /// server has drained. A failure is logged.
+    /// server has drained. A failure is logged: `lifespan.shutdown.failed`,
+    /// or the app raising on `lifespan.shutdown`.
     pub fn shutdown(&self) {
         let (Some(&id), Ok(shared)) = (self.life.get(), bridge::shared()) else {
             return;
         };
         match shared.life(id, None, SHUTDOWN) {
-            Phase::Complete | Phase::Unsupported(_) => {}
-            Phase::Failed(why) => {
+            Phase::Complete => {}
+            // A lifespan that ended at startup has nothing to say; one that
+            // raised on `lifespan.shutdown` failed, traceback and all.
+            Phase::Unsupported(why) | Phase::Failed(why) if !why.is_empty() => {
                 tracing::error!(app = %self.name, "the ASGI app failed to shut down: {why}");
             }
+            Phase::Unsupported(_) | Phase::Failed(_) => {}
         }
     }
 }

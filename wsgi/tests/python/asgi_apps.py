@@ -104,7 +104,8 @@ async def report(scope, receive, send):
 
 async def lifespan(scope, receive, send):
     """Greets with what its lifespan startup put in the state; counts its shutdowns, and
-    writes a file named by $ASGI_SHUTDOWN_FILE when it shuts down."""
+    writes a file named by $ASGI_SHUTDOWN_FILE when it shuts down (or raises then, with
+    $ASGI_SHUTDOWN_RAISES set)."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -116,6 +117,8 @@ async def lifespan(scope, receive, send):
                 path = __import__("os").environ.get("ASGI_SHUTDOWN_FILE")
                 if path:
                     open(path, "w").write("shut down")
+                if __import__("os").environ.get("ASGI_SHUTDOWN_RAISES"):
+                    raise RuntimeError("the cache would not flush")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     await _answer(send, 200, scope.get("state", {}).get("greeting", "no state").encode(), b"text/plain")
