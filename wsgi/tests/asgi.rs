@@ -216,6 +216,10 @@ fn an_upload_reaches_the_app_in_chunks_as_it_asks() {
     let (chunks, total) = text.split_once(' ').unwrap();
     assert_eq!(total, len.to_string());
     assert!(chunks.parse::<u32>().unwrap() > 2, "{text}");
+    // A small body of known length comes whole, its one message saying it
+    // is the last (`more_body` false), as uvicorn sends it.
+    conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(conn.read_response().text(), "1 5");
 }
 
 #[test]

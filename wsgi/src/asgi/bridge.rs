@@ -318,9 +318,11 @@ async fn read_body(mut body: Body, want: Arc<Notify>, shared: Arc<Shared>, id: u
     loop {
         want.notified().await;
         let message = match body.chunk().await {
+            // The chunk that completes a body of known length says so, as
+            // uvicorn's does: the app asks no more.
             Some(Ok(data)) => Message::Request {
                 body: data,
-                more: true,
+                more: http_body::Body::size_hint(&body).exact() != Some(0),
             },
             None => Message::Request {
                 body: Bytes::new(),
