@@ -1,0 +1,115 @@
+"""The apps `run.py` serves from stackway and from the reference alike."""
+
+import asyncio
+import json
+
+seen = {}
+
+
+async def websocket(scope, receive, send):
+    """A WebSocket app whose path says how it behaves; plain HTTP `/report` answers `seen`."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["type"] == "http":
+        body = json.dumps(seen, sort_keys=True).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    path = scope["path"]
+    if path == "/crash-before":
+        raise RuntimeError("boom")
+    assert (await receive())["type"] == "websocket.connect"
+    if path in ("/reject", "/reject-4001"):
+        code = 4001 if path == "/reject-4001" else 1000
+        await send({"type": "websocket.close", "code": code})
+        return
+    if path == "/no-accept-return":
+        return
+    if path == "/deny":
+        await send({"type": "websocket.http.response.start", "status": 403,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "websocket.http.response.body", "body": b"nope"})
+        return
+    subprotocols = scope.get("subprotocols") or []
+    chosen = subprotocols[-1] if path == "/accept-sub" and subprotocols else None
+    await send({"type": "websocket.accept", "subprotocol": chosen, "headers": [(b"x-extra", b"1")]})
+    if path == "/scope":
+        keep = {k: scope.get(k) for k in ["type", "path", "raw_path", "query_string", "root_path", "scheme",
+                                          "subprotocols", "http_version", "asgi"]}
+        keep = {k: v.decode("latin-1") if isinstance(v, bytes) else v for k, v in keep.items()}
+        keep["headers"] = sorted(name.decode() for name, _ in scope["headers"])
+        keep["extensions"] = sorted(scope.get("extensions") or {})
+        await send({"type": "websocket.send", "text": json.dumps(keep, sort_keys=True)})
+    elif path == "/crash-after":
+        await send({"type": "websocket.send", "text": "before the crash"})
+        raise RuntimeError("boom after")
+    elif path == "/close-reason":
+        await send({"type": "websocket.close", "code": 4000, "reason": "bye"})
+        return
+    elif path == "/return":
+        await send({"type": "websocket.send", "text": "then return"})
+        return
+    elif path == "/send-both":
+        await send({"type": "websocket.send", "text": "a", "bytes": b"b"})
+        return
+    elif path == "/send-neither":
+        await send({"type": "websocket.send"})
+        return
+    elif path == "/double-accept":
+        await send({"type": "websocket.accept"})
+        return
+    elif path == "/big":
+        await send({"type": "websocket.send", "bytes": b"x" * (1 << 20)})
+    elif path == "/push":
+        # Sends without ever asking for a message: the client's close must still be answered,
+        # and `send` must say once the client has gone.
+        try:
+            for _ in range(250):
+                await send({"type": "websocket.send", "text": "tick"})
+                await asyncio.sleep(0.02)
+            seen["push"] = "sent them all"
+        except OSError:
+            seen["push"] = "send raised OSError"
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            seen[path] = {"code": message["code"], "reason": message.get("reason")}
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+def wsgi_input(environ, start_response):
+    """Reads its body as its path says, and answers what it read."""
+    stream, mode = environ["wsgi.input"], environ["PATH_INFO"][1:]
+    text = lambda data: data.decode("latin-1")
+    reads = {
+        "read": lambda: text(stream.read()),
+        "read(3)": lambda: [text(b) for b in iter(lambda: stream.read(3), b"")],
+        "readline": lambda: [text(stream.readline()) for _ in range(4)],
+        "readline(2)": lambda: [text(stream.readline(2)) for _ in range(5)],
+        "readlines": lambda: [text(line) for line in stream.readlines()],
+        "readlines(3)": lambda: [text(line) for line in stream.readlines(3)],
+        "iter": lambda: [text(line) for line in stream],
+        "read(-1)": lambda: text(stream.read(-1)),
+        "read(None)": lambda: text(stream.read(None)),
+        "read(0)": lambda: [text(stream.read(0)), text(stream.read())],
+        "read past": lambda: [text(stream.read(int(environ.get("CONTENT_LENGTH") or 0))), text(stream.read(5))],
+        "read twice": lambda: [text(stream.read()), text(stream.read())],
+        "errors": lambda: sorted(a for a in ["write", "writelines", "flush"] if hasattr(environ["wsgi.errors"], a)),
+    }
+    out = {"CONTENT_LENGTH": environ.get("CONTENT_LENGTH"), "input_terminated": environ.get("wsgi.input_terminated")}
+    try:
+        out["read"] = reads[mode]()
+    except Exception as e:
+        out["raised"] = type(e).__name__
+    body = json.dumps(out).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]

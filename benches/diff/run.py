@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""The same requests to stackway and to the server it stands in for, answer by answer.
+
+    python3 benches/diff/run.py                      # every battery
+    python3 benches/diff/run.py gate compress        # some
+
+Each battery starts the reference (nginx from Debian's package; uvicorn and gunicorn from PyPI,
+installed into target/diff/pylib when missing) and `stackway serve` (target/release/stackway, or
+--binary) with the same configuration in front of the same raw upstream, sends both the same
+requests, and prints each pair of answers that differ. A difference made on purpose is listed in
+the battery's KNOWN with its reason and printed as known; any other makes the exit status 1.
+Not part of `cargo test`: the references' answers are facts about them, looked at by a person.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PYLIB = ROOT / "target" / "diff" / "pylib"
+HERE = Path(__file__).resolve().parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port, seconds=10):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port} after {seconds} s")
+
+
+# A raw upstream, answering by its query: status, ct, len, ce, etag, cc, ar, vary, cr, chunked;
+# each request's line and body noted for `seen`.
+class Upstream:
+    def __init__(self):
+        self.port = free_port()
+        self.log = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        f = conn.makefile("rb")
+        try:
+            while self.answer(conn, f):
+                pass
+        except (OSError, ValueError):
+            pass
+        conn.close()
+
+    def answer(self, conn, f):
+        line = f.readline()
+        if not line.strip():
+            return False
+        heads = []
+        while (h := f.readline()) not in (b"\r\n", b"\n", b""):
+            heads.append(h.decode("latin-1").strip())
+        fields = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in heads)}
+        body = b""
+        if "chunked" in fields.get("transfer-encoding", "").lower():
+            while size := int(f.readline().split(b";")[0], 16):
+                body += f.read(size)
+                f.readline()
+            while f.readline() not in (b"\r\n", b""):
+                pass
+        elif fields.get("content-length"):
+            body = f.read(int(fields["content-length"]))
+        self.log.append((line.decode("latin-1").strip(), body.decode("latin-1")))
+        target = line.split()[1].decode("latin-1")
+        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(target).query))
+        payload = (b"hello world, " * 200)[: int(q.get("len", 2600))]
+        status = q.get("status", "200")
+        out = [f"HTTP/1.1 {status} X", "Content-Type: " + q.get("ct", "text/html")]
+        for key, name in [("ce", "Content-Encoding"), ("etag", "ETag"), ("cc", "Cache-Control"),
+                          ("ar", "Accept-Ranges"), ("vary", "Vary"), ("cr", "Content-Range")]:
+            if key in q:
+                out.append(f"{name}: {q[key]}")
+        bodiless = status in ("204", "304") or line.startswith(b"HEAD")
+        if q.get("chunked"):
+            out.append("Transfer-Encoding: chunked")
+            payload = b"" if bodiless else b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload) if payload else b"0\r\n\r\n"
+        else:
+            if status != "204":
+                out.append(f"Content-Length: {len(payload)}")
+            payload = b"" if bodiless else payload
+        conn.sendall("\r\n".join(out).encode() + b"\r\n\r\n" + payload)
+        return True
+
+    def seen(self):
+        log, self.log = self.log, []
+        return log
+
+
+NGINX = """daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+error_log {d}/error.log crit;
+events {{ worker_connections 256; }}
+http {{
+  access_log off; client_body_temp_path {d}/cb; proxy_temp_path {d}/pt;
+  fastcgi_temp_path {d}/ft; uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;
+  {http}
+  server {{ listen 127.0.0.1:{port}; server_name localhost; {server} }}
+}}
+"""
+
+
+class Pair:
+    """nginx with `server` (UPSTREAM in it the upstream's address) and stackway with `args`."""
+
+    def __init__(self, binary, server, args, http="", upstream=None):
+        self.upstream = upstream or Upstream()
+        self.dir = tempfile.mkdtemp(prefix="stackway-diff-")
+        self.ref_port, self.our_port = free_port(), free_port()
+        up = f"127.0.0.1:{self.upstream.port}"
+        conf = NGINX.format(d=self.dir, port=self.ref_port, http=http,
+                            server=server.replace("UPSTREAM", up))
+        Path(self.dir, "nginx.conf").write_text(conf)
+        self.procs = [
+            subprocess.Popen(["nginx", "-p", self.dir, "-c", f"{self.dir}/nginx.conf"]),
+            subprocess.Popen([binary, "serve", "--bind", f"127.0.0.1:{self.our_port}",
+                              "--log-level", "error"] + [a.replace("UPSTREAM", up) for a in args],
+                             stdout=subprocess.DEVNULL),
+        ]
+        wait_for(self.ref_port)
+        wait_for(self.our_port)
+
+    def close(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+def exchange(port, data, timeout=1.5):
+    """The raw bytes a connection gets back for `data`, read until closed or quiet."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    s.close()
+    return out
+
+
+def parse(data, head=False):
+    """(status, fields, body) of the first response in `data`."""
+    if b"\r\n\r\n" not in data:
+        return None, {}, b""
+    top, rest = data.split(b"\r\n\r\n", 1)
+    lines = top.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip().lower(), []).append(value.strip())
+    body = rest
+    if not head and "chunked" in ",".join(fields.get("transfer-encoding", [])).lower():
+        body = b""
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size.split(b";")[0] or b"0", 16)
+            if not n:
+                break
+            body, rest = body + rest[:n], rest[n + 2:]
+    return lines[0].split(" ")[1], fields, body
+
+
+def request(method, target, extra="", version="1.1"):
+    return f"{method} {target} HTTP/{version}\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n".encode()
+
+
+class Tally:
+    def __init__(self, known):
+        self.known, self.new, self.same, self.on_purpose = known, 0, 0, 0
+
+    def compare(self, case, ref, ours):
+        if ref == ours:
+            self.same += 1
+            return
+        reason = self.known.get(case) or self.known.get(case.split(" (")[0])
+        if reason:
+            self.on_purpose += 1
+            print(f"  known  {case}: {reason}")
+        else:
+            self.new += 1
+            print(f"  DIFFERS {case}\n    reference {ref}\n    stackway  {ours}")
+
+    def summary(self, name):
+        print(f"{name}: {self.same} the same, {self.on_purpose} different on purpose, {self.new} new")
+        return self.new
+
+
+# --- nginx batteries ---------------------------------------------------------------------------
+
+COMPRESS_KNOWN = {
+    "GET /r Accept-Encoding: *": "`*` accepts any coding (RFC 9110 §12.5.3): brotli; nginx's gzip looks for `gzip` alone",
+    "GET /r Accept-Encoding: gzip;q=0, *": "the same: brotli is not refused",
+    "GET /r Accept-Encoding: deflate": "deflate, br and zstd are codings stackway speaks; nginx's gzip module gzip alone",
+    "GET /r Accept-Encoding: br;q=0, gzip;q=0, *": "zstd, which `*` still allows",
+    "GET /r?ct=image/png": "images are compressed already: left alone (nginx compresses any gzip_types)",
+    "GET /r?ct=application/octet-stream": "the same, for binary data",
+    "GET /r?ct=application/grpc": "gRPC messages carry their own compression",
+    "GET /r?status=500": "every status is compressed; nginx's gzip only 200, 403 and 404",
+    "GET /r?status=201": "the same",
+    "GET /r?status=301": "the same",
+    "GET /r?status=206&cr=bytes%200-2599/9999": "a 206 varies by Accept-Encoding as its 200 would",
+    "GET /r?status=304&etag=%22x%22": "a 304 carries the Vary its 200 would (RFC 9110 §15.4.5)",
+    "GET /r?cc=no-transform": "no-transform is honoured (RFC 9110 §7.7); nginx ignores it",
+    "GET /r?cc=private,%20no-transform": "the same",
+    "GET /r?vary=Origin": "Accept-Encoding added after the app's names, not before",
+    "GET /r?vary=Accept-Encoding": "not repeated (nginx appends a second)",
+    "GET /r?vary=origin,%20accept-encoding": "the same",
+    "GET /r?vary=*": "`*` varies on everything already",
+}
+
+
+def battery_compress(binary):
+    """--compress against `gzip on` (every type, every request, Vary), one upstream."""
+    pair = Pair(binary, "location / { proxy_pass http://UPSTREAM; gzip on; gzip_types *; gzip_vary on;"
+                        " gzip_proxied any; gzip_min_length 256; gzip_http_version 1.0; }",
+                ["--mount", "/=http://UPSTREAM", "--compress"])
+    tally = Tally(COMPRESS_KNOWN)
+    keep = ["content-encoding", "vary", "etag", "accept-ranges", "content-length", "content-range"]
+
+    def look(port, method, target, accept):
+        extra = f"Accept-Encoding: {accept}\r\n" if accept is not None else ""
+        status, fields, _ = parse(exchange(port, request(method, target, extra)), method == "HEAD")
+        out = {"status": status}
+        for name in keep:
+            if name in fields:
+                out[name] = ", ".join(fields[name]).lower() if name == "vary" else ", ".join(fields[name])
+        if out.get("content-encoding") and "content-length" in out:
+            out["content-length"] = "N"
+        return out
+
+    cases = [("GET", "/r", accept) for accept in [
+        None, "gzip", "GZIP", "gzip;q=0", "gzip; q=0.000", "gzip;Q=0", "x-gzip", "*", "*;q=0",
+        "gzip;q=0, *", "identity", "deflate", "gzip;q=0.001", "gzip,deflate;q=0.5", "gzip;q=abc",
+        "gzip ; q=0", "gzipx", "compress, gzip", "br;q=0, gzip;q=0, *"]]
+    cases += [("GET", "/r?" + q, "gzip") for q in [
+        "ct=image/png", "ct=image/svg%2Bxml", "ct=application/grpc", "ct=text/event-stream",
+        "ct=application/json", "ct=application/octet-stream", "status=404", "status=500",
+        "status=201", "status=301", "status=206&cr=bytes%200-2599/9999", "status=204",
+        "status=304&etag=%22x%22", "ce=br", "etag=%22abc%22", "etag=W/%22abc%22", "ar=bytes",
+        "cc=no-transform", "cc=private,%20no-transform", "len=100", "len=255", "len=256",
+        "len=100&chunked=1", "len=0", "vary=Origin", "vary=Accept-Encoding",
+        "vary=origin,%20accept-encoding", "vary=*", "chunked=1"]]
+    cases.append(("HEAD", "/r", "gzip"))
+    try:
+        for method, target, accept in cases:
+            case = f"{method} {target}" + (f" Accept-Encoding: {accept}" if target == "/r" else "")
+            tally.compare(case, look(pair.ref_port, method, target, accept),
+                          look(pair.our_port, method, target, accept))
+    finally:
+        pair.close()
+    return tally.summary("compress")
+
+
+GATE_KNOWN = {
+    "CL+TE": "RFC 9112 §6.3 lets a server go by Transfer-Encoding alone and close the connection, as hyper does; nginx refuses",
+    "TE chunked, identity": "hyper refuses `chunked` not last as malformed (400); nginx says it does not know the coding (501)",
+    "TE xchunked": "the same",
+    "CL twice, the same": "RFC 9110 §8.6 allows one value sent twice; nginx refuses",
+    "chunk lines ending in a bare LF": "refused: a chunked body's lines end in CRLF (RFC 9112 §7.1)",
+    "Host: a@b": "userinfo is no host (RFC 9110 §7.2): 400; nginx passes it",
+    "Host: a:b:c": "no host and port (RFC 9110 §7.2): 400; nginx passes it",
+    "Host: [::1": "an address without its bracket: 400; nginx passes it",
+    "HTTP/1.2": "httparse knows HTTP/1.0 and 1.1 alone; nginx takes a later minor version as 1.1",
+    "HTTP/2.0 request line": "400 where nginx says 505",
+    "get (lowercase method)": "methods are case-sensitive tokens: `get` is passed on; nginx refuses it",
+    "a field line without a colon": "refused; nginx takes it as an empty field",
+    "a fragment in the target": "the fragment is no part of the target (RFC 9110 §7.1): left out",
+    "CONNECT": "501, the server is no forward proxy (RFC 9110 §15.6.2); nginx 400",
+}
+
+
+def battery_gate(binary):
+    """Malformed heads and framing through `proxy_pass` and a proxy mount: the statuses, and
+    what reached the upstream."""
+    upstream = Upstream()
+    pair = Pair(binary, 'location / { proxy_pass http://UPSTREAM; proxy_http_version 1.1;'
+                        ' proxy_set_header Connection ""; }',
+                ["--mount", "/=http://UPSTREAM"], upstream=upstream)
+    tally = Tally(GATE_KNOWN)
+    h = "Host: localhost\r\n"
+    cases = [
+        ("CL+TE", f"POST / HTTP/1.1\r\n{h}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n{h}\r\n"),
+        ("TE gzip, chunked", f"POST / HTTP/1.1\r\n{h}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+        ("TE chunked, identity", f"POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+        ("TE xchunked", f"POST / HTTP/1.1\r\n{h}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+        ("TE twice", f"POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("TE in HTTP/1.0", f"POST / HTTP/1.0\r\n{h}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+        ("CL twice, the same", f"POST / HTTP/1.1\r\n{h}Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc"),
+        ("CL twice, different", f"POST / HTTP/1.1\r\n{h}Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+        ("CL +3", f"POST / HTTP/1.1\r\n{h}Content-Length: +3\r\n\r\nabc"),
+        ("CL 0x3", f"POST / HTTP/1.1\r\n{h}Content-Length: 0x3\r\n\r\nabc"),
+        ("a chunk extension", f"POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n0\r\n\r\n"),
+        ("chunk lines ending in a bare LF", f"POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n"),
+        ("a chunk longer than its size", f"POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n"),
+        ("a chunk size past u64", f"POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF1\r\nabc\r\n0\r\n\r\n"),
+        ("an obs-fold", f"GET / HTTP/1.1\r\n{h}X-A: one\r\n two\r\n\r\n"),
+        ("a space before the colon", f"GET / HTTP/1.1\r\n{h}X-A : 1\r\n\r\n"),
+        ("no Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n"),
+        ("two Hosts", f"GET / HTTP/1.1\r\n{h}Host: other\r\n\r\n"),
+        ("GET in the authority form", f"GET a.example:80 HTTP/1.1\r\n{h}\r\n"),
+        ("a bare LF request", "GET / HTTP/1.1\nHost: localhost\n\n"),
+        ("HTTP/1.2", f"GET / HTTP/1.2\r\n{h}\r\n"),
+        ("HTTP/2.0 request line", f"GET / HTTP/2.0\r\n{h}\r\n"),
+        ("get (lowercase method)", f"get / HTTP/1.1\r\n{h}\r\n"),
+        ("a NUL in a field", f"GET / HTTP/1.1\r\n{h}X-A: a\x00b\r\n\r\n"),
+        ("a CR in a field", f"GET / HTTP/1.1\r\n{h}X-A: a\rb\r\n\r\n"),
+        ("a field line without a colon", f"GET / HTTP/1.1\r\n{h}X-A\r\n\r\n"),
+        ("a fragment in the target", f"GET /a#frag HTTP/1.1\r\n{h}\r\n"),
+        ("CONNECT", f"CONNECT localhost:80 HTTP/1.1\r\n{h}\r\n"),
+        ("two requests pipelined", f"GET /1 HTTP/1.1\r\n{h}\r\nGET /2 HTTP/1.1\r\n{h}\r\n"),
+    ]
+    cases += [(f"Host: {host}", f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n") for host in [
+        "a@b", "a b", "a/b", "[::1]:80", "ex%41mple", "a:b:c", ":80", "[::1"]]
+
+    def look(port, data):
+        statuses = re.findall(rb"HTTP/1\.[01] (\d{3})", exchange(port, data.encode("latin-1"), 1.0))
+        time.sleep(0.05)
+        return [s.decode() for s in statuses], [line for line, _ in upstream.seen()]
+
+    try:
+        for case, data in cases:
+            tally.compare(case, look(pair.ref_port, data), look(pair.our_port, data))
+    finally:
+        pair.close()
+    return tally.summary("gate")
+
+
+ERRORS_KNOWN = {
+    "dead upstream": "text/html with charset=utf-8; nginx's static module adds an ETag",
+    "401 from basic auth": "the same, and the challenge names its charset (RFC 7617)",
+    "413": "the same",
+    "upstream 503, empty": "an empty answer says only its status: dressed (nginx only with proxy_intercept_errors)",
+}
+
+
+def battery_errors(binary):
+    """--error-page against error_page, for the server's own errors and an upstream's."""
+    tally = Tally(ERRORS_KNOWN)
+    page = Path(tempfile.mkdtemp(prefix="stackway-diff-"), "err.html")
+    page.write_text("<h1>Sorry</h1>\n")
+    users = page.with_name("htpasswd")
+    users.write_text("alice:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n")  # secret
+    loc = f"location = /err.html {{ root {page.parent}; internal; }}"
+    runs = [
+        ("dead upstream", f"location / {{ proxy_pass http://127.0.0.1:1; }} error_page 502 /err.html; {loc}",
+         ["--mount", "/=http://127.0.0.1:1", "--error-page", f"502={page}"], request("GET", "/x")),
+        ("401 from basic auth", f'location / {{ auth_basic "Restricted"; auth_basic_user_file {users}; proxy_pass http://UPSTREAM; }} error_page 401 /err.html; {loc}',
+         ["--mount", "/=http://UPSTREAM", "--basic-auth", str(users), "--error-page", f"401={page}"], request("GET", "/x")),
+        ("413", f"client_max_body_size 10; location / {{ proxy_pass http://UPSTREAM; }} error_page 413 /err.html; {loc}",
+         ["--mount", "/=http://UPSTREAM", "--max-body-size", "10", "--error-page", f"413={page}"],
+         request("POST", "/x", "Content-Length: 20\r\n")),
+        ("upstream 503 with a body", f"location / {{ proxy_pass http://UPSTREAM; }} error_page 503 /err.html; {loc}",
+         ["--mount", "/=http://UPSTREAM", "--error-page", f"503={page}"], request("GET", "/r?status=503&len=20")),
+        ("upstream 503, empty", f"location / {{ proxy_pass http://UPSTREAM; }} error_page 503 /err.html; {loc}",
+         ["--mount", "/=http://UPSTREAM", "--error-page", f"503={page}"], request("GET", "/r?status=503&len=0")),
+    ]
+    for case, server, args, data in runs:
+        pair = Pair(binary, server, args)
+        try:
+            answers = []
+            for port in (pair.ref_port, pair.our_port):
+                status, fields, body = parse(exchange(port, data))
+                fields = {k: v for k, v in fields.items() if k in ("content-type", "www-authenticate", "etag")}
+                answers.append((status, fields, body))
+            tally.compare(case, *answers)
+        finally:
+            pair.close()
+    return tally.summary("errors")
+
+
+def battery_access(binary):
+    """--access against allow/deny, and behind a trusted proxy against set_real_ip_from."""
+    tally = Tally({})
+    rule_sets = [["allow 127.0.0.1", "deny all"], ["deny 127.0.0.1", "allow all"],
+                 ["allow 127.0.0.0/8", "deny all"], ["deny 10.0.0.0/8"], ["allow ::1", "deny all"],
+                 ["deny all", "allow 127.0.0.1"], ["allow 0.0.0.0/0", "deny all"]]
+    for rules in rule_sets:
+        pair = Pair(binary, "location / { %s proxy_pass http://UPSTREAM; }" % " ".join(r + ";" for r in rules),
+                    ["--mount", "/=http://UPSTREAM"] + sum((["--access", r] for r in rules), []))
+        try:
+            statuses = [parse(exchange(port, request("GET", "/r?len=2")))[0]
+                        for port in (pair.ref_port, pair.our_port)]
+            tally.compare(" ; ".join(rules), *statuses)
+        finally:
+            pair.close()
+    pair = Pair(binary, "location / { allow 10.1.2.3; deny all; proxy_pass http://UPSTREAM; }",
+                ["--mount", "/=http://UPSTREAM", "--proxy-fix", "--access", "allow 10.1.2.3", "--access", "deny all"],
+                http="set_real_ip_from 127.0.0.1; real_ip_header X-Forwarded-For;")
+    try:
+        for forwarded in ["10.1.2.3", "10.9.9.9", "10.9.9.9, 10.1.2.3", None]:
+            extra = f"X-Forwarded-For: {forwarded}\r\n" if forwarded else ""
+            statuses = [parse(exchange(port, request("GET", "/r?len=2", extra)))[0]
+                        for port in (pair.ref_port, pair.our_port)]
+            tally.compare(f"X-Forwarded-For: {forwarded}", *statuses)
+    finally:
+        pair.close()
+    return tally.summary("access")
+
+
+# --- Python batteries --------------------------------------------------------------------------
+
+def python_env():
+    """PYTHONPATH with uvicorn, websockets and gunicorn, installed into target/diff/pylib if the
+    interpreter has them not."""
+    env = dict(os.environ, PYTHONPATH=f"{HERE}:{PYLIB}")
+    probe = [sys.executable, "-c", "import uvicorn, websockets, gunicorn"]
+    if subprocess.run(probe, env=env, capture_output=True).returncode:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(PYLIB),
+                        "uvicorn", "websockets", "gunicorn"], check=True)
+    sys.path.insert(0, str(PYLIB))
+    return env
+
+
+def stackway_python(binary, app, env):
+    port = free_port()
+    proc = subprocess.Popen([binary, "serve", "--bind", f"127.0.0.1:{port}", "--log-level", "error",
+                             "--pythonpath", str(HERE), "--pythonpath", str(PYLIB), "--mount", f"/={app}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(port)
+    return proc, port
+
+
+WEBSOCKET_KNOWN = {
+    "/reject": "the refusal's 403 has no Content-Type (uvicorn's says text/plain)",
+    "/reject-4001": "the same",
+    "/no-accept-return": "an app that returns without a word refuses the handshake: 403 (uvicorn 500)",
+    "/crash-before": "the 500's body says its status",
+    "/crash-after": "closed with 1011, an internal error (RFC 6455 §7.4.1); uvicorn drops the connection (1006)",
+    "/return": "an app that returns closes with 1000; uvicorn drops the connection (1006)",
+    "/send-both": "the same",
+    "/send-neither": "closed with 1011 (uvicorn drops the connection)",
+    "/double-accept": "the same",
+}
+
+
+def battery_websocket(binary):
+    """ASGI WebSockets against uvicorn with the `websockets` client: handshakes, refusals,
+    messages, close codes and reasons both ways, and what `send` does once the client has gone."""
+    env = python_env()
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    from websockets.sync.client import connect
+
+    uv_port = free_port()
+    uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
+                                "critical", "--app-dir", str(HERE), "apps:websocket"], env=env)
+    ours, our_port = stackway_python(binary, "asgi:apps:websocket", env)
+    wait_for(uv_port)
+    tally = Tally(WEBSOCKET_KNOWN)
+
+    def session(port, path, subprotocols, actions):
+        out = []
+        try:
+            with connect(f"ws://127.0.0.1:{port}{path}", subprotocols=subprotocols, open_timeout=3,
+                         close_timeout=2, max_size=None) as ws:
+                out.append(("open", ws.response.status_code, ws.subprotocol, ws.response.headers.get("x-extra")))
+                for action in actions:
+                    if action == "recv":
+                        try:
+                            m = ws.recv(timeout=2)
+                            out.append(("message", m if isinstance(m, str) else len(m)))
+                        except TimeoutError:
+                            out.append("nothing")
+                        except ConnectionClosed:
+                            out.append("closed")
+                    elif action.startswith("close"):
+                        ws.close(int(action[5:] or 1000), "client bye")
+                    else:
+                        ws.send(action)
+                try:
+                    ws.recv(timeout=2)
+                    out.append("a message more")
+                except ConnectionClosed:
+                    pass
+                except TimeoutError:
+                    out.append("still open")
+                    ws.close()
+                out.append(("closed", int(ws.close_code or 0), ws.close_reason))
+        except InvalidStatus as e:
+            r = e.response
+            out.append(("http", r.status_code, r.headers.get("content-type"), bytes(r.body[:40])))
+        except (InvalidHandshake, OSError, EOFError) as e:
+            out.append(("failed", type(e).__name__))
+        return out
+
+    cases = [("/echo", None, ["hi", "recv", "close"]), ("/echo", ["a", "b"], ["close4002"]),
+             ("/scope?q=1", ["chat", "superchat"], ["recv"]), ("/reject", None, []),
+             ("/reject-4001", None, []), ("/no-accept-return", None, []), ("/deny", None, []),
+             ("/accept-sub", ["one", "two"], ["recv"]), ("/crash-before", None, []),
+             ("/crash-after", None, ["recv"]), ("/close-reason", None, []), ("/return", None, ["recv"]),
+             ("/send-both", None, []), ("/send-neither", None, []), ("/double-accept", None, []),
+             ("/big", None, ["recv"]), ("/push", None, ["recv", "close4003"])]
+    try:
+        for path, subprotocols, actions in cases:
+            answers = []
+            for port in (uv_port, our_port):
+                got = session(port, path, subprotocols, actions)
+                if path.startswith(("/disconnect", "/push")):
+                    time.sleep(0.3)
+                    got.append(json_get(port, "/report"))
+                answers.append(got)
+            tally.compare(path, *answers)
+    finally:
+        for p in (uvicorn, ours):
+            p.kill()
+            p.wait()
+    return tally.summary("websocket")
+
+
+def json_get(port, path):
+    import urllib.request
+    return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3).read())
+
+
+def battery_wsgi_input(binary):
+    """wsgi.input and wsgi.errors against gunicorn: read, read(n), readline, readlines, iteration,
+    for a body framed by its length, chunked, and none."""
+    env = python_env()
+    gu_port = free_port()
+    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{gu_port}", "--chdir",
+                                 str(HERE), "--log-level", "critical", "apps:wsgi_input"], env=env,
+                                stderr=subprocess.DEVNULL)
+    ours, our_port = stackway_python(binary, "wsgi:apps:wsgi_input", env)
+    wait_for(gu_port)
+    tally = Tally({"readlines(3)": "the hint is honoured as io's readlines honours it; gunicorn ignores it (PEP 3333 lets it)"})
+    body = b"ab\ncd\n\nefgh"
+    try:
+        for framing in ["length", "chunked", "none"]:
+            for mode in ["read", "read(3)", "readline", "readline(2)", "readlines", "readlines(3)", "iter",
+                         "read(-1)", "read(None)", "read(0)", "read past", "read twice", "errors"]:
+                target = "/" + urllib.parse.quote(mode)
+                if framing == "length":
+                    data = request("POST", target, f"Content-Length: {len(body)}\r\n") + body
+                elif framing == "chunked":
+                    data = request("POST", target, "Transfer-Encoding: chunked\r\n") + b"5\r\n" + body[:5] \
+                        + b"\r\n" + b"%x\r\n" % (len(body) - 5) + body[5:] + b"\r\n0\r\n\r\n"
+                else:
+                    data = request("GET", target)
+                answers = [parse(exchange(port, data, 3))[2] for port in (gu_port, our_port)]
+                tally.compare(f"{mode}" if framing == "length" else f"{mode} ({framing})",
+                              *[json.loads(a or b"null") for a in answers])
+    finally:
+        for p in (gunicorn, ours):
+            p.kill()
+            p.wait()
+    return tally.summary("wsgi-input")
+
+
+BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
+             "access": battery_access, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("batteries", nargs="*", choices=[[]] + list(BATTERIES), default=[])
+    parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "stackway"))
+    args = parser.parse_args()
+    if not Path(args.binary).exists():
+        raise SystemExit(f"{args.binary} is not built: cargo build --release -p stackway-cli")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    new = sum(BATTERIES[name](args.binary) for name in args.batteries or BATTERIES)
+    sys.exit(1 if new else 0)
+
+
+if __name__ == "__main__":
+    main()
