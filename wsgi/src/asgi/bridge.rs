@@ -299,7 +299,7 @@ impl Shared {
         self.push(Event::Receive { id, message });
     }
 
-    /// WebSocket `id` closed, with `code`.
+    /// WebSocket `id` closed, with the client's `code` and `reason`.
     pub(crate) fn closed(&self, id: u64, code: u16, reason: String) {
         let message = Message::Closed(code, reason);
         self.push(Event::Receive { id, message });
