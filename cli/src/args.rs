@@ -225,8 +225,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,
 
-    /// Allow pages from ORIGIN to call the apps from a browser (CORS); repeatable; `*` for
-    /// any origin.
+    /// Allow pages from ORIGIN to call the apps from a browser (CORS): GET, HEAD, POST, PUT,
+    /// PATCH and DELETE with any request header, as Flask-CORS allows by default; repeatable;
+    /// `*` for any origin.
     #[arg(long = "cors", value_name = "ORIGIN")]
     pub(crate) cors: Vec<String>,
 

@@ -160,7 +160,18 @@ pub(crate) fn build_app(
         app = BoxApp::new(SetHeaders::secure(app));
     }
     if !args.cors.is_empty() {
-        let mut cors = Cors::new(app);
+        // What Flask-CORS allows by default: the usual methods, and any
+        // request header a preflight names (a JSON POST's Content-Type).
+        use stackway::http::Method;
+        let methods = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ];
+        let mut cors = Cors::new(app).allow_methods(methods).allow_any_header();
         for origin in &args.cors {
             cors = match origin.as_str() {
                 "*" => cors.allow_any_origin(),

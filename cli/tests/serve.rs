@@ -1079,6 +1079,18 @@ fn everyday_layers_from_flags() {
     assert_eq!(res.header("x-request-id").map(str::len), Some(32));
     conn.send(b"OPTIONS /you HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: GET\r\n\r\n");
     assert_eq!(conn.read_head().status, 204);
+    // A page's JSON PUT: the method and the headers it asks for are allowed.
+    conn.send(b"OPTIONS /you HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: content-type, x-csrf-token\r\n\r\n");
+    let pre = conn.read_head();
+    assert_eq!(pre.status, 204);
+    assert_eq!(
+        pre.header("access-control-allow-methods"),
+        Some("GET, HEAD, POST, PUT, PATCH, DELETE")
+    );
+    assert_eq!(
+        pre.header("access-control-allow-headers"),
+        Some("content-type, x-csrf-token")
+    );
     // The demo page is large enough to compress.
     let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/static");
     let with_static = Stackway::serve(&["--compress", "--static", &format!("/s={public}")]);

@@ -43,7 +43,8 @@ use std::time::Duration;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    ACCESS_CONTROL_REQUEST_METHOD, HeaderMap, HeaderName, HeaderValue, ORIGIN, VARY,
+    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, HeaderMap, HeaderName,
+    HeaderValue, ORIGIN, VARY,
 };
 use http::{Method, StatusCode};
 use stackway::{App, Body, Request, Response};
@@ -56,6 +57,8 @@ pub struct Cors<A> {
     origins: Origins,
     methods: Vec<Method>,
     headers: Vec<HeaderName>,
+    /// Whatever request headers a preflight names are allowed.
+    any_header: bool,
     expose: Vec<HeaderName>,
     credentials: bool,
     max_age: Option<Duration>,
@@ -76,6 +79,7 @@ impl<A> Cors<A> {
             origins: Origins::List(HashSet::new()),
             methods: vec![Method::GET, Method::HEAD, Method::POST],
             headers: Vec::new(),
+            any_header: false,
             expose: Vec::new(),
             credentials: false,
             max_age: None,
@@ -133,6 +137,16 @@ impl<A> Cors<A> {
     #[track_caller]
     pub fn allow_headers<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
         self.headers = names.into_iter().map(header_name).collect();
+        self.any_header = false;
+        self
+    }
+
+    /// Allows whatever request headers a preflight names, its
+    /// `Access-Control-Request-Headers` answered back, as Flask-CORS allows
+    /// them by default (`allow_headers="*"`); in place of a list given before.
+    pub fn allow_any_header(mut self) -> Self {
+        self.headers.clear();
+        self.any_header = true;
         self
     }
 
@@ -224,6 +238,7 @@ impl<A: App> App for Cors<A> {
             && origin.is_some()
             && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD);
         if preflight {
+            let requested_headers = req.headers().get(ACCESS_CONTROL_REQUEST_HEADERS).cloned();
             let mut res = Response::new(Body::empty());
             *res.status_mut() = StatusCode::NO_CONTENT;
             let headers = res.headers_mut();
@@ -243,13 +258,17 @@ impl<A: App> App for Cors<A> {
                 {
                     headers.insert(ACCESS_CONTROL_ALLOW_METHODS, methods);
                 }
-                if let Some(names) = list(
-                    &self
-                        .headers
-                        .iter()
-                        .map(HeaderName::as_str)
-                        .collect::<Vec<_>>(),
-                ) {
+                let names = match self.any_header {
+                    true => requested_headers,
+                    false => list(
+                        &self
+                            .headers
+                            .iter()
+                            .map(HeaderName::as_str)
+                            .collect::<Vec<_>>(),
+                    ),
+                };
+                if let Some(names) = names {
                     headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, names);
                 }
                 if let Some(max_age) = self.max_age {

@@ -296,6 +296,28 @@ fn cors_preflights_simple_requests_vary_and_the_credentials_rule() {
             .assert_header("access-control-allow-origin", "*")
             .assert_no_header("vary");
     });
+    // Any header: a preflight's own list comes back, whatever it names.
+    let any_header = Client::new(Lint::strict(
+        Cors::new(stackway::apps::hello)
+            .allow_origin("https://app.example")
+            .allow_any_header(),
+    ));
+    run(async {
+        any_header
+            .request(Method::OPTIONS, "/")
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type, x-token")
+            .await
+            .assert_status(204)
+            .assert_header("access-control-allow-headers", "content-type, x-token");
+        any_header
+            .request(Method::OPTIONS, "/")
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "GET")
+            .await
+            .assert_no_header("access-control-allow-headers");
+    });
     let refused = std::panic::catch_unwind(|| {
         Cors::new(stackway::apps::hello)
             .allow_any_origin()
