@@ -28,6 +28,9 @@
 //! %h        %l %u %t                          "%r"                    %>s %b
 //! ```
 //!
+//! `%u` is the user a Basic `Authorization` names (checked or not, as nginx's
+//! `$remote_user` and Apache's `%u`), `-` without one.
+//!
 //! The request line is the original request target, whatever SCRIPT_NAME the
 //! request later gained; `%b` is `-` when no body bytes were sent. The
 //! [Combined](LogFormat::Combined) format adds `"%{Referer}i" "%{User-agent}i"`;
@@ -60,7 +63,7 @@ pub enum LogFormat {
     Common,
     /// Common, then `"referer" "user-agent"`.
     Combined,
-    /// One JSON object: `remote`, `time`, `request`, `status`, `bytes`,
+    /// One JSON object: `remote`, `user`, `time`, `request`, `status`, `bytes`,
     /// `referer`, `user_agent`, and `request_id` when
     /// [`RequestIds`](crate::RequestIds) runs around the log.
     Json,
@@ -107,6 +110,7 @@ impl<A: App> App for AccessLog<A> {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        let user = basic_user(&req);
         let request_id = req
             .extensions()
             .get::<crate::request_id::RequestId>()
@@ -121,6 +125,7 @@ impl<A: App> App for AccessLog<A> {
         let res = self.inner.call(req).await;
         let mut pending = Pending {
             host,
+            user,
             time,
             request_line,
             referer,
@@ -145,9 +150,31 @@ impl<A: fmt::Debug> fmt::Debug for AccessLog<A> {
     }
 }
 
+/// The user of `Authorization: Basic …`, whatever the password: `%u`, as
+/// nginx's `$remote_user` and Apache's log it (on a 401 too).
+fn basic_user(req: &Request) -> Option<String> {
+    use base64::Engine as _;
+    let value = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let user = &decoded[..decoded.iter().position(|&b| b == b':')?];
+    Some(String::from_utf8_lossy(user).into_owned()).filter(|user| !user.is_empty())
+}
+
 /// A log line waiting for its byte count; written when dropped.
 struct Pending {
     host: String,
+    /// The user a Basic `Authorization` names, checked or not.
+    user: Option<String>,
     time: OffsetDateTime,
     request_line: String,
     referer: Option<String>,
@@ -184,9 +211,13 @@ impl Drop for Pending {
         // Escape the request line the way Apache does, so a hostile target cannot
         // forge a second log line or break the quoting.
         let request_line = self.request_line.escape_default();
+        let user = self
+            .user
+            .as_deref()
+            .map_or("-".to_owned(), |u| u.escape_default().to_string());
         let line = match self.format {
             LogFormat::Common => format!(
-                "{} - - [{time}] \"{request_line}\" {} {sent}",
+                "{} - {user} [{time}] \"{request_line}\" {} {sent}",
                 self.host, self.status
             ),
             LogFormat::Combined => {
@@ -195,7 +226,7 @@ impl Drop for Pending {
                         .map_or("-".to_owned(), |v| v.escape_default().to_string())
                 };
                 format!(
-                    "{} - - [{time}] \"{request_line}\" {} {sent} \"{}\" \"{}\"",
+                    "{} - {user} [{time}] \"{request_line}\" {} {sent} \"{}\" \"{}\"",
                     self.host,
                     self.status,
                     quoted(&self.referer),
@@ -204,6 +235,7 @@ impl Drop for Pending {
             }
             LogFormat::Json => serde_json::json!({
                 "remote": self.host,
+                "user": self.user,
                 "time": time,
                 "request": self.request_line,
                 "status": self.status,
@@ -250,6 +282,29 @@ mod tests {
             line.ends_with(r#""GET /a?b=1 HTTP/1.1" 200 18 "https://example.com/\"x\"" "curl/8""#),
             "{line}"
         );
+    }
+
+    #[test]
+    fn the_user_is_the_one_a_basic_authorization_names() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let app = AccessLog::new(stackway::apps::hello)
+            .sink(move |line: &str| sink.lock().unwrap().push(line.to_owned()));
+        let client = Client::new(app);
+        // alice:secret, "a\nb":x (a line break escaped), Bearer, an empty user.
+        for authorization in [
+            "Basic YWxpY2U6c2VjcmV0",
+            "Basic YQpiOng=",
+            "Bearer t",
+            "Basic OnB3",
+        ] {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                client.get("/").header("authorization", authorization).await;
+            });
+        }
+        let lines = lines.lock().unwrap();
+        let users: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+        assert_eq!(users, ["alice", "a\\nb", "-", "-"], "{lines:?}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! HTTP Basic authentication against an htpasswd file, as nginx's
 //! `auth_basic` and `auth_basic_user_file`: a request without a user and
 //! password the file accepts gets 401 with `WWW-Authenticate: Basic
-//! realm="…"`, and never reaches the app.
+//! realm="…"`, and never reaches the app; one that passes reaches it with
+//! its user in the environ's `REMOTE_USER` (and `AUTH_TYPE` `Basic`), as
+//! nginx's `$remote_user` reaches a uwsgi app.
 //!
 //! The file is Apache's (`htpasswd -B`, `-m`, `-2`, `-5`, `-s`): each line
 //! `user:hash`, the hash bcrypt (`$2y$`, `$2b$`, `$2a$`), Apache's MD5
@@ -46,7 +48,7 @@ use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 use md5::{Digest as _, Md5};
 use sha1::Sha1;
-use stackway::{App, IntoResponse, Request, Response};
+use stackway::{App, Forwarded, IntoResponse, Request, Response};
 use subtle::ConstantTimeEq;
 
 /// Lets through requests whose user and password an htpasswd file accepts;
@@ -314,17 +316,28 @@ fn credentials(req: &Request) -> Option<(String, String)> {
 }
 
 impl<A: App> App for BasicAuth<A> {
-    async fn call(&self, req: Request) -> Response {
+    async fn call(&self, mut req: Request) -> Response {
         let allowed = match credentials(&req) {
-            None => false,
-            Some((user, password)) => match self.users.hash(&user) {
-                Some(hash) if !hash.is_slow() => hash.check(&password),
-                hash => tokio::task::spawn_blocking(move || verify(hash.as_ref(), &password))
-                    .await
-                    .unwrap_or(false),
-            },
+            None => None,
+            Some((user, password)) => {
+                let allowed = match self.users.hash(&user) {
+                    Some(hash) if !hash.is_slow() => hash.check(&password),
+                    hash => tokio::task::spawn_blocking(move || verify(hash.as_ref(), &password))
+                        .await
+                        .unwrap_or(false),
+                };
+                allowed.then_some(user)
+            }
         };
-        if allowed {
+        if let Some(user) = allowed {
+            // The app is told who it is, as nginx's `auth_basic` tells a
+            // uwsgi app (`$remote_user`) and CGI says it (RFC 3875 §4.1.11).
+            let front = req.extensions_mut().get_or_insert_default::<Forwarded>();
+            front
+                .vars
+                .retain(|(name, _)| name != "REMOTE_USER" && name != "AUTH_TYPE");
+            front.vars.push(("REMOTE_USER".into(), user.into_bytes()));
+            front.vars.push(("AUTH_TYPE".into(), b"Basic".to_vec()));
             return self.inner.call(req).await;
         }
         let mut res = StatusCode::UNAUTHORIZED.into_response();

@@ -52,8 +52,13 @@ fn users_of_every_htpasswd_scheme_get_in_and_nobody_else() {
         htpasswd(&file, scheme, user, &format!("{user}'s secret"));
     }
     let users = Htpasswd::load(&file).unwrap();
+    // The app is told who got in, as nginx's `$remote_user` tells it.
     let app = BasicAuth::new(
-        |_req: stackway::Request| async { "inside" },
+        |req: stackway::Request| async move {
+            use stackway::RequestExt;
+            let cgi = req.environ().cgi();
+            format!("inside: {} by {}", cgi["REMOTE_USER"], cgi["AUTH_TYPE"])
+        },
         users.clone(),
         "Staff",
     );
@@ -64,7 +69,8 @@ fn users_of_every_htpasswd_scheme_get_in_and_nobody_else() {
             running.addr,
             Some(&basic(user, &format!("{user}'s secret"))),
         );
-        assert_eq!((res.status, res.text().as_str()), (200, "inside"), "{user}");
+        let inside = format!("inside: {user} by Basic");
+        assert_eq!((res.status, res.text()), (200, inside), "{user}");
         assert_eq!(
             get(running.addr, Some(&basic(user, "guess"))).status,
             401,
