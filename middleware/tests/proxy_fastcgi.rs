@@ -144,10 +144,23 @@ fn php_pages_behind_the_proxy_over_fastcgi() {
     let Some(fpm) = php_fpm(dir.path(), &root, &sock) else {
         return;
     };
-    let proxy = Proxy::to(&format!("fastcgi+unix:{}", sock.display())).fastcgi_root(&root);
-    let apps = Dispatcher::default().mount("/php", proxy);
+    let proxy = || Proxy::to(&format!("fastcgi+unix:{}", sock.display())).fastcgi_root(&root);
+    // Behind BasicAuth, as behind nginx's auth_basic: the user is REMOTE_USER.
+    let users = dir.path().join("users");
+    std::fs::write(&users, "alice:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n").unwrap();
+    let users = stackway_middleware::basic_auth::Htpasswd::load(&users).unwrap();
+    let apps = Dispatcher::default().mount("/php", proxy()).mount(
+        "/staff",
+        stackway_middleware::BasicAuth::new(proxy(), users, "Staff"),
+    );
     let front = Running::start(server().workers(2), Lint::strict(apps));
     let mut conn = Conn::open(front.addr);
+    // alice:secret
+    conn.send(b"GET /staff/index.php HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6c2VjcmV0\r\n\r\n");
+    assert_eq!(json(&conn.read_response().text())["REMOTE_USER"], "alice");
+    // A client cannot name one itself.
+    conn.send(b"GET /php/index.php HTTP/1.1\r\nHost: x\r\nX-Stackway-Remote-User: mallory\r\n\r\n");
+    assert_eq!(json(&conn.read_response().text())["REMOTE_USER"], "");
 
     let page = conn.get("/php/index.php?a=1&b=two");
     assert_eq!(page.status, 200, "{}", page.text());

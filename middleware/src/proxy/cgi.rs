@@ -12,6 +12,7 @@
 //! | `REQUEST_URI` | the mount followed by the target, raw: what the client asked for |
 //! | `REMOTE_ADDR` | the last `X-Forwarded-For`: the client this server saw |
 //! | `REMOTE_PORT`, `SERVER_ADDR` | the client's port and this server's address, which the proxy sets for a CGI upstream ([`REMOTE_PORT`], [`SERVER_ADDR`]) |
+//! | `REMOTE_USER` | the user `BasicAuth` (or a front) let in, which the proxy sets for a CGI upstream ([`REMOTE_USER`]), as nginx's `$remote_user` |
 //! | `REQUEST_SCHEME`, `HTTPS` | `X-Forwarded-Proto` |
 //! | `HTTP_HOST`, `SERVER_NAME`, `SERVER_PORT` | `X-Forwarded-Host` (never the head's `Host`, the upstream's own; without a host, SERVER_NAME is the address the client reached), `X-Forwarded-Port` |
 //! | `CONTENT_TYPE`, `CONTENT_LENGTH` | the headers, empty without them, as nginx's `$content_type` and `$content_length` |
@@ -37,6 +38,8 @@ pub(crate) const SERVER_ADDR: http::HeaderName =
     http::HeaderName::from_static("x-stackway-server-addr");
 pub(crate) const SERVER_PROTOCOL: http::HeaderName =
     http::HeaderName::from_static("x-stackway-server-protocol");
+pub(crate) const REMOTE_USER: http::HeaderName =
+    http::HeaderName::from_static("x-stackway-remote-user");
 
 /// A request, as CGI variables tell it.
 pub(crate) struct Request {
@@ -249,6 +252,9 @@ pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
     if let Some(addr) = header(SERVER_ADDR.as_str()) {
         request.add("SERVER_ADDR", addr);
     }
+    if let Some(user) = header(REMOTE_USER.as_str()) {
+        request.add("REMOTE_USER", user);
+    }
     let named =
         (host.and_then(|h| std::str::from_utf8(h).ok())).map(|host| match host.rsplit_once(':') {
             Some((name, port)) if !port.contains(']') => (name, Some(port)),
@@ -277,7 +283,7 @@ pub(crate) fn parse(head: &[u8]) -> io::Result<Request> {
         if matches!(
             name.as_str(),
             "connection" | "content-type" | "content-length"
-        ) || [REMOTE_PORT, SERVER_ADDR, SERVER_PROTOCOL]
+        ) || [REMOTE_PORT, SERVER_ADDR, SERVER_PROTOCOL, REMOTE_USER]
             .iter()
             .any(|ours| ours.as_str() == name)
             || name.contains('_')

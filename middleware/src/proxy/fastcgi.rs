@@ -258,6 +258,9 @@ fn begin(request: &cgi::Request, root: Option<&Path>) -> Vec<u8> {
     let script_name = [&request.mount[..], &path].concat();
     let root = root.map(|r| r.as_os_str().as_encoded_bytes().to_vec());
     let filename = [root.as_deref().unwrap_or_default(), &path[..]].concat();
+    // nginx's `$remote_user` is the name in a Basic `Authorization` header,
+    // checked or not; an app is told only one `BasicAuth` checked.
+    let told = (request.vars.iter()).any(|(name, _)| name == "REMOTE_USER");
     let params = (request
         .vars
         .iter()
@@ -269,12 +272,10 @@ fn begin(request: &cgi::Request, root: Option<&Path>) -> Vec<u8> {
         (b"DOCUMENT_ROOT", root.as_deref().unwrap_or_default()),
         (b"GATEWAY_INTERFACE", b"CGI/1.1"),
         (b"SERVER_SOFTWARE", b"stackway"),
-        // nginx's `$remote_user` is the name in a Basic `Authorization`
-        // header, checked or not; an app is not told an unchecked one.
-        (b"REMOTE_USER", b""),
         // PHP's cgi.force_redirect: the request came through the server.
         (b"REDIRECT_STATUS", b"200"),
-    ]);
+    ])
+    .chain((!told).then_some((&b"REMOTE_USER"[..], &b""[..])));
     let mut pairs = Vec::new();
     for (name, value) in params {
         for len in [name.len(), value.len()] {

@@ -114,7 +114,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
-use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
+use stackway::{App, Body, Forwarded, IntoResponse, Request, RequestExt, Response};
 
 use self::body::{Progress, UpstreamBody};
 pub use self::stats::ProxyStats;
@@ -520,11 +520,12 @@ struct Outgoing {
     path_and_query: String,
     headers: HeaderMap,
     body: Option<Body>,
-    /// REMOTE_PORT, SERVER_ADDR and SERVER_PROTOCOL for a CGI upstream (see
-    /// [`cgi::REMOTE_PORT`]).
+    /// REMOTE_PORT, SERVER_ADDR, SERVER_PROTOCOL and REMOTE_USER for a CGI
+    /// upstream (see [`cgi::REMOTE_PORT`]).
     remote_port: Option<HeaderValue>,
     server_addr: Option<HeaderValue>,
     server_protocol: Option<HeaderValue>,
+    remote_user: Option<HeaderValue>,
 }
 
 impl Outgoing {
@@ -548,6 +549,7 @@ impl Outgoing {
                 (cgi::REMOTE_PORT, &self.remote_port),
                 (cgi::SERVER_ADDR, &self.server_addr),
                 (cgi::SERVER_PROTOCOL, &self.server_protocol),
+                (cgi::REMOTE_USER, &self.remote_user),
             ];
             for (name, value) in ends {
                 match value {
@@ -857,6 +859,10 @@ impl Proxy {
         let server_addr = (cgi.then(|| env.local_addr()).flatten())
             .and_then(|a| HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok());
         let server_protocol = cgi.then(|| HeaderValue::from_static(env.server_protocol()));
+        // The user `BasicAuth` (or a front) let in.
+        let remote_user = (cgi.then(|| req.extensions().get::<Forwarded>()).flatten())
+            .and_then(|front| front.vars.iter().find(|(name, _)| name == "REMOTE_USER"))
+            .and_then(|(_, user)| HeaderValue::from_bytes(user).ok());
         let outgoing = Outgoing {
             method: req.method().clone(),
             path_and_query,
@@ -865,6 +871,7 @@ impl Proxy {
             remote_port,
             server_addr,
             server_protocol,
+            remote_user,
         };
         Ok((mount, outgoing))
     }
