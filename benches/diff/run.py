@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -590,7 +589,6 @@ def main():
     args = parser.parse_args()
     if not Path(args.binary).exists():
         raise SystemExit(f"{args.binary} is not built: cargo build --release -p stackway-cli")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     new = sum(BATTERIES[name](args.binary) for name in args.batteries or BATTERIES)
     sys.exit(1 if new else 0)
 
