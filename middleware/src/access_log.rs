@@ -36,7 +36,7 @@
 //! [Combined](LogFormat::Combined) format adds `"%{Referer}i" "%{User-agent}i"`;
 //! [JSON](LogFormat::Json) gives the same fields as one object.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -104,11 +104,10 @@ impl<A: App> App for AccessLog<A> {
             .map_or_else(|| "-".to_owned(), |a| ip_text(a.ip()));
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let request_line = format!("{} {target} {:?}", req.method(), req.version());
+        // A field's bytes as they came (UTF-8 in a User-Agent too), escaped
+        // when written.
         let header = |name| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
+            (req.headers().get(name)).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
         let user = basic_user(&req);
         let request_id = req
@@ -170,6 +169,27 @@ fn basic_user(req: &Request) -> Option<String> {
     Some(String::from_utf8_lossy(user).into_owned()).filter(|user| !user.is_empty())
 }
 
+/// `text` as a log line's field: `"` and `\\` behind a backslash, as
+/// Apache's log escapes them, and every other byte that is not printable
+/// ASCII (a control character, UTF-8's) as `\xHH`, as Apache and nginx write
+/// them.
+fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(byte));
+            }
+            b' '..=b'~' => out.push(char::from(byte)),
+            _ => {
+                let _ = write!(out, "\\x{byte:02x}");
+            }
+        }
+    }
+    out
+}
+
 /// A log line waiting for its byte count; written when dropped.
 struct Pending {
     host: String,
@@ -208,23 +228,17 @@ impl Drop for Pending {
             0 => "-".to_owned(),
             n => n.to_string(),
         };
-        // Escape the request line the way Apache does, so a hostile target cannot
+        // Escaped as Apache and nginx escape them, so a hostile target cannot
         // forge a second log line or break the quoting.
-        let request_line = self.request_line.escape_default();
-        let user = self
-            .user
-            .as_deref()
-            .map_or("-".to_owned(), |u| u.escape_default().to_string());
+        let request_line = escaped(&self.request_line);
+        let user = self.user.as_deref().map_or("-".to_owned(), escaped);
         let line = match self.format {
             LogFormat::Common => format!(
                 "{} - {user} [{time}] \"{request_line}\" {} {sent}",
                 self.host, self.status
             ),
             LogFormat::Combined => {
-                let quoted = |v: &Option<String>| {
-                    v.as_deref()
-                        .map_or("-".to_owned(), |v| v.escape_default().to_string())
-                };
+                let quoted = |v: &Option<String>| v.as_deref().map_or("-".to_owned(), escaped);
                 format!(
                     "{} - {user} [{time}] \"{request_line}\" {} {sent} \"{}\" \"{}\"",
                     self.host,
@@ -304,7 +318,27 @@ mod tests {
         }
         let lines = lines.lock().unwrap();
         let users: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
-        assert_eq!(users, ["alice", "a\\nb", "-", "-"], "{lines:?}");
+        assert_eq!(users, ["alice", "a\\x0ab", "-", "-"], "{lines:?}");
+    }
+
+    #[test]
+    fn fields_are_escaped_as_apache_and_nginx_escape_them() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let app = AccessLog::new(stackway::apps::hello)
+            .format(LogFormat::Combined)
+            .sink(move |line: &str| sink.lock().unwrap().push(line.to_owned()));
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            Client::new(app)
+                .get("/")
+                .header("user-agent", "Bob's \\ \"browser\" caf\u{e9}")
+                .await;
+        });
+        let line = lines.lock().unwrap().pop().unwrap();
+        assert!(
+            line.ends_with(r#""-" "Bob's \\ \"browser\" caf\xc3\xa9""#),
+            "{line}"
+        );
     }
 
     #[test]
