@@ -116,6 +116,15 @@ fn the_proxy_protocol_names_the_client_and_refuses_garbage() {
     let page = with(&v2(0x21, 0x11, &ipv4));
     assert!(page.contains("REMOTE_ADDR=198.51.100.9\n"), "{page}");
     assert!(page.contains("REMOTE_PORT=8080\n"), "{page}");
+    // HTTP/2 with prior knowledge, its preface sent with the header: the
+    // server answers with its SETTINGS frame.
+    let mut stream = tcp_stream(running.addr);
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    stream.write_all(&[&v2(0x21, 0x11, &ipv4), &preface[..]].concat()).unwrap();
+    let mut frame = [0; 9];
+    stream.read_exact(&mut frame).unwrap();
+    assert_eq!(frame[3], 0x04, "a SETTINGS frame: {frame:?}");
+    drop(stream);
     // LOCAL (a balancer's health check): the connection's own peer stands.
     let page = with(&v2(0x20, 0x00, &[]));
     assert!(page.contains("REMOTE_ADDR=127.0.0.1\n"), "{page}");
@@ -130,6 +139,39 @@ fn the_proxy_protocol_names_the_client_and_refuses_garbage() {
     ] {
         assert_eq!(with(bad), "", "{:?}", String::from_utf8_lossy(bad));
     }
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_proxy_protocol_header_sent_with_a_uwsgi_packet_and_its_body_loses_no_byte() {
+    // The header, the packet and its body in one write: the header's reading
+    // takes more than the header, and hands the rest to the packet's.
+    let listener = (Listener::bind("127.0.0.1:0").unwrap())
+        .proxy_protocol(true)
+        .uwsgi(true);
+    let app = |req: stackway::Request| async move {
+        let client = stackway::RequestExt::remote_addr(&req);
+        let body = req.into_body().collect(usize::MAX).await.unwrap();
+        format!("{client:?} read {}", body.len())
+    };
+    let server = Server::new([listener]).unwrap().workers(1);
+    let running = Running::start(server, Lint::strict(app));
+    let body = vec![b'x'; 20_000];
+    let packet = support::http::uwsgi_packet(&[
+        ("REQUEST_METHOD", "POST"),
+        ("PATH_INFO", "/"),
+        ("HTTP_HOST", "x"),
+        ("CONTENT_LENGTH", "20000"),
+    ]);
+    let header = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80\r\n";
+    let answer = exchange(
+        tcp_stream(running.addr),
+        &[&header[..], &packet, &body].concat(),
+    );
+    assert!(
+        answer.ends_with("Some(203.0.113.7:51234) read 20000"),
+        "{answer}"
+    );
     running.stop().unwrap();
 }
 

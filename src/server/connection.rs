@@ -191,7 +191,12 @@ fn serve_packet<'a, A: App>(
             }
         });
     }
-    tracked.pending = opened.http1();
+    // Ahead of what is still pending: the bytes a PROXY protocol header came
+    // with that the packet's reading left.
+    tracked.pending = match tracked.pending.is_empty() {
+        true => opened.http1(),
+        false => [&opened.http1()[..], &tracked.pending].concat().into(),
+    };
     let requests = Box::new(Requests {
         app,
         shared: shared.clone(),
@@ -522,8 +527,10 @@ async fn proxied(
     door: &Door,
 ) -> io::Result<Option<SocketAddr>> {
     if door.proxy_protocol {
-        if let Some(client) = proxy_protocol::read_header(tracked).await? {
-            return Ok(Some(client));
+        let (client, rest) = proxy_protocol::read_header(tracked).await?;
+        tracked.pending = rest;
+        if client.is_some() {
+            return Ok(client);
         }
     }
     Ok(peer)
@@ -600,15 +607,22 @@ fn cut_off() -> io::Error {
 
 impl Tracked {
     /// Looks at the client's first bytes without reading them (hyper reads
-    /// them next): ready once more than `seen` are here, or with none when
-    /// the client has closed. Bytes here start the request head's clock.
+    /// them next), those pending first: ready once more than `seen` are here,
+    /// or with none when the client has closed. Bytes here start the request
+    /// head's clock.
     pub(super) fn poll_peek(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut [u8],
         seen: usize,
     ) -> Poll<io::Result<usize>> {
-        let peeked = std::task::ready!(self.io.poll_peek(cx, buf, seen));
+        let pending = self.pending.len().min(buf.len());
+        buf[..pending].copy_from_slice(&self.pending[..pending]);
+        if pending > seen || pending == buf.len() {
+            return Poll::Ready(Ok(pending));
+        }
+        let peeked = std::task::ready!(self.io.poll_peek(cx, &mut buf[pending..], seen - pending))
+            .map(|n| if n == 0 { 0 } else { pending + n });
         if matches!(peeked, Ok(n) if n > 0) {
             self.activity.bytes_read();
         }

@@ -1,62 +1,83 @@
 //! The PROXY protocol header (versions 1 and 2) a balancer sends before the
 //! connection's first byte, naming the client it accepted the connection from.
 //!
-//! Read exactly, never past the header: what follows belongs to HTTP (or TLS).
+//! Read as the bytes arrive, not a byte at a time: what arrives after the
+//! header belongs to HTTP (or TLS) and is handed back to be read first.
 
 use std::io;
 use std::net::SocketAddr;
 
+use bytes::{Bytes, BytesMut};
 use ppp::{v1, v2};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
-/// "PROXY UNKNOWN\r\n", the shortest version 1 header.
-const V1_SHORTEST: usize = 15;
+/// Signature, version and command, family, and the length of the rest.
+const V2_FIXED: usize = 16;
+const V1_PREFIX: &[u8; 6] = b"PROXY ";
 /// The longest version 1 header, CRLF included (the specification's 107).
 const V1_LONGEST: usize = 107;
 
 /// Reads the header and returns the client address it names, or `None` when
 /// it names none (a balancer's own health check: v2 `LOCAL`, v1 `UNKNOWN`,
-/// or a unix address), in which case the connection's peer stands.
+/// or a unix address), in which case the connection's peer stands; and the
+/// bytes read past the header.
 pub(super) async fn read_header<S: AsyncRead + Unpin>(
     io: &mut S,
-) -> io::Result<Option<SocketAddr>> {
-    let mut head = vec![0; V1_SHORTEST];
-    io.read_exact(&mut head).await?;
-    if head.starts_with(V2_SIGNATURE) {
-        // Signature, version and command, family, then the length of the rest.
-        head.resize(16, 0);
-        io.read_exact(&mut head[V1_SHORTEST..]).await?;
-        let rest = usize::from(u16::from_be_bytes([head[14], head[15]]));
-        head.resize(16 + rest, 0);
-        io.read_exact(&mut head[16..]).await?;
-        let header = v2::Header::try_from(head.as_slice()).map_err(invalid)?;
-        return Ok(match (header.command, header.addresses) {
-            (v2::Command::Local, _) => None,
+) -> io::Result<(Option<SocketAddr>, Bytes)> {
+    let mut buf = BytesMut::with_capacity(512);
+    loop {
+        if let Some((client, len)) = parse(&buf)? {
+            return Ok((client, buf.split_off(len).freeze()));
+        }
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// The client a whole header at the start of `buf` names and the header's
+/// length, or `None` while the header may still be coming.
+fn parse(buf: &[u8]) -> io::Result<Option<(Option<SocketAddr>, usize)>> {
+    let starts = |prefix: &[u8]| prefix.starts_with(&buf[..buf.len().min(prefix.len())]);
+    if starts(V2_SIGNATURE) {
+        let Some(&[high, low]) = buf.get(V2_FIXED - 2..V2_FIXED) else {
+            return Ok(None);
+        };
+        let len = V2_FIXED + usize::from(u16::from_be_bytes([high, low]));
+        let Some(header) = buf.get(..len) else {
+            return Ok(None);
+        };
+        let header = v2::Header::try_from(header).map_err(invalid)?;
+        let client = match (header.command, header.addresses) {
             (v2::Command::Proxy, v2::Addresses::IPv4(a)) => {
                 Some(SocketAddr::from((a.source_address, a.source_port)))
             }
             (v2::Command::Proxy, v2::Addresses::IPv6(a)) => {
                 Some(SocketAddr::from((a.source_address, a.source_port)))
             }
-            (v2::Command::Proxy, _) => None,
-        });
+            _ => None,
+        };
+        return Ok(Some((client, len)));
     }
-    if !head.starts_with(b"PROXY ") {
+    if !starts(V1_PREFIX) {
         return Err(invalid("no PROXY protocol header"));
     }
-    while !head.ends_with(b"\r\n") {
-        if head.len() == V1_LONGEST {
-            return Err(invalid("PROXY protocol header longer than 107 bytes"));
-        }
-        head.push(io.read_u8().await?);
-    }
-    let header = v1::Header::try_from(head.as_slice()).map_err(invalid)?;
-    Ok(match header.addresses {
+    let seen = &buf[..buf.len().min(V1_LONGEST)];
+    let Some(end) = seen.windows(2).position(|w| w == b"\r\n") else {
+        return match seen.len() {
+            V1_LONGEST => Err(invalid("PROXY protocol header longer than 107 bytes")),
+            _ => Ok(None),
+        };
+    };
+    let len = end + 2;
+    let header = v1::Header::try_from(&buf[..len]).map_err(invalid)?;
+    let client = match header.addresses {
         v1::Addresses::Tcp4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
         v1::Addresses::Tcp6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
         v1::Addresses::Unknown => None,
-    })
+    };
+    Ok(Some((client, len)))
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -65,13 +86,24 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::read_header;
 
+    /// The client `bytes` name, each header followed by `GET`, which must
+    /// come back as the bytes past the header, whether the header arrives at
+    /// once or a byte at a time.
     async fn read(bytes: &[u8]) -> Result<Option<String>, String> {
         let mut io = bytes;
-        let addr = read_header(&mut io).await.map_err(|e| e.to_string())?;
-        // Never past the header.
-        assert_eq!(io, b"GET", "{bytes:?}");
+        let (addr, rest) = read_header(&mut io).await.map_err(|e| e.to_string())?;
+        assert_eq!([&rest[..], io].concat(), b"GET", "{bytes:?}");
+        let (mut writer, mut reader) = tokio::io::duplex(1);
+        let sent = bytes.to_vec();
+        tokio::spawn(async move { writer.write_all(&sent).await });
+        let (in_pieces, rest) = read_header(&mut reader).await.unwrap();
+        let mut after = rest.to_vec();
+        reader.read_to_end(&mut after).await.unwrap();
+        assert_eq!((in_pieces, &after[..]), (addr, &b"GET"[..]), "{bytes:?}");
         Ok(addr.map(|a| a.to_string()))
     }
 
@@ -87,6 +119,11 @@ mod tests {
             Ok(Some("[2001:db8::7]:51234".into()))
         );
         assert_eq!(read(&v1("PROXY UNKNOWN\r\n")).await, Ok(None));
+        // What follows UNKNOWN is ignored, as the specification says.
+        assert_eq!(
+            read(&v1("PROXY UNKNOWN ::1 ::1 1 2\r\n")).await,
+            Ok(None)
+        );
         let v2 = |command: u8, family: u8, addresses: &[u8]| {
             let len = u16::try_from(addresses.len()).unwrap().to_be_bytes();
             [
@@ -101,6 +138,12 @@ mod tests {
         let ipv4 = [203, 0, 113, 7, 10, 0, 0, 1, 0xC8, 0x22, 0, 80];
         assert_eq!(
             read(&v2(0x21, 0x11, &ipv4)).await,
+            Ok(Some("203.0.113.7:51234".into()))
+        );
+        // With a TLV after the addresses (a NOOP of two bytes).
+        let with_tlv = [&ipv4[..], &[0x04, 0, 2, 0, 0]].concat();
+        assert_eq!(
+            read(&v2(0x21, 0x11, &with_tlv)).await,
             Ok(Some("203.0.113.7:51234".into()))
         );
         // LOCAL: the balancer's own connection (a health check).
