@@ -113,3 +113,26 @@ def wsgi_input(environ, start_response):
     body = json.dumps(out).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+async def scope(scope, receive, send):
+    """Answers its `http` scope as JSON (bytes as latin-1 text), with the body it was sent."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    plain = lambda v: v.decode("latin-1") if isinstance(v, bytes) else list(map(plain, v)) \
+        if isinstance(v, (list, tuple)) else v
+    out = {k: plain(v) for k, v in scope.items() if k not in ("app", "state", "extensions")}
+    out["body"] = body.decode("latin-1")
+    answer = json.dumps(out, sort_keys=True).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})

@@ -578,8 +578,94 @@ def battery_wsgi_input(binary):
     return tally.summary("wsgi-input")
 
 
+SCOPE_KNOWN = {
+    "asgi": "spec version 2.4: `send` raises once the client has gone; uvicorn says 2.3 for `http`",
+    "absolute-form target": "`path` is the target's path; uvicorn puts the whole absolute URI in it",
+    "a fragment in the target": "the fragment is no part of the target (RFC 9110 §7.1): left out; uvicorn keeps it in `query_string`",
+    "X-Forwarded-For and -Proto from 127.0.0.1": "a front's word is taken only under --proxy-fix; uvicorn trusts 127.0.0.1's by default",
+    "a dot segment": "dot segments are refused (400), as the Dispatcher's rule",
+}
+
+
+def battery_scope(binary):
+    """The `http` scope against uvicorn's, for raw requests: paths, queries, headers, bodies, versions."""
+    env = python_env()
+    uv_port = free_port()
+    uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
+                                "critical", "--app-dir", str(HERE), "apps:scope"], env=env)
+    ours, our_port = stackway_python(binary, "asgi:apps:scope", env)
+    wait_for(uv_port)
+    tally = Tally(SCOPE_KNOWN)
+    get = lambda target, extra="", version="1.1": \
+        f"GET {target} HTTP/{version}\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n".encode()
+    post = lambda extra, body: \
+        f"POST /p HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n".encode() + body
+    cases = {
+        "the root": get("/"),
+        "a query": get("/a/b?x=1&y=%20&z"),
+        "an empty query": get("/q?"),
+        "UTF-8 percent-encoded": get("/caf%C3%A9?q=caf%C3%A9"),
+        "invalid UTF-8 percent-encoded": get("/%FF%FE"),
+        "an encoded slash": get("/a%2Fb"),
+        "a space encoded": get("/a%20b"),
+        "a doubled slash": get("//double//slash"),
+        "a dot segment": get("/a/./b/../c"),
+        "path parameters": get("/a;b=c/d"),
+        "a fragment in the target": get("/f?x=1#frag"),
+        "absolute-form target": get("http://other.example:81/abs?q"),
+        "Host with a port": b"GET / HTTP/1.1\r\nHost: example.com:8080\r\nConnection: close\r\n\r\n",
+        "Host an IPv6 literal": b"GET / HTTP/1.1\r\nHost: [::1]:81\r\nConnection: close\r\n\r\n",
+        "HTTP/1.0 without Host": b"GET /old HTTP/1.0\r\n\r\n",
+        "HTTP/1.0 with Host": get("/old", version="1.0"),
+        "headers repeated, cased, empty": get("/h", "X-A: 1\r\nx-a: 2\r\nX-MiXeD: Case\r\nX-Empty:\r\n"),
+        "two Cookie lines": get("/c", "Cookie: a=1\r\nCookie: b=2\r\n"),
+        "a header value with tabs and spaces": get("/t", "X-Sp:  \t padded \t \r\n"),
+        "a header value in latin-1": b"GET /l HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Latin: caf\xe9\r\n\r\n",
+        "X-Forwarded-For and -Proto from 127.0.0.1": get("/xf", "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n"),
+        "a body by length": post("Content-Length: 11\r\n", b"hello world"),
+        "a body chunked": post("Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+        "an empty body": post("Content-Length: 0\r\n", b""),
+        "Expect: 100-continue": post("Content-Length: 2\r\nExpect: 100-continue\r\n", b"hi"),
+        "HEAD": b"HEAD /h HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        "OPTIONS *": b"OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        "a method of its own": b"PURGE /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    }
+
+    def scope_of(port, data):
+        answer = exchange(port, data, 3)
+        status, _, body = parse(answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n"))
+        if status != "200" or not body:
+            return status, body
+        scope = json.loads(body)
+        for key in ("server", "client"):
+            if scope.get(key):
+                scope[key][1] = "PORT"
+        return scope
+
+    try:
+        # The spec versions, once; each case's scope without them.
+        versions = [scope_of(port, cases["the root"]).pop("asgi") for port in (uv_port, our_port)]
+        tally.compare("asgi", *versions)
+        for case, data in cases.items():
+            ref, ours_ = (scope_of(port, data) for port in (uv_port, our_port))
+            for side in (ref, ours_):
+                if isinstance(side, dict):
+                    side.pop("asgi", None)
+            if isinstance(ref, dict) and isinstance(ours_, dict):
+                # Only the keys that differ, each side's value.
+                keys = sorted(k for k in set(ref) | set(ours_) if ref.get(k) != ours_.get(k))
+                ref, ours_ = ({k: side.get(k) for k in keys} for side in (ref, ours_))
+            tally.compare(case, ref, ours_)
+    finally:
+        for p in (uvicorn, ours):
+            p.kill()
+            p.wait()
+    return tally.summary("scope")
+
+
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
-             "access": battery_access, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input}
+             "access": battery_access, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
+             "scope": battery_scope}
 
 
 def main():

@@ -28,7 +28,9 @@ pub(crate) struct Scope {
     root_path: String,
     headers: Vec<(Vec<u8>, Vec<u8>)>,
     client: Option<(String, u16)>,
-    server: (String, u16),
+    /// The address the connection came in on, as the spec and uvicorn have
+    /// it; none over a unix socket.
+    server: Option<(String, u16)>,
 }
 
 /// The path as the client sent it: a front's REQUEST_URI where it gave one
@@ -77,7 +79,7 @@ impl Scope {
             client: env
                 .remote_addr()
                 .map(|addr| (ip_text(addr.ip()), addr.port())),
-            server: (env.server_name(), env.server_port()),
+            server: (env.local_addr()).map(|addr| (ip_text(addr.ip()), addr.port())),
         }
     }
 
