@@ -197,6 +197,9 @@ impl Conn {
         }
         let why = match error {
             Some(traceback) => traceback,
+            // The client went first: nobody to answer, and nothing wrong
+            // with the app for it (uvicorn is quiet too).
+            None if self.client_gone() => return,
             None if self.started.is_some() => {
                 "the app returned before its response was complete".into()
             }
@@ -215,6 +218,16 @@ impl Conn {
         };
         tracing::error!("ASGI: {why}");
         self.fail(why);
+    }
+
+    /// Whether the client has gone: the server no longer waits for the
+    /// response's head, or, once that is out, for its body.
+    fn client_gone(&self) -> bool {
+        match (&self.head, &self.body) {
+            (Some(head), _) => head.is_closed(),
+            (None, Some(body)) => body.is_closed(),
+            (None, None) => false,
+        }
     }
 
     /// Ends the request in an error: a 500 while its head is not out (the

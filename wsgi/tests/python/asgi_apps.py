@@ -77,6 +77,15 @@ async def silent(scope, receive, send):
     """Returns without a response."""
 
 
+async def long_poll(scope, receive, send):
+    """Waits for its client to go, then returns without a word: a long poll given up."""
+    if scope["type"] != "http":
+        return
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    seen["long_polls_given_up"] = seen.get("long_polls_given_up", 0) + 1
+
+
 async def endless(scope, receive, send):
     """64 KiB chunks until the client goes away; counts what send accepted, and the disconnect."""
     await send({"type": "http.response.start", "status": 200, "headers": []})
