@@ -136,3 +136,12 @@ async def scope(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
     await send({"type": "http.response.body", "body": answer})
+
+
+def environ(environ, start_response):
+    """Answers its environ's plain values as JSON, with the body it was sent."""
+    out = {k: v for k, v in environ.items() if isinstance(v, (str, int, bool, tuple))}
+    out["body"] = environ["wsgi.input"].read().decode("latin-1")
+    body = json.dumps(out, sort_keys=True).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -578,29 +578,14 @@ def battery_wsgi_input(binary):
     return tally.summary("wsgi-input")
 
 
-SCOPE_KNOWN = {
-    "asgi": "spec version 2.4: `send` raises once the client has gone; uvicorn says 2.3 for `http`",
-    "absolute-form target": "`path` is the target's path; uvicorn puts the whole absolute URI in it",
-    "a fragment in the target": "the fragment is no part of the target (RFC 9110 §7.1): left out; uvicorn keeps it in `query_string`",
-    "X-Forwarded-For and -Proto from 127.0.0.1": "a front's word is taken only under --proxy-fix; uvicorn trusts 127.0.0.1's by default",
-    "a dot segment": "dot segments are refused (400), as the Dispatcher's rule",
-}
-
-
-def battery_scope(binary):
-    """The `http` scope against uvicorn's, for raw requests: paths, queries, headers, bodies, versions."""
-    env = python_env()
-    uv_port = free_port()
-    uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
-                                "critical", "--app-dir", str(HERE), "apps:scope"], env=env)
-    ours, our_port = stackway_python(binary, "asgi:apps:scope", env)
-    wait_for(uv_port)
-    tally = Tally(SCOPE_KNOWN)
+def raw_requests():
+    """Raw requests for the apps that answer what they were given: paths, queries, encodings,
+    headers, bodies, versions."""
     get = lambda target, extra="", version="1.1": \
         f"GET {target} HTTP/{version}\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n".encode()
     post = lambda extra, body: \
         f"POST /p HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n".encode() + body
-    cases = {
+    return {
         "the root": get("/"),
         "a query": get("/a/b?x=1&y=%20&z"),
         "an empty query": get("/q?"),
@@ -619,6 +604,8 @@ def battery_scope(binary):
         "HTTP/1.0 with Host": get("/old", version="1.0"),
         "headers repeated, cased, empty": get("/h", "X-A: 1\r\nx-a: 2\r\nX-MiXeD: Case\r\nX-Empty:\r\n"),
         "two Cookie lines": get("/c", "Cookie: a=1\r\nCookie: b=2\r\n"),
+        "Content-Type, and a name with an underscore": get("/u", "Content-Type: text/plain\r\nX_Under: 1\r\n"),
+        "HTTP/1.1 without Host": b"GET /nohost HTTP/1.1\r\nConnection: close\r\n\r\n",
         "a header value with tabs and spaces": get("/t", "X-Sp:  \t padded \t \r\n"),
         "a header value in latin-1": b"GET /l HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Latin: caf\xe9\r\n\r\n",
         "X-Forwarded-For and -Proto from 127.0.0.1": get("/xf", "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n"),
@@ -631,31 +618,61 @@ def battery_scope(binary):
         "a method of its own": b"PURGE /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     }
 
-    def scope_of(port, data):
-        answer = exchange(port, data, 3)
-        status, _, body = parse(answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n"))
-        if status != "200" or not body:
-            return status, body
-        scope = json.loads(body)
+
+# The differences on purpose of both servers that answer `raw_requests()`.
+RAW_KNOWN = {
+    "a dot segment": "dot segments are refused (400), as the Dispatcher's rule",
+    "a fragment in the target": "the fragment is no part of the target (RFC 9110 §7.1): left out, where the reference keeps it",
+    "X-Forwarded-For and -Proto from 127.0.0.1": "a front's word is taken only under --proxy-fix; the reference trusts 127.0.0.1's by default",
+}
+SCOPE_KNOWN = RAW_KNOWN | {
+    "asgi": "spec version 2.4: `send` raises once the client has gone; uvicorn says 2.3 for `http`",
+    "absolute-form target": "`path` is the target's path; uvicorn puts the whole absolute URI in it",
+}
+
+
+def dump(port, data):
+    """What an app that answers what it was given (as JSON) says to `data`; else the status."""
+    answer = exchange(port, data, 3)
+    status, _, body = parse(answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n"))
+    return json.loads(body) if status == "200" and body else status
+
+
+def compare_dumps(tally, ports, once, normalise):
+    """`raw_requests()` to both ports, printing the keys whose values differ. The keys in `once`
+    (values of the server rather than the request) are compared for the first request alone."""
+    cases = raw_requests()
+    first = [dump(port, cases["the root"]) for port in ports]
+    for key in once:
+        tally.compare(key, *(side.get(key) for side in first))
+    for case, data in cases.items():
+        ref, ours = (dump(port, data) for port in ports)
+        if isinstance(ref, dict) and isinstance(ours, dict):
+            ref, ours = (normalise({k: v for k, v in side.items() if k not in once}, port)
+                         for side, port in ((ref, ports[0]), (ours, ports[1])))
+            keys = sorted(k for k in set(ref) | set(ours) if ref.get(k) != ours.get(k))
+            ref, ours = ({k: side.get(k) for k in keys} for side in (ref, ours))
+        tally.compare(case, ref, ours)
+
+
+def battery_scope(binary):
+    """The `http` scope against uvicorn's, for `raw_requests()`."""
+    env = python_env()
+    uv_port = free_port()
+    uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
+                                "critical", "--app-dir", str(HERE), "apps:scope"], env=env)
+    ours, our_port = stackway_python(binary, "asgi:apps:scope", env)
+    wait_for(uv_port)
+    tally = Tally(SCOPE_KNOWN)
+
+    def normalise(scope, _port):
         for key in ("server", "client"):
             if scope.get(key):
                 scope[key][1] = "PORT"
         return scope
 
     try:
-        # The spec versions, once; each case's scope without them.
-        versions = [scope_of(port, cases["the root"]).pop("asgi") for port in (uv_port, our_port)]
-        tally.compare("asgi", *versions)
-        for case, data in cases.items():
-            ref, ours_ = (scope_of(port, data) for port in (uv_port, our_port))
-            for side in (ref, ours_):
-                if isinstance(side, dict):
-                    side.pop("asgi", None)
-            if isinstance(ref, dict) and isinstance(ours_, dict):
-                # Only the keys that differ, each side's value.
-                keys = sorted(k for k in set(ref) | set(ours_) if ref.get(k) != ours_.get(k))
-                ref, ours_ = ({k: side.get(k) for k in keys} for side in (ref, ours_))
-            tally.compare(case, ref, ours_)
+        compare_dumps(tally, (uv_port, our_port), ["asgi"], normalise)
     finally:
         for p in (uvicorn, ours):
             p.kill()
@@ -663,9 +680,51 @@ def battery_scope(binary):
     return tally.summary("scope")
 
 
+ENVIRON_KNOWN = RAW_KNOWN | {
+    "SERVER_NAME": "the request's host, as CGI's Script-URI and Apache's UseCanonicalName Off; gunicorn's bind address",
+    "SERVER_PORT": "the same, the request's port",
+    "headers repeated, cased, empty": "a repeated field's lines joined with `, `, as nginx and Apache pass them on (RFC 9110 §5.3); gunicorn and Werkzeug join with `,`",
+    "HTTP/1.1 without Host": "400, as RFC 9112 §3.2 requires (and uvicorn answers); gunicorn serves it",
+    "two Cookie lines": "joined with `; `, one cookie string (RFC 9113 §8.2.3); gunicorn's `,` makes one cookie of the two",
+    "absolute-form target": "the target's authority is the host (RFC 9112 §3.2.2), as nginx's $host, and REQUEST_URI its path; gunicorn keeps the Host field and the whole URI",
+}
+# Each server's own: its name, its extensions, how it runs the app.
+ENVIRON_OWN = ("SERVER_SOFTWARE", "wsgi.multithread", "wsgi.multiprocess", "wsgi.errors",
+               "wsgi.input", "wsgi.file_wrapper", "gunicorn.", "stackway.")
+
+
+def battery_environ(binary):
+    """The WSGI environ against gunicorn's, for `raw_requests()`."""
+    env = python_env()
+    gu_port = free_port()
+    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{gu_port}", "--chdir",
+                                 str(HERE), "--log-level", "critical", "apps:environ"], env=env,
+                                stderr=subprocess.DEVNULL)
+    ours, our_port = stackway_python(binary, "wsgi:apps:environ", env)
+    wait_for(gu_port)
+    tally = Tally(ENVIRON_KNOWN)
+
+    def normalise(environ, _port):
+        # gunicorn's name for CGI's REQUEST_URI, which stackway gives as Apache and uWSGI do.
+        if "RAW_URI" in environ:
+            environ["REQUEST_URI"] = environ.pop("RAW_URI")
+        environ = {k: v for k, v in environ.items() if not k.startswith(ENVIRON_OWN)}
+        if "REMOTE_PORT" in environ:
+            environ["REMOTE_PORT"] = "PORT"
+        return environ
+
+    try:
+        compare_dumps(tally, (gu_port, our_port), ["SERVER_NAME", "SERVER_PORT"], normalise)
+    finally:
+        for p in (gunicorn, ours):
+            p.kill()
+            p.wait()
+    return tally.summary("environ")
+
+
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
              "access": battery_access, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
-             "scope": battery_scope}
+             "scope": battery_scope, "environ": battery_environ}
 
 
 def main():
