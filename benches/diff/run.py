@@ -430,6 +430,123 @@ def battery_access(binary):
     return tally.summary("access")
 
 
+STATIC_KNOWN = {
+    "GET /s/dir": "308, which keeps the method (RFC 9110 §15.4.9); nginx 301",
+    "GET /s/dir?q=1": "the same",
+    "GET /s/.hidden": "dot-files are never served (Werkzeug's SharedData, actix-files): 404",
+    "GET /s/dir/.hidden": "the same",
+    "GET /s//a.txt": "an empty segment names no file: 404",
+    "GET /s/a%2Ftxt": "an encoded slash is no separator: 404",
+    "GET /s/out": "a symlink that leaves the root is refused: 404",
+    "GET /s/q%3Fx.txt": "a `?` in a name is refused, as no name a URL can carry plainly",
+    "GET /s/./a.txt": "dot segments are refused (400), the Dispatcher's rule",
+    "GET /s/dir/../a.txt": "the same",
+    "GET /s/gz.txt Accept-Encoding: gzip": "a `.gz` beside the file is sent to who accepts gzip (nginx's gzip_static, off by default)",
+    "HEAD /s/big.bin Range: bytes=0-9": "range requests are GET's (RFC 9110 §14.2): HEAD is answered whole; nginx 206",
+    "GET /s/empty.txt Range: bytes=0-0": "no byte of an empty file can be satisfied: 416 (nginx 200)",
+    "GET /s/big.bin Range: bytes=0-9,10-19": "ranges closer than a part's own head are coalesced into one (RFC 9110 §14.2 allows it)",
+    "GET /s/big.bin Range: bytes=0-9,20-29": "the same",
+    "GET /s/app.js": "text/javascript, RFC 9239's; the mime.types of Debian's nginx 1.22 says application/javascript",
+    "GET /s/emptydir/": "a directory without an index is not listed, nor said to be there: 404, as Werkzeug's SharedData; nginx 403",
+    "GET /s/big.bin Range: bytes=abc": "a Range that does not parse is ignored (RFC 9110 §14.2): 200; nginx 416",
+    "GET /s/big.bin Range: bytes=4-2": "the same",
+    "GET /s/a.txt If-Unmodified-Since: garbage": "an invalid date is ignored (RFC 9110 §13.1.4): 200; nginx 412",
+    "GET /s/a.txt If-None-Match+If-Modified-Since(old)": "a matching If-None-Match wins, If-Modified-Since is ignored (RFC 9110 §13.2.2): 304; nginx 200",
+    "GET /s/a.txt If-Modified-Since(future)": "a date in the future is still a date: 304, as Werkzeug; nginx's `if_modified_since exact` 200",
+    "POST /s/a.txt": "405 with Allow (RFC 9110 §15.5.6), nginx's has none",
+    "DELETE /s/a.txt": "the same",
+}
+
+
+def battery_static(binary):
+    """--static against nginx's `alias`: names, types, directories, ranges, conditionals, methods."""
+    root = Path(tempfile.mkdtemp(prefix="stackway-diff-static-"))
+    (root / "dir").mkdir()
+    (root / "emptydir").mkdir()
+    files = {"a.txt": b"hello\n", "page.html": b"<p>hi</p>", "style.css": b"p{}", "app.js": b"1;",
+             "image.png": b"\x89PNG\r\n\x1a\n" + bytes(50), "unknown.qqq": b"?", "noext": b"n",
+             ".hidden": b"secret", "dir/index.html": b"<p>index</p>", "dir/.hidden": b"s",
+             "a b.txt": b"space", "caf\u00e9.txt": b"cafe", "empty.txt": b"", "gz.txt": b"plain " * 50,
+             "big.bin": bytes(range(256)) * 400}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    import gzip
+    (root / "gz.txt.gz").write_bytes(gzip.compress(files["gz.txt"]))
+    (root / "in").symlink_to(root / "a.txt")
+    (root / "out").symlink_to("/etc/hostname")
+    pair = Pair(binary, f"location /s/ {{ alias {root}/; }}", ["--static", f"/s={root}"],
+                http="include /etc/nginx/mime.types; default_type application/octet-stream;")
+    tally = Tally(STATIC_KNOWN)
+    lm = (root / "a.txt").stat().st_mtime
+    http_date = lambda t: time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(t))
+    cases = [("GET", p, "") for p in
+             ["/s/a.txt", "/s/page.html", "/s/style.css", "/s/app.js", "/s/image.png", "/s/unknown.qqq",
+              "/s/noext", "/s/missing", "/s/.hidden", "/s/dir/.hidden", "/s/dir", "/s/dir?q=1", "/s/dir/",
+              "/s/emptydir/", "/s//a.txt", "/s/a%2Ftxt", "/s/a%20b.txt", "/s/caf%C3%A9.txt", "/s/in", "/s/out",
+              "/s/q%3Fx.txt", "/s/./a.txt", "/s/dir/../a.txt", "/s/a.txt?x=1", "/s/empty.txt", "/s/A.TXT"]]
+    cases += [("GET", "/s/gz.txt", "Accept-Encoding: gzip"), ("GET", "/s/gz.txt", "")]
+    for r in ["bytes=0-9", "bytes=-10", "bytes=102390-", "bytes=0-9,20-29", "bytes=0-9,10-19", "bytes=0-9,5000-5009",
+              "bytes=999999-",
+              "bytes=abc", "bytes=4-2", "items=0-1", "bytes=0-0"]:
+        cases.append(("GET", "/s/big.bin", f"Range: {r}"))
+    cases += [("GET", "/s/empty.txt", "Range: bytes=0-0"), ("HEAD", "/s/big.bin", "Range: bytes=0-9"),
+              ("HEAD", "/s/a.txt", ""), ("POST", "/s/a.txt", ""), ("DELETE", "/s/a.txt", ""),
+              ("OPTIONS", "/s/a.txt", "")]
+    conditionals = {
+        "If-Modified-Since(same)": f"If-Modified-Since: {http_date(lm)}",
+        "If-Modified-Since(old)": f"If-Modified-Since: {http_date(lm - 3600)}",
+        "If-Modified-Since(future)": f"If-Modified-Since: {http_date(time.time() + 86400)}",
+        "If-Unmodified-Since(old)": f"If-Unmodified-Since: {http_date(lm - 3600)}",
+        "If-Unmodified-Since: garbage": "If-Unmodified-Since: garbage",
+        "If-None-Match: *": "If-None-Match: *",
+        "If-Match: *": "If-Match: *",
+        "If-Match: \"nope\"": "If-Match: \"nope\"",
+    }
+
+    def answer(port, method, target, extra):
+        status, fields, body = parse(exchange(port, request(method, target, extra + "\r\n" if extra else "")),
+                                     head=method == "HEAD")
+        one = lambda name: (fields.get(name) or [None])[0]
+        if status >= "400":
+            # An error's page is each server's own: its status says it.
+            return {"status": status, "range": one("content-range")}
+        location = one("location")
+        content_type = one("content-type")
+        if content_type and content_type.startswith("text/"):
+            content_type = content_type.removesuffix("; charset=utf-8")
+        if content_type and content_type.startswith("multipart/byteranges"):
+            # Each server's own boundary: the parts' ranges, not the bytes around them.
+            parts = re.findall(rb"content-range: ([^\r]+)", body, re.I)
+            return {"status": status, "type": "multipart/byteranges", "parts": [p.decode() for p in parts]}
+        return {"status": status, "type": content_type, "length": one("content-length"),
+                "range": one("content-range"), "encoding": one("content-encoding"),
+                "location": location and urllib.parse.urlsplit(location).path,
+                "last-modified": one("last-modified"), "etag": bool(one("etag")),
+                "body": len(body) if status in ("200", "206") else None, "_etag": one("etag")}
+
+    def compare(case, ref, ours):
+        tally.compare(case, *({k: v for k, v in side.items() if not k.startswith("_")} for side in (ref, ours)))
+
+    try:
+        for method, target, extra in cases:
+            answers = [answer(port, method, target, extra) for port in (pair.ref_port, pair.our_port)]
+            compare(f"{method} {target}" + (f" {extra}" if extra else ""), *answers)
+        for name, field in conditionals.items():
+            answers = [answer(port, "GET", "/s/a.txt", field) for port in (pair.ref_port, pair.our_port)]
+            compare(f"GET /s/a.txt {name}", *answers)
+        # Validators each server made itself: its own ETag back to it.
+        tags = [answer(port, "GET", "/s/a.txt", "")["_etag"] for port in (pair.ref_port, pair.our_port)]
+        for name, field in {"If-None-Match(etag)": "If-None-Match: {}", "If-Range(etag)": "Range: bytes=0-1\r\nIf-Range: {}",
+                            "If-None-Match+If-Modified-Since(old)": "If-None-Match: {}\r\nIf-Modified-Since: "
+                            + http_date(lm - 3600)}.items():
+            answers = [answer(port, "GET", "/s/a.txt", field.format(tag))
+                       for port, tag in zip((pair.ref_port, pair.our_port), tags)]
+            compare(f"GET /s/a.txt {name}", *answers)
+    finally:
+        pair.close()
+    return tally.summary("static")
+
+
 # --- Python batteries --------------------------------------------------------------------------
 
 def python_env():
@@ -723,7 +840,7 @@ def battery_environ(binary):
 
 
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
-             "access": battery_access, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
+             "access": battery_access, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
              "scope": battery_scope, "environ": battery_environ}
 
 
