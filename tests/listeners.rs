@@ -120,7 +120,9 @@ fn the_proxy_protocol_names_the_client_and_refuses_garbage() {
     // server answers with its SETTINGS frame.
     let mut stream = tcp_stream(running.addr);
     let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
-    stream.write_all(&[&v2(0x21, 0x11, &ipv4), &preface[..]].concat()).unwrap();
+    stream
+        .write_all(&[&v2(0x21, 0x11, &ipv4), &preface[..]].concat())
+        .unwrap();
     let mut frame = [0; 9];
     stream.read_exact(&mut frame).unwrap();
     assert_eq!(frame[3], 0x04, "a SETTINGS frame: {frame:?}");

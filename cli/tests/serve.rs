@@ -893,7 +893,11 @@ fn an_asgi_app_whose_client_left_first_may_return_without_a_response_unlogged() 
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
     let mount = |at: &str, app: &str| ["--mount".to_owned(), format!("{at}=asgi:asgi_apps:{app}")];
     let mut args = vec!["--pythonpath".to_owned(), python.to_owned()];
-    for (at, app) in [("/poll", "long_poll"), ("/silent", "silent"), ("/report", "report")] {
+    for (at, app) in [
+        ("/poll", "long_poll"),
+        ("/silent", "silent"),
+        ("/report", "report"),
+    ] {
         args.extend(mount(at, app));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -902,11 +906,18 @@ fn an_asgi_app_whose_client_left_first_may_return_without_a_response_unlogged() 
     poll.send(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n");
     std::thread::sleep(Duration::from_millis(300));
     drop(poll);
-    let given_up = |conn: &mut Conn| conn.get("/report").text().contains(r#""long_polls_given_up": 1"#);
+    let given_up = |conn: &mut Conn| {
+        conn.get("/report")
+            .text()
+            .contains(r#""long_polls_given_up": 1"#)
+    };
     let mut conn = Conn::open(server.addr);
     let started = std::time::Instant::now();
     while !given_up(&mut conn) {
-        assert!(started.elapsed() < Duration::from_secs(10), "the app never saw its client go");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the app never saw its client go"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // With its client still there, the same is an error: a 500, and logged.
@@ -916,7 +927,8 @@ fn an_asgi_app_whose_client_left_first_may_return_without_a_response_unlogged() 
     assert!(server.wait().success());
     let err = server.stderr();
     assert_eq!(
-        err.matches("the app returned without starting a response").count(),
+        err.matches("the app returned without starting a response")
+            .count(),
         1,
         "{err}"
     );

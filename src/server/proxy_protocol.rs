@@ -25,11 +25,13 @@ const V1_LONGEST: usize = 107;
 pub(super) async fn read_header<S: AsyncRead + Unpin>(
     io: &mut S,
 ) -> io::Result<(Option<SocketAddr>, Bytes)> {
-    let mut buf = BytesMut::with_capacity(512);
+    let mut buf = BytesMut::new();
     loop {
         if let Some((client, len)) = parse(&buf)? {
             return Ok((client, buf.split_off(len).freeze()));
         }
+        // Room for a read of some size: a version 2 header may be 64 KiB.
+        buf.reserve(512);
         if io.read_buf(&mut buf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -120,10 +122,7 @@ mod tests {
         );
         assert_eq!(read(&v1("PROXY UNKNOWN\r\n")).await, Ok(None));
         // What follows UNKNOWN is ignored, as the specification says.
-        assert_eq!(
-            read(&v1("PROXY UNKNOWN ::1 ::1 1 2\r\n")).await,
-            Ok(None)
-        );
+        assert_eq!(read(&v1("PROXY UNKNOWN ::1 ::1 1 2\r\n")).await, Ok(None));
         let v2 = |command: u8, family: u8, addresses: &[u8]| {
             let len = u16::try_from(addresses.len()).unwrap().to_be_bytes();
             [
@@ -144,6 +143,12 @@ mod tests {
         let with_tlv = [&ipv4[..], &[0x04, 0, 2, 0, 0]].concat();
         assert_eq!(
             read(&v2(0x21, 0x11, &with_tlv)).await,
+            Ok(Some("203.0.113.7:51234".into()))
+        );
+        // A header longer than any first read: 3,000 bytes of NOOP.
+        let long = [&ipv4[..], &[0x04, 0x0B, 0xB8], &[0; 3000]].concat();
+        assert_eq!(
+            read(&v2(0x21, 0x11, &long)).await,
             Ok(Some("203.0.113.7:51234".into()))
         );
         // LOCAL: the balancer's own connection (a health check).
