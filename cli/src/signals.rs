@@ -1,6 +1,7 @@
 //! The signals `stackway serve` answers: SIGINT and SIGTERM stop it, SIGHUP
 //! reloads TLS certificates and htpasswd files, SIGUSR2 restarts it with its
-//! sockets handed over.
+//! sockets handed over. (A supervisor answers SIGHUP by replacing its
+//! processes; see `supervisor.rs`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -14,7 +14,8 @@
 //!     every 100 ms: a process that exited is started again (with backoff); one over
 //!     --max-rss or --max-lifetime, or that asked, gets a replacement, and once that
 //!     is ready it is sent SIGTERM and drains; killed if still there after the grace period
-//!     SIGTERM/SIGINT: every process drains; SIGHUP: passed on; SIGUSR2: every process replaced
+//!     SIGTERM/SIGINT: every process drains; SIGHUP: every process replaced once the new code
+//!     loads (else passed on), and passed to the virtualenvs' groups; SIGUSR2: every process replaced
 //! ```
 //!
 //! A process the supervisor starts ends with it, even when it is killed
@@ -405,17 +406,14 @@ impl Tree {
     fn supervise(&mut self, mut signals: signal_hook::iterator::Signals, mut watch: Option<Watch>) {
         loop {
             if watch.as_mut().is_some_and(Watch::changed) {
-                eprintln!("stackway: reload: a Python file changed; checking the new code");
-                match check(&self.argv) {
-                    Ok(status) if status.success() => self.recycle_all("reload"),
-                    _ => eprintln!(
-                        "stackway: reload: the new code does not load; still serving the old code"
-                    ),
-                }
+                self.reload("a Python file changed");
             }
             for signal in signals.pending() {
                 match signal {
-                    SIGHUP => self.each(|p| p.signal(Signal::SIGHUP)),
+                    SIGHUP => {
+                        self.reload("SIGHUP");
+                        self.groups.signal(Signal::SIGHUP);
+                    }
                     SIGUSR2 => self.recycle_all("restart"),
                     _ => return,
                 }
@@ -517,6 +515,24 @@ impl Tree {
             next.signal(Signal::SIGKILL);
             let _ = next.spawned.child.wait();
             self.failed_start(n);
+        }
+    }
+
+    /// Replaces every process once the new code loads (`--check`), as
+    /// gunicorn's SIGHUP and uWSGI's graceful reload do: the new ones read
+    /// the apps, certificates and htpasswd files again. Code that does not
+    /// load is reported, and the processes go on serving the old code,
+    /// reading their files again in place.
+    fn reload(&mut self, why: &str) {
+        eprintln!("stackway: reload: {why}; checking the new code");
+        match check(&self.argv) {
+            Ok(status) if status.success() => self.recycle_all("reload"),
+            _ => {
+                eprintln!(
+                    "stackway: reload: the new code does not load; still serving the old code"
+                );
+                self.each(|p| p.signal(Signal::SIGHUP));
+            }
         }
     }
 

@@ -119,19 +119,19 @@ impl Groups {
         }
     }
 
+    /// Sends `signal` to each group's server.
+    pub(crate) fn signal(&self, signal: nix::sys::signal::Signal) {
+        for child in self.groups.iter().filter_map(|group| group.child.as_ref()) {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+            }
+        }
+    }
+
     /// Each group drains (SIGTERM) and is waited for; the directory goes.
     pub(crate) fn stop(&mut self) {
         self.stopped = true;
-        for group in &mut self.groups {
-            if let Some(child) = &group.child {
-                if let Ok(pid) = i32::try_from(child.id()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
-                }
-            }
-        }
+        self.signal(nix::sys::signal::Signal::SIGTERM);
         for group in &mut self.groups {
             if let Some(mut child) = group.child.take() {
                 let _ = child.wait();

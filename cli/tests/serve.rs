@@ -973,6 +973,57 @@ fn a_flask_app_behind_proxy_fix_builds_external_urls_for_the_forwarded_host() {
 }
 
 #[test]
+fn sighup_replaces_the_processes_with_the_new_code_once_it_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("hupme.py");
+    let write = |version: &str| {
+        std::fs::write(
+            &module,
+            format!("def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{version}']\n"),
+        )
+        .unwrap();
+    };
+    write("v1");
+    let python = dir.path().to_str().unwrap();
+    let mut server = Stackway::serve(&[
+        "--processes",
+        "2",
+        "--pythonpath",
+        python,
+        "--mount",
+        "/=wsgi:hupme:application",
+    ]);
+    // A connection each: a replaced process closes the ones it kept alive.
+    let addr = server.addr;
+    let get = || {
+        let res = Conn::open(addr).get("/");
+        assert_eq!(res.status, 200, "answered during a reload");
+        res.text()
+    };
+    assert_eq!(get(), "v1");
+    // A new version on disk is not served until SIGHUP, as under gunicorn.
+    write("v2");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(), "v1");
+    server.signal("-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while get() != "v2" {
+        assert!(std::time::Instant::now() < deadline, "never served v2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Code that does not load is reported, and the old code goes on serving.
+    std::fs::write(&module, "def application(:\n").unwrap();
+    server.signal("-HUP");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(get(), "v2");
+    server.signal("-TERM");
+    assert!(server.wait().success());
+    let err = server.stderr();
+    assert!(err.contains("SyntaxError"), "{err}");
+    assert!(err.contains("still serving the old code"), "{err}");
+}
+
+#[test]
 fn reload_restarts_on_a_change_and_keeps_serving_through_a_broken_one() {
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("reloadme.py");

@@ -86,9 +86,38 @@ fn two_flask_majors_serve_side_by_side_and_are_recycled_apart() {
     }
     assert_eq!(
         which(front, "/b/"),
-        (version_b, pid_b),
+        (version_b.clone(), pid_b.clone()),
         "/b was recycled with /a"
     );
+    // SIGHUP to the server replaces the virtualenvs' processes too, each
+    // group reading its code again. Watched in /proc, not by requests: /b
+    // is one request short of its own replacement.
+    let socket = format!("stackway-{}/1.sock", server.child.id());
+    let before = processes_with(&socket);
+    server.signal("-HUP");
+    let asked = Instant::now();
+    while processes_with(&socket).is_superset(&before) {
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "/b's processes were not replaced on SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (version, pid) = which(front, "/b/");
+    assert_eq!(version, version_b);
+    assert_ne!(pid, pid_b);
+}
+
+/// The processes whose command line names `word`.
+fn processes_with(word: &str) -> HashSet<u32> {
+    let entries = std::fs::read_dir("/proc").unwrap().flatten();
+    entries
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(word))
+        })
+        .collect()
 }
 
 #[test]
