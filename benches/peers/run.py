@@ -328,19 +328,20 @@ def command(server, port, static, tmp, upstream=None, scenario=None, counted=Fal
     # leave out the processes that serve.
     workers = "1" if counted else str(os.cpu_count())
     processes = []
+    # Counted, the process callgrind runs serves: one worker and no --processes, which would
+    # make it a supervisor (even of one).
+    supervised = ["--workers", "1"] if counted else ["--processes", workers]
     # One Python thread a process in uwsgi-flask, as uWSGI runs there.
     python_threads = "1" if scenario == "uwsgi-flask" else None
     if server == "stackway-1p":
         server = "stackway"
     elif server == "stackway-t0":
         server, python_threads = "stackway", "0"
-        processes = ["--processes", workers]
+        processes = list(supervised)
     elif server == "stackway" and scenario in PYTHON_SCENARIOS:
-        processes = ["--processes", workers]
+        processes = list(supervised)
     if python_threads:
         processes += ["--wsgi-threads", python_threads]
-    if processes and counted:
-        processes += ["--workers", "1"]
     if server == "gunicorn-sync":
         return [PYTHON, "-m", "gunicorn", "-w", workers, "-k", "sync", "--chdir", str(tmp),
                 "-b", bind, "--log-level", "warning", app]

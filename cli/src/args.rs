@@ -131,9 +131,10 @@ pub(crate) struct ServeArgs {
 
     /// Server processes, each with its own interpreter for Python apps, run by this one as
     /// their supervisor (gunicorn's and granian's --workers, uWSGI's --processes): replaced
-    /// when one exits, drained on SIGTERM; `auto` is one per core.
-    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_processes)]
-    pub(crate) processes: u16,
+    /// when one exits, drained on SIGTERM; `auto` is one per core [default: none, this
+    /// process serves alone]
+    #[arg(long, value_name = "N|auto", value_parser = parse_processes)]
+    pub(crate) processes: Option<u16>,
 
     /// Replace a process once it has served N requests, the new one serving before the old
     /// one drains (gunicorn's --max-requests) [default: never].

@@ -87,7 +87,7 @@ config_file! {
         plain proxy_protocol: bool,
         optional workers: u16,
         #[serde(default, deserialize_with = "processes")]
-        plain processes: u16,
+        optional processes: u16,
         optional max_requests: u64,
         plain max_requests_jitter: u64,
         optional max_rss: u64,

@@ -114,7 +114,7 @@ pub(crate) fn build_app(
                         }
                         threads => threads > 1,
                     },
-                    multiprocess: args.processes > 1,
+                    multiprocess: crate::supervisor::processes(args) > 1,
                 };
                 let wsgi = interpreter(python, prefix)?.wsgi(spec, settings)?;
                 mounted(prefix, wsgi, &mut sources)

@@ -46,25 +46,31 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the supervisor looks at its processes.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Whether `args` ask for a supervisor: more than one process, or processes
-/// that are replaced on a limit. False in a process a supervisor started.
+/// Whether `args` ask for a supervisor: `--processes` (one too, as
+/// gunicorn's master runs one worker), or processes that are replaced on a
+/// limit. False in a process a supervisor started.
 pub(crate) fn wanted(args: &ServeArgs) -> bool {
     let recycled = args.max_requests.is_some()
         || args.max_rss.is_some()
         || args.max_lifetime.is_some()
         || args.harakiri.is_some()
         || args.reload;
-    (args.processes > 1 || recycled) && !args.check && !is_worker()
+    (args.processes.is_some() || recycled) && !args.check && !is_worker()
+}
+
+/// How many server processes serve: `--processes`, else one.
+pub(crate) fn processes(args: &ServeArgs) -> u16 {
+    args.processes.unwrap_or(1)
 }
 
 /// The worker threads of each process: `--workers`, or the cores shared
 /// out among the processes, at least one each.
 pub(crate) fn workers(args: &ServeArgs) -> Option<usize> {
-    match (args.workers, is_worker() && args.processes > 1) {
+    match (args.workers, is_worker() && processes(args) > 1) {
         (Some(workers), _) => Some(workers.into()),
         (None, true) => {
             let cores = std::thread::available_parallelism().map_or(1, usize::from);
-            Some((cores / usize::from(args.processes)).max(1))
+            Some((cores / usize::from(processes(args))).max(1))
         }
         (None, false) => None,
     }
@@ -123,7 +129,7 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
         }
     };
     let one_at_a_time = crate::stack::python_on_workers(args);
-    let handovers = match sockets(&opened.listeners, args.processes.into(), one_at_a_time) {
+    let handovers = match sockets(&opened.listeners, processes(args).into(), one_at_a_time) {
         Ok(handovers) => handovers,
         Err(e) => {
             eprintln!("stackway: cannot share the listening sockets: {e}");
@@ -154,7 +160,7 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
         argv,
         limits: Limits::of(args),
         grace: args.grace_period + args.drain_delay.unwrap_or_default() + Duration::from_secs(1),
-        slots: (0..args.processes).map(|_| Slot::default()).collect(),
+        slots: (0..processes(args)).map(|_| Slot::default()).collect(),
         draining: Vec::new(),
     };
     let booted = tree.boot();
@@ -167,9 +173,9 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
     }
     restart::notify_ready();
     tracing::info!(
-        processes = args.processes,
+        processes = processes(args),
         "supervising {} server processes",
-        args.processes
+        processes(args)
     );
     let watch = args.reload.then(|| Watch::new(&args.python_path));
     tree.supervise(signals, watch);

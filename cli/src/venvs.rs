@@ -8,7 +8,8 @@
 //! virtualenv's `bin` first on `PATH` (the interpreter takes its home from
 //! there, as in an activated virtualenv) and the Python flags (`--processes`,
 //! `--wsgi-threads`, `--harakiri`, `--max-requests`, `--max-rss`,
-//! `--max-lifetime`), so it scales and is recycled on its own. It listens on a
+//! `--max-lifetime`, `--reload`), so it scales and is recycled on its own,
+//! under a supervisor of its own whenever the server has one. It listens on a
 //! uwsgi socket in a private directory, and the server processes mount a uwsgi
 //! proxy to it at the prefix: the app sees the prefix as SCRIPT_NAME and the
 //! client's address, as it would in the server's own process.
@@ -249,8 +250,6 @@ fn command(args: &ServeArgs, prefix: &str, sock: &Path) -> Result<Vec<String>, S
         &format!("uwsgi+unix:{}", sock.display()),
         "--mount",
         &format!("/={spec}"),
-        "--processes",
-        &args.processes.to_string(),
         "--wsgi-threads",
         &threads.to_string(),
         "--grace-period",
@@ -270,6 +269,7 @@ fn command(args: &ServeArgs, prefix: &str, sock: &Path) -> Result<Vec<String>, S
         command.extend(["--pythonpath".to_owned(), dir.display().to_string()]);
     }
     let flags = [
+        ("--processes", args.processes.map(|n| n.to_string())),
         ("--harakiri", args.harakiri.map(secs)),
         ("--max-requests", args.max_requests.map(|n| n.to_string())),
         ("--max-rss", args.max_rss.map(|n| n.to_string())),
@@ -282,6 +282,9 @@ fn command(args: &ServeArgs, prefix: &str, sock: &Path) -> Result<Vec<String>, S
     }
     if stream_input {
         command.push("--wsgi-stream-input".to_owned());
+    }
+    if args.reload {
+        command.push("--reload".to_owned());
     }
     Ok(command)
 }

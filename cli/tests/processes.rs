@@ -175,28 +175,32 @@ fn two_processes_share_the_listener_and_a_burst_of_connections() {
 
 #[test]
 fn a_process_that_dies_is_replaced_and_sigterm_leaves_none() {
-    let server = serve(&["--processes", "2"]);
-    let addr = server.tcp(0);
-    let before = children(server.child.id());
-    // The app ends its process in the middle of a request: that request
-    // gets no response, the next ones do.
-    let mut conn = Conn::open(addr);
-    conn.send(b"GET /crash HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    assert!(conn.is_closed());
-    eventually(Duration::from_secs(10), "a replacement", || {
-        let now = children(server.child.id());
-        now.len() == 2 && now != before
-    });
-    for _ in 0..20 {
-        pid_of(addr, "/pid");
-    }
-    let all = children(server.child.id());
-    server.signal("-TERM");
-    let (code, err) = server.finish();
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("exited"), "the supervisor says why: {err}");
-    for pid in all {
-        assert!(!alive(pid), "process {pid} outlived its supervisor");
+    // `--processes 1` too: one process under a supervisor, as gunicorn's
+    // master runs one worker.
+    for n in [1, 2] {
+        let server = serve(&["--processes", &n.to_string()]);
+        let addr = server.tcp(0);
+        let before = children(server.child.id());
+        // The app ends its process in the middle of a request: that request
+        // gets no response, the next ones do.
+        let mut conn = Conn::open(addr);
+        conn.send(b"GET /crash HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert!(conn.is_closed());
+        eventually(Duration::from_secs(10), "a replacement", || {
+            let now = children(server.child.id());
+            now.len() == n && now != before
+        });
+        for _ in 0..20 {
+            pid_of(addr, "/pid");
+        }
+        let all = children(server.child.id());
+        server.signal("-TERM");
+        let (code, err) = server.finish();
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("exited"), "the supervisor says why: {err}");
+        for pid in all {
+            assert!(!alive(pid), "process {pid} outlived its supervisor");
+        }
     }
 }
 

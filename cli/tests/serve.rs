@@ -1390,7 +1390,7 @@ fn help_lists_every_flag_with_its_default() {
         ("--mount", "repeatable"),
         ("--static", "repeatable"),
         ("--workers", "[default: one per core]"),
-        ("--processes", "[default: 1]"),
+        ("--processes", "[default: none, this process serves alone]"),
         ("--max-requests", "[default: never]"),
         ("--access-log", "[default: off]"),
         ("--header-timeout", "[default: 30]"),
