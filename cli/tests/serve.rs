@@ -972,17 +972,19 @@ fn a_flask_app_behind_proxy_fix_builds_external_urls_for_the_forwarded_host() {
     );
 }
 
+/// Writes a WSGI module at `path` whose app answers `version`.
+fn write_versioned_app(path: &std::path::Path, version: &str) {
+    let app = format!(
+        "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{version}']\n"
+    );
+    std::fs::write(path, app).unwrap();
+}
+
 #[test]
 fn sighup_replaces_the_processes_with_the_new_code_once_it_loads() {
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("hupme.py");
-    let write = |version: &str| {
-        std::fs::write(
-            &module,
-            format!("def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{version}']\n"),
-        )
-        .unwrap();
-    };
+    let write = |version: &str| write_versioned_app(&module, version);
     write("v1");
     let python = dir.path().to_str().unwrap();
     let mut server = Stackway::serve(&[
@@ -1027,13 +1029,7 @@ fn sighup_replaces_the_processes_with_the_new_code_once_it_loads() {
 fn reload_restarts_on_a_change_and_keeps_serving_through_a_broken_one() {
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("reloadme.py");
-    let write = |version: &str| {
-        std::fs::write(
-            &module,
-            format!("def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{version}']\n"),
-        )
-        .unwrap();
-    };
+    let write = |version: &str| write_versioned_app(&module, version);
     write("v1");
     let python = dir.path().to_str().unwrap();
     let mut server = Stackway::serve(&[
