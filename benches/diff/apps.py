@@ -6,13 +6,17 @@ import json
 seen = {}
 
 
+async def _lifespan(receive, send):
+    """Starts at once, and shuts down when told."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 async def websocket(scope, receive, send):
     """A WebSocket app whose path says how it behaves; plain HTTP `/report` answers `seen`."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
+        return await _lifespan(receive, send)
     if scope["type"] == "http":
         body = json.dumps(seen, sort_keys=True).encode()
         await send({"type": "http.response.start", "status": 200,
@@ -118,10 +122,7 @@ def wsgi_input(environ, start_response):
 async def scope(scope, receive, send):
     """Answers its `http` scope as JSON (bytes as latin-1 text), with the body it was sent."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
+        return await _lifespan(receive, send)
     body = b""
     while True:
         message = await receive()

@@ -36,6 +36,13 @@ def free_port():
         return s.getsockname()[1]
 
 
+def killed(*procs):
+    """Kills each process and waits for it."""
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
 def wait_for(port, seconds=10):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -152,9 +159,7 @@ class Pair:
         wait_for(self.our_port)
 
     def close(self):
-        for p in self.procs:
-            p.kill()
-            p.wait()
+        killed(*self.procs)
 
 
 def exchange(port, data, timeout=1.5):
@@ -650,9 +655,7 @@ def battery_websocket(binary):
                 answers.append(got)
             tally.compare(path, *answers)
     finally:
-        for p in (uvicorn, ours):
-            p.kill()
-            p.wait()
+        killed(uvicorn, ours)
     return tally.summary("websocket")
 
 
@@ -689,9 +692,7 @@ def battery_wsgi_input(binary):
                 tally.compare(f"{mode}" if framing == "length" else f"{mode} ({framing})",
                               *[json.loads(a or b"null") for a in answers])
     finally:
-        for p in (gunicorn, ours):
-            p.kill()
-            p.wait()
+        killed(gunicorn, ours)
     return tally.summary("wsgi-input")
 
 
@@ -791,9 +792,7 @@ def battery_scope(binary):
     try:
         compare_dumps(tally, (uv_port, our_port), ["asgi"], normalise)
     finally:
-        for p in (uvicorn, ours):
-            p.kill()
-            p.wait()
+        killed(uvicorn, ours)
     return tally.summary("scope")
 
 
@@ -833,9 +832,7 @@ def battery_environ(binary):
     try:
         compare_dumps(tally, (gu_port, our_port), ["SERVER_NAME", "SERVER_PORT"], normalise)
     finally:
-        for p in (gunicorn, ours):
-            p.kill()
-            p.wait()
+        killed(gunicorn, ours)
     return tally.summary("environ")
 
 
