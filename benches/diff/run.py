@@ -54,8 +54,9 @@ def wait_for(port, seconds=10):
     raise SystemExit(f"nothing listens on {port} after {seconds} s")
 
 
-# A raw upstream, answering by its query: status, ct, len, ce, etag, cc, ar, vary, cr, chunked;
-# each request's line and body noted for `seen`.
+# A raw upstream, answering by its query: status, ct, len, ce, etag, cc, ar, vary, cr, chunked,
+# h (a field line of its own, any number of them), big (an X-Big field that many bytes long) or raw (the whole answer, sent as it is, and
+# the connection closed); each request's line, fields and body noted for `seen`.
 class Upstream:
     def __init__(self):
         self.port = free_port()
@@ -100,9 +101,13 @@ class Upstream:
                 pass
         elif fields.get("content-length"):
             body = f.read(int(fields["content-length"]))
-        self.log.append((line.decode("latin-1").strip(), body.decode("latin-1")))
+        self.log.append((line.decode("latin-1").strip(), heads, body.decode("latin-1")))
         target = line.split()[1].decode("latin-1")
-        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(target).query))
+        pairs = urllib.parse.parse_qsl(urllib.parse.urlsplit(target).query, keep_blank_values=True)
+        q = dict(pairs)
+        if "raw" in q:
+            conn.sendall(q["raw"].encode("latin-1"))
+            return False
         payload = (b"hello world, " * 200)[: int(q.get("len", 2600))]
         status = q.get("status", "200")
         out = [f"HTTP/1.1 {status} X", "Content-Type: " + q.get("ct", "text/html")]
@@ -110,6 +115,7 @@ class Upstream:
                           ("ar", "Accept-Ranges"), ("vary", "Vary"), ("cr", "Content-Range")]:
             if key in q:
                 out.append(f"{name}: {q[key]}")
+        out += [v for k, v in pairs if k == "h"] + [f"X-Big: {'b' * int(v)}" for k, v in pairs if k == "big"]
         bodiless = status in ("204", "304") or line.startswith(b"HEAD")
         if q.get("chunked"):
             out.append("Transfer-Encoding: chunked")
@@ -353,7 +359,7 @@ def battery_gate(binary):
     def look(port, data):
         statuses = re.findall(rb"HTTP/1\.[01] (\d{3})", exchange(port, data.encode("latin-1"), 1.0))
         time.sleep(0.05)
-        return [s.decode() for s in statuses], [line for line, _ in upstream.seen()]
+        return [s.decode() for s in statuses], [line for line, *_ in upstream.seen()]
 
     try:
         for case, data in cases:
@@ -433,6 +439,215 @@ def battery_access(binary):
     finally:
         pair.close()
     return tally.summary("access")
+
+
+PROXY_KNOWN = {
+    # What the upstream is sent
+    "GET /r Connection: close, X-Gone": "a field the client's Connection names stays on its hop (RFC 9110 §7.6.1); nginx passes it",
+    "GET /r Keep-Alive: 300": "Proxy-Connection is a hop's (RFC 9110 §7.6.1 names it); nginx passes it",
+    "GET /r TE: trailers": "passed, as trailers are passed back (gRPC's `grpc-status` is one); nginx drops TE",
+    "GET /r Upgrade: h2c": "HTTP2-Settings belongs to the h2c upgrade, this hop's alone (RFC 9113 §3.2.1); nginx passes it",
+    "GET /r Proxy-Authorization: Basic YTpi": "credentials for this hop, not the upstream (RFC 9110 §11.7.2); nginx passes them",
+    "GET /r Proxy: http://evil.example": "never passed: a CGI host behind would make it HTTP_PROXY (httpoxy); nginx needs `proxy_set_header Proxy \"\"`",
+    "GET /r X-Forwarded-Prefix: /evil": "a mount at the root names no prefix, and the client's is not passed for one",
+    "GET /r?": "the target after the mount as the client sent it; nginx under a base sends its normalised $uri",
+    "GET /a%2Fb": "the same: nginx decodes %2F under a base",
+    "GET /%7euser": "the same, %7e",
+    "GET //x": "the same: nginx merges the slashes under a base",
+    # What the client is answered
+    "answered: Server": "the upstream's Server passes (stackway names itself nowhere); nginx puts its own in its place",
+    "answered: Date": "the upstream's Date passes (RFC 9110 §6.6.1: the time the answer was made, which a cache's age counts from); nginx puts its own",
+    "answered: hop-by-hop": "the fields the upstream's Connection names, and Proxy-Connection, stay on its hop (RFC 9110 §7.6.1)",
+    "answered: Upgrade without 101": "Upgrade and HTTP2-Settings in an answer that switches nothing are the upstream's hop",
+    "answered: Proxy-Authenticate": "a challenge for the upstream's hop (RFC 9110 §11.7.1)",
+    "answered: X-Accel-*": "passed: stackway does not act on them (a SharedData in front acts on X-Accel-Redirect); nginx takes them for itself",
+    "answered: X-Pad": "passed: nginx drops it for a browser of the 1990s",
+    "answered: Location /base/x": "a path into the upstream's base is turned into the mount's, as an absolute one is; nginx's proxy_redirect only matches the absolute form",
+    "answered: Location upstream/x": "made a path of the mount's (RFC 9110 §10.2.2 allows a relative Location); nginx makes it absolute with the client's host",
+    "answered: Location upstream/base/x": "the same",
+    "answered: Content-Location upstream/base/x": "rewritten as Location is; nginx leaves it",
+    "answered: a 10 KB field": "passed (up to 64 KiB of fields); nginx's proxy_buffer_size (4 KiB) makes it a 502",
+    "answered: CL twice, different": "502: the body's length is unknown (RFC 9112 §6.3); nginx takes the last",
+    "answered: a field line without a colon": "502: no field (RFC 9112 §5); nginx takes it as an empty one",
+    "answered: 100 first": "an interim answer the client did not ask for is read past; nginx 1.22 sends the 100 as the answer, the rest as its body",
+    "answered: 103 first": "the same, for 103",
+    "answered: 101 unasked": "502: a switch the request did not offer (RFC 9110 §15.2.2); nginx passes it on",
+    "answered: status 099": "502: no status code (RFC 9110 §15 has three digits, 100 to 599 in use); nginx passes it",
+    "answered: 204 with a length": "a 204 has no Content-Length (RFC 9110 §8.6); nginx passes it",
+    "answered: 304 with a length": "left out (RFC 9110 §8.6 allows either); nginx passes it",
+    "answered: HTTP/2.0 status line": "502: HTTP/1's parser knows 1.0 and 1.1; nginx reads 2.0 as 1.x",
+    "answered: no status line": "502: no HTTP/1 answer (HTTP/0.9 is not spoken); nginx passes the bytes as an HTTP/0.9 answer",
+}
+
+# What a production config sets beside `proxy_pass`, which stackway's proxy sends unasked.
+NGINX_FORWARDED = ('proxy_http_version 1.1; proxy_set_header Connection ""; '
+                   'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; '
+                   'proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $http_host; '
+                   'proxy_set_header X-Forwarded-Port $server_port;')
+
+
+def battery_proxy(binary):
+    """A mount of an upstream against `proxy_pass` (with the X-Forwarded-* a production config
+    sets): the head the upstream is sent, and the answer the client gets for what it answers."""
+    upstream = Upstream()
+    tally = Tally(PROXY_KNOWN)
+    pairs = [
+        ("", Pair(binary, f"location / {{ proxy_pass http://UPSTREAM; {NGINX_FORWARDED} }}",
+                  ["--mount", "/=http://UPSTREAM"], upstream=upstream)),
+        ("/app", Pair(binary, f"location /app/ {{ proxy_pass http://UPSTREAM/base/; {NGINX_FORWARDED}"
+                              " proxy_set_header X-Forwarded-Prefix /app; }",
+                      ["--mount", "/app=http://UPSTREAM/base"], upstream=upstream)),
+    ]
+    h = "Host: localhost\r\n"
+    sent = [
+        ("GET", "/r", ""),
+        ("GET", "/r", "Connection: close, X-Gone\r\nX-Gone: 1\r\n"),
+        ("GET", "/r", "Keep-Alive: 300\r\nProxy-Connection: keep-alive\r\n"),
+        ("GET", "/r", "TE: trailers\r\n"),
+        ("GET", "/r", "TE: gzip\r\n"),
+        ("GET", "/r", "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"),
+        ("GET", "/r", "Upgrade: websocket\r\n"),
+        ("GET", "/r", "Proxy-Authorization: Basic YTpi\r\n"),
+        ("GET", "/r", "Proxy: http://evil.example\r\n"),
+        ("GET", "/r", "X-Forwarded-For: 10.0.0.1\r\n"),
+        ("GET", "/r", "X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n"),
+        ("GET", "/r", "X-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 1\r\n"),
+        ("GET", "/r", "X-Forwarded-Prefix: /evil\r\n"),
+        ("GET", "/r", "X_Under: 1\r\n"),
+        ("GET", "/r", "X-Empty:\r\n"),
+        ("GET", "/r", "X-A: 1\r\nX-A: 2\r\n"),
+        ("GET", "/r", "Cookie: a=1\r\nCookie: b=2\r\n"),
+        ("GET", "/r", "Via: 1.1 front\r\n"),
+        ("GET", "/r", "Forwarded: for=10.0.0.1\r\n"),
+        ("GET", "/r", "Accept-Encoding: gzip\r\nIf-None-Match: \"x\"\r\nRange: bytes=0-1\r\n"),
+        ("GET", "/r", "Authorization: Basic YTpi\r\n"),
+        ("POST", "/r", "Content-Length: 3\r\n\r\nabc"),
+        ("POST", "/r", "Content-Length: 0\r\n"),
+        ("POST", "/r", ""),
+        ("POST", "/r", "Expect: 100-continue\r\nContent-Length: 3\r\n\r\nabc"),
+        ("GET", "/r", "Content-Length: 3\r\n\r\nabc"),
+        ("HEAD", "/r", ""),
+        ("OPTIONS", "/r", ""),
+        ("DELETE", "/r", ""),
+        ("PURGE", "/r", ""),
+        ("GET", "/r?a=%20&b=+&c=%2F", ""),
+        ("GET", "/r?", ""),
+        ("GET", "/a%2Fb", ""),
+        ("GET", "/a%20b", ""),
+        ("GET", "/%7euser", ""),
+        ("GET", "//x", ""),
+        ("GET", "/a;p=1/b", ""),
+        ("GET", "/caf\u00e9", ""),
+        ("GET", "/", ""),
+    ]
+
+    def raw_request(prefix, method, target, extra, host=h):
+        head, _, body = extra.partition("\r\n\r\n") if "\r\n\r\n" in extra else (extra, "", "")
+        return f"{method} {prefix}{target} HTTP/1.1\r\n{host}{head}Connection: close\r\n\r\n{body}".encode()
+
+    def seen(pair, data):
+        status = parse(exchange(pair.ref_port if seen.ref else pair.our_port, data))[0]
+        time.sleep(0.05)
+        heads = []
+        for line, fields, body in upstream.seen():
+            port = str(pair.ref_port if seen.ref else pair.our_port)
+            fields = sorted((f.split(":", 1)[0].lower() + ":" + f.split(":", 1)[1].replace(port, "PORT")
+                             if ":" in f else f) for f in fields)
+            heads.append((line, fields, body))
+        return status, heads
+
+    up = f"http://127.0.0.1:{upstream.port}"
+    answered = [  # (case, the upstream's fields, the method), or (case, None, its whole answer)
+        ("Server", ["Server: upstream/1"], "GET"),
+        ("Date", ["Date: Mon, 01 Jan 2001 00:00:00 GMT"], "GET"),
+        ("hop-by-hop", ["Connection: X-Secret", "X-Secret: 1", "Keep-Alive: timeout=5", "Proxy-Connection: keep-alive"], "GET"),
+        ("Upgrade without 101", ["Upgrade: h2c", "HTTP2-Settings: AAMAAABkAAQAAP__"], "GET"),
+        ("Proxy-Authenticate", ["Proxy-Authenticate: Basic realm=x"], "GET"),
+        ("X-Accel-*", ["X-Accel-Buffering: no", "X-Accel-Expires: 10", "X-Accel-Charset: utf-8"], "GET"),
+        ("X-Pad", ["X-Pad: avoid browser bug"], "GET"),
+        ("two Set-Cookie", ["Set-Cookie: a=1", "Set-Cookie: b=2; Path=/base"], "GET"),
+        ("Location /x", ["Location: /x"], "GET"),
+        ("Location /base/x", ["Location: /base/x"], "GET"),
+        ("Location upstream/x", [f"Location: {up}/x"], "GET"),
+        ("Location upstream/base/x", [f"Location: {up}/base/x?y=1"], "GET"),
+        ("Location elsewhere", ["Location: http://other.example/x"], "GET"),
+        ("Content-Location upstream/base/x", [f"Content-Location: {up}/base/x"], "GET"),
+        ("Refresh upstream/base/x", [f"Refresh: 0; url={up}/base/x"], "GET"),
+        ("Link", ["Link: </base/x>; rel=preload"], "GET"),
+        ("two Cache-Control", ["Cache-Control: no-cache", "Cache-Control: private"], "GET"),
+        ("an empty field", ["X-Empty:"], "GET"),
+        ("Trailer, chunked", ["Trailer: X-T"], "GET"),
+        ("HEAD", [], "HEAD"),
+        ("a 10 KB field", ["X-Big: " + "b" * 10000], "GET"),
+        ("HTTP/1.0 to the close", None, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nto the close"),
+        ("HTTP/1.1 to the close", None, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the close"),
+        ("no reason phrase", None, "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"),
+        ("bare LF", None, "HTTP/1.1 200 OK\nContent-Length: 2\n\nok"),
+        ("CL+TE", None, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+        ("CL twice, different", None, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!"),
+        ("CL twice, the same", None, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"),
+        ("TE gzip", None, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok"),
+        ("a body short of its length", None, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"),
+        ("a field line without a colon", None, "HTTP/1.1 200 OK\r\nX-A\r\nContent-Length: 2\r\n\r\nok"),
+        ("a space before the colon", None, "HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 2\r\n\r\nok"),
+        ("an obs-fold", None, "HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 2\r\n\r\nok"),
+        ("100 first", None, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        ("103 first", None, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        ("101 unasked", None, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+        ("status 600", None, "HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok"),
+        ("status 099", None, "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok"),
+        ("204 with a length", None, "HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\nok"),
+        ("304 with a length", None, "HTTP/1.1 304 Not Modified\r\nContent-Length: 2\r\n\r\n"),
+        ("HTTP/2.0 status line", None, "HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        ("no status line", None, "hello\r\n\r\n"),
+        ("nothing", None, ""),
+    ]
+
+    def got(port, prefix, fields, method):
+        if fields is None:
+            target, method = "/r?raw=" + urllib.parse.quote(method, safe=""), "GET"
+        else:
+            target = "/r?len=5&chunked=1" if any(f.startswith("Trailer") for f in fields) else "/r?len=5"
+            target += "".join("&h=" + urllib.parse.quote(f, safe="") for f in fields if not f.startswith("X-Big"))
+            target += "".join(f"&big={len(f) - 7}" for f in fields if f.startswith("X-Big"))
+        data = exchange(port, raw_request(prefix, method, target, ""))
+        upstream.seen()
+        if not data.startswith(b"HTTP/1."):
+            return data  # HTTP/0.9, or nothing
+        status, heads, body = parse(data, head=method == "HEAD")
+        if status >= "500":
+            return status  # the proxy's own page
+        if not any(f.startswith("Date") for f in fields or []):
+            heads.pop("date", None)
+        heads.pop("connection", None)
+        heads["server"] = [v for v in heads.get("server", []) if v == "upstream/1"]
+        heads = {k: [v.replace(str(port), "PORT") for v in vs] for k, vs in heads.items() if vs}
+        return status, sorted(heads.items()), body
+
+    try:
+        for prefix, pair in pairs:
+            for case, fields, method in answered:
+                tally.compare(f"answered: {case} ({prefix or '/'})",
+                              *(got(port, prefix, fields, method) for port in (pair.ref_port, pair.our_port)))
+            for method, target, extra in sent:
+                answers = []
+                for seen.ref in (True, False):
+                    answers.append(seen(pair, raw_request(prefix, method, target, extra)))
+                case = f"{method} {target}" + (f" {extra.split(chr(13))[0]}" if extra else "")
+                tally.compare(f"{case} ({prefix or '/'})", *answers)
+            for case, host in [("HTTP/1.0 without Host", ""), ("Host with a port", "Host: localhost:8080\r\n"),
+                               ("Host in capitals", "Host: LOCALHOST\r\n")]:
+                data = raw_request(prefix, "GET", "/r", "", host)
+                if not host:
+                    data = data.replace(b"HTTP/1.1", b"HTTP/1.0")
+                answers = []
+                for seen.ref in (True, False):
+                    answers.append(seen(pair, data))
+                tally.compare(f"{case} ({prefix or '/'})", *answers)
+    finally:
+        for _, pair in pairs:
+            pair.close()
+    return tally.summary("proxy")
 
 
 STATIC_KNOWN = {
@@ -837,7 +1052,7 @@ def battery_environ(binary):
 
 
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
-             "access": battery_access, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
+             "access": battery_access, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
              "scope": battery_scope, "environ": battery_environ}
 
 

@@ -120,6 +120,32 @@ fn the_client_is_named_in_forwarded_headers() {
 }
 
 #[test]
+fn a_list_header_sent_in_several_lines_keeps_every_entry() {
+    // Two fronts, each adding its line: the chain the upstream is told has
+    // both, then this client (nginx's `$proxy_add_x_forwarded_for`); with
+    // the first line alone, an app trusting its last two hops would take the
+    // client's own first entry for them.
+    let up = upstream(describe);
+    let proxy = front(Proxy::to(&format!("http://{}", up.addr)).forwarded(true));
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 10.0.0.2\r\n\
+          Forwarded: for=6.6.6.6\r\nForwarded: for=10.0.0.2\r\n\r\n",
+    );
+    let text = conn.read_response().text();
+    assert_eq!(
+        header(&text, "x-forwarded-for"),
+        Some("6.6.6.6, 10.0.0.2, 127.0.0.1"),
+        "{text}"
+    );
+    assert_eq!(
+        header(&text, "forwarded"),
+        Some("for=6.6.6.6, for=10.0.0.2, for=127.0.0.1;host=\"x\";proto=http"),
+        "{text}"
+    );
+}
+
+#[test]
 fn hop_by_hop_headers_stay_on_their_hop() {
     let up = upstream(describe);
     let proxy = front(Proxy::to(&format!("http://{}", up.addr)));

@@ -96,7 +96,7 @@ pub(crate) fn forward(headers: &mut HeaderMap, env: &Environ<'_>, client_host: O
         static PREFIX: Last<String> = const { RefCell::new(None) };
     }
     if let Some(ip) = env.remote_addr().map(|a| a.ip()) {
-        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        let value = match joined(headers, X_FORWARDED_FOR) {
             // Its own bytes, not a copy.
             Some(before) => {
                 HeaderValue::from_maybe_shared(Bytes::from(format!("{before}, {}", ip_text(ip))))
@@ -205,11 +205,20 @@ pub(crate) fn forwarded(headers: &mut HeaderMap, env: &Environ<'_>, client_host:
     }
     element.push_str(&format!(";proto={}", env.url_scheme()));
     let element = element.trim_start_matches(';');
-    let value = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+    let value = match joined(headers, http::header::FORWARDED) {
         Some(before) => format!("{before}, {element}"),
         None => element.to_owned(),
     };
     set(headers, HeaderName::from_static("forwarded"), &value);
+}
+
+/// Every line of a list header that came, joined as one (RFC 9110 §5.3): a
+/// hop's entry goes after all of them, none dropped, as nginx's
+/// `$proxy_add_x_forwarded_for` has it. `None` when none came.
+fn joined(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    let mut lines = (headers.get_all(name).iter()).filter_map(|v| v.to_str().ok());
+    let first = lines.next()?;
+    Some(lines.fold(first.to_owned(), |all, line| all + ", " + line))
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
