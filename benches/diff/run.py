@@ -17,6 +17,7 @@ import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -161,8 +162,12 @@ class Pair:
                               "--log-level", "error"] + [a.replace("UPSTREAM", up) for a in args],
                              stdout=subprocess.DEVNULL),
         ]
-        wait_for(self.ref_port)
-        wait_for(self.our_port)
+        try:
+            wait_for(self.ref_port)
+            wait_for(self.our_port)
+        except SystemExit:
+            self.close()
+            raise
 
     def close(self):
         killed(*self.procs)
@@ -971,13 +976,14 @@ def dump(port, data):
     return json.loads(body) if status == "200" and body else status
 
 
-def compare_dumps(tally, ports, once, normalise):
-    """`raw_requests()` to both ports, printing the keys whose values differ. The keys in `once`
-    (values of the server rather than the request) are compared for the first request alone."""
-    cases = raw_requests()
+def compare_dumps(tally, ports, once, normalise, cases=None, suffix=""):
+    """`cases` (`raw_requests()` by default) to both ports, printing the keys whose values
+    differ. The keys in `once` (values of the server rather than the request) are compared for
+    the first request alone. `suffix` goes after each case's name."""
+    cases = cases or raw_requests()
     first = [dump(port, cases["the root"]) for port in ports]
     for key in once:
-        tally.compare(key, *(side.get(key) for side in first))
+        tally.compare(key + suffix, *(side.get(key) for side in first))
     for case, data in cases.items():
         ref, ours = (dump(port, data) for port in ports)
         if isinstance(ref, dict) and isinstance(ours, dict):
@@ -985,7 +991,174 @@ def compare_dumps(tally, ports, once, normalise):
                          for side, port in ((ref, ports[0]), (ours, ports[1])))
             keys = sorted(k for k in set(ref) | set(ours) if ref.get(k) != ours.get(k))
             ref, ours = ({k: side.get(k) for k in keys} for side in (ref, ours))
-        tally.compare(case, ref, ours)
+        tally.compare(case + suffix, ref, ours)
+
+
+
+class CgiUpstream:
+    """A raw uwsgi or FastCGI server that answers each request with its variables, in the order
+    they came (a repeated one a list), and its body as `body`, as JSON."""
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        f = conn.makefile("rb")
+        try:
+            vars_, body = (self.uwsgi if self.protocol == "uwsgi" else self.fastcgi)(f)
+            said = {}
+            for name, value in vars_:
+                said[name] = [*said[name], value] if isinstance(said.get(name), list) else \
+                    [said[name], value] if name in said else value
+            said["body"] = body.decode("latin-1")
+            answer = json.dumps(said).encode()
+            if self.protocol == "uwsgi":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(answer), answer))
+            else:
+                out = b"Status: 200 OK\r\nContent-Type: application/json\r\n\r\n" + answer
+                for i in range(0, len(out), 65535):
+                    conn.sendall(self.record(6, out[i:i + 65535]))
+                conn.sendall(self.record(6, b"") + self.record(3, bytes(8)))
+        except (OSError, ValueError, KeyError):
+            pass
+        conn.close()
+
+    @staticmethod
+    def uwsgi(f):
+        _, size, _ = struct.unpack("<BHB", f.read(4))
+        block, vars_ = f.read(size), []
+        while block:
+            n = struct.unpack("<H", block[:2])[0]
+            name, block = block[2:2 + n], block[2 + n:]
+            n = struct.unpack("<H", block[:2])[0]
+            vars_.append((name.decode("latin-1"), block[2:2 + n].decode("latin-1")))
+            block = block[2 + n:]
+        length = dict(vars_).get("CONTENT_LENGTH") or "0"
+        return vars_, f.read(int(length))
+
+    @staticmethod
+    def record(kind, content):
+        return struct.pack(">BBHHBB", 1, kind, 1, len(content), 0, 0) + content
+
+    @staticmethod
+    def fastcgi(f):
+        params, body = b"", b""
+        while True:
+            _, kind, _, size, padding, _ = struct.unpack(">BBHHBB", f.read(8))
+            content = f.read(size)
+            f.read(padding)
+            if kind == 4:
+                params += content
+            elif kind == 5:
+                if not content:
+                    break
+                body += content
+        vars_ = []
+        while params:
+            lengths = []
+            for _ in range(2):
+                if params[0] < 128:
+                    lengths.append(params[0])
+                    params = params[1:]
+                else:
+                    lengths.append(struct.unpack(">I", params[:4])[0] & 0x7FFFFFFF)
+                    params = params[4:]
+            name, value = params[:lengths[0]], params[lengths[0]:sum(lengths)]
+            vars_.append((name.decode("latin-1"), value.decode("latin-1")))
+            params = params[sum(lengths):]
+        return vars_, body
+
+
+CGI_KNOWN = RAW_KNOWN | {
+    "SERVER_SOFTWARE": "each server's own name",
+    "DOCUMENT_ROOT": "a uwsgi mount has no root (nginx's is its default `html`)",
+    "SERVER_ADDR": "a uwsgi upstream is told it too (Debian's uwsgi_params leave it out)",
+    "HTTP_CONNECTION": "the client's Connection is its hop's (RFC 9110 §7.6.1)",
+    "HTTP_X_FORWARDED_FOR": "the proxy's X-Forwarded-* reach the app, the client's own replaced (appended to, for -For): "
+                            "an app set up to trust them (Django's SECURE_PROXY_SSL_HEADER) reads this server's word; "
+                            "nginx passes the client's",
+    "HTTP_X_FORWARDED_PROTO": "the same", "HTTP_X_FORWARDED_HOST": "the same", "HTTP_X_FORWARDED_PORT": "the same",
+    "HTTP_X_FORWARDED_PREFIX": "the same",
+    "absolute-form target": "HTTP_HOST is the host the client asked for with its port, as stock nginx passes the "
+                            "client's Host (Debian's params put $host, without the port), and SERVER_NAME that host: "
+                            "a mount has no server_name",
+    "Host with a port": "the same", "Host an IPv6 literal": "the same",
+    "HTTP/1.0 without Host": "no HTTP_HOST, and SERVER_NAME the address the client reached; nginx's $host is its server_name",
+    "headers repeated, cased, empty": "a repeated field sent once, its lines joined with `, ` (RFC 9110 §5.3); nginx sends "
+                                      "the variable twice, and the app sees one of them",
+    "two Cookie lines": "the same, joined with `; ` (RFC 9113 §8.2.3)",
+    "Content-Type, and a name with an underscore": "CONTENT_TYPE alone (RFC 3875 §4.1.18 leaves HTTP_CONTENT_TYPE out); nginx sends both",
+    "a body by length": "the same, for CONTENT_LENGTH", "an empty body": "the same",
+    "Expect: 100-continue": "the same; and Expect was this hop's, answered here",
+    "a body chunked": "the body is read whole and framed by CONTENT_LENGTH: no HTTP_TRANSFER_ENCODING (beside which Werkzeug reads no body)",
+    "a header value with tabs and spaces": "the whitespace around a value is no part of it (RFC 9110 §5.5); nginx keeps tabs",
+    "OPTIONS *": "`*` goes to the mount at the root, and without one is 404; nginx refuses it with 400",
+}
+
+# Values of the server's, or the same at every request: compared once.
+CGI_ONCE = ["SERVER_SOFTWARE", "DOCUMENT_ROOT", "SERVER_ADDR", "HTTP_CONNECTION", "HTTP_X_FORWARDED_FOR",
+            "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_PREFIX"]
+
+
+def battery_cgi(binary):
+    """A mount of a uwsgi or FastCGI upstream against `uwsgi_pass` with Debian's `uwsgi_params`
+    and `fastcgi_pass` with its `fastcgi_params`: the variables the upstream is sent, for
+    `raw_requests()`, at the root and under a mount."""
+    tally = Tally(CGI_KNOWN)
+    root = tempfile.mkdtemp(prefix="stackway-diff-cgi-")
+    config = Path(root, "fastcgi.toml")
+    runs = [
+        ("uwsgi", "/", "location / { include /etc/nginx/uwsgi_params; uwsgi_pass UPSTREAM; }",
+         ["--mount", "/=uwsgi://UPSTREAM"]),
+        # uWSGI takes SCRIPT_NAME off PATH_INFO under modifier1 30: the app sees what stackway sends.
+        ("uwsgi", "/app", "location /app/ { include /etc/nginx/uwsgi_params; uwsgi_param SCRIPT_NAME /app; "
+                          "uwsgi_modifier1 30; uwsgi_pass UPSTREAM; }",
+         ["--mount", "/app=uwsgi://UPSTREAM"]),
+        ("fastcgi", "/", f"location / {{ root {root}; include /etc/nginx/fastcgi_params; "
+                         "fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_pass UPSTREAM; }",
+         ["--config", str(config)]),
+        ("fastcgi", "/app", f"location /app/ {{ alias {root}/; include /etc/nginx/fastcgi_params; "
+                            "fastcgi_param SCRIPT_FILENAME $request_filename; fastcgi_pass UPSTREAM; }",
+         ["--config", str(config)]),
+    ]
+    for protocol, mount, server, args in runs:
+        upstream = CgiUpstream(protocol)
+        config.write_text(f'[[mount]]\nprefix = "{mount}"\nproxy = "fastcgi://127.0.0.1:{upstream.port}"\n'
+                          f'[mount.proxy_options]\nfastcgi_root = "{root}"\n')
+        pair = Pair(binary, server, args, upstream=upstream)
+        cases = {name: data.replace(b" /", f" {mount.rstrip('/')}/".encode(), 1) for name, data in raw_requests().items()}
+
+        def normalise(said, port):
+            if protocol == "uwsgi" and said.get("SCRIPT_NAME") and said.get("PATH_INFO", "").startswith(said["SCRIPT_NAME"]):
+                said["PATH_INFO"] = said["PATH_INFO"][len(said["SCRIPT_NAME"]):]  # modifier1 30
+            if protocol == "uwsgi" and said.get("SCRIPT_NAME") == "":
+                del said["SCRIPT_NAME"]  # a mount at the root says so; uWSGI's default is the same
+            if "REMOTE_PORT" in said:
+                said["REMOTE_PORT"] = "PORT"
+            if said.get("SERVER_PORT") == str(port):
+                said["SERVER_PORT"] = "PORT"
+            return said
+
+        try:
+            compare_dumps(tally, (pair.ref_port, pair.our_port), CGI_ONCE, normalise, cases, f" ({protocol} {mount})")
+        finally:
+            pair.close()
+    return tally.summary("cgi")
 
 
 def battery_scope(binary):
@@ -1053,7 +1226,7 @@ def battery_environ(binary):
 
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
              "access": battery_access, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
-             "scope": battery_scope, "environ": battery_environ}
+             "scope": battery_scope, "cgi": battery_cgi, "environ": battery_environ}
 
 
 def main():
