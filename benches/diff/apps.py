@@ -146,3 +146,99 @@ def environ(environ, start_response):
     body = json.dumps(out, sort_keys=True).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def wsgi_response(environ, start_response):
+    """Answers as its path says: statuses, fields, bodies and failures, some of them against
+    PEP 3333."""
+    how = environ["PATH_INFO"][1:]
+    plain = [("Content-Type", "text/plain")]
+    if how == "raise-before":
+        raise RuntimeError("before start_response")
+    if how == "no-start-response":
+        return [b"never started"]
+    statuses = {"status-no-reason": "200", "status-lower": "404 not found", "status-invalid": "abc",
+                "status-999": "999 Odd", "status-bytes": b"200 OK", "status-099": "099 Odd",
+                "204-with-body": "204 No Content", "304-with-body": "304 Not Modified",
+                "status-extra-space": "200  OK", "status-tab": "200\tOK"}
+    fields = {"hop-by-hop": plain + [("Connection", "close"), ("Keep-Alive", "timeout=5")],
+              "transfer-encoding": plain + [("Transfer-Encoding", "chunked")],
+              "header-crlf": plain + [("X-A", "a\r\nX-Injected: 1")],
+              "header-lf": plain + [("X-A", "a\nX-Injected: 1")],
+              "header-non-latin1": plain + [("X-A", "\u20ac")],
+              "header-latin1": plain + [("X-A", "caf\u00e9")],
+              "header-name-space": plain + [("X A", "1")],
+              "header-name-colon": plain + [("X:A", "1")],
+              "header-name-empty": plain + [("", "1")],
+              "header-value-int": plain + [("X-A", 1)],
+              "header-lists": [["Content-Type", "text/plain"]],
+              "header-upgrade": plain + [("Upgrade", "websocket")],
+              "two-set-cookie": plain + [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
+              "date-server": plain + [("Date", "Mon, 01 Jan 2001 00:00:00 GMT"), ("Server", "app/1")],
+              "cl-short": plain + [("Content-Length", "10")], "cl-long": plain + [("Content-Length", "2")],
+              "cl-invalid": plain + [("Content-Length", "abc")], "cl-twice": plain + [("Content-Length", "5")] * 2,
+              "cl-negative": plain + [("Content-Length", "-1")],
+              "header-trailing-space": plain + [("X-A", "v ")], "no-content-type": []}
+    status = statuses.get(how, "200 OK")
+    headers = fields.get(how, plain)
+    if how == "start-twice":
+        start_response("200 OK", plain)
+        start_response("201 Created", plain)
+        return [b"twice"]
+    if how == "exc-info":
+        start_response("200 OK", plain)
+        try:
+            raise ValueError("changed my mind")
+        except ValueError:
+            import sys
+            start_response("500 Internal Server Error", plain, sys.exc_info())
+        return [b"replaced"]
+    if how == "exc-info-after":
+        def after():
+            yield b"first"
+            try:
+                raise ValueError("too late")
+            except ValueError:
+                import sys
+                start_response("500 Internal Server Error", plain, sys.exc_info())
+            yield b"never"
+        start_response("200 OK", plain)
+        return after()
+    write = start_response(status, headers)
+    if how == "raise-after-start":
+        raise RuntimeError("after start_response")
+    if how == "raise-mid-body":
+        def body():
+            yield b"part one,"
+            raise RuntimeError("mid body")
+        return body()
+    if how == "write":
+        write(b"written, ")
+        return [b"then returned"]
+    if how == "write-only":
+        write(b"written alone")
+        return []
+    if how == "str-body":
+        return ["text, not bytes"]
+    if how == "str-second":
+        return [b"bytes, ", "then text"]
+    if how == "bytearray":
+        return [bytearray(b"a bytearray")]
+    if how == "memoryview":
+        return [memoryview(b"a memoryview")]
+    if how == "generator":
+        return (piece for piece in [b"one ", b"", b"two ", b"three"])
+    if how == "empty":
+        return []
+    if how == "empty-strings":
+        return [b"", b""]
+    if how == "none-body":
+        return None
+    if how == "bytes-body":
+        return b"bytes, not a list"
+    if how == "file-wrapper":
+        import io
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"from a file wrapper " * 10), 7)
+    if how == "big":
+        return [b"x" * (1 << 20)]
+    return [b"hello"]

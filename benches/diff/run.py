@@ -916,6 +916,73 @@ def battery_wsgi_input(binary):
     return tally.summary("wsgi-input")
 
 
+WSGI_RESPONSE_KNOWN = {
+    "no-start-response": "500, the app's mistake; gunicorn sends the status line `HTTP/1.1 None`",
+    "status-099": "500: no status PEP 3333 allows (three digits, a final one); gunicorn passes it",
+    "header-upgrade": "an app's Upgrade is left out as its other connection fields are (it can switch to nothing); "
+                      "gunicorn keeps `Upgrade: websocket` for its own WebSocket support",
+    "date-server": "the app's Date and Server stand (as Werkzeug's server lets them); gunicorn puts its own",
+    "cl-twice": "one value sent twice is sent once",
+    "cl-negative": "500, the app's mistake; gunicorn sends `Content-Length: -1`",
+    "str-body": "500 before the head: PEP 3333's body is bytes; gunicorn sends a 200 head and cuts the body",
+    "bytearray": "the same, for a bytearray",
+    "memoryview": "the same, for a memoryview",
+    "bytes-body": "the same, for a body of bytes rather than an iterable of them",
+    "plain (HTTP/1.0)": "an HTTP/1.0 answer without `Connection: close`, the version's default (RFC 9112 §9.3)",
+    "generator (HTTP/1.0)": "the same", "raise-mid-body (HTTP/1.0)": "the same", "write (HTTP/1.0)": "the same",
+}
+
+WSGI_RESPONSE_CASES = [
+    "plain", "raise-before", "no-start-response", "status-no-reason", "status-lower", "status-invalid", "status-999",
+    "status-bytes", "status-099", "status-extra-space", "status-tab", "204-with-body", "304-with-body", "hop-by-hop",
+    "transfer-encoding", "header-crlf", "header-lf", "header-non-latin1", "header-latin1", "header-name-space",
+    "header-name-colon", "header-name-empty", "header-value-int", "header-lists", "header-upgrade", "two-set-cookie",
+    "date-server", "cl-short", "cl-long", "cl-invalid", "cl-twice", "cl-negative", "header-trailing-space",
+    "no-content-type", "start-twice", "exc-info", "exc-info-after", "raise-after-start", "raise-mid-body", "write",
+    "write-only", "str-body", "str-second", "bytearray", "memoryview", "generator", "empty", "empty-strings",
+    "none-body", "bytes-body", "file-wrapper", "big",
+]
+
+
+def battery_wsgi_response(binary):
+    """What a client gets of a WSGI app's answer against gunicorn: statuses, fields, bodies,
+    framing, and the app's mistakes (PEP 3333's rules broken) before and after its head."""
+    env = python_env()
+    gu_port = free_port()
+    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{gu_port}", "--chdir",
+                                 str(HERE), "--log-level", "critical", "apps:wsgi_response"], env=env,
+                                stderr=subprocess.DEVNULL)
+    ours, our_port = stackway_python(binary, "wsgi:apps:wsgi_response", env)
+    wait_for(gu_port)
+    tally = Tally(WSGI_RESPONSE_KNOWN)
+
+    def answer(port, method, how, version):
+        data = exchange(port, f"{method} /{how} HTTP/{version}\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                        .encode(), 3)
+        if not data.startswith(b"HTTP/1."):
+            return data[:80]
+        status, fields, body = parse(data, head=method == "HEAD")
+        if status == "500":
+            return status  # each server's own page
+        fields = {k: v for k, v in fields.items() if k not in ("date", "server") or how == "date-server"}
+        chunked = "chunked" in ",".join(fields.get("transfer-encoding", []))
+        length = fields.get("content-length", [None])[0]
+        complete = data.endswith(b"0\r\n\r\n") if chunked else length is None or str(len(body)) == length
+        return status, sorted(fields.items()), body[:100], complete
+
+    try:
+        for how in WSGI_RESPONSE_CASES:
+            tally.compare(how, *(answer(port, "GET", how, "1.1") for port in (gu_port, our_port)))
+        for how in ["plain", "generator", "cl-short", "empty", "write"]:
+            tally.compare(f"{how} (HEAD)", *(answer(port, "HEAD", how, "1.1") for port in (gu_port, our_port)))
+        for how in ["plain", "generator", "raise-mid-body", "write"]:
+            tally.compare(f"{how} (HTTP/1.0)", *(answer(port, "GET", how, "1.0") for port in (gu_port, our_port)))
+    finally:
+        killed(gunicorn, ours)
+    return tally.summary("wsgi-response")
+
+
+
 def raw_requests():
     """Raw requests for the apps that answer what they were given: paths, queries, encodings,
     headers, bodies, versions."""
@@ -1226,6 +1293,7 @@ def battery_environ(binary):
 
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
              "access": battery_access, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
+             "wsgi-response": battery_wsgi_response,
              "scope": battery_scope, "cgi": battery_cgi, "environ": battery_environ}
 
 

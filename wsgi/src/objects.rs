@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use hyper::ext::ReasonPhrase;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use stackway::Spooler;
 
 use crate::body::BodyReader;
@@ -321,7 +321,7 @@ impl StartResponse {
     fn __call__(
         &self,
         status: &str,
-        headers: Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>,
+        headers: Vec<Field<'_>>,
         exc_info: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Write> {
         let exc_info = exc_info.filter(|e| !e.is_none());
@@ -366,13 +366,39 @@ impl Write {
     }
 }
 
+/// One of `start_response`'s headers: PEP 3333's `(name, value)` tuple, or
+/// a list of the two, which gunicorn, Werkzeug and waitress take as well.
+pub(crate) struct Field<'py>(Bound<'py, PyString>, Bound<'py, PyString>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Field<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let pair = match obj.cast::<PyList>() {
+            Ok(list) if list.len() == 2 => {
+                (list.get_item(0)?.extract()?, list.get_item(1)?.extract()?)
+            }
+            _ => obj.extract()?,
+        };
+        Ok(Field(pair.0, pair.1))
+    }
+}
+
+/// Whether a header an app names is one of its connection's, which the
+/// server keeps (PEP 3333 forbids apps them): left out, as gunicorn leaves
+/// them out. `Connection: close` stays, and closes the connection;
+/// `Transfer-Encoding` is the server's to choose and it chooses it.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "keep-alive" | "proxy-connection" | "te" | "upgrade"
+    )
+}
+
 /// `"404 Not Found"` and `[("Content-Type", "text/plain")]` as a head.
 /// Header values are native strings: latin-1. The strings are read where
 /// Python keeps them, not copied out first.
-fn parse_head(
-    status: &str,
-    headers: &[(Bound<'_, PyString>, Bound<'_, PyString>)],
-) -> PyResult<Head> {
+fn parse_head(status: &str, headers: &[Field<'_>]) -> PyResult<Head> {
     let code = status
         .get(..3)
         .filter(|_| status.len() == 3 || status.as_bytes()[3] == b' ')
@@ -383,7 +409,7 @@ fn parse_head(
     // Room for what the server adds (hyper looks `Connection` up by an
     // entry, which grows a full map).
     let mut map = HeaderMap::with_capacity(headers.len() + 2);
-    for (name, value) in headers {
+    for Field(name, value) in headers {
         let (name, value) = (name.to_str()?, value.to_str()?);
         let parsed = HeaderName::from_bytes(name.as_bytes())
             .ok()
@@ -398,7 +424,9 @@ fn parse_head(
                 "header {name:?}: {value:?} is not a valid header"
             )));
         };
-        map.append(name, value);
+        if !hop_by_hop(&name) {
+            map.append(name, value);
+        }
     }
     stackway::response::declared_length(&map).map_err(PyValueError::new_err)?;
     let reason = status

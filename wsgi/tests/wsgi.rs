@@ -424,3 +424,21 @@ fn the_status_line_keeps_the_apps_reason_as_gunicorn_and_uwsgi_do() {
         assert_eq!(answer.lines().next(), Some(line), "{path}");
     }
 }
+
+#[test]
+fn an_apps_connection_fields_are_left_out_and_its_headers_may_be_lists() {
+    // PEP 3333 forbids an app its connection's fields: the server keeps the
+    // connection (its own idle timeout, not the app's word). gunicorn leaves
+    // them out too, and takes `[name, value]` lists for tuples, as Werkzeug
+    // and waitress do; both were a 500 here.
+    let running = serve(stackway_middleware::Lint::strict(app("connection_fields")));
+    let mut conn = Conn::open(running.addr);
+    for _ in 0..2 {
+        let res = conn.get("/");
+        assert_eq!((res.status, res.text().as_str()), (200, "fields"));
+        assert_eq!(res.header("x-kept"), Some("yes"));
+        for gone in ["keep-alive", "upgrade", "proxy-connection"] {
+            assert_eq!(res.header(gone), None, "{gone}");
+        }
+    }
+}

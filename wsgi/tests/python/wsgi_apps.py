@@ -228,3 +228,10 @@ def reasons(environ, start_response):
     }[environ["PATH_INFO"]]
     start_response(status, [("Content-Type", "text/plain")])
     return [b""]
+
+
+def connection_fields(environ, start_response):
+    """Names its connection's fields, and gives its headers as lists, not tuples."""
+    start_response("200 OK", [["Content-Type", "text/plain"], ["Keep-Alive", "timeout=600"],
+                              ["Upgrade", "h2c"], ["Proxy-Connection", "keep-alive"], ["X-Kept", "yes"]])
+    return [b"fields"]
