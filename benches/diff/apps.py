@@ -242,3 +242,80 @@ def wsgi_response(environ, start_response):
     if how == "big":
         return [b"x" * (1 << 20)]
     return [b"hello"]
+
+
+async def asgi_response(scope, receive, send):
+    """Answers as its path says: statuses, headers, bodies and failures, some of them against
+    the ASGI spec."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    how = scope["path"][1:]
+    plain = [(b"content-type", b"text/plain")]
+    start = lambda status=200, headers=plain: send({"type": "http.response.start", "status": status,
+                                                   "headers": headers})
+    body = lambda data=b"hello", more=False: send({"type": "http.response.body", "body": data, "more_body": more})
+    if how == "raise-before":
+        raise RuntimeError("before the start")
+    if how == "return-before":
+        return
+    if how == "body-before-start":
+        return await body()
+    statuses = {"status-099": 99, "status-999": 999, "status-str": "200", "204-with-body": 204,
+                "304-with-body": 304, "status-1xx": 103}
+    headers = {"hop-by-hop": plain + [(b"connection", b"close"), (b"keep-alive", b"timeout=5")],
+               "transfer-encoding": plain + [(b"transfer-encoding", b"chunked")],
+               "header-crlf": plain + [(b"x-a", b"a\r\nx-injected: 1")],
+               "header-name-space": plain + [(b"x a", b"1")],
+               "header-name-upper": plain + [(b"X-Upper", b"1")],
+               "header-lists": [[b"content-type", b"text/plain"]],
+               "header-upgrade": plain + [(b"upgrade", b"websocket")],
+               "two-set-cookie": plain + [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")],
+               "date-server": plain + [(b"date", b"Mon, 01 Jan 2001 00:00:00 GMT"), (b"server", b"app/1")],
+               "cl-short": plain + [(b"content-length", b"10")], "cl-long": plain + [(b"content-length", b"2")],
+               "cl-invalid": plain + [(b"content-length", b"abc")],
+               "cl-twice": plain + [(b"content-length", b"5")] * 2, "no-content-type": [],
+               "header-value-latin1": plain + [(b"x-a", "caf\u00e9".encode("latin-1"))],
+               "header-trailing-space": plain + [(b"x-a", b"v ")]}
+    if how == "start-twice":
+        await start()
+        await start(201)
+        return await body()
+    if how == "raise-after-start":
+        await start()
+        raise RuntimeError("after the start")
+    if how == "return-after-start":
+        return await start()
+    if how == "raise-mid-body":
+        await start()
+        await body(b"part one,", True)
+        raise RuntimeError("mid body")
+    if how == "return-mid-body":
+        await start()
+        return await body(b"part one,", True)
+    if how == "send-after-end":
+        await start()
+        await body()
+        return await body(b"more")
+    if how == "pieces":
+        await start()
+        for piece in [b"one ", b"", b"two ", b"three"]:
+            await body(piece, True)
+        return await body(b"")
+    if how == "no-body-key":
+        await start()
+        return await send({"type": "http.response.body"})
+    if how == "body-str":
+        await start()
+        return await body("text, not bytes")
+    if how == "bytearray":
+        await start()
+        return await body(bytearray(b"a bytearray"))
+    if how == "unknown-message":
+        await start()
+        return await send({"type": "http.response.nonsense"})
+    if how == "trailers-unasked":
+        await start(200, plain)
+        await body(b"hello")
+        return await send({"type": "http.response.trailers", "headers": [(b"x-t", b"1")]})
+    await start(statuses.get(how, 200), headers.get(how, plain))
+    await body()

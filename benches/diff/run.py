@@ -983,6 +983,82 @@ def battery_wsgi_response(binary):
 
 
 
+ASGI_RESPONSE_KNOWN = {
+    "status-099": "500, the app's mistake; uvicorn closes the connection without a word",
+    "status-str": "the same, for a status that is no int",
+    "status-1xx": "the same, for an interim status as the answer",
+    "header-crlf": "the same, for a header value with a line break",
+    "header-name-space": "the same, for a header name that is no token",
+    "cl-invalid": "the same, for a Content-Length that is no length",
+    "status-999": "a three-digit status is passed, as for a WSGI app and under gunicorn; uvicorn's h11 closes the connection",
+    "header-trailing-space": "the whitespace after a value is no part of it (RFC 9110 §5.5): sent without; h11 closes the connection",
+    "date-server": "the app's Date and Server stand alone; uvicorn sends its own beside them, two of each",
+    "cl-long": "the declared length is sent and the rest dropped, as gunicorn does for a WSGI app; uvicorn cuts the body short",
+    "start-twice": "500: the head is held until the body's first piece, so a mistake before it is still a 500; "
+                   "uvicorn has sent a 200 head and cuts the body",
+    "raise-after-start": "the same", "return-after-start": "the same", "unknown-message": "the same",
+    "body-str": "the same, for a body of text",
+    "plain (HEAD)": "a HEAD answer with neither length nor chunking, as the app gave none; uvicorn says chunked",
+    "pieces (HEAD)": "the same",
+    "plain (HTTP/1.0)": "an HTTP/1.0 answer without `Connection: close`, the version's default (RFC 9112 §9.3)",
+    "pieces (HTTP/1.0)": "the same", "raise-mid-body (HTTP/1.0)": "the same",
+}
+
+ASGI_RESPONSE_CASES = [
+    "plain", "raise-before", "return-before", "body-before-start", "status-099", "status-999", "status-str",
+    "204-with-body", "304-with-body", "status-1xx", "hop-by-hop", "transfer-encoding", "header-crlf",
+    "header-name-space", "header-name-upper", "header-lists", "header-upgrade", "two-set-cookie", "date-server",
+    "cl-short", "cl-long", "cl-invalid", "cl-twice", "no-content-type", "header-value-latin1",
+    "header-trailing-space", "start-twice", "raise-after-start", "return-after-start", "raise-mid-body",
+    "return-mid-body", "send-after-end", "pieces", "no-body-key", "body-str", "bytearray", "unknown-message",
+    "trailers-unasked",
+]
+
+
+def answer_of(port, method, path, version="1.1", own_headers=()):
+    """What a client gets for `method path`: the status, the fields (those in `own_headers`, each
+    server's own, left out), the body's first 100 bytes and whether its framing says it is whole;
+    only the status of a 500 (each server's own page); the first bytes of what is not HTTP/1."""
+    data = exchange(port, f"{method} {path} HTTP/{version}\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                    .encode(), 3)
+    if not data.startswith(b"HTTP/1."):
+        return data[:80]
+    status, fields, body = parse(data, head=method == "HEAD")
+    if status == "500":
+        return status
+    fields = {k: v for k, v in fields.items() if k not in own_headers}
+    chunked = "chunked" in ",".join(fields.get("transfer-encoding", []))
+    length = fields.get("content-length", [None])[0]
+    complete = data.endswith(b"0\r\n\r\n") if chunked else length is None or str(len(body)) == length
+    return status, sorted(fields.items()), body[:100], complete
+
+
+def battery_asgi_response(binary):
+    """What a client gets of an ASGI app's answer against uvicorn: statuses, headers, bodies,
+    framing, and the app's mistakes before and after its start."""
+    env = python_env()
+    uv_port = free_port()
+    uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
+                                "critical", "--app-dir", str(HERE), "apps:asgi_response"], env=env)
+    ours, our_port = stackway_python(binary, "asgi:apps:asgi_response", env)
+    wait_for(uv_port)
+    tally = Tally(ASGI_RESPONSE_KNOWN)
+    try:
+        for how in ASGI_RESPONSE_CASES:
+            own = () if how == "date-server" else ("date", "server")
+            tally.compare(how, *(answer_of(port, "GET", f"/{how}", own_headers=own) for port in (uv_port, our_port)))
+        for how in ["plain", "pieces", "cl-short"]:
+            tally.compare(f"{how} (HEAD)", *(answer_of(port, "HEAD", f"/{how}", own_headers=("date", "server"))
+                                             for port in (uv_port, our_port)))
+        for how in ["plain", "pieces", "raise-mid-body"]:
+            tally.compare(f"{how} (HTTP/1.0)", *(answer_of(port, "GET", f"/{how}", "1.0", ("date", "server"))
+                                                 for port in (uv_port, our_port)))
+    finally:
+        killed(uvicorn, ours)
+    return tally.summary("asgi-response")
+
+
+
 def raw_requests():
     """Raw requests for the apps that answer what they were given: paths, queries, encodings,
     headers, bodies, versions."""
@@ -1293,7 +1369,7 @@ def battery_environ(binary):
 
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
              "access": battery_access, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
-             "wsgi-response": battery_wsgi_response,
+             "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "scope": battery_scope, "cgi": battery_cgi, "environ": battery_environ}
 
 

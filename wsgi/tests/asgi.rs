@@ -36,7 +36,8 @@ fn serve() -> Running {
         .mount("/trailers", app("trailers"))
         .mount("/pathsend", app("pathsend"))
         .mount("/held", app("held"))
-        .mount("/fails_after_start", app("fails_after_start"));
+        .mount("/fails_after_start", app("fails_after_start"))
+        .mount("/shapes", app("shapes"));
     Running::start(server().workers(2), apps)
 }
 
@@ -263,6 +264,20 @@ fn a_failing_app_is_a_500_or_an_aborted_body_and_the_server_goes_on() {
         "ended as if complete: {rest:?}"
     );
     assert_eq!(Conn::open(running.addr).get("/api").status, 200);
+}
+
+#[test]
+fn headers_as_lists_and_a_bytearray_body_are_taken_and_a_text_body_is_a_500() {
+    let running = serve();
+    let mut conn = Conn::open(running.addr);
+    // The spec's headers are an iterable of `[name, value]`: lists were a 500.
+    let res = conn.get("/shapes/lists");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("x-listed"), Some("yes"));
+    assert_eq!(res.text(), "from a bytearray");
+    // A body that is no bytes fails before the head goes: a 500, not a 200
+    // whose body is cut off.
+    assert_eq!(conn.get("/shapes/text").status, 500);
 }
 
 #[test]

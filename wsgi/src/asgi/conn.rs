@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::Frame;
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use stackway::{Body, FilePart};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -317,15 +317,20 @@ impl Conn {
                 "http.response.body sent before http.response.start",
             ));
         }
+        // Read before the head goes: a body that is no bytes is still a 500.
+        let body: Bytes =
+            match item(message, "body")? {
+                // Bytes, or a bytearray, as uvicorn takes it.
+                Some(body) => Bytes::from(body.extract::<Vec<u8>>().map_err(|_| {
+                    PyTypeError::new_err("http.response.body's 'body' must be bytes")
+                })?),
+                None => Bytes::new(),
+            };
         self.flush();
         let (Some(out), false) = (&self.body, self.ended) else {
             return Err(PyRuntimeError::new_err(
                 "http.response.body sent after the response was complete",
             ));
-        };
-        let body: Bytes = match item(message, "body")? {
-            Some(body) => Bytes::from(body.cast::<PyBytes>()?.as_bytes().to_vec()),
-            None => Bytes::new(),
         };
         let more =
             item(message, "more_body")?.is_some_and(|more| more.is_truthy().unwrap_or(false));
@@ -430,7 +435,14 @@ fn fill(message: &Bound<'_, PyDict>, headers: &mut HeaderMap) -> PyResult<()> {
         return Ok(());
     };
     for pair in pairs.try_iter()? {
-        let (name, value): (Vec<u8>, Vec<u8>) = pair?.extract()?;
+        // An iterable of `[name, value]` (the spec's words): lists or tuples.
+        let pair = pair?;
+        let (name, value): (Vec<u8>, Vec<u8>) = match pair.cast::<PyList>() {
+            Ok(list) if list.len() == 2 => {
+                (list.get_item(0)?.extract()?, list.get_item(1)?.extract()?)
+            }
+            _ => pair.extract()?,
+        };
         let name = HeaderName::from_bytes(&name).map_err(|_| {
             PyRuntimeError::new_err(format!(
                 "bad header name {:?}",

@@ -240,3 +240,17 @@ async def fails_after_start(scope, receive, send):
     """Starts, then raises before any body: nothing went out, so the client gets 500."""
     await send({"type": "http.response.start", "status": 200, "headers": []})
     raise RuntimeError("the app failed right after its start")
+
+
+async def shapes(scope, receive, send):
+    """`/lists`: headers as lists and a bytearray body, as the spec's iterables allow and
+    uvicorn takes; `/text`: a body of text, no bytes."""
+    if scope["type"] == "lifespan":
+        return
+    if scope["path"].endswith("/lists"):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [[b"content-type", b"text/plain"], [b"x-listed", b"yes"]]})
+        await send({"type": "http.response.body", "body": bytearray(b"from a bytearray")})
+    else:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": "text, not bytes"})
