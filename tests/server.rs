@@ -398,7 +398,7 @@ fn request_heads_over_the_limit_get_431() {
 #[test]
 fn malformed_requests_get_400_and_a_closed_connection() {
     let running = Running::start(server(), echo_path);
-    let cases: [&[u8]; 18] = [
+    let cases: [&[u8]; 19] = [
         b"GET / HTTP/1.1\r\n\r\n",                       // no Host
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", // two Hosts
         b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", // two, in any version
@@ -421,6 +421,9 @@ fn malformed_requests_get_400_and_a_closed_connection() {
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", // invalid length
         b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", // the asterisk form is OPTIONS's alone
         b"POST * HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab",
+        // Two credentials: a check in front and an app behind could each
+        // read another (nginx refuses them too).
+        b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Basic YTpi\r\nAuthorization: Basic Yzpk\r\n\r\n",
     ];
     for case in cases {
         let mut conn = Conn::open(running.addr);

@@ -346,6 +346,7 @@ def battery_gate(binary):
         ("a space before the colon", f"GET / HTTP/1.1\r\n{h}X-A : 1\r\n\r\n"),
         ("no Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n"),
         ("two Hosts", f"GET / HTTP/1.1\r\n{h}Host: other\r\n\r\n"),
+        ("two Authorization", f"GET / HTTP/1.1\r\n{h}Authorization: Basic YTpi\r\nAuthorization: Basic Yzpk\r\n\r\n"),
         ("GET in the authority form", f"GET a.example:80 HTTP/1.1\r\n{h}\r\n"),
         ("a bare LF request", "GET / HTTP/1.1\nHost: localhost\n\n"),
         ("HTTP/1.2", f"GET / HTTP/1.2\r\n{h}\r\n"),
@@ -653,6 +654,86 @@ def battery_proxy(binary):
         for _, pair in pairs:
             pair.close()
     return tally.summary("proxy")
+
+
+AUTH_KNOWN = {
+    "the challenge": "names its charset, UTF-8 (RFC 7617 §2.1), so a browser sends a UTF-8 user as UTF-8",
+    "a line with spaces before the user": "a line's leading whitespace is no part of the user, as Apache's "
+                                          "htpasswd reading has it; nginx takes `  spaced` as the user",
+    "  spaced as the user": "the same",
+}
+
+
+def battery_auth(binary):
+    """--basic-auth against auth_basic: the statuses and challenge for Authorization fields of
+    every shape, each hash htpasswd files hold, and what reaches the upstream."""
+    import base64
+    import hashlib
+    root = Path(tempfile.mkdtemp(prefix="stackway-diff-auth-"))
+    openssl = lambda *args: subprocess.run(["openssl", "passwd", *args], capture_output=True, text=True,
+                                           check=True).stdout.strip()
+    sha = "{SHA}" + base64.b64encode(hashlib.sha1(b"secret").digest()).decode()
+    users = {"alice": openssl("-apr1", "-salt", "abcdefgh", "secret"), "md5": openssl("-1", "-salt", "ab", "secret"),
+             "sha256": openssl("-5", "-salt", "abcdefgh", "secret"), "sha512": openssl("-6", "-salt", "ab", "secret"),
+             "sha1": sha, "colon": openssl("-apr1", "-salt", "abcdefgh", "a:b"),
+             "jos\u00e9": openssl("-apr1", "-salt", "abcdefgh", "secret"), "Alice": sha}
+    lines = [f"{user}:{hashed}" for user, hashed in users.items()]
+    # (a line stackway cannot read, plain text or an empty hash, stops it starting, with the line named)
+    lines += ["# a comment", "", "  spaced:" + sha]
+    (root / "htpasswd").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    upstream = Upstream()
+    pair = Pair(binary, f'location / {{ auth_basic "Staff"; auth_basic_user_file {root}/htpasswd; '
+                        f'proxy_pass http://UPSTREAM; }}',
+                ["--mount", "/=http://UPSTREAM", "--basic-auth", f"{root}/htpasswd", "--basic-auth-realm", "Staff"],
+                upstream=upstream)
+    tally = Tally(AUTH_KNOWN)
+    b64 = lambda text: base64.b64encode(text.encode("utf-8")).decode()
+    cases = {
+        "none": [],
+        "right": [f"Basic {b64('alice:secret')}"],
+        "wrong password": [f"Basic {b64('alice:wrong')}"],
+        "no such user": [f"Basic {b64('mallory:secret')}"],
+        "$1$": [f"Basic {b64('md5:secret')}"], "$5$": [f"Basic {b64('sha256:secret')}"],
+        "$6$": [f"Basic {b64('sha512:secret')}"], "{SHA}": [f"Basic {b64('sha1:secret')}"],
+        "a colon in the password": [f"Basic {b64('colon:a:b')}"],
+        "a UTF-8 user": ["Basic " + b64("jos\u00e9:secret")],
+        "the user in another case": [f"Basic {b64('ALICE:secret')}"],
+        "a second user differing in case": [f"Basic {b64('Alice:secret')}"],
+        "a line with spaces before the user": [f"Basic {b64('spaced:secret')}"],
+        "  spaced as the user": [f"Basic {b64('  spaced:secret')}"],
+        "an empty user": [f"Basic {b64(':secret')}"],
+        "no colon": [f"Basic {b64('alice')}"],
+        "lowercase scheme": [f"basic {b64('alice:secret')}"],
+        "uppercase scheme": [f"BASIC {b64('alice:secret')}"],
+        "two spaces": [f"Basic  {b64('alice:secret')}"],
+        "a trailing space": [f"Basic {b64('alice:secret')} "],
+        "no padding": [f"Basic {b64('alice:secret1').rstrip('=')}"],
+        "invalid base64": ["Basic !!!!"],
+        "the scheme alone": ["Basic"],
+        "Bearer": ["Bearer abc"],
+        "two fields, the right one second": [f"Basic {b64('alice:wrong')}", f"Basic {b64('alice:secret')}"],
+        "two fields, the right one first": [f"Basic {b64('alice:secret')}", f"Basic {b64('alice:wrong')}"],
+        "url-safe base64": ["Basic " + base64.urlsafe_b64encode("jos\u00e9:secret".encode()).decode()],
+        "a comment line as a user": [f"Basic {b64('# a comment:secret')}"],
+    }
+
+    def answer(port, fields, challenge=False):
+        extra = "".join(f"Authorization: {f}\r\n" for f in fields)
+        status, heads, _ = parse(exchange(port, request("GET", "/r?len=2", extra)))
+        time.sleep(0.05)
+        seen = [h.split(":", 1)[1].strip() for _, hs, _ in upstream.seen() for h in hs
+                if h.lower().startswith("authorization:")]
+        if challenge:
+            return heads.get("www-authenticate")
+        return status, bool(heads.get("www-authenticate")), seen
+
+    try:
+        tally.compare("the challenge", *(answer(port, [], True) for port in (pair.ref_port, pair.our_port)))
+        for case, fields in cases.items():
+            tally.compare(case, *(answer(port, fields) for port in (pair.ref_port, pair.our_port)))
+    finally:
+        pair.close()
+    return tally.summary("auth")
 
 
 STATIC_KNOWN = {
@@ -1368,7 +1449,7 @@ def battery_environ(binary):
 
 
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
-             "access": battery_access, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
+             "access": battery_access, "auth": battery_auth, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "scope": battery_scope, "cgi": battery_cgi, "environ": battery_environ}
 

@@ -974,8 +974,13 @@ fn a_flask_app_behind_proxy_fix_builds_external_urls_for_the_forwarded_host() {
 
 /// Writes a WSGI module at `path` whose app answers `version`.
 fn write_versioned_app(path: &std::path::Path, version: &str) {
+    // Each write a byte longer: Python takes the `.pyc` of the version before
+    // for its source when the two agree in size and in mtime's second, and
+    // a test writes its versions within one.
+    static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let pad = "#".repeat(WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let app = format!(
-        "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{version}']\n"
+        "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{version}']\n{pad}\n"
     );
     std::fs::write(path, app).unwrap();
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, TRANSFER_ENCODING,
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, TRANSFER_ENCODING,
 };
 use http::{StatusCode, Version};
 use http_body::{Frame, SizeHint};
@@ -173,7 +173,10 @@ fn gate<B: Incoming>(
     // RFC 9112 §3.2: a server MUST respond 400 to a request with more than
     // one Host header or an invalid one, and to an HTTP/1.1 request without
     // one; the target's authority (HTTP/2's `:authority`, HTTP/1's absolute
-    // form) is the host too, with no userinfo (RFC 9113 §8.3.1).
+    // form) is the host too, with no userinfo (RFC 9113 §8.3.1). Two
+    // `Authorization` fields are refused as nginx refuses them: one field's
+    // credentials (RFC 9110 §11.6.2), where a check in front and an app
+    // behind could each read another.
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some()
@@ -181,6 +184,9 @@ fn gate<B: Incoming>(
             !valid_host(h.as_bytes())
         })
         || (req.uri().authority()).is_some_and(|a| !valid_host(a.as_str().as_bytes()))
+        || (req.headers().get_all(AUTHORIZATION).iter())
+            .nth(1)
+            .is_some()
     {
         return refuse(StatusCode::BAD_REQUEST, req.body());
     }
