@@ -1140,6 +1140,74 @@ def battery_asgi_response(binary):
 
 
 
+MISTAKE = "the app's mistake is a 500 from stackway"
+UWSGI_RESPONSE_KNOWN = {
+    "raise-before": f"{MISTAKE}; uWSGI closes the connection, which nginx makes a 502",
+    "no-start-response": "the same", "status-bytes": "the same", "header-name-space": "the same",
+    "status-invalid": f"{MISTAKE}; uWSGI answers 200",
+    "status-tab": "the same", "cl-invalid": "the same", "cl-negative": "the same",
+    "status-099": f"{MISTAKE}; uWSGI passes the status on",
+    "header-crlf": f"{MISTAKE}; uWSGI sends the line break, and the client reads a header the app never named",
+    "header-lf": "the same",
+    "header-name-colon": f"{MISTAKE}; uWSGI sends it, and the client reads another name",
+    "header-name-empty": f"{MISTAKE}; uWSGI sends `: 1`, which nginx reads as a field named 1",
+    "header-non-latin1": f"{MISTAKE}; uWSGI leaves the header and the body out",
+    "header-value-int": "the same",
+    "header-lists": "taken as tuples are, as gunicorn takes them; uWSGI leaves the headers and the body out",
+    "header-upgrade": "an app's connection fields are left out, as gunicorn leaves them out; uWSGI passes them",
+    "start-twice": f"{MISTAKE} (PEP 3333: a second start_response without exc_info is an error); uWSGI takes the second",
+    "raise-after-start": f"{MISTAKE}, as nothing of the answer has gone yet; uWSGI sends the 200 with an empty body",
+    "str-body": f"{MISTAKE}, before the head; uWSGI sends a 200 with an empty body",
+    "bytearray": "the same", "memoryview": "the same",
+    "none-body": "the same, for a body that is None",
+    "bytes-body": f"{MISTAKE}: bytes are no iterable of bytes (PEP 3333), as gunicorn refuses them; uWSGI sends them",
+}
+
+
+def uwsgi_binary():
+    """uWSGI from PyPI, installed into target/diff/uwsgi when missing (it builds its C)."""
+    venv = ROOT / "target" / "diff" / "uwsgi"
+    if not (venv / "bin" / "uwsgi").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "uwsgi"], check=True)
+    return str(venv / "bin" / "uwsgi")
+
+
+def battery_uwsgi_response(binary):
+    """Behind nginx's `uwsgi_pass`, what a client gets of a WSGI app's answer from stackway's
+    uwsgi listener against uWSGI's: statuses, fields, bodies, framing and the app's mistakes."""
+    env = python_env()
+    uwsgi_port, ours_port = free_port(), free_port()
+    uwsgi = subprocess.Popen([uwsgi_binary(), "--socket", f"127.0.0.1:{uwsgi_port}", "--chdir", str(HERE),
+                              "--module", "apps:wsgi_response", "--master", "--processes", "1",
+                              "--disable-logging", "--die-on-term"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ours = subprocess.Popen([binary, "serve", "--bind", f"uwsgi://127.0.0.1:{ours_port}", "--log-level", "error",
+                             "--pythonpath", str(HERE), "--mount", "/=wsgi:apps:wsgi_response"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    front = tempfile.mkdtemp(prefix="stackway-diff-")
+    ref_port, our_port = free_port(), free_port()
+    second = (f"server {{ listen 127.0.0.1:{our_port}; server_name localhost; location / {{ "
+              f"include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{ours_port}; }} }}")
+    Path(front, "nginx.conf").write_text(NGINX.format(
+        d=front, port=ref_port, http=second,
+        server=f"location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{uwsgi_port}; }}"))
+    nginx = subprocess.Popen(["nginx", "-p", front, "-c", f"{front}/nginx.conf"])
+    tally = Tally(UWSGI_RESPONSE_KNOWN)
+    try:
+        for port in (uwsgi_port, ours_port, ref_port, our_port):
+            wait_for(port)
+        for how in WSGI_RESPONSE_CASES:
+            own = () if how == "date-server" else ("date", "server")
+            tally.compare(how, *(answer_of(port, "GET", f"/{how}", own_headers=own) for port in (ref_port, our_port)))
+        for how in ["plain", "generator", "cl-short", "empty", "write"]:
+            tally.compare(f"{how} (HEAD)", *(answer_of(port, "HEAD", f"/{how}", own_headers=("date", "server"))
+                                             for port in (ref_port, our_port)))
+    finally:
+        killed(nginx, uwsgi, ours)
+    return tally.summary("uwsgi-response")
+
+
 def raw_requests():
     """Raw requests for the apps that answer what they were given: paths, queries, encodings,
     headers, bodies, versions."""
@@ -1451,6 +1519,7 @@ def battery_environ(binary):
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
              "access": battery_access, "auth": battery_auth, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
+             "uwsgi-response": battery_uwsgi_response,
              "scope": battery_scope, "cgi": battery_cgi, "environ": battery_environ}
 
 
