@@ -56,7 +56,8 @@ def wait_for(port, seconds=10):
 
 
 # A raw upstream, answering by its query: status, ct, len, ce, etag, cc, ar, vary, cr, chunked,
-# h (a field line of its own, any number of them), big (an X-Big field that many bytes long) or raw (the whole answer, sent as it is, and
+# h (a field line of its own, any number of them), big (an X-Big field that many bytes long), sleep
+# (seconds before it answers) or raw (the whole answer, sent as it is, and
 # the connection closed); each request's line, fields and body noted for `seen`.
 class Upstream:
     def __init__(self):
@@ -109,6 +110,7 @@ class Upstream:
         if "raw" in q:
             conn.sendall(q["raw"].encode("latin-1"))
             return False
+        time.sleep(float(q.get("sleep", 0)))
         payload = (b"hello world, " * 200)[: int(q.get("len", 2600))]
         status = q.get("status", "200")
         out = [f"HTTP/1.1 {status} X", "Content-Type: " + q.get("ct", "text/html")]
@@ -734,6 +736,59 @@ def battery_auth(binary):
     finally:
         pair.close()
     return tally.summary("auth")
+
+
+RATE_KNOWN = {
+    "the refusal": "429 Too Many Requests (RFC 6585 §4) with Retry-After; nginx's limit_req_status and "
+                   "limit_conn_status default to 503",
+}
+
+
+def battery_rate(binary):
+    """--rate-limit against limit_req and limit_conn: how many of a burst of requests pass,
+    sent one after another or all at once, and how long the delayed ones wait."""
+    import concurrent.futures
+    tally = Tally(RATE_KNOWN)
+    runs = [  # (case, stackway's rule, nginx's zone rate, nginx's limit_req/limit_conn, requests, at once)
+        ("1r/s, 5 in a row", "1r/s", "1r/s", "limit_req zone=z;", 5, False),
+        ("1r/s burst=3 nodelay, 8 in a row", "1r/s burst=3 nodelay", "1r/s", "limit_req zone=z burst=3 nodelay;", 8, False),
+        ("10r/s burst=5 nodelay, 20 in a row", "10r/s burst=5 nodelay", "10r/s", "limit_req zone=z burst=5 nodelay;", 20, False),
+        ("1r/s burst=3, 8 at once", "1r/s burst=3", "1r/s", "limit_req zone=z burst=3;", 8, True),
+        ("2r/s burst=1, 6 at once", "2r/s burst=1", "2r/s", "limit_req zone=z burst=1;", 6, True),
+        ("60r/m burst=2 nodelay, 5 in a row", "60r/m burst=2 nodelay", "60r/m", "limit_req zone=z burst=2 nodelay;", 5, False),
+        ("conn=2, 5 at once", "1000r/s burst=100 nodelay conn=2", "1000r/s",
+         "limit_req zone=z burst=100 nodelay; limit_conn c 2;", 5, True),
+    ]
+    refusals = {"reference": set(), "stackway": set()}
+    for case, rule, rate, limits, count, at_once in runs:
+        pair = Pair(binary, f"location / {{ {limits} proxy_pass http://UPSTREAM; }}",
+                    ["--mount", "/=http://UPSTREAM", "--rate-limit", rule],
+                    http=f"limit_req_zone $binary_remote_addr zone=z:1m rate={rate}; "
+                         "limit_conn_zone $binary_remote_addr zone=c:1m;")
+        target = "/r?len=2&sleep=0.5" if "conn" in rule else "/r?len=2"
+
+        def one(port):
+            started = time.monotonic()
+            status = parse(exchange(port, request("GET", target), 10))[0]
+            return status, time.monotonic() - started
+
+        def burst(port, side):
+            if at_once:
+                with concurrent.futures.ThreadPoolExecutor(count) as pool:
+                    answers = list(pool.map(lambda _: one(port), range(count)))
+            else:
+                answers = [one(port) for _ in range(count)]
+            passed = [t for status, t in answers if status == "200"]
+            refusals[side].update(status for status, _ in answers if status != "200")
+            # How many passed, and the last one's wait in whole seconds.
+            return len(passed), round(max(passed, default=0))
+
+        try:
+            tally.compare(case, burst(pair.ref_port, "reference"), burst(pair.our_port, "stackway"))
+        finally:
+            pair.close()
+    tally.compare("the refusal", *(sorted(side) for side in refusals.values()))
+    return tally.summary("rate")
 
 
 STATIC_KNOWN = {
@@ -1517,7 +1572,7 @@ def battery_environ(binary):
 
 
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
-             "access": battery_access, "auth": battery_auth, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
+             "access": battery_access, "auth": battery_auth, "rate": battery_rate, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "uwsgi-response": battery_uwsgi_response,
              "scope": battery_scope, "cgi": battery_cgi, "environ": battery_environ}
