@@ -319,3 +319,31 @@ async def asgi_response(scope, receive, send):
         return await send({"type": "http.response.trailers", "headers": [(b"x-t", b"1")]})
     await start(statuses.get(how, 200), headers.get(how, plain))
     await body()
+
+
+def _where(name):
+    """An app that answers its name, SCRIPT_NAME and PATH_INFO."""
+    def app(environ, start_response):
+        body = json.dumps({"app": name, "SCRIPT_NAME": environ.get("SCRIPT_NAME"),
+                           "PATH_INFO": environ.get("PATH_INFO")}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    return app
+
+
+# The mounts of the dispatch battery, each app its own callable for stackway's --mount.
+MOUNTS = {"/a": "a", "/a/b": "ab", "/c": "c", "/x y": "space", "/caf\u00e9": "cafe", "/d/e/f": "def"}
+where_root = _where("root")
+for _prefix, _name in MOUNTS.items():
+    globals()[f"where_{_name}"] = _where(_name)
+
+
+def dispatched(environ, start_response):
+    """Werkzeug's DispatcherMiddleware over the same apps."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    global _dispatcher
+    if "_dispatcher" not in globals():
+        # Its keys are compared with PATH_INFO, which is latin-1 text of the path's bytes (PEP 3333).
+        _dispatcher = DispatcherMiddleware(where_root, {p.encode().decode("latin-1"): globals()[f"where_{n}"]
+                                                        for p, n in MOUNTS.items()})
+    return _dispatcher(environ, start_response)

@@ -1263,6 +1263,45 @@ def battery_uwsgi_response(binary):
     return tally.summary("uwsgi-response")
 
 
+DISPATCH_KNOWN = {
+    "/a%2Fb": "an encoded slash is no separator: the segment `a/b` is no mount's (the proxy passes it on as it came); "
+              "PATH_INFO decodes it, so Werkzeug's match is `/a/b`",
+    "/a/%2E%2E/c": "dot segments are refused (400): a mount's app never gets a path that climbs out of it",
+    "/a/./x": "the same", "/a/../c": "the same",
+}
+
+
+def battery_dispatch(binary):
+    """The Dispatcher against Werkzeug's DispatcherMiddleware (under gunicorn) over the same
+    mounts: which app a path reaches, with what SCRIPT_NAME and PATH_INFO."""
+    env = python_env()
+    sys.path.insert(0, str(HERE))
+    from apps import MOUNTS
+    gu_port, our_port = free_port(), free_port()
+    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{gu_port}", "--chdir",
+                                 str(HERE), "--log-level", "critical", "apps:dispatched"], env=env,
+                                stderr=subprocess.DEVNULL)
+    mounts = ["--mount", "/=wsgi:apps:where_root"]
+    for prefix, name in MOUNTS.items():
+        mounts += ["--mount", f"{urllib.parse.quote(prefix)}=wsgi:apps:where_{name}"]
+    ours = subprocess.Popen([binary, "serve", "--bind", f"127.0.0.1:{our_port}", "--log-level", "error",
+                             "--pythonpath", str(HERE), "--pythonpath", str(PYLIB)] + mounts,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tally = Tally(DISPATCH_KNOWN)
+    paths = ["/", "/a", "/a/", "/a/x", "/a/x/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/a/bc", "/a//b", "//a", "/A",
+             "/c", "/c/", "/c/x", "/x%20y", "/x%20y/z", "/caf%C3%A9", "/caf%C3%A9/x", "/caf%c3%a9/x", "/a%2Fb",
+             "/%61/x", "/a/%2E%2E/c", "/a/./x", "/a/../c", "/a?q=1", "/a/x?q=/b", "/d", "/d/e", "/d/e/f",
+             "/d/e/f/g", "/d/e/fg", "/a;p/x", "/a/x;p", "/%FF"]
+    try:
+        wait_for(gu_port)
+        wait_for(our_port)
+        for path in paths:
+            tally.compare(path, *(dump(port, request("GET", path)) for port in (gu_port, our_port)))
+    finally:
+        killed(gunicorn, ours)
+    return tally.summary("dispatch")
+
+
 def raw_requests():
     """Raw requests for the apps that answer what they were given: paths, queries, encodings,
     headers, bodies, versions."""
@@ -1575,7 +1614,7 @@ BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": batte
              "access": battery_access, "auth": battery_auth, "rate": battery_rate, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "uwsgi-response": battery_uwsgi_response,
-             "scope": battery_scope, "cgi": battery_cgi, "environ": battery_environ}
+             "scope": battery_scope, "dispatch": battery_dispatch, "cgi": battery_cgi, "environ": battery_environ}
 
 
 def main():
