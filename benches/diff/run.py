@@ -944,13 +944,60 @@ WEBSOCKET_KNOWN = {
 }
 
 
+def ws_session(port, path, subprotocols, actions):
+    """A WebSocket session with the `websockets` client: each action a message sent, `recv`, or
+    `closeNNNN`; what came of it."""
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    from websockets.sync.client import connect
+
+    out = []
+    try:
+        with connect(f"ws://127.0.0.1:{port}{path}", subprotocols=subprotocols, open_timeout=3,
+                     close_timeout=2, max_size=None) as ws:
+            out.append(("open", ws.response.status_code, ws.subprotocol, ws.response.headers.get("x-extra")))
+            for action in actions:
+                if action == "recv":
+                    try:
+                        m = ws.recv(timeout=2)
+                        out.append(("message", m if isinstance(m, str) else len(m)))
+                    except TimeoutError:
+                        out.append("nothing")
+                    except ConnectionClosed:
+                        out.append("closed")
+                elif action.startswith("close"):
+                    ws.close(int(action[5:] or 1000), "client bye")
+                else:
+                    ws.send(action)
+            try:
+                ws.recv(timeout=2)
+                out.append("a message more")
+            except ConnectionClosed:
+                pass
+            except TimeoutError:
+                out.append("still open")
+                ws.close()
+            out.append(("closed", int(ws.close_code or 0), ws.close_reason))
+    except InvalidStatus as e:
+        r = e.response
+        out.append(("http", r.status_code, r.headers.get("content-type"), bytes(r.body[:40])))
+    except (InvalidHandshake, OSError, EOFError) as e:
+        out.append(("failed", type(e).__name__))
+    return out
+
+
+WS_CASES = [("/echo", None, ["hi", "recv", "close"]), ("/echo", ["a", "b"], ["close4002"]),
+            ("/scope?q=1", ["chat", "superchat"], ["recv"]), ("/reject", None, []),
+            ("/reject-4001", None, []), ("/no-accept-return", None, []), ("/deny", None, []),
+            ("/accept-sub", ["one", "two"], ["recv"]), ("/crash-before", None, []),
+            ("/crash-after", None, ["recv"]), ("/close-reason", None, []), ("/return", None, ["recv"]),
+            ("/send-both", None, []), ("/send-neither", None, []), ("/double-accept", None, []),
+            ("/big", None, ["recv"]), ("/push", None, ["recv", "close4003"])]
+
+
 def battery_websocket(binary):
     """ASGI WebSockets against uvicorn with the `websockets` client: handshakes, refusals,
     messages, close codes and reasons both ways, and what `send` does once the client has gone."""
     env = python_env()
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-    from websockets.sync.client import connect
-
     uv_port = free_port()
     uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
                                 "critical", "--app-dir", str(HERE), "apps:websocket"], env=env)
@@ -958,53 +1005,11 @@ def battery_websocket(binary):
     wait_for(uv_port)
     tally = Tally(WEBSOCKET_KNOWN)
 
-    def session(port, path, subprotocols, actions):
-        out = []
-        try:
-            with connect(f"ws://127.0.0.1:{port}{path}", subprotocols=subprotocols, open_timeout=3,
-                         close_timeout=2, max_size=None) as ws:
-                out.append(("open", ws.response.status_code, ws.subprotocol, ws.response.headers.get("x-extra")))
-                for action in actions:
-                    if action == "recv":
-                        try:
-                            m = ws.recv(timeout=2)
-                            out.append(("message", m if isinstance(m, str) else len(m)))
-                        except TimeoutError:
-                            out.append("nothing")
-                        except ConnectionClosed:
-                            out.append("closed")
-                    elif action.startswith("close"):
-                        ws.close(int(action[5:] or 1000), "client bye")
-                    else:
-                        ws.send(action)
-                try:
-                    ws.recv(timeout=2)
-                    out.append("a message more")
-                except ConnectionClosed:
-                    pass
-                except TimeoutError:
-                    out.append("still open")
-                    ws.close()
-                out.append(("closed", int(ws.close_code or 0), ws.close_reason))
-        except InvalidStatus as e:
-            r = e.response
-            out.append(("http", r.status_code, r.headers.get("content-type"), bytes(r.body[:40])))
-        except (InvalidHandshake, OSError, EOFError) as e:
-            out.append(("failed", type(e).__name__))
-        return out
-
-    cases = [("/echo", None, ["hi", "recv", "close"]), ("/echo", ["a", "b"], ["close4002"]),
-             ("/scope?q=1", ["chat", "superchat"], ["recv"]), ("/reject", None, []),
-             ("/reject-4001", None, []), ("/no-accept-return", None, []), ("/deny", None, []),
-             ("/accept-sub", ["one", "two"], ["recv"]), ("/crash-before", None, []),
-             ("/crash-after", None, ["recv"]), ("/close-reason", None, []), ("/return", None, ["recv"]),
-             ("/send-both", None, []), ("/send-neither", None, []), ("/double-accept", None, []),
-             ("/big", None, ["recv"]), ("/push", None, ["recv", "close4003"])]
     try:
-        for path, subprotocols, actions in cases:
+        for path, subprotocols, actions in WS_CASES:
             answers = []
             for port in (uv_port, our_port):
-                got = session(port, path, subprotocols, actions)
+                got = ws_session(port, path, subprotocols, actions)
                 if path.startswith(("/disconnect", "/push")):
                     time.sleep(0.3)
                     got.append(json_get(port, "/report"))
@@ -1013,6 +1018,37 @@ def battery_websocket(binary):
     finally:
         killed(uvicorn, ours)
     return tally.summary("websocket")
+
+
+def battery_proxy_websocket(binary):
+    """WebSockets through a mount of an upstream against nginx's `proxy_pass` with the Upgrade
+    fields passed on, to the same uvicorn app: the handshake, messages, closes both ways."""
+    env = python_env()
+    uv_port = free_port()
+    uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
+                                "critical", "--app-dir", str(HERE), "apps:websocket"], env=env)
+    wait_for(uv_port)
+    tally = Tally({})
+    upstream = type("Uvicorn", (), {"port": uv_port})()
+    forwarded = NGINX_FORWARDED.replace('proxy_set_header Connection "";', "")
+    pair = Pair(binary, f"location / {{ proxy_pass http://UPSTREAM; {forwarded} proxy_set_header Upgrade $http_upgrade; "
+                        "proxy_set_header Connection $connection_upgrade; }",
+                ["--mount", "/=http://UPSTREAM"], upstream=upstream,
+                http="map $http_upgrade $connection_upgrade { default upgrade; '' close; }")
+    try:
+        for path, subprotocols, actions in WS_CASES:
+            answers = []
+            for port in (pair.ref_port, pair.our_port):
+                got = ws_session(port, path, subprotocols, actions)
+                if path.startswith("/push"):
+                    time.sleep(0.3)
+                    got.append(json_get(port, "/report").get("push"))
+                answers.append(got)
+            tally.compare(path, *answers)
+    finally:
+        pair.close()
+        killed(uvicorn)
+    return tally.summary("proxy-websocket")
 
 
 def json_get(port, path):
@@ -1611,7 +1647,7 @@ def battery_environ(binary):
 
 
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
-             "access": battery_access, "auth": battery_auth, "rate": battery_rate, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "wsgi-input": battery_wsgi_input,
+             "access": battery_access, "auth": battery_auth, "rate": battery_rate, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "proxy-websocket": battery_proxy_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "uwsgi-response": battery_uwsgi_response,
              "scope": battery_scope, "dispatch": battery_dispatch, "cgi": battery_cgi, "environ": battery_environ}

@@ -1164,3 +1164,34 @@ fn a_silent_upgraded_connection_closes_after_the_proxys_read_timeout() {
     assert_eq!(conn.read_head().status, 101);
     conn.assert_closed_after(Instant::now(), Duration::from_secs(1));
 }
+
+#[test]
+fn an_upstream_that_ends_an_upgraded_connection_ends_the_clients() {
+    // A WebSocket app that returns without a close frame (uvicorn then
+    // closes the connection): the client hears the end at once, as behind
+    // nginx, not after the read timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+            let mut stream = reader.into_inner();
+            let _ = stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nbye");
+        }
+    });
+    let front = front(Proxy::to(&format!("http://{upstream}")));
+    let mut conn = Conn::open(front.addr);
+    conn.send(UPGRADE);
+    assert_eq!(conn.read_head().status, 101);
+    let mut bye = [0; 3];
+    conn.reader.read_exact(&mut bye).unwrap();
+    assert_eq!(&bye, b"bye");
+    // The read timeout is 60 s: an end heard within 5 s is the upstream's.
+    (conn.reader.get_ref())
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(conn.is_closed(), "open 5 s after the upstream ended");
+}

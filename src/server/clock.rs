@@ -128,6 +128,9 @@ pub(super) struct Activity {
     /// The server is closing it (graceful shutdown) while the client may be
     /// sending: pipelined requests hyper has read but will not answer.
     pub(super) closing: AtomicBool,
+    /// A `101 Switching Protocols` was answered: the socket carries the
+    /// other protocol from then on, and a shutdown is a half-close.
+    pub(super) upgraded: AtomicBool,
     /// What the stand-ins for file bytes handed to hyper stand for, on a
     /// connection that sends files with `sendfile` (a plain one, on Linux).
     pub(super) stand_ins: Option<StandIns>,
@@ -303,6 +306,7 @@ impl Activity {
             http2: AtomicBool::new(false),
             begun: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
             stand_ins: (plain && cfg!(target_os = "linux")).then(StandIns::default),
             socket: Socket::default(),
         }

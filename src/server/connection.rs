@@ -695,7 +695,10 @@ impl AsyncWrite for Tracked {
     /// If the client may still be sending, sends FIN and reads until it
     /// closes too (or `LINGER` passes). If not, there is nothing to do:
     /// closing the socket, which follows, sends the FIN (no `shutdown` call
-    /// for every connection that closes).
+    /// for every connection that closes). An upgraded connection's shutdown
+    /// is its owner's half-close (a proxied WebSocket whose upstream ended,
+    /// the other way still open): the FIN goes at once, and what the client
+    /// sends after is its owner's to read.
     ///
     /// ```text
     /// client: GET /a, GET /b, POST /big (body still arriving) ...
@@ -704,6 +707,9 @@ impl AsyncWrite for Tracked {
     /// ```
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.activity.upgraded.load(Ordering::Relaxed) {
+            return Pin::new(&mut this.io).poll_shutdown(cx);
+        }
         if this.linger.is_none() {
             // Bytes already waiting (pipelined requests, the rest of a body) say
             // the client is still sending, whatever the bookkeeping says.

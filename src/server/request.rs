@@ -114,6 +114,9 @@ impl Answer {
         if self.close {
             close(&mut res);
         }
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            (self.in_flight.activity().upgraded).store(true, Ordering::Relaxed);
+        }
         // A status without a reason of its own (`999`, an ASGI app's or an
         // upstream's) has an empty one, as nginx writes it: hyper's is `<none>`.
         if res.status().canonical_reason().is_none() {
