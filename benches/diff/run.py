@@ -791,6 +791,37 @@ def battery_rate(binary):
     return tally.summary("rate")
 
 
+POOL_KNOWN = {}
+
+
+def battery_pool(binary):
+    """A pool with a member that is down (nothing listens) against nginx's upstream block:
+    how many requests of each kind are answered, and how."""
+    upstream = Upstream()
+    dead = free_port()
+    tally = Tally(POOL_KNOWN)
+    kinds = {"GET": request("GET", "/r?len=2"), "HEAD": request("HEAD", "/r?len=2"),
+             "POST with a body": request("POST", "/r?len=2", "Content-Length: 3\r\n") + b"abc",
+             "POST without one": request("POST", "/r?len=2", "Content-Length: 0\r\n"),
+             "PUT with a body": request("PUT", "/r?len=2", "Content-Length: 3\r\n") + b"abc",
+             "DELETE": request("DELETE", "/r?len=2")}
+    for kind, data in kinds.items():
+        # A pair of its own: its first request goes to the member that is down.
+        pair = Pair(binary, "location / { proxy_pass http://pool; proxy_http_version 1.1; proxy_set_header Connection \"\"; }",
+                    ["--mount", f"/=http://127.0.0.1:{dead},http://UPSTREAM", "--workers", "1"],
+                    http=f"upstream pool {{ server 127.0.0.1:{dead}; server 127.0.0.1:{upstream.port}; }}",
+                    upstream=upstream)
+        try:
+            counts = []
+            for port in (pair.ref_port, pair.our_port):
+                statuses = [parse(exchange(port, data))[0] for _ in range(4)]
+                counts.append(sorted((s, statuses.count(s)) for s in set(statuses)))
+            tally.compare(kind, *counts)
+        finally:
+            pair.close()
+    return tally.summary("pool")
+
+
 STATIC_KNOWN = {
     "GET /s/dir": "308, which keeps the method (RFC 9110 §15.4.9); nginx 301",
     "GET /s/dir?q=1": "the same",
@@ -1647,7 +1678,7 @@ def battery_environ(binary):
 
 
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
-             "access": battery_access, "auth": battery_auth, "rate": battery_rate, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "proxy-websocket": battery_proxy_websocket, "wsgi-input": battery_wsgi_input,
+             "access": battery_access, "auth": battery_auth, "rate": battery_rate, "pool": battery_pool, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "proxy-websocket": battery_proxy_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "uwsgi-response": battery_uwsgi_response,
              "scope": battery_scope, "dispatch": battery_dispatch, "cgi": battery_cgi, "environ": battery_environ}

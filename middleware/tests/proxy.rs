@@ -539,6 +539,38 @@ fn a_pool_loses_one_upstream_mid_run_and_no_get_fails() {
 }
 
 #[test]
+fn a_request_of_any_method_goes_on_with_its_body_when_an_upstream_is_down() {
+    // Nothing listens on the first member: a failed connection sent
+    // nothing, so the request goes to the next, whatever its method and with
+    // its body, as nginx's `proxy_next_upstream error` sends it.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let up = upstream(echo_body);
+    let pool = [format!("http://{dead}"), format!("http://{}", up.addr)];
+    for (method, body) in [
+        ("POST", "a body"),
+        ("PUT", "x"),
+        ("DELETE", ""),
+        ("POST", ""),
+    ] {
+        // A pool of its own each time: its first request goes to the dead one.
+        let proxy = front(Proxy::balance(pool.iter().map(String::as_str)));
+        let mut conn = Conn::open(proxy.addr);
+        conn.send(
+            format!(
+                "{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let res = conn.read_response();
+        assert_eq!((res.status, res.text()), (200, body.to_owned()), "{method}");
+    }
+}
+
+#[test]
 fn a_connection_the_upstream_closes_after_its_answer_is_not_used_again() {
     // Each answer keeps the connection alive by HTTP/1.1's default, and the
     // upstream closes it: at once, or a moment later, after the proxy has sent

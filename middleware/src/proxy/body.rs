@@ -155,3 +155,73 @@ pub(crate) fn sent(body: stackway::Body, progress: Arc<Progress>) -> stackway::B
         }
     })
 }
+
+/// A request body that can be taken back until its first frame is asked
+/// for: a request whose connection to its upstream failed never sent a byte
+/// of it, and goes to the next upstream of the pool with it, whatever its
+/// method, as nginx's `proxy_next_upstream error` sends it.
+pub(crate) struct Held(Arc<std::sync::Mutex<Option<stackway::Body>>>);
+
+impl Held {
+    /// `body` to send, and the hold on it.
+    pub(crate) fn new(body: stackway::Body) -> (stackway::Body, Self) {
+        let slot = Arc::new(std::sync::Mutex::new(Some(body)));
+        let sent = HeldBody {
+            slot: slot.clone(),
+            body: None,
+        };
+        (stackway::Body::new(sent), Self(slot))
+    }
+
+    /// The body, if nothing of it was asked for.
+    pub(crate) fn take_back(&self) -> Option<stackway::Body> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+struct HeldBody {
+    slot: Arc<std::sync::Mutex<Option<stackway::Body>>>,
+    /// Out of the slot once a frame was asked for.
+    body: Option<stackway::Body>,
+}
+
+impl HeldBody {
+    fn in_slot<R>(&self, f: impl FnOnce(&stackway::Body) -> R) -> Option<R> {
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().map(f)
+    }
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = stackway::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.body.is_none() {
+            let taken = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.body = taken;
+        }
+        match &mut self.body {
+            Some(body) => http_body::Body::poll_frame(Pin::new(body), cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.body {
+            Some(body) => http_body::Body::is_end_stream(body),
+            None => (self.in_slot(http_body::Body::is_end_stream)).unwrap_or(true),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.body {
+            Some(body) => http_body::Body::size_hint(body),
+            None => (self.in_slot(http_body::Body::size_hint))
+                .unwrap_or_else(|| SizeHint::with_exact(0)),
+        }
+    }
+}

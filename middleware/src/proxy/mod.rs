@@ -86,8 +86,10 @@
 //! [round-robin or to the least busy](Balance). An upstream that fails
 //! [`max_fails`](Proxy::max_fails) times in a row is left out for
 //! [`fail_timeout`](Proxy::fail_timeout) (nginx's passive health checks). A
-//! `GET`, `HEAD` or `OPTIONS` without a body whose connection fails is tried
-//! once more on another upstream, so losing one replica fails no such request.
+//! request whose connection fails (which sent nothing) is tried once more on
+//! another upstream, whatever its method and with its body, as nginx's
+//! `proxy_next_upstream error` tries it, so losing one replica fails no
+//! request.
 //! [Active health checks](Proxy::health_check) ask each upstream for a path at
 //! an interval and leave out those that answer badly.
 
@@ -636,6 +638,7 @@ impl Proxy {
             let retryable =
                 empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
             let mut progress = Progress::new();
+            let mut held = None;
             if !empty {
                 // uwsgi and FastCGI need the body's length: one of unknown length is read
                 // first (boxed: its reading is not room in every request's future).
@@ -656,6 +659,15 @@ impl Proxy {
                         }
                     },
                 };
+                // With another upstream to go to, held where it can be taken back.
+                let body = match upstreams.len() > 1 {
+                    true => {
+                        let (body, hold) = body::Held::new(body);
+                        held = Some(hold);
+                        body
+                    }
+                    false => body,
+                };
                 outgoing.body = Some(body::sent(body, progress.clone()));
             }
 
@@ -670,7 +682,9 @@ impl Proxy {
                     return Err(StatusCode::BAD_GATEWAY);
                 };
                 let upstream = &upstreams[i];
-                let may_retry = retryable && tried.is_none() && upstreams.len() > 1;
+                // A failed connection sent nothing: any request may go on to the
+                // next upstream (nginx's `proxy_next_upstream error`).
+                let may_retry = tried.is_none() && upstreams.len() > 1;
                 let in_flight = upstream.begin();
                 let req_out = outgoing.request(upstream, may_retry);
                 let sent = upstream.send(req_out, upgrading, asked_again);
@@ -733,6 +747,12 @@ impl Proxy {
                 }
                 tried = Some(i);
                 progress = Progress::new();
+                if let Some(held) = held.take() {
+                    let Some(body) = held.take_back() else {
+                        return Err(status);
+                    };
+                    outgoing.body = Some(body::sent(body, progress.clone()));
+                }
             };
             upstream.record(true, &self.settings);
             if let Some(timings) = timings {
