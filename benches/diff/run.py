@@ -791,34 +791,53 @@ def battery_rate(binary):
     return tally.summary("rate")
 
 
-POOL_KNOWN = {}
+POOL_KNOWN = {
+    "PUT with a body (closing)": "the body went to the first member as it came (streamed, not kept), so it cannot "
+                                 "go to the next; nginx reads a body whole first (proxy_request_buffering)",
+}
 
 
 def battery_pool(binary):
-    """A pool with a member that is down (nothing listens) against nginx's upstream block:
-    how many requests of each kind are answered, and how."""
+    """A pool with a member that is down (nothing listens), or that closes each connection
+    without an answer, against nginx's upstream block: how many requests of each kind are
+    answered, and how."""
     upstream = Upstream()
-    dead = free_port()
     tally = Tally(POOL_KNOWN)
+    closer = socket.socket()
+    closer.bind(("127.0.0.1", 0))
+    closer.listen(64)
+
+    def close_each():
+        while True:
+            try:
+                conn, _ = closer.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+    threading.Thread(target=close_each, daemon=True).start()
     kinds = {"GET": request("GET", "/r?len=2"), "HEAD": request("HEAD", "/r?len=2"),
              "POST with a body": request("POST", "/r?len=2", "Content-Length: 3\r\n") + b"abc",
              "POST without one": request("POST", "/r?len=2", "Content-Length: 0\r\n"),
              "PUT with a body": request("PUT", "/r?len=2", "Content-Length: 3\r\n") + b"abc",
              "DELETE": request("DELETE", "/r?len=2")}
-    for kind, data in kinds.items():
-        # A pair of its own: its first request goes to the member that is down.
-        pair = Pair(binary, "location / { proxy_pass http://pool; proxy_http_version 1.1; proxy_set_header Connection \"\"; }",
-                    ["--mount", f"/=http://127.0.0.1:{dead},http://UPSTREAM", "--workers", "1"],
-                    http=f"upstream pool {{ server 127.0.0.1:{dead}; server 127.0.0.1:{upstream.port}; }}",
-                    upstream=upstream)
-        try:
-            counts = []
-            for port in (pair.ref_port, pair.our_port):
-                statuses = [parse(exchange(port, data))[0] for _ in range(4)]
-                counts.append(sorted((s, statuses.count(s)) for s in set(statuses)))
-            tally.compare(kind, *counts)
-        finally:
-            pair.close()
+    for member, bad in [("down", free_port()), ("closing", closer.getsockname()[1])]:
+        for kind, data in kinds.items():
+            # A pair of its own: its first request goes to the bad member.
+            pair = Pair(binary, "location / { proxy_pass http://pool; proxy_http_version 1.1; "
+                                "proxy_set_header Connection \"\"; }",
+                        ["--mount", f"/=http://127.0.0.1:{bad},http://UPSTREAM", "--workers", "1"],
+                        http=f"upstream pool {{ server 127.0.0.1:{bad}; server 127.0.0.1:{upstream.port}; }}",
+                        upstream=upstream)
+            try:
+                counts = []
+                for port in (pair.ref_port, pair.our_port):
+                    statuses = [parse(exchange(port, data))[0] for _ in range(4)]
+                    counts.append(sorted((s, statuses.count(s)) for s in set(statuses)))
+                tally.compare(f"{kind} ({member})", *counts)
+            finally:
+                pair.close()
+    closer.close()
     return tally.summary("pool")
 
 

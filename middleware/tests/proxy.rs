@@ -539,7 +539,7 @@ fn a_pool_loses_one_upstream_mid_run_and_no_get_fails() {
 }
 
 #[test]
-fn a_request_of_any_method_goes_on_with_its_body_when_an_upstream_is_down() {
+fn a_request_goes_on_to_the_next_upstream_when_one_is_down_or_closes_unanswered() {
     // Nothing listens on the first member: a failed connection sent
     // nothing, so the request goes to the next, whatever its method and with
     // its body, as nginx's `proxy_next_upstream error` sends it.
@@ -567,6 +567,26 @@ fn a_request_of_any_method_goes_on_with_its_body_when_an_upstream_is_down() {
         );
         let res = conn.read_response();
         assert_eq!((res.status, res.text()), (200, body.to_owned()), "{method}");
+    }
+    // A first member that takes each request and closes without an answer:
+    // an idempotent request is asked again of the next (RFC 9110 §9.2.2); a
+    // POST may have been acted on, and is the client's 502 to decide about.
+    let closer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closing = closer.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in closer.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.read(&mut [0; 4096]);
+        }
+    });
+    let pool = [format!("http://{closing}"), format!("http://{}", up.addr)];
+    for (method, status) in [("GET", 200), ("DELETE", 200), ("POST", 502)] {
+        let proxy = front(Proxy::balance(pool.iter().map(String::as_str)));
+        let mut conn = Conn::open(proxy.addr);
+        conn.send(
+            format!("{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(conn.read_response().status, status, "{method}");
     }
 }
 

@@ -87,9 +87,10 @@
 //! [`max_fails`](Proxy::max_fails) times in a row is left out for
 //! [`fail_timeout`](Proxy::fail_timeout) (nginx's passive health checks). A
 //! request whose connection fails (which sent nothing) is tried once more on
-//! another upstream, whatever its method and with its body, as nginx's
-//! `proxy_next_upstream error` tries it, so losing one replica fails no
-//! request.
+//! another upstream, whatever its method and with its body, and so is an
+//! idempotent one whose connection closed before any answer (RFC 9110
+//! §9.2.2), as nginx's `proxy_next_upstream error` tries them: losing one
+//! replica fails no request that could go elsewhere.
 //! [Active health checks](Proxy::health_check) ask each upstream for a path at
 //! an interval and leave out those that answer badly.
 
@@ -637,6 +638,7 @@ impl Proxy {
             let empty = http_body::Body::size_hint(req.body()).exact() == Some(0);
             let retryable =
                 empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            let idempotent = req.method().is_idempotent();
             let mut progress = Progress::new();
             let mut held = None;
             if !empty {
@@ -682,8 +684,6 @@ impl Proxy {
                     return Err(StatusCode::BAD_GATEWAY);
                 };
                 let upstream = &upstreams[i];
-                // A failed connection sent nothing: any request may go on to the
-                // next upstream (nginx's `proxy_next_upstream error`).
                 let may_retry = tried.is_none() && upstreams.len() > 1;
                 let in_flight = upstream.begin();
                 let req_out = outgoing.request(upstream, may_retry);
@@ -742,7 +742,15 @@ impl Proxy {
                 };
                 tracing::warn!(upstream = %upstream.name, "{what}");
                 upstream.record(false, &self.settings);
-                if !(may_retry && matches!(failure, Failure::Connect(_))) {
+                // On to the next upstream: what a failed connection never sent,
+                // and an idempotent request that got no answer at all (RFC 9110
+                // §9.2.2), as nginx's `proxy_next_upstream error` does.
+                let next = match &failure {
+                    Failure::Connect(_) => true,
+                    Failure::Other(e) => idempotent && e.closed_before_answer(),
+                    _ => false,
+                };
+                if !(may_retry && next) {
                     return Err(status);
                 }
                 tried = Some(i);

@@ -174,7 +174,7 @@ impl Pool {
 
 /// Whether a request's connection closed under it before any answer: the
 /// upstream's end of an idle connection, met as the request went out.
-fn closed_under(e: &hyper::Error) -> bool {
+pub(crate) fn closed_under(e: &hyper::Error) -> bool {
     let reset = || {
         let io = std::error::Error::source(e).and_then(|e| e.downcast_ref::<io::Error>());
         io.is_some_and(|io| {

@@ -333,6 +333,15 @@ impl SendError {
     pub(crate) fn is_stale(&self) -> bool {
         matches!(self, Self::Stale(_))
     }
+
+    /// Whether the connection closed (or was reset) before any answer came:
+    /// no answer, rather than a bad one.
+    pub(crate) fn closed_before_answer(&self) -> bool {
+        match self {
+            Self::Request(e) | Self::Stale(e) => super::pool::closed_under(e),
+            Self::Client(_) | Self::Connect(_) => false,
+        }
+    }
 }
 
 impl fmt::Display for SendError {
