@@ -583,6 +583,7 @@ def battery_proxy(binary):
         ("Refresh upstream/base/x", [f"Refresh: 0; url={up}/base/x"], "GET"),
         ("Link", ["Link: </base/x>; rel=preload"], "GET"),
         ("two Cache-Control", ["Cache-Control: no-cache", "Cache-Control: private"], "GET"),
+        ("two Content-Type", ["Content-Type: application/json"], "GET"),
         ("an empty field", ["X-Empty:"], "GET"),
         ("Trailer, chunked", ["Trailer: X-T"], "GET"),
         ("HEAD", [], "HEAD"),
@@ -838,7 +839,76 @@ def battery_pool(binary):
             finally:
                 pair.close()
     closer.close()
+    # One member, and the read timeout: an answer later than it, and one in time.
+    pair = Pair(binary, "location / { proxy_pass http://UPSTREAM; proxy_read_timeout 1s; }",
+                ["--mount", "/=http://UPSTREAM", "--proxy-read-timeout", "1"], upstream=upstream)
+    try:
+        for case, target in [("an answer after the read timeout", "/r?len=2&sleep=2"),
+                             ("an answer within it", "/r?len=2&sleep=0.5")]:
+            tally.compare(case, *(parse(exchange(port, request("GET", target), 5))[0]
+                                  for port in (pair.ref_port, pair.our_port)))
+    finally:
+        pair.close()
     return tally.summary("pool")
+
+
+XACCEL_KNOWN = {
+    "If-Modified-Since": "a date in the future is still a date: 304, as for any static file (the static battery)",
+}
+
+
+def battery_xaccel(binary):
+    """X-Accel-Redirect from a proxied app against nginx's: which file is served in its place,
+    with which of the app's fields, for the ranges and conditionals a download is asked with."""
+    root = Path(tempfile.mkdtemp(prefix="stackway-diff-xaccel-"))
+    (root / "report.pdf").write_bytes(b"%PDF-" + bytes(range(256)) * 20)
+    (root / "notes.txt").write_text("notes\n")
+    (root / "sub").mkdir()
+    (root / "sub" / "a b.txt").write_text("spaced\n")
+    config = root / "stackway.toml"
+    upstream = Upstream()
+    config.write_text(f'[[static]]\nprefix = "/protected"\npath = "{root}"\ninternal = true\n\n'
+                      f'[[mount]]\nprefix = "/"\nproxy = "http://127.0.0.1:{upstream.port}"\n')
+    pair = Pair(binary, f"location /protected/ {{ internal; alias {root}/; }} location / {{ proxy_pass http://UPSTREAM; }}",
+                ["--config", str(config)], upstream=upstream,
+                http="include /etc/nginx/mime.types; default_type application/octet-stream;")
+    tally = Tally(XACCEL_KNOWN)
+    q = lambda *fields: "/r?len=7" + "".join("&h=" + urllib.parse.quote(f, safe="") for f in fields)
+    redirect = "X-Accel-Redirect: /protected/report.pdf"
+    cases = [
+        ("a file", q(redirect), ""),
+        ("a text file", q("X-Accel-Redirect: /protected/notes.txt"), ""),
+        ("the app's Content-Type and Content-Disposition",
+         q(redirect, "Content-Disposition: attachment; filename=r.pdf").replace("/r?", "/r?ct=application/x-custom&"), ""),
+        ("the app's Set-Cookie, Cache-Control, Expires", q(redirect, "Set-Cookie: a=1", "Cache-Control: private",
+                                                            "Expires: Thu, 01 Jan 2037 00:00:00 GMT"), ""),
+        ("the app's other fields", q(redirect, "X-Other: 1", "ETag: \"app\"", "Last-Modified: Mon, 01 Jan 2001 00:00:00 GMT"), ""),
+        ("a missing file", q("X-Accel-Redirect: /protected/missing.pdf"), ""),
+        ("a path outside the export", q("X-Accel-Redirect: /protected/../stackway.toml"), ""),
+        ("an encoded name", q("X-Accel-Redirect: /protected/sub/a%20b.txt"), ""),
+        ("a query", q("X-Accel-Redirect: /protected/notes.txt?x=1"), ""),
+        ("a range", q(redirect), "Range: bytes=0-4\r\n"),
+        ("If-Modified-Since", q(redirect), "If-Modified-Since: Thu, 01 Jan 2037 00:00:00 GMT\r\n"),
+        ("the app's status 201", q(redirect).replace("/r?", "/r?status=201&"), ""),
+        ("HEAD", q(redirect), "HEAD"),
+        ("the export from outside", "/protected/notes.txt", ""),
+    ]
+
+    def answer(port, target, extra):
+        method, extra = ("HEAD", "") if extra == "HEAD" else ("GET", extra)
+        status, fields, body = parse(exchange(port, request(method, target, extra)), head=method == "HEAD")
+        if status >= "400":
+            return status
+        keep = ("content-type", "content-disposition", "set-cookie", "cache-control", "expires", "x-other",
+                "content-range", "content-length", "x-accel-redirect", "last-modified")
+        return status, sorted((k, v) for k, v in fields.items() if k in keep), len(body)
+
+    try:
+        for case, target, extra in cases:
+            tally.compare(case, *(answer(port, target, extra) for port in (pair.ref_port, pair.our_port)))
+    finally:
+        pair.close()
+    return tally.summary("xaccel")
 
 
 STATIC_KNOWN = {
@@ -1697,7 +1767,7 @@ def battery_environ(binary):
 
 
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
-             "access": battery_access, "auth": battery_auth, "rate": battery_rate, "pool": battery_pool, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "proxy-websocket": battery_proxy_websocket, "wsgi-input": battery_wsgi_input,
+             "access": battery_access, "auth": battery_auth, "rate": battery_rate, "pool": battery_pool, "xaccel": battery_xaccel, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "proxy-websocket": battery_proxy_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "uwsgi-response": battery_uwsgi_response,
              "scope": battery_scope, "dispatch": battery_dispatch, "cgi": battery_cgi, "environ": battery_environ}

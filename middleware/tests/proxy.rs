@@ -376,6 +376,22 @@ fn failures_are_responses() {
 }
 
 #[test]
+fn an_answers_content_type_sent_twice_is_its_last() {
+    // One type a client reads, as nginx passes it: not two, each client
+    // choosing its own (a browser may sniff a page out of `text/plain`).
+    let raw = raw_upstream(|_| {
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok".to_vec()
+    });
+    let proxy = front(Proxy::to(&format!("http://{raw}")));
+    let res = Conn::open(proxy.addr).get("/");
+    let types: Vec<_> = (res.headers.iter())
+        .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(types, ["text/html"]);
+}
+
+#[test]
 fn a_transfer_encoding_beside_a_content_length_frames_the_body_alone() {
     // The chunked body says "abc"; the Content-Length beside it says one
     // byte, or ten. Forwarded, it would end the client's body early, or

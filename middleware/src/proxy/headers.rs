@@ -10,8 +10,8 @@ use std::thread::LocalKey;
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{
-    CONNECTION, CONTENT_LOCATION, EXPECT, HOST, HeaderName, HeaderValue, LOCATION, REFRESH,
-    SET_COOKIE, TE, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LOCATION, CONTENT_TYPE, EXPECT, HOST, HeaderName, HeaderValue, LOCATION,
+    REFRESH, SET_COOKIE, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use stackway::Environ;
 use stackway::environ::ip_text;
@@ -83,6 +83,18 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     }
     if te_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// An answer's `Content-Type` sent twice, a field that is one value (RFC
+/// 9110 §8.3): the last stands, as nginx keeps it, not two types each client
+/// reads its own way.
+pub(crate) fn last_content_type(headers: &mut HeaderMap) {
+    let mut types = headers.get_all(CONTENT_TYPE).iter();
+    if let (Some(_), Some(_)) = (types.next(), types.next()) {
+        if let Some(last) = headers.get_all(CONTENT_TYPE).iter().last().cloned() {
+            headers.insert(CONTENT_TYPE, last);
+        }
     }
 }
 

@@ -787,6 +787,7 @@ impl Proxy {
             if parts.headers.contains_key(TRANSFER_ENCODING) {
                 parts.headers.remove(CONTENT_LENGTH);
             }
+            headers::last_content_type(&mut parts.headers);
             headers::strip_hop_by_hop(&mut parts.headers, false);
             // The upstream's version is its hop's (a uwsgi app's answer is HTTP/1.0):
             // the client's connection has its own.
