@@ -55,14 +55,11 @@ def wait_for(port, seconds=10):
     raise SystemExit(f"nothing listens on {port} after {seconds} s")
 
 
-# A raw upstream, answering by its query: status, ct, len, ce, etag, cc, ar, vary, cr, chunked,
-# h (a field line of its own, any number of them), big (an X-Big field that many bytes long), sleep
-# (seconds before it answers) or raw (the whole answer, sent as it is, and
-# the connection closed); each request's line, fields and body noted for `seen`.
-class Upstream:
+class RawServer:
+    """A server on a free port that hands each connection to `serve`, on a thread of its own."""
+
     def __init__(self):
         self.port = free_port()
-        self.log = []
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", self.port))
@@ -76,6 +73,21 @@ class Upstream:
             except OSError:
                 return
             threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        """Reads what comes, and closes without an answer."""
+        conn.recv(65536)
+        conn.close()
+
+
+# A raw upstream, answering by its query: status, ct, len, ce, etag, cc, ar, vary, cr, chunked,
+# h (a field line of its own, any number of them), big (an X-Big field that many bytes long), sleep
+# (seconds before it answers) or raw (the whole answer, sent as it is, and
+# the connection closed); each request's line, fields and body noted for `seen`.
+class Upstream(RawServer):
+    def __init__(self):
+        self.log = []
+        super().__init__()
 
     def serve(self, conn):
         f = conn.makefile("rb")
@@ -804,25 +816,13 @@ def battery_pool(binary):
     answered, and how."""
     upstream = Upstream()
     tally = Tally(POOL_KNOWN)
-    closer = socket.socket()
-    closer.bind(("127.0.0.1", 0))
-    closer.listen(64)
-
-    def close_each():
-        while True:
-            try:
-                conn, _ = closer.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            conn.close()
-    threading.Thread(target=close_each, daemon=True).start()
+    closer = RawServer()
     kinds = {"GET": request("GET", "/r?len=2"), "HEAD": request("HEAD", "/r?len=2"),
              "POST with a body": request("POST", "/r?len=2", "Content-Length: 3\r\n") + b"abc",
              "POST without one": request("POST", "/r?len=2", "Content-Length: 0\r\n"),
              "PUT with a body": request("PUT", "/r?len=2", "Content-Length: 3\r\n") + b"abc",
              "DELETE": request("DELETE", "/r?len=2")}
-    for member, bad in [("down", free_port()), ("closing", closer.getsockname()[1])]:
+    for member, bad in [("down", free_port()), ("closing", closer.port)]:
         for kind, data in kinds.items():
             # A pair of its own: its first request goes to the bad member.
             pair = Pair(binary, "location / { proxy_pass http://pool; proxy_http_version 1.1; "
@@ -838,7 +838,7 @@ def battery_pool(binary):
                 tally.compare(f"{kind} ({member})", *counts)
             finally:
                 pair.close()
-    closer.close()
+    closer.sock.close()
     # One member, and the read timeout: an answer later than it, and one in time.
     pair = Pair(binary, "location / { proxy_pass http://UPSTREAM; proxy_read_timeout 1s; }",
                 ["--mount", "/=http://UPSTREAM", "--proxy-read-timeout", "1"], upstream=upstream)
@@ -1042,10 +1042,24 @@ def python_env():
     return env
 
 
-def stackway_python(binary, app, env):
+def reference_python(server, app, env):
+    """gunicorn or uvicorn serving `app` of apps.py on a free port, once it listens."""
     port = free_port()
+    args = {"gunicorn": ["-b", f"127.0.0.1:{port}", "--chdir", str(HERE)],
+            "uvicorn": ["--port", str(port), "--app-dir", str(HERE)]}[server]
+    proc = subprocess.Popen([sys.executable, "-m", server, *args, "--log-level", "critical", f"apps:{app}"],
+                            env=env, stderr=subprocess.DEVNULL)
+    wait_for(port)
+    return proc, port
+
+
+def stackway_python(binary, app, env, mounts=()):
+    """`stackway serve` with `app` (of apps.py) at the root, and `mounts` beside it, once it listens."""
+    port = free_port()
+    mounts = [f"/={app}", *mounts]
     proc = subprocess.Popen([binary, "serve", "--bind", f"127.0.0.1:{port}", "--log-level", "error",
-                             "--pythonpath", str(HERE), "--pythonpath", str(PYLIB), "--mount", f"/={app}"],
+                             "--pythonpath", str(HERE), "--pythonpath", str(PYLIB)]
+                            + [arg for mount in mounts for arg in ("--mount", mount)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(port)
     return proc, port
@@ -1118,11 +1132,8 @@ def battery_websocket(binary):
     """ASGI WebSockets against uvicorn with the `websockets` client: handshakes, refusals,
     messages, close codes and reasons both ways, and what `send` does once the client has gone."""
     env = python_env()
-    uv_port = free_port()
-    uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
-                                "critical", "--app-dir", str(HERE), "apps:websocket"], env=env)
+    uvicorn, uv_port = reference_python("uvicorn", "websocket", env)
     ours, our_port = stackway_python(binary, "asgi:apps:websocket", env)
-    wait_for(uv_port)
     tally = Tally(WEBSOCKET_KNOWN)
 
     try:
@@ -1144,10 +1155,7 @@ def battery_proxy_websocket(binary):
     """WebSockets through a mount of an upstream against nginx's `proxy_pass` with the Upgrade
     fields passed on, to the same uvicorn app: the handshake, messages, closes both ways."""
     env = python_env()
-    uv_port = free_port()
-    uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
-                                "critical", "--app-dir", str(HERE), "apps:websocket"], env=env)
-    wait_for(uv_port)
+    uvicorn, uv_port = reference_python("uvicorn", "websocket", env)
     tally = Tally({})
     upstream = type("Uvicorn", (), {"port": uv_port})()
     forwarded = NGINX_FORWARDED.replace('proxy_set_header Connection "";', "")
@@ -1180,12 +1188,8 @@ def battery_wsgi_input(binary):
     """wsgi.input and wsgi.errors against gunicorn: read, read(n), readline, readlines, iteration,
     for a body framed by its length, chunked, and none."""
     env = python_env()
-    gu_port = free_port()
-    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{gu_port}", "--chdir",
-                                 str(HERE), "--log-level", "critical", "apps:wsgi_input"], env=env,
-                                stderr=subprocess.DEVNULL)
+    gunicorn, gu_port = reference_python("gunicorn", "wsgi_input", env)
     ours, our_port = stackway_python(binary, "wsgi:apps:wsgi_input", env)
-    wait_for(gu_port)
     tally = Tally({"readlines(3)": "the hint is honoured as io's readlines honours it; gunicorn ignores it (PEP 3333 lets it)"})
     body = b"ab\ncd\n\nefgh"
     try:
@@ -1206,6 +1210,36 @@ def battery_wsgi_input(binary):
     finally:
         killed(gunicorn, ours)
     return tally.summary("wsgi-input")
+
+
+def answer_of(port, method, path, version="1.1", own_headers=()):
+    """What a client gets for `method path`: the status, the fields (those in `own_headers`, each
+    server's own, left out), the body's first 100 bytes and whether its framing says it is whole;
+    only the status of a 500 (each server's own page); the first bytes of what is not HTTP/1."""
+    data = exchange(port, f"{method} {path} HTTP/{version}\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                    .encode(), 3)
+    if not data.startswith(b"HTTP/1."):
+        return data[:80]
+    status, fields, body = parse(data, head=method == "HEAD")
+    if status == "500":
+        return status
+    fields = {k: v for k, v in fields.items() if k not in own_headers}
+    chunked = "chunked" in ",".join(fields.get("transfer-encoding", []))
+    length = fields.get("content-length", [None])[0]
+    complete = data.endswith(b"0\r\n\r\n") if chunked else length is None or str(len(body)) == length
+    return status, sorted(fields.items()), body[:100], complete
+
+
+def compare_answers(tally, ports, gets, heads=(), http10=()):
+    """Each path of `gets` asked as a GET of both servers, of `heads` as a HEAD, of `http10` as an
+    HTTP/1.0 GET; the servers' own Date and Server left out but where the app names its own."""
+    own = lambda how: () if how == "date-server" else ("date", "server")
+    for how in gets:
+        tally.compare(how, *(answer_of(port, "GET", f"/{how}", own_headers=own(how)) for port in ports))
+    for how in heads:
+        tally.compare(f"{how} (HEAD)", *(answer_of(port, "HEAD", f"/{how}", own_headers=own(how)) for port in ports))
+    for how in http10:
+        tally.compare(f"{how} (HTTP/1.0)", *(answer_of(port, "GET", f"/{how}", "1.0", own(how)) for port in ports))
 
 
 WSGI_RESPONSE_KNOWN = {
@@ -1240,39 +1274,17 @@ def battery_wsgi_response(binary):
     """What a client gets of a WSGI app's answer against gunicorn: statuses, fields, bodies,
     framing, and the app's mistakes (PEP 3333's rules broken) before and after its head."""
     env = python_env()
-    gu_port = free_port()
-    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{gu_port}", "--chdir",
-                                 str(HERE), "--log-level", "critical", "apps:wsgi_response"], env=env,
-                                stderr=subprocess.DEVNULL)
+    gunicorn, gu_port = reference_python("gunicorn", "wsgi_response", env)
     ours, our_port = stackway_python(binary, "wsgi:apps:wsgi_response", env)
-    wait_for(gu_port)
     tally = Tally(WSGI_RESPONSE_KNOWN)
 
-    def answer(port, method, how, version):
-        data = exchange(port, f"{method} /{how} HTTP/{version}\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-                        .encode(), 3)
-        if not data.startswith(b"HTTP/1."):
-            return data[:80]
-        status, fields, body = parse(data, head=method == "HEAD")
-        if status == "500":
-            return status  # each server's own page
-        fields = {k: v for k, v in fields.items() if k not in ("date", "server") or how == "date-server"}
-        chunked = "chunked" in ",".join(fields.get("transfer-encoding", []))
-        length = fields.get("content-length", [None])[0]
-        complete = data.endswith(b"0\r\n\r\n") if chunked else length is None or str(len(body)) == length
-        return status, sorted(fields.items()), body[:100], complete
-
     try:
-        for how in WSGI_RESPONSE_CASES:
-            tally.compare(how, *(answer(port, "GET", how, "1.1") for port in (gu_port, our_port)))
-        for how in ["plain", "generator", "cl-short", "empty", "write"]:
-            tally.compare(f"{how} (HEAD)", *(answer(port, "HEAD", how, "1.1") for port in (gu_port, our_port)))
-        for how in ["plain", "generator", "raise-mid-body", "write"]:
-            tally.compare(f"{how} (HTTP/1.0)", *(answer(port, "GET", how, "1.0") for port in (gu_port, our_port)))
+        compare_answers(tally, (gu_port, our_port), WSGI_RESPONSE_CASES,
+                        ["plain", "generator", "cl-short", "empty", "write"],
+                        ["plain", "generator", "raise-mid-body", "write"])
     finally:
         killed(gunicorn, ours)
     return tally.summary("wsgi-response")
-
 
 
 ASGI_RESPONSE_KNOWN = {
@@ -1307,48 +1319,19 @@ ASGI_RESPONSE_CASES = [
 ]
 
 
-def answer_of(port, method, path, version="1.1", own_headers=()):
-    """What a client gets for `method path`: the status, the fields (those in `own_headers`, each
-    server's own, left out), the body's first 100 bytes and whether its framing says it is whole;
-    only the status of a 500 (each server's own page); the first bytes of what is not HTTP/1."""
-    data = exchange(port, f"{method} {path} HTTP/{version}\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-                    .encode(), 3)
-    if not data.startswith(b"HTTP/1."):
-        return data[:80]
-    status, fields, body = parse(data, head=method == "HEAD")
-    if status == "500":
-        return status
-    fields = {k: v for k, v in fields.items() if k not in own_headers}
-    chunked = "chunked" in ",".join(fields.get("transfer-encoding", []))
-    length = fields.get("content-length", [None])[0]
-    complete = data.endswith(b"0\r\n\r\n") if chunked else length is None or str(len(body)) == length
-    return status, sorted(fields.items()), body[:100], complete
-
-
 def battery_asgi_response(binary):
     """What a client gets of an ASGI app's answer against uvicorn: statuses, headers, bodies,
     framing, and the app's mistakes before and after its start."""
     env = python_env()
-    uv_port = free_port()
-    uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
-                                "critical", "--app-dir", str(HERE), "apps:asgi_response"], env=env)
+    uvicorn, uv_port = reference_python("uvicorn", "asgi_response", env)
     ours, our_port = stackway_python(binary, "asgi:apps:asgi_response", env)
-    wait_for(uv_port)
     tally = Tally(ASGI_RESPONSE_KNOWN)
     try:
-        for how in ASGI_RESPONSE_CASES:
-            own = () if how == "date-server" else ("date", "server")
-            tally.compare(how, *(answer_of(port, "GET", f"/{how}", own_headers=own) for port in (uv_port, our_port)))
-        for how in ["plain", "pieces", "cl-short"]:
-            tally.compare(f"{how} (HEAD)", *(answer_of(port, "HEAD", f"/{how}", own_headers=("date", "server"))
-                                             for port in (uv_port, our_port)))
-        for how in ["plain", "pieces", "raise-mid-body"]:
-            tally.compare(f"{how} (HTTP/1.0)", *(answer_of(port, "GET", f"/{how}", "1.0", ("date", "server"))
-                                                 for port in (uv_port, our_port)))
+        compare_answers(tally, (uv_port, our_port), ASGI_RESPONSE_CASES, ["plain", "pieces", "cl-short"],
+                        ["plain", "pieces", "raise-mid-body"])
     finally:
         killed(uvicorn, ours)
     return tally.summary("asgi-response")
-
 
 
 MISTAKE = "the app's mistake is a 500 from stackway"
@@ -1408,12 +1391,8 @@ def battery_uwsgi_response(binary):
     try:
         for port in (uwsgi_port, ours_port, ref_port, our_port):
             wait_for(port)
-        for how in WSGI_RESPONSE_CASES:
-            own = () if how == "date-server" else ("date", "server")
-            tally.compare(how, *(answer_of(port, "GET", f"/{how}", own_headers=own) for port in (ref_port, our_port)))
-        for how in ["plain", "generator", "cl-short", "empty", "write"]:
-            tally.compare(f"{how} (HEAD)", *(answer_of(port, "HEAD", f"/{how}", own_headers=("date", "server"))
-                                             for port in (ref_port, our_port)))
+        compare_answers(tally, (ref_port, our_port), WSGI_RESPONSE_CASES,
+                        ["plain", "generator", "cl-short", "empty", "write"])
     finally:
         killed(nginx, uwsgi, ours)
     return tally.summary("uwsgi-response")
@@ -1433,24 +1412,15 @@ def battery_dispatch(binary):
     env = python_env()
     sys.path.insert(0, str(HERE))
     from apps import MOUNTS
-    gu_port, our_port = free_port(), free_port()
-    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{gu_port}", "--chdir",
-                                 str(HERE), "--log-level", "critical", "apps:dispatched"], env=env,
-                                stderr=subprocess.DEVNULL)
-    mounts = ["--mount", "/=wsgi:apps:where_root"]
-    for prefix, name in MOUNTS.items():
-        mounts += ["--mount", f"{urllib.parse.quote(prefix)}=wsgi:apps:where_{name}"]
-    ours = subprocess.Popen([binary, "serve", "--bind", f"127.0.0.1:{our_port}", "--log-level", "error",
-                             "--pythonpath", str(HERE), "--pythonpath", str(PYLIB)] + mounts,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gunicorn, gu_port = reference_python("gunicorn", "dispatched", env)
+    ours, our_port = stackway_python(binary, "wsgi:apps:where_root", env, [
+        f"{urllib.parse.quote(prefix)}=wsgi:apps:where_{name}" for prefix, name in MOUNTS.items()])
     tally = Tally(DISPATCH_KNOWN)
     paths = ["/", "/a", "/a/", "/a/x", "/a/x/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/a/bc", "/a//b", "//a", "/A",
              "/c", "/c/", "/c/x", "/x%20y", "/x%20y/z", "/caf%C3%A9", "/caf%C3%A9/x", "/caf%c3%a9/x", "/a%2Fb",
              "/%61/x", "/a/%2E%2E/c", "/a/./x", "/a/../c", "/a?q=1", "/a/x?q=/b", "/d", "/d/e", "/d/e/f",
              "/d/e/f/g", "/d/e/fg", "/a;p/x", "/a/x;p", "/%FF"]
     try:
-        wait_for(gu_port)
-        wait_for(our_port)
         for path in paths:
             tally.compare(path, *(dump(port, request("GET", path)) for port in (gu_port, our_port)))
     finally:
@@ -1536,27 +1506,13 @@ def compare_dumps(tally, ports, once, normalise, cases=None, suffix=""):
         tally.compare(case + suffix, ref, ours)
 
 
-
-class CgiUpstream:
+class CgiUpstream(RawServer):
     """A raw uwsgi or FastCGI server that answers each request with its variables, in the order
     they came (a repeated one a list), and its body as `body`, as JSON."""
 
     def __init__(self, protocol):
         self.protocol = protocol
-        self.port = free_port()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(64)
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def serve(self, conn):
         f = conn.makefile("rb")
@@ -1706,11 +1662,8 @@ def battery_cgi(binary):
 def battery_scope(binary):
     """The `http` scope against uvicorn's, for `raw_requests()`."""
     env = python_env()
-    uv_port = free_port()
-    uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "--port", str(uv_port), "--log-level",
-                                "critical", "--app-dir", str(HERE), "apps:scope"], env=env)
+    uvicorn, uv_port = reference_python("uvicorn", "scope", env)
     ours, our_port = stackway_python(binary, "asgi:apps:scope", env)
-    wait_for(uv_port)
     tally = Tally(SCOPE_KNOWN)
 
     def normalise(scope, _port):
@@ -1742,12 +1695,8 @@ ENVIRON_OWN = ("SERVER_SOFTWARE", "wsgi.multithread", "wsgi.multiprocess", "wsgi
 def battery_environ(binary):
     """The WSGI environ against gunicorn's, for `raw_requests()`."""
     env = python_env()
-    gu_port = free_port()
-    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{gu_port}", "--chdir",
-                                 str(HERE), "--log-level", "critical", "apps:environ"], env=env,
-                                stderr=subprocess.DEVNULL)
+    gunicorn, gu_port = reference_python("gunicorn", "environ", env)
     ours, our_port = stackway_python(binary, "wsgi:apps:environ", env)
-    wait_for(gu_port)
     tally = Tally(ENVIRON_KNOWN)
 
     def normalise(environ, _port):

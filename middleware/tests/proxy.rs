@@ -1238,17 +1238,9 @@ fn an_upstream_that_ends_an_upgraded_connection_ends_the_clients() {
     // A WebSocket app that returns without a close frame (uvicorn then
     // closes the connection): the client hears the end at once, as behind
     // nginx, not after the read timeout.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let mut reader = BufReader::new(stream);
-            let mut head = String::new();
-            while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
-            let mut stream = reader.into_inner();
-            let _ = stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nbye");
-        }
+    let upstream = raw_upstream(|_| {
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nbye"
+            .to_vec()
     });
     let front = front(Proxy::to(&format!("http://{upstream}")));
     let mut conn = Conn::open(front.addr);
