@@ -92,7 +92,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 pub(crate) fn last_content_type(headers: &mut HeaderMap) {
     let mut types = headers.get_all(CONTENT_TYPE).iter();
     if let (Some(_), Some(_)) = (types.next(), types.next()) {
-        if let Some(last) = headers.get_all(CONTENT_TYPE).iter().last().cloned() {
+        if let Some(last) = headers.get_all(CONTENT_TYPE).iter().next_back().cloned() {
             headers.insert(CONTENT_TYPE, last);
         }
     }
