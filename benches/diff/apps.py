@@ -347,3 +347,25 @@ def dispatched(environ, start_response):
         _dispatcher = DispatcherMiddleware(where_root, {p.encode().decode("latin-1"): globals()[f"where_{n}"]
                                                         for p, n in MOUNTS.items()})
     return _dispatcher(environ, start_response)
+
+
+def _flask(cors):
+    """A Flask app of two routes, with Flask-CORS's defaults when `cors`."""
+    from flask import Flask
+    app = Flask(__name__)
+    app.add_url_rule("/", "index", lambda: "ok", methods=["GET", "POST", "PUT", "DELETE"])
+    app.add_url_rule("/header", "header", lambda: ("ok", 200, {"X-Custom": "1"}))
+    if cors is not None:
+        from flask_cors import CORS
+        CORS(app, **cors)
+    return app
+
+
+def __getattr__(name):
+    """`flask_plain`, `flask_cors_any` and `flask_cors_one`, made when first asked for."""
+    made = {"flask_plain": lambda: _flask(None), "flask_cors_any": lambda: _flask({}),
+            "flask_cors_one": lambda: _flask({"origins": ["https://a.example"]})}
+    if name in made:
+        globals()[name] = app = made[name]()
+        return app
+    raise AttributeError(name)

@@ -1031,13 +1031,17 @@ def battery_static(binary):
 # --- Python batteries --------------------------------------------------------------------------
 
 def python_env():
-    """PYTHONPATH with uvicorn, websockets and gunicorn, installed into target/diff/pylib if the
-    interpreter has them not."""
+    """PYTHONPATH with uvicorn, websockets, gunicorn and Flask-CORS, installed into target/diff/pylib
+    if the interpreter has them not."""
     env = dict(os.environ, PYTHONPATH=f"{HERE}:{PYLIB}")
     probe = [sys.executable, "-c", "import uvicorn, websockets, gunicorn"]
     if subprocess.run(probe, env=env, capture_output=True).returncode:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(PYLIB),
                         "uvicorn", "websockets", "gunicorn"], check=True)
+    # Flask-CORS and the Flask it runs on, where stackway's interpreter finds them too.
+    if not (PYLIB / "flask_cors").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(PYLIB),
+                        "flask", "flask-cors"], check=True)
     sys.path.insert(0, str(PYLIB))
     return env
 
@@ -1053,12 +1057,13 @@ def reference_python(server, app, env):
     return proc, port
 
 
-def stackway_python(binary, app, env, mounts=()):
-    """`stackway serve` with `app` (of apps.py) at the root, and `mounts` beside it, once it listens."""
+def stackway_python(binary, app, env, mounts=(), args=()):
+    """`stackway serve ARGS` with `app` (of apps.py) at the root, and `mounts` beside it, once it
+    listens."""
     port = free_port()
     mounts = [f"/={app}", *mounts]
     proc = subprocess.Popen([binary, "serve", "--bind", f"127.0.0.1:{port}", "--log-level", "error",
-                             "--pythonpath", str(HERE), "--pythonpath", str(PYLIB)]
+                             "--pythonpath", str(HERE), "--pythonpath", str(PYLIB), *args]
                             + [arg for mount in mounts for arg in ("--mount", mount)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(port)
@@ -1428,6 +1433,62 @@ def battery_dispatch(binary):
     return tally.summary("dispatch")
 
 
+CORS_KNOWN = {
+    "preflight of CONNECT": "the methods allowed are listed whatever was asked, and the browser refuses one not among "
+                            "them: the same outcome; Flask-CORS lists none",
+    "preflight of no route": "a preflight is answered before the app, as a front answers it: the request that follows "
+                             "gets the app's 404, readable; Flask-CORS's preflight is the 404, which fails it",
+}
+
+
+def battery_cors(binary):
+    """--cors against Flask-CORS's defaults on the same Flask app (under gunicorn): any origin,
+    and one: simple requests, preflights, and what they vary by."""
+    env = python_env()
+    tally = Tally(CORS_KNOWN)
+    origin = lambda o: f"Origin: {o}\r\n"
+    preflight = lambda o, method, headers="": (origin(o) + f"Access-Control-Request-Method: {method}\r\n"
+                                               + (f"Access-Control-Request-Headers: {headers}\r\n" if headers else ""))
+    cases = [
+        ("GET without Origin", "GET", "/", ""),
+        ("GET", "GET", "/", origin("https://a.example")),
+        ("GET from another origin", "GET", "/", origin("https://b.example")),
+        ("GET from null", "GET", "/", origin("null")),
+        ("GET of a route with its own header", "GET", "/header", origin("https://a.example")),
+        ("GET of no route", "GET", "/missing", origin("https://a.example")),
+        ("POST", "POST", "/", origin("https://a.example")),
+        ("preflight PUT", "OPTIONS", "/", preflight("https://a.example", "PUT")),
+        ("preflight with headers", "OPTIONS", "/", preflight("https://a.example", "POST", "X-A, Content-Type")),
+        ("preflight from another origin", "OPTIONS", "/", preflight("https://b.example", "PUT")),
+        ("preflight of CONNECT", "OPTIONS", "/", preflight("https://a.example", "CONNECT")),
+        ("preflight of a lowercase method", "OPTIONS", "/", preflight("https://a.example", "put")),
+        ("OPTIONS without a method asked", "OPTIONS", "/", origin("https://a.example")),
+        ("preflight of no route", "OPTIONS", "/missing", preflight("https://a.example", "GET")),
+    ]
+    def answer(port, method, path, extra):
+        """What a browser makes of it (Fetch's CORS check, no credentials): the status's class,
+        whether the origin may read it, and, for a preflight, the methods and headers allowed.
+        How each says so (`*` or the origin echoed, its Vary, 200 or 204) is each one's own."""
+        status, fields, _ = parse(exchange(port, request(method, path, extra)))
+        one = lambda name: (fields.get(name) or [""])[0]
+        sent = re.search(r"Origin: (\S+)", extra)
+        allowed = sent is not None and one("access-control-allow-origin") in ("*", sent.group(1))
+        listed = lambda name: sorted({t.strip().lower() for t in one(name).split(",") if t.strip()} - {"options"})
+        if "Access-Control-Request-Method" in extra:
+            return status[0], allowed, listed("access-control-allow-methods"), listed("access-control-allow-headers")
+        return status[0], allowed
+
+    for which, rule in [("any", "*"), ("one", "https://a.example")]:
+        gunicorn, gu_port = reference_python("gunicorn", f"flask_cors_{which}", env)
+        ours, our_port = stackway_python(binary, "wsgi:apps:flask_plain", env, args=["--cors", rule])
+        try:
+            for case, method, path, extra in cases:
+                tally.compare(f"{case} ({which})", *(answer(p, method, path, extra) for p in (gu_port, our_port)))
+        finally:
+            killed(gunicorn, ours)
+    return tally.summary("cors")
+
+
 def raw_requests():
     """Raw requests for the apps that answer what they were given: paths, queries, encodings,
     headers, bodies, versions."""
@@ -1719,7 +1780,7 @@ BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": batte
              "access": battery_access, "auth": battery_auth, "rate": battery_rate, "pool": battery_pool, "xaccel": battery_xaccel, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "proxy-websocket": battery_proxy_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "uwsgi-response": battery_uwsgi_response,
-             "scope": battery_scope, "dispatch": battery_dispatch, "cgi": battery_cgi, "environ": battery_environ}
+             "scope": battery_scope, "dispatch": battery_dispatch, "cors": battery_cors, "cgi": battery_cgi, "environ": battery_environ}
 
 
 def main():
