@@ -91,10 +91,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 /// reads its own way.
 pub(crate) fn last_content_type(headers: &mut HeaderMap) {
     let mut types = headers.get_all(CONTENT_TYPE).iter();
-    if let (Some(_), Some(_)) = (types.next(), types.next()) {
-        if let Some(last) = headers.get_all(CONTENT_TYPE).iter().next_back().cloned() {
-            headers.insert(CONTENT_TYPE, last);
-        }
+    if let (Some(_), Some(second)) = (types.next(), types.next()) {
+        let last = types.next_back().unwrap_or(second).clone();
+        headers.insert(CONTENT_TYPE, last);
     }
 }
 
