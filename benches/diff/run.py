@@ -37,6 +37,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Every process a battery starts: those still running when the run ends (a battery that failed
+# before its own `finally`) are killed then, not left holding their ports and the run's output.
+STARTED = []
+
+
+def spawn(*args, **kwargs):
+    """subprocess.Popen, the process noted in STARTED."""
+    proc = subprocess.Popen(*args, **kwargs)
+    STARTED.append(proc)
+    return proc
+
+
 def killed(*procs):
     """Kills each process and waits for it."""
     for p in procs:
@@ -171,8 +183,8 @@ class Pair:
                             server=server.replace("UPSTREAM", up))
         Path(self.dir, "nginx.conf").write_text(conf)
         self.procs = [
-            subprocess.Popen(["nginx", "-p", self.dir, "-c", f"{self.dir}/nginx.conf"]),
-            subprocess.Popen([binary, "serve", "--bind", f"127.0.0.1:{self.our_port}",
+            spawn(["nginx", "-p", self.dir, "-c", f"{self.dir}/nginx.conf"]),
+            spawn([binary, "serve", "--bind", f"127.0.0.1:{self.our_port}",
                               "--log-level", "error"] + [a.replace("UPSTREAM", up) for a in args],
                              stdout=subprocess.DEVNULL),
         ]
@@ -1051,7 +1063,7 @@ def reference_python(server, app, env):
     port = free_port()
     args = {"gunicorn": ["-b", f"127.0.0.1:{port}", "--chdir", str(HERE)],
             "uvicorn": ["--port", str(port), "--app-dir", str(HERE)]}[server]
-    proc = subprocess.Popen([sys.executable, "-m", server, *args, "--log-level", "critical", f"apps:{app}"],
+    proc = spawn([sys.executable, "-m", server, *args, "--log-level", "critical", f"apps:{app}"],
                             env=env, stderr=subprocess.DEVNULL)
     wait_for(port)
     return proc, port
@@ -1062,7 +1074,7 @@ def stackway_python(binary, app, env, mounts=(), args=()):
     listens."""
     port = free_port()
     mounts = [f"/={app}", *mounts]
-    proc = subprocess.Popen([binary, "serve", "--bind", f"127.0.0.1:{port}", "--log-level", "error",
+    proc = spawn([binary, "serve", "--bind", f"127.0.0.1:{port}", "--log-level", "error",
                              "--pythonpath", str(HERE), "--pythonpath", str(PYLIB), *args]
                             + [arg for mount in mounts for arg in ("--mount", mount)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -1377,11 +1389,11 @@ def battery_uwsgi_response(binary):
     uwsgi listener against uWSGI's: statuses, fields, bodies, framing and the app's mistakes."""
     env = python_env()
     uwsgi_port, ours_port = free_port(), free_port()
-    uwsgi = subprocess.Popen([uwsgi_binary(), "--socket", f"127.0.0.1:{uwsgi_port}", "--chdir", str(HERE),
+    uwsgi = spawn([uwsgi_binary(), "--socket", f"127.0.0.1:{uwsgi_port}", "--chdir", str(HERE),
                               "--module", "apps:wsgi_response", "--master", "--processes", "1",
                               "--disable-logging", "--die-on-term"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ours = subprocess.Popen([binary, "serve", "--bind", f"uwsgi://127.0.0.1:{ours_port}", "--log-level", "error",
+    ours = spawn([binary, "serve", "--bind", f"uwsgi://127.0.0.1:{ours_port}", "--log-level", "error",
                              "--pythonpath", str(HERE), "--mount", "/=wsgi:apps:wsgi_response"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     front = tempfile.mkdtemp(prefix="stackway-diff-")
@@ -1391,7 +1403,7 @@ def battery_uwsgi_response(binary):
     Path(front, "nginx.conf").write_text(NGINX.format(
         d=front, port=ref_port, http=second,
         server=f"location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{uwsgi_port}; }}"))
-    nginx = subprocess.Popen(["nginx", "-p", front, "-c", f"{front}/nginx.conf"])
+    nginx = spawn(["nginx", "-p", front, "-c", f"{front}/nginx.conf"])
     tally = Tally(UWSGI_RESPONSE_KNOWN)
     try:
         for port in (uwsgi_port, ours_port, ref_port, our_port):
@@ -1790,7 +1802,10 @@ def main():
     args = parser.parse_args()
     if not Path(args.binary).exists():
         raise SystemExit(f"{args.binary} is not built: cargo build --release -p stackway-cli")
-    new = sum(BATTERIES[name](args.binary) for name in args.batteries or BATTERIES)
+    try:
+        new = sum(BATTERIES[name](args.binary) for name in args.batteries or BATTERIES)
+    finally:
+        killed(*(proc for proc in STARTED if proc.poll() is None))
     sys.exit(1 if new else 0)
 
 
