@@ -362,10 +362,30 @@ def _flask(cors):
 
 
 def __getattr__(name):
-    """`flask_plain`, `flask_cors_any` and `flask_cors_one`, made when first asked for."""
+    """`flask_plain`, `flask_cors_any`, `flask_cors_one` and `fixed_NAME` (`fixed` behind
+    Werkzeug's ProxyFix trusting as PROXY_FIX[NAME] says), made when first asked for."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
     made = {"flask_plain": lambda: _flask(None), "flask_cors_any": lambda: _flask({}),
-            "flask_cors_one": lambda: _flask({"origins": ["https://a.example"]})}
+            "flask_cors_one": lambda: _flask({"origins": ["https://a.example"]}),
+            **{f"fixed_{name}": (lambda trust: lambda: ProxyFix(fixed, *trust))(trust)
+               for name, trust in PROXY_FIX.items()}}
     if name in made:
         globals()[name] = app = made[name]()
         return app
     raise AttributeError(name)
+
+
+def fixed(environ, start_response):
+    """Answers what ProxyFix changes, and the URLs Werkzeug's request builds from it."""
+    from werkzeug.wrappers import Request
+    request = Request(environ)
+    keys = ["REMOTE_ADDR", "wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME", "PATH_INFO"]
+    out = {key: environ.get(key) for key in keys}
+    out.update(url=request.url, host_url=request.host_url, url_root=request.url_root, host=request.host)
+    body = json.dumps(out).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+# The trust of the proxy-fix battery's configurations: x_for, x_proto, x_host, x_port, x_prefix.
+PROXY_FIX = {"default": (1, 1, 0, 0, 0), "one": (1, 1, 1, 1, 1), "two": (2, 2, 2, 2, 2), "mixed": (2, 0, 1, 0, 1)}

@@ -1058,11 +1058,11 @@ def python_env():
     return env
 
 
-def reference_python(server, app, env):
-    """gunicorn or uvicorn serving `app` of apps.py on a free port, once it listens."""
+def reference_python(server, app, env, args=()):
+    """gunicorn or uvicorn serving `app` of apps.py on a free port with `args`, once it listens."""
     port = free_port()
     args = {"gunicorn": ["-b", f"127.0.0.1:{port}", "--chdir", str(HERE)],
-            "uvicorn": ["--port", str(port), "--app-dir", str(HERE)]}[server]
+            "uvicorn": ["--port", str(port), "--app-dir", str(HERE)]}[server] + list(args)
     proc = spawn([sys.executable, "-m", server, *args, "--log-level", "critical", f"apps:{app}"],
                             env=env, stderr=subprocess.DEVNULL)
     wait_for(port)
@@ -1788,11 +1788,126 @@ def battery_environ(binary):
     return tally.summary("environ")
 
 
+PROXY_FIX_KNOWN = {
+    "X-Forwarded-For: [2001:db8::1]:4711": "REMOTE_ADDR is the address, its port REMOTE_PORT; Werkzeug copies the text",
+    "X-Forwarded-For: 203.0.113.9:4711": "the same",
+    "X-Forwarded-For: unknown": "not an address: ignored, REMOTE_ADDR stays the peer's (Werkzeug copies any text)",
+    "X-Forwarded-For: _hidden, 203.0.113.9": "the same, for RFC 7239's obfuscated identifier",
+    'X-Forwarded-For: "198.51.100.1, 203.0.113.9"': "the same, for one quoted item",
+    "X-Forwarded-Proto: HTTPS": "the scheme in its canonical lower case (RFC 3986 §3.1)",
+    "X-Forwarded-Proto: ftp": "http or https alone: a WSGI app's URLs are never ftp:// (Werkzeug takes any text)",
+    "X-Forwarded-Proto: wss": "the same",
+    "X-Forwarded-Proto: https, ftp": "the same",
+    "X-Forwarded-Host: shop.example": "a host without a port is at the scheme's default port (Werkzeug keeps the "
+                                      "port the proxy connected to in SERVER_PORT); the URLs are the same",
+    "X-Forwarded-Host: [2001:db8::1]": "the same",
+    "X-Forwarded-Host: a.example, shop.example": "the same",
+    "X-Forwarded-Host: shop.example, a.example:81": "the same",
+    "X-Forwarded-Host: SHOP.Example": "the same, and SERVER_NAME in lower case, as stackway gives it from Host",
+    "https and host": "the same",
+    "host and port": "the same (x_port 0)",
+    "IPv6 host and port": "the same",
+    "https, host and 443": "the same",
+    "everything, one hop": "the same",
+    "X-Forwarded-Host: shop.example/evil": "not host[:port]: ignored (Werkzeug copies it into HTTP_HOST, and its "
+                                           "own URLs then have no host)",
+    "X-Forwarded-Host: user@shop.example": "the same",
+    "X-Forwarded-Host: shop.example:": "the same",
+    "X-Forwarded-Host: shop.example:abc": "the same",
+    "X-Forwarded-Port: abc": "not a port: ignored (Werkzeug's URLs then have no host)",
+    "X-Forwarded-Port: 99999": "the same",
+    "X-Forwarded-Prefix: /store/": "SCRIPT_NAME without the trailing slash (PEP 3333); the URLs are the same",
+    "X-Forwarded-Prefix: /": "the same: the root is an empty SCRIPT_NAME",
+    "X-Forwarded-Prefix: store": "not a path: ignored (Werkzeug's app fails, 500)",
+    "X-Forwarded-Prefix: //evil.example": "ignored: a prefix of `//` makes every URL the app builds point at another "
+                                          "host",
+    "X-Forwarded-Prefix: /a?x": "a query is no part of a prefix: ignored",
+    "X-Forwarded-Prefix: /a%20b": "SCRIPT_NAME decoded as PEP 3333 has it, as the path's is; Werkzeug leaves it "
+                                  "encoded; the URLs are the same",
+    "X-Forwarded-Prefix: /caf%C3%A9": "the same",
+}
+
+
+def proxy_fix_cases():
+    """(name, extra header lines) for the proxy-fix battery: each X-Forwarded-* field alone, as
+    lists of one to three hops, odd and hostile values, and together."""
+    xff, xfp, xfh = "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"
+    xfport, xfprefix = "X-Forwarded-Port", "X-Forwarded-Prefix"
+    one = lambda name, *values: (f"{name}: " + " | ".join(values),
+                                 "".join(f"{name}: {value}\r\n" for value in values))
+    cases = [("none", "")]
+    for value in ["203.0.113.9", "198.51.100.1, 203.0.113.9", "1.1.1.1, 198.51.100.1, 203.0.113.9",
+                  "2001:db8::1", "[2001:db8::1]:4711", "203.0.113.9:4711", "unknown", ", 203.0.113.9",
+                  "203.0.113.9,", '"203.0.113.9"', '"198.51.100.1, 203.0.113.9"', "", "_hidden, 203.0.113.9"]:
+        cases.append(one(xff, value))
+    cases.append(one(xff, "198.51.100.1", "203.0.113.9"))
+    for value in ["https", "HTTPS", "http, https", "https, http", "ftp", "wss", "https, ftp"]:
+        cases.append(one(xfp, value))
+    for value in ["shop.example", "shop.example:8443", "SHOP.Example", "[2001:db8::1]", "[2001:db8::1]:8443",
+                  "a.example, shop.example", "shop.example/evil", "user@shop.example", "shop.example:",
+                  "shop.example:abc", "1.2.3.4:80", "shop.example, a.example:81"]:
+        cases.append(one(xfh, value))
+    for value in ["8443", "443", "80", "abc", "99999", "8443, 9443", "0"]:
+        cases.append(one(xfport, value))
+    for value in ["/store", "/store/", "/", "store", "//evil.example", "/a%20b", "/caf%C3%A9", "/a, /b",
+                  "/a/b/c", "/a?x"]:
+        cases.append(one(xfprefix, value))
+    together = lambda *pairs: "".join(f"{name}: {value}\r\n" for name, value in pairs)
+    cases += [
+        ("host and port", together((xfh, "shop.example"), (xfport, "8443"))),
+        ("host with a port and port", together((xfh, "shop.example:81"), (xfport, "8443"))),
+        ("IPv6 host and port", together((xfh, "[2001:db8::1]"), (xfport, "8443"))),
+        ("https, host and 443", together((xfp, "https"), (xfh, "shop.example"), (xfport, "443"))),
+        ("https and host", together((xfp, "https"), (xfh, "shop.example"))),
+        ("http and port 80", together((xfp, "http"), (xfport, "80"))),
+        ("everything, one hop", together((xff, "203.0.113.9"), (xfp, "https"), (xfh, "shop.example"),
+                                         (xfport, "8443"), (xfprefix, "/store"))),
+        ("everything, two hops", together((xff, "203.0.113.9, 10.0.0.2"), (xfp, "https, http"),
+                                          (xfh, "shop.example, internal:8080"), (xfport, "443, 8080"),
+                                          (xfprefix, "/store, /inner"))),
+    ]
+    return cases
+
+
+def battery_proxy_fix(binary):
+    """--proxy-fix against Werkzeug's ProxyFix (under gunicorn) with the same trust, four
+    configurations: what the app's environ says and the URLs Werkzeug's request builds."""
+    env = python_env()
+    sys.path.insert(0, str(HERE))
+    from apps import PROXY_FIX
+    tally = Tally(PROXY_FIX_KNOWN)
+    for name, trust in PROXY_FIX.items():
+        # gunicorn's own reading of X-Forwarded-Proto off (it trusts 127.0.0.1): Werkzeug's alone.
+        gunicorn, gu_port = reference_python("gunicorn", f"fixed_{name}", env,
+                                             ["--forwarded-allow-ips", "192.0.2.1"])
+        flag = ",".join(f"{key}={n}" for key, n in zip(["for", "proto", "host", "port", "prefix"], trust))
+        ours, our_port = stackway_python(binary, "wsgi:apps:fixed", env, args=["--proxy-fix", flag])
+        try:
+            for case, extra in proxy_fix_cases():
+                data = (f"GET /p/q?x=1 HTTP/1.1\r\nHost: app.internal:8000\r\nConnection: close\r\n{extra}\r\n"
+                        .encode())
+                ref, ours_ = (dump(port, data) for port in (gu_port, our_port))
+                if isinstance(ref, dict) and isinstance(ours_, dict):
+                    if ref["SERVER_NAME"] == "127.0.0.1":
+                        # gunicorn's is its socket's address, stackway's the Host's (the environ
+                        # battery's known difference): compared where ProxyFix set it.
+                        del ref["SERVER_NAME"], ours_["SERVER_NAME"]
+                    for side, port in ((ref, gu_port), (ours_, our_port)):
+                        for key, value in side.items():
+                            if isinstance(value, str):
+                                side[key] = value.replace(str(port), "PORT")
+                tally.compare(f"{case} ({name})", ref, ours_)
+        finally:
+            killed(gunicorn, ours)
+    return tally.summary("proxy-fix")
+
+
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
              "access": battery_access, "auth": battery_auth, "rate": battery_rate, "pool": battery_pool, "xaccel": battery_xaccel, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "proxy-websocket": battery_proxy_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "uwsgi-response": battery_uwsgi_response,
-             "scope": battery_scope, "dispatch": battery_dispatch, "cors": battery_cors, "cgi": battery_cgi, "environ": battery_environ}
+             "scope": battery_scope, "dispatch": battery_dispatch, "cors": battery_cors, "cgi": battery_cgi, "environ": battery_environ,
+             "proxy-fix": battery_proxy_fix}
 
 
 def main():
