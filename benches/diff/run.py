@@ -1902,12 +1902,143 @@ def battery_proxy_fix(binary):
     return tally.summary("proxy-fix")
 
 
+HAPROXY = """global
+    maxconn 100
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 2s
+    timeout server 2s
+frontend front
+    bind 127.0.0.1:{port} accept-proxy
+    option forwardfor
+    default_backend back
+backend back
+    server up 127.0.0.1:{upstream}
+"""
+
+
+PROXY_PROTOCOL_KNOWN = {
+    "v1 UNKNOWN with addresses": "taken, the connection's own address standing: for UNKNOWN \"the receiver must ignore "
+                                 "anything presented before the CRLF\" (the specification, 2.1); HAProxy closes",
+    "v1 UNKNOWN with garbage": "the same",
+    "v1 a port over 65535": "refused: \"any sequence which does not exactly match the protocol must be discarded\" "
+                            "(2.1); HAProxy takes it",
+    "v1 a port with a leading zero": "the same",
+    "v1 an address with leading zeros": "the same (\"heading zeroes are not permitted\")",
+    "v1 an address out of range": "the same; HAProxy takes 999 as 231",
+    "v2 UNSPEC": "taken, the connection's own address standing (a receiver \"is free to accept the connection anyway "
+                 "and use the real endpoint addresses or to reject it\", 2.2); HAProxy closes",
+    "v2 UNIX": "the same: a unix client has no address to name",
+    "v2 UDP4": "taken: its address is the client's (the specification lets a receiver take what it supports); "
+               "HAProxy closes",
+}
+
+
+def with_crc32c(header):
+    """A version 2 header ending in a zeroed CRC32C TLV, with its checksum in it."""
+    crc = 0xFFFFFFFF
+    for byte in header:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return header[:-4] + struct.pack("!I", crc ^ 0xFFFFFFFF)
+
+
+def proxy_protocol_cases():
+    """(name, bytes before the request) for the proxy-protocol battery: version 1 and 2 headers
+    as balancers send them, and malformed ones."""
+    v1 = lambda line: line.encode() + b"\r\n"
+    ipv4 = bytes([203, 0, 113, 7, 10, 0, 0, 1, 0xC8, 0x22, 0, 80])
+    ipv6 = bytes.fromhex("20010db8000000000000000000000007" "20010db8000000000000000000000001") + b"\xc8\x22\x01\xbb"
+    v2 = lambda command, family, body: (b"\r\n\r\n\0\r\nQUIT\n" + bytes([command, family])
+                                        + struct.pack("!H", len(body)) + body)
+    tlv = lambda kind, value: bytes([kind]) + struct.pack("!H", len(value)) + value
+    return [
+        ("no header", b""),
+        ("v1 TCP4", v1("PROXY TCP4 203.0.113.7 10.0.0.1 51234 80")),
+        ("v1 TCP6", v1("PROXY TCP6 2001:db8::7 2001:db8::1 51234 443")),
+        ("v1 TCP6, an IPv4-mapped address", v1("PROXY TCP6 ::ffff:203.0.113.7 ::1 51234 443")),
+        ("v1 UNKNOWN", v1("PROXY UNKNOWN")),
+        ("v1 UNKNOWN with addresses", v1("PROXY UNKNOWN 2001:db8::7 2001:db8::1 51234 443")),
+        ("v1 UNKNOWN with garbage", v1("PROXY UNKNOWN what ever")),
+        ("v1 ending in LF alone", b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80\n"),
+        ("v1 without its end", b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80"),
+        ("v1 a port over 65535", v1("PROXY TCP4 203.0.113.7 10.0.0.1 99999 80")),
+        ("v1 port 0", v1("PROXY TCP4 203.0.113.7 10.0.0.1 0 80")),
+        ("v1 a port with a leading zero", v1("PROXY TCP4 203.0.113.7 10.0.0.1 051234 80")),
+        ("v1 an address with leading zeros", v1("PROXY TCP4 203.0.113.007 10.0.0.1 51234 80")),
+        ("v1 an address out of range", v1("PROXY TCP4 999.0.113.7 10.0.0.1 51234 80")),
+        ("v1 TCP4 with IPv6 addresses", v1("PROXY TCP4 2001:db8::7 2001:db8::1 51234 443")),
+        ("v1 TCP6 with IPv4 addresses", v1("PROXY TCP6 203.0.113.7 10.0.0.1 51234 80")),
+        ("v1 two spaces", v1("PROXY TCP4  203.0.113.7 10.0.0.1 51234 80")),
+        ("v1 a port missing", v1("PROXY TCP4 203.0.113.7 10.0.0.1 51234")),
+        ("v1 a word more", v1("PROXY TCP4 203.0.113.7 10.0.0.1 51234 80 more")),
+        ("v1 lower-case proxy", v1("proxy TCP4 203.0.113.7 10.0.0.1 51234 80")),
+        ("v1 lower-case tcp4", v1("PROXY tcp4 203.0.113.7 10.0.0.1 51234 80")),
+        ("v1 TCP5", v1("PROXY TCP5 203.0.113.7 10.0.0.1 51234 80")),
+        ("v1 longer than 107 bytes", v1("PROXY UNKNOWN " + "x" * 100)),
+        ("v1 twice", v1("PROXY TCP4 203.0.113.7 10.0.0.1 51234 80") * 2),
+        ("v2 TCP4", v2(0x21, 0x11, ipv4)),
+        ("v2 TCP6", v2(0x21, 0x21, ipv6)),
+        ("v2 LOCAL", v2(0x20, 0x00, b"")),
+        ("v2 LOCAL with addresses", v2(0x20, 0x11, ipv4)),
+        ("v2 UNSPEC", v2(0x21, 0x00, b"")),
+        ("v2 UDP4", v2(0x21, 0x12, ipv4)),
+        ("v2 UNIX", v2(0x21, 0x31, b"/a".ljust(108, b"\0") + b"/b".ljust(108, b"\0"))),
+        ("v2 a NOOP TLV", v2(0x21, 0x11, ipv4 + tlv(0x04, b"\0\0"))),
+        ("v2 ALPN and authority TLVs", v2(0x21, 0x11, ipv4 + tlv(0x01, b"h2") + tlv(0x02, b"shop.example"))),
+        ("v2 a TLV past the end", v2(0x21, 0x11, ipv4 + b"\x04\x00\x09\x00")),
+        ("v2 a wrong CRC32C TLV", v2(0x21, 0x11, ipv4 + tlv(0x03, b"\0\0\0\0"))),
+        ("v2 a right CRC32C TLV", with_crc32c(v2(0x21, 0x11, ipv4 + tlv(0x03, b"\0\0\0\0")))),
+        ("v2 addresses cut short", v2(0x21, 0x11, ipv4[:8])),
+        ("v2 version 1", v2(0x11, 0x11, ipv4)),
+        ("v2 version 3", v2(0x31, 0x11, ipv4)),
+        ("v2 command 2", v2(0x22, 0x11, ipv4)),
+        ("v2 family 5", v2(0x21, 0x51, ipv4)),
+        ("v2 the signature wrong", b"\r\n\r\n\0\r\nQUIX\n" + v2(0x21, 0x11, ipv4)[12:]),
+        ("v2 a long TLV", v2(0x21, 0x11, ipv4 + tlv(0x04, b"\0" * 3000))),
+    ]
+
+
+def battery_proxy_protocol(binary):
+    """--proxy-protocol against HAProxy's `accept-proxy` (the protocol's reference), each in
+    front of the same upstream with the client's address in X-Forwarded-For: which headers
+    are taken and which client each names."""
+    tally = Tally(PROXY_PROTOCOL_KNOWN)
+    upstream = Upstream()
+    work = tempfile.mkdtemp(prefix="stackway-diff-")
+    ref_port, our_port = free_port(), free_port()
+    Path(work, "haproxy.cfg").write_text(HAPROXY.format(port=ref_port, upstream=upstream.port))
+    procs = [spawn(["haproxy", "-f", f"{work}/haproxy.cfg", "-q"]),
+             spawn([binary, "serve", "--bind", f"127.0.0.1:{our_port}", "--log-level", "error",
+                    "--proxy-protocol", "--mount", f"/=http://127.0.0.1:{upstream.port}"],
+                   stdout=subprocess.DEVNULL)]
+    wait_for(ref_port), wait_for(our_port)
+
+    def outcome(port, head):
+        upstream.log.clear()
+        answer = exchange(port, head + request("GET", "/r?len=2"))
+        status = parse(answer)[0] or "closed"
+        forwarded = [h.split(":", 1)[1].strip() for _, heads, _ in upstream.log for h in heads
+                     if h.lower().startswith("x-forwarded-for:")]
+        return status, forwarded
+
+    try:
+        for case, head in proxy_protocol_cases():
+            tally.compare(case, outcome(ref_port, head), outcome(our_port, head))
+    finally:
+        killed(*procs)
+        upstream.sock.close()
+    return tally.summary("proxy-protocol")
+
+
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
              "access": battery_access, "auth": battery_auth, "rate": battery_rate, "pool": battery_pool, "xaccel": battery_xaccel, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "proxy-websocket": battery_proxy_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "uwsgi-response": battery_uwsgi_response,
              "scope": battery_scope, "dispatch": battery_dispatch, "cors": battery_cors, "cgi": battery_cgi, "environ": battery_environ,
-             "proxy-fix": battery_proxy_fix}
+             "proxy-fix": battery_proxy_fix, "proxy-protocol": battery_proxy_protocol}
 
 
 def main():

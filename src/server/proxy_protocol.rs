@@ -50,8 +50,9 @@ fn parse(buf: &[u8]) -> io::Result<Option<(Option<SocketAddr>, usize)>> {
         let Some(header) = buf.get(..len) else {
             return Ok(None);
         };
-        let header = v2::Header::try_from(header).map_err(invalid)?;
-        let client = match (header.command, header.addresses) {
+        let parsed = v2::Header::try_from(header).map_err(invalid)?;
+        check_tlvs(header, &parsed)?;
+        let client = match (parsed.command, parsed.addresses) {
             (v2::Command::Proxy, v2::Addresses::IPv4(a)) => {
                 Some(SocketAddr::from((a.source_address, a.source_port)))
             }
@@ -80,6 +81,34 @@ fn parse(buf: &[u8]) -> io::Result<Option<(Option<SocketAddr>, usize)>> {
         v1::Addresses::Unknown => None,
     };
     Ok(Some((client, len)))
+}
+
+/// Every TLV after a version 2 header's addresses whole, and its CRC32C, if it
+/// has one, the header's own (the specification's receiver MUST when it checks
+/// one; HAProxy checks it): what does not hold is a header to refuse, not one
+/// to take the client's address from.
+fn check_tlvs(bytes: &[u8], header: &v2::Header<'_>) -> io::Result<()> {
+    const CRC32C: u8 = 0x03;
+    let mut at = bytes.len() - usize::from(header.tlvs().len());
+    for tlv in header.tlvs() {
+        let tlv = tlv.map_err(invalid)?;
+        let value_at = at + 3;
+        at = value_at + tlv.value.len();
+        if tlv.kind != CRC32C {
+            continue;
+        }
+        let said: [u8; 4] = tlv.value[..]
+            .try_into()
+            .map_err(|_| invalid("PROXY protocol CRC32C not 4 bytes"))?;
+        // The header's checksum with the checksum's own bytes taken as zeros.
+        let crc = crc32c::crc32c(&bytes[..value_at]);
+        let crc = crc32c::crc32c_append(crc, &[0; 4]);
+        let crc = crc32c::crc32c_append(crc, &bytes[at..]);
+        if crc != u32::from_be_bytes(said) {
+            return Err(invalid("PROXY protocol header fails its CRC32C"));
+        }
+    }
+    Ok(())
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -153,6 +182,14 @@ mod tests {
         );
         // LOCAL: the balancer's own connection (a health check).
         assert_eq!(read(&v2(0x20, 0x00, &[])).await, Ok(None));
+        // A CRC32C of the header, as HAProxy's `proxy-v2-options crc32c` sends it.
+        let mut checked = v2(0x21, 0x11, &[&ipv4[..], &[0x03, 0, 4, 0, 0, 0, 0]].concat());
+        let crc = crc32c::crc32c(&checked[..checked.len() - 3]).to_be_bytes();
+        let at = checked.len() - 7;
+        checked[at..at + 4].copy_from_slice(&crc);
+        assert_eq!(read(&checked).await, Ok(Some("203.0.113.7:51234".into())));
+        checked[at] ^= 1;
+        assert!(read_header(&mut &checked[..]).await.is_err());
     }
 
     #[tokio::test]
@@ -163,6 +200,8 @@ mod tests {
             b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2",
             &[b'P'; 200][..],
             b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0C\x01",
+            // A TLV whose length runs past the header's end.
+            b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x10\xcb\0\x71\x07\x0a\0\0\x01\xc8\x22\0\x50\x04\0\x09\0",
         ] {
             let mut io = bad;
             assert!(read_header(&mut io).await.is_err(), "{bad:?}");
