@@ -92,7 +92,8 @@ class RawServer:
         conn.close()
 
 
-# A raw upstream, answering by its query: status, ct, len, ce, etag, cc, ar, vary, cr, chunked,
+# A raw upstream, answering by its query: status, ct, len, ce, etag (with cond, a 304 to an
+# If-None-Match of it), cc, ar, vary, cr, chunked,
 # h (a field line of its own, any number of them), big (an X-Big field that many bytes long), sleep
 # (seconds before it answers) or raw (the whole answer, sent as it is, and
 # the connection closed); each request's line, fields and body noted for `seen`.
@@ -137,6 +138,8 @@ class Upstream(RawServer):
         time.sleep(float(q.get("sleep", 0)))
         payload = (b"hello world, " * 200)[: int(q.get("len", 2600))]
         status = q.get("status", "200")
+        if "cond" in q and "etag" in q and fields.get("if-none-match") == q["etag"]:
+            status = "304"
         out = [f"HTTP/1.1 {status} X", "Content-Type: " + q.get("ct", "text/html")]
         for key, name in [("ce", "Content-Encoding"), ("etag", "ETag"), ("cc", "Cache-Control"),
                           ("ar", "Accept-Ranges"), ("vary", "Vary"), ("cr", "Content-Range")]:
@@ -492,7 +495,7 @@ PROXY_KNOWN = {
     "answered: hop-by-hop": "the fields the upstream's Connection names, and Proxy-Connection, stay on its hop (RFC 9110 §7.6.1)",
     "answered: Upgrade without 101": "Upgrade and HTTP2-Settings in an answer that switches nothing are the upstream's hop",
     "answered: Proxy-Authenticate": "a challenge for the upstream's hop (RFC 9110 §11.7.1)",
-    "answered: X-Accel-*": "passed: stackway does not act on them (a SharedData in front acts on X-Accel-Redirect); nginx takes them for itself",
+    "answered: X-Accel-*": "passed: the proxy does not act on them (a SharedData in front acts on X-Accel-Redirect, a cache on X-Accel-Expires); nginx takes them for itself",
     "answered: X-Pad": "passed: nginx drops it for a browser of the 1990s",
     "answered: Location /base/x": "a path into the upstream's base is turned into the mount's, as an absolute one is; nginx's proxy_redirect only matches the absolute form",
     "answered: Location upstream/x": "made a path of the mount's (RFC 9110 §10.2.2 allows a relative Location); nginx makes it absolute with the client's host",
@@ -2033,12 +2036,123 @@ def battery_proxy_protocol(binary):
     return tally.summary("proxy-protocol")
 
 
+CACHE_KNOWN = {
+    "Last-Modified alone": "stored with a heuristic lifetime, a tenth of its age (RFC 9111 §4.2.2); nginx stores "
+                           "nothing that says no lifetime",
+    "no-cache with an ETag": "stored and revalidated with If-None-Match (RFC 9111 §5.2.2.4), the upstream's 304 "
+                             "serving it; nginx does not store it and fetches it whole",
+    "max-age=0 with an ETag": "the same",
+    "Set-Cookie": "stored with its Set-Cookie, as the HTTP caching test suite's required `headers-store-Set-Cookie` "
+                  "asks; nginx stores nothing with a Set-Cookie",
+    "GET, POST, GET": "a successful POST invalidates its target (RFC 9111 §4.4); nginx keeps serving the stored response",
+    "HEAD, then GET": "a HEAD goes upstream as a HEAD and stores no body; nginx sends a GET in its place and stores that",
+    "a client's Authorization": "a response to a request with Authorization is not stored unless it says public, "
+                                "s-maxage or must-revalidate (RFC 9111 §3.5); nginx stores it and serves it to "
+                                "every other client",
+    "a client's no-cache": "a client's no-cache sends the request on (RFC 9111 §5.2.1.4); nginx ignores it",
+    "a client's Pragma": "the same, for Pragma: no-cache without Cache-Control (RFC 9111 §5.4)",
+    "a client's Range": "a range of a stored whole response is answered from it; nginx answers 200 (its ranges of a "
+                        "cached response need the upstream's Accept-Ranges)",
+}
+
+
+def cache_cases():
+    """(name, [(method, query, extra fields)]) for the cache battery: a sequence of requests to
+    one target, each answered by the upstream as its query says."""
+    day_ago = "Last-Modified: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() - 86400))
+    future = "Expires: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3600))
+    past = "Expires: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() - 3600))
+    q = urllib.parse.quote
+    twice = lambda query, extra="": [("GET", query, extra), ("GET", query, extra)]
+    return [
+        ("max-age", twice("cc=max-age=60")),
+        ("nothing said", twice("")),
+        ("Last-Modified alone", twice(f"h={q(day_ago)}")),
+        ("no-store", twice("cc=no-store,max-age=60")),
+        ("private", twice("cc=private,max-age=60")),
+        ("no-cache", twice("cc=no-cache,max-age=60")),
+        ("no-cache with an ETag", twice("cc=no-cache&etag=%22v1%22&cond=1")),
+        ("max-age=0", twice("cc=max-age=0")),
+        ("max-age=0 with an ETag", twice("cc=max-age=0&etag=%22v1%22&cond=1")),
+        ("s-maxage", twice("cc=s-maxage=60")),
+        ("s-maxage=0, max-age", twice("cc=s-maxage=0,max-age=60")),
+        ("Expires ahead", twice(f"h={q(future)}")),
+        ("Expires past", twice(f"h={q(past)}")),
+        ("Expires past, max-age", twice(f"cc=max-age=60&h={q(past)}")),
+        ("Set-Cookie", twice("cc=max-age=60&h=Set-Cookie:%20a%3Db")),
+        ("Vary: *", twice("cc=max-age=60&vary=*")),
+        ("Vary: Accept-Encoding, two codings",
+         [("GET", "cc=max-age=60&vary=Accept-Encoding", "Accept-Encoding: gzip\r\n"),
+          ("GET", "cc=max-age=60&vary=Accept-Encoding", "Accept-Encoding: br\r\n"),
+          ("GET", "cc=max-age=60&vary=Accept-Encoding", "Accept-Encoding: gzip\r\n")]),
+        ("Vary: X-A", [("GET", "cc=max-age=60&vary=X-A", "X-A: 1\r\n"),
+                       ("GET", "cc=max-age=60&vary=X-A", "X-A: 2\r\n"),
+                       ("GET", "cc=max-age=60&vary=X-A", "X-A: 1\r\n")]),
+        ("POST, then GET", [("POST", "cc=max-age=60", ""), ("GET", "cc=max-age=60", ""),
+                            ("GET", "cc=max-age=60", "")]),
+        ("GET, POST, GET", [("GET", "cc=max-age=60", ""), ("POST", "cc=max-age=60", ""),
+                            ("GET", "cc=max-age=60", "")]),
+        ("GET, then HEAD", [("GET", "cc=max-age=60", ""), ("HEAD", "cc=max-age=60", "")]),
+        ("HEAD, then GET", [("HEAD", "cc=max-age=60", ""), ("GET", "cc=max-age=60", "")]),
+        ("404 with max-age", twice("cc=max-age=60&status=404")),
+        ("404 alone", twice("status=404")),
+        ("500 with max-age", twice("cc=max-age=60&status=500")),
+        ("301 with max-age", twice("cc=max-age=60&status=301&h=Location:%20/x")),
+        ("302 alone", twice("status=302&h=Location:%20/x")),
+        ("a client's Authorization", twice("cc=max-age=60", "Authorization: Basic YTpi\r\n")),
+        ("a client's Authorization, public", twice("cc=public,max-age=60", "Authorization: Basic YTpi\r\n")),
+        ("a client's no-cache", [("GET", "cc=max-age=60", ""), ("GET", "cc=max-age=60", "Cache-Control: no-cache\r\n")]),
+        ("a client's max-age=0", [("GET", "cc=max-age=60", ""), ("GET", "cc=max-age=60", "Cache-Control: max-age=0\r\n")]),
+        ("a client's Pragma", [("GET", "cc=max-age=60", ""), ("GET", "cc=max-age=60", "Pragma: no-cache\r\n")]),
+        ("a client's If-None-Match", [("GET", "cc=max-age=60&etag=%22v1%22", ""),
+                                      ("GET", "cc=max-age=60&etag=%22v1%22", "If-None-Match: \"v1\"\r\n")]),
+        ("a client's Range", [("GET", "cc=max-age=60", ""), ("GET", "cc=max-age=60", "Range: bytes=0-9\r\n")]),
+        ("a Range first", [("GET", "cc=max-age=60", "Range: bytes=0-9\r\n"), ("GET", "cc=max-age=60", "")]),
+        ("a cookie sent", twice("cc=max-age=60", "Cookie: a=b\r\n")),
+        ("chunked", twice("cc=max-age=60&chunked=1")),
+        ("an empty body", twice("cc=max-age=60&len=0")),
+        ("X-Accel-Expires: 0", twice("cc=max-age=60&h=X-Accel-Expires:%200")),
+        ("X-Accel-Expires: 60", twice("h=X-Accel-Expires:%2060")),
+        ("Cache-Control: no-cache=\"Set-Cookie\"", twice("cc=max-age=60,no-cache=%22Set-Cookie%22&h=Set-Cookie:%20a%3Db")),
+    ]
+
+
+def battery_cache(binary):
+    """--cache against proxy_cache (with proxy_cache_revalidate), each in front of the same
+    upstream: for each sequence of requests to a target, what the client gets and which of
+    them reach the upstream (and whether conditionally)."""
+    tally = Tally(CACHE_KNOWN)
+    cache_dir = tempfile.mkdtemp(prefix="stackway-diff-cache-")
+    pair = Pair(binary, "location / { proxy_cache c; proxy_cache_revalidate on; proxy_pass http://UPSTREAM; }",
+                ["--cache", "16MiB", "--mount", "/=http://UPSTREAM"],
+                http=f"proxy_cache_path {cache_dir} keys_zone=c:1m;")
+
+    def run(port, case, steps):
+        said = []
+        for method, query, extra in steps:
+            target = f"/r/{urllib.parse.quote(case)}?{query}"
+            answer = exchange(port, request(method, target, extra))
+            status, _, body = parse(answer, head=method == "HEAD")
+            went = [("conditional" if any(h.lower().startswith("if-none-match:") for h in heads) else "plain")
+                    for _, heads, _ in pair.upstream.seen()]
+            said.append((status, len(body), went))
+        return said
+
+    try:
+        for case, steps in cache_cases():
+            tally.compare(case, run(pair.ref_port, case, steps), run(pair.our_port, case, steps))
+    finally:
+        pair.close()
+    return tally.summary("cache")
+
+
 BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": battery_errors,
              "access": battery_access, "auth": battery_auth, "rate": battery_rate, "pool": battery_pool, "xaccel": battery_xaccel, "proxy": battery_proxy, "static": battery_static, "websocket": battery_websocket, "proxy-websocket": battery_proxy_websocket, "wsgi-input": battery_wsgi_input,
              "wsgi-response": battery_wsgi_response, "asgi-response": battery_asgi_response,
              "uwsgi-response": battery_uwsgi_response,
              "scope": battery_scope, "dispatch": battery_dispatch, "cors": battery_cors, "cgi": battery_cgi, "environ": battery_environ,
-             "proxy-fix": battery_proxy_fix, "proxy-protocol": battery_proxy_protocol}
+             "proxy-fix": battery_proxy_fix, "proxy-protocol": battery_proxy_protocol,
+             "cache": battery_cache}
 
 
 def main():

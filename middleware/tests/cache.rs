@@ -114,6 +114,21 @@ fn origin(seen: Seen) -> impl stackway::App {
                         Body::from_stream(futures_util::stream::iter(chunks)),
                     )
                 }
+                // nginx's X-Accel-Expires, in place of what Cache-Control says.
+                accel if accel.starts_with("/accel/") => {
+                    let (cc, expires) = match &accel["/accel/".len()..] {
+                        "off" => ("max-age=60", "0".to_owned()),
+                        "private" => ("private", "60".to_owned()),
+                        "until" => ("no-cache", format!("@{}", unix_now() + 60)),
+                        "gone" => ("max-age=60", format!("@{}", unix_now() - 60)),
+                        _ => ("max-age=60", "soon".to_owned()),
+                    };
+                    response(
+                        StatusCode::OK,
+                        &[("cache-control", cc), ("x-accel-expires", &expires)],
+                        Body::from(format!("version {n}")),
+                    )
+                }
                 big if big.starts_with("/big/") => response(
                     StatusCode::OK,
                     &[("cache-control", "max-age=60")],
@@ -123,6 +138,11 @@ fn origin(seen: Seen) -> impl stackway::App {
             }
         }
     }
+}
+
+fn unix_now() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.unwrap().as_secs()
 }
 
 fn serve(capacity: usize) -> (Running, Seen, stackway_middleware::cache::CacheStats) {
@@ -161,6 +181,30 @@ fn a_fresh_response_is_served_again_and_an_unsafe_request_invalidates_it() {
         conn.get("/private").header("cache-status"),
         Some("stackway; fwd=uri-miss; detail=private")
     );
+}
+
+#[test]
+fn x_accel_expires_says_how_long_in_place_of_cache_control_as_nginx_reads_it() {
+    let (running, seen, _) = serve(64 << 20);
+    let mut conn = Conn::open(running.addr);
+    let twice = |conn: &mut Conn, path: &str| {
+        let statuses = [conn.get(path), conn.get(path)].map(|res| {
+            let status = res.header("cache-status").unwrap_or_default().to_owned();
+            status.split("; ").nth(1).unwrap_or_default().to_owned()
+        });
+        (statuses, seen.count(path))
+    };
+    let expected = |second: &str, count| (["fwd=uri-miss", second].map(String::from), count);
+    // `0`: not stored, whatever max-age says.
+    assert_eq!(twice(&mut conn, "/accel/off"), expected("fwd=uri-miss", 2));
+    // Seconds, and a time to keep it until: stored, though Cache-Control says
+    // private or no-cache (to browsers).
+    assert_eq!(twice(&mut conn, "/accel/private"), expected("hit", 1));
+    assert_eq!(twice(&mut conn, "/accel/until"), expected("hit", 1));
+    // A time past: stored stale, so fetched again.
+    assert_eq!(twice(&mut conn, "/accel/gone"), expected("fwd=stale", 2));
+    // Not a number: ignored, Cache-Control's max-age stands.
+    assert_eq!(twice(&mut conn, "/accel/soon"), expected("hit", 1));
 }
 
 #[test]

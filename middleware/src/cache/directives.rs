@@ -49,6 +49,9 @@ pub(crate) struct Directives {
     pub(crate) proxy_revalidate: bool,
     pub(crate) must_understand: bool,
     pub(crate) only_if_cached: bool,
+    /// Fresh until this many seconds after the epoch: nginx's
+    /// `X-Accel-Expires: @T`.
+    pub(crate) until: Option<u64>,
 }
 
 impl Directives {
@@ -88,13 +91,42 @@ impl Directives {
 }
 
 /// The directives a response gives this cache: its `CDN-Cache-Control`'s if
-/// it has a valid one (then `true`: `Expires` does not count either), else
-/// its `Cache-Control`'s.
+/// it has a valid one, else what its `X-Accel-Expires` says if it has a valid
+/// one (then `true`: `Expires` does not count either), else its
+/// `Cache-Control`'s.
 pub(crate) fn of_response(headers: &HeaderMap) -> (Directives, bool) {
-    match targeted(headers) {
+    match targeted(headers).or_else(|| accel_expires(headers)) {
         Some(directives) => (directives, true),
         None => (Directives::of(headers, &http::header::CACHE_CONTROL), false),
     }
+}
+
+/// nginx's `X-Accel-Expires`, which an app behind nginx's `proxy_cache` or
+/// `uwsgi_cache` sends to tell the cache alone how long to keep a response,
+/// in place of `Cache-Control` and `Expires`: `0` not at all, `N` seconds,
+/// `@T` until T seconds after the epoch. `None` without one, or with a value
+/// that is none of those (then it is ignored, as nginx ignores it).
+///
+/// ```text
+/// X-Accel-Expires: 0            →  no-store
+/// X-Accel-Expires: 600          →  max-age=600
+/// X-Accel-Expires: @1767225600  →  fresh until 2026-01-01T00:00:00Z
+/// ```
+fn accel_expires(headers: &HeaderMap) -> Option<Directives> {
+    let value = headers.get("x-accel-expires")?.as_bytes();
+    let seconds = |digits: &[u8]| -> Option<u64> {
+        let all_digits = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+        all_digits.then(|| std::str::from_utf8(digits).ok()?.parse().ok())?
+    };
+    let mut directives = Directives::default();
+    match value.strip_prefix(b"@") {
+        Some(epoch) => directives.until = Some(seconds(epoch)?),
+        None => match seconds(value)? {
+            0 => directives.no_store = true,
+            n => directives.max_age = Some(Delta::Seconds(n.min(DELTA_MAX))),
+        },
+    }
+    Some(directives)
 }
 
 /// The directives of a response's `CDN-Cache-Control` (RFC 9213), which a
@@ -372,6 +404,44 @@ mod tests {
             headers.append(CACHE_CONTROL, line.parse().unwrap());
         }
         Directives::of(&headers, &CACHE_CONTROL)
+    }
+
+    #[test]
+    fn x_accel_expires_is_seconds_zero_or_a_time_and_anything_else_is_ignored() {
+        let accel = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-accel-expires", value.parse().unwrap());
+            headers.insert(CACHE_CONTROL, "private".parse().unwrap());
+            let (cc, targeted) = of_response(&headers);
+            (cc.max_age, cc.no_store, cc.until, cc.private, targeted)
+        };
+        let seconds = |n| (Some(Delta::Seconds(n)), false, None, false, true);
+        assert_eq!(accel("600"), seconds(600));
+        assert_eq!(accel("0600"), seconds(600));
+        assert_eq!(accel("99999999999"), seconds(DELTA_MAX));
+        assert_eq!(accel("0"), (None, true, None, false, true));
+        assert_eq!(
+            accel("@1767225600"),
+            (None, false, Some(1767225600), false, true)
+        );
+        // What nginx's number parser refuses: Cache-Control's directives stand.
+        for ignored in [
+            "",
+            "-1",
+            "+60",
+            "6 0",
+            "60s",
+            "@",
+            "@-1",
+            "@x",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                accel(ignored),
+                (None, false, None, true, false),
+                "{ignored:?}"
+            );
+        }
     }
 
     #[test]

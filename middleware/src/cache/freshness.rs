@@ -28,8 +28,9 @@ pub(crate) struct Timing {
 }
 
 /// A response's freshness lifetime as a shared cache computes it (§4.2.1):
-/// `s-maxage`, `max-age`, `Expires` less `Date` (unless the directives are
-/// `CDN-Cache-Control`'s: `targeted`), else a heuristic for a response that
+/// `s-maxage`, `max-age`, the time to an `X-Accel-Expires: @T` or to
+/// `Expires` from `Date` (unless the directives are `CDN-Cache-Control`'s or
+/// `X-Accel-Expires`': `targeted`), else a heuristic for a response that
 /// allows one; an invalid value makes it stale.
 pub(crate) fn lifetime(
     headers: &HeaderMap,
@@ -42,6 +43,11 @@ pub(crate) fn lifetime(
         return Duration::from_secs(seconds.or(0));
     }
     let date = date_of(headers, timing);
+    if let Some(until) = cc.until {
+        // Past 2106 is as good as never (and no SystemTime is u64::MAX seconds on).
+        let until = UNIX_EPOCH + Duration::from_secs(until.min(DELTA_MAX * 2));
+        return until.duration_since(date).unwrap_or_default();
+    }
     if headers.contains_key(EXPIRES) && !targeted {
         let mut lines = headers.get_all(EXPIRES).iter();
         let expires = match (lines.next(), lines.next()) {

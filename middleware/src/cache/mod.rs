@@ -26,7 +26,9 @@
 //!   target); within `stale-if-error` it answers in place of a server error.
 //!   Never for `must-revalidate`, `proxy-revalidate` or `s-maxage`.
 //! - **`CDN-Cache-Control`** (RFC 9213), when valid, takes the place of
-//!   `Cache-Control` and `Expires` for this cache.
+//!   `Cache-Control` and `Expires` for this cache; so does nginx's
+//!   `X-Accel-Expires` (`0`: not stored, `N`: N seconds, `@T`: until T), for
+//!   apps written for `proxy_cache`.
 //! - **Variants** (§4.1): `Vary` selects among responses stored for one
 //!   target, the fields' lines combined and their members trimmed; `Vary: *`
 //!   is never reused.
