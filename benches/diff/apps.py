@@ -139,6 +139,14 @@ async def scope(scope, receive, send):
     await send({"type": "http.response.body", "body": answer})
 
 
+async def root_scope(scope, receive, send):
+    """What answers beside a mount of `scope`: a 404 that says it is not the mount."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b"not the mount"})
+
+
 def environ(environ, start_response):
     """Answers its environ's plain values as JSON, with the body it was sent."""
     out = {k: v for k, v in environ.items() if isinstance(v, (str, int, bool, tuple))}

@@ -1545,6 +1545,14 @@ def raw_requests():
     }
 
 
+def mounted_requests():
+    """`raw_requests()` with an origin-form target, as pairs: the request as it is, for a
+    reference told its prefix (a front took it off), and with `/app` in front, for stackway's
+    mount at `/app`."""
+    under = lambda data: re.sub(rb"^(\w+) /", rb"\1 /app/", data)
+    return {name: (data, under(data)) for name, data in raw_requests().items() if under(data) != data}
+
+
 # The differences on purpose of both servers that answer `raw_requests()`.
 RAW_KNOWN = {
     "a dot segment": "dot segments are refused (400), as the Dispatcher's rule",
@@ -1565,15 +1573,17 @@ def dump(port, data):
 
 
 def compare_dumps(tally, ports, once, normalise, cases=None, suffix=""):
-    """`cases` (`raw_requests()` by default) to both ports, printing the keys whose values
-    differ. The keys in `once` (values of the server rather than the request) are compared for
-    the first request alone. `suffix` goes after each case's name."""
+    """`cases` (`raw_requests()` by default; a case may be a pair, the reference's request and
+    stackway's) to both ports, printing the keys whose values differ. The keys in `once`
+    (values of the server rather than the request) are compared for the first request alone.
+    `suffix` goes after each case's name."""
     cases = cases or raw_requests()
-    first = [dump(port, cases["the root"]) for port in ports]
+    pair = lambda data: data if isinstance(data, tuple) else (data, data)
+    first = [dump(port, data) for port, data in zip(ports, pair(cases["the root"]))]
     for key in once:
         tally.compare(key + suffix, *(side.get(key) for side in first))
     for case, data in cases.items():
-        ref, ours = (dump(port, data) for port in ports)
+        ref, ours = (dump(port, data) for port, data in zip(ports, pair(data)))
         if isinstance(ref, dict) and isinstance(ours, dict):
             ref, ours = (normalise({k: v for k, v in side.items() if k not in once}, port)
                          for side, port in ((ref, ports[0]), (ours, ports[1])))
@@ -1752,6 +1762,14 @@ def battery_scope(binary):
         compare_dumps(tally, (uv_port, our_port), ["asgi"], normalise)
     finally:
         killed(uvicorn, ours)
+    # Mounted: under `/app` (each target sent with it in front) against uvicorn's --root-path,
+    # which serves an app behind a front that took the prefix off.
+    uvicorn, uv_port = reference_python("uvicorn", "scope", env, ["--root-path", "/app"])
+    ours, our_port = stackway_python(binary, "asgi:apps:root_scope", env, ["/app=asgi:apps:scope"])
+    try:
+        compare_dumps(tally, (uv_port, our_port), ["asgi"], normalise, mounted_requests(), " (mounted)")
+    finally:
+        killed(uvicorn, ours)
     return tally.summary("scope")
 
 
@@ -1786,6 +1804,16 @@ def battery_environ(binary):
 
     try:
         compare_dumps(tally, (gu_port, our_port), ["SERVER_NAME", "SERVER_PORT"], normalise)
+    finally:
+        killed(gunicorn, ours)
+    # Mounted: under `/app` against gunicorn's SCRIPT_NAME from its environment, which takes
+    # the prefix off PATH_INFO where a request's path starts with it.
+    gunicorn, gu_port = reference_python("gunicorn", "environ", dict(env, SCRIPT_NAME="/app"))
+    ours, our_port = stackway_python(binary, "wsgi:apps:where_root", env, ["/app=wsgi:apps:environ"])
+    try:
+        requests = {name: (under, under) for name, (_, under) in mounted_requests().items()}
+        compare_dumps(tally, (gu_port, our_port), ["SERVER_NAME", "SERVER_PORT"], normalise, requests,
+                      " (mounted)")
     finally:
         killed(gunicorn, ours)
     return tally.summary("environ")
