@@ -1418,6 +1418,73 @@ def battery_uwsgi_response(binary):
     return tally.summary("uwsgi-response")
 
 
+UWSGI_ENVIRON_KNOWN = {
+    "SCRIPT_NAME": "present, empty, as PEP 3333 requires it; uWSGI leaves it out when nginx sends none",
+    "RAW_URI": "gunicorn's name for the client's target, given beside REQUEST_URI; uWSGI has none",
+    "PATH_INFO (modifier1 30)": "SCRIPT_NAME taken off the front of PATH_INFO, as `uwsgi_modifier1 30` asks; uWSGI 2 "
+                                "leaves it on, and the app's URLs carry the prefix twice",
+    "headers repeated, cased, empty": "a field's lines joined with `, ` (RFC 9110 §5.3); nginx sends a variable a line "
+                                      "and uWSGI keeps the last",
+    "two Cookie lines": "joined with `; `, one cookie string; uWSGI keeps the last line, and loses the first cookie",
+    "Content-Type, and a name with an underscore": "no HTTP_CONTENT_TYPE beside CONTENT_TYPE (RFC 3875 §4.1.18); "
+                                                   "uWSGI keeps nginx's",
+    "a body by length": "the same, for HTTP_CONTENT_LENGTH",
+    "an empty body": "the same",
+    "Expect: 100-continue": "the same",
+    "a body chunked": "no HTTP_TRANSFER_ENCODING: nginx read the chunks and sends the body by its length, and "
+                      "Werkzeug would take `chunked` for a body to read to its end",
+    "X-Forwarded-For and -Proto from 127.0.0.1": "a front's word is taken only under --proxy-fix; uWSGI takes "
+                                                 "X-Forwarded-Proto from anyone",
+}
+
+
+def battery_uwsgi_environ(binary):
+    """Behind nginx's `uwsgi_pass` with Debian's `uwsgi_params`, the WSGI environ stackway's
+    uwsgi listener makes against uWSGI's, for `raw_requests()`: at the root, and under a
+    `location /app` that names its SCRIPT_NAME with `uwsgi_modifier1 30`."""
+    env = python_env()
+    uwsgi_port, ours_port = free_port(), free_port()
+    uwsgi = spawn([uwsgi_binary(), "--socket", f"127.0.0.1:{uwsgi_port}", "--chdir", str(HERE),
+                   "--module", "apps:environ", "--master", "--processes", "1",
+                   "--disable-logging", "--die-on-term"], env=env,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ours = spawn([binary, "serve", "--bind", f"uwsgi://127.0.0.1:{ours_port}", "--log-level", "error",
+                  "--pythonpath", str(HERE), "--mount", "/=wsgi:apps:environ"], env=env,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    locations = lambda up: (f"location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass {up}; }} "
+                            f"location /app {{ include /etc/nginx/uwsgi_params; uwsgi_param SCRIPT_NAME /app; "
+                            f"uwsgi_modifier1 30; uwsgi_pass {up}; }}")
+    front = tempfile.mkdtemp(prefix="stackway-diff-")
+    ref_port, our_port = free_port(), free_port()
+    second = f"server {{ listen 127.0.0.1:{our_port}; server_name localhost; {locations(f'127.0.0.1:{ours_port}')} }}"
+    Path(front, "nginx.conf").write_text(NGINX.format(d=front, port=ref_port, http=second,
+                                                      server=locations(f"127.0.0.1:{uwsgi_port}")))
+    nginx = spawn(["nginx", "-p", front, "-c", f"{front}/nginx.conf"])
+    tally = Tally(UWSGI_ENVIRON_KNOWN)
+
+    def normalise(environ, port):
+        environ = {k: v for k, v in environ.items() if not k.startswith(ENVIRON_OWN + ("uwsgi.",))}
+        for key in ("REMOTE_PORT", "SERVER_PORT"):
+            if key in environ:
+                environ[key] = "PORT"
+        if port == ref_port and environ.get("SCRIPT_NAME") == "/app":
+            # uWSGI's PATH_INFO as modifier1 30 would make it: compared once, below.
+            environ["PATH_INFO"] = environ["PATH_INFO"].removeprefix("/app")
+        return environ
+
+    try:
+        for port in (uwsgi_port, ours_port, ref_port, our_port):
+            wait_for(port)
+        compare_dumps(tally, (ref_port, our_port), ["SCRIPT_NAME", "RAW_URI"], normalise)
+        requests = {name: (under, under) for name, (_, under) in mounted_requests().items()}
+        tally.compare("PATH_INFO (modifier1 30)",
+                      *(dump(port, requests["a query"][0])["PATH_INFO"] for port in (ref_port, our_port)))
+        compare_dumps(tally, (ref_port, our_port), ["RAW_URI"], normalise, requests, " (under /app)")
+    finally:
+        killed(nginx, uwsgi, ours)
+    return tally.summary("uwsgi-environ")
+
+
 DISPATCH_KNOWN = {
     "/a%2Fb": "an encoded slash is no separator: the segment `a/b` is no mount's (the proxy passes it on as it came); "
               "PATH_INFO decodes it, so Werkzeug's match is `/a/b`",
@@ -2180,7 +2247,7 @@ BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": batte
              "uwsgi-response": battery_uwsgi_response,
              "scope": battery_scope, "dispatch": battery_dispatch, "cors": battery_cors, "cgi": battery_cgi, "environ": battery_environ,
              "proxy-fix": battery_proxy_fix, "proxy-protocol": battery_proxy_protocol,
-             "cache": battery_cache}
+             "cache": battery_cache, "uwsgi-environ": battery_uwsgi_environ}
 
 
 def main():

@@ -42,7 +42,7 @@ use std::task::Poll;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE, HOST, TRAILER, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode, percent_encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::request::valid_host;
@@ -342,7 +342,7 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
     );
     if let Some(query) = named.query_string.filter(|q| !q.is_empty()) {
         target.push('?');
-        target.extend(utf8_percent_encode(&String::from_utf8_lossy(query), QUERY));
+        target.extend(percent_encode(query, QUERY));
     }
     // The client's own target, for the app, where it is not this one.
     let request_uri = text(named.request_uri)
@@ -498,36 +498,34 @@ fn target_path(
     out: &mut String,
 ) -> Option<String> {
     let raw_path = request_uri.map(|uri| uri.split(|b| *b == b'?').next().unwrap_or_default());
+    // Bytes, as nginx decoded them: a path's that are no UTF-8 (`%FF`) stay
+    // those bytes, encoded again.
     let prefix = script_name
-        .map(|s| String::from_utf8_lossy(s).trim_end_matches('/').to_owned())
-        .filter(|s| s.starts_with('/'));
+        .map(|s| &s[..s.len() - s.iter().rev().take_while(|&&b| b == b'/').count()])
+        .filter(|s| s.starts_with(b"/"));
     let Some(path_info) = path_info else {
         // No PATH_INFO: the raw path, as sent.
         let raw = raw_path.filter(|p| p.starts_with(b"/")).unwrap_or(b"/");
-        out.extend(utf8_percent_encode(&String::from_utf8_lossy(raw), PATH_RAW));
+        out.extend(percent_encode(raw, PATH_RAW));
         return None;
     };
-    let decoded = String::from_utf8_lossy(path_info);
-    let rest = match &prefix {
-        Some(prefix) => match decoded.strip_prefix(prefix.as_str()) {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-            _ => &decoded,
-        },
-        None => &decoded,
+    let rest = match prefix.and_then(|prefix| path_info.strip_prefix(prefix)) {
+        Some(rest) if rest.is_empty() || rest.starts_with(b"/") => rest,
+        _ => path_info,
     };
     // REQUEST_URI's bytes keep what decoding loses (`%2F`), when they say the same.
     if prefix.is_none() {
         if let Some(raw) = raw_path.filter(|raw| percent_decode(raw).eq(path_info.iter().copied()))
         {
-            out.extend(utf8_percent_encode(&String::from_utf8_lossy(raw), PATH_RAW));
+            out.extend(percent_encode(raw, PATH_RAW));
             return None;
         }
     }
-    if !rest.starts_with('/') {
+    if !rest.starts_with(b"/") {
         out.push('/');
     }
-    out.extend(utf8_percent_encode(rest, PATH));
-    prefix
+    out.extend(percent_encode(rest, PATH));
+    prefix.map(|prefix| percent_encode(prefix, PATH).to_string())
 }
 
 /// Writes the response to a uwsgi request as hyper writes one to an HTTP/1.0
@@ -953,6 +951,23 @@ mod tests {
                 "{uri} {path_info} {script_name}"
             );
             assert_eq!(forwarded.request_uri.as_deref(), client, "{uri}");
+        }
+        // Bytes that are no UTF-8, decoded by nginx: the same bytes, encoded,
+        // whether SCRIPT_NAME is taken off or not; a query's raw bytes too.
+        for script_name in ["", "/app"] {
+            let vars: [(&[u8], &[u8]); 4] = [
+                (b"REQUEST_URI", b"/app/%FF%FE?q=\xE9"),
+                (b"PATH_INFO", b"/app/\xFF\xFE"),
+                (b"SCRIPT_NAME", script_name.as_bytes()),
+                (b"QUERY_STRING", b"q=\xE9"),
+            ];
+            let opened = read(&packet(&vars)).await.unwrap();
+            let path = if script_name.is_empty() { "/app" } else { "" };
+            assert!(
+                head(&opened).starts_with(&format!("GET {path}/%FF%FE?q=%E9 HTTP/1.0\r\n")),
+                "{script_name:?}: {}",
+                head(&opened)
+            );
         }
     }
 

@@ -183,12 +183,12 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
 
 /// A uwsgi packet (modifier1 0) of `vars`, as nginx's `uwsgi_pass` sends one
 /// before the request body.
-pub fn uwsgi_packet(vars: &[(&str, &str)]) -> Vec<u8> {
+pub fn uwsgi_packet<N: AsRef<[u8]>, V: AsRef<[u8]>>(vars: &[(N, V)]) -> Vec<u8> {
     let mut block = Vec::new();
     for (name, value) in vars {
-        for item in [name, value] {
+        for item in [name.as_ref(), value.as_ref()] {
             block.extend_from_slice(&u16::try_from(item.len()).unwrap().to_le_bytes());
-            block.extend_from_slice(item.as_bytes());
+            block.extend_from_slice(item);
         }
     }
     let mut packet = vec![0];
