@@ -1776,7 +1776,8 @@ def battery_cgi(binary):
     runs = [
         ("uwsgi", "/", "location / { include /etc/nginx/uwsgi_params; uwsgi_pass UPSTREAM; }",
          ["--mount", "/=uwsgi://UPSTREAM"]),
-        # uWSGI takes SCRIPT_NAME off PATH_INFO under modifier1 30: the app sees what stackway sends.
+        # modifier1 30 asks for SCRIPT_NAME taken off PATH_INFO (uWSGI 2 leaves it on: the
+        # uwsgi-environ battery): compared as it asks, with what stackway sends.
         ("uwsgi", "/app", "location /app/ { include /etc/nginx/uwsgi_params; uwsgi_param SCRIPT_NAME /app; "
                           "uwsgi_modifier1 30; uwsgi_pass UPSTREAM; }",
          ["--mount", "/app=uwsgi://UPSTREAM"]),
@@ -1810,6 +1811,148 @@ def battery_cgi(binary):
         finally:
             pair.close()
     return tally.summary("cgi")
+
+
+class CgiResponder(CgiUpstream):
+    """A raw uwsgi or FastCGI server that answers with CGI_ANSWERS[protocol][its QUERY_STRING].
+    uwsgi: `out` as it is, then the connection closed. FastCGI: `out` as stdout records of
+    `split` bytes, `stderr` first, then the end of the request with `end` (app status, protocol
+    status), or the connection closed where `end` is None."""
+
+    def serve(self, conn):
+        f = conn.makefile("rb")
+        try:
+            vars_, _ = (self.uwsgi if self.protocol == "uwsgi" else self.fastcgi)(f)
+            answer = CGI_ANSWERS[self.protocol][dict(vars_)["QUERY_STRING"]]
+            out, split = answer["out"], answer.get("split", 65535)
+            if self.protocol == "uwsgi":
+                conn.sendall(out)
+                raise OSError("closed after the answer")
+            if "stderr" in answer:
+                conn.sendall(self.record(7, answer["stderr"]))
+            for i in range(0, len(out), split):
+                conn.sendall(self.record(6, out[i:i + split]))
+            if answer.get("end", (0, 0)) is not None:
+                app, protocol = answer.get("end", (0, 0))
+                conn.sendall(self.record(6, b"") + self.record(3, struct.pack(">IB3x", app, protocol)))
+        except (OSError, ValueError, KeyError):
+            pass
+        conn.close()
+
+
+# What the uwsgi responder sends, by the request's query: raw HTTP, as a WSGI server does.
+UWSGI_ANSWERS = {
+    "plain": {"out": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"},
+    "http10": {"out": b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"},
+    "no-reason": {"out": b"HTTP/1.1 404\r\nContent-Type: text/plain\r\n\r\nnope"},
+    "own-reason": {"out": b"HTTP/1.1 299 Fine Enough\r\nContent-Type: text/plain\r\n\r\nok"},
+    "cgi-status": {"out": b"Status: 201 Created\r\nContent-Type: text/plain\r\n\r\nmade"},
+    "http2-line": {"out": b"HTTP/2.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"},
+    "garbage-line": {"out": b"FOO BAR\r\nContent-Type: text/plain\r\n\r\nhello"},
+    "lf-only": {"out": b"HTTP/1.1 200 OK\nContent-Type: text/plain\n\nhello"},
+    "no-headers": {"out": b"HTTP/1.1 200 OK\r\n\r\nhello"},
+    "content-length": {"out": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"},
+    "content-length-long": {"out": b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nhello"},
+    "content-length-short": {"out": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhello"},
+    "chunked": {"out": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+    "continue-first": {"out": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                              b"\r\nhello"},
+    "status-304-body": {"out": b"HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\nbody"},
+    "status-204-body": {"out": b"HTTP/1.1 204 No Content\r\n\r\nbody"},
+    "connection-fields": {"out": b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                                 b"Content-Length: 1\r\n\r\nx"},
+    "nothing": {"out": b""},
+    "closed-in-head": {"out": b"HTTP/1.1 200 OK\r\nContent-Ty"},
+    "huge-head": {"out": b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\nx"},
+    "no-colon": {"out": b"HTTP/1.1 200 OK\r\ngarbage\r\n\r\nx"},
+}
+
+# What the FastCGI responder answers, by the request's query.
+FASTCGI_ANSWERS = {
+    "plain": {"out": b"Content-Type: text/plain\r\n\r\nhello"},
+    "status": {"out": b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nnope"},
+    "status-no-reason": {"out": b"Status: 404\r\nContent-Type: text/plain\r\n\r\nnope"},
+    "status-own-reason": {"out": b"Status: 299 Fine Enough\r\nContent-Type: text/plain\r\n\r\nok"},
+    "status-lower": {"out": b"status: 201 Created\r\nContent-Type: text/plain\r\n\r\nmade"},
+    "status-invalid": {"out": b"Status: abc\r\nContent-Type: text/plain\r\n\r\nx"},
+    "status-1xx": {"out": b"Status: 103 Early Hints\r\nContent-Type: text/plain\r\n\r\nx"},
+    "status-twice": {"out": b"Status: 201 Created\r\nStatus: 500 Oops\r\nContent-Type: text/plain\r\n\r\nx"},
+    "status-304-body": {"out": b"Status: 304 Not Modified\r\nETag: \"a\"\r\n\r\nbody"},
+    "status-204-body": {"out": b"Status: 204 No Content\r\n\r\nbody"},
+    "no-content-type": {"out": b"X-A: 1\r\n\r\nbody"},
+    "no-headers": {"out": b"\r\nbody"},
+    "location-absolute": {"out": b"Location: http://example.com/x\r\n\r\n"},
+    "location-local": {"out": b"Location: /other?q=1\r\n\r\n"},
+    "location-with-status": {"out": b"Status: 301 Moved\r\nLocation: /other\r\n\r\n"},
+    "location-with-body": {"out": b"Location: http://example.com/x\r\nContent-Type: text/html\r\n\r\n<a>x</a>"},
+    "lf-only": {"out": b"Content-Type: text/plain\nX-A: 1\n\nhello"},
+    "split-head": {"out": b"Content-Type: text/plain\r\nX-Long: " + b"v" * 300 + b"\r\n\r\nhello", "split": 7},
+    "big-body": {"out": b"Content-Type: text/plain\r\n\r\n" + b"0123456789" * 20000, "split": 65535},
+    "stderr": {"out": b"Content-Type: text/plain\r\n\r\nhello", "stderr": b"PHP Warning: something\n"},
+    "set-cookies": {"out": b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Type: text/plain\r\n\r\nx"},
+    "content-length": {"out": b"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"},
+    "content-length-long": {"out": b"Content-Type: text/plain\r\nContent-Length: 50\r\n\r\nhello"},
+    "content-length-short": {"out": b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhello"},
+    "chunked": {"out": b"Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+    "connection-fields": {"out": b"Content-Type: text/plain\r\nConnection: close\r\nKeep-Alive: timeout=5\r\n"
+                                 b"\r\nx"},
+    "date-server": {"out": b"Content-Type: text/plain\r\nDate: Thu, 01 Jan 2015 00:00:00 GMT\r\n"
+                           b"Server: php\r\n\r\nx"},
+    "no-colon": {"out": b"Content-Type: text/plain\r\ngarbage\r\n\r\nx"},
+    "space-before-colon": {"out": b"Content-Type : text/plain\r\n\r\nx"},
+    "empty-value": {"out": b"Content-Type: text/plain\r\nX-Empty:\r\n\r\nx"},
+    "no-end-of-head": {"out": b"Content-Type: text/plain\r\n"},
+    "nothing": {"out": b""},
+    "huge-head": {"out": b"Content-Type: text/plain\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\nx"},
+    "closed-mid-body": {"out": b"Content-Type: text/plain\r\nContent-Length: 50\r\n\r\nhello", "end": None},
+    "closed-after-body": {"out": b"Content-Type: text/plain\r\n\r\nhello", "end": None},
+    "closed-in-head": {"out": b"Content-Type: text/pl", "end": None},
+    "app-status-1": {"out": b"Content-Type: text/plain\r\n\r\nhello", "end": (1, 0)},
+    "overloaded": {"out": b"", "end": (0, 2)},
+}
+
+CGI_ANSWERS = {"uwsgi": UWSGI_ANSWERS, "fastcgi": FASTCGI_ANSWERS}
+
+CGI_RESPONSE_KNOWN = {
+    "cgi-status (uwsgi)": "the same status; the `Status` field is the CGI head's and stays there (nginx's uwsgi "
+                          "module passes it on to the client too)",
+    "http2-line (uwsgi)": "502: an HTTP/2.0 status line is no HTTP/1 answer; nginx takes any version",
+    "continue-first (uwsgi)": "the 100 is skipped and the final answer passed; nginx sends the 100 as the answer, "
+                              "with the real one as its body",
+    "status-1xx": "502: a 1xx is no final status; nginx sends it as the answer's, and the client waits for another",
+    "no-headers": "502: a CGI response has at least one field (RFC 3875 §6.2); nginx makes it a 200",
+    "no-colon": "a line that is no field is left out; nginx passes it as a field named by the line, empty",
+    "huge-head": "a head is taken up to 64 KiB; nginx's fastcgi_buffer_size is 4 KiB (8 on some systems)",
+    "closed-after-body": "an upstream that closes without FCGI_END_REQUEST may not have finished: the body is "
+                         "aborted, not ended as whole (nginx ends it and logs the error)",
+}
+
+
+def battery_cgi_response(binary):
+    """A uwsgi and a FastCGI mount against `uwsgi_pass` and `fastcgi_pass`, each in front of the
+    same raw responder: what a client gets of each answer (statuses, redirects, fields,
+    framing, the responder's failures)."""
+    tally = Tally(CGI_RESPONSE_KNOWN)
+    root = tempfile.mkdtemp(prefix="stackway-diff-cgi-")
+    config = Path(root, "cgi.toml")
+    for protocol, params in [("uwsgi", "include /etc/nginx/uwsgi_params; uwsgi_pass UPSTREAM;"),
+                             ("fastcgi", "include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME "
+                                         "$document_root$fastcgi_script_name; fastcgi_pass UPSTREAM;")]:
+        upstream = CgiResponder(protocol)
+        config.write_text(f'[[mount]]\nprefix = "/"\nproxy = "{protocol}://127.0.0.1:{upstream.port}"\n'
+                          f'[mount.proxy_options]\nfastcgi_root = "{root}"\n')
+        pair = Pair(binary, f"location / {{ root {root}; {params} }}", ["--config", str(config)], upstream=upstream)
+        # A 502 is the server's own page: its status compared.
+        said = lambda answer: answer[0] if answer[0] == "502" else answer
+        ask = lambda method, case: [said(answer_of(port, method, f"/x.php?{case}", own_headers=("date", "server")))
+                                    for port in (pair.ref_port, pair.our_port)]
+        try:
+            for case in CGI_ANSWERS[protocol]:
+                tally.compare(f"{case} ({protocol})", *ask("GET", case))
+            tally.compare(f"plain, HEAD ({protocol})", *ask("HEAD", "plain"))
+        finally:
+            pair.close()
+    return tally.summary("cgi-response")
 
 
 def battery_scope(binary):
@@ -2247,7 +2390,8 @@ BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": batte
              "uwsgi-response": battery_uwsgi_response,
              "scope": battery_scope, "dispatch": battery_dispatch, "cors": battery_cors, "cgi": battery_cgi, "environ": battery_environ,
              "proxy-fix": battery_proxy_fix, "proxy-protocol": battery_proxy_protocol,
-             "cache": battery_cache, "uwsgi-environ": battery_uwsgi_environ}
+             "cache": battery_cache, "uwsgi-environ": battery_uwsgi_environ,
+             "cgi-response": battery_cgi_response}
 
 
 def main():

@@ -198,3 +198,48 @@ fn a_uwsgi_backend_that_is_down_is_a_502() {
     raw.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
 }
+
+/// A raw uwsgi server that reads each request's packet and answers `answer`,
+/// then closes, as a uwsgi app's connection ends.
+fn raw_uwsgi(answer: &'static [u8]) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut head = [0; 4];
+            if conn.read_exact(&mut head).is_err() {
+                continue;
+            }
+            let mut vars = vec![0; usize::from(u16::from_le_bytes([head[1], head[2]]))];
+            let _ = conn.read_exact(&mut vars);
+            let _ = std::io::Write::write_all(&mut conn, answer);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_cgi_answer_from_a_uwsgi_backend_is_taken_as_nginx_takes_it() {
+    let cases: [(&'static [u8], u16, &str); 3] = [
+        // uWSGI's CGI plugin answers with a `Status:` field, not a status line.
+        (
+            b"Status: 201 Created\r\nContent-Type: text/plain\r\n\r\nmade",
+            201,
+            "made",
+        ),
+        (b"Content-Type: text/plain\r\n\r\nplain", 200, "plain"),
+        // Neither a status line nor a field: no answer.
+        (b"FOO BAR\r\nContent-Type: text/plain\r\n\r\nx", 502, ""),
+    ];
+    for (answer, status, body) in cases {
+        let upstream = raw_uwsgi(answer);
+        let apps = Dispatcher::default().mount("/app", Proxy::to(&format!("uwsgi://{upstream}")));
+        let front = Running::start(server(), Lint::strict(apps));
+        let res = Conn::open(front.addr).get("/app/x");
+        assert_eq!(res.status, status, "{}", String::from_utf8_lossy(answer));
+        if status != 502 {
+            assert_eq!(res.text(), body);
+            assert_eq!(res.header("status"), None);
+        }
+    }
+}

@@ -179,6 +179,47 @@ pub(crate) fn blank_line(head: &[u8]) -> Option<(usize, usize)> {
     crlf.into_iter().chain(lf).min()
 }
 
+/// An HTTP/1.1 response head for a CGI one: its first `Status:` (else 302 with a
+/// `Location:`, else 200) and its other headers but `Transfer-Encoding`: a
+/// CGI body is framed by the records or the connection's end, never a coding
+/// of its own (nginx's `fastcgi_pass` and `uwsgi_pass` pass the bytes as they
+/// come too).
+pub(crate) fn http_head(cgi: &[u8]) -> Vec<u8> {
+    let mut status = None;
+    let mut location = false;
+    let mut headers = Vec::new();
+    for line in cgi.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"status") {
+            // The first, as nginx takes it.
+            status.get_or_insert_with(|| value.to_vec());
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            continue;
+        }
+        location |= name.eq_ignore_ascii_case(b"location");
+        headers.extend_from_slice(name);
+        headers.extend_from_slice(b": ");
+        headers.extend_from_slice(value);
+        headers.extend_from_slice(b"\r\n");
+    }
+    let status = status.unwrap_or_else(|| match location {
+        true => b"302 Found".to_vec(),
+        false => b"200 OK".to_vec(),
+    });
+    let mut head = b"HTTP/1.1 ".to_vec();
+    head.extend(status);
+    head.extend_from_slice(b"\r\n");
+    head.extend(headers);
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
 /// Puts what hyper has not yet read of `out` (past `taken`) into `buf`;
 /// false when it has it all.
 pub(crate) fn give(out: &[u8], taken: &mut usize, buf: &mut hyper::rt::ReadBufCursor<'_>) -> bool {
@@ -393,5 +434,39 @@ mod tests {
         assert_eq!(whole, b"GET / HTTP/1.1\r\nhost: h\r\n\r\n");
         assert_eq!(rest, b"body");
         assert!(gather(&mut Vec::new(), &vec![b'a'; MAX_HEAD + 1]).is_err());
+    }
+
+    #[test]
+    fn a_cgi_answer_becomes_an_http_head() {
+        let table: [(&[u8], &[u8]); 6] = [
+            (
+                b"Status: 404 Not Found\r\nContent-type: text/html\r\n",
+                b"HTTP/1.1 404 Not Found\r\nContent-type: text/html\r\n\r\n",
+            ),
+            (
+                b"Content-type: text/html",
+                b"HTTP/1.1 200 OK\r\nContent-type: text/html\r\n\r\n",
+            ),
+            (
+                b"Location: /there\n",
+                b"HTTP/1.1 302 Found\r\nLocation: /there\r\n\r\n",
+            ),
+            (b"Status: 201\nX-A:  b ", b"HTTP/1.1 201\r\nX-A: b\r\n\r\n"),
+            (
+                b"Transfer-Encoding: chunked\r\nContent-Length: 3",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+            ),
+            // Two: the first, as nginx takes it.
+            (
+                b"Status: 201 Created\r\nStatus: 500 Oops\r\n",
+                b"HTTP/1.1 201 Created\r\n\r\n",
+            ),
+        ];
+        for (cgi, http) in table {
+            assert_eq!(
+                String::from_utf8_lossy(&http_head(cgi)),
+                String::from_utf8_lossy(http)
+            );
+        }
     }
 }

@@ -193,50 +193,11 @@ impl Reading {
             return Ok(());
         };
         let body = self.head.split_off(at + blank);
-        self.out.extend(http_head(&self.head[..at]));
+        self.out.extend(cgi::http_head(&self.head[..at]));
         self.out.extend(body);
         self.head_done = true;
         Ok(())
     }
-}
-
-/// An HTTP/1.1 response head for a CGI one: its `Status:` (else 302 with a
-/// `Location:`, else 200) and its other headers but `Transfer-Encoding`: the
-/// records frame a CGI body, never a coding of its own (nginx's
-/// `fastcgi_pass` passes the bytes as they come too).
-fn http_head(cgi: &[u8]) -> Vec<u8> {
-    let mut status = None;
-    let mut location = false;
-    let mut headers = Vec::new();
-    for line in cgi.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
-        };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if name.eq_ignore_ascii_case(b"status") {
-            status = Some(value.to_vec());
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            continue;
-        }
-        location |= name.eq_ignore_ascii_case(b"location");
-        headers.extend_from_slice(name);
-        headers.extend_from_slice(b": ");
-        headers.extend_from_slice(value);
-        headers.extend_from_slice(b"\r\n");
-    }
-    let status = status.unwrap_or_else(|| match location {
-        true => b"302 Found".to_vec(),
-        false => b"200 OK".to_vec(),
-    });
-    let mut head = b"HTTP/1.1 ".to_vec();
-    head.extend(status);
-    head.extend_from_slice(b"\r\n");
-    head.extend(headers);
-    head.extend_from_slice(b"\r\n");
-    head
 }
 
 fn record(out: &mut Vec<u8>, kind: u8, content: &[u8]) {
@@ -394,35 +355,6 @@ mod tests {
             tail,
             [(PARAMS, vec![]), (STDIN, b"abc".to_vec()), (STDIN, vec![])]
         );
-    }
-
-    #[test]
-    fn a_cgi_answer_becomes_an_http_head() {
-        let table: [(&[u8], &[u8]); 5] = [
-            (
-                b"Status: 404 Not Found\r\nContent-type: text/html\r\n",
-                b"HTTP/1.1 404 Not Found\r\nContent-type: text/html\r\n\r\n",
-            ),
-            (
-                b"Content-type: text/html",
-                b"HTTP/1.1 200 OK\r\nContent-type: text/html\r\n\r\n",
-            ),
-            (
-                b"Location: /there\n",
-                b"HTTP/1.1 302 Found\r\nLocation: /there\r\n\r\n",
-            ),
-            (b"Status: 201\nX-A:  b ", b"HTTP/1.1 201\r\nX-A: b\r\n\r\n"),
-            (
-                b"Transfer-Encoding: chunked\r\nContent-Length: 3",
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
-            ),
-        ];
-        for (cgi, http) in table {
-            assert_eq!(
-                String::from_utf8_lossy(&http_head(cgi)),
-                String::from_utf8_lossy(http)
-            );
-        }
     }
 
     #[test]

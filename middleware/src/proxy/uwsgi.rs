@@ -66,16 +66,21 @@ impl Answer {
             let closed = read.filled().is_empty();
             self.head.extend_from_slice(read.filled());
             // A head that never ends goes to hyper as it is, which refuses it.
-            let end = cgi::blank_line(&self.head).map(|(at, blank)| at + blank);
+            let end = cgi::blank_line(&self.head);
             if end.is_none() && !closed && self.head.len() <= cgi::MAX_HEAD {
                 continue;
             }
             let head = std::mem::take(&mut self.head);
             self.out = match end {
-                Some(end) => without_transfer_encoding(&head[..end])
-                    .chain(head[end..].iter().copied())
-                    .collect(),
                 None => head,
+                // A CGI head (`Status: 201 Created`), as uWSGI's CGI plugin
+                // answers and nginx takes it.
+                Some((at, blank)) if starts_with_a_field(&head) => {
+                    [cgi::http_head(&head[..at]), head[at + blank..].to_vec()].concat()
+                }
+                Some((at, blank)) => without_transfer_encoding(&head[..at + blank])
+                    .chain(head[at + blank..].iter().copied())
+                    .collect(),
             };
             self.passing = true;
             if self.out.is_empty() {
@@ -83,6 +88,16 @@ impl Answer {
             }
         }
     }
+}
+
+/// Whether a head's first line is a field (`Status: 201 Created`), not a
+/// status line: the head is a CGI one.
+fn starts_with_a_field(head: &[u8]) -> bool {
+    let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let name = first.split(|b| *b == b':').next().unwrap_or_default();
+    name.len() < first.len()
+        && !name.is_empty()
+        && (name.iter()).all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
 }
 
 /// The head's lines but those of a `Transfer-Encoding`.
