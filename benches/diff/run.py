@@ -1387,34 +1387,40 @@ def uwsgi_binary():
     return str(venv / "bin" / "uwsgi")
 
 
+def behind_uwsgi_pass(binary, app, env, locations):
+    """uWSGI and stackway's uwsgi listener each serving `app` of apps.py, each behind an nginx
+    server of `locations(upstream)`: the processes, and the two servers' ports, once all listen."""
+    uwsgi_port, ours_port = free_port(), free_port()
+    uwsgi = spawn([uwsgi_binary(), "--socket", f"127.0.0.1:{uwsgi_port}", "--chdir", str(HERE),
+                   "--module", f"apps:{app}", "--master", "--processes", "1",
+                   "--disable-logging", "--die-on-term"], env=env,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ours = spawn([binary, "serve", "--bind", f"uwsgi://127.0.0.1:{ours_port}", "--log-level", "error",
+                  "--pythonpath", str(HERE), "--mount", f"/=wsgi:apps:{app}"], env=env,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    front = tempfile.mkdtemp(prefix="stackway-diff-")
+    ref_port, our_port = free_port(), free_port()
+    second = f"server {{ listen 127.0.0.1:{our_port}; server_name localhost; {locations(f'127.0.0.1:{ours_port}')} }}"
+    Path(front, "nginx.conf").write_text(NGINX.format(d=front, port=ref_port, http=second,
+                                                      server=locations(f"127.0.0.1:{uwsgi_port}")))
+    nginx = spawn(["nginx", "-p", front, "-c", f"{front}/nginx.conf"])
+    for port in (uwsgi_port, ours_port, ref_port, our_port):
+        wait_for(port)
+    return (nginx, uwsgi, ours), ref_port, our_port
+
+
 def battery_uwsgi_response(binary):
     """Behind nginx's `uwsgi_pass`, what a client gets of a WSGI app's answer from stackway's
     uwsgi listener against uWSGI's: statuses, fields, bodies, framing and the app's mistakes."""
-    env = python_env()
-    uwsgi_port, ours_port = free_port(), free_port()
-    uwsgi = spawn([uwsgi_binary(), "--socket", f"127.0.0.1:{uwsgi_port}", "--chdir", str(HERE),
-                              "--module", "apps:wsgi_response", "--master", "--processes", "1",
-                              "--disable-logging", "--die-on-term"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ours = spawn([binary, "serve", "--bind", f"uwsgi://127.0.0.1:{ours_port}", "--log-level", "error",
-                             "--pythonpath", str(HERE), "--mount", "/=wsgi:apps:wsgi_response"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    front = tempfile.mkdtemp(prefix="stackway-diff-")
-    ref_port, our_port = free_port(), free_port()
-    second = (f"server {{ listen 127.0.0.1:{our_port}; server_name localhost; location / {{ "
-              f"include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{ours_port}; }} }}")
-    Path(front, "nginx.conf").write_text(NGINX.format(
-        d=front, port=ref_port, http=second,
-        server=f"location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{uwsgi_port}; }}"))
-    nginx = spawn(["nginx", "-p", front, "-c", f"{front}/nginx.conf"])
+    procs, ref_port, our_port = behind_uwsgi_pass(
+        binary, "wsgi_response", python_env(),
+        lambda up: f"location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass {up}; }}")
     tally = Tally(UWSGI_RESPONSE_KNOWN)
     try:
-        for port in (uwsgi_port, ours_port, ref_port, our_port):
-            wait_for(port)
         compare_answers(tally, (ref_port, our_port), WSGI_RESPONSE_CASES,
                         ["plain", "generator", "cl-short", "empty", "write"])
     finally:
-        killed(nginx, uwsgi, ours)
+        killed(*procs)
     return tally.summary("uwsgi-response")
 
 
@@ -1442,24 +1448,10 @@ def battery_uwsgi_environ(binary):
     """Behind nginx's `uwsgi_pass` with Debian's `uwsgi_params`, the WSGI environ stackway's
     uwsgi listener makes against uWSGI's, for `raw_requests()`: at the root, and under a
     `location /app` that names its SCRIPT_NAME with `uwsgi_modifier1 30`."""
-    env = python_env()
-    uwsgi_port, ours_port = free_port(), free_port()
-    uwsgi = spawn([uwsgi_binary(), "--socket", f"127.0.0.1:{uwsgi_port}", "--chdir", str(HERE),
-                   "--module", "apps:environ", "--master", "--processes", "1",
-                   "--disable-logging", "--die-on-term"], env=env,
-                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ours = spawn([binary, "serve", "--bind", f"uwsgi://127.0.0.1:{ours_port}", "--log-level", "error",
-                  "--pythonpath", str(HERE), "--mount", "/=wsgi:apps:environ"], env=env,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     locations = lambda up: (f"location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass {up}; }} "
                             f"location /app {{ include /etc/nginx/uwsgi_params; uwsgi_param SCRIPT_NAME /app; "
                             f"uwsgi_modifier1 30; uwsgi_pass {up}; }}")
-    front = tempfile.mkdtemp(prefix="stackway-diff-")
-    ref_port, our_port = free_port(), free_port()
-    second = f"server {{ listen 127.0.0.1:{our_port}; server_name localhost; {locations(f'127.0.0.1:{ours_port}')} }}"
-    Path(front, "nginx.conf").write_text(NGINX.format(d=front, port=ref_port, http=second,
-                                                      server=locations(f"127.0.0.1:{uwsgi_port}")))
-    nginx = spawn(["nginx", "-p", front, "-c", f"{front}/nginx.conf"])
+    procs, ref_port, our_port = behind_uwsgi_pass(binary, "environ", python_env(), locations)
     tally = Tally(UWSGI_ENVIRON_KNOWN)
 
     def normalise(environ, port):
@@ -1473,15 +1465,13 @@ def battery_uwsgi_environ(binary):
         return environ
 
     try:
-        for port in (uwsgi_port, ours_port, ref_port, our_port):
-            wait_for(port)
         compare_dumps(tally, (ref_port, our_port), ["SCRIPT_NAME", "RAW_URI"], normalise)
         requests = {name: (under, under) for name, (_, under) in mounted_requests().items()}
         tally.compare("PATH_INFO (modifier1 30)",
                       *(dump(port, requests["a query"][0])["PATH_INFO"] for port in (ref_port, our_port)))
         compare_dumps(tally, (ref_port, our_port), ["RAW_URI"], normalise, requests, " (under /app)")
     finally:
-        killed(nginx, uwsgi, ours)
+        killed(*procs)
     return tally.summary("uwsgi-environ")
 
 
