@@ -476,6 +476,107 @@ def battery_access(binary):
     return tally.summary("access")
 
 
+class AuthService(RawServer):
+    """An auth service that answers as the request's `X-Auth-Case` field says (`status`, and
+    `h` field lines, as a query), noting each request's line and fields for `seen`."""
+
+    def __init__(self):
+        self.log = []
+        super().__init__()
+
+    def serve(self, conn):
+        f = conn.makefile("rb")
+        try:
+            line = f.readline().decode("latin-1").strip()
+            heads = []
+            while (h := f.readline()) not in (b"\r\n", b"\n", b""):
+                heads.append(h.decode("latin-1").strip())
+            self.log.append((line, heads))
+            fields = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in heads)}
+            pairs = urllib.parse.parse_qsl(fields.get("x-auth-case", ""), keep_blank_values=True)
+            status = dict(pairs).get("status", "200")
+            out = [f"HTTP/1.1 {status} X", "Content-Length: 6", "Connection: close"]
+            out += [v for k, v in pairs if k == "h"]
+            conn.sendall("\r\n".join(out).encode() + b"\r\n\r\nauth's")
+        except OSError:
+            pass
+        conn.close()
+
+
+FORWARD_AUTH_KNOWN = {
+    "302 to a login page": "a redirect from the service goes back to the client as it is, to its login page (as "
+                           "Traefik's and Caddy's forward auth); nginx's auth_request takes it for an error, 500",
+    "404": "an answer of the service that is no yes, no 401, 403 or redirect: 503, the gateway cannot serve; "
+           "nginx 500",
+    "500": "the same", "503": "the same",
+    "the service down": "the same",
+    "401 with a cookie": "the service's 401 goes back whole, its Set-Cookie too; nginx keeps only WWW-Authenticate",
+}
+
+
+def battery_forward_auth(binary):
+    """--forward-auth against auth_request (with auth_request_set copying X-User to the
+    upstream): what the client gets for each answer of the auth service, what the upstream
+    gets, and what the service is asked."""
+    tally = Tally(FORWARD_AUTH_KNOWN)
+    auth = AuthService()
+    a = f"127.0.0.1:{auth.port}"
+    pair = Pair(binary,
+                "location = /verify { internal; proxy_pass http://" + a + "/verify; "
+                "proxy_pass_request_body off; proxy_set_header Content-Length \"\"; "
+                "proxy_set_header X-Original-URI $request_uri; proxy_set_header X-Original-Method $request_method; } "
+                "location / { auth_request /verify; auth_request_set $user $upstream_http_x_user; "
+                "proxy_set_header X-User $user; proxy_pass http://UPSTREAM; }",
+                ["--mount", "/=http://UPSTREAM", "--forward-auth", f"http://{a}/verify",
+                 "--forward-auth-copy", "X-User"])
+    case = lambda query: f"X-Auth-Case: {query}\r\n"
+    cases = [
+        ("200", case("status=200")),
+        ("204", case("status=204")),
+        ("200 with X-User", case("status=200&h=X-User:%20alice")),
+        ("200, the client's own X-User", case("status=200") + "X-User: mallory\r\n"),
+        ("401 with a challenge", case("status=401&h=WWW-Authenticate:%20Basic%20realm%3D%22x%22")),
+        ("401 without one", case("status=401")),
+        ("403", case("status=403")),
+        ("302 to a login page", case("status=302&h=Location:%20/login")),
+        ("404", case("status=404")),
+        ("500", case("status=500")),
+        ("503", case("status=503")),
+        ("401 with a cookie", case("status=401&h=Set-Cookie:%20a%3Db")),
+    ]
+
+    def outcome(port, extra, method="GET"):
+        auth.log.clear()
+        pair.upstream.seen()
+        status, fields, _ = parse(exchange(port, request(method, "/r/p?len=2&q=1", extra)))
+        kept = {k: v for k, v in fields.items() if k in ("www-authenticate", "location", "set-cookie")}
+        upstream = [dict((h.partition(":")[0].lower(), h.partition(":")[2].strip()) for h in heads)
+                    for _, heads, _ in pair.upstream.seen()]
+        return status, kept, [u.get("x-user") for u in upstream]
+
+    try:
+        for name, extra in cases:
+            tally.compare(name, outcome(pair.ref_port, extra), outcome(pair.our_port, extra))
+        # What the service is asked, for a POST with a body.
+        asked = []
+        for port in (pair.ref_port, pair.our_port):
+            auth.log.clear()
+            exchange(port, b"POST /r/p?x=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                           b"Content-Length: 2\r\nCookie: c=1\r\n" + case("status=200").encode() + b"\r\nhi")
+            line, heads = auth.log[0] if auth.log else ("", [])
+            line = line.rsplit(" ", 1)[0]  # nginx's proxy speaks HTTP/1.0 by default
+            fields = {h.partition(":")[0].lower(): h.partition(":")[2].strip() for h in heads}
+            asked.append((line, {k: fields.get(k) for k in ("cookie", "content-length", "x-original-uri",
+                                                              "x-original-method")}))
+        tally.compare("the service asked, for a POST", *asked)
+        auth.sock.shutdown(socket.SHUT_RDWR)
+        auth.sock.close()
+        tally.compare("the service down", outcome(pair.ref_port, ""), outcome(pair.our_port, ""))
+    finally:
+        pair.close()
+    return tally.summary("forward-auth")
+
+
 PROXY_KNOWN = {
     # What the upstream is sent
     "GET /r Connection: close, X-Gone": "a field the client's Connection names stays on its hop (RFC 9110 §7.6.1); nginx passes it",
@@ -2381,7 +2482,7 @@ BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": batte
              "scope": battery_scope, "dispatch": battery_dispatch, "cors": battery_cors, "cgi": battery_cgi, "environ": battery_environ,
              "proxy-fix": battery_proxy_fix, "proxy-protocol": battery_proxy_protocol,
              "cache": battery_cache, "uwsgi-environ": battery_uwsgi_environ,
-             "cgi-response": battery_cgi_response}
+             "cgi-response": battery_cgi_response, "forward-auth": battery_forward_auth}
 
 
 def main():
