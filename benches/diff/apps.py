@@ -147,6 +147,23 @@ async def root_scope(scope, receive, send):
     await send({"type": "http.response.body", "body": b"not the mount"})
 
 
+def fallthrough(environ, start_response):
+    """What a request no file answers reaches: `app` and the path it was given."""
+    body = f"app {environ['PATH_INFO']}".encode("latin-1")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def shared(environ, start_response):
+    """Werkzeug's SharedDataMiddleware exporting $STACKWAY_DIFF_STATIC at /static, in front of `fallthrough`."""
+    global _shared
+    if "_shared" not in globals():
+        import os
+        from werkzeug.middleware.shared_data import SharedDataMiddleware
+        _shared = SharedDataMiddleware(fallthrough, {"/static": os.environ["STACKWAY_DIFF_STATIC"]})
+    return _shared(environ, start_response)
+
+
 def environ(environ, start_response):
     """Answers its environ's plain values as JSON, with the body it was sent."""
     out = {k: v for k, v in environ.items() if isinstance(v, (str, int, bool, tuple))}

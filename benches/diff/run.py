@@ -1606,6 +1606,59 @@ def battery_dispatch(binary):
     return tally.summary("dispatch")
 
 
+SHARED_DATA_KNOWN = {
+    "/static/dir": "a directory with an index is redirected to its slash (308) and its index served, as nginx's "
+                   "`index`; Werkzeug's passes it to the app",
+    "/static/dir/": "the same",
+    "/static/dir/b.txt/": "a file is no directory: the app's; Werkzeug serves the file",
+    "/static/.hidden": "dot-files are never served: the app's; Werkzeug serves them",
+    "/static/out/hostname": "a symlink that leaves the root is not followed: the app's; Werkzeug serves /etc/hostname",
+    "/static/../etc/hostname": "dot segments are refused (400), the Dispatcher's rule; Werkzeug passes them to the app",
+    "/static/%2e%2e/a.txt": "the same",
+    "/static/dir/../a.txt": "the same; Werkzeug serves the file they resolve to",
+    "/static/dir%2Fb.txt": "an encoded slash is no separator: no file has that name; Werkzeug decodes it and serves "
+                           "dir/b.txt",
+    "POST /static/a.txt": "405 with Allow: a file answers GET and HEAD (nginx's 405 too); Werkzeug serves it to a POST",
+}
+
+
+def battery_shared_data(binary):
+    """--static in front of a WSGI app against Werkzeug's SharedData (under gunicorn): which
+    requests a file answers and which fall through to the app."""
+    root = Path(tempfile.mkdtemp(prefix="stackway-diff-shared-"))
+    for name, data in {"a.txt": "a", "dir/b.txt": "b", "dir/index.html": "index", ".hidden": "h",
+                       "a b.txt": "space", "caf\u00e9.txt": "cafe", "UPPER.TXT": "upper"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(data)
+    (root / "emptydir").mkdir()
+    (root / "out").symlink_to("/etc")
+    env = dict(python_env(), STACKWAY_DIFF_STATIC=str(root))
+    gunicorn, gu_port = reference_python("gunicorn", "shared", env)
+    ours, our_port = stackway_python(binary, "wsgi:apps:fallthrough", env, args=["--static", f"/static={root}"])
+    tally = Tally(SHARED_DATA_KNOWN)
+    paths = ["/static/a.txt", "/static/missing", "/static", "/static/", "/static/dir", "/static/dir/",
+             "/static/dir/b.txt", "/static/dir/b.txt/", "/static/.hidden", "/static/a%20b.txt",
+             "/static/caf%C3%A9.txt", "/static/upper.txt", "/static/UPPER.TXT", "/static/emptydir",
+             "/static/out/hostname", "/static/../etc/hostname", "/static/%2e%2e/a.txt", "/static/dir/../a.txt",
+             "/static//a.txt", "/static/a.txt?x=1", "/staticx/a.txt", "/STATIC/a.txt", "/a.txt",
+             "/static/dir%2Fb.txt", "/static/a.txt%00"]
+
+    def outcome(port, path, method="GET"):
+        status, fields, body = parse(exchange(port, request(method, path)), head=method == "HEAD")
+        return status, body.decode("latin-1") if status == "200" else None
+
+    try:
+        for path in paths:
+            tally.compare(path, outcome(gu_port, path), outcome(our_port, path))
+        tally.compare("HEAD /static/a.txt", outcome(gu_port, "/static/a.txt", "HEAD"),
+                      outcome(our_port, "/static/a.txt", "HEAD"))
+        tally.compare("POST /static/a.txt", outcome(gu_port, "/static/a.txt", "POST"),
+                      outcome(our_port, "/static/a.txt", "POST"))
+    finally:
+        killed(gunicorn, ours)
+    return tally.summary("shared-data")
+
+
 CORS_KNOWN = {
     "preflight of CONNECT": "the methods allowed are listed whatever was asked, and the browser refuses one not among "
                             "them: the same outcome; Flask-CORS lists none",
@@ -2482,7 +2535,8 @@ BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": batte
              "scope": battery_scope, "dispatch": battery_dispatch, "cors": battery_cors, "cgi": battery_cgi, "environ": battery_environ,
              "proxy-fix": battery_proxy_fix, "proxy-protocol": battery_proxy_protocol,
              "cache": battery_cache, "uwsgi-environ": battery_uwsgi_environ,
-             "cgi-response": battery_cgi_response, "forward-auth": battery_forward_auth}
+             "cgi-response": battery_cgi_response, "forward-auth": battery_forward_auth,
+             "shared-data": battery_shared_data}
 
 
 def main():
