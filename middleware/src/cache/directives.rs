@@ -115,8 +115,10 @@ pub(crate) fn of_response(headers: &HeaderMap) -> (Directives, bool) {
 fn accel_expires(headers: &HeaderMap) -> Option<Directives> {
     let value = headers.get("x-accel-expires")?.as_bytes();
     let seconds = |digits: &[u8]| -> Option<u64> {
-        let all_digits = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
-        all_digits.then(|| std::str::from_utf8(digits).ok()?.parse().ok())?
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
     };
     let mut directives = Directives::default();
     match value.strip_prefix(b"@") {
