@@ -1567,7 +1567,7 @@ def battery_uwsgi_environ(binary):
 
     try:
         compare_dumps(tally, (ref_port, our_port), ["SCRIPT_NAME", "RAW_URI"], normalise)
-        requests = {name: (under, under) for name, (_, under) in mounted_requests().items()}
+        requests = mounted_requests(reference_under=True)
         tally.compare("PATH_INFO (modifier1 30)",
                       *(dump(port, requests["a query"][0])["PATH_INFO"] for port in (ref_port, our_port)))
         compare_dumps(tally, (ref_port, our_port), ["RAW_URI"], normalise, requests, " (under /app)")
@@ -1756,12 +1756,13 @@ def raw_requests():
     }
 
 
-def mounted_requests():
+def mounted_requests(reference_under=False):
     """`raw_requests()` with an origin-form target, as pairs: the request as it is, for a
-    reference told its prefix (a front took it off), and with `/app` in front, for stackway's
-    mount at `/app`."""
+    reference told its prefix (a front took it off), or with `/app` in front too where
+    `reference_under`; and with `/app` in front, for stackway's mount at `/app`."""
     under = lambda data: re.sub(rb"^(\w+) /", rb"\1 /app/", data)
-    return {name: (data, under(data)) for name, data in raw_requests().items() if under(data) != data}
+    return {name: (under(data) if reference_under else data, under(data))
+            for name, data in raw_requests().items() if under(data) != data}
 
 
 # The differences on purpose of both servers that answer `raw_requests()`.
@@ -2165,7 +2166,7 @@ def battery_environ(binary):
     gunicorn, gu_port = reference_python("gunicorn", "environ", dict(env, SCRIPT_NAME="/app"))
     ours, our_port = stackway_python(binary, "wsgi:apps:where_root", env, ["/app=wsgi:apps:environ"])
     try:
-        requests = {name: (under, under) for name, (_, under) in mounted_requests().items()}
+        requests = mounted_requests(reference_under=True)
         compare_dumps(tally, (gu_port, our_port), ["SERVER_NAME", "SERVER_PORT"], normalise, requests,
                       " (mounted)")
     finally:
