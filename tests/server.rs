@@ -75,6 +75,16 @@ fn h2c_with_prior_knowledge() {
             .unwrap();
         let res = sender.send_request(req).await.unwrap();
         assert_eq!(res.status(), 400);
+        // A `Host` beside it names the same host, in any case and with any
+        // port, or the request is refused (as nginx refuses it).
+        for (host, status) in [("other.example", 400), ("LOCALHOST:8080", 200)] {
+            let req = http::Request::get("http://localhost/")
+                .header("host", host)
+                .body(String::new())
+                .unwrap();
+            let res = sender.send_request(req).await.unwrap();
+            assert_eq!(res.status(), status, "{host}");
+        }
     });
 }
 

@@ -1255,3 +1255,40 @@ fn an_upstream_that_ends_an_upgraded_connection_ends_the_clients() {
         .unwrap();
     assert!(conn.is_closed(), "open 5 s after the upstream ended");
 }
+
+#[test]
+fn an_http2_clients_cookie_crumbs_reach_an_http1_upstream_as_one_cookie() {
+    let up = raw_upstream(|head| {
+        let cookies: Vec<&str> = (head.lines())
+            .filter(|line| line.to_ascii_lowercase().starts_with("cookie:"))
+            .collect();
+        let body = cookies.join("\n");
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    });
+    let proxy = front(Proxy::to(&format!("http://{up}")));
+    support::run(async {
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        // A browser over HTTP/2 sends a field a cookie (RFC 9113 §8.2.3).
+        let req = http::Request::get(format!("http://{}/x", proxy.addr))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(String::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(String::from_utf8_lossy(&body), "cookie: a=1; b=2");
+    });
+}

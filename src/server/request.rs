@@ -176,10 +176,11 @@ fn gate<B: Incoming>(
     // RFC 9112 §3.2: a server MUST respond 400 to a request with more than
     // one Host header or an invalid one, and to an HTTP/1.1 request without
     // one; the target's authority (HTTP/2's `:authority`, HTTP/1's absolute
-    // form) is the host too, with no userinfo (RFC 9113 §8.3.1). Two
-    // `Authorization` fields are refused as nginx refuses them: one field's
-    // credentials (RFC 9110 §11.6.2), where a check in front and an app
-    // behind could each read another.
+    // form) is the host too, with no userinfo, and an HTTP/2 request's `Host`
+    // names the same host as its `:authority` (RFC 9113 §8.3.1; nginx
+    // compares them so), lest a check in front read one and an app behind
+    // the other. Two `Authorization` fields are refused as nginx refuses
+    // them: one field's credentials (RFC 9110 §11.6.2), for the same reason.
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some()
@@ -187,6 +188,10 @@ fn gate<B: Incoming>(
             !valid_host(h.as_bytes())
         })
         || (req.uri().authority()).is_some_and(|a| !valid_host(a.as_str().as_bytes()))
+        || (req.version() >= Version::HTTP_2
+            && (host.zip(req.uri().authority())).is_some_and(|(host, authority)| {
+                !host_of(host.as_bytes()).eq_ignore_ascii_case(authority.host().as_bytes())
+            }))
         || (req.headers().get_all(AUTHORIZATION).iter())
             .nth(1)
             .is_some()
@@ -257,6 +262,14 @@ fn gate<B: Incoming>(
 /// Whether `host` is a Host field value (RFC 9110 §7.2): a name or an
 /// address in brackets, then an optional port; no userinfo, path, space or
 /// quote, which an app building URLs from the field would copy into them.
+/// The host of a valid `Host` value, without its port.
+fn host_of(value: &[u8]) -> &[u8] {
+    match value.iter().rposition(|&b| b == b':') {
+        Some(colon) if !value[colon..].contains(&b']') => &value[..colon],
+        _ => value,
+    }
+}
+
 /// Empty is valid: the target had no authority.
 pub(super) fn valid_host(host: &[u8]) -> bool {
     // RFC 3986's reg-name: unreserved, sub-delims and `%`; in brackets, `:`

@@ -10,8 +10,8 @@ use std::thread::LocalKey;
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{
-    CONNECTION, CONTENT_LOCATION, CONTENT_TYPE, EXPECT, HOST, HeaderName, HeaderValue, LOCATION,
-    REFRESH, SET_COOKIE, TE, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LOCATION, CONTENT_TYPE, COOKIE, EXPECT, HOST, HeaderName, HeaderValue,
+    LOCATION, REFRESH, SET_COOKIE, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use stackway::Environ;
 use stackway::environ::ip_text;
@@ -50,6 +50,29 @@ pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> b
 /// no such gateway.
 pub(crate) fn passes(name: &HeaderName, grpc: bool) -> bool {
     name != EXPECT && name.as_str() != "proxy" && (grpc || !name.as_str().contains('_'))
+}
+
+/// An HTTP/2 client's cookies, which it may send a field each, made one
+/// `Cookie` joined by `; `, as RFC 9113 §8.2.3 asks before an HTTP/1.1 hop
+/// (an app behind would read `a=1, b=2` as one cookie) and nginx joins them.
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(COOKIE).iter();
+    let Some(first) = crumbs.next() else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    let mut more = false;
+    for crumb in crumbs {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(crumb.as_bytes());
+        more = true;
+    }
+    if let Some(value) = more
+        .then(|| HeaderValue::from_bytes(&joined).ok())
+        .flatten()
+    {
+        headers.insert(COOKIE, value);
+    }
 }
 
 /// Removes the hop-by-hop headers, and every header `Connection` names

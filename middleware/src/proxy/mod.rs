@@ -863,6 +863,9 @@ impl Proxy {
             }
         }
         headers::strip_hop_by_hop(&mut headers, upgrading);
+        if req.version() >= http::Version::HTTP_2 {
+            headers::join_cookies(&mut headers);
+        }
         headers::forward(&mut headers, &env, client_host);
         // Inside a TraceContext, this server's span is the upstream's parent.
         if let Some(trace) = crate::trace_context::Trace::of(req) {
