@@ -75,9 +75,15 @@ fn h2c_with_prior_knowledge() {
             .unwrap();
         let res = sender.send_request(req).await.unwrap();
         assert_eq!(res.status(), 400);
-        // A `Host` beside it names the same host, in any case and with any
-        // port, or the request is refused (as nginx refuses it).
-        for (host, status) in [("other.example", 400), ("LOCALHOST:8080", 200)] {
+        // A `Host` beside it names the same host, in any case, and port (the
+        // scheme's when none is said), or the request is refused.
+        let hosts = [
+            ("other.example", 400),
+            ("localhost:8080", 400),
+            ("LOCALHOST:80", 200),
+            ("Localhost", 200),
+        ];
+        for (host, status) in hosts {
             let req = http::Request::get("http://localhost/")
                 .header("host", host)
                 .body(String::new())

@@ -577,6 +577,114 @@ def battery_forward_auth(binary):
     return tally.summary("forward-auth")
 
 
+HTTP2_KNOWN = {
+    "a connection field": "the stream is reset, the request malformed (RFC 9113 §8.2.2); nginx drops the field",
+    "TE: gzip": "the same: TE may only say trailers",
+    "TE: trailers": "passed on, as trailers are passed back; nginx drops TE",
+    "an upper-case name": "the connection is closed (GOAWAY) where nginx resets the stream: both refuse the request",
+    "a POST without a length": "its body streamed to the upstream, chunked; nginx reads it whole and sends its length",
+    "Host beside :authority, the same": "the same host in another case is the same host (RFC 9110 §4.2.3); nginx "
+                                        "compares the bytes, 400",
+    "Host beside :authority, the default port": "the scheme's port said or not is the same port; nginx 400",
+}
+
+
+def h2_exchange(port, headers, body=None):
+    """One request over a new TLS connection speaking HTTP/2 (the h2 library's client, told
+    to send the fields as given): the status, or how the stream or connection was ended."""
+    import ssl
+    import h2.config
+    import h2.connection
+    import h2.events
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=2), server_hostname="localhost")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False,
+        split_outbound_cookies=False))
+    conn.initiate_connection()
+    conn.send_headers(1, headers, end_stream=body is None)
+    if body is not None:
+        conn.send_data(1, body, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status = None
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers)[b":status"].decode()
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(len(event.data), 1)
+                elif isinstance(event, h2.events.StreamEnded):
+                    return status
+                elif isinstance(event, h2.events.StreamReset):
+                    return "stream reset"
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    return status or "connection closed"
+            sock.sendall(conn.data_to_send())
+    except (socket.timeout, OSError):
+        pass
+    finally:
+        sock.close()
+    return status
+
+
+def battery_http2(binary):
+    """Over HTTP/2 (TLS, ALPN) against nginx's `http2`, each in front of the same upstream:
+    malformed requests, and the head the upstream gets of well-formed ones."""
+    python_env()
+    work = Path(tempfile.mkdtemp(prefix="stackway-diff-h2-"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", work / "key.pem",
+                    "-out", work / "cert.pem", "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    upstream, ref_port, our_port = Upstream(), free_port(), free_port()
+    pair = Pair(binary, "",
+                ["--bind", f"127.0.0.1:{our_port}", "--tls-cert", str(work / "cert.pem"), "--tls-key",
+                 str(work / "key.pem"), "--mount", "/=http://UPSTREAM"],
+                http=f"server {{ listen 127.0.0.1:{ref_port} ssl http2; ssl_certificate {work}/cert.pem; "
+                     f"ssl_certificate_key {work}/key.pem; "
+                     f"location / {{ proxy_pass http://127.0.0.1:{upstream.port}; }} }}",
+                upstream=upstream)
+    tally = Tally(HTTP2_KNOWN)
+    get = lambda path="/r?len=2": [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"),
+                                   (":path", path)]
+    cases = {
+        "plain": get(),
+        "cookie crumbs": get() + [("cookie", "a=1"), ("cookie", "b=2")],
+        "Host beside :authority, the same": get() + [("host", "LOCALHOST")],
+        "Host beside :authority, another": get() + [("host", "other.example")],
+        "Host beside :authority, another port": get() + [("host", "localhost:8080")],
+        "Host beside :authority, the default port": get() + [("host", "localhost:443")],
+        "Host without :authority": [(":method", "GET"), (":scheme", "https"), (":path", "/r?len=2"),
+                                    ("host", "localhost")],
+        "a field twice": get() + [("x-a", "1"), ("x-a", "2")],
+        "a connection field": get() + [("connection", "keep-alive")],
+        "TE: gzip": get() + [("te", "gzip")],
+        "TE: trailers": get() + [("te", "trailers")],
+        "an upper-case name": get() + [("X-Upper", "1")],
+        "a POST without a length": [(":method", "POST"), (":scheme", "https"), (":authority", "localhost"),
+                                    (":path", "/r?len=2")],
+    }
+    ours_only = ("host", "x-forwarded-", "x-real-ip", "connection", "content-length", "transfer-encoding")
+
+    def outcome(port, case, headers):
+        pair.upstream.seen()
+        status = h2_exchange(port, headers, b"hello" if case.startswith("a POST") else None)
+        seen = [(line.rsplit(" ", 1)[0], sorted(h.lower() for h in heads if not h.lower().startswith(ours_only)),
+                 body) for line, heads, body in pair.upstream.seen()]
+        return status, seen
+
+    try:
+        for case, headers in cases.items():
+            tally.compare(case, outcome(ref_port, case, headers), outcome(our_port, case, headers))
+    finally:
+        pair.close()
+    return tally.summary("http2")
+
+
 PROXY_KNOWN = {
     # What the upstream is sent
     "GET /r Connection: close, X-Gone": "a field the client's Connection names stays on its hop (RFC 9110 §7.6.1); nginx passes it",
@@ -1154,6 +1262,9 @@ def python_env():
     if subprocess.run(probe, env=env, capture_output=True).returncode:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(PYLIB),
                         "uvicorn", "websockets", "gunicorn"], check=True)
+    # The h2 library, the http2 battery's client.
+    if not (PYLIB / "h2").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(PYLIB), "h2"], check=True)
     # Flask-CORS and the Flask it runs on, where stackway's interpreter finds them too.
     if not (PYLIB / "flask_cors").exists():
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(PYLIB),
@@ -2537,7 +2648,7 @@ BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": batte
              "proxy-fix": battery_proxy_fix, "proxy-protocol": battery_proxy_protocol,
              "cache": battery_cache, "uwsgi-environ": battery_uwsgi_environ,
              "cgi-response": battery_cgi_response, "forward-auth": battery_forward_auth,
-             "shared-data": battery_shared_data}
+             "shared-data": battery_shared_data, "http2": battery_http2}
 
 
 def main():

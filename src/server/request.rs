@@ -177,9 +177,9 @@ fn gate<B: Incoming>(
     // one Host header or an invalid one, and to an HTTP/1.1 request without
     // one; the target's authority (HTTP/2's `:authority`, HTTP/1's absolute
     // form) is the host too, with no userinfo, and an HTTP/2 request's `Host`
-    // names the same host as its `:authority` (RFC 9113 §8.3.1; nginx
-    // compares them so), lest a check in front read one and an app behind
-    // the other. Two `Authorization` fields are refused as nginx refuses
+    // names the same host and port as its `:authority` (RFC 9113 §8.3.1; nginx
+    // refuses any difference), lest a check in front read one and an app
+    // behind the other. Two `Authorization` fields are refused as nginx refuses
     // them: one field's credentials (RFC 9110 §11.6.2), for the same reason.
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
@@ -189,9 +189,8 @@ fn gate<B: Incoming>(
         })
         || (req.uri().authority()).is_some_and(|a| !valid_host(a.as_str().as_bytes()))
         || (req.version() >= Version::HTTP_2
-            && (host.zip(req.uri().authority())).is_some_and(|(host, authority)| {
-                !host_of(host.as_bytes()).eq_ignore_ascii_case(authority.host().as_bytes())
-            }))
+            && (host.zip(req.uri().authority()))
+                .is_some_and(|(host, authority)| !names(host.as_bytes(), authority, req.uri())))
         || (req.headers().get_all(AUTHORIZATION).iter())
             .nth(1)
             .is_some()
@@ -262,12 +261,22 @@ fn gate<B: Incoming>(
 /// Whether `host` is a Host field value (RFC 9110 §7.2): a name or an
 /// address in brackets, then an optional port; no userinfo, path, space or
 /// quote, which an app building URLs from the field would copy into them.
-/// The host of a valid `Host` value, without its port.
-fn host_of(value: &[u8]) -> &[u8] {
-    match value.iter().rposition(|&b| b == b':') {
-        Some(colon) if !value[colon..].contains(&b']') => &value[..colon],
-        _ => value,
-    }
+/// Whether a valid `Host` value names the host and port `authority` names,
+/// a missing port being the scheme's.
+fn names(host: &[u8], authority: &http::uri::Authority, uri: &http::Uri) -> bool {
+    let default = match uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        true => 443,
+        false => 80,
+    };
+    let (name, port) = match host.iter().rposition(|&b| b == b':') {
+        Some(colon) if !host[colon..].contains(&b']') => {
+            let port = std::str::from_utf8(&host[colon + 1..]).ok();
+            (&host[..colon], port.and_then(|p| p.parse::<u16>().ok()))
+        }
+        _ => (host, None),
+    };
+    name.eq_ignore_ascii_case(authority.host().as_bytes())
+        && port.unwrap_or(default) == authority.port_u16().unwrap_or(default)
 }
 
 /// Empty is valid: the target had no authority.
