@@ -258,9 +258,6 @@ fn gate<B: Incoming>(
     Gate::Call(Box::new(req), failed)
 }
 
-/// Whether `host` is a Host field value (RFC 9110 §7.2): a name or an
-/// address in brackets, then an optional port; no userinfo, path, space or
-/// quote, which an app building URLs from the field would copy into them.
 /// Whether a valid `Host` value names the host and port `authority` names,
 /// a missing port being the scheme's.
 fn names(host: &[u8], authority: &http::uri::Authority, uri: &http::Uri) -> bool {
@@ -279,6 +276,9 @@ fn names(host: &[u8], authority: &http::uri::Authority, uri: &http::Uri) -> bool
         && port.unwrap_or(default) == authority.port_u16().unwrap_or(default)
 }
 
+/// Whether `host` is a Host field value (RFC 9110 §7.2): a name or an
+/// address in brackets, then an optional port; no userinfo, path, space or
+/// quote, which an app building URLs from the field would copy into them.
 /// Empty is valid: the target had no authority.
 pub(super) fn valid_host(host: &[u8]) -> bool {
     // RFC 3986's reg-name: unreserved, sub-delims and `%`; in brackets, `:`

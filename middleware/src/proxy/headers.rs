@@ -56,21 +56,15 @@ pub(crate) fn passes(name: &HeaderName, grpc: bool) -> bool {
 /// `Cookie` joined by `; `, as RFC 9113 §8.2.3 asks before an HTTP/1.1 hop
 /// (an app behind would read `a=1, b=2` as one cookie) and nginx joins them.
 pub(crate) fn join_cookies(headers: &mut HeaderMap) {
-    let mut crumbs = headers.get_all(COOKIE).iter();
-    let Some(first) = crumbs.next() else {
+    if headers.get_all(COOKIE).iter().nth(1).is_none() {
         return;
-    };
-    let mut joined = first.as_bytes().to_vec();
-    let mut more = false;
-    for crumb in crumbs {
-        joined.extend_from_slice(b"; ");
-        joined.extend_from_slice(crumb.as_bytes());
-        more = true;
     }
-    if let Some(value) = more
-        .then(|| HeaderValue::from_bytes(&joined).ok())
-        .flatten()
-    {
+    let crumbs: Vec<&[u8]> = headers
+        .get_all(COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(value) = HeaderValue::from_bytes(&crumbs.join(&b"; "[..])) {
         headers.insert(COOKIE, value);
     }
 }
