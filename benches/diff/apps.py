@@ -154,6 +154,14 @@ def fallthrough(environ, start_response):
     return [body]
 
 
+def pid(environ, start_response):
+    """The answering process's pid."""
+    import os
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 def shared(environ, start_response):
     """Werkzeug's SharedDataMiddleware exporting $STACKWAY_DIFF_STATIC at /static, in front of `fallthrough`."""
     global _shared

@@ -13,6 +13,7 @@ Not part of `cargo test`: the references' answers are facts about them, looked a
 """
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -1770,6 +1771,55 @@ def battery_shared_data(binary):
     return tally.summary("shared-data")
 
 
+def battery_max_requests(binary):
+    """--max-requests 5 against gunicorn's, one process each: which process answers each
+    request of a sequence on connections of their own, then on one kept connection (gunicorn's
+    closes each). The reference is its sync worker, which accepts a connection only after it
+    has served the last: its gthread worker's accept loop can take the next connection in the
+    moment its limit is reached and serve one request past it."""
+    env = python_env()
+    gunicorn, gu_port = reference_python("gunicorn", "pid", env, ["--max-requests", "5"])
+    ours, our_port = stackway_python(binary, "wsgi:apps:pid", env, args=["--max-requests", "5"])
+    tally = Tally({})
+
+    def sequence(port):
+        """For each request: the how-manyth process answered it, and whether it found its kept
+        connection closed and went again."""
+        seen, answers = [], []
+
+        def answer(response, retried):
+            pid = response.read().decode()
+            if pid not in seen:
+                seen.append(pid)
+            answers.append((seen.index(pid), retried))
+
+        for _ in range(12):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/")
+            answer(conn.getresponse(), False)
+            conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(13):
+            try:
+                conn.request("GET", "/")
+                answer(conn.getresponse(), False)
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                conn.request("GET", "/")
+                answer(conn.getresponse(), True)
+        conn.close()
+        return answers
+
+    try:
+        ref, mine = sequence(gu_port), sequence(our_port)
+        for n, (a, b) in enumerate(zip(ref, mine), 1):
+            where = "its own connection" if n <= 12 else "the kept connection"
+            tally.compare(f"request {n} on {where}", a, b)
+    finally:
+        killed(gunicorn, ours)
+    return tally.summary("max-requests")
+
+
 CORS_KNOWN = {
     "preflight of CONNECT": "the methods allowed are listed whatever was asked, and the browser refuses one not among "
                             "them: the same outcome; Flask-CORS lists none",
@@ -2648,7 +2698,8 @@ BATTERIES = {"compress": battery_compress, "gate": battery_gate, "errors": batte
              "proxy-fix": battery_proxy_fix, "proxy-protocol": battery_proxy_protocol,
              "cache": battery_cache, "uwsgi-environ": battery_uwsgi_environ,
              "cgi-response": battery_cgi_response, "forward-auth": battery_forward_auth,
-             "shared-data": battery_shared_data, "http2": battery_http2}
+             "shared-data": battery_shared_data, "http2": battery_http2,
+             "max-requests": battery_max_requests}
 
 
 def main():

@@ -136,8 +136,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N|auto", value_parser = parse_processes)]
     pub(crate) processes: Option<u16>,
 
-    /// Replace a process once it has served N requests, the new one serving before the old
-    /// one drains (gunicorn's --max-requests) [default: never].
+    /// Replace a process once it has served N requests: it drains at once, its last
+    /// response closing its connection, and what comes meanwhile waits for the other
+    /// processes or the replacement (gunicorn's --max-requests) [default: never].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_requests: Option<u64>,
 

@@ -162,12 +162,14 @@ pub fn main(python: Option<&'static dyn Python>) -> ExitCode {
     let python_on_workers = sources.pools.iter().any(|(_, pool)| pool.threads == 0);
     let lifespans = std::mem::take(&mut sources.lifespans);
     let htpasswds = std::mem::take(&mut sources.htpasswds);
+    // The app's requests count towards --max-requests; --metrics and
+    // --status, answered outside it, do not.
+    if let Some(limit) = supervisor::request_limit(&args) {
+        app = BoxApp::new(recycle::AfterRequests::new(app, limit, signals.stop()));
+    }
     let mut tree_metrics = None;
     if admin::wanted(&args) {
         (app, tree_metrics) = observed(app, &args, &server, opened.admin, sources);
-    }
-    if let Some(limit) = supervisor::request_limit(&args) {
-        app = BoxApp::new(recycle::AfterRequests::new(app, limit));
     }
     let handed_over = Arc::new(AtomicBool::new(false));
     let mut server = server

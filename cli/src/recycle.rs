@@ -1,37 +1,68 @@
-//! In a supervised process: asks the supervisor for a replacement once the
-//! process has served `--max-requests` (plus its jitter), as gunicorn's
-//! workers do. The process goes on serving until the replacement is ready
-//! and the supervisor tells it to drain, so no request is refused.
+//! In a supervised process: once the process has served `--max-requests`
+//! (plus its jitter) it asks the supervisor for a replacement and drains, as
+//! gunicorn's and uWSGI's workers do: that request's response says
+//! `Connection: close`, the process accepts nothing more, and the requests
+//! in flight finish. What comes meanwhile waits in the slot's socket, which
+//! the supervisor holds open, for the other processes or the replacement: no
+//! request is refused, and none is served past the limit but those that were
+//! in flight when it was reached.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures_util::future::Either;
+use stackway::http::header::CONNECTION;
+use stackway::http::{HeaderValue, Version};
 use stackway::{App, BoxApp, Request, Response};
 
 use crate::restart;
+use crate::signals::Stop;
 
 /// `inner`, counting its requests.
 pub(crate) struct AfterRequests {
     inner: BoxApp,
     limit: u64,
     served: AtomicU64,
+    stop: Stop,
 }
 
 impl AfterRequests {
-    pub(crate) fn new(inner: BoxApp, limit: u64) -> Self {
+    pub(crate) fn new(inner: BoxApp, limit: u64, stop: Stop) -> Self {
         Self {
             inner,
             limit,
             served: AtomicU64::new(0),
+            stop,
         }
     }
 }
 
 impl App for AfterRequests {
     fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
-        if self.served.fetch_add(1, Ordering::Relaxed) + 1 == self.limit {
-            tracing::info!(requests = self.limit, "asking to be replaced: max-requests");
-            restart::report("RECYCLE=max-requests");
+        let last = self.served.fetch_add(1, Ordering::Relaxed) + 1 == self.limit;
+        if !last {
+            return Either::Left(self.inner.call(req));
         }
-        self.inner.call(req)
+        tracing::info!(
+            requests = self.limit,
+            "max-requests served: draining, a replacement asked for"
+        );
+        restart::report("RECYCLE=max-requests");
+        // The response waits until the server has been told to stop, when
+        // it stops accepting: the client's next connection is not this
+        // process's. And it says so, rather than leave it to the drain,
+        // which may come after a quick response's head is out.
+        let stopped = self.stop.now();
+        let http1 = req.version() < Version::HTTP_2;
+        let response = self.inner.call(req);
+        Either::Right(async move {
+            let mut response = response.await;
+            stopped.await;
+            if http1 {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        })
     }
 }

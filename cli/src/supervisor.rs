@@ -10,9 +10,9 @@
 //!                                                  reports on (as a restart hands over);
 //!                                                  STACKWAY_WORKER=slot, STACKWAY_PARENT=pid
 //!     ◀──── READY=1 ───── each process, once it serves (one that exits first stops it all)
-//!     ◀──── RECYCLE=why ─ a process that has served --max-requests
-//!     every 100 ms: a process that exited is started again (with backoff); one over
-//!     --max-rss or --max-lifetime, or that asked, gets a replacement, and once that
+//!     ◀──── RECYCLE=why ─ a process that has served --max-requests, and drains
+//!     every 100 ms: a process that exited is started again (with backoff); one that
+//!     asked, or is over --max-rss or --max-lifetime, gets a replacement, and once that
 //!     is ready it is sent SIGTERM and drains; killed if still there after the grace period
 //!     SIGTERM/SIGINT: every process drains; SIGHUP: every process replaced once the new code
 //!     loads (else passed on), and passed to the virtualenvs' groups; SIGUSR2: every process replaced
@@ -295,6 +295,8 @@ struct Process {
     spawned: Spawned,
     started: Instant,
     ready_at: Option<Instant>,
+    /// Why it asked to be replaced (`RECYCLE=why`).
+    asked: Option<String>,
 }
 
 impl Process {
@@ -312,13 +314,17 @@ impl Process {
         self.spawned.child.try_wait().ok().flatten()
     }
 
-    /// What it reported since last asked; notes when it became ready.
-    fn reports(&mut self) -> Vec<String> {
-        let lines = self.spawned.reports().unwrap_or_default();
-        if self.ready_at.is_none() && lines.iter().any(|l| l == "READY=1") {
-            self.ready_at = Some(Instant::now());
+    /// Reads what it reported since last asked: when it became ready, and
+    /// why it asked to be replaced (which may come in the same breath, from
+    /// a process that finds requests waiting).
+    fn read_reports(&mut self) {
+        for line in self.spawned.reports().unwrap_or_default() {
+            if line == "READY=1" {
+                self.ready_at.get_or_insert_with(Instant::now);
+            } else if let Some(why) = line.strip_prefix("RECYCLE=") {
+                self.asked.get_or_insert_with(|| why.to_owned());
+            }
         }
-        lines
     }
 }
 
@@ -364,6 +370,7 @@ impl Tree {
             spawned: self.handovers[slot].spawn(&self.argv, &env)?,
             started: Instant::now(),
             ready_at: None,
+            asked: None,
         })
     }
 
@@ -383,7 +390,7 @@ impl Tree {
             let mut ready = 0;
             for (n, slot) in self.slots.iter_mut().enumerate() {
                 let process = slot.current.as_mut().expect("started");
-                process.reports();
+                process.read_reports();
                 if let Some(status) = process.exited() {
                     eprintln!(
                         "stackway: server process {n} (pid {}) failed to boot: {status}",
@@ -456,22 +463,31 @@ impl Tree {
         let limits = self.limits;
         let slot = &mut self.slots[n];
         if let Some(process) = &mut slot.current {
-            for line in process.reports() {
-                if let Some(why) = line.strip_prefix("RECYCLE=") {
-                    slot.recycle.get_or_insert_with(|| why.to_owned());
-                }
+            process.read_reports();
+            if slot.recycle.is_none() {
+                slot.recycle.clone_from(&process.asked);
             }
             if let Some(status) = process.exited() {
-                tracing::warn!(
-                    pid = process.pid(),
-                    "server process {n} exited ({status}); starting another"
-                );
+                // A process that asked to be replaced drains and exits on
+                // its own (`--max-requests`): its replacement is on the way.
+                let why = match slot.recycle.take() {
+                    Some(why) if status.success() => {
+                        tracing::info!(pid = process.pid(), "server process {n} drained ({why})");
+                        why
+                    }
+                    _ => {
+                        tracing::warn!(
+                            pid = process.pid(),
+                            "server process {n} exited ({status}); starting another"
+                        );
+                        "exited".to_owned()
+                    }
+                };
                 if let Some(ledger) = &mut self.ledger {
                     ledger.retire(process.pid());
-                    ledger.replaced("exited");
+                    ledger.replaced(&why);
                 }
                 slot.current = None;
-                slot.recycle = None;
             } else if slot.recycle.is_none() {
                 slot.recycle = limits.exceeded(process);
             }
@@ -489,7 +505,7 @@ impl Tree {
         }
         let slot = &mut self.slots[n];
         let Some(next) = &mut slot.next else { return };
-        next.reports();
+        next.read_reports();
         if next.ready_at.is_some() {
             let next = slot.next.take().expect("there");
             let why = slot.recycle.take();

@@ -279,40 +279,78 @@ fn max_requests_replaces_processes_without_a_failed_request() {
         "5",
     ]);
     let addr = server.tcp(0);
-    let (pids, retries): (BTreeSet<u32>, usize) = std::thread::scope(|s| {
+    let (served, retries): (BTreeMap<u32, usize>, usize) = std::thread::scope(|s| {
         let clients: Vec<_> = (0..8)
             .map(|_| {
                 s.spawn(move || {
                     let mut client = Client::new(addr);
-                    let mut pids = BTreeSet::new();
+                    let mut pids = Vec::new();
                     for _ in 0..60 {
                         let res = client.get("/burn");
                         assert_eq!(res.status, 200, "{}", res.text());
-                        pids.insert(res.text().parse::<u32>().unwrap());
+                        pids.push(res.text().parse::<u32>().unwrap());
                     }
                     (pids, client.retries)
                 })
             })
             .collect();
         clients.into_iter().map(|c| c.join().unwrap()).fold(
-            (BTreeSet::new(), 0),
-            |(mut all, retries), (pids, r)| {
-                all.extend(pids);
-                (all, retries + r)
+            (BTreeMap::new(), 0),
+            |(mut served, retries), (pids, r)| {
+                for pid in pids {
+                    *served.entry(pid).or_default() += 1;
+                }
+                (served, retries + r)
             },
         )
     });
-    // A process asks after 25 to 30 requests and serves on until its
-    // replacement is ready (a Python start, longer than 30 requests take).
+    // A process drains once it has served 25 to 30 requests: past that, only
+    // those already in flight then (one a client at most) are its.
     assert!(
-        pids.len() >= 4,
-        "{} processes served 480 requests",
-        pids.len()
+        served.len() >= 16,
+        "{} processes served 480 requests: {served:?}",
+        served.len()
     );
-    eprintln!("{} processes, {retries} retried requests", pids.len());
+    assert!(
+        served.values().all(|&n| n <= 30 + 7),
+        "a process served past its limit: {served:?}"
+    );
+    eprintln!("{} processes, {retries} retried requests", served.len());
     eventually(Duration::from_secs(10), "the replaced ones gone", || {
         children(server.child.id()).len() == 2
     });
+}
+
+#[test]
+fn max_requests_is_exact_and_the_last_response_closes_its_connection_as_gunicorns() {
+    let server = serve(&["--max-requests", "5", "--metrics", "/metrics"]);
+    let addr = server.tcp(0);
+    // Twelve on connections of their own, each after a scrape of --metrics
+    // (no request of the app's), then thirteen on one kept connection: the
+    // process's fifth response closes it, and the next connection opened
+    // waits for the replacement.
+    let mut pids: Vec<u32> = (0..12)
+        .map(|_| {
+            assert_eq!(Conn::open(addr).get("/metrics").status, 200);
+            pid_of(addr, "/pid")
+        })
+        .collect();
+    let mut client = Client::new(addr);
+    let mut closed = Vec::new();
+    for n in 13..=25 {
+        let res = client.get("/pid");
+        assert_eq!(res.status, 200, "{}", res.text());
+        if res.header("connection") == Some("close") {
+            closed.push(n);
+        }
+        pids.push(res.text().parse().unwrap());
+    }
+    let runs: Vec<usize> = pids.chunk_by(|a, b| a == b).map(<[u32]>::len).collect();
+    assert_eq!(runs, [5; 5], "{pids:?}");
+    let distinct: BTreeSet<_> = pids.iter().collect();
+    assert_eq!(distinct.len(), 5, "a process came back: {pids:?}");
+    assert_eq!(closed, [15, 20, 25]);
+    assert_eq!(client.retries, 0, "a request found its connection closed");
 }
 
 #[test]

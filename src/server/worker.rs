@@ -214,11 +214,16 @@ impl<A: App> Accept<A> {
             if Arc::strong_count(&waiting) > 1 {
                 tokio::task::yield_now().await;
             }
+            // Stopping first: once the server stops, no connection waiting
+            // in the listener's queue is taken, however the wake-ups fall.
             let permit = tokio::select! {
-                permit = self.connections.clone().acquire_owned() => permit.expect("never closed"),
+                biased;
                 () = stopping(&mut phase) => break,
+                permit = self.connections.clone().acquire_owned() => permit.expect("never closed"),
             };
             let (io, peer) = tokio::select! {
+                biased;
+                () = stopping(&mut phase) => break,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -229,7 +234,6 @@ impl<A: App> Accept<A> {
                         continue;
                     }
                 },
-                () = stopping(&mut phase) => break,
             };
             let stats = self.shared.lifecycle.stats.clone();
             stats.accepted();
