@@ -305,9 +305,10 @@ fn max_requests_replaces_processes_without_a_failed_request() {
         )
     });
     // A process drains once it has served 25 to 30 requests: past that, only
-    // those already in flight then (one a client at most) are its.
+    // those already in flight then (one a client at most) are its, so 480
+    // take 13 processes at least.
     assert!(
-        served.len() >= 16,
+        served.len() >= 13,
         "{} processes served 480 requests: {served:?}",
         served.len()
     );
