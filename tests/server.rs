@@ -595,6 +595,45 @@ fn graceful_shutdown_finishes_the_request_in_flight() {
 }
 
 #[test]
+fn a_shutdown_handle_stops_accepting_before_it_returns() {
+    let server = server().workers(2);
+    let shutdown = server.shutdown_handle();
+    let addr = server.local_addr();
+    // `/stop` stops the server, then sends a request of its own from another
+    // thread while it holds its worker: the other worker must not take it.
+    let app = move |req: Request| {
+        let late = (req.uri().path() == "/stop").then(|| {
+            shutdown.begin();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let Ok(mut tcp) = std::net::TcpStream::connect(addr) else {
+                    return Vec::new();
+                };
+                tcp.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let _ = tcp.write_all(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n");
+                let mut answer = Vec::new();
+                let _ = tcp.read_to_end(&mut answer);
+                answer
+            })
+            .join()
+            .unwrap()
+        });
+        let body = match late {
+            Some(answer) => format!("late: {}", String::from_utf8_lossy(&answer)),
+            None => "served".to_owned(),
+        };
+        std::future::ready(body.into_response())
+    };
+    let running = Running::start(server, stackway_middleware::Lint::strict(app));
+    assert_eq!(Conn::open(addr).get("/").text(), "served");
+    let res = Conn::open(addr).get("/stop");
+    assert_eq!((res.status, res.text().as_str()), (200, "late: "));
+    running.stop().unwrap();
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
 fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
     let running = Running::start(server(), echo_path);
     let mut conn = Conn::open(running.addr);

@@ -165,7 +165,11 @@ pub fn main(python: Option<&'static dyn Python>) -> ExitCode {
     // The app's requests count towards --max-requests; --metrics and
     // --status, answered outside it, do not.
     if let Some(limit) = supervisor::request_limit(&args) {
-        app = BoxApp::new(recycle::AfterRequests::new(app, limit, signals.stop()));
+        app = BoxApp::new(recycle::AfterRequests::new(
+            app,
+            limit,
+            server.shutdown_handle(),
+        ));
     }
     let mut tree_metrics = None;
     if admin::wanted(&args) {

@@ -12,26 +12,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::future::Either;
 use stackway::http::header::CONNECTION;
 use stackway::http::{HeaderValue, Version};
+use stackway::server::Shutdown;
 use stackway::{App, BoxApp, Request, Response};
 
 use crate::restart;
-use crate::signals::Stop;
 
 /// `inner`, counting its requests.
 pub(crate) struct AfterRequests {
     inner: BoxApp,
     limit: u64,
     served: AtomicU64,
-    stop: Stop,
+    shutdown: Shutdown,
 }
 
 impl AfterRequests {
-    pub(crate) fn new(inner: BoxApp, limit: u64, stop: Stop) -> Self {
+    pub(crate) fn new(inner: BoxApp, limit: u64, shutdown: Shutdown) -> Self {
         Self {
             inner,
             limit,
             served: AtomicU64::new(0),
-            stop,
+            shutdown,
         }
     }
 }
@@ -47,16 +47,14 @@ impl App for AfterRequests {
             "max-requests served: draining, a replacement asked for"
         );
         restart::report("RECYCLE=max-requests");
-        // The response waits until the server has been told to stop, when
-        // it stops accepting: the client's next connection is not this
-        // process's. And it says so, rather than leave it to the drain,
-        // which may come after a quick response's head is out.
-        let stopped = self.stop.now();
+        // The server stops accepting before the app has answered: the
+        // client's next connection is not this process's. The response says
+        // so itself, for the drain may come after a quick one's head is out.
+        self.shutdown.begin();
         let http1 = req.version() < Version::HTTP_2;
         let response = self.inner.call(req);
         Either::Right(async move {
             let mut response = response.await;
-            stopped.await;
             if http1 {
                 response
                     .headers_mut()

@@ -6,43 +6,19 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::{mpsc, watch};
-
 use stackway::server::Tls;
 use stackway_middleware::basic_auth::Htpasswd;
 
 use crate::{listen, restart};
 
 /// SIGINT, SIGTERM, SIGHUP and SIGUSR2, caught from the start.
-pub(crate) struct Signals {
-    received: mpsc::UnboundedReceiver<i32>,
-    sender: mpsc::UnboundedSender<i32>,
-    /// Whether the server has been told to stop.
-    stopped: watch::Sender<bool>,
-}
-
-/// Stops the server from inside, as SIGTERM does.
-pub(crate) struct Stop {
-    signal: mpsc::UnboundedSender<i32>,
-    stopped: watch::Receiver<bool>,
-}
-
-impl Stop {
-    /// Tells the server to stop; completes once it has been told, which
-    /// (without a drain delay) is when it stops accepting.
-    pub(crate) fn now(&self) -> impl Future<Output = ()> + Send + 'static {
-        let _ = self.signal.send(signal_hook::consts::SIGTERM);
-        let mut stopped = self.stopped.clone();
-        async move { drop(stopped.wait_for(|stopped| *stopped).await) }
-    }
-}
+pub(crate) struct Signals(tokio::sync::mpsc::UnboundedReceiver<i32>);
 
 impl Signals {
     pub(crate) fn new() -> std::io::Result<Self> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2])?;
-        let (sender, received) = mpsc::unbounded_channel();
-        let tx = sender.clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("stackway-signals".into())
             .spawn(move || {
@@ -52,23 +28,10 @@ impl Signals {
                     }
                 }
             })?;
-        Ok(Self {
-            received,
-            sender,
-            stopped: watch::Sender::new(false),
-        })
+        Ok(Self(rx))
     }
 
-    /// What stops the server as SIGTERM does, for the server's own reasons.
-    pub(crate) fn stop(&self) -> Stop {
-        Stop {
-            signal: self.sender.clone(),
-            stopped: self.stopped.subscribe(),
-        }
-    }
-
-    /// Completes when the server should stop: on SIGINT or SIGTERM (or
-    /// [`Stop::now`]), or once
+    /// Completes when the server should stop: on SIGINT or SIGTERM, or once
     /// SIGUSR2 has started a new process that took the sockets over. SIGHUP
     /// reloads the TLS certificates and the htpasswd files.
     pub(crate) async fn until_stop(
@@ -80,7 +43,7 @@ impl Signals {
     ) {
         use signal_hook::consts::{SIGHUP, SIGUSR2};
         let handover = handover.map(Arc::new);
-        while let Some(signal) = self.received.recv().await {
+        while let Some(signal) = self.0.recv().await {
             match signal {
                 SIGHUP => {
                     for tls in &tls {
@@ -130,7 +93,6 @@ impl Signals {
                 _ => break,
             }
         }
-        self.stopped.send_replace(true);
         restart::notify_stopping();
     }
 }

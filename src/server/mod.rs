@@ -53,7 +53,8 @@
 //!   conflicting `Content-Length`; the server adds the `Host` rules of RFC 9112
 //!   §3.2 (exactly one `Host` in an HTTP/1.1 request).
 //! - **Graceful shutdown that a balancer can follow.** On SIGINT or SIGTERM
-//!   (or the future given to [`shutdown_on`](Server::shutdown_on)) it first
+//!   (or the future given to [`shutdown_on`](Server::shutdown_on), or a
+//!   [`Shutdown`] handle) it first
 //!   drains for [`drain_delay`](Server::drain_delay) (default none): the
 //!   [`health_path`](Server::health_path) answers 503, the server goes on
 //!   accepting and serving, and connections are not kept (`Connection: close`,
@@ -120,6 +121,7 @@ pub struct Server {
     when_ready: Option<ReadyHook>,
     worker_context: Option<WorkerContext>,
     stats: Stats,
+    lifecycle: Arc<Lifecycle>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,7 +131,6 @@ struct Config {
     send_timeout: Duration,
     body_timeout: Duration,
     grace_period: Duration,
-    drain_delay: Duration,
     handshake_timeout: Duration,
     health_path: Option<String>,
     max_header_size: usize,
@@ -147,7 +148,6 @@ impl Default for Config {
             send_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             grace_period: Duration::from_secs(30),
-            drain_delay: Duration::ZERO,
             handshake_timeout: Duration::from_secs(10),
             health_path: None,
             max_header_size: 64 * 1024,
@@ -189,6 +189,7 @@ impl Server {
             let none = io::Error::new(io::ErrorKind::InvalidInput, "no listener to serve on");
             return Err(Error::new(Kind::Bind).with(none));
         }
+        let stats = Stats::default();
         Ok(Self {
             listeners,
             config: Config::default(),
@@ -196,7 +197,8 @@ impl Server {
             shutdown: None,
             when_ready: None,
             worker_context: None,
-            stats: Stats::default(),
+            lifecycle: Arc::new(Lifecycle::new(stats.clone())),
+            stats,
         })
     }
 
@@ -219,6 +221,12 @@ impl Server {
     /// page.
     pub fn stats(&self) -> Stats {
         self.stats.clone()
+    }
+
+    /// What stops this server from anywhere, as SIGTERM does: for an app
+    /// that decides the server's end itself.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        Shutdown(self.lifecycle.clone())
     }
 
     /// Where each listener listens.
@@ -280,8 +288,8 @@ impl Server {
     /// HTTP/2 GOAWAY), so that a balancer that checks health sees it leave and
     /// sends its last requests somewhere else, none of them refused
     /// (Kubernetes' preStop, HAProxy's `option httpchk`).
-    pub fn drain_delay(mut self, delay: Duration) -> Self {
-        self.config.drain_delay = delay;
+    pub fn drain_delay(self, delay: Duration) -> Self {
+        self.lifecycle.set_drain_delay(delay);
         self
     }
 
@@ -393,9 +401,8 @@ impl Server {
     pub async fn serve(self, app: impl App) -> crate::Result<()> {
         let addrs = self.local_addrs();
         let signal = self.shutdown.unwrap_or_else(|| Box::pin(os_signal()));
-        let lifecycle = Arc::new(Lifecycle::new(self.stats.clone()));
+        let lifecycle = self.lifecycle;
         let connections = Arc::new(Semaphore::new(self.config.max_connections));
-        let drain_delay = self.config.drain_delay;
         let worker = Worker::new(
             &self.listeners,
             self.config,
@@ -409,8 +416,7 @@ impl Server {
         if let Some(hook) = self.when_ready {
             hook(&addrs);
         }
-        signal.await;
-        shut_down(&lifecycle, drain_delay).await;
+        shut_down(&lifecycle, signal).await;
         running.await.map_err(io_error)
     }
 
@@ -445,7 +451,7 @@ impl Server {
                 Box::pin(os_signal())
             }
         };
-        let lifecycle = Arc::new(Lifecycle::new(self.stats.clone()));
+        let lifecycle = self.lifecycle;
         let app = Arc::new(app);
         let mut threads = Vec::with_capacity(self.workers);
         let connections = Arc::new(Semaphore::new(self.config.max_connections));
@@ -484,10 +490,7 @@ impl Server {
         if let Some(hook) = self.when_ready {
             hook(&addrs);
         }
-        signals.block_on(async {
-            signal.await;
-            shut_down(&lifecycle, self.config.drain_delay).await;
-        });
+        signals.block_on(shut_down(&lifecycle, signal));
         for thread in threads {
             match thread.join() {
                 Ok(result) => result.map_err(io_error)?,
@@ -498,17 +501,38 @@ impl Server {
     }
 }
 
-/// Drains for `delay` (when there is one), then stops accepting.
-async fn shut_down(lifecycle: &Lifecycle, delay: Duration) {
-    if !delay.is_zero() {
+/// Once `signal` completes or a [`Shutdown`] begins it: drains for the
+/// drain delay (when there is one), then stops accepting.
+async fn shut_down(lifecycle: &Lifecycle, signal: ShutdownSignal) {
+    tokio::select! {
+        () = signal => lifecycle.begin_shutdown(),
+        () = lifecycle.shutdown_begun() => {}
+    }
+    if lifecycle.phase() == Phase::Draining {
+        let delay = lifecycle.drain_delay();
         tracing::info!(
             ?delay,
             "draining: the health check says 503, connections are not kept"
         );
-        lifecycle.enter(Phase::Draining);
         tokio::time::sleep(delay).await;
     }
     lifecycle.enter(Phase::Stopping);
+}
+
+/// Stops a [`Server`] from anywhere, as SIGTERM (or the future given to
+/// [`shutdown_on`](Server::shutdown_on)) does; made by
+/// [`Server::shutdown_handle`]. Clones stop the same server.
+#[derive(Debug, Clone)]
+pub struct Shutdown(Arc<Lifecycle>);
+
+impl Shutdown {
+    /// Begins the shutdown. Without a [drain delay](Server::drain_delay) the
+    /// server stops accepting at once (each accept loop looks before it
+    /// accepts), and the requests in flight finish within the grace period;
+    /// with one, it drains first. Calls after the first do nothing.
+    pub fn begin(&self) {
+        self.0.begin_shutdown();
+    }
 }
 
 impl std::fmt::Debug for Server {

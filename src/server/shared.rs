@@ -5,7 +5,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::uri::Scheme;
 use hyper::server::conn::{http1, http2};
@@ -37,6 +38,8 @@ pub(super) enum Phase {
 pub(super) struct Lifecycle {
     now: AtomicU8,
     changed: watch::Sender<Phase>,
+    /// How long shutdown drains before it stops accepting, in nanoseconds.
+    drain_delay: AtomicU64,
     pub(super) stats: Stats,
 }
 
@@ -45,13 +48,48 @@ impl Lifecycle {
         Self {
             now: AtomicU8::new(Phase::Serving as u8),
             changed: watch::Sender::new(Phase::Serving),
+            drain_delay: AtomicU64::new(0),
             stats,
         }
     }
 
+    /// Enters `phase`, unless the server is there or past it already.
     pub(super) fn enter(&self, phase: Phase) {
-        self.now.store(phase as u8, Ordering::Release);
-        self.changed.send_replace(phase);
+        // Under the watch's lock, so that two threads entering phases leave
+        // the later one, in both places.
+        self.changed.send_if_modified(|now| {
+            if *now >= phase {
+                return false;
+            }
+            *now = phase;
+            self.now.store(phase as u8, Ordering::Release);
+            true
+        });
+    }
+
+    pub(super) fn drain_delay(&self) -> Duration {
+        Duration::from_nanos(self.drain_delay.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn set_drain_delay(&self, delay: Duration) {
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.drain_delay.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Begins the shutdown: draining when there is a drain delay, else
+    /// stopping, at once.
+    pub(super) fn begin_shutdown(&self) {
+        self.enter(if self.drain_delay().is_zero() {
+            Phase::Stopping
+        } else {
+            Phase::Draining
+        });
+    }
+
+    /// Completes once the shutdown has begun.
+    pub(super) async fn shutdown_begun(&self) {
+        let mut phase = self.watch();
+        drop(phase.wait_for(|p| *p >= Phase::Draining).await);
     }
 
     pub(super) fn phase(&self) -> Phase {
