@@ -11,7 +11,8 @@
 //!                                                  STACKWAY_WORKER=slot, STACKWAY_PARENT=pid
 //!     ◀──── READY=1 ───── each process, once it serves (one that exits first stops it all)
 //!     ◀──── RECYCLE=why ─ a process that has served --max-requests, and drains
-//!     every 100 ms: a process that exited is started again (with backoff); one that
+//!     every 100 ms: a process that exited is started again (with backoff; a slot none
+//!     serves whose start fails three times in a row stops the server); one that
 //!     asked, or is over --max-rss or --max-lifetime, gets a replacement, and once that
 //!     is ready it is sent SIGTERM and drains; killed if still there after the grace period
 //!     SIGTERM/SIGINT: every process drains; SIGHUP: every process replaced once the new code
@@ -45,6 +46,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often the supervisor looks at its processes.
 const TICK: Duration = Duration::from_millis(100);
+
+/// How many starts in a row may fail while no process serves a slot before
+/// the server stops: what waits in the slot's socket would wait for good.
+/// (gunicorn's arbiter stops at the first worker that fails to boot.)
+const EMPTY_SLOT_STARTS: u32 = 3;
 
 /// Whether `args` ask for a supervisor: `--processes` (one too, as
 /// gunicorn's master runs one worker), or processes that are replaced on a
@@ -178,13 +184,13 @@ pub(crate) fn run(args: &ServeArgs, specs: &[ListenSpec], admin: Option<&ListenS
         processes(args)
     );
     let watch = args.reload.then(|| Watch::new(&args.python_path));
-    tree.supervise(signals, watch);
+    let code = tree.supervise(signals, watch);
     restart::notify_stopping();
     tree.stop();
     for file in &opened.unix_files {
         let _ = std::fs::remove_file(file);
     }
-    ExitCode::SUCCESS
+    code
 }
 
 /// The sockets of each slot. Each TCP listener gets a socket of its own per
@@ -414,9 +420,14 @@ impl Tree {
         }
     }
 
-    /// Looks after the processes until SIGTERM or SIGINT; with `watch`
-    /// (`--reload`), replaces them all when a Python file changes.
-    fn supervise(&mut self, mut signals: signal_hook::iterator::Signals, mut watch: Option<Watch>) {
+    /// Looks after the processes until SIGTERM or SIGINT, or until a slot
+    /// no process serves cannot get one; with `watch` (`--reload`), replaces
+    /// them all when a Python file changes.
+    fn supervise(
+        &mut self,
+        mut signals: signal_hook::iterator::Signals,
+        mut watch: Option<Watch>,
+    ) -> ExitCode {
         loop {
             if watch.as_mut().is_some_and(Watch::changed) {
                 self.reload("a Python file changed");
@@ -428,11 +439,13 @@ impl Tree {
                         self.groups.signal(Signal::SIGHUP);
                     }
                     SIGUSR2 => self.recycle_all("restart"),
-                    _ => return,
+                    _ => return ExitCode::SUCCESS,
                 }
             }
             for n in 0..self.slots.len() {
-                self.look_after(n);
+                if let Err(code) = self.look_after(n) {
+                    return code;
+                }
             }
             self.groups.look_after();
             let ledger = &mut self.ledger;
@@ -459,7 +472,9 @@ impl Tree {
         }
     }
 
-    fn look_after(&mut self, n: usize) {
+    /// Starts, replaces and retires the slot's processes; an error when its
+    /// new process failed to boot `EMPTY_SLOT_STARTS` times while none serves.
+    fn look_after(&mut self, n: usize) -> Result<(), ExitCode> {
         let limits = self.limits;
         let slot = &mut self.slots[n];
         if let Some(process) = &mut slot.current {
@@ -504,7 +519,9 @@ impl Tree {
             }
         }
         let slot = &mut self.slots[n];
-        let Some(next) = &mut slot.next else { return };
+        let Some(next) = &mut slot.next else {
+            return Ok(());
+        };
         next.read_reports();
         if next.ready_at.is_some() {
             let next = slot.next.take().expect("there");
@@ -528,7 +545,7 @@ impl Tree {
                 pid = next.pid(),
                 "a new server process {n} exited before it was ready ({status})"
             );
-            self.failed_start(n);
+            return self.failed_start(n, exit_code(status));
         } else if next.started.elapsed() > START_TIMEOUT {
             tracing::error!(
                 pid = next.pid(),
@@ -536,8 +553,9 @@ impl Tree {
             );
             next.signal(Signal::SIGKILL);
             let _ = next.spawned.child.wait();
-            self.failed_start(n);
+            return self.failed_start(n, ExitCode::from(1));
         }
+        Ok(())
     }
 
     /// Replaces every process once the new code loads (`--check`), as
@@ -566,14 +584,25 @@ impl Tree {
     }
 
     /// The slot's new process did not become ready: what it wrote is not
-    /// counted as a serving process's, and the next start waits.
-    fn failed_start(&mut self, n: usize) {
+    /// counted as a serving process's, and the next start waits; `code`
+    /// when it is the last start an empty slot gets.
+    fn failed_start(&mut self, n: usize, code: ExitCode) -> Result<(), ExitCode> {
         if let Some(next) = self.slots[n].next.take() {
             if let Some(ledger) = &mut self.ledger {
                 ledger.retire(next.pid());
             }
         }
         self.failed(n);
+        let slot = &self.slots[n];
+        if slot.current.is_none() && slot.failures >= EMPTY_SLOT_STARTS {
+            eprintln!(
+                "stackway: server process {n} failed to boot {} times in a row with none \
+                 serving its socket; stopping",
+                slot.failures
+            );
+            return Err(code);
+        }
+        Ok(())
     }
 
     /// A start failed: the next waits 0.5 s, doubled for each failure in a

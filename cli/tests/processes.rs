@@ -355,6 +355,48 @@ fn max_requests_is_exact_and_the_last_response_closes_its_connection_as_gunicorn
 }
 
 #[test]
+fn a_replacement_that_cannot_boot_while_none_serves_stops_the_server() {
+    // The app starts, then no longer does once the marker is there.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("broken");
+    let mut command = stackway(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--max-requests",
+        "2",
+        "--pythonpath",
+        PYTHON,
+        "--mount",
+        "/=wsgi:process_apps:pid",
+    ]);
+    command.env("FAIL_TO_BOOT_ONCE_THERE", &marker);
+    let server = Server::start(command, 1);
+    let addr = server.tcp(0);
+    pid_of(addr, "/");
+    std::fs::write(&marker, "").unwrap();
+    // The second request drains the process; no replacement boots.
+    pid_of(addr, "/");
+    let waiting = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).map_err(|e| e.kind())
+    });
+    let (code, err) = server.finish();
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("this app no longer starts"), "{err}");
+    assert!(err.contains("failed to boot 3 times in a row"), "{err}");
+    // A client that came meanwhile is not left waiting.
+    let answered = waiting.join().unwrap();
+    assert!(
+        matches!(answered, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+        "{answered:?}"
+    );
+}
+
+#[test]
 fn max_rss_replaces_a_leaking_process_and_bounds_the_tree() {
     let server = serve(&["--processes", "1", "--max-rss", "120"]);
     let addr = server.tcp(0);

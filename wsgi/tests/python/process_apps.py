@@ -6,6 +6,9 @@ import time
 
 if os.environ.get("FAIL_TO_BOOT_IN_WORKERS") and os.environ.get("STACKWAY_WORKER"):
     raise RuntimeError("this app does not start in a server process")
+_broken = os.environ.get("FAIL_TO_BOOT_ONCE_THERE")
+if _broken and os.environ.get("STACKWAY_WORKER") and os.path.exists(_broken):
+    raise RuntimeError("this app no longer starts")
 
 
 def _answer(start_response, body, status="200 OK"):
