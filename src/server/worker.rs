@@ -172,25 +172,30 @@ impl Socketed {
         Ok(Self { socket, unix })
     }
 
-    /// The next connection, non-blocking from `accept4` on.
-    async fn accept(&self) -> io::Result<(Io, Option<SocketAddr>)> {
+    /// The next connection, non-blocking from `accept4` on; none once the
+    /// server is stopping, which is looked at before each `accept4`, so that
+    /// no connection is taken after it stopped, however the wake-ups fall.
+    async fn accept(&self, lifecycle: &Lifecycle) -> io::Result<Option<(Io, Option<SocketAddr>)>> {
         let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
         let accept = || Ok(acceptfrom_with(&self.socket, flags)?);
         let (fd, peer) = loop {
             self.socket.readable().await?;
+            if lifecycle.phase() >= Phase::Stopping {
+                return Ok(None);
+            }
             match self.socket.try_io(Interest::READABLE, accept) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 accepted => break accepted?,
             }
         };
         if self.unix {
-            return Ok((StdUnixStream::from(fd).into(), None));
+            return Ok(Some((StdUnixStream::from(fd).into(), None)));
         }
         let stream = StdTcpStream::from(fd);
         if !cfg!(target_os = "linux") {
             let _ = stream.set_nodelay(true);
         }
-        Ok((stream.into(), peer.and_then(|p| p.try_into().ok())))
+        Ok(Some((stream.into(), peer.and_then(|p| p.try_into().ok()))))
     }
 }
 
@@ -214,18 +219,18 @@ impl<A: App> Accept<A> {
             if Arc::strong_count(&waiting) > 1 {
                 tokio::task::yield_now().await;
             }
-            // Stopping first: once the server stops, no connection waiting
-            // in the listener's queue is taken, however the wake-ups fall.
+            // The phase's watch is polled only when the loop waits: the
+            // accept looks at the phase itself.
             let permit = tokio::select! {
                 biased;
-                () = stopping(&mut phase) => break,
                 permit = self.connections.clone().acquire_owned() => permit.expect("never closed"),
+                () = stopping(&mut phase) => break,
             };
             let (io, peer) = tokio::select! {
                 biased;
-                () = stopping(&mut phase) => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+                accepted = listener.accept(&self.shared.lifecycle) => match accepted {
+                    Ok(Some(accepted)) => accepted,
+                    Ok(None) => break,
                     Err(e) => {
                         // Out of file descriptors, or a connection reset before it was
                         // accepted: wait a moment rather than spin.
@@ -234,6 +239,7 @@ impl<A: App> Accept<A> {
                         continue;
                     }
                 },
+                () = stopping(&mut phase) => break,
             };
             let stats = self.shared.lifecycle.stats.clone();
             stats.accepted();
@@ -286,7 +292,8 @@ mod tests {
         let addr = socket.local_addr().unwrap().as_socket().unwrap();
         let listener = Socketed::new(socket).unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (Io::Fresh(stream), _) = listener.accept().await.unwrap() else {
+        let lifecycle = Lifecycle::new(crate::server::Stats::default());
+        let (Io::Fresh(stream), _) = listener.accept(&lifecycle).await.unwrap().unwrap() else {
             panic!("a connection starts outside the reactor");
         };
         assert!(socket2::SockRef::from(&stream).tcp_nodelay().unwrap());
