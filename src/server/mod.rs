@@ -120,7 +120,8 @@ pub struct Server {
     shutdown: Option<ShutdownSignal>,
     when_ready: Option<ReadyHook>,
     worker_context: Option<WorkerContext>,
-    stats: Stats,
+    /// The phase, the drain delay and the counters, made before the server
+    /// runs for [`stats`](Self::stats) and [`shutdown_handle`](Self::shutdown_handle).
     lifecycle: Arc<Lifecycle>,
 }
 
@@ -189,7 +190,6 @@ impl Server {
             let none = io::Error::new(io::ErrorKind::InvalidInput, "no listener to serve on");
             return Err(Error::new(Kind::Bind).with(none));
         }
-        let stats = Stats::default();
         Ok(Self {
             listeners,
             config: Config::default(),
@@ -197,8 +197,7 @@ impl Server {
             shutdown: None,
             when_ready: None,
             worker_context: None,
-            lifecycle: Arc::new(Lifecycle::new(stats.clone())),
-            stats,
+            lifecycle: Arc::new(Lifecycle::new(Stats::default())),
         })
     }
 
@@ -220,7 +219,7 @@ impl Server {
     /// handshakes), live while it runs: for a metrics middleware or a status
     /// page.
     pub fn stats(&self) -> Stats {
-        self.stats.clone()
+        self.lifecycle.stats.clone()
     }
 
     /// What stops this server from anywhere, as SIGTERM does: for an app
@@ -540,6 +539,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("listeners", &self.listeners)
             .field("config", &self.config)
+            .field("drain_delay", &self.lifecycle.drain_delay())
             .field("workers", &self.workers)
             .finish_non_exhaustive()
     }
