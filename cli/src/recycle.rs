@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::Either;
 use stackway::http::header::CONNECTION;
-use stackway::http::{HeaderValue, Version};
+use stackway::http::{HeaderValue, StatusCode, Version};
 use stackway::server::Shutdown;
 use stackway::{App, BoxApp, Request, Response};
 
@@ -49,13 +49,14 @@ impl App for AfterRequests {
         restart::report("RECYCLE=max-requests");
         // The server stops accepting before the app has answered: the
         // client's next connection is not this process's. The response says
-        // so itself, for the drain may come after a quick one's head is out.
+        // so itself, for the drain may come after a quick one's head is out
+        // (but a switch to WebSocket says `Upgrade`, and goes on).
         self.shutdown.begin();
         let http1 = req.version() < Version::HTTP_2;
         let response = self.inner.call(req);
         Either::Right(async move {
             let mut response = response.await;
-            if http1 {
+            if http1 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -355,6 +355,37 @@ fn max_requests_is_exact_and_the_last_response_closes_its_connection_as_gunicorn
 }
 
 #[test]
+fn a_websocket_that_is_the_last_request_switches_and_echoes() {
+    use std::io::{Read, Write};
+    let server = serve(&["--max-requests", "1", "--mount", "/ws=asgi:asgi_apps:echo"]);
+    let mut tcp = std::net::TcpStream::connect(server.tcp(0)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("connection: upgrade"), "{head}");
+    // A text frame `hi`, masked as a client's are, comes back.
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 2];
+    frame.extend(mask);
+    frame.extend(b"hi".iter().zip(mask).map(|(b, m)| b ^ m));
+    tcp.write_all(&frame).unwrap();
+    let mut echo = [0u8; 4];
+    tcp.read_exact(&mut echo).unwrap();
+    assert_eq!(echo, [0x81, 2, b'h', b'i']);
+}
+
+#[test]
 fn a_replacement_that_cannot_boot_while_none_serves_stops_the_server() {
     // The app starts, then no longer does once the marker is there.
     let dir = tempfile::tempdir().unwrap();
