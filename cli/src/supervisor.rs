@@ -514,7 +514,7 @@ impl Tree {
                 Ok(process) => self.slots[n].next = Some(process),
                 Err(e) => {
                     tracing::error!("cannot start a server process: {e}");
-                    self.failed(n);
+                    self.failed(n, ExitCode::from(1))?;
                 }
             }
         }
@@ -584,34 +584,32 @@ impl Tree {
     }
 
     /// The slot's new process did not become ready: what it wrote is not
-    /// counted as a serving process's, and the next start waits; `code`
-    /// when it is the last start an empty slot gets.
+    /// counted as a serving process's.
     fn failed_start(&mut self, n: usize, code: ExitCode) -> Result<(), ExitCode> {
         if let Some(next) = self.slots[n].next.take() {
             if let Some(ledger) = &mut self.ledger {
                 ledger.retire(next.pid());
             }
         }
-        self.failed(n);
-        let slot = &self.slots[n];
+        self.failed(n, code)
+    }
+
+    /// A start failed: the next waits 0.5 s, doubled for each failure in a
+    /// row, up to 30 s; `code` when it was the last an empty slot gets.
+    fn failed(&mut self, n: usize, code: ExitCode) -> Result<(), ExitCode> {
+        let slot = &mut self.slots[n];
+        slot.failures = slot.failures.saturating_add(1);
         if slot.current.is_none() && slot.failures >= EMPTY_SLOT_STARTS {
             eprintln!(
-                "stackway: server process {n} failed to boot {} times in a row with none \
+                "stackway: server process {n} failed to start {} times in a row with none \
                  serving its socket; stopping",
                 slot.failures
             );
             return Err(code);
         }
-        Ok(())
-    }
-
-    /// A start failed: the next waits 0.5 s, doubled for each failure in a
-    /// row, up to 30 s.
-    fn failed(&mut self, n: usize) {
-        let slot = &mut self.slots[n];
-        slot.failures = slot.failures.saturating_add(1);
         let wait = Duration::from_millis(500) * 2u32.saturating_pow(slot.failures - 1);
         slot.retry_at = Some(Instant::now() + wait.min(Duration::from_secs(30)));
+        Ok(())
     }
 
     fn each(&self, mut f: impl FnMut(&Process)) {

@@ -418,7 +418,7 @@ fn a_replacement_that_cannot_boot_while_none_serves_stops_the_server() {
     let (code, err) = server.finish();
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("this app no longer starts"), "{err}");
-    assert!(err.contains("failed to boot 3 times in a row"), "{err}");
+    assert!(err.contains("failed to start 3 times in a row"), "{err}");
     // A client that came meanwhile is not left waiting.
     let answered = waiting.join().unwrap();
     assert!(
