@@ -505,7 +505,7 @@ impl Server {
 async fn shut_down(lifecycle: &Lifecycle, signal: ShutdownSignal) {
     tokio::select! {
         () = signal => lifecycle.begin_shutdown(),
-        () = lifecycle.shutdown_begun() => {}
+        () = lifecycle.reached(Phase::Draining) => {}
     }
     if lifecycle.phase() == Phase::Draining {
         let delay = lifecycle.drain_delay();

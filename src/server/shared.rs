@@ -86,10 +86,10 @@ impl Lifecycle {
         });
     }
 
-    /// Completes once the shutdown has begun.
-    pub(super) async fn shutdown_begun(&self) {
-        let mut phase = self.watch();
-        drop(phase.wait_for(|p| *p >= Phase::Draining).await);
+    /// Completes once the server has reached `phase` or passed it.
+    pub(super) async fn reached(&self, phase: Phase) {
+        let mut now = self.watch();
+        drop(now.wait_for(|now| *now >= phase).await);
     }
 
     pub(super) fn phase(&self) -> Phase {

@@ -17,7 +17,7 @@ use rustix::net::{SocketFlags, acceptfrom_with};
 use socket2::Socket;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::clock::Clocks;
@@ -205,10 +205,6 @@ impl<A: App> Accept<A> {
             Ok(listener) => listener,
             Err(e) => return tracing::error!("cannot use the listening socket: {e}"),
         };
-        let mut phase = self.shared.lifecycle.watch();
-        let stopping = async |phase: &mut watch::Receiver<Phase>| {
-            drop(phase.wait_for(|p| *p >= Phase::Stopping).await);
-        };
         // One clone in each uwsgi connection that had to wait, as a task.
         let waiting = Arc::new(());
         loop {
@@ -224,7 +220,7 @@ impl<A: App> Accept<A> {
             let permit = tokio::select! {
                 biased;
                 permit = self.connections.clone().acquire_owned() => permit.expect("never closed"),
-                () = stopping(&mut phase) => break,
+                () = self.shared.lifecycle.reached(Phase::Stopping) => break,
             };
             let (io, peer) = tokio::select! {
                 biased;
@@ -239,7 +235,7 @@ impl<A: App> Accept<A> {
                         continue;
                     }
                 },
-                () = stopping(&mut phase) => break,
+                () = self.shared.lifecycle.reached(Phase::Stopping) => break,
             };
             let stats = self.shared.lifecycle.stats.clone();
             stats.accepted();
