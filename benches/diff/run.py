@@ -1032,38 +1032,56 @@ def battery_rate(binary):
 POOL_KNOWN = {
     "PUT with a body (closing)": "the body went to the first member as it came (streamed, not kept), so it cannot "
                                  "go to the next; nginx reads a body whole first (proxy_request_buffering)",
+    "PUT with a body (silent)": "the same",
 }
 
 
+class Silent(RawServer):
+    """Reads each request and never answers."""
+
+    def serve(self, conn):
+        conn.recv(65536)
+        time.sleep(30)
+        conn.close()
+
+
 def battery_pool(binary):
-    """A pool with a member that is down (nothing listens), or that closes each connection
-    without an answer, against nginx's upstream block: how many requests of each kind are
-    answered, and how."""
+    """A pool with a member that is down (nothing listens), that closes each connection
+    without an answer, or that never answers (the read timeout), and one with two members of
+    three down, against nginx's upstream block: how many requests of each kind are answered,
+    and how."""
     upstream = Upstream()
     tally = Tally(POOL_KNOWN)
-    closer = RawServer()
+    closer, silent = RawServer(), Silent()
     kinds = {"GET": request("GET", "/r?len=2"), "HEAD": request("HEAD", "/r?len=2"),
              "POST with a body": request("POST", "/r?len=2", "Content-Length: 3\r\n") + b"abc",
              "POST without one": request("POST", "/r?len=2", "Content-Length: 0\r\n"),
              "PUT with a body": request("PUT", "/r?len=2", "Content-Length: 3\r\n") + b"abc",
              "DELETE": request("DELETE", "/r?len=2")}
-    for member, bad in [("down", free_port()), ("closing", closer.port)]:
+    # The members before the good one and after it: a fresh pool's first request goes to the
+    # first, and the turn takes the second of three next.
+    for member, before, after in [("down", [free_port()], []), ("closing", [closer.port], []),
+                                  ("silent", [silent.port], []),
+                                  ("two of three down", [free_port()], [free_port()])]:
+        members = [f"127.0.0.1:{port}" for port in before + [upstream.port] + after]
         for kind, data in kinds.items():
             # A pair of its own: its first request goes to the bad member.
             pair = Pair(binary, "location / { proxy_pass http://pool; proxy_http_version 1.1; "
-                                "proxy_set_header Connection \"\"; }",
-                        ["--mount", f"/=http://127.0.0.1:{bad},http://UPSTREAM", "--workers", "1"],
-                        http=f"upstream pool {{ server 127.0.0.1:{bad}; server 127.0.0.1:{upstream.port}; }}",
+                                "proxy_set_header Connection \"\"; proxy_read_timeout 1s; }",
+                        ["--mount", "/=" + ",".join(f"http://{m}" for m in members), "--workers", "1",
+                         "--proxy-read-timeout", "1"],
+                        http="upstream pool { " + " ".join(f"server {m};" for m in members) + " }",
                         upstream=upstream)
             try:
                 counts = []
                 for port in (pair.ref_port, pair.our_port):
-                    statuses = [parse(exchange(port, data))[0] for _ in range(4)]
+                    statuses = [parse(exchange(port, data, 5))[0] for _ in range(4)]
                     counts.append(sorted((s, statuses.count(s)) for s in set(statuses)))
                 tally.compare(f"{kind} ({member})", *counts)
             finally:
                 pair.close()
     closer.sock.close()
+    silent.sock.close()
     # One member, and the read timeout: an answer later than it, and one in time.
     pair = Pair(binary, "location / { proxy_pass http://UPSTREAM; proxy_read_timeout 1s; }",
                 ["--mount", "/=http://UPSTREAM", "--proxy-read-timeout", "1"], upstream=upstream)

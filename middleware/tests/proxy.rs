@@ -607,6 +607,85 @@ fn a_request_goes_on_to_the_next_upstream_when_one_is_down_or_closes_unanswered(
 }
 
 #[test]
+fn a_request_goes_through_the_pool_trying_each_upstream_once() {
+    // Two of three members are down, and the turn puts a fresh pool's first
+    // request on the first, then the third: it goes on to the one left, with
+    // its body, as nginx's `proxy_next_upstream` goes through its servers.
+    let listeners = [(); 2].map(|()| TcpListener::bind("127.0.0.1:0").unwrap());
+    let [first, third] = listeners.map(|l| l.local_addr().unwrap());
+    let up = upstream(echo_body);
+    let pool = [
+        format!("http://{first}"),
+        format!("http://{}", up.addr),
+        format!("http://{third}"),
+    ];
+    for (method, body) in [("POST", "a body"), ("GET", "")] {
+        let proxy = front(Proxy::balance(pool.iter().map(String::as_str)));
+        let mut conn = Conn::open(proxy.addr);
+        conn.send(
+            format!(
+                "{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let res = conn.read_response();
+        assert_eq!((res.status, res.text()), (200, body.to_owned()), "{method}");
+    }
+    // With every member down, each is tried once and the answer is 502.
+    let proxy = front(Proxy::balance([
+        format!("http://{first}").as_str(),
+        &format!("http://{third}"),
+    ]));
+    assert_eq!(Conn::open(proxy.addr).get("/").status, 502);
+}
+
+#[test]
+fn an_idempotent_request_goes_on_when_an_upstream_gives_no_answer_in_time() {
+    // A first member that takes each request and never answers: after the
+    // read timeout an idempotent request goes to the next, as nginx's default
+    // `proxy_next_upstream error timeout` sends it; a POST may have been acted
+    // on, and is the client's 504. The silent member is then left out.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.read(&mut [0; 4096]);
+            held.push(stream);
+        }
+    });
+    let up = upstream(echo_body);
+    let pool = [
+        format!("http://{silent_addr}"),
+        format!("http://{}", up.addr),
+    ];
+    let timeout = Duration::from_millis(300);
+    for (method, status) in [("GET", 200), ("PUT", 200), ("POST", 504)] {
+        let proxy = front(Proxy::balance(pool.iter().map(String::as_str)).read_timeout(timeout));
+        let mut conn = Conn::open(proxy.addr);
+        let started = Instant::now();
+        conn.send(
+            format!("{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(conn.read_response().status, status, "{method}");
+        assert!(
+            started.elapsed() >= timeout,
+            "{method}: {:?}",
+            started.elapsed()
+        );
+        let started = Instant::now();
+        assert_eq!(conn.get("/").status, 200, "{method}: the next request");
+        assert!(
+            started.elapsed() < timeout,
+            "{method}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
 fn a_connection_the_upstream_closes_after_its_answer_is_not_used_again() {
     // Each answer keeps the connection alive by HTTP/1.1's default, and the
     // upstream closes it: at once, or a moment later, after the proxy has sent

@@ -159,18 +159,23 @@ pub(crate) fn sent(body: stackway::Body, progress: Arc<Progress>) -> stackway::B
 /// A request body that can be taken back until its first frame is asked
 /// for: a request whose connection to its upstream failed never sent a byte
 /// of it, and goes to the next upstream of the pool with it, whatever its
-/// method, as nginx's `proxy_next_upstream error` sends it.
+/// method, as nginx's `proxy_next_upstream error` sends it; so does an
+/// idempotent one whose upstream took none of its body.
 pub(crate) struct Held(Arc<std::sync::Mutex<Option<stackway::Body>>>);
 
 impl Held {
-    /// `body` to send, and the hold on it.
-    pub(crate) fn new(body: stackway::Body) -> (stackway::Body, Self) {
+    /// `body` to send, and, if `more` upstreams are left to go to, the hold
+    /// on it.
+    pub(crate) fn if_more(body: stackway::Body, more: bool) -> (stackway::Body, Option<Self>) {
+        if !more {
+            return (body, None);
+        }
         let slot = Arc::new(std::sync::Mutex::new(Some(body)));
         let sent = HeldBody {
             slot: slot.clone(),
             body: None,
         };
-        (stackway::Body::new(sent), Self(slot))
+        (stackway::Body::new(sent), Some(Self(slot)))
     }
 
     /// The body, if nothing of it was asked for.

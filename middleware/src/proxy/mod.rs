@@ -86,11 +86,13 @@
 //! [round-robin or to the least busy](Balance). An upstream that fails
 //! [`max_fails`](Proxy::max_fails) times in a row is left out for
 //! [`fail_timeout`](Proxy::fail_timeout) (nginx's passive health checks). A
-//! request whose connection fails (which sent nothing) is tried once more on
-//! another upstream, whatever its method and with its body, and so is an
-//! idempotent one whose connection closed before any answer (RFC 9110
-//! §9.2.2), as nginx's `proxy_next_upstream error` tries them: losing one
-//! replica fails no request that could go elsewhere.
+//! request whose connection fails (which sent nothing) goes on to the next
+//! upstream, whatever its method and with its body, and so does an
+//! idempotent one whose upstream closed before any answer or gave none
+//! within the [read timeout](Proxy::read_timeout) (RFC 9110 §9.2.2), as
+//! nginx's default `proxy_next_upstream error timeout` sends them: each
+//! upstream of the pool is tried once at most, and losing replicas fails no
+//! request that could go elsewhere.
 //! [Active health checks](Proxy::health_check) ask each upstream for a path at
 //! an interval and leave out those that answer badly.
 
@@ -260,8 +262,9 @@ impl Proxy {
 
     /// How long the upstream may go without progress before its response
     /// head: taking no byte of the request body, or, once the body is sent,
-    /// sending no response head; then 504. An upload that keeps moving is
-    /// never cut off. Default 60 s, as nginx's `proxy_send_timeout` and
+    /// sending no response head; then 504, or, for an idempotent request of a
+    /// pool, the next upstream (see [Balancing](self#balancing)). An upload
+    /// that keeps moving is never cut off. Default 60 s, as nginx's `proxy_send_timeout` and
     /// `proxy_read_timeout`.
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.settings.read_timeout = timeout;
@@ -475,12 +478,12 @@ impl Proxy {
         members.now()
     }
 
-    /// The upstream for the next request, other than `not`: the live ones
-    /// first; if none is live, any. Of SRV members, only those of the lowest
-    /// priority (RFC 2782).
-    fn pick(&self, upstreams: &[Arc<Upstream>], not: Option<usize>) -> Option<usize> {
+    /// The upstream for the next request, other than those `tried`: the live
+    /// ones first; if none is live, any. Of SRV members, only those of the
+    /// lowest priority (RFC 2782).
+    fn pick(&self, upstreams: &[Arc<Upstream>], tried: &[usize]) -> Option<usize> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let others = (0..upstreams.len()).filter(|&i| Some(i) != not);
+        let others = (0..upstreams.len()).filter(|i| !tried.contains(i));
         let live: Vec<usize> = others.clone().filter(|&i| upstreams[i].is_up()).collect();
         let mut candidates: Vec<usize> = if live.is_empty() {
             others.collect()
@@ -661,30 +664,24 @@ impl Proxy {
                         }
                     },
                 };
-                // With another upstream to go to, held where it can be taken back.
-                let body = match upstreams.len() > 1 {
-                    true => {
-                        let (body, hold) = body::Held::new(body);
-                        held = Some(hold);
-                        body
-                    }
-                    false => body,
-                };
+                let (body, hold) = body::Held::if_more(body, upstreams.len() > 1);
+                held = hold;
                 outgoing.body = Some(body::sent(body, progress.clone()));
             }
 
-            let mut tried = None;
+            // The upstreams asked, each once at most.
+            let mut tried = Vec::new();
             // A request whose pooled connection closed under it (its upstream's
             // keep-alive ran out as it went) is asked again once, on a new
             // connection to the same upstream, as nginx does with a cached
             // connection; it is no failure of the upstream's.
             let (mut again, mut asked_again) = (None, false);
             let (upstream, res, in_flight) = loop {
-                let Some(i) = again.take().or_else(|| self.pick(upstreams, tried)) else {
+                let Some(i) = again.take().or_else(|| self.pick(upstreams, &tried)) else {
                     return Err(StatusCode::BAD_GATEWAY);
                 };
                 let upstream = &upstreams[i];
-                let may_retry = tried.is_none() && upstreams.len() > 1;
+                let may_retry = tried.len() + 1 < upstreams.len();
                 let in_flight = upstream.begin();
                 let req_out = outgoing.request(upstream, may_retry);
                 let sent = upstream.send(req_out, upgrading, asked_again);
@@ -743,22 +740,26 @@ impl Proxy {
                 tracing::warn!(upstream = %upstream.name, "{what}");
                 upstream.record(false, &self.settings);
                 // On to the next upstream: what a failed connection never sent,
-                // and an idempotent request that got no answer at all (RFC 9110
-                // §9.2.2), as nginx's `proxy_next_upstream error` does.
+                // and an idempotent request that got no answer at all, or none in
+                // time (RFC 9110 §9.2.2), as nginx's `proxy_next_upstream error
+                // timeout` does.
                 let next = match &failure {
                     Failure::Connect(_) => true,
                     Failure::Other(e) => idempotent && e.closed_before_answer(),
+                    Failure::Timeout => idempotent,
                     _ => false,
                 };
                 if !(may_retry && next) {
                     return Err(status);
                 }
-                tried = Some(i);
+                tried.push(i);
                 progress = Progress::new();
-                if let Some(held) = held.take() {
-                    let Some(body) = held.take_back() else {
+                if let Some(hold) = held.take() {
+                    let Some(body) = hold.take_back() else {
                         return Err(status);
                     };
+                    let (body, hold) = body::Held::if_more(body, tried.len() + 1 < upstreams.len());
+                    held = hold;
                     outgoing.body = Some(body::sent(body, progress.clone()));
                 }
             };
