@@ -1908,6 +1908,8 @@ def raw_requests():
         "UTF-8 percent-encoded": get("/caf%C3%A9?q=caf%C3%A9"),
         "invalid UTF-8 percent-encoded": get("/%FF%FE"),
         "an encoded slash": get("/a%2Fb"),
+        "a % that escapes nothing": get("/a%zzb"),
+        "a % cut short": get("/a%2"),
         "a space encoded": get("/a%20b"),
         "a doubled slash": get("//double//slash"),
         "a dot segment": get("/a/./b/../c"),

@@ -245,6 +245,8 @@ fn php_pages_behind_the_proxy_over_fastcgi() {
     // PHP-FPM reads SCRIPT_FILENAME up to a NUL: index.php%00.txt would run
     // index.php. A NUL decoded from the path is a 400, as nginx answers it.
     assert_eq!(conn.get("/php/index.php%00.txt").status, 400);
+    // And a `%` that escapes nothing has no file name to tell PHP-FPM.
+    assert_eq!(conn.get("/php/index.php%zz").status, 400);
 
     // 10 MiB, whole.
     let big = conn.get("/php/big.php");

@@ -118,6 +118,10 @@ fn a_uwsgi_backend_behind_the_proxy_over_tcp_and_unix() {
     assert_eq!(missing.status, 404);
     // A NUL decoded from the path never reaches a variable: 400, as nginx.
     assert_eq!(conn.get("/app/a%00b").status, 400);
+    // Nor a `%` that escapes nothing, which no decoding can tell (nginx: 400).
+    for stray in ["/app/a%zzb", "/app/a%2", "/app/a%"] {
+        assert_eq!(conn.get(stray).status, 400, "{stray}");
+    }
     // Nor a dot segment a `%2F` makes once decoded (nginx's `$document_uri`
     // has none): PATH_INFO `/../x`, for an app that joins it to a root.
     assert_eq!(conn.get("/app/..%2Fx").status, 400);

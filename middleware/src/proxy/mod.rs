@@ -581,6 +581,16 @@ enum Failure {
     Stale(SendError),
 }
 
+/// Whether a `%` in `path` is not followed by two hex digits (RFC 3986
+/// §2.1's pct-encoded).
+fn stray_percent(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    (bytes.iter().enumerate()).any(|(i, &b)| {
+        b == b'%'
+            && !(bytes.get(i + 1..i + 3)).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    })
+}
+
 /// Whether one of `e`'s causes is an `E` that `is` holds for.
 fn caused_by<E: std::error::Error + 'static>(e: &SendError, is: impl Fn(&E) -> bool) -> bool {
     std::iter::successors(std::error::Error::source(e), |cause| cause.source())
@@ -835,11 +845,16 @@ impl Proxy {
         // SCRIPT_FILENAME up to its first NUL) or a dot segment made of a
         // `%2F` (`/..%2F..%2Fetc/x.php`, one segment to the Dispatcher) would
         // name a file other than the one asked for, outside the root even.
-        // nginx answers 400 to both where they climb above the root, and to
-        // `OPTIONS *`, whose `*` is no path to join to a root.
+        // nginx answers 400 to both where they climb above the root, to
+        // `OPTIONS *`, whose `*` is no path to join to a root, and to a `%`
+        // that escapes no byte (`%zz`, a `%` at the end), which leaves the
+        // path no decoded form to tell.
         if cgi {
             let path = env.path_info_decoded();
-            if path == "*" || path.contains('\0') || path.split('/').any(|s| s == "." || s == "..")
+            if path == "*"
+                || path.contains('\0')
+                || path.split('/').any(|s| s == "." || s == "..")
+                || stray_percent(env.path_info())
             {
                 return Err(StatusCode::BAD_REQUEST);
             }
