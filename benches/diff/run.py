@@ -697,6 +697,8 @@ PROXY_KNOWN = {
     "GET /r X-Forwarded-Prefix: /evil": "a mount at the root names no prefix, and the client's is not passed for one",
     "GET /r?": "the target after the mount as the client sent it; nginx under a base sends its normalised $uri",
     "GET /a%2Fb": "the same: nginx decodes %2F under a base",
+    "GET /a%zzb": "passed as the client sent it, for the upstream to judge (an HTTP upstream is given the target, "
+                  "never its decoded form; a uwsgi or FastCGI one refuses it with 400, as nginx does every request)",
     "GET /%7euser": "the same, %7e",
     "GET //x": "the same: nginx merges the slashes under a base",
     # What the client is answered
@@ -778,6 +780,7 @@ def battery_proxy(binary):
         ("GET", "/r?a=%20&b=+&c=%2F", ""),
         ("GET", "/r?", ""),
         ("GET", "/a%2Fb", ""),
+        ("GET", "/a%zzb", ""),
         ("GET", "/a%20b", ""),
         ("GET", "/%7euser", ""),
         ("GET", "//x", ""),
