@@ -1927,6 +1927,7 @@ def raw_requests():
         "two Cookie lines": get("/c", "Cookie: a=1\r\nCookie: b=2\r\n"),
         "Content-Type, and a name with an underscore": get("/u", "Content-Type: text/plain\r\nX_Under: 1\r\n"),
         "HTTP/1.1 without Host": b"GET /nohost HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "an empty Host": b"GET /emptyhost HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
         "a header value with tabs and spaces": get("/t", "X-Sp:  \t padded \t \r\n"),
         "a header value in latin-1": b"GET /l HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Latin: caf\xe9\r\n\r\n",
         "X-Forwarded-For and -Proto from 127.0.0.1": get("/xf", "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n"),
@@ -2079,6 +2080,8 @@ CGI_KNOWN = RAW_KNOWN | {
                             "a mount has no server_name",
     "Host with a port": "the same", "Host an IPv6 literal": "the same",
     "HTTP/1.0 without Host": "no HTTP_HOST, and SERVER_NAME the address the client reached; nginx's $host is its server_name",
+    "an empty Host": "an empty Host names no host: the address the client reached stands in, as RFC 9112 §3.3 allows "
+                     "(and gunicorn and uvicorn do); nginx refuses it with 400",
     "headers repeated, cased, empty": "a repeated field sent once, its lines joined with `, ` (RFC 9110 §5.3); nginx sends "
                                       "the variable twice, and the app sees one of them",
     "two Cookie lines": "the same, joined with `; ` (RFC 9113 §8.2.3)",
