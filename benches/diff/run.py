@@ -777,6 +777,7 @@ def battery_proxy(binary):
         ("OPTIONS", "/r", ""),
         ("DELETE", "/r", ""),
         ("PURGE", "/r", ""),
+        ("TRACE", "/r", ""),
         ("GET", "/r?a=%20&b=+&c=%2F", ""),
         ("GET", "/r?", ""),
         ("GET", "/a%2Fb", ""),

@@ -607,6 +607,35 @@ fn a_request_goes_on_to_the_next_upstream_when_one_is_down_or_closes_unanswered(
 }
 
 #[test]
+fn trace_is_answered_405_and_never_echoed_by_the_upstream() {
+    // An upstream that echoes TRACE (as Apache does by default) would show the
+    // client the fields the proxy adds, a secret among them.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = asked.clone();
+    let up = upstream(move |req: Request| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        describe(req)
+    });
+    let key = stackway::from_fn(|mut req: Request, next: stackway::Next| async move {
+        req.headers_mut()
+            .insert("x-api-key", "secret".parse().unwrap());
+        next.run(req).await
+    });
+    let proxy = front(
+        stackway::Builder::new()
+            .wrap(key)
+            .run(Proxy::to(&format!("http://{}", up.addr))),
+    );
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"TRACE / HTTP/1.1\r\nHost: x\r\nMax-Forwards: 3\r\n\r\n");
+    let res = conn.read_response();
+    assert_eq!(res.status, 405);
+    assert!(!res.text().contains("secret"), "{}", res.text());
+    assert_eq!(conn.get("/").status, 200, "the connection goes on");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
 fn a_request_goes_through_the_pool_trying_each_upstream_once() {
     // Two of three members are down, and the turn puts a fresh pool's first
     // request on the first, then the third: it goes on to the one left, with

@@ -51,7 +51,9 @@
 //! [preserved](Proxy::preserve_host). `Location`, `Content-Location` and
 //! `Refresh`'s URL into the upstream's base come back pointing into the mount
 //! (nginx's `proxy_redirect default`), and cookie paths too when
-//! [asked](Proxy::rewrite_cookie_paths).
+//! [asked](Proxy::rewrite_cookie_paths). A `TRACE` is answered 405 and never
+//! passed, as nginx answers it: the upstream's echo would show the client
+//! the fields added for the upstream.
 //!
 //! # Streaming, upgrades and failures
 //!
@@ -836,6 +838,12 @@ impl Proxy {
         upgrading: bool,
         cgi: bool,
     ) -> Result<(String, Outgoing), StatusCode> {
+        // TRACE asks the last server to echo the request back, fields and all:
+        // those this proxy adds (`X-Forwarded-*`, a credential a layer sets for
+        // the upstream) would reach the client. nginx refuses it too.
+        if req.method() == Method::TRACE {
+            return Err(StatusCode::METHOD_NOT_ALLOWED);
+        }
         let env = req.environ();
         // The host the client asked for (a trusted proxy's, HTTP/2's
         // authority), when it is one: it is quoted into `Forwarded` below.
