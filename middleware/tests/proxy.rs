@@ -525,6 +525,17 @@ fn whoami(port: u16) -> impl stackway::App {
     move |_req: Request| async move { port.to_string().into_response() }
 }
 
+/// `METHOD /` with `body` on a new connection, and the answer.
+fn send(addr: SocketAddr, method: &str, body: &str) -> support::http::RawResponse {
+    let mut conn = Conn::open(addr);
+    let length = body.len();
+    conn.send(
+        format!("{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{body}")
+            .as_bytes(),
+    );
+    conn.read_response()
+}
+
 #[test]
 fn a_pool_loses_one_upstream_mid_run_and_no_get_fails() {
     let ups: Vec<Running> = (0..3)
@@ -573,15 +584,7 @@ fn a_request_goes_on_to_the_next_upstream_when_one_is_down_or_closes_unanswered(
     ] {
         // A pool of its own each time: its first request goes to the dead one.
         let proxy = front(Proxy::balance(pool.iter().map(String::as_str)));
-        let mut conn = Conn::open(proxy.addr);
-        conn.send(
-            format!(
-                "{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
-        let res = conn.read_response();
+        let res = send(proxy.addr, method, body);
         assert_eq!((res.status, res.text()), (200, body.to_owned()), "{method}");
     }
     // A first member that takes each request and closes without an answer:
@@ -598,11 +601,7 @@ fn a_request_goes_on_to_the_next_upstream_when_one_is_down_or_closes_unanswered(
     let pool = [format!("http://{closing}"), format!("http://{}", up.addr)];
     for (method, status) in [("GET", 200), ("DELETE", 200), ("POST", 502)] {
         let proxy = front(Proxy::balance(pool.iter().map(String::as_str)));
-        let mut conn = Conn::open(proxy.addr);
-        conn.send(
-            format!("{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes(),
-        );
-        assert_eq!(conn.read_response().status, status, "{method}");
+        assert_eq!(send(proxy.addr, method, "").status, status, "{method}");
     }
 }
 
@@ -650,15 +649,7 @@ fn a_request_goes_through_the_pool_trying_each_upstream_once() {
     ];
     for (method, body) in [("POST", "a body"), ("GET", "")] {
         let proxy = front(Proxy::balance(pool.iter().map(String::as_str)));
-        let mut conn = Conn::open(proxy.addr);
-        conn.send(
-            format!(
-                "{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
-        let res = conn.read_response();
+        let res = send(proxy.addr, method, body);
         assert_eq!((res.status, res.text()), (200, body.to_owned()), "{method}");
     }
     // With every member down, each is tried once and the answer is 502.

@@ -266,8 +266,8 @@ impl Proxy {
     /// head: taking no byte of the request body, or, once the body is sent,
     /// sending no response head; then 504, or, for an idempotent request of a
     /// pool, the next upstream (see [Balancing](self#balancing)). An upload
-    /// that keeps moving is never cut off. Default 60 s, as nginx's `proxy_send_timeout` and
-    /// `proxy_read_timeout`.
+    /// that keeps moving is never cut off. Default 60 s, as nginx's
+    /// `proxy_send_timeout` and `proxy_read_timeout`.
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.settings.read_timeout = timeout;
         self
