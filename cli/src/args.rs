@@ -111,11 +111,11 @@ pub(crate) struct ServeArgs {
     /// Mount at PREFIX through the Dispatcher, repeatable: a built-in app (hello, demo,
     /// routes: a Router with /users/{id} and /files/{*path}), a
     /// Python WSGI app (wsgi:MODULE:CALLABLE), a Python ASGI app (asgi:MODULE:APP), or an
-    /// upstream to proxy to
-    /// (http://HOST:PORT[/base], unix:/PATH[:/base], or uWSGI's protocol with
-    /// uwsgi://HOST:PORT[/base], uwsgi+unix:/PATH[:/base]; several, comma-separated, for a
-    /// round-robin pool). `/` mounts at the root; the longest matching prefix wins; no match
-    /// is a 404.
+    /// upstream to proxy to (http://HOST:PORT[/base], https://HOST:PORT[/base],
+    /// http+srv://NAME[/base], unix:/PATH[:/base], uWSGI's protocol with
+    /// uwsgi://HOST:PORT[/base] or uwsgi+unix:/PATH[:/base], FastCGI with fastcgi://HOST:PORT
+    /// or fastcgi+unix:/PATH; several, comma-separated, for a round-robin pool). `/` mounts at
+    /// the root; the longest matching prefix wins; no match is a 404.
     #[arg(long = "mount", value_name = "PREFIX=SPEC", value_parser = parse_mount)]
     pub(crate) mounts: Vec<Mount>,
 
@@ -357,7 +357,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
     pub(crate) proxy_connect_timeout: Duration,
 
-    /// Seconds an upstream may take to send its response head; then 504.
+    /// Seconds an upstream may take to send its response head; then 504, or, for an
+    /// idempotent request, the pool's next upstream (nginx's `proxy_next_upstream timeout`).
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
     pub(crate) proxy_read_timeout: Duration,
 
@@ -475,8 +476,9 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
         _ => {
             return Err(format!(
                 "unknown app {spec:?} (the built-in apps are hello, demo and routes; \
-                 upstreams are http://HOST:PORT[/base], http+srv://NAME[/base], unix:/PATH[:/base], \
-                 uwsgi://HOST:PORT[/base] or uwsgi+unix:/PATH[:/base])"
+                 upstreams are http://HOST:PORT[/base], https://HOST:PORT[/base], \
+                 http+srv://NAME[/base], unix:/PATH[:/base], uwsgi://HOST:PORT[/base], \
+                 uwsgi+unix:/PATH[:/base], fastcgi://HOST:PORT or fastcgi+unix:/PATH)"
             ));
         }
     };
