@@ -1033,11 +1033,7 @@ def battery_rate(binary):
     return tally.summary("rate")
 
 
-POOL_KNOWN = {
-    "PUT with a body (closing)": "the body went to the first member as it came (streamed, not kept), so it cannot "
-                                 "go to the next; nginx reads a body whole first (proxy_request_buffering)",
-    "PUT with a body (silent)": "the same",
-}
+POOL_KNOWN = {}
 
 
 class Silent(RawServer):
@@ -1046,6 +1042,26 @@ class Silent(RawServer):
     def serve(self, conn):
         conn.recv(65536)
         time.sleep(30)
+        conn.close()
+
+
+class Lingering(RawServer):
+    """Answers one request with its body, keeping the connection by HTTP/1.1's default, and
+    closes it a moment later without reading the next request sent on it."""
+
+    def serve(self, conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return conn.close()
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        while length and len(body) < int(length.group(1)):
+            body += conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.2)
         conn.close()
 
 
@@ -1086,6 +1102,28 @@ def battery_pool(binary):
                 pair.close()
     closer.sock.close()
     silent.sock.close()
+    # A member that closes each kept connection a moment after its answer: the request sent
+    # on it meanwhile is asked again on a new connection where it may be.
+    lingering = Lingering()
+    member = f"127.0.0.1:{lingering.port}"
+    pair = Pair(binary, "location / { proxy_pass http://pool; proxy_http_version 1.1; "
+                        "proxy_set_header Connection \"\"; }",
+                ["--mount", f"/=http://{member}", "--workers", "1"],
+                http=f"upstream pool {{ server {member}; keepalive 4; }}", upstream=upstream)
+    try:
+        for kind, data in kinds.items():
+            answers = []
+            for port in (pair.ref_port, pair.our_port):
+                seen = []
+                for _ in range(3):
+                    exchange(port, kinds["GET"], 5)
+                    status, _, body = parse(exchange(port, data, 5))
+                    seen.append((status, body if status == "200" else None))
+                answers.append(seen)
+            tally.compare(f"{kind} (a kept connection closed under it)", *answers)
+    finally:
+        pair.close()
+    lingering.sock.close()
     # One member, and the read timeout: an answer later than it, and one in time.
     pair = Pair(binary, "location / { proxy_pass http://UPSTREAM; proxy_read_timeout 1s; }",
                 ["--mount", "/=http://UPSTREAM", "--proxy-read-timeout", "1"], upstream=upstream)

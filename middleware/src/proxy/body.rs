@@ -1,11 +1,13 @@
 //! The upstream's response body on its way to the client: it fails, rather
 //! than ends, when the upstream breaks or stalls, so the client's connection
 //! is aborted instead of a truncated body looking complete; and it keeps its
-//! request counted as outstanding until it is done.
+//! request counted as outstanding until it is done. The request body on its
+//! way out: its progress, and what a pool keeps of it for the next upstream.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -156,77 +158,144 @@ pub(crate) fn sent(body: stackway::Body, progress: Arc<Progress>) -> stackway::B
     })
 }
 
-/// A request body that can be taken back until its first frame is asked
-/// for: a request whose connection to its upstream failed never sent a byte
-/// of it, and goes to the next upstream of the pool with it, whatever its
-/// method, as nginx's `proxy_next_upstream error` sends it; so does an
-/// idempotent one whose upstream took none of its body.
-pub(crate) struct Held(Arc<std::sync::Mutex<Option<stackway::Body>>>);
+/// A request body kept for the next upstream of a pool while one is left to
+/// ask: what was sent of it (up to [`KEPT`] bytes) and the rest, not yet
+/// read from the client. A request whose upstream failed goes to the next
+/// with its body whole, as nginx, which reads a body first
+/// (`proxy_request_buffering`), sends it; a body past the bound, or one with
+/// trailers, is not kept, and its request is not asked again.
+pub(crate) struct Held(Arc<Mutex<Slot>>);
+
+/// The bytes of a request body kept for the next upstream.
+const KEPT: usize = 1 << 20;
+
+struct Slot {
+    /// Frames an upstream before was sent, to send before the rest.
+    again: VecDeque<Bytes>,
+    /// The frames sent, while they are kept.
+    sent: Option<Vec<Bytes>>,
+    kept: usize,
+    /// What the client has yet to send; gone once the body is taken back
+    /// for the next upstream.
+    rest: Option<stackway::Body>,
+}
+
+impl Slot {
+    fn keep(&mut self, frame: &Frame<Bytes>) {
+        let Some(sent) = &mut self.sent else { return };
+        match frame.data_ref() {
+            Some(data) if self.kept + data.len() <= KEPT => {
+                self.kept += data.len();
+                sent.push(data.clone());
+            }
+            _ => self.sent = None,
+        }
+    }
+}
 
 impl Held {
     /// `body` to send, and, if `more` upstreams are left to go to, the hold
     /// on it.
     pub(crate) fn if_more(body: stackway::Body, more: bool) -> (stackway::Body, Option<Self>) {
-        if !more {
-            return (body, None);
+        match more {
+            true => {
+                let (body, held) = Self::hold(VecDeque::new(), body);
+                (body, Some(held))
+            }
+            false => (body, None),
         }
-        let slot = Arc::new(std::sync::Mutex::new(Some(body)));
-        let sent = HeldBody {
-            slot: slot.clone(),
-            body: None,
-        };
-        (stackway::Body::new(sent), Some(Self(slot)))
     }
 
-    /// The body, if nothing of it was asked for.
-    pub(crate) fn take_back(&self) -> Option<stackway::Body> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    fn hold(again: VecDeque<Bytes>, rest: stackway::Body) -> (stackway::Body, Self) {
+        let slot = Arc::new(Mutex::new(Slot {
+            again,
+            sent: Some(Vec::new()),
+            kept: 0,
+            rest: Some(rest),
+        }));
+        let body = HeldBody { slot: slot.clone() };
+        (stackway::Body::new(body), Self(slot))
     }
+
+    /// The body whole once more, for the next upstream (held again if `more`
+    /// are left after it), unless what was sent of it was not kept. The
+    /// request it went with can send no more of it.
+    pub(crate) fn again(self, more: bool) -> Option<(stackway::Body, Option<Self>)> {
+        let (again, rest) = {
+            let mut slot = lock(&self.0);
+            let sent = slot.sent.take()?;
+            let rest = slot.rest.take()?;
+            let mut again = VecDeque::from(sent);
+            again.append(&mut slot.again);
+            (again, rest)
+        };
+        let (body, held) = Self::hold(again, rest);
+        Some((body, more.then_some(held)))
+    }
+}
+
+impl Drop for Held {
+    /// Once no upstream is left to go to, nothing more is kept.
+    fn drop(&mut self) {
+        let mut slot = lock(&self.0);
+        slot.sent = None;
+    }
+}
+
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct HeldBody {
-    slot: Arc<std::sync::Mutex<Option<stackway::Body>>>,
-    /// Out of the slot once a frame was asked for.
-    body: Option<stackway::Body>,
-}
-
-impl HeldBody {
-    fn in_slot<R>(&self, f: impl FnOnce(&stackway::Body) -> R) -> Option<R> {
-        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().map(f)
-    }
+    slot: Arc<Mutex<Slot>>,
 }
 
 impl http_body::Body for HeldBody {
     type Data = Bytes;
-    type Error = stackway::Error;
+    type Error = stackway::BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.body.is_none() {
-            let taken = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            self.body = taken;
-        }
-        match &mut self.body {
-            Some(body) => http_body::Body::poll_frame(Pin::new(body), cx),
-            None => Poll::Ready(None),
-        }
+        let mut slot = lock(&self.slot);
+        let frame = match slot.again.pop_front() {
+            Some(data) => Frame::data(data),
+            None => {
+                let Some(rest) = &mut slot.rest else {
+                    // An error, not an end: the upstream this request was
+                    // sent to must not take a body cut short for whole.
+                    return Poll::Ready(Some(Err("the body went to the next upstream".into())));
+                };
+                match ready!(Pin::new(rest).poll_frame(cx)) {
+                    Some(Ok(frame)) => frame,
+                    other => return Poll::Ready(other.map(|r| r.map_err(Into::into))),
+                }
+            }
+        };
+        slot.keep(&frame);
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.body {
-            Some(body) => http_body::Body::is_end_stream(body),
-            None => (self.in_slot(http_body::Body::is_end_stream)).unwrap_or(true),
-        }
+        let slot = lock(&self.slot);
+        slot.again.is_empty()
+            && slot
+                .rest
+                .as_ref()
+                .is_some_and(http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.body {
-            Some(body) => http_body::Body::size_hint(body),
-            None => (self.in_slot(http_body::Body::size_hint))
-                .unwrap_or_else(|| SizeHint::with_exact(0)),
+        let slot = lock(&self.slot);
+        let queued: u64 = slot.again.iter().map(|data| data.len() as u64).sum();
+        let rest = slot.rest.as_ref().map(http_body::Body::size_hint);
+        let rest = rest.unwrap_or_else(|| SizeHint::with_exact(0));
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + queued);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + queued);
         }
+        hint
     }
 }

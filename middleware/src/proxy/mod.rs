@@ -94,7 +94,12 @@
 //! within the [read timeout](Proxy::read_timeout) (RFC 9110 §9.2.2), as
 //! nginx's default `proxy_next_upstream error timeout` sends them: each
 //! upstream of the pool is tried once at most, and losing replicas fails no
-//! request that could go elsewhere.
+//! request that could go elsewhere. An idempotent request whose kept-alive
+//! connection the upstream closed as it went is asked again on a new one, as
+//! nginx asks again after a cached connection fails. A body goes on whole:
+//! what was sent of it is kept for the next asking, up to 1 MiB (nginx reads
+//! a body whole first, `proxy_request_buffering`); a request whose body went
+//! past that, or had trailers, is not asked again.
 //! [Active health checks](Proxy::health_check) ask each upstream for a path at
 //! an interval and leave out those that answer badly.
 
@@ -181,6 +186,26 @@ pub(crate) struct Settings {
 
 /// The bytes of a buffered body kept in memory; more go to a temporary file.
 const BUFFER_MEMORY: usize = 1 << 20;
+
+/// Gives `outgoing` its body once more, for another asking (held again if
+/// `more` may follow); false if what was sent of it was not kept.
+fn body_again(
+    outgoing: &mut Outgoing,
+    held: &mut Option<body::Held>,
+    progress: &Arc<Progress>,
+    empty: bool,
+    more: bool,
+) -> bool {
+    let Some(hold) = held.take() else {
+        return empty;
+    };
+    let Some((body, hold)) = hold.again(more) else {
+        return false;
+    };
+    *held = hold;
+    outgoing.body = Some(body::sent(body, progress.clone()));
+    true
+}
 
 impl Proxy {
     /// Forwards to one upstream: `http://HOST:PORT[/base]`,
@@ -651,8 +676,6 @@ impl Proxy {
             let timings = req.extensions().get::<Timings>().cloned();
             let started = std::time::Instant::now();
             let empty = http_body::Body::size_hint(req.body()).exact() == Some(0);
-            let retryable =
-                empty && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
             let idempotent = req.method().is_idempotent();
             let mut progress = Progress::new();
             let mut held = None;
@@ -676,17 +699,19 @@ impl Proxy {
                         }
                     },
                 };
-                let (body, hold) = body::Held::if_more(body, upstreams.len() > 1);
+                // Kept while it may be sent again: to the next upstream, or, for an
+                // idempotent request, on a new connection to the same one.
+                let (body, hold) = body::Held::if_more(body, idempotent || upstreams.len() > 1);
                 held = hold;
                 outgoing.body = Some(body::sent(body, progress.clone()));
             }
 
             // The upstreams asked, each once at most.
             let mut tried = Vec::new();
-            // A request whose pooled connection closed under it (its upstream's
-            // keep-alive ran out as it went) is asked again once, on a new
-            // connection to the same upstream, as nginx does with a cached
-            // connection; it is no failure of the upstream's.
+            // An idempotent request whose pooled connection closed under it (its
+            // upstream's keep-alive ran out as it went) is asked again once, with its
+            // body, on a new connection to the same upstream, as nginx does with a
+            // cached connection; it is no failure of the upstream's.
             let (mut again, mut asked_again) = (None, false);
             let (upstream, res, in_flight) = loop {
                 let Some(i) = again.take().or_else(|| self.pick(upstreams, &tried)) else {
@@ -700,7 +725,7 @@ impl Proxy {
                 let failure = tokio::select! {
                     res = sent => match res {
                         Ok(res) => break (upstream, res, in_flight),
-                        Err(e) if e.is_stale() && retryable && !asked_again => Failure::Stale(e),
+                        Err(e) if e.is_stale() && idempotent && !asked_again => Failure::Stale(e),
                         Err(e) if e.is_connect() => Failure::Connect(e),
                         Err(e) if is_client_fault(&e) => Failure::Client(e),
                         Err(e) => Failure::Other(e),
@@ -721,11 +746,13 @@ impl Proxy {
                 };
                 drop(in_flight);
                 if let Failure::Stale(e) = &failure {
-                    tracing::debug!(upstream = %upstream.name, "asked again on a new connection: {}", error_chain(e));
-                    (again, asked_again) = (Some(i), true);
                     outgoing = self.outgoing(&req, upgrading, cgi)?.1;
                     progress = Progress::new();
-                    continue;
+                    if body_again(&mut outgoing, &mut held, &progress, empty, may_retry) {
+                        tracing::debug!(upstream = %upstream.name, "asked again on a new connection: {}", error_chain(e));
+                        (again, asked_again) = (Some(i), true);
+                        continue;
+                    }
                 }
                 let (status, what) = match &failure {
                     Failure::Connect(e) | Failure::Other(e) | Failure::Stale(e) => {
@@ -766,15 +793,13 @@ impl Proxy {
                 }
                 tried.push(i);
                 progress = Progress::new();
-                if let Some(hold) = held.take() {
-                    let Some(body) = hold.take_back() else {
-                        return Err(status);
-                    };
-                    let (body, hold) = body::Held::if_more(body, tried.len() + 1 < upstreams.len());
-                    held = hold;
-                    outgoing.body = Some(body::sent(body, progress.clone()));
+                let more = idempotent || tried.len() + 1 < upstreams.len();
+                if !body_again(&mut outgoing, &mut held, &progress, empty, more) {
+                    return Err(status);
                 }
             };
+            // Answered: nothing more of the body is kept.
+            drop(held);
             upstream.record(true, &self.settings);
             if let Some(timings) = timings {
                 timings.add("upstream", started.elapsed(), None);
