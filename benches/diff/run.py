@@ -1065,6 +1065,23 @@ class Lingering(RawServer):
         conn.close()
 
 
+class Named(RawServer):
+    """Answers every request on a connection with its name."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__()
+
+    def serve(self, conn):
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+            while b"\r\n\r\n" in data:
+                _, data = data.split(b"\r\n\r\n", 1)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n" + self.name)
+        conn.close()
+
+
 def battery_pool(binary):
     """A pool with a member that is down (nothing listens), that closes each connection
     without an answer, or that never answers (the read timeout), and one with two members of
@@ -1124,6 +1141,27 @@ def battery_pool(binary):
     finally:
         pair.close()
     lingering.sock.close()
+    # nginx's server parameters: who answers each of a run of requests.
+    named = [Named(name) for name in (b"a", b"b", b"c")]
+    a, b, c = (f"127.0.0.1:{n.port}" for n in named)
+    dead = f"127.0.0.1:{free_port()}"
+    for case, members in [("weight=3 and 1", [f"{a} weight=3", b]),
+                          ("weights 5, 1, 2", [f"{a} weight=5", b, f"{c} weight=2"]),
+                          ("a backup", [a, f"{b} backup"]),
+                          ("a backup, the other down", [f"{dead}", f"{b} backup"]),
+                          ("a member marked down", [f"{a} down", b, c]),
+                          ("max_fails=2 on a dead member", [f"{dead} max_fails=2", a])]:
+        pair = Pair(binary, "location / { proxy_pass http://pool; }",
+                    ["--mount", "/=" + ",".join(f"http://{m}" for m in members), "--workers", "1"],
+                    http="upstream pool { " + " ".join(f"server {m};" for m in members) + " }",
+                    upstream=upstream)
+        try:
+            tally.compare(case, *([parse(exchange(port, request("GET", "/"), 5))[2] for _ in range(12)]
+                                  for port in (pair.ref_port, pair.our_port)))
+        finally:
+            pair.close()
+    for n in named:
+        n.sock.close()
     # One member, and the read timeout: an answer later than it, and one in time.
     pair = Pair(binary, "location / { proxy_pass http://UPSTREAM; proxy_read_timeout 1s; }",
                 ["--mount", "/=http://UPSTREAM", "--proxy-read-timeout", "1"], upstream=upstream)

@@ -606,6 +606,56 @@ fn a_request_goes_on_to_the_next_upstream_when_one_is_down_or_closes_unanswered(
 }
 
 #[test]
+fn a_pool_member_takes_nginx_s_server_parameters() {
+    let ups: Vec<Running> = (0..3)
+        .map(|_| {
+            let server = server();
+            let port = server.local_addr().port();
+            Running::start(server, whoami(port))
+        })
+        .collect();
+    let [a, b, c] = [0, 1, 2].map(|i| ups[i].addr);
+    let [na, nb, nc] = [a, b, c].map(|addr| addr.port().to_string());
+    let seen = |pool: &[String], n: usize| -> Vec<String> {
+        let proxy = front(Proxy::balance(pool.iter().map(String::as_str)));
+        (0..n)
+            .map(|_| Conn::open(proxy.addr).get("/").text())
+            .collect()
+    };
+    // `weight=`: shared as nginx's smooth weighted round robin shares it.
+    let pool = [format!("http://{a} weight=3"), format!("http://{b}")];
+    let order = [&na, &na, &nb, &na, &na, &na, &nb, &na].map(String::as_str);
+    assert_eq!(seen(&pool, 8), order);
+    // `backup` stands by while another is live; `down` is never asked.
+    let pool = [
+        format!("http://{a} down"),
+        format!("http://{b}"),
+        format!("http://{c} backup"),
+    ];
+    assert!(seen(&pool, 6).iter().all(|name| *name == nb));
+    // With the live member gone, the backup answers, the request that found
+    // it gone among them.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let pool = [format!("http://{dead}"), format!("http://{c} backup")];
+    assert!(seen(&pool, 4).iter().all(|name| *name == nc));
+    // `max_fails=2`: the member that fails is left out only after its second
+    // failure in a row (the pool's default is the first).
+    for (max_fails, failed) in [("", 1), (" max_fails=2", 2)] {
+        let pool = [format!("http://{dead}{max_fails}"), format!("http://{a}")];
+        let proxy = Proxy::balance(pool.iter().map(String::as_str));
+        let stats = proxy.stats();
+        let proxy = front(proxy);
+        for _ in 0..6 {
+            assert_eq!(Conn::open(proxy.addr).get("/").text(), na);
+        }
+        assert_eq!(stats.upstreams()[0].failed, failed, "{max_fails:?}");
+    }
+}
+
+#[test]
 fn trace_is_answered_405_and_never_echoed_by_the_upstream() {
     // An upstream that echoes TRACE (as Apache does by default) would show the
     // client the fields the proxy adds, a secret among them.

@@ -67,8 +67,9 @@ pub(crate) fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, Stri
     builder.build().map_err(|e| e.to_string())
 }
 
-/// A member of a pool from DNS: an SRV record's priority and weight (0 and 0
-/// for an address of a name), and the address (port 0: the spec's).
+/// A member of a pool from DNS: an SRV record's priority and weight (for an
+/// address of a name, its spec's: 1 if a backup, else 0, and its weight), and
+/// the address (port 0: the spec's).
 pub(crate) type Found = (u16, u16, SocketAddr);
 
 /// Where the SRV records of `name` say its service is: each target's
@@ -110,9 +111,11 @@ async fn addresses(
         return srv(resolver, host).await;
     }
     let found = (resolver.lookup_ip(host).await).map_err(|e| e.to_string())?;
+    let (priority, weight) = (spec.member.backup.into(), spec.member.weight);
+    let weight = u16::try_from(weight).expect("a weight is at most 65535");
     Ok(found
         .iter()
-        .map(|ip| (0, 0, SocketAddr::new(ip, 0)))
+        .map(|ip| (priority, weight, SocketAddr::new(ip, 0)))
         .collect())
 }
 

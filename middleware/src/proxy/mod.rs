@@ -85,7 +85,22 @@
 //! # Balancing
 //!
 //! [`Proxy::balance`] spreads requests over several upstreams,
-//! [round-robin or to the least busy](Balance). An upstream that fails
+//! [round-robin or to the least busy](Balance). Each may be followed by
+//! nginx's `server` parameters: `weight=N` (shared as nginx's smooth weighted
+//! round robin shares it), `backup` (asked only when no other is live, or
+//! all others failed the request), `down` (never asked), and `max_fails=N`
+//! and `fail_timeout=T` (`30`, `30s`, `500ms`, `1m`) for that member alone:
+//!
+//! ```
+//! # use stackway_middleware::Proxy;
+//! let pool = Proxy::balance([
+//!     "http://10.0.0.2:8000 weight=3",
+//!     "http://10.0.0.3:8000 max_fails=3 fail_timeout=30s",
+//!     "http://10.0.0.4:8000 backup",
+//! ]);
+//! ```
+//!
+//! An upstream that fails
 //! [`max_fails`](Proxy::max_fails) times in a row is left out for
 //! [`fail_timeout`](Proxy::fail_timeout) (nginx's passive health checks). A
 //! request whose connection fails (which sent nothing) goes on to the next
@@ -147,6 +162,8 @@ pub struct Proxy {
     /// [`ProxyStats`].
     upstreams: Arc<OnceLock<dns::Members>>,
     next: AtomicUsize,
+    /// Held while the members' weights are counted for the next pick.
+    weighing: std::sync::Mutex<()>,
 }
 
 /// How [`Proxy::balance`] chooses an upstream.
@@ -277,6 +294,7 @@ impl Proxy {
             },
             upstreams: Arc::default(),
             next: AtomicUsize::new(0),
+            weighing: std::sync::Mutex::new(()),
         })
     }
 
@@ -505,12 +523,13 @@ impl Proxy {
         members.now()
     }
 
-    /// The upstream for the next request, other than those `tried`: the live
-    /// ones first; if none is live, any. Of SRV members, only those of the
-    /// lowest priority (RFC 2782).
+    /// The upstream for the next request, other than those `tried` or `down`:
+    /// the live ones first; if none is live, any. Of those, only the lowest
+    /// priority's (backups stand by; SRV records', RFC 2782).
     fn pick(&self, upstreams: &[Arc<Upstream>], tried: &[usize]) -> Option<usize> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let others = (0..upstreams.len()).filter(|i| !tried.contains(i));
+        let others =
+            (0..upstreams.len()).filter(|&i| !tried.contains(&i) && !upstreams[i].spec.member.down);
         let live: Vec<usize> = others.clone().filter(|&i| upstreams[i].is_up()).collect();
         let mut candidates: Vec<usize> = if live.is_empty() {
             others.collect()
@@ -521,26 +540,38 @@ impl Proxy {
         candidates.retain(|&i| upstreams[i].priority == first);
         match self.settings.balance {
             Balance::RoundRobin => {
-                // Turn by turn, or as their SRV records' weights share it.
-                let weighted = candidates.iter().any(|&i| upstreams[i].weight > 0);
-                let weight = |i: usize| if weighted { upstreams[i].weight } else { 1 };
-                let mut ticket = start % candidates.iter().map(|&i| weight(i)).sum::<usize>();
-                candidates
-                    .into_iter()
-                    .find(|&i| match ticket.checked_sub(weight(i)) {
-                        Some(left) => {
-                            ticket = left;
-                            false
-                        }
-                        None => true,
-                    })
+                let weight = |&i: &usize| upstreams[i].weight;
+                let first = weight(&candidates[0]);
+                if candidates.iter().all(|i| weight(i) == first) {
+                    return Some(candidates[start % candidates.len()]);
+                }
+                // nginx's smooth weighted round robin: each gains its weight, and
+                // the one that stands highest is picked and loses them all
+                // (3, 1: a, a, b, a, then again).
+                let _weighing = self.weighing.lock().unwrap_or_else(|e| e.into_inner());
+                let total: usize = candidates.iter().map(weight).sum();
+                let mut best: Option<(usize, i64)> = None;
+                for &i in &candidates {
+                    let gain = upstreams[i].weight as i64;
+                    let now = upstreams[i].current.fetch_add(gain, Ordering::Relaxed) + gain;
+                    if best.is_none_or(|(_, high)| now > high) {
+                        best = Some((i, now));
+                    }
+                }
+                let (i, _) = best?;
+                upstreams[i]
+                    .current
+                    .fetch_sub(total as i64, Ordering::Relaxed);
+                Some(i)
             }
             Balance::LeastOutstanding => {
-                // Ties go turn by turn.
+                // The fewest in flight for its weight; ties go turn by turn.
                 let turn = start % candidates.len();
                 candidates.rotate_left(turn);
-                (candidates.into_iter())
-                    .min_by_key(|&i| upstreams[i].outstanding.load(Ordering::Relaxed))
+                let load = |i: usize| upstreams[i].outstanding.load(Ordering::Relaxed);
+                candidates.into_iter().min_by(|&a, &b| {
+                    (load(a) * upstreams[b].weight).cmp(&(load(b) * upstreams[a].weight))
+                })
             }
         }
     }

@@ -8,7 +8,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -44,14 +44,14 @@ pub(crate) enum Address {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecError {
     spec: String,
-    why: &'static str,
+    why: std::borrow::Cow<'static, str>,
 }
 
 impl SpecError {
     pub(crate) fn none() -> Self {
         Self {
             spec: String::new(),
-            why: "there is no upstream to balance over",
+            why: "there is no upstream to balance over".into(),
         }
     }
 }
@@ -76,7 +76,8 @@ pub(crate) enum Protocol {
 
 /// An upstream spec: `http://HOST:PORT[/base]`, `https://HOST:PORT[/base]`,
 /// `http+srv://NAME[/base]` or `unix:/path/to.sock[:/base]`, or the same in
-/// uwsgi (`uwsgi://`, `uwsgi+unix:`) or FastCGI (`fastcgi://`, `fastcgi+unix:`).
+/// uwsgi (`uwsgi://`, `uwsgi+unix:`) or FastCGI (`fastcgi://`, `fastcgi+unix:`);
+/// then, after spaces, nginx's `server` parameters (see [`Member`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Spec {
     pub(crate) address: Address,
@@ -88,6 +89,78 @@ pub(crate) struct Spec {
     /// `http+srv://`: the host is a name whose SRV records say where the
     /// upstream is (targets and ports); the address has no port.
     pub(crate) srv: bool,
+    pub(crate) member: Member,
+}
+
+/// How a pool treats one of its upstreams: nginx's `server` parameters,
+/// written after the spec (`http://10.0.0.2:8000 weight=3 max_fails=2`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    /// `weight=N`: its share of the requests against the others' (1).
+    pub(crate) weight: usize,
+    /// `backup`: asked only when no other member is live, or every other
+    /// has been tried for the request.
+    pub(crate) backup: bool,
+    /// `down`: never asked.
+    pub(crate) down: bool,
+    /// `max_fails=N` and `fail_timeout=T` (`10`, `10s`, `500ms`, `1m`, `1h`):
+    /// the pool's, for this member.
+    pub(crate) max_fails: Option<u32>,
+    pub(crate) fail_timeout: Option<Duration>,
+}
+
+impl Default for Member {
+    fn default() -> Self {
+        Self {
+            weight: 1,
+            backup: false,
+            down: false,
+            max_fails: None,
+            fail_timeout: None,
+        }
+    }
+}
+
+impl Member {
+    /// Takes one parameter.
+    fn set(&mut self, parameter: &str) -> Result<(), String> {
+        let bad =
+            || format!("{parameter:?} is no weight=N, max_fails=N, fail_timeout=T, backup or down");
+        match parameter.split_once('=') {
+            None if parameter == "backup" => self.backup = true,
+            None if parameter == "down" => self.down = true,
+            Some(("weight", n)) => match n.parse::<u16>() {
+                Ok(n) if n > 0 => self.weight = n.into(),
+                _ => {
+                    return Err(format!(
+                        "weight={n}: a weight is a whole number from 1 to 65535"
+                    ));
+                }
+            },
+            Some(("max_fails", n)) => {
+                let n: u32 = n.parse().map_err(|_| bad())?;
+                self.max_fails = Some(if n == 0 { u32::MAX } else { n });
+            }
+            Some(("fail_timeout", t)) => self.fail_timeout = Some(nginx_time(t).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        }
+        Ok(())
+    }
+}
+
+/// A time as nginx writes one: a whole number of `ms`, `s` (the unit when
+/// none is said), `m` or `h`.
+fn nginx_time(time: &str) -> Option<Duration> {
+    let unit = time.trim_start_matches(|c: char| c.is_ascii_digit());
+    let n: u64 = time[..time.len() - unit.len()].parse().ok()?;
+    let ms = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(ms)?))
 }
 
 impl Spec {
@@ -101,9 +174,32 @@ impl Spec {
     /// http+srv://_http._tcp.api.internal → Tcp("_http._tcp.api.internal"), SRV
     /// ```
     pub(crate) fn parse(spec: &str) -> Result<Self, SpecError> {
-        let error = |why| SpecError {
+        let error = |why: String| SpecError {
             spec: spec.to_owned(),
-            why,
+            why: why.into(),
+        };
+        let mut words = spec.split_ascii_whitespace();
+        let mut parsed =
+            Self::parse_url(words.next().unwrap_or_default()).map_err(|e| SpecError {
+                spec: spec.to_owned(),
+                ..e
+            })?;
+        for parameter in words {
+            parsed.member.set(parameter).map_err(error)?;
+        }
+        if parsed.srv && (parsed.member.weight != 1 || parsed.member.backup) {
+            return Err(error(
+                "SRV records give the weights and which stand by: say neither".into(),
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// Parses the spec's URL.
+    fn parse_url(spec: &str) -> Result<Self, SpecError> {
+        let error = |why: &'static str| SpecError {
+            spec: spec.to_owned(),
+            why: why.into(),
         };
         let scheme = |name: &str| {
             let rest = spec.strip_prefix(name)?;
@@ -178,6 +274,7 @@ impl Spec {
             tls,
             base,
             srv: srv.is_some(),
+            member: Member::default(),
         })
     }
 }
@@ -220,11 +317,13 @@ pub(crate) struct Upstream {
     /// For a member of a pool from DNS: the one address of the spec's host
     /// it connects to, at the spec's port (0) or its SRV record's.
     pub(crate) pinned: Option<SocketAddr>,
-    /// Its SRV record's priority and weight: the balancer sends to the
-    /// lowest priority that has a live member, and round robin shares its
-    /// requests by weight (0 and 0 for every other upstream: turn by turn).
+    /// Its SRV record's priority and weight, or its spec's (`backup`: 1,
+    /// else 0; `weight=`): the balancer sends to the lowest priority that has
+    /// a live member, and shares its requests by weight.
     pub(crate) priority: u16,
     pub(crate) weight: usize,
+    /// Where it stands in nginx's smooth weighted round robin.
+    pub(crate) current: AtomicI64,
     /// Alive as long as the upstream: each thread's pools for it go once it
     /// is gone (a member DNS no longer names).
     alive: Arc<()>,
@@ -433,8 +532,9 @@ impl Upstream {
         Self {
             name: name.into(),
             pinned,
-            priority: 0,
-            weight: 0,
+            priority: u16::from(spec.member.backup),
+            weight: spec.member.weight,
+            current: AtomicI64::new(0),
             alive: Arc::default(),
             origin: format!("{scheme}://{authority}"),
             spec,
@@ -580,11 +680,13 @@ impl Upstream {
             return;
         }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= settings.max_fails {
-            let until = now_ms() + u64::try_from(settings.fail_timeout.as_millis()).unwrap_or(0);
+        let member = &self.spec.member;
+        if failures >= member.max_fails.unwrap_or(settings.max_fails) {
+            let fail_timeout = member.fail_timeout.unwrap_or(settings.fail_timeout);
+            let until = now_ms() + u64::try_from(fail_timeout.as_millis()).unwrap_or(0);
             self.down_until.store(until, Ordering::Relaxed);
             self.failures.store(0, Ordering::Relaxed);
-            tracing::warn!(upstream = %self.spec, fail_timeout = ?settings.fail_timeout, "left out after {failures} failures in a row");
+            tracing::warn!(upstream = %self.spec, ?fail_timeout, "left out after {failures} failures in a row");
         }
     }
 }
@@ -917,6 +1019,7 @@ mod tests {
                 tls: None,
                 base: String::new(),
                 srv: false,
+                member: Member::default(),
             }
         );
         assert_eq!(ok("http://localhost:9000/api/").base, "/api");
@@ -929,6 +1032,7 @@ mod tests {
                 tls: None,
                 base: String::new(),
                 srv: false,
+                member: Member::default(),
             }
         );
         assert_eq!(ok("unix:/run/app.sock:/api").base, "/api");
@@ -975,6 +1079,52 @@ mod tests {
             "",
         ] {
             assert!(Spec::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn members() {
+        let member = |spec: &str| Spec::parse(spec).map(|s| s.member);
+        assert_eq!(member("http://h:1"), Ok(Member::default()));
+        let named =
+            Spec::parse("http://h:1/b  weight=3 backup max_fails=0 fail_timeout=1m").unwrap();
+        assert_eq!(named.to_string(), "http://h:1/b");
+        assert_eq!(
+            named.member,
+            Member {
+                weight: 3,
+                backup: true,
+                down: false,
+                max_fails: Some(u32::MAX),
+                fail_timeout: Some(Duration::from_secs(60)),
+            }
+        );
+        assert!(member("unix:/run/a.sock down").unwrap().down);
+        for (time, ms) in [
+            ("30", 30_000),
+            ("30s", 30_000),
+            ("250ms", 250),
+            ("2h", 7_200_000),
+        ] {
+            let spec = format!("http://h:1 fail_timeout={time}");
+            assert_eq!(
+                member(&spec).unwrap().fail_timeout,
+                Some(Duration::from_millis(ms))
+            );
+        }
+        for bad in [
+            "http://h:1 weight=0",
+            "http://h:1 weight=-1",
+            "http://h:1 weight",
+            "http://h:1 fail_timeout=1d",
+            "http://h:1 fail_timeout=s",
+            "http://h:1 max_fails=x",
+            "http://h:1 slow_start=10s",
+            "http+srv://_http._tcp.api.internal weight=2",
+            "http+srv://_http._tcp.api.internal backup",
+        ] {
+            let e = Spec::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad:?}: {e}");
         }
     }
 }
