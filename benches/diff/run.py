@@ -1160,6 +1160,30 @@ def battery_pool(binary):
                                   for port in (pair.ref_port, pair.our_port)))
         finally:
             pair.close()
+    # nginx's hashing balancers: who answers each of forty users, by their X-User.
+    users = [request("GET", "/", f"X-User: user-{i}\r\n") for i in range(40)]
+    for case, method, members in [("ip_hash", "ip_hash", [a, b, c]),
+                                  ("ip_hash, the member it lands on down", "ip_hash", [a, b, dead]),
+                                  ("hash", "hash $http_x_user", [a, b, c]),
+                                  ("hash with weights", "hash $http_x_user", [f"{a} weight=3", b, c]),
+                                  ("hash, a member down", "hash $http_x_user", [a, dead, c]),
+                                  ("hash consistent", "hash $http_x_user consistent", [a, b, c]),
+                                  ("hash consistent with weights", "hash $http_x_user consistent",
+                                   [a, f"{b} weight=2", c])]:
+        balance = "ip-hash" if method == "ip_hash" else method
+        config = Path(tempfile.mkdtemp(prefix="stackway-diff-"), "stackway.toml")
+        upstreams = ", ".join(f'"http://{m}"' for m in members)
+        config.write_text(f'[[mount]]\nprefix = "/"\nproxy = [{upstreams}]\n'
+                          f'[mount.proxy_options]\nbalance = "{balance}"\n')
+        pair = Pair(binary, "location / { proxy_pass http://pool; }",
+                    ["--config", str(config), "--workers", "1"],
+                    http=f"upstream pool {{ {method}; " + " ".join(f"server {m};" for m in members) + " }",
+                    upstream=upstream)
+        try:
+            tally.compare(case, *([parse(exchange(port, user, 5))[2] for user in users]
+                                  for port in (pair.ref_port, pair.our_port)))
+        finally:
+            pair.close()
     for n in named:
         n.sock.close()
     # One member, and the read timeout: an answer later than it, and one in time.

@@ -577,8 +577,8 @@ impl ProxyOptions {
         if let Some(on) = o.http2 {
             proxy = proxy.http2(on);
         }
-        if let Some(balance) = o.balance {
-            proxy = proxy.balance_by(balance);
+        if let Some(balance) = &o.balance {
+            proxy = proxy.balance_by(balance.clone());
         }
         if let Some(n) = o.max_fails {
             proxy = proxy.max_fails(n);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
-use stackway_middleware::proxy::Balance;
+use stackway_middleware::proxy::{Balance, HashKey};
 
 use crate::listen::{Address, Bind, parse_address, parse_bind};
 
@@ -229,9 +229,19 @@ pub(crate) fn proxy_fix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[usize
 }
 
 pub(crate) fn balance<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Balance>, D::Error> {
-    checked(d, |s: String| match s.as_str() {
-        "round-robin" => Ok(Balance::RoundRobin),
-        "least-outstanding" => Ok(Balance::LeastOutstanding),
-        _ => Err(format!("{s:?}: expected round-robin or least-outstanding")),
+    checked(d, |s: String| {
+        let words: Vec<&str> = s.split_ascii_whitespace().collect();
+        match words[..] {
+            ["round-robin"] => Ok(Balance::RoundRobin),
+            ["least-outstanding"] => Ok(Balance::LeastOutstanding),
+            ["ip-hash"] => Ok(Balance::IpHash),
+            ["hash", key] | ["hash", key, "consistent"] => Ok(Balance::Hash {
+                key: HashKey::parse(key)?,
+                consistent: words.len() == 3,
+            }),
+            _ => Err(format!(
+                "{s:?}: expected round-robin, least-outstanding, ip-hash or hash KEY [consistent]"
+            )),
+        }
     })
 }

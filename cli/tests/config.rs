@@ -338,7 +338,7 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
         ),
         (
             "[[mount]]\nprefix = \"/api\"\nproxy = \"http://127.0.0.1:9\"\n[mount.proxy_options]\nbalance = \"random\"\n",
-            "s.toml:5:11: mount[0].proxy_options.balance: \"random\": expected round-robin or least-outstanding",
+            "s.toml:5:11: mount[0].proxy_options.balance: \"random\": expected round-robin, least-outstanding, ip-hash or hash KEY [consistent]",
         ),
         (
             "[[mount]]\nprefix = \"/\"\napp = \"hello\"\ncache_dir = \"/tmp/c\"\n",

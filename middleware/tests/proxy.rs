@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use stackway::{Body, IntoResponse, Request, RequestExt};
-use stackway_middleware::proxy::Balance;
+use stackway_middleware::proxy::{Balance, HashKey};
 use stackway_middleware::{Dispatcher, Lint, Proxy};
 use support::http::Conn;
 use support::{Running, server};
@@ -653,6 +653,75 @@ fn a_pool_member_takes_nginx_s_server_parameters() {
         }
         assert_eq!(stats.upstreams()[0].failed, failed, "{max_fails:?}");
     }
+}
+
+#[test]
+fn a_hash_sends_each_key_to_one_upstream_as_nginx_does() {
+    let ups: Vec<Running> = (0..4)
+        .map(|_| {
+            let server = server();
+            let port = server.local_addr().port();
+            Running::start(server, whoami(port))
+        })
+        .collect();
+    let names: Vec<String> = ups.iter().map(|u| u.addr.port().to_string()).collect();
+    let pool = |n: usize| -> Vec<String> {
+        ups[..n]
+            .iter()
+            .map(|u| format!("http://{}", u.addr))
+            .collect()
+    };
+    let asked = |proxy: &Running, user: &str| {
+        let mut conn = Conn::open(proxy.addr);
+        conn.send(format!("GET / HTTP/1.1\r\nHost: x\r\nX-User: {user}\r\n\r\n").as_bytes());
+        conn.read_response().text()
+    };
+    let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    let hash = |consistent| Balance::Hash {
+        key: HashKey::parse("$http_x_user").unwrap(),
+        consistent,
+    };
+    for consistent in [false, true] {
+        let proxy =
+            front(Proxy::balance(pool(3).iter().map(String::as_str)).balance_by(hash(consistent)));
+        let first: Vec<String> = users.iter().map(|u| asked(&proxy, u)).collect();
+        // The same user, the same upstream, every time; the users spread over all.
+        let again: Vec<String> = users.iter().map(|u| asked(&proxy, u)).collect();
+        assert_eq!(first, again, "consistent {consistent}");
+        for name in &names[..3] {
+            assert!(
+                first.contains(name),
+                "consistent {consistent}: {name} got no user: {first:?}"
+            );
+        }
+        if consistent {
+            // A fourth upstream takes its share of the users; no other moves.
+            let proxy =
+                front(Proxy::balance(pool(4).iter().map(String::as_str)).balance_by(hash(true)));
+            let after: Vec<String> = users.iter().map(|u| asked(&proxy, u)).collect();
+            let moved: Vec<&String> = (first.iter().zip(&after))
+                .filter(|(a, b)| a != b)
+                .map(|(_, b)| b)
+                .collect();
+            assert!(
+                !moved.is_empty() && moved.iter().all(|to| **to == names[3]),
+                "{moved:?}"
+            );
+        }
+    }
+    // ip_hash: by the client's /24, as nginx's sums it, 127.0.0.x lands on
+    // the third of three; with it down, on the second, the same every time.
+    let proxy =
+        front(Proxy::balance(pool(3).iter().map(String::as_str)).balance_by(Balance::IpHash));
+    assert!((0..6).all(|_| Conn::open(proxy.addr).get("/").text() == names[2]));
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let with_dead = [pool(2), vec![format!("http://{dead}")]].concat();
+    let proxy =
+        front(Proxy::balance(with_dead.iter().map(String::as_str)).balance_by(Balance::IpHash));
+    assert!((0..6).all(|_| Conn::open(proxy.addr).get("/").text() == names[1]));
 }
 
 #[test]

@@ -85,7 +85,8 @@
 //! # Balancing
 //!
 //! [`Proxy::balance`] spreads requests over several upstreams,
-//! [round-robin or to the least busy](Balance). Each may be followed by
+//! [round-robin, to the least busy, or by a hash of the client or a
+//! key](Balance), as nginx's methods do. Each may be followed by
 //! nginx's `server` parameters: `weight=N` (shared as nginx's smooth weighted
 //! round robin shares it), `backup` (asked only when no other is live, or
 //! all others failed the request), `down` (never asked), and `max_fails=N`
@@ -123,6 +124,7 @@ mod cgi;
 mod dns;
 mod fastcgi;
 mod grpc;
+mod hash;
 mod headers;
 mod health;
 mod pool;
@@ -144,6 +146,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use stackway::{App, Body, Forwarded, IntoResponse, Request, RequestExt, Response};
 
 use self::body::{Progress, UpstreamBody};
+pub use self::hash::HashKey;
 pub use self::stats::ProxyStats;
 pub use self::tls::{TlsError, UpstreamTls};
 pub use self::upstream::SpecError;
@@ -164,16 +167,32 @@ pub struct Proxy {
     next: AtomicUsize,
     /// Held while the members' weights are counted for the next pick.
     weighing: std::sync::Mutex<()>,
+    /// `hash KEY consistent`'s circle, for the members it was made of.
+    circle: std::sync::Mutex<Option<Arc<hash::Circle>>>,
 }
 
 /// How [`Proxy::balance`] chooses an upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Balance {
-    /// Each in turn. The default.
+    /// Each in turn, shared by weight. The default.
     #[default]
     RoundRobin,
-    /// The one with the fewest requests in flight (nginx's `least_conn`).
+    /// The one with the fewest requests in flight for its weight (nginx's
+    /// `least_conn`).
     LeastOutstanding,
+    /// Each client to one upstream, by its network (the first three bytes of
+    /// an IPv4 address, all of an IPv6 one), as nginx's `ip_hash` sends it.
+    IpHash,
+    /// Each request to an upstream by its `key` (nginx's `hash KEY`), as
+    /// nginx sends it; `consistent`, on a ketama circle (nginx's `hash KEY
+    /// consistent`), so that an upstream joining or leaving moves only its
+    /// share of the keys.
+    Hash {
+        /// What is hashed.
+        key: HashKey,
+        /// On a circle.
+        consistent: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +314,7 @@ impl Proxy {
             upstreams: Arc::default(),
             next: AtomicUsize::new(0),
             weighing: std::sync::Mutex::new(()),
+            circle: std::sync::Mutex::default(),
         })
     }
 
@@ -526,8 +546,18 @@ impl Proxy {
     /// The upstream for the next request, other than those `tried` or `down`:
     /// the live ones first; if none is live, any. Of those, only the lowest
     /// priority's (backups stand by; SRV records', RFC 2782).
-    fn pick(&self, upstreams: &[Arc<Upstream>], tried: &[usize]) -> Option<usize> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+    fn pick(
+        &self,
+        upstreams: &[Arc<Upstream>],
+        tried: &[usize],
+        turn: Option<&mut hash::Turn>,
+    ) -> Option<usize> {
+        if let Some(turn) = turn {
+            let round_robin = |named: &[usize]| self.round_robin(upstreams, named);
+            if let Some(i) = hash::pick(upstreams, tried, turn, round_robin) {
+                return Some(i);
+            }
+        }
         let others =
             (0..upstreams.len()).filter(|&i| !tried.contains(&i) && !upstreams[i].spec.member.down);
         let live: Vec<usize> = others.clone().filter(|&i| upstreams[i].is_up()).collect();
@@ -539,41 +569,44 @@ impl Proxy {
         let first = candidates.iter().map(|&i| upstreams[i].priority).min()?;
         candidates.retain(|&i| upstreams[i].priority == first);
         match self.settings.balance {
-            Balance::RoundRobin => {
-                let weight = |&i: &usize| upstreams[i].weight;
-                let first = weight(&candidates[0]);
-                if candidates.iter().all(|i| weight(i) == first) {
-                    return Some(candidates[start % candidates.len()]);
-                }
-                // nginx's smooth weighted round robin: each gains its weight, and
-                // the one that stands highest is picked and loses them all
-                // (3, 1: a, a, b, a, then again).
-                let _weighing = self.weighing.lock().unwrap_or_else(|e| e.into_inner());
-                let total: usize = candidates.iter().map(weight).sum();
-                let mut best: Option<(usize, i64)> = None;
-                for &i in &candidates {
-                    let gain = upstreams[i].weight as i64;
-                    let now = upstreams[i].current.fetch_add(gain, Ordering::Relaxed) + gain;
-                    if best.is_none_or(|(_, high)| now > high) {
-                        best = Some((i, now));
-                    }
-                }
-                let (i, _) = best?;
-                upstreams[i]
-                    .current
-                    .fetch_sub(total as i64, Ordering::Relaxed);
-                Some(i)
-            }
             Balance::LeastOutstanding => {
                 // The fewest in flight for its weight; ties go turn by turn.
-                let turn = start % candidates.len();
+                let turn = self.next.fetch_add(1, Ordering::Relaxed) % candidates.len();
                 candidates.rotate_left(turn);
                 let load = |i: usize| upstreams[i].outstanding.load(Ordering::Relaxed);
                 candidates.into_iter().min_by(|&a, &b| {
                     (load(a) * upstreams[b].weight).cmp(&(load(b) * upstreams[a].weight))
                 })
             }
+            // What a hash falls back to, as nginx's does.
+            _ => self.round_robin(upstreams, &candidates),
         }
+    }
+
+    /// One of `candidates` in turn, shared by weight.
+    fn round_robin(&self, upstreams: &[Arc<Upstream>], candidates: &[usize]) -> Option<usize> {
+        let weight = |&i: &usize| upstreams[i].weight;
+        let first = weight(candidates.first()?);
+        if candidates.iter().all(|i| weight(i) == first) {
+            let turn = self.next.fetch_add(1, Ordering::Relaxed);
+            return Some(candidates[turn % candidates.len()]);
+        }
+        // nginx's smooth weighted round robin: each gains its weight, and the
+        // one that stands highest is picked and loses them all (3, 1: a, a,
+        // b, a, then again).
+        let _weighing = self.weighing.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = candidates.iter().map(weight).sum();
+        let mut best: Option<(usize, i64)> = None;
+        for &i in candidates {
+            let gain = upstreams[i].weight as i64;
+            let now = upstreams[i].current.fetch_add(gain, Ordering::Relaxed) + gain;
+            if best.is_none_or(|(_, high)| now > high) {
+                best = Some((i, now));
+            }
+        }
+        let (i, _) = best?;
+        (upstreams[i].current).fetch_sub(total as i64, Ordering::Relaxed);
+        Some(i)
     }
 }
 
@@ -584,13 +617,18 @@ struct Outgoing {
     path_and_query: String,
     headers: HeaderMap,
     body: Option<Body>,
-    /// REMOTE_PORT, SERVER_ADDR, SERVER_PROTOCOL and REMOTE_USER for a CGI
-    /// upstream (see [`cgi::REMOTE_PORT`]).
-    remote_port: Option<HeaderValue>,
-    server_addr: Option<HeaderValue>,
-    server_protocol: Option<HeaderValue>,
-    remote_user: Option<HeaderValue>,
+    /// The values of [`CGI_ENDS`] for a CGI upstream. Boxed: only a CGI
+    /// upstream is told them, and every request's future would keep room.
+    cgi_ends: Option<Box<[Option<HeaderValue>; 4]>>,
 }
+
+/// What the proxy tells a CGI upstream alone (see [`cgi::REMOTE_PORT`]).
+const CGI_ENDS: [http::HeaderName; 4] = [
+    cgi::REMOTE_PORT,
+    cgi::SERVER_ADDR,
+    cgi::SERVER_PROTOCOL,
+    cgi::REMOTE_USER,
+];
 
 impl Outgoing {
     /// The request for `upstream`; unless `may_retry`, the last one made, so
@@ -609,13 +647,9 @@ impl Outgoing {
             false => std::mem::take(&mut self.headers),
         };
         if upstream.spec.protocol != Protocol::Http {
-            let ends = [
-                (cgi::REMOTE_PORT, &self.remote_port),
-                (cgi::SERVER_ADDR, &self.server_addr),
-                (cgi::SERVER_PROTOCOL, &self.server_protocol),
-                (cgi::REMOTE_USER, &self.remote_user),
-            ];
-            for (name, value) in ends {
+            let none = Default::default();
+            let ends = self.cgi_ends.as_deref().unwrap_or(&none);
+            for (name, value) in CGI_ENDS.into_iter().zip(ends) {
                 match value {
                     Some(value) => drop(req.headers_mut().insert(name, value.clone())),
                     None => drop(req.headers_mut().remove(name)),
@@ -737,15 +771,27 @@ impl Proxy {
                 outgoing.body = Some(body::sent(body, progress.clone()));
             }
 
-            // The upstreams asked, each once at most.
+            // The upstreams asked, each once at most; with a hash, where it led.
             let mut tried = Vec::new();
+            let mut turn = match &self.settings.balance {
+                Balance::IpHash => Some(hash::Turn::ip(req.remote_addr().map(|a| a.ip()))),
+                Balance::Hash { key, consistent } => Some(match consistent {
+                    false => hash::Turn::key(key.of(&req)),
+                    true => hash::Circle::of(&self.circle, upstreams).start(&key.of(&req)),
+                }),
+                Balance::RoundRobin | Balance::LeastOutstanding => None,
+            }
+            .map(Box::new);
             // An idempotent request whose pooled connection closed under it (its
             // upstream's keep-alive ran out as it went) is asked again once, with its
             // body, on a new connection to the same upstream, as nginx does with a
             // cached connection; it is no failure of the upstream's.
             let (mut again, mut asked_again) = (None, false);
             let (upstream, res, in_flight) = loop {
-                let Some(i) = again.take().or_else(|| self.pick(upstreams, &tried)) else {
+                let Some(i) = again
+                    .take()
+                    .or_else(|| self.pick(upstreams, &tried, turn.as_deref_mut()))
+                else {
                     return Err(StatusCode::BAD_GATEWAY);
                 };
                 let upstream = &upstreams[i];
@@ -964,26 +1010,25 @@ impl Proxy {
             _ => drop(headers.remove(HOST)),
         }
         // Only a CGI upstream is told them: none of the work for the others.
-        let remote_port = (cgi.then(|| env.remote_addr()).flatten())
-            .map(|a| a.port())
-            .filter(|&p| p != 0)
-            .map(HeaderValue::from);
-        let server_addr = (cgi.then(|| env.local_addr()).flatten())
-            .and_then(|a| HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok());
-        let server_protocol = cgi.then(|| HeaderValue::from_static(env.server_protocol()));
-        // The user `BasicAuth` (or a front) let in.
-        let remote_user = (cgi.then(|| req.extensions().get::<Forwarded>()).flatten())
-            .and_then(|front| front.vars.iter().find(|(name, _)| name == "REMOTE_USER"))
-            .and_then(|(_, user)| HeaderValue::from_bytes(user).ok());
+        let cgi_ends = cgi.then(|| {
+            let remote_port = (env.remote_addr().map(|a| a.port()))
+                .filter(|&p| p != 0)
+                .map(HeaderValue::from);
+            let server_addr = (env.local_addr())
+                .and_then(|a| HeaderValue::try_from(stackway::environ::ip_text(a.ip())).ok());
+            let server_protocol = Some(HeaderValue::from_static(env.server_protocol()));
+            // The user `BasicAuth` (or a front) let in.
+            let remote_user = (req.extensions().get::<Forwarded>())
+                .and_then(|front| front.vars.iter().find(|(name, _)| name == "REMOTE_USER"))
+                .and_then(|(_, user)| HeaderValue::from_bytes(user).ok());
+            Box::new([remote_port, server_addr, server_protocol, remote_user])
+        });
         let outgoing = Outgoing {
             method: req.method().clone(),
             path_and_query,
             headers,
             body: None,
-            remote_port,
-            server_addr,
-            server_protocol,
-            remote_user,
+            cgi_ends,
         };
         Ok((mount, outgoing))
     }
