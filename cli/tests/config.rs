@@ -341,6 +341,14 @@ fn a_bad_file_names_its_line_and_key_and_exits_2() {
             "s.toml:5:11: mount[0].proxy_options.balance: \"random\": expected round-robin, least-outstanding, ip-hash or hash KEY [consistent]",
         ),
         (
+            "[[mount]]\nprefix = \"/api\"\nproxy = \"http://127.0.0.1:9\"\n[mount.proxy_options]\nbalance = \"hash $nope\"\n",
+            "s.toml:5:11: mount[0].proxy_options.balance: \"$nope\": $nope is no variable a hash takes",
+        ),
+        (
+            "[[mount]]\nprefix = \"/api\"\nproxy = [\"http://127.0.0.1:9 weight=0\"]\n",
+            "weight=0: a weight is a whole number from 1 to 65535",
+        ),
+        (
             "[[mount]]\nprefix = \"/\"\napp = \"hello\"\ncache_dir = \"/tmp/c\"\n",
             "mount /: cache_dir needs cache, the size to keep there",
         ),
