@@ -116,7 +116,7 @@ pub(crate) struct ServeArgs {
     /// uwsgi://HOST:PORT[/base] or uwsgi+unix:/PATH[:/base], FastCGI with fastcgi://HOST:PORT
     /// or fastcgi+unix:/PATH; several, comma-separated, for a round-robin pool, each followed
     /// by nginx's server parameters if need be: "http://10.0.0.2:80 weight=3", backup, down,
-    /// max_fails=N, fail_timeout=T). `/` mounts at the root; the longest matching prefix wins;
+    /// max_conns=N, max_fails=N, fail_timeout=T). `/` mounts at the root; the longest matching prefix wins;
     /// no match is a 404.
     #[arg(long = "mount", value_name = "PREFIX=SPEC", value_parser = parse_mount)]
     pub(crate) mounts: Vec<Mount>,

@@ -641,6 +641,35 @@ fn a_pool_member_takes_nginx_s_server_parameters() {
         .unwrap();
     let pool = [format!("http://{dead}"), format!("http://{c} backup")];
     assert!(seen(&pool, 4).iter().all(|name| *name == nc));
+    // `max_conns=1`: while the slow member has a request in flight, the
+    // others go to the other member; with none left, 502 (nginx's "no live
+    // upstreams").
+    let slow = upstream(|_req: Request| async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        "slow"
+    });
+    for (pool, during) in [
+        (
+            vec![
+                format!("http://{} max_conns=1", slow.addr),
+                format!("http://{a}"),
+            ],
+            na.as_str(),
+        ),
+        (
+            vec![format!("http://{} max_conns=1", slow.addr)],
+            "502 Bad Gateway",
+        ),
+    ] {
+        let proxy = front(Proxy::balance(pool.iter().map(String::as_str)));
+        let addr = proxy.addr;
+        let first = std::thread::spawn(move || Conn::open(addr).get("/").text());
+        std::thread::sleep(Duration::from_millis(150));
+        for _ in 0..3 {
+            assert_eq!(Conn::open(proxy.addr).get("/").text(), during, "{pool:?}");
+        }
+        assert_eq!(first.join().unwrap(), "slow");
+    }
     // `max_fails=2`: the member that fails is left out only after its second
     // failure in a row (the pool's default is the first).
     for (max_fails, failed) in [("", 1), (" max_fails=2", 2)] {

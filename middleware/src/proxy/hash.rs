@@ -251,7 +251,8 @@ fn hashed(upstreams: &[Arc<Upstream>]) -> Vec<usize> {
 
 /// Whether the hash may send the request to member `i`.
 fn takes(upstreams: &[Arc<Upstream>], tried: &[usize], i: usize) -> bool {
-    !tried.contains(&i) && !upstreams[i].spec.member.down && upstreams[i].is_up()
+    let upstream = &upstreams[i];
+    !tried.contains(&i) && !upstream.spec.member.down && upstream.is_up() && !upstream.is_full()
 }
 
 /// The member a weighted `hash` falls on: nginx lays the members out by

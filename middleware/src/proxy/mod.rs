@@ -89,8 +89,10 @@
 //! key](Balance), as nginx's methods do. Each may be followed by
 //! nginx's `server` parameters: `weight=N` (shared as nginx's smooth weighted
 //! round robin shares it), `backup` (asked only when no other is live, or
-//! all others failed the request), `down` (never asked), and `max_fails=N`
-//! and `fail_timeout=T` (`30`, `30s`, `500ms`, `1m`) for that member alone:
+//! all others failed the request), `down` (never asked), `max_conns=N` (not
+//! asked while N of its requests are in flight; with every member so, 502),
+//! and `max_fails=N` and `fail_timeout=T` (`30`, `30s`, `500ms`, `1m`) for
+//! that member alone:
 //!
 //! ```
 //! # use stackway_middleware::Proxy;
@@ -543,9 +545,10 @@ impl Proxy {
         members.now()
     }
 
-    /// The upstream for the next request, other than those `tried` or `down`:
-    /// the live ones first; if none is live, any. Of those, only the lowest
-    /// priority's (backups stand by; SRV records', RFC 2782).
+    /// The upstream for the next request, other than those `tried`, `down`
+    /// or at their `max_conns`: the live ones first; if none is live, any. Of
+    /// those, only the lowest priority's (backups stand by; SRV records', RFC
+    /// 2782).
     fn pick(
         &self,
         upstreams: &[Arc<Upstream>],
@@ -558,8 +561,10 @@ impl Proxy {
                 return Some(i);
             }
         }
-        let others =
-            (0..upstreams.len()).filter(|&i| !tried.contains(&i) && !upstreams[i].spec.member.down);
+        let others = (0..upstreams.len()).filter(|&i| {
+            let upstream = &upstreams[i];
+            !tried.contains(&i) && !upstream.spec.member.down && !upstream.is_full()
+        });
         let live: Vec<usize> = others.clone().filter(|&i| upstreams[i].is_up()).collect();
         let mut candidates: Vec<usize> = if live.is_empty() {
             others.collect()

@@ -103,6 +103,8 @@ pub(crate) struct Member {
     pub(crate) backup: bool,
     /// `down`: never asked.
     pub(crate) down: bool,
+    /// `max_conns=N`: not asked while it has this many requests in flight.
+    pub(crate) max_conns: Option<usize>,
     /// `max_fails=N` and `fail_timeout=T` (`10`, `10s`, `500ms`, `1m`, `1h`):
     /// the pool's, for this member.
     pub(crate) max_fails: Option<u32>,
@@ -115,6 +117,7 @@ impl Default for Member {
             weight: 1,
             backup: false,
             down: false,
+            max_conns: None,
             max_fails: None,
             fail_timeout: None,
         }
@@ -124,8 +127,11 @@ impl Default for Member {
 impl Member {
     /// Takes one parameter.
     fn set(&mut self, parameter: &str) -> Result<(), String> {
-        let bad =
-            || format!("{parameter:?} is no weight=N, max_fails=N, fail_timeout=T, backup or down");
+        let bad = || {
+            format!(
+                "{parameter:?} is no weight=N, max_conns=N, max_fails=N, fail_timeout=T, backup or down"
+            )
+        };
         match parameter.split_once('=') {
             None if parameter == "backup" => self.backup = true,
             None if parameter == "down" => self.down = true,
@@ -137,6 +143,10 @@ impl Member {
                     ));
                 }
             },
+            Some(("max_conns", n)) => {
+                let n: usize = n.parse().map_err(|_| bad())?;
+                self.max_conns = (n > 0).then_some(n);
+            }
             Some(("max_fails", n)) => {
                 let n: u32 = n.parse().map_err(|_| bad())?;
                 self.max_fails = Some(if n == 0 { u32::MAX } else { n });
@@ -648,6 +658,12 @@ impl Upstream {
         InFlight(self.outstanding.clone())
     }
 
+    /// Whether it has as many requests in flight as its `max_conns`.
+    pub(crate) fn is_full(&self) -> bool {
+        (self.spec.member.max_conns)
+            .is_some_and(|max| self.outstanding.load(Ordering::Relaxed) >= max)
+    }
+
     /// Whether the balancer may choose it now.
     pub(crate) fn is_up(&self) -> bool {
         !self.unhealthy.load(Ordering::Relaxed)
@@ -1095,11 +1111,14 @@ mod tests {
                 weight: 3,
                 backup: true,
                 down: false,
+                max_conns: None,
                 max_fails: Some(u32::MAX),
                 fail_timeout: Some(Duration::from_secs(60)),
             }
         );
         assert!(member("unix:/run/a.sock down").unwrap().down);
+        assert_eq!(member("http://h:1 max_conns=4").unwrap().max_conns, Some(4));
+        assert_eq!(member("http://h:1 max_conns=0").unwrap().max_conns, None);
         for (time, ms) in [
             ("30", 30_000),
             ("30s", 30_000),
@@ -1119,6 +1138,7 @@ mod tests {
             "http://h:1 fail_timeout=1d",
             "http://h:1 fail_timeout=s",
             "http://h:1 max_fails=x",
+            "http://h:1 max_conns=-1",
             "http://h:1 slow_start=10s",
             "http+srv://_http._tcp.api.internal weight=2",
             "http+srv://_http._tcp.api.internal backup",
