@@ -1160,9 +1160,10 @@ def battery_pool(binary):
                                   for port in (pair.ref_port, pair.our_port)))
         finally:
             pair.close()
-    # nginx's hashing balancers: who answers each of forty users, by their X-User.
+    # nginx's other balancers: who answers each of forty users (by their X-User, for a hash).
     users = [request("GET", "/", f"X-User: user-{i}\r\n") for i in range(40)]
-    for case, method, members in [("ip_hash", "ip_hash", [a, b, c]),
+    for case, method, members in [("least_conn with weights", "least_conn", [f"{a} weight=3", b, c]),
+                                  ("ip_hash", "ip_hash", [a, b, c]),
                                   ("ip_hash, the member it lands on down", "ip_hash", [a, b, dead]),
                                   ("hash", "hash $http_x_user", [a, b, c]),
                                   ("hash with weights", "hash $http_x_user", [f"{a} weight=3", b, c]),
@@ -1170,7 +1171,7 @@ def battery_pool(binary):
                                   ("hash consistent", "hash $http_x_user consistent", [a, b, c]),
                                   ("hash consistent with weights", "hash $http_x_user consistent",
                                    [a, f"{b} weight=2", c])]:
-        balance = "ip-hash" if method == "ip_hash" else method
+        balance = {"ip_hash": "ip-hash", "least_conn": "least-outstanding"}.get(method, method)
         config = Path(tempfile.mkdtemp(prefix="stackway-diff-"), "stackway.toml")
         upstreams = ", ".join(f'"http://{m}"' for m in members)
         config.write_text(f'[[mount]]\nprefix = "/"\nproxy = [{upstreams}]\n'

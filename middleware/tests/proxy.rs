@@ -626,6 +626,14 @@ fn a_pool_member_takes_nginx_s_server_parameters() {
     let pool = [format!("http://{a} weight=3"), format!("http://{b}")];
     let order = [&na, &na, &nb, &na, &na, &na, &nb, &na].map(String::as_str);
     assert_eq!(seen(&pool, 8), order);
+    // least_conn shares its ties (here every request: one at a time) the same way.
+    let least = front(
+        Proxy::balance(pool.iter().map(String::as_str)).balance_by(Balance::LeastOutstanding),
+    );
+    let asked: Vec<String> = (0..8)
+        .map(|_| Conn::open(least.addr).get("/").text())
+        .collect();
+    assert_eq!(asked, order);
     // `backup` stands by while another is live; `down` is never asked.
     let pool = [
         format!("http://{a} down"),

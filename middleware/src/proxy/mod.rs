@@ -179,8 +179,8 @@ pub enum Balance {
     /// Each in turn, shared by weight. The default.
     #[default]
     RoundRobin,
-    /// The one with the fewest requests in flight for its weight (nginx's
-    /// `least_conn`).
+    /// The one with the fewest requests in flight for its weight, ties shared
+    /// as round robin shares them (nginx's `least_conn`).
     LeastOutstanding,
     /// Each client to one upstream, by its network (the first three bytes of
     /// an IPv4 address, all of an IPv6 one), as nginx's `ip_hash` sends it.
@@ -575,13 +575,18 @@ impl Proxy {
         candidates.retain(|&i| upstreams[i].priority == first);
         match self.settings.balance {
             Balance::LeastOutstanding => {
-                // The fewest in flight for its weight; ties go turn by turn.
-                let turn = self.next.fetch_add(1, Ordering::Relaxed) % candidates.len();
-                candidates.rotate_left(turn);
+                // The fewest in flight for its weight; ties shared by round robin,
+                // as nginx's least_conn shares them.
                 let load = |i: usize| upstreams[i].outstanding.load(Ordering::Relaxed);
-                candidates.into_iter().min_by(|&a, &b| {
-                    (load(a) * upstreams[b].weight).cmp(&(load(b) * upstreams[a].weight))
-                })
+                let lighter = |a: usize, b: usize| {
+                    load(a) * upstreams[b].weight < load(b) * upstreams[a].weight
+                };
+                let least = candidates
+                    .iter()
+                    .copied()
+                    .reduce(|a, b| if lighter(b, a) { b } else { a })?;
+                candidates.retain(|&i| !lighter(least, i));
+                self.round_robin(upstreams, &candidates)
             }
             // What a hash falls back to, as nginx's does.
             _ => self.round_robin(upstreams, &candidates),
