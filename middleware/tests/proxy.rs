@@ -525,6 +525,17 @@ fn whoami(port: u16) -> impl stackway::App {
     move |_req: Request| async move { port.to_string().into_response() }
 }
 
+/// `n` upstreams, each answering with its port.
+fn whoamis(n: usize) -> Vec<Running> {
+    (0..n)
+        .map(|_| {
+            let server = server();
+            let port = server.local_addr().port();
+            Running::start(server, whoami(port))
+        })
+        .collect()
+}
+
 /// `METHOD /` with `body` on a new connection, and the answer.
 fn send(addr: SocketAddr, method: &str, body: &str) -> support::http::RawResponse {
     let mut conn = Conn::open(addr);
@@ -538,13 +549,7 @@ fn send(addr: SocketAddr, method: &str, body: &str) -> support::http::RawRespons
 
 #[test]
 fn a_pool_loses_one_upstream_mid_run_and_no_get_fails() {
-    let ups: Vec<Running> = (0..3)
-        .map(|_| {
-            let server = server();
-            let port = server.local_addr().port();
-            Running::start(server, whoami(port))
-        })
-        .collect();
+    let ups = whoamis(3);
     let specs: Vec<String> = ups.iter().map(|u| format!("http://{}", u.addr)).collect();
     let proxy = front(Proxy::balance(specs.iter().map(String::as_str)));
     let mut ups = ups.into_iter();
@@ -607,13 +612,7 @@ fn a_request_goes_on_to_the_next_upstream_when_one_is_down_or_closes_unanswered(
 
 #[test]
 fn a_pool_member_takes_nginx_s_server_parameters() {
-    let ups: Vec<Running> = (0..3)
-        .map(|_| {
-            let server = server();
-            let port = server.local_addr().port();
-            Running::start(server, whoami(port))
-        })
-        .collect();
+    let ups = whoamis(3);
     let [a, b, c] = [0, 1, 2].map(|i| ups[i].addr);
     let [na, nb, nc] = [a, b, c].map(|addr| addr.port().to_string());
     let seen = |pool: &[String], n: usize| -> Vec<String> {
@@ -694,13 +693,7 @@ fn a_pool_member_takes_nginx_s_server_parameters() {
 
 #[test]
 fn a_hash_sends_each_key_to_one_upstream_as_nginx_does() {
-    let ups: Vec<Running> = (0..4)
-        .map(|_| {
-            let server = server();
-            let port = server.local_addr().port();
-            Running::start(server, whoami(port))
-        })
-        .collect();
+    let ups = whoamis(4);
     let names: Vec<String> = ups.iter().map(|u| u.addr.port().to_string()).collect();
     let pool = |n: usize| -> Vec<String> {
         ups[..n]

@@ -256,17 +256,44 @@ fn takes(upstreams: &[Arc<Upstream>], tried: &[usize], i: usize) -> bool {
 }
 
 /// The member a weighted `hash` falls on: nginx lays the members out by
-/// weight and takes the one `hash` modulo their total lands in.
+/// weight and takes the one `hash` modulo their total lands in. (An SRV
+/// record's weight may be 0; nginx's are 1 at least, and so are these.)
 fn by_weight(upstreams: &[Arc<Upstream>], members: &[usize], hash: u32) -> usize {
-    let total: usize = members.iter().map(|&i| upstreams[i].weight).sum();
+    let weight = |i: usize| upstreams[i].weight.max(1);
+    let total: usize = members.iter().map(|&i| weight(i)).sum();
     let mut w = hash as usize % total;
     for &i in members {
-        match w.checked_sub(upstreams[i].weight) {
+        match w.checked_sub(weight(i)) {
             Some(left) => w = left,
             None => return i,
         }
     }
     unreachable!("w is below the total of the weights")
+}
+
+/// nginx's way through `ip_hash` and `hash KEY`: `next` gives each try's
+/// hash, and the first member one lands on that may take the request is the
+/// one; `None` for round robin with one member, or after twenty tries.
+fn twenty_tries(
+    upstreams: &[Arc<Upstream>],
+    tried: &[usize],
+    members: &[usize],
+    tries: &mut u32,
+    mut next: impl FnMut() -> u32,
+) -> Option<usize> {
+    if *tries > 20 || members.len() < 2 {
+        return None;
+    }
+    loop {
+        let i = by_weight(upstreams, members, next());
+        if takes(upstreams, tried, i) {
+            return Some(i);
+        }
+        *tries += 1;
+        if *tries > 20 {
+            return None;
+        }
+    }
 }
 
 /// The member for this try, or `None` for round robin, as nginx falls back
@@ -287,53 +314,34 @@ pub(crate) fn pick(
             hash,
             tries,
         } => {
-            if *tries > 20 || members.len() < 2 {
-                return None;
-            }
             let mut h = *hash;
-            loop {
+            let found = twenty_tries(upstreams, tried, &members, tries, || {
                 for &byte in &addr[..*len] {
                     h = (h * 113 + u32::from(byte)) % 6271;
                 }
-                let i = by_weight(upstreams, &members, h);
-                if takes(upstreams, tried, i) {
-                    *hash = h;
-                    return Some(i);
-                }
-                *tries += 1;
-                if *tries > 20 {
-                    return None;
-                }
+                h
+            });
+            if found.is_some() {
+                *hash = h;
             }
+            found
         }
         Turn::Key {
             key,
             hash,
             rehash,
             tries,
-        } => {
-            if *tries > 20 || members.len() < 2 {
-                return None;
+        } => twenty_tries(upstreams, tried, &members, tries, || {
+            // Cache::Memcached's: ((crc32([REHASH] KEY) >> 16) & 0x7fff) + PREV.
+            let mut crc = crc32fast::Hasher::new();
+            if *rehash > 0 {
+                crc.update(rehash.to_string().as_bytes());
             }
-            loop {
-                // Cache::Memcached's: ((crc32([REHASH] KEY) >> 16) & 0x7fff) + PREV.
-                let mut crc = crc32fast::Hasher::new();
-                if *rehash > 0 {
-                    crc.update(rehash.to_string().as_bytes());
-                }
-                crc.update(key);
-                *hash = hash.wrapping_add((crc.finalize() >> 16) & 0x7fff);
-                *rehash += 1;
-                let i = by_weight(upstreams, &members, *hash);
-                if takes(upstreams, tried, i) {
-                    return Some(i);
-                }
-                *tries += 1;
-                if *tries > 20 {
-                    return None;
-                }
-            }
-        }
+            crc.update(key);
+            *hash = hash.wrapping_add((crc.finalize() >> 16) & 0x7fff);
+            *rehash += 1;
+            *hash
+        }),
         Turn::Consistent {
             circle,
             point,
