@@ -126,6 +126,7 @@ mod cgi;
 mod dns;
 mod fastcgi;
 mod grpc;
+mod h1;
 mod hash;
 mod headers;
 mod health;

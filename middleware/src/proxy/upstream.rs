@@ -426,8 +426,10 @@ pub(crate) enum SendError {
     Client(hyper_util::client::legacy::Error),
     Connect(io::Error),
     Request(hyper::Error),
+    /// A request without a body, sent and answered in its own task.
+    Bare(super::h1::Error),
     /// The pooled connection the request went on closed before any answer.
-    Stale(hyper::Error),
+    Stale(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl SendError {
@@ -435,7 +437,7 @@ impl SendError {
         match self {
             Self::Client(e) => e.is_connect(),
             Self::Connect(_) => true,
-            Self::Request(_) | Self::Stale(_) => false,
+            Self::Request(_) | Self::Bare(_) | Self::Stale(_) => false,
         }
     }
 
@@ -447,7 +449,9 @@ impl SendError {
     /// no answer, rather than a bad one.
     pub(crate) fn closed_before_answer(&self) -> bool {
         match self {
-            Self::Request(e) | Self::Stale(e) => super::pool::closed_under(e),
+            Self::Request(e) => super::pool::closed_under(e),
+            Self::Bare(e) => e.closed_before_answer(),
+            Self::Stale(_) => true,
             Self::Client(_) | Self::Connect(_) => false,
         }
     }
@@ -458,7 +462,9 @@ impl fmt::Display for SendError {
         match self {
             Self::Client(e) => e.fmt(f),
             Self::Connect(_) => f.write_str("client error (Connect)"),
-            Self::Request(_) | Self::Stale(_) => f.write_str("client error (SendRequest)"),
+            Self::Request(_) | Self::Bare(_) | Self::Stale(_) => {
+                f.write_str("client error (SendRequest)")
+            }
         }
     }
 }
@@ -468,7 +474,9 @@ impl std::error::Error for SendError {
         match self {
             Self::Client(e) => e.source(),
             Self::Connect(e) => Some(e),
-            Self::Request(e) | Self::Stale(e) => Some(e),
+            Self::Request(e) => Some(e),
+            Self::Bare(e) => Some(e),
+            Self::Stale(e) => Some(&**e),
         }
     }
 }
