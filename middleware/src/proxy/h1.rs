@@ -36,8 +36,10 @@ const MAX_HEAD: usize = 8192 + 4096 * 100;
 const MAX_FIELDS: usize = 100;
 const MAX_EXTENSIONS: u64 = 16 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
-/// The room a read asks the socket to fill.
+/// The room a read asks the socket to fill, to begin with and at most: it
+/// doubles after each read that filled it, as hyper's adaptive reads do.
 const READ: usize = 8192;
+const MOST_READ: usize = 256 * 1024;
 
 /// Whether `req` goes this way: no body, and no protocol to switch to.
 pub(crate) fn takes(req: &Request<Body>) -> bool {
@@ -60,10 +62,7 @@ pub(crate) fn send(pool: Arc<Pool>, req: Request<Body>, fresh: bool) -> Sending 
         let reused = idle.is_some();
         let mut conn = match idle {
             Some(conn) => conn,
-            None => Conn {
-                io: TokioIo::new(pool.open().await?),
-                buf: BytesMut::new(),
-            },
+            None => Conn::new(pool.open().await?),
         };
         match conn.ask(&head, &method).await {
             Ok((parts, framing, keep_alive)) => {
@@ -125,9 +124,27 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 pub(crate) struct Conn {
     io: TokioIo<Stream>,
     buf: BytesMut,
+    /// The room the next read asks for.
+    room: usize,
 }
 
 impl Conn {
+    fn new(io: Stream) -> Self {
+        Self {
+            io: TokioIo::new(io),
+            buf: BytesMut::new(),
+            room: READ,
+        }
+    }
+
+    /// Made ready to wait in its pool: a buffer grown for a large body is
+    /// not kept.
+    pub(crate) fn rest(&mut self) {
+        if self.buf.capacity() > READ {
+            (self.buf, self.room) = (BytesMut::new(), READ);
+        }
+    }
+
     /// Whether an idle connection can carry a request: its upstream has
     /// neither closed it nor sent anything unasked. No system call unless
     /// the socket became readable.
@@ -144,8 +161,24 @@ impl Conn {
 
     /// Reads what the socket has; `Ok(0)` at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.buf.reserve(READ);
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        // What was read before is shared with the answers made of it, so a
+        // buffer is taken anew only once the room left runs low, not for
+        // each answer.
+        if self.buf.capacity() - self.buf.len() < self.room / 8 {
+            self.buf.reserve(self.room);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let read = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.buf
+        ))?;
+        self.room = match read {
+            _ if read == room => (self.room * 2).min(MOST_READ),
+            _ if read < self.room / 8 => READ,
+            _ => self.room,
+        };
+        Poll::Ready(Ok(read))
     }
 
     /// Writes `head`, and reads the answer's head: its parts, how its body

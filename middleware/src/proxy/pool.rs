@@ -170,7 +170,8 @@ impl Pool {
         std::iter::from_fn(|| idle.pop()).find_map(|(mut conn, _)| conn.is_idle().then_some(conn))
     }
 
-    pub(crate) fn give_back_bare(&self, conn: h1::Conn) {
+    pub(crate) fn give_back_bare(&self, mut conn: h1::Conn) {
+        conn.rest();
         let mut idle = self.idle.lock().expect("never held across a panic");
         if idle.len() < self.max_idle {
             let round = self.round.load(Ordering::Relaxed);
