@@ -56,7 +56,7 @@ pub(crate) fn send(pool: Arc<Pool>, req: Request<Body>, fresh: bool) -> Sending 
         false => pool.take_bare(),
     };
     let head = encode(&req);
-    let (method, close) = (req.method().clone(), asks_to_close(req.headers()));
+    let method = req.method().clone();
     drop(req);
     Box::pin(async move {
         let reused = idle.is_some();
@@ -66,7 +66,8 @@ pub(crate) fn send(pool: Arc<Pool>, req: Request<Body>, fresh: bool) -> Sending 
         };
         match conn.ask(&head, &method).await {
             Ok((parts, framing, keep_alive)) => {
-                let body = Answer::new(conn, framing, keep_alive && !close, pool);
+                // The request asks for no close: a `Connection` field stays on its hop.
+                let body = Answer::new(conn, framing, keep_alive, pool);
                 Ok(Response::from_parts(parts, Leased::bare(body)))
             }
             Err(e) if reused && e.closed_before_answer() => Err(SendError::Stale(Box::new(e))),
@@ -106,18 +107,6 @@ fn encode(req: &Request<Body>) -> Vec<u8> {
     }
     head.extend_from_slice(b"\r\n");
     head
-}
-
-/// Whether a `Connection` field asks to close after this message.
-fn asks_to_close(headers: &HeaderMap) -> bool {
-    has_token(headers, CONNECTION, "close")
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    (headers.get_all(name).iter()).any(|value| {
-        (value.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
 }
 
 /// A connection to a plain HTTP/1.1 upstream, and what has been read of it.
@@ -243,6 +232,7 @@ fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Framing, 
         let mut headers = HeaderMap::with_capacity(count);
         let mut keep_alive = version == Version::HTTP_11;
         let mut closing = false;
+        let mut said = Said::default();
         for &[name_start, name_end, value_start, value_end] in &at[..count] {
             let name = &head[name_start as usize..name_end as usize];
             let name = HeaderName::from_bytes(name).map_err(|_| Error::Field)?;
@@ -256,9 +246,10 @@ fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Framing, 
                     keep_alive = has(&value, "keep-alive");
                 }
             }
+            said.note(&name, &value);
             headers.append(name, value);
         }
-        let Some(framing) = framing(status, version, &headers, method)? else {
+        let Some(framing) = framing(status, version, &said, method)? else {
             // An informational answer: the final one follows.
             continue;
         };
@@ -285,7 +276,7 @@ fn has(value: &HeaderValue, token: &str) -> bool {
 fn framing(
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    said: &Said,
     method: &Method,
 ) -> Result<Option<Framing>, Error> {
     match status.as_u16() {
@@ -294,42 +285,57 @@ fn framing(
         _ if method == Method::HEAD => return Ok(Some(Framing::Length(0))),
         _ => {}
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        if version == Version::HTTP_10 {
+    Ok(Some(match (said.chunked, said.length) {
+        (Some(_), _) if version == Version::HTTP_10 => {
             return Err(Error::Framing("a Transfer-Encoding in an HTTP/1.0 answer"));
         }
-        let last = (headers.get_all(TRANSFER_ENCODING).iter().next_back())
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.rsplit(',').next());
-        return Ok(Some(match last {
-            Some(coding) if coding.trim().eq_ignore_ascii_case("chunked") => {
-                Framing::Chunked(Chunked::default())
-            }
-            _ => Framing::Eof,
-        }));
-    }
-    if !headers.contains_key(CONTENT_LENGTH) {
-        return Ok(Some(Framing::Eof));
-    }
-    // Every value of every line the same number.
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for n in value.to_str().map_err(|_| Error::Length)?.split(',') {
-            let n = n.trim();
-            let n = (n
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-                .then(|| n.parse::<u64>().ok()))
-            .flatten()
-            .filter(|&n| n < u64::MAX - 1)
-            .ok_or(Error::Length)?;
-            if length.is_some_and(|length| length != n) {
-                return Err(Error::Length);
-            }
-            length = Some(n);
+        (Some(true), _) => Framing::Chunked(Chunked::default()),
+        (Some(false), _) | (None, None) => Framing::Eof,
+        (None, Some(Some(length))) => Framing::Length(length),
+        (None, Some(None)) => return Err(Error::Length),
+    }))
+}
+
+/// What an answer's fields say of its framing, noted as they are read.
+#[derive(Default)]
+struct Said {
+    /// Whether the last `Transfer-Encoding` line ends in `chunked`, if
+    /// there is one.
+    chunked: Option<bool>,
+    /// The `Content-Length`, if there is one: `Some(None)` unless every
+    /// value of every line is the same number.
+    length: Option<Option<u64>>,
+}
+
+impl Said {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if name == TRANSFER_ENCODING {
+            let last = (value.to_str().ok()).and_then(|value| value.rsplit(',').next());
+            self.chunked = Some(last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")));
+        } else if name == CONTENT_LENGTH {
+            let mut length = match self.length {
+                // Once not one number, never one.
+                Some(None) => return,
+                Some(Some(n)) => Some(n),
+                None => None,
+            };
+            let one = value.to_str().is_ok_and(|value| {
+                value.split(',').all(|n| {
+                    let n = number(n.trim());
+                    let same = n.is_some() && (length.is_none() || length == n);
+                    length = n;
+                    same
+                })
+            });
+            self.length = Some(length.filter(|_| one));
         }
     }
-    Ok(Some(Framing::Length(length.ok_or(Error::Length)?)))
+}
+
+/// A length: digits alone, no more than hyper takes.
+fn number(digits: &str) -> Option<u64> {
+    let n = (digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse::<u64>().ok());
+    n.flatten().filter(|&n| n < u64::MAX - 1)
 }
 
 /// How an answer's body ends.
