@@ -382,19 +382,21 @@ impl Answer {
             }
         }
     }
+}
 
-    /// The next frame of what has been read, if there is one yet.
+impl Framing {
+    /// The next frame of what has been read into `buf`, if there is one yet.
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
-        Ok(match &mut self.framing {
-            Framing::Length(0) => Decoded::End,
-            Framing::Length(_) | Framing::Eof if buf.is_empty() => Decoded::More,
-            Framing::Length(left) => {
+        Ok(match self {
+            Self::Length(0) => Decoded::End,
+            Self::Length(_) | Self::Eof if buf.is_empty() => Decoded::More,
+            Self::Length(left) => {
                 let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
                 *left -= n as u64;
                 Decoded::Frame(Frame::data(buf.split_to(n).freeze()))
             }
-            Framing::Eof => Decoded::Frame(Frame::data(buf.split().freeze())),
-            Framing::Chunked(chunked) => chunked.decode(buf)?,
+            Self::Eof => Decoded::Frame(Frame::data(buf.split().freeze())),
+            Self::Chunked(chunked) => chunked.decode(buf)?,
         })
     }
 }
@@ -425,12 +427,10 @@ impl http_body::Body for Answer {
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
         loop {
-            let Some(mut conn) = this.conn.take() else {
+            let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            let decoded = this.decode(&mut conn.buf);
-            this.conn = Some(conn);
-            match decoded {
+            match this.framing.decode(&mut conn.buf) {
                 Ok(Decoded::Frame(frame)) => {
                     if this.is_end_stream() {
                         this.done();
@@ -447,9 +447,7 @@ impl http_body::Body for Answer {
                 }
                 Ok(Decoded::More) => {}
             }
-            let conn = this.conn.as_mut().expect("put back above");
-            let read = ready!(conn.poll_fill(cx));
-            match read {
+            match ready!(conn.poll_fill(cx)) {
                 Ok(0) if matches!(this.framing, Framing::Eof) => {
                     this.conn = None;
                     return Poll::Ready(None);
