@@ -68,7 +68,7 @@ pub(crate) fn send(pool: Arc<Pool>, req: Request<Body>, fresh: bool) -> Sending 
             Ok((parts, framing, keep_alive)) => {
                 // The request asks for no close: a `Connection` field stays on its hop.
                 let body = Answer::new(conn, framing, keep_alive, pool);
-                Ok(Response::from_parts(parts, Leased::bare(body)))
+                Ok(Response::from_parts(parts, Leased::Bare(body)))
             }
             Err(e) if reused && e.closed_before_answer() => Err(SendError::Stale(Box::new(e))),
             Err(e) => Err(SendError::Bare(e)),

@@ -291,10 +291,6 @@ impl Leased {
         }
     }
 
-    pub(crate) fn bare(answer: h1::Answer) -> Self {
-        Self::Bare(answer)
-    }
-
     fn give_back(lease: &mut Option<Lease>) {
         if let Some(Lease { sender, pool }) = lease.take() {
             pool.give_back(sender);
