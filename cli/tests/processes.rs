@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use stackway_test_support::http::{Conn, RawResponse};
-use support::{Server, stackway};
+use support::{Server, children, stackway};
 
 const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
 
@@ -46,18 +46,6 @@ fn pid_of(addr: SocketAddr, path: &str) -> u32 {
     let res = Conn::open(addr).get(path);
     assert_eq!(res.status, 200, "{}", res.text());
     res.text().parse().unwrap()
-}
-
-/// The processes whose parent is `parent`.
-fn children(parent: u32) -> BTreeSet<u32> {
-    let out = std::process::Command::new("ps")
-        .args(["-o", "pid=", "--ppid", &parent.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(|pid| pid.parse().unwrap())
-        .collect()
 }
 
 fn alive(pid: u32) -> bool {

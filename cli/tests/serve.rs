@@ -1,5 +1,7 @@
 //! The `stackway` binary, started on port 0 and spoken to over real sockets.
 
+mod support;
+
 use stackway_test_support::external;
 use stackway_test_support::http;
 
@@ -9,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use http::Conn;
+use support::children;
 
 /// A running `stackway serve`, killed when dropped.
 struct Stackway {
@@ -1012,12 +1015,23 @@ fn sighup_replaces_the_processes_with_the_new_code_once_it_loads() {
     write("v2");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(get(), "v1");
+    let old = children(server.child.id());
     server.signal("-HUP");
+    // Both processes replaced, the old ones gone: a process still starting
+    // would read the code written next.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while get() != "v2" {
-        assert!(std::time::Instant::now() < deadline, "never served v2");
+    loop {
+        let now = children(server.child.id());
+        if now.len() == 2 && now.is_disjoint(&old) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not replaced: {now:?} after {old:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(get(), "v2");
     // Code that does not load is reported, and the old code goes on serving.
     std::fs::write(&module, "def application(:\n").unwrap();
     server.signal("-HUP");

@@ -111,3 +111,15 @@ pub fn activated(sockets: Vec<std::os::fd::OwnedFd>, args: &[&str]) -> Command {
     command.fd_mappings(mappings).unwrap();
     command
 }
+
+/// The processes whose parent is `parent`.
+pub fn children(parent: u32) -> std::collections::BTreeSet<u32> {
+    let out = Command::new("ps")
+        .args(["-o", "pid=", "--ppid", &parent.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|pid| pid.parse().unwrap())
+        .collect()
+}
