@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use stackway::Body;
 use tokio::io::AsyncWriteExt;
 
+use super::headers::lists;
 use super::pool::{Leased, Pool, Sending};
 use super::upstream::{SendError, Stream};
 
@@ -240,10 +241,10 @@ fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Framing, 
             let value = HeaderValue::from_maybe_shared(value).map_err(|_| Error::Field)?;
             if name == CONNECTION {
                 // Once a line asks to close, a later `keep-alive` does not undo it.
-                if closing || has(&value, "close") {
+                if closing || lists(&value, "close") {
                     (closing, keep_alive) = (true, false);
                 } else if !keep_alive {
-                    keep_alive = has(&value, "keep-alive");
+                    keep_alive = lists(&value, "keep-alive");
                 }
             }
             said.note(&name, &value);
@@ -263,11 +264,6 @@ fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<(Parts, Framing, 
         return Ok(Some((parts, framing, keep_alive)));
     }
     Ok(None)
-}
-
-fn has(value: &HeaderValue, token: &str) -> bool {
-    (value.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// How the body of an answer to `method` is framed, as hyper's client

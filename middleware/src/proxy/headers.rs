@@ -34,10 +34,13 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Whether header `name`'s comma-separated values hold `token` (any case).
 pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    (headers.get_all(name).iter())
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    (headers.get_all(name).iter()).any(|value| lists(value, token))
+}
+
+/// Whether one line's comma-separated values hold `token` (any case).
+pub(crate) fn lists(value: &HeaderValue, token: &str) -> bool {
+    (value.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// Whether a client's header goes on to the upstream (before the hop-by-hop
