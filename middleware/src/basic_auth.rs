@@ -336,8 +336,8 @@ impl<A: App> App for BasicAuth<A> {
             front
                 .vars
                 .retain(|(name, _)| name != "REMOTE_USER" && name != "AUTH_TYPE");
-            front.vars.push(("REMOTE_USER".into(), user.into_bytes()));
-            front.vars.push(("AUTH_TYPE".into(), b"Basic".to_vec()));
+            front.vars.push(("REMOTE_USER".into(), user.into()));
+            front.vars.push(("AUTH_TYPE".into(), "Basic".into()));
             return self.inner.call(req).await;
         }
         let mut res = StatusCode::UNAUTHORIZED.into_response();

@@ -36,6 +36,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::uri::{Authority, Scheme};
 use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
@@ -107,8 +108,9 @@ pub struct Forwarded {
     /// of (over uwsgi: `REMOTE_USER` from nginx's `auth_basic`,
     /// `DOCUMENT_ROOT`, a deployment's own `uwsgi_param`): passed on as they
     /// are by [`Environ::cgi`] and a WSGI environ, where neither has a
-    /// variable of that name.
-    pub vars: Vec<(String, Vec<u8>)>,
+    /// variable of that name. Names and values are bytes as the front sent
+    /// them (over uwsgi, slices of its packet: no copy a variable).
+    pub vars: Vec<(Bytes, Bytes)>,
 }
 
 /// SCRIPT_NAME as it was set: a prefix of the raw path.
@@ -530,7 +532,7 @@ impl<'a> Environ<'a> {
             set(name, String::from_utf8_lossy(value).into_owned());
         });
         for (name, value) in self.front_vars() {
-            env.entry(name.clone())
+            env.entry(String::from_utf8_lossy(name).into_owned())
                 .or_insert_with(|| String::from_utf8_lossy(value).into_owned());
         }
         env
@@ -538,7 +540,7 @@ impl<'a> Environ<'a> {
 
     /// The variables a front set for the app beyond the request's own
     /// ([`Forwarded::vars`]); none without a front that sets them.
-    pub fn front_vars(&self) -> &'a [(String, Vec<u8>)] {
+    pub fn front_vars(&self) -> &'a [(Bytes, Bytes)] {
         self.forwarded().map_or(&[], |f| &f.vars)
     }
 

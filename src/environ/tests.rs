@@ -223,8 +223,8 @@ fn a_fronts_variables_join_the_cgi_view_and_never_replace_its_own() {
     let mut req = request("/x");
     req.extensions_mut().insert(Forwarded {
         vars: vec![
-            ("REMOTE_USER".into(), b"alice".to_vec()),
-            ("REQUEST_METHOD".into(), b"DELETE".to_vec()),
+            ("REMOTE_USER".into(), "alice".into()),
+            ("REQUEST_METHOD".into(), "DELETE".into()),
         ],
         ..Forwarded::default()
     });

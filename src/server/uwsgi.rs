@@ -182,11 +182,11 @@ pub(super) async fn read_packet<S: AsyncRead + Unpin>(
         }));
     }
     let packet = buf.freeze();
-    let vars = match Vars::parse(&packet[4..end]) {
-        Ok(vars) => vars,
+    let (vars, fields) = match Vars::parse(&packet[4..end]) {
+        Ok(parsed) => parsed,
         Err(refused) => return Ok(Err(refused)),
     };
-    Ok(open(&packet, end, vars))
+    Ok(open(&packet, end, vars, fields))
 }
 
 /// Reads into `buf` until it holds at least `len` bytes.
@@ -209,17 +209,20 @@ type Var<'a> = (&'a [u8], &'a [u8]);
 struct Vars<'a>(&'a [u8]);
 
 impl<'a> Vars<'a> {
-    /// The block, if every variable lies within it.
-    fn parse(block: &'a [u8]) -> Result<Self, Refused> {
+    /// The block, if every variable lies within it, and how many of them
+    /// may be header fields (`HTTP_*`, `CONTENT_*`).
+    fn parse(block: &'a [u8]) -> Result<(Self, usize), Refused> {
         let mut vars = Self(block);
+        let mut fields = 0;
         while !vars.0.is_empty() {
-            if vars.next().is_none() {
+            let Some((name, _)) = vars.next() else {
                 return Err(Refused::bad(
                     "a uwsgi variable runs past the end of its packet",
                 ));
-            }
+            };
+            fields += usize::from(name.starts_with(b"HTTP_") || name.starts_with(b"CONTENT_"));
         }
-        Ok(Self(block))
+        Ok((Self(block), fields))
     }
 
     fn take(&mut self) -> Option<&'a [u8]> {
@@ -241,17 +244,16 @@ impl<'a> Iterator for Vars<'a> {
 
 /// The request the variables describe; `packet` holds them (up to `end`,
 /// then the body's first bytes), and the header values are slices of it.
-fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
-    let fields = vars
-        .filter(|(name, _)| name.starts_with(b"HTTP_") || name.starts_with(b"CONTENT_"))
-        .count();
+fn open(packet: &Bytes, end: usize, vars: Vars<'_>, fields: usize) -> Result<Opened, Refused> {
     let mut headers = HeaderMap::with_capacity(fields);
     // The rest is the front's word for the app (REMOTE_USER, DOCUMENT_ROOT,
     // a deployment's own), passed on as uWSGI does; the first of a name wins.
-    let mut front: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut front: Vec<(Bytes, Bytes)> = Vec::new();
     // What the request is made of, or what stackway decides itself, found in
     // the same pass (the first of a name).
     let mut named = Named::default();
+    // Noted as they are taken, not looked up after.
+    let (mut host, mut coding) = (None, false);
     for (name, value) in vars {
         if named.note(name, value) {
             continue;
@@ -261,9 +263,9 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
             // a body: no header, but the app sees them empty, as under uWSGI.
             // One sent empty first is the one that counts.
             b"CONTENT_TYPE" | b"CONTENT_LENGTH"
-                if value.is_empty() || front.iter().any(|(n, _)| n.as_bytes() == name) =>
+                if value.is_empty() || front.iter().any(|(n, _)| n == name) =>
             {
-                pass_on(&mut front, name, value);
+                pass_on(&mut front, packet, name, value);
                 continue;
             }
             b"CONTENT_TYPE" | b"CONTENT_LENGTH" => name,
@@ -278,7 +280,7 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
                         && !name.is_empty()
                         && name.iter().all(u8::is_ascii_graphic);
                     if passed {
-                        pass_on(&mut front, name, value);
+                        pass_on(&mut front, packet, name, value);
                     }
                     continue;
                 }
@@ -308,6 +310,11 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
                 String::from_utf8_lossy(name)
             )));
         }
+        match header {
+            HOST => host = Some(value),
+            TRANSFER_ENCODING => coding = true,
+            _ => {}
+        }
         let value = HeaderValue::from_maybe_shared(packet.slice_ref(value)).map_err(|_| {
             Refused::bad(format!(
                 "uwsgi variable {} holds a control character",
@@ -320,19 +327,26 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
     // coding beside it is the client's hop, which the front undid (nginx reads
     // a chunked body whole and sends its length); as framing, the two would
     // contradict each other.
-    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+    if coding && headers.contains_key(CONTENT_LENGTH) {
         headers.remove(TRANSFER_ENCODING);
     }
     // The host, as the HTTP listeners check it: nginx passes `a@b` and `a"b`.
-    if let Some(host) = headers.get(HOST).filter(|h| !valid_host(h.as_bytes())) {
+    if let Some(host) = host.filter(|h| !valid_host(h)) {
+        let host = String::from_utf8_lossy(host);
         return Err(Refused::bad(format!("HTTP_HOST {host:?} is no host")));
     }
-    let method = text(named.method).unwrap_or("GET");
+    let method = named.method.unwrap_or(b"GET");
     let method = Some(method)
         .filter(|m| !m.is_empty())
-        .filter(|m| (m.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-_!".contains(&b)))
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .ok_or_else(|| Refused::bad(format!("bad REQUEST_METHOD {method:?}")))?;
+        .filter(|m| {
+            m.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_!".contains(b))
+        })
+        .and_then(|m| Method::from_bytes(m).ok())
+        .ok_or_else(|| {
+            let method = String::from_utf8_lossy(method);
+            Refused::bad(format!("bad REQUEST_METHOD {method:?}"))
+        })?;
     let mut target = String::with_capacity(named.request_uri.map_or(16, |u| u.len() + 16));
     let prefix = target_path(
         named.path_info,
@@ -345,19 +359,20 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
         target.extend(percent_encode(query, QUERY));
     }
     // The client's own target, for the app, where it is not this one.
-    let request_uri = text(named.request_uri)
-        .filter(|uri| *uri != target && uri.starts_with('/'))
-        .filter(|uri| uri.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned);
+    let request_uri = named
+        .request_uri
+        .filter(|uri| *uri != target.as_bytes() && uri.starts_with(b"/"))
+        .filter(|uri| uri.iter().all(u8::is_ascii_graphic))
+        .map(|uri| String::from_utf8_lossy(uri).into_owned());
     let uri = Uri::from_maybe_shared(Bytes::from(target))
         .map_err(|e| Refused::bad(format!("bad request target: {e}")))?;
-    let https = text(named.https).is_some_and(|on| on.eq_ignore_ascii_case("on") || on == "1")
+    let https = (named.https).is_some_and(|on| on.eq_ignore_ascii_case(b"on") || on == b"1")
         || [named.request_scheme, named.uwsgi_scheme]
             .into_iter()
             .any(|scheme| scheme.is_some_and(|s| s.eq_ignore_ascii_case(b"https")));
     // The port the front took the request on, not this listener's.
     let port = text(named.server_port).and_then(|p| p.parse::<u16>().ok());
-    if !headers.contains_key(HOST) {
+    if host.is_none() {
         // No Host (HTTP/1.0): SERVER_NAME, with SERVER_PORT unless it is the
         // scheme's, as Werkzeug builds the host from them.
         let name = text(named.server_name).filter(|n| http::uri::Authority::try_from(*n).is_ok());
@@ -397,9 +412,9 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = method;
     head.uri = uri;
-    head.version = match text(named.protocol) {
-        Some("HTTP/1.0") => Version::HTTP_10,
-        Some("HTTP/2.0" | "HTTP/2") => Version::HTTP_2,
+    head.version = match named.protocol {
+        Some(b"HTTP/1.0") => Version::HTTP_10,
+        Some(b"HTTP/2.0" | b"HTTP/2") => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
     head.headers = headers;
@@ -413,10 +428,11 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>) -> Result<Opened, Refused> {
     })
 }
 
-/// Passes a front's variable on to the app, unless one of its name came first.
-fn pass_on(front: &mut Vec<(String, Vec<u8>)>, name: &[u8], value: &[u8]) {
-    if !front.iter().any(|(n, _)| n.as_bytes() == name) {
-        front.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+/// Passes a front's variable on to the app, unless one of its name came
+/// first: its name and value where they lie in the packet.
+fn pass_on(front: &mut Vec<(Bytes, Bytes)>, packet: &Bytes, name: &[u8], value: &[u8]) {
+    if !front.iter().any(|(n, _)| n == name) {
+        front.push((packet.slice_ref(name), packet.slice_ref(value)));
     }
 }
 
@@ -796,10 +812,10 @@ mod tests {
             port: Some(80),
             server_name: Some("example.org".into()),
             vars: vec![
-                ("CONTENT_TYPE".into(), Vec::new()),
-                ("CONTENT_LENGTH".into(), Vec::new()),
-                ("DOCUMENT_ROOT".into(), b"/usr/share/nginx/html".to_vec()),
-                ("REQUEST_SCHEME".into(), b"http".to_vec()),
+                ("CONTENT_TYPE".into(), "".into()),
+                ("CONTENT_LENGTH".into(), "".into()),
+                ("DOCUMENT_ROOT".into(), "/usr/share/nginx/html".into()),
+                ("REQUEST_SCHEME".into(), "http".into()),
             ],
             ..Forwarded::default()
         };
@@ -852,7 +868,9 @@ mod tests {
         .await
         .unwrap();
         let vars = opened.forwarded.unwrap().vars;
-        let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = (vars.iter())
+            .map(|(n, _)| std::str::from_utf8(n).unwrap())
+            .collect();
         assert_eq!(
             names,
             [
@@ -865,7 +883,7 @@ mod tests {
             ],
             "what the request is made of, UWSGI_* and headers stay out"
         );
-        assert_eq!(vars[4].1, b"alice", "the first of a name wins");
+        assert_eq!(vars[4].1, "alice", "the first of a name wins");
     }
 
     #[tokio::test]
@@ -1069,7 +1087,7 @@ mod tests {
             "POST /upload HTTP/1.0\r\ncontent-type: text/plain\r\n\r\n"
         );
         let front = opened.forwarded.unwrap().vars;
-        assert_eq!(front, [("CONTENT_LENGTH".to_owned(), Vec::new())]);
+        assert_eq!(front, [("CONTENT_LENGTH".into(), "".into())]);
     }
 
     /// What `write_response` sends for `res`, with the date taken out.
@@ -1188,7 +1206,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_packets_are_refused_with_a_reason() {
-        let table: [(Vec<u8>, u16, &str); 7] = [
+        let table: [(Vec<u8>, u16, &str); 8] = [
             (
                 {
                     let mut p = packet(&[("PATH_INFO", "/")]);
@@ -1212,6 +1230,17 @@ mod tests {
             ),
             (
                 packet(&[("REQUEST_METHOD", "GET /x")]),
+                400,
+                "REQUEST_METHOD",
+            ),
+            (
+                // Not text: refused, never taken for a GET.
+                {
+                    let mut p = packet(&[("REQUEST_METHOD", "GzT")]);
+                    let at = p.iter().position(|b| *b == b'z').unwrap();
+                    p[at] = 0xff;
+                    p
+                },
                 400,
                 "REQUEST_METHOD",
             ),

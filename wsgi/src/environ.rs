@@ -19,11 +19,12 @@ use stackway::{Request, RequestExt};
 use crate::objects::{Errors, FileWrapper};
 
 /// Bytes as a latin-1 `str`: each byte one code point. ASCII (nearly every
-/// value) goes straight in.
+/// value), which reads the same as UTF-8, goes straight to Python's decoder,
+/// checked once.
 pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(bytes) {
-        Ok(ascii) if bytes.is_ascii() => PyString::new(py, ascii),
-        _ => {
+    match bytes.is_ascii() {
+        true => PyString::from_bytes(py, bytes).expect("ASCII is UTF-8"),
+        false => {
             let text: String = bytes.iter().map(|&b| char::from(b)).collect();
             PyString::new(py, &text)
         }
@@ -122,12 +123,12 @@ impl Cgi {
         for (name, value) in env.front_vars() {
             // nginx's uwsgi_params send these on every request (the two
             // CONTENT_* here when empty).
-            let name = match name.as_str() {
-                "DOCUMENT_ROOT" => intern!(py, "DOCUMENT_ROOT").clone(),
-                "REQUEST_SCHEME" => intern!(py, "REQUEST_SCHEME").clone(),
-                "CONTENT_TYPE" => intern!(py, "CONTENT_TYPE").clone(),
-                "CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH").clone(),
-                name => PyString::new(py, name),
+            let name = match &name[..] {
+                b"DOCUMENT_ROOT" => intern!(py, "DOCUMENT_ROOT").clone(),
+                b"REQUEST_SCHEME" => intern!(py, "REQUEST_SCHEME").clone(),
+                b"CONTENT_TYPE" => intern!(py, "CONTENT_TYPE").clone(),
+                b"CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH").clone(),
+                name => latin1(py, name),
             };
             if !environ.contains(&name)? {
                 environ.set_item(name, latin1(py, value))?;
