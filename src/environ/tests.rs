@@ -285,3 +285,23 @@ fn headers_become_cgi_variables_joined_as_sent_and_underscores_left_out() {
     assert_eq!(cgi["HTTP_COOKIE"], "a=1; b=2");
     assert!(!cgi.keys().any(|name| name.contains("USER")));
 }
+
+#[test]
+fn an_authoritys_host_is_read_as_http_reads_it() {
+    for authority in [
+        "example.com",
+        "example.com:8080",
+        "Example.COM:80",
+        "127.0.0.1:19200",
+        "[::1]",
+        "[::1]:8080",
+        "[2001:db8::1]:443",
+        "user@host",
+        "user:pass@host:81",
+        "a@b@[::1]:1",
+        "host:",
+    ] {
+        let parsed: Authority = authority.parse().unwrap();
+        assert_eq!(host_of(parsed.as_str()), parsed.host(), "{authority}");
+    }
+}
