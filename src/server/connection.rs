@@ -151,7 +151,7 @@ pub(super) fn serve_uwsgi<A: App>(
 /// apart is not carried, beside what it returns, in the connection's state.
 fn serve_packet<'a, A: App>(
     mut tracked: Tracked,
-    opened: uwsgi::Opened,
+    opened: Box<uwsgi::Opened>,
     app: Arc<A>,
     watched: Watched<'a>,
     door: &'a Door,
@@ -418,7 +418,7 @@ struct Front {
 /// that the future holds only the app's call and the writing of its answer.
 fn answer_uwsgi<A: App>(
     mut io: Tracked,
-    opened: uwsgi::Opened,
+    opened: Box<uwsgi::Opened>,
     app: Arc<A>,
     shared: &Shared,
     activity: &Arc<Activity>,
@@ -493,7 +493,7 @@ async fn open_uwsgi(
     mut tracked: Tracked,
     peer: Option<SocketAddr>,
     door: &Door,
-) -> io::Result<(Tracked, uwsgi::Opened)> {
+) -> io::Result<(Tracked, Box<uwsgi::Opened>)> {
     // Boxed, as the refusal below: the rare cases' state is not carried by
     // every request.
     let remote_addr = match door.proxy_protocol {
