@@ -248,6 +248,18 @@ fn decode_lossy(raw: &str) -> Cow<'_, str> {
 /// `user@[::1]:8080`), read back from its end byte by byte: what SERVER_NAME
 /// asks of every request, where `host`'s searches cost a few hundred
 /// instructions.
+/// Whether `host` parses as an [`Authority`]: a name or an address with a
+/// port at most, as nearly every request's host is, is one as it stands,
+/// and is not copied into one to tell.
+fn is_authority(host: &str) -> bool {
+    let plain = !host.is_empty()
+        && host.bytes().filter(|b| *b == b':').count() <= 1
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    plain || host.parse::<Authority>().is_ok()
+}
+
 fn host_of(authority: &str) -> &str {
     let bytes = authority.as_bytes();
     let start = bytes
@@ -404,6 +416,11 @@ impl<'a> Environ<'a> {
         self.http_host()?.parse().ok()
     }
 
+    /// [`authority`](Self::authority) as it was sent, without a copy.
+    fn authority_str(&self) -> Option<&'a str> {
+        self.http_host().filter(|host| is_authority(host))
+    }
+
     /// The protocol as CGI and WSGI name it: `HTTP/1.0`, `HTTP/1.1`, and
     /// `HTTP/2` (as RFC 9113 names it; ASGI servers give `http_version` "2").
     pub fn server_protocol(&self) -> &'static str {
@@ -484,8 +501,8 @@ impl<'a> Environ<'a> {
         if let Some(name) = self.forwarded().and_then(|f| f.server_name.as_deref()) {
             return name.to_owned();
         }
-        match (self.authority(), self.local_addr()) {
-            (Some(authority), _) => host_of(authority.as_str()).to_ascii_lowercase(),
+        match (self.authority_str(), self.local_addr()) {
+            (Some(authority), _) => host_of(authority).to_ascii_lowercase(),
             (None, Some(local)) => local.ip().to_string(),
             (None, None) => "localhost".to_owned(),
         }

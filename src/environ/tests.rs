@@ -305,3 +305,29 @@ fn an_authoritys_host_is_read_as_http_reads_it() {
         assert_eq!(host_of(parsed.as_str()), parsed.host(), "{authority}");
     }
 }
+
+#[test]
+fn a_host_is_an_authority_as_http_parses_one() {
+    for host in [
+        "example.com",
+        "Example.COM:8080",
+        "127.0.0.1:19200",
+        "host:",
+        ":80",
+        "a-b.c:x",
+        "",
+        "a:b:c",
+        "a b",
+        "a/b",
+        "a?b",
+        "ex%41mple",
+        "[::1]:8080",
+        "[::1",
+        "user@host",
+        "host@",
+        "h\u{e9}te",
+    ] {
+        let parsed = host.parse::<Authority>().is_ok();
+        assert_eq!(is_authority(host), parsed, "{host:?}");
+    }
+}

@@ -91,7 +91,7 @@ mod run;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -104,7 +104,7 @@ pub use crate::asgi::{Asgi, StartupError};
 use crate::body::BodyReader;
 use crate::environ::Cgi;
 use crate::harakiri::{Harakiri, Watchdog};
-use crate::objects::{Exchange, Head};
+use crate::objects::{Exchange, Head, Sink};
 use crate::pool::{Pool, Refused};
 use crate::run::Job;
 
@@ -481,7 +481,7 @@ impl App for Wsgi {
                     Err(answer) => return answer,
                 },
             };
-            let (job, exchange, head_rx, body) = self.job(req, input);
+            let (job, exchange, head_rx, spooled) = self.job(req, input);
             let head = match on_workers {
                 true => {
                     self.run_here(job);
@@ -502,6 +502,7 @@ impl App for Wsgi {
                 Ok(head) => return head.status.into_response(),
                 Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             };
+            let body = exchange.kept_body(&head).or(spooled).unwrap_or_default();
             let mut res = Response::new(body);
             *res.status_mut() = head.status;
             *res.headers_mut() = head.headers;
@@ -515,19 +516,27 @@ impl App for Wsgi {
 
 impl Wsgi {
     /// The job for `req` (its body taken, read into `input`), with what
-    /// waits for its answer: the exchange, the head's receiver and the body.
+    /// waits for its answer: the exchange, the head's receiver and the
+    /// body, when it is spooled (on Python's threads).
     fn job(
         &self,
         req: Request,
         input: BodyReader,
-    ) -> (Job, Arc<Exchange>, oneshot::Receiver<Head>, Body) {
+    ) -> (Job, Arc<Exchange>, oneshot::Receiver<Head>, Option<Body>) {
         let mut cgi = Cgi::new(req);
         cgi.multithread = self.multithread.unwrap_or(self.threads != 1);
         cgi.multiprocess = self.multiprocess;
         let (head, head_rx) = oneshot::channel();
-        // Python sends into the spool and never waits for the client.
-        let (spooler, body) = Body::spooled(MEMORY);
-        let exchange = Exchange::new(head, spooler);
+        // Python sends into the spool and never waits for the client; on
+        // the worker, the response is made when it returns.
+        let (sink, body) = match self.threads {
+            0 => (Sink::Kept(Mutex::default()), None),
+            _ => {
+                let (spooler, body) = Body::spooled(MEMORY);
+                (Sink::Spool(spooler), Some(body))
+            }
+        };
+        let exchange = Exchange::new(head, sink);
         let job = Job {
             cgi,
             input,

@@ -11,8 +11,9 @@ use hyper::ext::ReasonPhrase;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
-use stackway::Spooler;
+use stackway::{Body, Spooler};
 
+use crate::MEMORY;
 use crate::body::BodyReader;
 use tokio::sync::oneshot;
 
@@ -194,6 +195,8 @@ pub(crate) struct Head {
     /// gunicorn and uWSGI do.
     pub(crate) reason: Option<ReasonPhrase>,
     pub(crate) headers: HeaderMap,
+    /// Its `Content-Length`.
+    pub(crate) length: Option<u64>,
     /// The server's own head, for an app that failed before it sent one:
     /// answered as any status the server makes (its text, error pages).
     pub(crate) failed: bool,
@@ -202,7 +205,7 @@ pub(crate) struct Head {
 /// What one request's `start_response`, `write()` and the runner share.
 pub(crate) struct Exchange {
     state: Mutex<State>,
-    body: Spooler,
+    body: Sink,
     /// The app is done with the request.
     finished: AtomicBool,
     /// Cut off by harakiri.
@@ -216,6 +219,39 @@ struct State {
     head: Option<oneshot::Sender<Head>>,
 }
 
+/// Where the body goes.
+pub(crate) enum Sink {
+    /// Into a spool, which the client reads as the app goes on (Python's
+    /// threads).
+    Spool(Spooler),
+    /// Kept here while the app runs on the server's worker, whose response
+    /// is made when it returns ([`Exchange::kept_body`]): no spool between
+    /// the two for the small body most responses have.
+    Kept(Mutex<Kept>),
+}
+
+#[derive(Default)]
+pub(crate) struct Kept {
+    chunks: Vec<Bytes>,
+    len: usize,
+    /// Where the body went once it passed [`MEMORY`], the kept chunks first.
+    spool: Option<(Spooler, Body)>,
+}
+
+impl Kept {
+    fn spooler(&mut self) -> &Spooler {
+        let (spooler, _) = self.spool.get_or_insert_with(|| {
+            let (spooler, body) = Body::spooled(MEMORY);
+            for chunk in self.chunks.drain(..) {
+                // In memory: what was kept is within the spool's bound.
+                let _ = spooler.send(chunk);
+            }
+            (spooler, body)
+        });
+        spooler
+    }
+}
+
 /// Why a chunk could not be sent.
 #[derive(Debug)]
 pub(crate) enum SendError {
@@ -226,7 +262,7 @@ pub(crate) enum SendError {
 }
 
 impl Exchange {
-    pub(crate) fn new(head: oneshot::Sender<Head>, body: Spooler) -> Arc<Self> {
+    pub(crate) fn new(head: oneshot::Sender<Head>, body: Sink) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 pending: None,
@@ -241,7 +277,9 @@ impl Exchange {
     /// Ends the body: the app is done, whoever still holds `start_response`.
     pub(crate) fn finish(&self) {
         self.finished.store(true, Ordering::Release);
-        self.body.finish();
+        if let Sink::Spool(spooler) = &self.body {
+            spooler.finish();
+        }
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -258,7 +296,7 @@ impl Exchange {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Sends the head `start_response` was given, if not yet sent.
@@ -284,6 +322,7 @@ impl Exchange {
             status,
             reason: None,
             headers: HeaderMap::new(),
+            length: None,
             failed: true,
         });
         true
@@ -294,18 +333,67 @@ impl Exchange {
     /// chunk that goes to the spool's file lets the GIL go.
     pub(crate) fn send(&self, py: Python<'_>, chunk: Bytes) -> Result<(), SendError> {
         self.send_head()?;
-        let sent = match self.body.spills(chunk.len()) {
-            false => self.body.send(chunk),
-            true => py.detach(|| self.body.send(chunk)),
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let spool = |spooler: &Spooler, chunk: Bytes| {
+            let sent = match spooler.spills(chunk.len()) {
+                false => spooler.send(chunk),
+                true => py.detach(|| spooler.send(chunk)),
+            };
+            sent.map_err(|_| SendError::Gone)
         };
-        sent.map_err(|_| SendError::Gone)
+        match &self.body {
+            Sink::Spool(spooler) => spool(spooler, chunk),
+            Sink::Kept(kept) => {
+                let mut kept = lock(kept);
+                if kept.spool.is_none() && kept.len + chunk.len() <= MEMORY {
+                    kept.len += chunk.len();
+                    kept.chunks.push(chunk);
+                    return Ok(());
+                }
+                spool(kept.spooler(), chunk)
+            }
+        }
     }
 
     /// Ends the body with an error: the client's connection is aborted rather
     /// than a truncated body passing for a whole one.
     pub(crate) fn abort(&self, why: String) {
-        self.body.fail(why);
+        match &self.body {
+            Sink::Spool(spooler) => spooler.fail(why),
+            Sink::Kept(kept) => lock(kept).spooler().fail(why),
+        }
     }
+
+    /// The body the app gave, once it returned, for the response with
+    /// `head`: whole, with its length, when that is the length the head
+    /// declares; else as it came (the server then frames it as it would
+    /// have framed it streamed). `None` for a spooled body, which the
+    /// response has had from the start.
+    pub(crate) fn kept_body(&self, head: &Head) -> Option<Body> {
+        let Sink::Kept(kept) = &self.body else {
+            return None;
+        };
+        let kept = std::mem::take(&mut *lock(kept));
+        Some(match (kept.spool, kept.chunks.len()) {
+            (Some((_, body)), _) => body,
+            // Ended, but of no length of its own (an empty spool, the
+            // spooler dropped): the head's is sent where the app put it.
+            (None, 0) => Body::spooled(0).1,
+            (None, 1) if head.length == Some(kept.len as u64) => {
+                Body::from(kept.chunks.into_iter().next().unwrap_or_default())
+            }
+            (None, _) if head.length == Some(kept.len as u64) => {
+                Body::from_chunks(kept.chunks).exact_size(kept.len as u64)
+            }
+            (None, _) => Body::from_chunks(kept.chunks),
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `start_response(status, headers, exc_info=None)`.
@@ -428,7 +516,7 @@ fn parse_head(status: &str, headers: &[Field<'_>]) -> PyResult<Head> {
             map.append(name, value);
         }
     }
-    stackway::response::declared_length(&map).map_err(PyValueError::new_err)?;
+    let length = stackway::response::declared_length(&map).map_err(PyValueError::new_err)?;
     let reason = status
         .get(4..)
         .filter(|reason| !reason.is_empty() && Some(*reason) != code.canonical_reason())
@@ -437,6 +525,7 @@ fn parse_head(status: &str, headers: &[Field<'_>]) -> PyResult<Head> {
         status: code,
         reason,
         headers: map,
+        length,
         failed: false,
     })
 }

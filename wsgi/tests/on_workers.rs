@@ -166,3 +166,130 @@ fn harakiri_on_the_workers_calls_its_hook_at_the_limit_and_answers_504_when_pyth
     assert_eq!(Conn::open(running.addr).get("/?0").status, 200);
     assert_eq!(called.load(Ordering::Relaxed), 1);
 }
+
+/// Bodies of every shape: one chunk, several, with and without a length,
+/// empty chunks, and past the first MiB (which the worker spools to a file).
+const SHAPES: &str = r#"
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    big = [bytes([i % 251]) * 65536 for i in range(48)]
+    chunks = {
+        "/one": [b"hello"],
+        "/many": [b"he", b"", b"llo", b" world"],
+        "/empty": [],
+        "/big": big,
+    }.get(path, big if path == "/big-unsized" else [b"no", b"length"])
+    headers = [("Content-Type", "text/plain")]
+    if path != "/unsized" and path != "/big-unsized":
+        headers.append(("Content-Length", str(sum(map(len, chunks)))))
+    start_response("200 OK", headers)
+    return chunks
+"#;
+
+/// Apps that break their word: a body shorter than its length, and an
+/// exception after the first chunk.
+const BROKEN: &str = r#"
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+    yield b"four"
+    if environ["PATH_INFO"] == "/raises":
+        raise RuntimeError("after the head")
+"#;
+
+/// What `path` answers on a connection of its own, raw, as far as the
+/// server sent it, without its `date` field.
+fn raw(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    // A broken body ends in a reset, not an orderly close.
+    let _ = stream.read_to_end(&mut answer);
+    let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8(answer[..head_end].to_vec()).unwrap();
+    let mut without_date: Vec<u8> = head
+        .split_inclusive("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("date:"))
+        .collect::<String>()
+        .into_bytes();
+    without_date.extend_from_slice(&answer[head_end..]);
+    without_date
+}
+
+#[test]
+fn a_response_made_on_the_worker_is_framed_as_one_from_a_python_thread() {
+    let cases = [
+        (
+            true,
+            SHAPES,
+            &[
+                "/one",
+                "/many",
+                "/empty",
+                "/unsized",
+                "/big",
+                "/big-unsized",
+            ][..],
+        ),
+        (false, BROKEN, &["/short", "/raises"][..]),
+    ];
+    for (lint, source, paths) in cases {
+        let answers = [1, 0].map(|threads| {
+            let wsgi = Wsgi::from_source("shapes", source, "app")
+                .unwrap()
+                .threads(threads);
+            let server = server().worker_context(stackway_wsgi::worker_context);
+            let running = match lint {
+                true => Running::start(server, Lint::strict(wsgi)),
+                false => Running::start(server, wsgi),
+            };
+            paths
+                .iter()
+                .map(|path| raw(running.addr, path))
+                .collect::<Vec<_>>()
+        });
+        let [threads, on_worker] = answers;
+        for (path, (threads, on_worker)) in paths.iter().zip(threads.iter().zip(&on_worker)) {
+            assert!(
+                threads == on_worker,
+                "{path}: a thread's answer\n{}\nthe worker's\n{}",
+                String::from_utf8_lossy(&threads[..threads.len().min(300)]),
+                String::from_utf8_lossy(&on_worker[..on_worker.len().min(300)]),
+            );
+        }
+        // What the answers are, beside their being the same.
+        let text = |path: &str| {
+            let at = paths.iter().position(|p| *p == path).unwrap();
+            String::from_utf8_lossy(&on_worker[at]).into_owned()
+        };
+        if lint {
+            assert!(text("/one").contains("\r\ncontent-length: 5\r\n"));
+            assert!(text("/one").ends_with("\r\n\r\nhello"));
+            assert!(text("/many").ends_with("\r\n\r\nhello world"));
+            assert!(text("/unsized").contains("transfer-encoding: chunked\r\n"));
+            assert!(text("/unsized").ends_with("\r\n\r\n2\r\nno\r\n6\r\nlength\r\n0\r\n\r\n"));
+            let big = &on_worker[paths.iter().position(|p| *p == "/big").unwrap()];
+            assert!(big.ends_with(&[47 % 251; 65536]));
+            assert!(big.len() > 48 * 65536);
+        } else {
+            // Cut off after what was sent, never passed for whole.
+            assert!(
+                text("/short").ends_with("\r\n\r\nfour"),
+                "{}",
+                text("/short")
+            );
+            assert!(
+                text("/raises").ends_with("\r\n\r\nfour"),
+                "{}",
+                text("/raises")
+            );
+        }
+    }
+}
