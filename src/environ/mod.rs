@@ -252,12 +252,13 @@ fn decode_lossy(raw: &str) -> Cow<'_, str> {
 /// port at most, as nearly every request's host is, is one as it stands,
 /// and is not copied into one to tell.
 fn is_authority(host: &str) -> bool {
+    let mut colons = 0;
     let plain = !host.is_empty()
-        && host.bytes().filter(|b| *b == b':').count() <= 1
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
-    plain || host.parse::<Authority>().is_ok()
+        && host.bytes().all(|b| {
+            colons += usize::from(b == b':');
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')
+        });
+    (plain && colons <= 1) || host.parse::<Authority>().is_ok()
 }
 
 fn host_of(authority: &str) -> &str {

@@ -104,7 +104,7 @@ pub use crate::asgi::{Asgi, StartupError};
 use crate::body::BodyReader;
 use crate::environ::Cgi;
 use crate::harakiri::{Harakiri, Watchdog};
-use crate::objects::{Exchange, Head, Sink};
+use crate::objects::{Exchange, Head, HeadTo, Sink};
 use crate::pool::{Pool, Refused};
 use crate::run::Job;
 
@@ -463,6 +463,9 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
     }
 }
 
+/// What the server's task waits on for a job on Python's threads.
+type Waiting = (oneshot::Receiver<Head>, Body);
+
 impl App for Wsgi {
     // Not an `async fn`, which would keep a copy of the request; the job is
     // made apart (`job`) and handed over before its answer is waited for, so
@@ -481,28 +484,27 @@ impl App for Wsgi {
                     Err(answer) => return answer,
                 },
             };
-            let (job, exchange, head_rx, spooled) = self.job(req, input);
-            let head = match on_workers {
-                true => {
+            let (job, exchange, waiting) = self.job(req, input);
+            let answer = match waiting {
+                None => {
                     self.run_here(job);
                     if exchange.is_cut() {
                         return StatusCode::GATEWAY_TIMEOUT.into_response();
                     }
-                    head_rx.await
+                    exchange.kept()
                 }
-                false => match self.run_on_pool(job, &exchange, head_rx).await {
-                    Ok(head) => head,
+                Some((head_rx, body)) => match self.run_on_pool(job, &exchange, head_rx).await {
+                    Ok(head) => head.ok().map(|head| (head, body)),
                     Err(answer) => return answer,
                 },
             };
-            let head = match head {
-                Ok(head) if !head.failed => head,
+            let (head, body) = match answer {
+                Some((head, body)) if !head.failed => (head, body),
                 // The app raised or broke a rule before its head: the 500 says
                 // so in words (an ASGI app's too), and `ErrorPages` dresses it.
-                Ok(head) => return head.status.into_response(),
-                Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                Some((head, _)) => return head.status.into_response(),
+                None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             };
-            let body = exchange.kept_body(&head).or(spooled).unwrap_or_default();
             let mut res = Response::new(body);
             *res.status_mut() = head.status;
             *res.headers_mut() = head.headers;
@@ -515,25 +517,26 @@ impl App for Wsgi {
 }
 
 impl Wsgi {
-    /// The job for `req` (its body taken, read into `input`), with what
-    /// waits for its answer: the exchange, the head's receiver and the
-    /// body, when it is spooled (on Python's threads).
-    fn job(
-        &self,
-        req: Request,
-        input: BodyReader,
-    ) -> (Job, Arc<Exchange>, oneshot::Receiver<Head>, Option<Body>) {
+    /// The job for `req` (its body taken, read into `input`), with its
+    /// exchange and, on Python's threads, what the server's task waits on:
+    /// the head's receiver and the spooled body. On the server's worker the
+    /// exchange keeps both until the app returns.
+    fn job(&self, req: Request, input: BodyReader) -> (Job, Arc<Exchange>, Option<Waiting>) {
         let mut cgi = Cgi::new(req);
         cgi.multithread = self.multithread.unwrap_or(self.threads != 1);
         cgi.multiprocess = self.multiprocess;
-        let (head, head_rx) = oneshot::channel();
         // Python sends into the spool and never waits for the client; on
         // the worker, the response is made when it returns.
-        let (sink, body) = match self.threads {
-            0 => (Sink::Kept(Mutex::default()), None),
+        let (head, sink, waiting) = match self.threads {
+            0 => (HeadTo::Kept, Sink::Kept(Mutex::default()), None),
             _ => {
+                let (head, head_rx) = oneshot::channel();
                 let (spooler, body) = Body::spooled(MEMORY);
-                (Sink::Spool(spooler), Some(body))
+                (
+                    HeadTo::Task(head),
+                    Sink::Spool(spooler),
+                    Some((head_rx, body)),
+                )
             }
         };
         let exchange = Exchange::new(head, sink);
@@ -544,7 +547,7 @@ impl Wsgi {
             queued_at: std::time::Instant::now(),
             started: None,
         };
-        (job, exchange, head_rx, body)
+        (job, exchange, waiting)
     }
 
     /// Runs `job` on this thread, a worker's (see [`Wsgi::threads`]), watched

@@ -215,8 +215,30 @@ pub(crate) struct Exchange {
 struct State {
     /// Given to `start_response`, not sent yet.
     pending: Option<Head>,
-    /// Taken when the head is sent.
-    head: Option<oneshot::Sender<Head>>,
+    /// Where it goes; taken when it is sent.
+    head: Option<HeadTo>,
+    /// Sent, for the response made when the app returns.
+    kept: Option<Head>,
+}
+
+/// Where the head goes when it is sent.
+pub(crate) enum HeadTo {
+    /// The server's task, which waits for it (Python's threads).
+    Task(oneshot::Sender<Head>),
+    /// The response made when the app returns (the server's worker).
+    Kept,
+}
+
+impl State {
+    fn deliver(&mut self, to: HeadTo, head: Head) -> Result<(), SendError> {
+        match to {
+            HeadTo::Task(task) => task.send(head).map_err(|_| SendError::Gone),
+            HeadTo::Kept => {
+                self.kept = Some(head);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Where the body goes.
@@ -262,11 +284,12 @@ pub(crate) enum SendError {
 }
 
 impl Exchange {
-    pub(crate) fn new(head: oneshot::Sender<Head>, body: Sink) -> Arc<Self> {
+    pub(crate) fn new(head: HeadTo, body: Sink) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 pending: None,
                 head: Some(head),
+                kept: None,
             }),
             body,
             finished: AtomicBool::new(false),
@@ -302,29 +325,31 @@ impl Exchange {
     /// Sends the head `start_response` was given, if not yet sent.
     pub(crate) fn send_head(&self) -> Result<(), SendError> {
         let mut state = self.state();
-        let Some(sender) = state.head.take() else {
+        let Some(to) = state.head.take() else {
             return Ok(());
         };
         let Some(head) = state.pending.take() else {
-            state.head = Some(sender);
+            state.head = Some(to);
             return Err(SendError::NotStarted);
         };
-        sender.send(head).map_err(|_| SendError::Gone)
+        state.deliver(to, head)
     }
 
     /// Sends a response head for an error, if none has gone out; returns
     /// whether it did.
     pub(crate) fn send_error_head(&self, status: StatusCode) -> bool {
-        let Some(sender) = self.state().head.take() else {
+        let mut state = self.state();
+        let Some(to) = state.head.take() else {
             return false;
         };
-        let _ = sender.send(Head {
+        let head = Head {
             status,
             reason: None,
             headers: HeaderMap::new(),
             length: None,
             failed: true,
-        });
+        };
+        let _ = state.deliver(to, head);
         true
     }
 
@@ -366,17 +391,17 @@ impl Exchange {
         }
     }
 
-    /// The body the app gave, once it returned, for the response with
-    /// `head`: whole, with its length, when that is the length the head
-    /// declares; else as it came (the server then frames it as it would
-    /// have framed it streamed). `None` for a spooled body, which the
-    /// response has had from the start.
-    pub(crate) fn kept_body(&self, head: &Head) -> Option<Body> {
+    /// The head and the body the app gave on the server's worker, once it
+    /// returned (`None` if it sent no head): the body whole, with its
+    /// length, when that is the length the head declares; else as it came
+    /// (the server then frames it as it would have framed it streamed).
+    pub(crate) fn kept(&self) -> Option<(Head, Body)> {
+        let head = self.state().kept.take()?;
         let Sink::Kept(kept) = &self.body else {
             return None;
         };
         let kept = std::mem::take(&mut *lock(kept));
-        Some(match (kept.spool, kept.chunks.len()) {
+        let body = match (kept.spool, kept.chunks.len()) {
             (Some((_, body)), _) => body,
             // Ended, but of no length of its own (an empty spool, the
             // spooler dropped): the head's is sent where the app put it.
@@ -388,7 +413,8 @@ impl Exchange {
                 Body::from_chunks(kept.chunks).exact_size(kept.len as u64)
             }
             (None, _) => Body::from_chunks(kept.chunks),
-        })
+        };
+        Some((head, body))
     }
 }
 

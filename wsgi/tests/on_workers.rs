@@ -276,7 +276,7 @@ fn a_response_made_on_the_worker_is_framed_as_one_from_a_python_thread() {
             assert!(text("/unsized").contains("transfer-encoding: chunked\r\n"));
             assert!(text("/unsized").ends_with("\r\n\r\n2\r\nno\r\n6\r\nlength\r\n0\r\n\r\n"));
             let big = &on_worker[paths.iter().position(|p| *p == "/big").unwrap()];
-            assert!(big.ends_with(&[47 % 251; 65536]));
+            assert!(big.ends_with(&[47; 65536])); // the 48th chunk
             assert!(big.len() > 48 * 65536);
         } else {
             // Cut off after what was sent, never passed for whole.
