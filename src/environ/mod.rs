@@ -244,10 +244,6 @@ fn decode_lossy(raw: &str) -> Cow<'_, str> {
     percent_decode_str(raw).decode_utf8_lossy()
 }
 
-/// A valid authority's host, as `Authority::host` gives it (`[::1]` of
-/// `user@[::1]:8080`), read back from its end byte by byte: what SERVER_NAME
-/// asks of every request, where `host`'s searches cost a few hundred
-/// instructions.
 /// Whether `host` parses as an [`Authority`]: a name or an address with a
 /// port at most, as nearly every request's host is, is one as it stands,
 /// and is not copied into one to tell.
@@ -261,6 +257,10 @@ fn is_authority(host: &str) -> bool {
     (plain && colons <= 1) || host.parse::<Authority>().is_ok()
 }
 
+/// A valid authority's host, as `Authority::host` gives it (`[::1]` of
+/// `user@[::1]:8080`), read back from its end byte by byte: what SERVER_NAME
+/// asks of every request, where `host`'s searches cost a few hundred
+/// instructions.
 fn host_of(authority: &str) -> &str {
     let bytes = authority.as_bytes();
     let start = bytes

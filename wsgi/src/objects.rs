@@ -247,7 +247,7 @@ pub(crate) enum Sink {
     /// threads).
     Spool(Spooler),
     /// Kept here while the app runs on the server's worker, whose response
-    /// is made when it returns ([`Exchange::kept_body`]): no spool between
+    /// is made when it returns ([`Exchange::kept`]): no spool between
     /// the two for the small body most responses have.
     Kept(Mutex<Kept>),
 }
