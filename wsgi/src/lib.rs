@@ -91,20 +91,20 @@ mod run;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
 use pyo3::prelude::*;
 use stackway::readings::PoolReading;
-use stackway::{App, Body, IntoResponse, Request, Response};
+use stackway::{App, IntoResponse, Request, Response};
 use tokio::sync::oneshot;
 
 pub use crate::asgi::{Asgi, StartupError};
 use crate::body::BodyReader;
 use crate::environ::Cgi;
 use crate::harakiri::{Harakiri, Watchdog};
-use crate::objects::{Exchange, Head, HeadTo, Sink};
+use crate::objects::{Exchange, Head, Waiting};
 use crate::pool::{Pool, Refused};
 use crate::run::Job;
 
@@ -463,9 +463,6 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
     }
 }
 
-/// What the server's task waits on for a job on Python's threads.
-type Waiting = (oneshot::Receiver<Head>, Body);
-
 impl App for Wsgi {
     // Not an `async fn`, which would keep a copy of the request; the job is
     // made apart (`job`) and handed over before its answer is waited for, so
@@ -527,19 +524,13 @@ impl Wsgi {
         cgi.multiprocess = self.multiprocess;
         // Python sends into the spool and never waits for the client; on
         // the worker, the response is made when it returns.
-        let (head, sink, waiting) = match self.threads {
-            0 => (HeadTo::Kept, Sink::Kept(Mutex::default()), None),
+        let (exchange, waiting) = match self.threads {
+            0 => (Exchange::on_worker(), None),
             _ => {
-                let (head, head_rx) = oneshot::channel();
-                let (spooler, body) = Body::spooled(MEMORY);
-                (
-                    HeadTo::Task(head),
-                    Sink::Spool(spooler),
-                    Some((head_rx, body)),
-                )
+                let (exchange, waiting) = Exchange::on_threads();
+                (exchange, Some(waiting))
             }
         };
-        let exchange = Exchange::new(head, sink);
         let job = Job {
             cgi,
             input,

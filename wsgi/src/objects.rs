@@ -221,8 +221,11 @@ struct State {
     kept: Option<Head>,
 }
 
+/// What the server's task waits on for a request on Python's threads.
+pub(crate) type Waiting = (oneshot::Receiver<Head>, Body);
+
 /// Where the head goes when it is sent.
-pub(crate) enum HeadTo {
+enum HeadTo {
     /// The server's task, which waits for it (Python's threads).
     Task(oneshot::Sender<Head>),
     /// The response made when the app returns (the server's worker).
@@ -242,7 +245,7 @@ impl State {
 }
 
 /// Where the body goes.
-pub(crate) enum Sink {
+enum Sink {
     /// Into a spool, which the client reads as the app goes on (Python's
     /// threads).
     Spool(Spooler),
@@ -253,7 +256,7 @@ pub(crate) enum Sink {
 }
 
 #[derive(Default)]
-pub(crate) struct Kept {
+struct Kept {
     chunks: Vec<Bytes>,
     len: usize,
     /// Where the body went once it passed [`MEMORY`], the kept chunks first.
@@ -284,7 +287,22 @@ pub(crate) enum SendError {
 }
 
 impl Exchange {
-    pub(crate) fn new(head: HeadTo, body: Sink) -> Arc<Self> {
+    /// An exchange for Python's threads, with what the server's task waits
+    /// on: the head's receiver, and the body, spooled as the app yields it.
+    pub(crate) fn on_threads() -> (Arc<Self>, Waiting) {
+        let (head, head_rx) = oneshot::channel();
+        let (spooler, body) = Body::spooled(MEMORY);
+        let exchange = Self::new(HeadTo::Task(head), Sink::Spool(spooler));
+        (exchange, (head_rx, body))
+    }
+
+    /// An exchange for the server's worker, which keeps the head and the
+    /// body for the response made when the app returns ([`kept`](Self::kept)).
+    pub(crate) fn on_worker() -> Arc<Self> {
+        Self::new(HeadTo::Kept, Sink::Kept(Mutex::default()))
+    }
+
+    fn new(head: HeadTo, body: Sink) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 pending: None,
