@@ -260,11 +260,18 @@ def nginx_conf(tmp, port, static, upstream=None, scenario=None):
     if scenario in CACHE_HIT:
         cache_zone = f"proxy_cache_path {tmp}/nginx-cache-{port} keys_zone=hits:10m;"
         proxy_location = proxy_location.replace("proxy_pass http://up/;", "proxy_pass http://up/; proxy_cache hits;")
+    access_log = "access_log off;"
     if scenario == "uwsgi-flask":
         # nginx as the front of a uWSGI deployment: uwsgi_params, uwsgi_pass (no keep-alive:
-        # nginx opens a connection a request to a uwsgi backend).
-        upstream_block = ""
-        proxy_location = f"location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:{upstream}; }}"
+        # nginx opens a connection a request to a uwsgi backend). Two upstreams (`--paired`):
+        # every other request to each, each one's logged to count them.
+        upstream_block, to = "", f"127.0.0.1:{upstream}"
+        if isinstance(upstream, list):
+            servers = " ".join(f"server 127.0.0.1:{each};" for each in upstream)
+            upstream_block, to = f"upstream pair {{ {servers} }}", "pair"
+            access_log = (f'log_format upstream "$upstream_addr"; '
+                          f'access_log {tmp}/nginx-{port}-upstreams.log upstream;')
+        proxy_location = f"location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass {to}; }}"
     # Level 6: what flate2's default, and so stackway's and tower-http's gzip, uses.
     gzip = "gzip on; gzip_comp_level 6; gzip_min_length 256; gzip_types text/html;" if scenario in COMPRESSED else ""
     conf.write_text(f"""
@@ -275,7 +282,7 @@ error_log stderr error;
 events {{ worker_connections 20000; }}
 http {{
     include /etc/nginx/mime.types;
-    access_log off;
+    {access_log}
     sendfile on;
     tcp_nopush on;
     keepalive_timeout 75s;
@@ -449,6 +456,18 @@ class Server:
             except OSError:
                 pass
         return ticks / os.sysconf("SC_CLK_TCK")
+
+    def run_ns(self):
+        """Nanoseconds on a CPU so far, summed over the threads of the process and its
+        children: the scheduler's exact account (`schedstat`), not sampled at the tick."""
+        total = 0
+        for pid in self.pids():
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    total += int((task / "schedstat").read_text().split()[0])
+                except OSError:
+                    pass
+        return total
 
     def thread_ticks(self):
         """CPU ticks so far of each thread of the process and its children, by thread id."""
@@ -632,6 +651,53 @@ def run_once(server_name, scenario, static, tmp, args):
                 other.stop()
 
 
+def paired(names, static, tmp, args):
+    """uwsgi-flask with two servers behind one nginx that sends each every other request:
+    one load and the machine's noise of the moment on both, where runs one after the other
+    differ by more than a change is worth. A round reads each server's CPU time and the
+    requests nginx logged to it over the middle `--duration` seconds of a longer load."""
+    a, b = (Server(name, static, tmp, scenario="uwsgi-flask") for name in names)
+    front = Server("nginx", static, tmp, [a.port, b.port], "uwsgi-flask")
+    log = tmp / f"nginx-{front.port}-upstreams.log"
+
+    def served():
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [lines.count(f"127.0.0.1:{server.port}") for server in (a, b)]
+
+    rounds = []
+    try:
+        status, _, _ = request(front.port, "/you")
+        if status != 200:
+            sys.exit(f"run.py: the pair answered {status}")
+        for _ in range(args.repeats):
+            load = subprocess.Popen(
+                ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration + 4}s",
+                 f"http://127.0.0.1:{front.port}/you"], stdout=subprocess.DEVNULL)
+            time.sleep(2)
+            ran, counted = [a.run_ns(), b.run_ns()], served()
+            time.sleep(args.duration)
+            ran = [server.run_ns() - before for server, before in zip((a, b), ran)]
+            counted = [now - before for now, before in zip(served(), counted)]
+            load.wait()
+            us = [ns / 1e3 / max(n, 1) for ns, n in zip(ran, counted)]
+            rounds.append({names[0]: us[0], names[1]: us[1], "ratio": us[1] / us[0],
+                           "requests": counted})
+            print(f"paired: {names[0]} {us[0]:.1f} µs, {names[1]} {us[1]:.1f} µs a request, "
+                  f"{names[1]}/{names[0]} {us[1] / us[0]:.3f} ({counted[0]} and {counted[1]} "
+                  f"requests)", file=sys.stderr)
+    finally:
+        for server in (front, a, b):
+            server.stop()
+    ratios = [r["ratio"] for r in rounds]
+    table = (f"| uwsgi-flask, paired | {names[0]} | {names[1]} | {names[1]} / {names[0]} |\n"
+             f"|---|---|---|---|\n"
+             f"| CPU µs a request, median of {len(rounds)} | "
+             f"{statistics.median(r[names[0]] for r in rounds):.1f} | "
+             f"{statistics.median(r[names[1]] for r in rounds):.1f} | "
+             f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f}) |")
+    return rounds, table
+
+
 def median(runs, key):
     values = [r[key] for r in runs if key in r]
     return statistics.median(values) if values else None
@@ -728,6 +794,10 @@ def main():
                         "one process) and report instructions per request "
                         "(valgrind; the other figures of those runs are valgrind's, not the server's); "
                         "the dumps stay in target/peers/callgrind for callgrind.py")
+    p.add_argument("--paired", nargs=2, metavar=("A", "B"), choices=SERVERS,
+                   help="uwsgi-flask with A and B behind one nginx, every other request to "
+                        "each, for --repeats rounds: each one's CPU a request over the same "
+                        "seconds, and B's to A's (the other scenario flags are ignored)")
     p.add_argument("--out", type=Path, default=ROOT / "target/peers/results.json")
     args = p.parse_args()
     args.shapes = args.shapes or [(args.threads, args.connections)]
@@ -753,6 +823,13 @@ def main():
             CALLGRIND.mkdir(parents=True)
         static = fixtures(tmp)
         (tmp / "bench_app.py").write_text(WSGI_APP)
+        if args.paired:
+            ensure_python_servers()
+            rounds, table = paired(args.paired, static, tmp, args)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"uwsgi-flask, paired": rounds}, indent=1))
+            print(table)
+            return
         if set(PYTHON_SCENARIOS) & set(args.scenarios):
             ensure_python_servers()
         for scenario, (threads, connections) in itertools.product(args.scenarios, args.shapes):

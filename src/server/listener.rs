@@ -214,7 +214,19 @@ impl Listener {
     /// become the client's address and the scheme, SCRIPT_NAME the prefix
     /// the front mounted this server at ([`Forwarded::prefix`](crate::Forwarded::prefix)).
     /// Not with TLS.
+    ///
+    /// On TCP, connections are accepted once their packet has arrived
+    /// (`TCP_DEFER_ACCEPT`, as uWSGI sets on its sockets): the front sends
+    /// it with the connection, so a process takes a request it can read at
+    /// once rather than a connection to wait on.
     pub fn uwsgi(mut self, on: bool) -> Self {
+        if (on || self.uwsgi) && matches!(self.addr, ListenAddr::Tcp { .. }) {
+            // A second, at most, before a silent connection is accepted anyway.
+            let seconds = libc::c_int::from(on);
+            if let Err(e) = nix::sys::socket::setsockopt(&self.socket, DeferAccept, &seconds) {
+                tracing::debug!("TCP_DEFER_ACCEPT not set on {}: {e}", self.addr);
+            }
+        }
         self.uwsgi = on;
         self
     }
@@ -251,6 +263,19 @@ fn tcp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     socket.listen(BACKLOG)?;
     Ok(socket)
 }
+
+// The option's getter and setter by nix's own macro for the options it does
+// not name (its unsafe call stays nix's).
+use nix::{setsockopt_impl, sockopt_impl};
+sockopt_impl!(
+    /// `TCP_DEFER_ACCEPT`: a connection is handed to `accept` once its first
+    /// bytes have arrived, or after the seconds given.
+    DeferAccept,
+    SetOnly,
+    libc::IPPROTO_TCP,
+    libc::TCP_DEFER_ACCEPT,
+    libc::c_int
+);
 
 fn bind_error(e: io::Error) -> Error {
     Error::new(Kind::Bind).with(e)
@@ -673,5 +698,51 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"200");
+    }
+}
+
+#[cfg(test)]
+mod deferred {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// When the listener's `accept` takes a connection whose client sent
+    /// nothing for 50 ms, then a byte: while it was silent, once it spoke,
+    /// or not within 2 s.
+    fn accepted(listener: &Listener) -> Option<&'static str> {
+        let ListenAddr::Tcp { addr, .. } = *listener.local_addr() else {
+            unreachable!("a TCP listener")
+        };
+        let mut client = StdTcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        if listener.socket.accept().is_ok() {
+            return Some("silent");
+        }
+        client.write_all(b"\0").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if listener.socket.accept().is_ok() {
+                return Some("spoke");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    /// A uwsgi listener takes a connection once its packet is there; an
+    /// HTTP one (and one no longer uwsgi) as soon as it is made.
+    #[test]
+    fn a_uwsgi_connection_is_accepted_with_its_first_bytes() {
+        let uwsgi = Listener::bind("127.0.0.1:0").unwrap().uwsgi(true);
+        assert_eq!(accepted(&uwsgi), Some("spoke"));
+        let http = Listener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(accepted(&http), Some("silent"));
+        let undone = Listener::bind("127.0.0.1:0")
+            .unwrap()
+            .uwsgi(true)
+            .uwsgi(false);
+        assert_eq!(accepted(&undone), Some("silent"));
     }
 }
