@@ -656,9 +656,7 @@ def paired(names, static, tmp, args):
     one load and the machine's noise of the moment on both, where runs one after the other
     differ by more than a change is worth. A round reads each server's CPU time and the
     requests nginx logged to it over the middle `--duration` seconds of a longer load."""
-    a, b = (Server(name, static, tmp, scenario="uwsgi-flask") for name in names)
-    front = Server("nginx", static, tmp, [a.port, b.port], "uwsgi-flask")
-    log = tmp / f"nginx-{front.port}-upstreams.log"
+    started = []
 
     def served():
         lines = log.read_text().splitlines() if log.exists() else []
@@ -666,6 +664,12 @@ def paired(names, static, tmp, args):
 
     rounds = []
     try:
+        for name in names:
+            started.append(Server(name, static, tmp, scenario="uwsgi-flask"))
+        a, b = started
+        front = Server("nginx", static, tmp, [a.port, b.port], "uwsgi-flask")
+        started.append(front)
+        log = tmp / f"nginx-{front.port}-upstreams.log"
         status, _, _ = request(front.port, "/you")
         if status != 200:
             sys.exit(f"run.py: the pair answered {status}")
@@ -686,7 +690,7 @@ def paired(names, static, tmp, args):
                   f"{names[1]}/{names[0]} {us[1] / us[0]:.3f} ({counted[0]} and {counted[1]} "
                   f"requests)", file=sys.stderr)
     finally:
-        for server in (front, a, b):
+        for server in reversed(started):
             server.stop()
     ratios = [r["ratio"] for r in rounds]
     table = (f"| uwsgi-flask, paired | {names[0]} | {names[1]} | {names[1]} / {names[0]} |\n"

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use nix::{setsockopt_impl, sockopt_impl};
 use rustix::net::RecvFlags;
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -264,9 +265,8 @@ fn tcp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
-// The option's getter and setter by nix's own macro for the options it does
-// not name (its unsafe call stays nix's).
-use nix::{setsockopt_impl, sockopt_impl};
+// The option's setter by nix's own macro for the options it does not name
+// (its unsafe call stays nix's).
 sockopt_impl!(
     /// `TCP_DEFER_ACCEPT`: a connection is handed to `accept` once its first
     /// bytes have arrived, or after the seconds given.
@@ -622,6 +622,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
+    use std::time::{Duration, Instant};
 
     use tokio::io::AsyncReadExt;
 
@@ -699,14 +700,6 @@ mod tests {
         client.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"200");
     }
-}
-
-#[cfg(test)]
-mod deferred {
-    use std::io::Write;
-    use std::time::{Duration, Instant};
-
-    use super::*;
 
     /// When the listener's `accept` takes a connection whose client sent
     /// nothing for 50 ms, then a byte: while it was silent, once it spoke,
