@@ -457,29 +457,29 @@ class Server:
                 pass
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def per_thread(self, read):
+        """`read(task)` of each thread of the process and its children, by thread id (a
+        thread gone meanwhile left out)."""
+        values = {}
+        for pid in self.pids():
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    values[task.name] = read(task)
+                except OSError:
+                    pass
+        return values
+
     def run_ns(self):
         """Nanoseconds on a CPU so far, summed over the threads of the process and its
         children: the scheduler's exact account (`schedstat`), not sampled at the tick."""
-        total = 0
-        for pid in self.pids():
-            for task in Path(f"/proc/{pid}/task").glob("*"):
-                try:
-                    total += int((task / "schedstat").read_text().split()[0])
-                except OSError:
-                    pass
-        return total
+        return sum(self.per_thread(lambda task: int((task / "schedstat").read_text().split()[0])).values())
 
     def thread_ticks(self):
         """CPU ticks so far of each thread of the process and its children, by thread id."""
-        ticks = {}
-        for pid in self.pids():
-            for task in Path(f"/proc/{pid}/task").glob("*"):
-                try:
-                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                    ticks[task.name] = int(fields[11]) + int(fields[12])
-                except OSError:
-                    pass
-        return ticks
+        def ticks(task):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime, stime
+        return self.per_thread(ticks)
 
     def instructions(self, command):
         """`zero` the counts, or `dump` them and return the instructions counted since and
