@@ -21,7 +21,8 @@ change:
 
     cargo build --release -p stackway-cli && python3 cli/link-order.py
 
-Whether the list still fits the release binaries at hand (`nm`, from binutils):
+Whether the list still fits the release binaries at hand (`nm`, from binutils;
+`.ci/run` runs it after its release build):
 
     python3 cli/link-order.py --check   # exits 1 when under 90 % of its names are there
 
