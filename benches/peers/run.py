@@ -696,9 +696,8 @@ def paired(names, static, tmp, args):
     table = (f"| uwsgi-flask, paired | {names[0]} | {names[1]} | {names[1]} / {names[0]} |\n"
              f"|---|---|---|---|\n"
              f"| CPU µs a request, median of {len(rounds)} | "
-             f"{statistics.median(r[names[0]] for r in rounds):.1f} | "
-             f"{statistics.median(r[names[1]] for r in rounds):.1f} | "
-             f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f}) |")
+             f"{median(rounds, names[0]):.1f} | {median(rounds, names[1]):.1f} | "
+             f"{median(rounds, 'ratio'):.3f} ({min(ratios):.3f}–{max(ratios):.3f}) |")
     return rounds, table
 
 
