@@ -658,6 +658,9 @@ impl<'a> Environ<'a> {
                 "CONTENT_LENGTH"
             } else {
                 spelled.clear();
+                // Room for most names at once, where growing to each longer
+                // one would move it.
+                spelled.reserve(("HTTP_".len() + name.as_str().len()).max(32));
                 spelled.push_str("HTTP_");
                 spelled.extend(name.as_str().chars().map(|c| match c {
                     '-' => '_',

@@ -207,6 +207,10 @@ impl<A: App> Accept<A> {
         };
         // One clone in each uwsgi connection that had to wait, as a task.
         let waiting = Arc::new(());
+        // Made once: watching the phase anew for each connection would
+        // subscribe to it, and register and unregister a waiter, every time.
+        let stopping = self.shared.lifecycle.reached(Phase::Stopping);
+        tokio::pin!(stopping);
         loop {
             // A uwsgi connection that waits for its packet is a task, which
             // runs only when this loop gives the worker up: while one waits,
@@ -217,10 +221,13 @@ impl<A: App> Accept<A> {
             }
             // The phase's watch is polled only when the loop waits: the
             // accept looks at the phase itself.
-            let permit = tokio::select! {
-                biased;
-                permit = self.connections.clone().acquire_owned() => permit.expect("never closed"),
-                () = self.shared.lifecycle.reached(Phase::Stopping) => break,
+            let permit = match self.connections.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => tokio::select! {
+                    biased;
+                    permit = self.connections.clone().acquire_owned() => permit.expect("never closed"),
+                    () = &mut stopping => break,
+                },
             };
             let (io, peer) = tokio::select! {
                 biased;
@@ -235,7 +242,7 @@ impl<A: App> Accept<A> {
                         continue;
                     }
                 },
-                () = self.shared.lifecycle.reached(Phase::Stopping) => break,
+                () = &mut stopping => break,
             };
             let stats = self.shared.lifecycle.stats.clone();
             stats.accepted();

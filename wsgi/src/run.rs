@@ -72,11 +72,11 @@ pub(crate) fn run(py: Python<'_>, app: &Py<PyAny>, job: Job) {
             )?;
             let iterable = app.bind(py).call1((environ, start_response))?;
             let streamed = stream(py, &iterable, &exchange);
-            // PEP 3333: close() is called however the iteration ended.
-            let close = intern!(py, "close");
-            let closed = match iterable.hasattr(close) {
-                Ok(true) => iterable.call_method0(close).map(drop),
-                Ok(false) => Ok(()),
+            // PEP 3333: close() is called however the iteration ended
+            // (looked up once: the bound method is what is called).
+            let closed = match iterable.getattr_opt(intern!(py, "close")) {
+                Ok(Some(close)) => close.call0().map(drop),
+                Ok(None) => Ok(()),
                 Err(e) => Err(e),
             };
             streamed?;
