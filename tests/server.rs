@@ -560,6 +560,17 @@ fn an_idle_keep_alive_connection_is_closed() {
 
 #[test]
 fn graceful_shutdown_finishes_the_request_in_flight() {
+    shutdown_stops_accepting_and_finishes_a_request_in_flight(server());
+}
+
+/// The accept loop waits for a free connection, not a new one, while the one
+/// connection allowed is in flight: shutdown stops it there too.
+#[test]
+fn graceful_shutdown_stops_accepting_while_every_connection_is_taken() {
+    shutdown_stops_accepting_and_finishes_a_request_in_flight(server().max_connections(1));
+}
+
+fn shutdown_stops_accepting_and_finishes_a_request_in_flight(server: stackway::Server) {
     let arrived = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
     let app = {
@@ -573,7 +584,7 @@ fn graceful_shutdown_finishes_the_request_in_flight() {
             }
         }
     };
-    let mut running = Running::start(server(), app);
+    let mut running = Running::start(server, app);
     let addr = running.addr;
     let client = std::thread::spawn(move || Conn::open(addr).get("/slow"));
     support::run(arrived.notified());
