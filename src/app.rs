@@ -56,6 +56,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::Body;
+use crate::environ::Packet;
 
 /// A request, as every app receives it.
 pub type Request = http::Request<Body>;
@@ -88,6 +89,21 @@ pub type Response = http::Response<Body>;
 pub trait App: Send + Sync + 'static {
     /// Answers one request.
     fn call(&self, req: Request) -> impl Future<Output = Response> + Send;
+
+    /// Answers a request that came as a uwsgi packet without a body, from
+    /// the packet's variables, where the app has no use for the
+    /// [`Request`] the server would make of them: a WSGI app, which makes
+    /// its environ from them as uWSGI does, and a middleware that only
+    /// passes the request on to one (the Dispatcher choosing a mount).
+    ///
+    /// `Err` gives the packet back, and the request is made of it and
+    /// [`call`](Self::call)ed instead: what every other app does, by
+    /// default. An app that answers here must answer as its `call` would
+    /// for that request; [`Packet`]'s views are those of the request's
+    /// [`Environ`](crate::Environ).
+    fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        Err(packet)
+    }
 }
 
 /// The future a [`BoxApp`] returns.
@@ -96,11 +112,17 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The object-safe twin of [`App`], implemented for every app.
 trait DynApp: Send + Sync + 'static {
     fn call_boxed(&self, req: Request) -> BoxFuture<'_, Response>;
+
+    fn call_packet_dyn(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>>;
 }
 
 impl<A: App> DynApp for A {
     fn call_boxed(&self, req: Request) -> BoxFuture<'_, Response> {
         Box::pin(self.call(req))
+    }
+
+    fn call_packet_dyn(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        self.call_packet(packet)
     }
 }
 
@@ -136,6 +158,10 @@ impl BoxApp {
 impl App for BoxApp {
     fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
         self.0.call_boxed(req)
+    }
+
+    fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        self.0.call_packet_dyn(packet)
     }
 }
 

@@ -67,6 +67,8 @@ use std::fmt;
 use futures_util::future::Either;
 
 use http::StatusCode;
+use stackway::app::BoxFuture;
+use stackway::environ::Packet;
 use stackway::notes::Mount;
 use stackway::{App, BoxApp, IntoResponse, Request, RequestExt, Response};
 
@@ -302,6 +304,32 @@ impl App for Dispatcher {
                 Err(redirect) => *redirect,
             }
         })
+    }
+
+    /// A packet goes to the mount its path finds, as a request would, for
+    /// that app to take; any other (a host's mounts, no mount, a redirect)
+    /// is given back, to be called as a request.
+    fn call_packet(&self, mut packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        if !self.hosts.is_empty() {
+            return Err(packet);
+        }
+        let ((app, label), len) = match self.any.find(packet.path_info()) {
+            Ok(Some(found)) => found,
+            _ => return Err(packet),
+        };
+        if len > 0 {
+            if self.redirect_slash && packet.path_info().len() == len {
+                return Err(packet);
+            }
+            let moved = packet.push_script_name(len);
+            debug_assert!(moved, "mount segments are whole and non-empty");
+        }
+        let label = *label;
+        let called = app.call_packet(packet)?;
+        Ok(Box::pin(async move {
+            label.answered();
+            called.await
+        }))
     }
 }
 

@@ -49,6 +49,8 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, ETAG, IF_NONE_MATCH, LOCATION};
 use http::{Method, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
+use stackway::app::BoxFuture;
+use stackway::environ::Packet;
 use stackway::{App, Body, Request, RequestExt, Response};
 
 /// Reports protocol mistakes of the app it wraps; see the [module docs](self).
@@ -117,33 +119,59 @@ impl<A: App> App for Lint<A> {
         let method = req.method().clone();
         let asked_etag = req.headers().contains_key(IF_NONE_MATCH);
         let res = self.inner.call(req).await;
-        check_head(&res, &method, asked_etag, &reporter);
-        // A HEAD answer's body is dropped by the server; an app that makes a
-        // whole successful body for it does the work for nothing. Short error
-        // and redirect pages are let pass.
-        let no_body = (method == Method::HEAD && res.status().is_success())
-            || res.status().is_informational()
-            || matches!(
-                res.status(),
-                StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
-            );
-        let declared = res
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .filter(|_| !no_body);
-        let status = res.status();
-        res.map(|body| {
-            Body::new(LintBody {
-                body,
-                declared,
-                sent: 0,
-                no_body: no_body.then_some((method, status)),
-                finished: false,
-                reporter,
-            })
-        })
+        checked(res, method, asked_etag, reporter)
     }
+
+    /// A packet the app takes: its answer is checked as a request's is.
+    fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        let reporter = Reporter {
+            strict: self.strict,
+            request: format!(
+                "{} {} {} (a uwsgi packet)",
+                packet.method(),
+                String::from_utf8_lossy(packet.request_target()),
+                packet.server_protocol()
+            ),
+        };
+        let method = packet.method().clone();
+        let asked_etag = packet
+            .cgi_headers()
+            .any(|(name, _)| name == b"HTTP_IF_NONE_MATCH");
+        let called = self.inner.call_packet(packet)?;
+        Ok(Box::pin(async move {
+            checked(called.await, method, asked_etag, reporter)
+        }))
+    }
+}
+
+/// The app's answer, its head checked and its body checked as it goes.
+fn checked(res: Response, method: Method, asked_etag: bool, reporter: Reporter) -> Response {
+    check_head(&res, &method, asked_etag, &reporter);
+    // A HEAD answer's body is dropped by the server; an app that makes a
+    // whole successful body for it does the work for nothing. Short error
+    // and redirect pages are let pass.
+    let no_body = (method == Method::HEAD && res.status().is_success())
+        || res.status().is_informational()
+        || matches!(
+            res.status(),
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        );
+    let declared = res
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .filter(|_| !no_body);
+    let status = res.status();
+    res.map(|body| {
+        Body::new(LintBody {
+            body,
+            declared,
+            sent: 0,
+            no_body: no_body.then_some((method, status)),
+            finished: false,
+            reporter,
+        })
+    })
 }
 
 fn check_request(req: &Request, reporter: &Reporter) {

@@ -45,6 +45,10 @@ use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 use crate::ClientCert;
 use percent_encoding::percent_decode_str;
 
+mod packet;
+
+pub use packet::Packet;
+
 /// What the server knows of the connection a request came on.
 ///
 /// The server and the [test client](crate::testing::Client) insert it into each
@@ -234,6 +238,25 @@ pub fn ip_text(ip: IpAddr) -> String {
     text
 }
 
+/// A version as CGI and WSGI name it ([`Environ::server_protocol`]).
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// [`Environ::ssl_client`] without a client certificate: `NONE` on TLS.
+fn ssl_client_unverified(scheme: &Scheme) -> Vec<(&'static str, String)> {
+    match *scheme == Scheme::HTTPS {
+        true => vec![("SSL_CLIENT_VERIFY", "NONE".to_owned())],
+        false => Vec::new(),
+    }
+}
+
 /// `raw` percent-decoded once, invalid UTF-8 replaced by `�`. Without a `%`
 /// (most paths) it is `raw` itself, not checked again for being UTF-8.
 fn decode_lossy(raw: &str) -> Cow<'_, str> {
@@ -272,6 +295,14 @@ fn host_of(authority: &str) -> &str {
         Some(colon) if host_port.as_bytes()[colon] == b':' => &host_port[..colon],
         _ => host_port,
     }
+}
+
+/// SERVER_NAME as [`Environ::server_name`] makes it of a request's host
+/// where no front names the server, if it reads so as it stands: the host
+/// of a valid authority, already lower case.
+pub(crate) fn server_name_of(host: &str) -> Option<&str> {
+    let name = host_of(host);
+    (is_authority(host) && !name.bytes().any(|b| b.is_ascii_uppercase())).then_some(name)
 }
 
 /// Whether `prefix` is `path` cut at a segment boundary: `/a` of `/a` or `/a/b`,
@@ -425,13 +456,7 @@ impl<'a> Environ<'a> {
     /// The protocol as CGI and WSGI name it: `HTTP/1.0`, `HTTP/1.1`, and
     /// `HTTP/2` (as RFC 9113 names it; ASGI servers give `http_version` "2").
     pub fn server_protocol(&self) -> &'static str {
-        match self.version {
-            Version::HTTP_09 => "HTTP/0.9",
-            Version::HTTP_10 => "HTTP/1.0",
-            Version::HTTP_2 => "HTTP/2",
-            Version::HTTP_3 => "HTTP/3",
-            _ => "HTTP/1.1",
-        }
+        protocol_name(self.version)
     }
 
     /// The URL of the app the request reached: scheme, host (with its port
@@ -598,10 +623,10 @@ impl<'a> Environ<'a> {
                 ("SSL_CLIENT_I_DN", cert.issuer().to_owned()),
                 ("SSL_CLIENT_FINGERPRINT", cert.fingerprint().to_owned()),
             ],
-            None if self.connection().is_some_and(|c| c.scheme == Scheme::HTTPS) => {
-                vec![("SSL_CLIENT_VERIFY", "NONE".to_owned())]
-            }
-            None => Vec::new(),
+            None => match self.connection() {
+                Some(connection) => ssl_client_unverified(&connection.scheme),
+                None => Vec::new(),
+            },
         }
     }
 

@@ -22,7 +22,7 @@ use super::clock::{Activity, Expired, Socket, Watched};
 use super::listener::Io;
 use super::protocol::{Http, HttpIo, Service};
 use super::proxy_protocol;
-use super::request::handle;
+use super::request::{handle, handle_packet};
 use super::sendfile::Write;
 use super::shared::{Door, Lifecycle, Phase, Shared};
 use super::tls::ClientCert;
@@ -150,15 +150,93 @@ pub(super) fn serve_uwsgi<A: App>(
 /// Serves the request a uwsgi packet opened. A plain function: what it takes
 /// apart is not carried, beside what it returns, in the connection's state.
 fn serve_packet<'a, A: App>(
-    mut tracked: Tracked,
-    opened: Box<uwsgi::Opened>,
+    tracked: Tracked,
+    read: uwsgi::Read,
     app: Arc<A>,
     watched: Watched<'a>,
     door: &'a Door,
     (shared, activity): (&'a Arc<Shared>, &'a Arc<Activity>),
     peer: Option<SocketAddr>,
 ) -> impl Future<Output = ()> + 'a {
-    let info = Connection {
+    let small = |len: usize| len <= shared.config.max_header_size;
+    let opened = match read {
+        uwsgi::Read::Plain(mut packet) if small(packet.vars.len() + 4) => {
+            if door.scheme == http::uri::Scheme::HTTPS {
+                packet.scheme = http::uri::Scheme::HTTPS;
+            }
+            let answer = answer_plain(tracked, packet, app, shared, activity, door);
+            return future::Either::Left(answering(
+                Box::pin(answer),
+                watched,
+                shared,
+                activity,
+                peer,
+            ));
+        }
+        uwsgi::Read::Plain(packet) => match uwsgi::reopen(&packet) {
+            Ok(opened) => opened,
+            Err(refused) => {
+                let refused: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+                    closed_unopened(&refuse(tracked, &refused).await, peer, true);
+                });
+                return future::Either::Right(refused);
+            }
+        },
+        uwsgi::Read::Opened(opened) => opened,
+    };
+    let info = connection_info(&opened, door);
+    if opened.has_body() || !small(opened.packet_len) {
+        let served = serve_hyper(
+            tracked,
+            opened,
+            app,
+            info,
+            watched,
+            door,
+            (shared, activity),
+            peer,
+        );
+        return future::Either::Right(served);
+    }
+    // Boxed: held inline, it would be kept twice (the value captured and
+    // the place it is pinned), and the connection's future, itself boxed to
+    // be polled in the accept loop, past the 1,032 bytes glibc's per-thread
+    // cache holds; two allocations from the cache cost less than one past it.
+    let answer =
+        Box::pin(async move { answer_uwsgi(tracked, opened, app, shared, activity, &info).await });
+    future::Either::Left(answering(answer, watched, shared, activity, peer))
+}
+
+/// Drives the answer to a uwsgi request read whole: a later phase of the
+/// server lets it finish, unless the grace period is over.
+#[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+fn answering<'a>(
+    mut answer: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+    watched: Watched<'a>,
+    shared: &'a Arc<Shared>,
+    activity: &'a Arc<Activity>,
+    peer: Option<SocketAddr>,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        let _watched = watched;
+        let mut seen = Phase::Serving;
+        loop {
+            tokio::select! {
+                biased;
+                () = answer.as_mut() => return,
+                woken = woken(activity, &shared.lifecycle, seen) => match woken {
+                    Woken::Expired(expired) => return send_timed_out(expired, shared, peer),
+                    Woken::Phase(Phase::Aborted) => return,
+                    Woken::Phase(now) => seen = now,
+                },
+            }
+        }
+    }
+}
+
+/// What the connection is, as a packet's variables tell it.
+fn connection_info(opened: &uwsgi::Opened, door: &Door) -> Connection {
+    Connection {
         remote_addr: opened.remote_addr,
         local_addr: door.local_addr,
         scheme: match opened.https {
@@ -166,31 +244,24 @@ fn serve_packet<'a, A: App>(
             false => door.scheme.clone(),
         },
         listener: door.listener,
-    };
-    if !opened.has_body() && opened.packet_len <= shared.config.max_header_size {
-        // Boxed: held inline, it would be kept twice (the value captured and
-        // the place it is pinned), and the connection's future, itself boxed to
-        // be polled in the accept loop, past the 1,032 bytes glibc's per-thread
-        // cache holds; two allocations from the cache cost less than one past it.
-        let mut answer = Box::pin(answer_uwsgi(tracked, opened, app, shared, activity, &info));
-        return future::Either::Left(async move {
-            let _watched = watched;
-            let mut seen = Phase::Serving;
-            // The request is read already: a later phase lets it finish, unless
-            // the grace period is over.
-            loop {
-                tokio::select! {
-                    biased;
-                    () = answer.as_mut() => return,
-                    woken = woken(activity, &shared.lifecycle, seen) => match woken {
-                        Woken::Expired(expired) => return send_timed_out(expired, shared, peer),
-                        Woken::Phase(Phase::Aborted) => return,
-                        Woken::Phase(now) => seen = now,
-                    },
-                }
-            }
-        });
     }
+}
+
+/// Serves a uwsgi request with a body through hyper, which reads it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection's parts, passed on"
+)]
+fn serve_hyper<'a, A: App>(
+    mut tracked: Tracked,
+    opened: Box<uwsgi::Opened>,
+    app: Arc<A>,
+    info: Connection,
+    watched: Watched<'a>,
+    door: &'a Door,
+    (shared, activity): (&'a Arc<Shared>, &'a Arc<Activity>),
+    peer: Option<SocketAddr>,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
     // Ahead of what is still pending: the bytes a PROXY protocol header came
     // with that the packet's reading left.
     tracked.pending = match tracked.pending.is_empty() {
@@ -210,9 +281,7 @@ fn serve_packet<'a, A: App>(
     });
     // Boxed: hyper's connection is not carried by every uwsgi request.
     let conn = hyper_connection(Either::Left(tracked), requests, shared, true);
-    let served: Pin<Box<dyn Future<Output = ()> + Send + 'a>> =
-        Box::pin(serve_http(conn, watched, door, (shared, activity), peer));
-    future::Either::Right(served)
+    Box::pin(serve_http(conn, watched, door, (shared, activity), peer))
 }
 
 /// Logs why a connection closed before its first request: a PROXY header or
@@ -432,16 +501,53 @@ fn answer_uwsgi<A: App>(
     let handled = handle(app, shared, activity, info, req);
     let peer = info.remote_addr;
     async move {
-        let written = {
-            let Ok(res) = handled.await;
-            uwsgi::write_response(&mut io, res, head_request)
-        };
-        match written.await {
-            Ok(()) => {
-                let _ = io.shutdown().await;
-            }
-            Err(e) => tracing::debug!(?peer, "closed a uwsgi connection mid-response: {e}"),
+        let Ok(res) = handled.await;
+        respond(&mut io, res, head_request, peer).await;
+    }
+}
+
+/// Answers a request whose packet the app may take as it is
+/// ([`App::call_packet`]); the request made of it where the app gives it back.
+async fn answer_plain<A: App>(
+    mut io: Tracked,
+    packet: Box<crate::environ::Packet>,
+    app: Arc<A>,
+    shared: &Shared,
+    activity: &Arc<Activity>,
+    door: &Door,
+) {
+    let head_request = packet.method == http::Method::HEAD;
+    let peer = Some(packet.remote_addr);
+    let handled = match handle_packet(&*app, shared, activity, packet) {
+        Ok(handled) => handled,
+        Err(packet) => {
+            return match uwsgi::reopen(&packet) {
+                Ok(opened) => {
+                    let info = connection_info(&opened, door);
+                    answer_uwsgi(io, opened, app.clone(), shared, activity, &info).await;
+                }
+                Err(refused) => {
+                    let _ = refuse(io, &refused).await;
+                }
+            };
         }
+    };
+    let Ok(res) = handled.await;
+    respond(&mut io, res, head_request, peer).await;
+}
+
+/// Writes the response to a uwsgi request, and closes the connection.
+async fn respond(
+    io: &mut Tracked,
+    res: http::Response<super::request::ServerBody>,
+    head_request: bool,
+    peer: Option<SocketAddr>,
+) {
+    match uwsgi::write_response(io, res, head_request).await {
+        Ok(()) => {
+            let _ = io.shutdown().await;
+        }
+        Err(e) => tracing::debug!(?peer, "closed a uwsgi connection mid-response: {e}"),
     }
 }
 
@@ -493,7 +599,7 @@ async fn open_uwsgi(
     mut tracked: Tracked,
     peer: Option<SocketAddr>,
     door: &Door,
-) -> io::Result<(Tracked, Box<uwsgi::Opened>)> {
+) -> io::Result<(Tracked, uwsgi::Read)> {
     // Boxed, as the refusal below: the rare cases' state is not carried by
     // every request.
     let remote_addr = match door.proxy_protocol {
@@ -501,22 +607,27 @@ async fn open_uwsgi(
         false => peer,
     };
     let refused = match uwsgi::read_packet(&mut tracked).await? {
-        Ok(mut opened) => {
+        Ok(uwsgi::Read::Opened(mut opened)) => {
             opened.remote_addr = opened.remote_addr.or(remote_addr);
-            return Ok((tracked, opened));
+            return Ok((tracked, uwsgi::Read::Opened(opened)));
         }
+        // It names its client.
+        Ok(plain @ uwsgi::Read::Plain(_)) => return Ok((tracked, plain)),
         Err(refused) => refused,
     };
-    Box::pin(async move {
-        let _ = tracked.write_all(&refused.response()).await;
-        let _ = tracked.shutdown().await;
-        let why = format!(
-            "refused a uwsgi request ({}): {}",
-            refused.status, refused.why
-        );
-        Err(io::Error::new(io::ErrorKind::InvalidData, why))
-    })
-    .await
+    Err(Box::pin(refuse(tracked, &refused)).await)
+}
+
+/// Answers a packet the server will not serve with why, and closes the
+/// connection; the error says so.
+async fn refuse(mut tracked: Tracked, refused: &uwsgi::Refused) -> io::Error {
+    let _ = tracked.write_all(&refused.response()).await;
+    let _ = tracked.shutdown().await;
+    let why = format!(
+        "refused a uwsgi request ({}): {}",
+        refused.status, refused.why
+    );
+    io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
 /// The client's address: the PROXY protocol header's, where the listener

@@ -35,15 +35,7 @@ pub(super) fn handle<A: App, B: Incoming>(
     info: &Connection,
     req: http::Request<B>,
 ) -> impl Future<Output = Result<http::Response<ServerBody>, Infallible>> + use<A, B> {
-    let http1 = req.version() < Version::HTTP_2;
-    let answer = Answer {
-        in_flight: InFlight::begin(activity.clone()),
-        close: shared.lifecycle.draining() && http1,
-        http1,
-    };
-    if req.version() == Version::HTTP_2 {
-        activity.http2.store(true, Ordering::Relaxed);
-    }
+    let answer = Answer::begin(shared, activity, req.version());
     let bodiless = req.method() == http::Method::HEAD;
     let called = gate(shared, activity, info, req);
     let pages = shared.config.error_pages.clone();
@@ -70,16 +62,44 @@ pub(super) fn handle<A: App, B: Incoming>(
             TIMED_OUT => close(&mut res),
             _ => {}
         }
-        let owed = match framed(&res, bodiless) {
-            Ok(owed) => owed,
-            Err(why) => {
-                tracing::error!("the app's response cannot be sent: {why}; answered 500 instead");
-                res = closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref());
-                None
-            }
-        };
-        answer.with(res, owed)
+        answer.framed(res, bodiless, pages.as_deref())
     }
+}
+
+/// Answers a uwsgi request without a body from its packet, where the app
+/// takes it so ([`App::call_packet`]); `Err` gives it back, for the request
+/// made of it to be [`handle`]d. What the request would pass on its way to
+/// the app, it passes here: the health check (never a packet's), no gate
+/// (`uwsgi::plain` takes only packets it lets through).
+pub(super) fn handle_packet<'a, A: App>(
+    app: &'a A,
+    shared: &Shared,
+    activity: &Arc<Activity>,
+    packet: Box<crate::environ::Packet>,
+) -> Result<
+    impl Future<Output = Result<http::Response<ServerBody>, Infallible>> + 'a,
+    Box<crate::environ::Packet>,
+> {
+    if shared.config.health_path.as_deref() == Some(packet.target.path()) {
+        return Err(packet);
+    }
+    let answer = Answer::begin(shared, activity, packet.version);
+    let bodiless = packet.method == http::Method::HEAD;
+    let pages = shared.config.error_pages.clone();
+    let called = match std::panic::catch_unwind(AssertUnwindSafe(|| app.call_packet(packet))) {
+        Ok(Ok(called)) => Some(called),
+        Ok(Err(packet)) => return Err(packet),
+        Err(_panic) => None,
+    };
+    Ok(async move {
+        let caught = match called {
+            Some(called) => AssertUnwindSafe(called).catch_unwind().await.ok(),
+            None => None,
+        };
+        let res =
+            caught.unwrap_or_else(|| closing(StatusCode::INTERNAL_SERVER_ERROR, pages.as_deref()));
+        answer.framed(res, bodiless, pages.as_deref())
+    })
 }
 
 /// A request's body as the server reads it: hyper's, or none (a uwsgi
@@ -105,6 +125,37 @@ struct Answer {
 }
 
 impl Answer {
+    /// A request of `version` on its way in.
+    fn begin(shared: &Shared, activity: &Arc<Activity>, version: Version) -> Self {
+        let http1 = version < Version::HTTP_2;
+        if version == Version::HTTP_2 {
+            activity.http2.store(true, Ordering::Relaxed);
+        }
+        Self {
+            in_flight: InFlight::begin(activity.clone()),
+            close: shared.lifecycle.draining() && http1,
+            http1,
+        }
+    }
+
+    /// The app's response, checked: one that cannot be sent is a 500.
+    fn framed(
+        self,
+        mut res: Response,
+        bodiless: bool,
+        pages: Option<&ErrorPages>,
+    ) -> Result<http::Response<ServerBody>, Infallible> {
+        let owed = match framed(&res, bodiless) {
+            Ok(owed) => owed,
+            Err(why) => {
+                tracing::error!("the app's response cannot be sent: {why}; answered 500 instead");
+                res = closing(StatusCode::INTERNAL_SERVER_ERROR, pages);
+                None
+            }
+        };
+        self.with(res, owed)
+    }
+
     /// `owed`: the bytes a streamed body's `Content-Length` says it has.
     fn with(
         self,

@@ -41,12 +41,14 @@ use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE, HOST, TRAILER, TRANSFER_ENCODING};
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, percent_encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::request::valid_host;
 use crate::Forwarded;
+use crate::environ::Packet;
 
 /// Bytes a raw path (already encoded) may not hold as they are.
 const PATH_RAW: &AsciiSet = &CONTROLS
@@ -160,7 +162,7 @@ const FIRST_READ: usize = 4096;
 /// four futures on its way to the app, each of which would copy it.
 pub(super) async fn read_packet<S: AsyncRead + Unpin>(
     io: &mut S,
-) -> io::Result<Result<Box<Opened>, Refused>> {
+) -> io::Result<Result<Read, Refused>> {
     // Read on the stack and kept at its size: what a request's fields point
     // into is not a 4 KiB allocation of which they use a few hundred bytes.
     let mut buf = poll_fn(|cx| {
@@ -188,7 +190,95 @@ pub(super) async fn read_packet<S: AsyncRead + Unpin>(
         Ok(parsed) => parsed,
         Err(refused) => return Ok(Err(refused)),
     };
-    Ok(open(&packet, end, vars, fields))
+    if let Some(plain) = plain(&packet, end, vars) {
+        return Ok(Ok(Read::Plain(Box::new(plain))));
+    }
+    Ok(open(&packet, end, vars, fields).map(Read::Opened))
+}
+
+/// A packet read: as it is, where an app may take it so, or as a request.
+pub(super) enum Read {
+    Plain(Box<Packet>),
+    Opened(Box<Opened>),
+}
+
+/// The request a [`plain`] packet describes, for an app that did not take
+/// the packet itself.
+pub(super) fn reopen(packet: &Packet) -> Result<Box<Opened>, Refused> {
+    let (vars, fields) = Vars::parse(&packet.vars)?;
+    open(&packet.vars, packet.vars.len(), vars, fields)
+}
+
+/// The packet (its variables up to `end`) as a [`Packet`], where [`open`]
+/// would make of it a request without a body whose environ says what the
+/// variables say as they are: no field or front variable named twice (none
+/// to join, none whose first wins), each field's name `HTTP_` and `A-Z`,
+/// `0-9` and `_` (`open` spells it back the same) and its value one a field
+/// may hold, a valid host, a target (`PATH_INFO` and a `REQUEST_URI` that
+/// is printable ASCII starting with `/`), the server's name and port and the
+/// client's address. Any other packet, and one that `open` refuses, is left
+/// to `open`.
+fn plain(packet: &Bytes, end: usize, vars: Vars<'_>) -> Option<Packet> {
+    let mut named = Named::default();
+    let (mut fields, mut front) = (0u64, 0u64);
+    // The names seen, by a bit each of their lengths and last bytes pick: a
+    // name whose bit is set is looked for among those before it.
+    let mut seen = 0u64;
+    let mut host = None;
+    for (i, (name, value)) in vars.enumerate() {
+        let mask = match named.take(name, value) {
+            Kind::Named | Kind::Dropped => continue,
+            Kind::Front => &mut front,
+            Kind::Field => {
+                let spelled = |b: &u8| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_';
+                let field = |b: &u8| *b == b'\t' || (*b >= 0x20 && *b != 0x7f);
+                if !name.iter().all(spelled) || !value.iter().all(field) {
+                    return None;
+                }
+                match name {
+                    b"HTTP_HOST" => host = Some(value),
+                    b"HTTP_TRANSFER_ENCODING" => return None,
+                    b"CONTENT_LENGTH" if value.iter().any(|b| *b != b'0') => return None,
+                    _ => {}
+                }
+                &mut fields
+            }
+        };
+        let bit = 1 << ((name.len() * 7 + usize::from(name.last().copied().unwrap_or(0))) % 64);
+        if i >= 64 || (seen & bit != 0 && vars.take(i).any(|(earlier, _)| earlier == name)) {
+            return None;
+        }
+        seen |= bit;
+        *mask |= 1 << i;
+    }
+    let host = host.filter(|host| !host.is_empty() && valid_host(host))?;
+    let request_uri = named.request_uri.filter(|uri| {
+        uri.starts_with(b"/") && uri.iter().all(u8::is_ascii_graphic) && named.path_info.is_some()
+    })?;
+    let (target, prefix) = named.target();
+    let block = &packet[4..end];
+    let within = |var: &[u8]| {
+        let start = var.as_ptr() as usize - block.as_ptr() as usize;
+        start..start + var.len()
+    };
+    Some(Packet {
+        method: named.method().ok()?,
+        target: PathAndQuery::from_maybe_shared(Bytes::from(target)).ok()?,
+        prefix,
+        script_end: 0,
+        request_uri: within(request_uri),
+        server_name: within(server_name(named.server_name, host)?),
+        server_port: named.server_port()?,
+        version: named.version(),
+        remote_addr: named.remote_addr()?,
+        scheme: match named.https() {
+            true => Scheme::HTTPS,
+            false => Scheme::HTTP,
+        },
+        vars: packet.slice(4..end),
+        fields,
+        front,
+    })
 }
 
 /// Reads into `buf` until it holds at least `len` bytes.
@@ -257,36 +347,21 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>, fields: usize) -> Result<Box
     // Noted as they are taken, not looked up after.
     let (mut host, mut coding) = (None, false);
     for (name, value) in vars {
-        if named.note(name, value) {
-            continue;
-        }
-        let header = match name {
-            // nginx's uwsgi_params send both on every request, empty without
-            // a body: no header, but the app sees them empty, as under uWSGI.
+        let header = match named.take(name, value) {
+            Kind::Named | Kind::Dropped => continue,
+            Kind::Front => {
+                pass_on(&mut front, packet, name, value);
+                continue;
+            }
             // One sent empty first is the one that counts.
-            b"CONTENT_TYPE" | b"CONTENT_LENGTH"
-                if value.is_empty() || front.iter().any(|(n, _)| n == name) =>
+            Kind::Field
+                if matches!(name, b"CONTENT_TYPE" | b"CONTENT_LENGTH")
+                    && front.iter().any(|(n, _)| n == name) =>
             {
                 pass_on(&mut front, packet, name, value);
                 continue;
             }
-            b"CONTENT_TYPE" | b"CONTENT_LENGTH" => name,
-            // The client's own fields, which nginx passes beside those two:
-            // the front's CONTENT_* say what the body is, as uWSGI reads it.
-            b"HTTP_CONTENT_TYPE" | b"HTTP_CONTENT_LENGTH" => continue,
-            _ => match name.strip_prefix(b"HTTP_") {
-                Some(header) if !header.is_empty() => header,
-                Some(_) => continue,
-                None => {
-                    let passed = !name.starts_with(b"UWSGI_")
-                        && !name.is_empty()
-                        && name.iter().all(u8::is_ascii_graphic);
-                    if passed {
-                        pass_on(&mut front, packet, name, value);
-                    }
-                    continue;
-                }
-            },
+            Kind::Field => name.strip_prefix(b"HTTP_").unwrap_or(name),
         };
         let header = header_name(header).ok_or_else(|| {
             Refused::bad(format!(
@@ -337,29 +412,8 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>, fields: usize) -> Result<Box
         let host = String::from_utf8_lossy(host);
         return Err(Refused::bad(format!("HTTP_HOST {host:?} is no host")));
     }
-    let method = named.method.unwrap_or(b"GET");
-    let method = Some(method)
-        .filter(|m| !m.is_empty())
-        .filter(|m| {
-            m.iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_!".contains(b))
-        })
-        .and_then(|m| Method::from_bytes(m).ok())
-        .ok_or_else(|| {
-            let method = String::from_utf8_lossy(method);
-            Refused::bad(format!("bad REQUEST_METHOD {method:?}"))
-        })?;
-    let mut target = String::with_capacity(named.request_uri.map_or(16, |u| u.len() + 16));
-    let prefix = target_path(
-        named.path_info,
-        named.script_name,
-        named.request_uri,
-        &mut target,
-    );
-    if let Some(query) = named.query_string.filter(|q| !q.is_empty()) {
-        target.push('?');
-        target.extend(percent_encode(query, QUERY));
-    }
+    let method = named.method()?;
+    let (target, prefix) = named.target();
     // The client's own target, for the app, where it is not this one.
     let request_uri = named
         .request_uri
@@ -368,12 +422,8 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>, fields: usize) -> Result<Box
         .map(|uri| String::from_utf8_lossy(uri).into_owned());
     let uri = Uri::from_maybe_shared(Bytes::from(target))
         .map_err(|e| Refused::bad(format!("bad request target: {e}")))?;
-    let https = (named.https).is_some_and(|on| on.eq_ignore_ascii_case(b"on") || on == b"1")
-        || [named.request_scheme, named.uwsgi_scheme]
-            .into_iter()
-            .any(|scheme| scheme.is_some_and(|s| s.eq_ignore_ascii_case(b"https")));
-    // The port the front took the request on, not this listener's.
-    let port = text(named.server_port).and_then(|p| p.parse::<u16>().ok());
+    let https = named.https();
+    let port = named.server_port();
     if host.is_none() {
         // No Host (HTTP/1.0): SERVER_NAME, with SERVER_PORT unless it is the
         // scheme's, as Werkzeug builds the host from them.
@@ -389,14 +439,7 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>, fields: usize) -> Result<Box
             headers.insert(HOST, host);
         }
     }
-    let remote_addr = text(named.remote_addr)
-        .and_then(|ip| ip.parse::<IpAddr>().ok())
-        .map(|ip| {
-            let port = text(named.remote_port)
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            SocketAddr::new(ip, port)
-        });
+    let remote_addr = named.remote_addr();
     let server_name = text(named.server_name).filter(|n| !n.is_empty());
     let forwarded = (prefix.is_some()
         || port.is_some()
@@ -414,11 +457,7 @@ fn open(packet: &Bytes, end: usize, vars: Vars<'_>, fields: usize) -> Result<Box
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = method;
     head.uri = uri;
-    head.version = match named.protocol {
-        Some(b"HTTP/1.0") => Version::HTTP_10,
-        Some(b"HTTP/2.0" | b"HTTP/2") => Version::HTTP_2,
-        _ => Version::HTTP_11,
-    };
+    head.version = named.version();
     head.headers = headers;
     Ok(Box::new(Opened {
         head,
@@ -458,28 +497,126 @@ struct Named<'a> {
     uwsgi_scheme: Option<&'a [u8]>,
 }
 
+/// What a packet's variable is to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// One the request is made of (REQUEST_METHOD, PATH_INFO, …), or one
+    /// stackway decides from (HTTPS, UWSGI_SCHEME); not the app's.
+    Named,
+    /// A header field: `HTTP_*`, and a `CONTENT_*` with a value.
+    Field,
+    /// The front's word for the app, passed on (DOCUMENT_ROOT,
+    /// REQUEST_SCHEME, an empty `CONTENT_*`, a deployment's own).
+    Front,
+    /// Left out: nginx's copies of the client's `Content-*`, `HTTP_`, an
+    /// `UWSGI_*`, a name that is no name.
+    Dropped,
+}
+
 impl<'a> Named<'a> {
-    /// Notes the first of each name; whether the variable is one the request
-    /// is made of (REQUEST_SCHEME and UWSGI_SCHEME are noted and go on).
-    fn note(&mut self, name: &[u8], value: &'a [u8]) -> bool {
-        let (slot, made_of) = match name {
-            b"REQUEST_METHOD" => (&mut self.method, true),
-            b"REQUEST_URI" => (&mut self.request_uri, true),
-            b"PATH_INFO" => (&mut self.path_info, true),
-            b"SCRIPT_NAME" => (&mut self.script_name, true),
-            b"QUERY_STRING" => (&mut self.query_string, true),
-            b"REMOTE_ADDR" => (&mut self.remote_addr, true),
-            b"REMOTE_PORT" => (&mut self.remote_port, true),
-            b"SERVER_PROTOCOL" => (&mut self.protocol, true),
-            b"SERVER_NAME" => (&mut self.server_name, true),
-            b"SERVER_PORT" => (&mut self.server_port, true),
-            b"HTTPS" => (&mut self.https, true),
-            b"REQUEST_SCHEME" => (&mut self.request_scheme, false),
-            b"UWSGI_SCHEME" => (&mut self.uwsgi_scheme, false),
-            _ => return false,
+    /// What the variable `name` is to the request; the first of each name
+    /// the request is made of is noted.
+    fn take(&mut self, name: &[u8], value: &'a [u8]) -> Kind {
+        let (slot, kind) = match name {
+            b"REQUEST_METHOD" => (&mut self.method, Kind::Named),
+            b"REQUEST_URI" => (&mut self.request_uri, Kind::Named),
+            b"PATH_INFO" => (&mut self.path_info, Kind::Named),
+            b"SCRIPT_NAME" => (&mut self.script_name, Kind::Named),
+            b"QUERY_STRING" => (&mut self.query_string, Kind::Named),
+            b"REMOTE_ADDR" => (&mut self.remote_addr, Kind::Named),
+            b"REMOTE_PORT" => (&mut self.remote_port, Kind::Named),
+            b"SERVER_PROTOCOL" => (&mut self.protocol, Kind::Named),
+            b"SERVER_NAME" => (&mut self.server_name, Kind::Named),
+            b"SERVER_PORT" => (&mut self.server_port, Kind::Named),
+            b"HTTPS" => (&mut self.https, Kind::Named),
+            b"REQUEST_SCHEME" => (&mut self.request_scheme, Kind::Front),
+            b"UWSGI_SCHEME" => (&mut self.uwsgi_scheme, Kind::Dropped),
+            // nginx's uwsgi_params send both on every request, empty without
+            // a body: no header, but the app sees them empty, as under uWSGI.
+            b"CONTENT_TYPE" | b"CONTENT_LENGTH" if value.is_empty() => return Kind::Front,
+            b"CONTENT_TYPE" | b"CONTENT_LENGTH" => return Kind::Field,
+            // The client's own fields, which nginx passes beside those two:
+            // the front's CONTENT_* say what the body is, as uWSGI reads it.
+            b"HTTP_CONTENT_TYPE" | b"HTTP_CONTENT_LENGTH" | b"HTTP_" => return Kind::Dropped,
+            _ if name.starts_with(b"HTTP_") => return Kind::Field,
+            _ if name.starts_with(b"UWSGI_") || name.is_empty() => return Kind::Dropped,
+            _ if name.iter().all(u8::is_ascii_graphic) => return Kind::Front,
+            _ => return Kind::Dropped,
         };
         slot.get_or_insert(value);
-        made_of
+        kind
+    }
+
+    /// REQUEST_METHOD, `GET` without one.
+    fn method(&self) -> Result<Method, Refused> {
+        let method = self.method.unwrap_or(b"GET");
+        Some(method)
+            .filter(|m| !m.is_empty())
+            .filter(|m| {
+                m.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_!".contains(b))
+            })
+            .and_then(|m| Method::from_bytes(m).ok())
+            .ok_or_else(|| {
+                let method = String::from_utf8_lossy(method);
+                Refused::bad(format!("bad REQUEST_METHOD {method:?}"))
+            })
+    }
+
+    /// The request's target, encoded, and the mount prefix SCRIPT_NAME gives.
+    fn target(&self) -> (String, Option<String>) {
+        let mut target = String::with_capacity(self.request_uri.map_or(16, |u| u.len() + 16));
+        let prefix = target_path(
+            self.path_info,
+            self.script_name,
+            self.request_uri,
+            &mut target,
+        );
+        if let Some(query) = self.query_string.filter(|q| !q.is_empty()) {
+            target.push('?');
+            target.extend(percent_encode(query, QUERY));
+        }
+        (target, prefix)
+    }
+
+    /// Whether the client's request came over TLS.
+    fn https(&self) -> bool {
+        (self.https).is_some_and(|on| on.eq_ignore_ascii_case(b"on") || on == b"1")
+            || [self.request_scheme, self.uwsgi_scheme]
+                .into_iter()
+                .any(|scheme| scheme.is_some_and(|s| s.eq_ignore_ascii_case(b"https")))
+    }
+
+    /// The version to tell the app (SERVER_PROTOCOL).
+    fn version(&self) -> Version {
+        match self.protocol {
+            Some(b"HTTP/1.0") => Version::HTTP_10,
+            Some(b"HTTP/2.0" | b"HTTP/2") => Version::HTTP_2,
+            _ => Version::HTTP_11,
+        }
+    }
+
+    /// The client's address, its port 0 when the front gave none.
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        let ip = text(self.remote_addr)?.parse::<IpAddr>().ok()?;
+        let port = text(self.remote_port)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        Some(SocketAddr::new(ip, port))
+    }
+
+    /// The port the front took the request on, not this listener's.
+    fn server_port(&self) -> Option<u16> {
+        text(self.server_port)?.parse().ok()
+    }
+}
+
+/// SERVER_NAME as the request's environ has it: the front's, else the
+/// host's name where it reads as it stands.
+fn server_name<'a>(front: Option<&'a [u8]>, host: &'a [u8]) -> Option<&'a [u8]> {
+    match text(front).filter(|name| !name.is_empty()) {
+        Some(name) => Some(name.as_bytes()),
+        None => crate::environ::server_name_of(text(Some(host))?).map(str::as_bytes),
     }
 }
 
@@ -736,9 +873,17 @@ mod tests {
     use super::*;
     use stackway_test_support::http::uwsgi_packet as packet;
 
+    /// The request a packet makes, read as `plain` or `open` reads it.
     async fn read(bytes: &[u8]) -> Result<Opened, Refused> {
         let mut io = bytes;
-        read_packet(&mut io).await.unwrap().map(|opened| *opened)
+        made(read_packet(&mut io).await.unwrap())
+    }
+
+    fn made(read: Result<Read, Refused>) -> Result<Opened, Refused> {
+        match read? {
+            Read::Opened(opened) => Ok(*opened),
+            Read::Plain(packet) => reopen(&packet).map(|opened| *opened),
+        }
     }
 
     fn head(opened: &Opened) -> String {
@@ -784,6 +929,199 @@ mod tests {
         let vars = nginx(uri, path_info, extra);
         let vars: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         read(&packet(&vars)).await
+    }
+
+    /// The packet as `plain` reads it, if it does.
+    fn plain_of(vars: &[(&str, &str)]) -> Option<Packet> {
+        let bytes = Bytes::from(packet(vars));
+        let end = bytes.len();
+        let (vars, _) = Vars::parse(&bytes[4..end]).unwrap();
+        plain(&bytes, end, vars)
+    }
+
+    /// Every view of a packet `plain` reads is what the request's environ
+    /// says of the same request as the server makes it, mounted or not: an
+    /// app that takes the packet sees what it would see of the request.
+    #[test]
+    fn a_plain_packet_says_what_the_request_made_of_it_says() {
+        use crate::{Connection, RequestExt};
+        // nginx's variables, each of `extra`'s replacing its namesake.
+        let nginx = |uri: &str, path_info: &str, extra: &[(&'static str, &'static str)]| {
+            let mut vars = nginx(uri, path_info, &[]);
+            for (name, value) in extra {
+                match vars.iter_mut().find(|(n, _)| n == name) {
+                    Some(var) => var.1 = (*value).to_owned(),
+                    None => vars.push(((*name).to_owned(), (*value).to_owned())),
+                }
+            }
+            vars
+        };
+        let cases: Vec<Vec<(String, String)>> = vec![
+            nginx("/", "/", &[]),
+            nginx(
+                "/x?y=1&z=%20&e=%E9",
+                "/x",
+                &[("HTTP_USER_AGENT", "t/1"), ("HTTP_ACCEPT", "*/*")],
+            ),
+            nginx(
+                "/a%2Fb/caf%C3%A9/%FF/sp%20ace/%252F",
+                "/a/b/caf\u{e9}/sp ace/%2F",
+                &[],
+            ),
+            nginx("//a//b/c", "/a/b/c", &[]),
+            nginx("/q?a=<b>%20c", "/q", &[]),
+            // Not plain: a REQUEST_URI that is not ASCII.
+            nginx("/q?a=\u{e9}", "/q", &[]),
+            nginx("/app/x?k=v", "/app/x", &[("SCRIPT_NAME", "/app")]),
+            nginx("/app", "/app", &[("SCRIPT_NAME", "/app/")]),
+            nginx("/h", "/h", &[("HTTP_HOST", "Example.COM:8080")]),
+            nginx(
+                "/h",
+                "/h",
+                &[("SERVER_NAME", ""), ("HTTP_HOST", "example.com:8080")],
+            ),
+            nginx(
+                "/h",
+                "/h",
+                &[("SERVER_NAME", ""), ("HTTP_HOST", "[::1]:8080")],
+            ),
+            nginx("/s", "/s", &[("HTTPS", "on"), ("SERVER_PORT", "443")]),
+            nginx("/s", "/s", &[("REQUEST_SCHEME", "https")]),
+            nginx("/v", "/v", &[("SERVER_PROTOCOL", "HTTP/1.0")]),
+            nginx("/v", "/v", &[("SERVER_PROTOCOL", "HTTP/2.0")]),
+            nginx(
+                "/r",
+                "/r",
+                &[("REMOTE_ADDR", "2001:db8::1"), ("REMOTE_PORT", "")],
+            ),
+            nginx(
+                "/r",
+                "/r",
+                &[("REMOTE_PORT", "+80"), ("SERVER_PORT", "08080")],
+            ),
+            nginx(
+                "/f",
+                "/f",
+                &[
+                    ("HTTP_COOKIE", "a=1; b=2"),
+                    ("HTTP_X_EMPTY", ""),
+                    ("HTTP_X_TRACE_ID", "abc"),
+                    ("HTTP_CONTENT_TYPE", "text/plain"),
+                    ("REMOTE_USER", "alice"),
+                    ("UWSGI_SCRIPT", "x"),
+                    ("MY_VAR", "v\u{e9}"),
+                ],
+            ),
+            nginx("/m", "/m", &[("REQUEST_METHOD", "HEAD")]),
+            nginx("/m", "/m", &[("REQUEST_METHOD", "PURGE")]),
+            nginx(
+                "/c",
+                "/c",
+                &[("CONTENT_LENGTH", "0"), ("CONTENT_TYPE", "text/plain")],
+            ),
+        ];
+        let mut plain_ones = 0;
+        for vars in &cases {
+            let vars: Vec<(&str, &str)> =
+                vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let Some(mut packet) = plain_of(&vars) else {
+                continue;
+            };
+            plain_ones += 1;
+            let opened = *reopen(&packet).unwrap();
+            let mut req = http::Request::from_parts(opened.head, ());
+            if let Some(forwarded) = opened.forwarded {
+                req.extensions_mut().insert(forwarded);
+            }
+            req.extensions_mut().insert(Connection {
+                remote_addr: opened.remote_addr,
+                local_addr: Some(([127, 0, 0, 1], 3031).into()),
+                scheme: match opened.https {
+                    true => Scheme::HTTPS,
+                    false => Scheme::HTTP,
+                },
+                listener: 0,
+            });
+            // At the root, then mounted a segment down where there is one.
+            let segment = packet.path_info()[1..].find('/').map(|end| end + 1);
+            for mount in [None, segment] {
+                if let Some(len) = mount {
+                    assert!(req.push_script_name(len) && packet.push_script_name(len));
+                }
+                let env = req.environ();
+                let case = format!("{vars:?} mounted {mount:?}");
+                assert_eq!(packet.method(), req.method(), "{case}");
+                assert_eq!(packet.mount_path(), env.mount_path(), "{case}");
+                assert_eq!(packet.path_info(), env.path_info(), "{case}");
+                assert_eq!(packet.query_string(), env.query_string(), "{case}");
+                assert_eq!(
+                    packet.request_target(),
+                    env.request_target().as_bytes(),
+                    "{case}"
+                );
+                assert_eq!(packet.server_name(), env.server_name().as_bytes(), "{case}");
+                assert_eq!(packet.server_port(), env.server_port(), "{case}");
+                assert_eq!(packet.server_protocol(), env.server_protocol(), "{case}");
+                assert_eq!(Some(packet.remote_addr()), env.remote_addr(), "{case}");
+                assert_eq!(packet.url_scheme(), env.url_scheme(), "{case}");
+                assert_eq!(packet.ssl_client(), env.ssl_client(), "{case}");
+                let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+                env.for_each_cgi_header(|n, v| headers.push((n.as_bytes().to_vec(), v.to_vec())));
+                let mut theirs: Vec<(Vec<u8>, Vec<u8>)> = packet
+                    .cgi_headers()
+                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                    .collect();
+                headers.sort();
+                theirs.sort();
+                assert_eq!(theirs, headers, "{case}");
+                let front: Vec<(&[u8], &[u8])> = env
+                    .front_vars()
+                    .iter()
+                    .map(|(n, v)| (&n[..], &v[..]))
+                    .collect();
+                assert_eq!(packet.front_vars().collect::<Vec<_>>(), front, "{case}");
+            }
+        }
+        assert_eq!(plain_ones, cases.len() - 1);
+    }
+
+    /// What `plain` leaves to `open`: packets whose request says more than
+    /// their variables as they stand, or that `open` refuses.
+    #[test]
+    fn a_packet_that_is_not_plain_is_left_to_be_opened() {
+        let not_plain: &[&[(&str, &str)]] = &[
+            &[("HTTP_COOKIE", "a=1"), ("HTTP_COOKIE", "b=2")],
+            &[("HTTP_x_lower", "1")],
+            &[("HTTP_X_BREAK", "a\r\nb")],
+            &[("HTTP_TRANSFER_ENCODING", "chunked")],
+            &[("CONTENT_LENGTH", "5")],
+            &[("HTTP_HOST", "")],
+            &[("HTTP_HOST", "a@b")],
+            &[("REQUEST_URI", "no-slash")],
+            &[("SERVER_PORT", "http")],
+            &[("REMOTE_ADDR", "unknown")],
+            &[("REQUEST_METHOD", "G T")],
+            &[("DOCUMENT_ROOT", "/twice")],
+        ];
+        for extra in not_plain {
+            // Each replaces nginx's variable of its name, or comes after them.
+            let mut vars = nginx("/x", "/x", &[]);
+            for (name, value) in *extra {
+                match vars
+                    .iter_mut()
+                    .find(|(n, _)| n == name && *name != "HTTP_COOKIE" && *name != "DOCUMENT_ROOT")
+                {
+                    Some(var) => var.1 = (*value).to_owned(),
+                    None => vars.push(((*name).to_owned(), (*value).to_owned())),
+                }
+            }
+            let vars: Vec<(&str, &str)> =
+                vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            assert!(plain_of(&vars).is_none(), "{extra:?}");
+        }
+        let vars = nginx("/x", "/x", &[]);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert!(plain_of(&vars).is_some(), "nginx's own");
     }
 
     #[tokio::test]
@@ -1029,7 +1367,7 @@ mod tests {
         // The body that comes after, in reads of its own, stays the connection's.
         let (packet_alone, body) = bytes.split_at(bytes.len() - 5);
         let mut io = packet_alone.chain(body);
-        let opened = read_packet(&mut io).await.unwrap().unwrap();
+        let opened = made(read_packet(&mut io).await.unwrap()).unwrap();
         assert_eq!(head(&opened), head_only);
         let mut rest = Vec::new();
         io.read_to_end(&mut rest).await.unwrap();

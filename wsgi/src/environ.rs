@@ -13,6 +13,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
+use stackway::environ::Packet;
 use stackway::environ::ip_text;
 use stackway::{Request, RequestExt};
 
@@ -36,17 +37,36 @@ pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString>
 /// of the CGI variables every request has are Python strings made once
 /// (`intern!`), so a request makes only its values and its fields' names.
 pub(crate) struct Cgi {
-    head: http::Request<()>,
+    head: Head,
     /// `wsgi.multithread` and `wsgi.multiprocess`, the app's to say.
     pub(crate) multithread: bool,
     pub(crate) multiprocess: bool,
 }
 
+/// What the environ is made from: a request, or the uwsgi packet the
+/// server took none from.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the request's head is kept where the job is, as before; the packet comes boxed"
+)]
+enum Head {
+    Request(http::Request<()>),
+    Packet(Box<Packet>),
+}
+
 impl Cgi {
     pub(crate) fn new(req: Request) -> Self {
         let (head, _body) = req.into_parts();
+        Self::of(Head::Request(http::Request::from_parts(head, ())))
+    }
+
+    pub(crate) fn packet(packet: Box<Packet>) -> Self {
+        Self::of(Head::Packet(packet))
+    }
+
+    fn of(head: Head) -> Self {
         Self {
-            head: http::Request::from_parts(head, ()),
+            head,
             multithread: true,
             multiprocess: false,
         }
@@ -63,78 +83,12 @@ impl Cgi {
         py: Python<'py>,
         input: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let env = self.head.environ();
         let environ = template(py)?.copy()?;
-        let set =
-            |name: &Bound<'py, PyString>, value: &[u8]| environ.set_item(name, latin1(py, value));
-        environ.set_item(
-            intern!(py, "REQUEST_METHOD"),
-            method(py, self.head.method()),
-        )?;
-        let mount = env.mount_path();
-        set(
-            intern!(py, "SCRIPT_NAME"),
-            &Cow::from(percent_decode_str(&mount)),
-        )?;
-        set(
-            intern!(py, "PATH_INFO"),
-            &Cow::from(percent_decode_str(env.path_info())),
-        )?;
-        set(intern!(py, "QUERY_STRING"), env.query_string().as_bytes())?;
-        let target = latin1(py, env.request_target().as_bytes());
-        environ.set_item(intern!(py, "REQUEST_URI"), &target)?;
-        environ.set_item(intern!(py, "RAW_URI"), target)?;
-        set(intern!(py, "SERVER_NAME"), env.server_name().as_bytes())?;
-        // Numbers by itoa, as `ip_text` writes the address: not through `fmt`.
-        let mut digits = itoa::Buffer::new();
-        set(
-            intern!(py, "SERVER_PORT"),
-            digits.format(env.server_port()).as_bytes(),
-        )?;
-        let protocol = match env.server_protocol() {
-            "HTTP/1.1" => intern!(py, "HTTP/1.1"),
-            "HTTP/1.0" => intern!(py, "HTTP/1.0"),
-            other => &PyString::new(py, other),
+        let https = match &self.head {
+            Head::Request(head) => from_request(py, &environ, head)?,
+            Head::Packet(packet) => from_packet(py, &environ, packet)?,
         };
-        environ.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
-        match env.remote_addr() {
-            Some(remote) => {
-                set(intern!(py, "REMOTE_ADDR"), ip_text(remote.ip()).as_bytes())?;
-                set(
-                    intern!(py, "REMOTE_PORT"),
-                    digits.format(remote.port()).as_bytes(),
-                )?;
-            }
-            None => {
-                environ.del_item(intern!(py, "REMOTE_ADDR"))?;
-                environ.del_item(intern!(py, "REMOTE_PORT"))?;
-            }
-        }
-        for (name, value) in env.ssl_client() {
-            environ.set_item(name, latin1(py, value.as_bytes()))?;
-        }
-        let mut fields = Ok(());
-        env.for_each_cgi_header(|name, value| {
-            if fields.is_ok() {
-                fields = environ.set_item(field_name(py, name), latin1(py, value));
-            }
-        });
-        fields?;
-        for (name, value) in env.front_vars() {
-            // nginx's uwsgi_params send these on every request (the two
-            // CONTENT_* here when empty).
-            let name = match &name[..] {
-                b"DOCUMENT_ROOT" => intern!(py, "DOCUMENT_ROOT").clone(),
-                b"REQUEST_SCHEME" => intern!(py, "REQUEST_SCHEME").clone(),
-                b"CONTENT_TYPE" => intern!(py, "CONTENT_TYPE").clone(),
-                b"CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH").clone(),
-                name => latin1(py, name),
-            };
-            if !environ.contains(&name)? {
-                environ.set_item(name, latin1(py, value))?;
-            }
-        }
-        let scheme = match env.url_scheme() == &http::uri::Scheme::HTTPS {
+        let scheme = match https {
             true => intern!(py, "https"),
             false => intern!(py, "http"),
         };
@@ -151,34 +105,181 @@ impl Cgi {
     }
 }
 
+/// Sets the environ's CGI variables from a request; whether it came over TLS.
+fn from_request<'py>(
+    py: Python<'py>,
+    environ: &Bound<'py, PyDict>,
+    head: &http::Request<()>,
+) -> PyResult<bool> {
+    let env = head.environ();
+    let set = |name: &Bound<'py, PyString>, value: &[u8]| environ.set_item(name, latin1(py, value));
+    environ.set_item(intern!(py, "REQUEST_METHOD"), method(py, head.method()))?;
+    let mount = env.mount_path();
+    set(
+        intern!(py, "SCRIPT_NAME"),
+        &Cow::from(percent_decode_str(&mount)),
+    )?;
+    set(
+        intern!(py, "PATH_INFO"),
+        &Cow::from(percent_decode_str(env.path_info())),
+    )?;
+    set(intern!(py, "QUERY_STRING"), env.query_string().as_bytes())?;
+    let target = latin1(py, env.request_target().as_bytes());
+    environ.set_item(intern!(py, "REQUEST_URI"), &target)?;
+    environ.set_item(intern!(py, "RAW_URI"), target)?;
+    set(intern!(py, "SERVER_NAME"), env.server_name().as_bytes())?;
+    // Numbers by itoa, as `ip_text` writes the address: not through `fmt`.
+    let mut digits = itoa::Buffer::new();
+    set(
+        intern!(py, "SERVER_PORT"),
+        digits.format(env.server_port()).as_bytes(),
+    )?;
+    environ.set_item(
+        intern!(py, "SERVER_PROTOCOL"),
+        protocol(py, env.server_protocol()),
+    )?;
+    match env.remote_addr() {
+        Some(remote) => {
+            set(intern!(py, "REMOTE_ADDR"), ip_text(remote.ip()).as_bytes())?;
+            set(
+                intern!(py, "REMOTE_PORT"),
+                digits.format(remote.port()).as_bytes(),
+            )?;
+        }
+        None => {
+            environ.del_item(intern!(py, "REMOTE_ADDR"))?;
+            environ.del_item(intern!(py, "REMOTE_PORT"))?;
+        }
+    }
+    for (name, value) in env.ssl_client() {
+        environ.set_item(name, latin1(py, value.as_bytes()))?;
+    }
+    let mut fields = Ok(());
+    env.for_each_cgi_header(|name, value| {
+        if fields.is_ok() {
+            fields = environ.set_item(field_name(py, name.as_bytes()), latin1(py, value));
+        }
+    });
+    fields?;
+    for (name, value) in env.front_vars() {
+        front_var(py, environ, name, value)?;
+    }
+    Ok(env.url_scheme() == &http::uri::Scheme::HTTPS)
+}
+
+/// Sets the environ's CGI variables from a uwsgi packet, as
+/// [`from_request`] sets them from the request the server would make of
+/// it; whether it came over TLS.
+fn from_packet<'py>(
+    py: Python<'py>,
+    environ: &Bound<'py, PyDict>,
+    packet: &Packet,
+) -> PyResult<bool> {
+    let set = |name: &Bound<'py, PyString>, value: &[u8]| environ.set_item(name, latin1(py, value));
+    environ.set_item(intern!(py, "REQUEST_METHOD"), method(py, packet.method()))?;
+    let mount = packet.mount_path();
+    set(
+        intern!(py, "SCRIPT_NAME"),
+        &Cow::from(percent_decode_str(&mount)),
+    )?;
+    set(
+        intern!(py, "PATH_INFO"),
+        &Cow::from(percent_decode_str(packet.path_info())),
+    )?;
+    set(
+        intern!(py, "QUERY_STRING"),
+        packet.query_string().as_bytes(),
+    )?;
+    let target = latin1(py, packet.request_target());
+    environ.set_item(intern!(py, "REQUEST_URI"), &target)?;
+    environ.set_item(intern!(py, "RAW_URI"), target)?;
+    set(intern!(py, "SERVER_NAME"), packet.server_name())?;
+    let mut digits = itoa::Buffer::new();
+    set(
+        intern!(py, "SERVER_PORT"),
+        digits.format(packet.server_port()).as_bytes(),
+    )?;
+    environ.set_item(
+        intern!(py, "SERVER_PROTOCOL"),
+        protocol(py, packet.server_protocol()),
+    )?;
+    let remote = packet.remote_addr();
+    set(intern!(py, "REMOTE_ADDR"), ip_text(remote.ip()).as_bytes())?;
+    set(
+        intern!(py, "REMOTE_PORT"),
+        digits.format(remote.port()).as_bytes(),
+    )?;
+    for (name, value) in packet.ssl_client() {
+        environ.set_item(name, latin1(py, value.as_bytes()))?;
+    }
+    for (name, value) in packet.cgi_headers() {
+        environ.set_item(field_name(py, name), latin1(py, value))?;
+    }
+    for (name, value) in packet.front_vars() {
+        front_var(py, environ, name, value)?;
+    }
+    Ok(packet.url_scheme() == &http::uri::Scheme::HTTPS)
+}
+
+/// A variable the front set for the app, unless the environ has its name.
+fn front_var<'py>(
+    py: Python<'py>,
+    environ: &Bound<'py, PyDict>,
+    name: &[u8],
+    value: &[u8],
+) -> PyResult<()> {
+    // nginx's uwsgi_params send these on every request (the two CONTENT_*
+    // here when empty).
+    let name = match name {
+        b"DOCUMENT_ROOT" => intern!(py, "DOCUMENT_ROOT").clone(),
+        b"REQUEST_SCHEME" => intern!(py, "REQUEST_SCHEME").clone(),
+        b"CONTENT_TYPE" => intern!(py, "CONTENT_TYPE").clone(),
+        b"CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH").clone(),
+        name => latin1(py, name),
+    };
+    if !environ.contains(&name)? {
+        environ.set_item(name, latin1(py, value))?;
+    }
+    Ok(())
+}
+
+/// SERVER_PROTOCOL as a `str`: the common ones made once.
+fn protocol<'py>(py: Python<'py>, protocol: &str) -> Bound<'py, PyString> {
+    match protocol {
+        "HTTP/1.1" => intern!(py, "HTTP/1.1").clone(),
+        "HTTP/1.0" => intern!(py, "HTTP/1.0").clone(),
+        other => PyString::new(py, other),
+    }
+}
+
 /// A field's CGI name as a `str`: the names browsers, proxies and nginx's
 /// `uwsgi_params` send made once. Made once, a key's hash is known, and an
 /// app's `environ["HTTP_HOST"]` finds the same object at once.
-fn field_name<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+fn field_name<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
     let common = match name {
-        "HTTP_HOST" => intern!(py, "HTTP_HOST"),
-        "HTTP_USER_AGENT" => intern!(py, "HTTP_USER_AGENT"),
-        "HTTP_ACCEPT" => intern!(py, "HTTP_ACCEPT"),
-        "HTTP_ACCEPT_ENCODING" => intern!(py, "HTTP_ACCEPT_ENCODING"),
-        "HTTP_ACCEPT_LANGUAGE" => intern!(py, "HTTP_ACCEPT_LANGUAGE"),
-        "HTTP_CONNECTION" => intern!(py, "HTTP_CONNECTION"),
-        "HTTP_COOKIE" => intern!(py, "HTTP_COOKIE"),
-        "HTTP_REFERER" => intern!(py, "HTTP_REFERER"),
-        "HTTP_ORIGIN" => intern!(py, "HTTP_ORIGIN"),
-        "HTTP_AUTHORIZATION" => intern!(py, "HTTP_AUTHORIZATION"),
-        "HTTP_CACHE_CONTROL" => intern!(py, "HTTP_CACHE_CONTROL"),
-        "HTTP_IF_NONE_MATCH" => intern!(py, "HTTP_IF_NONE_MATCH"),
-        "HTTP_IF_MODIFIED_SINCE" => intern!(py, "HTTP_IF_MODIFIED_SINCE"),
-        "HTTP_UPGRADE_INSECURE_REQUESTS" => intern!(py, "HTTP_UPGRADE_INSECURE_REQUESTS"),
-        "HTTP_SEC_FETCH_DEST" => intern!(py, "HTTP_SEC_FETCH_DEST"),
-        "HTTP_SEC_FETCH_MODE" => intern!(py, "HTTP_SEC_FETCH_MODE"),
-        "HTTP_SEC_FETCH_SITE" => intern!(py, "HTTP_SEC_FETCH_SITE"),
-        "HTTP_X_FORWARDED_FOR" => intern!(py, "HTTP_X_FORWARDED_FOR"),
-        "HTTP_X_FORWARDED_PROTO" => intern!(py, "HTTP_X_FORWARDED_PROTO"),
-        "HTTP_X_REAL_IP" => intern!(py, "HTTP_X_REAL_IP"),
-        "CONTENT_TYPE" => intern!(py, "CONTENT_TYPE"),
-        "CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH"),
-        _ => return PyString::new(py, name),
+        b"HTTP_HOST" => intern!(py, "HTTP_HOST"),
+        b"HTTP_USER_AGENT" => intern!(py, "HTTP_USER_AGENT"),
+        b"HTTP_ACCEPT" => intern!(py, "HTTP_ACCEPT"),
+        b"HTTP_ACCEPT_ENCODING" => intern!(py, "HTTP_ACCEPT_ENCODING"),
+        b"HTTP_ACCEPT_LANGUAGE" => intern!(py, "HTTP_ACCEPT_LANGUAGE"),
+        b"HTTP_CONNECTION" => intern!(py, "HTTP_CONNECTION"),
+        b"HTTP_COOKIE" => intern!(py, "HTTP_COOKIE"),
+        b"HTTP_REFERER" => intern!(py, "HTTP_REFERER"),
+        b"HTTP_ORIGIN" => intern!(py, "HTTP_ORIGIN"),
+        b"HTTP_AUTHORIZATION" => intern!(py, "HTTP_AUTHORIZATION"),
+        b"HTTP_CACHE_CONTROL" => intern!(py, "HTTP_CACHE_CONTROL"),
+        b"HTTP_IF_NONE_MATCH" => intern!(py, "HTTP_IF_NONE_MATCH"),
+        b"HTTP_IF_MODIFIED_SINCE" => intern!(py, "HTTP_IF_MODIFIED_SINCE"),
+        b"HTTP_UPGRADE_INSECURE_REQUESTS" => intern!(py, "HTTP_UPGRADE_INSECURE_REQUESTS"),
+        b"HTTP_SEC_FETCH_DEST" => intern!(py, "HTTP_SEC_FETCH_DEST"),
+        b"HTTP_SEC_FETCH_MODE" => intern!(py, "HTTP_SEC_FETCH_MODE"),
+        b"HTTP_SEC_FETCH_SITE" => intern!(py, "HTTP_SEC_FETCH_SITE"),
+        b"HTTP_X_FORWARDED_FOR" => intern!(py, "HTTP_X_FORWARDED_FOR"),
+        b"HTTP_X_FORWARDED_PROTO" => intern!(py, "HTTP_X_FORWARDED_PROTO"),
+        b"HTTP_X_REAL_IP" => intern!(py, "HTTP_X_REAL_IP"),
+        b"CONTENT_TYPE" => intern!(py, "CONTENT_TYPE"),
+        b"CONTENT_LENGTH" => intern!(py, "CONTENT_LENGTH"),
+        _ => return latin1(py, name),
     };
     common.clone()
 }

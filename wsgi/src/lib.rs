@@ -96,8 +96,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 use pyo3::prelude::*;
+use stackway::app::BoxFuture;
+use stackway::environ::Packet;
 use stackway::readings::PoolReading;
-use stackway::{App, IntoResponse, Request, Response};
+use stackway::{App, Body, IntoResponse, Request, Response};
 use tokio::sync::oneshot;
 
 pub use crate::asgi::{Asgi, StartupError};
@@ -464,16 +466,29 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
 }
 
 impl App for Wsgi {
-    // Not an `async fn`, which would keep a copy of the request; the job is
-    // made apart (`job`) and handed over before its answer is waited for, so
-    // that the future keeps neither the environ nor the job. It is boxed on
-    // every request, and under a kilobyte the box comes from the allocator's
-    // per-thread cache.
-    #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
     fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
+        let body = std::mem::take(req.body_mut());
+        self.answer(Cgi::new(req), body)
+    }
+
+    /// The environ made from the packet's variables, as uWSGI makes it.
+    fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        Ok(Box::pin(self.answer(Cgi::packet(packet), Body::empty())))
+    }
+}
+
+impl Wsgi {
+    /// Answers the request `cgi` describes, whose body is `body`.
+    ///
+    /// Not an `async fn`, which would keep a copy of its arguments; the job
+    /// is made apart (`job`) and handed over before its answer is waited
+    /// for, so that the future keeps neither the environ nor the job. It is
+    /// boxed on every request, and under a kilobyte the box comes from the
+    /// allocator's per-thread cache.
+    #[expect(clippy::manual_async_fn, reason = "an async fn copies its arguments")]
+    fn answer(&self, cgi: Cgi, body: Body) -> impl Future<Output = Response> + Send {
         async move {
             let on_workers = self.threads == 0;
-            let body = std::mem::take(req.body_mut());
             let input = match self.stream_input && !on_workers {
                 true => body::streamed(body),
                 false => match body::whole(body, MEMORY).await {
@@ -481,7 +496,7 @@ impl App for Wsgi {
                     Err(answer) => return answer,
                 },
             };
-            let (job, exchange, waiting) = self.job(req, input);
+            let (job, exchange, waiting) = self.job(cgi, input);
             let answer = match waiting {
                 None => {
                     self.run_here(job);
@@ -518,8 +533,7 @@ impl Wsgi {
     /// exchange and, on Python's threads, what the server's task waits on:
     /// the head's receiver and the spooled body. On the server's worker the
     /// exchange keeps both until the app returns.
-    fn job(&self, req: Request, input: BodyReader) -> (Job, Arc<Exchange>, Option<Waiting>) {
-        let mut cgi = Cgi::new(req);
+    fn job(&self, mut cgi: Cgi, input: BodyReader) -> (Job, Arc<Exchange>, Option<Waiting>) {
         cgi.multithread = self.multithread.unwrap_or(self.threads != 1);
         cgi.multiprocess = self.multiprocess;
         // Python sends into the spool and never waits for the client; on

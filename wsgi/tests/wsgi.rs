@@ -442,3 +442,152 @@ fn an_apps_connection_fields_are_left_out_and_its_headers_may_be_lists() {
         }
     }
 }
+
+/// An app that counts the packets it passes on to the app it wraps.
+struct PacketsCounted<A>(A, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl<A: stackway::App> stackway::App for PacketsCounted<A> {
+    fn call(&self, req: stackway::Request) -> impl Future<Output = stackway::Response> + Send {
+        self.0.call(req)
+    }
+
+    fn call_packet(
+        &self,
+        packet: Box<stackway::environ::Packet>,
+    ) -> Result<stackway::app::BoxFuture<'_, stackway::Response>, Box<stackway::environ::Packet>>
+    {
+        let taken = self.0.call_packet(packet)?;
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(taken)
+    }
+}
+
+#[test]
+fn over_uwsgi_the_environ_made_from_the_packet_is_the_requests() {
+    use stackway::server::Listener;
+    use stackway_middleware::Lint;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let uwsgi = || {
+        let listener = Listener::bind("127.0.0.1:0").unwrap().uwsgi(true);
+        stackway::Server::new([listener]).unwrap().workers(1)
+    };
+    let mounted = || {
+        Dispatcher::default()
+            .mount("/app", app("environ"))
+            .mount("/", app("environ"))
+    };
+    // The same apps: one server lets the WSGI app take each packet it can;
+    // the other passes every request through a middleware that takes none,
+    // so the app is called with the request the server makes of the packet.
+    let taken = Arc::new(AtomicUsize::new(0));
+    let packets = Running::start(
+        uwsgi(),
+        PacketsCounted(Lint::strict(mounted()), taken.clone()),
+    );
+    let requests = Running::start(
+        uwsgi(),
+        stackway::Builder::new()
+            .wrap(stackway::from_fn(|req, next: stackway::Next| async move {
+                next.run(req).await
+            }))
+            .run(Lint::strict(mounted())),
+    );
+    let nginx = |uri: &str, path_info: &str, extra: &[(&str, &str)]| {
+        let query = uri.split_once('?').map_or("", |(_, q)| q);
+        let mut vars = vec![
+            ("QUERY_STRING", query.to_owned()),
+            ("REQUEST_METHOD", "GET".to_owned()),
+            ("CONTENT_TYPE", String::new()),
+            ("CONTENT_LENGTH", String::new()),
+            ("REQUEST_URI", uri.to_owned()),
+            ("PATH_INFO", path_info.to_owned()),
+            ("DOCUMENT_ROOT", "/usr/share/nginx/html".to_owned()),
+            ("SERVER_PROTOCOL", "HTTP/1.1".to_owned()),
+            ("REQUEST_SCHEME", "http".to_owned()),
+            ("REMOTE_ADDR", "203.0.113.7".to_owned()),
+            ("REMOTE_PORT", "51000".to_owned()),
+            ("SERVER_PORT", "80".to_owned()),
+            ("SERVER_NAME", "example.org".to_owned()),
+        ];
+        for (name, value) in extra {
+            // Each field comes after nginx's variables; another replaces its namesake.
+            match vars
+                .iter_mut()
+                .find(|(n, _)| n == name && !n.starts_with("HTTP_"))
+            {
+                Some(var) => var.1 = (*value).to_owned(),
+                None => vars.push((name, (*value).to_owned())),
+            }
+        }
+        support::http::uwsgi_packet(&vars)
+    };
+    let host = ("HTTP_HOST", "example.org");
+    let cases = [
+        nginx("/", "/", &[host]),
+        nginx(
+            "/x?y=1&z=%20&e=%E9",
+            "/x",
+            &[host, ("HTTP_USER_AGENT", "t/1")],
+        ),
+        nginx(
+            "/app/a%2Fb/caf%C3%A9/sp%20ace",
+            "/app/a/b/café/sp ace",
+            &[host],
+        ),
+        nginx("/app", "/app", &[host]),
+        nginx("/app/q?a=<b>%20c", "/app/q", &[host]),
+        nginx(
+            "/mounted/x",
+            "/mounted/x",
+            &[host, ("SCRIPT_NAME", "/mounted")],
+        ),
+        nginx("/h", "/h", &[("HTTP_HOST", "Example.COM:8080")]),
+        nginx(
+            "/h",
+            "/h",
+            &[("SERVER_NAME", ""), ("HTTP_HOST", "shop.example:8080")],
+        ),
+        nginx("/s", "/s", &[host, ("HTTPS", "on"), ("SERVER_PORT", "443")]),
+        nginx("/v", "/v", &[host, ("SERVER_PROTOCOL", "HTTP/1.0")]),
+        nginx(
+            "/r",
+            "/r",
+            &[host, ("REMOTE_ADDR", "2001:db8::1"), ("REMOTE_PORT", "")],
+        ),
+        nginx(
+            "/f",
+            "/f",
+            &[
+                host,
+                ("HTTP_COOKIE", "a=1; b=2"),
+                ("HTTP_X_EMPTY", ""),
+                ("HTTP_CONTENT_TYPE", "text/plain"),
+                ("REMOTE_USER", "alice"),
+                ("UWSGI_SCRIPT", "x"),
+                ("CONTENT_LENGTH", "0"),
+            ],
+        ),
+        nginx("/m", "/m", &[host, ("REQUEST_METHOD", "HEAD")]),
+        // Not taken as packets: two Cookie variables, no host.
+        nginx(
+            "/two",
+            "/two",
+            &[host, ("HTTP_COOKIE", "a=1"), ("HTTP_COOKIE", "b=2")],
+        ),
+        nginx("/old", "/old", &[]),
+    ];
+    for packet in &cases {
+        let [from_packet, from_request] =
+            [&packets, &requests].map(|running| support::http::exchange(running.addr, packet));
+        assert!(from_packet.starts_with("HTTP/1.0 200 OK"), "{from_packet}");
+        let environ = |answer: &str| {
+            let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+            body.to_owned()
+        };
+        assert_eq!(environ(&from_packet), environ(&from_request));
+    }
+    // As packets, all but the last two.
+    assert_eq!(taken.load(Ordering::Relaxed), cases.len() - 2);
+}

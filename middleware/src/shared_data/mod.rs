@@ -97,6 +97,7 @@ use http::header::{
 };
 use http::{Method, StatusCode};
 use stackway::app::BoxFuture;
+use stackway::environ::Packet;
 use stackway::notes::{Mount, Notes, Served};
 use stackway::{App, Body, IntoResponse, Request, RequestExt, Response};
 
@@ -177,7 +178,11 @@ impl<A> SharedData<A> {
 
     /// The export for this request and the decoded segments below its prefix.
     fn find(&self, req: &Request) -> Option<(&Arc<Export>, Vec<String>)> {
-        let path_info = req.environ().path_info();
+        self.find_path(req.environ().path_info())
+    }
+
+    /// The export for PATH_INFO `path_info`, and the segments below it.
+    fn find_path(&self, path_info: &str) -> Option<(&Arc<Export>, Vec<String>)> {
         let (len, export) = self
             .exports
             .iter()
@@ -195,6 +200,14 @@ impl<A: App> App for SharedData<A> {
             None if !self.redirects => Either::Left(self.inner.call(req)),
             found => Either::Right(self.answer(found, req)),
         }
+    }
+
+    /// A packet for none of the exports goes on as a request would.
+    fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        if self.redirects || self.find_path(packet.path_info()).is_some() {
+            return Err(packet);
+        }
+        self.inner.call_packet(packet)
     }
 }
 

@@ -235,3 +235,19 @@ def connection_fields(environ, start_response):
     start_response("200 OK", [["Content-Type", "text/plain"], ["Keep-Alive", "timeout=600"],
                               ["Upgrade", "h2c"], ["Proxy-Connection", "keep-alive"], ["X-Kept", "yes"]])
     return [b"fields"]
+
+
+def environ(environ, start_response):
+    """The environ's text values, one `name=repr(value)` a line, and the
+    types of the others."""
+    lines = []
+    for name, value in sorted(environ.items()):
+        if isinstance(value, str):
+            lines.append(f"{name}={value!r}")
+        elif name not in ("wsgi.input", "wsgi.errors", "wsgi.file_wrapper"):
+            lines.append(f"{name}={value!r}")
+        else:
+            lines.append(f"{name}:{type(value).__name__}")
+    body = "\n".join(lines).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
