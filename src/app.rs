@@ -104,6 +104,15 @@ pub trait App: Send + Sync + 'static {
     fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
         Err(packet)
     }
+
+    /// Whether [`call_packet`](Self::call_packet) may take a packet: `true`
+    /// for an app that overrides it (for a middleware, as its app says), so
+    /// that a uwsgi listener serving it reads packets for it as they are.
+    /// `false` by default: the server then makes each request of its packet
+    /// at once.
+    fn takes_packets(&self) -> bool {
+        false
+    }
 }
 
 /// The future a [`BoxApp`] returns.
@@ -114,6 +123,8 @@ trait DynApp: Send + Sync + 'static {
     fn call_boxed(&self, req: Request) -> BoxFuture<'_, Response>;
 
     fn call_packet_dyn(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>>;
+
+    fn takes_packets_dyn(&self) -> bool;
 }
 
 impl<A: App> DynApp for A {
@@ -123,6 +134,10 @@ impl<A: App> DynApp for A {
 
     fn call_packet_dyn(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
         self.call_packet(packet)
+    }
+
+    fn takes_packets_dyn(&self) -> bool {
+        self.takes_packets()
     }
 }
 
@@ -162,6 +177,10 @@ impl App for BoxApp {
 
     fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
         self.0.call_packet_dyn(packet)
+    }
+
+    fn takes_packets(&self) -> bool {
+        self.0.takes_packets_dyn()
     }
 }
 

@@ -232,6 +232,17 @@ impl Dispatcher {
 }
 
 impl Node {
+    /// Whether an app mounted here or below takes packets.
+    fn takes_packets(&self) -> bool {
+        self.app
+            .as_ref()
+            .is_some_and(|(app, _)| app.takes_packets())
+            || match &self.children {
+                Children::Few(few) => few.iter().any(|(_, node)| node.takes_packets()),
+                Children::Many(many) => many.values().any(Self::takes_packets),
+            }
+    }
+
     /// Walks the tree along the segments of `path_info`.
     ///
     /// ```text
@@ -330,6 +341,10 @@ impl App for Dispatcher {
             label.answered();
             called.await
         }))
+    }
+
+    fn takes_packets(&self) -> bool {
+        self.hosts.is_empty() && self.any.takes_packets()
     }
 }
 

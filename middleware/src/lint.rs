@@ -142,6 +142,10 @@ impl<A: App> App for Lint<A> {
             checked(called.await, method, asked_etag, reporter)
         }))
     }
+
+    fn takes_packets(&self) -> bool {
+        self.inner.takes_packets()
+    }
 }
 
 /// The app's answer, its head checked and its body checked as it goes.

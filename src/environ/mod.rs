@@ -48,6 +48,7 @@ use percent_encoding::percent_decode_str;
 mod packet;
 
 pub use packet::Packet;
+pub(crate) use packet::{PLACES, Place, Vars};
 
 /// What the server knows of the connection a request came on.
 ///

@@ -26,11 +26,13 @@ use super::is_segment_prefix;
 pub struct Packet {
     /// The variables' block.
     pub(crate) vars: Bytes,
-    /// Which of the variables (by place, the first 64) are fields (`HTTP_*`,
-    /// a `CONTENT_*` with a value), and which the front's word for the app
-    /// beyond the request's own (DOCUMENT_ROOT, an empty `CONTENT_*`).
-    pub(crate) fields: u64,
-    pub(crate) front: u64,
+    /// Where the fields (`HTTP_*`, a `CONTENT_*` with a value) and the
+    /// front's word for the app beyond the request's own (DOCUMENT_ROOT,
+    /// an empty `CONTENT_*`) lie in the block, in order: the first `count`.
+    pub(crate) places: [Place; PLACES],
+    pub(crate) count: usize,
+    /// Which of those are the front's (by place), the others being fields.
+    pub(crate) front: u32,
     pub(crate) method: Method,
     /// The request's target, as the request made of the packet has it.
     pub(crate) target: PathAndQuery,
@@ -46,24 +48,53 @@ pub struct Packet {
     pub(crate) scheme: Scheme,
 }
 
+/// The most fields and front variables a packet taken as it is has: a
+/// browser's fields and nginx's `uwsgi_params` fit.
+pub(crate) const PLACES: usize = 32;
+
+/// Where a variable lies in its block: its name's start and end, and its
+/// value's end (the value starts after its 2-byte length, at the name's end).
+pub(crate) type Place = [u16; 3];
+
+/// A uwsgi packet's variables, in order: each a 16-bit little-endian
+/// length and bytes, name then value. Read where they lie, never gathered;
+/// the iteration ends at the first that runs past the block, which is left
+/// from it on.
+#[derive(Clone, Copy)]
+pub(crate) struct Vars<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Vars<'a> {
+    fn item(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = self.0.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        let item = rest.get(..len)?;
+        self.0 = &rest[len..];
+        Some(item)
+    }
+}
+
+impl<'a> Iterator for Vars<'a> {
+    /// A variable: its name and its value.
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut rest = *self;
+        let var = (rest.item()?, rest.item()?);
+        *self = rest;
+        Some(var)
+    }
+}
+
 impl Packet {
-    /// The variables whose places `mask` has, each a name and a value.
-    fn vars_of(&self, mask: u64) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut rest = &self.vars[..];
-        let mut take = move || {
-            let (len, after) = rest.split_first_chunk::<2>()?;
-            let len = usize::from(u16::from_le_bytes(*len));
-            let item = after.get(..len)?;
-            rest = &after[len..];
-            Some(item)
-        };
-        let mut left = mask;
-        std::iter::from_fn(move || Some((take()?, take()?)))
-            .take(64 - mask.leading_zeros() as usize)
-            .filter(move |_| {
-                let this = left & 1 == 1;
-                left >>= 1;
-                this
+    /// The variables at the places `front` says are (`true`) or are not the
+    /// front's, each a name and a value.
+    fn placed(&self, front: bool) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let vars = &self.vars[..];
+        (self.places[..self.count].iter().enumerate())
+            .filter(move |(i, _)| (self.front >> i) & 1 == u32::from(front))
+            .map(move |(_, &[start, end, value_end])| {
+                let (start, end, value_end) = (start.into(), end.into(), usize::from(value_end));
+                (&vars[start..end], &vars[end + 2..value_end])
             })
     }
 
@@ -154,12 +185,12 @@ impl Packet {
     /// [`Environ::for_each_cgi_header`](super::Environ::for_each_cgi_header)
     /// gives them: `HTTP_*`, `CONTENT_TYPE` and `CONTENT_LENGTH`.
     pub fn cgi_headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.vars_of(self.fields)
+        self.placed(false)
     }
 
     /// The variables the front set for the app beyond the request's own, as
     /// [`Environ::front_vars`](super::Environ::front_vars) gives them.
     pub fn front_vars(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.vars_of(self.front)
+        self.placed(true)
     }
 }

@@ -606,7 +606,7 @@ async fn open_uwsgi(
         true => Box::pin(proxied(&mut tracked, peer, door)).await?,
         false => peer,
     };
-    let refused = match uwsgi::read_packet(&mut tracked).await? {
+    let refused = match uwsgi::read_packet(&mut tracked, door.packets).await? {
         Ok(uwsgi::Read::Opened(mut opened)) => {
             opened.remote_addr = opened.remote_addr.or(remote_addr);
             return Ok((tracked, uwsgi::Read::Opened(opened)));

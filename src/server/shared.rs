@@ -120,6 +120,9 @@ pub(super) struct Door {
     pub(super) proxy_protocol: bool,
     /// Connections speak uwsgi (uwsgi.rs), not HTTP.
     pub(super) uwsgi: bool,
+    /// The app takes a uwsgi packet as it is ([`App::takes_packets`](crate::App::takes_packets)):
+    /// a plain one is read for it so.
+    pub(super) packets: bool,
 }
 
 /// What every connection of a worker shares.

@@ -48,7 +48,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::request::valid_host;
 use crate::Forwarded;
-use crate::environ::Packet;
+use crate::environ::{PLACES, Packet, Place, Vars};
 
 /// Bytes a raw path (already encoded) may not hold as they are.
 const PATH_RAW: &AsciiSet = &CONTROLS
@@ -162,6 +162,7 @@ const FIRST_READ: usize = 4096;
 /// four futures on its way to the app, each of which would copy it.
 pub(super) async fn read_packet<S: AsyncRead + Unpin>(
     io: &mut S,
+    plain_wanted: bool,
 ) -> io::Result<Result<Read, Refused>> {
     // Read on the stack and kept at its size: what a request's fields point
     // into is not a 4 KiB allocation of which they use a few hundred bytes.
@@ -186,13 +187,13 @@ pub(super) async fn read_packet<S: AsyncRead + Unpin>(
         }));
     }
     let packet = buf.freeze();
-    let (vars, fields) = match Vars::parse(&packet[4..end]) {
+    if plain_wanted && let Some(plain) = plain(&packet, end) {
+        return Ok(Ok(Read::Plain(Box::new(plain))));
+    }
+    let (vars, fields) = match parse_vars(&packet[4..end]) {
         Ok(parsed) => parsed,
         Err(refused) => return Ok(Err(refused)),
     };
-    if let Some(plain) = plain(&packet, end, vars) {
-        return Ok(Ok(Read::Plain(Box::new(plain))));
-    }
     Ok(open(&packet, end, vars, fields).map(Read::Opened))
 }
 
@@ -205,8 +206,11 @@ pub(super) enum Read {
 /// The request a [`plain`] packet describes, for an app that did not take
 /// the packet itself.
 pub(super) fn reopen(packet: &Packet) -> Result<Box<Opened>, Refused> {
-    let (vars, fields) = Vars::parse(&packet.vars)?;
-    open(&packet.vars, packet.vars.len(), vars, fields)
+    let (vars, fields) = parse_vars(&packet.vars)?;
+    let mut opened = open(&packet.vars, packet.vars.len(), vars, fields)?;
+    // And the 4-byte header before the block.
+    opened.packet_len += 4;
+    Ok(opened)
 }
 
 /// The packet (its variables up to `end`) as a [`Packet`], where [`open`]
@@ -218,17 +222,17 @@ pub(super) fn reopen(packet: &Packet) -> Result<Box<Opened>, Refused> {
 /// is printable ASCII starting with `/`), the server's name and port and the
 /// client's address. Any other packet, and one that `open` refuses, is left
 /// to `open`.
-fn plain(packet: &Bytes, end: usize, vars: Vars<'_>) -> Option<Packet> {
+fn plain(packet: &Bytes, end: usize) -> Option<Packet> {
     let mut named = Named::default();
-    let (mut fields, mut front) = (0u64, 0u64);
-    // The names seen, by a bit each of their lengths and last bytes pick: a
-    // name whose bit is set is looked for among those before it.
-    let mut seen = 0u64;
+    let block = &packet[4..end];
+    let mut vars = Vars(block);
+    let at = |var: &[u8]| var.as_ptr() as usize - block.as_ptr() as usize;
+    let (mut places, mut count, mut front) = ([Place::default(); PLACES], 0, 0u32);
     let mut host = None;
-    for (i, (name, value)) in vars.enumerate() {
-        let mask = match named.take(name, value) {
+    for (name, value) in &mut vars {
+        match named.take(name, value) {
             Kind::Named | Kind::Dropped => continue,
-            Kind::Front => &mut front,
+            Kind::Front => front |= 1 << count,
             Kind::Field => {
                 let spelled = |b: &u8| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_';
                 let field = |b: &u8| *b == b'\t' || (*b >= 0x20 && *b != 0x7f);
@@ -241,26 +245,29 @@ fn plain(packet: &Bytes, end: usize, vars: Vars<'_>) -> Option<Packet> {
                     b"CONTENT_LENGTH" if value.iter().any(|b| *b != b'0') => return None,
                     _ => {}
                 }
-                &mut fields
             }
-        };
-        let bit = 1 << ((name.len() * 7 + usize::from(name.last().copied().unwrap_or(0))) % 64);
-        if i >= 64 || (seen & bit != 0 && vars.take(i).any(|(earlier, _)| earlier == name)) {
+        }
+        let twice = places[..count].iter().any(|&[start, end, _]| {
+            usize::from(end - start) == name.len() && &block[start.into()..end.into()] == name
+        });
+        if twice || count == PLACES {
             return None;
         }
-        seen |= bit;
-        *mask |= 1 << i;
+        // A block is at most 64 KiB: every place fits.
+        let (start, value_end) = (at(name), at(value) + value.len());
+        places[count] = [start, start + name.len(), value_end].map(|at| at as u16);
+        count += 1;
+    }
+    // A variable that runs past the block is `open`'s to refuse.
+    if !vars.0.is_empty() {
+        return None;
     }
     let host = host.filter(|host| !host.is_empty() && valid_host(host))?;
     let request_uri = named.request_uri.filter(|uri| {
         uri.starts_with(b"/") && uri.iter().all(u8::is_ascii_graphic) && named.path_info.is_some()
     })?;
     let (target, prefix) = named.target();
-    let block = &packet[4..end];
-    let within = |var: &[u8]| {
-        let start = var.as_ptr() as usize - block.as_ptr() as usize;
-        start..start + var.len()
-    };
+    let within = |var: &[u8]| at(var)..at(var) + var.len();
     Some(Packet {
         method: named.method().ok()?,
         target: PathAndQuery::from_maybe_shared(Bytes::from(target)).ok()?,
@@ -276,7 +283,8 @@ fn plain(packet: &Bytes, end: usize, vars: Vars<'_>) -> Option<Packet> {
             false => Scheme::HTTP,
         },
         vars: packet.slice(4..end),
-        fields,
+        places,
+        count,
         front,
     })
 }
@@ -292,46 +300,20 @@ async fn fill<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, len: usize) 
     Ok(())
 }
 
-/// A variable: its name and its value.
-type Var<'a> = (&'a [u8], &'a [u8]);
-
-/// The variables, in order: each a 16-bit little-endian length and bytes,
-/// name then value. Read where they lie, never gathered.
-#[derive(Clone, Copy)]
-struct Vars<'a>(&'a [u8]);
-
-impl<'a> Vars<'a> {
-    /// The block, if every variable lies within it, and how many of them
-    /// may be header fields (`HTTP_*`, `CONTENT_*`).
-    fn parse(block: &'a [u8]) -> Result<(Self, usize), Refused> {
-        let mut vars = Self(block);
-        let mut fields = 0;
-        while !vars.0.is_empty() {
-            let Some((name, _)) = vars.next() else {
-                return Err(Refused::bad(
-                    "a uwsgi variable runs past the end of its packet",
-                ));
-            };
-            fields += usize::from(name.starts_with(b"HTTP_") || name.starts_with(b"CONTENT_"));
-        }
-        Ok((Self(block), fields))
+/// The variables of `block` (see [`Vars`]), if every one lies within it,
+/// and how many of them may be header fields (`HTTP_*`, `CONTENT_*`).
+fn parse_vars(block: &[u8]) -> Result<(Vars<'_>, usize), Refused> {
+    let mut vars = Vars(block);
+    let mut fields = 0;
+    while !vars.0.is_empty() {
+        let Some((name, _)) = vars.next() else {
+            return Err(Refused::bad(
+                "a uwsgi variable runs past the end of its packet",
+            ));
+        };
+        fields += usize::from(name.starts_with(b"HTTP_") || name.starts_with(b"CONTENT_"));
     }
-
-    fn take(&mut self) -> Option<&'a [u8]> {
-        let (len, rest) = self.0.split_first_chunk::<2>()?;
-        let len = usize::from(u16::from_le_bytes(*len));
-        let item = rest.get(..len)?;
-        self.0 = &rest[len..];
-        Some(item)
-    }
-}
-
-impl<'a> Iterator for Vars<'a> {
-    type Item = Var<'a>;
-
-    fn next(&mut self) -> Option<Var<'a>> {
-        Some((self.take()?, self.take()?))
-    }
+    Ok((Vars(block), fields))
 }
 
 /// The request the variables describe; `packet` holds them (up to `end`,
@@ -876,7 +858,7 @@ mod tests {
     /// The request a packet makes, read as `plain` or `open` reads it.
     async fn read(bytes: &[u8]) -> Result<Opened, Refused> {
         let mut io = bytes;
-        made(read_packet(&mut io).await.unwrap())
+        made(read_packet(&mut io, true).await.unwrap())
     }
 
     fn made(read: Result<Read, Refused>) -> Result<Opened, Refused> {
@@ -935,8 +917,7 @@ mod tests {
     fn plain_of(vars: &[(&str, &str)]) -> Option<Packet> {
         let bytes = Bytes::from(packet(vars));
         let end = bytes.len();
-        let (vars, _) = Vars::parse(&bytes[4..end]).unwrap();
-        plain(&bytes, end, vars)
+        plain(&bytes, end)
     }
 
     /// Every view of a packet `plain` reads is what the request's environ
@@ -1122,6 +1103,20 @@ mod tests {
         let vars = nginx("/x", "/x", &[]);
         let vars: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         assert!(plain_of(&vars).is_some(), "nginx's own");
+    }
+
+    #[tokio::test]
+    async fn a_plain_packet_but_a_name_without_its_value_is_refused() {
+        let vars = nginx("/x", "/x", &[]);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let mut bytes = packet(&vars);
+        bytes.extend_from_slice(&[1, 0, b'A']);
+        let len = u16::try_from(bytes.len() - 4).unwrap().to_le_bytes();
+        bytes[1..3].copy_from_slice(&len);
+        let end = bytes.len();
+        assert!(plain(&Bytes::from(bytes.clone()), end).is_none());
+        let refused = read(&bytes).await.unwrap_err();
+        assert!(refused.why.contains("past the end"), "{}", refused.why);
     }
 
     #[tokio::test]
@@ -1367,7 +1362,7 @@ mod tests {
         // The body that comes after, in reads of its own, stays the connection's.
         let (packet_alone, body) = bytes.split_at(bytes.len() - 5);
         let mut io = packet_alone.chain(body);
-        let opened = made(read_packet(&mut io).await.unwrap()).unwrap();
+        let opened = made(read_packet(&mut io, true).await.unwrap()).unwrap();
         assert_eq!(head(&opened), head_only);
         let mut rest = Vec::new();
         io.read_to_end(&mut rest).await.unwrap();
@@ -1598,7 +1593,7 @@ mod tests {
         }
         let mut short: &[u8] = &[0, 10, 0, 0, 1];
         assert!(
-            read_packet(&mut short).await.is_err(),
+            read_packet(&mut short, true).await.is_err(),
             "a packet cut short is an I/O error"
         );
     }

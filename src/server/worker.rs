@@ -63,6 +63,7 @@ impl<A: App> Worker<A> {
                     tls: listener.tls.clone().filter(|_| !listener.uwsgi),
                     proxy_protocol: listener.proxy_protocol,
                     uwsgi: listener.uwsgi,
+                    packets: listener.uwsgi && app.takes_packets(),
                 };
                 Ok((listener.try_clone().map_err(io_error)?, Arc::new(door)))
             })

@@ -475,6 +475,10 @@ impl App for Wsgi {
     fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
         Ok(Box::pin(self.answer(Cgi::packet(packet), Body::empty())))
     }
+
+    fn takes_packets(&self) -> bool {
+        true
+    }
 }
 
 impl Wsgi {

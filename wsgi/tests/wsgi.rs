@@ -460,6 +460,10 @@ impl<A: stackway::App> stackway::App for PacketsCounted<A> {
         self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(taken)
     }
+
+    fn takes_packets(&self) -> bool {
+        self.0.takes_packets()
+    }
 }
 
 #[test]

@@ -209,6 +209,10 @@ impl<A: App> App for SharedData<A> {
         }
         self.inner.call_packet(packet)
     }
+
+    fn takes_packets(&self) -> bool {
+        !self.redirects && self.inner.takes_packets()
+    }
 }
 
 impl<A: App> SharedData<A> {
