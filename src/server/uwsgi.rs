@@ -31,6 +31,12 @@
 //!
 //! `modifier1` must be 0 (WSGI) or 30 (WSGI, SCRIPT_NAME managed); others are
 //! answered 501.
+//!
+//! For an app that takes packets ([`App::takes_packets`](crate::App::takes_packets):
+//! a WSGI app, through the Dispatcher), a packet without a body whose
+//! variables say what the request made of them would say, each field and
+//! front variable once ([`plain`]), is read as a [`Packet`] and offered to
+//! the app as it is; one the app gives back is made a request ([`reopen`]).
 
 use std::future::poll_fn;
 use std::io;

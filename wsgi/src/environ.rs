@@ -85,8 +85,8 @@ impl Cgi {
     ) -> PyResult<Bound<'py, PyDict>> {
         let environ = template(py)?.copy()?;
         let https = match &self.head {
-            Head::Request(head) => from_request(py, &environ, head)?,
-            Head::Packet(packet) => from_packet(py, &environ, packet)?,
+            Head::Request(head) => fill(py, &environ, &(head.environ(), head.method()))?,
+            Head::Packet(packet) => fill(py, &environ, &**packet)?,
         };
         let scheme = match https {
             true => intern!(py, "https"),
@@ -105,40 +105,155 @@ impl Cgi {
     }
 }
 
-/// Sets the environ's CGI variables from a request; whether it came over TLS.
-fn from_request<'py>(
+/// Called with a variable's name and value, and whether it is the front's
+/// (or a header's).
+type EachVar<'f> = &'f mut dyn FnMut(&[u8], &[u8], bool) -> PyResult<()>;
+
+/// What an environ's CGI variables are read from: a request's
+/// [`Environ`](stackway::Environ), or a uwsgi [`Packet`], whose views are the
+/// request's it would make.
+trait Source {
+    fn method(&self) -> &http::Method;
+    fn mount_path(&self) -> Cow<'_, str>;
+    fn path_info(&self) -> &str;
+    fn query_string(&self) -> &str;
+    fn request_target(&self) -> &[u8];
+    fn server_name(&self) -> Cow<'_, [u8]>;
+    fn server_port(&self) -> u16;
+    fn server_protocol(&self) -> &'static str;
+    fn remote_addr(&self) -> Option<std::net::SocketAddr>;
+    fn ssl_client(&self) -> Vec<(&'static str, String)>;
+    fn https(&self) -> bool;
+    /// Calls `f` with each header's CGI variable, then (`front`) with each of
+    /// the front's variables, until `f` fails.
+    fn each_var(&self, f: EachVar<'_>) -> PyResult<()>;
+}
+
+impl Source for (stackway::Environ<'_>, &http::Method) {
+    fn method(&self) -> &http::Method {
+        self.1
+    }
+    fn mount_path(&self) -> Cow<'_, str> {
+        self.0.mount_path()
+    }
+    fn path_info(&self) -> &str {
+        self.0.path_info()
+    }
+    fn query_string(&self) -> &str {
+        self.0.query_string()
+    }
+    fn request_target(&self) -> &[u8] {
+        self.0.request_target().as_bytes()
+    }
+    fn server_name(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.0.server_name().into_bytes())
+    }
+    fn server_port(&self) -> u16 {
+        self.0.server_port()
+    }
+    fn server_protocol(&self) -> &'static str {
+        self.0.server_protocol()
+    }
+    fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.0.remote_addr()
+    }
+    fn ssl_client(&self) -> Vec<(&'static str, String)> {
+        self.0.ssl_client()
+    }
+    fn https(&self) -> bool {
+        self.0.url_scheme() == &http::uri::Scheme::HTTPS
+    }
+    fn each_var(&self, f: EachVar<'_>) -> PyResult<()> {
+        let mut fields = Ok(());
+        self.0.for_each_cgi_header(|name, value| {
+            if fields.is_ok() {
+                fields = f(name.as_bytes(), value, false);
+            }
+        });
+        fields?;
+        (self.0.front_vars().iter()).try_for_each(|(name, value)| f(name, value, true))
+    }
+}
+
+impl Source for Packet {
+    fn method(&self) -> &http::Method {
+        self.method()
+    }
+    fn mount_path(&self) -> Cow<'_, str> {
+        self.mount_path()
+    }
+    fn path_info(&self) -> &str {
+        self.path_info()
+    }
+    fn query_string(&self) -> &str {
+        self.query_string()
+    }
+    fn request_target(&self) -> &[u8] {
+        self.request_target()
+    }
+    fn server_name(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.server_name())
+    }
+    fn server_port(&self) -> u16 {
+        self.server_port()
+    }
+    fn server_protocol(&self) -> &'static str {
+        self.server_protocol()
+    }
+    fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        Some(self.remote_addr())
+    }
+    fn ssl_client(&self) -> Vec<(&'static str, String)> {
+        self.ssl_client()
+    }
+    fn https(&self) -> bool {
+        self.url_scheme() == &http::uri::Scheme::HTTPS
+    }
+    fn each_var(&self, f: EachVar<'_>) -> PyResult<()> {
+        (self.cgi_headers()).try_for_each(|(name, value)| f(name, value, false))?;
+        (self.front_vars()).try_for_each(|(name, value)| f(name, value, true))
+    }
+}
+
+/// Sets the environ's CGI variables from `source`; whether the request came
+/// over TLS.
+fn fill<'py>(
     py: Python<'py>,
     environ: &Bound<'py, PyDict>,
-    head: &http::Request<()>,
+    source: &impl Source,
 ) -> PyResult<bool> {
-    let env = head.environ();
     let set = |name: &Bound<'py, PyString>, value: &[u8]| environ.set_item(name, latin1(py, value));
-    environ.set_item(intern!(py, "REQUEST_METHOD"), method(py, head.method()))?;
-    let mount = env.mount_path();
+    environ.set_item(intern!(py, "REQUEST_METHOD"), method(py, source.method()))?;
+    let mount = source.mount_path();
     set(
         intern!(py, "SCRIPT_NAME"),
         &Cow::from(percent_decode_str(&mount)),
     )?;
     set(
         intern!(py, "PATH_INFO"),
-        &Cow::from(percent_decode_str(env.path_info())),
+        &Cow::from(percent_decode_str(source.path_info())),
     )?;
-    set(intern!(py, "QUERY_STRING"), env.query_string().as_bytes())?;
-    let target = latin1(py, env.request_target().as_bytes());
+    set(
+        intern!(py, "QUERY_STRING"),
+        source.query_string().as_bytes(),
+    )?;
+    let target = latin1(py, source.request_target());
     environ.set_item(intern!(py, "REQUEST_URI"), &target)?;
     environ.set_item(intern!(py, "RAW_URI"), target)?;
-    set(intern!(py, "SERVER_NAME"), env.server_name().as_bytes())?;
+    set(intern!(py, "SERVER_NAME"), &source.server_name())?;
     // Numbers by itoa, as `ip_text` writes the address: not through `fmt`.
     let mut digits = itoa::Buffer::new();
     set(
         intern!(py, "SERVER_PORT"),
-        digits.format(env.server_port()).as_bytes(),
+        digits.format(source.server_port()).as_bytes(),
     )?;
-    environ.set_item(
-        intern!(py, "SERVER_PROTOCOL"),
-        protocol(py, env.server_protocol()),
-    )?;
-    match env.remote_addr() {
+    let protocol = match source.server_protocol() {
+        "HTTP/1.1" => intern!(py, "HTTP/1.1"),
+        "HTTP/1.0" => intern!(py, "HTTP/1.0"),
+        other => &PyString::new(py, other),
+    };
+    environ.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    match source.remote_addr() {
         Some(remote) => {
             set(intern!(py, "REMOTE_ADDR"), ip_text(remote.ip()).as_bytes())?;
             set(
@@ -151,74 +266,14 @@ fn from_request<'py>(
             environ.del_item(intern!(py, "REMOTE_PORT"))?;
         }
     }
-    for (name, value) in env.ssl_client() {
+    for (name, value) in source.ssl_client() {
         environ.set_item(name, latin1(py, value.as_bytes()))?;
     }
-    let mut fields = Ok(());
-    env.for_each_cgi_header(|name, value| {
-        if fields.is_ok() {
-            fields = environ.set_item(field_name(py, name.as_bytes()), latin1(py, value));
-        }
-    });
-    fields?;
-    for (name, value) in env.front_vars() {
-        front_var(py, environ, name, value)?;
-    }
-    Ok(env.url_scheme() == &http::uri::Scheme::HTTPS)
-}
-
-/// Sets the environ's CGI variables from a uwsgi packet, as
-/// [`from_request`] sets them from the request the server would make of
-/// it; whether it came over TLS.
-fn from_packet<'py>(
-    py: Python<'py>,
-    environ: &Bound<'py, PyDict>,
-    packet: &Packet,
-) -> PyResult<bool> {
-    let set = |name: &Bound<'py, PyString>, value: &[u8]| environ.set_item(name, latin1(py, value));
-    environ.set_item(intern!(py, "REQUEST_METHOD"), method(py, packet.method()))?;
-    let mount = packet.mount_path();
-    set(
-        intern!(py, "SCRIPT_NAME"),
-        &Cow::from(percent_decode_str(&mount)),
-    )?;
-    set(
-        intern!(py, "PATH_INFO"),
-        &Cow::from(percent_decode_str(packet.path_info())),
-    )?;
-    set(
-        intern!(py, "QUERY_STRING"),
-        packet.query_string().as_bytes(),
-    )?;
-    let target = latin1(py, packet.request_target());
-    environ.set_item(intern!(py, "REQUEST_URI"), &target)?;
-    environ.set_item(intern!(py, "RAW_URI"), target)?;
-    set(intern!(py, "SERVER_NAME"), packet.server_name())?;
-    let mut digits = itoa::Buffer::new();
-    set(
-        intern!(py, "SERVER_PORT"),
-        digits.format(packet.server_port()).as_bytes(),
-    )?;
-    environ.set_item(
-        intern!(py, "SERVER_PROTOCOL"),
-        protocol(py, packet.server_protocol()),
-    )?;
-    let remote = packet.remote_addr();
-    set(intern!(py, "REMOTE_ADDR"), ip_text(remote.ip()).as_bytes())?;
-    set(
-        intern!(py, "REMOTE_PORT"),
-        digits.format(remote.port()).as_bytes(),
-    )?;
-    for (name, value) in packet.ssl_client() {
-        environ.set_item(name, latin1(py, value.as_bytes()))?;
-    }
-    for (name, value) in packet.cgi_headers() {
-        environ.set_item(field_name(py, name), latin1(py, value))?;
-    }
-    for (name, value) in packet.front_vars() {
-        front_var(py, environ, name, value)?;
-    }
-    Ok(packet.url_scheme() == &http::uri::Scheme::HTTPS)
+    source.each_var(&mut |name, value, front| match front {
+        false => environ.set_item(field_name(py, name), latin1(py, value)),
+        true => front_var(py, environ, name, value),
+    })?;
+    Ok(source.https())
 }
 
 /// A variable the front set for the app, unless the environ has its name.
@@ -241,15 +296,6 @@ fn front_var<'py>(
         environ.set_item(name, latin1(py, value))?;
     }
     Ok(())
-}
-
-/// SERVER_PROTOCOL as a `str`: the common ones made once.
-fn protocol<'py>(py: Python<'py>, protocol: &str) -> Bound<'py, PyString> {
-    match protocol {
-        "HTTP/1.1" => intern!(py, "HTTP/1.1").clone(),
-        "HTTP/1.0" => intern!(py, "HTTP/1.0").clone(),
-        other => PyString::new(py, other),
-    }
 }
 
 /// A field's CGI name as a `str`: the names browsers, proxies and nginx's
