@@ -526,9 +526,7 @@ async fn answer_plain<A: App>(
                     let info = connection_info(&opened, door);
                     answer_uwsgi(io, opened, app.clone(), shared, activity, &info).await;
                 }
-                Err(refused) => {
-                    let _ = refuse(io, &refused).await;
-                }
+                Err(refused) => closed_unopened(&refuse(io, &refused).await, peer, true),
             };
         }
     };
