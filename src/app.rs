@@ -94,7 +94,10 @@ pub trait App: Send + Sync + 'static {
     /// the packet's variables, where the app has no use for the
     /// [`Request`] the server would make of them: a WSGI app, which makes
     /// its environ from them as uWSGI does, and a middleware that only
-    /// passes the request on to one (the Dispatcher choosing a mount).
+    /// passes the request on to one (the Dispatcher choosing a mount) or
+    /// observes it (an access log, metrics). Such a middleware notes or
+    /// counts the packet only once the app it wraps has taken it: one given
+    /// back comes again, as its request, to `call`.
     ///
     /// `Err` gives the packet back, and the request is made of it and
     /// [`call`](Self::call)ed instead: what every other app does, by

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use futures_util::future::Either;
 use serde_json::json;
 use stackway::app::BoxFuture;
+use stackway::environ::Packet;
 use stackway::http::{HeaderValue, Method, StatusCode, header};
 use stackway::{App, BoxApp, Connection, IntoResponse, Request, Response, Server};
 use stackway_middleware::Metrics;
@@ -131,6 +132,27 @@ impl App for Observed {
             return Either::Left(answered(StatusCode::NOT_FOUND.into_response()));
         }
         Either::Right(self.metrics.call(req))
+    }
+
+    /// A uwsgi packet comes from none but the server's own listeners (the
+    /// admin listener speaks HTTP): it goes to the stack unless it asks for
+    /// the status page or the exposition there, which answer requests.
+    fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        let path = packet.target().path();
+        let asks_here = self.admin.is_none()
+            && (self.status.as_ref().is_some_and(|s| s.serves_path(path))
+                || self
+                    .exposition
+                    .as_ref()
+                    .is_some_and(|e| e.serves_path(path)));
+        if asks_here {
+            return Err(packet);
+        }
+        self.metrics.call_packet(packet)
+    }
+
+    fn takes_packets(&self) -> bool {
+        self.metrics.takes_packets()
     }
 }
 

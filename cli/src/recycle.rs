@@ -10,6 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::Either;
+use stackway::app::BoxFuture;
+use stackway::environ::Packet;
 use stackway::http::header::CONNECTION;
 use stackway::http::{HeaderValue, StatusCode, Version};
 use stackway::server::Shutdown;
@@ -38,30 +40,56 @@ impl AfterRequests {
 
 impl App for AfterRequests {
     fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
-        let last = self.served.fetch_add(1, Ordering::Relaxed) + 1 == self.limit;
-        if !last {
+        if !self.counted() {
             return Either::Left(self.inner.call(req));
+        }
+        let http1 = req.version() < Version::HTTP_2;
+        let response = self.inner.call(req);
+        Either::Right(async move { last(response.await, http1) })
+    }
+
+    /// A uwsgi packet the app takes counts as its request would; one it
+    /// hands back is counted as the request made of it.
+    fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        let http1 = packet.version() < Version::HTTP_2;
+        let response = self.inner.call_packet(packet)?;
+        if !self.counted() {
+            return Ok(response);
+        }
+        Ok(Box::pin(async move { last(response.await, http1) }))
+    }
+
+    fn takes_packets(&self) -> bool {
+        self.inner.takes_packets()
+    }
+}
+
+impl AfterRequests {
+    /// Counts a request; whether it is the last, for which the server now
+    /// stops accepting (before the app has answered: the client's next
+    /// connection is not this process's) and a replacement is asked for.
+    fn counted(&self) -> bool {
+        if self.served.fetch_add(1, Ordering::Relaxed) + 1 != self.limit {
+            return false;
         }
         tracing::info!(
             requests = self.limit,
             "max-requests served: draining, a replacement asked for"
         );
         restart::report("RECYCLE=max-requests");
-        // The server stops accepting before the app has answered: the
-        // client's next connection is not this process's. The response says
-        // so itself, for the drain may come after a quick one's head is out
-        // (but a switch to WebSocket says `Upgrade`, and goes on).
         self.shutdown.begin();
-        let http1 = req.version() < Version::HTTP_2;
-        let response = self.inner.call(req);
-        Either::Right(async move {
-            let mut response = response.await;
-            if http1 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            response
-        })
+        true
     }
+}
+
+/// The last request's response, which says itself that the connection
+/// closes, for the drain may come after a quick one's head is out (but a
+/// switch to WebSocket says `Upgrade`, and goes on).
+fn last(mut response: Response, http1: bool) -> Response {
+    if http1 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

@@ -296,6 +296,115 @@ fn nginx_uwsgi_pass_to_processes_that_run_python_on_their_workers() {
 }
 
 #[test]
+fn over_uwsgi_max_requests_and_the_access_log_count_each_request_once() {
+    // uWSGI's `max-requests` and its request log, on its own model: one
+    // process of one thread. A request without a body reaches the app as the
+    // packet; one with a body, or one the Dispatcher hands back (no mount),
+    // as the request made of it. Each counts once toward the limit and is
+    // logged once, whichever way it came. The status page, answered around
+    // the app, is neither.
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../wsgi/tests/python");
+    let server = Server::start(
+        stackway(&[
+            "--pythonpath",
+            python,
+            "--bind",
+            "uwsgi://127.0.0.1:0",
+            "--processes",
+            "1",
+            "--workers",
+            "1",
+            "--wsgi-threads",
+            "0",
+            "--max-requests",
+            "3",
+            "--access-log",
+            "--status",
+            "/status",
+            "--mount",
+            "/p=wsgi:process_apps:pid",
+        ]),
+        1,
+    );
+    let addr = uwsgi_tcp(&server);
+    // The fifth has no mount.
+    let path = |n: usize| match n {
+        4 => format!("/none/{n}"),
+        _ => format!("/p/{n}"),
+    };
+    let packet = |path: String, body: &str| {
+        let mut vars = vec![
+            (
+                "REQUEST_METHOD",
+                if body.is_empty() { "GET" } else { "POST" }.to_owned(),
+            ),
+            ("REQUEST_URI", path.clone()),
+            ("PATH_INFO", path),
+            ("QUERY_STRING", String::new()),
+            ("CONTENT_TYPE", String::new()),
+            ("CONTENT_LENGTH", body.len().to_string()),
+            ("SERVER_PROTOCOL", "HTTP/1.1".to_owned()),
+            ("REMOTE_ADDR", "203.0.113.7".to_owned()),
+            ("REMOTE_PORT", "51000".to_owned()),
+            ("SERVER_PORT", "80".to_owned()),
+            ("SERVER_NAME", "example.org".to_owned()),
+            ("HTTP_HOST", "example.org".to_owned()),
+        ];
+        if body.is_empty() {
+            vars.retain(|(name, _)| *name != "CONTENT_LENGTH");
+        }
+        let mut bytes = uwsgi_packet(&vars);
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
+    };
+    let bodies = ["", "", "hello", "", "", "hello", "", "", ""];
+    let answers: Vec<(String, String)> = (bodies.iter().enumerate())
+        .map(|(n, body)| {
+            if n == 4 {
+                let page = exchange(addr, &packet("/status".to_owned(), ""));
+                assert!(page.starts_with("HTTP/1.0 200 OK\r\n"), "{page}");
+                assert!(page.contains("content-type: text/html"), "{page}");
+            }
+            let answer = exchange(addr, &packet(path(n), body));
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+            (head.lines().next().unwrap().to_owned(), body.to_owned())
+        })
+        .collect();
+    let status = |n: usize| if n == 4 { "404 Not Found" } else { "200 OK" };
+    for (n, (line, _)) in answers.iter().enumerate() {
+        assert_eq!(*line, format!("HTTP/1.0 {}", status(n)), "{answers:?}");
+    }
+    // Three processes in turn, three requests each, the one with no mount
+    // among the second's.
+    let pid = |n: usize| &answers[if n == 4 { 3 } else { n }].1;
+    for n in 0..9 {
+        assert_eq!(pid(n), pid(n - n % 3), "{answers:?}");
+    }
+    assert!(pid(0) != pid(3) && pid(3) != pid(6), "{answers:?}");
+    // One line a request, in order, the same whichever way it came.
+    let logged = || {
+        let err = server.stderr();
+        (err.lines())
+            .filter(|line| line.starts_with("203.0.113.7 - - ["))
+            .map(|line| line.split_once("] ").unwrap().1.to_owned())
+            .collect::<Vec<_>>()
+    };
+    let expected: Vec<String> = (bodies.iter().enumerate())
+        .map(|(n, body)| {
+            let method = if body.is_empty() { "GET" } else { "POST" };
+            let code = &status(n)[..3];
+            let bytes = answers[n].1.len();
+            format!("\"{method} {} HTTP/1.1\" {code} {bytes}", path(n))
+        })
+        .collect();
+    let started = Instant::now();
+    while logged().len() < expected.len() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(logged(), expected);
+}
+
+#[test]
 fn a_process_free_takes_what_waits_while_another_runs_a_long_request() {
     // uWSGI's processes take turns at one socket; a connection the kernel put
     // in the queue of a process busy in Python would wait for it.

@@ -40,7 +40,11 @@ use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::task::Poll;
 
-use stackway::environ::ip_text;
+use http::header::{AUTHORIZATION, REFERER, USER_AGENT};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Version};
+use stackway::app::BoxFuture;
+use stackway::environ::{Packet, ip_text};
 use stackway::{App, Request, RequestExt, Response};
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -97,39 +101,78 @@ impl<A> AccessLog<A> {
 
 impl<A: App> App for AccessLog<A> {
     async fn call(&self, req: Request) -> Response {
-        let time = OffsetDateTime::now_utc();
-        let host = req
-            .environ()
-            .remote_addr()
-            .map_or_else(|| "-".to_owned(), |a| ip_text(a.ip()));
-        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let request_line = format!("{} {target} {:?}", req.method(), req.version());
-        // A field's bytes as they came (UTF-8 in a User-Agent too), escaped
-        // when written.
-        let header = |name| {
-            (req.headers().get(name)).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        };
-        let user = basic_user(&req);
-        let request_id = req
-            .extensions()
-            .get::<crate::request_id::RequestId>()
-            .map(ToString::to_string);
-        let (referer, user_agent) = match self.format {
-            LogFormat::Common => (None, None),
-            _ => (
-                header(http::header::REFERER),
-                header(http::header::USER_AGENT),
-            ),
-        };
+        let field = |name| req.headers().get(name).map(HeaderValue::as_bytes);
+        let asked = self.asked(
+            (req.environ().remote_addr()).map_or_else(|| "-".to_owned(), |a| ip_text(a.ip())),
+            request_line(req.method(), req.uri().path_and_query(), req.version()),
+            (req.extensions().get::<crate::request_id::RequestId>()).map(ToString::to_string),
+            [AUTHORIZATION, REFERER, USER_AGENT].map(field),
+        );
         let res = self.inner.call(req).await;
-        let mut pending = Pending {
+        self.logged(asked, res)
+    }
+
+    /// A uwsgi packet the app behind takes is logged as the request made of
+    /// it would be: the same line.
+    fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        let field = |cgi: &[u8]| {
+            (packet.cgi_headers())
+                .find(|(name, _)| *name == cgi)
+                .map(|(_, value)| value)
+        };
+        let asked = self.asked(
+            ip_text(packet.remote_addr().ip()),
+            request_line(packet.method(), Some(packet.target()), packet.version()),
+            // A packet passes no `RequestIds`, which takes none.
+            None,
+            [
+                &b"HTTP_AUTHORIZATION"[..],
+                b"HTTP_REFERER",
+                b"HTTP_USER_AGENT",
+            ]
+            .map(field),
+        );
+        let answer = self.inner.call_packet(packet)?;
+        Ok(Box::pin(async move { self.logged(asked, answer.await) }))
+    }
+
+    fn takes_packets(&self) -> bool {
+        self.inner.takes_packets()
+    }
+}
+
+impl<A> AccessLog<A> {
+    /// What the line says of a request, from its Authorization, Referer and
+    /// User-Agent (their bytes as they came, UTF-8 in a User-Agent too,
+    /// escaped when written).
+    fn asked(
+        &self,
+        host: String,
+        request_line: String,
+        request_id: Option<String>,
+        [authorization, referer, user_agent]: [Option<&[u8]>; 3],
+    ) -> Asked {
+        let written = self.format != LogFormat::Common;
+        let text = |value: Option<&[u8]>| {
+            value
+                .filter(|_| written)
+                .map(|value| String::from_utf8_lossy(value).into_owned())
+        };
+        Asked {
+            time: OffsetDateTime::now_utc(),
             host,
-            user,
-            time,
             request_line,
-            referer,
-            user_agent,
+            user: authorization.and_then(basic_user),
             request_id,
+            referer: text(referer),
+            user_agent: text(user_agent),
+        }
+    }
+
+    /// `res`, whose line is written once its body has been sent.
+    fn logged(&self, asked: Asked, res: Response) -> Response {
+        let mut pending = Pending {
+            asked,
             format: self.format,
             status: res.status().as_u16(),
             sent: 0,
@@ -138,6 +181,13 @@ impl<A: App> App for AccessLog<A> {
         // Watched, not wrapped: a file body stays one the server may send with sendfile.
         res.map(|body| body.inspect(move |polled| pending.count(polled)))
     }
+}
+
+/// `GET /you?x=1 HTTP/1.1`: the original target, whatever SCRIPT_NAME the
+/// request later gains.
+fn request_line(method: &Method, target: Option<&PathAndQuery>, version: Version) -> String {
+    let target = target.map_or("/", PathAndQuery::as_str);
+    format!("{method} {target} {version:?}")
 }
 
 impl<A: fmt::Debug> fmt::Debug for AccessLog<A> {
@@ -151,14 +201,10 @@ impl<A: fmt::Debug> fmt::Debug for AccessLog<A> {
 
 /// The user of `Authorization: Basic …`, whatever the password: `%u`, as
 /// nginx's `$remote_user` and Apache's log it (on a 401 too).
-fn basic_user(req: &Request) -> Option<String> {
+fn basic_user(authorization: &[u8]) -> Option<String> {
     use base64::Engine as _;
-    let value = req
-        .headers()
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
+    let value = HeaderValue::from_bytes(authorization).ok()?;
+    let (scheme, encoded) = value.to_str().ok()?.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
@@ -190,17 +236,22 @@ fn escaped(text: &str) -> String {
     out
 }
 
-/// A log line waiting for its byte count; written when dropped.
-struct Pending {
+/// What a log line says of the request, noted before it is answered.
+struct Asked {
+    time: OffsetDateTime,
     host: String,
+    request_line: String,
     /// The user a Basic `Authorization` names, checked or not.
     user: Option<String>,
-    time: OffsetDateTime,
-    request_line: String,
-    referer: Option<String>,
-    user_agent: Option<String>,
     /// Set by [`RequestIds`](crate::RequestIds) around this log.
     request_id: Option<String>,
+    referer: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// A log line waiting for its byte count; written when dropped.
+struct Pending {
+    asked: Asked,
     format: LogFormat,
     status: u16,
     sent: u64,
@@ -221,42 +272,48 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        let Asked {
+            time,
+            host,
+            request_line,
+            user,
+            request_id,
+            referer,
+            user_agent,
+        } = &self.asked;
         let format =
             format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
-        let time = self.time.format(format).unwrap_or_else(|_| "-".to_owned());
-        let sent = match self.sent {
+        let time = time.format(format).unwrap_or_else(|_| "-".to_owned());
+        let (status, sent) = (self.status, self.sent);
+        let bytes = match sent {
             0 => "-".to_owned(),
             n => n.to_string(),
         };
         // Escaped as Apache and nginx escape them, so a hostile target cannot
         // forge a second log line or break the quoting.
-        let request_line = escaped(&self.request_line);
-        let user = self.user.as_deref().map_or("-".to_owned(), escaped);
+        let escaped_line = escaped(request_line);
+        let escaped_user = user.as_deref().map_or("-".to_owned(), escaped);
         let line = match self.format {
-            LogFormat::Common => format!(
-                "{} - {user} [{time}] \"{request_line}\" {} {sent}",
-                self.host, self.status
-            ),
+            LogFormat::Common => {
+                format!("{host} - {escaped_user} [{time}] \"{escaped_line}\" {status} {bytes}")
+            }
             LogFormat::Combined => {
                 let quoted = |v: &Option<String>| v.as_deref().map_or("-".to_owned(), escaped);
+                let (referer, user_agent) = (quoted(referer), quoted(user_agent));
                 format!(
-                    "{} - {user} [{time}] \"{request_line}\" {} {sent} \"{}\" \"{}\"",
-                    self.host,
-                    self.status,
-                    quoted(&self.referer),
-                    quoted(&self.user_agent)
+                    "{host} - {escaped_user} [{time}] \"{escaped_line}\" {status} {bytes} \"{referer}\" \"{user_agent}\""
                 )
             }
             LogFormat::Json => serde_json::json!({
-                "remote": self.host,
-                "user": self.user,
+                "remote": host,
+                "user": user,
                 "time": time,
-                "request": self.request_line,
-                "status": self.status,
-                "bytes": self.sent,
-                "referer": self.referer,
-                "user_agent": self.user_agent,
-                "request_id": self.request_id,
+                "request": request_line,
+                "status": status,
+                "bytes": sent,
+                "referer": referer,
+                "user_agent": user_agent,
+                "request_id": request_id,
             })
             .to_string(),
         };

@@ -103,6 +103,18 @@ impl Packet {
         &self.method
     }
 
+    /// The target of the request made of the packet, as
+    /// [`Request::uri`](http::Request::uri) has its path and query: PATH_INFO
+    /// (REQUEST_URI's bytes where they say the same) and QUERY_STRING, encoded.
+    pub fn target(&self) -> &PathAndQuery {
+        &self.target
+    }
+
+    /// The HTTP version SERVER_PROTOCOL names, as [`Request::version`](http::Request::version) has it.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
     /// SCRIPT_NAME as the mounts in this server set it, raw (percent-encoded):
     /// a prefix of the target's path.
     pub fn script_name(&self) -> &str {

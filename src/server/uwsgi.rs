@@ -1038,6 +1038,8 @@ mod tests {
                 let env = req.environ();
                 let case = format!("{vars:?} mounted {mount:?}");
                 assert_eq!(packet.method(), req.method(), "{case}");
+                assert_eq!(Some(packet.target()), req.uri().path_and_query(), "{case}");
+                assert_eq!(packet.version(), req.version(), "{case}");
                 assert_eq!(packet.mount_path(), env.mount_path(), "{case}");
                 assert_eq!(packet.path_info(), env.path_info(), "{case}");
                 assert_eq!(packet.query_string(), env.query_string(), "{case}");

@@ -467,11 +467,12 @@ impl<A: stackway::App> stackway::App for PacketsCounted<A> {
 }
 
 #[test]
-fn over_uwsgi_the_environ_made_from_the_packet_is_the_requests() {
+fn over_uwsgi_a_packet_taken_as_it_is_is_answered_counted_and_logged_as_its_request() {
     use stackway::server::Listener;
-    use stackway_middleware::Lint;
-    use std::sync::Arc;
+    use stackway_middleware::access_log::LogFormat;
+    use stackway_middleware::{AccessLog, Lint, Metrics};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     let uwsgi = || {
         let listener = Listener::bind("127.0.0.1:0").unwrap().uwsgi(true);
@@ -482,21 +483,33 @@ fn over_uwsgi_the_environ_made_from_the_packet_is_the_requests() {
             .mount("/app", app("environ"))
             .mount("/", app("environ"))
     };
+    // Each counted, as `--metrics` counts them, and logged, as `--access-log`
+    // logs them (in the format with the most).
+    let observed = |lines: &Arc<Mutex<Vec<String>>>| {
+        let lines = lines.clone();
+        let metrics = Metrics::new(
+            AccessLog::new(Lint::strict(mounted()))
+                .format(LogFormat::Combined)
+                .sink(move |line: &str| lines.lock().unwrap().push(line.to_owned())),
+        );
+        let exposition = metrics.exposition("/metrics");
+        (metrics, exposition)
+    };
+    let [packet_lines, request_lines] = [(); 2].map(|()| Arc::new(Mutex::new(Vec::new())));
+    let (packets_app, packet_counts) = observed(&packet_lines);
+    let (requests_app, request_counts) = observed(&request_lines);
     // The same apps: one server lets the WSGI app take each packet it can;
     // the other passes every request through a middleware that takes none,
     // so the app is called with the request the server makes of the packet.
     let taken = Arc::new(AtomicUsize::new(0));
-    let packets = Running::start(
-        uwsgi(),
-        PacketsCounted(Lint::strict(mounted()), taken.clone()),
-    );
+    let packets = Running::start(uwsgi(), PacketsCounted(packets_app, taken.clone()));
     let requests = Running::start(
         uwsgi(),
         stackway::Builder::new()
             .wrap(stackway::from_fn(|req, next: stackway::Next| async move {
                 next.run(req).await
             }))
-            .run(Lint::strict(mounted())),
+            .run(requests_app),
     );
     let nginx = |uri: &str, path_info: &str, extra: &[(&str, &str)]| {
         let query = uri.split_once('?').map_or("", |(_, q)| q);
@@ -568,6 +581,9 @@ fn over_uwsgi_the_environ_made_from_the_packet_is_the_requests() {
                 ("HTTP_COOKIE", "a=1; b=2"),
                 ("HTTP_X_EMPTY", ""),
                 ("HTTP_CONTENT_TYPE", "text/plain"),
+                ("HTTP_AUTHORIZATION", "Basic YWxpY2U6c2VjcmV0"),
+                ("HTTP_REFERER", "https://example.org/from?\"q\""),
+                ("HTTP_USER_AGENT", "t/1 (caf\u{e9})"),
                 ("REMOTE_USER", "alice"),
                 ("UWSGI_SCRIPT", "x"),
                 ("CONTENT_LENGTH", "0"),
@@ -594,4 +610,58 @@ fn over_uwsgi_the_environ_made_from_the_packet_is_the_requests() {
     }
     // As packets, all but the last two.
     assert_eq!(taken.load(Ordering::Relaxed), cases.len() - 2);
+    // The same line for each, but for its time.
+    let untimed = |lines: &Mutex<Vec<String>>| {
+        let lines = lines.lock().unwrap();
+        (lines.iter())
+            .map(|line| {
+                let (before, rest) = line.split_once(" [").unwrap();
+                format!("{before} {}", rest.split_once("] ").unwrap().1)
+            })
+            .collect::<Vec<_>>()
+    };
+    let started = std::time::Instant::now();
+    while untimed(&packet_lines).len() < cases.len() || untimed(&request_lines).len() < cases.len()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "lines missing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let lines = untimed(&packet_lines);
+    assert_eq!(lines, untimed(&request_lines));
+    // Counted alike, by mount, method and status, and the bytes sent.
+    let counts = |exposition: &stackway_middleware::metrics::Exposition| {
+        let text = exposition.render();
+        (text.lines())
+            .filter(|line| {
+                [
+                    "stackway_requests_total",
+                    "stackway_requests_in_flight",
+                    "stackway_response_bytes_total",
+                    "stackway_request_duration_seconds_count",
+                ]
+                .iter()
+                .any(|name| line.starts_with(name))
+            })
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let packet_counts = counts(&packet_counts);
+    assert_eq!(packet_counts, counts(&request_counts));
+    assert!(
+        packet_counts.contains(
+            &r#"stackway_requests_total{mount="/app",method="GET",status="2xx"} 3"#.to_owned()
+        ),
+        "{packet_counts:#?}"
+    );
+    // The user, the referer and the agent of the one that has them, escaped.
+    assert!(
+        lines.iter().any(|line| {
+            line.starts_with(r#"203.0.113.7 - alice "GET /f HTTP/1.1" 200 "#)
+                && line.ends_with(r#" "https://example.org/from?\"q\"" "t/1 (caf\xc3\xa9)""#)
+        }),
+        "{lines:#?}"
+    );
 }

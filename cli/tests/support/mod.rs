@@ -62,6 +62,11 @@ impl Server {
         );
     }
 
+    /// What it has written to standard error so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap()
+    }
+
     /// Waits at most 20 s for the process to exit; its exit code and stderr.
     pub fn finish(mut self) -> (i32, String) {
         let started = Instant::now();

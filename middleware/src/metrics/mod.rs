@@ -52,6 +52,8 @@ use futures_util::future::Either;
 use http::{HeaderValue, Method, header};
 use http_body::Body as _;
 
+use stackway::app::BoxFuture;
+use stackway::environ::Packet;
 use stackway::notes::{Mount, Notes, Noting, Served};
 use stackway::readings::{CacheReading, PoolReading, ServerReading, UpstreamReading};
 use stackway::{App, IntoResponse, Request, Response};
@@ -204,6 +206,30 @@ impl<A: App> App for Metrics<A> {
             done: false,
         })
     }
+
+    /// A uwsgi packet the app behind takes is counted as its request would
+    /// be (it has no body); the exposition's is answered as a request.
+    fn call_packet(&self, packet: Box<Packet>) -> Result<BoxFuture<'_, Response>, Box<Packet>> {
+        if self.path.as_deref() == Some(packet.target().path()) {
+            return Err(packet);
+        }
+        let method = method_class(packet.method());
+        let state = &*self.state;
+        let started = state.clock.raw();
+        let answered = self.inner.call_packet(packet)?;
+        state.started_requests.fetch_add(1, Ordering::Relaxed);
+        Ok(Box::pin(Counted {
+            answered: Notes::scope(answered),
+            state,
+            started,
+            method,
+            done: false,
+        }))
+    }
+
+    fn takes_packets(&self) -> bool {
+        self.inner.takes_packets()
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -273,7 +299,12 @@ pub struct Exposition {
 impl Exposition {
     /// Whether `req` asks for the metrics.
     pub fn serves(&self, req: &Request) -> bool {
-        req.uri().path() == self.path
+        self.serves_path(req.uri().path())
+    }
+
+    /// Whether a request for `path` asks for the metrics.
+    pub fn serves_path(&self, path: &str) -> bool {
+        path == self.path
     }
 
     /// The metrics in the text exposition format, as a scrape gets them.

@@ -54,7 +54,11 @@ impl StatusPage {
 
     /// Whether `req` asks for the page or its JSON.
     pub fn serves(&self, req: &Request) -> bool {
-        let path = req.uri().path();
+        self.serves_path(req.uri().path())
+    }
+
+    /// Whether a request for `path` asks for the page or its JSON.
+    pub fn serves_path(&self, path: &str) -> bool {
         path == self.path || path == self.json
     }
 
