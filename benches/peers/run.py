@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -58,6 +59,7 @@ PYTHON_SERVERS = ["gunicorn-sync", "gunicorn-gthread", "granian", "uvicorn", "uw
 SERVERS = ["stackway", "stackway-before", "stackway-pgo", "stackway-1p", "stackway-t0",
            "stackway-before-t0", "stackway-pgo-t0", "axum", "actix", "hyper", "nginx"] + PYTHON_SERVERS
 BEFORE = None  # the binary of stackway-before, set from --before
+SERVE_FLAGS = []  # more flags for every stackway server, from --serve-flags
 PGO = ROOT / "target" / "pgo" / "release" / "stackway"
 # --instructions: the Rust servers and uWSGI run under callgrind, which counts the
 # instructions each request costs in user space: the same in every run, where CPU time on two
@@ -366,7 +368,7 @@ def command(server, port, static, tmp, upstream=None, scenario=None, counted=Fal
                 "--processes", workers, "--disable-logging", "--lazy-apps"] + ([] if counted else ["--master"])
     if server == "stackway" and scenario == "uwsgi-flask":
         return [str(binary), "serve", "--bind", f"uwsgi://{bind}", "--pythonpath", str(tmp),
-                "--mount", "/=wsgi:bench_app:flask_app"] + processes
+                "--mount", "/=wsgi:bench_app:flask_app"] + processes + SERVE_FLAGS
     if server == "granian":
         interface = "asgi" if scenario in ASGI else "wsgi"
         return [PYTHON, "-m", "granian", "--interface", interface, "--workers", workers,
@@ -398,7 +400,7 @@ def command(server, port, static, tmp, upstream=None, scenario=None, counted=Fal
         flags += ["--pythonpath", str(PYDEPS), "--pythonpath", str(tmp),
                   "--mount", f"/asgi=asgi:{app}"] + processes
     if server == "stackway":
-        return [str(binary), "serve"] + flags
+        return [str(binary), "serve"] + flags + SERVE_FLAGS
     return [str(PEERS / f"target/release/{server}-peer")] + flags
 
 
@@ -792,6 +794,9 @@ def main():
     p.add_argument("--slow-seconds", type=int, default=10, help="how long slow-1g reads")
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--before", type=Path, help="another stackway binary, run as stackway-before")
+    p.add_argument("--serve-flags", default="", metavar="FLAGS",
+                   help="more flags for every stackway server (`stackway serve`), as one string: "
+                        "'--access-log --max-requests 100000'")
     p.add_argument("--instructions", action="store_true",
                    help="run the Rust servers and uWSGI under callgrind (a Python scenario's as "
                         "one process) and report instructions per request "
@@ -804,8 +809,9 @@ def main():
     p.add_argument("--out", type=Path, default=ROOT / "target/peers/results.json")
     args = p.parse_args()
     args.shapes = args.shapes or [(args.threads, args.connections)]
-    global BEFORE, CALLGRIND
+    global BEFORE, CALLGRIND, SERVE_FLAGS
     BEFORE = args.before and args.before.resolve()
+    SERVE_FLAGS = shlex.split(args.serve_flags)
     if BEFORE and not {"stackway-before", "stackway-before-t0"} & set(args.servers):
         args.servers = ["stackway-before"] + args.servers
 
