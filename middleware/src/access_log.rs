@@ -203,8 +203,12 @@ impl<A: fmt::Debug> fmt::Debug for AccessLog<A> {
 /// nginx's `$remote_user` and Apache's log it (on a 401 too).
 fn basic_user(authorization: &[u8]) -> Option<String> {
     use base64::Engine as _;
-    let value = HeaderValue::from_bytes(authorization).ok()?;
-    let (scheme, encoded) = value.to_str().ok()?.trim().split_once(' ')?;
+    // Read as `HeaderValue::to_str` reads a value: visible ASCII and tabs.
+    let visible = |b: &u8| *b == b'\t' || (b' '..=b'~').contains(b);
+    let value = std::str::from_utf8(authorization)
+        .ok()
+        .filter(|v| v.as_bytes().iter().all(visible))?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
