@@ -4,7 +4,7 @@
 
 mod support;
 
-use stackway_test_support::http::{Conn, exchange, uwsgi_packet};
+use stackway_test_support::http::{Conn, exchange, nginx_uwsgi_vars, uwsgi_packet};
 use stackway_test_support::{external, peak_rss_kib_of};
 
 use std::io::{Read, Write};
@@ -333,26 +333,15 @@ fn over_uwsgi_max_requests_and_the_access_log_count_each_request_once() {
         _ => format!("/p/{n}"),
     };
     let packet = |path: String, body: &str| {
-        let mut vars = vec![
-            (
-                "REQUEST_METHOD",
-                if body.is_empty() { "GET" } else { "POST" }.to_owned(),
-            ),
-            ("REQUEST_URI", path.clone()),
-            ("PATH_INFO", path),
-            ("QUERY_STRING", String::new()),
-            ("CONTENT_TYPE", String::new()),
-            ("CONTENT_LENGTH", body.len().to_string()),
-            ("SERVER_PROTOCOL", "HTTP/1.1".to_owned()),
-            ("REMOTE_ADDR", "203.0.113.7".to_owned()),
-            ("REMOTE_PORT", "51000".to_owned()),
-            ("SERVER_PORT", "80".to_owned()),
-            ("SERVER_NAME", "example.org".to_owned()),
-            ("HTTP_HOST", "example.org".to_owned()),
-        ];
-        if body.is_empty() {
-            vars.retain(|(name, _)| *name != "CONTENT_LENGTH");
+        let mut vars = nginx_uwsgi_vars(&path, &path);
+        for (name, value) in &mut vars {
+            match *name {
+                "REQUEST_METHOD" if !body.is_empty() => *value = "POST".to_owned(),
+                "CONTENT_LENGTH" if !body.is_empty() => *value = body.len().to_string(),
+                _ => {}
+            }
         }
+        vars.push(("HTTP_HOST", "example.org".to_owned()));
         let mut bytes = uwsgi_packet(&vars);
         bytes.extend_from_slice(body.as_bytes());
         bytes

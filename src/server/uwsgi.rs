@@ -859,7 +859,7 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stackway_test_support::http::uwsgi_packet as packet;
+    use stackway_test_support::http::{nginx_uwsgi_vars, uwsgi_packet as packet};
 
     /// The request a packet makes, read as `plain` or `open` reads it.
     async fn read(bytes: &[u8]) -> Result<Opened, Refused> {
@@ -884,23 +884,10 @@ mod tests {
         path_info: &str,
         extra: &[(&'static str, &'static str)],
     ) -> Vec<(String, String)> {
-        let (_, query) = uri.split_once('?').unwrap_or((uri, ""));
-        let mut vars = vec![
-            ("QUERY_STRING".into(), query.to_owned()),
-            ("REQUEST_METHOD".into(), "GET".into()),
-            ("CONTENT_TYPE".into(), String::new()),
-            ("CONTENT_LENGTH".into(), String::new()),
-            ("REQUEST_URI".into(), uri.to_owned()),
-            ("PATH_INFO".into(), path_info.to_owned()),
-            ("DOCUMENT_ROOT".into(), "/usr/share/nginx/html".into()),
-            ("SERVER_PROTOCOL".into(), "HTTP/1.1".into()),
-            ("REQUEST_SCHEME".into(), "http".into()),
-            ("REMOTE_ADDR".into(), "203.0.113.7".into()),
-            ("REMOTE_PORT".into(), "51000".into()),
-            ("SERVER_PORT".into(), "80".into()),
-            ("SERVER_NAME".into(), "example.org".into()),
-            ("HTTP_HOST".into(), "example.org".into()),
-        ];
+        let mut vars: Vec<(String, String)> = (nginx_uwsgi_vars(uri, path_info).into_iter())
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        vars.push(("HTTP_HOST".into(), "example.org".into()));
         vars.extend(
             extra
                 .iter()

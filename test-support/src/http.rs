@@ -181,6 +181,29 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     answer
 }
 
+/// The variables nginx's `include uwsgi_params;` sends for a GET of `uri`
+/// (its PATH_INFO `path_info`, as nginx decodes and normalizes it) from
+/// 203.0.113.7 to `example.org` on port 80, in nginx's order and without
+/// the client's fields: what the uwsgi tests build their packets on.
+pub fn nginx_uwsgi_vars(uri: &str, path_info: &str) -> Vec<(&'static str, String)> {
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    vec![
+        ("QUERY_STRING", query.to_owned()),
+        ("REQUEST_METHOD", "GET".to_owned()),
+        ("CONTENT_TYPE", String::new()),
+        ("CONTENT_LENGTH", String::new()),
+        ("REQUEST_URI", uri.to_owned()),
+        ("PATH_INFO", path_info.to_owned()),
+        ("DOCUMENT_ROOT", "/usr/share/nginx/html".to_owned()),
+        ("SERVER_PROTOCOL", "HTTP/1.1".to_owned()),
+        ("REQUEST_SCHEME", "http".to_owned()),
+        ("REMOTE_ADDR", "203.0.113.7".to_owned()),
+        ("REMOTE_PORT", "51000".to_owned()),
+        ("SERVER_PORT", "80".to_owned()),
+        ("SERVER_NAME", "example.org".to_owned()),
+    ]
+}
+
 /// A uwsgi packet (modifier1 0) of `vars`, as nginx's `uwsgi_pass` sends one
 /// before the request body.
 pub fn uwsgi_packet<N: AsRef<[u8]>, V: AsRef<[u8]>>(vars: &[(N, V)]) -> Vec<u8> {

@@ -512,22 +512,7 @@ fn over_uwsgi_a_packet_taken_as_it_is_is_answered_counted_and_logged_as_its_requ
             .run(requests_app),
     );
     let nginx = |uri: &str, path_info: &str, extra: &[(&str, &str)]| {
-        let query = uri.split_once('?').map_or("", |(_, q)| q);
-        let mut vars = vec![
-            ("QUERY_STRING", query.to_owned()),
-            ("REQUEST_METHOD", "GET".to_owned()),
-            ("CONTENT_TYPE", String::new()),
-            ("CONTENT_LENGTH", String::new()),
-            ("REQUEST_URI", uri.to_owned()),
-            ("PATH_INFO", path_info.to_owned()),
-            ("DOCUMENT_ROOT", "/usr/share/nginx/html".to_owned()),
-            ("SERVER_PROTOCOL", "HTTP/1.1".to_owned()),
-            ("REQUEST_SCHEME", "http".to_owned()),
-            ("REMOTE_ADDR", "203.0.113.7".to_owned()),
-            ("REMOTE_PORT", "51000".to_owned()),
-            ("SERVER_PORT", "80".to_owned()),
-            ("SERVER_NAME", "example.org".to_owned()),
-        ];
+        let mut vars = support::http::nginx_uwsgi_vars(uri, path_info);
         for (name, value) in extra {
             // Each field comes after nginx's variables; another replaces its namesake.
             match vars
