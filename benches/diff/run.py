@@ -2170,6 +2170,7 @@ class CgiUpstream(RawServer):
 CGI_KNOWN = RAW_KNOWN | {
     "SERVER_SOFTWARE": "each server's own name",
     "DOCUMENT_ROOT": "a uwsgi mount has no root (nginx's is its default `html`)",
+    "DOCUMENT_ROOT (fastcgi /app)": "`fastcgi_root` as it is given; nginx's is the `alias` with its trailing slash",
     "SERVER_ADDR": "a uwsgi upstream is told it too (Debian's uwsgi_params leave it out)",
     "HTTP_CONNECTION": "the client's Connection is its hop's (RFC 9110 §7.6.1)",
     "HTTP_X_FORWARDED_FOR": "the proxy's X-Forwarded-* reach the app, the client's own replaced (appended to, for -For): "
