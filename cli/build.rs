@@ -5,8 +5,9 @@
 //!   then takes 8 KiB instead of 390, which every start reads whole;
 //! - the functions of `link-order.txt` laid out first and together
 //!   (`--symbol-ordering-file`, lld's, the linker rustc uses on x86-64 Linux):
-//!   a process at rest then has touched a few pages of the binary's code
-//!   instead of pages all through it. `link-order.py` writes the file.
+//!   a request then runs from a few pages of the binary's code, and a process
+//!   at rest has touched a few, instead of pages all through it.
+//!   `link-order.py` writes the file.
 //!
 //! A toolchain without one links as before.
 

@@ -2,17 +2,24 @@
 """Writes cli/link-order.txt, the functions the binaries run, for the linker.
 
 build.rs hands the file to lld (`--symbol-ordering-file`), which lays these
-functions out first and together: what a process runs to start then sits in
-a few pages of the binary instead of pages all through its 7 MiB of code
-(the kernel maps up to 64 KiB around each page a process touches), and a
-request's functions share the instruction cache's and TLB's lines.
+functions out first and together: a request's functions share the
+instruction cache's and TLB's lines and pages, and what a process runs to
+start sits in a few pages of the binary instead of pages all through its
+7 MiB of code (the kernel maps up to 64 KiB around each page a process
+touches).
 
 The list comes from callgrind over three runs of the release binaries:
-`stackway serve` starting and stopping (first in the file, so that a process
-at rest has touched only the start of it), the same serving hello, static
-files, a route, a proxied request and a 404, and `stackway-python` serving a
-WSGI app over HTTP and over uwsgi. Within each part the functions that ran the
-most instructions come first.
+`stackway serve` starting and stopping; the same serving hello, static files,
+a route, a proxied request and a 404; and `stackway-python` serving a WSGI app
+over uwsgi (as nginx's `uwsgi_pass` asks), then over HTTP. A serving run is
+counted in parts: its start, until it listens, and each of its loads. The
+loads come first, each with the functions the ones before it did not run:
+uwsgi, WSGI over HTTP, then the Rust apps' requests, so that a request of the
+first runs from one stretch of the binary, and one of the others from the
+stretches before its own. The starts come after. Within each part the
+functions that ran the most instructions come first. The Flask hello behind
+`uwsgi_pass` ran its part of the binary from 106 pages of 4 KiB with the
+starts first, and from 66 with the loads first (BENCHMARKS.md).
 
 Symbols carry a hash that changes when a function's crate or generic
 arguments change; lld skips names it does not find, so an old list costs
@@ -69,10 +76,14 @@ def curl(*urls, head=False):
 
 
 def uwsgi_request(port, path):
-    """One request in the uwsgi protocol, as nginx's uwsgi_pass sends it."""
-    fields = {"REQUEST_METHOD": "GET", "REQUEST_URI": path, "PATH_INFO": path,
-              "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": "localhost",
-              "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost"}
+    """One request in the uwsgi protocol, as nginx's uwsgi_pass sends curl's with
+    Debian's uwsgi_params."""
+    fields = {"QUERY_STRING": "", "REQUEST_METHOD": "GET", "CONTENT_TYPE": "",
+              "CONTENT_LENGTH": "", "REQUEST_URI": path, "PATH_INFO": path,
+              "DOCUMENT_ROOT": "/usr/share/nginx/html", "SERVER_PROTOCOL": "HTTP/1.1",
+              "REQUEST_SCHEME": "http", "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "51234",
+              "SERVER_PORT": "80", "SERVER_NAME": "localhost", "HTTP_HOST": "localhost",
+              "HTTP_USER_AGENT": "curl/7.88.1", "HTTP_ACCEPT": "*/*"}
     body = b"".join(len(k).to_bytes(2, "little") + k.encode() + len(v).to_bytes(2, "little")
                     + v.encode() for k, v in fields.items())
     with socket.create_connection(("127.0.0.1", port)) as s:
@@ -81,9 +92,10 @@ def uwsgi_request(port, path):
             pass
 
 
-def callgrind(name, command, load, tmp):
-    """Runs `command` under callgrind until it listens, then `load`, then stops it;
-    returns the profile."""
+def callgrind(name, command, loads, tmp):
+    """Runs `command` under callgrind until it listens, then each of `loads`, then
+    stops it; returns the profiles of its start and of each load (the last one's
+    with the stop)."""
     out = tmp / f"{name}.callgrind"
     process = subprocess.Popen(["valgrind", "--tool=callgrind", "--demangle=no",
                                 f"--callgrind-out-file={out}", *command],
@@ -98,11 +110,15 @@ def callgrind(name, command, load, tmp):
                 sys.exit(f"link-order: {name}: the server stopped before listening")
             listeners -= line.startswith("listening on")
         threading.Thread(target=process.stdout.read, daemon=True).start()
-        load()
+        for load in loads:
+            # What ran since the last dump goes to `out.N`, and the counts start again.
+            subprocess.run(["callgrind_control", "--dump", str(process.pid)],
+                           capture_output=True, check=True)
+            load()
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=120)
-    return out
+    return [Path(f"{out}.{n}") for n in range(1, len(loads) + 1)] + [out]
 
 
 def functions(profile, binary):
@@ -183,7 +199,7 @@ def main():
         http, uwsgi = free_port(), free_port()
 
         start = callgrind("start", [stackway, "serve", "--bind", f"127.0.0.1:{http}",
-                                    "--mount", "/=hello"], lambda: time.sleep(1), tmp)
+                                    "--mount", "/=hello"], [lambda: time.sleep(1)], tmp)
 
         base = f"http://127.0.0.1:{http}"
 
@@ -197,22 +213,27 @@ def main():
                                     "--mount", "/=hello", "--mount", "/routes=routes",
                                     "--static", f"/static={tmp / 'static'}",
                                     "--mount", f"/proxy=http://127.0.0.1:{http}"],
-                          serve_load, tmp)
+                          [serve_load], tmp)
 
-        def python_load():
+        def uwsgi_load():
+            for _ in range(20):
+                uwsgi_request(uwsgi, "/you")
+
+        def http_load():
             for _ in range(20):
                 curl(f"{base}/you", f"{base}/you/again")
-                uwsgi_request(uwsgi, "/you")
 
         served = callgrind("python", [python, "serve", "--bind", f"127.0.0.1:{http}",
                                       "--bind", f"uwsgi://127.0.0.1:{uwsgi}",
                                       "--pythonpath", str(tmp), "--wsgi-threads", "0",
                                       "--mount", "/=wsgi:order_app:application"],
-                           python_load, tmp)
+                           [uwsgi_load, http_load], tmp)
 
+        parts = [(served[1], "stackway-python"), (served[2], "stackway-python"),
+                 (serve[1], "stackway"), *((start_, "stackway") for start_ in start),
+                 (serve[0], "stackway"), (served[0], "stackway-python")]
         seen, lines = set(), []
-        for profile, binary in ((start, "stackway"), (serve, "stackway"),
-                                (served, "stackway-python")):
+        for profile, binary in parts:
             for symbol in functions(profile, binary):
                 if symbol not in seen:
                     seen.add(symbol)
