@@ -229,8 +229,9 @@ def main():
                                       "--mount", "/=wsgi:order_app:application"],
                            [uwsgi_load, http_load], tmp)
 
+        # The loads (uwsgi, WSGI over HTTP, the Rust apps'), then the starts.
         parts = [(served[1], "stackway-python"), (served[2], "stackway-python"),
-                 (serve[1], "stackway"), *((start_, "stackway") for start_ in start),
+                 (serve[1], "stackway"), (start[0], "stackway"), (start[1], "stackway"),
                  (serve[0], "stackway"), (served[0], "stackway-python")]
         seen, lines = set(), []
         for profile, binary in parts:
